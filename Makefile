@@ -1,0 +1,74 @@
+# Tether: every entry point installs what it needs first, so a fresh Debian 12 machine works.
+#   make run    deps + Release build + tetherd on etc/tether.yaml (local-only mode, no cloud needed)
+#   make test   deps + build + every test (plain build, then ASan/UBSan build, then bounded fuzzing)
+#   make build  deps + Release build
+#   make bench  deps + Release build + every benchmark against its baseline -> docs/benchmarks.md
+#   make soak   long fault suites (kill -9 cycles, WAN flaps, ...)
+#   make fuzz   long fuzzing runs (FUZZ_SECONDS per target, default 600)
+#   make deb    .deb package in build/
+
+JOBS        ?= $(shell nproc)
+BUILD       ?= build
+ASAN_BUILD  ?= build-asan
+FUZZ_BUILD  ?= build-fuzz
+FUZZ_SECONDS ?= 600
+STATE_DIR   ?= $(CURDIR)/$(BUILD)/state
+
+.PHONY: all deps peers build build-asan build-fuzz run test test-plain test-asan fuzz-smoke fuzz bench soak deb clean
+
+all: build
+
+deps:
+	@./scripts/install-deps.sh
+
+peers: deps
+	@./tests/peers/install.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+build-asan: deps
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTETHER_SANITIZE=ON -DTETHER_BUILD_BENCH=OFF
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+build-fuzz: deps
+	CC=clang CXX=clang++ cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTETHER_FUZZ=ON \
+	  -DTETHER_BUILD_TESTS=OFF -DTETHER_BUILD_BENCH=OFF
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target tether_fuzzers
+
+run: build
+	mkdir -p $(STATE_DIR)
+	STATE_DIRECTORY=$(STATE_DIR) ./$(BUILD)/tetherd --config etc/tether.yaml
+
+test: peers test-plain test-asan fuzz-smoke
+
+test-plain: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600
+
+# The sanitizer run skips tests labelled "slow" (they run in the plain build above).
+test-asan: build-asan
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ctest --output-on-failure -j $(JOBS) --timeout 600 -LE slow
+
+fuzz-smoke: build-fuzz
+	./scripts/run-fuzzers.sh $(FUZZ_BUILD) 20
+
+fuzz: build-fuzz
+	./scripts/run-fuzzers.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+bench: peers
+	cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DTETHER_BUILD_TESTS=OFF
+	cmake --build build-bench -j $(JOBS)
+	./bench/run-all.sh build-bench
+
+soak: build
+	cd $(BUILD) && TETHER_SOAK=1 ctest --output-on-failure -L soak --timeout 7200
+
+deb: build
+	cd $(BUILD) && cpack -G DEB
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) build-bench

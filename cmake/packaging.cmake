@@ -1,0 +1,1 @@
+# CPack .deb packaging is configured by issue 7.
