@@ -1,0 +1,350 @@
+#include "gateway/config.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "gateway/route_pattern.h"
+#include "gateway/yaml_schema.h"
+
+namespace tether {
+
+std::string HostPort::ToString() const {
+  return host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, port)
+                                             : fmt::format("{}:{}", host, port);
+}
+
+namespace {
+
+using std::chrono::hours;
+using std::chrono::milliseconds;
+
+HostPort ReadHostPort(const YamlField& f) {
+  std::string s = f.AsString();
+  HostPort hp;
+  std::string port;
+  if (!s.empty() && s.front() == '[') {
+    size_t close = s.find(']');
+    if (close == std::string::npos || close + 1 >= s.size() || s[close + 1] != ':') {
+      f.Fail(fmt::format("expected [ipv6]:port, got '{}'", s));
+    }
+    hp.host = s.substr(1, close - 1);
+    port = s.substr(close + 2);
+  } else {
+    size_t colon = s.rfind(':');
+    if (colon == std::string::npos || s.find(':') != colon) {
+      f.Fail(fmt::format("expected host:port (or [ipv6]:port), got '{}'", s));
+    }
+    hp.host = s.substr(0, colon);
+    port = s.substr(colon + 1);
+  }
+  if (hp.host.empty()) f.Fail(fmt::format("missing host in '{}'", s));
+  char* end = nullptr;
+  long p = std::strtol(port.c_str(), &end, 10);
+  if (port.empty() || *end != '\0' || p < 0 || p > 65535) {
+    f.Fail(fmt::format("port '{}' is not a number in [0, 65535]", port));
+  }
+  hp.port = static_cast<uint16_t>(p);
+  return hp;
+}
+
+std::string DefaultStorePath() {
+  // systemd's StateDirectory= exports STATE_DIRECTORY (colon-separated when several).
+  if (const char* sd = std::getenv("STATE_DIRECTORY"); sd && *sd) {
+    std::string s(sd);
+    return s.substr(0, s.find(':'));
+  }
+  return "/var/lib/tether";
+}
+
+std::string HostName() {
+  char buf[256] = {0};
+  if (gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "tether";
+  return buf;
+}
+
+bool IsValidKey(const std::string& k) {
+  if (k.empty() || k.size() > 768) return false;
+  for (unsigned char c : k) {
+    if (c < 0x20 || c == 0x7f || std::string(".$#[]/").find(static_cast<char>(c)) != std::string::npos) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void ReadDevice(YamlField f, DeviceConfig* d) {
+  if (auto v = f.Optional("listen")) d->listen = ReadHostPort(*v);
+  if (auto v = f.Optional("max_datagram")) d->max_datagram = v->AsInt(64, 65507);
+  if (auto v = f.Optional("heartbeat_target")) d->heartbeat_target = v->AsDuration(milliseconds(1000), hours(1));
+  if (auto v = f.Optional("session_timeout")) {
+    d->session_timeout = v->AsDuration(milliseconds(1000), hours(24));
+    if (d->session_timeout <= d->heartbeat_target) {
+      v->Fail(fmt::format("must be longer than device.heartbeat_target ({}ms)", d->heartbeat_target.count()));
+    }
+  } else if (d->session_timeout <= d->heartbeat_target) {
+    d->session_timeout = d->heartbeat_target + d->heartbeat_target / 2;
+  }
+  if (auto v = f.Optional("max_payload")) d->max_payload = v->AsBytes(64, 1 << 20);
+  f.Finish();
+}
+
+void ReadStore(YamlField f, StoreConfig* s) {
+  if (auto v = f.Optional("path")) {
+    s->path = v->AsString();
+    if (s->path.empty()) v->Fail("must not be empty");
+  }
+  if (auto v = f.Optional("durability")) s->fsync = v->AsEnum({"fsync", "os-buffered"}) == "fsync";
+  if (auto v = f.Optional("map_size")) s->map_size = v->AsBytes(1 << 20, 1ull << 40);
+  if (auto v = f.Optional("map_max")) {
+    s->map_max = v->AsBytes(1 << 20, 1ull << 40);
+    if (s->map_max < s->map_size) v->Fail("must be at least store.map_size");
+  } else if (s->map_max < s->map_size) {
+    s->map_max = s->map_size;
+  }
+  if (auto v = f.Optional("cache_bytes")) s->cache_bytes = v->AsBytes(64 << 10, 1ull << 40);
+  if (auto v = f.Optional("queue_max_entries")) s->queue_max_entries = v->AsInt(1, INT64_MAX);
+  if (auto v = f.Optional("queue_max_bytes")) s->queue_max_bytes = v->AsBytes(1 << 10, 1ull << 40);
+  f.Finish();
+}
+
+UpstreamConfig ReadUpstream(YamlField f) {
+  UpstreamConfig u;
+  YamlField url = f.Required("url");
+  u.url = url.AsString();
+  if (u.url.rfind("https://", 0) != 0 && u.url.rfind("http://", 0) != 0) {
+    url.Fail("must start with https:// (or http:// for a local test cloud)");
+  }
+  while (!u.url.empty() && u.url.back() == '/') u.url.pop_back();
+  int creds = 0;
+  if (auto v = f.Optional("secret_file")) u.secret_file = v->AsString(), ++creds;
+  if (auto v = f.Optional("access_token_file")) u.access_token_file = v->AsString(), ++creds;
+  if (auto v = f.Optional("service_account_file")) u.service_account_file = v->AsString(), ++creds;
+  if (creds > 1) f.Fail("give at most one of secret_file, access_token_file, service_account_file");
+  if (auto v = f.Optional("auth_variable_override")) u.auth_variable_override = v->AsBool();
+  if (auto v = f.Optional("presence_path")) u.presence_path = v->AsString();
+  f.Finish();
+  return u;
+}
+
+AppConfig ReadApp(YamlField f) {
+  AppConfig a;
+  YamlField id = f.Required("id");
+  a.id = id.AsString();
+  if (!IsValidKey(a.id) || a.id.find('.') != std::string::npos) id.Fail("not a valid app id");
+  if (auto v = f.Optional("default")) a.is_default = v->AsBool();
+  if (auto auth = f.Optional("auth")) {
+    std::string mode = auth->Required("mode").AsEnum({"open", "tokens", "hmac"});
+    if (mode == "tokens") {
+      a.auth.mode = AppAuth::Mode::kTokens;
+      for (auto t : auth->Required("tokens").Items()) {
+        AppAuth::Token tok{t.Required("device").AsString(), t.Required("token").AsString()};
+        if (tok.token.empty() || tok.token.size() > 512) t.Fail("token must be 1 to 512 bytes");
+        t.Finish();
+        a.auth.tokens.push_back(tok);
+      }
+    } else if (mode == "hmac") {
+      a.auth.mode = AppAuth::Mode::kHmac;
+      a.auth.secret_file = auth->Required("secret_file").AsString();
+    }
+    auth->Finish();
+  }
+  f.Finish();
+  return a;
+}
+
+RouteConfig::Access ReadAccess(const YamlField& f) {
+  std::string s = f.AsEnum({"none", "own", "all"});
+  return s == "none" ? RouteConfig::Access::kNone
+         : s == "own" ? RouteConfig::Access::kOwn
+                      : RouteConfig::Access::kAll;
+}
+
+RouteConfig ReadRoute(YamlField f, const Config& c) {
+  RouteConfig r;
+  YamlField name = f.Required("name");
+  r.name = name.AsString();
+  if (!IsValidKey(r.name)) name.Fail("not a valid route name");
+  if (auto v = f.Optional("app")) {
+    r.app = v->AsString();
+    bool known = false;
+    for (const auto& a : c.apps) known |= a.id == r.app;
+    if (!known) v->Fail(fmt::format("unknown app '{}'", r.app));
+  } else {
+    if (c.apps.size() != 1) f.Fail("route must name its app when several apps are configured");
+    r.app = c.apps.front().id;
+  }
+  std::string err;
+  YamlField match = f.Required("match");
+  r.match = match.AsString();
+  auto mp = RoutePattern::Parse(r.match, &err);
+  if (!mp) match.Fail(err);
+  r.cloud = r.match;
+  std::optional<RoutePattern> cp = mp;
+  if (auto v = f.Optional("cloud")) {
+    r.cloud = v->AsString();
+    cp = RoutePattern::Parse(r.cloud, &err);
+    if (!cp) v->Fail(err);
+    for (const auto& cap : cp->CaptureNames()) {
+      if (!mp->HasCapture(cap) && cap != "device" && !c.variables.count(cap)) {
+        v->Fail(fmt::format("{{{}}} is neither captured by match, nor {{device}}, nor in gateway.variables", cap));
+      }
+    }
+    if (cp->HasRest() != mp->HasRest()) v->Fail("cloud must end in '**' exactly when match does");
+  }
+  if (auto v = f.Optional("read")) r.read = ReadAccess(*v);
+  if (auto v = f.Optional("write")) r.write = ReadAccess(*v);
+  if ((r.read == RouteConfig::Access::kOwn || r.write == RouteConfig::Access::kOwn) && !mp->HasCapture("device")) {
+    match.Fail("access 'own' needs a {device} capture in match");
+  }
+  if (auto v = f.Optional("on_disconnect")) r.on_disconnect = v->AsBool();
+  if (auto v = f.Optional("timestamps")) {
+    r.timestamps = v->AsEnum({"event", "arrival"}) == "event" ? RouteConfig::Timestamps::kEventTime
+                                                               : RouteConfig::Timestamps::kArrival;
+  }
+  if (auto v = f.Optional("priority")) r.priority = static_cast<int>(v->AsInt(-100, 100));
+  if (auto v = f.Optional("sync")) {
+    for (auto s : v->Items()) {
+      std::string path = s.AsString();
+      for (const auto& seg : SplitPath(path)) {
+        if (!IsValidKey(seg)) s.Fail(fmt::format("'{}' is not a valid cloud path", path));
+      }
+      r.sync.push_back(JoinPath(SplitPath(path)));
+    }
+  }
+  if (auto q = f.Optional("queue")) {
+    if (auto v = q->Optional("max_entries")) r.queue.max_entries = v->AsInt(1, INT64_MAX);
+    if (auto v = q->Optional("max_bytes")) r.queue.max_bytes = v->AsBytes(1 << 10, 1ull << 40);
+    if (auto v = q->Optional("on_full")) {
+      r.queue.on_full = v->AsEnum({"reject", "drop-oldest"}) == "reject" ? QueuePolicy::OnFull::kReject
+                                                                           : QueuePolicy::OnFull::kDropOldest;
+    }
+    if (auto v = q->Optional("ttl")) r.queue.ttl = v->AsDuration(milliseconds(1000), hours(24 * 365));
+    q->Finish();
+  }
+  f.Finish();
+  return r;
+}
+
+void ValidateRoutes(Config* c, YamlField* routes_field) {
+  std::vector<RoutePattern> pats;
+  std::set<std::string> names;
+  for (size_t i = 0; i < c->routes.size(); ++i) {
+    const RouteConfig& r = c->routes[i];
+    std::string err;
+    pats.push_back(*RoutePattern::Parse(r.match, &err));
+    auto fail = [&](const std::string& what) {
+      if (routes_field) routes_field->Items()[i].Fail(what);
+      throw ConfigError(c->source_file, 0, 0, fmt::format("routes[{}]", i), what);
+    };
+    if (!names.insert(r.name).second) fail(fmt::format("duplicate route name '{}'", r.name));
+    for (size_t j = 0; j < i; ++j) {
+      if (c->routes[j].app == r.app && pats[j].Overlaps(pats[i])) {
+        fail(fmt::format("match '{}' overlaps route '{}' ('{}'): a path could match both", r.match,
+                         c->routes[j].name, c->routes[j].match));
+      }
+    }
+  }
+}
+
+Config ParseRoot(YAML::Node root, const std::string& file) {
+  Config c;
+  c.source_file = file;
+  c.gateway_id = HostName();
+  c.store.path = DefaultStorePath();
+  YamlField top(file, root, "");
+  if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map), top = YamlField(file, root, "");
+  if (!root.IsMap()) top.Fail("the configuration must be a mapping");
+
+  if (auto g = top.Optional("gateway")) {
+    if (auto v = g->Optional("id")) {
+      c.gateway_id = v->AsString();
+      if (!IsValidKey(c.gateway_id)) v->Fail("not a valid key (no . $ # [ ] / or control characters)");
+    }
+    if (auto vars = g->Optional("variables")) {
+      if (!vars->IsMap()) vars->Fail("expected a mapping of name: value");
+      YAML::Node n = root["gateway"]["variables"];
+      for (auto it = n.begin(); it != n.end(); ++it) {
+        std::string k = it->first.Scalar();
+        YamlField val = vars->Required(k);
+        c.variables[k] = val.AsString();
+        if (!IsValidKey(c.variables[k])) val.Fail("not a valid key");
+      }
+      vars->Finish();
+    }
+    g->Finish();
+  }
+  if (auto v = top.Optional("device")) ReadDevice(*v, &c.device);
+  if (auto v = top.Optional("store")) ReadStore(*v, &c.store);
+  if (auto v = top.Optional("upstream")) c.upstream = ReadUpstream(*v);
+  if (auto a = top.Optional("admin")) {
+    if (auto v = a->Optional("listen")) c.admin_listen = ReadHostPort(*v);
+    a->Finish();
+  }
+  if (auto l = top.Optional("log")) {
+    if (auto v = l->Optional("level")) c.log_level = v->AsEnum({"trace", "debug", "info", "warn", "error"});
+    l->Finish();
+  }
+  if (c.upstream && c.upstream->presence_path.empty()) c.upstream->presence_path = "/.gateways/" + c.gateway_id;
+
+  if (auto apps = top.Optional("apps")) {
+    std::set<std::string> ids;
+    int defaults = 0;
+    for (auto item : apps->Items()) {
+      AppConfig a = ReadApp(item);
+      if (!ids.insert(a.id).second) item.Fail(fmt::format("duplicate app id '{}'", a.id));
+      defaults += a.is_default;
+      if (defaults > 1) item.Fail("only one app may be the default");
+      c.apps.push_back(std::move(a));
+    }
+  }
+  if (c.apps.empty()) c.apps.push_back(AppConfig{"default", true, {}});
+  if (c.apps.size() == 1) c.apps.front().is_default = true;
+
+  std::optional<YamlField> routes = top.Optional("routes");
+  if (routes) {
+    for (auto item : routes->Items()) c.routes.push_back(ReadRoute(item, c));
+  }
+  for (const auto& a : c.apps) {
+    bool has = false;
+    for (const auto& r : c.routes) has |= r.app == a.id;
+    if (!has && !routes) {
+      RouteConfig r;
+      r.name = a.id;
+      r.app = a.id;
+      r.match = "**";
+      r.cloud = "**";
+      c.routes.push_back(r);
+    }
+  }
+  ValidateRoutes(&c, routes ? &*routes : nullptr);
+  top.Finish();
+  return c;
+}
+
+}  // namespace
+
+Config Config::Parse(const std::string& yaml_text, const std::string& file_name) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(file_name, e.mark.is_null() ? 0 : e.mark.line + 1, e.mark.is_null() ? 0 : e.mark.column + 1,
+                      "", e.msg);
+  }
+  return ParseRoot(root, file_name);
+}
+
+Config Config::Load(const std::string& file) {
+  std::ifstream in(file);
+  if (!in) throw ConfigError(file, 0, 0, "", "cannot read the file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return Parse(ss.str(), file);
+}
+
+}  // namespace tether

@@ -1,0 +1,104 @@
+// Config: the whole of /etc/tether/tether.yaml, validated against its schema.
+//
+// Load() either returns a complete, valid Config or throws ConfigError naming file:line:col and the
+// key path. Every key and its default is documented in docs/configuration.md; keep the two in step.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gateway/config_error.h"
+
+namespace tether {
+
+using Millis = std::chrono::milliseconds;
+
+struct HostPort {
+  std::string host;
+  uint16_t port = 0;
+  std::string ToString() const;
+};
+
+struct DeviceConfig {
+  HostPort listen{"0.0.0.0", 5683};
+  uint32_t max_datagram = 1280;
+  Millis heartbeat_target{20'000};  // devices are steered to ping at least this often
+  Millis session_timeout{30'000};   // silence after which a session ends (> heartbeat_target)
+  uint32_t max_payload = 16 * 1024;  // larger request bodies get 4.13
+};
+
+struct StoreConfig {
+  std::string path;                       // default: $STATE_DIRECTORY, else /var/lib/tether
+  bool fsync = true;                      // durability: "fsync" (default) or "os-buffered"
+  uint64_t map_size = 1ull << 30;         // initial LMDB map size
+  uint64_t map_max = 8ull << 30;          // the map grows up to this on MDB_MAP_FULL
+  uint64_t cache_bytes = 10'000'000;      // LRU bound of the local data copy (sync roots pinned)
+  uint64_t queue_max_entries = 10'000'000;
+  uint64_t queue_max_bytes = 4ull << 30;
+};
+
+struct UpstreamConfig {
+  std::string url;                        // https://<db>.firebaseio.com or http://127.0.0.1:<port>
+  std::string secret_file;                // database secret (auth=)
+  std::string access_token_file;          // OAuth2 token, re-read when it changes
+  std::string service_account_file;       // service-account JSON key
+  bool auth_variable_override = false;    // evaluate cloud rules as the device
+  std::string presence_path;              // default "/.gateways/<gateway.id>"
+};
+
+struct AppAuth {
+  enum class Mode { kOpen, kTokens, kHmac } mode = Mode::kOpen;
+  struct Token { std::string device; std::string token; };
+  std::vector<Token> tokens;              // kTokens: token -> device id
+  std::string secret_file;                // kHmac: token = "<device>:" + hex(HMAC-SHA256(secret, device))
+};
+
+struct AppConfig {
+  std::string id;                         // first label of Uri-Host ("myapp" in myapp.wilddogio.com)
+  bool is_default = false;                // serves requests without Uri-Host
+  AppAuth auth;
+};
+
+struct QueuePolicy {
+  uint64_t max_entries = 1'000'000;
+  uint64_t max_bytes = 256ull << 20;
+  enum class OnFull { kReject, kDropOldest } on_full = OnFull::kReject;
+  std::optional<Millis> ttl;              // queued entries older than this are dropped (counted)
+};
+
+struct RouteConfig {
+  std::string name;
+  std::string app;                        // app id this route belongs to
+  std::string match;                      // device path pattern, e.g. "devices/{device}/**"
+  std::string cloud;                      // cloud path pattern, e.g. "fleet/site1/{device}/**"
+  enum class Access { kNone, kOwn, kAll };
+  Access read = Access::kAll;             // kOwn: only paths whose {device} is the caller's id
+  Access write = Access::kAll;
+  bool on_disconnect = true;
+  enum class Timestamps { kEventTime, kArrival } timestamps = Timestamps::kEventTime;
+  int priority = 0;                       // higher drains first when several routes have backlog
+  std::vector<std::string> sync;          // cloud paths kept synced into the local copy
+  QueuePolicy queue;
+};
+
+struct Config {
+  std::string source_file;
+  std::string gateway_id;                 // default: the host name
+  std::map<std::string, std::string> variables;  // fill {name} in route cloud patterns (e.g. {site})
+  DeviceConfig device;
+  StoreConfig store;
+  std::optional<UpstreamConfig> upstream; // absent: local-only mode
+  HostPort admin_listen{"127.0.0.1", 8790};
+  std::string log_level = "info";
+  std::vector<AppConfig> apps;            // never empty after Load (a default open app)
+  std::vector<RouteConfig> routes;        // never empty after Load (a catch-all route)
+
+  static Config Load(const std::string& file);
+  static Config Parse(const std::string& yaml_text, const std::string& file_name);
+};
+
+}  // namespace tether

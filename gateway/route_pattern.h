@@ -1,0 +1,56 @@
+// RoutePattern: a path template such as "devices/{device}/**".
+//
+// Grammar: segments separated by '/'. A segment is a literal key, a capture "{name}" that matches
+// exactly one segment, or "**" (last segment only) that matches zero or more remaining segments.
+// "" or "**" alone matches every path. Patterns are immutable after Parse().
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tether {
+
+using Captures = std::map<std::string, std::string>;
+
+class RoutePattern {
+ public:
+  // Returns nullopt and sets *error for a malformed template.
+  static std::optional<RoutePattern> Parse(const std::string& text, std::string* error);
+
+  // segments: the request path split on '/' with empty root segment removed.
+  // On a match fills captures and the remainder matched by "**" (possibly empty).
+  bool Match(const std::vector<std::string>& segments, Captures* captures,
+             std::vector<std::string>* rest) const;
+
+  // Fills the template with captures (every capture name must be bound) and appends rest at "**".
+  // Returns nullopt if a capture is unbound.
+  std::optional<std::vector<std::string>> Expand(const Captures& captures,
+                                                 const std::vector<std::string>& rest) const;
+
+  // True when some path matches both patterns.
+  bool Overlaps(const RoutePattern& other) const;
+
+  // Literal segments before the first capture or "**".
+  std::vector<std::string> LiteralPrefix() const;
+  std::vector<std::string> CaptureNames() const;
+  bool HasCapture(const std::string& name) const;
+  bool HasRest() const { return rest_; }
+  const std::string& text() const { return text_; }
+
+ private:
+  struct Segment {
+    bool capture = false;
+    std::string text;  // literal key or capture name
+  };
+  std::string text_;
+  std::vector<Segment> segments_;
+  bool rest_ = false;  // ends in "**"
+};
+
+// Splits "a/b/c" (leading/trailing '/' ignored) into segments.
+std::vector<std::string> SplitPath(const std::string& path);
+std::string JoinPath(const std::vector<std::string>& segments);
+
+}  // namespace tether
