@@ -1,0 +1,138 @@
+#include "gateway/config.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace tether {
+namespace {
+
+Config ParseOk(const std::string& yaml) { return Config::Parse(yaml, "t.yaml"); }
+
+// Returns the error text, or "" when the config was accepted.
+std::string ErrorOf(const std::string& yaml) {
+  try {
+    Config::Parse(yaml, "t.yaml");
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Config, EmptyFileGivesLocalOnlyDefaults) {
+  Config c = ParseOk("");
+  EXPECT_EQ(c.device.listen.host, "0.0.0.0");
+  EXPECT_EQ(c.device.listen.port, 5683);
+  EXPECT_EQ(c.admin_listen.ToString(), "127.0.0.1:8790");
+  EXPECT_EQ(c.device.max_datagram, 1280u);
+  EXPECT_EQ(c.device.heartbeat_target.count(), 20000);
+  EXPECT_GT(c.device.session_timeout, c.device.heartbeat_target);
+  EXPECT_FALSE(c.upstream.has_value());
+  EXPECT_EQ(c.log_level, "info");
+  EXPECT_TRUE(c.store.fsync);
+  ASSERT_EQ(c.apps.size(), 1u);
+  EXPECT_TRUE(c.apps[0].is_default);
+  ASSERT_EQ(c.routes.size(), 1u);
+  EXPECT_EQ(c.routes[0].match, "**");
+}
+
+TEST(Config, ShippedFileIsValid) {
+  const char* src = std::getenv("TETHER_SOURCE_DIR");
+  ASSERT_NE(src, nullptr);
+  Config c = Config::Load(std::string(src) + "/etc/tether.yaml");
+  EXPECT_FALSE(c.upstream.has_value());
+}
+
+TEST(Config, StorePathDefaultsToStateDirectory) {
+  setenv("STATE_DIRECTORY", "/run/x:/run/y", 1);
+  EXPECT_EQ(ParseOk("").store.path, "/run/x");
+  unsetenv("STATE_DIRECTORY");
+  EXPECT_EQ(ParseOk("").store.path, "/var/lib/tether");
+}
+
+TEST(Config, UnknownKeyNamesLineColumnAndPath) {
+  EXPECT_EQ(ErrorOf("device:\n  listen: \"0.0.0.0:5683\"\n  heartbaet_target: 20s\n"),
+            "t.yaml:3:3: device.heartbaet_target: unknown key");
+  EXPECT_EQ(ErrorOf("nonsense: 1\n"), "t.yaml:1:1: nonsense: unknown key");
+}
+
+TEST(Config, DuplicateKeyIsAnError) {
+  EXPECT_EQ(ErrorOf("log:\n  level: info\n  level: debug\n"), "t.yaml:3:3: log.level: duplicate key");
+}
+
+struct BadCase {
+  const char* yaml;
+  const char* error;
+};
+
+class ConfigRejects : public testing::TestWithParam<BadCase> {};
+
+TEST_P(ConfigRejects, WithPreciseMessage) { EXPECT_EQ(ErrorOf(GetParam().yaml), GetParam().error); }
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, ConfigRejects,
+    testing::Values(
+        BadCase{"device:\n  max_datagram: 70000\n", "t.yaml:2:17: device.max_datagram: 70000 is out of range [64, 65507]"},
+        BadCase{"device:\n  max_datagram: many\n", "t.yaml:2:17: device.max_datagram: expected an integer, got 'many'"},
+        BadCase{"device:\n  listen: 5683\n", "t.yaml:2:11: device.listen: expected host:port (or [ipv6]:port), got '5683'"},
+        BadCase{"device:\n  listen: \"h:99999\"\n", "t.yaml:2:11: device.listen: port '99999' is not a number in [0, 65535]"},
+        BadCase{"device:\n  heartbeat_target: 20 parsecs\n",
+                "t.yaml:2:21: device.heartbeat_target: unknown duration unit 'parsecs' (use ms, s, m, h or d)"},
+        BadCase{"device:\n  heartbeat_target: 20s\n  session_timeout: 10s\n",
+                "t.yaml:3:20: device.session_timeout: must be longer than device.heartbeat_target (20000ms)"},
+        BadCase{"store:\n  durability: maybe\n", "t.yaml:2:15: store.durability: 'maybe' is not one of: fsync, os-buffered"},
+        BadCase{"store:\n  cache_bytes: 10XB\n",
+                "t.yaml:2:16: store.cache_bytes: unknown size unit 'XB' (use B, KB, MB, GB, KiB, MiB or GiB)"},
+        BadCase{"log:\n  level: loud\n", "t.yaml:2:10: log.level: 'loud' is not one of: trace, debug, info, warn, error"},
+        BadCase{"upstream:\n  url: ftp://x\n", "t.yaml:2:8: upstream.url: must start with https:// (or http:// for a local test cloud)"},
+        BadCase{"upstream:\n  secret_file: /x\n", "t.yaml:2:3: upstream.url: required key is missing"},
+        BadCase{"device: [1, 2]\n", "t.yaml:1:9: device: expected a mapping"},
+        BadCase{"device: [\n", "t.yaml:2:1: end of sequence flow not found"},
+        BadCase{"apps:\n  - id: a\n  - id: a\n", "t.yaml:3:5: apps[1]: duplicate app id 'a'"},
+        BadCase{"apps:\n  - id: a.b\n", "t.yaml:2:9: apps[0].id: not a valid app id"},
+        BadCase{"apps:\n  - id: a\n    auth: { mode: tokens, tokens: [ { device: d1 } ] }\n",
+                "t.yaml:3:37: apps[0].auth.tokens[0].token: required key is missing"},
+        BadCase{"routes:\n  - name: r\n    match: \"a/**/b\"\n", "t.yaml:3:12: routes[0].match: '**' may only be the last segment"},
+        BadCase{"routes:\n  - name: r\n    match: \"a/{x\"\n", "t.yaml:3:12: routes[0].match: malformed capture '{x' (use {name})"},
+        BadCase{"routes:\n  - name: r\n    match: \"devices/**\"\n    read: own\n",
+                "t.yaml:3:12: routes[0].match: access 'own' needs a {device} capture in match"},
+        BadCase{"routes:\n  - name: r\n    match: \"d/{id}/**\"\n    cloud: \"f/{site}/{id}/**\"\n",
+                "t.yaml:4:12: routes[0].cloud: {site} is neither captured by match, nor {device}, nor in gateway.variables"},
+        BadCase{"routes:\n  - name: a\n    match: \"devices/**\"\n  - name: b\n    match: \"devices/{device}/x\"\n",
+                "t.yaml:4:5: routes[1]: match 'devices/{device}/x' overlaps route 'a' ('devices/**'): a path could match both"},
+        BadCase{"routes:\n  - name: a\n    match: \"x\"\n    app: nope\n", "t.yaml:4:10: routes[0].app: unknown app 'nope'"}));
+
+TEST(Config, RoutesWithVariablesAndAccess) {
+  Config c = ParseOk(
+      "gateway:\n  id: gw1\n  variables: { site: plant7 }\n"
+      "apps:\n  - id: myapp\n    auth: { mode: tokens, tokens: [ { device: d1, token: t1 } ] }\n"
+      "routes:\n"
+      "  - name: devices\n    match: \"devices/{device}/**\"\n    cloud: \"fleet/{site}/{device}/**\"\n"
+      "    read: own\n    write: own\n    queue: { max_entries: 1000, on_full: drop-oldest, ttl: 7d }\n"
+      "  - name: config\n    match: \"config/**\"\n    write: none\n    sync: [ \"config\" ]\n"
+      "upstream:\n  url: http://127.0.0.1:9000/\n");
+  EXPECT_EQ(c.gateway_id, "gw1");
+  EXPECT_EQ(c.variables.at("site"), "plant7");
+  ASSERT_EQ(c.routes.size(), 2u);
+  EXPECT_EQ(c.routes[0].read, RouteConfig::Access::kOwn);
+  EXPECT_EQ(c.routes[0].queue.on_full, QueuePolicy::OnFull::kDropOldest);
+  EXPECT_EQ(c.routes[0].queue.ttl->count(), 7 * 86400000LL);
+  EXPECT_EQ(c.routes[1].write, RouteConfig::Access::kNone);
+  EXPECT_EQ(c.routes[1].sync, std::vector<std::string>{"config"});
+  ASSERT_TRUE(c.upstream);
+  EXPECT_EQ(c.upstream->url, "http://127.0.0.1:9000");
+  EXPECT_EQ(c.upstream->presence_path, "/.gateways/gw1");
+  EXPECT_EQ(c.apps[0].auth.tokens[0].device, "d1");
+}
+
+TEST(Config, MissingFileIsAClearError) {
+  try {
+    Config::Load("/nonexistent/tether.yaml");
+    FAIL() << "expected an error";
+  } catch (const ConfigError& e) {
+    EXPECT_STREQ(e.what(), "/nonexistent/tether.yaml: cannot read the file");
+  }
+}
+
+}  // namespace
+}  // namespace tether

@@ -1,0 +1,84 @@
+#include "gateway/route_pattern.h"
+
+#include <gtest/gtest.h>
+
+namespace tether {
+namespace {
+
+RoutePattern P(const std::string& s) {
+  std::string err;
+  auto p = RoutePattern::Parse(s, &err);
+  EXPECT_TRUE(p) << s << ": " << err;
+  return *p;
+}
+
+TEST(RoutePattern, MatchesAndExpands) {
+  RoutePattern m = P("devices/{device}/**");
+  RoutePattern c = P("fleet/{site}/{device}/**");
+  Captures caps;
+  std::vector<std::string> rest;
+  ASSERT_TRUE(m.Match(SplitPath("/devices/d1/temp/now"), &caps, &rest));
+  EXPECT_EQ(caps.at("device"), "d1");
+  EXPECT_EQ(JoinPath(rest), "temp/now");
+  caps["site"] = "s7";
+  EXPECT_EQ(JoinPath(*c.Expand(caps, rest)), "fleet/s7/d1/temp/now");
+  EXPECT_EQ(JoinPath(c.LiteralPrefix()), "fleet");
+  EXPECT_FALSE(c.Expand({{"device", "d"}}, rest)) << "unbound {site}";
+
+  EXPECT_TRUE(m.Match(SplitPath("devices/d1"), &caps, &rest)) << "** matches zero segments";
+  EXPECT_TRUE(rest.empty());
+  EXPECT_FALSE(m.Match(SplitPath("devices"), &caps, &rest));
+  EXPECT_FALSE(m.Match(SplitPath("other/d1/x"), &caps, &rest));
+}
+
+TEST(RoutePattern, ExactPatternHasNoRest) {
+  RoutePattern p = P("config/site");
+  EXPECT_TRUE(p.Match(SplitPath("config/site"), nullptr, nullptr));
+  EXPECT_FALSE(p.Match(SplitPath("config/site/x"), nullptr, nullptr));
+  EXPECT_FALSE(p.Match(SplitPath("config"), nullptr, nullptr));
+}
+
+TEST(RoutePattern, EverythingPattern) {
+  for (const char* s : {"", "**", "/"}) {
+    RoutePattern p = P(s);
+    EXPECT_TRUE(p.Match({}, nullptr, nullptr)) << s;
+    EXPECT_TRUE(p.Match(SplitPath("a/b/c"), nullptr, nullptr)) << s;
+  }
+}
+
+struct OverlapCase {
+  const char* a;
+  const char* b;
+  bool overlap;
+};
+
+class RouteOverlap : public testing::TestWithParam<OverlapCase> {};
+
+TEST_P(RouteOverlap, IsSymmetric) {
+  auto c = GetParam();
+  EXPECT_EQ(P(c.a).Overlaps(P(c.b)), c.overlap) << c.a << " vs " << c.b;
+  EXPECT_EQ(P(c.b).Overlaps(P(c.a)), c.overlap) << c.b << " vs " << c.a;
+}
+
+INSTANTIATE_TEST_SUITE_P(Table, RouteOverlap,
+                         testing::Values(OverlapCase{"devices/**", "config/**", false},
+                                         OverlapCase{"devices/**", "devices/{d}/x", true},
+                                         OverlapCase{"devices/{d}/x", "devices/{e}/y", false},
+                                         OverlapCase{"devices/{d}/x", "devices/a/x", true},
+                                         OverlapCase{"a/b", "a/b/c", false},
+                                         OverlapCase{"a/b/**", "a/b", true},
+                                         OverlapCase{"**", "anything/at/all", true},
+                                         OverlapCase{"{x}", "a/b", false}));
+
+TEST(RoutePattern, RejectsMalformed) {
+  std::string err;
+  EXPECT_FALSE(RoutePattern::Parse("a/**/b", &err));
+  EXPECT_FALSE(RoutePattern::Parse("a/{}", &err));
+  EXPECT_FALSE(RoutePattern::Parse("a/{x}{y}", &err));
+  EXPECT_FALSE(RoutePattern::Parse("a/{x}/{x}", &err));
+  EXPECT_FALSE(RoutePattern::Parse("a.b", &err));
+  EXPECT_FALSE(RoutePattern::Parse("a/*", &err));
+}
+
+}  // namespace
+}  // namespace tether

@@ -1,0 +1,111 @@
+#include "tests/integration/tetherd_process.h"
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+namespace tether::testing {
+
+TetherdProcess::TetherdProcess() {
+  char tmpl[] = "/tmp/tetherd-test-XXXXXX";
+  if (!mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
+  dir_ = tmpl;
+}
+
+TetherdProcess::~TetherdProcess() {
+  if (pid_ > 0) Kill9();
+  std::error_code ec;
+  std::filesystem::remove_all(dir_, ec);
+}
+
+std::string TetherdProcess::BinaryPath(const std::string& name) {
+  const char* b = std::getenv("TETHER_BUILD_DIR");
+  return std::string(b ? b : ".") + "/" + name;
+}
+
+void TetherdProcess::WriteConfig(const std::string& yaml) {
+  std::string text = yaml;
+  for (size_t p; (p = text.find("${STORE}")) != std::string::npos;) text.replace(p, 8, store_path());
+  std::ofstream(config_path()) << text;
+}
+
+void TetherdProcess::Start() {
+  std::string bin = BinaryPath("tetherd");
+  std::string log = dir_ + "/tetherd.log";
+  pid_ = fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    for (const auto& [k, v] : env_) setenv(k.c_str(), v.c_str(), 1);
+    FILE* f = std::fopen(log.c_str(), "a");
+    if (f) dup2(fileno(f), 2);
+    execl(bin.c_str(), bin.c_str(), "--config", config_path().c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  ++restarts_;
+}
+
+std::string TetherdProcess::Log() const {
+  std::ifstream in(dir_ + "/tetherd.log");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool TetherdProcess::WaitForLog(const std::string& text, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (Log().find(text) != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+void TetherdProcess::Signal(int sig) {
+  if (pid_ > 0) kill(pid_, sig);
+}
+
+int TetherdProcess::WaitExit(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (pid_ > 0 && std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    pid_t r = waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      pid_ = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return -1;
+}
+
+void TetherdProcess::Kill9() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  int status;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
+int FreePort(bool udp) {
+  int fd = socket(AF_INET, udp ? SOCK_DGRAM : SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+}  // namespace tether::testing

@@ -1,0 +1,49 @@
+// TetherdProcess: starts the real tetherd binary for an integration test and stops it.
+//
+// Each instance owns a temp directory holding the config file, the store and the captured stderr.
+// The destructor SIGKILLs a still-running daemon and removes the directory.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <string>
+
+namespace tether::testing {
+
+class TetherdProcess {
+ public:
+  TetherdProcess();
+  ~TetherdProcess();
+
+  const std::string& dir() const { return dir_; }
+  std::string store_path() const { return dir_ + "/store"; }
+  std::string config_path() const { return dir_ + "/tether.yaml"; }
+  // Writes the config file; "${STORE}" in yaml is replaced with store_path().
+  void WriteConfig(const std::string& yaml);
+  void SetEnv(const std::string& key, const std::string& value) { env_[key] = value; }
+
+  void Start();
+  // Waits until the captured stderr contains text (from the beginning of the log).
+  bool WaitForLog(const std::string& text, std::chrono::milliseconds timeout);
+  std::string Log() const;
+  void Signal(int sig);
+  // Waits for exit; returns the exit status (or 128+signal), -1 on timeout.
+  int WaitExit(std::chrono::milliseconds timeout);
+  void Kill9();
+  pid_t pid() const { return pid_; }
+
+  static std::string BinaryPath(const std::string& name);
+
+ private:
+  std::string dir_;
+  std::map<std::string, std::string> env_;
+  pid_t pid_ = -1;
+  int restarts_ = 0;
+};
+
+// A free UDP (or TCP) port on 127.0.0.1 at the time of the call.
+int FreePort(bool udp = true);
+
+}  // namespace tether::testing
