@@ -1,0 +1,29 @@
+// Firebase data rules for what devices may write: keys, paths, depth and server values.
+// Each check returns "" when valid, else a short diagnostic for a 4.00 payload.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gateway/value_codec.h"
+
+namespace tether {
+
+constexpr size_t kMaxKeyBytes = 768;
+constexpr size_t kMaxDepth = 32;
+
+std::string CheckKey(const std::string& key);
+std::string CheckPath(const std::vector<std::string>& segments);
+// value is written at a path of path_depth segments. Server-value placeholders
+// ({".sv":"timestamp"}, {".sv":{"increment":n}}) are the only keys allowed to start with '.'.
+std::string CheckValue(const Json& value, size_t path_depth);
+// PATCH body: an object whose keys are relative child paths ("a/b"), each checked as a path.
+std::string CheckUpdate(const Json& value, size_t path_depth);
+
+bool HasServerValues(const Json& value);
+// Replaces {".sv":"timestamp"} with timestamp_ms and {".sv":{"increment":n}} with
+// (current numeric value at that place, or 0) + n. current is the value at the write's path.
+void ResolveServerValues(Json* value, int64_t timestamp_ms, const Json& current);
+
+}  // namespace tether

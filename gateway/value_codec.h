@@ -1,0 +1,36 @@
+// Value codec: device payloads (CBOR, or JSON with Content-Format 50) <-> the Firebase data model.
+//
+// The data model is nlohmann::json restricted to objects, strings, numbers, booleans and null;
+// arrays become objects keyed "0","1",... (as Firebase does); CBOR byte strings become
+// json::binary (kept as bytes for devices, base64 text on the way to the cloud).
+// Decoding never trusts input: errors are short diagnostics fit for a 4.00 payload.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace tether {
+
+using Json = nlohmann::json;
+
+constexpr int kContentFormatCbor = 60;
+constexpr int kContentFormatJson = 50;
+
+// Deepest nesting accepted while decoding (the data model allows 32 path levels).
+constexpr int kMaxDecodeDepth = 48;
+
+// Returns nullopt and sets *error on malformed input. An empty payload decodes to null.
+std::optional<Json> DecodeCbor(std::string_view bytes, std::string* error);
+std::optional<Json> DecodeJson(std::string_view text, std::string* error);
+
+// Definite-length CBOR (the SDK accepts definite and indefinite maps). Integral numbers that fit
+// are encoded as integers, others as float64.
+std::string EncodeCbor(const Json& value);
+// JSON text; binary values become base64 strings.
+std::string EncodeJson(const Json& value);
+
+}  // namespace tether

@@ -1,0 +1,135 @@
+#include "gateway/value_codec.h"
+
+#include <gtest/gtest.h>
+
+#include "gateway/data_rules.h"
+
+namespace tether {
+namespace {
+
+std::string Hex(const std::string& h) {
+  std::string out;
+  for (size_t i = 0; i + 1 < h.size(); i += 2) out += static_cast<char>(std::stoi(h.substr(i, 2), nullptr, 16));
+  return out;
+}
+
+Json Cbor(const std::string& hex) {
+  std::string err;
+  auto v = DecodeCbor(Hex(hex), &err);
+  EXPECT_TRUE(v) << hex << ": " << err;
+  return v.value_or(Json("<error>"));
+}
+
+TEST(ValueCodec, DecodesSdkPayloadsFromTraces) {
+  EXPECT_EQ(Cbor("bf61626178ff"), Json({{"b", "x"}}));           // set.log, indefinite map
+  EXPECT_EQ(Cbor("bf666f6e6c696e65626e6fff"), Json({{"online", "no"}}));
+  EXPECT_EQ(Cbor("676f66666c696e65"), Json("offline"));
+  EXPECT_EQ(Cbor("f6"), Json());
+  EXPECT_EQ(Cbor("bf61321904d2ff"), Json({{"2", 1234}}));
+  // t_test_step.log: nested indefinite maps, float64, bool, null, byte-string key and value.
+  Json v = Cbor(
+      "bf644c316332bf644c326333f5ff644c316331bf644c326332bf644c336335bf644c34633566737472696e67644c346334f4ff644c336334f6"
+      "644c336333bf644c346333fb4002666666666666644c34633239163cffff644c326331bf644c336332bf644c34633119036bff444c33633145"
+      "f60c000006ffffff");
+  EXPECT_EQ(v["L1c2"]["L2c3"], true);
+  EXPECT_EQ(v["L1c1"]["L2c2"]["L3c5"]["L4c5"], "string");
+  EXPECT_EQ(v["L1c1"]["L2c2"]["L3c5"]["L4c4"], false);
+  EXPECT_FALSE(v["L1c1"]["L2c2"].contains("L3c4")) << "null children vanish";
+  EXPECT_DOUBLE_EQ(v["L1c1"]["L2c2"]["L3c3"]["L4c3"].get<double>(), 2.3);
+  EXPECT_EQ(v["L1c1"]["L2c2"]["L3c3"]["L4c2"], -5693);
+  EXPECT_EQ(v["L1c1"]["L2c1"]["L3c2"]["L4c1"], 875);
+  ASSERT_TRUE(v["L1c1"]["L2c1"]["L3c1"].is_binary());
+  EXPECT_EQ(v["L1c1"]["L2c1"]["L3c1"].get_binary().size(), 5u);
+}
+
+TEST(ValueCodec, EncodesWhatTheSdkReadsBack) {
+  // get of a byte-string value must return the same bytes (t_test_step.log reply).
+  Json v = Cbor("a1644c33633145f60c000006");
+  EXPECT_EQ(EncodeCbor(v), Hex("a1644c33633145f60c000006"));
+  EXPECT_EQ(EncodeCbor(Json()), Hex("f6"));
+  EXPECT_EQ(EncodeCbor(Json({{"a", 1}, {"b", -2}, {"c", 2.5}})), Hex("a36161016162216163fb4004000000000000"));
+  EXPECT_EQ(EncodeCbor(Json(3.0)), Hex("03"));
+}
+
+TEST(ValueCodec, RoundTripsThroughCborAndJson) {
+  Json v = {{"s", "text"}, {"n", 12}, {"neg", -7}, {"f", 0.5}, {"t", true}, {"o", {{"x", "y"}}}};
+  std::string err;
+  EXPECT_EQ(*DecodeCbor(EncodeCbor(v), &err), v);
+  EXPECT_EQ(*DecodeJson(EncodeJson(v), &err), v);
+}
+
+TEST(ValueCodec, ArraysBecomeIndexKeyedMaps) {
+  std::string err;
+  EXPECT_EQ(*DecodeJson("[\"a\", null, \"c\"]", &err), Json({{"0", "a"}, {"2", "c"}}));
+
+  EXPECT_EQ(Cbor("8261616162"), Json({{"0", "a"}, {"1", "b"}}));
+}
+
+TEST(ValueCodec, BinaryGoesToTheCloudAsBase64) {
+  Json v = {{"b", Json::binary({0xf6, 0x0c, 0x00})}};
+  EXPECT_EQ(EncodeJson(v), "{\"b\":\"9gwA\"}");
+}
+
+struct Malformed {
+  const char* hex;
+  const char* error;
+};
+
+class CborRejects : public testing::TestWithParam<Malformed> {};
+
+TEST_P(CborRejects, WithDiagnostic) {
+  std::string err;
+  EXPECT_FALSE(DecodeCbor(Hex(GetParam().hex), &err));
+  EXPECT_EQ(err, GetParam().error);
+}
+
+INSTANTIATE_TEST_SUITE_P(Table, CborRejects,
+                         testing::Values(Malformed{"bf6162", "malformed CBOR"},          // truncated
+                                         Malformed{"1b00", "malformed CBOR"},            // short uint64
+                                         Malformed{"f6f6", "trailing bytes after the CBOR value"},
+                                         Malformed{"a1f5f5", "map keys must be strings"},
+                                         Malformed{"a2616101616102", "duplicate map key 'a'"},
+                                         Malformed{"a142c32801", "map key is not valid UTF-8"},
+                                         Malformed{"f97e00", "NaN and infinity are not valid values"}));
+
+TEST(ValueCodec, DeepNestingIsRejectedNotRecursedForever) {
+  std::string deep;
+  for (int i = 0; i < 200; ++i) deep += "\xa1\x61\x61";
+  deep += "\x01";
+  std::string err;
+  EXPECT_FALSE(DecodeCbor(deep, &err));
+  EXPECT_EQ(err, "value nested too deeply");
+  std::string jdeep(200, '[');
+  EXPECT_FALSE(DecodeJson(jdeep + std::string(200, ']'), &err));
+  EXPECT_FALSE(DecodeJson("{\"a\":", &err));
+  EXPECT_EQ(err, "malformed JSON");
+}
+
+TEST(DataRules, KeysPathsAndValues) {
+  EXPECT_EQ(CheckKey("ok-key_1"), "");
+  EXPECT_EQ(CheckKey("a.b"), "key 'a.b' contains one of . $ # [ ] /");
+  EXPECT_EQ(CheckKey(std::string("a\x01", 2)), "key contains a control character");
+  EXPECT_EQ(CheckKey(std::string(769, 'k')), "key longer than 768 bytes");
+  EXPECT_EQ(CheckPath(std::vector<std::string>(33, "k")), "path deeper than 32 levels");
+  EXPECT_EQ(CheckValue(Json({{"a", {{"$b", 1}}}}), 1), "key '$b' contains one of . $ # [ ] /");
+  EXPECT_EQ(CheckValue(Json({{"t", {{".sv", "timestamp"}}}}), 1), "");
+  EXPECT_NE(CheckValue(Json({{"t", {{".sv", "now"}}}}), 1), "");
+  EXPECT_EQ(CheckValue(Json({{"x", 1}}), 32), "value is nested deeper than 32 levels");
+  EXPECT_EQ(CheckUpdate(Json({{"a/b", 1}, {"c", nullptr}}), 0), "");
+  EXPECT_EQ(CheckUpdate(Json(1), 0), "update needs a map of child paths to values");
+  EXPECT_EQ(CheckUpdate(Json({{"a/#", 1}}), 0), "key '#' contains one of . $ # [ ] /");
+}
+
+TEST(DataRules, ResolvesServerValues) {
+  Json v = {{"last", {{".sv", "timestamp"}}}, {"n", {{".sv", {{"increment", 2}}}}}, {"keep", "x"}};
+  EXPECT_TRUE(HasServerValues(v));
+  ResolveServerValues(&v, 1700000000123, Json({{"n", 40}}));
+  EXPECT_EQ(v, Json({{"last", 1700000000123}, {"n", 42}, {"keep", "x"}}));
+  EXPECT_FALSE(HasServerValues(v));
+  Json inc = {{".sv", {{"increment", 1.5}}}};
+  ResolveServerValues(&inc, 0, Json());
+  EXPECT_EQ(inc, Json(1.5));
+}
+
+}  // namespace
+}  // namespace tether
