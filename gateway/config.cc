@@ -322,6 +322,11 @@ Config ParseRoot(YAML::Node root, const std::string& file) {
     }
   }
   ValidateRoutes(&c, routes ? &*routes : nullptr);
+  for (const auto& a : c.apps) {
+    bool has = false;
+    for (const auto& r : c.routes) has |= r.app == a.id;
+    if (!has) routes->Fail(fmt::format("app '{}' has no route: its devices could read and write nothing", a.id));
+  }
   top.Finish();
   return c;
 }

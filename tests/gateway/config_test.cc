@@ -100,7 +100,9 @@ INSTANTIATE_TEST_SUITE_P(
                 "t.yaml:4:12: routes[0].cloud: {site} is neither captured by match, nor {device}, nor in gateway.variables"},
         BadCase{"routes:\n  - name: a\n    match: \"devices/**\"\n  - name: b\n    match: \"devices/{device}/x\"\n",
                 "t.yaml:4:5: routes[1]: match 'devices/{device}/x' overlaps route 'a' ('devices/**'): a path could match both"},
-        BadCase{"routes:\n  - name: a\n    match: \"x\"\n    app: nope\n", "t.yaml:4:10: routes[0].app: unknown app 'nope'"}));
+        BadCase{"routes:\n  - name: a\n    match: \"x\"\n    app: nope\n", "t.yaml:4:10: routes[0].app: unknown app 'nope'"},
+        BadCase{"apps:\n  - id: a\n  - id: b\nroutes:\n  - { name: r, app: a, match: \"**\" }\n",
+                "t.yaml:5:3: routes: app 'b' has no route: its devices could read and write nothing"}));
 
 TEST(Config, RoutesWithVariablesAndAccess) {
   Config c = ParseOk(
