@@ -1,0 +1,78 @@
+#include "gateway/device_auth.h"
+
+#include <mbedtls/md.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "gateway/data_rules.h"
+
+namespace tether {
+
+namespace {
+bool ConstantTimeEqual(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+}  // namespace
+
+DeviceAuthenticator::DeviceAuthenticator(const AppConfig& app) : auth_(app.auth) {
+  if (auth_.mode != AppAuth::Mode::kHmac) return;
+  std::ifstream in(auth_.secret_file);
+  if (!in) throw ConfigError(auth_.secret_file, 0, 0, "apps." + app.id + ".auth.secret_file", "cannot read the file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  secret_ = ss.str();
+  while (!secret_.empty() && (secret_.back() == '\n' || secret_.back() == '\r')) secret_.pop_back();
+  if (secret_.size() < 16) {
+    throw ConfigError(auth_.secret_file, 0, 0, "apps." + app.id + ".auth.secret_file",
+                      "the secret must be at least 16 bytes");
+  }
+}
+
+std::string DeviceAuthenticator::HmacToken(std::string_view secret, std::string_view device) {
+  unsigned char mac[32];
+  mbedtls_md_hmac(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), reinterpret_cast<const unsigned char*>(secret.data()),
+                  secret.size(), reinterpret_cast<const unsigned char*>(device.data()), device.size(), mac);
+  static const char* kHex = "0123456789abcdef";
+  std::string out(device);
+  out += ':';
+  for (unsigned char b : mac) {
+    out += kHex[b >> 4];
+    out += kHex[b & 15];
+  }
+  return out;
+}
+
+AuthOutcome DeviceAuthenticator::Authenticate(std::string_view token) const {
+  switch (auth_.mode) {
+    case AppAuth::Mode::kOpen: {
+      std::string t(token);
+      return {true, CheckKey(t).empty() ? t : std::string()};
+    }
+    case AppAuth::Mode::kTokens: {
+      bool found = false;
+      std::string device;
+      for (const auto& t : auth_.tokens) {  // scan all entries: timing does not reveal which matched
+        if (ConstantTimeEqual(t.token, token) && !found) {
+          found = true;
+          device = t.device;
+        }
+      }
+      return {found, device};
+    }
+    case AppAuth::Mode::kHmac: {
+      size_t colon = token.rfind(':');
+      if (colon == std::string_view::npos || colon == 0) return {};
+      std::string_view device = token.substr(0, colon);
+      if (!CheckKey(std::string(device)).empty()) return {};
+      if (!ConstantTimeEqual(HmacToken(secret_, device), token)) return {};
+      return {true, std::string(device)};
+    }
+  }
+  return {};
+}
+
+}  // namespace tether
