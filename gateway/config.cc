@@ -86,8 +86,8 @@ void ReadDevice(YamlField f, DeviceConfig* d) {
     if (d->session_timeout <= d->heartbeat_target) {
       v->Fail(fmt::format("must be longer than device.heartbeat_target ({}ms)", d->heartbeat_target.count()));
     }
-  } else if (d->session_timeout <= d->heartbeat_target) {
-    d->session_timeout = d->heartbeat_target + d->heartbeat_target / 2;
+  } else {
+    d->session_timeout = d->heartbeat_target * 7 / 4;
   }
   if (auto v = f.Optional("max_payload")) d->max_payload = v->AsBytes(64, 1 << 20);
   f.Finish();

@@ -27,7 +27,7 @@ struct DeviceConfig {
   HostPort listen{"0.0.0.0", 5683};
   uint32_t max_datagram = 1280;
   Millis heartbeat_target{20'000};  // devices are steered to ping at least this often
-  Millis session_timeout{30'000};   // silence after which a session ends (> heartbeat_target)
+  Millis session_timeout{35'000};   // silence after which a session ends (default 1.75 x target)
   uint32_t max_payload = 16 * 1024;  // larger request bodies get 4.13
 };
 
