@@ -1,0 +1,63 @@
+#include "device_proto/address.h"
+
+#include <arpa/inet.h>
+
+#include <cstring>
+
+namespace tether::coap {
+
+Address Address::from_sockaddr(const sockaddr* sa) {
+  Address a;
+  if (sa == nullptr) return a;
+  if (sa->sa_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(sa);
+    std::memcpy(a.ip.data(), &in->sin_addr, 4);
+    a.port = ntohs(in->sin_port);
+    a.family = AF_INET;
+  } else if (sa->sa_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+    std::memcpy(a.ip.data(), &in6->sin6_addr, 16);
+    a.port = ntohs(in6->sin6_port);
+    a.family = AF_INET6;
+  }
+  return a;
+}
+
+socklen_t Address::to_sockaddr(sockaddr_storage& out) const {
+  std::memset(&out, 0, sizeof out);
+  if (family == AF_INET) {
+    auto* in = reinterpret_cast<sockaddr_in*>(&out);
+    in->sin_family = AF_INET;
+    in->sin_port = htons(port);
+    std::memcpy(&in->sin_addr, ip.data(), 4);
+    return sizeof(sockaddr_in);
+  }
+  if (family == AF_INET6) {
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&out);
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons(port);
+    std::memcpy(&in6->sin6_addr, ip.data(), 16);
+    return sizeof(sockaddr_in6);
+  }
+  return 0;
+}
+
+std::string Address::to_string() const {
+  char buf[INET6_ADDRSTRLEN] = "?";
+  inet_ntop(family == AF_INET6 ? AF_INET6 : AF_INET, ip.data(), buf, sizeof buf);
+  return family == AF_INET6 ? "[" + std::string(buf) + "]:" + std::to_string(port)
+                            : std::string(buf) + ":" + std::to_string(port);
+}
+
+size_t AddressHash::operator()(const Address& a) const {
+  // FNV-1a over the significant bytes.
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&](uint8_t b) { h = (h ^ b) * 1099511628211ull; };
+  const size_t n = a.family == AF_INET6 ? 16 : 4;
+  for (size_t i = 0; i < n; ++i) mix(a.ip[i]);
+  mix(static_cast<uint8_t>(a.port));
+  mix(static_cast<uint8_t>(a.port >> 8));
+  return static_cast<size_t>(h ^ (h >> 32));
+}
+
+}  // namespace tether::coap

@@ -1,0 +1,30 @@
+// A compact UDP peer address (IPv4 or IPv6 + port), hashable, 20 bytes.
+// IPv4 addresses are stored in the first 4 bytes of `ip`.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <array>
+#include <cstdint>
+#include <string>
+
+namespace tether::coap {
+
+struct Address {
+  std::array<uint8_t, 16> ip{};
+  uint16_t port = 0;  // host byte order
+  uint8_t family = 0;  // AF_INET or AF_INET6
+
+  static Address from_sockaddr(const sockaddr* sa);  // family 0 if unsupported
+  // Fills `out`; returns its length (0 if family is unset).
+  socklen_t to_sockaddr(sockaddr_storage& out) const;
+  std::string to_string() const;  // "1.2.3.4:5683" or "[::1]:5683"
+  bool operator==(const Address&) const = default;
+};
+
+struct AddressHash {
+  size_t operator()(const Address& a) const;
+};
+
+}  // namespace tether::coap

@@ -1,0 +1,124 @@
+// A CoAP (RFC 7252/7641/7959) server endpoint on a caller's libuv loop.
+// Knows nothing about the application: requests go up through Handler,
+// answers come back through respond()/respond_observe()/notify().
+// All calls must be made on the loop's thread. Work per datagram is O(1):
+// peers, exchanges, duplicates and observers live in hash maps, and every
+// timer is an entry in one heap driven by one uv_timer.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "device_proto/address.h"
+#include "device_proto/message.h"
+
+namespace tether::coap {
+
+using ExchangeId = uint64_t;  // 0 is never a valid id
+using ObserverId = uint64_t;  // 0 is never a valid id
+
+struct EndpointOptions {
+  size_t max_datagram = 1280;            // nothing larger is ever sent
+  uint32_t ack_timeout_ms = 2000;
+  double ack_random_factor = 1.5;
+  unsigned max_retransmit = 4;
+  uint32_t exchange_lifetime_ms = 247000;  // duplicate window; idle peers evicted after it
+  uint32_t non_lifetime_ms = 145000;
+  uint32_t separate_ack_after_ms = 1000;   // unanswered CON: empty ACK, then CON response
+  uint32_t response_timeout_ms = 60000;    // unanswered exchanges are forgotten after this
+  size_t max_peers = 200000;
+  unsigned con_notify_every = 20;          // every Nth notification is CON ...
+  uint32_t con_notify_interval_ms = 60000; // ... and at least one per interval
+  size_t max_block1_body = 64 * 1024;
+  size_t dedup_max_entries = 400000;
+  size_t dedup_max_bytes = 64u << 20;
+  size_t block_cache_max_bytes = 16u << 20;
+  uint32_t block_cache_lifetime_ms = 60000;
+};
+
+struct Counters {
+  uint64_t datagrams_in = 0, datagrams_out = 0, bytes_in = 0, bytes_out = 0;
+  uint64_t requests = 0, malformed = 0, duplicates = 0, retransmissions = 0;
+  uint64_t con_timeouts = 0, resets_in = 0, send_errors = 0, peers_rejected = 0;
+  uint64_t peers = 0, observers = 0, exchanges = 0, dedup_entries = 0;  // gauges
+};
+
+struct Request {
+  ExchangeId id;
+  const Address& peer;
+  const Message& message;             // valid only during on_request
+  std::span<const uint8_t> payload;   // whole body (Block1 reassembled)
+
+  uint8_t method() const { return message.code; }
+  std::string_view uri_host() const;  // empty if absent
+  std::vector<std::string_view> uri_path() const;
+  std::vector<std::string_view> uri_queries() const;
+  std::optional<uint32_t> observe() const { return message.uint_option(opt::kObserve); }
+  std::optional<uint32_t> content_format() const { return message.uint_option(opt::kContentFormat); }
+  std::optional<uint32_t> accept() const { return message.uint_option(opt::kAccept); }
+};
+
+struct Response {
+  uint8_t code = code::kContent;
+  std::span<const uint8_t> payload;  // copied by the engine
+  std::optional<uint16_t> content_format;
+  std::optional<uint32_t> max_age;
+};
+
+enum class DropReason { kReset, kTimeout, kReplaced, kErrorNotification };
+
+class Handler {
+ public:
+  virtual ~Handler() = default;
+  virtual void on_request(const Request& request) = 0;
+  virtual void on_activity(const Address&) {}  // every well-formed datagram; keep it cheap
+  virtual void on_observer_dropped(ObserverId, DropReason) {}
+  virtual void on_response_failed(ExchangeId) {}  // separate CON response never acknowledged
+};
+
+class Endpoint {
+ public:
+  Endpoint(uv_loop_t* loop, Handler& handler, EndpointOptions options = {});
+  // Closes sockets and the timer; run the loop once more to release them.
+  ~Endpoint();
+  Endpoint(const Endpoint&) = delete;
+  Endpoint& operator=(const Endpoint&) = delete;
+
+  // Binds a numeric IPv4 or IPv6 address; port 0 picks one. 0 or a uv error.
+  int listen(const char* ip, uint16_t port);
+  uint16_t local_port(size_t socket_index = 0) const;
+
+  // Answers an exchange, synchronously inside on_request or later. False if
+  // the exchange is unknown (already answered or timed out).
+  bool respond(ExchangeId id, const Response& response);
+  // Answers a GET and registers the peer+token as an observer (replacing any
+  // with the same token). 0 if the exchange is unknown.
+  ObserverId respond_observe(ExchangeId id, const Response& response);
+  // Sends a notification; a non-2.xx code ends the observation. False if unknown.
+  bool notify(ObserverId id, const Response& response);
+  void cancel_observer(ObserverId id);  // no callback, nothing sent
+
+  Counters counters() const;
+
+  // Test seams. handle_datagram processes bytes as if received on socket
+  // `socket_index`; with a transmit hook set, every datagram goes to the hook
+  // instead of a socket. run_timers fires every timer due at uv_now().
+  void handle_datagram(size_t socket_index, const Address& from, std::span<const uint8_t> bytes);
+  using TransmitHook = std::function<void(const Address&, std::span<const uint8_t>)>;
+  void set_transmit_hook(TransmitHook hook);
+  void run_timers();
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tether::coap
