@@ -1,0 +1,492 @@
+// Endpoint behaviour over real UDP on 127.0.0.1 / ::1 ephemeral ports.
+// Designated initializers name only the fields a case changes.
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#include "device_proto/endpoint.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "tests/device_proto/udp_harness.h"
+
+using namespace tether::coap;
+using namespace tether::coap::test;
+
+namespace {
+
+struct Recorded {
+  ExchangeId id;
+  uint8_t method;
+  std::string path;
+  Bytes token;
+  std::string payload;
+  std::optional<uint32_t> observe;
+};
+
+class TestHandler : public Handler {
+ public:
+  std::function<void(const Request&)> respond_with;  // may answer synchronously
+  std::vector<Recorded> requests;
+  std::vector<std::pair<ObserverId, DropReason>> dropped;
+  std::vector<ExchangeId> failed;
+  size_t activity = 0;
+
+  void on_request(const Request& r) override {
+    std::string path;
+    for (auto seg : r.uri_path()) path += "/" + std::string(seg);
+    auto tok = r.message.token.view();
+    requests.push_back({r.id, r.method(), path, Bytes(tok.begin(), tok.end()),
+                        std::string(r.payload.begin(), r.payload.end()), r.observe()});
+    if (respond_with) respond_with(r);
+  }
+  void on_activity(const Address&) override { ++activity; }
+  void on_observer_dropped(ObserverId id, DropReason why) override { dropped.emplace_back(id, why); }
+  void on_response_failed(ExchangeId id) override { failed.push_back(id); }
+};
+
+EndpointOptions fast_options() {
+  EndpointOptions o;
+  o.ack_timeout_ms = 40;
+  o.ack_random_factor = 1.0;
+  o.max_retransmit = 2;
+  o.separate_ack_after_ms = 60;
+  o.con_notify_every = 3;
+  return o;
+}
+
+class EndpointTest : public ::testing::Test {
+ protected:
+  void SetUp() override { uv_loop_init(&loop_); }
+  void TearDown() override {
+    ep_.reset();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    EXPECT_EQ(uv_loop_close(&loop_), 0);
+  }
+
+  void start(EndpointOptions o = fast_options(), const char* ip = "127.0.0.1") {
+    opts_ = o;
+    ep_ = std::make_unique<Endpoint>(&loop_, h_, o);
+    ASSERT_EQ(ep_->listen(ip, 0), 0);
+    server_ = {};
+    server_.family = std::string(ip).find(':') == std::string::npos ? AF_INET : AF_INET6;
+    if (server_.family == AF_INET) {
+      server_.ip[0] = 127, server_.ip[3] = 1;
+    } else {
+      server_.ip[15] = 1;
+    }
+    server_.port = ep_->local_port();
+    client_ = std::make_unique<UdpSocket>(server_.family);
+  }
+
+  void send(const Bytes& b, UdpSocket* via = nullptr) { (via ? via : client_.get())->send_to(server_, b); }
+
+  // Next datagram to the client within timeout_ms, or nullptr.
+  std::unique_ptr<Packet> recv(int timeout_ms = 1000, UdpSocket* via = nullptr) {
+    UdpSocket* s = via ? via : client_.get();
+    std::optional<std::pair<Bytes, Address>> got;
+    pump_until(&loop_, [&] { return (got = s->try_recv()).has_value(); }, timeout_ms);
+    if (!got) return nullptr;
+    EXPECT_LE(got->first.size(), opts_.max_datagram) << "oversize datagram sent";
+    EXPECT_EQ(got->second.port, server_.port) << "reply from another port";
+    return make_packet(std::move(got->first), got->second);
+  }
+
+  uv_loop_t loop_;
+  TestHandler h_;
+  EndpointOptions opts_;
+  std::unique_ptr<Endpoint> ep_;
+  Address server_;
+  std::unique_ptr<UdpSocket> client_;
+};
+
+Response content(std::string_view body) {
+  Response r;
+  r.payload = {reinterpret_cast<const uint8_t*>(body.data()), body.size()};
+  return r;
+}
+
+TEST_F(EndpointTest, PiggybackedResponse) {
+  start();
+  h_.respond_with = [&](const Request& r) { ep_->respond(r.id, content("hi")); };
+  send(Build{.mid = 0x1234}.path("a").path("b").done());
+  auto p = recv();
+  ASSERT_TRUE(p && p->ok);
+  EXPECT_EQ(p->m.type, Type::kAck);
+  EXPECT_EQ(p->m.code, code::kContent);
+  EXPECT_EQ(p->m.mid, 0x1234);
+  EXPECT_EQ(p->m.token.len, 4);
+  EXPECT_EQ(p->payload(), "hi");
+  ASSERT_EQ(h_.requests.size(), 1u);
+  EXPECT_EQ(h_.requests[0].path, "/a/b");
+  EXPECT_EQ(h_.activity, 1u);
+  EXPECT_EQ(ep_->counters().requests, 1u);
+}
+
+TEST_F(EndpointTest, AsyncAnswerBeforeDeadlineIsPiggybacked) {
+  start();
+  send(Build{.mid = 5}.path("x").done());
+  ASSERT_TRUE(pump_until(&loop_, [&] { return h_.requests.size() == 1; }, 1000));
+  pump_for(&loop_, 10);
+  EXPECT_TRUE(ep_->respond(h_.requests[0].id, content("later")));
+  auto p = recv();
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->m.type, Type::kAck);
+  EXPECT_EQ(p->payload(), "later");
+  EXPECT_FALSE(ep_->respond(h_.requests[0].id, content("again")));
+}
+
+TEST_F(EndpointTest, DelayedAnswerGetsEmptyAckThenConResponse) {
+  start();
+  send(Build{.mid = 77}.path("slow").done());
+  auto ack = recv();
+  ASSERT_TRUE(ack && ack->ok);
+  EXPECT_EQ(ack->m.type, Type::kAck);
+  EXPECT_EQ(ack->m.code, code::kEmpty);
+  EXPECT_EQ(ack->m.mid, 77);
+  ASSERT_EQ(h_.requests.size(), 1u);
+  // A retransmission of the request now replays the empty ACK, not a second upcall.
+  send(Build{.mid = 77}.path("slow").done());
+  auto again = recv();
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->m.code, code::kEmpty);
+  EXPECT_EQ(h_.requests.size(), 1u);
+
+  EXPECT_TRUE(ep_->respond(h_.requests[0].id, content("done")));
+  auto resp = recv();
+  ASSERT_TRUE(resp && resp->ok);
+  EXPECT_EQ(resp->m.type, Type::kCon);
+  EXPECT_EQ(resp->m.code, code::kContent);
+  EXPECT_EQ(Bytes(resp->m.token.view().begin(), resp->m.token.view().end()), Build{}.token);
+  EXPECT_EQ(resp->payload(), "done");
+  // Unacknowledged: it is retransmitted with the same MID.
+  auto re = recv(500);
+  ASSERT_TRUE(re);
+  EXPECT_EQ(re->m.mid, resp->m.mid);
+  send(Build{.type = Type::kAck, .code = code::kEmpty, .mid = resp->m.mid, .token = {}}.done());
+  EXPECT_EQ(recv(300), nullptr);
+  EXPECT_TRUE(h_.failed.empty());
+}
+
+TEST_F(EndpointTest, UnacknowledgedSeparateResponseReportsFailure) {
+  start();
+  send(Build{.mid = 78}.done());
+  ASSERT_TRUE(recv());  // empty ACK
+  ep_->respond(h_.requests.at(0).id, content("x"));
+  int copies = 0;
+  while (recv(400)) ++copies;
+  EXPECT_EQ(copies, 1 + static_cast<int>(opts_.max_retransmit));
+  EXPECT_EQ(h_.failed.size(), 1u);
+  EXPECT_EQ(ep_->counters().con_timeouts, 1u);
+}
+
+TEST_F(EndpointTest, DuplicateReplaysCachedReply) {
+  start();
+  int n = 0;
+  h_.respond_with = [&](const Request& r) { ep_->respond(r.id, content(std::to_string(++n))); };
+  const Bytes req = Build{.mid = 9}.path("c").done();
+  send(req);
+  auto a = recv();
+  send(req);
+  auto b = recv();
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(a->bytes, b->bytes);
+  EXPECT_EQ(n, 1);
+  EXPECT_EQ(ep_->counters().duplicates, 1u);
+}
+
+TEST_F(EndpointTest, SameMidNewTokenIsNewRequest) {
+  start();
+  int n = 0;
+  h_.respond_with = [&](const Request& r) { ep_->respond(r.id, content(std::to_string(++n))); };
+  send(Build{.mid = 9, .token = {1, 1, 1, 1}}.done());
+  auto a = recv();
+  send(Build{.mid = 9, .token = {2, 2, 2, 2}}.done());
+  auto b = recv();
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(a->payload(), "1");
+  EXPECT_EQ(b->payload(), "2");
+  EXPECT_EQ(b->m.token.bytes[0], 2);
+  EXPECT_EQ(ep_->counters().duplicates, 0u);
+}
+
+TEST_F(EndpointTest, SameMidFromNewSourcePortIsNewPeer) {
+  start();
+  h_.respond_with = [&](const Request& r) { ep_->respond(r.id, content(r.peer.to_string())); };
+  UdpSocket other;
+  const Bytes req = Build{.mid = 300}.done();
+  send(req);
+  auto a = recv();
+  send(req, &other);
+  auto b = recv(1000, &other);
+  ASSERT_TRUE(a && b);
+  EXPECT_NE(a->payload(), b->payload());
+  EXPECT_EQ(h_.requests.size(), 2u);
+  EXPECT_EQ(ep_->counters().peers, 2u);
+}
+
+TEST_F(EndpointTest, PingGetsReset) {
+  start();
+  send(Build{.code = code::kEmpty, .mid = 0xBEEF, .token = {}}.done());
+  auto p = recv();
+  ASSERT_TRUE(p && p->ok);
+  EXPECT_EQ(p->m.type, Type::kRst);
+  EXPECT_EQ(p->m.mid, 0xBEEF);
+  EXPECT_TRUE(h_.requests.empty());
+  EXPECT_EQ(h_.activity, 1u);
+}
+
+TEST_F(EndpointTest, Ipv6) {
+  start(fast_options(), "::1");
+  h_.respond_with = [&](const Request& r) { ep_->respond(r.id, content("six")); };
+  send(Build{.mid = 6}.done());
+  auto p = recv();
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->payload(), "six");
+}
+
+TEST_F(EndpointTest, MalformedInput) {
+  start();
+  // Truncated option in a CON request: 4.00 with a diagnostic payload.
+  send({0x44, 0x01, 0x00, 0x10, 1, 2, 3, 4, 0xB4, 'a'});
+  auto p = recv();
+  ASSERT_TRUE(p && p->ok);
+  EXPECT_EQ(p->m.type, Type::kAck);
+  EXPECT_EQ(p->m.code, code::kBadRequest);
+  EXPECT_FALSE(p->payload().empty());
+  // Token length 9: RST.
+  send({0x49, 0x01, 0x00, 0x11, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+  p = recv();
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->m.type, Type::kRst);
+  EXPECT_EQ(p->m.mid, 0x11);
+  // Payload marker without payload: the error is after the token, so 4.00.
+  send({0x40, 0x01, 0x00, 0x12, 0xFF});
+  p = recv();
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->m.code, code::kBadRequest);
+  // Malformed NON: silence.
+  send({0x54, 0x01, 0x00, 0x13, 1, 2, 3, 4, 0xF0});
+  EXPECT_EQ(recv(100), nullptr);
+  // Unrecognized critical option in a CON request: 4.02.
+  send(Build{.mid = 0x14}.opt(2049, {1}).done());
+  p = recv();
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->m.code, code::kBadOption);
+  // Unrecognized elective option: ignored, request goes up.
+  send(Build{.mid = 0x15}.opt(2048, {1}).done());
+  ASSERT_TRUE(pump_until(&loop_, [&] { return h_.requests.size() == 1; }, 1000));
+  // Garbage and short datagrams: nothing, no crash.
+  send({0x01});
+  send({0xFF, 0xFF, 0xFF, 0xFF});
+  p = recv(500);  // the separate ACK for the unanswered request 0x15
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->m.code, code::kEmpty);
+  EXPECT_GE(ep_->counters().malformed, 5u);
+}
+
+TEST_F(EndpointTest, ObserveSequenceConEveryNAndResetDrops) {
+  start();
+  ObserverId oid = 0;
+  h_.respond_with = [&](const Request& r) {
+    if (r.observe() == 0u) oid = ep_->respond_observe(r.id, content("v0"));
+  };
+  send(Build{.mid = 1}.opt_uint(opt::kObserve, 0).path("counter").done());
+  auto first = recv();
+  ASSERT_TRUE(first && oid);
+  EXPECT_EQ(first->m.type, Type::kAck);
+  uint32_t last = *first->m.uint_option(opt::kObserve);
+  std::vector<Type> types;
+  for (int i = 1; i <= 6; ++i) {
+    ASSERT_TRUE(ep_->notify(oid, content("v" + std::to_string(i))));
+    auto n = recv();
+    ASSERT_TRUE(n && n->ok);
+    EXPECT_EQ(n->m.token.len, 4);
+    const uint32_t seq = *n->m.uint_option(opt::kObserve);
+    EXPECT_GT(seq, last);
+    last = seq;
+    types.push_back(n->m.type);
+    if (n->m.type == Type::kCon) {  // the SDK's ACK: empty but carrying the token
+      Bytes ack = {0x64, 0x00, static_cast<uint8_t>(n->m.mid >> 8), static_cast<uint8_t>(n->m.mid), 0xA1, 0xB2, 0xC3, 0xD4};
+      send(ack);
+      pump_for(&loop_, 20);
+    }
+  }
+  EXPECT_EQ(types, (std::vector<Type>{Type::kNon, Type::kNon, Type::kCon, Type::kNon, Type::kNon, Type::kCon}));
+  EXPECT_EQ(recv(200), nullptr) << "the token-carrying empty ACK must stop retransmission";
+  EXPECT_EQ(ep_->counters().retransmissions, 0u);
+  // RST to a NON notification cancels the observation.
+  ASSERT_TRUE(ep_->notify(oid, content("v7")));
+  auto n = recv();
+  ASSERT_TRUE(n);
+  ASSERT_EQ(n->m.type, Type::kNon);
+  send(Build{.type = Type::kRst, .code = code::kEmpty, .mid = n->m.mid, .token = {}}.done());
+  ASSERT_TRUE(pump_until(&loop_, [&] { return !h_.dropped.empty(); }, 1000));
+  EXPECT_EQ(h_.dropped[0], std::make_pair(oid, DropReason::kReset));
+  EXPECT_FALSE(ep_->notify(oid, content("v8")));
+  EXPECT_EQ(ep_->counters().observers, 0u);
+}
+
+TEST_F(EndpointTest, ObserverDroppedWhenConNotificationTimesOut) {
+  auto o = fast_options();
+  o.con_notify_every = 1;
+  start(o);
+  ObserverId oid = 0;
+  h_.respond_with = [&](const Request& r) { oid = ep_->respond_observe(r.id, content("a")); };
+  send(Build{.mid = 1}.opt_uint(opt::kObserve, 0).done());
+  ASSERT_TRUE(recv());
+  ep_->notify(oid, content("b"));
+  int copies = 0;
+  while (auto p = recv(400)) {
+    EXPECT_EQ(p->m.type, Type::kCon);
+    ++copies;
+  }
+  EXPECT_EQ(copies, 3);
+  ASSERT_EQ(h_.dropped.size(), 1u);
+  EXPECT_EQ(h_.dropped[0].second, DropReason::kTimeout);
+}
+
+TEST_F(EndpointTest, ReRegistrationWithSameTokenReplaces) {
+  start();
+  std::vector<ObserverId> ids;
+  h_.respond_with = [&](const Request& r) { ids.push_back(ep_->respond_observe(r.id, content("a"))); };
+  send(Build{.mid = 1}.opt_uint(opt::kObserve, 0).done());
+  auto a = recv();
+  send(Build{.mid = 2}.opt_uint(opt::kObserve, 0).done());
+  auto b = recv();
+  ASSERT_TRUE(a && b && ids.size() == 2);
+  EXPECT_GT(*b->m.uint_option(opt::kObserve), *a->m.uint_option(opt::kObserve));
+  ASSERT_EQ(h_.dropped.size(), 1u);
+  EXPECT_EQ(h_.dropped[0], std::make_pair(ids[0], DropReason::kReplaced));
+  EXPECT_EQ(ep_->counters().observers, 1u);
+}
+
+TEST_F(EndpointTest, Block2LargeResponseAndLargeNotification) {
+  start();
+  std::string big(3000, 0);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>('a' + i % 26);
+  ObserverId oid = 0;
+  h_.respond_with = [&](const Request& r) {
+    if (r.observe() == 0u) oid = ep_->respond_observe(r.id, content(big));
+    else ep_->respond(r.id, content(big));
+  };
+  uint16_t mid = 100;  // never reused: a reused MID+token would be a duplicate
+  auto fetch_all = [&](uint8_t szx, std::string first_payload, Block first) {
+    std::string got = first_payload;
+    uint32_t num = first.num + 1;
+    bool more = first.more;
+    while (more) {
+      send(Build{.mid = mid++}.path("big").opt_uint(opt::kBlock2, Block{num, false, szx}.encode()).done());
+      auto p = recv();
+      if (!p) return std::string("timeout");
+      auto b = p->m.block_option(opt::kBlock2);
+      if (!b || b->num != num) return std::string("bad block");
+      got += p->payload();
+      more = b->more;
+      ++num;
+    }
+    return got;
+  };
+  // Server-chosen block size.
+  send(Build{.mid = 1}.path("big").done());
+  auto p = recv();
+  ASSERT_TRUE(p && p->ok);
+  auto b = p->m.block_option(opt::kBlock2);
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->num, 0u);
+  EXPECT_TRUE(b->more);
+  EXPECT_EQ(b->size(), 1024u);
+  EXPECT_EQ(*p->m.uint_option(opt::kSize2), 3000u);
+  const size_t upcalls = h_.requests.size();
+  EXPECT_EQ(fetch_all(6, p->payload(), *b), big);
+  EXPECT_EQ(h_.requests.size(), upcalls) << "later blocks come from the block cache";
+  // Client-chosen block size (szx 2 = 64 bytes) from the first block on.
+  send(Build{.mid = 2, .token = {9}}.path("big").opt_uint(opt::kBlock2, Block{0, false, 2}.encode()).done());
+  p = recv();
+  ASSERT_TRUE(p);
+  b = p->m.block_option(opt::kBlock2);
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->size(), 64u);
+  EXPECT_EQ(p->payload().size(), 64u);
+  EXPECT_EQ(fetch_all(2, p->payload(), *b), big);
+  // A notification larger than a datagram carries block 0; the rest is fetched (RFC 7959 §2.6).
+  send(Build{.mid = 3, .token = {7}}.opt_uint(opt::kObserve, 0).path("big").done());
+  p = recv();
+  ASSERT_TRUE(p && oid);
+  ASSERT_TRUE(p->m.uint_option(opt::kObserve));
+  big[0] = 'Z';
+  ep_->notify(oid, content(big));
+  p = recv();
+  ASSERT_TRUE(p);
+  ASSERT_TRUE(p->m.uint_option(opt::kObserve));
+  b = p->m.block_option(opt::kBlock2);
+  ASSERT_TRUE(b && b->more);
+  EXPECT_EQ(fetch_all(b->szx, p->payload(), *b), big);
+}
+
+TEST_F(EndpointTest, Block1Reassembly) {
+  auto o = fast_options();
+  o.max_block1_body = 200;
+  start(o);
+  h_.respond_with = [&](const Request& r) { ep_->respond(r.id, Response{.code = code::kChanged}); };
+  std::string body(160, 'q');
+  body[159] = '!';
+  for (uint32_t num = 0; num < 3; ++num) {
+    const bool more = num < 2;
+    Build req{.code = code::kPut, .mid = static_cast<uint16_t>(10 + num)};
+    req.path("up").opt_uint(opt::kBlock1, Block{num, more, 2}.encode());
+    req.payload = bytes_of(std::string_view(body).substr(num * 64, 64));
+    send(req.done());
+    auto p = recv();
+    ASSERT_TRUE(p && p->ok);
+    auto echo = p->m.block_option(opt::kBlock1);
+    ASSERT_TRUE(echo);
+    EXPECT_EQ(echo->num, num);
+    EXPECT_EQ(p->m.code, more ? code::kContinue : code::kChanged);
+  }
+  ASSERT_EQ(h_.requests.size(), 1u);
+  EXPECT_EQ(h_.requests[0].payload, body);
+  // A later block without its predecessors: 4.08.
+  Build gap{.code = code::kPut, .mid = 20};
+  gap.path("up2").opt_uint(opt::kBlock1, Block{1, true, 2}.encode());
+  gap.payload = Bytes(64, 'x');
+  send(gap.done());
+  auto p = recv();
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->m.code, code::kRequestEntityIncomplete);
+  // Over the limit: 4.13 with Size1.
+  for (uint32_t num = 0; num < 4; ++num) {
+    Build req{.code = code::kPut, .mid = static_cast<uint16_t>(30 + num)};
+    req.path("up3").opt_uint(opt::kBlock1, Block{num, true, 2}.encode());
+    req.payload = Bytes(64, 'y');
+    send(req.done());
+    p = recv();
+    ASSERT_TRUE(p);
+    if (p->m.code == code::kRequestEntityTooLarge) break;
+  }
+  EXPECT_EQ(p->m.code, code::kRequestEntityTooLarge);
+  EXPECT_EQ(*p->m.uint_option(opt::kSize1), 200u);
+}
+
+TEST_F(EndpointTest, OversizeNeverSent) {
+  auto o = fast_options();
+  o.max_datagram = 300;
+  start(o);
+  h_.respond_with = [&](const Request& r) { ep_->respond(r.id, content(std::string(5000, 'z'))); };
+  send(Build{.mid = 1}.done());
+  auto p = recv();  // recv() asserts the size limit
+  ASSERT_TRUE(p);
+  EXPECT_LE(p->bytes.size(), 300u);
+  EXPECT_TRUE(p->m.block_option(opt::kBlock2)->more);
+}
+
+TEST_F(EndpointTest, IdlePeersAreEvicted) {
+  auto o = fast_options();
+  o.exchange_lifetime_ms = 100;
+  start(o);
+  send(Build{.code = code::kEmpty, .mid = 1, .token = {}}.done());
+  ASSERT_TRUE(recv());
+  EXPECT_EQ(ep_->counters().peers, 1u);
+  EXPECT_TRUE(pump_until(&loop_, [&] { return ep_->counters().peers == 0; }, 3000));
+}
+
+}  // namespace
