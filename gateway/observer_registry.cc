@@ -1,0 +1,83 @@
+#include "gateway/observer_registry.h"
+
+#include <algorithm>
+
+namespace tether {
+
+namespace {
+void Erase(std::vector<coap::ObserverId>& v, coap::ObserverId id) { v.erase(std::remove(v.begin(), v.end(), id), v.end()); }
+}  // namespace
+
+void ObserverRegistry::Add(Observer o) {
+  coap::ObserverId id = o.id;
+  Remove(id);  // the engine reuses an id only for the same registration
+  by_path_[o.path].push_back(id);
+  by_session_[o.session_id].push_back(id);
+  by_id_[id] = std::move(o);
+}
+
+void ObserverRegistry::Remove(coap::ObserverId id) {
+  auto it = by_id_.find(id);
+  if (it == by_id_.end()) return;
+  auto p = by_path_.find(it->second.path);
+  Erase(p->second, id);
+  if (p->second.empty()) by_path_.erase(p);
+  auto s = by_session_.find(it->second.session_id);
+  Erase(s->second, id);
+  if (s->second.empty()) by_session_.erase(s);
+  by_id_.erase(it);
+}
+
+Observer* ObserverRegistry::Find(coap::ObserverId id) {
+  auto it = by_id_.find(id);
+  return it == by_id_.end() ? nullptr : &it->second;
+}
+
+Observer* ObserverRegistry::FindBySessionPath(const std::string& session_id, const std::string& device_path) {
+  auto s = by_session_.find(session_id);
+  if (s == by_session_.end()) return nullptr;
+  for (coap::ObserverId id : s->second) {
+    Observer& o = by_id_[id];
+    if (o.device_path == device_path) return &o;
+  }
+  return nullptr;
+}
+
+std::vector<coap::ObserverId> ObserverRegistry::OfSession(const std::string& session_id) const {
+  auto s = by_session_.find(session_id);
+  return s == by_session_.end() ? std::vector<coap::ObserverId>{} : s->second;
+}
+
+std::map<std::string, std::vector<coap::ObserverId>> ObserverRegistry::Affected(const std::string& changed) const {
+  std::map<std::string, std::vector<coap::ObserverId>> out;
+  // Ancestors and the path itself: "", "a", "a/b", ... "a/b/c".
+  for (size_t i = 0;; ) {
+    std::string prefix = changed.substr(0, i);
+    if (auto it = by_path_.find(prefix); it != by_path_.end()) out[prefix] = it->second;
+    if (i >= changed.size()) break;
+    size_t next = changed.find('/', i + 1);
+    i = next == std::string::npos ? changed.size() : next;
+  }
+  // Descendants: paths starting with "changed/" (everything when changed is the root).
+  std::string lo = changed.empty() ? "" : changed + "/";
+  for (auto it = by_path_.lower_bound(lo); it != by_path_.end(); ++it) {
+    if (!changed.empty() && it->first.compare(0, lo.size(), lo) != 0) break;
+    if (it->first != changed) out[it->first] = it->second;
+  }
+  return out;
+}
+
+std::map<std::string, std::vector<coap::ObserverId>> ObserverRegistry::All() const {
+  return {by_path_.begin(), by_path_.end()};
+}
+
+uint64_t SnapshotDigest(const std::string& bytes) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : bytes) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+}  // namespace tether

@@ -1,0 +1,53 @@
+// ObserverRegistry: which device observes which cloud path, for notification fan-out.
+//
+// Paths are cloud paths without leading '/' ("" is the root). A change at path P concerns the
+// observers of P, of every ancestor of P and of every descendant of P; Affected() finds them with
+// O(depth) hash lookups plus one ordered range scan. Each observer remembers a digest of the last
+// snapshot it was sent so unchanged snapshots are not re-sent. Loop thread only.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "device_proto/endpoint.h"
+
+namespace tether {
+
+struct Observer {
+  coap::ObserverId id = 0;
+  std::string session_id;
+  std::string path;          // cloud path observed
+  std::string device_path;   // as the device named it (for unsubscribe by path)
+  bool json = false;         // device asked for application/json
+  bool native = false;       // send Content-Format (the SDK gets none, as in the traces)
+  uint64_t last_digest = 0;  // digest of the last snapshot sent
+};
+
+class ObserverRegistry {
+ public:
+  void Add(Observer o);
+  void Remove(coap::ObserverId id);
+  Observer* Find(coap::ObserverId id);
+  // The observer of this session at this device path, if any.
+  Observer* FindBySessionPath(const std::string& session_id, const std::string& device_path);
+  std::vector<coap::ObserverId> OfSession(const std::string& session_id) const;
+
+  // Distinct observed paths affected by a change at `changed`, each with its observers.
+  std::map<std::string, std::vector<coap::ObserverId>> Affected(const std::string& changed) const;
+  std::map<std::string, std::vector<coap::ObserverId>> All() const;
+
+  size_t size() const { return by_id_.size(); }
+
+ private:
+  std::unordered_map<coap::ObserverId, Observer> by_id_;
+  std::map<std::string, std::vector<coap::ObserverId>> by_path_;  // ordered: descendant ranges
+  std::unordered_map<std::string, std::vector<coap::ObserverId>> by_session_;
+};
+
+// 64-bit FNV-1a of a snapshot's encoding.
+uint64_t SnapshotDigest(const std::string& bytes);
+
+}  // namespace tether

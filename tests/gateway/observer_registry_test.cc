@@ -1,0 +1,67 @@
+#include "gateway/observer_registry.h"
+
+#include <gtest/gtest.h>
+
+namespace tether {
+namespace {
+
+Observer O(coap::ObserverId id, const std::string& session, const std::string& path) {
+  Observer o;
+  o.id = id;
+  o.session_id = session;
+  o.path = path;
+  o.device_path = path;
+  return o;
+}
+
+std::vector<std::string> Paths(const std::map<std::string, std::vector<coap::ObserverId>>& m) {
+  std::vector<std::string> out;
+  for (const auto& [p, ids] : m) out.push_back(p);
+  return out;
+}
+
+TEST(ObserverRegistry, ChangeReachesAncestorsSelfAndDescendantsOnly) {
+  ObserverRegistry r;
+  r.Add(O(1, "s1", ""));
+  r.Add(O(2, "s1", "a"));
+  r.Add(O(3, "s2", "a/b"));
+  r.Add(O(4, "s2", "a/b/c/d"));
+  r.Add(O(5, "s3", "a/bc"));  // sibling sharing a prefix: must not match a/b
+  r.Add(O(6, "s3", "x"));
+  EXPECT_EQ(Paths(r.Affected("a/b")), (std::vector<std::string>{"", "a", "a/b", "a/b/c/d"}));
+  EXPECT_EQ(Paths(r.Affected("x/y")), (std::vector<std::string>{"", "x"}));
+  EXPECT_EQ(Paths(r.Affected("")).size(), 6u);
+  EXPECT_EQ(Paths(r.Affected("q")), (std::vector<std::string>{""}));
+}
+
+TEST(ObserverRegistry, ManyObserversOfOnePathShareOneEntry) {
+  ObserverRegistry r;
+  for (coap::ObserverId i = 1; i <= 1000; ++i) r.Add(O(i, "s" + std::to_string(i), "room/light"));
+  auto a = r.Affected("room/light/level");
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a["room/light"].size(), 1000u);
+}
+
+TEST(ObserverRegistry, RemoveBySessionAndPath) {
+  ObserverRegistry r;
+  r.Add(O(1, "s1", "a"));
+  r.Add(O(2, "s1", "b"));
+  r.Add(O(3, "s2", "a"));
+  EXPECT_EQ(r.FindBySessionPath("s1", "b")->id, 2u);
+  EXPECT_EQ(r.FindBySessionPath("s2", "b"), nullptr);
+  EXPECT_EQ(r.OfSession("s1").size(), 2u);
+  r.Remove(1);
+  r.Remove(1);  // idempotent
+  EXPECT_EQ(r.Affected("a")["a"], std::vector<coap::ObserverId>{3});
+  r.Remove(3);
+  EXPECT_TRUE(r.Affected("a").empty());
+  EXPECT_EQ(r.size(), 1u);
+}
+
+TEST(ObserverRegistry, DigestDistinguishesSnapshots) {
+  EXPECT_NE(SnapshotDigest("\xf6"), SnapshotDigest("\x01"));
+  EXPECT_EQ(SnapshotDigest("abc"), SnapshotDigest("abc"));
+}
+
+}  // namespace
+}  // namespace tether
