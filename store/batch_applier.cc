@@ -1,0 +1,638 @@
+#include "store/batch_applier.h"
+
+#include <algorithm>
+#include <cerrno>
+
+#include "store/record_codec.h"
+#include "store/store_error.h"
+#include "store/tree_path.h"
+
+namespace tether::store {
+namespace {
+
+std::string_view PathRoot(std::string_view path) {
+  while (!path.empty() && path.front() == '/') path.remove_prefix(1);
+  return path.substr(0, path.find('/'));
+}
+
+std::string Be32Key(uint32_t v) {
+  std::string k;
+  PutBe32(&k, v);
+  return k;
+}
+
+std::string Be64Key(uint64_t v) {
+  std::string k;
+  PutBe64(&k, v);
+  return k;
+}
+
+Status Invalid(std::string msg) { return Status::Error(StatusCode::kInvalidArgument, std::move(msg)); }
+Status NotFound(std::string msg) { return Status::Error(StatusCode::kNotFound, std::move(msg)); }
+
+}  // namespace
+
+BatchApplier::BatchApplier(const LmdbEnv& env, const StoreOptions& options, TreeRecency* recency)
+    : env_(env), options_(options), db_(env.dbs()), recency_(recency) {
+  for (const std::string& p : options.tree_pinned_roots) {
+    std::string_view root = PathRoot(p);
+    if (root.empty()) pin_all_ = true;
+    pinned_roots_.emplace(root);
+  }
+}
+
+Status BatchApplier::Mdb(int rc, const char* what) {
+  if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL || rc == ENOSPC) {
+    exhausted_ = true;
+    return Status::Error(StatusCode::kFull, std::string(what) + ": " + mdb_strerror(rc));
+  }
+  return Status::Error(StatusCode::kIoError, std::string(what) + ": " + mdb_strerror(rc));
+}
+
+const QueueLimits& BatchApplier::LimitsFor(const std::string& route) const {
+  auto it = options_.route_limits.find(route);
+  return it == options_.route_limits.end() ? options_.default_route_limits : it->second;
+}
+
+RouteStats& BatchApplier::Route(uint32_t id) {
+  dirty_routes_.insert(id);
+  touched_ = true;
+  return routes_[id];
+}
+
+RootCounters& BatchApplier::Root(std::string_view root) {
+  std::string r(root);
+  dirty_roots_.insert(r);
+  touched_ = true;
+  return roots_[r];
+}
+
+void BatchApplier::Load(MDB_txn* txn) {
+  counters_ = StoreCounters{};
+  route_ids_.clear();
+  routes_.clear();
+  roots_.clear();
+  dirty_routes_.clear();
+  dirty_roots_.clear();
+  counters_dirty_ = false;
+  touched_ = false;
+  MDB_val k = Val("counters"), v;
+  int rc = mdb_get(txn, db_.meta, &k, &v);
+  if (rc || !DecodeCounters(View(v), &counters_)) {
+    throw StoreError(env_.path() + ": corrupt store: unreadable counters record");
+  }
+  {
+    Cursor c(txn, db_.routes);
+    for (rc = mdb_cursor_get(c.get(), &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT)) {
+      if (v.mv_size != 4) throw StoreError(env_.path() + ": corrupt store: bad route id");
+      route_ids_[std::string(View(k))] = GetBe32(static_cast<const char*>(v.mv_data));
+    }
+  }
+  {
+    Cursor c(txn, db_.route_stats);
+    for (rc = mdb_cursor_get(c.get(), &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT)) {
+      RouteStats rs;
+      if (k.mv_size != 4 || !DecodeRouteStats(View(v), &rs)) {
+        throw StoreError(env_.path() + ": corrupt store: bad route stats");
+      }
+      routes_[GetBe32(static_cast<const char*>(k.mv_data))] = rs;
+    }
+  }
+  {
+    Cursor c(txn, db_.tree_roots);
+    for (rc = mdb_cursor_get(c.get(), &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT)) {
+      RootCounters r;
+      if (!DecodeRoot(View(v), &r)) throw StoreError(env_.path() + ": corrupt store: bad root counters");
+      roots_[std::string(View(k))] = r;
+    }
+  }
+}
+
+Status BatchApplier::Flush(MDB_txn* txn) {
+  for (uint32_t id : dirty_routes_) {
+    std::string k = Be32Key(id), v = EncodeRouteStats(routes_[id]);
+    MDB_val mk = Val(k), mv = Val(v);
+    if (int rc = mdb_put(txn, db_.route_stats, &mk, &mv, 0)) return Mdb(rc, "route stats");
+  }
+  dirty_routes_.clear();
+  for (const std::string& root : dirty_roots_) {
+    auto it = roots_.find(root);
+    MDB_val mk = Val(root);
+    if (it->second.bytes == 0 && it->second.pending == 0) {
+      int rc = mdb_del(txn, db_.tree_roots, &mk, nullptr);
+      if (rc && rc != MDB_NOTFOUND) return Mdb(rc, "root counters");
+      roots_.erase(it);
+    } else {
+      std::string v = EncodeRoot(it->second);
+      MDB_val mv = Val(v);
+      if (int rc = mdb_put(txn, db_.tree_roots, &mk, &mv, 0)) return Mdb(rc, "root counters");
+    }
+  }
+  dirty_roots_.clear();
+  if (counters_dirty_) {
+    std::string v = EncodeCounters(counters_);
+    MDB_val mk = Val("counters"), mv = Val(v);
+    if (int rc = mdb_put(txn, db_.meta, &mk, &mv, 0)) return Mdb(rc, "counters");
+    counters_dirty_ = false;
+  }
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------- WriteQueue
+
+Status BatchApplier::AppendEntry(MDB_txn* txn, QueueEntry e, BatchResult* result) {
+  if (e.route.empty()) return Invalid("queue entry without route");
+  const QueueLimits& lim = LimitsFor(e.route);
+  e.seq = counters_.next_seq;
+  std::string value = EncodeEntry(e);
+  const uint64_t size = value.size();
+  if ((lim.max_bytes && size > lim.max_bytes) ||
+      (options_.global_max_bytes && size > options_.global_max_bytes)) {
+    return Invalid("queue entry of " + std::to_string(size) + " bytes exceeds the byte limit");
+  }
+  auto id_it = route_ids_.find(e.route);
+  uint32_t id = id_it == route_ids_.end() ? 0 : id_it->second;
+  auto over = [&] {
+    const RouteStats* rs = id ? &routes_[id] : nullptr;
+    uint64_t depth = rs ? rs->depth : 0, bytes = rs ? rs->bytes : 0;
+    return (lim.max_entries && depth + 1 > lim.max_entries) ||
+           (lim.max_bytes && bytes + size > lim.max_bytes) ||
+           (options_.global_max_entries && counters_.queue_entries + 1 > options_.global_max_entries) ||
+           (options_.global_max_bytes && counters_.queue_bytes + size > options_.global_max_bytes);
+  };
+  while (over()) {
+    if (lim.policy == OverflowPolicy::kDropOldest && id && routes_[id].depth > 0) {
+      Status s = RemoveHeadWhile(txn, id, Removal::kDropOldest, 0, UINT64_MAX, 1);
+      if (!s.ok()) return s;
+      continue;
+    }
+    rejected_route_ = e.route;
+    return Status::Error(StatusCode::kRejected, "queue limit reached for route '" + e.route + "'");
+  }
+  if (!id) {
+    id = counters_.next_route_id++;
+    std::string idv = Be32Key(id);
+    MDB_val mk = Val(e.route), mv = Val(idv);
+    if (int rc = mdb_put(txn, db_.routes, &mk, &mv, MDB_NOOVERWRITE)) return Mdb(rc, "route id");
+    route_ids_[e.route] = id;
+    Route(id).route = e.route;
+  }
+  counters_.next_seq++;
+  counters_dirty_ = true;
+  touched_ = true;
+  std::string key = QueueKey(id, e.seq);
+  MDB_val mk = Val(key), mv = Val(value);
+  if (int rc = mdb_put(txn, db_.queue, &mk, &mv, 0)) return Mdb(rc, "queue append");
+  RouteStats& rs = Route(id);
+  rs.depth++;
+  rs.bytes += size;
+  counters_.queue_entries++;
+  counters_.queue_bytes += size;
+  Root(PathRoot(e.path)).pending++;
+  result->seqs.push_back(e.seq);
+  return Status::Ok();
+}
+
+Status BatchApplier::RemoveQueued(MDB_txn* txn, uint32_t route_id, uint64_t seq,
+                                  std::string_view value, Removal why) {
+  QueueEntry e;
+  if (!DecodeEntry(value, &e)) return Status::Error(StatusCode::kIoError, "corrupt queue entry");
+  const uint64_t size = value.size();
+  std::string key = QueueKey(route_id, seq);
+  MDB_val mk = Val(key);
+  if (int rc = mdb_del(txn, db_.queue, &mk, nullptr)) return Mdb(rc, "queue delete");
+  RouteStats& rs = Route(route_id);
+  rs.depth--;
+  rs.bytes -= size;
+  if (why == Removal::kDropOldest) rs.dropped_oldest++;
+  if (why == Removal::kExpired) rs.expired++;
+  counters_.queue_entries--;
+  counters_.queue_bytes -= size;
+  counters_dirty_ = true;
+  Root(PathRoot(e.path)).pending--;
+  return Status::Ok();
+}
+
+// Removes head entries of a route while seq <= up_to_seq and wall_ms < expire_before (if nonzero),
+// at most max_count of them.
+Status BatchApplier::RemoveHeadWhile(MDB_txn* txn, uint32_t route_id, Removal why,
+                                     int64_t expire_before, uint64_t up_to_seq, size_t max_count) {
+  Cursor c(txn, db_.queue);
+  if (c.rc()) return Mdb(c.rc(), "cursor");
+  std::string start = QueueKey(route_id, 0);
+  for (size_t n = 0; n < max_count; ++n) {
+    MDB_val k = Val(start), v;
+    int rc = mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE);
+    if (rc == MDB_NOTFOUND) return Status::Ok();
+    if (rc) return Mdb(rc, "queue scan");
+    if (k.mv_size != 12 || GetBe32(static_cast<const char*>(k.mv_data)) != route_id) return Status::Ok();
+    uint64_t seq = GetBe64(static_cast<const char*>(k.mv_data) + 4);
+    if (seq > up_to_seq) return Status::Ok();
+    std::string value(View(v));
+    if (expire_before) {
+      QueueEntry e;
+      if (!DecodeEntry(value, &e)) return Status::Error(StatusCode::kIoError, "corrupt queue entry");
+      if (e.wall_ms >= expire_before) return Status::Ok();
+    }
+    Status s = RemoveQueued(txn, route_id, seq, value, why);
+    if (!s.ok()) return s;
+  }
+  return Status::Ok();
+}
+
+template <>
+Status BatchApplier::Do(MDB_txn* txn, const mutation::Append& m, BatchResult* result) {
+  return AppendEntry(txn, m.entry, result);
+}
+
+template <>
+Status BatchApplier::Do(MDB_txn* txn, const mutation::AckThrough& m, BatchResult*) {
+  auto it = route_ids_.find(m.route);
+  if (it == route_ids_.end()) return Status::Ok();
+  return RemoveHeadWhile(txn, it->second, Removal::kAck, 0, m.up_to_seq, SIZE_MAX);
+}
+
+template <>
+Status BatchApplier::Do(MDB_txn* txn, const mutation::AckSeqs& m, BatchResult*) {
+  auto it = route_ids_.find(m.route);
+  if (it == route_ids_.end()) return Status::Ok();
+  for (uint64_t seq : m.seqs) {
+    std::string key = QueueKey(it->second, seq);
+    MDB_val mk = Val(key), mv;
+    int rc = mdb_get(txn, db_.queue, &mk, &mv);
+    if (rc == MDB_NOTFOUND) continue;
+    if (rc) return Mdb(rc, "queue get");
+    Status s = RemoveQueued(txn, it->second, seq, std::string(View(mv)), Removal::kAck);
+    if (!s.ok()) return s;
+  }
+  return Status::Ok();
+}
+
+template <>
+Status BatchApplier::Do(MDB_txn* txn, const mutation::MoveToDead& m, BatchResult*) {
+  auto it = route_ids_.find(m.route);
+  if (it == route_ids_.end()) return NotFound("no route '" + m.route + "'");
+  std::string key = QueueKey(it->second, m.seq);
+  MDB_val mk = Val(key), mv;
+  int rc = mdb_get(txn, db_.queue, &mk, &mv);
+  if (rc == MDB_NOTFOUND) return NotFound("queue entry " + std::to_string(m.seq) + " not queued");
+  if (rc) return Mdb(rc, "queue get");
+  DeadLetter d;
+  const uint64_t size = mv.mv_size;
+  if (!DecodeEntry(View(mv), &d.entry)) return Status::Error(StatusCode::kIoError, "corrupt queue entry");
+  d.reason = m.reason;
+  d.http_status = m.http_status;
+  d.dead_at_ms = m.now_ms;
+  if ((rc = mdb_del(txn, db_.queue, &mk, nullptr))) return Mdb(rc, "queue delete");
+  std::string dk = Be64Key(m.seq), dv = EncodeDeadLetter(d);
+  MDB_val dmk = Val(dk), dmv = Val(dv);
+  if ((rc = mdb_put(txn, db_.dead, &dmk, &dmv, 0))) return Mdb(rc, "dead letter put");
+  RouteStats& rs = Route(it->second);
+  rs.depth--;
+  rs.bytes -= size;
+  rs.dead_lettered++;
+  rs.dead_depth++;
+  counters_.queue_entries--;
+  counters_.queue_bytes -= size;
+  counters_.dead_entries++;
+  counters_dirty_ = true;
+  return Status::Ok();
+}
+
+// Removes a dead letter; its root's pending count and route dead_depth go down.
+static Status TakeDead(MDB_txn* txn, MDB_dbi dead, uint64_t seq, DeadLetter* d, int* rc_out) {
+  std::string dk = Be64Key(seq);
+  MDB_val mk = Val(dk), mv;
+  int rc = mdb_get(txn, dead, &mk, &mv);
+  if (rc == MDB_NOTFOUND) return NotFound("no dead letter " + std::to_string(seq));
+  if (rc == 0 && !DecodeDeadLetter(View(mv), d)) return Status::Error(StatusCode::kIoError, "corrupt dead letter");
+  if (rc == 0) rc = mdb_del(txn, dead, &mk, nullptr);
+  *rc_out = rc;
+  return Status::Ok();
+}
+
+template <>
+Status BatchApplier::Do(MDB_txn* txn, const mutation::RetryDead& m, BatchResult* result) {
+  DeadLetter d;
+  int rc = 0;
+  Status s = TakeDead(txn, db_.dead, m.seq, &d, &rc);
+  if (!s.ok()) return s;
+  if (rc) return Mdb(rc, "dead letter take");
+  auto it = route_ids_.find(d.entry.route);
+  if (it != route_ids_.end()) Route(it->second).dead_depth--;
+  counters_.dead_entries--;
+  counters_dirty_ = true;
+  Root(PathRoot(d.entry.path)).pending--;
+  return AppendEntry(txn, std::move(d.entry), result);
+}
+
+template <>
+Status BatchApplier::Do(MDB_txn* txn, const mutation::DropDead& m, BatchResult*) {
+  DeadLetter d;
+  int rc = 0;
+  Status s = TakeDead(txn, db_.dead, m.seq, &d, &rc);
+  if (!s.ok()) return s;
+  if (rc) return Mdb(rc, "dead letter take");
+  auto it = route_ids_.find(d.entry.route);
+  if (it != route_ids_.end()) Route(it->second).dead_depth--;
+  counters_.dead_entries--;
+  counters_dirty_ = true;
+  Root(PathRoot(d.entry.path)).pending--;
+  return Status::Ok();
+}
+
+template <>
+Status BatchApplier::Do(MDB_txn* txn, const mutation::SweepExpired& m, BatchResult*) {
+  for (const auto& [name, id] : route_ids_) {
+    const QueueLimits& lim = LimitsFor(name);
+    if (lim.ttl_ms <= 0) continue;
+    Status s = RemoveHeadWhile(txn, id, Removal::kExpired, m.now_wall_ms - lim.ttl_ms, UINT64_MAX, SIZE_MAX);
+    if (!s.ok()) return s;
+  }
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------- DataTree
+
+Status BatchApplier::DeleteTreeKey(MDB_txn* txn, const std::string& key) {
+  MDB_val mk = Val(key), mv;
+  int rc = mdb_get(txn, db_.tree, &mk, &mv);
+  if (rc == MDB_NOTFOUND) return Status::Ok();
+  if (rc) return Mdb(rc, "tree get");
+  const uint64_t bytes = key.size() + mv.mv_size;
+  if ((rc = mdb_del(txn, db_.tree, &mk, nullptr))) return Mdb(rc, "tree delete");
+  Root(RootOf(key)).bytes -= bytes;
+  counters_.tree_bytes -= bytes;
+  counters_dirty_ = true;
+  return Status::Ok();
+}
+
+// Deletes `key` and every key below it ("" = everything).
+Status BatchApplier::DeleteTreeRange(MDB_txn* txn, const std::string& key) {
+  if (!key.empty()) {
+    Status s = DeleteTreeKey(txn, key);
+    if (!s.ok()) return s;
+  }
+  const std::string prefix = key.empty() ? std::string() : key + "/";
+  Cursor c(txn, db_.tree);
+  if (c.rc()) return Mdb(c.rc(), "cursor");
+  while (true) {
+    MDB_val k = Val(prefix), v;
+    int rc = prefix.empty() ? mdb_cursor_get(c.get(), &k, &v, MDB_FIRST)
+                            : mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE);
+    if (rc == MDB_NOTFOUND) return Status::Ok();
+    if (rc) return Mdb(rc, "tree scan");
+    std::string_view found = View(k);
+    if (found.substr(0, prefix.size()) != prefix) return Status::Ok();
+    const uint64_t bytes = k.mv_size + v.mv_size;
+    std::string root(RootOf(found));
+    if ((rc = mdb_cursor_del(c.get(), 0))) return Mdb(rc, "tree delete");
+    Root(root).bytes -= bytes;
+    counters_.tree_bytes -= bytes;
+    counters_dirty_ = true;
+  }
+}
+
+Status BatchApplier::SetTree(MDB_txn* txn, const std::vector<std::string>& segs,
+                             const nlohmann::json& value, BatchResult* result) {
+  std::string error;
+  if (!ValidTreeValue(value, &error)) return Invalid(error);
+  const std::string key = JoinKey(segs, segs.size());
+  if (key.empty() && !value.is_null() && !value.is_object() && !value.is_array()) {
+    return Invalid("cannot store a scalar at the root");
+  }
+  Status s = DeleteTreeRange(txn, key);
+  for (size_t i = 1; s.ok() && i < segs.size(); ++i) s = DeleteTreeKey(txn, JoinKey(segs, i));
+  if (!s.ok()) return s;
+  FlattenJson(value, key, [&](const std::string& leaf_key, const std::string& text) {
+    if (!s.ok()) return;
+    MDB_val mk = Val(leaf_key), mv = Val(text);
+    if (int rc = mdb_put(txn, db_.tree, &mk, &mv, 0)) {
+      s = Mdb(rc, "tree put");
+      return;
+    }
+    const uint64_t bytes = leaf_key.size() + text.size();
+    std::string_view root = RootOf(leaf_key);
+    Root(root).bytes += bytes;
+    counters_.tree_bytes += bytes;
+    recency_->Touch(root);
+  });
+  if (!s.ok()) return s;
+  counters_.tree_version++;
+  counters_dirty_ = true;
+  touched_ = true;
+  result->changed_paths.push_back("/" + key);
+  return Status::Ok();
+}
+
+template <>
+Status BatchApplier::Do(MDB_txn* txn, const mutation::TreeSet& m, BatchResult* result) {
+  std::vector<std::string> segs;
+  std::string error;
+  if (!ParseTreePath(m.path, &segs, &error)) return Invalid(error);
+  return SetTree(txn, segs, m.value, result);
+}
+
+template <>
+Status BatchApplier::Do(MDB_txn* txn, const mutation::TreeRemove& m, BatchResult* result) {
+  std::vector<std::string> segs;
+  std::string error;
+  if (!ParseTreePath(m.path, &segs, &error)) return Invalid(error);
+  return SetTree(txn, segs, nullptr, result);
+}
+
+template <>
+Status BatchApplier::Do(MDB_txn* txn, const mutation::TreeUpdate& m, BatchResult* result) {
+  if (!m.children.is_object()) return Invalid("update value must be an object");
+  std::vector<std::string> base, rel;
+  std::string error;
+  if (!ParseTreePath(m.path, &base, &error)) return Invalid(error);
+  for (auto it = m.children.begin(); it != m.children.end(); ++it) {
+    if (!ParseTreePath(it.key(), &rel, &error)) return Invalid(error);
+    if (rel.empty()) return Invalid("empty child path in update");
+    std::vector<std::string> full = base;
+    full.insert(full.end(), rel.begin(), rel.end());
+    Status s = SetTree(txn, full, *it, result);
+    if (!s.ok()) return s;
+  }
+  return Status::Ok();
+}
+
+Status BatchApplier::EvictTree(MDB_txn* txn) {
+  touched_ = false;
+  exhausted_ = false;
+  if (options_.tree_cache_bytes == 0 || counters_.tree_bytes <= options_.tree_cache_bytes) {
+    return Status::Ok();
+  }
+  if (pin_all_) return Status::Ok();
+  auto whole = roots_.find("");
+  if (whole != roots_.end() && whole->second.pending > 0) return Status::Ok();
+  std::vector<std::pair<uint64_t, std::string>> candidates;
+  for (const auto& [root, rc] : roots_) {
+    if (root.empty() || rc.bytes == 0 || rc.pending > 0 || pinned_roots_.count(root)) continue;
+    candidates.emplace_back(recency_->LastUse(root), root);
+  }
+  std::sort(candidates.begin(), candidates.end());
+  for (const auto& [use, root] : candidates) {
+    if (counters_.tree_bytes <= options_.tree_cache_bytes) break;
+    Status s = DeleteTreeRange(txn, root);
+    if (!s.ok()) return s;
+    counters_.evicted_roots++;
+    counters_dirty_ = true;
+    recency_->Forget(root);
+  }
+  return Flush(txn);
+}
+
+// ---------------------------------------------------------------- SessionTable
+
+template <>
+Status BatchApplier::Do(MDB_txn* txn, const mutation::PutSession& m, BatchResult*) {
+  const SessionRecord& r = m.record;
+  if (r.session_id.empty() || r.short_token.empty() || r.long_token.empty()) {
+    return Invalid("session needs id, short token and long token");
+  }
+  for (auto [dbi, token] : {std::pair{db_.by_short, &r.short_token}, std::pair{db_.by_long, &r.long_token}}) {
+    MDB_val mk = Val(*token), mv;
+    int rc = mdb_get(txn, dbi, &mk, &mv);
+    if (rc == 0 && View(mv) != r.session_id) return Status::Error(StatusCode::kConflict, "token already bound to another session");
+    if (rc && rc != MDB_NOTFOUND) return Mdb(rc, "token index");
+  }
+  MDB_val mk = Val(r.session_id), mv;
+  int rc = mdb_get(txn, db_.sessions, &mk, &mv);
+  if (rc == 0) {
+    SessionRecord old;
+    if (!DecodeSession(View(mv), &old)) return Status::Error(StatusCode::kIoError, "corrupt session");
+    MDB_val ok = Val(old.short_token), ol = Val(old.long_token);
+    if (old.short_token != r.short_token && (rc = mdb_del(txn, db_.by_short, &ok, nullptr)) && rc != MDB_NOTFOUND) return Mdb(rc, "token index");
+    if (old.long_token != r.long_token && (rc = mdb_del(txn, db_.by_long, &ol, nullptr)) && rc != MDB_NOTFOUND) return Mdb(rc, "token index");
+  } else if (rc != MDB_NOTFOUND) {
+    return Mdb(rc, "session get");
+  }
+  std::string v = EncodeSession(r);
+  MDB_val sv = Val(v), id = Val(r.session_id), sk = Val(r.short_token), lk = Val(r.long_token);
+  if ((rc = mdb_put(txn, db_.sessions, &mk, &sv, 0)) || (rc = mdb_put(txn, db_.by_short, &sk, &id, 0)) ||
+      (rc = mdb_put(txn, db_.by_long, &lk, &id, 0))) {
+    return Mdb(rc, "session put");
+  }
+  return Status::Ok();
+}
+
+template <>
+Status BatchApplier::Do(MDB_txn* txn, const mutation::TouchSession& m, BatchResult*) {
+  MDB_val mk = Val(m.session_id), mv;
+  int rc = mdb_get(txn, db_.sessions, &mk, &mv);
+  if (rc == MDB_NOTFOUND) return NotFound("no session '" + m.session_id + "'");
+  if (rc) return Mdb(rc, "session get");
+  SessionRecord r;
+  if (!DecodeSession(View(mv), &r)) return Status::Error(StatusCode::kIoError, "corrupt session");
+  r.last_seen_ms = m.last_seen_ms;
+  std::string v = EncodeSession(r);
+  MDB_val sv = Val(v);
+  if ((rc = mdb_put(txn, db_.sessions, &mk, &sv, 0))) return Mdb(rc, "session put");
+  return Status::Ok();
+}
+
+// Deletes the session's onDisconnect ops (only those at/below `under` if given).
+Status BatchApplier::DeleteSessionOps(MDB_txn* txn, const std::string& session_id,
+                                      const std::string* under) {
+  const std::string prefix = OnDisconnectPrefix(session_id);
+  Cursor c(txn, db_.on_disconnect);
+  if (c.rc()) return Mdb(c.rc(), "cursor");
+  MDB_val k = Val(prefix), v;
+  int rc = mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE);
+  while (rc == 0 && View(k).substr(0, prefix.size()) == prefix) {
+    bool del = true;
+    if (under) {
+      OnDisconnectOp op;
+      std::vector<std::string> segs;
+      std::string error;
+      if (!DecodeOnDisconnect(View(v), &op)) return Status::Error(StatusCode::kIoError, "corrupt op");
+      del = ParseTreePath(op.path, &segs, &error) && KeyWithin(JoinKey(segs, segs.size()), *under);
+    }
+    if (del) {
+      if ((rc = mdb_cursor_del(c.get(), 0))) return Mdb(rc, "op delete");
+      rc = mdb_cursor_get(c.get(), &k, &v, MDB_GET_CURRENT);
+      if (rc == EINVAL) rc = MDB_NOTFOUND;  // deleted the last record
+    } else {
+      rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT);
+    }
+  }
+  if (rc && rc != MDB_NOTFOUND) return Mdb(rc, "op scan");
+  return Status::Ok();
+}
+
+template <>
+Status BatchApplier::Do(MDB_txn* txn, const mutation::RemoveSession& m, BatchResult*) {
+  MDB_val mk = Val(m.session_id), mv;
+  int rc = mdb_get(txn, db_.sessions, &mk, &mv);
+  if (rc == MDB_NOTFOUND) {
+    return m.must_exist ? NotFound("no session '" + m.session_id + "'") : Status::Ok();
+  }
+  if (rc) return Mdb(rc, "session get");
+  SessionRecord r;
+  if (!DecodeSession(View(mv), &r)) return Status::Error(StatusCode::kIoError, "corrupt session");
+  MDB_val sk = Val(r.short_token), lk = Val(r.long_token);
+  if ((rc = mdb_del(txn, db_.sessions, &mk, nullptr))) return Mdb(rc, "session delete");
+  if ((rc = mdb_del(txn, db_.by_short, &sk, nullptr)) && rc != MDB_NOTFOUND) return Mdb(rc, "token index");
+  if ((rc = mdb_del(txn, db_.by_long, &lk, nullptr)) && rc != MDB_NOTFOUND) return Mdb(rc, "token index");
+  return DeleteSessionOps(txn, m.session_id, nullptr);
+}
+
+template <>
+Status BatchApplier::Do(MDB_txn* txn, const mutation::AddOnDisconnect& m, BatchResult*) {
+  MDB_val mk = Val(m.session_id), mv;
+  int rc = mdb_get(txn, db_.sessions, &mk, &mv);
+  if (rc == MDB_NOTFOUND) return NotFound("no session '" + m.session_id + "'");
+  if (rc) return Mdb(rc, "session get");
+  std::vector<std::string> segs;
+  std::string error;
+  if (!ParseTreePath(m.op.path, &segs, &error)) return Invalid(error);
+  OnDisconnectOp op = m.op;
+  op.order = counters_.next_op_order++;
+  counters_dirty_ = true;
+  touched_ = true;
+  std::string key = OnDisconnectPrefix(m.session_id);
+  PutBe64(&key, op.order);
+  std::string v = EncodeOnDisconnect(op);
+  MDB_val ok = Val(key), ov = Val(v);
+  if ((rc = mdb_put(txn, db_.on_disconnect, &ok, &ov, 0))) return Mdb(rc, "op put");
+  return Status::Ok();
+}
+
+template <>
+Status BatchApplier::Do(MDB_txn* txn, const mutation::CancelOnDisconnect& m, BatchResult*) {
+  std::vector<std::string> segs;
+  std::string error;
+  if (!ParseTreePath(m.path, &segs, &error)) return Invalid(error);
+  const std::string under = JoinKey(segs, segs.size());
+  return DeleteSessionOps(txn, m.session_id, &under);
+}
+
+Status BatchApplier::CountRejected(MDB_txn* txn) {
+  touched_ = false;
+  exhausted_ = false;
+  auto it = route_ids_.find(rejected_route_);
+  if (it == route_ids_.end()) return Status::Ok();
+  Route(it->second).rejected++;
+  return Flush(txn);
+}
+
+// Defined last: every Do<> specialization above must be declared before std::visit uses it.
+Status BatchApplier::Apply(MDB_txn* txn, const WriteBatch& batch, BatchResult* result) {
+  touched_ = false;
+  exhausted_ = false;
+  rejected_route_.clear();
+  for (const mutation::Mutation& m : batch.mutations()) {
+    Status s = std::visit([&](const auto& mut) { return Do(txn, mut, result); }, m);
+    if (!s.ok()) return s;
+  }
+  Status s = Flush(txn);
+  if (s.ok()) result->tree_version = counters_.tree_version;
+  return s;
+}
+
+}  // namespace tether::store

@@ -1,0 +1,80 @@
+// BatchApplier: turns WriteBatch mutations into LMDB writes and keeps the counters (internal).
+//
+// Writer thread only. Owns the in-memory copy of the persisted counters (StoreCounters, per-route
+// RouteStats, per-root RootCounters) and writes every counter it changes inside the same txn as
+// the change. If Apply fails the caller aborts that txn and calls Load() on the enclosing txn, so
+// the in-memory copy always equals what the enclosing txn sees.
+#pragma once
+
+#include <lmdb.h>
+
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "store/lmdb_env.h"
+#include "store/options.h"
+#include "store/store_counters.h"
+#include "store/tree_recency.h"
+#include "store/write_batch.h"
+
+namespace tether::store {
+
+class BatchApplier {
+ public:
+  BatchApplier(const LmdbEnv& env, const StoreOptions& options, TreeRecency* recency);
+
+  void Load(MDB_txn* txn);  // throws StoreError on unreadable counters
+  Status Apply(MDB_txn* txn, const WriteBatch& batch, BatchResult* result);
+  // After a kRejected batch was rolled back: persist +1 on its route's rejected counter.
+  Status CountRejected(MDB_txn* txn);
+  // Enforces options.tree_cache_bytes: deletes whole roots (first path segment) that are not
+  // pinned and have no pending queue / dead-letter entries, least recently used first.
+  Status EvictTree(MDB_txn* txn);
+
+  bool touched() const { return touched_; }      // in-memory state changed during the last Apply
+  bool exhausted() const { return exhausted_; }  // last failure was MDB_MAP_FULL / MDB_TXN_FULL
+  const StoreCounters& counters() const { return counters_; }
+
+ private:
+  enum class Removal { kAck, kDropOldest, kExpired, kDropDead };
+
+  template <typename M> Status Do(MDB_txn* txn, const M& m, BatchResult* result);
+  Status AppendEntry(MDB_txn* txn, QueueEntry e, BatchResult* result);
+  Status RemoveQueued(MDB_txn* txn, uint32_t route_id, uint64_t seq, std::string_view value,
+                      Removal why);
+  Status RemoveHeadWhile(MDB_txn* txn, uint32_t route_id, Removal why, int64_t expire_before,
+                         uint64_t up_to_seq, size_t max_count);
+  Status SetTree(MDB_txn* txn, const std::vector<std::string>& segs, const nlohmann::json& value,
+                 BatchResult* result);
+  Status DeleteTreeRange(MDB_txn* txn, const std::string& key);
+  Status DeleteTreeKey(MDB_txn* txn, const std::string& key);
+  Status DeleteSessionOps(MDB_txn* txn, const std::string& session_id, const std::string* under);
+  Status Flush(MDB_txn* txn);
+  Status Mdb(int rc, const char* what);
+  const QueueLimits& LimitsFor(const std::string& route) const;
+  RouteStats& Route(uint32_t id);
+  RootCounters& Root(std::string_view root);
+
+  const LmdbEnv& env_;
+  const StoreOptions& options_;
+  const Databases& db_;
+  TreeRecency* recency_;
+  std::set<std::string> pinned_roots_;  // first segments of options.tree_pinned_roots
+  bool pin_all_ = false;
+
+  StoreCounters counters_;
+  std::unordered_map<std::string, uint32_t> route_ids_;
+  std::unordered_map<uint32_t, RouteStats> routes_;
+  std::unordered_map<std::string, RootCounters> roots_;
+  std::unordered_set<uint32_t> dirty_routes_;
+  std::unordered_set<std::string> dirty_roots_;
+  bool counters_dirty_ = false;
+  bool touched_ = false;
+  bool exhausted_ = false;
+  std::string rejected_route_;
+};
+
+}  // namespace tether::store

@@ -1,0 +1,61 @@
+#include "store/data_tree.h"
+
+#include "store/lmdb_env.h"
+#include "store/store_counters.h"
+#include "store/store_error.h"
+#include "store/tree_path.h"
+#include "store/tree_recency.h"
+
+namespace tether::store {
+namespace {
+
+StoreCounters ReadCounters(const LmdbEnv& env) {
+  ReadTxn txn(env);
+  StoreCounters c;
+  auto v = txn.Get(env.dbs().meta, "counters");
+  if (!v || !DecodeCounters(*v, &c)) throw StoreError(env.path() + ": corrupt counters");
+  return c;
+}
+
+}  // namespace
+
+Status DataTree::Get(std::string_view path, nlohmann::json* out) const {
+  std::vector<std::string> segs;
+  std::string error;
+  *out = nullptr;
+  if (!ParseTreePath(path, &segs, &error)) return Status::Error(StatusCode::kInvalidArgument, error);
+  const std::string key = JoinKey(segs, segs.size());
+  if (!key.empty()) recency_->Touch(RootOf(key));
+  ReadTxn txn(env_);
+  const MDB_dbi tree = env_.dbs().tree;
+  if (!key.empty()) {
+    if (auto leaf = txn.Get(tree, key)) {
+      *out = nlohmann::json::parse(*leaf);
+      return Status::Ok();
+    }
+  }
+  const std::string prefix = key.empty() ? std::string() : key + "/";
+  Cursor c(txn.get(), tree);
+  MDB_val k = Val(prefix), v;
+  int rc = prefix.empty() ? mdb_cursor_get(c.get(), &k, &v, MDB_FIRST)
+                          : mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE);
+  for (; rc == 0; rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT)) {
+    std::string_view found = View(k);
+    if (found.substr(0, prefix.size()) != prefix) break;
+    if (out->is_null()) *out = nlohmann::json::object();
+    InsertLeaf(out, found.substr(prefix.size()), nlohmann::json::parse(View(v)));
+  }
+  return Status::Ok();
+}
+
+nlohmann::json DataTree::Get(std::string_view path) const {
+  nlohmann::json out;
+  Get(path, &out);
+  return out;
+}
+
+uint64_t DataTree::Version() const { return ReadCounters(env_).tree_version; }
+uint64_t DataTree::Bytes() const { return ReadCounters(env_).tree_bytes; }
+uint64_t DataTree::EvictedRoots() const { return ReadCounters(env_).evicted_roots; }
+
+}  // namespace tether::store

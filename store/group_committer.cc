@@ -1,0 +1,139 @@
+#include "store/group_committer.h"
+
+#include <cerrno>
+
+namespace tether::store {
+namespace {
+
+bool IsExhaustion(int rc) { return rc == MDB_MAP_FULL || rc == MDB_TXN_FULL || rc == ENOSPC; }
+
+Status FromRc(int rc, const char* what) {
+  return Status::Error(IsExhaustion(rc) ? StatusCode::kFull : StatusCode::kIoError,
+                       std::string(what) + ": " + mdb_strerror(rc));
+}
+
+}  // namespace
+
+GroupCommitter::GroupCommitter(LmdbEnv* env, BatchApplier* applier, const StoreOptions& options)
+    : env_(env), applier_(applier), options_(options) {
+  Reload();
+  thread_ = std::thread([this] { Run(); });
+}
+
+GroupCommitter::~GroupCommitter() { Stop(); }
+
+void GroupCommitter::Submit(WriteBatch batch, Deliver deliver) {
+  {
+    std::lock_guard lock(mu_);
+    if (!stopping_) {
+      pending_.push_back(Pending{std::move(batch), std::move(deliver)});
+      cv_.notify_one();
+      return;
+    }
+  }
+  BatchResult closed;
+  closed.status = Status::Error(StatusCode::kClosed, "store is closing");
+  deliver(std::move(closed));
+}
+
+void GroupCommitter::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    cv_.notify_one();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+void GroupCommitter::Reload() {
+  ReadTxn txn(*env_);
+  applier_->Load(txn.get());
+}
+
+void GroupCommitter::Run() {
+  std::vector<Pending> group;
+  while (true) {
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
+      if (pending_.empty()) return;  // stopping and drained
+      size_t n = std::min<size_t>(pending_.size(), std::max<uint32_t>(1, options_.max_group_batches));
+      group.assign(std::make_move_iterator(pending_.begin()), std::make_move_iterator(pending_.begin() + n));
+      pending_.erase(pending_.begin(), pending_.begin() + n);
+    }
+    CommitGroup(&group);
+    group.clear();
+  }
+}
+
+void GroupCommitter::CommitGroup(std::vector<Pending>* group) {
+  std::vector<BatchResult> results(group->size());
+  while (TryGroup(group, &results) == Outcome::kExhausted) {
+    if (env_->GrowMap(options_.map_max)) continue;
+    // Cannot grow: one transaction per batch, so whatever fits (acks, deletes) still commits.
+    for (size_t i = 0; i < group->size(); ++i) {
+      std::vector<Pending> one;
+      one.push_back(Pending{std::move((*group)[i].batch), nullptr});
+      std::vector<BatchResult> r(1);
+      while (TryGroup(&one, &r) == Outcome::kExhausted) {
+        if (env_->GrowMap(options_.map_max)) continue;
+        r[0] = BatchResult{};
+        r[0].status = Status::Error(StatusCode::kFull, "store is full (map or disk); retry later");
+        break;
+      }
+      results[i] = std::move(r[0]);
+    }
+    break;
+  }
+  groups_++;
+  for (size_t i = 0; i < group->size(); ++i) {
+    if ((*group)[i].deliver) (*group)[i].deliver(std::move(results[i]));
+  }
+}
+
+GroupCommitter::Outcome GroupCommitter::TryGroup(std::vector<Pending>* group,
+                                                 std::vector<BatchResult>* results) {
+  MDB_txn* parent = nullptr;
+  int rc = mdb_txn_begin(env_->env(), nullptr, 0, &parent);
+  if (rc) {
+    for (auto& r : *results) r = BatchResult{FromRc(rc, "begin write txn"), {}, {}, 0};
+    return Outcome::kDone;
+  }
+  auto abort_group = [&] {
+    mdb_txn_abort(parent);
+    Reload();
+    return Outcome::kExhausted;
+  };
+  for (size_t i = 0; i < group->size(); ++i) {
+    BatchResult& result = (*results)[i];
+    result = BatchResult{};
+    MDB_txn* child = nullptr;
+    if ((rc = mdb_txn_begin(env_->env(), parent, 0, &child))) {
+      if (IsExhaustion(rc)) return abort_group();
+      result.status = FromRc(rc, "begin nested txn");
+      continue;
+    }
+    Status s = applier_->Apply(child, (*group)[i].batch, &result);
+    if (s.ok()) {
+      if ((rc = mdb_txn_commit(child))) return abort_group();  // parent state unknown: redo all
+      continue;
+    }
+    mdb_txn_abort(child);
+    if (applier_->exhausted()) return abort_group();
+    if (applier_->touched()) applier_->Load(parent);
+    result = BatchResult{};
+    result.status = std::move(s);
+    if (result.status.code == StatusCode::kRejected) {
+      if (!applier_->CountRejected(parent).ok()) return abort_group();
+    }
+  }
+  if (!applier_->EvictTree(parent).ok()) return abort_group();
+  if ((rc = mdb_txn_commit(parent))) {
+    Reload();
+    if (IsExhaustion(rc)) return Outcome::kExhausted;
+    for (auto& r : *results) r = BatchResult{FromRc(rc, "commit"), {}, {}, 0};
+  }
+  return Outcome::kDone;
+}
+
+}  // namespace tether::store

@@ -1,0 +1,59 @@
+// GroupCommitter: the single writer thread. Applies every pending WriteBatch in one transaction.
+//
+// Each batch runs in a nested LMDB transaction inside the group's transaction, so a failing batch
+// is rolled back alone while the rest of the group commits (atomic per batch, one fsync per group).
+// On MDB_MAP_FULL the map grows (up to options.map_max) and the group is retried; if it cannot
+// grow, each batch is retried in its own transaction and those that still do not fit get kFull
+// (acks and deletes still succeed, which is how a full store recovers by itself).
+// `deliver` runs ON THE WRITER THREAD after the commit is durable; callers forward it.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "store/batch_applier.h"
+#include "store/lmdb_env.h"
+
+namespace tether::store {
+
+class GroupCommitter {
+ public:
+  using Deliver = std::function<void(BatchResult&&)>;
+
+  GroupCommitter(LmdbEnv* env, BatchApplier* applier, const StoreOptions& options);
+  ~GroupCommitter();  // Stop()
+
+  void Submit(WriteBatch batch, Deliver deliver);  // any thread; after Stop() delivers kClosed
+  void Stop();  // commits everything already submitted, then joins the thread
+
+  uint64_t groups_committed() const { return groups_; }  // writer thread's view; for benches
+
+ private:
+  struct Pending {
+    WriteBatch batch;
+    Deliver deliver;
+  };
+  enum class Outcome { kDone, kExhausted };
+
+  void Run();
+  void CommitGroup(std::vector<Pending>* group);
+  Outcome TryGroup(std::vector<Pending>* group, std::vector<BatchResult>* results);
+  void Reload();
+
+  LmdbEnv* env_;
+  BatchApplier* applier_;
+  const StoreOptions& options_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Pending> pending_;  // guarded by mu_
+  bool stopping_ = false;         // guarded by mu_
+  std::atomic<uint64_t> groups_{0};
+  std::thread thread_;
+};
+
+}  // namespace tether::store

@@ -1,0 +1,174 @@
+#include "store/lmdb_env.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+
+#include "store/record_codec.h"
+#include "store/store_counters.h"
+#include "store/store_error.h"
+
+namespace tether::store {
+
+void ThrowLmdb(const std::string& path, const char* what, int rc) {
+  throw StoreError(path + ": " + what + ": " + mdb_strerror(rc));
+}
+
+namespace {
+
+struct DbSpec {
+  const char* name;
+  MDB_dbi Databases::*member;
+};
+
+constexpr DbSpec kDbSpecs[] = {
+    {"meta", &Databases::meta},
+    {"routes", &Databases::routes},
+    {"route_stats", &Databases::route_stats},
+    {"queue", &Databases::queue},
+    {"dead", &Databases::dead},
+    {"tree", &Databases::tree},
+    {"tree_roots", &Databases::tree_roots},
+    {"sessions", &Databases::sessions},
+    {"by_short", &Databases::by_short},
+    {"by_long", &Databases::by_long},
+    {"on_disconnect", &Databases::on_disconnect},
+};
+
+std::string ReadMeta(MDB_txn* txn, MDB_dbi meta, const char* key, bool* found) {
+  MDB_val k = Val(key), v;
+  int rc = mdb_get(txn, meta, &k, &v);
+  *found = rc == 0;
+  return rc == 0 ? std::string(View(v)) : std::string();
+}
+
+}  // namespace
+
+LmdbEnv::LmdbEnv(const std::string& dir, const StoreOptions& options) : path_(dir) {
+  if (mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) {
+    throw StoreError(dir + ": cannot create store directory: " + std::strerror(errno));
+  }
+  int rc = mdb_env_create(&env_);
+  if (rc) ThrowLmdb(path_, "mdb_env_create", rc);
+  try {
+    if ((rc = mdb_env_set_maxdbs(env_, 16))) ThrowLmdb(path_, "mdb_env_set_maxdbs", rc);
+    if ((rc = mdb_env_set_mapsize(env_, options.map_size))) ThrowLmdb(path_, "mdb_env_set_mapsize", rc);
+    unsigned flags = MDB_NOTLS;
+    if (options.durability == Durability::kOsBuffered) flags |= MDB_NOSYNC;
+    if ((rc = mdb_env_open(env_, dir.c_str(), flags, 0640))) ThrowLmdb(path_, "cannot open LMDB store", rc);
+    int dead = 0;
+    mdb_reader_check(env_, &dead);  // clear reader slots of crashed processes
+
+    MDB_txn* txn = nullptr;
+    if ((rc = mdb_txn_begin(env_, nullptr, 0, &txn))) ThrowLmdb(path_, "mdb_txn_begin", rc);
+    // Refuse foreign stores before creating anything: a store without our meta db must be empty.
+    MDB_dbi meta;
+    rc = mdb_dbi_open(txn, "meta", 0, &meta);
+    bool fresh = false;
+    if (rc == MDB_NOTFOUND) {
+      MDB_dbi main_db;
+      MDB_stat st;
+      if ((rc = mdb_dbi_open(txn, nullptr, 0, &main_db)) || (rc = mdb_stat(txn, main_db, &st))) {
+        mdb_txn_abort(txn);
+        ThrowLmdb(path_, "reading main database", rc);
+      }
+      if (st.ms_entries != 0) {
+        mdb_txn_abort(txn);
+        throw StoreError(path_ + ": not a tether store (LMDB file without tether meta database); "
+                         "refusing to modify it");
+      }
+      fresh = true;
+    } else if (rc) {
+      mdb_txn_abort(txn);
+      ThrowLmdb(path_, "opening meta database", rc);
+    }
+    for (const DbSpec& spec : kDbSpecs) {
+      if ((rc = mdb_dbi_open(txn, spec.name, MDB_CREATE, &(dbs_.*spec.member)))) {
+        mdb_txn_abort(txn);
+        ThrowLmdb(path_, "opening database", rc);
+      }
+    }
+    if (fresh) {
+      std::string schema;
+      PutBe32(&schema, kSchemaVersion);
+      std::string counters = EncodeCounters(StoreCounters{});
+      MDB_val k1 = Val("format"), v1 = Val(kFormatId), k2 = Val("schema"), v2 = Val(schema),
+              k3 = Val("counters"), v3 = Val(counters);
+      if ((rc = mdb_put(txn, dbs_.meta, &k1, &v1, 0)) || (rc = mdb_put(txn, dbs_.meta, &k2, &v2, 0)) ||
+          (rc = mdb_put(txn, dbs_.meta, &k3, &v3, 0))) {
+        mdb_txn_abort(txn);
+        ThrowLmdb(path_, "initializing meta", rc);
+      }
+    } else {
+      bool found = false;
+      std::string format = ReadMeta(txn, dbs_.meta, "format", &found);
+      if (!found || format != kFormatId) {
+        mdb_txn_abort(txn);
+        throw StoreError(path_ + ": incompatible store: format id '" + format + "', expected '" +
+                         std::string(kFormatId) + "'");
+      }
+      std::string schema = ReadMeta(txn, dbs_.meta, "schema", &found);
+      uint32_t version = schema.size() == 4 ? GetBe32(schema.data()) : 0;
+      if (version != kSchemaVersion) {
+        mdb_txn_abort(txn);
+        throw StoreError(path_ + ": incompatible store: schema version " + std::to_string(version) +
+                         ", this build reads version " + std::to_string(kSchemaVersion));
+      }
+      StoreCounters c;
+      if (!DecodeCounters(ReadMeta(txn, dbs_.meta, "counters", &found), &c)) {
+        mdb_txn_abort(txn);
+        throw StoreError(path_ + ": corrupt store: unreadable counters record");
+      }
+    }
+    if ((rc = mdb_txn_commit(txn))) ThrowLmdb(path_, "committing open", rc);
+  } catch (...) {
+    mdb_env_close(env_);
+    env_ = nullptr;
+    throw;
+  }
+}
+
+LmdbEnv::~LmdbEnv() {
+  if (env_) mdb_env_close(env_);
+}
+
+uint64_t LmdbEnv::map_size() const {
+  MDB_envinfo info;
+  mdb_env_info(env_, &info);
+  return info.me_mapsize;
+}
+
+bool LmdbEnv::GrowMap(uint64_t max) {
+  uint64_t cur = map_size();
+  if (max == 0 || cur >= max) return false;
+  uint64_t next = std::min<uint64_t>(cur * 2, max);
+  std::unique_lock lock(resize_mutex_);
+  return mdb_env_set_mapsize(env_, next) == 0;
+}
+
+ReadTxn::ReadTxn(const LmdbEnv& env) : env_(env), lock_(env.resize_mutex()) {
+  int rc = mdb_txn_begin(env.env(), nullptr, MDB_RDONLY, &txn_);
+  if (rc) ThrowLmdb(env.path(), "read txn", rc);
+}
+
+ReadTxn::~ReadTxn() {
+  if (txn_) mdb_txn_abort(txn_);
+}
+
+std::optional<std::string_view> ReadTxn::Get(MDB_dbi dbi, std::string_view key) const {
+  MDB_val k = Val(key), v;
+  int rc = mdb_get(txn_, dbi, &k, &v);
+  if (rc == MDB_NOTFOUND) return std::nullopt;
+  if (rc) ThrowLmdb(env_.path(), "mdb_get", rc);
+  return View(v);
+}
+
+Cursor::Cursor(MDB_txn* txn, MDB_dbi dbi) {
+  rc_ = mdb_cursor_open(txn, dbi, &c_);
+  if (rc_) c_ = nullptr;
+}
+
+}  // namespace tether::store

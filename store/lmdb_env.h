@@ -1,0 +1,98 @@
+// LmdbEnv: the one LMDB environment of a store directory and its named databases (internal).
+//
+// Opening validates the meta database (format id + schema version) and throws StoreError naming
+// the path on anything incompatible or unreadable; it never deletes or rewrites existing data.
+// Thread model: MDB_NOTLS, so read transactions may live on any thread; exactly one thread
+// (the writer) ever opens write transactions. Map growth needs no live transactions in this
+// process, so readers hold resize_mutex() shared and the writer takes it exclusively to grow.
+#pragma once
+
+#include <lmdb.h>
+
+#include <cstdint>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+
+#include "store/options.h"
+
+namespace tether::store {
+
+inline constexpr std::string_view kFormatId = "tether-store";
+inline constexpr uint32_t kSchemaVersion = 1;
+
+struct Databases {
+  MDB_dbi meta;           // "format", "schema", "counters"
+  MDB_dbi routes;         // route name -> route id (BE32)
+  MDB_dbi route_stats;    // route id (BE32) -> RouteStats
+  MDB_dbi queue;          // route id (BE32) + seq (BE64) -> QueueEntry
+  MDB_dbi dead;           // seq (BE64) -> DeadLetter
+  MDB_dbi tree;           // leaf path "a/b/c" -> JSON scalar text
+  MDB_dbi tree_roots;     // first path segment -> RootCounters
+  MDB_dbi sessions;       // session id -> SessionRecord
+  MDB_dbi by_short;       // short token -> session id
+  MDB_dbi by_long;        // long token -> session id
+  MDB_dbi on_disconnect;  // OnDisconnectPrefix(session) + order (BE64) -> OnDisconnectOp
+};
+
+class LmdbEnv {
+ public:
+  LmdbEnv(const std::string& dir, const StoreOptions& options);  // throws StoreError
+  ~LmdbEnv();
+  LmdbEnv(const LmdbEnv&) = delete;
+  LmdbEnv& operator=(const LmdbEnv&) = delete;
+
+  MDB_env* env() const { return env_; }
+  const Databases& dbs() const { return dbs_; }
+  const std::string& path() const { return path_; }
+  uint64_t map_size() const;
+  // Writer thread only, with no write txn open: doubles the map up to `max`. False if at max.
+  bool GrowMap(uint64_t max);
+  std::shared_mutex& resize_mutex() const { return resize_mutex_; }
+
+ private:
+  std::string path_;
+  MDB_env* env_ = nullptr;
+  Databases dbs_{};
+  mutable std::shared_mutex resize_mutex_;
+};
+
+// A read-only snapshot. Cheap (no I/O, no lock besides the shared resize lock).
+class ReadTxn {
+ public:
+  explicit ReadTxn(const LmdbEnv& env);  // throws StoreError
+  ~ReadTxn();
+  ReadTxn(const ReadTxn&) = delete;
+  ReadTxn& operator=(const ReadTxn&) = delete;
+  MDB_txn* get() const { return txn_; }
+  // The view is valid while this txn lives.
+  std::optional<std::string_view> Get(MDB_dbi dbi, std::string_view key) const;
+
+ private:
+  const LmdbEnv& env_;
+  std::shared_lock<std::shared_mutex> lock_;
+  MDB_txn* txn_ = nullptr;
+};
+
+// RAII cursor.
+class Cursor {
+ public:
+  Cursor(MDB_txn* txn, MDB_dbi dbi);
+  ~Cursor() { if (c_) mdb_cursor_close(c_); }
+  Cursor(const Cursor&) = delete;
+  Cursor& operator=(const Cursor&) = delete;
+  MDB_cursor* get() const { return c_; }
+  int rc() const { return rc_; }  // open result; get() is null if nonzero
+
+ private:
+  MDB_cursor* c_ = nullptr;
+  int rc_ = 0;
+};
+
+inline MDB_val Val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
+inline std::string_view View(const MDB_val& v) {
+  return std::string_view(static_cast<const char*>(v.mv_data), v.mv_size);
+}
+
+}  // namespace tether::store

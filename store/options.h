@@ -1,0 +1,50 @@
+// StoreOptions: everything configurable about the store, fixed for the lifetime of a Store.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace tether::store {
+
+enum class Durability {
+  // Default. A batch completes only after its transaction is fsync'ed: an acknowledged write
+  // survives process crash AND power loss.
+  kFsync,
+  // MDB_NOSYNC: commits go to OS buffers without fsync. Acknowledged writes survive a process
+  // crash (kill -9) but MAY BE LOST ON POWER LOSS or kernel crash. Never corrupts the store.
+  kOsBuffered,
+};
+
+enum class OverflowPolicy {
+  kReject,      // the append's batch fails with StatusCode::kRejected; nothing is dropped
+  kDropOldest,  // the route's oldest entries are deleted (counted in RouteStats::dropped_oldest)
+};
+
+// Bounds for one route's queue. 0 means unlimited.
+struct QueueLimits {
+  uint64_t max_entries = 0;
+  uint64_t max_bytes = 0;  // sum of encoded entry sizes
+  OverflowPolicy policy = OverflowPolicy::kReject;
+  int64_t ttl_ms = 0;  // entries whose wall_ms is older than this are dropped by SweepExpired
+};
+
+struct StoreOptions {
+  Durability durability = Durability::kFsync;
+  uint64_t map_size = 1ull << 30;  // initial LMDB map size (file grows lazily, sparse)
+  uint64_t map_max = 0;            // on MDB_MAP_FULL the map doubles up to this; 0 = never grow
+
+  QueueLimits default_route_limits;                   // for routes not listed below
+  std::map<std::string, QueueLimits> route_limits;    // by route name
+  uint64_t global_max_entries = 0;                    // over all routes; 0 = unlimited
+  uint64_t global_max_bytes = 0;
+
+  uint64_t tree_cache_bytes = 10'000'000;       // LRU bound of the DataTree (keys + values)
+  std::vector<std::string> tree_pinned_roots;   // sync roots: never evicted ("" pins everything)
+
+  uint32_t ttl_sweep_interval_ms = 60'000;  // loop timer queuing SweepExpired; 0 = off
+  uint32_t max_group_batches = 512;         // batches applied per group-commit transaction
+};
+
+}  // namespace tether::store

@@ -1,0 +1,30 @@
+// SessionRecord / OnDisconnectOp: persisted device session state. The gateway owns the meaning.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace tether::store {
+
+struct SessionRecord {
+  std::string session_id;
+  std::string app_id;
+  std::string device_id;
+  std::string short_token;  // 8 chars; unique across sessions (secondary index)
+  std::string long_token;   // 32 chars; unique across sessions (secondary index)
+  std::string bound_address;
+  int64_t created_ms = 0;
+  int64_t heartbeat_timeout_ms = 0;
+  int64_t last_seen_ms = 0;  // checkpoint; the live value is kept in memory by the gateway
+};
+
+// A write registered to run when its session ends. Kept in registration order.
+struct OnDisconnectOp {
+  enum class Kind : uint8_t { kSet = 1, kPush = 2, kUpdate = 3, kRemove = 4 };
+  Kind kind = Kind::kSet;
+  std::string path;
+  std::string payload;  // JSON text
+  uint64_t order = 0;   // assigned by the store; registration order across the whole store
+};
+
+}  // namespace tether::store

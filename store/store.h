@@ -1,0 +1,60 @@
+// Store: the gateway's durable state — WriteQueue, DataTree, SessionTable — in one LMDB directory.
+//
+// Threads: constructed, used and closed on ONE libuv loop thread. Reads (queue(), tree(),
+// sessions(), Check()) run on the caller's thread against a read-only snapshot and never block on
+// writes. Every mutation is a WriteBatch handed to Submit(); the store's writer thread applies
+// all pending batches in one transaction (group commit), fsyncs (Durability::kFsync), then runs
+// each batch's callback back on the loop thread. The loop never waits for fsync.
+// A batch is atomic: all of its mutations are applied or none. A callback with status ok means
+// the batch is durable according to StoreOptions::durability.
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "store/data_tree.h"
+#include "store/options.h"
+#include "store/session_table.h"
+#include "store/store_check.h"
+#include "store/write_batch.h"
+#include "store/write_queue.h"
+
+namespace tether::store {
+
+class Store {
+ public:
+  using Callback = std::function<void(const BatchResult&)>;
+
+  // Opens (or creates) the store in directory `dir`. Throws StoreError naming the path if the
+  // store is incompatible or unreadable; never wipes. Does not scan the queue (counters are
+  // persisted). `loop` may be null for tools: then only CommitBlocking() can write.
+  static std::unique_ptr<Store> Open(const std::string& dir, const StoreOptions& options,
+                                     uv_loop_t* loop);
+  ~Store();  // Close()
+
+  // Loop thread. `done` runs later on the loop thread (also on failure, also during Close()).
+  void Submit(WriteBatch batch, Callback done);
+  // Any thread but the loop's: waits for the batch to be committed. For tools, tests and benches.
+  BatchResult CommitBlocking(WriteBatch batch);
+  // Loop thread: commits what was submitted, runs the remaining callbacks, releases loop handles
+  // (the loop must run once more to finish closing them). Idempotent.
+  void Close();
+
+  const WriteQueue& queue() const;
+  const DataTree& tree() const;
+  const SessionTable& sessions() const;
+  CheckReport Check() const;
+  const std::string& path() const;
+  uint64_t map_size() const;
+
+  struct Impl;
+
+ private:
+  explicit Store(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tether::store

@@ -1,0 +1,57 @@
+#include "store/write_batch.h"
+
+namespace tether::store {
+
+void WriteBatch::Append(QueueEntry entry) { mutations_.emplace_back(mutation::Append{std::move(entry)}); }
+
+void WriteBatch::AckThrough(std::string route, uint64_t up_to_seq) {
+  mutations_.emplace_back(mutation::AckThrough{std::move(route), up_to_seq});
+}
+
+void WriteBatch::Ack(std::string route, std::vector<uint64_t> seqs) {
+  mutations_.emplace_back(mutation::AckSeqs{std::move(route), std::move(seqs)});
+}
+
+void WriteBatch::MoveToDeadLetters(std::string route, uint64_t seq, std::string reason,
+                                   int http_status, int64_t now_ms) {
+  mutations_.emplace_back(
+      mutation::MoveToDead{std::move(route), seq, std::move(reason), http_status, now_ms});
+}
+
+void WriteBatch::RetryDeadLetter(uint64_t seq) { mutations_.emplace_back(mutation::RetryDead{seq}); }
+void WriteBatch::DropDeadLetter(uint64_t seq) { mutations_.emplace_back(mutation::DropDead{seq}); }
+void WriteBatch::SweepExpired(int64_t now) { mutations_.emplace_back(mutation::SweepExpired{now}); }
+
+void WriteBatch::TreeSet(std::string path, nlohmann::json value) {
+  mutations_.emplace_back(mutation::TreeSet{std::move(path), std::move(value)});
+}
+
+void WriteBatch::TreeUpdate(std::string path, nlohmann::json children) {
+  mutations_.emplace_back(mutation::TreeUpdate{std::move(path), std::move(children)});
+}
+
+void WriteBatch::TreeRemove(std::string path) {
+  mutations_.emplace_back(mutation::TreeRemove{std::move(path)});
+}
+
+void WriteBatch::PutSession(SessionRecord record) {
+  mutations_.emplace_back(mutation::PutSession{std::move(record)});
+}
+
+void WriteBatch::TouchSession(std::string session_id, int64_t last_seen_ms) {
+  mutations_.emplace_back(mutation::TouchSession{std::move(session_id), last_seen_ms});
+}
+
+void WriteBatch::RemoveSession(std::string session_id, bool must_exist) {
+  mutations_.emplace_back(mutation::RemoveSession{std::move(session_id), must_exist});
+}
+
+void WriteBatch::AddOnDisconnect(std::string session_id, OnDisconnectOp op) {
+  mutations_.emplace_back(mutation::AddOnDisconnect{std::move(session_id), std::move(op)});
+}
+
+void WriteBatch::CancelOnDisconnect(std::string session_id, std::string path) {
+  mutations_.emplace_back(mutation::CancelOnDisconnect{std::move(session_id), std::move(path)});
+}
+
+}  // namespace tether::store

@@ -1,0 +1,55 @@
+// WriteBatch: an ordered list of mutations applied atomically (all or none) and durably together.
+//
+// Built on the loop thread, handed to Store::Submit, applied by the writer thread in order.
+// A device write is typically TreeSet + Append in one batch; firing a session's onDisconnect ops
+// is RemoveSession(must_exist) + the resulting Append/Tree* in one batch, so they run exactly once.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "store/mutation.h"
+#include "store/status.h"
+
+namespace tether::store {
+
+class WriteBatch {
+ public:
+  // --- WriteQueue ---
+  void Append(QueueEntry entry);  // entry.seq ignored; see BatchResult::seqs
+  void AckThrough(std::string route, uint64_t up_to_seq);
+  void Ack(std::string route, std::vector<uint64_t> seqs);
+  void MoveToDeadLetters(std::string route, uint64_t seq, std::string reason, int http_status,
+                         int64_t now_ms);  // kNotFound if the entry is not queued
+  void RetryDeadLetter(uint64_t seq);      // back to the queue TAIL with a new seq
+  void DropDeadLetter(uint64_t seq);
+  void SweepExpired(int64_t now_wall_ms);  // TTL: drops (and counts) expired entries of all routes
+  // --- DataTree ---
+  void TreeSet(std::string path, nlohmann::json value);         // null value = remove
+  void TreeUpdate(std::string path, nlohmann::json children);   // object: relative path -> value
+  void TreeRemove(std::string path);
+  // --- SessionTable ---
+  void PutSession(SessionRecord record);  // insert or replace; tokens must be unique (kConflict)
+  void TouchSession(std::string session_id, int64_t last_seen_ms);
+  void RemoveSession(std::string session_id, bool must_exist);  // also deletes its onDisconnect ops
+  void AddOnDisconnect(std::string session_id, OnDisconnectOp op);
+  void CancelOnDisconnect(std::string session_id, std::string path);  // path and below
+
+  bool empty() const { return mutations_.empty(); }
+  size_t size() const { return mutations_.size(); }
+  const std::vector<mutation::Mutation>& mutations() const { return mutations_; }
+
+ private:
+  std::vector<mutation::Mutation> mutations_;
+};
+
+// What a committed (or failed) batch reports back. On failure nothing of the batch was applied.
+struct BatchResult {
+  Status status;
+  std::vector<uint64_t> seqs;               // one per Append / RetryDeadLetter, in batch order
+  std::vector<std::string> changed_paths;   // "/a/b" per tree mutation that touched data
+  uint64_t tree_version = 0;                // DataTree version after this batch
+};
+
+}  // namespace tether::store
