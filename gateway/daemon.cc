@@ -3,15 +3,47 @@
 #include <spdlog/spdlog.h>
 
 #include "gateway/log.h"
+#include "store/store_error.h"
 
 namespace tether {
+
+namespace {
+
+store::StoreOptions StoreOptionsFrom(const Config& c) {
+  store::StoreOptions o;
+  o.durability = c.store.fsync ? store::Durability::kFsync : store::Durability::kOsBuffered;
+  o.map_size = c.store.map_size;
+  o.map_max = c.store.map_max;
+  o.tree_cache_bytes = c.store.cache_bytes;
+  o.global_max_entries = c.store.queue_max_entries;
+  o.global_max_bytes = c.store.queue_max_bytes;
+  for (const auto& r : c.routes) {
+    store::QueueLimits l;
+    l.max_entries = r.queue.max_entries;
+    l.max_bytes = r.queue.max_bytes;
+    l.policy = r.queue.on_full == QueuePolicy::OnFull::kReject ? store::OverflowPolicy::kReject
+                                                                : store::OverflowPolicy::kDropOldest;
+    l.ttl_ms = r.queue.ttl ? r.queue.ttl->count() : 0;
+    o.route_limits[r.name] = l;
+    for (const auto& root : r.sync) o.tree_pinned_roots.push_back(root.substr(0, root.find('/')));
+  }
+  return o;
+}
+
+}  // namespace
 
 Daemon::Daemon(Config config, std::string config_path)
     : config_(std::move(config)), config_path_(std::move(config_path)) {
   uv_loop_init(&loop_);
 }
 
-Daemon::~Daemon() { uv_loop_close(&loop_); }
+Daemon::~Daemon() {
+  endpoint_.reset();
+  device_api_.reset();
+  store_.reset();
+  uv_run(&loop_, UV_RUN_NOWAIT);
+  uv_loop_close(&loop_);
+}
 
 int Daemon::Run() {
   notifier_ = std::make_unique<ServiceNotifier>(&loop_);
@@ -22,6 +54,11 @@ int Daemon::Run() {
   }
 
   spdlog::info("tetherd starting: gateway id '{}', config {}", config_.gateway_id, config_path_);
+  if (!StartModules()) {
+    Stop();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    return 1;
+  }
   if (config_.upstream) {
     spdlog::info("upstream: {}", config_.upstream->url);
   } else {
@@ -35,6 +72,36 @@ int Daemon::Run() {
   uv_run(&loop_, UV_RUN_DEFAULT);
   spdlog::info("tetherd stopped");
   return 0;
+}
+
+bool Daemon::StartModules() {
+  try {
+    store_ = store::Store::Open(config_.store.path, StoreOptionsFrom(config_), &loop_);
+  } catch (const store::StoreError& e) {
+    spdlog::critical("cannot open the store: {}", e.what());
+    return false;
+  }
+  spdlog::info("store open at {}: {} queued write(s), {} session(s)", config_.store.path,
+               store_->queue().Totals().entries, store_->sessions().Count());
+  try {
+    device_api_ = std::make_unique<DeviceApi>(&loop_, *store_, std::make_shared<RouteTable>(config_));
+  } catch (const ConfigError& e) {
+    spdlog::critical("{}", e.what());
+    return false;
+  }
+  device_api_->RestoreSessions();
+  coap::EndpointOptions eo;
+  eo.max_datagram = config_.device.max_datagram;
+  eo.max_block1_body = config_.device.max_payload;
+  endpoint_ = std::make_unique<coap::Endpoint>(&loop_, *device_api_, eo);
+  const HostPort& l = config_.device.listen;
+  if (int rc = endpoint_->listen(l.host.c_str(), l.port); rc != 0) {
+    spdlog::critical("cannot listen for CoAP on udp {}: {}", l.ToString(), uv_strerror(rc));
+    return false;
+  }
+  device_api_->AttachEndpoint(endpoint_.get());
+  spdlog::info("listening for CoAP on udp {}", HostPort{l.host, endpoint_->local_port()}.ToString());
+  return true;
 }
 
 void Daemon::OnSignal(uv_signal_t* h, int signum) {
@@ -55,6 +122,8 @@ void Daemon::Reload() {
         next.admin_listen.ToString() != config_.admin_listen.ToString()) {
       spdlog::warn("reload: device.listen, admin.listen and store.path changes take effect after a restart");
     }
+    auto routes = std::make_shared<RouteTable>(next);
+    if (device_api_) device_api_->SetRoutes(routes);  // throws ConfigError for an unreadable app secret
     SetLogLevel(next.log_level);
     config_ = std::move(next);
     spdlog::info("reload: configuration {} applied", config_path_);
@@ -68,6 +137,11 @@ void Daemon::Stop() {
   if (stopping_) return;
   stopping_ = true;
   notifier_->Stopping();
+  // Stop taking datagrams, then let the store commit what was submitted (their callbacks answer
+  // devices that are still waiting), then close the store.
+  if (device_api_) device_api_->Close();
+  endpoint_.reset();
+  if (store_) store_->Close();
   for (uv_signal_t* h : {&sigterm_, &sigint_, &sighup_}) {
     uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
   }

@@ -9,8 +9,12 @@
 #include <memory>
 #include <string>
 
+#include "device_proto/endpoint.h"
 #include "gateway/config.h"
+#include "gateway/device_api.h"
+#include "gateway/route_table.h"
 #include "gateway/service_notifier.h"
+#include "store/store.h"
 
 namespace tether {
 
@@ -25,6 +29,7 @@ class Daemon {
 
  private:
   static void OnSignal(uv_signal_t* h, int signum);
+  bool StartModules();
   void Reload();
   void Stop();
 
@@ -33,6 +38,10 @@ class Daemon {
   uv_loop_t loop_;
   uv_signal_t sigterm_, sigint_, sighup_;
   std::unique_ptr<ServiceNotifier> notifier_;
+  // Construction order is data-flow order; destruction runs backwards.
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<DeviceApi> device_api_;
+  std::unique_ptr<coap::Endpoint> endpoint_;
   bool stopping_ = false;
 };
 

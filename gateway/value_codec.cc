@@ -298,10 +298,13 @@ std::string EncodeCbor(const Json& value) {
   return out;
 }
 
+Json WithoutBinary(Json value) {
+  BinaryToBase64(&value);
+  return value;
+}
+
 std::string EncodeJson(const Json& value) {
-  Json copy = value;
-  BinaryToBase64(&copy);
-  return copy.dump(-1, ' ', false, Json::error_handler_t::replace);
+  return WithoutBinary(value).dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
 }  // namespace tether

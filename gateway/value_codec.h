@@ -32,5 +32,8 @@ std::optional<Json> DecodeJson(std::string_view text, std::string* error);
 std::string EncodeCbor(const Json& value);
 // JSON text; binary values become base64 strings.
 std::string EncodeJson(const Json& value);
+// The same value with every binary replaced by its base64 text (the form the cloud and the local
+// copy hold).
+Json WithoutBinary(Json value);
 
 }  // namespace tether

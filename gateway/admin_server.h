@@ -1,0 +1,145 @@
+// AdminServer: the HTTP admin endpoint (admin.listen, default 127.0.0.1:8790) for Prometheus,
+// health probes and tetherctl. Serves on its own threads; every AdminBackend call is hopped onto
+// the daemon's loop thread through a LoopCaller, so backends never need locks.
+//
+//   GET  /metrics  /healthz  /readyz  /api/v1/status  /api/v1/sessions?app=A  /api/v1/queue
+//   GET  /api/v1/deadletters  /api/v1/store/check
+//   POST /api/v1/sessions/<device>/kick  /api/v1/deadletters/{retry,drop} {"id":..}|{"all":true}
+//   POST /api/v1/reload
+// Errors are {"error": "..."} with 400/404/405/409/500/503; a loop that does not answer within
+// the call timeout gives 503. JSON shapes tetherctl expects: docs/operations.md.
+#pragma once
+
+#include <uv.h>
+
+#include <chrono>
+#include <functional>
+#include <future>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <type_traits>
+
+#include <nlohmann/json.hpp>
+
+#include "gateway/config.h"
+
+namespace httplib { class Server; }
+
+namespace tether {
+
+// LoopCaller: runs functions on a libuv loop's thread for other threads (uv_async + futures).
+// Construct, Shutdown() and destroy it on the loop thread; Post()/Call() from any thread. After
+// Shutdown() (or when the loop stops running) calls fail fast and queued work is dropped.
+class LoopCaller {
+ public:
+  explicit LoopCaller(uv_loop_t* loop);
+  ~LoopCaller();  // Shutdown()
+  LoopCaller(const LoopCaller&) = delete;
+  LoopCaller& operator=(const LoopCaller&) = delete;
+
+  // Queues fn for the loop thread; false once shut down or when kMaxQueued calls are pending.
+  bool Post(std::function<void()> fn);
+  // Runs fn on the loop thread and waits for its result. nullopt: no answer within `timeout`, or
+  // shut down. An exception thrown by fn is rethrown here.
+  template <class F>
+  auto Call(F fn, std::chrono::milliseconds timeout) -> std::optional<std::invoke_result_t<F&>>;
+  // Closes the async handle; queued calls are dropped (their callers get nullopt).
+  void Shutdown();
+
+  static constexpr size_t kMaxQueued = 1024;
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;  // shared with the uv handle until its close callback
+};
+
+// Outcome of a state-changing admin action.
+struct AdminResult {
+  enum class Code { kOk, kInvalid, kNotFound, kConflict, kUnavailable, kFailed };
+  Code code = Code::kOk;
+  std::string message;        // error text, or a one-line summary on success
+  nlohmann::json detail = nlohmann::json::object();  // merged into the success body
+  static AdminResult Ok(std::string msg, nlohmann::json detail = nlohmann::json::object()) {
+    return {Code::kOk, std::move(msg), std::move(detail)};
+  }
+  static AdminResult Error(Code c, std::string msg) { return {c, std::move(msg), nlohmann::json::object()}; }
+};
+
+// Implemented by the daemon. Every method runs on the loop thread (never concurrently).
+class AdminBackend {
+ public:
+  virtual ~AdminBackend() = default;
+  virtual std::string MetricsText() = 0;                       // Prometheus text 0.0.4
+  virtual bool Ready() = 0;                                    // store open, sockets bound
+  virtual nlohmann::json Status() = 0;                         // object
+  virtual nlohmann::json Sessions(const std::optional<std::string>& app) = 0;  // {"sessions":[..]}
+  virtual AdminResult Kick(const std::string& device) = 0;     // kNotFound when no session
+  virtual nlohmann::json Queue() = 0;                          // {"routes":[..]}
+  virtual nlohmann::json DeadLetters() = 0;                    // {"dead_letters":[..]}
+  // id == nullopt means every dead letter.
+  virtual AdminResult RetryDeadLetter(const std::optional<std::string>& id) = 0;
+  virtual AdminResult DropDeadLetter(const std::optional<std::string>& id) = 0;
+  virtual AdminResult Reload() = 0;                            // kInvalid: config rejected
+  virtual nlohmann::json StoreCheck() = 0;                     // {"ok":bool,...}
+};
+
+class AdminBindError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class AdminServer {
+ public:
+  struct Options {
+    HostPort listen{"127.0.0.1", 8790};   // port 0: pick a free port (see port())
+    std::chrono::milliseconds call_timeout{5000};    // loop hop for API calls
+    std::chrono::milliseconds health_timeout{1000};  // loop hop for /healthz
+    int threads = 2;                      // HTTP worker threads
+  };
+  // `backend` and `loop` must outlive the server.
+  AdminServer(Options options, AdminBackend* backend, LoopCaller* loop);
+  ~AdminServer();  // Stop()
+  AdminServer(const AdminServer&) = delete;
+  AdminServer& operator=(const AdminServer&) = delete;
+
+  // Binds and starts serving; throws AdminBindError naming the address on failure.
+  void Start();
+  // Stops accepting and joins the threads. When called on the loop thread, call
+  // LoopCaller::Shutdown() first so in-flight handlers waiting for the loop fail fast.
+  void Stop();
+  uint16_t port() const { return port_; }  // the bound port, valid after Start()
+
+ private:
+  void Routes();
+  Options options_;
+  AdminBackend* backend_;
+  LoopCaller* loop_;
+  std::unique_ptr<httplib::Server> http_;
+  std::thread thread_;
+  uint16_t port_ = 0;
+};
+
+template <class F>
+auto LoopCaller::Call(F fn, std::chrono::milliseconds timeout) -> std::optional<std::invoke_result_t<F&>> {
+  using T = std::invoke_result_t<F&>;
+  auto promise = std::make_shared<std::promise<T>>();
+  std::future<T> future = promise->get_future();
+  bool posted = Post([promise, fn = std::move(fn)]() mutable {
+    try {
+      promise->set_value(fn());
+    } catch (...) {
+      promise->set_exception(std::current_exception());
+    }
+  });
+  if (!posted || future.wait_for(timeout) != std::future_status::ready) return std::nullopt;
+  try {
+    return future.get();
+  } catch (const std::future_error&) {  // broken promise: dropped at shutdown
+    return std::nullopt;
+  }
+}
+
+}  // namespace tether

@@ -1,0 +1,101 @@
+// DeviceApi: the Wilddog-compatible device protocol (docs/device-protocol.md) on the CoAP engine.
+//
+// Sessions (.cs/.ping/.rst/.off), liveness, onDisconnect, data operations and observe. Writes are
+// acknowledged (2.05) only after the store committed them durably; every committed tree change is
+// turned into notifications for the observers it concerns. Loop thread only; the endpoint and the
+// store must outlive this object.
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "device_proto/endpoint.h"
+#include "gateway/device_auth.h"
+#include "gateway/heartbeat_policy.h"
+#include "gateway/observer_registry.h"
+#include "gateway/route_table.h"
+#include "gateway/session_table.h"
+#include "gateway/value_codec.h"
+#include "store/store.h"
+#include "gateway/push_id.h"
+
+namespace tether {
+
+struct DeviceApiCounters {
+  uint64_t sessions_opened = 0, sessions_ended = 0, detections = 0, go_offline = 0;
+  uint64_t heartbeats = 0, steered_pings = 0, ondisconnect_fired = 0, ondisconnect_denied = 0;
+  uint64_t writes = 0, writes_rejected = 0, notifications = 0, auth_failures = 0;
+  std::map<std::string, uint64_t> requests;  // "GET 2.05" -> count
+};
+
+class DeviceApi : public coap::Handler {
+ public:
+  DeviceApi(uv_loop_t* loop, store::Store& store, std::shared_ptr<const RouteTable> routes);
+  ~DeviceApi() override;
+
+  void AttachEndpoint(coap::Endpoint* endpoint) { endpoint_ = endpoint; }
+  // Loads persisted sessions: each gets a full timeout from now to come back.
+  void RestoreSessions();
+  void SetRoutes(std::shared_ptr<const RouteTable> routes);  // reload: applies to new requests
+  // Cloud link state and clock estimate (cloud ms - local wall ms); notifies .info observers.
+  void SetCloudLink(bool connected, std::optional<int64_t> offset_ms);
+  // Committed tree changes from elsewhere (cloud sync) reach observers through here.
+  void OnTreeChanged(const std::vector<std::string>& changed_paths);
+  // Ends a session as if it timed out (tetherctl kick). False if unknown.
+  bool Kick(const std::string& device_or_session);
+  void Close();
+
+  const SessionTable& sessions() const { return sessions_; }
+  const DeviceApiCounters& counters() const { return counters_; }
+  int64_t CloudNowMs() const;
+
+  // coap::Handler
+  void on_request(const coap::Request& request) override;
+  void on_activity(const coap::Address& peer) override;
+  void on_observer_dropped(coap::ObserverId id, coap::DropReason reason) override;
+
+ private:
+  struct Call;  // one request being answered
+  enum class EndCause { kTimeout, kGoOffline, kReplaced, kKicked };
+
+  void HandleOpen(Call& c);
+  void HandlePing(Call& c, Session* s);
+  void HandleRebind(Call& c);
+  void HandleOffline(Call& c, Session* s);
+  void HandleInfo(Call& c, const std::vector<std::string>& path);
+  void HandleRead(Call& c, Session& s, const std::vector<std::string>& path);
+  void HandleWrite(Call& c, Session& s, const std::vector<std::string>& path);
+  void HandleOnDisconnect(Call& c, Session& s, const std::vector<std::string>& path, bool cancel);
+
+  void EndSession(const std::string& session_id, EndCause cause, std::function<void()> done = {});
+  void Reply(Call& c, uint8_t code, std::string payload = {}, std::optional<uint32_t> max_age = {});
+  void ReplyError(Call& c, uint8_t code, const std::string& diagnostic, std::optional<uint32_t> max_age = {});
+  void ReplyStoreStatus(Call& c, const store::Status& st);
+  std::string Encode(const Json& v, bool json) const;
+  void NotifyPaths(const std::vector<std::string>& cloud_paths);
+  void NotifyInfo();
+  Json InfoValue(const std::string& leaf) const;
+  static void OnLivenessTick(uv_timer_t* t);
+
+  uv_loop_t* loop_;
+  store::Store& store_;
+  coap::Endpoint* endpoint_ = nullptr;
+  std::shared_ptr<const RouteTable> routes_;
+  std::map<std::string, std::unique_ptr<DeviceAuthenticator>> auth_;
+  SessionTable sessions_;
+  ObserverRegistry observers_;
+  HeartbeatPolicy heartbeat_;
+  PushIdGenerator push_ids_;
+  bool cloud_connected_ = false;
+  std::optional<int64_t> cloud_offset_ms_;
+  uv_timer_t liveness_;
+  DeviceApiCounters counters_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // guards store callbacks after Close
+};
+
+}  // namespace tether

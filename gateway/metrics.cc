@@ -1,0 +1,171 @@
+#include "gateway/metrics.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+
+namespace tether {
+
+namespace {
+
+bool ValidName(const std::string& s, bool allow_colon) {
+  if (s.empty()) return false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || (allow_colon && c == ':') ||
+              (i > 0 && c >= '0' && c <= '9');
+    if (!ok) return false;
+  }
+  return true;
+}
+
+const char* TypeName(MetricType t) { return t == MetricType::kCounter ? "counter" : "gauge"; }
+
+}  // namespace
+
+void MetricSeries::Inc(double by) {
+  if (type_ == MetricType::kCounter && !(by >= 0)) throw std::invalid_argument("counter increment must be >= 0");
+  value_ += by;
+}
+
+void MetricSeries::Dec(double by) {
+  if (type_ == MetricType::kCounter) throw std::invalid_argument("a counter cannot decrease");
+  value_ -= by;
+}
+
+void MetricSeries::Set(double value) { value_ = value; }
+
+MetricFamily::MetricFamily(std::string name, std::string help, MetricType type, std::vector<std::string> labels)
+    : name_(std::move(name)), help_(std::move(help)), type_(type), labels_(std::move(labels)) {}
+
+MetricSeries& MetricFamily::With(const std::vector<std::string>& label_values) {
+  if (label_values.size() != labels_.size()) {
+    throw std::invalid_argument(name_ + ": expected " + std::to_string(labels_.size()) + " label value(s), got " +
+                                std::to_string(label_values.size()));
+  }
+  return series_.try_emplace(label_values, type_).first->second;
+}
+
+void MetricFamily::Remove(const std::vector<std::string>& label_values) { series_.erase(label_values); }
+
+void MetricFamily::Clear() { series_.clear(); }
+
+void MetricFamily::Render(std::string* out) const {
+  *out += "# HELP " + name_ + " " + EscapeHelp(help_) + "\n";
+  *out += "# TYPE " + name_ + " " + TypeName(type_) + "\n";
+  for (const auto& [values, series] : series_) {
+    *out += name_;
+    if (!labels_.empty()) {
+      *out += '{';
+      for (size_t i = 0; i < labels_.size(); ++i) {
+        if (i) *out += ',';
+        *out += labels_[i] + "=\"" + EscapeLabelValue(values[i]) + "\"";
+      }
+      *out += '}';
+    }
+    *out += ' ' + FormatMetricValue(series.Value()) + '\n';
+  }
+}
+
+MetricFamily& MetricsRegistry::Counter(const std::string& name, const std::string& help,
+                                       std::vector<std::string> labels) {
+  return Declare(name, help, MetricType::kCounter, std::move(labels));
+}
+
+MetricFamily& MetricsRegistry::Gauge(const std::string& name, const std::string& help,
+                                     std::vector<std::string> labels) {
+  return Declare(name, help, MetricType::kGauge, std::move(labels));
+}
+
+MetricFamily* MetricsRegistry::Find(const std::string& name) {
+  auto it = families_.find(name);
+  return it == families_.end() ? nullptr : it->second.get();
+}
+
+MetricFamily& MetricsRegistry::Declare(const std::string& name, const std::string& help, MetricType type,
+                                       std::vector<std::string> labels) {
+  if (!ValidName(name, true)) throw std::invalid_argument("invalid metric name '" + name + "'");
+  for (const auto& l : labels) {
+    if (!ValidName(l, false) || l.rfind("__", 0) == 0) {
+      throw std::invalid_argument(name + ": invalid label name '" + l + "'");
+    }
+  }
+  if (auto* f = Find(name)) {
+    if (f->type() != type || f->label_names() != labels) {
+      throw std::invalid_argument("metric '" + name + "' already declared with another type or labels");
+    }
+    return *f;
+  }
+  auto family = std::make_unique<MetricFamily>(name, help, type, std::move(labels));
+  if (family->label_names().empty()) family->With({});
+  return *families_.emplace(name, std::move(family)).first->second;
+}
+
+std::string MetricsRegistry::Render() const {
+  std::string out;
+  for (const auto& [name, family] : families_) family->Render(&out);
+  return out;
+}
+
+std::string FormatMetricValue(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  char buf[32];
+  if (v == std::trunc(v) && std::fabs(v) < 1e15) {
+    std::snprintf(buf, sizeof buf, "%.0f", v);
+    return buf;
+  }
+  for (int precision = 6; precision <= 17; ++precision) {
+    std::snprintf(buf, sizeof buf, "%.*g", precision, v);
+    if (std::strtod(buf, nullptr) == v) break;
+  }
+  return buf;
+}
+
+std::string EscapeLabelValue(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '"') out += "\\\"";
+    else if (c == '\n') out += "\\n";
+    else out += c;
+  }
+  return out;
+}
+
+std::string EscapeHelp(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '\n') out += "\\n";
+    else out += c;
+  }
+  return out;
+}
+
+TetherMetrics::TetherMetrics(MetricsRegistry& r)
+    : sessions(r.Gauge("tether_sessions", "Device sessions by app and state.", {"app", "state"})),
+      requests_total(r.Counter("tether_requests_total", "CoAP requests answered, by method and response code.",
+                               {"method", "code"})),
+      heartbeats_total(r.Counter("tether_heartbeats_total", "Device heartbeats received.")),
+      detections_total(r.Counter("tether_detections_total", "Sessions ended because the device went silent.")),
+      ondisconnect_fired_total(r.Counter("tether_ondisconnect_fired_total", "onDisconnect operations executed.")),
+      queue_depth(r.Gauge("tether_queue_depth", "Writes queued for the cloud, by route.", {"route"})),
+      queue_bytes(r.Gauge("tether_queue_bytes", "Bytes queued for the cloud, by route.", {"route"})),
+      queue_oldest_age_seconds(r.Gauge("tether_queue_oldest_age_seconds",
+                                       "Age of the oldest queued write, by route (0 when empty).", {"route"})),
+      drained_ops_total(r.Counter("tether_drained_ops_total", "Queued writes delivered to the cloud, by route.",
+                                  {"route"})),
+      dead_letters(r.Gauge("tether_dead_letters", "Writes the cloud rejected permanently, by route.", {"route"})),
+      upstream_up(r.Gauge("tether_upstream_up", "1 when the cloud connection is healthy, else 0.")),
+      upstream_errors_total(r.Counter("tether_upstream_errors_total", "Cloud request failures, by error class.",
+                                      {"class"})),
+      cloud_clock_offset_ms(r.Gauge("tether_cloud_clock_offset_ms", "Cloud clock minus local clock, milliseconds.")),
+      cloud_rtt_ms(r.Gauge("tether_cloud_rtt_ms", "Smoothed round-trip time to the cloud, milliseconds.")),
+      dtls_handshakes_total(r.Counter("tether_dtls_handshakes_total", "DTLS handshakes, by result.", {"result"})),
+      store_bytes(r.Gauge("tether_store_bytes", "Bytes used by the LMDB store.")) {}
+
+}  // namespace tether

@@ -1,0 +1,90 @@
+// SdkClient: a device that speaks exactly like the Wilddog C SDK 2.x on the wire.
+//
+// Packets are built byte by byte as in shared/protocol/traces: CON requests, 4-byte tokens whose
+// first byte counts up, message IDs written in host byte order (256, 512, ...), Uri-Host
+// "<app>.wilddogio.com", `.cs=` on every request. Replies are matched by token only. Blocking UDP
+// on 127.0.0.1 with bounded waits; used by integration tests against a running tetherd.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tether::testing {
+
+struct CoapReply {
+  uint8_t type = 0;   // 0 CON, 1 NON, 2 ACK, 3 RST
+  uint8_t code = 0;   // e.g. 0x45 = 2.05
+  uint16_t mid = 0;
+  std::string token;
+  std::optional<uint32_t> observe;
+  std::optional<uint32_t> max_age;
+  std::optional<uint32_t> content_format;
+  std::string payload;
+  std::string CodeString() const;  // "2.05"
+};
+
+class SdkClient {
+ public:
+  SdkClient(uint16_t gateway_port, std::string app = "myapp");
+  ~SdkClient();
+
+  // Session control. Open returns true on 2.05 and stores the short/long tokens.
+  bool Open(const std::string& auth_token = "");
+  CoapReply OpenRaw(const std::string& auth_token);
+  CoapReply Ping();
+  CoapReply Rebind();  // POST /.rst with the long token
+  CoapReply GoOffline();
+  // Reopens the UDP socket: a new source port, as the SDK does after a timeout.
+  void NewSourcePort();
+
+  // Data. value_cbor is the raw CBOR payload; query adds e.g. ".dis=add".
+  CoapReply Request(uint8_t method, const std::string& path, const std::string& payload = "",
+                    const std::vector<std::string>& extra_queries = {}, std::optional<uint32_t> observe = {},
+                    std::optional<uint32_t> content_format = {}, std::optional<uint32_t> accept = {});
+  CoapReply Get(const std::string& path) { return Request(1, path); }
+  CoapReply Put(const std::string& path, const std::string& cbor) { return Request(3, path, cbor); }
+  CoapReply Post(const std::string& path, const std::string& cbor) { return Request(2, path, cbor); }
+  CoapReply Delete(const std::string& path) { return Request(4, path); }
+  CoapReply Observe(const std::string& path) { return Request(1, path, "", {}, 0u); }
+  CoapReply Unobserve(const std::string& path) { return Request(1, path, "", {}, 1u); }
+
+  // Waits for a server-initiated message (notification); ACKs a CON one with the SDK's quirky
+  // empty ACK that still carries the token.
+  std::optional<CoapReply> WaitNotification(std::chrono::milliseconds timeout);
+  // Sends raw bytes (fuzz-ish tests) and returns the reply, if any.
+  std::optional<CoapReply> SendRaw(const std::string& bytes, std::chrono::milliseconds timeout);
+
+  const std::string& short_token() const { return short_token_; }
+  const std::string& long_token() const { return long_token_; }
+  void set_short_token(const std::string& s) { short_token_ = s; }
+  uint16_t local_port() const;
+
+  // Builds the SDK's packet (exposed for trace comparisons).
+  std::string Build(uint8_t method, const std::vector<std::string>& path, const std::vector<std::string>& queries,
+                    const std::string& payload, std::optional<uint32_t> observe, std::optional<uint32_t> content_format,
+                    std::optional<uint32_t> accept);
+
+ private:
+  CoapReply Exchange(const std::string& packet, const std::string& token);
+  std::optional<CoapReply> Receive(std::chrono::milliseconds timeout);
+  void OpenSocket();
+
+  uint16_t port_;
+  std::string host_;
+  int fd_ = -1;
+  uint16_t counter_ = 0;
+  std::string short_token_, long_token_;
+  std::vector<CoapReply> pending_;  // notifications that arrived while waiting for a reply
+};
+
+// Minimal CBOR for tests: text string, unsigned int, indefinite map of text->text (as the SDK).
+std::string CborText(const std::string& s);
+std::string CborUint(uint64_t v);
+std::string CborMap(const std::vector<std::pair<std::string, std::string>>& kv_cbor);  // indefinite, like the SDK
+std::string Hex(const std::string& bytes);
+std::string Unhex(const std::string& hex);
+
+}  // namespace tether::testing
