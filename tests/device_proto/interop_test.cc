@@ -30,7 +30,7 @@ std::string run(const std::string& cmd) {
 class Interop : public ::testing::Test {
  protected:
   void SetUp() override {
-    const std::string server = env("TETHER_BUILD_DIR", ".") + "/tests/device_proto/coap_test_server";
+    const std::string server = env("TETHER_BUILD_DIR", TETHER_BUILD_DIR_FALLBACK) + "/tests/device_proto/coap_test_server";
     int fds[2];
     ASSERT_EQ(pipe(fds), 0);
     pid_ = fork();
@@ -105,7 +105,7 @@ TEST_F(Interop, LibcoapBlockwise) {
 }
 
 TEST_F(Interop, NodeCoap) {
-  const std::string src = env("TETHER_SOURCE_DIR", ".");
+  const std::string src = env("TETHER_SOURCE_DIR", TETHER_SOURCE_DIR_FALLBACK);
   if (run("command -v node").empty()) GTEST_SKIP() << "node not installed";
   const std::string out = run("NODE_PATH=" + src + "/tests/peers/node_modules timeout 30 node " + src +
                               "/tests/device_proto/node_interop.js 127.0.0.1 " + std::to_string(port_) +

@@ -23,7 +23,7 @@ std::vector<uint8_t> unhex(std::string_view s) {
 
 std::filesystem::path trace_dir() {
   const char* src = std::getenv("TETHER_SOURCE_DIR");
-  return std::filesystem::path(src ? src : ".") / "tests/device_proto/testdata/traces";
+  return std::filesystem::path(src ? src : TETHER_SOURCE_DIR_FALLBACK) / "tests/device_proto/testdata/traces";
 }
 
 // Rebuilds the datagram of a decoded trace line such as
