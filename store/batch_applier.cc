@@ -30,6 +30,19 @@ std::string Be64Key(uint64_t v) {
 Status Invalid(std::string msg) { return Status::Error(StatusCode::kInvalidArgument, std::move(msg)); }
 Status NotFound(std::string msg) { return Status::Error(StatusCode::kNotFound, std::move(msg)); }
 
+// Mutations that can need more pages than they free.
+bool MayGrow(const WriteBatch& batch) {
+  for (const mutation::Mutation& m : batch.mutations()) {
+    if (std::holds_alternative<mutation::Append>(m) || std::holds_alternative<mutation::TreeUpdate>(m) ||
+        std::holds_alternative<mutation::PutSession>(m) || std::holds_alternative<mutation::AddOnDisconnect>(m) ||
+        std::holds_alternative<mutation::RetryDead>(m) || std::holds_alternative<mutation::MoveToDead>(m)) {
+      return true;
+    }
+    if (auto* set = std::get_if<mutation::TreeSet>(&m); set && !set->value.is_null()) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 BatchApplier::BatchApplier(const LmdbEnv& env, const StoreOptions& options, TreeRecency* recency)
@@ -626,6 +639,9 @@ Status BatchApplier::Apply(MDB_txn* txn, const WriteBatch& batch, BatchResult* r
   touched_ = false;
   exhausted_ = false;
   rejected_route_.clear();
+  if (space_low_ && MayGrow(batch)) {
+    return Status::Error(StatusCode::kFull, "store is full (map at its maximum or disk full); retry later");
+  }
   for (const mutation::Mutation& m : batch.mutations()) {
     Status s = std::visit([&](const auto& mut) { return Do(txn, mut, result); }, m);
     if (!s.ok()) return s;

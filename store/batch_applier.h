@@ -34,6 +34,9 @@ class BatchApplier {
   // pinned and have no pending queue / dead-letter entries, least recently used first.
   Status EvictTree(MDB_txn* txn);
 
+  // While set, batches that can grow the store fail with kFull (deletes still apply).
+  void set_space_low(bool low) { space_low_ = low; }
+
   bool touched() const { return touched_; }      // in-memory state changed during the last Apply
   bool exhausted() const { return exhausted_; }  // last failure was MDB_MAP_FULL / MDB_TXN_FULL
   const StoreCounters& counters() const { return counters_; }
@@ -74,6 +77,7 @@ class BatchApplier {
   bool counters_dirty_ = false;
   bool touched_ = false;
   bool exhausted_ = false;
+  bool space_low_ = false;
   std::string rejected_route_;
 };
 

@@ -93,6 +93,9 @@ void GroupCommitter::CommitGroup(std::vector<Pending>* group) {
 
 GroupCommitter::Outcome GroupCommitter::TryGroup(std::vector<Pending>* group,
                                                  std::vector<BatchResult>* results) {
+  bool low = env_->SpaceLow();
+  while (low && env_->GrowMap(options_.map_max)) low = env_->SpaceLow();
+  applier_->set_space_low(low);
   MDB_txn* parent = nullptr;
   int rc = mdb_txn_begin(env_->env(), nullptr, 0, &parent);
   if (rc) {

@@ -50,6 +50,10 @@ class LmdbEnv {
   // Writer thread only, with no write txn open: doubles the map up to `max`. False if at max.
   bool GrowMap(uint64_t max);
   std::shared_mutex& resize_mutex() const { return resize_mutex_; }
+  // True when fewer than max(map/64, 32) pages are left (unused map tail + freelist pages).
+  // Growth is then refused so deletes (acks) always find pages for copy-on-write: LMDB needs
+  // free pages even to delete, so a map filled to the last page could never drain.
+  bool SpaceLow() const;
 
  private:
   std::string path_;

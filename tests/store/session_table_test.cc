@@ -1,0 +1,129 @@
+#include <gtest/gtest.h>
+
+#include "store/store.h"
+#include "tests/store/store_test_util.h"
+
+namespace tether::store {
+namespace {
+
+using testing::Entry;
+using testing::TempDir;
+
+SessionRecord Session(const std::string& id, const std::string& shortt, const std::string& longt) {
+  SessionRecord r;
+  r.session_id = id;
+  r.app_id = "app";
+  r.device_id = "dev-" + id;
+  r.short_token = shortt;
+  r.long_token = longt;
+  r.bound_address = "10.0.0.1:5683";
+  r.created_ms = 100;
+  r.heartbeat_timeout_ms = 30'000;
+  r.last_seen_ms = 100;
+  return r;
+}
+
+OnDisconnectOp Op(OnDisconnectOp::Kind kind, const std::string& path, const std::string& payload) {
+  OnDisconnectOp op;
+  op.kind = kind;
+  op.path = path;
+  op.payload = payload;
+  return op;
+}
+
+class SessionTableTest : public ::testing::Test {
+ protected:
+  void SetUp() override { store_ = Store::Open(dir_.sub("db"), StoreOptions{}, nullptr); }
+  Status Commit(WriteBatch b) { return store_->CommitBlocking(std::move(b)).status; }
+  void ExpectHealthy() {
+    CheckReport r = store_->Check();
+    EXPECT_TRUE(r.ok) << (r.problems.empty() ? "" : r.problems.front());
+  }
+  TempDir dir_;
+  std::unique_ptr<Store> store_;
+};
+
+TEST_F(SessionTableTest, PutGetAndTokenLookups) {
+  WriteBatch b;
+  b.PutSession(Session("s1", "AAAAAAAA", std::string(32, 'a')));
+  b.PutSession(Session("s2", "BBBBBBBB", std::string(32, 'b')));
+  ASSERT_TRUE(Commit(std::move(b)).ok());
+  const SessionTable& t = store_->sessions();
+  EXPECT_EQ(t.Get("s1")->device_id, "dev-s1");
+  EXPECT_EQ(t.FindByShortToken("BBBBBBBB")->session_id, "s2");
+  EXPECT_EQ(t.FindByLongToken(std::string(32, 'a'))->session_id, "s1");
+  EXPECT_FALSE(t.FindByShortToken("CCCCCCCC"));
+  EXPECT_EQ(t.Count(), 2u);
+  EXPECT_EQ(t.ListAll().size(), 2u);
+  ExpectHealthy();
+}
+
+TEST_F(SessionTableTest, ReplaceMovesTokensAndConflictsAreRefused) {
+  WriteBatch b;
+  b.PutSession(Session("s1", "AAAAAAAA", std::string(32, 'a')));
+  b.PutSession(Session("s2", "BBBBBBBB", std::string(32, 'b')));
+  ASSERT_TRUE(Commit(std::move(b)).ok());
+  WriteBatch replace;
+  replace.PutSession(Session("s1", "ZZZZZZZZ", std::string(32, 'a')));
+  ASSERT_TRUE(Commit(std::move(replace)).ok());
+  EXPECT_FALSE(store_->sessions().FindByShortToken("AAAAAAAA"));
+  EXPECT_EQ(store_->sessions().FindByShortToken("ZZZZZZZZ")->session_id, "s1");
+  WriteBatch clash;
+  clash.PutSession(Session("s3", "BBBBBBBB", std::string(32, 'c')));
+  EXPECT_EQ(Commit(std::move(clash)).code, StatusCode::kConflict);
+  WriteBatch touch;
+  touch.TouchSession("s2", 999);
+  ASSERT_TRUE(Commit(std::move(touch)).ok());
+  EXPECT_EQ(store_->sessions().Get("s2")->last_seen_ms, 999);
+  ExpectHealthy();
+}
+
+TEST_F(SessionTableTest, OnDisconnectOrderCancelAndFireExactlyOnce) {
+  WriteBatch b;
+  b.PutSession(Session("s1", "AAAAAAAA", std::string(32, 'a')));
+  b.AddOnDisconnect("s1", Op(OnDisconnectOp::Kind::kSet, "/presence/d1", "false"));
+  b.AddOnDisconnect("s1", Op(OnDisconnectOp::Kind::kUpdate, "/status/d1", "{\"x\":1}"));
+  b.AddOnDisconnect("s1", Op(OnDisconnectOp::Kind::kRemove, "/status/d1/tmp", ""));
+  b.AddOnDisconnect("s1", Op(OnDisconnectOp::Kind::kPush, "/log", "\"bye\""));
+  ASSERT_TRUE(Commit(std::move(b)).ok());
+  WriteBatch bad;
+  bad.AddOnDisconnect("nobody", Op(OnDisconnectOp::Kind::kSet, "/x", "1"));
+  EXPECT_EQ(Commit(std::move(bad)).code, StatusCode::kNotFound);
+
+  auto ops = store_->sessions().OnDisconnectOps("s1");
+  ASSERT_EQ(ops.size(), 4u);
+  EXPECT_EQ(ops[0].path, "/presence/d1");
+  EXPECT_EQ(ops[3].kind, OnDisconnectOp::Kind::kPush);
+  for (size_t i = 1; i < ops.size(); ++i) EXPECT_GT(ops[i].order, ops[i - 1].order);
+
+  WriteBatch cancel;
+  cancel.CancelOnDisconnect("s1", "/status");  // removes /status/d1 and /status/d1/tmp
+  ASSERT_TRUE(Commit(std::move(cancel)).ok());
+  ops = store_->sessions().OnDisconnectOps("s1");
+  ASSERT_EQ(ops.size(), 2u);
+  EXPECT_EQ(ops[1].path, "/log");
+
+  // Firing: one batch removes the session (+ ops) and applies/queues their effects.
+  auto fire = [&] {
+    WriteBatch f;
+    f.RemoveSession("s1", /*must_exist=*/true);
+    for (const auto& op : store_->sessions().OnDisconnectOps("s1")) {
+      f.TreeSet(op.path, nlohmann::json::parse(op.payload));
+      f.Append(Entry("r", op.path, op.payload));
+    }
+    return store_->CommitBlocking(std::move(f));
+  };
+  BatchResult first = fire();
+  ASSERT_TRUE(first.status.ok()) << first.status.ToString();
+  EXPECT_EQ(first.seqs.size(), 2u);
+  EXPECT_EQ(fire().status.code, StatusCode::kNotFound);  // second firing is refused
+  EXPECT_EQ(store_->queue().Peek("r", 10).size(), 2u);
+  EXPECT_FALSE(store_->sessions().Get("s1"));
+  EXPECT_FALSE(store_->sessions().FindByLongToken(std::string(32, 'a')));
+  EXPECT_TRUE(store_->sessions().OnDisconnectOps("s1").empty());
+  EXPECT_EQ(store_->tree().Get("/presence/d1"), false);
+  ExpectHealthy();
+}
+
+}  // namespace
+}  // namespace tether::store

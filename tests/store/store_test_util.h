@@ -1,0 +1,46 @@
+// Shared helpers for store tests: a temp directory and queue entry builders.
+#pragma once
+
+#include <stdlib.h>
+
+#include <filesystem>
+#include <string>
+
+#include "store/boot_clock.h"
+#include "store/queue_entry.h"
+
+namespace tether::store::testing {
+
+// mkdtemp'd directory under /tmp, removed with its contents on destruction.
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/tether-store-test-XXXXXX";
+    path_ = mkdtemp(tmpl);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+  std::string sub(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+inline QueueEntry Entry(const std::string& route, const std::string& path, const std::string& payload,
+                        int64_t wall_ms = 0) {
+  QueueEntry e;
+  e.route = route;
+  e.device_id = "dev1";
+  e.kind = OpKind::kSet;
+  e.path = path;
+  e.payload = payload;
+  e.wall_ms = wall_ms ? wall_ms : WallClockMs();
+  e.boottime_ms = BootTimeMs();
+  e.boot_id = BootId();
+  return e;
+}
+
+}  // namespace tether::store::testing

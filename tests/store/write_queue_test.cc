@@ -1,0 +1,317 @@
+#include <sys/stat.h>
+
+#include <gtest/gtest.h>
+
+#include "store/store.h"
+#include "store/store_error.h"
+#include "tests/store/store_test_util.h"
+
+namespace tether::store {
+namespace {
+
+using testing::Entry;
+using testing::TempDir;
+
+BatchResult AppendOne(Store& s, const std::string& route, const std::string& payload,
+                      const std::string& path = "/devices/d1/x") {
+  WriteBatch b;
+  b.Append(Entry(route, path, payload));
+  return s.CommitBlocking(std::move(b));
+}
+
+void ExpectHealthy(const Store& s) {
+  CheckReport r = s.Check();
+  EXPECT_TRUE(r.ok) << (r.problems.empty() ? "" : r.problems.front());
+}
+
+TEST(WriteQueueTest, AppendAssignsIncreasingSeqsAndPeekIsPerRouteInOrder) {
+  TempDir dir;
+  auto s = Store::Open(dir.sub("db"), StoreOptions{}, nullptr);
+  std::vector<uint64_t> a_seqs;
+  for (int i = 0; i < 5; ++i) {
+    BatchResult ra = AppendOne(*s, "a", "\"a" + std::to_string(i) + "\"");
+    ASSERT_TRUE(ra.status.ok()) << ra.status.ToString();
+    ASSERT_EQ(ra.seqs.size(), 1u);
+    a_seqs.push_back(ra.seqs[0]);
+    ASSERT_TRUE(AppendOne(*s, "b", "\"b\"").status.ok());
+  }
+  auto a = s->queue().Peek("a", 100);
+  ASSERT_EQ(a.size(), 5u);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(a[i].seq, a_seqs[i]);
+    EXPECT_EQ(a[i].payload, "\"a" + std::to_string(i) + "\"");
+    EXPECT_EQ(a[i].route, "a");
+    EXPECT_EQ(a[i].boot_id, BootId());
+    if (i) {
+      EXPECT_GT(a[i].seq, a[i - 1].seq);
+    }
+  }
+  EXPECT_EQ(s->queue().Peek("b", 100).size(), 5u);
+  EXPECT_EQ(s->queue().Peek("a", 2).size(), 2u);
+  EXPECT_EQ(s->queue().Peek("a", 100, a_seqs[2]).size(), 2u);
+  EXPECT_TRUE(s->queue().Peek("nope", 10).empty());
+  auto st = s->queue().Stats("a");
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->depth, 5u);
+  EXPECT_GT(st->bytes, 0u);
+  ASSERT_TRUE(st->oldest_wall_ms);
+  EXPECT_EQ(s->queue().Totals().entries, 10u);
+  ExpectHealthy(*s);
+}
+
+TEST(WriteQueueTest, AllFieldsRoundTrip) {
+  TempDir dir;
+  auto s = Store::Open(dir.sub("db"), StoreOptions{}, nullptr);
+  QueueEntry e = Entry("r", "/p/q", "{\"x\":1}", 1234);
+  e.kind = OpKind::kIncrementUpdate;
+  e.device_id = "devZ";
+  e.boottime_ms = 777;
+  e.cloud_offset_ms = -42;
+  WriteBatch b;
+  b.Append(e);
+  ASSERT_TRUE(s->CommitBlocking(std::move(b)).status.ok());
+  auto got = s->queue().Peek("r", 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].kind, OpKind::kIncrementUpdate);
+  EXPECT_EQ(got[0].device_id, "devZ");
+  EXPECT_EQ(got[0].path, "/p/q");
+  EXPECT_EQ(got[0].payload, "{\"x\":1}");
+  EXPECT_EQ(got[0].wall_ms, 1234);
+  EXPECT_EQ(got[0].boottime_ms, 777);
+  EXPECT_EQ(got[0].cloud_offset_ms, std::optional<int64_t>(-42));
+}
+
+TEST(WriteQueueTest, AckThroughAndAckListDeleteOnlyNamedEntries) {
+  TempDir dir;
+  auto s = Store::Open(dir.sub("db"), StoreOptions{}, nullptr);
+  std::vector<uint64_t> seqs;
+  for (int i = 0; i < 6; ++i) seqs.push_back(AppendOne(*s, "a", "1").seqs[0]);
+  AppendOne(*s, "b", "1");
+  WriteBatch b;
+  b.AckThrough("a", seqs[2]);
+  ASSERT_TRUE(s->CommitBlocking(std::move(b)).status.ok());
+  auto left = s->queue().Peek("a", 10);
+  ASSERT_EQ(left.size(), 3u);
+  EXPECT_EQ(left[0].seq, seqs[3]);
+  WriteBatch b2;
+  b2.Ack("a", {seqs[4], 999999});
+  ASSERT_TRUE(s->CommitBlocking(std::move(b2)).status.ok());
+  left = s->queue().Peek("a", 10);
+  ASSERT_EQ(left.size(), 2u);
+  EXPECT_EQ(left[1].seq, seqs[5]);
+  EXPECT_EQ(s->queue().Peek("b", 10).size(), 1u);
+  EXPECT_EQ(s->queue().Stats("a")->depth, 2u);
+  ExpectHealthy(*s);
+}
+
+TEST(WriteQueueTest, SeqsAndCountersSurviveReopen) {
+  TempDir dir;
+  uint64_t last = 0;
+  {
+    auto s = Store::Open(dir.sub("db"), StoreOptions{}, nullptr);
+    for (int i = 0; i < 3; ++i) last = AppendOne(*s, "a", "1").seqs[0];
+    WriteBatch b;
+    b.AckThrough("a", last);
+    s->CommitBlocking(std::move(b));
+  }
+  auto s = Store::Open(dir.sub("db"), StoreOptions{}, nullptr);
+  EXPECT_EQ(s->queue().Stats("a")->depth, 0u);
+  EXPECT_GT(AppendOne(*s, "a", "1").seqs[0], last);  // never reused, even after draining
+  ExpectHealthy(*s);
+}
+
+TEST(WriteQueueTest, RejectPolicyFailsTheWholeBatchDistinguishably) {
+  TempDir dir;
+  StoreOptions o;
+  o.route_limits["a"] = QueueLimits{2, 0, OverflowPolicy::kReject, 0};
+  auto s = Store::Open(dir.sub("db"), o, nullptr);
+  ASSERT_TRUE(AppendOne(*s, "a", "1").status.ok());
+  ASSERT_TRUE(AppendOne(*s, "a", "2").status.ok());
+  WriteBatch b;
+  b.TreeSet("/x", 1);
+  b.Append(Entry("a", "/x", "3"));
+  BatchResult r = s->CommitBlocking(std::move(b));
+  EXPECT_EQ(r.status.code, StatusCode::kRejected);
+  EXPECT_TRUE(r.seqs.empty());
+  EXPECT_TRUE(s->tree().Get("/x").is_null());  // atomic: the tree write was rolled back too
+  EXPECT_EQ(s->queue().Stats("a")->depth, 2u);
+  EXPECT_EQ(s->queue().Stats("a")->rejected, 1u);
+  EXPECT_TRUE(AppendOne(*s, "b", "1").status.ok());  // other routes unaffected
+  ExpectHealthy(*s);
+}
+
+TEST(WriteQueueTest, DropOldestKeepsNewestAndCounts) {
+  TempDir dir;
+  StoreOptions o;
+  o.route_limits["a"] = QueueLimits{3, 0, OverflowPolicy::kDropOldest, 0};
+  auto s = Store::Open(dir.sub("db"), o, nullptr);
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(AppendOne(*s, "a", std::to_string(i)).status.ok());
+  auto left = s->queue().Peek("a", 10);
+  ASSERT_EQ(left.size(), 3u);
+  EXPECT_EQ(left[0].payload, "7");
+  EXPECT_EQ(left[2].payload, "9");
+  EXPECT_EQ(s->queue().Stats("a")->dropped_oldest, 7u);
+  ExpectHealthy(*s);
+}
+
+TEST(WriteQueueTest, ByteLimitsAndGlobalLimits) {
+  TempDir dir;
+  StoreOptions o;
+  o.default_route_limits = QueueLimits{0, 1000, OverflowPolicy::kReject, 0};
+  o.global_max_entries = 4;
+  auto s = Store::Open(dir.sub("db"), o, nullptr);
+  EXPECT_EQ(AppendOne(*s, "a", std::string(2000, 'x')).status.code, StatusCode::kInvalidArgument);
+  int ok = 0;
+  StatusCode last = StatusCode::kOk;
+  for (int i = 0; i < 20; ++i) {
+    BatchResult r = AppendOne(*s, "a", std::string(200, 'x'));
+    if (r.status.ok()) ok++;
+    last = r.status.code;
+  }
+  EXPECT_EQ(last, StatusCode::kRejected);
+  EXPECT_LE(s->queue().Stats("a")->bytes, 1000u);
+  EXPECT_GE(ok, 3);
+  // Global entry bound across routes.
+  for (int i = 0; i < 5; ++i) AppendOne(*s, "b", "1");
+  EXPECT_EQ(s->queue().Totals().entries, 4u);
+  ExpectHealthy(*s);
+}
+
+TEST(WriteQueueTest, TtlSweepDropsExpiredAndCounts) {
+  TempDir dir;
+  StoreOptions o;
+  o.route_limits["t"] = QueueLimits{0, 0, OverflowPolicy::kReject, 1000};
+  auto s = Store::Open(dir.sub("db"), o, nullptr);
+  WriteBatch b;
+  b.Append(Entry("t", "/x", "old", 10'000));
+  b.Append(Entry("t", "/x", "old2", 10'500));
+  b.Append(Entry("t", "/x", "new", 20'000));
+  b.Append(Entry("keep", "/x", "old", 10'000));  // no TTL on this route
+  ASSERT_TRUE(s->CommitBlocking(std::move(b)).status.ok());
+  WriteBatch sweep;
+  sweep.SweepExpired(20'100);
+  ASSERT_TRUE(s->CommitBlocking(std::move(sweep)).status.ok());
+  auto left = s->queue().Peek("t", 10);
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_EQ(left[0].payload, "new");
+  EXPECT_EQ(s->queue().Stats("t")->expired, 2u);
+  EXPECT_EQ(s->queue().Peek("keep", 10).size(), 1u);
+  ExpectHealthy(*s);
+}
+
+TEST(WriteQueueTest, DeadLettersMoveListRetryDrop) {
+  TempDir dir;
+  auto s = Store::Open(dir.sub("db"), StoreOptions{}, nullptr);
+  uint64_t s1 = AppendOne(*s, "a", "1").seqs[0];
+  uint64_t s2 = AppendOne(*s, "a", "2").seqs[0];
+  uint64_t s3 = AppendOne(*s, "a", "3").seqs[0];
+  WriteBatch b;
+  b.MoveToDeadLetters("a", s1, "permission denied", 401, 5);
+  b.MoveToDeadLetters("a", s2, "bad value", 400, 6);
+  ASSERT_TRUE(s->CommitBlocking(std::move(b)).status.ok());
+  WriteBatch missing;
+  missing.MoveToDeadLetters("a", 424242, "x", 400, 0);
+  EXPECT_EQ(s->CommitBlocking(std::move(missing)).status.code, StatusCode::kNotFound);
+  auto dead = s->queue().DeadLetters(10);
+  ASSERT_EQ(dead.size(), 2u);
+  EXPECT_EQ(dead[0].entry.seq, s1);
+  EXPECT_EQ(dead[0].reason, "permission denied");
+  EXPECT_EQ(dead[0].http_status, 401);
+  EXPECT_EQ(s->queue().Stats("a")->dead_lettered, 2u);
+  EXPECT_EQ(s->queue().Stats("a")->depth, 1u);
+  WriteBatch retry;
+  retry.RetryDeadLetter(s1);
+  BatchResult rr = s->CommitBlocking(std::move(retry));
+  ASSERT_TRUE(rr.status.ok());
+  ASSERT_EQ(rr.seqs.size(), 1u);
+  EXPECT_GT(rr.seqs[0], s3);  // back at the tail with a new seq
+  auto q = s->queue().Peek("a", 10);
+  ASSERT_EQ(q.size(), 2u);
+  EXPECT_EQ(q[1].payload, "1");
+  WriteBatch drop;
+  drop.DropDeadLetter(s2);
+  ASSERT_TRUE(s->CommitBlocking(std::move(drop)).status.ok());
+  EXPECT_TRUE(s->queue().DeadLetters(10).empty());
+  EXPECT_EQ(s->queue().Totals().dead_entries, 0u);
+  ExpectHealthy(*s);
+}
+
+uint64_t FileSize(const std::string& dir) {
+  struct stat st;
+  return stat((dir + "/data.mdb").c_str(), &st) == 0 ? st.st_size : 0;
+}
+
+TEST(WriteQueueTest, SpaceIsReusedAcrossFillDrainCycles) {
+  TempDir dir;
+  auto s = Store::Open(dir.sub("db"), StoreOptions{}, nullptr);
+  const std::string payload(300, 'p');
+  uint64_t after_first = 0;
+  for (int cycle = 0; cycle < 8; ++cycle) {
+    for (int g = 0; g < 20; ++g) {
+      WriteBatch b;
+      for (int i = 0; i < 100; ++i) b.Append(Entry("a", "/x", payload));
+      ASSERT_TRUE(s->CommitBlocking(std::move(b)).status.ok());
+    }
+    WriteBatch drain;
+    drain.AckThrough("a", UINT64_MAX);
+    ASSERT_TRUE(s->CommitBlocking(std::move(drain)).status.ok());
+    if (cycle == 1) after_first = FileSize(dir.sub("db"));
+  }
+  EXPECT_GT(after_first, 0u);
+  EXPECT_LE(FileSize(dir.sub("db")), after_first * 3 / 2) << "freed pages are not being reused";
+  ExpectHealthy(*s);
+}
+
+TEST(WriteQueueTest, MapFullRejectsWithFullThenRecoversAfterAck) {
+  TempDir dir;
+  StoreOptions o;
+  o.map_size = 1 << 20;  // 1 MiB, no growth
+  auto s = Store::Open(dir.sub("db"), o, nullptr);
+  const std::string payload(1000, 'p');
+  std::vector<uint64_t> acked;
+  StatusCode last = StatusCode::kOk;
+  for (int i = 0; i < 5000 && last == StatusCode::kOk; ++i) {
+    BatchResult r = AppendOne(*s, "a", payload);
+    last = r.status.code;
+    if (r.status.ok()) acked.push_back(r.seqs[0]);
+  }
+  ASSERT_EQ(last, StatusCode::kFull);
+  ASSERT_GT(acked.size(), 100u);
+  // Nothing acknowledged was lost and reads still work.
+  auto q = s->queue().Peek("a", acked.size() + 10);
+  ASSERT_EQ(q.size(), acked.size());
+  EXPECT_EQ(q.back().seq, acked.back());
+  EXPECT_EQ(AppendOne(*s, "a", payload).status.code, StatusCode::kFull);
+  // Upload confirmed -> ack frees pages -> writes work again.
+  WriteBatch ack;
+  ack.AckThrough("a", acked[acked.size() / 2]);
+  ASSERT_TRUE(s->CommitBlocking(std::move(ack)).status.ok());
+  BatchResult again = AppendOne(*s, "a", payload);
+  EXPECT_TRUE(again.status.ok()) << again.status.ToString();
+  ExpectHealthy(*s);
+}
+
+TEST(WriteQueueTest, MapGrowsUpToConfiguredMax) {
+  TempDir dir;
+  StoreOptions o;
+  o.map_size = 1 << 20;
+  o.map_max = 8 << 20;
+  auto s = Store::Open(dir.sub("db"), o, nullptr);
+  const std::string payload(1000, 'p');
+  int ok = 0;
+  StatusCode last = StatusCode::kOk;
+  for (int i = 0; i < 20000 && last == StatusCode::kOk; ++i) {
+    WriteBatch b;
+    for (int j = 0; j < 10; ++j) b.Append(Entry("a", "/x", payload));
+    last = s->CommitBlocking(std::move(b)).status.code;
+    if (last == StatusCode::kOk) ok += 10;
+  }
+  EXPECT_EQ(last, StatusCode::kFull);
+  EXPECT_EQ(s->map_size(), 8u << 20);
+  EXPECT_GT(ok, 2000);  // a 1 MiB map holds < 900 such entries
+  EXPECT_EQ(s->queue().Totals().entries, static_cast<uint64_t>(ok));
+  ExpectHealthy(*s);
+}
+
+}  // namespace
+}  // namespace tether::store
