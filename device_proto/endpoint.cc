@@ -55,18 +55,31 @@ struct TokenKeyHash {
   }
 };
 
-// Identifies a resource as seen by one peer: address + Uri-Host/Path/Query
-// (+ method for Block1). Used to find cached Block2 bodies and Block1 uploads.
-std::string resource_key(const Address& peer, const Message& m, bool with_method) {
-  std::string key(reinterpret_cast<const char*>(&peer), sizeof peer);
-  if (with_method) key.push_back(static_cast<char>(m.code));
+// Identifies a resource as seen by one peer: address + a 64-bit hash of
+// Uri-Host/Path/Query (+ method for Block1 uploads). Finds cached Block2
+// bodies and Block1 uploads without allocating per request.
+struct ResourceKey {
+  Address peer;
+  uint64_t uri_hash = 0;
+  bool operator==(const ResourceKey&) const = default;
+};
+struct ResourceKeyHash {
+  size_t operator()(const ResourceKey& k) const {
+    return AddressHash{}(k.peer) ^ static_cast<size_t>(k.uri_hash * 0x9E3779B97F4A7C15ull);
+  }
+};
+
+ResourceKey resource_key(const Address& peer, const Message& m, bool with_method) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&](uint8_t b) { h = (h ^ b) * 1099511628211ull; };
+  if (with_method) mix(m.code);
   for (const Option& o : m.options) {
     if (o.number != opt::kUriHost && o.number != opt::kUriPath && o.number != opt::kUriQuery) continue;
-    key.push_back(static_cast<char>(o.number));
-    key.push_back(static_cast<char>(o.value.size()));
-    key.append(o.str());
+    mix(static_cast<uint8_t>(o.number));
+    mix(static_cast<uint8_t>(o.value.size()));
+    for (uint8_t b : o.value) mix(b);
   }
-  return key;
+  return ResourceKey{peer, h};
 }
 
 constexpr size_t kRecvChunk = 64 * 1024;   // libuv's recvmmsg slot size
@@ -92,7 +105,7 @@ struct Exchange {
   bool ack_sent = false;
   std::optional<Block> block2;        // requested by the client
   std::optional<Block> block1_echo;   // final Block1 of a reassembled body
-  std::string resource;               // resource_key(), for caching Block2 bodies
+  ResourceKey resource;               // for caching Block2 bodies
 };
 
 struct DedupEntry {
@@ -132,7 +145,7 @@ struct Observer {
   unsigned since_con = 0;
   uint64_t last_con_ms;
   uint64_t inflight = 0;  // Outgoing id of the CON notification in flight
-  std::string resource;
+  ResourceKey resource;
 };
 
 struct SocketState {
@@ -179,7 +192,7 @@ struct Endpoint::Impl {
   void send_rst(uint32_t socket, const Address& to, uint16_t mid);
   size_t encode(Type type, uint16_t mid, const Token& token, const CachedBody& meta,
                 std::span<const uint8_t> body, std::optional<uint32_t> observe,
-                std::optional<Block> block2_req, std::optional<Block> block1_echo, const std::string* cache_as);
+                std::optional<Block> block2_req, std::optional<Block> block1_echo, const ResourceKey* cache_as);
   void reply_direct(uint32_t socket, const Address& from, const Message& req, uint8_t code, std::string_view diag,
                     std::optional<Block> block1 = {}, std::optional<uint32_t> size1 = {}, bool cache = true);
   void start_con(Outgoing::Kind kind, uint64_t owner, const Address& peer, uint32_t socket, uint16_t mid,
@@ -202,7 +215,7 @@ struct Endpoint::Impl {
   // ---- timers ----
   void arm_timer();
   void run_timers();
-  void housekeeping();
+  bool housekeeping();  // true if eviction stopped at its budget
   void on_retransmit(uint64_t out_id, uint64_t when);
 
   uv_loop_t* loop;
@@ -221,8 +234,8 @@ struct Endpoint::Impl {
   std::list<Address> lru;  // front = most recently active
   std::unordered_map<ExchangeId, Exchange> exchanges;
   ExpiringMap<MidKey, DedupEntry, MidKeyHash> dedup;
-  ExpiringMap<std::string, CachedBody, std::hash<std::string>> bodies;
-  ExpiringMap<std::string, Upload, std::hash<std::string>> uploads;
+  ExpiringMap<ResourceKey, CachedBody, ResourceKeyHash> bodies;
+  ExpiringMap<ResourceKey, Upload, ResourceKeyHash> uploads;
   std::unordered_map<uint64_t, Outgoing> outgoing;
   std::unordered_map<MidKey, uint64_t, MidKeyHash> outgoing_by_mid;
   ExpiringMap<MidKey, ObserverId, MidKeyHash> non_notifications;
@@ -290,7 +303,7 @@ void Endpoint::Impl::send_rst(uint32_t socket, const Address& to, uint16_t mid) 
 size_t Endpoint::Impl::encode(Type type, uint16_t mid, const Token& token, const CachedBody& meta,
                               std::span<const uint8_t> body, std::optional<uint32_t> observe,
                               std::optional<Block> block2_req, std::optional<Block> block1_echo,
-                              const std::string* cache_as) {
+                              const ResourceKey* cache_as) {
   auto write = [&](std::span<const uint8_t> part, std::optional<Block> b2) {
     Writer w(scratch);
     w.header(type, meta.code, mid, token.view());
@@ -318,7 +331,7 @@ size_t Endpoint::Impl::encode(Type type, uint16_t mid, const Token& token, const
   if (cache_as && b.num == 0 && b.more) {
     CachedBody c = meta;
     c.body.assign(reinterpret_cast<const char*>(body.data()), body.size());
-    bodies.insert(*cache_as, std::move(c), body.size() + cache_as->size() + 64, now());
+    bodies.insert(*cache_as, std::move(c), body.size() + 128, now());
   }
   return write(body.subspan(offset, len), b);
 }
@@ -487,7 +500,7 @@ void Endpoint::Impl::on_request(uint32_t socket, const Address& from, Peer& peer
     if (msg.type == Type::kCon) reply_direct(socket, from, msg, code::kBadOption, "bad block option");
     return;
   }
-  std::string resource = resource_key(from, msg, false);
+  const ResourceKey resource = resource_key(from, msg, false);
   if (block2 && block2->num > 0 && msg.code == code::kGet) {
     if (CachedBody* c = bodies.find(resource)) {
       const bool con = msg.type == Type::kCon;
@@ -511,7 +524,7 @@ void Endpoint::Impl::on_request(uint32_t socket, const Address& from, Peer& peer
   }
 
   const ExchangeId id = ++last_id;
-  Exchange x{from, socket, msg.mid, msg.token, msg.type == Type::kCon, false, block2, block1_echo, std::move(resource)};
+  Exchange x{from, socket, msg.mid, msg.token, msg.type == Type::kCon, false, block2, block1_echo, resource};
   exchanges.emplace(id, std::move(x));
   ++peer.refs;
   dedup.insert(key, DedupEntry{msg.token, {}, id}, 96, now());
@@ -529,7 +542,7 @@ void Endpoint::Impl::on_request(uint32_t socket, const Address& from, Peer& peer
 bool Endpoint::Impl::handle_block1(uint32_t socket, const Address& from, std::string& body,
                                    std::optional<Block>& echo) {
   const Block b = *msg.block_option(opt::kBlock1);
-  const std::string key = resource_key(from, msg, true);
+  const ResourceKey key = resource_key(from, msg, true);
   const uint32_t max = static_cast<uint32_t>(opt.max_block1_body);
   Upload* up = nullptr;
   if (b.num == 0) {
@@ -537,7 +550,7 @@ bool Endpoint::Impl::handle_block1(uint32_t socket, const Address& from, std::st
       reply_direct(socket, from, msg, code::kRequestEntityTooLarge, "body too large", {}, max);
       return false;
     }
-    up = &uploads.insert(key, Upload{}, key.size() + 64, now());
+    up = &uploads.insert(key, Upload{}, 128, now());
   } else {
     up = uploads.find(key);
     if (!up || up->body.size() != uint64_t{b.num} * b.size()) {
@@ -558,7 +571,7 @@ bool Endpoint::Impl::handle_block1(uint32_t socket, const Address& from, std::st
   }
   up->body.append(reinterpret_cast<const char*>(msg.payload.data()), msg.payload.size());
   if (b.more) {
-    uploads.set_cost(key, key.size() + 64 + up->body.size());
+    uploads.set_cost(key, 128 + up->body.size());
     reply_direct(socket, from, msg, code::kContinue, {}, b);
     return false;
   }
@@ -703,8 +716,8 @@ void Endpoint::Impl::run_timers() {
         on_retransmit(e.id, e.when_ms);
         break;
       case TimerKind::kHousekeeping:
-        housekeeping();
-        timers.schedule(t + kHousekeepingMs, TimerKind::kHousekeeping, 0);
+        // Resume soon if the eviction budget ran out, so a mass expiry drains in slices.
+        timers.schedule(t + (housekeeping() ? 10 : kHousekeepingMs), TimerKind::kHousekeeping, 0);
         break;
     }
   }
@@ -742,7 +755,7 @@ void Endpoint::Impl::on_retransmit(uint64_t out_id, uint64_t when) {
   send(o.socket, o.peer, {reinterpret_cast<const uint8_t*>(o.bytes.data()), o.bytes.size()});
 }
 
-void Endpoint::Impl::housekeeping() {
+bool Endpoint::Impl::housekeeping() {
   const uint64_t t = now();
   dedup.expire(t);
   bodies.expire(t);
@@ -750,7 +763,8 @@ void Endpoint::Impl::housekeeping() {
   non_notifications.expire(t);
   // Evict peers idle for EXCHANGE_LIFETIME with nothing pending. Peers with
   // state are moved to the front and looked at again later. Bounded per tick.
-  for (int budget = 10000; budget > 0 && !lru.empty(); --budget) {
+  for (int budget = 10000; !lru.empty(); --budget) {
+    if (budget == 0) return true;
     auto it = peers.find(lru.back());
     if (t - it->second.last_seen_ms < opt.exchange_lifetime_ms) break;
     if (it->second.refs > 0) {
@@ -761,6 +775,7 @@ void Endpoint::Impl::housekeeping() {
     lru.pop_back();
     peers.erase(it);
   }
+  return false;
 }
 
 // ---------------------------------------------------------------- public API
