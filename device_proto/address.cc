@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <cstdio>
 #include <cstring>
 
 namespace tether::coap {
@@ -45,8 +46,9 @@ socklen_t Address::to_sockaddr(sockaddr_storage& out) const {
 std::string Address::to_string() const {
   char buf[INET6_ADDRSTRLEN] = "?";
   inet_ntop(family == AF_INET6 ? AF_INET6 : AF_INET, ip.data(), buf, sizeof buf);
-  return family == AF_INET6 ? "[" + std::string(buf) + "]:" + std::to_string(port)
-                            : std::string(buf) + ":" + std::to_string(port);
+  char out[INET6_ADDRSTRLEN + 8];
+  std::snprintf(out, sizeof out, family == AF_INET6 ? "[%s]:%u" : "%s:%u", buf, static_cast<unsigned>(port));
+  return out;
 }
 
 size_t AddressHash::operator()(const Address& a) const {

@@ -528,13 +528,15 @@ void Endpoint::Impl::on_request(uint32_t socket, const Address& from, Peer& peer
   exchanges.emplace(id, std::move(x));
   ++peer.refs;
   dedup.insert(key, DedupEntry{msg.token, {}, id}, 96, now());
-  if (msg.type == Type::kCon) timers.schedule(now() + opt.separate_ack_after_ms, TimerKind::kSeparateAck, id);
-  timers.schedule(now() + opt.response_timeout_ms, TimerKind::kExchangeExpiry, id);
-  arm_timer();
   ++stats.requests;
   const std::span<const uint8_t> payload =
       block1_echo ? std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(body.data()), body.size()) : msg.payload;
   handler.on_request(Request{id, from, msg, payload});
+  if (!exchanges.count(id)) return;  // answered synchronously: no timers needed
+  const bool con = msg.type == Type::kCon;
+  if (con) timers.schedule(now() + opt.separate_ack_after_ms, TimerKind::kSeparateAck, id);
+  timers.schedule(now() + opt.response_timeout_ms, TimerKind::kExchangeExpiry, id);
+  arm_timer();
 }
 
 // Reassembles a Block1 upload (RFC 7959 §2.5). Returns true with the whole
