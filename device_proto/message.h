@@ -4,6 +4,7 @@
 // the buffer; serialization never writes past the output span.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>

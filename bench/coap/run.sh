@@ -32,5 +32,5 @@ for n in $sessions; do
   t=$("$fleet" 127.0.0.1 "$tport" "$n" "$rate" "$secs" 0 "")
   l=$("$fleet" 127.0.0.1 "$lport" "$n" "$rate" "$secs" 0 "")
   tr=$(field rps "$t"); lr=$(field rps "$l"); tp=$(field p99_ms "$t"); lp=$(field p99_ms "$l")
-  echo "| $n | $rate | $tr | $lr | $(awk -v a="$tr" -v b="$lr" 'BEGIN{printf "%.2f", b>0?a/b:0}') | $tp | $lp | $(awk -v a="$lp" -v b="$tp" 'BEGIN{printf "%.2f", b>0?a/b:0}') | $(field loss_pct "$t") | $(field loss_pct "$l") |"
+  echo "| $n | $rate | $tr | $lr | $(awk -v a="$tr" -v b="$lr" 'BEGIN{printf "%.2f", (b>0)?a/b:0}') | $tp | $lp | $(awk -v a="$lp" -v b="$tp" 'BEGIN{printf "%.2f", (b>0)?a/b:0}') | $(field loss_pct "$t") | $(field loss_pct "$l") |"
 done

@@ -345,6 +345,26 @@ TEST_F(EndpointTest, ObserverDroppedWhenConNotificationTimesOut) {
   EXPECT_EQ(h_.dropped[0].second, DropReason::kTimeout);
 }
 
+TEST_F(EndpointTest, ConNotificationAtLeastEveryInterval) {
+  auto o = fast_options();
+  o.con_notify_every = 1000;
+  o.con_notify_interval_ms = 150;
+  start(o);
+  ObserverId oid = 0;
+  h_.respond_with = [&](const Request& r) { oid = ep_->respond_observe(r.id, content("a")); };
+  send(Build{.mid = 1}.opt_uint(opt::kObserve, 0).done());
+  ASSERT_TRUE(recv());
+  ep_->notify(oid, content("b"));
+  auto first = recv();
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->m.type, Type::kNon);
+  pump_for(&loop_, 200);
+  ep_->notify(oid, content("c"));
+  auto second = recv();
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->m.type, Type::kCon);
+}
+
 TEST_F(EndpointTest, ReRegistrationWithSameTokenReplaces) {
   start();
   std::vector<ObserverId> ids;
