@@ -133,6 +133,11 @@ void AdminServer::Start() {
   http_->set_payload_max_length(64 * 1024);
   http_->set_read_timeout(std::chrono::seconds(5));
   http_->set_write_timeout(std::chrono::seconds(5));
+  // httplib's default also sets SO_REUSEPORT, which would let a second tetherd share the port.
+  http_->set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
   Routes();
 
   const std::string addr = options_.listen.host + ":" + std::to_string(options_.listen.port);

@@ -310,7 +310,7 @@ void DeviceApi::OnLivenessTick(uv_timer_t* t) {
   }
 }
 
-void DeviceApi::EndSession(const std::string& session_id, EndCause cause, std::function<void()> done) {
+void DeviceApi::EndSession(std::string session_id, EndCause cause, std::function<void()> done) {
   Session* sp = sessions_.ById(session_id);
   if (!sp) {
     if (done) done();

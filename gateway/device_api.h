@@ -72,7 +72,8 @@ class DeviceApi : public coap::Handler {
   void HandleWrite(Call& c, Session& s, const std::vector<std::string>& path);
   void HandleOnDisconnect(Call& c, Session& s, const std::vector<std::string>& path, bool cancel);
 
-  void EndSession(const std::string& session_id, EndCause cause, std::function<void()> done = {});
+  // Takes the id by value: callers often pass Session::id of the session this removes.
+  void EndSession(std::string session_id, EndCause cause, std::function<void()> done = {});
   void Reply(Call& c, uint8_t code, std::string payload = {}, std::optional<uint32_t> max_age = {});
   void ReplyError(Call& c, uint8_t code, const std::string& diagnostic, std::optional<uint32_t> max_age = {});
   void ReplyStoreStatus(Call& c, const store::Status& st);

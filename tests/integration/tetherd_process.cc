@@ -42,6 +42,7 @@ void TetherdProcess::WriteConfig(const std::string& yaml) {
 void TetherdProcess::Start() {
   std::string bin = BinaryPath("tetherd");
   std::string log = dir_ + "/tetherd.log";
+  log_offset_ = Log().size();
   pid_ = fork();
   if (pid_ < 0) throw std::runtime_error("fork failed");
   if (pid_ == 0) {
@@ -51,7 +52,6 @@ void TetherdProcess::Start() {
     execl(bin.c_str(), bin.c_str(), "--config", config_path().c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
-  ++restarts_;
 }
 
 std::string TetherdProcess::Log() const {
@@ -64,7 +64,7 @@ std::string TetherdProcess::Log() const {
 bool TetherdProcess::WaitForLog(const std::string& text, std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
-    if (Log().find(text) != std::string::npos) return true;
+    if (Log().find(text, log_offset_) != std::string::npos) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return false;

@@ -25,7 +25,7 @@ class TetherdProcess {
   void SetEnv(const std::string& key, const std::string& value) { env_[key] = value; }
 
   void Start();
-  // Waits until the captured stderr contains text (from the beginning of the log).
+  // Waits until stderr captured since the latest Start() contains text.
   bool WaitForLog(const std::string& text, std::chrono::milliseconds timeout);
   std::string Log() const;
   void Signal(int sig);
@@ -40,7 +40,7 @@ class TetherdProcess {
   std::string dir_;
   std::map<std::string, std::string> env_;
   pid_t pid_ = -1;
-  int restarts_ = 0;
+  size_t log_offset_ = 0;  // log size at the latest Start()
 };
 
 // A free UDP (or TCP) port on 127.0.0.1 at the time of the call.
