@@ -533,9 +533,12 @@ void Endpoint::Impl::on_request(uint32_t socket, const Address& from, Peer& peer
       block1_echo ? std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(body.data()), body.size()) : msg.payload;
   handler.on_request(Request{id, from, msg, payload});
   if (!exchanges.count(id)) return;  // answered synchronously: no timers needed
-  const bool con = msg.type == Type::kCon;
-  if (con) timers.schedule(now() + opt.separate_ack_after_ms, TimerKind::kSeparateAck, id);
-  timers.schedule(now() + opt.response_timeout_ms, TimerKind::kExchangeExpiry, id);
+  // One timer entry per pending exchange: a CON's expiry is scheduled when its empty ACK goes out.
+  if (msg.type == Type::kCon) {
+    timers.schedule(now() + opt.separate_ack_after_ms, TimerKind::kSeparateAck, id);
+  } else {
+    timers.schedule(now() + opt.response_timeout_ms, TimerKind::kExchangeExpiry, id);
+  }
   arm_timer();
 }
 
@@ -697,8 +700,12 @@ void Endpoint::Impl::run_timers() {
     switch (e.kind) {
       case TimerKind::kSeparateAck: {
         auto it = exchanges.find(e.id);
-        if (it == exchanges.end() || it->second.ack_sent) break;
+        if (it == exchanges.end()) break;
+        const uint32_t rest = opt.response_timeout_ms > opt.separate_ack_after_ms
+                                  ? opt.response_timeout_ms - opt.separate_ack_after_ms : 0;
+        timers.schedule(t + rest, TimerKind::kExchangeExpiry, e.id);
         Exchange& x = it->second;
+        if (x.ack_sent) break;  // a duplicate request already triggered the empty ACK
         uint8_t b[4];
         Writer w(b);
         w.header(Type::kAck, code::kEmpty, x.mid, {});
@@ -849,6 +856,10 @@ ObserverId Endpoint::respond_observe(ExchangeId id, const Response& response) {
   Impl& m = *impl_;
   auto it = m.exchanges.find(id);
   if (it == m.exchanges.end()) return 0;
+  if (code::cls(response.code) != 2) {  // RFC 7641 §4.1: an error response does not register
+    m.deliver(id, response, std::nullopt);
+    return 0;
+  }
   const Exchange& x = it->second;
   const TokenKey tk{x.peer, x.token};
   uint32_t seq = 1;
@@ -878,7 +889,8 @@ bool Endpoint::notify(ObserverId id, const Response& r) {
                    t - ob.last_con_ms >= m.opt.con_notify_interval_ms;
   const uint16_t mid = m.next_mid(ob.peer);
   CachedBody meta{{}, r.code, r.content_format, r.max_age};
-  const size_t n = m.encode(con ? Type::kCon : Type::kNon, mid, ob.token, meta, r.payload,
+  // The final (error) notification goes out once as NON; the observation ends with it.
+  const size_t n = m.encode(con && !final ? Type::kCon : Type::kNon, mid, ob.token, meta, r.payload,
                             final ? std::nullopt : std::optional<uint32_t>(ob.seq), {}, {}, &ob.resource);
   const std::span<const uint8_t> bytes(m.scratch.data(), n);
   if (final) {  // RFC 7641 §3.2: an error response ends the observation

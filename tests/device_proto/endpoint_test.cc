@@ -365,6 +365,19 @@ TEST_F(EndpointTest, ConNotificationAtLeastEveryInterval) {
   EXPECT_EQ(second->m.type, Type::kCon);
 }
 
+TEST_F(EndpointTest, ErrorAnswerToObserveDoesNotRegister) {
+  start();
+  ObserverId oid = 1;
+  h_.respond_with = [&](const Request& r) { oid = ep_->respond_observe(r.id, Response{.code = code::kUnauthorized}); };
+  send(Build{.mid = 1}.opt_uint(opt::kObserve, 0).done());
+  auto p = recv();
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->m.code, code::kUnauthorized);
+  EXPECT_FALSE(p->m.uint_option(opt::kObserve));
+  EXPECT_EQ(oid, 0u);
+  EXPECT_EQ(ep_->counters().observers, 0u);
+}
+
 TEST_F(EndpointTest, ReRegistrationWithSameTokenReplaces) {
   start();
   std::vector<ObserverId> ids;
