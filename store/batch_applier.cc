@@ -27,6 +27,9 @@ std::string Be64Key(uint64_t v) {
   return k;
 }
 
+// LMDB's compile-time key limit (mdb_env_get_maxkeysize() == 511 in Debian's build).
+constexpr size_t kMaxKeyBytes = 511;
+
 Status Invalid(std::string msg) { return Status::Error(StatusCode::kInvalidArgument, std::move(msg)); }
 Status NotFound(std::string msg) { return Status::Error(StatusCode::kNotFound, std::move(msg)); }
 
@@ -157,7 +160,7 @@ Status BatchApplier::Flush(MDB_txn* txn) {
 // ---------------------------------------------------------------- WriteQueue
 
 Status BatchApplier::AppendEntry(MDB_txn* txn, QueueEntry e, BatchResult* result) {
-  if (e.route.empty()) return Invalid("queue entry without route");
+  if (e.route.empty() || e.route.size() > kMaxKeyBytes) return Invalid("queue entry route empty or too long");
   const QueueLimits& lim = LimitsFor(e.route);
   e.seq = counters_.next_seq;
   std::string value = EncodeEntry(e);
@@ -414,6 +417,7 @@ Status BatchApplier::SetTree(MDB_txn* txn, const std::vector<std::string>& segs,
   std::string error;
   if (!ValidTreeValue(value, &error)) return Invalid(error);
   const std::string key = JoinKey(segs, segs.size());
+  if (key.size() > kMaxKeyBytes) return Invalid("path longer than " + std::to_string(kMaxKeyBytes) + " bytes");
   if (key.empty() && !value.is_null() && !value.is_object() && !value.is_array()) {
     return Invalid("cannot store a scalar at the root");
   }
@@ -422,6 +426,10 @@ Status BatchApplier::SetTree(MDB_txn* txn, const std::vector<std::string>& segs,
   if (!s.ok()) return s;
   FlattenJson(value, key, [&](const std::string& leaf_key, const std::string& text) {
     if (!s.ok()) return;
+    if (leaf_key.size() > kMaxKeyBytes) {
+      s = Invalid("path longer than " + std::to_string(kMaxKeyBytes) + " bytes: /" + leaf_key.substr(0, 64) + "...");
+      return;
+    }
     MDB_val mk = Val(leaf_key), mv = Val(text);
     if (int rc = mdb_put(txn, db_.tree, &mk, &mv, 0)) {
       s = Mdb(rc, "tree put");
@@ -507,6 +515,10 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::PutSession& m, BatchResult
   const SessionRecord& r = m.record;
   if (r.session_id.empty() || r.short_token.empty() || r.long_token.empty()) {
     return Invalid("session needs id, short token and long token");
+  }
+  if (r.session_id.size() > kMaxKeyBytes - 10 || r.short_token.size() > kMaxKeyBytes ||
+      r.long_token.size() > kMaxKeyBytes) {
+    return Invalid("session id or token too long");
   }
   for (auto [dbi, token] : {std::pair{db_.by_short, &r.short_token}, std::pair{db_.by_long, &r.long_token}}) {
     MDB_val mk = Val(*token), mv;

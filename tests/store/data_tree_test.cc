@@ -72,6 +72,8 @@ TEST_F(DataTreeTest, FirebaseNormalisation) {
   EXPECT_EQ(Set("/bad.key", 1).status.code, StatusCode::kInvalidArgument);
   EXPECT_EQ(Set("/ok", json{{"in$valid", 1}}).status.code, StatusCode::kInvalidArgument);
   EXPECT_EQ(Set("/", 5).status.code, StatusCode::kInvalidArgument);
+  EXPECT_EQ(Set("/" + std::string(600, 'k'), 1).status.code, StatusCode::kInvalidArgument);
+  EXPECT_EQ(Set("/long", json{{std::string(600, 'k'), 1}}).status.code, StatusCode::kInvalidArgument);
   ExpectHealthy();
 }
 
