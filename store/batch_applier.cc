@@ -647,7 +647,7 @@ Status BatchApplier::CountRejected(MDB_txn* txn) {
 }
 
 // Defined last: every Do<> specialization above must be declared before std::visit uses it.
-Status BatchApplier::Apply(MDB_txn* txn, const WriteBatch& batch, BatchResult* result) {
+Status BatchApplier::Apply(MDB_txn* txn, const WriteBatch& batch, BatchResult* result, bool flush) {
   touched_ = false;
   exhausted_ = false;
   rejected_route_.clear();
@@ -658,9 +658,8 @@ Status BatchApplier::Apply(MDB_txn* txn, const WriteBatch& batch, BatchResult* r
     Status s = std::visit([&](const auto& mut) { return Do(txn, mut, result); }, m);
     if (!s.ok()) return s;
   }
-  Status s = Flush(txn);
-  if (s.ok()) result->tree_version = counters_.tree_version;
-  return s;
+  result->tree_version = counters_.tree_version;
+  return flush ? Flush(txn) : Status::Ok();
 }
 
 }  // namespace tether::store

@@ -27,7 +27,9 @@ class BatchApplier {
   BatchApplier(const LmdbEnv& env, const StoreOptions& options, TreeRecency* recency);
 
   void Load(MDB_txn* txn);  // throws StoreError on unreadable counters
-  Status Apply(MDB_txn* txn, const WriteBatch& batch, BatchResult* result);
+  // flush=false leaves changed counters pending for one FlushCounters() after several batches.
+  Status Apply(MDB_txn* txn, const WriteBatch& batch, BatchResult* result, bool flush = true);
+  Status FlushCounters(MDB_txn* txn) { return Flush(txn); }
   // After a kRejected batch was rolled back: persist +1 on its route's rejected counter.
   Status CountRejected(MDB_txn* txn);
   // Enforces options.tree_cache_bytes: deletes whole roots (first path segment) that are not

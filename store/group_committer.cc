@@ -68,14 +68,22 @@ void GroupCommitter::Run() {
 
 void GroupCommitter::CommitGroup(std::vector<Pending>* group) {
   std::vector<BatchResult> results(group->size());
-  while (TryGroup(group, &results) == Outcome::kExhausted) {
+  while (true) {
+    const bool nested = nested_groups_left_ > 0;
+    if (nested) nested_groups_left_--;
+    Outcome outcome = TryGroup(group, &results, nested);
+    if (outcome == Outcome::kDone) break;
+    if (outcome == Outcome::kNeedNested) {
+      nested_groups_left_ = 64;
+      continue;
+    }
     if (env_->GrowMap(options_.map_max)) continue;
     // Cannot grow: one transaction per batch, so whatever fits (acks, deletes) still commits.
     for (size_t i = 0; i < group->size(); ++i) {
       std::vector<Pending> one;
       one.push_back(Pending{std::move((*group)[i].batch), nullptr});
       std::vector<BatchResult> r(1);
-      while (TryGroup(&one, &r) == Outcome::kExhausted) {
+      while (TryGroup(&one, &r, /*nested=*/true) == Outcome::kExhausted) {
         if (env_->GrowMap(options_.map_max)) continue;
         r[0] = BatchResult{};
         r[0].status = Status::Error(StatusCode::kFull, "store is full (map or disk); retry later");
@@ -92,7 +100,7 @@ void GroupCommitter::CommitGroup(std::vector<Pending>* group) {
 }
 
 GroupCommitter::Outcome GroupCommitter::TryGroup(std::vector<Pending>* group,
-                                                 std::vector<BatchResult>* results) {
+                                                 std::vector<BatchResult>* results, bool nested) {
   bool low = env_->SpaceLow();
   while (low && env_->GrowMap(options_.map_max)) low = env_->SpaceLow();
   applier_->set_space_low(low);
@@ -107,7 +115,20 @@ GroupCommitter::Outcome GroupCommitter::TryGroup(std::vector<Pending>* group,
     Reload();
     return Outcome::kExhausted;
   };
-  for (size_t i = 0; i < group->size(); ++i) {
+  if (!nested) {
+    for (size_t i = 0; i < group->size(); ++i) {
+      BatchResult& result = (*results)[i];
+      result = BatchResult{};
+      if (!applier_->Apply(parent, (*group)[i].batch, &result, /*flush=*/false).ok()) {
+        const bool exhausted = applier_->exhausted();
+        mdb_txn_abort(parent);
+        Reload();
+        return exhausted ? Outcome::kExhausted : Outcome::kNeedNested;
+      }
+    }
+    if (!applier_->FlushCounters(parent).ok()) return abort_group();
+  }
+  for (size_t i = 0; nested && i < group->size(); ++i) {
     BatchResult& result = (*results)[i];
     result = BatchResult{};
     MDB_txn* child = nullptr;

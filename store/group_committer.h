@@ -1,7 +1,9 @@
 // GroupCommitter: the single writer thread. Applies every pending WriteBatch in one transaction.
 //
-// Each batch runs in a nested LMDB transaction inside the group's transaction, so a failing batch
-// is rolled back alone while the rest of the group commits (atomic per batch, one fsync per group).
+// Fast path: all batches are applied straight into the group's transaction. If one fails, the
+// group is redone with each batch in a nested LMDB transaction, so a failing batch is rolled back
+// alone while the rest commits (atomic per batch, one fsync per group); after such a failure the
+// next groups start nested directly, so sustained rejections do not double the work.
 // On MDB_MAP_FULL the map grows (up to options.map_max) and the group is retried; if it cannot
 // grow, each batch is retried in its own transaction and those that still do not fit get kFull
 // (acks and deletes still succeed, which is how a full store recovers by itself).
@@ -38,11 +40,11 @@ class GroupCommitter {
     WriteBatch batch;
     Deliver deliver;
   };
-  enum class Outcome { kDone, kExhausted };
+  enum class Outcome { kDone, kExhausted, kNeedNested };
 
   void Run();
   void CommitGroup(std::vector<Pending>* group);
-  Outcome TryGroup(std::vector<Pending>* group, std::vector<BatchResult>* results);
+  Outcome TryGroup(std::vector<Pending>* group, std::vector<BatchResult>* results, bool nested);
   void Reload();
 
   LmdbEnv* env_;
@@ -53,6 +55,7 @@ class GroupCommitter {
   std::vector<Pending> pending_;  // guarded by mu_
   bool stopping_ = false;         // guarded by mu_
   std::atomic<uint64_t> groups_{0};
+  int nested_groups_left_ = 0;  // writer thread only
   std::thread thread_;
 };
 
