@@ -1,0 +1,222 @@
+// Internal state of Endpoint, shared by endpoint*.cc and observe.cc. Not a
+// public header: the contract is endpoint.h. All state is owned by Impl and
+// touched only on the loop thread. A peer's `refs` counts the exchanges,
+// observers and CONs in flight that name it; only peers with refs == 0 are
+// evicted.
+#pragma once
+
+#include <list>
+#include <random>
+#include <string>
+#include <unordered_map>
+
+#include "device_proto/endpoint.h"
+#include "device_proto/expiring_map.h"
+#include "device_proto/timer_queue.h"
+
+namespace tether::coap {
+
+struct MidKey {
+  Address peer;
+  uint16_t mid;
+  bool operator==(const MidKey&) const = default;
+};
+struct MidKeyHash {
+  size_t operator()(const MidKey& k) const { return AddressHash{}(k.peer) * 31 + k.mid; }
+};
+
+struct TokenKey {
+  Address peer;
+  Token token;
+  bool operator==(const TokenKey&) const = default;
+};
+struct TokenKeyHash {
+  size_t operator()(const TokenKey& k) const {
+    size_t h = AddressHash{}(k.peer);
+    for (uint8_t i = 0; i < k.token.len; ++i) h = h * 131 + k.token.bytes[i];
+    return h;
+  }
+};
+
+// Identifies a resource as seen by one peer: address + a 64-bit hash of
+// Uri-Host/Path/Query (+ method for Block1 uploads). Finds cached Block2
+// bodies and Block1 uploads without allocating per request.
+struct ResourceKey {
+  Address peer;
+  uint64_t uri_hash = 0;
+  bool operator==(const ResourceKey&) const = default;
+};
+struct ResourceKeyHash {
+  size_t operator()(const ResourceKey& k) const {
+    return AddressHash{}(k.peer) ^ static_cast<size_t>(k.uri_hash * 0x9E3779B97F4A7C15ull);
+  }
+};
+
+ResourceKey resource_key(const Address& peer, const Message& m, bool with_method);
+
+constexpr size_t kRecvChunk = 64 * 1024;   // libuv's recvmmsg slot size
+constexpr size_t kRecvSlots = 8;           // datagrams per recvmmsg batch
+constexpr uint32_t kHousekeepingMs = 1000;
+
+struct Peer {
+  uint32_t socket = 0;
+  uint16_t next_mid = 0;
+  uint32_t refs = 0;  // exchanges, observers and CONs in flight that name this peer
+  uint64_t last_seen_ms = 0;
+  std::list<Address>::iterator lru;
+};
+
+struct Exchange {
+  Address peer;
+  uint32_t socket;
+  uint16_t mid;
+  Token token;
+  bool con;
+  bool ack_sent = false;
+  std::optional<Block> block2;        // requested by the client
+  std::optional<Block> block1_echo;   // final Block1 of a reassembled body
+  ResourceKey resource;               // for caching Block2 bodies
+};
+
+struct DedupEntry {
+  Token token;
+  std::string reply;        // bytes to replay; empty while the exchange is pending
+  ExchangeId pending = 0;
+};
+
+struct CachedBody {
+  std::string body;
+  uint8_t code = code::kContent;
+  std::optional<uint16_t> content_format;
+  std::optional<uint32_t> max_age;
+};
+
+struct Upload {
+  std::string body;  // bytes of blocks 0..k received in order
+};
+
+struct Outgoing {  // a CON we sent and retransmit until ACK/RST/give-up
+  enum class Kind : uint8_t { kResponse, kNotification } kind;
+  uint64_t owner;  // ExchangeId or ObserverId
+  Address peer;
+  uint32_t socket;
+  uint16_t mid;
+  unsigned attempts = 0;
+  uint64_t timeout_ms;
+  uint64_t next_at_ms;
+  std::string bytes;
+};
+
+struct Observer {
+  Address peer;
+  uint32_t socket;
+  Token token;
+  uint32_t seq;  // last Observe value sent (24 bits)
+  unsigned since_con = 0;
+  uint64_t last_con_ms;
+  uint64_t inflight = 0;  // Outgoing id of the CON notification in flight
+  ResourceKey resource;
+};
+
+struct SocketState {
+  uv_udp_t handle;
+  Endpoint::Impl* impl;
+  uint32_t index;
+  std::unique_ptr<char[]> buf;
+};
+
+struct Endpoint::Impl {
+  Impl(uv_loop_t* l, Handler& h, EndpointOptions o)
+      : loop(l), handler(h), opt(o),
+        dedup(o.dedup_max_entries, o.dedup_max_bytes, o.exchange_lifetime_ms),
+        bodies(1u << 20, o.block_cache_max_bytes, o.block_cache_lifetime_ms),
+        uploads(1u << 20, o.block_cache_max_bytes, o.exchange_lifetime_ms),
+        non_notifications(1u << 20, SIZE_MAX, o.non_lifetime_ms),
+        rng(static_cast<uint32_t>(uv_hrtime())),
+        scratch(o.max_datagram) {
+    opt.max_datagram = std::max<size_t>(opt.max_datagram, 64);
+    scratch.resize(opt.max_datagram);
+    max_szx = 0;
+    while (max_szx < 6 && (size_t{32} << max_szx) + 48 <= opt.max_datagram) ++max_szx;
+    timer = new uv_timer_t;
+    uv_timer_init(loop, timer);
+    timer->data = this;
+    uv_unref(reinterpret_cast<uv_handle_t*>(timer));
+    timers.schedule(now() + kHousekeepingMs, TimerKind::kHousekeeping, 0);
+    arm_timer();
+  }
+
+  ~Impl() {
+    for (SocketState* s : sockets) {
+      uv_udp_recv_stop(&s->handle);
+      uv_close(reinterpret_cast<uv_handle_t*>(&s->handle),
+               [](uv_handle_t* h) { delete static_cast<SocketState*>(h->data); });
+    }
+    uv_close(reinterpret_cast<uv_handle_t*>(timer), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+  }
+
+  uint64_t now() const { return uv_now(loop); }
+
+  // ---- transmit ----
+  void send(uint32_t socket, const Address& to, std::span<const uint8_t> bytes);
+  void send_rst(uint32_t socket, const Address& to, uint16_t mid);
+  size_t encode(Type type, uint16_t mid, const Token& token, const CachedBody& meta,
+                std::span<const uint8_t> body, std::optional<uint32_t> observe,
+                std::optional<Block> block2_req, std::optional<Block> block1_echo, const ResourceKey* cache_as);
+  void reply_direct(uint32_t socket, const Address& from, const Message& req, uint8_t code, std::string_view diag,
+                    std::optional<Block> block1 = {}, std::optional<uint32_t> size1 = {}, bool cache = true);
+  void start_con(Outgoing::Kind kind, uint64_t owner, const Address& peer, uint32_t socket, uint16_t mid,
+                 std::span<const uint8_t> bytes, const Outgoing* inherit);
+  bool deliver(ExchangeId id, const Response& r, std::optional<uint32_t> observe);
+
+  // ---- receive ----
+  void on_datagram(uint32_t socket, const Address& from, std::span<const uint8_t> bytes);
+  void on_request(uint32_t socket, const Address& from, Peer& peer);
+  void on_ack_or_reset(const Address& from, bool reset);
+  bool handle_block1(uint32_t socket, const Address& from, std::string& body, std::optional<Block>& echo);
+
+  // ---- state ----
+  Peer* touch_peer(const Address& from, uint32_t socket);
+  void unref_peer(const Address& a);
+  uint16_t next_mid(const Address& a);
+  void drop_observer(ObserverId id, std::optional<DropReason> reason);
+  void finish_exchange(ExchangeId id);
+
+  // ---- timers ----
+  void arm_timer();
+  void run_timers();
+  bool housekeeping();  // true if eviction stopped at its budget
+  void on_retransmit(uint64_t out_id, uint64_t when);
+
+  uv_loop_t* loop;
+  Handler& handler;
+  EndpointOptions opt;
+  uint8_t max_szx;
+  std::vector<SocketState*> sockets;
+  uv_timer_t* timer;
+  bool timer_armed = false;
+  uint64_t armed_at = 0;
+  TimerQueue timers;
+  TransmitHook hook;
+  Counters stats;
+
+  std::unordered_map<Address, Peer, AddressHash> peers;
+  std::list<Address> lru;  // front = most recently active
+  std::unordered_map<ExchangeId, Exchange> exchanges;
+  ExpiringMap<MidKey, DedupEntry, MidKeyHash> dedup;
+  ExpiringMap<ResourceKey, CachedBody, ResourceKeyHash> bodies;
+  ExpiringMap<ResourceKey, Upload, ResourceKeyHash> uploads;
+  std::unordered_map<uint64_t, Outgoing> outgoing;
+  std::unordered_map<MidKey, uint64_t, MidKeyHash> outgoing_by_mid;
+  ExpiringMap<MidKey, ObserverId, MidKeyHash> non_notifications;
+  std::unordered_map<ObserverId, Observer> observers;
+  std::unordered_map<TokenKey, ObserverId, TokenKeyHash> observer_by_token;
+  uint64_t last_id = 0;
+  std::minstd_rand rng;
+
+  Message msg;                   // scratch: the datagram being handled
+  std::vector<uint8_t> scratch;  // scratch: the datagram being built
+};
+
+
+}  // namespace tether::coap

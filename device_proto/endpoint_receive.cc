@@ -1,0 +1,222 @@
+// Incoming path: parse, classify, deduplicate, reassemble Block1, dispatch.
+#include "device_proto/endpoint_impl.h"
+
+namespace tether::coap {
+
+ResourceKey resource_key(const Address& peer, const Message& m, bool with_method) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&](uint8_t b) { h = (h ^ b) * 1099511628211ull; };
+  if (with_method) mix(m.code);
+  for (const Option& o : m.options) {
+    if (o.number != opt::kUriHost && o.number != opt::kUriPath && o.number != opt::kUriQuery) continue;
+    mix(static_cast<uint8_t>(o.number));
+    mix(static_cast<uint8_t>(o.value.size()));
+    for (uint8_t b : o.value) mix(b);
+  }
+  return ResourceKey{peer, h};
+}
+
+
+void Endpoint::Impl::on_datagram(uint32_t socket, const Address& from, std::span<const uint8_t> bytes) {
+  ++stats.datagrams_in;
+  stats.bytes_in += bytes.size();
+  const ParseResult pr = parse(bytes, msg);
+  if (!pr.ok()) {
+    // Wilddog SDK quirk: empty ACK that still carries the token (64 00 mid token).
+    const bool sdk_ack = pr.error == ParseError::kEmptyWithData && msg.type == Type::kAck &&
+                         bytes.size() == 4u + msg.token.len;
+    if (!sdk_ack) {
+      ++stats.malformed;
+      if (pr.status == ParseStatus::kMalformed && msg.type == Type::kCon) {
+        const bool option_error = pr.token_readable && msg.is_request() &&
+                                  pr.error != ParseError::kReservedCode && pr.error != ParseError::kEmptyWithData;
+        if (option_error) {
+          reply_direct(socket, from, msg, code::kBadRequest, describe(pr.error), {}, {}, false);
+        } else {
+          send_rst(socket, from, msg.mid);
+        }
+      }
+      return;
+    }
+  }
+  Peer* peer = touch_peer(from, socket);
+  if (!peer) {
+    ++stats.peers_rejected;
+    return;
+  }
+  handler.on_activity(from);
+  switch (msg.type) {
+    case Type::kAck:
+    case Type::kRst:
+      on_ack_or_reset(from, msg.type == Type::kRst);
+      return;
+    case Type::kCon:
+    case Type::kNon:
+      if (msg.is_empty()) {
+        if (msg.type == Type::kCon) send_rst(socket, from, msg.mid);  // CoAP ping
+        return;
+      }
+      if (!msg.is_request()) {  // we never send requests, so responses are unexpected
+        if (msg.type == Type::kCon) send_rst(socket, from, msg.mid);
+        return;
+      }
+      on_request(socket, from, *peer);
+      return;
+  }
+}
+
+void Endpoint::Impl::on_request(uint32_t socket, const Address& from, Peer& peer) {
+  const MidKey key{from, msg.mid};
+  if (DedupEntry* e = dedup.find(key); e && e->token == msg.token) {
+    ++stats.duplicates;
+    if (!e->reply.empty()) {
+      send(socket, from, {reinterpret_cast<const uint8_t*>(e->reply.data()), e->reply.size()});
+    } else if (auto x = exchanges.find(e->pending); x != exchanges.end() && x->second.con) {
+      // The client is retransmitting: stop it with an empty ACK; the answer follows as a CON.
+      uint8_t b[4];
+      Writer w(b);
+      w.header(Type::kAck, code::kEmpty, msg.mid, {});
+      x->second.ack_sent = true;
+      e->reply.assign(b, b + 4);
+      send(socket, from, {b, 4});
+    }
+    return;
+  }
+  // A new request, including a reused MID with a different token (SDK quirk).
+  for (const Option& o : msg.options) {
+    if (is_critical(o.number) && !is_recognized(o.number, o.value.size())) {
+      if (msg.type == Type::kCon) {
+        std::string diag = "unrecognized critical option " + std::to_string(o.number);
+        reply_direct(socket, from, msg, code::kBadOption, diag);
+      }
+      return;
+    }
+  }
+  const Option* b2opt = msg.find(opt::kBlock2);
+  std::optional<Block> block2 = b2opt ? Block::decode(b2opt->value) : std::nullopt;
+  const bool bad_block = (b2opt && !block2) || (msg.find(opt::kBlock1) && !msg.block_option(opt::kBlock1));
+  if (bad_block) {
+    if (msg.type == Type::kCon) reply_direct(socket, from, msg, code::kBadOption, "bad block option");
+    return;
+  }
+  const ResourceKey resource = resource_key(from, msg, false);
+  if (block2 && block2->num > 0 && msg.code == code::kGet) {
+    if (CachedBody* c = bodies.find(resource)) {
+      const bool con = msg.type == Type::kCon;
+      const uint16_t mid = con ? msg.mid : next_mid(from);
+      size_t n = encode(con ? Type::kAck : Type::kNon, mid, msg.token, *c,
+                        {reinterpret_cast<const uint8_t*>(c->body.data()), c->body.size()}, {}, block2, {}, nullptr);
+      if (n == 0) {
+        reply_direct(socket, from, msg, code::kBadOption, "block out of range");
+        return;
+      }
+      const std::span<const uint8_t> bytes(scratch.data(), n);
+      send(socket, from, bytes);
+      dedup.insert(key, DedupEntry{msg.token, std::string(bytes.begin(), bytes.end()), 0}, n + 96, now());
+      return;
+    }
+  }
+  std::string body;
+  std::optional<Block> block1_echo;
+  if (msg.find(opt::kBlock1)) {
+    if (!handle_block1(socket, from, body, block1_echo)) return;
+  }
+
+  const ExchangeId id = ++last_id;
+  Exchange x{from, socket, msg.mid, msg.token, msg.type == Type::kCon, false, block2, block1_echo, resource};
+  exchanges.emplace(id, std::move(x));
+  ++peer.refs;
+  dedup.insert(key, DedupEntry{msg.token, {}, id}, 96, now());
+  ++stats.requests;
+  const std::span<const uint8_t> payload =
+      block1_echo ? std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(body.data()), body.size()) : msg.payload;
+  handler.on_request(Request{id, from, msg, payload});
+  if (!exchanges.count(id)) return;  // answered synchronously: no timers needed
+  // One timer entry per pending exchange: a CON's expiry is scheduled when its empty ACK goes out.
+  if (msg.type == Type::kCon) {
+    timers.schedule(now() + opt.separate_ack_after_ms, TimerKind::kSeparateAck, id);
+  } else {
+    timers.schedule(now() + opt.response_timeout_ms, TimerKind::kExchangeExpiry, id);
+  }
+  arm_timer();
+}
+
+// Reassembles a Block1 upload (RFC 7959 §2.5). Returns true with the whole
+// body when the last block arrived; otherwise it has replied itself.
+bool Endpoint::Impl::handle_block1(uint32_t socket, const Address& from, std::string& body,
+                                   std::optional<Block>& echo) {
+  const Block b = *msg.block_option(opt::kBlock1);
+  const ResourceKey key = resource_key(from, msg, true);
+  const uint32_t max = static_cast<uint32_t>(opt.max_block1_body);
+  Upload* up = nullptr;
+  if (b.num == 0) {
+    if (auto size1 = msg.uint_option(opt::kSize1); size1 && *size1 > max) {
+      reply_direct(socket, from, msg, code::kRequestEntityTooLarge, "body too large", {}, max);
+      return false;
+    }
+    up = &uploads.insert(key, Upload{}, 128, now());
+  } else {
+    up = uploads.find(key);
+    if (!up || up->body.size() != uint64_t{b.num} * b.size()) {
+      uploads.erase(key);
+      reply_direct(socket, from, msg, code::kRequestEntityIncomplete, "missing earlier blocks");
+      return false;
+    }
+  }
+  if (b.more && msg.payload.size() != b.size()) {
+    uploads.erase(key);
+    reply_direct(socket, from, msg, code::kBadRequest, "block size mismatch");
+    return false;
+  }
+  if (up->body.size() + msg.payload.size() > max) {
+    uploads.erase(key);
+    reply_direct(socket, from, msg, code::kRequestEntityTooLarge, "body too large", {}, max);
+    return false;
+  }
+  up->body.append(reinterpret_cast<const char*>(msg.payload.data()), msg.payload.size());
+  if (b.more) {
+    uploads.set_cost(key, 128 + up->body.size());
+    reply_direct(socket, from, msg, code::kContinue, {}, b);
+    return false;
+  }
+  body = std::move(up->body);
+  uploads.erase(key);
+  echo = b;
+  return true;
+}
+
+void Endpoint::Impl::on_ack_or_reset(const Address& from, bool reset) {
+  const MidKey key{from, msg.mid};
+  if (reset) ++stats.resets_in;
+  if (auto it = outgoing_by_mid.find(key); it != outgoing_by_mid.end()) {
+    const uint64_t out_id = it->second;
+    outgoing_by_mid.erase(it);
+    auto o = outgoing.find(out_id);
+    if (o == outgoing.end()) return;
+    const Outgoing::Kind kind = o->second.kind;
+    const uint64_t owner = o->second.owner;
+    outgoing.erase(o);
+    unref_peer(from);
+    if (kind == Outgoing::Kind::kNotification) {
+      auto ob = observers.find(owner);
+      if (ob == observers.end()) return;
+      if (reset) {
+        drop_observer(owner, DropReason::kReset);
+      } else if (ob->second.inflight == out_id) {
+        ob->second.inflight = 0;
+      }
+    } else if (reset) {
+      handler.on_response_failed(owner);
+    }
+    return;
+  }
+  if (reset) {
+    if (ObserverId* ob = non_notifications.find(key)) {
+      const ObserverId id = *ob;
+      non_notifications.erase(key);
+      if (observers.count(id)) drop_observer(id, DropReason::kReset);
+    }
+  }
+}
+
+}  // namespace tether::coap

@@ -1,0 +1,175 @@
+// Outgoing path: encoding (with Block2 slicing), sending without allocation
+// in the common case, CON retransmission bookkeeping, answering exchanges.
+#include "device_proto/endpoint_impl.h"
+
+#include <algorithm>
+
+namespace tether::coap {
+
+void Endpoint::Impl::send(uint32_t socket, const Address& to, std::span<const uint8_t> bytes) {
+  if (bytes.empty() || bytes.size() > opt.max_datagram) {
+    ++stats.send_errors;  // the encoder never produces these; refuse rather than exceed the limit
+    return;
+  }
+  ++stats.datagrams_out;
+  stats.bytes_out += bytes.size();
+  if (hook) {
+    hook(to, bytes);
+    return;
+  }
+  if (socket >= sockets.size()) return;
+  sockaddr_storage ss;
+  if (to.to_sockaddr(ss) == 0) return;
+  uv_udp_t* h = &sockets[socket]->handle;
+  uv_buf_t buf = uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(bytes.data())),
+                             static_cast<unsigned>(bytes.size()));
+  int r = uv_udp_try_send(h, &buf, 1, reinterpret_cast<const sockaddr*>(&ss));
+  if (r >= 0) return;
+  if (r != UV_EAGAIN && r != UV_ENOBUFS) {
+    ++stats.send_errors;
+    return;
+  }
+  // Kernel buffer full: queue a copy (the only allocating send path).
+  struct Pending {
+    uv_udp_send_t req;
+    std::vector<char> data;
+  };
+  auto* p = new Pending;
+  p->data.assign(bytes.begin(), bytes.end());
+  buf = uv_buf_init(p->data.data(), static_cast<unsigned>(p->data.size()));
+  p->req.data = p;
+  r = uv_udp_send(&p->req, h, &buf, 1, reinterpret_cast<const sockaddr*>(&ss),
+                  [](uv_udp_send_t* req, int) { delete static_cast<Pending*>(req->data); });
+  if (r < 0) {
+    ++stats.send_errors;
+    delete p;
+  }
+}
+
+void Endpoint::Impl::send_rst(uint32_t socket, const Address& to, uint16_t mid) {
+  uint8_t b[4];
+  Writer w(b);
+  w.header(Type::kRst, code::kEmpty, mid, {});
+  send(socket, to, {b, w.size()});
+}
+
+// Encodes a response into `scratch`, switching to Block2 (RFC 7959) when the
+// body does not fit one datagram or the client asked for a block. Returns 0
+// if the requested block is out of range.
+size_t Endpoint::Impl::encode(Type type, uint16_t mid, const Token& token, const CachedBody& meta,
+                              std::span<const uint8_t> body, std::optional<uint32_t> observe,
+                              std::optional<Block> block2_req, std::optional<Block> block1_echo,
+                              const ResourceKey* cache_as) {
+  auto write = [&](std::span<const uint8_t> part, std::optional<Block> b2) {
+    Writer w(scratch);
+    w.header(type, meta.code, mid, token.view());
+    if (observe) w.option_uint(opt::kObserve, *observe);
+    if (meta.content_format) w.option_uint(opt::kContentFormat, *meta.content_format);
+    if (meta.max_age) w.option_uint(opt::kMaxAge, *meta.max_age);
+    if (b2) w.option_uint(opt::kBlock2, b2->encode());
+    if (block1_echo) w.option_uint(opt::kBlock1, block1_echo->encode());
+    if (b2 && b2->num == 0) w.option_uint(opt::kSize2, static_cast<uint32_t>(body.size()));
+    w.payload(part);
+    return w.size();  // 0 on overflow
+  };
+  if (!block2_req) {
+    if (size_t n = write(body, std::nullopt)) return n;
+  }
+  Block b{0, false, max_szx};
+  if (block2_req) {
+    b.szx = std::min(b.szx, block2_req->szx);
+    b.num = block2_req->num;
+  }
+  const uint64_t offset = uint64_t{b.num} * b.size();
+  if (offset > 0 && offset >= body.size()) return 0;
+  const size_t len = std::min<uint64_t>(b.size(), body.size() - offset);
+  b.more = offset + len < body.size();
+  if (cache_as && b.num == 0 && b.more) {
+    CachedBody c = meta;
+    c.body.assign(reinterpret_cast<const char*>(body.data()), body.size());
+    bodies.insert(*cache_as, std::move(c), body.size() + 128, now());
+  }
+  return write(body.subspan(offset, len), b);
+}
+
+void Endpoint::Impl::reply_direct(uint32_t socket, const Address& from, const Message& req, uint8_t code,
+                                  std::string_view diag, std::optional<Block> block1, std::optional<uint32_t> size1,
+                                  bool cache) {
+  const bool con = req.type == Type::kCon;
+  const uint16_t mid = con ? req.mid : next_mid(from);
+  Writer w(scratch);
+  w.header(con ? Type::kAck : Type::kNon, code, mid, req.token.view());
+  if (block1) w.option_uint(opt::kBlock1, block1->encode());
+  if (size1) w.option_uint(opt::kSize1, *size1);
+  w.payload({reinterpret_cast<const uint8_t*>(diag.data()), diag.size()});
+  const std::span<const uint8_t> bytes(scratch.data(), w.size());
+  send(socket, from, bytes);
+  if (cache) {
+    DedupEntry e{req.token, std::string(bytes.begin(), bytes.end()), 0};
+    dedup.insert(MidKey{from, req.mid}, std::move(e), bytes.size() + 96, now());
+  }
+}
+
+static uint64_t jitter_timeout(const EndpointOptions& o, std::minstd_rand& rng) {
+  std::uniform_real_distribution<double> d(1.0, std::max(1.0, o.ack_random_factor));
+  return static_cast<uint64_t>(o.ack_timeout_ms * d(rng));
+}
+
+void Endpoint::Impl::start_con(Outgoing::Kind kind, uint64_t owner, const Address& peer, uint32_t socket,
+                               uint16_t mid, std::span<const uint8_t> bytes, const Outgoing* inherit) {
+  const uint64_t id = ++last_id;
+  Outgoing o{kind, owner, peer, socket, mid, 0, 0, 0, std::string(bytes.begin(), bytes.end())};
+  o.timeout_ms = jitter_timeout(opt, rng);
+  if (inherit) {  // RFC 7641 §4.5.2: a newer notification takes over the retransmission state
+    o.attempts = inherit->attempts;
+    o.timeout_ms = inherit->timeout_ms;
+  }
+  o.next_at_ms = now() + o.timeout_ms;
+  timers.schedule(o.next_at_ms, TimerKind::kRetransmit, id);
+  outgoing_by_mid[MidKey{peer, mid}] = id;
+  outgoing.emplace(id, std::move(o));
+  if (Peer* p = peers.count(peer) ? &peers[peer] : nullptr) ++p->refs;
+  send(socket, peer, bytes);
+  arm_timer();
+}
+
+bool Endpoint::Impl::deliver(ExchangeId id, const Response& r, std::optional<uint32_t> observe) {
+  auto it = exchanges.find(id);
+  if (it == exchanges.end()) return false;
+  Exchange& x = it->second;
+  Type type = Type::kNon;
+  uint16_t mid;
+  if (x.con && !x.ack_sent) {
+    type = Type::kAck;
+    mid = x.mid;
+  } else {
+    type = x.con ? Type::kCon : Type::kNon;
+    mid = next_mid(x.peer);
+  }
+  CachedBody meta{{}, r.code, r.content_format, r.max_age};
+  size_t n = encode(type, mid, x.token, meta, r.payload, observe, x.block2, x.block1_echo, &x.resource);
+  if (n == 0) {
+    meta = CachedBody{{}, code::kBadOption, {}, {}};
+    static constexpr char kDiag[] = "block out of range";
+    n = encode(type, mid, x.token, meta, {reinterpret_cast<const uint8_t*>(kDiag), sizeof kDiag - 1}, {}, {},
+               {}, nullptr);
+  }
+  const std::span<const uint8_t> bytes(scratch.data(), n);
+  if (type == Type::kCon) {
+    start_con(Outgoing::Kind::kResponse, id, x.peer, x.socket, mid, bytes, nullptr);
+  } else {
+    send(x.socket, x.peer, bytes);
+  }
+  const MidKey key{x.peer, x.mid};
+  if (DedupEntry* e = dedup.find(key); e && e->pending == id) {
+    e->pending = 0;
+    if (type != Type::kCon) {  // a separate CON response is retransmitted by its own timer
+      e->reply.assign(bytes.begin(), bytes.end());
+      dedup.set_cost(key, e->reply.size() + 96);
+    }
+  }
+  finish_exchange(id);
+  return true;
+}
+
+}  // namespace tether::coap
