@@ -600,6 +600,18 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::RemoveSession& m, BatchRes
   if (rc) return Mdb(rc, "session get");
   SessionRecord r;
   if (!DecodeSession(View(mv), &r)) return Status::Error(StatusCode::kIoError, "corrupt session");
+  if (m.ops_through != UINT64_MAX) {
+    const std::string prefix = OnDisconnectPrefix(m.session_id);
+    Cursor c(txn, db_.on_disconnect);
+    if (c.rc()) return Mdb(c.rc(), "cursor");
+    MDB_val k = Val(prefix), v;
+    for (rc = mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE); rc == 0 && View(k).substr(0, prefix.size()) == prefix;
+         rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT)) {
+      if (k.mv_size == prefix.size() + 8 && GetBe64(static_cast<const char*>(k.mv_data) + prefix.size()) > m.ops_through) {
+        return Status::Error(StatusCode::kConflict, "onDisconnect op registered after the ones being fired");
+      }
+    }
+  }
   MDB_val sk = Val(r.short_token), lk = Val(r.long_token);
   if ((rc = mdb_del(txn, db_.sessions, &mk, nullptr))) return Mdb(rc, "session delete");
   if ((rc = mdb_del(txn, db_.by_short, &sk, nullptr)) && rc != MDB_NOTFOUND) return Mdb(rc, "token index");

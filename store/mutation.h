@@ -25,7 +25,7 @@ struct TreeUpdate { std::string path; nlohmann::json children; };
 struct TreeRemove { std::string path; };
 struct PutSession { SessionRecord record; };
 struct TouchSession { std::string session_id; int64_t last_seen_ms; };
-struct RemoveSession { std::string session_id; bool must_exist; };
+struct RemoveSession { std::string session_id; bool must_exist; uint64_t ops_through; };
 struct AddOnDisconnect { std::string session_id; OnDisconnectOp op; };
 struct CancelOnDisconnect { std::string session_id; std::string path; };
 

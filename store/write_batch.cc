@@ -42,8 +42,8 @@ void WriteBatch::TouchSession(std::string session_id, int64_t last_seen_ms) {
   mutations_.emplace_back(mutation::TouchSession{std::move(session_id), last_seen_ms});
 }
 
-void WriteBatch::RemoveSession(std::string session_id, bool must_exist) {
-  mutations_.emplace_back(mutation::RemoveSession{std::move(session_id), must_exist});
+void WriteBatch::RemoveSession(std::string session_id, bool must_exist, uint64_t ops_through) {
+  mutations_.emplace_back(mutation::RemoveSession{std::move(session_id), must_exist, ops_through});
 }
 
 void WriteBatch::AddOnDisconnect(std::string session_id, OnDisconnectOp op) {

@@ -32,7 +32,10 @@ class WriteBatch {
   // --- SessionTable ---
   void PutSession(SessionRecord record);  // insert or replace; tokens must be unique (kConflict)
   void TouchSession(std::string session_id, int64_t last_seen_ms);
-  void RemoveSession(std::string session_id, bool must_exist);  // also deletes its onDisconnect ops
+  // Deletes the session and its onDisconnect ops. kNotFound if absent and must_exist. When firing
+  // ops read with SessionTable::OnDisconnectOps, pass the largest order read as ops_through: an op
+  // registered meanwhile (order > ops_through) makes the batch fail with kConflict (re-read, retry).
+  void RemoveSession(std::string session_id, bool must_exist, uint64_t ops_through = UINT64_MAX);
   void AddOnDisconnect(std::string session_id, OnDisconnectOp op);
   void CancelOnDisconnect(std::string session_id, std::string path);  // path and below
 

@@ -106,13 +106,27 @@ TEST_F(SessionTableTest, OnDisconnectOrderCancelAndFireExactlyOnce) {
   // Firing: one batch removes the session (+ ops) and applies/queues their effects.
   auto fire = [&] {
     WriteBatch f;
-    f.RemoveSession("s1", /*must_exist=*/true);
-    for (const auto& op : store_->sessions().OnDisconnectOps("s1")) {
+    auto fired = store_->sessions().OnDisconnectOps("s1");
+    f.RemoveSession("s1", /*must_exist=*/true, fired.empty() ? 0 : fired.back().order);
+    for (const auto& op : fired) {
       f.TreeSet(op.path, nlohmann::json::parse(op.payload));
       f.Append(Entry("r", op.path, op.payload));
     }
     return store_->CommitBlocking(std::move(f));
   };
+  // An op registered after the read makes the firing batch fail instead of silently dropping it.
+  {
+    auto read = store_->sessions().OnDisconnectOps("s1");
+    WriteBatch late;
+    late.AddOnDisconnect("s1", Op(OnDisconnectOp::Kind::kSet, "/late", "1"));
+    ASSERT_TRUE(Commit(std::move(late)).ok());
+    WriteBatch stale;
+    stale.RemoveSession("s1", true, read.back().order);
+    EXPECT_EQ(Commit(std::move(stale)).code, StatusCode::kConflict);
+    WriteBatch cancel_late;
+    cancel_late.CancelOnDisconnect("s1", "/late");
+    ASSERT_TRUE(Commit(std::move(cancel_late)).ok());
+  }
   BatchResult first = fire();
   ASSERT_TRUE(first.status.ok()) << first.status.ToString();
   EXPECT_EQ(first.seqs.size(), 2u);
