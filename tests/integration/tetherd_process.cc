@@ -30,7 +30,7 @@ TetherdProcess::~TetherdProcess() {
 
 std::string TetherdProcess::BinaryPath(const std::string& name) {
   const char* b = std::getenv("TETHER_BUILD_DIR");
-  return std::string(b ? b : ".") + "/" + name;
+  return std::string(b ? b : TETHER_BUILD_DIR_FALLBACK) + "/" + name;
 }
 
 void TetherdProcess::WriteConfig(const std::string& yaml) {
