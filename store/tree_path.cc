@@ -62,10 +62,6 @@ void InsertLeaf(nlohmann::json* out, std::string_view rel, nlohmann::json leaf_v
   }
 }
 
-}  // namespace tether::store
-
-namespace tether::store {
-
 bool ValidTreeValue(const nlohmann::json& value, std::string* error) {
   if (!value.is_object() && !value.is_array()) return true;
   for (auto it = value.begin(); it != value.end(); ++it) {

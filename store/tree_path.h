@@ -37,12 +37,10 @@ void FlattenJson(const nlohmann::json& value, const std::string& base, LeafFn&& 
   leaf(base, value.dump());
 }
 
+// False (with *error) if any object key inside `value` is not a valid Firebase key.
+bool ValidTreeValue(const nlohmann::json& value, std::string* error);
+
 // Places `leaf_value` at relative key `rel` ("x/y") inside object `out`.
 void InsertLeaf(nlohmann::json* out, std::string_view rel, nlohmann::json leaf_value);
 
-}  // namespace tether::store
-
-namespace tether::store {
-// False (with *error) if any object key inside `value` is not a valid Firebase key.
-bool ValidTreeValue(const nlohmann::json& value, std::string* error);
 }  // namespace tether::store
