@@ -158,6 +158,10 @@ std::optional<CoapReply> SdkClient::Receive(std::chrono::milliseconds timeout) {
 CoapReply SdkClient::Exchange(const std::string& packet, const std::string& token) {
   // The SDK retransmits at +2 s and +6 s; tests on loopback wait once, long enough.
   send(fd_, packet.data(), packet.size(), 0);
+  return Await(token);
+}
+
+CoapReply SdkClient::Await(const std::string& token) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (std::chrono::steady_clock::now() < deadline) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
@@ -187,20 +191,59 @@ CoapReply SdkClient::Request(uint8_t method, const std::string& path, const std:
   return Exchange(pkt, pkt.substr(4, 4));
 }
 
-CoapReply SdkClient::OpenRaw(const std::string& auth_token) {
+CoapReply SdkClient::OpenRaw(const std::string& auth_token) { return Await(SendOpen(auth_token)); }
+
+std::string SdkClient::SendOpen(const std::string& auth_token) {
   std::string pkt = Build(2, {".cs"}, {"v=2"}, auth_token, {}, {}, {});
-  return Exchange(pkt, pkt.substr(4, 4));
+  send(fd_, pkt.data(), pkt.size(), 0);
+  return pkt.substr(4, 4);
 }
 
-bool SdkClient::Open(const std::string& auth_token) {
-  CoapReply r = OpenRaw(auth_token);
+std::string SdkClient::Send(uint8_t method, const std::string& path, const std::string& payload,
+                            const std::vector<std::string>& extra_queries) {
+  std::vector<std::string> segs;
+  for (size_t i = 0; i <= path.size();) {
+    size_t j = path.find('/', i);
+    if (j == std::string::npos) j = path.size();
+    if (j > i) segs.push_back(path.substr(i, j - i));
+    i = j + 1;
+  }
+  std::vector<std::string> q = extra_queries;
+  if (!short_token_.empty()) q.push_back(".cs=" + short_token_);
+  std::string pkt = Build(method, segs, q, payload, {}, {}, {});
+  send(fd_, pkt.data(), pkt.size(), 0);
+  return pkt.substr(4, 4);
+}
+
+bool SdkClient::Open(const std::string& auth_token) { return AcceptOpen(OpenRaw(auth_token)); }
+
+bool SdkClient::AcceptOpen(const CoapReply& r) {
   if (r.code != 0x45) return false;
-  // {"s": <8 chars>, "l": <32 chars>} as a definite CBOR map: a2 61 73 68 .. 61 6c 78 20 ..
-  size_t s = r.payload.find("\x61s");
-  size_t l = r.payload.find("\x61l");
-  if (s == std::string::npos || l == std::string::npos) return false;
-  short_token_ = r.payload.substr(s + 3, static_cast<uint8_t>(r.payload[s + 2]) - 0x60);
-  long_token_ = r.payload.substr(l + 4, static_cast<uint8_t>(r.payload[l + 3]));
+  // {"s": <8 chars>, "l": <32 chars>}: a definite CBOR map of short text keys and values.
+  const std::string& p = r.payload;
+  if (p.empty() || static_cast<uint8_t>(p[0]) != 0xa2) return false;
+  size_t i = 1;
+  auto text = [&](std::string* out) {
+    if (i >= p.size()) return false;
+    uint8_t h = static_cast<uint8_t>(p[i++]);
+    size_t len;
+    if (h >= 0x60 && h < 0x78) {
+      len = h - 0x60;
+    } else if (h == 0x78 && i < p.size()) {
+      len = static_cast<uint8_t>(p[i++]);
+    } else {
+      return false;
+    }
+    if (i + len > p.size()) return false;
+    *out = p.substr(i, len);
+    i += len;
+    return true;
+  };
+  for (int pair = 0; pair < 2; ++pair) {
+    std::string k, v;
+    if (!text(&k) || !text(&v)) return false;
+    (k == "s" ? short_token_ : long_token_) = v;
+  }
   return short_token_.size() == 8 && long_token_.size() == 32;
 }
 

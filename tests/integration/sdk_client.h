@@ -51,6 +51,14 @@ class SdkClient {
   CoapReply Observe(const std::string& path) { return Request(1, path, "", {}, 0u); }
   CoapReply Unobserve(const std::string& path) { return Request(1, path, "", {}, 1u); }
 
+  // Pipelining for fleets: Send returns the token to Await; many devices can have requests in
+  // flight at once (each device still has one outstanding request at a time).
+  std::string Send(uint8_t method, const std::string& path, const std::string& payload = "",
+                   const std::vector<std::string>& extra_queries = {});
+  std::string SendOpen(const std::string& auth_token = "");
+  CoapReply Await(const std::string& token);
+  bool AcceptOpen(const CoapReply& r);  // stores the tokens of a 2.05 open reply
+
   // Waits for a server-initiated message (notification); ACKs a CON one with the SDK's quirky
   // empty ACK that still carries the token.
   std::optional<CoapReply> WaitNotification(std::chrono::milliseconds timeout);
