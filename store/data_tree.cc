@@ -25,12 +25,12 @@ Status DataTree::Get(std::string_view path, nlohmann::json* out) const {
   *out = nullptr;
   if (!ParseTreePath(path, &segs, &error)) return Status::Error(StatusCode::kInvalidArgument, error);
   const std::string key = JoinKey(segs, segs.size());
-  if (!key.empty()) recency_->Touch(RootOf(key));
   ReadTxn txn(env_);
   const MDB_dbi tree = env_.dbs().tree;
   if (!key.empty()) {
     if (auto leaf = txn.Get(tree, key)) {
       *out = nlohmann::json::parse(*leaf);
+      recency_->Touch(RootOf(key));
       return Status::Ok();
     }
   }
@@ -45,6 +45,7 @@ Status DataTree::Get(std::string_view path, nlohmann::json* out) const {
     if (out->is_null()) *out = nlohmann::json::object();
     InsertLeaf(out, found.substr(prefix.size()), nlohmann::json::parse(View(v)));
   }
+  if (!key.empty() && !out->is_null()) recency_->Touch(RootOf(key));  // only cached roots
   return Status::Ok();
 }
 
