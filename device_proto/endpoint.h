@@ -72,7 +72,9 @@ struct Response {
   std::optional<uint32_t> max_age;
 };
 
-enum class DropReason { kReset, kTimeout, kReplaced, kErrorNotification };
+// Why the engine ended an observation on its own (cancel_observer and error
+// notifications end it without a callback).
+enum class DropReason { kReset, kTimeout, kReplaced };
 
 class Handler {
  public:
@@ -99,7 +101,8 @@ class Endpoint {
   // the exchange is unknown (already answered or timed out).
   bool respond(ExchangeId id, const Response& response);
   // Answers a GET and registers the peer+token as an observer (replacing any
-  // with the same token). 0 if the exchange is unknown.
+  // with the same token, which is reported as kReplaced). Returns 0 if the
+  // exchange is unknown, or if the code is not 2.xx: then it is a plain answer.
   ObserverId respond_observe(ExchangeId id, const Response& response);
   // Sends a notification; a non-2.xx code ends the observation. False if unknown.
   bool notify(ObserverId id, const Response& response);
