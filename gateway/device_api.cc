@@ -327,19 +327,26 @@ void DeviceApi::EndSession(std::string session_id, EndCause cause, std::function
   spdlog::info("device '{}' (app '{}', {}) {}: running its onDisconnect operations", s.device, s.app,
                s.addr.to_string(), kCause[static_cast<int>(cause)]);
 
+  FireOnDisconnect(std::move(s), std::move(done), 0);
+}
+
+void DeviceApi::FireOnDisconnect(Session s, std::function<void()> done, int attempt) {
   // The moment the gateway declared the device gone is the event time of everything fired now.
   const int64_t wall = WallNowMs();
   const int64_t cloud_now = CloudNowMs();
   store::WriteBatch batch;
-  batch.RemoveSession(session_id, /*must_exist=*/true);  // a second firing finds nothing: exactly once
   size_t fired = 0, denied = 0;
-  for (const store::OnDisconnectOp& op : store_.sessions().OnDisconnectOps(session_id)) {
+  uint64_t ops_through = 0;
+  std::vector<store::OnDisconnectOp> ops = store_.sessions().OnDisconnectOps(s.id);
+  for (const auto& op : ops) ops_through = std::max(ops_through, op.order);
+  // Removing the session in the same batch makes a second firing find nothing: exactly once.
+  batch.RemoveSession(s.id, /*must_exist=*/true, ops_through);
+  for (const store::OnDisconnectOp& op : ops) {
     std::vector<std::string> dev_path = SplitPath(op.path);
     auto res = routes_->Resolve(s.app, s.device, dev_path);
     if (!res || !res->may_write || !res->route->on_disconnect) {
       ++denied;
-      spdlog::warn("onDisconnect {} of device '{}' at /{} denied by the current routes", static_cast<int>(op.kind),
-                   s.device, op.path);
+      spdlog::warn("onDisconnect of device '{}' at /{} denied by the current routes", s.device, op.path);
       continue;
     }
     Json value = op.payload.empty() ? Json() : Json::from_cbor(op.payload, true, false);
@@ -373,17 +380,21 @@ void DeviceApi::EndSession(std::string session_id, EndCause cause, std::function
     batch.Append(std::move(e));
     ++fired;
   }
-  counters_.ondisconnect_denied += denied;
-  ++counters_.sessions_ended;
   auto alive = alive_;
-  store_.Submit(std::move(batch), [this, alive, fired, device = s.device, done = std::move(done)](store::BatchResult res) {
+  store_.Submit(std::move(batch), [this, alive, fired, denied, attempt, s = std::move(s),
+                                   done = std::move(done)](const store::BatchResult& res) mutable {
     if (!*alive) return;
+    if (res.status.code == store::StatusCode::kConflict && attempt < 5) {
+      return FireOnDisconnect(std::move(s), std::move(done), attempt + 1);
+    }
     if (res.status.ok()) {
+      ++counters_.sessions_ended;
       counters_.ondisconnect_fired += fired;
+      counters_.ondisconnect_denied += denied;
       NotifyPaths(res.changed_paths);
     } else if (res.status.code != store::StatusCode::kNotFound) {
       spdlog::error("onDisconnect of device '{}' not recorded: {} (the session stays in the store and "
-                    "fires after the next restart)", device, res.status.ToString());
+                    "fires after the next restart)", s.device, res.status.ToString());
     }
     if (done) done();
   });

@@ -74,6 +74,9 @@ class DeviceApi : public coap::Handler {
 
   // Takes the id by value: callers often pass Session::id of the session this removes.
   void EndSession(std::string session_id, EndCause cause, std::function<void()> done = {});
+  // Runs the ended session's onDisconnect operations; retries when an operation registered just
+  // before the end was still being committed (the store refuses to drop it).
+  void FireOnDisconnect(Session s, std::function<void()> done, int attempt);
   void Reply(Call& c, uint8_t code, std::string payload = {}, std::optional<uint32_t> max_age = {});
   void ReplyError(Call& c, uint8_t code, const std::string& diagnostic, std::optional<uint32_t> max_age = {});
   void ReplyStoreStatus(Call& c, const store::Status& st);

@@ -157,6 +157,22 @@ TEST_F(DeviceProtocol, OnDisconnectOpsRunOnGoOfflineInOrder) {
   EXPECT_EQ(dev.Ping().CodeString(), "2.05");
 }
 
+TEST_F(DeviceProtocol, OnDisconnectRegisteredJustBeforeGoOfflineStillRuns) {
+  StartGateway();
+  SdkClient dev(port_), other(port_);
+  ASSERT_TRUE(dev.Open());
+  ASSERT_TRUE(other.Open());
+  for (int round = 0; round < 20; ++round) {
+    // Pipelined: the registration may still be committing when goOffline reads the operations.
+    std::string add = dev.Send(kPut, "race/r" + std::to_string(round), CborText("fired"), {".dis=add"});
+    std::string off = dev.Send(kGet, ".off");
+    EXPECT_EQ(dev.Await(add).CodeString(), "2.05");
+    EXPECT_EQ(dev.Await(off).CodeString(), "2.05");
+    EXPECT_EQ(other.Get("race/r" + std::to_string(round)).payload, CborText("fired")) << "round " << round;
+    ASSERT_TRUE(dev.Open());
+  }
+}
+
 TEST_F(DeviceProtocol, DisEventTraceAcrossFourApps) {
   StartGateway();
   // t_test_disEvent.log: four apps, each its own data, each a different onDisconnect op.
