@@ -2,8 +2,8 @@
 //
 // Keeps 32 single-write batches outstanding on a libuv loop. Write n carries payload "n" on route
 // "crash", tree leaf /w/<n> = n and /crashmeta/next = n + 1, in one batch. When its callback
-// reports ok (durable), "W <seq> <n>\n" goes to <report-fd>. Every 1000th acknowledged write also
-// simulates an upload confirmation: "S <seq>\n" is reported, then AckThrough(seq) of a write 500
+// reports ok (durable), "W <seq> <n>\n" goes to <report-fd>. Every 200th acknowledged write also
+// simulates an upload confirmation: "S <seq>\n" is reported, then AckThrough(seq) of a write 100
 // back is submitted and "A <seq>\n" reported once durable. Killed by the parent with SIGKILL.
 #include <unistd.h>
 
@@ -50,8 +50,8 @@ void SubmitNext() {
     }
     Report("W " + std::to_string(r.seqs[0]) + " " + std::to_string(n) + "\n");
     g_seq_of[n] = r.seqs[0];
-    if (++g_acked % 1000 == 0 && n >= 500 && g_seq_of.count(n - 500)) {
-      uint64_t through = g_seq_of[n - 500];
+    if (++g_acked % 200 == 0 && n >= 100 && g_seq_of.count(n - 100)) {
+      uint64_t through = g_seq_of[n - 100];
       Report("S " + std::to_string(through) + "\n");
       WriteBatch ack;
       ack.AckThrough("crash", through);
@@ -59,7 +59,7 @@ void SubmitNext() {
         if (!ar.status.ok()) std::exit(4);
         Report("A " + std::to_string(through) + "\n");
       });
-      g_seq_of.erase(g_seq_of.begin(), g_seq_of.find(n - 500));
+      g_seq_of.erase(g_seq_of.begin(), g_seq_of.find(n - 100));
     }
     SubmitNext();
   });
