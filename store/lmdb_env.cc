@@ -1,6 +1,9 @@
 #include "store/lmdb_env.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <algorithm>
@@ -48,22 +51,36 @@ std::string ReadMeta(MDB_txn* txn, MDB_dbi meta, const char* key, bool* found) {
 }  // namespace
 
 LmdbEnv::LmdbEnv(const std::string& dir, const StoreOptions& options) : path_(dir) {
-  if (mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) {
-    throw StoreError(dir + ": cannot create store directory: " + std::strerror(errno));
+  const bool ro = options.read_only;
+  if (!ro) {
+    if (mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) {
+      throw StoreError(dir + ": cannot create store directory: " + std::strerror(errno));
+    }
+    lock_fd_ = open((dir + "/tether.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (lock_fd_ < 0) throw StoreError(dir + ": cannot open tether.lock: " + std::strerror(errno));
+    if (flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+      int err = errno;
+      close(lock_fd_);
+      lock_fd_ = -1;
+      throw StoreError(dir + ": store is in use by another writer (tether.lock): " + std::strerror(err));
+    }
   }
   int rc = mdb_env_create(&env_);
-  if (rc) ThrowLmdb(path_, "mdb_env_create", rc);
+  if (rc) {
+    if (lock_fd_ >= 0) close(lock_fd_);
+    ThrowLmdb(path_, "mdb_env_create", rc);
+  }
   try {
     if ((rc = mdb_env_set_maxdbs(env_, 16))) ThrowLmdb(path_, "mdb_env_set_maxdbs", rc);
     if ((rc = mdb_env_set_mapsize(env_, options.map_size))) ThrowLmdb(path_, "mdb_env_set_mapsize", rc);
-    unsigned flags = MDB_NOTLS;
+    unsigned flags = MDB_NOTLS | (ro ? MDB_RDONLY : 0);
     if (options.durability == Durability::kOsBuffered) flags |= MDB_NOSYNC;
     if ((rc = mdb_env_open(env_, dir.c_str(), flags, 0640))) ThrowLmdb(path_, "cannot open LMDB store", rc);
     int dead = 0;
     mdb_reader_check(env_, &dead);  // clear reader slots of crashed processes
 
     MDB_txn* txn = nullptr;
-    if ((rc = mdb_txn_begin(env_, nullptr, 0, &txn))) ThrowLmdb(path_, "mdb_txn_begin", rc);
+    if ((rc = mdb_txn_begin(env_, nullptr, ro ? MDB_RDONLY : 0, &txn))) ThrowLmdb(path_, "mdb_txn_begin", rc);
     // Refuse foreign stores before creating anything: a store without our meta db must be empty.
     MDB_dbi meta;
     rc = mdb_dbi_open(txn, "meta", 0, &meta);
@@ -75,7 +92,7 @@ LmdbEnv::LmdbEnv(const std::string& dir, const StoreOptions& options) : path_(di
         mdb_txn_abort(txn);
         ThrowLmdb(path_, "reading main database", rc);
       }
-      if (st.ms_entries != 0) {
+      if (st.ms_entries != 0 || ro) {
         mdb_txn_abort(txn);
         throw StoreError(path_ + ": not a tether store (LMDB file without tether meta database); "
                          "refusing to modify it");
@@ -86,7 +103,7 @@ LmdbEnv::LmdbEnv(const std::string& dir, const StoreOptions& options) : path_(di
       ThrowLmdb(path_, "opening meta database", rc);
     }
     for (const DbSpec& spec : kDbSpecs) {
-      if ((rc = mdb_dbi_open(txn, spec.name, MDB_CREATE, &(dbs_.*spec.member)))) {
+      if ((rc = mdb_dbi_open(txn, spec.name, ro ? 0 : MDB_CREATE, &(dbs_.*spec.member)))) {
         mdb_txn_abort(txn);
         ThrowLmdb(path_, "opening database", rc);
       }
@@ -127,12 +144,14 @@ LmdbEnv::LmdbEnv(const std::string& dir, const StoreOptions& options) : path_(di
   } catch (...) {
     mdb_env_close(env_);
     env_ = nullptr;
+    if (lock_fd_ >= 0) close(lock_fd_);
     throw;
   }
 }
 
 LmdbEnv::~LmdbEnv() {
   if (env_) mdb_env_close(env_);
+  if (lock_fd_ >= 0) close(lock_fd_);  // releases the flock
 }
 
 uint64_t LmdbEnv::map_size() const {

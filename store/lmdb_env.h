@@ -57,6 +57,7 @@ class LmdbEnv {
 
  private:
   std::string path_;
+  int lock_fd_ = -1;  // flock'ed <dir>/tether.lock, writable opens only
   MDB_env* env_ = nullptr;
   Databases dbs_{};
   mutable std::shared_mutex resize_mutex_;

@@ -31,6 +31,11 @@ struct QueueLimits {
 };
 
 struct StoreOptions {
+  // For tools (`tetherctl store check`): MDB_RDONLY, no writer thread, no exclusive lock, so it
+  // works while tetherd runs; every write fails with kClosed. Writable opens take an exclusive
+  // flock on <dir>/tether.lock: a second writable Store on the same directory (in any process)
+  // is refused, because the writer keeps the counters in memory.
+  bool read_only = false;
   Durability durability = Durability::kFsync;
   uint64_t map_size = 1ull << 30;  // initial LMDB map size (file grows lazily, sparse)
   uint64_t map_max = 0;            // on MDB_MAP_FULL the map doubles up to this; 0 = never grow

@@ -40,7 +40,9 @@ struct LoopChannel {
 struct Store::Impl {
   Impl(const std::string& dir, const StoreOptions& opts)
       : options(opts), env(dir, options), applier(env, options, &recency), queue(env),
-        tree(env, &recency), sessions(env), committer(&env, &applier, options) {}
+        tree(env, &recency), sessions(env) {
+    if (!options.read_only) committer = std::make_unique<GroupCommitter>(&env, &applier, options);
+  }
 
   StoreOptions options;
   TreeRecency recency;
@@ -49,7 +51,7 @@ struct Store::Impl {
   WriteQueue queue;
   DataTree tree;
   SessionTable sessions;
-  GroupCommitter committer;
+  std::unique_ptr<GroupCommitter> committer;  // null when read-only
   LoopChannel* channel = nullptr;  // null without a loop or after Close()
   uv_timer_t* sweep_timer = nullptr;
   bool closed = false;
@@ -57,7 +59,7 @@ struct Store::Impl {
 
 std::unique_ptr<Store> Store::Open(const std::string& dir, const StoreOptions& options, uv_loop_t* loop) {
   auto impl = std::make_unique<Impl>(dir, options);
-  if (loop) {
+  if (loop && !options.read_only) {
     auto* ch = new LoopChannel;
     ch->async.data = ch;
     uv_async_init(loop, &ch->async, [](uv_async_t* a) { static_cast<LoopChannel*>(a->data)->Drain(); });
@@ -80,7 +82,7 @@ std::unique_ptr<Store> Store::Open(const std::string& dir, const StoreOptions& o
             self->channel->outstanding++;
             uv_ref(reinterpret_cast<uv_handle_t*>(&self->channel->async));
             LoopChannel* ch = self->channel;
-            self->committer.Submit(std::move(b), [ch](BatchResult&& r) {
+            self->committer->Submit(std::move(b), [ch](BatchResult&& r) {
               std::lock_guard lock(ch->mu);
               ch->done.emplace_back(nullptr, std::move(r));
               uv_async_send(&ch->async);
@@ -99,14 +101,14 @@ Store::~Store() { Close(); }
 
 void Store::Submit(WriteBatch batch, Callback done) {
   LoopChannel* ch = impl_->channel;
-  if (!ch) {
+  if (!ch || !impl_->committer) {
     BatchResult r;
     r.status = Status::Error(StatusCode::kClosed, "store has no loop or is closed");
     if (done) done(r);
     return;
   }
   if (ch->outstanding++ == 0) uv_ref(reinterpret_cast<uv_handle_t*>(&ch->async));
-  impl_->committer.Submit(std::move(batch), [ch, cb = std::move(done)](BatchResult&& r) mutable {
+  impl_->committer->Submit(std::move(batch), [ch, cb = std::move(done)](BatchResult&& r) mutable {
     std::lock_guard lock(ch->mu);
     ch->done.emplace_back(std::move(cb), std::move(r));
     uv_async_send(&ch->async);
@@ -114,16 +116,17 @@ void Store::Submit(WriteBatch batch, Callback done) {
 }
 
 BatchResult Store::CommitBlocking(WriteBatch batch) {
+  if (!impl_->committer) return BatchResult{Status::Error(StatusCode::kClosed, "store is read-only"), {}, {}, 0};
   std::promise<BatchResult> promise;
   auto future = promise.get_future();
-  impl_->committer.Submit(std::move(batch), [&promise](BatchResult&& r) { promise.set_value(std::move(r)); });
+  impl_->committer->Submit(std::move(batch), [&promise](BatchResult&& r) { promise.set_value(std::move(r)); });
   return future.get();
 }
 
 void Store::Close() {
   if (impl_->closed) return;
   impl_->closed = true;
-  impl_->committer.Stop();
+  if (impl_->committer) impl_->committer->Stop();
   if (impl_->sweep_timer) {
     uv_timer_stop(impl_->sweep_timer);
     uv_close(reinterpret_cast<uv_handle_t*>(impl_->sweep_timer),

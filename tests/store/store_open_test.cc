@@ -113,6 +113,32 @@ TEST(StoreOpenTest, SubmitRunsCallbacksOnTheLoopThreadAndGroupsCommits) {
   EXPECT_EQ(uv_loop_close(&loop), 0);
 }
 
+TEST(StoreOpenTest, SecondWriterIsRefusedButReadOnlyToolsWork) {
+  TempDir dir;
+  const std::string db = dir.sub("db");
+  auto s = Store::Open(db, StoreOptions{}, nullptr);
+  WriteBatch b;
+  b.Append(Entry("r", "/x", "1"));
+  ASSERT_TRUE(s->CommitBlocking(std::move(b)).status.ok());
+  ExpectOpenFails(db, "in use");
+  StoreOptions ro;
+  ro.read_only = true;
+  auto tool = Store::Open(db, ro, nullptr);
+  EXPECT_EQ(tool->queue().Totals().entries, 1u);
+  EXPECT_TRUE(tool->Check().ok);
+  WriteBatch w;
+  w.Append(Entry("r", "/x", "2"));
+  EXPECT_EQ(tool->CommitBlocking(std::move(w)).status.code, StatusCode::kClosed);
+  s.reset();  // lock released: a writer may open again
+  EXPECT_NO_THROW(Store::Open(db, StoreOptions{}, nullptr));
+  try {
+    Store::Open(dir.sub("missing"), ro, nullptr);
+    FAIL() << "read-only open of a missing store succeeded";
+  } catch (const StoreError& e) {
+    EXPECT_NE(std::string(e.what()).find(dir.sub("missing")), std::string::npos);
+  }
+}
+
 TEST(StoreOpenTest, CheckReportsSizesAndCountsTables) {
   TempDir dir;
   auto s = Store::Open(dir.sub("db"), StoreOptions{}, nullptr);
