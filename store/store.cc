@@ -147,5 +147,8 @@ const SessionTable& Store::sessions() const { return impl_->sessions; }
 CheckReport Store::Check() const { return RunCheck(impl_->env); }
 const std::string& Store::path() const { return impl_->env.path(); }
 uint64_t Store::map_size() const { return impl_->env.map_size(); }
+uint64_t Store::GroupsCommitted() const {
+  return impl_->committer ? impl_->committer->groups_committed() : 0;
+}
 
 }  // namespace tether::store

@@ -49,6 +49,7 @@ class Store {
   CheckReport Check() const;
   const std::string& path() const;
   uint64_t map_size() const;
+  uint64_t GroupsCommitted() const;  // write transactions so far (batches / groups = group size)
 
   struct Impl;
 
