@@ -81,6 +81,7 @@ std::optional<CoapReply> Parse(const std::string& d) {
     if (number == 6) r.observe = ReadUint(v);
     if (number == 14) r.max_age = ReadUint(v);
     if (number == 12) r.content_format = ReadUint(v);
+    if (number == 23) r.block2 = ReadUint(v);
   }
   return r;
 }
@@ -125,7 +126,7 @@ uint16_t SdkClient::local_port() const {
 std::string SdkClient::Build(uint8_t method, const std::vector<std::string>& path,
                              const std::vector<std::string>& queries, const std::string& payload,
                              std::optional<uint32_t> observe, std::optional<uint32_t> content_format,
-                             std::optional<uint32_t> accept) {
+                             std::optional<uint32_t> accept, std::optional<uint32_t> block2) {
   ++counter_;
   std::string token = {static_cast<char>(counter_ & 0xff), '\x45', '\x8b', '\x6b'};
   std::string out;
@@ -142,6 +143,7 @@ std::string SdkClient::Build(uint8_t method, const std::vector<std::string>& pat
   if (content_format) PutOption(&out, &last, 12, Uint(*content_format));
   for (const auto& q : queries) PutOption(&out, &last, 15, q);
   if (accept) PutOption(&out, &last, 17, Uint(*accept));
+  if (block2) PutOption(&out, &last, 23, Uint(*block2));
   if (!payload.empty()) out += '\xff' + payload;
   return out;
 }
@@ -162,7 +164,7 @@ CoapReply SdkClient::Exchange(const std::string& packet, const std::string& toke
 }
 
 CoapReply SdkClient::Await(const std::string& token) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  auto deadline = std::chrono::steady_clock::now() + timeout_;
   while (std::chrono::steady_clock::now() < deadline) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     auto r = Receive(left);
@@ -177,7 +179,8 @@ CoapReply SdkClient::Await(const std::string& token) {
 
 CoapReply SdkClient::Request(uint8_t method, const std::string& path, const std::string& payload,
                              const std::vector<std::string>& extra_queries, std::optional<uint32_t> observe,
-                             std::optional<uint32_t> content_format, std::optional<uint32_t> accept) {
+                             std::optional<uint32_t> content_format, std::optional<uint32_t> accept,
+                             std::optional<uint32_t> block2) {
   std::vector<std::string> segs;
   for (size_t i = 0; i <= path.size();) {
     size_t j = path.find('/', i);
@@ -187,8 +190,20 @@ CoapReply SdkClient::Request(uint8_t method, const std::string& path, const std:
   }
   std::vector<std::string> q = extra_queries;
   if (!short_token_.empty()) q.push_back(".cs=" + short_token_);
-  std::string pkt = Build(method, segs, q, payload, observe, content_format, accept);
+  std::string pkt = Build(method, segs, q, payload, observe, content_format, accept, block2);
   return Exchange(pkt, pkt.substr(4, 4));
+}
+
+CoapReply SdkClient::GetWhole(const std::string& path, std::optional<uint32_t> accept) {
+  CoapReply whole = Request(1, path, "", {}, {}, {}, accept);
+  for (uint32_t num = 1; whole.block2 && (*whole.block2 & 8) && num < 4096; ++num) {
+    uint32_t szx = *whole.block2 & 7;
+    CoapReply next = Request(1, path, "", {}, {}, {}, accept, num << 4 | szx);
+    if (next.code != 0x45) return next;
+    whole.payload += next.payload;
+    whole.block2 = next.block2;
+  }
+  return whole;
 }
 
 CoapReply SdkClient::OpenRaw(const std::string& auth_token) { return Await(SendOpen(auth_token)); }

@@ -22,6 +22,7 @@ struct CoapReply {
   std::optional<uint32_t> observe;
   std::optional<uint32_t> max_age;
   std::optional<uint32_t> content_format;
+  std::optional<uint32_t> block2;  // raw Block2 option value (NUM << 4 | M << 3 | SZX)
   std::string payload;
   std::string CodeString() const;  // "2.05"
 };
@@ -43,13 +44,17 @@ class SdkClient {
   // Data. value_cbor is the raw CBOR payload; query adds e.g. ".dis=add".
   CoapReply Request(uint8_t method, const std::string& path, const std::string& payload = "",
                     const std::vector<std::string>& extra_queries = {}, std::optional<uint32_t> observe = {},
-                    std::optional<uint32_t> content_format = {}, std::optional<uint32_t> accept = {});
+                    std::optional<uint32_t> content_format = {}, std::optional<uint32_t> accept = {},
+                    std::optional<uint32_t> block2 = {});
   CoapReply Get(const std::string& path) { return Request(1, path); }
   CoapReply Put(const std::string& path, const std::string& cbor) { return Request(3, path, cbor); }
   CoapReply Post(const std::string& path, const std::string& cbor) { return Request(2, path, cbor); }
   CoapReply Delete(const std::string& path) { return Request(4, path); }
   CoapReply Observe(const std::string& path) { return Request(1, path, "", {}, 0u); }
   CoapReply Unobserve(const std::string& path) { return Request(1, path, "", {}, 1u); }
+  // GET as a native client would: follows Block2 (RFC 7959) to read snapshots larger than one
+  // datagram; the payload is the whole body. (The SDK itself never asks for blocks.)
+  CoapReply GetWhole(const std::string& path, std::optional<uint32_t> accept = 50u);
 
   // Pipelining for fleets: Send returns the token to Await; many devices can have requests in
   // flight at once (each device still has one outstanding request at a time).
@@ -69,11 +74,13 @@ class SdkClient {
   const std::string& long_token() const { return long_token_; }
   void set_short_token(const std::string& s) { short_token_ = s; }
   uint16_t local_port() const;
+  // How long a request waits for its reply (default 5 s).
+  void set_timeout(std::chrono::milliseconds t) { timeout_ = t; }
 
   // Builds the SDK's packet (exposed for trace comparisons).
   std::string Build(uint8_t method, const std::vector<std::string>& path, const std::vector<std::string>& queries,
                     const std::string& payload, std::optional<uint32_t> observe, std::optional<uint32_t> content_format,
-                    std::optional<uint32_t> accept);
+                    std::optional<uint32_t> accept, std::optional<uint32_t> block2 = {});
 
  private:
   CoapReply Exchange(const std::string& packet, const std::string& token);
@@ -86,6 +93,7 @@ class SdkClient {
   uint16_t counter_ = 0;
   std::string short_token_, long_token_;
   std::vector<CoapReply> pending_;  // notifications that arrived while waiting for a reply
+  std::chrono::milliseconds timeout_{5000};
 };
 
 // Minimal CBOR for tests: text string, unsigned int, indefinite map of text->text (as the SDK).
