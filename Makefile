@@ -45,13 +45,14 @@ run: build
 
 test: peers test-plain test-asan fuzz-smoke
 
+# Soak suites (label "soak") run only under `make soak`.
 test-plain: build
-	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600 -LE soak
 
 # The sanitizer run skips tests labelled "slow" (they run in the plain build above).
 test-asan: build-asan
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	  ctest --output-on-failure -j $(JOBS) --timeout 600 -LE slow
+	  ctest --output-on-failure -j $(JOBS) --timeout 600 -LE 'slow|soak'
 
 fuzz-smoke: build-fuzz
 	./scripts/run-fuzzers.sh $(FUZZ_BUILD) 20
@@ -64,8 +65,9 @@ bench: peers
 	cmake --build build-bench -j $(JOBS)
 	./bench/run-all.sh build-bench
 
+# Long fault suites: 100 kill -9 cycles of the store and of the daemon under device load.
 soak: build
-	cd $(BUILD) && TETHER_SOAK=1 ctest --output-on-failure -L soak --timeout 7200
+	cd $(BUILD) && TETHER_SOAK=1 ctest --output-on-failure -L 'soak|faults' --timeout 7200
 
 deb: build
 	cd $(BUILD) && cpack -G DEB

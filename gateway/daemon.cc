@@ -25,7 +25,7 @@ store::StoreOptions StoreOptionsFrom(const Config& c) {
                                                                 : store::OverflowPolicy::kDropOldest;
     l.ttl_ms = r.queue.ttl ? r.queue.ttl->count() : 0;
     o.route_limits[r.name] = l;
-    for (const auto& root : r.sync) o.tree_pinned_roots.push_back(root.substr(0, root.find('/')));
+    for (const auto& root : r.sync) o.tree_pinned_roots.push_back(root);
   }
   return o;
 }

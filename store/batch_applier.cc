@@ -76,6 +76,13 @@ RouteStats& BatchApplier::Route(uint32_t id) {
   return routes_[id];
 }
 
+namespace {
+// LMDB refuses empty keys; the whole-tree root "" is stored as "\x01", which no Firebase key can
+// contain (control characters are forbidden).
+std::string RootDbKey(const std::string& root) { return root.empty() ? std::string("\x01") : root; }
+std::string RootFromDbKey(std::string_view key) { return key == "\x01" ? std::string() : std::string(key); }
+}  // namespace
+
 RootCounters& BatchApplier::Root(std::string_view root) {
   std::string r(root);
   dirty_roots_.insert(r);
@@ -122,7 +129,7 @@ void BatchApplier::Load(MDB_txn* txn) {
          rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT)) {
       RootCounters r;
       if (!DecodeRoot(View(v), &r)) throw StoreError(env_.path() + ": corrupt store: bad root counters");
-      roots_[std::string(View(k))] = r;
+      roots_[RootFromDbKey(View(k))] = r;
     }
   }
 }
@@ -136,7 +143,8 @@ Status BatchApplier::Flush(MDB_txn* txn) {
   dirty_routes_.clear();
   for (const std::string& root : dirty_roots_) {
     auto it = roots_.find(root);
-    MDB_val mk = Val(root);
+    const std::string db_key = RootDbKey(root);
+    MDB_val mk = Val(db_key);
     if (it->second.bytes == 0 && it->second.pending == 0) {
       int rc = mdb_del(txn, db_.tree_roots, &mk, nullptr);
       if (rc && rc != MDB_NOTFOUND) return Mdb(rc, "root counters");

@@ -1,5 +1,6 @@
 #include "tests/integration/tetherd_process.h"
 
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -24,6 +25,14 @@ TetherdProcess::TetherdProcess() {
 
 TetherdProcess::~TetherdProcess() {
   if (pid_ > 0) Kill9();
+  // Under the ASan/UBSan build the daemon reports to its stderr, which is this log.
+  std::string log = Log();
+  for (const char* marker : {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"}) {
+    if (log.find(marker) != std::string::npos) {
+      ADD_FAILURE() << "tetherd sanitizer report:\n" << log.substr(log.find(marker), 4000);
+      break;
+    }
+  }
   std::error_code ec;
   std::filesystem::remove_all(dir_, ec);
 }

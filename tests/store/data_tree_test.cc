@@ -153,3 +153,27 @@ TEST_F(DataTreeTest, LruEvictsWholeRootsButNotPinnedOrPending) {
 
 }  // namespace
 }  // namespace tether::store
+
+namespace tether::store {
+namespace {
+
+// A write at the root path queues an entry whose root is the whole tree; its counter must persist
+// (LMDB refuses empty keys) and survive a reopen.
+TEST_F(DataTreeTest, WriteAtRootPathIsQueuedAndSurvivesReopen) {
+  WriteBatch b;
+  b.TreeSet("/", json{{"L1", {{"L2", true}}}});
+  b.Append(testing::Entry("r", "/", "{\"L1\":{\"L2\":true}}"));
+  ASSERT_TRUE(store_->CommitBlocking(std::move(b)).status.ok());
+  Open();
+  EXPECT_EQ(Get("/"), (json{{"L1", {{"L2", true}}}}));
+  EXPECT_EQ(store_->queue().Peek("r", 10).size(), 1u);
+  WriteBatch ack;
+  ack.AckThrough("r", UINT64_MAX);
+  ASSERT_TRUE(store_->CommitBlocking(std::move(ack)).status.ok());
+  Open();
+  EXPECT_TRUE(store_->queue().Peek("r", 10).empty());
+  ExpectHealthy();
+}
+
+}  // namespace
+}  // namespace tether::store
