@@ -38,6 +38,9 @@ Daemon::Daemon(Config config, std::string config_path)
 }
 
 Daemon::~Daemon() {
+  admin_.reset();
+  admin_backend_.reset();
+  loop_caller_.reset();
   endpoint_.reset();
   device_api_.reset();
   store_.reset();
@@ -101,6 +104,21 @@ bool Daemon::StartModules() {
   }
   device_api_->AttachEndpoint(endpoint_.get());
   spdlog::info("listening for CoAP on udp {}", HostPort{l.host, endpoint_->local_port()}.ToString());
+
+  loop_caller_ = std::make_unique<LoopCaller>(&loop_);
+  admin_backend_ = std::make_unique<DaemonAdmin>(DaemonAdmin::Parts{
+      &config_, store_.get(), device_api_.get(), endpoint_.get(), [this] { return Reload(); }});
+  AdminServer::Options ao;
+  ao.listen = config_.admin_listen;
+  admin_ = std::make_unique<AdminServer>(ao, admin_backend_.get(), loop_caller_.get());
+  try {
+    admin_->Start();
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    return false;
+  }
+  spdlog::info("admin endpoint on http://{} (/metrics, /healthz, /readyz, tetherctl)",
+               HostPort{config_.admin_listen.host, admin_->port()}.ToString());
   return true;
 }
 
@@ -114,8 +132,9 @@ void Daemon::OnSignal(uv_signal_t* h, int signum) {
   }
 }
 
-void Daemon::Reload() {
+AdminResult Daemon::Reload() {
   notifier_->Reloading();
+  AdminResult result = AdminResult::Ok("configuration " + config_path_ + " applied");
   try {
     Config next = Config::Load(config_path_);
     if (next.device.listen.ToString() != config_.device.listen.ToString() || next.store.path != config_.store.path ||
@@ -129,16 +148,21 @@ void Daemon::Reload() {
     spdlog::info("reload: configuration {} applied", config_path_);
   } catch (const ConfigError& e) {
     spdlog::error("reload rejected, keeping the running configuration: {}", e.what());
+    result = AdminResult::Error(AdminResult::Code::kInvalid,
+                                std::string(e.what()) + "; keeping the running configuration");
   }
   notifier_->Status(config_.upstream ? "serving" : "serving (local-only)");
+  return result;
 }
 
 void Daemon::Stop() {
   if (stopping_) return;
   stopping_ = true;
   notifier_->Stopping();
-  // Stop taking datagrams, then let the store commit what was submitted (their callbacks answer
-  // devices that are still waiting), then close the store.
+  // Stop the admin API, stop taking datagrams, then let the store commit what was submitted
+  // (their callbacks answer devices that are still waiting), then close the store.
+  if (loop_caller_) loop_caller_->Shutdown();
+  if (admin_) admin_->Stop();
   if (device_api_) device_api_->Close();
   endpoint_.reset();
   if (store_) store_->Close();

@@ -10,7 +10,9 @@
 #include <string>
 
 #include "device_proto/endpoint.h"
+#include "gateway/admin_server.h"
 #include "gateway/config.h"
+#include "gateway/daemon_admin.h"
 #include "gateway/device_api.h"
 #include "gateway/route_table.h"
 #include "gateway/service_notifier.h"
@@ -30,7 +32,8 @@ class Daemon {
  private:
   static void OnSignal(uv_signal_t* h, int signum);
   bool StartModules();
-  void Reload();
+  // Re-reads the config file; on error keeps the running configuration and returns the reason.
+  AdminResult Reload();
   void Stop();
 
   Config config_;
@@ -42,6 +45,9 @@ class Daemon {
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<DeviceApi> device_api_;
   std::unique_ptr<coap::Endpoint> endpoint_;
+  std::unique_ptr<LoopCaller> loop_caller_;
+  std::unique_ptr<DaemonAdmin> admin_backend_;
+  std::unique_ptr<AdminServer> admin_;
   bool stopping_ = false;
 };
 

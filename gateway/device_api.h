@@ -53,6 +53,8 @@ class DeviceApi : public coap::Handler {
   const SessionTable& sessions() const { return sessions_; }
   const DeviceApiCounters& counters() const { return counters_; }
   int64_t CloudNowMs() const;
+  bool cloud_connected() const { return cloud_connected_; }
+  std::optional<int64_t> cloud_offset_ms() const { return cloud_offset_ms_; }
 
   // coap::Handler
   void on_request(const coap::Request& request) override;
