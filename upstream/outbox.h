@@ -1,0 +1,32 @@
+// Outbox: the durable queue the uploader drains, one ordered sequence per route.
+// The store implements it; upstream never owns the ops. Calls happen on the uploader's loop thread.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tether::upstream {
+
+struct OutboundOp {
+  enum class Kind { Set, Update, Push, Remove };
+  uint64_t seq = 0;            // strictly increasing within a route
+  std::string route;           // route name; its cloud root is configured separately
+  Kind kind = Kind::Set;
+  std::string path;            // relative to the route root, '/'-separated, no leading '/'
+  std::string json;            // payload (ignored for Remove); Push: path already ends in the key
+  int64_t event_time_ms = 0;   // cloud-corrected time substituted for {".sv":"timestamp"}
+};
+
+class Outbox {
+ public:
+  virtual ~Outbox() = default;
+  // Up to `max` oldest unconfirmed ops of `route`, in seq order. Must not return ops already
+  // passed to confirmed() or dead_letter().
+  virtual std::vector<OutboundOp> peek(const std::string& route, size_t max) = 0;
+  // Every op of `route` with seq <= up_to_seq reached the cloud; delete them.
+  virtual void confirmed(const std::string& route, uint64_t up_to_seq) = 0;
+  // The cloud rejected `op` permanently; keep it aside and remove it from the queue.
+  virtual void dead_letter(const OutboundOp& op, int http_status, std::string reason) = 0;
+};
+
+}  // namespace tether::upstream
