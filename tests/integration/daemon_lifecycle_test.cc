@@ -5,7 +5,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <array>
 #include <cstdio>
 #include <memory>
 
@@ -22,45 +21,31 @@ std::string MinimalConfig() {
          "store:\n  path: ${STORE}\nlog:\n  level: debug\n";
 }
 
-struct Cmd {
-  int status;
-  std::string out;
-};
-
-Cmd RunCmd(const std::string& cmd) {
-  std::array<char, 4096> buf;
-  std::string out;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  int st = pclose(p);
-  return {WEXITSTATUS(st), out};
-}
-
 TEST(DaemonLifecycle, CheckConfigNamesLineAndKey) {
   TetherdProcess d;
   d.WriteConfig("device:\n  listen: \"0.0.0.0:5683\"\n  heartbeat_taget: 20s\n");
-  Cmd r = RunCmd(TetherdProcess::BinaryPath("tetherd") + " --check-config " + d.config_path());
+  ShellResult r = Shell(TetherdProcess::BinaryPath("tetherd") + " --check-config " + d.config_path());
   EXPECT_EQ(r.status, 2);
   EXPECT_EQ(r.out, d.config_path() + ":3:3: device.heartbeat_taget: unknown key\n");
 
   d.WriteConfig(MinimalConfig());
-  r = RunCmd(TetherdProcess::BinaryPath("tetherd") + " --check-config " + d.config_path());
+  r = Shell(TetherdProcess::BinaryPath("tetherd") + " --check-config " + d.config_path());
   EXPECT_EQ(r.status, 0) << r.out;
 
-  r = RunCmd(TetherdProcess::BinaryPath("tetherctl") + " check-config " + d.config_path());
+  r = Shell(TetherdProcess::BinaryPath("tetherctl") + " check-config " + d.config_path());
   EXPECT_EQ(r.status, 0) << r.out;
 }
 
 TEST(DaemonLifecycle, VersionAndHelp) {
-  Cmd r = RunCmd(TetherdProcess::BinaryPath("tetherd") + " --version");
+  ShellResult r = Shell(TetherdProcess::BinaryPath("tetherd") + " --version");
   EXPECT_EQ(r.status, 0);
   EXPECT_EQ(r.out.rfind("tetherd ", 0), 0u);
-  r = RunCmd(TetherdProcess::BinaryPath("tetherd") + " --help");
+  r = Shell(TetherdProcess::BinaryPath("tetherd") + " --help");
   EXPECT_EQ(r.status, 0);
   EXPECT_NE(r.out.find("--check-config"), std::string::npos);
-  r = RunCmd(TetherdProcess::BinaryPath("tetherctl") + " --help");
+  r = Shell(TetherdProcess::BinaryPath("tetherctl") + " --help");
   EXPECT_EQ(r.status, 0);
-  r = RunCmd(TetherdProcess::BinaryPath("tetherctl") + " version");
+  r = Shell(TetherdProcess::BinaryPath("tetherctl") + " version");
   EXPECT_EQ(r.out.rfind("tetherctl ", 0), 0u);
 }
 

@@ -105,6 +105,16 @@ void TetherdProcess::Kill9() {
   pid_ = -1;
 }
 
+ShellResult Shell(const std::string& command) {
+  std::string out;
+  char buf[4096];
+  FILE* p = popen((command + " 2>&1").c_str(), "r");
+  if (!p) return {-1, ""};
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  int st = pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+
 int FreePort(bool udp) {
   int fd = socket(AF_INET, udp ? SOCK_DGRAM : SOCK_STREAM, 0);
   sockaddr_in a{};

@@ -46,4 +46,11 @@ class TetherdProcess {
 // A free UDP (or TCP) port on 127.0.0.1 at the time of the call.
 int FreePort(bool udp = true);
 
+// Runs a shell command; returns its exit status and combined stdout + stderr.
+struct ShellResult {
+  int status;
+  std::string out;
+};
+ShellResult Shell(const std::string& command);
+
 }  // namespace tether::testing
