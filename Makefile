@@ -60,9 +60,9 @@ fuzz-smoke: build-fuzz
 fuzz: build-fuzz
 	./scripts/run-fuzzers.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
-bench: peers
-	cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DTETHER_BUILD_TESTS=OFF
-	cmake --build build-bench -j $(JOBS)
+bench: deps
+	cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release
+	cmake --build build-bench -j $(JOBS) --target tetherd coap_fleet coap_bench_server store_bench detection_bench
 	./bench/run-all.sh build-bench
 
 # Long fault suites: 100 kill -9 cycles of the store and of the daemon under device load.
