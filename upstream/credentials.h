@@ -1,0 +1,36 @@
+// Credentials: what authorizes REST requests to the database. Used on the loop thread only.
+// Implementations never log or expose secret material except through query().
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace tether::upstream {
+
+class HttpClient;
+
+class Credentials {
+ public:
+  virtual ~Credentials() = default;
+  // Query parameter to append to a request URL ("auth=..." or "access_token=..."), already
+  // URL-encoded; empty when no credential is configured or none has been obtained yet.
+  virtual std::string query() = 0;
+  // Obtains a fresh credential (after a 401, auth_revoked, or approaching expiry).
+  // `done(changed)` runs on the loop: changed = a different credential is now in use.
+  virtual void refresh(std::function<void(bool changed)> done) = 0;
+};
+
+// No authentication (open rules, local test clouds).
+std::unique_ptr<Credentials> MakeNoCredentials();
+// Legacy database secret or ID token, sent as `auth=`.
+std::unique_ptr<Credentials> MakeDatabaseSecret(std::string secret);
+// OAuth2 access token kept in a file by another agent; re-read when the file's mtime changes.
+std::unique_ptr<Credentials> MakeAccessTokenFile(std::string path);
+// Service-account JSON key (client_email, private_key, token_uri): RS256 JWT exchanged at
+// token_uri for an access token, refreshed `refresh_margin_s` before it expires.
+// Scopes: firebase.database + userinfo.email. Returns nullptr (and sets *error) on a bad key.
+std::unique_ptr<Credentials> MakeServiceAccount(HttpClient& http, const std::string& key_json,
+                                                std::string* error, int64_t refresh_margin_s = 300);
+
+}  // namespace tether::upstream

@@ -1,0 +1,218 @@
+#include "upstream/drainer.h"
+
+#include <algorithm>
+#include <random>
+
+namespace tether::upstream {
+
+struct Drainer::Route {
+  RouteTarget target;
+  RouteStats stats;
+  bool queued = false;                // in ready_
+  HttpClient::RequestId request = 0;  // non-zero while a PATCH is in flight
+  int attempt = 0;                    // consecutive failures, for backoff
+  size_t split_limit = 0;             // 0 = none; else max ops per batch while bisecting
+  uint64_t split_until_seq = 0;       // bisecting ends once ops up to here are settled
+  uv_timer_t* timer = nullptr;        // backoff timer (heap)
+  Drainer* owner = nullptr;
+};
+
+Drainer::Drainer(uv_loop_t* loop, HttpClient& http, Credentials& creds, Outbox& outbox,
+                 std::vector<RouteTarget> routes, DrainerOptions options)
+    : loop_(loop), http_(http), creds_(creds), outbox_(outbox), opt_(std::move(options)) {
+  for (auto& t : routes) {
+    auto r = std::make_unique<Route>();
+    r->target = std::move(t);
+    r->owner = this;
+    r->timer = new uv_timer_t;
+    uv_timer_init(loop_, r->timer);
+    r->timer->data = r.get();
+    routes_.push_back(std::move(r));
+  }
+  poll_timer_ = new uv_timer_t;
+  uv_timer_init(loop_, poll_timer_);
+  poll_timer_->data = this;
+}
+
+Drainer::~Drainer() {
+  stop();
+  auto close = [](uv_timer_t* t) {
+    uv_close(reinterpret_cast<uv_handle_t*>(t),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+  };
+  for (auto& r : routes_) close(r->timer);
+  close(poll_timer_);
+}
+
+void Drainer::start() {
+  running_ = true;
+  for (auto& r : routes_) {
+    r->stats.state = RouteStats::State::Idle;
+    make_ready(*r);
+  }
+  uv_timer_start(poll_timer_, [](uv_timer_t* t) {
+    auto* self = static_cast<Drainer*>(t->data);
+    for (auto& r : self->routes_)
+      if (r->stats.state == RouteStats::State::Idle) self->make_ready(*r);
+    self->schedule();
+  }, opt_.poll_interval_ms, opt_.poll_interval_ms);
+  schedule();
+}
+
+void Drainer::stop() {
+  running_ = false;
+  uv_timer_stop(poll_timer_);
+  for (auto& r : routes_) {
+    uv_timer_stop(r->timer);
+    if (r->request) http_.cancel(r->request);
+    r->request = 0;
+    r->queued = false;
+    r->stats.state = RouteStats::State::Stopped;
+  }
+  ready_.clear();
+  in_flight_ = 0;
+}
+
+void Drainer::notify(const std::string& route) {
+  for (auto& r : routes_)
+    if (r->target.route == route && r->stats.state == RouteStats::State::Idle) make_ready(*r);
+  schedule();
+}
+
+std::map<std::string, RouteStats> Drainer::stats() const {
+  std::map<std::string, RouteStats> out;
+  for (auto& r : routes_) out[r->target.route] = r->stats;
+  return out;
+}
+
+void Drainer::make_ready(Route& r) {
+  if (!running_ || r.queued || r.request) return;
+  r.queued = true;
+  ready_.push_back(&r);
+}
+
+void Drainer::schedule() {
+  while (running_ && in_flight_ < opt_.max_parallel && !ready_.empty()) {
+    Route* r = ready_.front();
+    ready_.erase(ready_.begin());
+    r->queued = false;
+    upload(*r);
+  }
+}
+
+void Drainer::upload(Route& r) {
+  size_t max_ops = r.split_limit ? r.split_limit : opt_.limits.max_ops;
+  std::vector<OutboundOp> ops = outbox_.peek(r.target.route, max_ops);
+  if (ops.empty()) {
+    r.stats.state = RouteStats::State::Idle;
+    return;
+  }
+  BatchLimits limits = opt_.limits;
+  limits.max_ops = max_ops;
+  Batch batch = BuildBatch(ops, limits);
+  if (batch.op_count == 0) {  // the first op's payload is not JSON: the cloud would refuse it too
+    r.stats.dead_letters++;
+    r.stats.last_error = "payload is not valid JSON";
+    outbox_.dead_letter(ops[0], 0, "payload is not valid JSON");
+    make_ready(r);
+    return;
+  }
+  ops.resize(batch.op_count);
+  HttpRequest req;
+  req.method = "PATCH";
+  req.url = opt_.base_url + "/" + r.target.root + ".json?print=silent";
+  if (std::string q = creds_.query(); !q.empty()) req.url += "&" + q;
+  if (!opt_.auth_variable_override.empty())
+    req.url += "&auth_variable_override=" + UrlEncode(opt_.auth_variable_override);
+  req.headers = {"Content-Type: application/json"};
+  req.body = batch.body.dump();
+  req.timeout_ms = opt_.request_timeout_ms;
+  r.stats.state = RouteStats::State::Uploading;
+  ++in_flight_;
+  uint64_t last_seq = batch.last_seq;
+  size_t count = batch.op_count;
+  r.request = http_.start(std::move(req), [this, &r, ops = std::move(ops), last_seq,
+                                           count](HttpResponse resp) mutable {
+    r.request = 0;
+    --in_flight_;
+    Batch summary;
+    summary.last_seq = last_seq;
+    summary.op_count = count;
+    finished(r, std::move(ops), summary, std::move(resp));
+    schedule();
+  });
+}
+
+void Drainer::finished(Route& r, std::vector<OutboundOp> ops, const Batch& batch,
+                       HttpResponse resp) {
+  r.stats.last_status = resp.status;
+  if (opt_.on_link) opt_.on_link(!resp.transport_error);
+  if (resp.transport_error) {
+    r.stats.network_errors++;
+    return back_off(r, resp.error);
+  }
+  int s = resp.status;
+  if (s >= 200 && s < 300) {
+    outbox_.confirmed(r.target.route, batch.last_seq);
+    r.stats.uploaded_ops += batch.op_count;
+    r.stats.batches++;
+    r.attempt = 0;
+    r.stats.current_backoff_ms = 0;
+    if (r.split_limit && batch.last_seq >= r.split_until_seq) r.split_limit = 0;
+    r.stats.state = RouteStats::State::Idle;
+    return make_ready(r);
+  }
+  std::string why = "HTTP " + std::to_string(s) + ": " + resp.body.substr(0, 200);
+  if (s == 401) {
+    r.stats.auth_errors++;
+    r.stats.last_error = why;
+    r.stats.state = RouteStats::State::AuthPaused;
+    creds_.refresh([this, &r](bool changed) {
+      if (!running_ || r.stats.state != RouteStats::State::AuthPaused) return;
+      if (changed) {
+        r.attempt = 0;
+        r.stats.state = RouteStats::State::Idle;
+        make_ready(r);
+        schedule();
+      } else {
+        back_off(r, "credential refresh gave no new credential");
+        r.stats.state = RouteStats::State::AuthPaused;
+      }
+    });
+    return;
+  }
+  if (s == 400 || s == 403 || s == 413) {
+    r.stats.rejected_errors++;
+    r.stats.last_error = why;
+    if (ops.size() == 1) {
+      r.stats.dead_letters++;
+      outbox_.dead_letter(ops[0], s, why);
+    } else {
+      r.split_limit = std::max<size_t>(1, ops.size() / 2);
+      r.split_until_seq = std::max(r.split_until_seq, batch.last_seq);
+    }
+    r.stats.state = RouteStats::State::Idle;
+    return make_ready(r);
+  }
+  r.stats.retryable_errors++;
+  back_off(r, why);
+}
+
+void Drainer::back_off(Route& r, std::string why) {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  int shift = std::min(r.attempt, 20);
+  ++r.attempt;
+  int64_t cap = std::min(opt_.backoff_max_ms, opt_.backoff_initial_ms << shift);
+  int64_t delay = cap / 2 + static_cast<int64_t>(rng() % static_cast<uint64_t>(cap / 2 + 1));
+  r.stats.current_backoff_ms = delay;
+  r.stats.last_error = std::move(why);
+  r.stats.state = RouteStats::State::Backoff;
+  uv_timer_start(r.timer, [](uv_timer_t* t) {
+    auto* route = static_cast<Route*>(t->data);
+    route->stats.state = RouteStats::State::Idle;
+    route->owner->make_ready(*route);
+    route->owner->schedule();
+  }, static_cast<uint64_t>(delay), 0);
+}
+
+}  // namespace tether::upstream

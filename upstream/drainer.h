@@ -1,0 +1,87 @@
+// Drainer: uploads each route's outbox ops to the database as multi-path PATCHes, in seq order.
+// Per route at most one request is in flight (ordering); routes share `max_parallel` request
+// slots round-robin, so one route's backlog never starves another's live writes.
+// Outcomes: 2xx → confirm; 401 → pause the route, refresh credentials, retry (nothing dropped);
+// 400/403/413 → bisect the batch until the bad op is alone, dead-letter it, continue;
+// 429/5xx/other/network → exponential backoff with jitter, retry the same ops.
+// Loop thread only. The Outbox, HttpClient and Credentials outlive the Drainer.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <uv.h>
+
+#include "upstream/batch_builder.h"
+#include "upstream/credentials.h"
+#include "upstream/http_client.h"
+#include "upstream/outbox.h"
+
+namespace tether::upstream {
+
+struct RouteTarget {
+  std::string route;  // Outbox route name
+  std::string root;   // database path the op paths are relative to ("" = database root)
+};
+
+struct DrainerOptions {
+  std::string base_url;          // e.g. "https://x.firebaseio.com" (no trailing '/')
+  BatchLimits limits;
+  size_t max_parallel = 4;       // request slots shared by all routes
+  long request_timeout_ms = 30000;
+  int64_t backoff_initial_ms = 250;
+  int64_t backoff_max_ms = 30000;
+  int64_t poll_interval_ms = 500;        // re-peek idle routes even without notify()
+  std::string auth_variable_override;    // JSON; sent with every write when non-empty
+  std::function<void(bool connected)> on_link;  // a response arrived / the network failed
+};
+
+struct RouteStats {
+  enum class State { Idle, Uploading, Backoff, AuthPaused, Stopped };
+  State state = State::Idle;
+  uint64_t uploaded_ops = 0, batches = 0;
+  uint64_t auth_errors = 0, rejected_errors = 0, retryable_errors = 0, network_errors = 0;
+  uint64_t dead_letters = 0;
+  int64_t current_backoff_ms = 0;
+  int last_status = 0;
+  std::string last_error;
+};
+
+class Drainer {
+ public:
+  Drainer(uv_loop_t* loop, HttpClient& http, Credentials& creds, Outbox& outbox,
+          std::vector<RouteTarget> routes, DrainerOptions options);
+  ~Drainer();  // cancels requests; the loop must run once more to close timers
+  Drainer(const Drainer&) = delete;
+  Drainer& operator=(const Drainer&) = delete;
+
+  void start();
+  void stop();                          // no new requests; in-flight ones are cancelled
+  void notify(const std::string& route);  // the route has new ops
+  std::map<std::string, RouteStats> stats() const;
+
+  struct Route;
+
+ private:
+  void schedule();
+  void upload(Route& r);
+  void finished(Route& r, std::vector<OutboundOp> ops, const Batch& batch, HttpResponse resp);
+  void back_off(Route& r, std::string why);
+  void make_ready(Route& r);
+
+  uv_loop_t* loop_;
+  HttpClient& http_;
+  Credentials& creds_;
+  Outbox& outbox_;
+  DrainerOptions opt_;
+  std::vector<std::unique_ptr<Route>> routes_;
+  std::vector<Route*> ready_;   // FIFO of routes waiting for a slot (round-robin)
+  size_t in_flight_ = 0;
+  bool running_ = false;
+  uv_timer_t* poll_timer_;      // heap: closed asynchronously
+};
+
+}  // namespace tether::upstream

@@ -1,0 +1,65 @@
+// HttpClient: asynchronous HTTP(S) on the caller's libuv loop, built on the libcurl multi
+// interface (sockets watched with uv_poll_t, curl's timeout with a uv_timer_t).
+// Single-threaded: every method and callback runs on the loop thread. HTTP/2 when the server
+// offers it over TLS, certificate verification on, proxy environment variables honoured.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <uv.h>
+
+namespace tether::upstream {
+
+struct HttpRequest {
+  std::string method = "GET";
+  std::string url;
+  std::vector<std::string> headers;  // "Name: value"
+  std::string body;
+  long timeout_ms = 30000;           // whole request; ignored when `stream` is set
+  long connect_timeout_ms = 10000;
+  bool stream = false;               // long-lived: no total timeout, body goes to on_data
+  bool follow_redirects = false;
+  // Streams only: called with each body chunk of a 2xx response as it arrives.
+  std::function<void(std::string_view)> on_data;
+  std::function<void(int status)> on_headers;  // streams: final status line received
+};
+
+struct HttpResponse {
+  int status = 0;            // 0 when no HTTP response was received
+  std::string body;          // non-stream requests (and non-2xx streams)
+  std::map<std::string, std::string> headers;  // lower-cased names, last response only
+  bool transport_error = false;                // connect/TLS/timeout/reset
+  std::string error;                           // curl's message when transport_error
+};
+
+class HttpClient {
+ public:
+  using RequestId = uint64_t;
+  using Done = std::function<void(HttpResponse)>;
+
+  explicit HttpClient(uv_loop_t* loop);
+  ~HttpClient();  // aborts requests without calling their callbacks; loop must run once more
+  HttpClient(const HttpClient&) = delete;
+  HttpClient& operator=(const HttpClient&) = delete;
+
+  // Starts a request; `done` runs exactly once on completion unless cancel() is called first.
+  RequestId start(HttpRequest req, Done done);
+  // Aborts a request; its `done` is never called. Safe from inside any callback.
+  void cancel(RequestId id);
+  size_t in_flight() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// Percent-encodes a query parameter value.
+std::string UrlEncode(std::string_view s);
+
+}  // namespace tether::upstream
