@@ -233,10 +233,76 @@ void BinaryToBase64(Json* v) {
   }
 }
 
+// Walks the item headers with libcbor's streaming decoder, which allocates nothing, before
+// cbor_load builds the value: cbor_load preallocates a definite array or map by its declared
+// length, so a 5-byte header claiming 4 billion elements would otherwise cost gigabytes. Rejects
+// declared sizes larger than the bytes that follow and nesting deeper than kMaxDecodeDepth.
+// Structural errors are left for cbor_load to report.
+struct HeaderScan {
+  enum class Event { kScalar, kDefinite, kIndefinite, kTag, kBreak };
+  Event event = Event::kScalar;
+  size_t declared = 0;
+  std::vector<int64_t> open;  // per open container: children still to start, or -1 (indefinite)
+
+  static HeaderScan* Of(void* p) { return static_cast<HeaderScan*>(p); }
+  static cbor_callbacks Callbacks() {
+    cbor_callbacks cb = cbor_empty_callbacks;
+    cb.array_start = [](void* c, size_t n) { Of(c)->event = Event::kDefinite, Of(c)->declared = n; };
+    cb.map_start = [](void* c, size_t n) {
+      Of(c)->event = Event::kDefinite;
+      Of(c)->declared = n > SIZE_MAX / 2 ? SIZE_MAX : 2 * n;
+    };
+    cb.indef_array_start = [](void* c) { Of(c)->event = Event::kIndefinite; };
+    cb.indef_map_start = [](void* c) { Of(c)->event = Event::kIndefinite; };
+    cb.string_start = [](void* c) { Of(c)->event = Event::kIndefinite; };
+    cb.byte_string_start = [](void* c) { Of(c)->event = Event::kIndefinite; };
+    cb.tag = [](void* c, uint64_t) { Of(c)->event = Event::kTag; };
+    cb.indef_break = [](void* c) { Of(c)->event = Event::kBreak; };
+    return cb;
+  }
+};
+
+bool ScanHeaders(std::string_view bytes, std::string* error) {
+  static const cbor_callbacks kCallbacks = HeaderScan::Callbacks();
+  HeaderScan scan;
+  size_t pos = 0;
+  while (pos < bytes.size()) {
+    scan.event = HeaderScan::Event::kScalar;
+    cbor_decoder_result r = cbor_stream_decode(reinterpret_cast<cbor_data>(bytes.data() + pos), bytes.size() - pos,
+                                               &kCallbacks, &scan);
+    if (r.status != CBOR_DECODER_FINISHED) return true;  // malformed or truncated: cbor_load says so
+    pos += r.read;
+    while (!scan.open.empty() && scan.open.back() == 0) scan.open.pop_back();  // completed containers
+    if (scan.event == HeaderScan::Event::kBreak) {
+      if (!scan.open.empty() && scan.open.back() < 0) scan.open.pop_back();
+      continue;
+    }
+    if (!scan.open.empty() && scan.open.back() > 0) --scan.open.back();
+    switch (scan.event) {
+      case HeaderScan::Event::kDefinite:
+        if (scan.declared > bytes.size() - pos) {
+          *error = "malformed CBOR (declared size exceeds the payload)";
+          return false;
+        }
+        if (scan.declared > 0) scan.open.push_back(static_cast<int64_t>(scan.declared));
+        break;
+      case HeaderScan::Event::kIndefinite: scan.open.push_back(-1); break;
+      case HeaderScan::Event::kTag: scan.open.push_back(1); break;
+      default: break;
+    }
+    if (scan.open.size() > static_cast<size_t>(kMaxDecodeDepth)) {
+      *error = "value nested too deeply";
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 std::optional<Json> DecodeCbor(std::string_view bytes, std::string* error) {
   if (bytes.empty()) return Json();
+  if (!ScanHeaders(bytes, error)) return std::nullopt;
   cbor_load_result res;
   CborPtr item(cbor_load(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), &res));
   if (!item || res.error.code != CBOR_ERR_NONE) {

@@ -92,6 +92,21 @@ INSTANTIATE_TEST_SUITE_P(Table, CborRejects,
                                          Malformed{"a142c32801", "map key is not valid UTF-8"},
                                          Malformed{"f97e00", "NaN and infinity are not valid values"}));
 
+TEST(ValueCodec, HugeDeclaredSizesAreRejectedBeforeAllocating) {
+  std::string err;
+  // Found by fuzz_value_codec: an array header claiming 2.5e9 elements made libcbor preallocate it.
+  EXPECT_FALSE(DecodeCbor(Hex("bff93a629a9940be62666678ff"), &err));
+  EXPECT_EQ(err, "malformed CBOR (declared size exceeds the payload)");
+  EXPECT_FALSE(DecodeCbor(Hex("bb00000000ffffffff"), &err));  // map of 2^32-1 pairs in 9 bytes
+  EXPECT_EQ(err, "malformed CBOR (declared size exceeds the payload)");
+  EXPECT_FALSE(DecodeCbor(Hex("9b7fffffffffffffff01"), &err));
+  // Honest sizes still decode.
+  EXPECT_TRUE(DecodeCbor(Hex("83010203"), &err));
+  EXPECT_TRUE(DecodeCbor(Hex("a2616101616202"), &err));
+  EXPECT_TRUE(DecodeCbor(Hex("c1a1616101"), &err)) << err;  // tagged map
+  EXPECT_TRUE(DecodeCbor(Hex("bf61619f0102ff7f6162ff02ff"), &err)) << err;  // indefinite map/array/string
+}
+
 TEST(ValueCodec, DeepNestingIsRejectedNotRecursedForever) {
   std::string deep;
   for (int i = 0; i < 200; ++i) deep += "\xa1\x61\x61";

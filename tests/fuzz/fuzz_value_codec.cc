@@ -1,0 +1,30 @@
+// Device payload decoding: whatever the bytes, decoding either fails with a diagnostic or yields a
+// value in the data model that re-encodes and decodes to itself (CBOR and JSON).
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "gateway/data_rules.h"
+#include "gateway/value_codec.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size == 0) return 0;
+  const bool as_json = data[0] & 1;
+  std::string_view in(reinterpret_cast<const char*>(data + 1), size - 1);
+  std::string err;
+  auto v = as_json ? tether::DecodeJson(in, &err) : tether::DecodeCbor(in, &err);
+  if (!v) {
+    if (err.empty()) __builtin_trap();  // every failure explains itself
+    return 0;
+  }
+  (void)tether::CheckValue(*v, 0);
+  (void)tether::CheckUpdate(*v, 0);
+  tether::Json plain = tether::WithoutBinary(*v);
+  std::string e2;
+  auto back = tether::DecodeCbor(tether::EncodeCbor(*v), &e2);
+  if (!back || *back != *v) __builtin_trap();
+  auto jback = tether::DecodeJson(tether::EncodeJson(*v), &e2);
+  if (!jback || !(*jback == plain || (jback->is_number() && plain.is_number()))) __builtin_trap();
+  if (tether::HasServerValues(plain)) tether::ResolveServerValues(&plain, 1, tether::Json());
+  return 0;
+}
