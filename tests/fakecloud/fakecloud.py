@@ -1,0 +1,459 @@
+#!/usr/bin/env python3
+"""fakecloud: a Firebase Realtime Database REST + SSE stand-in for tests (python3 stdlib only).
+
+Data is one JSON tree in memory guarded by one lock. Control API: POST /_control with a JSON
+object {"op": ...}:
+  reset                      clear data, faults, log and skew
+  dump                       -> the whole tree
+  log                        -> [{"method","path","query","body"}...] of data requests
+  fail {"status":N,"count":C,"path":"substr"}   next C matching requests answer N (401/429/5xx...)
+  reject {"status":400,"contains":"text"}       writes whose body contains text answer status
+                                                (persistent until reset)
+  slow {"ms":M}              delay every data request by M ms
+  skew {"ms":X}              server timestamps = real time + X
+  cut_streams                close every open stream (mid-event: half an event is sent first)
+  silence_streams {"on":b}   stop sending anything (incl. keep-alives) on streams
+  keepalive {"ms":M}         keep-alive period (default 30000)
+  secret {"value":s}         require auth=s or access_token=s (null = no auth)
+  tokens {"values":[...]}    accepted access tokens
+  down {"ms":M}              close the listener for M ms (connections refused)
+CLI: --port 0 prints the chosen port as the first stdout line. --secret S requires auth.
+"""
+import argparse
+import json
+import socket
+import sys
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+LOCK = threading.RLock()
+STATE = {}
+
+
+def reset_state():
+    STATE.update(data=None, log=[], fails=[], rejects=[], slow_ms=0, skew_ms=0, keepalive_ms=30000,
+                 silence=False, stream_gen=0, etag_gen=0)
+
+
+reset_state()
+CONNECTIONS = set()  # open client sockets, so `down` can reset them  # (handler, path, queue condition) registered streams
+STREAM_COND = threading.Condition(LOCK)
+EVENTS = []  # list of (seq, path, kind, path_rel_root, data) appended on writes
+SECRET = {"value": None, "tokens": set()}
+
+
+def split(path):
+    return [p for p in path.strip("/").split("/") if p]
+
+
+def get_at(tree, parts):
+    for p in parts:
+        if not isinstance(tree, dict) or p not in tree:
+            return None
+        tree = tree[p]
+    return tree
+
+
+def prune(v):
+    if isinstance(v, dict):
+        out = {k: prune(c) for k, c in v.items()}
+        out = {k: c for k, c in out.items() if c is not None}
+        return out or None
+    if isinstance(v, list):
+        return prune({str(i): c for i, c in enumerate(v)})
+    return v
+
+
+def set_at(parts, value):
+    value = prune(value)
+    if not parts:
+        STATE["data"] = value
+        return
+    if not isinstance(STATE["data"], dict):
+        STATE["data"] = {}
+    node = STATE["data"]
+    chain = []
+    for p in parts[:-1]:
+        if not isinstance(node.get(p), dict):
+            node[p] = {}
+        chain.append((node, p))
+        node = node[p]
+    if value is None:
+        node.pop(parts[-1], None)
+    else:
+        node[parts[-1]] = value
+    for parent, key in reversed(chain):  # remove emptied ancestors
+        if parent[key] == {}:
+            del parent[key]
+    if STATE["data"] == {}:
+        STATE["data"] = None
+
+
+def resolve_sv(v, parts):
+    if isinstance(v, dict):
+        if set(v.keys()) == {".sv"}:
+            sv = v[".sv"]
+            if sv == "timestamp":
+                return int(time.time() * 1000) + STATE["skew_ms"]
+            if isinstance(sv, dict) and "increment" in sv:
+                cur = get_at(STATE["data"], parts)
+                return (cur if isinstance(cur, (int, float)) else 0) + sv["increment"]
+            raise ValueError("unknown server value")
+        return {k: resolve_sv(c, parts + [k]) for k, c in v.items()}
+    if isinstance(v, list):
+        return [resolve_sv(c, parts + [str(i)]) for i, c in enumerate(v)]
+    return v
+
+
+def valid_key(k):
+    return k and not any(c in k for c in ".$#[]/") and all(ord(c) >= 32 and ord(c) != 127 for c in k)
+
+
+def check_keys(v):
+    if isinstance(v, dict):
+        if set(v.keys()) == {".sv"}:
+            return
+        for k, c in v.items():
+            if not valid_key(k):
+                raise ValueError("invalid key " + repr(k))
+            check_keys(c)
+
+
+def etag_of(value):
+    import hashlib
+    return hashlib.sha1(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def publish(parts, kind, data):
+    """Queue a stream event for every stream whose location is related to parts."""
+    with STREAM_COND:
+        EVENTS.append((parts, kind, data))
+        STREAM_COND.notify_all()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def setup(self):
+        super().setup()
+        with LOCK:
+            CONNECTIONS.add(self.connection)
+
+    def finish(self):
+        with LOCK:
+            CONNECTIONS.discard(self.connection)
+        try:
+            super().finish()
+        except OSError:
+            pass
+
+    def reply(self, status, body=None, headers=None):
+        raw = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def do_GET(self): self.handle_data("GET")
+    def do_PUT(self): self.handle_data("PUT")
+    def do_PATCH(self): self.handle_data("PATCH")
+    def do_DELETE(self): self.handle_data("DELETE")
+
+    def do_POST(self):
+        if self.path.startswith("/_control"):
+            return self.control()
+        self.handle_data("POST")
+
+    def control(self):
+        req = json.loads(self.body() or b"{}")
+        op = req.get("op")
+        with LOCK:
+            if op == "reset":
+                reset_state()
+                EVENTS.clear()
+                SECRET["value"] = SERVER_ARGS.secret
+                SECRET["tokens"] = set()
+            elif op == "dump":
+                return self.reply(200, STATE["data"])
+            elif op == "log":
+                return self.reply(200, STATE["log"])
+            elif op == "fail":
+                STATE["fails"].append({"status": req["status"], "count": req.get("count", 1),
+                                       "path": req.get("path", "")})
+            elif op == "reject":
+                STATE["rejects"].append((req.get("status", 400), req["contains"]))
+            elif op == "slow":
+                STATE["slow_ms"] = req["ms"]
+            elif op == "skew":
+                STATE["skew_ms"] = req["ms"]
+            elif op == "keepalive":
+                STATE["keepalive_ms"] = req["ms"]
+            elif op == "silence_streams":
+                STATE["silence"] = bool(req.get("on", True))
+            elif op == "cut_streams":
+                STATE["stream_gen"] += 1
+                STREAM_COND.notify_all()
+            elif op == "secret":
+                SECRET["value"] = req.get("value")
+            elif op == "tokens":
+                SECRET["tokens"] = set(req.get("values", []))
+            elif op == "down":
+                threading.Thread(target=go_down, args=(req["ms"],), daemon=True).start()
+            else:
+                return self.reply(400, {"error": "unknown op"})
+        self.reply(200, {"ok": True})
+
+    def authorized(self, query):
+        if SECRET["value"] is None and not SECRET["tokens"]:
+            return True
+        auth = query.get("auth", [None])[0]
+        tok = query.get("access_token", [None])[0]
+        return (auth is not None and auth == SECRET["value"]) or (tok is not None and tok in SECRET["tokens"])
+
+    def handle_data(self, method):
+        url = urllib.parse.urlsplit(self.path)
+        query = urllib.parse.parse_qs(url.query)
+        raw = self.body()
+        path = urllib.parse.unquote(url.path)
+        if not path.endswith(".json"):
+            return self.reply(404, {"error": "not found"})
+        parts = split(path[:-5])
+        with LOCK:
+            slow = STATE["slow_ms"]
+            status = None
+            for f in STATE["fails"]:
+                if f["count"] > 0 and f["path"] in path:
+                    f["count"] -= 1
+                    status = f["status"]
+                    break
+            if status is None and method != "GET":
+                for st, text in STATE["rejects"]:
+                    if text.encode() in raw:
+                        status = st
+        if slow:
+            time.sleep(slow / 1000)
+        if status is not None:
+            return self.reply(status, {"error": "injected"})
+        if not self.authorized(query):
+            return self.reply(401, {"error": "Permission denied"})
+        if method == "GET" and "text/event-stream" in (self.headers.get("Accept") or ""):
+            return self.stream(parts)
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            return self.reply(400, {"error": "Invalid data; couldn't parse JSON object."})
+        silent = query.get("print", [""])[0] == "silent"
+        with LOCK:
+            if method != "GET":
+                STATE["log"].append({"method": method, "path": "/" + "/".join(parts),
+                                     "query": url.query, "body": body})
+            cur = get_at(STATE["data"], parts)
+            cur_etag = etag_of(cur)
+            if method == "GET":
+                headers = {"ETag": cur_etag} if self.headers.get("X-Firebase-ETag") == "true" else {}
+                return self.reply(200, cur, headers)
+            if_match = self.headers.get("if-match")
+            if if_match is not None and if_match != cur_etag:
+                return self.reply(412, cur, {"ETag": cur_etag})
+            try:
+                if method == "PATCH" and isinstance(body, dict):
+                    for v in body.values():
+                        check_keys(v)
+                else:
+                    check_keys(body)
+                if method == "PUT":
+                    value = resolve_sv(body, parts)
+                    set_at(parts, value)
+                    publish(parts, "put", value)
+                    result = value
+                elif method == "POST":
+                    key = make_push_id()
+                    value = resolve_sv(body, parts + [key])
+                    set_at(parts + [key], value)
+                    publish(parts + [key], "put", value)
+                    result = {"name": key}
+                elif method == "DELETE":
+                    set_at(parts, None)
+                    publish(parts, "put", None)
+                    result = None
+                else:  # PATCH: keys may be multi-segment paths
+                    if not isinstance(body, dict):
+                        raise ValueError("PATCH needs an object")
+                    result = {}
+                    for k, v in body.items():
+                        sub = split(k)
+                        if any(not valid_key(s) for s in sub):
+                            raise ValueError("invalid path " + repr(k))
+                        result[k] = resolve_sv(v, parts + sub)
+                    for k, v in result.items():
+                        set_at(parts + split(k), v)
+                    publish(parts, "patch", result)
+            except (ValueError, TypeError) as e:
+                STATE["log"].pop()
+                return self.reply(400, {"error": str(e)})
+        if silent:
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.reply(200, result)
+
+    def stream(self, parts):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+        def send(text):
+            raw = text.encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(raw), raw))
+            self.wfile.flush()
+
+        with LOCK:
+            gen = STATE["stream_gen"]
+            cursor = len(EVENTS)
+            snapshot = get_at(STATE["data"], parts)
+        try:
+            send("event: put\ndata: %s\n\n" % json.dumps({"path": "/", "data": snapshot}))
+            last_ka = time.time()
+            while True:
+                with STREAM_COND:
+                    STREAM_COND.wait(0.05)
+                    if STATE["stream_gen"] != gen:
+                        cut = True
+                        pending = []
+                    else:
+                        cut = False
+                        pending = EVENTS[cursor:]
+                        cursor = len(EVENTS)
+                    silence = STATE["silence"]
+                    ka = STATE["keepalive_ms"]
+                if cut:
+                    send("event: put\ndata: {\"path\":\"/\",\"da")  # half an event, then close
+                    self.close_connection = True
+                    self.wfile.write(b"0\r\n\r\n")
+                    return
+                if silence:
+                    continue
+                for wparts, kind, data in pending:
+                    ev = relative_event(parts, wparts, kind, data)
+                    if ev:
+                        send("event: %s\ndata: %s\n\n" % ev)
+                if time.time() - last_ka >= ka / 1000:
+                    send("event: keep-alive\ndata: null\n\n")
+                    last_ka = time.time()
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            self.close_connection = True
+
+
+def relative_event(root, wparts, kind, data):
+    """Event for a stream at `root` from a write of `kind` at `wparts`, or None if unrelated."""
+    n = min(len(root), len(wparts))
+    if root[:n] != wparts[:n]:
+        return None
+    if len(wparts) >= len(root):
+        rel = "/" + "/".join(wparts[len(root):])
+        return (kind, json.dumps({"path": rel, "data": data}))
+    # the write is above the stream's root: send what changed below the root as a put
+    with LOCK:
+        return ("put", json.dumps({"path": "/", "data": get_at(STATE["data"], root)}))
+
+
+PUSH_CHARS = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
+PUSH_STATE = {"last": 0, "rand": [0] * 12}
+
+
+def make_push_id():
+    import random
+    now = int(time.time() * 1000) + STATE["skew_ms"]
+    if now == PUSH_STATE["last"]:
+        r = PUSH_STATE["rand"]
+        i = 11
+        while i >= 0 and r[i] == 63:
+            r[i] = 0
+            i -= 1
+        if i >= 0:
+            r[i] += 1
+    else:
+        PUSH_STATE["rand"] = [random.randrange(64) for _ in range(12)]
+        PUSH_STATE["last"] = now
+    ts = ""
+    for _ in range(8):
+        ts = PUSH_CHARS[now % 64] + ts
+        now //= 64
+    return ts + "".join(PUSH_CHARS[c] for c in PUSH_STATE["rand"])
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+SERVER = {}
+SERVER_ARGS = None
+
+
+def go_down(ms):
+    """Close the listening socket (connections refused) and reopen it on the same port later."""
+    srv = SERVER["srv"]
+    port = srv.server_address[1]
+    srv.socket.close()
+    with LOCK:
+        for c in list(CONNECTIONS):
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+    time.sleep(ms / 1000)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    for _ in range(100):
+        try:
+            s.bind(("127.0.0.1", port))
+            break
+        except OSError:
+            time.sleep(0.05)
+    s.listen(128)
+    srv.socket = s
+
+
+def main():
+    global SERVER_ARGS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--secret", default=None)
+    SERVER_ARGS = ap.parse_args()
+    SECRET["value"] = SERVER_ARGS.secret
+    srv = Server(("127.0.0.1", SERVER_ARGS.port), Handler)
+    SERVER["srv"] = srv
+    print(srv.server_address[1], flush=True)
+    # serve_forever's selector holds the old socket; poll the listener ourselves so `down` works.
+    import selectors
+    while True:
+        try:
+            sel = selectors.DefaultSelector()
+            sel.register(srv.socket, selectors.EVENT_READ)
+            for _ in range(20):
+                if sel.select(0.05):
+                    srv._handle_request_noblock()
+            sel.close()
+        except (OSError, ValueError):
+            time.sleep(0.05)
+
+
+if __name__ == "__main__":
+    main()

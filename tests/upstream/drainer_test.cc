@@ -1,0 +1,184 @@
+// Drainer against the real fakecloud process: order, auth pause, dead letters, backoff, outage.
+#include "upstream/drainer.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <functional>
+
+#include "tests/upstream/fakecloud_process.h"
+#include "tests/upstream/memory_outbox.h"
+#include "upstream/push_id.h"
+
+namespace tether::upstream {
+namespace {
+
+using testing::FakeCloud;
+using testing::MemoryOutbox;
+using K = OutboundOp::Kind;
+
+// Runs the loop until `done()` or `limit`; returns done().
+bool RunUntil(uv_loop_t* loop, const std::function<bool()>& done,
+              std::chrono::milliseconds limit = std::chrono::seconds(20)) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  while (!done() && std::chrono::steady_clock::now() < end) uv_run(loop, UV_RUN_ONCE);
+  return done();
+}
+
+class DrainerTest : public ::testing::Test {
+ protected:
+  void SetUp() override { uv_loop_init(&loop_); }
+  void TearDown() override {
+    drainer_.reset();
+    http_.reset();
+    uv_run(&loop_, UV_RUN_NOWAIT);
+    uv_run(&loop_, UV_RUN_NOWAIT);
+    EXPECT_EQ(uv_loop_close(&loop_), 0);
+  }
+  void Start(const FakeCloud& cloud, Credentials& creds, std::vector<RouteTarget> routes,
+             DrainerOptions opt = {}) {
+    http_ = std::make_unique<HttpClient>(&loop_);
+    opt.base_url = cloud.url();
+    opt.backoff_initial_ms = 50;
+    opt.backoff_max_ms = 400;
+    opt.poll_interval_ms = 50;
+    drainer_ = std::make_unique<Drainer>(&loop_, *http_, creds, outbox_, std::move(routes), opt);
+    drainer_->start();
+  }
+  // Adds n writes to route r: sets of "k<i%keys>" = i, each `push_every`-th a push under log/.
+  void AddWrites(const std::string& route, int n, int keys = 50) {
+    for (int i = 0; i < n; ++i) {
+      if (i % 7 == 3) {
+        outbox_.add({0, route, K::Push, "log/" + ids_.next(1700000000000 + i), std::to_string(i), 0});
+      } else {
+        outbox_.add({0, route, K::Set, "k" + std::to_string(i % keys), std::to_string(i), 0});
+      }
+    }
+  }
+  // Every value 0..n-1 written to `root` appears exactly once across the logged PATCHes, in order.
+  static void ExpectOnceInOrder(const FakeCloud& cloud, const std::string& root, int n) {
+    auto log = cloud.control({{"op", "log"}});
+    std::vector<int> seen;
+    for (auto& e : log) {
+      if (e["path"] != root) continue;
+      EXPECT_EQ(e["method"], "PATCH");
+      std::vector<std::pair<std::string, int>> kv;
+      for (auto& [k, v] : e["body"].items()) kv.push_back({k, v.get<int>()});
+      std::vector<int> vals;
+      for (auto& [k, v] : kv) vals.push_back(v);
+      std::sort(vals.begin(), vals.end());  // a PATCH body's key order is not the op order
+      seen.insert(seen.end(), vals.begin(), vals.end());
+    }
+    ASSERT_EQ(seen.size(), static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) ASSERT_EQ(seen[i], i) << "at " << i;
+  }
+
+  uv_loop_t loop_;
+  MemoryOutbox outbox_;
+  std::unique_ptr<HttpClient> http_;
+  std::unique_ptr<Drainer> drainer_;
+  PushId ids_;
+};
+
+TEST_F(DrainerTest, EverythingArrivesOnceInOrderAcrossRoutes) {
+  FakeCloud cloud("--secret s3cret");
+  auto creds = MakeDatabaseSecret("s3cret");
+  AddWrites("a", 3000);
+  AddWrites("b", 500, 3);  // few keys: many small batches
+  Start(cloud, *creds, {{"a", "fleet/a"}, {"b", "fleet/b"}});
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return outbox_.pending() == 0; }));
+  ExpectOnceInOrder(cloud, "/fleet/a", 3000);
+  ExpectOnceInOrder(cloud, "/fleet/b", 500);
+  auto data = cloud.control({{"op", "dump"}})["fleet"]["b"];
+  EXPECT_EQ(data["k0"], 498);
+  EXPECT_EQ(data["k1"], 499);
+  auto st = drainer_->stats();
+  EXPECT_EQ(st["a"].uploaded_ops, 3000u);
+  EXPECT_GT(st["b"].batches, 100u);
+}
+
+TEST_F(DrainerTest, ServerTimestampResolvedToEventTime) {
+  FakeCloud cloud;
+  auto creds = MakeNoCredentials();
+  outbox_.add({0, "a", K::Set, "x", R"({"t":{".sv":"timestamp"}})", 42});
+  outbox_.add({0, "a", K::Update, "y", R"({"u":1,"v":{"w":2}})", 0});
+  outbox_.add({0, "a", K::Remove, "x", "", 0});
+  Start(cloud, *creds, {{"a", ""}});
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return outbox_.pending() == 0; }));
+  auto log = cloud.control({{"op", "log"}});
+  ASSERT_EQ(log.size(), 2u);  // x then y,remove-x: the remove overlaps x and starts batch 2
+  EXPECT_EQ(log[0]["body"]["x"]["t"], 42);
+  EXPECT_EQ(cloud.control({{"op", "dump"}}), nlohmann::json::parse(R"({"y":{"u":1,"v":{"w":2}}})"));
+}
+
+TEST_F(DrainerTest, RetryableErrorsBackOffThenSucceed) {
+  FakeCloud cloud;
+  auto creds = MakeNoCredentials();
+  cloud.control({{"op", "fail"}, {"status", 503}, {"count", 3}});
+  cloud.control({{"op", "fail"}, {"status", 429}, {"count", 2}});
+  AddWrites("a", 200);
+  Start(cloud, *creds, {{"a", "r"}});
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return outbox_.pending() == 0; }));
+  ExpectOnceInOrder(cloud, "/r", 200);
+  EXPECT_EQ(drainer_->stats()["a"].retryable_errors, 5u);
+}
+
+TEST_F(DrainerTest, UnauthorizedPausesUntilCredentialRefreshed) {
+  FakeCloud cloud;
+  cloud.control({{"op", "tokens"}, {"values", {"good"}}});
+  std::string path = ::testing::TempDir() + "/token_" + std::to_string(getpid());
+  std::ofstream(path) << "stale\n";
+  auto creds = MakeAccessTokenFile(path);
+  AddWrites("a", 100);
+  Start(cloud, *creds, {{"a", "r"}});
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return drainer_->stats()["a"].auth_errors >= 2; }));
+  EXPECT_EQ(outbox_.pending(), 100u);  // nothing dropped while unauthorized
+  EXPECT_EQ(outbox_.dead.size(), 0u);
+  usleep(10000);  // a distinct mtime
+  std::ofstream(path) << "good\n";
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return outbox_.pending() == 0; }));
+  ExpectOnceInOrder(cloud, "/r", 100);
+  unlink(path.c_str());
+}
+
+TEST_F(DrainerTest, RejectedOpIsDeadLetteredAndOthersContinue) {
+  FakeCloud cloud;
+  auto creds = MakeNoCredentials();
+  cloud.control({{"op", "reject"}, {"status", 400}, {"contains", "poison"}});
+  for (int i = 0; i < 40; ++i)
+    outbox_.add({0, "a", K::Set, "k" + std::to_string(i),
+                 i == 17 ? R"("poison")" : std::to_string(i), 0});
+  Start(cloud, *creds, {{"a", "r"}});
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return outbox_.pending() == 0; }));
+  ASSERT_EQ(outbox_.dead.size(), 1u);
+  EXPECT_EQ(outbox_.dead[0].first.path, "k17");
+  EXPECT_EQ(outbox_.dead[0].second, 400);
+  auto data = cloud.get("/r");
+  EXPECT_EQ(data.size(), 39u);
+  EXPECT_FALSE(data.contains("k17"));
+  EXPECT_EQ(drainer_->stats()["a"].dead_letters, 1u);
+}
+
+TEST_F(DrainerTest, NetworkOutageThenEverythingArrivesOnce) {
+  FakeCloud cloud;
+  auto creds = MakeNoCredentials();
+  AddWrites("a", 100);
+  Start(cloud, *creds, {{"a", "r"}});
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return outbox_.pending() == 0; }));
+  cloud.control({{"op", "down"}, {"ms", 2000}});
+  usleep(100000);
+  AddWrites("a", 100);  // values 0..99 again, but the log check below only counts the second half
+  drainer_->notify("a");
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return drainer_->stats()["a"].network_errors >= 1; }));
+  EXPECT_GT(outbox_.pending(), 0u);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return outbox_.pending() == 0; }));
+  auto log = cloud.control({{"op", "log"}});
+  size_t ops = 0;
+  for (auto& e : log) ops += e["body"].size();
+  EXPECT_EQ(ops, 200u);  // every op exactly once
+}
+
+}  // namespace
+}  // namespace tether::upstream
