@@ -90,7 +90,8 @@ int main(int argc, char** argv) {
   double detected = 0, fired_now = 0;
   while ((detected < static_cast<double>(opened) || fired_now < static_cast<double>(opened)) &&
          Clock::now() - silent_to < std::chrono::seconds(timeout_s + 30)) {
-    std::string text = "\n" + Shell(curl).out;
+    std::string text(1, '\n');  // Metric() looks for "\n<name> "
+    text += Shell(curl).out;
     detected = Metric(text, "tether_detections_total");
     double t = std::chrono::duration<double>(Clock::now() - silent_from).count();
     curve.emplace_back(t, detected);

@@ -1,0 +1,122 @@
+#include "gateway/cloud_bridge.h"
+
+#include <spdlog/spdlog.h>
+
+#include "gateway/clock.h"
+
+namespace tether {
+
+int64_t EventCloudTimeMs(const store::QueueEntry& e, int64_t wall_now_ms, int64_t boottime_now_ms,
+                         const std::string& boot_id_now, std::optional<int64_t> offset_now_ms) {
+  if (!e.boot_id.empty() && e.boot_id == boot_id_now && boottime_now_ms >= e.boottime_ms) {
+    return wall_now_ms - (boottime_now_ms - e.boottime_ms) + offset_now_ms.value_or(0);
+  }
+  return e.wall_ms + e.cloud_offset_ms.value_or(offset_now_ms.value_or(0));
+}
+
+CloudBridge::CloudBridge(store::Store& store, DeviceApi& devices, std::shared_ptr<const RouteTable> routes)
+    : store_(store), devices_(devices), routes_(std::move(routes)) {}
+
+std::string CloudBridge::RootOf(const std::string& route) const {
+  const auto& rs = routes_->routes();
+  for (size_t i = 0; i < rs.size(); ++i) {
+    if (rs[i].name == route) return JoinPath(routes_->CloudRoot(static_cast<int>(i)));
+  }
+  return "";  // a route removed by a reload: its backlog drains relative to the cloud root
+}
+
+std::vector<upstream::OutboundOp> CloudBridge::peek(const std::string& route, size_t max) {
+  const std::string root = RootOf(route);
+  const int64_t wall = WallNowMs(), boot = BootTimeNowMs();
+  RouteConfig::Timestamps timestamps = RouteConfig::Timestamps::kEventTime;
+  for (const auto& r : routes_->routes()) {
+    if (r.name == route) timestamps = r.timestamps;
+  }
+  std::vector<upstream::OutboundOp> out;
+  for (const store::QueueEntry& e : store_.queue().Peek(route, max + dead_pending_.size(), acked_through_[route])) {
+    if (out.size() == max) break;
+    if (dead_pending_.count(e.seq)) continue;
+    upstream::OutboundOp op;
+    op.seq = e.seq;
+    op.route = route;
+    switch (e.kind) {
+      case store::OpKind::kSet: op.kind = upstream::OutboundOp::Kind::Set; break;
+      case store::OpKind::kPush: op.kind = upstream::OutboundOp::Kind::Push; break;
+      case store::OpKind::kUpdate:
+      case store::OpKind::kIncrementUpdate: op.kind = upstream::OutboundOp::Kind::Update; break;
+      case store::OpKind::kRemove: op.kind = upstream::OutboundOp::Kind::Remove; break;
+    }
+    std::string path = JoinPath(SplitPath(e.path));
+    if (!root.empty()) {
+      path = path == root ? "" : path.compare(0, root.size() + 1, root + "/") == 0 ? path.substr(root.size() + 1) : path;
+    }
+    op.path = path;
+    op.json = e.payload;
+    op.event_time_ms = timestamps == RouteConfig::Timestamps::kArrival
+                           ? wall + offset_ms_.value_or(0)
+                           : EventCloudTimeMs(e, wall, boot, BootId(), offset_ms_);
+    out.push_back(std::move(op));
+  }
+  return out;
+}
+
+void CloudBridge::confirmed(const std::string& route, uint64_t up_to_seq) {
+  uint64_t& through = acked_through_[route];
+  through = std::max(through, up_to_seq);
+  store::WriteBatch b;
+  b.AckThrough(route, up_to_seq);
+  store_.Submit(std::move(b), [route](const store::BatchResult& r) {
+    // On failure the entries stay queued on disk and are uploaded again after a restart
+    // (uploads are idempotent), never lost.
+    if (!r.status.ok()) spdlog::error("deleting uploaded writes of route '{}' failed: {}", route, r.status.ToString());
+  });
+}
+
+void CloudBridge::dead_letter(const upstream::OutboundOp& op, int http_status, std::string reason) {
+  spdlog::warn("cloud refused write seq {} of route '{}' ({}: {}); kept as a dead letter (tetherctl deadletters)",
+               op.seq, op.route, http_status, reason);
+  dead_pending_.insert(op.seq);
+  store::WriteBatch b;
+  b.MoveToDeadLetters(op.route, op.seq, std::move(reason), http_status, WallNowMs());
+  auto alive = alive_;
+  store_.Submit(std::move(b), [this, alive, seq = op.seq](const store::BatchResult& r) {
+    if (!*alive) return;
+    if (!r.status.ok() && r.status.code != store::StatusCode::kNotFound) {
+      spdlog::error("moving write seq {} to dead letters failed: {}", seq, r.status.ToString());
+    }
+    dead_pending_.erase(seq);
+  });
+}
+
+void CloudBridge::OnLinkChanged(bool connected) {
+  if (connected != connected_) spdlog::info("cloud link {}", connected ? "up" : "down");
+  connected_ = connected;
+  devices_.SetCloudLink(connected_, offset_ms_);
+}
+
+void CloudBridge::OnClockOffset(int64_t offset_ms, int64_t rtt_ms) {
+  if (!offset_ms_ || std::llabs(*offset_ms_ - offset_ms) > 100) {
+    spdlog::info("cloud clock offset {} ms (rtt {} ms)", offset_ms, rtt_ms);
+  }
+  offset_ms_ = offset_ms;
+  devices_.SetCloudLink(connected_, offset_ms_);
+}
+
+void CloudBridge::OnSyncData(const std::string& path, const nlohmann::json& value, bool is_patch) {
+  store::WriteBatch b;
+  std::string tree_path = "/" + JoinPath(SplitPath(path));
+  if (is_patch) b.TreeUpdate(tree_path, value);
+  else b.TreeSet(tree_path, value);
+  auto alive = alive_;
+  store_.Submit(std::move(b), [this, alive](const store::BatchResult& r) {
+    if (!*alive) return;
+    if (!r.status.ok()) {
+      spdlog::warn("cloud data not stored locally: {}", r.status.ToString());
+      return;
+    }
+    devices_.OnTreeChanged(r.changed_paths);
+  });
+}
+
+
+}  // namespace tether
