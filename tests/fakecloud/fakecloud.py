@@ -153,7 +153,7 @@ class Handler(BaseHTTPRequestHandler):
             pass
 
     def reply(self, status, body=None, headers=None):
-        raw = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        raw = json.dumps(body, separators=(",", ":")).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(raw)))

@@ -1,0 +1,130 @@
+// SyncStream and RestGet against the fakecloud process.
+#include "upstream/sync_stream.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <functional>
+
+#include "tests/upstream/fakecloud_process.h"
+#include "upstream/rest_get.h"
+
+namespace tether::upstream {
+namespace {
+
+using testing::FakeCloud;
+
+bool RunUntil(uv_loop_t* loop, const std::function<bool()>& done,
+              std::chrono::milliseconds limit = std::chrono::seconds(15)) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  while (!done() && std::chrono::steady_clock::now() < end) uv_run(loop, UV_RUN_ONCE);
+  return done();
+}
+
+struct Seen {
+  FirebaseEvent event;
+  bool full;
+};
+
+class SyncStreamTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    uv_loop_init(&loop_);
+    http_ = std::make_unique<HttpClient>(&loop_);
+    creds_ = MakeNoCredentials();
+  }
+  void TearDown() override {
+    stream_.reset();
+    http_.reset();
+    uv_run(&loop_, UV_RUN_NOWAIT);
+    EXPECT_EQ(uv_loop_close(&loop_), 0);
+  }
+  void Open(const FakeCloud& cloud, int64_t idle_ms = 60000) {
+    SyncStreamOptions opt{cloud.url(), "cfg", idle_ms, 50, 200};
+    stream_ = std::make_unique<SyncStream>(
+        &loop_, *http_, *creds_, opt, [this](const FirebaseEvent& e, bool full) {
+          seen_.push_back({e, full});
+        }, [this](const std::string& why) { cancelled_ = why; });
+    stream_->start();
+  }
+  uv_loop_t loop_;
+  std::unique_ptr<HttpClient> http_;
+  std::unique_ptr<Credentials> creds_;
+  std::unique_ptr<SyncStream> stream_;
+  std::vector<Seen> seen_;
+  std::string cancelled_;
+};
+
+TEST_F(SyncStreamTest, InitialPutThenPatchesThenResyncAfterCut) {
+  FakeCloud cloud;
+  cloud.request("PUT", "/cfg.json", R"({"a":1})");
+  Open(cloud);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return seen_.size() == 1; }));
+  EXPECT_TRUE(seen_[0].full);
+  EXPECT_EQ(seen_[0].event.path, "/");
+  EXPECT_EQ(seen_[0].event.data["a"], 1);
+  cloud.request("PATCH", "/cfg.json", R"({"b/c":2})");
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return seen_.size() == 2; }));
+  EXPECT_EQ(seen_[1].event.kind, FirebaseEvent::Kind::Patch);
+  EXPECT_FALSE(seen_[1].full);
+  EXPECT_EQ(seen_[1].event.data["b/c"], 2);
+  cloud.request("PUT", "/cfg/d.json", "3");
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return seen_.size() == 3; }));
+  EXPECT_EQ(seen_[2].event.path, "/d");
+  EXPECT_FALSE(seen_[2].full);
+  cloud.control({{"op", "cut_streams"}});  // half an event, then the connection closes
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return seen_.size() == 4; }));
+  EXPECT_TRUE(seen_[3].full);
+  EXPECT_EQ(seen_[3].event.data, nlohmann::json::parse(R"({"a":1,"b":{"c":2},"d":3})"));
+  EXPECT_EQ(stream_->connects(), 2u);
+}
+
+TEST_F(SyncStreamTest, SilentStreamIsDetectedAndReopened) {
+  FakeCloud cloud;
+  Open(cloud, 1000);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return seen_.size() == 1; }));
+  cloud.control({{"op", "silence_streams"}, {"on", true}});
+  cloud.request("PUT", "/cfg/x.json", "1");  // not delivered: the stream is silent
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return stream_->connects() >= 2; }));
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(900));
+  cloud.control({{"op", "silence_streams"}, {"on", false}});
+  ASSERT_TRUE(RunUntil(&loop_, [&] {
+    return !seen_.empty() && seen_.back().full && seen_.back().event.data == nlohmann::json{{"x", 1}};
+  }));
+}
+
+TEST_F(SyncStreamTest, KeepAlivesKeepTheStreamOpen) {
+  FakeCloud cloud;
+  cloud.control({{"op", "keepalive"}, {"ms", 200}});
+  Open(cloud, 1000);
+  RunUntil(&loop_, [] { return false; }, std::chrono::milliseconds(2500));
+  EXPECT_EQ(stream_->connects(), 1u);
+  EXPECT_EQ(seen_.size(), 1u);  // keep-alives are not delivered
+}
+
+TEST_F(SyncStreamTest, GetWithEtag) {
+  FakeCloud cloud;
+  cloud.request("PUT", "/dev/1.json", R"({"on":true})");
+  GetResult got;
+  bool done = false;
+  RestGet(*http_, *creds_, cloud.url(), "/dev/1", 5000, true, [&](GetResult r) {
+    got = std::move(r);
+    done = true;
+  });
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return done; }));
+  EXPECT_TRUE(got.ok);
+  EXPECT_EQ(got.value["on"], true);
+  EXPECT_FALSE(got.etag.empty());
+  done = false;
+  RestGet(*http_, *creds_, cloud.url(), "/missing", 5000, false, [&](GetResult r) {
+    got = std::move(r);
+    done = true;
+  });
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return done; }));
+  EXPECT_TRUE(got.ok);
+  EXPECT_TRUE(got.value.is_null());
+}
+
+}  // namespace
+}  // namespace tether::upstream

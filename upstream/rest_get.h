@@ -1,0 +1,27 @@
+// One-shot reads outside any sync root (device GETs), optionally with the ETag for a later
+// conditional write.
+#pragma once
+#include <functional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "upstream/credentials.h"
+#include "upstream/http_client.h"
+
+namespace tether::upstream {
+
+struct GetResult {
+  bool ok = false;          // 200 with a JSON body
+  int status = 0;           // 0 = network failure
+  nlohmann::json value;     // null when absent
+  std::string etag;         // with_etag only
+  std::string error;
+};
+
+// GET <base_url>/<path>.json; `done` runs once on the loop thread.
+void RestGet(HttpClient& http, Credentials& creds, const std::string& base_url,
+             const std::string& path, long timeout_ms, bool with_etag,
+             std::function<void(GetResult)> done);
+
+}  // namespace tether::upstream

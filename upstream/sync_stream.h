@@ -1,0 +1,69 @@
+// SyncStream: one Firebase SSE stream (`GET <base>/<root>.json`, Accept: text/event-stream)
+// kept open forever. Delivers put/patch events (paths relative to root). The first put after
+// every (re)connect is flagged full_resync: it replaces everything known under root.
+// Reconnects with backoff when the stream ends, fails, or is silent for idle_timeout_ms (the
+// server sends keep-alives every ~30 s); auth_revoked / 401 refresh credentials first;
+// `cancel` stops the stream for good and reports it. Loop thread only.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <uv.h>
+
+#include "upstream/credentials.h"
+#include "upstream/http_client.h"
+#include "upstream/sse_parser.h"
+
+namespace tether::upstream {
+
+struct SyncStreamOptions {
+  std::string base_url;
+  std::string root;                 // database path, no leading '/'
+  int64_t idle_timeout_ms = 60000;  // no bytes for this long = dead stream
+  int64_t backoff_initial_ms = 500;
+  int64_t backoff_max_ms = 30000;
+};
+
+class SyncStream {
+ public:
+  using OnEvent = std::function<void(const FirebaseEvent& e, bool full_resync)>;
+  using OnCancelled = std::function<void(const std::string& reason)>;
+  using OnLink = std::function<void(bool open)>;
+
+  SyncStream(uv_loop_t* loop, HttpClient& http, Credentials& creds, SyncStreamOptions opt,
+             OnEvent on_event, OnCancelled on_cancelled = nullptr, OnLink on_link = nullptr);
+  ~SyncStream();  // the loop must run once more to close timers
+  SyncStream(const SyncStream&) = delete;
+  SyncStream& operator=(const SyncStream&) = delete;
+
+  void start();
+  void stop();
+  bool open() const { return open_; }
+  uint64_t connects() const { return connects_; }  // successful (re)connections
+
+ private:
+  void connect();
+  void drop_and_retry(bool refresh_credentials);
+  void on_sse(const SseEvent& e);
+
+  uv_loop_t* loop_;
+  HttpClient& http_;
+  Credentials& creds_;
+  SyncStreamOptions opt_;
+  OnEvent on_event_;
+  OnCancelled on_cancelled_;
+  OnLink on_link_;
+  SseParser parser_;
+  HttpClient::RequestId request_ = 0;
+  uint64_t generation_ = 0;        // bumps per connection; stale callbacks compare it
+  bool running_ = false, open_ = false, resync_pending_ = true;
+  int attempt_ = 0;
+  uint64_t connects_ = 0;
+  uint64_t last_bytes_ms_ = 0;     // uv_now of the last received byte
+  uv_timer_t* watchdog_;           // heap, closed asynchronously
+  uv_timer_t* retry_;
+};
+
+}  // namespace tether::upstream
