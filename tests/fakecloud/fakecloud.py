@@ -210,7 +210,8 @@ class Handler(BaseHTTPRequestHandler):
             elif op == "tokens":
                 SECRET["tokens"] = set(req.get("values", []))
             elif op == "down":
-                threading.Thread(target=go_down, args=(req["ms"],), daemon=True).start()
+                self.close_connection = True
+                threading.Thread(target=go_down, args=(req["ms"], self.connection), daemon=True).start()
             else:
                 return self.reply(400, {"error": "unknown op"})
         self.reply(200, {"ok": True})
@@ -407,13 +408,15 @@ SERVER = {}
 SERVER_ARGS = None
 
 
-def go_down(ms):
+def go_down(ms, keep):
     """Close the listening socket (connections refused) and reopen it on the same port later."""
     srv = SERVER["srv"]
     port = srv.server_address[1]
     srv.socket.close()
     with LOCK:
         for c in list(CONNECTIONS):
+            if c is keep:
+                continue
             try:
                 c.shutdown(socket.SHUT_RDWR)
             except OSError:
