@@ -16,6 +16,7 @@ object {"op": ...}:
   keepalive {"ms":M}         keep-alive period (default 30000)
   secret {"value":s}         require auth=s or access_token=s (null = no auth)
   tokens {"values":[...]}    accepted access tokens
+POST /_oauth/token: jwt-bearer grant (form body) -> {"access_token": new accepted token}
   down {"ms":M}              close the listener for M ms (connections refused)
 CLI: --port 0 prints the chosen port as the first stdout line. --secret S requires auth.
 """
@@ -174,6 +175,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         if self.path.startswith("/_control"):
             return self.control()
+        if self.path.startswith("/_oauth/token"):
+            return self.token()
         self.handle_data("POST")
 
     def control(self):
@@ -215,6 +218,21 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 return self.reply(400, {"error": "unknown op"})
         self.reply(200, {"ok": True})
+
+    def token(self):
+        """OAuth2 jwt-bearer exchange: accepts any three-part assertion, issues a fresh token."""
+        form = urllib.parse.parse_qs(self.body().decode())
+        grant = form.get("grant_type", [""])[0]
+        assertion = form.get("assertion", [""])[0]
+        if grant != "urn:ietf:params:oauth:grant-type:jwt-bearer" or assertion.count(".") != 2:
+            return self.reply(400, {"error": "invalid_grant"})
+        with LOCK:
+            STATE["etag_gen"] += 1
+            tok = "sa-token-%d" % STATE["etag_gen"]
+            SECRET["tokens"].add(tok)
+            STATE["log"].append({"method": "TOKEN", "path": "/_oauth/token", "query": "",
+                                 "body": {"assertion": assertion}})
+        self.reply(200, {"access_token": tok, "expires_in": 3600, "token_type": "Bearer"})
 
     def authorized(self, query):
         if SECRET["value"] is None and not SECRET["tokens"]:

@@ -1,0 +1,105 @@
+// JWT RS256 signatures verified with mbedTLS; service-account token exchange via fakecloud.
+#include "upstream/credentials.h"
+
+#include <gtest/gtest.h>
+#include <mbedtls/base64.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/sha256.h>
+
+#include <chrono>
+#include <cstdio>
+#include <functional>
+
+#include "tests/upstream/fakecloud_process.h"
+#include "upstream/http_client.h"
+#include "upstream/jwt.h"
+
+namespace tether::upstream {
+namespace {
+
+std::string GenerateRsaKeyPem() {
+  FILE* p = popen("openssl genrsa 2048 2>/dev/null", "r");
+  std::string pem;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) pem.append(buf, n);
+  pclose(p);
+  return pem;
+}
+
+std::string FromBase64Url(std::string s) {
+  for (char& c : s) c = c == '-' ? '+' : c == '_' ? '/' : c;
+  while (s.size() % 4) s.push_back('=');
+  size_t len = 0;
+  std::string out(s.size(), '\0');
+  mbedtls_base64_decode(reinterpret_cast<unsigned char*>(out.data()), out.size(), &len,
+                        reinterpret_cast<const unsigned char*>(s.data()), s.size());
+  out.resize(len);
+  return out;
+}
+
+TEST(Jwt, Rs256SignatureVerifiesWithThePublicKey) {
+  std::string pem = GenerateRsaKeyPem();
+  ASSERT_NE(pem.find("PRIVATE KEY"), std::string::npos) << "openssl genrsa failed";
+  nlohmann::json claims = {{"iss", "sa@example.iam.gserviceaccount.com"}, {"iat", 1}, {"exp", 3601}};
+  std::string error;
+  auto jwt = SignJwtRs256(claims, pem, &error);
+  ASSERT_TRUE(jwt) << error;
+  size_t d1 = jwt->find('.'), d2 = jwt->rfind('.');
+  ASSERT_NE(d1, d2);
+  EXPECT_EQ(nlohmann::json::parse(FromBase64Url(jwt->substr(0, d1)))["alg"], "RS256");
+  EXPECT_EQ(nlohmann::json::parse(FromBase64Url(jwt->substr(d1 + 1, d2 - d1 - 1))), claims);
+  std::string sig = FromBase64Url(jwt->substr(d2 + 1));
+  EXPECT_EQ(sig.size(), 256u);
+
+  unsigned char hash[32];
+  mbedtls_sha256_ret(reinterpret_cast<const unsigned char*>(jwt->data()), d2, hash, 0);
+  mbedtls_pk_context pk;
+  mbedtls_pk_init(&pk);
+  ASSERT_EQ(mbedtls_pk_parse_key(&pk, reinterpret_cast<const unsigned char*>(pem.c_str()),
+                                 pem.size() + 1, nullptr, 0), 0);
+  EXPECT_EQ(mbedtls_pk_verify(&pk, MBEDTLS_MD_SHA256, hash, 32,
+                              reinterpret_cast<const unsigned char*>(sig.data()), sig.size()), 0);
+  hash[0] ^= 1;  // a different message must not verify
+  EXPECT_NE(mbedtls_pk_verify(&pk, MBEDTLS_MD_SHA256, hash, 32,
+                              reinterpret_cast<const unsigned char*>(sig.data()), sig.size()), 0);
+  mbedtls_pk_free(&pk);
+  EXPECT_FALSE(SignJwtRs256(claims, "not a key", &error));
+}
+
+TEST(Credentials, ServiceAccountExchangesJwtForAccessToken) {
+  testing::FakeCloud cloud;
+  std::string pem = GenerateRsaKeyPem();
+  nlohmann::json key = {{"type", "service_account"}, {"client_email", "sa@x.iam.gserviceaccount.com"},
+                        {"private_key", pem}, {"token_uri", cloud.url() + "/_oauth/token"}};
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  {
+    HttpClient http(&loop);
+    std::string error;
+    auto creds = MakeServiceAccount(http, key.dump(), &error);
+    ASSERT_TRUE(creds) << error;
+    EXPECT_EQ(creds->query(), "");
+    int calls = 0;
+    bool changed = false;
+    creds->refresh([&](bool c) { ++calls, changed = c; });
+    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (calls == 0 && std::chrono::steady_clock::now() < end) uv_run(&loop, UV_RUN_ONCE);
+    EXPECT_TRUE(changed);
+    EXPECT_EQ(creds->query(), "access_token=sa-token-1");
+    auto log = cloud.control({{"op", "log"}});
+    ASSERT_EQ(log.size(), 1u);
+    std::string assertion = log[0]["body"]["assertion"];
+    auto claims = nlohmann::json::parse(FromBase64Url(assertion.substr(
+        assertion.find('.') + 1, assertion.rfind('.') - assertion.find('.') - 1)));
+    EXPECT_EQ(claims["aud"], cloud.url() + "/_oauth/token");
+    EXPECT_NE(claims["scope"].get<std::string>().find("auth/firebase.database"), std::string::npos);
+    EXPECT_NE(claims["scope"].get<std::string>().find("userinfo.email"), std::string::npos);
+    EXPECT_EQ(claims["exp"].get<int64_t>() - claims["iat"].get<int64_t>(), 3600);
+    EXPECT_EQ(MakeServiceAccount(http, "{}", &error), nullptr);
+  }
+  uv_run(&loop, UV_RUN_NOWAIT);
+  EXPECT_EQ(uv_loop_close(&loop), 0);
+}
+
+}  // namespace
+}  // namespace tether::upstream
