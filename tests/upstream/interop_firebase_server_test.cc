@@ -1,0 +1,110 @@
+// Interop: the client's REST requests (multi-path PATCH from the Drainer, PUT, DELETE, GET)
+// against npm firebase-server, an independent implementation. Skipped when it is not installed.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <deque>
+#include <filesystem>
+#include <functional>
+
+#include "tests/upstream/fakecloud_process.h"
+#include "tests/upstream/memory_outbox.h"
+#include "upstream/drainer.h"
+#include "upstream/rest_get.h"
+
+namespace tether::upstream {
+namespace {
+
+bool RunUntil(uv_loop_t* loop, const std::function<bool()>& done,
+              std::chrono::milliseconds limit = std::chrono::seconds(15)) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  while (!done() && std::chrono::steady_clock::now() < end) uv_run(loop, UV_RUN_ONCE);
+  return done();
+}
+
+int FreePort() {
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  close(s);
+  return ntohs(a.sin_port);
+}
+
+TEST(Interop, FirebaseServerAcceptsClientRequests) {
+  std::string bin = testing::SourceDir() + "/tests/peers/node_modules/.bin/firebase-server";
+  if (!std::filesystem::exists(bin)) GTEST_SKIP() << "npm firebase-server not installed";
+  int port = FreePort();
+  pid_t pid = fork();
+  if (pid == 0) {
+    std::string p = std::to_string(port);
+    execl(bin.c_str(), bin.c_str(), "-e", "-p", p.c_str(), "-a", "127.0.0.1",
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  std::string base = "http://127.0.0.1:" + std::to_string(port);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  {
+    HttpClient http(&loop);
+    auto creds = MakeNoCredentials();
+    auto get = [&](const std::string& path) {
+      GetResult got;
+      bool done = false;
+      RestGet(http, *creds, base, path, 3000, false, [&](GetResult r) { got = r, done = true; });
+      RunUntil(&loop, [&] { return done; });
+      return got;
+    };
+    // Wait until it listens (bounded).
+    bool up = false;
+    for (int i = 0; i < 100 && !up; ++i) {
+      up = get("/").ok;
+      if (!up) usleep(100000);
+    }
+    ASSERT_TRUE(up) << "firebase-server did not start";
+
+    testing::MemoryOutbox outbox;
+    using K = OutboundOp::Kind;
+    outbox.add({0, "r", K::Set, "dev/d1/temp", "21.5", 0});
+    outbox.add({0, "r", K::Update, "dev/d2", R"({"a":1,"b":{"c":"x"}})", 0});
+    outbox.add({0, "r", K::Push, "log/-NpushKey0000000001", R"({"t":{".sv":"timestamp"}})", 777});
+    outbox.add({0, "r", K::Set, "dev/d3", "true", 0});
+    outbox.add({0, "r", K::Remove, "dev/d3", "", 0});  // overlaps: second batch
+    DrainerOptions opt;
+    opt.base_url = base;
+    Drainer drainer(&loop, http, *creds, outbox, {{"r", "site"}}, opt);
+    drainer.start();
+    ASSERT_TRUE(RunUntil(&loop, [&] { return outbox.pending() == 0; }));
+    auto site = get("/site");
+    ASSERT_TRUE(site.ok) << site.error;
+    EXPECT_EQ(site.value, nlohmann::json::parse(
+        R"({"dev":{"d1":{"temp":21.5},"d2":{"a":1,"b":{"c":"x"}}},"log":{"-NpushKey0000000001":{"t":777}}})"));
+    EXPECT_EQ(drainer.stats()["r"].batches, 2u);
+    drainer.stop();
+
+    int status = 0;
+    HttpRequest del;
+    del.method = "DELETE";
+    del.url = base + "/site/dev/d1.json";
+    http.start(del, [&](HttpResponse r) { status = r.status; });
+    ASSERT_TRUE(RunUntil(&loop, [&] { return status != 0; }));
+    EXPECT_EQ(status, 200);
+    EXPECT_FALSE(get("/site/dev").value.contains("d1"));
+  }
+  uv_run(&loop, UV_RUN_NOWAIT);
+  uv_loop_close(&loop);
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+}
+
+}  // namespace
+}  // namespace tether::upstream
