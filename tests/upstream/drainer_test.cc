@@ -180,5 +180,23 @@ TEST_F(DrainerTest, NetworkOutageThenEverythingArrivesOnce) {
   EXPECT_EQ(ops, 200u);  // every op exactly once
 }
 
+TEST_F(DrainerTest, BacklogOnOneRouteDoesNotStarveLiveWrites) {
+  FakeCloud cloud;
+  auto creds = MakeNoCredentials();
+  cloud.control({{"op", "slow"}, {"ms", 100}});
+  AddWrites("bulk", 20000, 20000);
+  DrainerOptions opt;
+  opt.max_parallel = 1;  // one request slot: the routes must take turns
+  opt.limits.max_ops = 500;
+  Start(cloud, *creds, {{"bulk", "bulk"}, {"live", "live"}}, opt);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return drainer_->stats()["bulk"].batches >= 1; }));
+  outbox_.add({0, "live", K::Set, "door", "\"open\"", 0});
+  drainer_->notify("live");
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return drainer_->stats()["live"].uploaded_ops == 1; }));
+  EXPECT_LE(drainer_->stats()["bulk"].batches, 3u);  // waited for at most one bulk batch
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return outbox_.pending() == 0; }));  // backlog keeps draining
+  ExpectOnceInOrder(cloud, "/bulk", 20000);
+}
+
 }  // namespace
 }  // namespace tether::upstream
