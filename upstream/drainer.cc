@@ -167,8 +167,8 @@ void Drainer::finished(Route& r, std::vector<OutboundOp> ops, const Batch& batch
     r.stats.auth_errors++;
     r.stats.last_error = why;
     r.stats.state = RouteStats::State::AuthPaused;
-    creds_.refresh([this, &r](bool changed) {
-      if (!running_ || r.stats.state != RouteStats::State::AuthPaused) return;
+    creds_.refresh([this, &r, alive = std::weak_ptr<bool>(alive_)](bool changed) {
+      if (alive.expired() || !running_ || r.stats.state != RouteStats::State::AuthPaused) return;
       if (changed) {
         r.attempt = 0;
         r.stats.state = RouteStats::State::Idle;

@@ -82,6 +82,8 @@ class Drainer {
   size_t in_flight_ = 0;
   bool running_ = false;
   uv_timer_t* poll_timer_;      // heap: closed asynchronously
+  // Credential refreshes may complete after destruction; their callbacks check this token.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 }  // namespace tether::upstream

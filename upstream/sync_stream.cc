@@ -127,7 +127,9 @@ void SyncStream::drop_and_retry(bool refresh_credentials) {
     }, static_cast<uint64_t>(delay), 0);
   };
   if (refresh_credentials) {
-    creds_.refresh([reconnect](bool) { reconnect(); });
+    creds_.refresh([reconnect, alive = std::weak_ptr<bool>(alive_)](bool) {
+      if (!alive.expired()) reconnect();
+    });
   } else {
     reconnect();
   }

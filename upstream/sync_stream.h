@@ -64,6 +64,8 @@ class SyncStream {
   uint64_t last_bytes_ms_ = 0;     // uv_now of the last received byte
   uv_timer_t* watchdog_;           // heap, closed asynchronously
   uv_timer_t* retry_;
+  // Credential refreshes may complete after destruction; their callbacks check this token.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 }  // namespace tether::upstream

@@ -87,7 +87,9 @@ TEST_F(DrainerTest, EverythingArrivesOnceInOrderAcrossRoutes) {
   auto creds = MakeDatabaseSecret("s3cret");
   AddWrites("a", 3000);
   AddWrites("b", 500, 3);  // few keys: many small batches
-  Start(cloud, *creds, {{"a", "fleet/a"}, {"b", "fleet/b"}});
+  DrainerOptions opt;
+  opt.auth_variable_override = R"({"uid":"gw-1"})";
+  Start(cloud, *creds, {{"a", "fleet/a"}, {"b", "fleet/b"}}, opt);
   ASSERT_TRUE(RunUntil(&loop_, [&] { return outbox_.pending() == 0; }));
   ExpectOnceInOrder(cloud, "/fleet/a", 3000);
   ExpectOnceInOrder(cloud, "/fleet/b", 500);
@@ -96,6 +98,10 @@ TEST_F(DrainerTest, EverythingArrivesOnceInOrderAcrossRoutes) {
   EXPECT_EQ(data["k1"], 499);
   auto st = drainer_->stats();
   EXPECT_EQ(st["a"].uploaded_ops, 3000u);
+  std::string query = cloud.control({{"op", "log"}})[0]["query"];
+  EXPECT_NE(query.find("print=silent"), std::string::npos);
+  EXPECT_NE(query.find("auth=s3cret"), std::string::npos);
+  EXPECT_NE(query.find("auth_variable_override=%7B%22uid%22%3A%22gw-1%22%7D"), std::string::npos);
   EXPECT_GT(st["b"].batches, 100u);
 }
 
