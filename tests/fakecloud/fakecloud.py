@@ -12,6 +12,7 @@ object {"op": ...}:
   slow {"ms":M}              delay every data request by M ms
   skew {"ms":X}              server timestamps = real time + X
   cut_streams                close every open stream (mid-event: half an event is sent first)
+  stream_event {"type":t,"data":d}  send a raw event (cancel, auth_revoked) on every stream
   silence_streams {"on":b}   stop sending anything (incl. keep-alives) on streams
   keepalive {"ms":M}         keep-alive period (default 30000)
   secret {"value":s}         require auth=s or access_token=s (null = no auth)
@@ -205,6 +206,9 @@ class Handler(BaseHTTPRequestHandler):
                 STATE["keepalive_ms"] = req["ms"]
             elif op == "silence_streams":
                 STATE["silence"] = bool(req.get("on", True))
+            elif op == "stream_event":  # e.g. {"type":"auth_revoked","data":"..."} to all streams
+                EVENTS.append((None, req["type"], req.get("data")))
+                STREAM_COND.notify_all()
             elif op == "cut_streams":
                 STATE["stream_gen"] += 1
                 STREAM_COND.notify_all()
@@ -380,6 +384,8 @@ class Handler(BaseHTTPRequestHandler):
 
 def relative_event(root, wparts, kind, data):
     """Event for a stream at `root` from a write of `kind` at `wparts`, or None if unrelated."""
+    if wparts is None:  # injected raw event (cancel, auth_revoked)
+        return (kind, json.dumps(data))
     n = min(len(root), len(wparts))
     if root[:n] != wparts[:n]:
         return None

@@ -103,6 +103,21 @@ TEST_F(SyncStreamTest, KeepAlivesKeepTheStreamOpen) {
   EXPECT_EQ(seen_.size(), 1u);  // keep-alives are not delivered
 }
 
+TEST_F(SyncStreamTest, AuthRevokedReconnectsAndCancelStops) {
+  FakeCloud cloud;
+  Open(cloud);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return seen_.size() == 1; }));
+  cloud.control({{"op", "stream_event"}, {"type", "auth_revoked"}, {"data", "credential expired"}});
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return stream_->connects() == 2 && seen_.size() == 2; }));
+  EXPECT_TRUE(seen_[1].full);
+  cloud.control({{"op", "stream_event"}, {"type", "cancel"}, {"data", "permission denied"}});
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return !cancelled_.empty(); }));
+  EXPECT_EQ(cancelled_, "permission denied");
+  EXPECT_FALSE(stream_->open());
+  RunUntil(&loop_, [] { return false; }, std::chrono::milliseconds(500));
+  EXPECT_EQ(stream_->connects(), 2u);  // cancelled streams stay closed
+}
+
 TEST_F(SyncStreamTest, GetWithEtag) {
   FakeCloud cloud;
   cloud.request("PUT", "/dev/1.json", R"({"on":true})");
