@@ -5,6 +5,9 @@
 #include "gateway/log.h"
 #include "store/store_error.h"
 
+#include <fstream>
+#include <sstream>
+
 namespace tether {
 
 namespace {
@@ -38,6 +41,10 @@ Daemon::Daemon(Config config, std::string config_path)
 }
 
 Daemon::~Daemon() {
+  drainer_.reset();
+  credentials_.reset();
+  http_.reset();
+  cloud_.reset();
   admin_.reset();
   admin_backend_.reset();
   loop_caller_.reset();
@@ -105,6 +112,8 @@ bool Daemon::StartModules() {
   device_api_->AttachEndpoint(endpoint_.get());
   spdlog::info("listening for CoAP on udp {}", HostPort{l.host, endpoint_->local_port()}.ToString());
 
+  if (config_.upstream && !StartUpstream()) return false;
+
   loop_caller_ = std::make_unique<LoopCaller>(&loop_);
   admin_backend_ = std::make_unique<DaemonAdmin>(DaemonAdmin::Parts{
       &config_, store_.get(), device_api_.get(), endpoint_.get(), [this] { return Reload(); }});
@@ -119,6 +128,56 @@ bool Daemon::StartModules() {
   }
   spdlog::info("admin endpoint on http://{} (/metrics, /healthz, /readyz, tetherctl)",
                HostPort{config_.admin_listen.host, admin_->port()}.ToString());
+  return true;
+}
+
+namespace {
+// The first line of a credentials file, without its newline. Throws naming the file, never the content.
+std::string ReadSecretFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot read credentials file " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string s = ss.str();
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  if (s.empty()) throw std::runtime_error("credentials file " + path + " is empty");
+  return s;
+}
+}  // namespace
+
+bool Daemon::StartUpstream() {
+  const UpstreamConfig& u = *config_.upstream;
+  auto routes = std::make_shared<RouteTable>(config_);
+  http_ = std::make_unique<upstream::HttpClient>(&loop_);
+  try {
+    if (!u.secret_file.empty()) {
+      credentials_ = upstream::MakeDatabaseSecret(ReadSecretFile(u.secret_file));
+    } else if (!u.access_token_file.empty()) {
+      ReadSecretFile(u.access_token_file);  // fail at startup, not at the first upload
+      credentials_ = upstream::MakeAccessTokenFile(u.access_token_file);
+    } else if (!u.service_account_file.empty()) {
+      std::string err;
+      credentials_ = upstream::MakeServiceAccount(*http_, ReadSecretFile(u.service_account_file), &err);
+      if (!credentials_) throw std::runtime_error(u.service_account_file + ": " + err);
+    } else {
+      credentials_ = upstream::MakeNoCredentials();
+    }
+  } catch (const std::exception& e) {
+    spdlog::critical("upstream credentials: {}", e.what());
+    return false;
+  }
+  cloud_ = std::make_unique<CloudBridge>(*store_, *device_api_, routes);
+  std::vector<upstream::RouteTarget> targets;
+  for (size_t i = 0; i < config_.routes.size(); ++i) {
+    targets.push_back({config_.routes[i].name, JoinPath(routes->CloudRoot(static_cast<int>(i)))});
+  }
+  upstream::DrainerOptions o;
+  o.base_url = u.url;
+  o.on_link = [this](bool connected) { cloud_->OnLinkChanged(connected); };
+  drainer_ = std::make_unique<upstream::Drainer>(&loop_, *http_, *credentials_, *cloud_, targets, o);
+  device_api_->SetQueuedHook([this](const std::string& route) { drainer_->notify(route); });
+  drainer_->start();
+  spdlog::info("uploading {} route(s) to {}", targets.size(), u.url);
   return true;
 }
 
@@ -163,6 +222,7 @@ void Daemon::Stop() {
   // (their callbacks answer devices that are still waiting), then close the store.
   if (loop_caller_) loop_caller_->Shutdown();
   if (admin_) admin_->Stop();
+  if (drainer_) drainer_->stop();
   if (device_api_) device_api_->Close();
   endpoint_.reset();
   if (store_) store_->Close();

@@ -11,12 +11,16 @@
 
 #include "device_proto/endpoint.h"
 #include "gateway/admin_server.h"
+#include "gateway/cloud_bridge.h"
 #include "gateway/config.h"
 #include "gateway/daemon_admin.h"
 #include "gateway/device_api.h"
 #include "gateway/route_table.h"
 #include "gateway/service_notifier.h"
 #include "store/store.h"
+#include "upstream/credentials.h"
+#include "upstream/drainer.h"
+#include "upstream/http_client.h"
 
 namespace tether {
 
@@ -32,6 +36,7 @@ class Daemon {
  private:
   static void OnSignal(uv_signal_t* h, int signum);
   bool StartModules();
+  bool StartUpstream();  // only with an upstream configured
   // Re-reads the config file; on error keeps the running configuration and returns the reason.
   AdminResult Reload();
   void Stop();
@@ -45,6 +50,10 @@ class Daemon {
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<DeviceApi> device_api_;
   std::unique_ptr<coap::Endpoint> endpoint_;
+  std::unique_ptr<CloudBridge> cloud_;
+  std::unique_ptr<upstream::HttpClient> http_;
+  std::unique_ptr<upstream::Credentials> credentials_;
+  std::unique_ptr<upstream::Drainer> drainer_;
   std::unique_ptr<LoopCaller> loop_caller_;
   std::unique_ptr<DaemonAdmin> admin_backend_;
   std::unique_ptr<AdminServer> admin_;

@@ -8,6 +8,8 @@
 #include "gateway/data_rules.h"
 #include "gateway/log.h"
 
+#include <set>
+
 namespace tether {
 
 namespace {
@@ -337,6 +339,7 @@ void DeviceApi::FireOnDisconnect(Session s, std::function<void()> done, int atte
   store::WriteBatch batch;
   size_t fired = 0, denied = 0;
   uint64_t ops_through = 0;
+  std::set<std::string> routes;
   std::vector<store::OnDisconnectOp> ops = store_.sessions().OnDisconnectOps(s.id);
   for (const auto& op : ops) ops_through = std::max(ops_through, op.order);
   // Removing the session in the same batch makes a second firing find nothing: exactly once.
@@ -369,6 +372,7 @@ void DeviceApi::FireOnDisconnect(Session s, std::function<void()> done, int atte
     else batch.TreeSet(TreePath(cloud), local);
     store::QueueEntry e;
     e.route = res->route->name;
+    routes.insert(e.route);
     e.device_id = s.device;
     e.kind = kind;
     e.path = TreePath(cloud);
@@ -381,7 +385,7 @@ void DeviceApi::FireOnDisconnect(Session s, std::function<void()> done, int atte
     ++fired;
   }
   auto alive = alive_;
-  store_.Submit(std::move(batch), [this, alive, fired, denied, attempt, s = std::move(s),
+  store_.Submit(std::move(batch), [this, alive, fired, denied, attempt, s = std::move(s), routes = std::move(routes),
                                    done = std::move(done)](const store::BatchResult& res) mutable {
     if (!*alive) return;
     if (res.status.code == store::StatusCode::kConflict && attempt < 5) {
@@ -392,6 +396,9 @@ void DeviceApi::FireOnDisconnect(Session s, std::function<void()> done, int atte
       counters_.ondisconnect_fired += fired;
       counters_.ondisconnect_denied += denied;
       NotifyPaths(res.changed_paths);
+      if (on_queued_) {
+        for (const auto& r : routes) on_queued_(r);
+      }
     } else if (res.status.code != store::StatusCode::kNotFound) {
       spdlog::error("onDisconnect of device '{}' not recorded: {} (the session stays in the store and "
                     "fires after the next restart)", s.device, res.status.ToString());
@@ -540,7 +547,7 @@ void DeviceApi::HandleWrite(Call& c, Session& s, const std::vector<std::string>&
   ++counters_.writes;
   auto alive = alive_;
   auto call = std::make_shared<Call>(c);
-  store_.Submit(std::move(batch), [this, alive, call, push_key](store::BatchResult r) {
+  store_.Submit(std::move(batch), [this, alive, call, push_key, route = res->route->name](store::BatchResult r) {
     if (!*alive) return;
     if (!r.status.ok()) {
       ++counters_.writes_rejected;
@@ -548,6 +555,7 @@ void DeviceApi::HandleWrite(Call& c, Session& s, const std::vector<std::string>&
     }
     Reply(*call, coap::code::kContent, push_key);  // push answers the new key as raw bytes
     NotifyPaths(r.changed_paths);
+    if (on_queued_) on_queued_(route);
   });
 }
 

@@ -39,6 +39,8 @@ class DeviceApi : public coap::Handler {
   ~DeviceApi() override;
 
   void AttachEndpoint(coap::Endpoint* endpoint) { endpoint_ = endpoint; }
+  // Called with the route name after writes to that route's queue committed (wakes the uploader).
+  void SetQueuedHook(std::function<void(const std::string& route)> hook) { on_queued_ = std::move(hook); }
   // Loads persisted sessions: each gets a full timeout from now to come back.
   void RestoreSessions();
   void SetRoutes(std::shared_ptr<const RouteTable> routes);  // reload: applies to new requests
@@ -101,6 +103,7 @@ class DeviceApi : public coap::Handler {
   std::optional<int64_t> cloud_offset_ms_;
   uv_timer_t liveness_;
   DeviceApiCounters counters_;
+  std::function<void(const std::string& route)> on_queued_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // guards store callbacks after Close
 };
 
