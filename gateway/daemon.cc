@@ -6,6 +6,7 @@
 #include "store/store_error.h"
 
 #include <fstream>
+#include <set>
 #include <sstream>
 
 namespace tether {
@@ -41,6 +42,8 @@ Daemon::Daemon(Config config, std::string config_path)
 }
 
 Daemon::~Daemon() {
+  streams_.clear();
+  clock_.reset();
   drainer_.reset();
   credentials_.reset();
   http_.reset();
@@ -178,6 +181,43 @@ bool Daemon::StartUpstream() {
   device_api_->SetQueuedHook([this](const std::string& route) { drainer_->notify(route); });
   drainer_->start();
   spdlog::info("uploading {} route(s) to {}", targets.size(), u.url);
+
+  // Presence node + cloud clock: the offset corrects event times and push ids.
+  upstream::CloudClockOptions co;
+  co.base_url = u.url;
+  co.presence_path = JoinPath(SplitPath(u.presence_path));
+  co.on_link = [this](bool connected) { cloud_->OnLinkChanged(connected); };
+  clock_ = std::make_unique<upstream::CloudClock>(&loop_, *http_, *credentials_, co);
+  clock_->start();
+  uv_timer_init(&loop_, &clock_poll_);
+  clock_poll_.data = this;
+  uv_timer_start(&clock_poll_, [](uv_timer_t* t) {
+    auto* self = static_cast<Daemon*>(t->data);
+    if (self->clock_->has_estimate()) self->cloud_->OnClockOffset(self->clock_->offset_ms(), self->clock_->rtt_ms());
+  }, 1000, 1000);
+  clock_poll_started_ = true;
+
+  // Sync roots: cloud data streamed into the local copy, kept while offline.
+  std::set<std::string> roots;
+  for (const auto& r : config_.routes) roots.insert(r.sync.begin(), r.sync.end());
+  for (const std::string& root : roots) {
+    upstream::SyncStreamOptions so;
+    so.base_url = u.url;
+    so.root = root;
+    auto on_event = [this, root](const upstream::FirebaseEvent& e, bool full_resync) {
+      using K = upstream::FirebaseEvent::Kind;
+      if (e.kind != K::Put && e.kind != K::Patch) return;
+      std::string abs = JoinPath(SplitPath(root + "/" + e.path));
+      cloud_->OnSyncData(abs, e.data, e.kind == K::Patch);
+      if (full_resync) spdlog::info("sync root /{} resynced from the cloud", root);
+    };
+    auto on_cancel = [root](const std::string& why) {
+      spdlog::error("cloud cancelled the sync of /{}: {} (check the database rules)", root, why);
+    };
+    streams_.push_back(std::make_unique<upstream::SyncStream>(&loop_, *http_, *credentials_, so, on_event, on_cancel));
+    streams_.back()->start();
+  }
+  if (!roots.empty()) spdlog::info("syncing {} root(s) from the cloud", roots.size());
   return true;
 }
 
@@ -223,6 +263,9 @@ void Daemon::Stop() {
   if (loop_caller_) loop_caller_->Shutdown();
   if (admin_) admin_->Stop();
   if (drainer_) drainer_->stop();
+  for (auto& st : streams_) st->stop();
+  if (clock_poll_started_) uv_close(reinterpret_cast<uv_handle_t*>(&clock_poll_), nullptr);
+  if (clock_) clock_->shutdown([] {});  // best-effort "offline" presence write
   if (device_api_) device_api_->Close();
   endpoint_.reset();
   if (store_) store_->Close();

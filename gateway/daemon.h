@@ -18,7 +18,9 @@
 #include "gateway/route_table.h"
 #include "gateway/service_notifier.h"
 #include "store/store.h"
+#include "upstream/cloud_clock.h"
 #include "upstream/credentials.h"
+#include "upstream/sync_stream.h"
 #include "upstream/drainer.h"
 #include "upstream/http_client.h"
 
@@ -54,6 +56,10 @@ class Daemon {
   std::unique_ptr<upstream::HttpClient> http_;
   std::unique_ptr<upstream::Credentials> credentials_;
   std::unique_ptr<upstream::Drainer> drainer_;
+  std::unique_ptr<upstream::CloudClock> clock_;
+  std::vector<std::unique_ptr<upstream::SyncStream>> streams_;
+  uv_timer_t clock_poll_;  // hands CloudClock's estimate to the gateway once a second
+  bool clock_poll_started_ = false;
   std::unique_ptr<LoopCaller> loop_caller_;
   std::unique_ptr<DaemonAdmin> admin_backend_;
   std::unique_ptr<AdminServer> admin_;
