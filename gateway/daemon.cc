@@ -242,6 +242,14 @@ AdminResult Daemon::Reload() {
     }
     auto routes = std::make_shared<RouteTable>(next);
     if (device_api_) device_api_->SetRoutes(routes);  // throws ConfigError for an unreadable app secret
+    if (cloud_) cloud_->SetRoutes(routes);
+    std::vector<std::string> before, after;
+    for (const auto& r : config_.routes) before.push_back(r.name + "=" + r.cloud);
+    for (const auto& r : next.routes) after.push_back(r.name + "=" + r.cloud);
+    if (before != after || (next.upstream.has_value() != config_.upstream.has_value())) {
+      spdlog::warn("reload: route names, cloud patterns and the upstream section are picked up by the "
+                   "uploader after a restart; access rules apply now");
+    }
     SetLogLevel(next.log_level);
     config_ = std::move(next);
     spdlog::info("reload: configuration {} applied", config_path_);
