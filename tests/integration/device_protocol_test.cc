@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <memory>
 #include <thread>
 
 #include "tests/integration/sdk_client.h"
@@ -309,6 +310,43 @@ TEST_F(DeviceProtocol, RoutesConfineDevicesToTheirSubtree) {
   EXPECT_EQ(d1.Put("config/rate", CborUint(1)).CodeString(), "4.03");
   EXPECT_EQ(d1.Get("config/rate").CodeString(), "2.05");
   EXPECT_EQ(d1.Request(kPut, "devices/dev2/x", CborUint(1), {".dis=add"}).CodeString(), "4.03");
+}
+
+TEST_F(DeviceProtocol, ReloadUnderLoadKeepsSessionsAndAnswersEveryRequest) {
+  StartGateway();
+  std::vector<std::unique_ptr<SdkClient>> devs;
+  for (int i = 0; i < 20; ++i) {
+    devs.push_back(std::make_unique<SdkClient>(port_));
+    ASSERT_TRUE(devs.back()->Open());
+  }
+  // Reload five times while every device keeps writing; a sixth reload tightens a route.
+  int answered = 0;
+  for (int round = 0; round < 30; ++round) {
+    if (round % 5 == 2) gw_.Signal(SIGHUP);
+    std::vector<std::string> toks;
+    for (auto& d : devs) toks.push_back(d->Send(kPut, "load/" + d->short_token(), CborUint(round)));
+    for (size_t i = 0; i < devs.size(); ++i) {
+      CoapReply r = devs[i]->Await(toks[i]);
+      EXPECT_EQ(r.CodeString(), "2.05") << "round " << round;
+      answered += r.CodeString() == "2.05";
+    }
+  }
+  EXPECT_EQ(answered, 30 * 20);
+  for (auto& d : devs) EXPECT_EQ(d->Ping().CodeString(), "2.05") << "session kept across reloads";
+  // New routes apply to new requests: make /load read-only for myapp.
+  std::string tightened = config_;
+  tightened.replace(tightened.find("  - { name: myapp, app: myapp, match: \"**\" }"),
+                    std::string("  - { name: myapp, app: myapp, match: \"**\" }").size(),
+                    "  - { name: myapp, app: myapp, match: \"**\", write: none }");
+  gw_.WriteConfig(tightened);
+  gw_.Signal(SIGHUP);
+  std::string code;
+  for (int i = 0; i < 50 && code != "4.03"; ++i) {  // the signal is handled asynchronously
+    code = devs[0]->Put("load/x", CborUint(1)).CodeString();
+    if (code != "4.03") std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(code, "4.03");
+  EXPECT_EQ(devs[0]->Get("load/" + devs[0]->short_token()).payload, CborUint(29)) << "data kept";
 }
 
 TEST_F(DeviceProtocol, InfoEntries) {
