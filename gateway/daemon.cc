@@ -4,6 +4,7 @@
 
 #include "gateway/log.h"
 #include "store/store_error.h"
+#include "upstream/rest_get.h"
 
 #include <fstream>
 #include <set>
@@ -135,6 +136,10 @@ bool Daemon::StartModules() {
 }
 
 namespace {
+// A device GET outside the sync roots waits at most this long for the cloud before the local
+// copy answers (the engine sends an empty ACK after 1 s, so the SDK does not retransmit).
+constexpr long kCloudReadTimeoutMs = 2000;
+
 // The first line of a credentials file, without its newline. Throws naming the file, never the content.
 std::string ReadSecretFile(const std::string& path) {
   std::ifstream in(path);
@@ -218,6 +223,14 @@ bool Daemon::StartUpstream() {
     streams_.back()->start();
   }
   if (!roots.empty()) spdlog::info("syncing {} root(s) from the cloud", roots.size());
+  device_api_->SetCloudReader(
+      [this](const std::string& path, std::function<void(std::optional<Json>)> done) {
+        upstream::RestGet(*http_, *credentials_, config_.upstream->url, path, kCloudReadTimeoutMs, false,
+                          [done = std::move(done)](upstream::GetResult r) {
+                            done(r.ok ? std::optional<Json>(std::move(r.value)) : std::nullopt);
+                          });
+      },
+      std::vector<std::string>(roots.begin(), roots.end()));
   return true;
 }
 

@@ -494,7 +494,31 @@ void DeviceApi::HandleRead(Call& c, Session& s, const std::vector<std::string>& 
     ++counters_.requests[fmt::format("GET {}", CodeName(coap::code::kContent))];
     return;
   }
+  if (ReadsFromCloud(cloud, res->route->name)) {
+    auto alive = alive_;
+    auto call = std::make_shared<Call>(c);
+    return cloud_reader_(cloud, [this, alive, call, cloud, body](std::optional<Json> fresh) {
+      if (!*alive) return;
+      if (!fresh) return Reply(*call, coap::code::kContent, body);  // cloud silent: the local copy
+      Reply(*call, coap::code::kContent, Encode(*fresh, call->json_out));
+      store::WriteBatch b;  // remember it for offline reads (the cache bound evicts it eventually)
+      b.TreeSet("/" + cloud, WithoutBinary(*fresh));
+      store_.Submit(std::move(b), [this, alive](const store::BatchResult& r) {
+        if (*alive && r.status.ok()) NotifyPaths(r.changed_paths);
+      });
+    });
+  }
   Reply(c, coap::code::kContent, body);
+}
+
+bool DeviceApi::ReadsFromCloud(const std::string& cloud_path, const std::string& route) const {
+  if (!cloud_reader_ || !cloud_connected_) return false;
+  for (const auto& root : sync_roots_) {
+    if (cloud_path == root || cloud_path.compare(0, root.size() + 1, root + "/") == 0 || root.empty()) return false;
+  }
+  // Writes still queued for this route are newer than the cloud's copy: read locally.
+  auto stats = store_.queue().Stats(route);
+  return !stats || stats->depth == 0;
 }
 
 void DeviceApi::HandleWrite(Call& c, Session& s, const std::vector<std::string>& path) {

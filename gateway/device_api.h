@@ -39,6 +39,14 @@ class DeviceApi : public coap::Handler {
   ~DeviceApi() override;
 
   void AttachEndpoint(coap::Endpoint* endpoint) { endpoint_ = endpoint; }
+  // Reads a cloud path from the cloud; done(nullopt) on failure or timeout. With a reader set,
+  // a GET outside every sync root whose route has no pending uploads is answered from the cloud
+  // (and the local copy refreshed), falling back to the local copy when the cloud does not answer.
+  using CloudReader = std::function<void(const std::string& cloud_path, std::function<void(std::optional<Json>)> done)>;
+  void SetCloudReader(CloudReader reader, std::vector<std::string> sync_roots) {
+    cloud_reader_ = std::move(reader);
+    sync_roots_ = std::move(sync_roots);
+  }
   // Called with the route name after writes to that route's queue committed (wakes the uploader).
   void SetQueuedHook(std::function<void(const std::string& route)> hook) { on_queued_ = std::move(hook); }
   // Loads persisted sessions: each gets a full timeout from now to come back.
@@ -73,6 +81,7 @@ class DeviceApi : public coap::Handler {
   void HandleOffline(Call& c, Session* s);
   void HandleInfo(Call& c, const std::vector<std::string>& path);
   void HandleRead(Call& c, Session& s, const std::vector<std::string>& path);
+  bool ReadsFromCloud(const std::string& cloud_path, const std::string& route) const;
   void HandleWrite(Call& c, Session& s, const std::vector<std::string>& path);
   void HandleOnDisconnect(Call& c, Session& s, const std::vector<std::string>& path, bool cancel);
 
@@ -104,6 +113,8 @@ class DeviceApi : public coap::Handler {
   uv_timer_t liveness_;
   DeviceApiCounters counters_;
   std::function<void(const std::string& route)> on_queued_;
+  CloudReader cloud_reader_;
+  std::vector<std::string> sync_roots_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // guards store callbacks after Close
 };
 

@@ -152,5 +152,23 @@ TEST_F(CloudLink, SyncRootIsServedOfflineAndFollowsCloudChanges) {
   EXPECT_EQ(dev.Put("config/rate", CborUint(9)).CodeString(), "4.03") << "route write: none";
 }
 
+TEST_F(CloudLink, ReadOutsideSyncRootsAsksTheCloudThenFallsBackToTheLocalCopy) {
+  StartGateway();
+  SdkClient dev(port_);
+  ASSERT_TRUE(dev.Open("dev1"));
+  ASSERT_EQ(Shell("curl -sf -X PUT -d '\"from-cloud\"' " + cloud_.url() + "/fleet/dev1/info.json").status, 0);
+  // Wait until the gateway has seen the link up (its first upload or presence write).
+  bool up = false;
+  for (int i = 0; i < 50 && !up; ++i) {
+    up = dev.Request(1, ".info/connected", "", {}, {}, {}, 50u).payload == "true";
+    if (!up) std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_TRUE(up);
+  EXPECT_EQ(dev.Request(1, "devices/dev1/info", "", {}, {}, {}, 50u).payload, "\"from-cloud\"");
+  cloud_.control({{"op", "down"}, {"ms", 4000}});
+  // The cloud is gone: the copy remembered from the last read answers.
+  EXPECT_EQ(dev.Request(1, "devices/dev1/info", "", {}, {}, {}, 50u).payload, "\"from-cloud\"");
+}
+
 }  // namespace
 }  // namespace tether::testing
