@@ -2,7 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "gateway/clock.h"
+#include "store/boot_clock.h"
 
 namespace tether {
 
@@ -27,7 +27,7 @@ std::string CloudBridge::RootOf(const std::string& route) const {
 
 std::vector<upstream::OutboundOp> CloudBridge::peek(const std::string& route, size_t max) {
   const std::string root = RootOf(route);
-  const int64_t wall = WallNowMs(), boot = BootTimeNowMs();
+  const int64_t wall = store::WallClockMs(), boot = store::BootTimeMs();
   RouteConfig::Timestamps timestamps = RouteConfig::Timestamps::kEventTime;
   for (const auto& r : routes_->routes()) {
     if (r.name == route) timestamps = r.timestamps;
@@ -54,7 +54,7 @@ std::vector<upstream::OutboundOp> CloudBridge::peek(const std::string& route, si
     op.json = e.payload;
     op.event_time_ms = timestamps == RouteConfig::Timestamps::kArrival
                            ? wall + offset_ms_.value_or(0)
-                           : EventCloudTimeMs(e, wall, boot, BootId(), offset_ms_);
+                           : EventCloudTimeMs(e, wall, boot, store::BootId(), offset_ms_);
     out.push_back(std::move(op));
   }
   return out;
@@ -77,7 +77,7 @@ void CloudBridge::dead_letter(const upstream::OutboundOp& op, int http_status, s
                op.seq, op.route, http_status, reason);
   dead_pending_.insert(op.seq);
   store::WriteBatch b;
-  b.MoveToDeadLetters(op.route, op.seq, std::move(reason), http_status, WallNowMs());
+  b.MoveToDeadLetters(op.route, op.seq, std::move(reason), http_status, store::WallClockMs());
   auto alive = alive_;
   store_.Submit(std::move(b), [this, alive, seq = op.seq](const store::BatchResult& r) {
     if (!*alive) return;

@@ -4,7 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <uv.h>
 
-#include "gateway/clock.h"
+#include "store/boot_clock.h"
 #include "gateway/metrics.h"
 #include "tether_version.h"
 
@@ -12,7 +12,7 @@ namespace tether {
 
 namespace {
 int64_t AgeSeconds(std::optional<int64_t> wall_ms) {
-  return wall_ms ? std::max<int64_t>(0, (WallNowMs() - *wall_ms) / 1000) : 0;
+  return wall_ms ? std::max<int64_t>(0, (store::WallClockMs() - *wall_ms) / 1000) : 0;
 }
 }  // namespace
 

@@ -4,7 +4,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "gateway/clock.h"
+#include "gateway/random_token.h"
+#include "store/boot_clock.h"
 #include "gateway/data_rules.h"
 #include "gateway/log.h"
 
@@ -68,7 +69,7 @@ store::SessionRecord ToRecord(const Session& s, int64_t timeout_ms) {
   r.bound_address = s.addr.to_string();
   r.created_ms = s.created_wall_ms;
   r.heartbeat_timeout_ms = timeout_ms;
-  r.last_seen_ms = WallNowMs();
+  r.last_seen_ms = store::WallClockMs();
   return r;
 }
 
@@ -119,7 +120,7 @@ void DeviceApi::SetRoutes(std::shared_ptr<const RouteTable> routes) {
   routes_ = std::move(routes);
 }
 
-int64_t DeviceApi::CloudNowMs() const { return WallNowMs() + cloud_offset_ms_.value_or(0); }
+int64_t DeviceApi::CloudNowMs() const { return store::WallClockMs() + cloud_offset_ms_.value_or(0); }
 
 void DeviceApi::RestoreSessions() {
   int64_t now = static_cast<int64_t>(uv_now(loop_));
@@ -240,7 +241,7 @@ void DeviceApi::HandleOpen(Call& c) {
   s.app = c.app;
   s.device = auth.device.empty() ? "anon-" + s.short_token : auth.device;
   s.addr = c.peer;
-  s.created_wall_ms = WallNowMs();
+  s.created_wall_ms = store::WallClockMs();
   store::WriteBatch batch;
   batch.PutSession(ToRecord(s, sessions_.timeout_ms()));
   auto alive = alive_;
@@ -277,13 +278,7 @@ void DeviceApi::HandleRebind(Call& c) {
   s->last_seen_ms = static_cast<int64_t>(uv_now(loop_));
   store::WriteBatch batch;
   batch.PutSession(ToRecord(*s, sessions_.timeout_ms()));
-  auto alive = alive_;
-  auto call = std::make_shared<Call>(c);
-  store_.Submit(std::move(batch), [this, alive, call](store::BatchResult res) {
-    if (!*alive) return;
-    if (!res.status.ok()) return ReplyStoreStatus(*call, res.status);
-    Reply(*call, coap::code::kContent);
-  });
+  CommitThenReply(c, std::move(batch));
 }
 
 void DeviceApi::HandleOffline(Call& c, Session* s) {
@@ -334,7 +329,7 @@ void DeviceApi::EndSession(std::string session_id, EndCause cause, std::function
 
 void DeviceApi::FireOnDisconnect(Session s, std::function<void()> done, int attempt) {
   // The moment the gateway declared the device gone is the event time of everything fired now.
-  const int64_t wall = WallNowMs();
+  const int64_t wall = store::WallClockMs();
   const int64_t cloud_now = CloudNowMs();
   store::WriteBatch batch;
   size_t fired = 0, denied = 0;
@@ -370,18 +365,8 @@ void DeviceApi::FireOnDisconnect(Session s, std::function<void()> done, int atte
     if (kind == store::OpKind::kUpdate) batch.TreeUpdate(TreePath(cloud), local);
     else if (kind == store::OpKind::kRemove) batch.TreeRemove(TreePath(cloud));
     else batch.TreeSet(TreePath(cloud), local);
-    store::QueueEntry e;
-    e.route = res->route->name;
-    routes.insert(e.route);
-    e.device_id = s.device;
-    e.kind = kind;
-    e.path = TreePath(cloud);
-    e.payload = kind == store::OpKind::kRemove ? "null" : EncodeJson(value);
-    e.wall_ms = wall;
-    e.boottime_ms = BootTimeNowMs();
-    e.boot_id = BootId();
-    e.cloud_offset_ms = cloud_offset_ms_;
-    batch.Append(std::move(e));
+    routes.insert(res->route->name);
+    batch.Append(QueueEntryFor(res->route->name, s.device, kind, TreePath(cloud), value, wall));
     ++fired;
   }
   auto alive = alive_;
@@ -417,13 +402,7 @@ void DeviceApi::HandleInfo(Call& c, const std::vector<std::string>& path) {
   Session* s = sessions_.ByShortToken(c.cs);
   std::string dev_path = JoinPath(path);
   std::string body = Encode(InfoValue(path[1]), c.json_out);
-  if (c.observe == 1u) {
-    if (Observer* o = observers_.FindBySessionPath(s->id, dev_path)) {
-      endpoint_->cancel_observer(o->id);
-      observers_.Remove(o->id);
-    }
-    return Reply(c, coap::code::kContent);
-  }
+  if (c.observe == 1u) return Unobserve(c, *s, dev_path);
   if (c.observe == 0u) {
     std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(body.data()), body.size());
     coap::Response resp{coap::code::kContent, bytes, std::nullopt, std::nullopt};
@@ -473,13 +452,7 @@ void DeviceApi::NotifyInfo() {
 void DeviceApi::HandleRead(Call& c, Session& s, const std::vector<std::string>& path) {
   auto res = routes_->Resolve(s.app, s.device, path);
   std::string dev_path = JoinPath(path);
-  if (c.observe == 1u) {  // deregistration: the SDK sends it with a new token
-    if (Observer* o = observers_.FindBySessionPath(s.id, dev_path)) {
-      endpoint_->cancel_observer(o->id);
-      observers_.Remove(o->id);
-    }
-    return Reply(c, coap::code::kContent);
-  }
+  if (c.observe == 1u) return Unobserve(c, s, dev_path);  // the SDK deregisters with a new token
   if (!res || !res->may_read) return ReplyError(c, kForbidden, "read not allowed at /" + dev_path);
   std::string cloud = JoinPath(res->cloud_path);
   Json value = store_.tree().Get("/" + cloud);
@@ -526,12 +499,7 @@ void DeviceApi::HandleWrite(Call& c, Session& s, const std::vector<std::string>&
   auto res = routes_->Resolve(s.app, s.device, path);
   if (!res || !res->may_write) return ReplyError(c, kForbidden, "write not allowed at /" + dev_path);
   Json value;
-  if (c.method != coap::code::kDelete) {
-    std::string err;
-    auto v = c.json_in ? DecodeJson(c.payload, &err) : DecodeCbor(c.payload, &err);
-    if (!v) return ReplyError(c, coap::code::kBadRequest, err);
-    value = std::move(*v);
-  }
+  if (c.method != coap::code::kDelete && !DecodePayload(c, &value)) return;
   std::vector<std::string> cloud = res->cloud_path;
   std::string push_key;
   store::OpKind kind = store::OpKind::kSet;
@@ -557,17 +525,7 @@ void DeviceApi::HandleWrite(Call& c, Session& s, const std::vector<std::string>&
   if (kind == store::OpKind::kUpdate) batch.TreeUpdate(tree_path, local);
   else if (kind == store::OpKind::kRemove) batch.TreeRemove(tree_path);
   else batch.TreeSet(tree_path, local);
-  store::QueueEntry e;
-  e.route = res->route->name;
-  e.device_id = s.device;
-  e.kind = kind;
-  e.path = tree_path;
-  e.payload = kind == store::OpKind::kRemove ? "null" : EncodeJson(value);  // .sv kept: resolved at upload
-  e.wall_ms = WallNowMs();
-  e.boottime_ms = BootTimeNowMs();
-  e.boot_id = BootId();
-  e.cloud_offset_ms = cloud_offset_ms_;
-  batch.Append(std::move(e));
+  batch.Append(QueueEntryFor(res->route->name, s.device, kind, tree_path, value, store::WallClockMs()));
   ++counters_.writes;
   auto alive = alive_;
   auto call = std::make_shared<Call>(c);
@@ -595,12 +553,7 @@ void DeviceApi::HandleOnDisconnect(Call& c, Session& s, const std::vector<std::s
     store::OnDisconnectOp op;
     op.path = dev_path;
     Json value;
-    if (c.method != coap::code::kDelete) {
-      std::string err;
-      auto v = c.json_in ? DecodeJson(c.payload, &err) : DecodeCbor(c.payload, &err);
-      if (!v) return ReplyError(c, coap::code::kBadRequest, err);
-      value = std::move(*v);
-    }
+    if (c.method != coap::code::kDelete && !DecodePayload(c, &value)) return;
     switch (c.method) {
       case coap::code::kPut: op.kind = store::OnDisconnectOp::Kind::kSet; break;
       case coap::code::kPost: op.kind = store::OnDisconnectOp::Kind::kPush; break;
@@ -617,13 +570,51 @@ void DeviceApi::HandleOnDisconnect(Call& c, Session& s, const std::vector<std::s
     }
     batch.AddOnDisconnect(s.id, std::move(op));
   }
+  CommitThenReply(c, std::move(batch));
+}
+
+void DeviceApi::CommitThenReply(Call& c, store::WriteBatch batch) {
   auto alive = alive_;
   auto call = std::make_shared<Call>(c);
-  store_.Submit(std::move(batch), [this, alive, call](store::BatchResult r) {
+  store_.Submit(std::move(batch), [this, alive, call](const store::BatchResult& r) {
     if (!*alive) return;
     if (!r.status.ok()) return ReplyStoreStatus(*call, r.status);
     Reply(*call, coap::code::kContent);
   });
+}
+
+bool DeviceApi::DecodePayload(Call& c, Json* value) {
+  std::string err;
+  auto v = c.json_in ? DecodeJson(c.payload, &err) : DecodeCbor(c.payload, &err);
+  if (!v) {
+    ReplyError(c, coap::code::kBadRequest, err);
+    return false;
+  }
+  *value = std::move(*v);
+  return true;
+}
+
+store::QueueEntry DeviceApi::QueueEntryFor(const std::string& route, const std::string& device, store::OpKind kind,
+                                           const std::string& tree_path, const Json& value, int64_t wall_ms) const {
+  store::QueueEntry e;
+  e.route = route;
+  e.device_id = device;
+  e.kind = kind;
+  e.path = tree_path;
+  e.payload = kind == store::OpKind::kRemove ? "null" : EncodeJson(value);  // .sv kept: resolved at upload
+  e.wall_ms = wall_ms;
+  e.boottime_ms = store::BootTimeMs();
+  e.boot_id = store::BootId();
+  e.cloud_offset_ms = cloud_offset_ms_;
+  return e;
+}
+
+void DeviceApi::Unobserve(Call& c, const Session& s, const std::string& device_path) {
+  if (Observer* o = observers_.FindBySessionPath(s.id, device_path)) {
+    endpoint_->cancel_observer(o->id);
+    observers_.Remove(o->id);
+  }
+  Reply(c, coap::code::kContent);
 }
 
 // ---- notifications ----

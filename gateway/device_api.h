@@ -93,6 +93,12 @@ class DeviceApi : public coap::Handler {
   void Reply(Call& c, uint8_t code, std::string payload = {}, std::optional<uint32_t> max_age = {});
   void ReplyError(Call& c, uint8_t code, const std::string& diagnostic, std::optional<uint32_t> max_age = {});
   void ReplyStoreStatus(Call& c, const store::Status& st);
+  // Submits the batch; answers 2.05 once it is durable, or the store's refusal.
+  void CommitThenReply(Call& c, store::WriteBatch batch);
+  bool DecodePayload(Call& c, Json* value);  // false: a 4.00 was sent
+  void Unobserve(Call& c, const Session& s, const std::string& device_path);
+  store::QueueEntry QueueEntryFor(const std::string& route, const std::string& device, store::OpKind kind,
+                                  const std::string& tree_path, const Json& value, int64_t wall_ms) const;
   std::string Encode(const Json& v, bool json) const;
   void NotifyPaths(const std::vector<std::string>& cloud_paths);
   void NotifyInfo();

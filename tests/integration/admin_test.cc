@@ -1,7 +1,11 @@
 // tetherctl and the admin endpoint against a running tetherd.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 
 #include "tests/integration/sdk_client.h"
@@ -127,7 +131,16 @@ TEST_F(Admin, ReloadReportsABrokenFileAndKeepsRunning) {
 TEST_F(Admin, ClearErrorWhenTheDaemonIsNotRunning) {
   gw_.Signal(SIGTERM);
   ASSERT_EQ(gw_.WaitExit(10s), 0);
-  ShellResult o = Ctl("status");
+  // Hold a bound, non-listening port so no other test's daemon can answer on it meanwhile.
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ShellResult o = Shell(TetherdProcess::BinaryPath("tetherctl") + " --admin 127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + " status");
+  close(fd);
   EXPECT_EQ(o.status, 3);
   EXPECT_NE(o.out.find("cannot reach tetherd"), std::string::npos) << o.out;
 }

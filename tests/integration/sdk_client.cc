@@ -41,6 +41,17 @@ std::string Uint(uint32_t v) {
   return s;
 }
 
+std::vector<std::string> Segments(const std::string& path) {
+  std::vector<std::string> segs;
+  for (size_t i = 0; i <= path.size();) {
+    size_t j = path.find('/', i);
+    if (j == std::string::npos) j = path.size();
+    if (j > i) segs.push_back(path.substr(i, j - i));
+    i = j + 1;
+  }
+  return segs;
+}
+
 uint32_t ReadUint(const std::string& s) {
   uint32_t v = 0;
   for (unsigned char c : s) v = v << 8 | c;
@@ -123,6 +134,11 @@ uint16_t SdkClient::local_port() const {
   return ntohs(a.sin_port);
 }
 
+std::vector<std::string> SdkClient::WithSession(std::vector<std::string> queries) const {
+  if (!short_token_.empty()) queries.push_back(".cs=" + short_token_);
+  return queries;
+}
+
 std::string SdkClient::Build(uint8_t method, const std::vector<std::string>& path,
                              const std::vector<std::string>& queries, const std::string& payload,
                              std::optional<uint32_t> observe, std::optional<uint32_t> content_format,
@@ -181,15 +197,8 @@ CoapReply SdkClient::Request(uint8_t method, const std::string& path, const std:
                              const std::vector<std::string>& extra_queries, std::optional<uint32_t> observe,
                              std::optional<uint32_t> content_format, std::optional<uint32_t> accept,
                              std::optional<uint32_t> block2) {
-  std::vector<std::string> segs;
-  for (size_t i = 0; i <= path.size();) {
-    size_t j = path.find('/', i);
-    if (j == std::string::npos) j = path.size();
-    if (j > i) segs.push_back(path.substr(i, j - i));
-    i = j + 1;
-  }
-  std::vector<std::string> q = extra_queries;
-  if (!short_token_.empty()) q.push_back(".cs=" + short_token_);
+  std::vector<std::string> segs = Segments(path);
+  std::vector<std::string> q = WithSession(extra_queries);
   std::string pkt = Build(method, segs, q, payload, observe, content_format, accept, block2);
   return Exchange(pkt, pkt.substr(4, 4));
 }
@@ -216,15 +225,8 @@ std::string SdkClient::SendOpen(const std::string& auth_token) {
 
 std::string SdkClient::Send(uint8_t method, const std::string& path, const std::string& payload,
                             const std::vector<std::string>& extra_queries) {
-  std::vector<std::string> segs;
-  for (size_t i = 0; i <= path.size();) {
-    size_t j = path.find('/', i);
-    if (j == std::string::npos) j = path.size();
-    if (j > i) segs.push_back(path.substr(i, j - i));
-    i = j + 1;
-  }
-  std::vector<std::string> q = extra_queries;
-  if (!short_token_.empty()) q.push_back(".cs=" + short_token_);
+  std::vector<std::string> segs = Segments(path);
+  std::vector<std::string> q = WithSession(extra_queries);
   std::string pkt = Build(method, segs, q, payload, {}, {}, {});
   send(fd_, pkt.data(), pkt.size(), 0);
   return pkt.substr(4, 4);

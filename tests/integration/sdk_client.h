@@ -84,6 +84,7 @@ class SdkClient {
 
  private:
   CoapReply Exchange(const std::string& packet, const std::string& token);
+  std::vector<std::string> WithSession(std::vector<std::string> queries) const;  // adds .cs=
   std::optional<CoapReply> Receive(std::chrono::milliseconds timeout);
   void OpenSocket();
 

@@ -1,33 +1,9 @@
-#include "gateway/clock.h"
+#include "gateway/random_token.h"
 
 #include <sys/random.h>
-#include <time.h>
-
-#include <fstream>
 #include <stdexcept>
 
 namespace tether {
-
-namespace {
-int64_t Ms(clockid_t id) {
-  timespec ts;
-  clock_gettime(id, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
-}
-}  // namespace
-
-int64_t WallNowMs() { return Ms(CLOCK_REALTIME); }
-int64_t BootTimeNowMs() { return Ms(CLOCK_BOOTTIME); }
-
-const std::string& BootId() {
-  static const std::string id = [] {
-    std::ifstream in("/proc/sys/kernel/random/boot_id");
-    std::string s;
-    std::getline(in, s);
-    return s;
-  }();
-  return id;
-}
 
 std::string RandomToken(size_t n) {
   static const char kAlpha[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
