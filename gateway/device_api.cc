@@ -360,7 +360,7 @@ void DeviceApi::FireOnDisconnect(Session s, std::function<void()> done, int atte
       case store::OnDisconnectOp::Kind::kUpdate: kind = store::OpKind::kUpdate; break;
       case store::OnDisconnectOp::Kind::kRemove: kind = store::OpKind::kRemove; break;
     }
-    Json local = WithoutBinary(value);
+    Json local = value;  // byte strings stay bytes locally; the cloud gets base64 (EncodeJson)
     if (HasServerValues(local)) ResolveServerValues(&local, cloud_now, store_.tree().Get(TreePath(cloud)));
     if (kind == store::OpKind::kUpdate) batch.TreeUpdate(TreePath(cloud), local);
     else if (kind == store::OpKind::kRemove) batch.TreeRemove(TreePath(cloud));
@@ -475,7 +475,7 @@ void DeviceApi::HandleRead(Call& c, Session& s, const std::vector<std::string>& 
       if (!fresh) return Reply(*call, coap::code::kContent, body);  // cloud silent: the local copy
       Reply(*call, coap::code::kContent, Encode(*fresh, call->json_out));
       store::WriteBatch b;  // remember it for offline reads (the cache bound evicts it eventually)
-      b.TreeSet("/" + cloud, WithoutBinary(*fresh));
+      b.TreeSet("/" + cloud, *fresh);
       store_.Submit(std::move(b), [this, alive](const store::BatchResult& r) {
         if (*alive && r.status.ok()) NotifyPaths(r.changed_paths);
       });
@@ -519,7 +519,7 @@ void DeviceApi::HandleWrite(Call& c, Session& s, const std::vector<std::string>&
   if (cloud.size() > kMaxDepth) return ReplyError(c, coap::code::kBadRequest, "path deeper than 32 levels");
 
   const std::string tree_path = TreePath(cloud);
-  Json local = WithoutBinary(value);
+  Json local = value;  // byte strings stay bytes locally; the cloud gets base64 (EncodeJson)
   if (HasServerValues(local)) ResolveServerValues(&local, CloudNowMs(), store_.tree().Get(tree_path));
   store::WriteBatch batch;
   if (kind == store::OpKind::kUpdate) batch.TreeUpdate(tree_path, local);

@@ -29,7 +29,7 @@ Status DataTree::Get(std::string_view path, nlohmann::json* out) const {
   const MDB_dbi tree = env_.dbs().tree;
   if (!key.empty()) {
     if (auto leaf = txn.Get(tree, key)) {
-      *out = nlohmann::json::parse(*leaf);
+      *out = DecodeLeaf(*leaf);
       recency_->Touch(RootOf(key));
       return Status::Ok();
     }
@@ -43,7 +43,7 @@ Status DataTree::Get(std::string_view path, nlohmann::json* out) const {
     std::string_view found = View(k);
     if (found.substr(0, prefix.size()) != prefix) break;
     if (out->is_null()) *out = nlohmann::json::object();
-    InsertLeaf(out, found.substr(prefix.size()), nlohmann::json::parse(View(v)));
+    InsertLeaf(out, found.substr(prefix.size()), DecodeLeaf(View(v)));
   }
   if (!key.empty() && !out->is_null()) recency_->Touch(RootOf(key));  // only cached roots
   return Status::Ok();

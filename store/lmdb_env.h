@@ -20,7 +20,7 @@
 namespace tether::store {
 
 inline constexpr std::string_view kFormatId = "tether-store";
-inline constexpr uint32_t kSchemaVersion = 1;
+inline constexpr uint32_t kSchemaVersion = 2;  // 2: tree leaves are CBOR
 
 struct Databases {
   MDB_dbi meta;           // "format", "schema", "counters"

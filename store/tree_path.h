@@ -21,8 +21,17 @@ std::string_view RootOf(std::string_view key);  // first segment of a key ("" fo
 // True if `key` is `prefix` or lies below it (prefix "" contains everything).
 bool KeyWithin(std::string_view key, std::string_view prefix);
 
+// A leaf's stored bytes: the scalar as CBOR, so byte strings (json::binary) keep their type.
+inline std::string EncodeLeaf(const nlohmann::json& scalar) {
+  std::vector<uint8_t> b = nlohmann::json::to_cbor(scalar);
+  return std::string(b.begin(), b.end());
+}
+inline nlohmann::json DecodeLeaf(std::string_view bytes) {
+  return nlohmann::json::from_cbor(bytes.begin(), bytes.end());
+}
+
 // Firebase normalisation: arrays become objects keyed "0","1",...; nulls and empty objects vanish.
-// Calls leaf(key, scalar_json_text) for each scalar under `base`.
+// Calls leaf(key, EncodeLeaf(scalar)) for each scalar under `base`.
 template <typename LeafFn>
 void FlattenJson(const nlohmann::json& value, const std::string& base, LeafFn&& leaf) {
   if (value.is_null()) return;
@@ -34,7 +43,7 @@ void FlattenJson(const nlohmann::json& value, const std::string& base, LeafFn&& 
     }
     return;
   }
-  leaf(base, value.dump());
+  leaf(base, EncodeLeaf(value));
 }
 
 // False (with *error) if any object key inside `value` is not a valid Firebase key.

@@ -88,6 +88,9 @@ TEST_F(DeviceProtocol, AuthGetSetPushRemoveAsInTraces) {
   // PATCH [ext]: multi-path update.
   EXPECT_EQ(dev.Request(kPatch, "u", "{\"x/y\":1,\"z\":2}", {}, {}, 50u).CodeString(), "2.05");
   EXPECT_EQ(dev.Request(kGet, "u", "", {}, {}, {}, 50u).payload, "{\"x\":{\"y\":1},\"z\":2}");
+  // t_test_step.log: a byte-string value reads back as the same byte string.
+  EXPECT_EQ(dev.Put("bytes", Unhex("bf644c33633145f60c000006ff")).CodeString(), "2.05");
+  EXPECT_EQ(Hex(dev.Get("bytes").payload), "a1644c33633145f60c000006");
   // Root set and read (t_test_step.log).
   EXPECT_EQ(dev.Request(kPut, "", "{\"L1\":{\"L2\":true}}", {}, {}, 50u).CodeString(), "2.05");
   EXPECT_EQ(dev.Request(kGet, "", "", {}, {}, {}, 50u).payload, "{\"L1\":{\"L2\":true}}");
