@@ -6,6 +6,7 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <thread>
 
 #include "gateway/metrics.h"
 
@@ -154,6 +155,10 @@ void AdminServer::Start() {
   }
   port_ = static_cast<uint16_t>(port);
   thread_ = std::thread([this] { http_->listen_after_bind(); });
+  // httplib's stop() is a no-op until the listen thread has marked itself running; wait for that
+  // so a Stop() right after Start() cannot leave the thread blocked in accept() forever.
+  // (Bounded: if the thread already returned, join() in Stop() does not block either.)
+  for (int i = 0; i < 5000 && !http_->is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
 }
 
 void AdminServer::Stop() {
