@@ -2,7 +2,8 @@
 # The .deb, end to end on this machine: build it with cpack, check its metadata, `dpkg -i` it,
 # run the installed tetherd (--check-config on /etc/tether/tether.yaml, then a real start as the
 # tether user, exec'd by setpriv so SIGTERM reaches tetherd itself), check that a local edit of
-# the conffile survives a reinstall, then purge it and check nothing is left. Needs root (dpkg); CI runs as root on a throwaway machine.
+# the conffile survives a reinstall, then purge it and check nothing is left. Needs root (dpkg);
+# CI runs as root on a throwaway machine.
 #
 # Usage: deb_install_test.sh BUILD_DIR      (ctest label: slow)
 # WARNING: installs and then purges the package `tether` on the machine that runs it.
