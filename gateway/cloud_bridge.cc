@@ -104,7 +104,8 @@ void CloudBridge::OnClockOffset(int64_t offset_ms, int64_t rtt_ms) {
 
 void CloudBridge::OnSyncData(const std::string& path, const nlohmann::json& value, bool is_patch) {
   store::WriteBatch b;
-  std::string tree_path = "/" + JoinPath(SplitPath(path));
+  std::string tree_path(1, '/');  // not "/" + ...: GCC 12 -O3 reports a false -Wrestrict there
+  tree_path += JoinPath(SplitPath(path));
   if (is_patch) b.TreeUpdate(tree_path, value);
   else b.TreeSet(tree_path, value);
   auto alive = alive_;
