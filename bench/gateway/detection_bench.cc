@@ -6,7 +6,7 @@
 // its last datagram until tether_detections_total counted it, minus the configured timeout.
 // Prints percentiles and the onDisconnect throughput as a markdown row.
 //
-//   detection_bench [sessions=10000] [timeout_s=5]
+//   detection_bench [sessions=10000] [timeout_s=5] [samples_file]
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -31,6 +31,7 @@ static double Metric(const std::string& text, const std::string& name) {
 int main(int argc, char** argv) {
   const size_t n = argc > 1 ? std::stoul(argv[1]) : 10000;
   const int timeout_s = argc > 2 ? std::stoi(argv[2]) : 5;
+  const char* samples_path = argc > 3 ? argv[3] : nullptr;  // one latency (s) per line, for plots
   rlimit rl;
   getrlimit(RLIMIT_NOFILE, &rl);
   rl.rlim_cur = rl.rlim_max;
@@ -125,6 +126,12 @@ int main(int argc, char** argv) {
   std::printf("| sessions | timeout | detection latency beyond timeout p50 / p99 / max (s) | onDisconnect fired/s |\n");
   std::printf("|---|---|---|---|\n");
   std::printf("| %zu | %d s | %.3f / %.3f / %.3f | %.0f |\n", n, timeout_s, pct(0.5), pct(0.99), lat.empty() ? -1 : lat.back(), throughput);
+  if (samples_path) {
+    if (FILE* f = std::fopen(samples_path, "w")) {
+      for (double v : lat) std::fprintf(f, "%.4f\n", v);
+      std::fclose(f);
+    }
+  }
   gw.Signal(15);
   gw.WaitExit(std::chrono::seconds(20));
   return detected >= static_cast<double>(opened) ? 0 : 1;
