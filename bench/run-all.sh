@@ -46,7 +46,8 @@ set output "$img/detection_latency.png"
 unset logscale; set multiplot layout 1,1
 set title "Detection latency beyond the session timeout, 10,000 silent devices"
 set xlabel "seconds after timeout"; set ylabel "devices"; set grid; set key off
-bin(x) = 0.02 * floor(x / 0.02)
+bin(x) = 0.02 * floor(x / 0.02) + 0.01
+set boxwidth 0.018; set xrange [0:*]; set yrange [0:*]; set offsets 0, 0, graph 0.05, 0
 plot "$tmp/detect.dat" u (bin(\$1)):(1.0) smooth frequency w boxes fs solid 0.6
 unset multiplot
 set output "$img/drain_progress.png"
