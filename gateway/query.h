@@ -1,0 +1,51 @@
+// Query: Firebase's query vocabulary on device GETs, and its ordering of children.
+//
+// Uri-Query parameters (docs/device-protocol.md): orderBy=$key|$value|<child path> (bare or
+// JSON-quoted), startAt / endAt / equalTo = a JSON scalar, limitToFirst / limitToLast = a positive
+// integer. Ordering (Firebase): children without the ordered value (null) first, then false, true,
+// numbers ascending, strings in byte order, objects; ties by key. Keys order as 32-bit integers
+// first (numerically), then the rest in byte order. A query selects children; the result is the
+// object of the selected children (unordered, as Firebase REST answers). Pure functions.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "gateway/value_codec.h"
+
+namespace tether {
+
+struct Query {
+  enum class Order { kNone, kKey, kValue, kChild };
+  Order order = Order::kNone;
+  std::vector<std::string> child;  // kChild: the path below each child
+  std::optional<Json> start_at, end_at;  // equalTo sets both
+  bool equal_to = false;
+  std::optional<uint32_t> limit_first, limit_last;
+
+  bool empty() const { return order == Order::kNone; }
+  // Stable text naming the query (parameter order fixed, values as JSON), e.g.
+  // orderBy="$key"&startAt="b"&limitToFirst=2. Empty for no query. Used as its cache identity.
+  std::string Canonical() const;
+  // The same parameters URL-encoded for the Firebase REST API (no leading '&').
+  std::string RestParams() const;
+};
+
+// Parses the query parameters among `params` ("name=value"); names starting with '.' (.cs, .dis)
+// belong to the session layer and are skipped. Returns "" or a diagnostic for a 4.00 payload.
+std::string ParseQuery(const std::vector<std::string_view>& params, Query* query);
+
+// Firebase ordering: <0, 0, >0.
+int CompareKeys(std::string_view a, std::string_view b);
+int CompareValues(const Json& a, const Json& b);
+
+// The children of `value` that `query` selects, as an object (null when none). A non-object value
+// has no children and is returned unchanged; an empty query returns the value unchanged.
+Json ApplyQuery(const Json& value, const Query& query);
+// The selected child keys in query order (for tests and diagnostics).
+std::vector<std::string> QueryKeys(const Json& value, const Query& query);
+
+}  // namespace tether

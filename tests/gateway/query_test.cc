@@ -1,0 +1,146 @@
+// Query: parsing of the Uri-Query vocabulary, Firebase ordering and limits, table-driven.
+#include "gateway/query.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace tether {
+namespace {
+
+std::vector<std::string_view> Params(const std::vector<std::string>& v) {
+  return std::vector<std::string_view>(v.begin(), v.end());
+}
+
+// Children of every type, with ties, integer-like keys and missing children.
+const Json kMixed = Json::parse(R"({
+  "b": {"h": 3, "v": 3},
+  "a": {"h": 3, "v": "x"},
+  "10": {"h": "tall", "v": true},
+  "9": {"h": false, "v": false},
+  "-1": {"v": null, "h": true},
+  "z": {"h": {"deep": 1}, "v": 2.5},
+  "y": {"h": "short", "v": {"o": 1}},
+  "c": {"v": -7},
+  "x": {"h": 2.5, "v": 3}
+})");
+
+// The same children as plain values (for $value): null members vanish in Firebase's model.
+const Json kFlat = Json::parse(R"({"b":3,"a":"x","10":true,"9":false,"z":2.5,"y":{"o":1},"c":-7,"x":3})");
+
+struct Case {
+  const char* name;
+  std::vector<std::string> params;
+  std::vector<std::string> want;  // keys in query order
+  bool flat = false;              // run against kFlat instead of kMixed
+};
+
+class QueryTable : public ::testing::TestWithParam<Case> {};
+
+TEST_P(QueryTable, SelectsAndOrders) {
+  const Case& c = GetParam();
+  Query q;
+  ASSERT_EQ(ParseQuery(Params(c.params), &q), "") << c.name;
+  const Json& data = c.flat ? kFlat : kMixed;
+  EXPECT_EQ(QueryKeys(data, q), c.want) << c.name;
+  Json result = ApplyQuery(data, q);
+  ASSERT_EQ(result.is_null() ? 0u : result.size(), c.want.size()) << c.name;
+  for (const auto& k : c.want) EXPECT_EQ(result.at(k), data.at(k)) << c.name << " key " << k;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Firebase, QueryTable,
+    ::testing::Values(
+        // $key: integer keys numerically first (-1 < 9 < 10), then byte order.
+        Case{"key", {"orderBy=$key"}, {"-1", "9", "10", "a", "b", "c", "x", "y", "z"}},
+        Case{"key quoted", {"orderBy=\"$key\""}, {"-1", "9", "10", "a", "b", "c", "x", "y", "z"}},
+        Case{"key first 2", {"orderBy=$key", "limitToFirst=2"}, {"-1", "9"}},
+        Case{"key last 2", {"orderBy=$key", "limitToLast=2"}, {"y", "z"}},
+        Case{"key range", {"orderBy=$key", "startAt=\"b\"", "endAt=\"x\""}, {"b", "c", "x"}},
+        Case{"key range of ints", {"orderBy=$key", "startAt=\"9\"", "endAt=\"a\""}, {"9", "10", "a"}},
+        Case{"key equal", {"orderBy=$key", "equalTo=\"c\""}, {"c"}},
+        // child h: missing (null) < false < true < numbers < strings < objects; ties by key.
+        Case{"child", {"orderBy=h"}, {"c", "9", "-1", "x", "a", "b", "y", "10", "z"}},
+        Case{"child quoted", {"orderBy=\"h\""}, {"c", "9", "-1", "x", "a", "b", "y", "10", "z"}},
+        Case{"child tie 3", {"orderBy=h", "equalTo=3"}, {"a", "b"}},
+        Case{"child numbers", {"orderBy=h", "startAt=0", "endAt=100"}, {"x", "a", "b"}},
+        Case{"child strings", {"orderBy=h", "startAt=\"s\""}, {"y", "10", "z"}},
+        Case{"child booleans", {"orderBy=h", "startAt=false", "endAt=true"}, {"9", "-1"}},
+        Case{"child null", {"orderBy=h", "equalTo=null"}, {"c"}},
+        Case{"child last 3", {"orderBy=h", "limitToLast=3"}, {"y", "10", "z"}},
+        Case{"child start+first", {"orderBy=h", "startAt=true", "limitToFirst=3"}, {"-1", "x", "a"}},
+        Case{"child end+last", {"orderBy=h", "endAt=3", "limitToLast=2"}, {"a", "b"}},
+        Case{"child limit over size", {"orderBy=h", "limitToFirst=50"}, {"c", "9", "-1", "x", "a", "b", "y", "10", "z"}},
+        // $value: false < true < -7 < 2.5 < 3 = 3 (tie by key) < "x" < object.
+        Case{"value", {"orderBy=$value"}, {"9", "10", "c", "z", "b", "x", "a", "y"}, true},
+        Case{"value first 3", {"orderBy=$value", "limitToFirst=3"}, {"9", "10", "c"}, true},
+        Case{"value ties", {"orderBy=$value", "equalTo=3"}, {"b", "x"}, true},
+        Case{"value int vs float", {"orderBy=$value", "startAt=2.5", "endAt=3.0"}, {"z", "b", "x"}, true},
+        Case{"value objects last", {"orderBy=$value", "startAt=\"y\""}, {"y"}, true},
+        Case{"value empty range", {"orderBy=$value", "startAt=\"zz\"", "endAt=\"zzz\""}, {}, true},
+        // $value over objects: every child ties, so key order decides.
+        Case{"value of objects", {"orderBy=$value", "limitToFirst=4"}, {"-1", "9", "10", "a"}}));
+
+TEST(QueryRows, Mixed_deep_child_path_and_leaf_values) {
+  Json v = Json::parse(R"({"p":{"m":{"t":2}},"q":{"m":{"t":1}},"r":5})");
+  Query q;
+  ASSERT_EQ(ParseQuery(Params({"orderBy=m/t"}), &q), "");
+  EXPECT_EQ(QueryKeys(v, q), (std::vector<std::string>{"r", "q", "p"}));  // r has no m/t: null first
+  EXPECT_EQ(ApplyQuery(Json(42), q), Json(42));  // a leaf has no children
+  EXPECT_TRUE(ApplyQuery(Json(), q).is_null());
+}
+
+TEST(QueryParse, SessionParamsAreSkippedAndNoQueryIsEmpty) {
+  Query q;
+  ASSERT_EQ(ParseQuery(Params({".cs=abcdefgh", ".dis=add"}), &q), "");
+  EXPECT_TRUE(q.empty());
+  EXPECT_EQ(q.Canonical(), "");
+}
+
+TEST(QueryParse, CanonicalAndRestForms) {
+  Query q;
+  ASSERT_EQ(ParseQuery(Params({"limitToLast=2", "startAt=\"a b\"", "orderBy=$key"}), &q), "");
+  EXPECT_EQ(q.Canonical(), "orderBy=\"$key\"&startAt=\"a b\"&limitToLast=2");
+  EXPECT_EQ(q.RestParams(), "orderBy=%22%24key%22&startAt=%22a%20b%22&limitToLast=2");
+  Query same;
+  ASSERT_EQ(ParseQuery(Params({"orderBy=\"$key\"", "startAt=\"a b\"", "limitToLast=2"}), &same), "");
+  EXPECT_EQ(same.Canonical(), q.Canonical());
+  ASSERT_EQ(ParseQuery(Params({"orderBy=h", "equalTo=3"}), &q), "");
+  EXPECT_EQ(q.Canonical(), "orderBy=\"h\"&equalTo=3");
+}
+
+struct BadCase {
+  std::vector<std::string> params;
+  const char* diagnostic_contains;
+};
+
+class QueryErrors : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(QueryErrors, ClearDiagnostic) {
+  Query q;
+  std::string e = ParseQuery(Params(GetParam().params), &q);
+  EXPECT_NE(e.find(GetParam().diagnostic_contains), std::string::npos) << "got: " << e;
+  EXPECT_LE(e.size(), 120u);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Bad, QueryErrors,
+    ::testing::Values(BadCase{{"limitToFirst=2"}, "orderBy is required"},
+                      BadCase{{"orderBy=$key", "limitToFirst=0"}, "positive integer"},
+                      BadCase{{"orderBy=$key", "limitToFirst=-3"}, "positive integer"},
+                      BadCase{{"orderBy=$key", "limitToLast=x"}, "positive integer"},
+                      BadCase{{"orderBy=$key", "limitToFirst=1", "limitToLast=1"}, "not both"},
+                      BadCase{{"orderBy=h", "startAt=abc"}, "JSON scalar"},
+                      BadCase{{"orderBy=h", "startAt={\"a\":1}"}, "JSON scalar"},
+                      BadCase{{"orderBy=h", "equalTo=1", "startAt=0"}, "equalTo cannot"},
+                      BadCase{{"orderBy=$key", "startAt=3"}, "string bounds"},
+                      BadCase{{"orderBy=$priority"}, "not supported"},
+                      BadCase{{"orderBy=a.b"}, "contains one of"},
+                      BadCase{{"orderBy="}, "needs $key"},
+                      BadCase{{"orderBy=$key", "orderBy=$value"}, "twice"},
+                      BadCase{{"orderBy"}, "needs a value"},
+                      BadCase{{"shallow=true"}, "unknown query parameter 'shallow'"}));
+
+}  // namespace
+}  // namespace tether
