@@ -26,6 +26,8 @@ echo "bench: store group commit vs raw LMDB"
 "$build/bench/store/store_bench" --seconds 3 > "$tmp/store.txt"
 echo "bench: drain of 1M queued operations to the test cloud"
 "$build/bench/upstream/upstream_drain_bench" 1000000 5000 100000 "$tmp/drain.dat" > "$tmp/drain.txt"
+echo "bench: the same drain while live writes arrive at 500/s on another route"
+"$build/bench/upstream/upstream_drain_bench" 1000000 5000 100000 - 500 > "$tmp/drain-live.txt"
 echo "bench: detection latency and onDisconnect throughput"
 "$build/bench/gateway/detection_bench" 10000 5 "$tmp/detect.dat" > "$tmp/detect.txt"
 
@@ -122,6 +124,15 @@ drained by the uploader as multi-path PATCHes to \`tests/fakecloud/fakecloud.py\
 \`\`\`
 HDR
   cat "$tmp/drain.txt"
+  echo '```'
+  cat <<HDR
+
+The same drain while live device writes arrive at 500/s on a second route (they must not wait
+behind the backlog): \`$build/bench/upstream/upstream_drain_bench 1000000 5000 100000 - 500\`
+
+\`\`\`
+HDR
+  cat "$tmp/drain-live.txt"
   echo '```'
   if [ -s "$tmp/kept.md" ]; then echo; cat "$tmp/kept.md"; fi
 } > "$out"
