@@ -657,6 +657,22 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::CancelOnDisconnect& m, Bat
   return DeleteSessionOps(txn, m.session_id, &under);
 }
 
+template <>
+Status BatchApplier::Do(MDB_txn* txn, const mutation::MarkComplete& m, BatchResult*) {
+  std::vector<std::string> segs;
+  std::string error;
+  if (!ParseTreePath(m.path, &segs, &error)) return Invalid(error);
+  std::string key = JoinKey(segs, segs.size());
+  key += '\0';
+  key += m.query;
+  if (key.size() > 511) return Status::Ok();  // over LMDB's key limit: simply not remembered
+  std::string value;
+  PutBe64(&value, counters_.evicted_roots);
+  MDB_val k = Val(key), v = Val(value);
+  if (int rc = mdb_put(txn, db_.query_marks, &k, &v, 0)) return Mdb(rc, "marking a query complete");
+  return Status::Ok();
+}
+
 Status BatchApplier::CountRejected(MDB_txn* txn) {
   touched_ = false;
   exhausted_ = false;

@@ -1,6 +1,7 @@
 #include "store/data_tree.h"
 
 #include "store/lmdb_env.h"
+#include "store/record_codec.h"
 #include "store/store_counters.h"
 #include "store/store_error.h"
 #include "store/tree_path.h"
@@ -53,6 +54,28 @@ nlohmann::json DataTree::Get(std::string_view path) const {
   nlohmann::json out;
   Get(path, &out);
   return out;
+}
+
+bool DataTree::HoldsComplete(std::string_view path, std::string_view query) const {
+  std::vector<std::string> segs;
+  std::string error;
+  if (!env_.dbs().has_query_marks || !ParseTreePath(path, &segs, &error)) return false;
+  ReadTxn txn(env_);
+  auto v = txn.Get(env_.dbs().meta, "counters");
+  StoreCounters c;
+  if (!v || !DecodeCounters(*v, &c)) return false;
+  auto marked = [&](size_t depth, std::string_view q) {
+    std::string key = JoinKey(segs, depth);
+    key += '\0';
+    key += q;
+    auto m = txn.Get(env_.dbs().query_marks, key);
+    return m && m->size() == 8 && GetBe64(m->data()) == c.evicted_roots;
+  };
+  if (!query.empty() && marked(segs.size(), query)) return true;
+  for (size_t depth = segs.size() + 1; depth-- > 0;) {
+    if (marked(depth, "")) return true;
+  }
+  return false;
 }
 
 uint64_t DataTree::Version() const { return ReadCounters(env_).tree_version; }

@@ -29,6 +29,9 @@ class DataTree {
   // *out = the value at path, null if absent. kInvalidArgument for a malformed path.
   Status Get(std::string_view path, nlohmann::json* out) const;
   nlohmann::json Get(std::string_view path) const;  // null if absent or malformed
+  // True if the tree holds the complete result of `query` at path (WriteBatch::TreeMarkComplete),
+  // or the whole value at path or an ancestor, and no root was evicted since it was marked.
+  bool HoldsComplete(std::string_view path, std::string_view query) const;
   uint64_t Version() const;        // +1 per applied tree mutation
   uint64_t Bytes() const;          // current cached size
   uint64_t EvictedRoots() const;   // evictions so far

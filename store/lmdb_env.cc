@@ -39,6 +39,7 @@ constexpr DbSpec kDbSpecs[] = {
     {"by_short", &Databases::by_short},
     {"by_long", &Databases::by_long},
     {"on_disconnect", &Databases::on_disconnect},
+    {"query_marks", &Databases::query_marks},  // added later: created on the first writable open
 };
 
 std::string ReadMeta(MDB_txn* txn, MDB_dbi meta, const char* key, bool* found) {
@@ -103,7 +104,12 @@ LmdbEnv::LmdbEnv(const std::string& dir, const StoreOptions& options) : path_(di
       ThrowLmdb(path_, "opening meta database", rc);
     }
     for (const DbSpec& spec : kDbSpecs) {
-      if ((rc = mdb_dbi_open(txn, spec.name, ro ? 0 : MDB_CREATE, &(dbs_.*spec.member)))) {
+      rc = mdb_dbi_open(txn, spec.name, ro ? 0 : MDB_CREATE, &(dbs_.*spec.member));
+      if (rc == MDB_NOTFOUND && ro && spec.member == &Databases::query_marks) {
+        dbs_.has_query_marks = false;
+        continue;
+      }
+      if (rc) {
         mdb_txn_abort(txn);
         ThrowLmdb(path_, "opening database", rc);
       }

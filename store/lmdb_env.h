@@ -34,6 +34,8 @@ struct Databases {
   MDB_dbi by_short;       // short token -> session id
   MDB_dbi by_long;        // long token -> session id
   MDB_dbi on_disconnect;  // OnDisconnectPrefix(session) + order (BE64) -> OnDisconnectOp
+  MDB_dbi query_marks;    // tree key + '\0' + canonical query -> evicted_roots (BE64) at marking
+  bool has_query_marks = true;  // false: a read-only open of a store that never had them
 };
 
 class LmdbEnv {

@@ -28,9 +28,11 @@ struct TouchSession { std::string session_id; int64_t last_seen_ms; };
 struct RemoveSession { std::string session_id; bool must_exist; uint64_t ops_through; };
 struct AddOnDisconnect { std::string session_id; OnDisconnectOp op; };
 struct CancelOnDisconnect { std::string session_id; std::string path; };
+struct MarkComplete { std::string path; std::string query; };
 
 using Mutation = std::variant<Append, AckThrough, AckSeqs, MoveToDead, RetryDead, DropDead,
                               SweepExpired, TreeSet, TreeUpdate, TreeRemove, PutSession,
-                              TouchSession, RemoveSession, AddOnDisconnect, CancelOnDisconnect>;
+                              TouchSession, RemoveSession, AddOnDisconnect, CancelOnDisconnect,
+                              MarkComplete>;
 
 }  // namespace tether::store::mutation

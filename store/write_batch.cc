@@ -34,6 +34,10 @@ void WriteBatch::TreeRemove(std::string path) {
   mutations_.emplace_back(mutation::TreeRemove{std::move(path)});
 }
 
+void WriteBatch::TreeMarkComplete(std::string path, std::string query) {
+  mutations_.emplace_back(mutation::MarkComplete{std::move(path), std::move(query)});
+}
+
 void WriteBatch::PutSession(SessionRecord record) {
   mutations_.emplace_back(mutation::PutSession{std::move(record)});
 }

@@ -29,6 +29,9 @@ class WriteBatch {
   void TreeSet(std::string path, nlohmann::json value);         // null value = remove
   void TreeUpdate(std::string path, nlohmann::json children);   // object: relative path -> value
   void TreeRemove(std::string path);
+  // The tree now holds the complete result of `query` (Query::Canonical, "" = the whole value) at
+  // path, e.g. after fetching it from the cloud. Any later eviction of any root invalidates it.
+  void TreeMarkComplete(std::string path, std::string query);
   // --- SessionTable ---
   void PutSession(SessionRecord record);  // insert or replace; tokens must be unique (kConflict)
   void TouchSession(std::string session_id, int64_t last_seen_ms);

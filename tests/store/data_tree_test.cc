@@ -175,5 +175,39 @@ TEST_F(DataTreeTest, WriteAtRootPathIsQueuedAndSurvivesReopen) {
   ExpectHealthy();
 }
 
+TEST_F(DataTreeTest, CompleteMarksSurviveReopenAndDieWithAnyEviction) {
+  StoreOptions o;
+  o.tree_cache_bytes = 12'000;
+  Open(o);
+  {
+    WriteBatch b;  // a cloud query result merged in and remembered as complete
+    b.TreeUpdate("/scores", json{{"a", 1}, {"b", 2}});
+    b.TreeMarkComplete("/scores", "orderBy=\"$value\"&limitToFirst=2");
+    b.TreeSet("/whole/x", json{{"y", 1}});
+    b.TreeMarkComplete("/whole", "");  // a plain fetch: complete for every query at or below
+    Status st = store_->CommitBlocking(std::move(b)).status;
+    ASSERT_TRUE(st.ok()) << st.ToString();
+  }
+  Open(o);  // marks are durable
+  EXPECT_TRUE(store_->tree().HoldsComplete("/scores", "orderBy=\"$value\"&limitToFirst=2"));
+  EXPECT_FALSE(store_->tree().HoldsComplete("/scores", "orderBy=\"$value\"&limitToFirst=3"));
+  EXPECT_FALSE(store_->tree().HoldsComplete("/scores", ""));
+  EXPECT_FALSE(store_->tree().HoldsComplete("/scores/a", ""));
+  EXPECT_TRUE(store_->tree().HoldsComplete("/whole", "orderBy=\"$key\""));
+  EXPECT_TRUE(store_->tree().HoldsComplete("/whole/x/y", ""));
+  EXPECT_FALSE(store_->tree().HoldsComplete("/", ""));
+  // Filling the cache evicts some root: every mark may now describe data that is gone.
+  const std::string big(1000, 'v');
+  for (const char* root : {"/f1", "/f2", "/f3"}) {
+    json obj;
+    for (int i = 0; i < 5; ++i) obj["k" + std::to_string(i)] = big;
+    ASSERT_TRUE(Set(root, obj).status.ok());
+  }
+  ASSERT_GE(store_->tree().EvictedRoots(), 1u);
+  EXPECT_FALSE(store_->tree().HoldsComplete("/scores", "orderBy=\"$value\"&limitToFirst=2"));
+  EXPECT_FALSE(store_->tree().HoldsComplete("/whole", ""));
+  ExpectHealthy();
+}
+
 }  // namespace
 }  // namespace tether::store
