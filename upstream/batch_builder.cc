@@ -84,9 +84,17 @@ Batch BuildBatch(std::span<const OutboundOp> ops, const BatchLimits& limits) {
     }
     // Within one Update, children never overlap each other; an empty Update contributes nothing.
     if (overlap || (b.op_count > 0 && b.bytes + add > limits.max_bytes)) break;
+    if (entries.size() == 1 && entries[0].first.empty()) {  // overlaps everything: alone
+      b.body = std::move(entries[0].second);
+      b.replace_root = true;
+      b.bytes = add;
+      b.last_seq = ops[i].seq;
+      b.op_count = 1;
+      break;
+    }
     for (auto& [p, v] : entries) {
       paths.insert(p);
-      b.body[p.empty() ? "/" : p] = std::move(v);
+      b.body[p] = std::move(v);
     }
     b.bytes += add;
     b.last_seq = ops[i].seq;

@@ -21,7 +21,9 @@ struct BatchLimits {
 struct Batch {
   size_t op_count = 0;          // ops[0..op_count) of the input are in the batch
   uint64_t last_seq = 0;        // seq of the last op included
-  nlohmann::json body = nlohmann::json::object();  // multi-path PATCH body
+  nlohmann::json body = nlohmann::json::object();  // multi-path PATCH body, or see replace_root
+  bool replace_root = false;    // a set/remove of the route root itself (always alone in its
+                                // batch): body is the root's new value, to be sent as a PUT
   size_t bytes = 0;             // approximate size of body
   int bad_op = -1;              // index of an op whose payload is not valid JSON (batch stops before it)
 };

@@ -119,7 +119,7 @@ void Drainer::upload(Route& r) {
   }
   ops.resize(batch.op_count);
   HttpRequest req;
-  req.method = "PATCH";
+  req.method = batch.replace_root ? "PUT" : "PATCH";
   req.url = opt_.base_url + "/" + r.target.root + ".json?print=silent";
   if (std::string q = creds_.query(); !q.empty()) req.url += "&" + q;
   if (!opt_.auth_variable_override.empty())

@@ -52,6 +52,27 @@ TEST(BatchBuilder, OverlapEndsBatch) {
   EXPECT_EQ(BuildBatch(desc, {}).op_count, 1u);
 }
 
+TEST(BatchBuilder, WriteOfTheRouteRootIsAPutOfItsOwn) {
+  // A set of the root replaces the whole route subtree: it cannot share a multi-path PATCH
+  // (there is no key for "this location itself"), so it travels alone as a PUT.
+  std::vector<OutboundOp> ops = {Op(1, K::Set, "a", "1"), Op(2, K::Set, "", R"({"x":{".sv":"timestamp"}})", 77),
+                                 Op(3, K::Remove, "/"), Op(4, K::Update, "", R"({"p":1,"q":2})")};
+  Batch b1 = BuildBatch(ops, {});
+  EXPECT_EQ(b1.op_count, 1u);
+  EXPECT_FALSE(b1.replace_root);
+  Batch b2 = BuildBatch(std::span(ops).subspan(1), {});
+  EXPECT_EQ(b2.op_count, 1u);
+  EXPECT_TRUE(b2.replace_root);
+  EXPECT_EQ(b2.body, nlohmann::json::parse(R"({"x":77})"));
+  Batch b3 = BuildBatch(std::span(ops).subspan(2), {});
+  EXPECT_EQ(b3.op_count, 1u);
+  EXPECT_TRUE(b3.replace_root);
+  EXPECT_TRUE(b3.body.is_null()) << "PUT null removes the root";
+  Batch b4 = BuildBatch(std::span(ops).subspan(3), {});  // an update of the root names its children
+  EXPECT_FALSE(b4.replace_root);
+  EXPECT_EQ(b4.body, nlohmann::json::parse(R"({"p":1,"q":2})"));
+}
+
 TEST(BatchBuilder, Limits) {
   std::vector<OutboundOp> ops;
   for (int i = 0; i < 100; ++i) ops.push_back(Op(i + 1, K::Set, "k" + std::to_string(i), "12345"));

@@ -89,6 +89,28 @@ class DrainerTest : public ::testing::Test {
   std::unique_ptr<Drainer> drainer_;
 };
 
+TEST_F(DrainerTest, WritesOfTheRouteRootReplaceItWithAPut) {
+  FakeCloud cloud;
+  auto creds = MakeNoCredentials();
+  outbox_.add({0, "r", K::Set, "old", "1", 0});
+  outbox_.add({0, "r", K::Set, "", R"({"fresh":{"v":2}})", 0});
+  outbox_.add({0, "r", K::Set, "later", "3", 0});
+  outbox_.add({0, "other", K::Set, "keep", "4", 0});
+  Start(cloud, *creds, {{"r", "fleet/r"}, {"other", "fleet/other"}});
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return outbox_.pending() == 0; }));
+  EXPECT_EQ(cloud.get("/fleet/r"), nlohmann::json::parse(R"({"fresh":{"v":2},"later":3})"));
+  EXPECT_EQ(cloud.get("/fleet/other/keep"), 4) << "a root write replaces only its own route";
+  std::vector<std::string> methods;
+  for (auto& e : cloud.control({{"op", "log"}})) {
+    if (e["path"] == "/fleet/r") methods.push_back(e["method"]);
+  }
+  EXPECT_EQ(methods, (std::vector<std::string>{"PATCH", "PUT", "PATCH"}));
+  outbox_.add({0, "r", K::Remove, "", "null", 0});
+  drainer_->notify("r");
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return outbox_.pending() == 0; }));
+  EXPECT_TRUE(cloud.get("/fleet/r").is_null());
+}
+
 TEST_F(DrainerTest, EverythingArrivesOnceInOrderAcrossRoutes) {
   FakeCloud cloud("--secret s3cret");
   auto creds = MakeDatabaseSecret("s3cret");
