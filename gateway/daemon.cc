@@ -224,8 +224,8 @@ bool Daemon::StartUpstream() {
   }
   if (!roots.empty()) spdlog::info("syncing {} root(s) from the cloud", roots.size());
   device_api_->SetCloudReader(
-      [this](const std::string& path, std::function<void(std::optional<Json>)> done) {
-        upstream::RestGet(*http_, *credentials_, config_.upstream->url, path, kCloudReadTimeoutMs, false,
+      [this](const std::string& path, const std::string& query, std::function<void(std::optional<Json>)> done) {
+        upstream::RestGet(*http_, *credentials_, config_.upstream->url, path, query, kCloudReadTimeoutMs, false,
                           [done = std::move(done)](upstream::GetResult r) {
                             done(r.ok ? std::optional<Json>(std::move(r.value)) : std::nullopt);
                           });

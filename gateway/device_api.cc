@@ -19,6 +19,7 @@ constexpr uint8_t kForbidden = coap::code::make(4, 3);
 constexpr int64_t kLivenessTickMs = 250;
 constexpr uint32_t kQueueFullMaxAge = 30;
 constexpr uint32_t kStoreFullMaxAge = 60;
+constexpr uint32_t kQueryRetryMaxAge = 5;
 
 std::string CodeName(uint8_t code) { return fmt::format("{}.{:02d}", code >> 5, code & 31); }
 
@@ -90,6 +91,8 @@ struct DeviceApi::Call {
   bool native = false;    // sent Content-Format/Accept: answer with Content-Format too
   std::string cs;         // .cs= query
   std::string dis;        // .dis= query
+  std::vector<std::string> params;      // other Uri-Query options (query vocabulary)
+  std::shared_ptr<const Query> query;   // parsed from params on data GETs
 };
 
 DeviceApi::DeviceApi(uv_loop_t* loop, store::Store& store, std::shared_ptr<const RouteTable> routes)
@@ -159,6 +162,7 @@ void DeviceApi::on_request(const coap::Request& r) {
   for (std::string_view q : r.uri_queries()) {
     if (q.rfind(".cs=", 0) == 0) c.cs = q.substr(4);
     else if (q.rfind(".dis=", 0) == 0) c.dis = q.substr(5);
+    else if (!q.empty() && q[0] != '.') c.params.emplace_back(q);
   }
   std::string_view host = r.uri_host();
   const AppConfig* app = routes_->FindApp(host.empty() ? std::nullopt : std::optional<std::string>(host));
@@ -201,6 +205,12 @@ void DeviceApi::on_request(const coap::Request& r) {
       return ReplyError(c, coap::code::kMethodNotAllowed, ".dis=rm needs DELETE");
     }
     return HandleOnDisconnect(c, *s, path, c.dis == "rm");
+  }
+  if (c.method == coap::code::kGet && !c.params.empty()) {  // writes ignore them, as before
+    Query q;
+    std::vector<std::string_view> views(c.params.begin(), c.params.end());
+    if (std::string e = ParseQuery(views, &q); !e.empty()) return ReplyError(c, coap::code::kBadRequest, e);
+    if (!q.empty()) c.query = std::make_shared<const Query>(std::move(q));
   }
   switch (c.method) {
     case coap::code::kGet: return HandleRead(c, *s, path);
@@ -408,7 +418,7 @@ void DeviceApi::HandleInfo(Call& c, const std::vector<std::string>& path) {
     coap::Response resp{coap::code::kContent, bytes, std::nullopt, std::nullopt};
     if (c.native) resp.content_format = c.json_out ? kContentFormatJson : kContentFormatCbor;
     coap::ObserverId id = endpoint_->respond_observe(c.id, resp);
-    if (id) observers_.Add({id, s->id, dev_path, dev_path, c.json_out, c.native, SnapshotDigest(body)});
+    if (id) observers_.Add({id, s->id, dev_path, dev_path, c.json_out, c.native, SnapshotDigest(body), nullptr, {}});
     ++counters_.requests[fmt::format("GET {}", CodeName(coap::code::kContent))];
     return;
   }
@@ -423,9 +433,11 @@ Json DeviceApi::InfoValue(const std::string& leaf) const {
 
 void DeviceApi::SetCloudLink(bool connected, std::optional<int64_t> offset_ms) {
   bool changed = connected != cloud_connected_ || offset_ms != cloud_offset_ms_;
+  bool came_back = connected && !cloud_connected_;
   cloud_connected_ = connected;
   cloud_offset_ms_ = offset_ms;
   if (changed) NotifyInfo();
+  if (came_back) RefreshObservedQueries();
 }
 
 void DeviceApi::NotifyInfo() {
@@ -452,9 +464,12 @@ void DeviceApi::NotifyInfo() {
 void DeviceApi::HandleRead(Call& c, Session& s, const std::vector<std::string>& path) {
   auto res = routes_->Resolve(s.app, s.device, path);
   std::string dev_path = JoinPath(path);
+  // An observed query is named by path and query: the same path may be observed with others.
+  if (c.query) dev_path += "?" + c.query->Canonical();
   if (c.observe == 1u) return Unobserve(c, s, dev_path);  // the SDK deregisters with a new token
-  if (!res || !res->may_read) return ReplyError(c, kForbidden, "read not allowed at /" + dev_path);
+  if (!res || !res->may_read) return ReplyError(c, kForbidden, "read not allowed at /" + JoinPath(path));
   std::string cloud = JoinPath(res->cloud_path);
+  if (c.query) return HandleQuery(c, s, cloud, dev_path, res->route->name, c.query);
   Json value = store_.tree().Get("/" + cloud);
   std::string body = Encode(value, c.json_out);
   if (c.observe == 0u) {
@@ -463,19 +478,21 @@ void DeviceApi::HandleRead(Call& c, Session& s, const std::vector<std::string>& 
     if (c.native) resp.content_format = c.json_out ? kContentFormatJson : kContentFormatCbor;
     coap::ObserverId id = endpoint_->respond_observe(c.id, resp);
     // Digest of the CBOR form: notifications compare against the same encoding.
-    if (id) observers_.Add({id, s.id, cloud, dev_path, c.json_out, c.native, SnapshotDigest(EncodeCbor(value))});
+    if (id) observers_.Add({id, s.id, cloud, dev_path, c.json_out, c.native, SnapshotDigest(EncodeCbor(value)), nullptr,
+                            res->route->name});
     ++counters_.requests[fmt::format("GET {}", CodeName(coap::code::kContent))];
     return;
   }
   if (ReadsFromCloud(cloud, res->route->name)) {
     auto alive = alive_;
     auto call = std::make_shared<Call>(c);
-    return cloud_reader_(cloud, [this, alive, call, cloud, body](std::optional<Json> fresh) {
+    return cloud_reader_(cloud, std::string(), [this, alive, call, cloud, body](std::optional<Json> fresh) {
       if (!*alive) return;
       if (!fresh) return Reply(*call, coap::code::kContent, body);  // cloud silent: the local copy
       Reply(*call, coap::code::kContent, Encode(*fresh, call->json_out));
       store::WriteBatch b;  // remember it for offline reads (the cache bound evicts it eventually)
       b.TreeSet("/" + cloud, *fresh);
+      b.TreeMarkComplete("/" + cloud, "");  // queries at or below can be answered from it
       store_.Submit(std::move(b), [this, alive](const store::BatchResult& r) {
         if (*alive && r.status.ok()) NotifyPaths(r.changed_paths);
       });
@@ -484,14 +501,93 @@ void DeviceApi::HandleRead(Call& c, Session& s, const std::vector<std::string>& 
   Reply(c, coap::code::kContent, body);
 }
 
-bool DeviceApi::ReadsFromCloud(const std::string& cloud_path, const std::string& route) const {
-  if (!cloud_reader_ || !cloud_connected_) return false;
+bool DeviceApi::InSyncRoot(const std::string& cloud_path) const {
   for (const auto& root : sync_roots_) {
-    if (cloud_path == root || cloud_path.compare(0, root.size() + 1, root + "/") == 0 || root.empty()) return false;
+    if (cloud_path == root || cloud_path.compare(0, root.size() + 1, root + "/") == 0 || root.empty()) return true;
   }
+  return false;
+}
+
+bool DeviceApi::ReadsFromCloud(const std::string& cloud_path, const std::string& route) const {
+  if (!cloud_reader_ || !cloud_connected_ || InSyncRoot(cloud_path)) return false;
   // Writes still queued for this route are newer than the cloud's copy: read locally.
   auto stats = store_.queue().Stats(route);
   return !stats || stats->depth == 0;
+}
+
+void DeviceApi::HandleQuery(Call& c, Session& s, const std::string& cloud, const std::string& dev_path,
+                            const std::string& route, std::shared_ptr<const Query> q) {
+  const std::string tree_path = "/" + cloud;
+  bool held = !cloud_reader_ || InSyncRoot(cloud) || store_.tree().HoldsComplete(tree_path, q->Canonical());
+  if (held) {
+    AnswerQuery(c, s, cloud, dev_path, route, q, ApplyQuery(store_.tree().Get(tree_path), *q));
+    // A remembered cloud result answers at once; the cloud refreshes it (observers hear changes).
+    if (ReadsFromCloud(cloud, route)) FetchQuery(cloud, route, q, [](std::optional<Json>) {});
+    return;
+  }
+  if (!cloud_reader_ || !cloud_connected_) {
+    return ReplyError(c, coap::code::kServiceUnavailable, "query result not held offline", kQueryRetryMaxAge);
+  }
+  auto alive = alive_;
+  auto call = std::make_shared<Call>(c);
+  std::string session_id = s.id;
+  FetchQuery(cloud, route, q, [this, alive, call, session_id, cloud, dev_path, route, q](std::optional<Json> fresh) {
+    if (!*alive) return;
+    Session* s = sessions_.ById(session_id);
+    if (!fresh) {
+      return ReplyError(*call, coap::code::kServiceUnavailable, "cloud did not answer the query", kQueryRetryMaxAge);
+    }
+    if (!s) return ReplyError(*call, coap::code::kUnauthorized, "unknown session");
+    AnswerQuery(*call, *s, cloud, dev_path, route, q, ApplyQuery(*fresh, *q));
+  });
+}
+
+void DeviceApi::AnswerQuery(Call& c, Session& s, const std::string& cloud, const std::string& dev_path,
+                            const std::string& route, std::shared_ptr<const Query> q, const Json& result) {
+  if (c.observe != 0u) return Reply(c, coap::code::kContent, Encode(result, c.json_out));
+  std::string body = Encode(result, c.json_out);
+  std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(body.data()), body.size());
+  coap::Response resp{coap::code::kContent, bytes, std::nullopt, std::nullopt};
+  if (c.native) resp.content_format = c.json_out ? kContentFormatJson : kContentFormatCbor;
+  coap::ObserverId id = endpoint_ ? endpoint_->respond_observe(c.id, resp) : 0;
+  if (id) {
+    observers_.Add({id, s.id, cloud, dev_path, c.json_out, c.native, SnapshotDigest(EncodeCbor(result)), std::move(q),
+                    route});
+  }
+  ++counters_.requests[fmt::format("GET {}", CodeName(coap::code::kContent))];
+}
+
+void DeviceApi::FetchQuery(const std::string& cloud, const std::string& route, std::shared_ptr<const Query> q,
+                           std::function<void(std::optional<Json>)> done) {
+  auto alive = alive_;
+  cloud_reader_(cloud, q->RestParams(), [this, alive, cloud, route, q, done = std::move(done)](std::optional<Json> fresh) {
+    if (!*alive) return;
+    if (fresh && ReadsFromCloud(cloud, route)) {
+      // Merge, not replace: children outside the result stay (other queries may hold them).
+      store::WriteBatch b;
+      Json result = ApplyQuery(*fresh, *q);
+      if (result.is_object()) b.TreeUpdate("/" + cloud, result);
+      else if (!result.is_null()) b.TreeSet("/" + cloud, result);
+      b.TreeMarkComplete("/" + cloud, q->Canonical());
+      store_.Submit(std::move(b), [this, alive](const store::BatchResult& r) {
+        if (*alive && r.status.ok()) NotifyPaths(r.changed_paths);
+      });
+    }
+    done(std::move(fresh));
+  });
+}
+
+void DeviceApi::RefreshObservedQueries() {
+  if (!cloud_reader_) return;
+  std::set<std::pair<std::string, std::string>> asked;  // (path, query): one read each
+  for (const auto& [path, ids] : observers_.All()) {
+    for (coap::ObserverId id : ids) {
+      Observer* o = observers_.Find(id);
+      if (!o || !o->query || !ReadsFromCloud(o->path, o->route)) continue;
+      if (!asked.insert({o->path, o->query->Canonical()}).second) continue;
+      FetchQuery(o->path, o->route, o->query, [](std::optional<Json>) {});
+    }
+  }
 }
 
 void DeviceApi::HandleWrite(Call& c, Session& s, const std::vector<std::string>& path) {
@@ -630,17 +726,30 @@ void DeviceApi::NotifyPaths(const std::vector<std::string>& changed_paths) {
   }
   for (const auto& [path, ids] : affected) {
     if (path.rfind(".info", 0) == 0) continue;
-    // One read and one encoding per observed path, however many observers share it.
+    // One read per observed path and one encoding per distinct query, however many observers
+    // share them. A query observer hears only changes of its query's result.
     Json value = store_.tree().Get("/" + path);
-    std::string cbor = EncodeCbor(value);
-    uint64_t digest = SnapshotDigest(cbor);
-    std::string json;
+    struct View {
+      Json value;
+      std::string cbor, json;
+      uint64_t digest = 0;
+    };
+    std::map<std::string, View> views;  // by Query::Canonical ("" = the whole snapshot)
     for (coap::ObserverId id : ids) {
       Observer* o = observers_.Find(id);
-      if (!o || o->last_digest == digest) continue;  // unchanged snapshot: nothing to send
-      o->last_digest = digest;
-      if (o->json && json.empty()) json = EncodeJson(value);
-      const std::string& body = o->json ? json : cbor;
+      if (!o) continue;
+      std::string key = o->query ? o->query->Canonical() : std::string();
+      auto [it, fresh] = views.try_emplace(key);
+      View& v = it->second;
+      if (fresh) {
+        v.value = o->query ? ApplyQuery(value, *o->query) : value;
+        v.cbor = EncodeCbor(v.value);
+        v.digest = SnapshotDigest(v.cbor);
+      }
+      if (o->last_digest == v.digest) continue;  // unchanged snapshot: nothing to send
+      o->last_digest = v.digest;
+      if (o->json && v.json.empty()) v.json = EncodeJson(v.value);
+      const std::string& body = o->json ? v.json : v.cbor;
       std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(body.data()), body.size());
       coap::Response resp{coap::code::kContent, bytes, std::nullopt, std::nullopt};
       if (o->native) resp.content_format = o->json ? kContentFormatJson : kContentFormatCbor;

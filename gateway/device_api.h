@@ -23,6 +23,7 @@
 #include "gateway/value_codec.h"
 #include "store/store.h"
 #include "gateway/push_id.h"
+#include "gateway/query.h"
 
 namespace tether {
 
@@ -39,10 +40,12 @@ class DeviceApi : public coap::Handler {
   ~DeviceApi() override;
 
   void AttachEndpoint(coap::Endpoint* endpoint) { endpoint_ = endpoint; }
-  // Reads a cloud path from the cloud; done(nullopt) on failure or timeout. With a reader set,
-  // a GET outside every sync root whose route has no pending uploads is answered from the cloud
-  // (and the local copy refreshed), falling back to the local copy when the cloud does not answer.
-  using CloudReader = std::function<void(const std::string& cloud_path, std::function<void(std::optional<Json>)> done)>;
+  // Reads a cloud path from the cloud (rest_query: Query::RestParams, may be empty); done(nullopt)
+  // on failure or timeout. With a reader set, a GET outside every sync root whose route has no
+  // pending uploads is answered from the cloud (and the local copy refreshed), falling back to the
+  // local copy when the cloud does not answer. Queries: see HandleQuery.
+  using CloudReader = std::function<void(const std::string& cloud_path, const std::string& rest_query,
+                                         std::function<void(std::optional<Json>)> done)>;
   void SetCloudReader(CloudReader reader, std::vector<std::string> sync_roots) {
     cloud_reader_ = std::move(reader);
     sync_roots_ = std::move(sync_roots);
@@ -82,6 +85,18 @@ class DeviceApi : public coap::Handler {
   void HandleInfo(Call& c, const std::vector<std::string>& path);
   void HandleRead(Call& c, Session& s, const std::vector<std::string>& path);
   bool ReadsFromCloud(const std::string& cloud_path, const std::string& route) const;
+  bool InSyncRoot(const std::string& cloud_path) const;
+  // A GET with a query: from the local tree when it holds the result completely (sync root,
+  // remembered cloud result, or no cloud configured), else from the cloud (then remembered).
+  void HandleQuery(Call& c, Session& s, const std::string& cloud, const std::string& dev_path,
+                   const std::string& route, std::shared_ptr<const Query> q);
+  void AnswerQuery(Call& c, Session& s, const std::string& cloud, const std::string& dev_path,
+                   const std::string& route, std::shared_ptr<const Query> q, const Json& result);
+  // Asks the cloud for the query's result, merges it into the local tree and marks it complete
+  // (only while the route has no pending uploads, which are newer than the cloud); observers are
+  // notified through the tree change. done(nullopt) when the cloud did not answer.
+  void FetchQuery(const std::string& cloud, const std::string& route, std::shared_ptr<const Query> q,
+                  std::function<void(std::optional<Json>)> done);
   void HandleWrite(Call& c, Session& s, const std::vector<std::string>& path);
   void HandleOnDisconnect(Call& c, Session& s, const std::vector<std::string>& path, bool cancel);
 
@@ -97,6 +112,7 @@ class DeviceApi : public coap::Handler {
   void CommitThenReply(Call& c, store::WriteBatch batch);
   bool DecodePayload(Call& c, Json* value);  // false: a 4.00 was sent
   void Unobserve(Call& c, const Session& s, const std::string& device_path);
+  void RefreshObservedQueries();  // the cloud came back: re-read what observers of queries see
   store::QueueEntry QueueEntryFor(const std::string& route, const std::string& device, store::OpKind kind,
                                   const std::string& tree_path, const Json& value, int64_t wall_ms) const;
   std::string Encode(const Json& v, bool json) const;

@@ -8,11 +8,13 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "device_proto/endpoint.h"
+#include "gateway/query.h"
 
 namespace tether {
 
@@ -24,6 +26,8 @@ struct Observer {
   bool json = false;         // device asked for application/json
   bool native = false;       // send Content-Format (the SDK gets none, as in the traces)
   uint64_t last_digest = 0;  // digest of the last snapshot sent
+  std::shared_ptr<const Query> query;  // set: the device observes this query's result at path
+  std::string route;                   // route that serves path (for cloud refreshes of queries)
 };
 
 class ObserverRegistry {

@@ -5,11 +5,19 @@ namespace tether::upstream {
 void RestGet(HttpClient& http, Credentials& creds, const std::string& base_url,
              const std::string& path, long timeout_ms, bool with_etag,
              std::function<void(GetResult)> done) {
+  RestGet(http, creds, base_url, path, std::string(), timeout_ms, with_etag, std::move(done));
+}
+
+void RestGet(HttpClient& http, Credentials& creds, const std::string& base_url,
+             const std::string& path, const std::string& query, long timeout_ms, bool with_etag,
+             std::function<void(GetResult)> done) {
   HttpRequest req;
   std::string p = path;
   while (!p.empty() && p.front() == '/') p.erase(0, 1);
   req.url = base_url + "/" + p + ".json";
-  if (std::string q = creds.query(); !q.empty()) req.url += "?" + q;
+  std::string params = query;
+  if (std::string q = creds.query(); !q.empty()) params += (params.empty() ? "" : "&") + q;
+  if (!params.empty()) req.url += "?" + params;
   if (with_etag) req.headers.push_back("X-Firebase-ETag: true");
   req.timeout_ms = timeout_ms;
   http.start(std::move(req), [done = std::move(done)](HttpResponse resp) {

@@ -23,5 +23,9 @@ struct GetResult {
 void RestGet(HttpClient& http, Credentials& creds, const std::string& base_url,
              const std::string& path, long timeout_ms, bool with_etag,
              std::function<void(GetResult)> done);
+// The same with URL-encoded query parameters (e.g. orderBy=%22%24key%22&limitToFirst=2).
+void RestGet(HttpClient& http, Credentials& creds, const std::string& base_url,
+             const std::string& path, const std::string& query, long timeout_ms, bool with_etag,
+             std::function<void(GetResult)> done);
 
 }  // namespace tether::upstream

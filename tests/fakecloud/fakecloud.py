@@ -5,7 +5,8 @@ Data is one JSON tree in memory guarded by one lock. Control API: POST /_control
 object {"op": ...}:
   reset                      clear data, faults, log and skew
   dump                       -> the whole tree
-  log                        -> [{"method","path","query","body"}...] of data requests
+  log                        -> [{"method","path","query","body"}...] of data writes
+  reads                      -> [{"path","query"}...] of plain (non-stream) GETs
   fail {"status":N,"count":C,"path":"substr"}   next C matching requests answer N (401/429/5xx...)
   reject {"status":400,"contains":"text"}       writes whose body contains text answer status
                                                 (persistent until reset)
@@ -20,6 +21,10 @@ object {"op": ...}:
 POST /_oauth/token: jwt-bearer grant (form body) -> {"access_token": new accepted token}
   down {"ms":M}              close the listener for M ms (connections refused)
 CLI: --port 0 prints the chosen port as the first stdout line. --secret S requires auth.
+Queries on GET: orderBy="$key"|"$value"|"<child>", startAt/endAt/equalTo (JSON), limitToFirst/Last,
+answered with Firebase's ordering (null < false < true < numbers < strings < objects, ties by key;
+keys that are 32-bit integers first). Conditional writes: GET with X-Firebase-ETag: true returns an
+ETag; PUT/DELETE with if-match answer 412 with the current value and ETag on mismatch.
 """
 import argparse
 import json
@@ -36,7 +41,7 @@ STATE = {}
 
 def reset_state():
     STATE.update(data=None, log=[], fails=[], rejects=[], slow_ms=0, skew_ms=0, keepalive_ms=30000,
-                 silence=False, stream_gen=0, etag_gen=0)
+                 silence=False, stream_gen=0, etag_gen=0, reads=[])
 
 
 reset_state()
@@ -123,6 +128,69 @@ def check_keys(v):
             check_keys(c)
 
 
+def int_key(k):
+    if k == "0" or (k[:1] == "-" and k[1:2] not in ("", "0") and k[1:].isdigit()) or \
+            (k[:1] in "123456789" and k[:1] != "" and k.isdigit()):
+        v = int(k)
+        if -2**31 <= v < 2**31:
+            return v
+    return None
+
+
+def key_sort(k):
+    v = int_key(k)
+    return (0, v, "") if v is not None else (1, 0, k.encode())
+
+
+def value_sort(v):
+    if v is None:
+        return (0,)
+    if v is False:
+        return (1,)
+    if v is True:
+        return (2,)
+    if isinstance(v, (int, float)):
+        return (3, v)
+    if isinstance(v, str):
+        return (4, v.encode())
+    return (5,)
+
+
+def run_query(value, query):
+    """Firebase REST query semantics over `value`; None when the request has no query."""
+    if "orderBy" not in query:
+        if any(k in query for k in ("startAt", "endAt", "equalTo", "limitToFirst", "limitToLast")):
+            raise ValueError("orderBy must be defined when other query parameters are defined")
+        return None
+    by = json.loads(query["orderBy"][0])
+    if not isinstance(value, dict):
+        return value
+    def sort_of(k):
+        if by == "$key":
+            return key_sort(k)
+        if by == "$value":
+            return value_sort(value[k])
+        return value_sort(get_at(value[k], split(by)))
+    items = sorted(value.keys(), key=lambda k: (sort_of(k), key_sort(k)))
+    bounds = {}
+    for name in ("startAt", "endAt", "equalTo"):
+        if name in query:
+            b = json.loads(query[name][0])
+            bounds[name] = key_sort(b) if by == "$key" else value_sort(b)
+    if "equalTo" in bounds:
+        bounds["startAt"] = bounds["endAt"] = bounds["equalTo"]
+    if "startAt" in bounds:
+        items = [k for k in items if sort_of(k) >= bounds["startAt"]]
+    if "endAt" in bounds:
+        items = [k for k in items if sort_of(k) <= bounds["endAt"]]
+    if "limitToFirst" in query:
+        items = items[:int(query["limitToFirst"][0])]
+    if "limitToLast" in query:
+        n = int(query["limitToLast"][0])
+        items = items[-n:] if n else []
+    return {k: value[k] for k in items} or None
+
+
 def etag_of(value):
     import hashlib
     return hashlib.sha1(json.dumps(value, sort_keys=True).encode()).hexdigest()
@@ -193,6 +261,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self.reply(200, STATE["data"])
             elif op == "log":
                 return self.reply(200, STATE["log"])
+            elif op == "reads":
+                return self.reply(200, STATE["reads"])
             elif op == "fail":
                 STATE["fails"].append({"status": req["status"], "count": req.get("count", 1),
                                        "path": req.get("path", "")})
@@ -286,7 +356,12 @@ class Handler(BaseHTTPRequestHandler):
             cur_etag = etag_of(cur)
             if method == "GET":
                 headers = {"ETag": cur_etag} if self.headers.get("X-Firebase-ETag") == "true" else {}
-                return self.reply(200, cur, headers)
+                STATE["reads"].append({"path": "/" + "/".join(parts), "query": url.query})
+                try:
+                    result = run_query(cur, query)
+                except (ValueError, TypeError) as e:
+                    return self.reply(400, {"error": str(e)})
+                return self.reply(200, cur if result is None and "orderBy" not in query else result, headers)
             if_match = self.headers.get("if-match")
             if if_match is not None and if_match != cur_etag:
                 return self.reply(412, cur, {"ETag": cur_etag})
