@@ -5,6 +5,9 @@
 // evicted.
 #pragma once
 
+#include <sys/socket.h>
+
+#include <array>
 #include <list>
 #include <random>
 #include <string>
@@ -118,11 +121,25 @@ struct Observer {
   ResourceKey resource;
 };
 
+// Datagrams sent during one loop phase are queued per socket and leave in one sendmmsg(2) when
+// the phase ends (uv_prepare before the loop may block, uv_check after I/O), or when the queue is
+// full. The bytes are copied into `data`; nothing waits longer than the current loop iteration.
+constexpr size_t kSendBatch = 32;
+
+struct SendQueue {
+  std::unique_ptr<uint8_t[]> data;  // kSendBatch slots of max_datagram bytes
+  std::array<sockaddr_storage, kSendBatch> to;
+  std::array<iovec, kSendBatch> iov;
+  std::array<mmsghdr, kSendBatch> msgs;
+  size_t count = 0;
+};
+
 struct SocketState {
   uv_udp_t handle;
   Endpoint::Impl* impl;
   uint32_t index;
   std::unique_ptr<char[]> buf;
+  SendQueue out;
 };
 
 struct Endpoint::Impl {
@@ -144,9 +161,23 @@ struct Endpoint::Impl {
     uv_unref(reinterpret_cast<uv_handle_t*>(timer));
     timers.schedule(now() + kHousekeepingMs, TimerKind::kHousekeeping, 0);
     arm_timer();
+    flush_before_poll = new uv_prepare_t;
+    flush_after_io = new uv_check_t;
+    uv_prepare_init(loop, flush_before_poll);
+    uv_check_init(loop, flush_after_io);
+    flush_before_poll->data = flush_after_io->data = this;
+    uv_prepare_start(flush_before_poll, [](uv_prepare_t* h) { static_cast<Impl*>(h->data)->flush_sends(); });
+    uv_check_start(flush_after_io, [](uv_check_t* h) { static_cast<Impl*>(h->data)->flush_sends(); });
+    uv_unref(reinterpret_cast<uv_handle_t*>(flush_before_poll));
+    uv_unref(reinterpret_cast<uv_handle_t*>(flush_after_io));
   }
 
   ~Impl() {
+    flush_sends();
+    uv_close(reinterpret_cast<uv_handle_t*>(flush_before_poll),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_prepare_t*>(h); });
+    uv_close(reinterpret_cast<uv_handle_t*>(flush_after_io),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_check_t*>(h); });
     for (SocketState* s : sockets) {
       uv_udp_recv_stop(&s->handle);
       uv_close(reinterpret_cast<uv_handle_t*>(&s->handle),
@@ -160,6 +191,8 @@ struct Endpoint::Impl {
   // ---- transmit ----
   void send(uint32_t socket, const Address& to, std::span<const uint8_t> bytes);
   void send_rst(uint32_t socket, const Address& to, uint16_t mid);
+  void flush_sends();                       // every socket's SendQueue
+  void flush(SocketState& s);
   size_t encode(Type type, uint16_t mid, const Token& token, const CachedBody& meta,
                 std::span<const uint8_t> body, std::optional<uint32_t> observe,
                 std::optional<Block> block2_req, std::optional<Block> block1_echo, const ResourceKey* cache_as);
@@ -194,6 +227,8 @@ struct Endpoint::Impl {
   uint8_t max_szx;
   std::vector<SocketState*> sockets;
   uv_timer_t* timer;
+  uv_prepare_t* flush_before_poll;
+  uv_check_t* flush_after_io;
   bool timer_armed = false;
   uint64_t armed_at = 0;
   TimerQueue timers;

@@ -3,6 +3,7 @@
 #include "device_proto/endpoint_impl.h"
 
 #include <algorithm>
+#include <cerrno>
 
 namespace tether::coap {
 
@@ -18,32 +19,67 @@ void Endpoint::Impl::send(uint32_t socket, const Address& to, std::span<const ui
     return;
   }
   if (socket >= sockets.size()) return;
-  sockaddr_storage ss;
-  if (to.to_sockaddr(ss) == 0) return;
-  uv_udp_t* h = &sockets[socket]->handle;
-  uv_buf_t buf = uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(bytes.data())),
-                             static_cast<unsigned>(bytes.size()));
-  int r = uv_udp_try_send(h, &buf, 1, reinterpret_cast<const sockaddr*>(&ss));
-  if (r >= 0) return;
-  if (r != UV_EAGAIN && r != UV_ENOBUFS) {
-    ++stats.send_errors;
-    return;
+  SocketState& s = *sockets[socket];
+  SendQueue& q = s.out;
+  if (!q.data) q.data.reset(new uint8_t[kSendBatch * opt.max_datagram]);
+  if (to.to_sockaddr(q.to[q.count]) == 0) return;
+  uint8_t* slot = q.data.get() + q.count * opt.max_datagram;
+  std::copy(bytes.begin(), bytes.end(), slot);
+  q.iov[q.count] = {slot, bytes.size()};
+  mmsghdr& m = q.msgs[q.count];
+  m = {};
+  m.msg_hdr.msg_name = &q.to[q.count];
+  m.msg_hdr.msg_namelen = q.to[q.count].ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  m.msg_hdr.msg_iov = &q.iov[q.count];
+  m.msg_hdr.msg_iovlen = 1;
+  if (++q.count == kSendBatch) flush(s);
+}
+
+void Endpoint::Impl::flush_sends() {
+  for (SocketState* s : sockets) {
+    if (s->out.count) flush(*s);
   }
-  // Kernel buffer full: queue a copy (the only allocating send path).
+}
+
+void Endpoint::Impl::flush(SocketState& s) {
+  SendQueue& q = s.out;
+  size_t done = 0;
+  uv_os_fd_t fd;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&s.handle), &fd) == 0) {
+    while (done < q.count) {
+      int n = sendmmsg(fd, q.msgs.data() + done, static_cast<unsigned>(q.count - done), MSG_DONTWAIT);
+      if (n > 0) {
+        done += static_cast<size_t>(n);
+        continue;
+      }
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
+        ++stats.send_errors;  // this datagram cannot be sent (e.g. unreachable): skip it
+        ++done;
+        continue;
+      }
+      break;
+    }
+  }
+  // Kernel buffer full: hand the rest to libuv's queue (copies; the only allocating path).
   struct Pending {
     uv_udp_send_t req;
     std::vector<char> data;
   };
-  auto* p = new Pending;
-  p->data.assign(bytes.begin(), bytes.end());
-  buf = uv_buf_init(p->data.data(), static_cast<unsigned>(p->data.size()));
-  p->req.data = p;
-  r = uv_udp_send(&p->req, h, &buf, 1, reinterpret_cast<const sockaddr*>(&ss),
-                  [](uv_udp_send_t* req, int) { delete static_cast<Pending*>(req->data); });
-  if (r < 0) {
-    ++stats.send_errors;
-    delete p;
+  for (; done < q.count; ++done) {
+    auto* p = new Pending;
+    const iovec& v = q.iov[done];
+    p->data.assign(static_cast<char*>(v.iov_base), static_cast<char*>(v.iov_base) + v.iov_len);
+    uv_buf_t buf = uv_buf_init(p->data.data(), static_cast<unsigned>(p->data.size()));
+    p->req.data = p;
+    int r = uv_udp_send(&p->req, &s.handle, &buf, 1, reinterpret_cast<const sockaddr*>(&q.to[done]),
+                        [](uv_udp_send_t* req, int) { delete static_cast<Pending*>(req->data); });
+    if (r < 0) {
+      ++stats.send_errors;
+      delete p;
+    }
   }
+  q.count = 0;
 }
 
 void Endpoint::Impl::send_rst(uint32_t socket, const Address& to, uint16_t mid) {
