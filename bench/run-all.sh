@@ -21,7 +21,7 @@ mkdir -p "$img"
 echo "bench: CoAP engine vs coap-server-notls"
 "$root/bench/coap/run.sh" "$build" 5 50000 "100 1000 10000 100000" 100000 > "$tmp/coap.md"
 echo "bench: CoAP saturation"
-"$root/bench/coap/run.sh" "$build" 5 150000 "100 10000 100000" > "$tmp/coap-sat.md"
+"$root/bench/coap/run.sh" "$build" 5 250000 "100 10000 100000" > "$tmp/coap-sat.md"
 echo "bench: store group commit vs raw LMDB"
 "$build/bench/store/store_bench" --seconds 3 > "$tmp/store.txt"
 echo "bench: drain of 1M queued operations to the test cloud"
@@ -81,7 +81,7 @@ HDR
   cat "$tmp/coap.md"
   cat <<HDR
 
-Saturation: \`bench/coap/run.sh $build 5 150000 "100 10000 100000"\` — offered far above capacity, so "req/s"
+Saturation: \`bench/coap/run.sh $build 5 250000 "100 10000 100000"\` — offered far above capacity, so "req/s"
 is what each server can answer on this machine (the fleet shares the 2 cores).
 
 HDR
