@@ -52,6 +52,8 @@ std::vector<upstream::OutboundOp> CloudBridge::peek(const std::string& route, si
     }
     op.path = path;
     op.json = e.payload;
+    // Server increments are not idempotent: uploaded with the applied mark (exactly once).
+    op.exactly_once = e.payload.find("\".sv\":{\"increment\"") != std::string::npos;
     op.event_time_ms = timestamps == RouteConfig::Timestamps::kArrival
                            ? wall + offset_ms_.value_or(0)
                            : EventCloudTimeMs(e, wall, boot, store::BootId(), offset_ms_);

@@ -140,6 +140,16 @@ namespace {
 // copy answers (the engine sends an empty ACK after 1 s, so the SDK does not retransmit).
 constexpr long kCloudReadTimeoutMs = 2000;
 
+// Where the uploader keeps its exactly-once marks for increments: one small node per route.
+std::string AppliedMarkPath(const std::string& gateway_id) {
+  std::string key;
+  for (unsigned char ch : gateway_id) {
+    bool bad = ch < 0x20 || ch == 0x7f || ch == '.' || ch == '$' || ch == '#' || ch == '[' || ch == ']' || ch == '/';
+    key += bad ? '_' : static_cast<char>(ch);
+  }
+  return "tether-applied/" + (key.empty() ? std::string("gateway") : key);
+}
+
 // The first line of a credentials file, without its newline. Throws naming the file, never the content.
 std::string ReadSecretFile(const std::string& path) {
   std::ifstream in(path);
@@ -182,6 +192,8 @@ bool Daemon::StartUpstream() {
   upstream::DrainerOptions o;
   o.base_url = u.url;
   o.on_link = [this](bool connected) { cloud_->OnLinkChanged(connected); };
+  o.applied_path = AppliedMarkPath(config_.gateway_id);
+  o.queue_id = store_->instance_id();
   drainer_ = std::make_unique<upstream::Drainer>(&loop_, *http_, *credentials_, *cloud_, targets, o);
   device_api_->SetQueuedHook([this](const std::string& route) { drainer_->notify(route); });
   drainer_->start();

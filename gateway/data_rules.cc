@@ -76,6 +76,25 @@ bool HasServerValues(const Json& value) {
   return false;
 }
 
+namespace {
+void ExtractAt(Json* v, const std::string& rel, std::vector<std::pair<std::string, Json>>* out) {
+  if (IsIncrementPlaceholder(*v)) {
+    Json by = (*v)[".sv"]["increment"];
+    *v = by;
+    out->emplace_back(rel, std::move(by));
+    return;
+  }
+  if (!v->is_object()) return;
+  for (auto& [k, child] : v->items()) ExtractAt(&child, rel.empty() ? k : rel + "/" + k, out);
+}
+}  // namespace
+
+std::vector<std::pair<std::string, Json>> ExtractIncrements(Json* value) {
+  std::vector<std::pair<std::string, Json>> out;
+  ExtractAt(value, "", &out);
+  return out;
+}
+
 void ResolveServerValues(Json* value, int64_t timestamp_ms, const Json& current) {
   if (IsTimestampPlaceholder(*value)) {
     *value = timestamp_ms;
@@ -83,7 +102,7 @@ void ResolveServerValues(Json* value, int64_t timestamp_ms, const Json& current)
   }
   if (IsIncrementPlaceholder(*value)) {
     const Json& inc = (*value)[".sv"]["increment"];
-    if (current.is_number_integer() && inc.is_number_integer()) {
+    if ((current.is_number_integer() || !current.is_number()) && inc.is_number_integer()) {
       *value = current.get<int64_t>() + inc.get<int64_t>();
     } else {
       *value = (current.is_number() ? current.get<double>() : 0.0) + inc.get<double>();

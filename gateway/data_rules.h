@@ -22,6 +22,10 @@ std::string CheckValue(const Json& value, size_t path_depth);
 std::string CheckUpdate(const Json& value, size_t path_depth);
 
 bool HasServerValues(const Json& value);
+// Replaces each {".sv":{"increment":n}} in *value by n and returns where each was ("a/b" relative
+// to the value; "" = the value itself) with its n, for the store to add the number held there when
+// it applies the write (so concurrent increments all count). In an update, keys are child paths.
+std::vector<std::pair<std::string, Json>> ExtractIncrements(Json* value);
 // Replaces {".sv":"timestamp"} with timestamp_ms and {".sv":{"increment":n}} with
 // (current numeric value at that place, or 0) + n. current is the value at the write's path.
 void ResolveServerValues(Json* value, int64_t timestamp_ms, const Json& current);

@@ -76,6 +76,25 @@ store::SessionRecord ToRecord(const Session& s, int64_t timeout_ms) {
 
 std::string TreePath(const std::vector<std::string>& cloud) { return "/" + JoinPath(cloud); }
 
+// The local-copy side of a device write. Timestamps resolve now; increments are resolved by the
+// store inside the commit, against what the tree holds then (pipelined increments all count).
+void AddTreeWrite(store::WriteBatch* batch, store::OpKind kind, const std::string& tree_path, Json local,
+                  int64_t cloud_now_ms) {
+  if (kind == store::OpKind::kRemove) return batch->TreeRemove(tree_path);
+  std::vector<store::mutation::TreeIncrement> incs;
+  if (HasServerValues(local)) {
+    if (kind == store::OpKind::kUpdate && local.is_object()) {  // child paths in a canonical form
+      Json canonical = Json::object();
+      for (auto& [k, v] : local.items()) canonical[JoinPath(SplitPath(k))] = std::move(v);
+      local = std::move(canonical);
+    }
+    for (auto& [rel, by] : ExtractIncrements(&local)) incs.push_back({rel, std::move(by)});
+    ResolveServerValues(&local, cloud_now_ms, Json());  // what is left: timestamps
+  }
+  if (kind == store::OpKind::kUpdate) batch->TreeUpdate(tree_path, std::move(local), std::move(incs));
+  else batch->TreeSet(tree_path, std::move(local), std::move(incs));
+}
+
 }  // namespace
 
 // One request being answered. Copied out of coap::Request, which is valid only in on_request.
@@ -370,11 +389,7 @@ void DeviceApi::FireOnDisconnect(Session s, std::function<void()> done, int atte
       case store::OnDisconnectOp::Kind::kUpdate: kind = store::OpKind::kUpdate; break;
       case store::OnDisconnectOp::Kind::kRemove: kind = store::OpKind::kRemove; break;
     }
-    Json local = value;  // byte strings stay bytes locally; the cloud gets base64 (EncodeJson)
-    if (HasServerValues(local)) ResolveServerValues(&local, cloud_now, store_.tree().Get(TreePath(cloud)));
-    if (kind == store::OpKind::kUpdate) batch.TreeUpdate(TreePath(cloud), local);
-    else if (kind == store::OpKind::kRemove) batch.TreeRemove(TreePath(cloud));
-    else batch.TreeSet(TreePath(cloud), local);
+    AddTreeWrite(&batch, kind, TreePath(cloud), value, cloud_now);  // local: byte strings stay bytes
     routes.insert(res->route->name);
     batch.Append(QueueEntryFor(res->route->name, s.device, kind, TreePath(cloud), value, wall));
     ++fired;
@@ -616,11 +631,8 @@ void DeviceApi::HandleWrite(Call& c, Session& s, const std::vector<std::string>&
 
   const std::string tree_path = TreePath(cloud);
   Json local = value;  // byte strings stay bytes locally; the cloud gets base64 (EncodeJson)
-  if (HasServerValues(local)) ResolveServerValues(&local, CloudNowMs(), store_.tree().Get(tree_path));
   store::WriteBatch batch;
-  if (kind == store::OpKind::kUpdate) batch.TreeUpdate(tree_path, local);
-  else if (kind == store::OpKind::kRemove) batch.TreeRemove(tree_path);
-  else batch.TreeSet(tree_path, local);
+  AddTreeWrite(&batch, kind, tree_path, std::move(local), CloudNowMs());
   batch.Append(QueueEntryFor(res->route->name, s.device, kind, tree_path, value, store::WallClockMs()));
   ++counters_.writes;
   auto alive = alive_;

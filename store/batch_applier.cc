@@ -457,12 +457,40 @@ Status BatchApplier::SetTree(MDB_txn* txn, const std::vector<std::string>& segs,
   return Status::Ok();
 }
 
+namespace {
+
+// (numeric leaf at key before this write, or 0) + by; integral when both are.
+nlohmann::json Incremented(MDB_txn* txn, MDB_dbi tree, const std::string& key, const nlohmann::json& by) {
+  nlohmann::json cur;
+  MDB_val k = Val(key), v;
+  if (mdb_get(txn, tree, &k, &v) == 0) cur = DecodeLeaf(View(v));
+  if (!by.is_number()) return by;
+  if ((cur.is_number_integer() || !cur.is_number()) && by.is_number_integer()) {
+    return (cur.is_number_integer() ? cur.get<int64_t>() : 0) + by.get<int64_t>();
+  }
+  return (cur.is_number() ? cur.get<double>() : 0.0) + by.get<double>();
+}
+
+std::string ChildKey(const std::string& base, const std::string& rel) {
+  return base.empty() ? rel : rel.empty() ? base : base + "/" + rel;
+}
+
+}  // namespace
+
 template <>
 Status BatchApplier::Do(MDB_txn* txn, const mutation::TreeSet& m, BatchResult* result) {
   std::vector<std::string> segs;
   std::string error;
   if (!ParseTreePath(m.path, &segs, &error)) return Invalid(error);
-  return SetTree(txn, segs, m.value, result);
+  if (m.increments.empty()) return SetTree(txn, segs, m.value, result);
+  const std::string base = JoinKey(segs, segs.size());
+  nlohmann::json value = m.value;
+  for (const auto& inc : m.increments) {
+    nlohmann::json n = Incremented(txn, db_.tree, ChildKey(base, inc.rel_path), inc.by);
+    if (inc.rel_path.empty()) value = std::move(n);
+    else if (value.is_object()) InsertLeaf(&value, inc.rel_path, std::move(n));
+  }
+  return SetTree(txn, segs, value, result);
 }
 
 template <>
@@ -479,7 +507,27 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::TreeUpdate& m, BatchResult
   std::vector<std::string> base, rel;
   std::string error;
   if (!ParseTreePath(m.path, &base, &error)) return Invalid(error);
-  for (auto it = m.children.begin(); it != m.children.end(); ++it) {
+  nlohmann::json resolved;
+  if (!m.increments.empty()) {  // each increment lies in one child: "k" or below "k/"
+    resolved = m.children;
+    const std::string base_key = JoinKey(base, base.size());
+    for (const auto& inc : m.increments) {
+      nlohmann::json n = Incremented(txn, db_.tree, ChildKey(base_key, inc.rel_path), inc.by);
+      for (auto it = resolved.begin(); it != resolved.end(); ++it) {
+        const std::string& k = it.key();
+        if (inc.rel_path == k) {
+          *it = std::move(n);
+          break;
+        }
+        if (inc.rel_path.compare(0, k.size() + 1, k + "/") == 0 && it->is_object()) {
+          InsertLeaf(&*it, std::string_view(inc.rel_path).substr(k.size() + 1), std::move(n));
+          break;
+        }
+      }
+    }
+  }
+  const nlohmann::json& children = m.increments.empty() ? m.children : resolved;
+  for (auto it = children.begin(); it != children.end(); ++it) {
     if (!ParseTreePath(it.key(), &rel, &error)) return Invalid(error);
     if (rel.empty()) return Invalid("empty child path in update");
     std::vector<std::string> full = base;

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <algorithm>
 #include <cstring>
+#include <random>
 #include <mutex>
 
 #include "store/record_codec.h"
@@ -41,6 +42,18 @@ constexpr DbSpec kDbSpecs[] = {
     {"on_disconnect", &Databases::on_disconnect},
     {"query_marks", &Databases::query_marks},  // added later: created on the first writable open
 };
+
+std::string RandomHex(size_t bytes) {
+  std::random_device rd;
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < bytes; ++i) {
+    unsigned b = rd() & 0xff;
+    out += hex[b >> 4];
+    out += hex[b & 15];
+  }
+  return out;
+}
 
 std::string ReadMeta(MDB_txn* txn, MDB_dbi meta, const char* key, bool* found) {
   MDB_val k = Val(key), v;
@@ -144,6 +157,16 @@ LmdbEnv::LmdbEnv(const std::string& dir, const StoreOptions& options) : path_(di
       if (!DecodeCounters(ReadMeta(txn, dbs_.meta, "counters", &found), &c)) {
         mdb_txn_abort(txn);
         throw StoreError(path_ + ": corrupt store: unreadable counters record");
+      }
+    }
+    bool has_id = false;
+    instance_id_ = ReadMeta(txn, dbs_.meta, "instance", &has_id);
+    if (!has_id && !ro) {
+      instance_id_ = RandomHex(8);
+      MDB_val k = Val("instance"), v = Val(instance_id_);
+      if ((rc = mdb_put(txn, dbs_.meta, &k, &v, 0))) {
+        mdb_txn_abort(txn);
+        ThrowLmdb(path_, "writing the store instance id", rc);
       }
     }
     if ((rc = mdb_txn_commit(txn))) ThrowLmdb(path_, "committing open", rc);

@@ -48,6 +48,9 @@ class LmdbEnv {
   MDB_env* env() const { return env_; }
   const Databases& dbs() const { return dbs_; }
   const std::string& path() const { return path_; }
+  // Random id given to the store when it was created (or first opened writable by a build that
+  // has it): names this store's queue sequence space, which a new store starts again.
+  const std::string& instance_id() const { return instance_id_; }
   uint64_t map_size() const;
   // Writer thread only, with no write txn open: doubles the map up to `max`. False if at max.
   bool GrowMap(uint64_t max);
@@ -59,6 +62,7 @@ class LmdbEnv {
 
  private:
   std::string path_;
+  std::string instance_id_;
   int lock_fd_ = -1;  // flock'ed <dir>/tether.lock, writable opens only
   MDB_env* env_ = nullptr;
   Databases dbs_{};

@@ -20,8 +20,12 @@ struct MoveToDead { std::string route; uint64_t seq; std::string reason; int htt
 struct RetryDead { uint64_t seq; };
 struct DropDead { uint64_t seq; };
 struct SweepExpired { int64_t now_wall_ms; };
-struct TreeSet { std::string path; nlohmann::json value; };
-struct TreeUpdate { std::string path; nlohmann::json children; };
+// A server increment inside a tree write: the number at rel_path (relative to the write's path) is
+// replaced by (the numeric leaf there before this write, or 0) + by, read inside the write txn so
+// concurrent increments never lose one another.
+struct TreeIncrement { std::string rel_path; nlohmann::json by; };
+struct TreeSet { std::string path; nlohmann::json value; std::vector<TreeIncrement> increments; };
+struct TreeUpdate { std::string path; nlohmann::json children; std::vector<TreeIncrement> increments; };
 struct TreeRemove { std::string path; };
 struct PutSession { SessionRecord record; };
 struct TouchSession { std::string session_id; int64_t last_seen_ms; };

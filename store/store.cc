@@ -146,6 +146,7 @@ const DataTree& Store::tree() const { return impl_->tree; }
 const SessionTable& Store::sessions() const { return impl_->sessions; }
 CheckReport Store::Check() const { return RunCheck(impl_->env); }
 const std::string& Store::path() const { return impl_->env.path(); }
+const std::string& Store::instance_id() const { return impl_->env.instance_id(); }
 uint64_t Store::map_size() const { return impl_->env.map_size(); }
 uint64_t Store::GroupsCommitted() const {
   return impl_->committer ? impl_->committer->groups_committed() : 0;

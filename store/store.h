@@ -48,6 +48,7 @@ class Store {
   const SessionTable& sessions() const;
   CheckReport Check() const;
   const std::string& path() const;
+  const std::string& instance_id() const;  // see LmdbEnv::instance_id
   uint64_t map_size() const;
   uint64_t GroupsCommitted() const;  // write transactions so far (batches / groups = group size)
 

@@ -22,12 +22,13 @@ void WriteBatch::RetryDeadLetter(uint64_t seq) { mutations_.emplace_back(mutatio
 void WriteBatch::DropDeadLetter(uint64_t seq) { mutations_.emplace_back(mutation::DropDead{seq}); }
 void WriteBatch::SweepExpired(int64_t now) { mutations_.emplace_back(mutation::SweepExpired{now}); }
 
-void WriteBatch::TreeSet(std::string path, nlohmann::json value) {
-  mutations_.emplace_back(mutation::TreeSet{std::move(path), std::move(value)});
+void WriteBatch::TreeSet(std::string path, nlohmann::json value, std::vector<mutation::TreeIncrement> increments) {
+  mutations_.emplace_back(mutation::TreeSet{std::move(path), std::move(value), std::move(increments)});
 }
 
-void WriteBatch::TreeUpdate(std::string path, nlohmann::json children) {
-  mutations_.emplace_back(mutation::TreeUpdate{std::move(path), std::move(children)});
+void WriteBatch::TreeUpdate(std::string path, nlohmann::json children,
+                            std::vector<mutation::TreeIncrement> increments) {
+  mutations_.emplace_back(mutation::TreeUpdate{std::move(path), std::move(children), std::move(increments)});
 }
 
 void WriteBatch::TreeRemove(std::string path) {

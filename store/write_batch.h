@@ -26,8 +26,10 @@ class WriteBatch {
   void DropDeadLetter(uint64_t seq);
   void SweepExpired(int64_t now_wall_ms);  // TTL: drops (and counts) expired entries of all routes
   // --- DataTree ---
-  void TreeSet(std::string path, nlohmann::json value);         // null value = remove
-  void TreeUpdate(std::string path, nlohmann::json children);   // object: relative path -> value
+  // null value = remove. increments: see mutation::TreeIncrement.
+  void TreeSet(std::string path, nlohmann::json value, std::vector<mutation::TreeIncrement> increments = {});
+  // object: relative path -> value
+  void TreeUpdate(std::string path, nlohmann::json children, std::vector<mutation::TreeIncrement> increments = {});
   void TreeRemove(std::string path);
   // The tree now holds the complete result of `query` (Query::Canonical, "" = the whole value) at
   // path, e.g. after fetching it from the cloud. Any later eviction of any root invalidates it.

@@ -13,6 +13,8 @@ struct Drainer::Route {
   int attempt = 0;                    // consecutive failures, for backoff
   size_t split_limit = 0;             // 0 = none; else max ops per batch while bisecting
   uint64_t split_until_seq = 0;       // bisecting ends once ops up to here are settled
+  bool mark_known = false;            // no exactly-once batch of unknown outcome since the mark was read
+  bool once_in_flight = false;        // the request in flight carries the applied mark
   uv_timer_t* timer = nullptr;        // backoff timer (heap)
   Drainer* owner = nullptr;
 };
@@ -48,6 +50,7 @@ void Drainer::start() {
   running_ = true;
   for (auto& r : routes_) {
     r->stats.state = RouteStats::State::Idle;
+    r->mark_known = false;  // a batch may have been applied just before a crash or stop()
     make_ready(*r);
   }
   uv_timer_start(poll_timer_, [](uv_timer_t* t) {
@@ -118,9 +121,27 @@ void Drainer::upload(Route& r) {
     return;
   }
   ops.resize(batch.op_count);
+  bool once = !opt_.applied_path.empty() && !(batch.replace_root && r.target.root.empty()) &&
+              std::any_of(ops.begin(), ops.end(), [](const OutboundOp& op) { return op.exactly_once; });
+  if (once && !r.mark_known) return read_mark(r);
   HttpRequest req;
   req.method = batch.replace_root ? "PUT" : "PATCH";
   req.url = opt_.base_url + "/" + r.target.root + ".json?print=silent";
+  if (once) {  // the same writes with absolute keys, plus the mark, at the database root
+    nlohmann::json body = nlohmann::json::object();
+    const std::string& root = r.target.root;
+    if (batch.replace_root) {
+      body[root] = std::move(batch.body);
+    } else {
+      for (auto& [k, v] : batch.body.items()) body[root.empty() ? k : root + "/" + k] = std::move(v);
+    }
+    body[opt_.applied_path + "/" + r.target.route] = {{"seq", batch.last_seq}, {"queue", opt_.queue_id}};
+    batch.body = std::move(body);
+    req.method = "PATCH";
+    req.url = opt_.base_url + "/.json?print=silent";
+    req.fresh_connection = true;
+  }
+  r.once_in_flight = once;
   if (std::string q = creds_.query(); !q.empty()) req.url += "&" + q;
   if (!opt_.auth_variable_override.empty())
     req.url += "&auth_variable_override=" + UrlEncode(opt_.auth_variable_override);
@@ -143,10 +164,52 @@ void Drainer::upload(Route& r) {
   });
 }
 
+void Drainer::read_mark(Route& r) {
+  HttpRequest req;
+  req.url = opt_.base_url + "/" + opt_.applied_path + "/" + r.target.route + ".json";
+  if (std::string q = creds_.query(); !q.empty()) req.url += "?" + q;
+  req.timeout_ms = opt_.request_timeout_ms;
+  r.stats.state = RouteStats::State::Uploading;
+  r.stats.mark_reads++;
+  ++in_flight_;
+  r.request = http_.start(std::move(req), [this, &r](HttpResponse resp) {
+    r.request = 0;
+    --in_flight_;
+    if (opt_.on_link) opt_.on_link(!resp.transport_error);
+    auto mark = nlohmann::json::parse(resp.body, nullptr, false);
+    if (resp.transport_error || resp.status != 200 || mark.is_discarded()) {
+      if (resp.status == 401) creds_.refresh([](bool) {});
+      r.stats.network_errors += resp.transport_error ? 1 : 0;
+      back_off(r, "reading the applied mark: " + (resp.transport_error ? resp.error : "HTTP " + std::to_string(resp.status)));
+      return schedule();
+    }
+    r.mark_known = true;
+    r.attempt = 0;  // the cloud answers: the next failure backs off from the start
+    if (mark.is_object() && mark.value("queue", "") == opt_.queue_id && mark.contains("seq") &&
+        mark["seq"].is_number_unsigned()) {
+      uint64_t applied = mark["seq"].get<uint64_t>();
+      std::vector<OutboundOp> head = outbox_.peek(r.target.route, opt_.limits.max_ops);
+      size_t n = 0;
+      while (n < head.size() && head[n].seq <= applied) ++n;
+      if (n > 0) {  // the cloud applied them before we learnt it: never send them twice
+        outbox_.confirmed(r.target.route, head[n - 1].seq);
+        r.stats.already_applied += n;
+        r.stats.uploaded_ops += n;
+      }
+    }
+    r.stats.state = RouteStats::State::Idle;
+    make_ready(r);
+    schedule();
+  });
+}
+
 void Drainer::finished(Route& r, std::vector<OutboundOp> ops, const Batch& batch,
                        HttpResponse resp) {
   r.stats.last_status = resp.status;
   if (opt_.on_link) opt_.on_link(!resp.transport_error);
+  int code = resp.transport_error ? 0 : resp.status;
+  bool outcome_known = (code >= 200 && code < 300) || code == 400 || code == 401 || code == 403 || code == 413;
+  if (r.once_in_flight && !outcome_known) r.mark_known = false;  // it may have been applied
   if (resp.transport_error) {
     r.stats.network_errors++;
     return back_off(r, resp.error);

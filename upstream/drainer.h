@@ -37,6 +37,14 @@ struct DrainerOptions {
   int64_t poll_interval_ms = 500;        // re-peek idle routes even without notify()
   std::string auth_variable_override;    // JSON; sent with every write when non-empty
   std::function<void(bool connected)> on_link;  // a response arrived / the network failed
+  // Exactly-once for ops that are not idempotent (OutboundOp::exactly_once): a batch holding one
+  // is sent as a multi-path PATCH at the database root that also sets the route's applied mark,
+  // <applied_path>/<route> = {"seq": batch's last seq, "queue": queue_id}, atomically with the
+  // data. After start() and after any outcome that leaves unknown whether the cloud applied such a
+  // batch (network error, timeout, 429, 5xx), the mark is read before the next one, and ops up to
+  // its seq (same queue_id) are confirmed instead of sent again. Empty applied_path: off.
+  std::string applied_path;      // e.g. "tether-applied/<gateway>" (valid Firebase keys)
+  std::string queue_id;          // names the outbox's seq space (a new store restarts seqs)
 };
 
 struct RouteStats {
@@ -45,6 +53,8 @@ struct RouteStats {
   uint64_t uploaded_ops = 0, batches = 0;
   uint64_t auth_errors = 0, rejected_errors = 0, retryable_errors = 0, network_errors = 0;
   uint64_t dead_letters = 0;
+  uint64_t mark_reads = 0;       // applied marks read (exactly-once ops)
+  uint64_t already_applied = 0;  // ops confirmed from the mark instead of being sent again
   int64_t current_backoff_ms = 0;
   int last_status = 0;
   std::string last_error;
@@ -68,6 +78,7 @@ class Drainer {
  private:
   void schedule();
   void upload(Route& r);
+  void read_mark(Route& r);  // the applied mark: confirm what the cloud already has
   void finished(Route& r, std::vector<OutboundOp> ops, const Batch& batch, HttpResponse resp);
   void back_off(Route& r, std::string why);
   void make_ready(Route& r);

@@ -24,6 +24,9 @@ struct HttpRequest {
   long connect_timeout_ms = 10000;
   bool stream = false;               // long-lived: no total timeout, body goes to on_data
   bool follow_redirects = false;
+  // Not idempotent: use a new connection, because libcurl silently re-sends a request whose reused
+  // connection died before any reply byte, and the server may have applied the first one.
+  bool fresh_connection = false;
   // Streams only: called with each body chunk of a 2xx response as it arrives.
   std::function<void(std::string_view)> on_data;
   std::function<void(int status)> on_headers;  // streams: final status line received

@@ -15,6 +15,7 @@ struct OutboundOp {
   std::string path;            // relative to the route root, '/'-separated, no leading '/'
   std::string json;            // payload (ignored for Remove); Push: path already ends in the key
   int64_t event_time_ms = 0;   // cloud-corrected time substituted for {".sv":"timestamp"}
+  bool exactly_once = false;   // not idempotent (holds {".sv":{"increment":n}}): see DrainerOptions
 };
 
 class Outbox {

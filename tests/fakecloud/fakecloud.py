@@ -10,6 +10,9 @@ object {"op": ...}:
   fail {"status":N,"count":C,"path":"substr"}   next C matching requests answer N (401/429/5xx...)
   reject {"status":400,"contains":"text"}       writes whose body contains text answer status
                                                 (persistent until reset)
+  lose_replies {"count":C,"path":"substr","status":S}  the next C writes matching are APPLIED but
+                             answered S (0: the connection is dropped, no reply) - a reply lost
+                             after the cloud committed, as in a crash or timeout
   slow {"ms":M}              delay every data request by M ms
   skew {"ms":X}              server timestamps = real time + X
   cut_streams                close every open stream (mid-event: half an event is sent first)
@@ -41,7 +44,7 @@ STATE = {}
 
 def reset_state():
     STATE.update(data=None, log=[], fails=[], rejects=[], slow_ms=0, skew_ms=0, keepalive_ms=30000,
-                 silence=False, stream_gen=0, etag_gen=0, reads=[])
+                 silence=False, stream_gen=0, etag_gen=0, reads=[], lose=[])
 
 
 reset_state()
@@ -266,6 +269,9 @@ class Handler(BaseHTTPRequestHandler):
             elif op == "fail":
                 STATE["fails"].append({"status": req["status"], "count": req.get("count", 1),
                                        "path": req.get("path", "")})
+            elif op == "lose_replies":
+                STATE["lose"].append({"status": req.get("status", 0), "count": req.get("count", 1),
+                                      "path": req.get("path", "")})
             elif op == "reject":
                 STATE["rejects"].append((req.get("status", 400), req["contains"]))
             elif op == "slow":
@@ -401,6 +407,18 @@ class Handler(BaseHTTPRequestHandler):
             except (ValueError, TypeError) as e:
                 STATE["log"].pop()
                 return self.reply(400, {"error": str(e)})
+            lost = None
+            for f in STATE["lose"]:
+                if f["count"] > 0 and f["path"] in path + raw.decode(errors="replace"):
+                    f["count"] -= 1
+                    lost = f["status"]
+                    break
+        if lost is not None:
+            if lost == 0:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            return self.reply(lost, {"error": "injected after applying"})
         if silent:
             self.send_response(204)
             self.send_header("Content-Length", "0")
