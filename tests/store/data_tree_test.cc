@@ -209,5 +209,28 @@ TEST_F(DataTreeTest, CompleteMarksSurviveReopenAndDieWithAnyEviction) {
   ExpectHealthy();
 }
 
+TEST_F(DataTreeTest, IncrementsAddToWhatTheCommitSeesNotWhatTheWriterRead) {
+  // Both batches were built before either committed: each must still count.
+  WriteBatch a, b;
+  a.TreeSet("/c/n", 1, {{"", 1}});
+  b.TreeSet("/c/n", 1, {{"", 1}});
+  ASSERT_TRUE(store_->CommitBlocking(std::move(a)).status.ok());
+  ASSERT_TRUE(store_->CommitBlocking(std::move(b)).status.ok());
+  EXPECT_EQ(Get("/c/n"), 2);
+  WriteBatch nested;  // inside a set value, and inside an update's child paths
+  nested.TreeSet("/c", json{{"n", 5}, {"tag", "x"}}, {{"n", 5}});
+  nested.TreeUpdate("/c", json{{"m/k", 2.5}, {"z", json{{"q", 3}}}}, {{"m/k", 2.5}, {"z/q", 3}});
+  ASSERT_TRUE(store_->CommitBlocking(std::move(nested)).status.ok());
+  EXPECT_EQ(Get("/c"), (json{{"n", 7}, {"tag", "x"}, {"m", {{"k", 2.5}}}, {"z", {{"q", 3}}}}));
+  WriteBatch again;
+  again.TreeUpdate("/c", json{{"z", json{{"q", 3}}}}, {{"z/q", 3}});
+  again.TreeSet("/c/tag", 1, {{"", 1}});  // not a number before: counts from 0
+  ASSERT_TRUE(store_->CommitBlocking(std::move(again)).status.ok());
+  EXPECT_EQ(Get("/c/z/q"), 6);
+  EXPECT_EQ(Get("/c/tag"), 1);
+  EXPECT_TRUE(Get("/c/n").is_number_integer());
+  ExpectHealthy();
+}
+
 }  // namespace
 }  // namespace tether::store
