@@ -52,6 +52,16 @@ const Json& ChildAt(const Json& v, const std::vector<std::string>& path) {
   return *cur;
 }
 
+// Firebase answers children keyed 0..n as a JSON array: they are children all the same.
+Json AsObject(const Json& v) {
+  if (!v.is_array()) return v;
+  Json out;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (!v[i].is_null()) out[std::to_string(i)] = v[i];
+  }
+  return out;
+}
+
 std::string Pct(std::string_view s) {
   static const char* hex = "0123456789ABCDEF";
   std::string out;
@@ -211,8 +221,9 @@ std::string Query::RestParams() const {
   return out;
 }
 
-std::vector<std::string> QueryKeys(const Json& value, const Query& q) {
+std::vector<std::string> QueryKeys(const Json& in, const Query& q) {
   std::vector<std::string> keys;
+  const Json value = AsObject(in);
   if (!value.is_object()) return keys;
   struct Item {
     const std::string* key;
@@ -249,8 +260,10 @@ std::vector<std::string> QueryKeys(const Json& value, const Query& q) {
   return keys;
 }
 
-Json ApplyQuery(const Json& value, const Query& q) {
-  if (q.empty() || !value.is_object()) return value;
+Json ApplyQuery(const Json& in, const Query& q) {
+  if (q.empty()) return in;
+  const Json value = AsObject(in);
+  if (!value.is_object()) return value;
   Json out;
   for (const auto& k : QueryKeys(value, q)) out[k] = value.at(k);
   return out;

@@ -43,7 +43,8 @@ int CompareKeys(std::string_view a, std::string_view b);
 int CompareValues(const Json& a, const Json& b);
 
 // The children of `value` that `query` selects, as an object (null when none). A non-object value
-// has no children and is returned unchanged; an empty query returns the value unchanged.
+// has no children and is returned unchanged; an empty query returns the value unchanged. An array
+// (Firebase REST's form of children keyed 0..n) counts as the object of its non-null elements.
 Json ApplyQuery(const Json& value, const Query& query);
 // The selected child keys in query order (for tests and diagnostics).
 std::vector<std::string> QueryKeys(const Json& value, const Query& query);

@@ -89,6 +89,10 @@ TEST(QueryRows, Mixed_deep_child_path_and_leaf_values) {
   EXPECT_EQ(QueryKeys(v, q), (std::vector<std::string>{"r", "q", "p"}));  // r has no m/t: null first
   EXPECT_EQ(ApplyQuery(Json(42), q), Json(42));  // a leaf has no children
   EXPECT_TRUE(ApplyQuery(Json(), q).is_null());
+  // Firebase REST answers integer-keyed children as an array (holes are null).
+  Query by_value;
+  ASSERT_EQ(ParseQuery(Params({"orderBy=$value", "limitToLast=2"}), &by_value), "");
+  EXPECT_EQ(ApplyQuery(Json::parse("[7, null, 3, 9]"), by_value), Json::parse(R"({"0":7,"3":9})"));
 }
 
 TEST(QueryParse, SessionParamsAreSkippedAndNoQueryIsEmpty) {
