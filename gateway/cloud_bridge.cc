@@ -45,6 +45,7 @@ std::vector<upstream::OutboundOp> CloudBridge::peek(const std::string& route, si
       case store::OpKind::kUpdate:
       case store::OpKind::kIncrementUpdate: op.kind = upstream::OutboundOp::Kind::Update; break;
       case store::OpKind::kRemove: op.kind = upstream::OutboundOp::Kind::Remove; break;
+      case store::OpKind::kConditionalSet: op.kind = upstream::OutboundOp::Kind::Conditional; break;
     }
     std::string path = JoinPath(SplitPath(e.path));
     if (!root.empty()) {
@@ -87,6 +88,32 @@ void CloudBridge::dead_letter(const upstream::OutboundOp& op, int http_status, s
       spdlog::error("moving write seq {} to dead letters failed: {}", seq, r.status.ToString());
     }
     dead_pending_.erase(seq);
+  });
+}
+
+void CloudBridge::conflict(const upstream::OutboundOp& op, const std::string& cloud_value_json) {
+  const std::string root = RootOf(op.route);
+  std::string tree_path(1, '/');
+  tree_path += root;
+  if (!op.path.empty()) tree_path += (root.empty() ? "" : "/") + op.path;
+  spdlog::warn("transaction conflict at {}: the cloud holds another value than the device's write "
+               "expected; the device's write is dropped and the local copy takes the cloud's value",
+               tree_path);
+  uint64_t& through = acked_through_[op.route];
+  through = std::max(through, op.seq);
+  auto cloud = Json::parse(cloud_value_json, nullptr, false);
+  store::WriteBatch b;
+  b.AckThrough(op.route, op.seq);
+  if (!cloud.is_discarded()) b.TreeSet(tree_path, cloud);
+  devices_.OnTransactionConflict();
+  auto alive = alive_;
+  store_.Submit(std::move(b), [this, alive](const store::BatchResult& r) {
+    if (!*alive) return;
+    if (!r.status.ok()) {
+      spdlog::error("recording a transaction conflict failed: {}", r.status.ToString());
+      return;
+    }
+    devices_.OnTreeChanged(r.changed_paths);
   });
 }
 

@@ -39,6 +39,8 @@ class CloudBridge : public upstream::Outbox {
   std::vector<upstream::OutboundOp> peek(const std::string& route, size_t max) override;
   void confirmed(const std::string& route, uint64_t up_to_seq) override;
   void dead_letter(const upstream::OutboundOp& op, int http_status, std::string reason) override;
+  // The local copy takes the cloud's value (observers hear it) and the device API counts it.
+  void conflict(const upstream::OutboundOp& op, const std::string& cloud_value_json) override;
 
   // Cloud events.
   void OnLinkChanged(bool connected);

@@ -32,6 +32,8 @@ std::string DaemonAdmin::MetricsText() {
   m.heartbeats_total.With({}).Set(static_cast<double>(c.heartbeats));
   m.detections_total.With({}).Set(static_cast<double>(c.detections));
   m.ondisconnect_fired_total.With({}).Set(static_cast<double>(c.ondisconnect_fired));
+  m.transaction_conflicts_total.With({"local"}).Set(static_cast<double>(c.cas_refused));
+  m.transaction_conflicts_total.With({"cloud"}).Set(static_cast<double>(c.transaction_conflicts));
   for (const store::RouteStats& rs : p_.store->queue().AllStats()) {
     m.queue_depth.With({rs.route}).Set(static_cast<double>(rs.depth));
     m.queue_bytes.With({rs.route}).Set(static_cast<double>(rs.bytes));

@@ -20,6 +20,18 @@ constexpr int64_t kLivenessTickMs = 250;
 constexpr uint32_t kQueueFullMaxAge = 30;
 constexpr uint32_t kStoreFullMaxAge = 60;
 constexpr uint32_t kQueryRetryMaxAge = 5;
+constexpr uint8_t kPreconditionFailed = coap::code::make(4, 12);
+
+// Firebase's model: null members and empty objects do not exist.
+Json Normalized(const Json& v) {
+  if (!v.is_object()) return v;
+  Json out = Json::object();
+  for (const auto& [k, c] : v.items()) {
+    Json n = Normalized(c);
+    if (!n.is_null()) out[k] = std::move(n);
+  }
+  return out.empty() ? Json() : out;
+}
 
 std::string CodeName(uint8_t code) { return fmt::format("{}.{:02d}", code >> 5, code & 31); }
 
@@ -611,6 +623,23 @@ void DeviceApi::HandleWrite(Call& c, Session& s, const std::vector<std::string>&
   if (!res || !res->may_write) return ReplyError(c, kForbidden, "write not allowed at /" + dev_path);
   Json value;
   if (c.method != coap::code::kDelete && !DecodePayload(c, &value)) return;
+  std::optional<Json> expect;  // compare-and-set: PUT {".cas":{"expect":old,"value":new}}
+  if (c.method == coap::code::kPut && value.is_object() && value.size() == 1 && value.contains(".cas")) {
+    Json w = value[".cas"];
+    // Null members vanish in decoding: a missing expect / value is null (absent / remove).
+    size_t known = w.is_object() ? w.count("expect") + w.count("value") : 0;
+    if (!w.is_object() || known != w.size()) {
+      return ReplyError(c, coap::code::kBadRequest, "compare-and-set is {\".cas\":{\"expect\":old,\"value\":new}}");
+    }
+    expect = Normalized(w.value("expect", Json()));
+    value = w.value("value", Json());
+    if (HasServerValues(value) || HasServerValues(*expect)) {
+      return ReplyError(c, coap::code::kBadRequest, "no server values in a compare-and-set");
+    }
+    if (std::string e = CheckValue(*expect, res->cloud_path.size()); !e.empty()) {
+      return ReplyError(c, coap::code::kBadRequest, "expect: " + e);
+    }
+  }
   std::vector<std::string> cloud = res->cloud_path;
   std::string push_key;
   store::OpKind kind = store::OpKind::kSet;
@@ -632,13 +661,25 @@ void DeviceApi::HandleWrite(Call& c, Session& s, const std::vector<std::string>&
   const std::string tree_path = TreePath(cloud);
   Json local = value;  // byte strings stay bytes locally; the cloud gets base64 (EncodeJson)
   store::WriteBatch batch;
-  AddTreeWrite(&batch, kind, tree_path, std::move(local), CloudNowMs());
-  batch.Append(QueueEntryFor(res->route->name, s.device, kind, tree_path, value, store::WallClockMs()));
+  if (expect) {
+    batch.TreeSetIf(tree_path, *expect, local);
+    store::QueueEntry e = QueueEntryFor(res->route->name, s.device, store::OpKind::kConditionalSet, tree_path,
+                                        value, store::WallClockMs());
+    e.payload = EncodeJson(Json{{"expect", *expect}, {"value", value}});
+    batch.Append(std::move(e));
+  } else {
+    AddTreeWrite(&batch, kind, tree_path, std::move(local), CloudNowMs());
+    batch.Append(QueueEntryFor(res->route->name, s.device, kind, tree_path, value, store::WallClockMs()));
+  }
   ++counters_.writes;
   auto alive = alive_;
   auto call = std::make_shared<Call>(c);
-  store_.Submit(std::move(batch), [this, alive, call, push_key, route = res->route->name](store::BatchResult r) {
+  store_.Submit(std::move(batch), [this, alive, call, push_key, tree_path, route = res->route->name](store::BatchResult r) {
     if (!*alive) return;
+    if (r.status.code == store::StatusCode::kConflict) {  // compare-and-set lost: here is the value
+      ++counters_.cas_refused;
+      return Reply(*call, kPreconditionFailed, Encode(store_.tree().Get(tree_path), call->json_out));
+    }
     if (!r.status.ok()) {
       ++counters_.writes_rejected;
       return ReplyStoreStatus(*call, r.status);

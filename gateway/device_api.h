@@ -31,6 +31,8 @@ struct DeviceApiCounters {
   uint64_t sessions_opened = 0, sessions_ended = 0, detections = 0, go_offline = 0;
   uint64_t heartbeats = 0, steered_pings = 0, ondisconnect_fired = 0, ondisconnect_denied = 0;
   uint64_t writes = 0, writes_rejected = 0, notifications = 0, auth_failures = 0;
+  // Compare-and-set writes refused locally (4.12) / found conflicting in the cloud at upload.
+  uint64_t cas_refused = 0, transaction_conflicts = 0;
   std::map<std::string, uint64_t> requests;  // "GET 2.05" -> count
 };
 
@@ -57,6 +59,8 @@ class DeviceApi : public coap::Handler {
   void SetRoutes(std::shared_ptr<const RouteTable> routes);  // reload: applies to new requests
   // Cloud link state and clock estimate (cloud ms - local wall ms); notifies .info observers.
   void SetCloudLink(bool connected, std::optional<int64_t> offset_ms);
+  // The uploader found a compare-and-set write conflicting with the cloud (counted).
+  void OnTransactionConflict() { ++counters_.transaction_conflicts; }
   // Committed tree changes from elsewhere (cloud sync) reach observers through here.
   void OnTreeChanged(const std::vector<std::string>& changed_paths);
   // Ends a session as if it timed out (tetherctl kick). False if unknown.

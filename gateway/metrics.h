@@ -86,6 +86,7 @@ struct TetherMetrics {
   MetricFamily& heartbeats_total;        // counter
   MetricFamily& detections_total;        // counter  sessions ended by silence
   MetricFamily& ondisconnect_fired_total;// counter
+  MetricFamily& transaction_conflicts_total;  // counter {where=local|cloud}  compare-and-set writes lost
   MetricFamily& queue_depth;             // gauge {route}  entries waiting for the cloud
   MetricFamily& queue_bytes;             // gauge {route}
   MetricFamily& queue_oldest_age_seconds;// gauge {route}

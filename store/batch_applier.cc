@@ -471,6 +471,24 @@ nlohmann::json Incremented(MDB_txn* txn, MDB_dbi tree, const std::string& key, c
   return (cur.is_number() ? cur.get<double>() : 0.0) + by.get<double>();
 }
 
+// The value at key as of this txn (null if absent), as DataTree::Get reads it.
+nlohmann::json ReadSubtree(MDB_txn* txn, MDB_dbi tree, const std::string& key) {
+  nlohmann::json out;
+  MDB_val k = Val(key), v;
+  if (!key.empty() && mdb_get(txn, tree, &k, &v) == 0) return DecodeLeaf(View(v));
+  const std::string prefix = key.empty() ? std::string() : key + "/";
+  Cursor c(txn, tree);
+  k = Val(prefix);
+  int rc = prefix.empty() ? mdb_cursor_get(c.get(), &k, &v, MDB_FIRST) : mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE);
+  for (; rc == 0; rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT)) {
+    std::string_view found = View(k);
+    if (found.substr(0, prefix.size()) != prefix) break;
+    if (out.is_null()) out = nlohmann::json::object();
+    InsertLeaf(&out, found.substr(prefix.size()), DecodeLeaf(View(v)));
+  }
+  return out;
+}
+
 std::string ChildKey(const std::string& base, const std::string& rel) {
   return base.empty() ? rel : rel.empty() ? base : base + "/" + rel;
 }
@@ -482,6 +500,9 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::TreeSet& m, BatchResult* r
   std::vector<std::string> segs;
   std::string error;
   if (!ParseTreePath(m.path, &segs, &error)) return Invalid(error);
+  if (m.expect && ReadSubtree(txn, db_.tree, JoinKey(segs, segs.size())) != *m.expect) {
+    return Status::Error(StatusCode::kConflict, "compare-and-set: the value at " + m.path + " changed");
+  }
   if (m.increments.empty()) return SetTree(txn, segs, m.value, result);
   const std::string base = JoinKey(segs, segs.size());
   nlohmann::json value = m.value;

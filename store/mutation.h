@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -24,7 +25,14 @@ struct SweepExpired { int64_t now_wall_ms; };
 // replaced by (the numeric leaf there before this write, or 0) + by, read inside the write txn so
 // concurrent increments never lose one another.
 struct TreeIncrement { std::string rel_path; nlohmann::json by; };
-struct TreeSet { std::string path; nlohmann::json value; std::vector<TreeIncrement> increments; };
+// expect set: the batch fails with kConflict unless the tree holds exactly that at path (null =
+// absent) when it is applied.
+struct TreeSet {
+  std::string path;
+  nlohmann::json value;
+  std::vector<TreeIncrement> increments;
+  std::optional<nlohmann::json> expect;
+};
 struct TreeUpdate { std::string path; nlohmann::json children; std::vector<TreeIncrement> increments; };
 struct TreeRemove { std::string path; };
 struct PutSession { SessionRecord record; };

@@ -7,7 +7,11 @@
 
 namespace tether::store {
 
-enum class OpKind : uint8_t { kSet = 1, kUpdate = 2, kPush = 3, kRemove = 4, kIncrementUpdate = 5 };
+// kConditionalSet: payload {"expect": value the device based it on, "value": new value (null =
+// remove)}; uploaded only while the cloud still holds "expect" (ETag / if-match).
+enum class OpKind : uint8_t {
+  kSet = 1, kUpdate = 2, kPush = 3, kRemove = 4, kIncrementUpdate = 5, kConditionalSet = 6
+};
 
 struct QueueEntry {
   uint64_t seq = 0;       // assigned by the store at commit: global, strictly increasing, never reused

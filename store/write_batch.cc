@@ -23,7 +23,11 @@ void WriteBatch::DropDeadLetter(uint64_t seq) { mutations_.emplace_back(mutation
 void WriteBatch::SweepExpired(int64_t now) { mutations_.emplace_back(mutation::SweepExpired{now}); }
 
 void WriteBatch::TreeSet(std::string path, nlohmann::json value, std::vector<mutation::TreeIncrement> increments) {
-  mutations_.emplace_back(mutation::TreeSet{std::move(path), std::move(value), std::move(increments)});
+  mutations_.emplace_back(mutation::TreeSet{std::move(path), std::move(value), std::move(increments), std::nullopt});
+}
+
+void WriteBatch::TreeSetIf(std::string path, nlohmann::json expect, nlohmann::json value) {
+  mutations_.emplace_back(mutation::TreeSet{std::move(path), std::move(value), {}, std::move(expect)});
 }
 
 void WriteBatch::TreeUpdate(std::string path, nlohmann::json children,

@@ -31,6 +31,9 @@ class WriteBatch {
   // object: relative path -> value
   void TreeUpdate(std::string path, nlohmann::json children, std::vector<mutation::TreeIncrement> increments = {});
   void TreeRemove(std::string path);
+  // Compare-and-set: sets value (null = remove) only if the tree holds `expect` at path when the
+  // batch applies; otherwise the whole batch fails with kConflict.
+  void TreeSetIf(std::string path, nlohmann::json expect, nlohmann::json value);
   // The tree now holds the complete result of `query` (Query::Canonical, "" = the whole value) at
   // path, e.g. after fetching it from the cloud. Any later eviction of any root invalidates it.
   void TreeMarkComplete(std::string path, std::string query);

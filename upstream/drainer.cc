@@ -110,6 +110,13 @@ void Drainer::upload(Route& r) {
     r.stats.state = RouteStats::State::Idle;
     return;
   }
+  if (ops[0].kind == OutboundOp::Kind::Conditional) return conditional(r, std::move(ops[0]), 0);
+  for (size_t i = 1; i < ops.size(); ++i) {
+    if (ops[i].kind == OutboundOp::Kind::Conditional) {  // a batch ends before it
+      ops.resize(i);
+      break;
+    }
+  }
   BatchLimits limits = opt_.limits;
   limits.max_ops = max_ops;
   Batch batch = BuildBatch(ops, limits);
@@ -197,6 +204,89 @@ void Drainer::read_mark(Route& r) {
         r.stats.uploaded_ops += n;
       }
     }
+    r.stats.state = RouteStats::State::Idle;
+    make_ready(r);
+    schedule();
+  });
+}
+
+void Drainer::conditional(Route& r, OutboundOp op, int round) {
+  auto payload = nlohmann::json::parse(op.json, nullptr, false);
+  if (!payload.is_object() || !payload.contains("value")) {
+    r.stats.dead_letters++;
+    outbox_.dead_letter(op, 0, "conditional payload is not {expect, value}");
+    return make_ready(r);
+  }
+  std::string path = r.target.root;
+  if (!op.path.empty()) path += (path.empty() ? "" : "/") + op.path;
+  std::string url = opt_.base_url + "/" + path + ".json";
+  std::string q = creds_.query();
+  HttpRequest get;
+  get.url = url + (q.empty() ? "" : "?" + q);
+  get.headers = {"X-Firebase-ETag: true"};
+  get.timeout_ms = opt_.request_timeout_ms;
+  r.stats.state = RouteStats::State::Uploading;
+  ++in_flight_;
+  auto fail = [this, &r](const HttpResponse& resp, const std::string& what) {
+    if (resp.status == 401) creds_.refresh([](bool) {});
+    if (resp.transport_error) r.stats.network_errors++;
+    else r.stats.retryable_errors++;
+    back_off(r, what + ": " + (resp.transport_error ? resp.error : "HTTP " + std::to_string(resp.status)));
+    schedule();
+  };
+  r.request = http_.start(std::move(get), [this, &r, op = std::move(op), payload = std::move(payload), url, q,
+                                           round, fail](HttpResponse resp) mutable {
+    r.request = 0;
+    --in_flight_;
+    if (opt_.on_link) opt_.on_link(!resp.transport_error);
+    auto cloud = nlohmann::json::parse(resp.body, nullptr, false);
+    auto etag = resp.headers.find("etag");
+    if (resp.transport_error || resp.status != 200 || cloud.is_discarded() || etag == resp.headers.end()) {
+      return fail(resp, "reading before a conditional write");
+    }
+    const nlohmann::json expect = payload.value("expect", nlohmann::json());
+    if (cloud == payload["value"] && cloud != expect) {  // ours, applied before a lost reply
+      outbox_.confirmed(r.target.route, op.seq);
+      r.stats.uploaded_ops++;
+    } else if (cloud != expect) {
+      r.stats.conflicts++;
+      outbox_.conflict(op, cloud.dump());
+    } else {
+      HttpRequest put;
+      put.method = payload["value"].is_null() ? "DELETE" : "PUT";
+      put.url = url + "?print=silent" + (q.empty() ? "" : "&" + q);
+      put.headers = {"Content-Type: application/json", "if-match: " + etag->second};
+      if (!payload["value"].is_null()) put.body = payload["value"].dump();
+      put.timeout_ms = opt_.request_timeout_ms;
+      put.fresh_connection = true;
+      ++in_flight_;
+      r.request = http_.start(std::move(put), [this, &r, op, round, fail](HttpResponse resp) mutable {
+        r.request = 0;
+        --in_flight_;
+        if (opt_.on_link) opt_.on_link(!resp.transport_error);
+        int s = resp.transport_error ? 0 : resp.status;
+        if (s >= 200 && s < 300) {
+          outbox_.confirmed(r.target.route, op.seq);
+          r.stats.uploaded_ops++;
+          r.attempt = 0;
+        } else if (s == 412 && round < 4) {
+          return conditional(r, std::move(op), round + 1);  // changed under us: compare again
+        } else if (s == 412) {
+          r.stats.conflicts++;
+          outbox_.conflict(op, resp.body);
+        } else if (s == 400 || s == 403) {
+          r.stats.dead_letters++;
+          outbox_.dead_letter(op, s, "HTTP " + std::to_string(s) + ": " + resp.body.substr(0, 200));
+        } else {
+          return fail(resp, "conditional write");
+        }
+        r.stats.state = RouteStats::State::Idle;
+        make_ready(r);
+        schedule();
+      });
+      return;
+    }
+    r.attempt = 0;
     r.stats.state = RouteStats::State::Idle;
     make_ready(r);
     schedule();

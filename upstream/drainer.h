@@ -4,6 +4,9 @@
 // Outcomes: 2xx → confirm; 401 → pause the route, refresh credentials, retry (nothing dropped);
 // 400/403/413 → bisect the batch until the bad op is alone, dead-letter it, continue;
 // 429/5xx/other/network → exponential backoff with jitter, retry the same ops.
+// Conditional ops go alone: GET with X-Firebase-ETag, then PUT with if-match while the cloud holds
+// the expected value (412: read again, up to 5 rounds); a cloud holding another value is a
+// conflict (Outbox::conflict); a cloud already holding the op's value counts as delivered.
 // Loop thread only. The Outbox, HttpClient and Credentials outlive the Drainer.
 #pragma once
 #include <cstdint>
@@ -54,6 +57,7 @@ struct RouteStats {
   uint64_t auth_errors = 0, rejected_errors = 0, retryable_errors = 0, network_errors = 0;
   uint64_t dead_letters = 0;
   uint64_t mark_reads = 0;       // applied marks read (exactly-once ops)
+  uint64_t conflicts = 0;        // conditional ops the cloud's value refused
   uint64_t already_applied = 0;  // ops confirmed from the mark instead of being sent again
   int64_t current_backoff_ms = 0;
   int last_status = 0;
@@ -79,6 +83,7 @@ class Drainer {
   void schedule();
   void upload(Route& r);
   void read_mark(Route& r);  // the applied mark: confirm what the cloud already has
+  void conditional(Route& r, OutboundOp op, int round);  // GET + PUT if-match
   void finished(Route& r, std::vector<OutboundOp> ops, const Batch& batch, HttpResponse resp);
   void back_off(Route& r, std::string why);
   void make_ready(Route& r);

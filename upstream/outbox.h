@@ -8,7 +8,8 @@
 namespace tether::upstream {
 
 struct OutboundOp {
-  enum class Kind { Set, Update, Push, Remove };
+  // Conditional: json = {"expect": v0, "value": v1}; set v1 only while the cloud holds v0.
+  enum class Kind { Set, Update, Push, Remove, Conditional };
   uint64_t seq = 0;            // strictly increasing within a route
   std::string route;           // route name; its cloud root is configured separately
   Kind kind = Kind::Set;
@@ -28,6 +29,9 @@ class Outbox {
   virtual void confirmed(const std::string& route, uint64_t up_to_seq) = 0;
   // The cloud rejected `op` permanently; keep it aside and remove it from the queue.
   virtual void dead_letter(const OutboundOp& op, int http_status, std::string reason) = 0;
+  // A Conditional op lost: the cloud holds `cloud_value`, not what the op expected. The op is
+  // settled (remove it from the queue); the local copy should take the cloud's value.
+  virtual void conflict(const OutboundOp& op, const std::string& cloud_value_json) = 0;
 };
 
 }  // namespace tether::upstream

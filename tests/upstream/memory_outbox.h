@@ -32,6 +32,11 @@ class MemoryOutbox : public Outbox {
         return;
       }
   }
+  void conflict(const OutboundOp& op, const std::string& cloud_value) override {
+    conflicts.push_back({op, cloud_value});
+    confirmed(op.route, op.seq);
+  }
+  std::vector<std::pair<OutboundOp, std::string>> conflicts;
   size_t pending() const {
     size_t n = 0;
     for (auto& [r, q] : queues_) n += q.size();
