@@ -232,5 +232,23 @@ TEST_F(DataTreeTest, IncrementsAddToWhatTheCommitSeesNotWhatTheWriterRead) {
   ExpectHealthy();
 }
 
+TEST_F(DataTreeTest, CompareAndSetFailsTheWholeBatchWhenTheValueChanged) {
+  Set("/lock", json{{"n", 1}});
+  WriteBatch first, second;  // both built against {"n":1}: only the first may win
+  first.TreeSetIf("/lock", json{{"n", 1}}, json{{"n", 2}});
+  first.Append(Entry("r", "/lock", "2"));
+  second.TreeSetIf("/lock", json{{"n", 1}}, json{{"n", 3}});
+  second.Append(Entry("r", "/lock", "3"));
+  ASSERT_TRUE(store_->CommitBlocking(std::move(first)).status.ok());
+  EXPECT_EQ(store_->CommitBlocking(std::move(second)).status.code, StatusCode::kConflict);
+  EXPECT_EQ(Get("/lock"), (json{{"n", 2}}));
+  EXPECT_EQ(store_->queue().Peek("r", 10).size(), 1u) << "the refused batch queued nothing";
+  WriteBatch absent;  // expecting nothing at a path that holds nothing
+  absent.TreeSetIf("/free", nullptr, "mine");
+  ASSERT_TRUE(store_->CommitBlocking(std::move(absent)).status.ok());
+  EXPECT_EQ(Get("/free"), "mine");
+  ExpectHealthy();
+}
+
 }  // namespace
 }  // namespace tether::store

@@ -233,5 +233,29 @@ TEST_F(DrainerTest, BacklogOnOneRouteDoesNotStarveLiveWrites) {
   ExpectOnceInOrder(cloud, "/bulk", 20000);
 }
 
+TEST_F(DrainerTest, ConditionalOpsUseIfMatchAndReportConflicts) {
+  FakeCloud cloud;
+  cloud.request("PUT", "/cas/a.json", "1");
+  cloud.request("PUT", "/cas/b.json", "\"theirs\"");
+  auto creds = MakeNoCredentials();
+  outbox_.add({0, "r", K::Set, "x", "5", 0});
+  outbox_.add({0, "r", K::Conditional, "a", R"({"expect":1,"value":2})", 0});       // holds: applied
+  outbox_.add({0, "r", K::Conditional, "b", R"({"expect":"mine","value":"new"})", 0});  // conflict
+  outbox_.add({0, "r", K::Conditional, "c", R"({"value":{"n":1}})", 0});  // expects nothing there
+  outbox_.add({0, "r", K::Set, "y", "6", 0});
+  Start(cloud, *creds, {{"r", "cas"}});
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return outbox_.pending() == 0; }));
+  EXPECT_EQ(cloud.get("/cas"), nlohmann::json::parse(R"({"a":2,"b":"theirs","c":{"n":1},"x":5,"y":6})"));
+  ASSERT_EQ(outbox_.conflicts.size(), 1u);
+  EXPECT_EQ(outbox_.conflicts[0].first.path, "b");
+  EXPECT_EQ(outbox_.conflicts[0].second, "\"theirs\"");
+  EXPECT_EQ(drainer_->stats()["r"].conflicts, 1u);
+  std::vector<std::string> methods;
+  for (auto& e : cloud.control({{"op", "log"}})) methods.push_back(e["method"].get<std::string>() + " " + e["path"].get<std::string>());
+  // Setup, then the set, two conditional PUTs (b is never written), and the last set.
+  EXPECT_EQ(methods, (std::vector<std::string>{"PUT /cas/a", "PUT /cas/b", "PATCH /cas", "PUT /cas/a", "PUT /cas/c",
+                                               "PATCH /cas"}));
+}
+
 }  // namespace
 }  // namespace tether::upstream
