@@ -46,9 +46,46 @@ socklen_t Address::to_sockaddr(sockaddr_storage& out) const {
 std::string Address::to_string() const {
   char buf[INET6_ADDRSTRLEN] = "?";
   inet_ntop(family == AF_INET6 ? AF_INET6 : AF_INET, ip.data(), buf, sizeof buf);
-  char out[INET6_ADDRSTRLEN + 8];
-  std::snprintf(out, sizeof out, family == AF_INET6 ? "[%s]:%u" : "%s:%u", buf, static_cast<unsigned>(port));
+  char out[INET6_ADDRSTRLEN + 16];
+  std::snprintf(out, sizeof out, family == AF_INET6 ? "%s[%s]:%u" : "%s%s:%u", secure ? "dtls:" : "", buf,
+                static_cast<unsigned>(port));
   return out;
+}
+
+Address Address::parse(std::string_view s) {
+  Address a;
+  const bool secure = s.substr(0, 5) == "dtls:";
+  if (secure) s.remove_prefix(5);
+  std::string host;
+  std::string_view port;
+  if (!s.empty() && s.front() == '[') {
+    const size_t close = s.find(']');
+    if (close == std::string_view::npos || close + 1 >= s.size() || s[close + 1] != ':') return a;
+    host = s.substr(1, close - 1);
+    port = s.substr(close + 2);
+  } else {
+    const size_t colon = s.rfind(':');
+    if (colon == std::string_view::npos) return a;
+    host = s.substr(0, colon);
+    port = s.substr(colon + 1);
+  }
+  unsigned p = 0;
+  if (port.empty() || port.size() > 5) return a;
+  for (char c : port) {
+    if (c < '0' || c > '9') return a;
+    p = p * 10 + static_cast<unsigned>(c - '0');
+  }
+  if (p > 65535) return a;
+  if (inet_pton(AF_INET, host.c_str(), a.ip.data()) == 1) {
+    a.family = AF_INET;
+  } else if (inet_pton(AF_INET6, host.c_str(), a.ip.data()) == 1) {
+    a.family = AF_INET6;
+  } else {
+    return Address{};
+  }
+  a.port = static_cast<uint16_t>(p);
+  a.secure = secure ? 1 : 0;
+  return a;
 }
 
 size_t AddressHash::operator()(const Address& a) const {
@@ -59,6 +96,7 @@ size_t AddressHash::operator()(const Address& a) const {
   for (size_t i = 0; i < n; ++i) mix(a.ip[i]);
   mix(static_cast<uint8_t>(a.port));
   mix(static_cast<uint8_t>(a.port >> 8));
+  mix(a.secure);
   return static_cast<size_t>(h ^ (h >> 32));
 }
 

@@ -1,5 +1,7 @@
 // A compact UDP peer address (IPv4 or IPv6 + port), hashable, 20 bytes.
-// IPv4 addresses are stored in the first 4 bytes of `ip`.
+// IPv4 addresses are stored in the first 4 bytes of `ip`. `secure` marks a peer
+// reached through a DTLS session: it never shares engine or session state with
+// a plaintext peer at the same ip:port.
 #pragma once
 
 #include <netinet/in.h>
@@ -8,6 +10,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace tether::coap {
 
@@ -15,11 +18,14 @@ struct Address {
   std::array<uint8_t, 16> ip{};
   uint16_t port = 0;  // host byte order
   uint8_t family = 0;  // AF_INET or AF_INET6
+  uint8_t secure = 0;  // 1: datagrams are carried by a DTLS session
 
   static Address from_sockaddr(const sockaddr* sa);  // family 0 if unsupported
   // Fills `out`; returns its length (0 if family is unset).
   socklen_t to_sockaddr(sockaddr_storage& out) const;
-  std::string to_string() const;  // "1.2.3.4:5683" or "[::1]:5683"
+  std::string to_string() const;  // "1.2.3.4:5683", "[::1]:5683"; "dtls:" prefix if secure
+  // Inverse of to_string(); family 0 if `s` is not one of its forms.
+  static Address parse(std::string_view s);
   bool operator==(const Address&) const = default;
 };
 

@@ -111,6 +111,10 @@ void Endpoint::Impl::run_timers() {
       case TimerKind::kRetransmit:
         on_retransmit(e.id, e.when_ms);
         break;
+      case TimerKind::kDtls:
+        if (const uint64_t socket = e.id >> 48; socket < sockets.size() && sockets[socket]->dtls)
+          sockets[socket]->dtls->on_timer(e.id & ((uint64_t{1} << 48) - 1));
+        break;
       case TimerKind::kHousekeeping:
         // Resume soon if the eviction budget ran out, so a mass expiry drains in slices.
         timers.schedule(t + (housekeeping() ? 10 : kHousekeepingMs), TimerKind::kHousekeeping, 0);
@@ -153,6 +157,8 @@ void Endpoint::Impl::on_retransmit(uint64_t out_id, uint64_t when) {
 
 bool Endpoint::Impl::housekeeping() {
   const uint64_t t = now();
+  for (SocketState* s : sockets)
+    if (s->dtls) s->dtls->housekeeping();
   dedup.expire(t);
   bodies.expire(t);
   uploads.expire(t);
@@ -181,7 +187,57 @@ Endpoint::Endpoint(uv_loop_t* loop, Handler& handler, EndpointOptions options)
 
 Endpoint::~Endpoint() = default;
 
+// ---------------------------------------------------------------- DTLS link
+
+void DtlsLink::send_datagram(const Address& to, std::span<const uint8_t> ciphertext) {
+  impl->send_raw(socket, to, ciphertext);
+}
+
+void DtlsLink::on_plaintext(const Address& from, std::string_view identity, std::span<const uint8_t> bytes) {
+  impl->identity = identity;
+  impl->on_datagram(socket, from, bytes);
+  impl->identity = {};
+}
+
+void DtlsLink::schedule(uint64_t when_ms, uint64_t token) {
+  impl->timers.schedule(when_ms, TimerKind::kDtls, uint64_t{socket} << 48 | token);
+  impl->arm_timer();
+}
+
+uint64_t DtlsLink::now_ms() const { return impl->now(); }
+
+void Endpoint::Impl::receive(uint32_t socket, Address from, std::span<const uint8_t> bytes) {
+  if (socket < sockets.size() && sockets[socket]->dtls) {
+    from.secure = 1;
+    sockets[socket]->dtls->on_datagram(from, bytes);
+    return;
+  }
+  on_datagram(socket, from, bytes);
+}
+
 int Endpoint::listen(const char* ip, uint16_t port) {
+  SocketState* s = nullptr;
+  return impl_->open_socket(ip, port, s);
+}
+
+int Endpoint::listen_dtls(const char* ip, uint16_t port, DtlsOptions options, PskLookup psk) {
+  // The server exists before the socket does, so a setup failure never leaves a plaintext socket.
+  auto link = std::make_unique<DtlsLink>();
+  link->impl = impl_.get();
+  link->socket = static_cast<uint32_t>(impl_->sockets.size());
+  options.max_datagram = impl_->opt.max_datagram;
+  auto server = std::make_unique<DtlsServer>(*link, options, std::move(psk));
+  SocketState* s = nullptr;
+  if (int r = impl_->open_socket(ip, port, s); r != 0) return r;
+  s->dtls_link = std::move(link);
+  s->dtls = std::move(server);
+  s->max_message = s->dtls->max_plaintext();
+  s->max_szx = 0;
+  while (s->max_szx < 6 && (size_t{32} << s->max_szx) + 48 <= s->max_message) ++s->max_szx;
+  return 0;
+}
+
+int Endpoint::Impl::open_socket(const char* ip, uint16_t port, SocketState*& out) {
   sockaddr_storage ss{};
   unsigned family = AF_INET;
   if (uv_ip4_addr(ip, port, reinterpret_cast<sockaddr_in*>(&ss)) != 0) {
@@ -189,11 +245,13 @@ int Endpoint::listen(const char* ip, uint16_t port) {
     family = AF_INET6;
   }
   auto* s = new SocketState;
-  s->impl = impl_.get();
-  s->index = static_cast<uint32_t>(impl_->sockets.size());
+  s->impl = this;
+  s->index = static_cast<uint32_t>(sockets.size());
   s->buf.reset(new char[kRecvChunk * kRecvSlots]);
   s->handle.data = s;
-  if (int r = uv_udp_init_ex(impl_->loop, &s->handle, family | UV_UDP_RECVMMSG); r != 0) {
+  s->max_message = opt.max_datagram;
+  s->max_szx = max_szx;
+  if (int r = uv_udp_init_ex(loop, &s->handle, family | UV_UDP_RECVMMSG); r != 0) {
     delete s;
     return r;
   }
@@ -220,11 +278,11 @@ int Endpoint::listen(const char* ip, uint16_t port) {
         auto* st = static_cast<SocketState*>(h->data);
         const Address from = Address::from_sockaddr(addr);
         if (from.family == 0) return;
-        st->impl->on_datagram(st->index, from,
-                              {reinterpret_cast<const uint8_t*>(buf->base), static_cast<size_t>(nread)});
+        st->impl->receive(st->index, from, {reinterpret_cast<const uint8_t*>(buf->base), static_cast<size_t>(nread)});
       });
   if (r != 0) return fail(r);
-  impl_->sockets.push_back(s);
+  sockets.push_back(s);
+  out = s;
   return 0;
 }
 
@@ -239,6 +297,32 @@ uint16_t Endpoint::local_port(size_t socket_index) const {
 
 bool Endpoint::respond(ExchangeId id, const Response& response) { return impl_->deliver(id, response, std::nullopt); }
 
+DtlsCounters Endpoint::dtls_counters() const {
+  DtlsCounters sum;
+  for (const SocketState* s : impl_->sockets) {
+    if (!s->dtls) continue;
+    const DtlsCounters c = s->dtls->counters();
+    sum.handshakes_ok += c.handshakes_ok;
+    sum.handshakes_failed += c.handshakes_failed;
+    sum.hello_verify_sent += c.hello_verify_sent;
+    sum.hellos_rate_limited += c.hellos_rate_limited;
+    sum.hellos_over_cap += c.hellos_over_cap;
+    sum.records_dropped += c.records_dropped;
+    sum.sessions_slept += c.sessions_slept;
+    sum.sessions_woken += c.sessions_woken;
+    sum.sessions_expired += c.sessions_expired;
+    sum.sessions_evicted += c.sessions_evicted;
+    sum.close_notify_in += c.close_notify_in;
+    sum.plaintexts_in += c.plaintexts_in;
+    sum.plaintexts_out += c.plaintexts_out;
+    sum.live += c.live;
+    sum.sleeping += c.sleeping;
+    sum.handshaking += c.handshaking;
+    sum.sleeping_bytes += c.sleeping_bytes;
+  }
+  return sum;
+}
+
 Counters Endpoint::counters() const {
   Counters c = impl_->stats;
   c.peers = impl_->peers.size();
@@ -249,7 +333,7 @@ Counters Endpoint::counters() const {
 }
 
 void Endpoint::handle_datagram(size_t socket_index, const Address& from, std::span<const uint8_t> bytes) {
-  impl_->on_datagram(static_cast<uint32_t>(socket_index), from, bytes);
+  impl_->receive(static_cast<uint32_t>(socket_index), from, bytes);
 }
 
 void Endpoint::set_transmit_hook(TransmitHook hook) { impl_->hook = std::move(hook); }

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "device_proto/address.h"
+#include "device_proto/dtls_server.h"
 #include "device_proto/message.h"
 
 namespace tether::coap {
@@ -55,6 +56,7 @@ struct Request {
   const Address& peer;
   const Message& message;             // valid only during on_request
   std::span<const uint8_t> payload;   // whole body (Block1 reassembled)
+  std::string_view identity;          // DTLS PSK identity (peer.secure); empty over plain UDP
 
   uint8_t method() const { return message.code; }
   std::string_view uri_host() const;  // empty if absent
@@ -95,6 +97,10 @@ class Endpoint {
 
   // Binds a numeric IPv4 or IPv6 address; port 0 picks one. 0 or a uv error.
   int listen(const char* ip, uint16_t port);
+  // The same, for CoAP over DTLS 1.2 PSK (RFC 7252 §9): peers on this socket have
+  // Address::secure set and their requests carry the PSK identity. max_datagram is the endpoint's.
+  // Throws std::runtime_error when mbedTLS cannot be set up.
+  int listen_dtls(const char* ip, uint16_t port, DtlsOptions options, PskLookup psk);
   uint16_t local_port(size_t socket_index = 0) const;
 
   // Answers an exchange, synchronously inside on_request or later. False if
@@ -109,10 +115,12 @@ class Endpoint {
   void cancel_observer(ObserverId id);  // no callback, nothing sent
 
   Counters counters() const;
+  DtlsCounters dtls_counters() const;  // summed over DTLS sockets
 
   // Test seams. handle_datagram processes bytes as if received on socket
-  // `socket_index`; with a transmit hook set, every datagram goes to the hook
-  // instead of a socket. run_timers fires every timer due at uv_now().
+  // `socket_index` (ciphertext on a DTLS socket); with a transmit hook set, every
+  // datagram goes to the hook instead of a socket (ciphertext for DTLS peers).
+  // run_timers fires every timer due at uv_now().
   void handle_datagram(size_t socket_index, const Address& from, std::span<const uint8_t> bytes);
   using TransmitHook = std::function<void(const Address&, std::span<const uint8_t>)>;
   void set_transmit_hook(TransmitHook hook);

@@ -134,12 +134,27 @@ struct SendQueue {
   size_t count = 0;
 };
 
+// Connects a socket's DtlsServer to the endpoint: ciphertext to the socket, plaintext to the
+// CoAP layer, timers into the endpoint's heap.
+struct DtlsLink final : DtlsServer::Link {
+  Endpoint::Impl* impl = nullptr;
+  uint32_t socket = 0;
+  void send_datagram(const Address& to, std::span<const uint8_t> ciphertext) override;
+  void on_plaintext(const Address& from, std::string_view identity, std::span<const uint8_t> bytes) override;
+  void schedule(uint64_t when_ms, uint64_t token) override;
+  uint64_t now_ms() const override;
+};
+
 struct SocketState {
   uv_udp_t handle;
   Endpoint::Impl* impl;
   uint32_t index;
   std::unique_ptr<char[]> buf;
   SendQueue out;
+  size_t max_message = 0;  // largest CoAP message on this socket (smaller under DTLS)
+  uint8_t max_szx = 0;     // largest Block2 size exponent that fits max_message
+  std::unique_ptr<DtlsLink> dtls_link;  // set on a DTLS socket, with the server it feeds
+  std::unique_ptr<DtlsServer> dtls;
 };
 
 struct Endpoint::Impl {
@@ -187,13 +202,19 @@ struct Endpoint::Impl {
   }
 
   uint64_t now() const { return uv_now(loop); }
+  size_t max_message(uint32_t socket) const {
+    return socket < sockets.size() ? sockets[socket]->max_message : opt.max_datagram;
+  }
+  uint8_t szx_for(uint32_t socket) const { return socket < sockets.size() ? sockets[socket]->max_szx : max_szx; }
+  int open_socket(const char* ip, uint16_t port, SocketState*& out);
 
   // ---- transmit ----
-  void send(uint32_t socket, const Address& to, std::span<const uint8_t> bytes);
+  void send(uint32_t socket, const Address& to, std::span<const uint8_t> bytes);  // a CoAP message
+  void send_raw(uint32_t socket, const Address& to, std::span<const uint8_t> bytes);  // a datagram
   void send_rst(uint32_t socket, const Address& to, uint16_t mid);
   void flush_sends();                       // every socket's SendQueue
   void flush(SocketState& s);
-  size_t encode(Type type, uint16_t mid, const Token& token, const CachedBody& meta,
+  size_t encode(uint32_t socket, Type type, uint16_t mid, const Token& token, const CachedBody& meta,
                 std::span<const uint8_t> body, std::optional<uint32_t> observe,
                 std::optional<Block> block2_req, std::optional<Block> block1_echo, const ResourceKey* cache_as);
   void reply_direct(uint32_t socket, const Address& from, const Message& req, uint8_t code, std::string_view diag,
@@ -203,6 +224,7 @@ struct Endpoint::Impl {
   bool deliver(ExchangeId id, const Response& r, std::optional<uint32_t> observe);
 
   // ---- receive ----
+  void receive(uint32_t socket, Address from, std::span<const uint8_t> bytes);  // from a socket
   void on_datagram(uint32_t socket, const Address& from, std::span<const uint8_t> bytes);
   void on_request(uint32_t socket, const Address& from, Peer& peer);
   void on_ack_or_reset(const Address& from, bool reset);
@@ -249,6 +271,7 @@ struct Endpoint::Impl {
   uint64_t last_id = 0;
   std::minstd_rand rng;
 
+  std::string_view identity;     // DTLS identity of the datagram being handled
   Message msg;                   // scratch: the datagram being handled
   std::vector<uint8_t> scratch;  // scratch: the datagram being built
 };

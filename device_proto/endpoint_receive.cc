@@ -104,7 +104,7 @@ void Endpoint::Impl::on_request(uint32_t socket, const Address& from, Peer& peer
     if (CachedBody* c = bodies.find(resource)) {
       const bool con = msg.type == Type::kCon;
       const uint16_t mid = con ? msg.mid : next_mid(from);
-      size_t n = encode(con ? Type::kAck : Type::kNon, mid, msg.token, *c,
+      size_t n = encode(socket, con ? Type::kAck : Type::kNon, mid, msg.token, *c,
                         {reinterpret_cast<const uint8_t*>(c->body.data()), c->body.size()}, {}, block2, {}, nullptr);
       if (n == 0) {
         reply_direct(socket, from, msg, code::kBadOption, "block out of range");
@@ -130,7 +130,7 @@ void Endpoint::Impl::on_request(uint32_t socket, const Address& from, Peer& peer
   ++stats.requests;
   const std::span<const uint8_t> payload =
       block1_echo ? std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(body.data()), body.size()) : msg.payload;
-  handler.on_request(Request{id, from, msg, payload});
+  handler.on_request(Request{id, from, msg, payload, identity});
   if (!exchanges.count(id)) return;  // answered synchronously: no timers needed
   // One timer entry per pending exchange: a CON's expiry is scheduled when its empty ACK goes out.
   if (msg.type == Type::kCon) {

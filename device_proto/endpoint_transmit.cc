@@ -8,12 +8,24 @@
 namespace tether::coap {
 
 void Endpoint::Impl::send(uint32_t socket, const Address& to, std::span<const uint8_t> bytes) {
-  if (bytes.empty() || bytes.size() > opt.max_datagram) {
+  if (bytes.empty() || bytes.size() > max_message(socket)) {
     ++stats.send_errors;  // the encoder never produces these; refuse rather than exceed the limit
     return;
   }
   ++stats.datagrams_out;
   stats.bytes_out += bytes.size();
+  if (socket < sockets.size() && sockets[socket]->dtls) {
+    if (!sockets[socket]->dtls->send(to, bytes)) ++stats.send_errors;  // no session (any more)
+    return;
+  }
+  send_raw(socket, to, bytes);
+}
+
+void Endpoint::Impl::send_raw(uint32_t socket, const Address& to, std::span<const uint8_t> bytes) {
+  if (bytes.size() > opt.max_datagram) {
+    ++stats.send_errors;
+    return;
+  }
   if (hook) {
     hook(to, bytes);
     return;
@@ -92,12 +104,13 @@ void Endpoint::Impl::send_rst(uint32_t socket, const Address& to, uint16_t mid) 
 // Encodes a response into `scratch`, switching to Block2 (RFC 7959) when the
 // body does not fit one datagram or the client asked for a block. Returns 0
 // if the requested block is out of range.
-size_t Endpoint::Impl::encode(Type type, uint16_t mid, const Token& token, const CachedBody& meta,
+size_t Endpoint::Impl::encode(uint32_t socket, Type type, uint16_t mid, const Token& token, const CachedBody& meta,
                               std::span<const uint8_t> body, std::optional<uint32_t> observe,
                               std::optional<Block> block2_req, std::optional<Block> block1_echo,
                               const ResourceKey* cache_as) {
+  const std::span<uint8_t> out(scratch.data(), std::min(scratch.size(), max_message(socket)));
   auto write = [&](std::span<const uint8_t> part, std::optional<Block> b2) {
-    Writer w(scratch);
+    Writer w(out);
     w.header(type, meta.code, mid, token.view());
     if (observe) w.option_uint(opt::kObserve, *observe);
     if (meta.content_format) w.option_uint(opt::kContentFormat, *meta.content_format);
@@ -111,7 +124,7 @@ size_t Endpoint::Impl::encode(Type type, uint16_t mid, const Token& token, const
   if (!block2_req) {
     if (size_t n = write(body, std::nullopt)) return n;
   }
-  Block b{0, false, max_szx};
+  Block b{0, false, szx_for(socket)};
   if (block2_req) {
     b.szx = std::min(b.szx, block2_req->szx);
     b.num = block2_req->num;
@@ -133,7 +146,7 @@ void Endpoint::Impl::reply_direct(uint32_t socket, const Address& from, const Me
                                   bool cache) {
   const bool con = req.type == Type::kCon;
   const uint16_t mid = con ? req.mid : next_mid(from);
-  Writer w(scratch);
+  Writer w(std::span<uint8_t>(scratch.data(), std::min(scratch.size(), max_message(socket))));
   w.header(con ? Type::kAck : Type::kNon, code, mid, req.token.view());
   if (block1) w.option_uint(opt::kBlock1, block1->encode());
   if (size1) w.option_uint(opt::kSize1, *size1);
@@ -183,11 +196,11 @@ bool Endpoint::Impl::deliver(ExchangeId id, const Response& r, std::optional<uin
     mid = next_mid(x.peer);
   }
   CachedBody meta{{}, r.code, r.content_format, r.max_age};
-  size_t n = encode(type, mid, x.token, meta, r.payload, observe, x.block2, x.block1_echo, &x.resource);
+  size_t n = encode(x.socket, type, mid, x.token, meta, r.payload, observe, x.block2, x.block1_echo, &x.resource);
   if (n == 0) {
     meta = CachedBody{{}, code::kBadOption, {}, {}};
     static constexpr char kDiag[] = "block out of range";
-    n = encode(type, mid, x.token, meta, {reinterpret_cast<const uint8_t*>(kDiag), sizeof kDiag - 1}, {}, {},
+    n = encode(x.socket, type, mid, x.token, meta, {reinterpret_cast<const uint8_t*>(kDiag), sizeof kDiag - 1}, {}, {},
                {}, nullptr);
   }
   const std::span<const uint8_t> bytes(scratch.data(), n);

@@ -60,7 +60,7 @@ bool Endpoint::notify(ObserverId id, const Response& r) {
   const uint16_t mid = m.next_mid(ob.peer);
   CachedBody meta{{}, r.code, r.content_format, r.max_age};
   // The final (error) notification goes out once as NON; the observation ends with it.
-  const size_t n = m.encode(con && !final ? Type::kCon : Type::kNon, mid, ob.token, meta, r.payload,
+  const size_t n = m.encode(ob.socket, con && !final ? Type::kCon : Type::kNon, mid, ob.token, meta, r.payload,
                             final ? std::nullopt : std::optional<uint32_t>(ob.seq), {}, {}, &ob.resource);
   const std::span<const uint8_t> bytes(m.scratch.data(), n);
   if (final) {  // RFC 7641 §3.2: an error response ends the observation

@@ -9,7 +9,7 @@
 
 namespace tether::coap {
 
-enum class TimerKind : uint8_t { kSeparateAck, kExchangeExpiry, kRetransmit, kHousekeeping };
+enum class TimerKind : uint8_t { kSeparateAck, kExchangeExpiry, kRetransmit, kHousekeeping, kDtls };
 
 struct TimerEntry {
   uint64_t when_ms;
