@@ -93,6 +93,23 @@ void ReadDevice(YamlField f, DeviceConfig* d) {
   f.Finish();
 }
 
+DtlsConfig ReadDtls(YamlField f) {
+  DtlsConfig d;
+  if (auto v = f.Optional("listen")) d.listen = ReadHostPort(*v);
+  if (auto v = f.Optional("keys_file")) d.keys_file = v->AsString();
+  if (auto v = f.Optional("master_key_file")) d.master_key_file = v->AsString();
+  if (d.keys_file.empty() && d.master_key_file.empty()) f.Fail("give keys_file, master_key_file or both");
+  if (auto v = f.Optional("max_live_sessions")) d.max_live_sessions = static_cast<uint32_t>(v->AsInt(1, 1'000'000));
+  if (auto v = f.Optional("max_sessions")) d.max_sessions = static_cast<uint32_t>(v->AsInt(1, 10'000'000));
+  if (auto v = f.Optional("max_handshakes")) d.max_handshakes = static_cast<uint32_t>(v->AsInt(1, 100'000));
+  if (auto v = f.Optional("sleep_after")) d.sleep_after = v->AsDuration(milliseconds(100), hours(24));
+  if (auto v = f.Optional("session_timeout")) d.session_timeout = v->AsDuration(milliseconds(1000), hours(24 * 365));
+  if (auto v = f.Optional("handshake_timeout")) d.handshake_timeout = v->AsDuration(milliseconds(2000), hours(1));
+  if (auto v = f.Optional("hellos_per_second")) d.hellos_per_second = static_cast<uint32_t>(v->AsInt(0, 1'000'000));
+  f.Finish();
+  return d;
+}
+
 void ReadStore(YamlField f, StoreConfig* s) {
   if (auto v = f.Optional("path")) {
     s->path = v->AsString();
@@ -279,6 +296,7 @@ Config ParseRoot(YAML::Node root, const std::string& file) {
     g->Finish();
   }
   if (auto v = top.Optional("device")) ReadDevice(*v, &c.device);
+  if (auto v = top.Optional("dtls")) c.dtls = ReadDtls(*v);
   if (auto v = top.Optional("store")) ReadStore(*v, &c.store);
   if (auto v = top.Optional("upstream")) c.upstream = ReadUpstream(*v);
   if (auto a = top.Optional("admin")) {

@@ -31,6 +31,20 @@ struct DeviceConfig {
   uint32_t max_payload = 16 * 1024;  // larger request bodies get 4.13
 };
 
+// CoAP over DTLS 1.2 with pre-shared keys. The PSK identity is the device id.
+struct DtlsConfig {
+  HostPort listen{"0.0.0.0", 5684};
+  std::string keys_file;                  // YAML map identity: key ("0x" + hex, or the key's text)
+  std::string master_key_file;            // keys not listed: derived from this (see PskStore)
+  uint32_t max_live_sessions = 256;       // in memory (~35 KB each); the rest sleep serialized
+  uint32_t max_sessions = 200'000;        // established sessions kept, live or asleep
+  uint32_t max_handshakes = 64;           // in flight at once
+  Millis sleep_after{10'000};             // idle time after which a session is serialized
+  Millis session_timeout{86'400'000};     // silence after which a DTLS session is forgotten
+  Millis handshake_timeout{30'000};
+  uint32_t hellos_per_second = 20;        // per source IP; 0 = no limit
+};
+
 struct StoreConfig {
   std::string path;                       // default: $STATE_DIRECTORY, else /var/lib/tether
   bool fsync = true;                      // durability: "fsync" (default) or "os-buffered"
@@ -90,6 +104,7 @@ struct Config {
   std::string gateway_id;                 // default: the host name
   std::map<std::string, std::string> variables;  // fill {name} in route cloud patterns (e.g. {site})
   DeviceConfig device;
+  std::optional<DtlsConfig> dtls;         // absent: no DTLS listener
   StoreConfig store;
   std::optional<UpstreamConfig> upstream; // absent: local-only mode
   HostPort admin_listen{"127.0.0.1", 8790};

@@ -115,6 +115,7 @@ bool Daemon::StartModules() {
   }
   device_api_->AttachEndpoint(endpoint_.get());
   spdlog::info("listening for CoAP on udp {}", HostPort{l.host, endpoint_->local_port()}.ToString());
+  if (config_.dtls && !StartDtls()) return false;
 
   if (config_.upstream && !StartUpstream()) return false;
 
@@ -162,6 +163,41 @@ std::string ReadSecretFile(const std::string& path) {
   return s;
 }
 }  // namespace
+
+bool Daemon::StartDtls() {
+  const DtlsConfig& d = *config_.dtls;
+  try {
+    psk_ = std::make_shared<const PskStore>(d);
+  } catch (const ConfigError& e) {
+    spdlog::critical("{}", e.what());
+    return false;
+  }
+  coap::DtlsOptions o;
+  o.max_live = d.max_live_sessions;
+  o.max_sessions = d.max_sessions;
+  o.max_handshakes = d.max_handshakes;
+  o.sleep_after_ms = static_cast<uint32_t>(d.sleep_after.count());
+  o.session_timeout_ms = static_cast<uint32_t>(std::min<int64_t>(d.session_timeout.count(), UINT32_MAX));
+  o.handshake_timeout_ms = static_cast<uint32_t>(d.handshake_timeout.count());
+  o.hellos_per_second = d.hellos_per_second;
+  int rc = 0;
+  try {
+    // Keys are looked up through psk_ so a reload can replace them for new handshakes.
+    rc = endpoint_->listen_dtls(d.listen.host.c_str(), d.listen.port, o,
+                                [this](std::string_view identity) { return psk_->KeyFor(identity); });
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    return false;
+  }
+  if (rc != 0) {
+    spdlog::critical("cannot listen for CoAP over DTLS on udp {}: {}", d.listen.ToString(), uv_strerror(rc));
+    return false;
+  }
+  spdlog::info("listening for CoAP over DTLS on udp {} ({} listed key(s){})",
+               HostPort{d.listen.host, endpoint_->local_port(1)}.ToString(), psk_->listed(),
+               d.master_key_file.empty() ? "" : ", others derived from the master key");
+  return true;
+}
 
 bool Daemon::StartUpstream() {
   const UpstreamConfig& u = *config_.upstream;
@@ -265,8 +301,17 @@ AdminResult Daemon::Reload() {
         next.admin_listen.ToString() != config_.admin_listen.ToString()) {
       spdlog::warn("reload: device.listen, admin.listen and store.path changes take effect after a restart");
     }
+    // DTLS keys apply to the next handshakes; the listener and its limits need a restart.
+    std::shared_ptr<const PskStore> psk = psk_;
+    if (psk_ && next.dtls) psk = std::make_shared<const PskStore>(*next.dtls);  // throws ConfigError
+    if (next.dtls.has_value() != config_.dtls.has_value() ||
+        (next.dtls && next.dtls->listen.ToString() != config_.dtls->listen.ToString())) {
+      spdlog::warn("reload: adding, removing or moving the dtls listener takes effect after a restart; "
+                   "its keys apply now");
+    }
     auto routes = std::make_shared<RouteTable>(next);
     if (device_api_) device_api_->SetRoutes(routes);  // throws ConfigError for an unreadable app secret
+    psk_ = std::move(psk);
     if (cloud_) cloud_->SetRoutes(routes);
     std::vector<std::string> before, after;
     for (const auto& r : config_.routes) before.push_back(r.name + "=" + r.cloud);

@@ -15,6 +15,7 @@
 #include "gateway/config.h"
 #include "gateway/daemon_admin.h"
 #include "gateway/device_api.h"
+#include "gateway/psk_store.h"
 #include "gateway/route_table.h"
 #include "gateway/service_notifier.h"
 #include "store/store.h"
@@ -39,6 +40,7 @@ class Daemon {
   static void OnSignal(uv_signal_t* h, int signum);
   bool StartModules();
   bool StartUpstream();  // only with an upstream configured
+  bool StartDtls();      // only with a dtls section
   // Re-reads the config file; on error keeps the running configuration and returns the reason.
   AdminResult Reload();
   void Stop();
@@ -52,6 +54,7 @@ class Daemon {
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<DeviceApi> device_api_;
   std::unique_ptr<coap::Endpoint> endpoint_;
+  std::shared_ptr<const PskStore> psk_;  // DTLS keys; replaced by a reload
   std::unique_ptr<CloudBridge> cloud_;
   std::unique_ptr<upstream::HttpClient> http_;
   std::unique_ptr<upstream::Credentials> credentials_;

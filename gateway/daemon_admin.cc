@@ -42,6 +42,18 @@ std::string DaemonAdmin::MetricsText() {
   }
   m.upstream_up.With({}).Set(p_.devices->cloud_connected() ? 1 : 0);
   if (auto off = p_.devices->cloud_offset_ms()) m.cloud_clock_offset_ms.With({}).Set(static_cast<double>(*off));
+  if (p_.config->dtls) {
+    const coap::DtlsCounters d = p_.endpoint->dtls_counters();
+    for (auto [result, n] : {std::pair{"ok", d.handshakes_ok}, {"failed", d.handshakes_failed},
+                             {"cookie_sent", d.hello_verify_sent}, {"rate_limited", d.hellos_rate_limited},
+                             {"over_cap", d.hellos_over_cap}})
+      m.dtls_handshakes_total.With({result}).Set(static_cast<double>(n));
+    m.dtls_sessions.With({"live"}).Set(static_cast<double>(d.live));
+    m.dtls_sessions.With({"sleeping"}).Set(static_cast<double>(d.sleeping));
+    m.dtls_sessions.With({"handshaking"}).Set(static_cast<double>(d.handshaking));
+    m.dtls_sleeping_bytes.With({}).Set(static_cast<double>(d.sleeping_bytes));
+    m.dtls_wakes_total.With({}).Set(static_cast<double>(d.sessions_woken));
+  }
   m.store_bytes.With({}).Set(static_cast<double>(p_.store->Check().used_bytes));
   return r.Render();
 }

@@ -47,29 +47,9 @@ const char* MethodName(uint8_t m) {
 }
 
 std::optional<coap::Address> ParseAddress(const std::string& s) {
-  std::string host, port;
-  if (!s.empty() && s.front() == '[') {
-    size_t close = s.find(']');
-    if (close == std::string::npos || close + 2 > s.size()) return std::nullopt;
-    host = s.substr(1, close - 1);
-    port = s.substr(close + 2);
-  } else {
-    size_t colon = s.rfind(':');
-    if (colon == std::string::npos) return std::nullopt;
-    host = s.substr(0, colon);
-    port = s.substr(colon + 1);
-  }
-  sockaddr_storage ss{};
-  if (inet_pton(AF_INET, host.c_str(), &reinterpret_cast<sockaddr_in*>(&ss)->sin_addr) == 1) {
-    ss.ss_family = AF_INET;
-    reinterpret_cast<sockaddr_in*>(&ss)->sin_port = htons(static_cast<uint16_t>(std::stoi(port)));
-  } else if (inet_pton(AF_INET6, host.c_str(), &reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr) == 1) {
-    ss.ss_family = AF_INET6;
-    reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port = htons(static_cast<uint16_t>(std::stoi(port)));
-  } else {
-    return std::nullopt;
-  }
-  return coap::Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss));
+  coap::Address a = coap::Address::parse(s);
+  if (a.family == 0) return std::nullopt;
+  return a;
 }
 
 store::SessionRecord ToRecord(const Session& s, int64_t timeout_ms) {
@@ -87,6 +67,12 @@ store::SessionRecord ToRecord(const Session& s, int64_t timeout_ms) {
 }
 
 std::string TreePath(const std::vector<std::string>& cloud) { return "/" + JoinPath(cloud); }
+
+// A session lives on the transport it was opened on: a DTLS session serves only requests over
+// DTLS from its PSK identity, a plaintext session only plaintext requests.
+bool OnSessionTransport(const Session& s, const coap::Address& peer, std::string_view identity) {
+  return s.addr.secure == peer.secure && (!peer.secure || s.device == identity);
+}
 
 // The local-copy side of a device write. Timestamps resolve now; increments are resolved by the
 // store inside the commit, against what the tree holds then (pipelined increments all count).
@@ -114,6 +100,7 @@ struct DeviceApi::Call {
   coap::ExchangeId id = 0;
   uint8_t method = 0;
   coap::Address peer;
+  std::string identity;   // DTLS PSK identity (peer.secure)
   std::string app;
   std::string payload;
   std::optional<uint32_t> observe;
@@ -183,6 +170,7 @@ void DeviceApi::on_request(const coap::Request& r) {
   c.id = r.id;
   c.method = r.method();
   c.peer = r.peer;
+  c.identity = r.identity;
   c.payload.assign(reinterpret_cast<const char*>(r.payload.data()), r.payload.size());
   c.observe = r.observe();
   auto cf = r.content_format();
@@ -224,7 +212,7 @@ void DeviceApi::on_request(const coap::Request& r) {
     return HandleRebind(c);
   }
   Session* s = c.cs.empty() ? nullptr : sessions_.ByShortToken(c.cs);
-  if (s && s->app != c.app) s = nullptr;
+  if (s && (s->app != c.app || !OnSessionTransport(*s, c.peer, c.identity))) s = nullptr;
   if (control && path[0] == ".ping") return HandlePing(c, s);
   if (!s) return ReplyError(c, coap::code::kUnauthorized, "unknown session");
   if (control && path[0] == ".off") return HandleOffline(c, s);
@@ -261,7 +249,8 @@ void DeviceApi::on_observer_dropped(coap::ObserverId id, coap::DropReason) { obs
 
 void DeviceApi::HandleOpen(Call& c) {
   if (c.payload.size() > 512) return ReplyError(c, coap::code::kBadRequest, "auth token longer than 512 bytes");
-  AuthOutcome auth = auth_.at(c.app)->Authenticate(c.payload);
+  // Over DTLS the handshake authenticated the device: its PSK identity is the device id.
+  AuthOutcome auth = c.peer.secure ? AuthOutcome{true, c.identity} : auth_.at(c.app)->Authenticate(c.payload);
   if (!auth.ok) {
     ++counters_.auth_failures;
     spdlog::info("device at {} failed to authenticate to app '{}'", c.peer.to_string(), c.app);
@@ -314,7 +303,9 @@ void DeviceApi::HandlePing(Call& c, Session* s) {
 
 void DeviceApi::HandleRebind(Call& c) {
   Session* s = sessions_.ByLongToken(c.payload);
-  if (!s || s->app != c.app) return ReplyError(c, coap::code::kBadRequest, "unknown long token");
+  if (!s || s->app != c.app || !OnSessionTransport(*s, c.peer, c.identity)) {
+    return ReplyError(c, coap::code::kBadRequest, "unknown long token");
+  }
   sessions_.Rebind(*s, c.peer);
   s->last_seen_ms = static_cast<int64_t>(uv_now(loop_));
   store::WriteBatch batch;

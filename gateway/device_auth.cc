@@ -32,18 +32,21 @@ DeviceAuthenticator::DeviceAuthenticator(const AppConfig& app) : auth_(app.auth)
   }
 }
 
-std::string DeviceAuthenticator::HmacToken(std::string_view secret, std::string_view device) {
+std::string HmacSha256Hex(std::string_view key, std::string_view message) {
   unsigned char mac[32];
-  mbedtls_md_hmac(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), reinterpret_cast<const unsigned char*>(secret.data()),
-                  secret.size(), reinterpret_cast<const unsigned char*>(device.data()), device.size(), mac);
+  mbedtls_md_hmac(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), reinterpret_cast<const unsigned char*>(key.data()),
+                  key.size(), reinterpret_cast<const unsigned char*>(message.data()), message.size(), mac);
   static const char* kHex = "0123456789abcdef";
-  std::string out(device);
-  out += ':';
+  std::string out;
   for (unsigned char b : mac) {
     out += kHex[b >> 4];
     out += kHex[b & 15];
   }
   return out;
+}
+
+std::string DeviceAuthenticator::HmacToken(std::string_view secret, std::string_view device) {
+  return std::string(device) + ":" + HmacSha256Hex(secret, device);
 }
 
 AuthOutcome DeviceAuthenticator::Authenticate(std::string_view token) const {

@@ -18,6 +18,9 @@ struct AuthOutcome {
   std::string device;  // empty with ok=true: open app, no usable id in the token
 };
 
+// Lowercase hex of HMAC-SHA256(key, message) (mbedTLS).
+std::string HmacSha256Hex(std::string_view key, std::string_view message);
+
 class DeviceAuthenticator {
  public:
   // Reads the HMAC secret file for hmac apps; throws ConfigError when it cannot.

@@ -169,6 +169,9 @@ TetherMetrics::TetherMetrics(MetricsRegistry& r)
       cloud_clock_offset_ms(r.Gauge("tether_cloud_clock_offset_ms", "Cloud clock minus local clock, milliseconds.")),
       cloud_rtt_ms(r.Gauge("tether_cloud_rtt_ms", "Smoothed round-trip time to the cloud, milliseconds.")),
       dtls_handshakes_total(r.Counter("tether_dtls_handshakes_total", "DTLS handshakes, by result.", {"result"})),
+      dtls_sessions(r.Gauge("tether_dtls_sessions", "DTLS sessions by state.", {"state"})),
+      dtls_sleeping_bytes(r.Gauge("tether_dtls_sleeping_bytes", "Bytes of serialized (sleeping) DTLS sessions.")),
+      dtls_wakes_total(r.Counter("tether_dtls_wakes_total", "Sleeping DTLS sessions restored for a datagram.")),
       store_bytes(r.Gauge("tether_store_bytes", "Bytes used by the LMDB store.")) {}
 
 }  // namespace tether

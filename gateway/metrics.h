@@ -96,7 +96,10 @@ struct TetherMetrics {
   MetricFamily& upstream_errors_total;   // counter {class}
   MetricFamily& cloud_clock_offset_ms;   // gauge
   MetricFamily& cloud_rtt_ms;            // gauge
-  MetricFamily& dtls_handshakes_total;   // counter {result}
+  MetricFamily& dtls_handshakes_total;   // counter {result=ok|failed|cookie_sent|rate_limited|over_cap}
+  MetricFamily& dtls_sessions;           // gauge {state=live|sleeping|handshaking}
+  MetricFamily& dtls_sleeping_bytes;     // gauge  memory held by serialized (sleeping) sessions
+  MetricFamily& dtls_wakes_total;        // counter  sleeping sessions restored (many: raise max_live_sessions)
   MetricFamily& store_bytes;             // gauge
 };
 
