@@ -2,7 +2,10 @@
 // serialization. Ownership: Impl owns every Context (in `all`); a Context is either in `free`,
 // the shared `verifier`, or bound to exactly one Session (Session::ctx). Sessions are in exactly
 // one recency list for their state: `handshakes` (kHandshake) or `established` (kLive, kSleeping);
-// live ones are also in `live`. Lists are ordered most recent first.
+// live ones are also in `live`, and `fresh` ones (established, no record from the client yet) in
+// `fresh`. Lists are ordered most recent first. A fresh session cannot sleep (mbedTLS keeps its last
+// flight until the client's first record), so it counts against max_handshakes, not max_live: the
+// contexts in use never exceed max_live + max_handshakes + 1.
 #include "device_proto/dtls_server.h"
 
 #include <mbedtls/ctr_drbg.h>
@@ -52,12 +55,15 @@ struct Context {
 struct Session {
   State state = State::kHandshake;
   bool busy = false;           // its datagram is being processed: never evicted meanwhile
+  bool fresh = false;          // established, nothing received since (see `fresh` above)
   Context* ctx = nullptr;      // kHandshake, kLive
   std::string blob;            // kSleeping: the serialized connection
   std::string identity;        // kLive, kSleeping
   uint64_t last_active_ms = 0;
+  uint64_t since_ms = 0;               // the handshake began, or (fresh) it finished
   std::list<Address>::iterator order;  // in handshakes or established
   std::list<Address>::iterator live;   // kLive only
+  std::list<Address>::iterator fresh_at;  // fresh only
 };
 
 struct DtlsServer::Impl {
@@ -75,7 +81,7 @@ struct DtlsServer::Impl {
   Context* verifier = nullptr;  // answers cookie-less ClientHellos; reset after each
   Context* current = nullptr;   // the context mbedTLS is running on (for the PSK callback)
   std::unordered_map<Address, Session, AddressHash> sessions;
-  std::list<Address> handshakes, established, live;
+  std::list<Address> handshakes, established, live, fresh;
   std::unordered_map<uint64_t, Context*> timers;  // token -> context whose timer it is
   uint64_t next_token = 0;
   struct Bucket {
@@ -206,6 +212,7 @@ struct DtlsServer::Impl {
     if (s.ctx) Release(s.ctx);
     (s.state == State::kHandshake ? handshakes : established).erase(s.order);
     if (s.state == State::kLive) live.erase(s.live);
+    if (s.fresh) fresh.erase(s.fresh_at);
     if (s.state == State::kSleeping) {
       stats.sleeping_bytes -= s.blob.size();
       mbedtls_platform_zeroize(s.blob.data(), s.blob.size());
@@ -244,14 +251,17 @@ struct DtlsServer::Impl {
   // can sleep (CBC suite, or no data since the handshake: mbedTLS keeps its last flight until the
   // client's first record), closes the oldest. Busy sessions are never chosen.
   void ShrinkLive(size_t keep) {
-    while (live.size() > keep) {
+    while (live.size() - fresh.size() > keep) {
       bool slept = false;
       for (auto it = live.rbegin(); it != live.rend() && !slept; ++it) {
         Session& v = sessions.at(*it);
-        if (!v.busy) slept = Sleep(v);  // on success `it` is gone: the loop ends at once
+        if (!v.busy && !v.fresh) slept = Sleep(v);  // on success `it` is gone: the loop ends at once
       }
       if (slept) continue;
-      auto it = std::find_if(live.rbegin(), live.rend(), [&](const Address& a) { return !sessions.at(a).busy; });
+      auto it = std::find_if(live.rbegin(), live.rend(), [&](const Address& a) {
+        const Session& v = sessions.at(a);
+        return !v.busy && !v.fresh;
+      });
       if (it == live.rend()) return;  // all in use: go over the cap briefly
       const Address victim = *it;
       ++stats.sessions_evicted;
@@ -295,7 +305,10 @@ struct DtlsServer::Impl {
     s.order = established.begin();
     live.push_front(a);
     s.live = live.begin();
-    s.last_active_ms = link.now_ms();
+    s.last_active_ms = s.since_ms = link.now_ms();
+    s.fresh = true;
+    fresh.push_front(a);
+    s.fresh_at = fresh.begin();
     const bool was_busy = s.busy;
     s.busy = true;  // the caps below must not pick the session that was just made
     while (established.size() > opt.max_sessions) {
@@ -336,6 +349,11 @@ struct DtlsServer::Impl {
       current = nullptr;
       if (r > 0) {
         ++stats.plaintexts_in;
+        if (s->fresh) {  // mbedTLS has let go of the handshake: the session counts as live now
+          s->fresh = false;
+          fresh.erase(s->fresh_at);
+          ShrinkLive(opt.max_live);
+        }
         const std::string identity = s->identity;  // the session may change during the upcall
         link.on_plaintext(a, identity, {plain.data(), static_cast<size_t>(r)});
         continue;
@@ -349,6 +367,9 @@ struct DtlsServer::Impl {
         // context (reset by mbedTLS, the hello kept); its identity is checked anew.
         established.erase(s->order);
         live.erase(s->live);
+        if (s->fresh) fresh.erase(s->fresh_at);
+        s->fresh = false;
+        s->since_ms = link.now_ms();
         s->state = State::kHandshake;
         s->identity.clear();
         c->identity.clear();
@@ -375,7 +396,7 @@ struct DtlsServer::Impl {
       ++stats.hellos_rate_limited;
       return;
     }
-    if (handshakes.size() >= opt.max_handshakes) {
+    if (handshakes.size() + fresh.size() >= opt.max_handshakes) {
       ++stats.hellos_over_cap;
       return;
     }
@@ -396,7 +417,7 @@ struct DtlsServer::Impl {
       Session& s = sessions[from];
       s.ctx = v;
       s.state = State::kHandshake;
-      s.last_active_ms = link.now_ms();
+      s.last_active_ms = s.since_ms = link.now_ms();
       handshakes.push_front(from);
       s.order = handshakes.begin();
       return;
@@ -520,12 +541,17 @@ void DtlsServer::on_timer(uint64_t token) {
 void DtlsServer::housekeeping() {
   Impl& s = *impl_;
   const uint64_t now = s.link.now_ms();
-  while (!s.handshakes.empty()) {
-    const Address a = s.handshakes.back();
-    if (now - s.sessions.at(a).last_active_ms < s.opt.handshake_timeout_ms) break;
-    ++s.stats.handshakes_failed;
-    s.Erase(a);
-  }
+  // Handshakes not done in time, and sessions that never sent a record after theirs, end.
+  auto expire = [&](std::list<Address>& list, uint64_t& counter) {
+    for (auto it = list.begin(); it != list.end();) {
+      const Address a = *it++;
+      if (now - s.sessions.at(a).since_ms < s.opt.handshake_timeout_ms) continue;
+      ++counter;
+      s.CloseAndErase(a);
+    }
+  };
+  expire(s.handshakes, s.stats.handshakes_failed);
+  expire(s.fresh, s.stats.sessions_evicted);
   // Idle live sessions go to sleep; those that cannot (CBC) are looked at again later.
   size_t budget = s.live.size();
   while (!s.live.empty() && budget-- > 0) {

@@ -142,8 +142,10 @@ TEST(Dtls, CbcSessionCannotSleepSoTheCapClosesIt) {
   DtlsRig rig(o);
   DtlsClient cbc(rig, TestAddress(6, 1), "dev1", "secret-key-1", kCbc);
   ASSERT_EQ(cbc.Handshake(), 0);
+  ASSERT_TRUE(cbc.Write("cbc"));
   DtlsClient aead(rig, TestAddress(6, 2), "dev1", "secret-key-1", kCcm8);
   ASSERT_EQ(aead.Handshake(), 0);
+  ASSERT_TRUE(aead.Write("aead"));  // now both count against max_live 1, and the CBC one cannot sleep
   const DtlsCounters k = rig.server().counters();
   EXPECT_EQ(k.sessions_evicted, 1u);
   EXPECT_EQ(k.live, 1u);
@@ -152,22 +154,69 @@ TEST(Dtls, CbcSessionCannotSleepSoTheCapClosesIt) {
   EXPECT_EQ(cbc.Read().rfind("<error", 0), 0u) << "the evicted client was told (close_notify)";
 }
 
-TEST(Dtls, SessionWithoutDataYetIsKeptLiveWhileOthersCanSleep) {
+TEST(Dtls, ReconnectStormBeyondTheLiveCapLosesNoSession) {
+  DtlsOptions o;
+  o.max_live = 2;
+  DtlsRig rig(o);
+  std::vector<std::unique_ptr<DtlsClient>> cs;
+  for (uint16_t i = 0; i < 10; ++i) {  // all handshake before any sends a request
+    cs.push_back(std::make_unique<DtlsClient>(rig, TestAddress(17, static_cast<uint16_t>(i + 1)), "dev1",
+                                              "secret-key-1"));
+    ASSERT_EQ(cs.back()->Handshake(), 0) << i;
+  }
+  EXPECT_EQ(rig.server().counters().sessions_evicted, 0u);
+  for (size_t i = 0; i < cs.size(); ++i) {
+    const std::string msg = "hello " + std::to_string(i);
+    ASSERT_TRUE(cs[i]->Write(msg));
+    ASSERT_EQ(rig.received.back().bytes, msg) << i;
+  }
+  const DtlsCounters k = rig.server().counters();
+  EXPECT_EQ(k.sessions_evicted, 0u);
+  EXPECT_EQ(k.live, 2u);
+  EXPECT_EQ(k.sleeping, 8u);
+}
+
+TEST(Dtls, FreshSessionsCountAgainstTheHandshakeCapAndExpire) {
+  DtlsOptions o;
+  o.max_handshakes = 2;
+  o.handshake_timeout_ms = 5000;
+  DtlsRig rig(o);
+  DtlsClient a(rig, TestAddress(18, 1), "dev1", "secret-key-1");
+  DtlsClient b(rig, TestAddress(18, 2), "dev1", "secret-key-1");
+  ASSERT_EQ(a.Handshake(), 0);
+  ASSERT_EQ(b.Handshake(), 0);  // neither sends anything
+  DtlsClient c(rig, TestAddress(18, 3), "dev1", "secret-key-1");
+  EXPECT_NE(c.Handshake(), 0);
+  EXPECT_EQ(rig.server().counters().hellos_over_cap, 1u);
+  ASSERT_TRUE(a.Write("a speaks"));  // no longer fresh: frees its place
+  DtlsClient d(rig, TestAddress(18, 4), "dev1", "secret-key-1");
+  EXPECT_EQ(d.Handshake(), 0);
+  rig.Advance(6000);
+  rig.server().housekeeping();
+  EXPECT_FALSE(rig.server().identity(b.addr()).has_value()) << "silent since its handshake: closed";
+  EXPECT_TRUE(rig.server().identity(a.addr()).has_value());
+  EXPECT_EQ(rig.server().counters().sessions_evicted, 2u);  // b and d
+}
+
+TEST(Dtls, SessionWithoutDataYetIsKeptLiveWhileOthersSleep) {
   DtlsOptions o;
   o.max_live = 2;
   DtlsRig rig(o);
   DtlsClient quiet(rig, TestAddress(6, 10), "dev1", "secret-key-1");
-  ASSERT_EQ(quiet.Handshake(), 0);  // never sends: mbedTLS still holds its last flight
+  ASSERT_EQ(quiet.Handshake(), 0);  // sends nothing yet: mbedTLS still holds its last flight
   DtlsClient a(rig, TestAddress(6, 11), "dev1", "secret-key-1");
   ASSERT_EQ(a.Handshake(), 0);
   ASSERT_TRUE(a.Write("a"));
   DtlsClient b(rig, TestAddress(6, 12), "dev1", "secret-key-1");
-  ASSERT_EQ(b.Handshake(), 0);  // the cap picks `a` (it can sleep), not the older `quiet`
-  const DtlsCounters k = rig.server().counters();
-  EXPECT_EQ(k.sessions_evicted, 0u);
-  EXPECT_EQ(k.sleeping, 1u);
+  ASSERT_EQ(b.Handshake(), 0);
+  ASSERT_TRUE(b.Write("b"));
+  EXPECT_EQ(rig.server().counters().sleeping, 0u) << "the quiet one does not take a live place yet";
   ASSERT_TRUE(quiet.Write("late first request"));
   EXPECT_EQ(rig.received.back().bytes, "late first request");
+  const DtlsCounters k = rig.server().counters();
+  EXPECT_EQ(k.sessions_evicted, 0u);
+  EXPECT_EQ(k.sleeping, 1u) << "now it does: the least recently active (a) sleeps";
+  EXPECT_EQ(k.live, 2u);
 }
 
 TEST(Dtls, HandshakeCapDropsHellosUntilStaleHandshakesTimeOut) {

@@ -8,6 +8,8 @@
 #include <mbedtls/ssl.h>
 #include <mbedtls/timing.h>
 
+#include <signal.h>
+
 #include <fstream>
 #include <memory>
 #include <regex>
@@ -178,6 +180,20 @@ TEST_F(DtlsGateway, DerivedKeysWorkAndWrongKeysAreRefused) {
   EXPECT_TRUE(Open("openssl", "bad/identity", DerivedKey("bad/identity")).empty()) << "not a valid device id";
   EXPECT_GE(Metric("tether_dtls_handshakes_total{result=\"failed\"}"), 3);
   for (const auto& session : Sessions()) EXPECT_NE(session.value("device", ""), "sensor-1") << Sessions().dump();
+}
+
+TEST_F(DtlsGateway, ReloadRotatesKeysForNewHandshakes) {
+  ASSERT_FALSE(Open("openssl", "sensor-1", "key-one-secret").empty());
+  std::ofstream(gw_.dir() + "/keys.yaml") << "sensor-1: rotated-key-one\n";
+  gw_.Signal(SIGHUP);
+  ASSERT_TRUE(gw_.WaitForLog("reload: configuration", 5s)) << gw_.Log();
+  EXPECT_TRUE(Open("openssl", "sensor-1", "key-one-secret").empty()) << "the old key no longer works";
+  EXPECT_FALSE(Open("openssl", "sensor-1", "rotated-key-one").empty());
+  std::ofstream(gw_.dir() + "/keys.yaml") << "sensor-1: \"0xnothex\"\n";
+  gw_.Signal(SIGHUP);
+  ASSERT_TRUE(gw_.WaitForLog("reload rejected", 5s)) << gw_.Log();
+  EXPECT_NE(gw_.Log().find("keys.yaml:1:11: sensor-1: a 0x key must be hexadecimal digits"), std::string::npos);
+  EXPECT_FALSE(Open("openssl", "sensor-1", "rotated-key-one").empty()) << "a broken file keeps the running keys";
 }
 
 TEST_F(DtlsGateway, ObserverOnASleepingSessionIsWokenToBeNotified) {
