@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <random>
 
+#include "upstream/db_url.h"
+
 namespace tether::upstream {
 namespace {
 uv_timer_t* NewTimer(uv_loop_t* loop, void* data) {
@@ -62,8 +64,7 @@ void SyncStream::connect() {
   resync_pending_ = true;
   last_bytes_ms_ = uv_now(loop_);
   HttpRequest req;
-  req.url = opt_.base_url + "/" + opt_.root + ".json";
-  if (std::string q = creds_.query(); !q.empty()) req.url += "?" + q;
+  req.url = DatabaseUrl(opt_.base_url, opt_.root, creds_.query());
   req.headers = {"Accept: text/event-stream"};
   req.stream = true;
   req.follow_redirects = true;

@@ -2,7 +2,8 @@
 // kept open forever. Delivers put/patch events (paths relative to root). The first put after
 // every (re)connect is flagged full_resync: it replaces everything known under root.
 // Reconnects with backoff when the stream ends, fails, or is silent for idle_timeout_ms (the
-// server sends keep-alives every ~30 s); auth_revoked / 401 refresh credentials first;
+// server sends keep-alives every ~30 s); auth_revoked / 401 refresh credentials first (the
+// credential is re-read at every connect);
 // `cancel` stops the stream for good and reports it. Loop thread only.
 #pragma once
 #include <cstdint>
