@@ -236,10 +236,9 @@ bool Daemon::StartUpstream() {
   // Sync roots: cloud data streamed into the local copy, kept while offline.
   std::set<std::string> roots;
   for (const auto& r : config_.routes) roots.insert(r.sync.begin(), r.sync.end());
-  auto stream_up = [this](bool open) {
-    if (!open) return;  // a stream ending says nothing about the link; requests that fail do
-    cloud_->OnLinkChanged(true);
-    clock_->link_changed(true);
+  auto stream_link = [this](bool reachable) {
+    cloud_->OnLinkChanged(reachable);
+    clock_->link_changed(reachable);
   };
   for (const std::string& root : roots) {
     upstream::SyncStreamOptions so;
@@ -256,7 +255,7 @@ bool Daemon::StartUpstream() {
       spdlog::error("cloud cancelled the sync of /{}: {} (check the database rules)", root, why);
     };
     streams_.push_back(
-        std::make_unique<upstream::SyncStream>(&loop_, *http_, *credentials_, so, on_event, on_cancel, stream_up));
+        std::make_unique<upstream::SyncStream>(&loop_, *http_, *credentials_, so, on_event, on_cancel, stream_link));
   }
   if (!roots.empty()) spdlog::info("syncing {} root(s) from the cloud", roots.size());
 

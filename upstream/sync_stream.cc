@@ -54,7 +54,6 @@ void SyncStream::stop() {
   uv_timer_stop(retry_);
   if (request_) http_.cancel(request_);
   request_ = 0;
-  if (open_ && on_link_) on_link_(false);
   open_ = false;
 }
 
@@ -83,6 +82,7 @@ void SyncStream::connect() {
   request_ = http_.start(std::move(req), [this, gen](HttpResponse resp) {
     if (gen != generation_) return;
     request_ = 0;
+    if (resp.transport_error && on_link_) on_link_(false);
     drop_and_retry(resp.status == 401);
   });
 }
@@ -114,7 +114,6 @@ void SyncStream::drop_and_retry(bool refresh_credentials) {
   ++generation_;
   if (request_) http_.cancel(request_);
   request_ = 0;
-  if (open_ && on_link_) on_link_(false);
   open_ = false;
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   int64_t cap = std::min(opt_.backoff_max_ms, opt_.backoff_initial_ms << std::min(attempt_, 20));

@@ -31,7 +31,9 @@ class SyncStream {
  public:
   using OnEvent = std::function<void(const FirebaseEvent& e, bool full_resync)>;
   using OnCancelled = std::function<void(const std::string& reason)>;
-  using OnLink = std::function<void(bool open)>;
+  // The cloud was reached (a stream opened) or not (a connection failed or broke); a stream the
+  // server ends cleanly says nothing about the link.
+  using OnLink = std::function<void(bool reachable)>;
 
   SyncStream(uv_loop_t* loop, HttpClient& http, Credentials& creds, SyncStreamOptions opt,
              OnEvent on_event, OnCancelled on_cancelled = nullptr, OnLink on_link = nullptr);
