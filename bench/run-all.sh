@@ -25,9 +25,9 @@ echo "bench: CoAP saturation"
 echo "bench: store group commit vs raw LMDB"
 "$build/bench/store/store_bench" --seconds 3 > "$tmp/store.txt"
 echo "bench: drain of 1M queued operations to the test cloud"
-"$build/bench/upstream/upstream_drain_bench" 1000000 5000 100000 "$tmp/drain.dat" > "$tmp/drain.txt"
+"$build/bench/upstream/upstream_drain_bench" 1000000 0 100000 "$tmp/drain.dat" > "$tmp/drain.txt"
 echo "bench: the same drain while live writes arrive at 500/s on another route"
-"$build/bench/upstream/upstream_drain_bench" 1000000 5000 100000 - 500 > "$tmp/drain-live.txt"
+"$build/bench/upstream/upstream_drain_bench" 1000000 0 100000 - 500 > "$tmp/drain-live.txt"
 echo "bench: detection latency and onDisconnect throughput"
 "$build/bench/gateway/detection_bench" 10000 5 "$tmp/detect.dat" > "$tmp/detect.txt"
 
@@ -115,9 +115,11 @@ HDR
 
 ## Backlog drain to the cloud (issue 9)
 
-Command: \`$build/bench/upstream/upstream_drain_bench 1000000 5000 100000 progress.dat\` — one million queued operations
-drained by the uploader as multi-path PATCHes to \`tests/fakecloud/fakecloud.py\` on 127.0.0.1
-(goal: ≤ 60 s). The baseline is the goal itself; the fake cloud is single-process Python.
+Command: \`$build/bench/upstream/upstream_drain_bench 1000000 0 100000 progress.dat\` — one million writes
+queued in a real store (LMDB, fsync) drained the way tetherd drains them: CloudBridge peeks the
+queue and deletes what was confirmed with store batches, the uploader sends multi-path PATCHes
+with tetherd's default batch limits (2000 ops / 4 MiB) to \`tests/fakecloud/fakecloud.py\` on
+127.0.0.1 (goal: ≤ 60 s). The baseline is the goal itself; the fake cloud is single-process Python.
 
 ![drain progress](img/drain_progress.png)
 
@@ -128,7 +130,7 @@ HDR
   cat <<HDR
 
 The same drain while live device writes arrive at 500/s on a second route (they must not wait
-behind the backlog): \`$build/bench/upstream/upstream_drain_bench 1000000 5000 100000 - 500\`
+behind the backlog): \`$build/bench/upstream/upstream_drain_bench 1000000 0 100000 - 500\`
 
 \`\`\`
 HDR
