@@ -10,7 +10,8 @@ object {"op": ...}:
   attempts                   -> [{"method","path","query","t_ms","status"}...] of every data request,
                                 failed or injected ones included (t_ms: arrival, real time)
   streams                    -> {"/path": n} streams open now
-  fail {"status":N,"count":C,"path":"substr"}   next C matching requests answer N (401/429/5xx...)
+  fail {"status":N,"count":C,"path":"substr","method":M}   next C matching requests (path
+                             substring, optional method) answer N (401/429/5xx...)
   reject {"status":400,"contains":"text"}       writes whose body contains text answer status
                                                 (persistent until reset)
   lose_replies {"count":C,"path":"substr","status":S}  the next C writes matching are APPLIED but
@@ -282,7 +283,7 @@ class Handler(BaseHTTPRequestHandler):
                 STATE["token_ttl"] = req["s"]
             elif op == "fail":
                 STATE["fails"].append({"status": req["status"], "count": req.get("count", 1),
-                                       "path": req.get("path", "")})
+                                       "path": req.get("path", ""), "method": req.get("method")})
             elif op == "lose_replies":
                 STATE["lose"].append({"status": req.get("status", 0), "count": req.get("count", 1),
                                       "path": req.get("path", "")})
@@ -357,7 +358,7 @@ class Handler(BaseHTTPRequestHandler):
             slow = STATE["slow_ms"]
             status = None
             for f in STATE["fails"]:
-                if f["count"] > 0 and f["path"] in path:
+                if f["count"] > 0 and f["path"] in path and f["method"] in (None, method):
                     f["count"] -= 1
                     status = f["status"]
                     break

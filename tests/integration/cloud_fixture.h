@@ -80,7 +80,12 @@ class CloudFixture : public ::testing::Test {
     ASSERT_EQ(cloud_.request("PUT", "/" + path + ".json", json_text).is_discarded(), false);
   }
   void TearDown() override {
-    if (HasFailure()) std::fprintf(stderr, "---- tetherd log ----\n%s\n", gw_.Log().c_str());
+    if (!HasFailure()) return;
+    std::fprintf(stderr, "---- tetherd log ----\n%s\n", gw_.Log().c_str());
+    try {
+      std::fprintf(stderr, "---- cloud requests ----\n%s\n", cloud_.control({{"op", "attempts"}}).dump(1).c_str());
+    } catch (const std::exception&) {  // the cloud is down
+    }
   }
 
   upstream::testing::FakeCloud cloud_;
