@@ -27,9 +27,9 @@ echo "bench: DTLS engine vs coap-server-openssl"
 echo "bench: store group commit vs raw LMDB"
 "$build/bench/store/store_bench" --seconds 3 > "$tmp/store.txt"
 echo "bench: drain of 1M queued operations to the test cloud"
-"$build/bench/upstream/upstream_drain_bench" 1000000 5000 100000 "$tmp/drain.dat" > "$tmp/drain.txt"
+"$build/bench/upstream/upstream_drain_bench" 1000000 0 100000 "$tmp/drain.dat" > "$tmp/drain.txt"
 echo "bench: the same drain while live writes arrive at 500/s on another route"
-"$build/bench/upstream/upstream_drain_bench" 1000000 5000 100000 - 500 > "$tmp/drain-live.txt"
+"$build/bench/upstream/upstream_drain_bench" 1000000 0 100000 - 500 > "$tmp/drain-live.txt"
 echo "bench: tetherd restart with 1M queued writes and 100k sessions"
 "$build/bench/gateway/restart_bench" 1000000 100000 > "$tmp/restart.md" 2>/dev/null
 echo "bench: detection latency and onDisconnect throughput"
@@ -63,7 +63,7 @@ short_machine="$(nproc) cores, $(uname -r)"
   b=$(num "$tmp/store.txt" "raw LMDB, 1 put per commit"); t=$(num "$tmp/store.txt" "Store, 256 outstanding")
   echo "| durable acknowledged writes/s, 256 outstanding (goal 50k) | raw LMDB, 1 put per commit: $b | $t | $(ratio "$t" "$b") | \`store_bench --seconds 3\` | $date | $short_machine |"
   t=$(sed -n 's/.*seconds=\([0-9.]*\).*/\1/p' "$tmp/drain.txt" | head -1)
-  echo "| drain of 1M queued ops, seconds (ratio goal/Tether) | goal 60 | $t | $(ratio 60 "$t") | \`upstream_drain_bench 1000000 5000 100000\` | $date | $short_machine |"
+  echo "| drain of 1M queued ops, seconds (ratio goal/Tether) | goal 60 | $t | $(ratio 60 "$t") | \`upstream_drain_bench 1000000 0 100000\` | $date | $short_machine |"
   t=$(awk -F'|' '$2 ~ /[0-9]/ {split($4, p, "/"); v = p[2]; gsub(/ /, "", v); print v; exit}' "$tmp/detect.txt")
   echo "| detection latency beyond the timeout, p99 s (ratio target/Tether) | target 1.0 | $t | $(ratio 1 "$t") | \`detection_bench 10000 5\` | $date | $short_machine |"
   b=$(awk -F'|' '{v = $3; gsub(/[^0-9.]/, "", v); print v}' "$tmp/restart.md"); t=$(awk -F'|' '{v = $4; gsub(/[^0-9.]/, "", v); print v}' "$tmp/restart.md")
@@ -187,9 +187,11 @@ HDR
 
 ## Backlog drain to the cloud (issue 9)
 
-Command: \`$build/bench/upstream/upstream_drain_bench 1000000 5000 100000 progress.dat\` — one million queued operations
-drained by the uploader as multi-path PATCHes to \`tests/fakecloud/fakecloud.py\` on 127.0.0.1
-(goal: ≤ 60 s). The baseline is the goal itself; the fake cloud is single-process Python.
+Command: \`$build/bench/upstream/upstream_drain_bench 1000000 0 100000 progress.dat\` — one million writes
+queued in a real store (LMDB, fsync) drained the way tetherd drains them: CloudBridge peeks the
+queue and deletes what was confirmed with store batches, the uploader sends multi-path PATCHes
+with tetherd's default batch limits (2000 ops / 4 MiB) to \`tests/fakecloud/fakecloud.py\` on
+127.0.0.1 (goal: ≤ 60 s). The baseline is the goal itself; the fake cloud is single-process Python.
 
 ![drain progress](img/drain_progress.png)
 
@@ -200,7 +202,7 @@ HDR
   cat <<HDR
 
 The same drain while live device writes arrive at 500/s on a second route (they must not wait
-behind the backlog): \`$build/bench/upstream/upstream_drain_bench 1000000 5000 100000 - 500\`
+behind the backlog): \`$build/bench/upstream/upstream_drain_bench 1000000 0 100000 - 500\`
 
 \`\`\`
 HDR

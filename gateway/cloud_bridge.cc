@@ -6,16 +6,25 @@
 
 namespace tether {
 
-int64_t EventCloudTimeMs(const store::QueueEntry& e, int64_t wall_now_ms, int64_t boottime_now_ms,
-                         const std::string& boot_id_now, std::optional<int64_t> offset_now_ms) {
-  if (!e.boot_id.empty() && e.boot_id == boot_id_now && boottime_now_ms >= e.boottime_ms) {
-    return wall_now_ms - (boottime_now_ms - e.boottime_ms) + offset_now_ms.value_or(0);
-  }
-  return e.wall_ms + e.cloud_offset_ms.value_or(offset_now_ms.value_or(0));
+std::optional<int64_t> EventCloudTimeMs(const store::QueueEntry& e, int64_t wall_now_ms, int64_t boottime_now_ms,
+                                        const std::string& boot_id_now, std::optional<int64_t> offset_now_ms) {
+  bool same_boot = !e.boot_id.empty() && e.boot_id == boot_id_now && boottime_now_ms >= e.boottime_ms;
+  if (same_boot && offset_now_ms) return wall_now_ms - (boottime_now_ms - e.boottime_ms) + *offset_now_ms;
+  if (e.cloud_offset_ms) return e.wall_ms + *e.cloud_offset_ms;
+  if (!same_boot && offset_now_ms) return e.wall_ms + *offset_now_ms;
+  return std::nullopt;
 }
 
 CloudBridge::CloudBridge(store::Store& store, DeviceApi& devices, std::shared_ptr<const RouteTable> routes)
     : store_(store), devices_(devices), routes_(std::move(routes)) {}
+
+void CloudBridge::SetAuthOverride(AuthOverride tmpl, std::string gateway_id) {
+  auth_override_ = std::move(tmpl);
+  gateway_id_ = std::move(gateway_id);
+  last_device_.clear();
+  last_app_.clear();
+  last_override_.clear();
+}
 
 std::string CloudBridge::RootOf(const std::string& route) const {
   const auto& rs = routes_->routes();
@@ -29,8 +38,9 @@ std::vector<upstream::OutboundOp> CloudBridge::peek(const std::string& route, si
   const std::string root = RootOf(route);
   const int64_t wall = store::WallClockMs(), boot = store::BootTimeMs();
   RouteConfig::Timestamps timestamps = RouteConfig::Timestamps::kEventTime;
+  std::string app;
   for (const auto& r : routes_->routes()) {
-    if (r.name == route) timestamps = r.timestamps;
+    if (r.name == route) timestamps = r.timestamps, app = r.app;
   }
   std::vector<upstream::OutboundOp> out;
   for (const store::QueueEntry& e : store_.queue().Peek(route, max + dead_pending_.size(), acked_through_[route])) {
@@ -55,9 +65,28 @@ std::vector<upstream::OutboundOp> CloudBridge::peek(const std::string& route, si
     op.json = e.payload;
     // Server increments are not idempotent: uploaded with the applied mark (exactly once).
     op.exactly_once = e.payload.find("\".sv\":{\"increment\"") != std::string::npos;
-    op.event_time_ms = timestamps == RouteConfig::Timestamps::kArrival
-                           ? wall + offset_ms_.value_or(0)
-                           : EventCloudTimeMs(e, wall, boot, store::BootId(), offset_ms_);
+    if (e.payload.find(R"(".sv":"timestamp")") == std::string::npos) {
+      op.event_time_ms = 0;  // nothing to resolve
+    } else if (timestamps == RouteConfig::Timestamps::kArrival) {
+      op.event_time_ms = std::nullopt;  // the cloud's time when the write arrives
+    } else {
+      op.event_time_ms = EventCloudTimeMs(e, wall, boot, store::BootId(), upload_offset_ms_);
+      if (!op.event_time_ms) {  // this and later writes of the route wait for the clock
+        if (!held_for_clock_) {
+          spdlog::info("route '{}': writes with server timestamps wait for a cloud clock estimate", route);
+        }
+        held_for_clock_ = true;
+        break;
+      }
+    }
+    if (auth_override_) {
+      if (last_override_.empty() || e.device_id != last_device_ || app != last_app_) {
+        last_device_ = e.device_id;
+        last_app_ = app;
+        last_override_ = auth_override_->Render(e.device_id, app, gateway_id_);
+      }
+      op.auth_override = last_override_;
+    }
     out.push_back(std::move(op));
   }
   return out;
@@ -123,12 +152,17 @@ void CloudBridge::OnLinkChanged(bool connected) {
   devices_.SetCloudLink(connected_, offset_ms_);
 }
 
-void CloudBridge::OnClockOffset(int64_t offset_ms, int64_t rtt_ms) {
-  if (!offset_ms_ || std::llabs(*offset_ms_ - offset_ms) > 100) {
-    spdlog::info("cloud clock offset {} ms (rtt {} ms)", offset_ms, rtt_ms);
+void CloudBridge::OnClockEstimate(std::optional<int64_t> offset_ms, int64_t rtt_ms, bool current) {
+  if (offset_ms && (!offset_ms_ || std::llabs(*offset_ms_ - *offset_ms) > 100)) {
+    spdlog::info("cloud clock offset {} ms (rtt {} ms)", *offset_ms, rtt_ms);
   }
   offset_ms_ = offset_ms;
+  upload_offset_ms_ = current ? offset_ms : std::nullopt;
   devices_.SetCloudLink(connected_, offset_ms_);
+  if (upload_offset_ms_ && held_for_clock_) {
+    held_for_clock_ = false;
+    if (on_clock_ready_) on_clock_ready_();
+  }
 }
 
 void CloudBridge::OnSyncData(const std::string& path, const nlohmann::json& value, bool is_patch) {

@@ -4,14 +4,21 @@
 // route, paths made relative to the route's cloud root, and the event time of each write turned
 // into cloud time. As upstream::CloudListener it writes synced cloud data into the local copy and
 // tells DeviceApi what changed and whether the cloud is reachable. Loop thread only.
+//
+// A write holding {".sv":"timestamp"} on an event-time route is handed out only once its event
+// time is known in cloud time (EventCloudTimeMs): until the clock has an estimate measured on the
+// current link, peek() stops before it (order within the route is kept) and the clock-ready hook
+// runs when it may go. Arrival-time routes leave the timestamp to the cloud.
 #pragma once
 
 #include <map>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
 #include <string>
 
+#include "gateway/auth_override.h"
 #include "gateway/device_api.h"
 #include "gateway/route_table.h"
 #include "store/store.h"
@@ -19,18 +26,24 @@
 
 namespace tether {
 
-// Cloud time of a queued write's event. Within the boot that made it, the elapsed CLOCK_BOOTTIME
-// since the event is subtracted from the current (corrected) time, so wall-clock jumps and a box
-// that booted without RTC or NTP still get it right; across a reboot the wall time and the offset
-// known at the event are the best evidence left.
-int64_t EventCloudTimeMs(const store::QueueEntry& e, int64_t wall_now_ms, int64_t boottime_now_ms,
-                         const std::string& boot_id_now, std::optional<int64_t> offset_now_ms);
+// Cloud time of a queued write's event, or nullopt while it cannot be known (wait for an estimate).
+// Within the boot that made it: with a current offset, the elapsed CLOCK_BOOTTIME since the event
+// is subtracted from the current corrected time (wall-clock jumps and a box that booted without
+// RTC or NTP still get it right); without one, the wall time plus the offset saved with the entry
+// (both taken at the event, so later wall-clock steps do not matter). Across a reboot: the wall
+// time of the event plus the saved offset, else plus the current one.
+std::optional<int64_t> EventCloudTimeMs(const store::QueueEntry& e, int64_t wall_now_ms, int64_t boottime_now_ms,
+                                        const std::string& boot_id_now, std::optional<int64_t> offset_now_ms);
 
 class CloudBridge : public upstream::Outbox {
  public:
   CloudBridge(store::Store& store, DeviceApi& devices, std::shared_ptr<const RouteTable> routes);
 
   void SetRoutes(std::shared_ptr<const RouteTable> routes) { routes_ = std::move(routes); }
+  // Uploads are evaluated by the cloud's rules as the device that made them.
+  void SetAuthOverride(AuthOverride tmpl, std::string gateway_id);
+  // Runs when writes held back for want of a clock estimate may go (wakes the uploader).
+  void SetClockReadyHook(std::function<void()> hook) { on_clock_ready_ = std::move(hook); }
   std::optional<int64_t> clock_offset_ms() const { return offset_ms_; }
   bool connected() const { return connected_; }
 
@@ -44,7 +57,8 @@ class CloudBridge : public upstream::Outbox {
 
   // Cloud events.
   void OnLinkChanged(bool connected);
-  void OnClockOffset(int64_t offset_ms, int64_t rtt_ms);
+  // The clock's estimate (nullopt: none) and whether it was measured on the current link.
+  void OnClockEstimate(std::optional<int64_t> offset_ms, int64_t rtt_ms, bool current);
   // Cloud data under a sync root: path is absolute; a patch merges an object of relative paths.
   void OnSyncData(const std::string& path, const nlohmann::json& value, bool is_patch);
 
@@ -58,7 +72,14 @@ class CloudBridge : public upstream::Outbox {
   DeviceApi& devices_;
   std::shared_ptr<const RouteTable> routes_;
   bool connected_ = false;
-  std::optional<int64_t> offset_ms_;
+  std::optional<int64_t> offset_ms_;         // best estimate (devices, saved with new writes)
+  std::optional<int64_t> upload_offset_ms_;  // set only while measured on the current link
+  bool held_for_clock_ = false;              // a peek stopped before a write needing the offset
+  std::function<void()> on_clock_ready_;
+  std::optional<AuthOverride> auth_override_;
+  std::string gateway_id_;
+  // Last rendered override (writes come in runs from one device).
+  std::string last_device_, last_app_, last_override_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "gateway/auth_override.h"
 #include "gateway/route_pattern.h"
 #include "gateway/yaml_schema.h"
 
@@ -142,8 +143,22 @@ UpstreamConfig ReadUpstream(YamlField f) {
   if (auto v = f.Optional("access_token_file")) u.access_token_file = v->AsString(), ++creds;
   if (auto v = f.Optional("service_account_file")) u.service_account_file = v->AsString(), ++creds;
   if (creds > 1) f.Fail("give at most one of secret_file, access_token_file, service_account_file");
-  if (auto v = f.Optional("auth_variable_override")) u.auth_variable_override = v->AsBool();
+  if (auto v = f.Optional("auth_variable_override")) {
+    std::string text = v->AsString(), error;
+    if (text.empty() || text.front() != '{') {  // true / false (yes/no, on/off)
+      u.auth_variable_override = v->AsBool() ? AuthOverride::kDefault : "";
+    } else if (!AuthOverride::Parse(text, &error)) {
+      v->Fail(error);
+    } else {
+      u.auth_variable_override = text;
+    }
+  }
   if (auto v = f.Optional("presence_path")) u.presence_path = v->AsString();
+  if (auto v = f.Optional("ca_file")) u.ca_file = v->AsString();
+  if (auto v = f.Optional("observe_streams")) u.observe_streams = static_cast<uint32_t>(v->AsInt(0, 1000));
+  if (auto v = f.Optional("observe_poll_interval")) {
+    u.observe_poll_interval = v->AsDuration(Millis(1000), Millis(3'600'000));
+  }
   f.Finish();
   return u;
 }

@@ -60,8 +60,13 @@ struct UpstreamConfig {
   std::string secret_file;                // database secret (auth=)
   std::string access_token_file;          // OAuth2 token, re-read when it changes
   std::string service_account_file;       // service-account JSON key
-  bool auth_variable_override = false;    // evaluate cloud rules as the device
+  // JSON object template ({device}, {app}, {gateway}) evaluated by the cloud's rules as `auth`
+  // for each write; empty: writes use the gateway's own credential. See AuthOverride.
+  std::string auth_variable_override;
   std::string presence_path;              // default "/.gateways/<gateway.id>"
+  std::string ca_file;                    // trusted CAs (PEM); empty: the system's
+  uint32_t observe_streams = 32;          // SSE streams for observed paths outside sync roots
+  Millis observe_poll_interval{30'000};   // beyond observe_streams: how often such paths are read
 };
 
 struct AppAuth {

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "gateway/auth_override.h"
 #include "gateway/log.h"
 #include "store/store_error.h"
 #include "upstream/rest_get.h"
@@ -43,6 +44,8 @@ Daemon::Daemon(Config config, std::string config_path)
 }
 
 Daemon::~Daemon() {
+  if (device_api_) device_api_->SetObservedPathHook(nullptr);
+  watches_.reset();
   streams_.clear();
   clock_.reset();
   drainer_.reset();
@@ -202,7 +205,9 @@ bool Daemon::StartDtls() {
 bool Daemon::StartUpstream() {
   const UpstreamConfig& u = *config_.upstream;
   auto routes = std::make_shared<RouteTable>(config_);
-  http_ = std::make_unique<upstream::HttpClient>(&loop_);
+  upstream::HttpClientOptions ho;
+  ho.ca_file = u.ca_file;
+  http_ = std::make_unique<upstream::HttpClient>(&loop_, ho);
   try {
     if (!u.secret_file.empty()) {
       credentials_ = upstream::MakeDatabaseSecret(ReadSecretFile(u.secret_file));
@@ -211,7 +216,7 @@ bool Daemon::StartUpstream() {
       credentials_ = upstream::MakeAccessTokenFile(u.access_token_file);
     } else if (!u.service_account_file.empty()) {
       std::string err;
-      credentials_ = upstream::MakeServiceAccount(*http_, ReadSecretFile(u.service_account_file), &err);
+      credentials_ = upstream::MakeServiceAccount(&loop_, *http_, ReadSecretFile(u.service_account_file), &err);
       if (!credentials_) throw std::runtime_error(u.service_account_file + ": " + err);
     } else {
       credentials_ = upstream::MakeNoCredentials();
@@ -221,38 +226,56 @@ bool Daemon::StartUpstream() {
     return false;
   }
   cloud_ = std::make_unique<CloudBridge>(*store_, *device_api_, routes);
+  if (!u.auth_variable_override.empty()) {
+    cloud_->SetAuthOverride(*AuthOverride::Parse(u.auth_variable_override, nullptr), config_.gateway_id);
+    spdlog::info("uploads are evaluated by the cloud's rules as the writing device (auth_variable_override)");
+  }
   std::vector<upstream::RouteTarget> targets;
   for (size_t i = 0; i < config_.routes.size(); ++i) {
     targets.push_back({config_.routes[i].name, JoinPath(routes->CloudRoot(static_cast<int>(i)))});
   }
   upstream::DrainerOptions o;
   o.base_url = u.url;
-  o.on_link = [this](bool connected) { cloud_->OnLinkChanged(connected); };
+  o.on_link = [this](bool connected) {
+    cloud_->OnLinkChanged(connected);
+    clock_->link_changed(connected);
+  };
   o.applied_path = AppliedMarkPath(config_.gateway_id);
   o.queue_id = store_->instance_id();
   drainer_ = std::make_unique<upstream::Drainer>(&loop_, *http_, *credentials_, *cloud_, targets, o);
   device_api_->SetQueuedHook([this](const std::string& route) { drainer_->notify(route); });
-  drainer_->start();
-  spdlog::info("uploading {} route(s) to {}", targets.size(), u.url);
+  cloud_->SetClockReadyHook([this, targets] {
+    for (const auto& t : targets) drainer_->notify(t.route);
+  });
 
   // Presence node + cloud clock: the offset corrects event times and push ids.
   upstream::CloudClockOptions co;
   co.base_url = u.url;
   co.presence_path = JoinPath(SplitPath(u.presence_path));
   co.on_link = [this](bool connected) { cloud_->OnLinkChanged(connected); };
+  co.on_change = [this, presence = co.presence_path, discarded = uint64_t{0}, error = std::string()]() mutable {
+    if (clock_->discarded_samples() != discarded) {
+      discarded = clock_->discarded_samples();
+      spdlog::warn("the wall clock stepped: cloud clock samples taken before were discarded, measuring again");
+    }
+    if (clock_->last_error() != error) {
+      error = clock_->last_error();
+      if (!error.empty()) {
+        spdlog::warn("presence write to /{} failed ({}); retrying (writes with server timestamps wait for a "
+                     "cloud clock estimate)", presence, error);
+      }
+    }
+    cloud_->OnClockEstimate(clock_->offset_ms(), clock_->rtt_ms(), clock_->current());
+  };
   clock_ = std::make_unique<upstream::CloudClock>(&loop_, *http_, *credentials_, co);
-  clock_->start();
-  uv_timer_init(&loop_, &clock_poll_);
-  clock_poll_.data = this;
-  uv_timer_start(&clock_poll_, [](uv_timer_t* t) {
-    auto* self = static_cast<Daemon*>(t->data);
-    if (self->clock_->has_estimate()) self->cloud_->OnClockOffset(self->clock_->offset_ms(), self->clock_->rtt_ms());
-  }, 1000, 1000);
-  clock_poll_started_ = true;
 
   // Sync roots: cloud data streamed into the local copy, kept while offline.
   std::set<std::string> roots;
   for (const auto& r : config_.routes) roots.insert(r.sync.begin(), r.sync.end());
+  auto stream_link = [this](bool reachable) {
+    cloud_->OnLinkChanged(reachable);
+    clock_->link_changed(reachable);
+  };
   for (const std::string& root : roots) {
     upstream::SyncStreamOptions so;
     so.base_url = u.url;
@@ -267,18 +290,46 @@ bool Daemon::StartUpstream() {
     auto on_cancel = [root](const std::string& why) {
       spdlog::error("cloud cancelled the sync of /{}: {} (check the database rules)", root, why);
     };
-    streams_.push_back(std::make_unique<upstream::SyncStream>(&loop_, *http_, *credentials_, so, on_event, on_cancel));
-    streams_.back()->start();
+    streams_.push_back(
+        std::make_unique<upstream::SyncStream>(&loop_, *http_, *credentials_, so, on_event, on_cancel, stream_link));
   }
   if (!roots.empty()) spdlog::info("syncing {} root(s) from the cloud", roots.size());
+
+  // Paths devices observe outside the sync roots: a stream each (bounded), else re-read.
+  upstream::WatchSetOptions wo;
+  wo.base_url = u.url;
+  wo.max_streams = u.observe_streams;
+  wo.poll_interval_ms = u.observe_poll_interval.count();
+  watches_ = std::make_unique<upstream::WatchSet>(
+      &loop_, *http_, *credentials_, wo,
+      [this](const std::string& path, const Json& value, bool is_patch) { cloud_->OnSyncData(path, value, is_patch); });
+  std::vector<std::string> root_list(roots.begin(), roots.end());
+  device_api_->SetObservedPathHook([this, root_list](const std::string& path, bool observed) {
+    if (path.rfind(".info", 0) == 0) return;
+    for (const auto& root : root_list) {
+      if (root.empty() || path == root || path.compare(0, root.size() + 1, root + "/") == 0) return;
+    }
+    if (observed) watches_->watch(path);
+    else watches_->unwatch(path);
+  });
   device_api_->SetCloudReader(
-      [this](const std::string& path, const std::string& query, std::function<void(std::optional<Json>)> done) {
-        upstream::RestGet(*http_, *credentials_, config_.upstream->url, path, query, kCloudReadTimeoutMs, false,
+      [this, url = u.url](const std::string& path, const std::string& query, std::function<void(std::optional<Json>)> done) {
+        upstream::RestGet(*http_, *credentials_, url, path, query, kCloudReadTimeoutMs, false,
                           [done = std::move(done)](upstream::GetResult r) {
                             done(r.ok ? std::optional<Json>(std::move(r.value)) : std::nullopt);
                           });
       },
-      std::vector<std::string>(roots.begin(), roots.end()));
+      root_list);
+
+  // Cloud traffic starts once the first credential is there (or could not be had: then 401s
+  // refresh it later), so no request goes out without one.
+  credentials_->refresh([this, n = targets.size(), url = u.url](bool) {
+    if (stopping_) return;
+    drainer_->start();
+    clock_->start();
+    for (auto& st : streams_) st->start();
+    spdlog::info("uploading {} route(s) to {}", n, url);
+  });
   return true;
 }
 
@@ -342,7 +393,7 @@ void Daemon::Stop() {
   if (admin_) admin_->Stop();
   if (drainer_) drainer_->stop();
   for (auto& st : streams_) st->stop();
-  if (clock_poll_started_) uv_close(reinterpret_cast<uv_handle_t*>(&clock_poll_), nullptr);
+  if (watches_) watches_->stop();
   if (clock_) clock_->shutdown([] {});  // best-effort "offline" presence write
   if (device_api_) device_api_->Close();
   endpoint_.reset();

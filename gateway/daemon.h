@@ -24,6 +24,7 @@
 #include "upstream/sync_stream.h"
 #include "upstream/drainer.h"
 #include "upstream/http_client.h"
+#include "upstream/watch_set.h"
 
 namespace tether {
 
@@ -61,8 +62,7 @@ class Daemon {
   std::unique_ptr<upstream::Drainer> drainer_;
   std::unique_ptr<upstream::CloudClock> clock_;
   std::vector<std::unique_ptr<upstream::SyncStream>> streams_;
-  uv_timer_t clock_poll_;  // hands CloudClock's estimate to the gateway once a second
-  bool clock_poll_started_ = false;
+  std::unique_ptr<upstream::WatchSet> watches_;  // observed paths outside the sync roots
   std::unique_ptr<LoopCaller> loop_caller_;
   std::unique_ptr<DaemonAdmin> admin_backend_;
   std::unique_ptr<AdminServer> admin_;

@@ -52,6 +52,10 @@ class DeviceApi : public coap::Handler {
     cloud_reader_ = std::move(reader);
     sync_roots_ = std::move(sync_roots);
   }
+  // Called with a cloud path when it gains its first observer (true) or loses its last (false).
+  void SetObservedPathHook(std::function<void(const std::string& cloud_path, bool observed)> hook) {
+    observers_.SetPathHook(std::move(hook));
+  }
   // Called with the route name after writes to that route's queue committed (wakes the uploader).
   void SetQueuedHook(std::function<void(const std::string& route)> hook) { on_queued_ = std::move(hook); }
   // Loads persisted sessions: each gets a full timeout from now to come back.

@@ -10,22 +10,34 @@ void Erase(std::vector<coap::ObserverId>& v, coap::ObserverId id) { v.erase(std:
 
 void ObserverRegistry::Add(Observer o) {
   coap::ObserverId id = o.id;
-  Remove(id);  // the engine reuses an id only for the same registration
-  by_path_[o.path].push_back(id);
+  // The engine reuses an id only for the same registration.
+  if (auto old = by_id_.find(id);
+      old != by_id_.end() && old->second.path == o.path && old->second.session_id == o.session_id) {
+    old->second = std::move(o);
+    return;
+  }
+  Remove(id);
+  std::string path = o.path;
+  auto [p, first] = by_path_.try_emplace(path);
+  p->second.push_back(id);
   by_session_[o.session_id].push_back(id);
   by_id_[id] = std::move(o);
+  if (first && on_path_) on_path_(path, true);
 }
 
 void ObserverRegistry::Remove(coap::ObserverId id) {
   auto it = by_id_.find(id);
   if (it == by_id_.end()) return;
+  std::string last;  // the path this observer leaves unobserved
   auto p = by_path_.find(it->second.path);
   Erase(p->second, id);
-  if (p->second.empty()) by_path_.erase(p);
+  bool was_last = p->second.empty();
+  if (was_last) last = p->first, by_path_.erase(p);
   auto s = by_session_.find(it->second.session_id);
   Erase(s->second, id);
   if (s->second.empty()) by_session_.erase(s);
   by_id_.erase(it);
+  if (was_last && on_path_) on_path_(last, false);
 }
 
 Observer* ObserverRegistry::Find(coap::ObserverId id) {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -44,8 +45,11 @@ class ObserverRegistry {
   std::map<std::string, std::vector<coap::ObserverId>> All() const;
 
   size_t size() const { return by_id_.size(); }
+  // Called with a cloud path when it gains its first observer (true) or loses its last (false).
+  void SetPathHook(std::function<void(const std::string& path, bool observed)> hook) { on_path_ = std::move(hook); }
 
  private:
+  std::function<void(const std::string&, bool)> on_path_;
   std::unordered_map<coap::ObserverId, Observer> by_id_;
   std::map<std::string, std::vector<coap::ObserverId>> by_path_;  // ordered: descendant ranges
   std::unordered_map<std::string, std::vector<coap::ObserverId>> by_session_;

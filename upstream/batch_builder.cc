@@ -21,7 +21,7 @@ bool Contribute(const OutboundOp& op, std::vector<std::pair<std::string, nlohman
   }
   auto v = nlohmann::json::parse(op.json, nullptr, false);
   if (v.is_discarded()) return false;
-  ResolveServerTimestamps(v, op.event_time_ms);
+  if (op.event_time_ms) ResolveServerTimestamps(v, *op.event_time_ms);
   if (op.kind == OutboundOp::Kind::Update) {
     if (!v.is_object()) return false;
     for (auto& [k, child] : v.items()) {
@@ -71,6 +71,7 @@ Batch BuildBatch(std::span<const OutboundOp> ops, const BatchLimits& limits) {
   std::set<std::string, std::less<>> paths;  // keys already in the body
   std::vector<std::pair<std::string, nlohmann::json>> entries;
   for (size_t i = 0; i < ops.size() && b.op_count < limits.max_ops; ++i) {
+    if (ops[i].auth_override != ops[0].auth_override) break;
     entries.clear();
     if (!Contribute(ops[i], entries)) {
       b.bad_op = static_cast<int>(i);

@@ -1,6 +1,7 @@
 // BatchBuilder: turns consecutive outbox ops into one multi-path PATCH body at a route's root.
 // A batch holds ops whose paths do not overlap (no path is a segment-wise prefix of another), so
-// applying them at once equals applying them in seq order.
+// applying them at once equals applying them in seq order, and that share one auth_override (one
+// request is evaluated as one identity).
 #pragma once
 #include <cstdint>
 #include <span>

@@ -4,10 +4,12 @@
 
 #include <chrono>
 #include <fstream>
+#include <algorithm>
 #include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <uv.h>
 
 #include "upstream/http_client.h"
 #include "upstream/jwt.h"
@@ -66,22 +68,33 @@ class AccessTokenFile final : public Credentials {
   std::string token_;
 };
 
+// Fetches a token as soon as it exists, refreshes it before it expires (refresh_margin_s, at
+// most half its lifetime, ahead), and retries failed fetches (1 s doubling to 60 s). Timers run on
+// uv_now (monotonic): wall-clock steps do not move them.
 class ServiceAccount final : public Credentials {
  public:
-  ServiceAccount(HttpClient& http, std::string email, std::string key, std::string token_uri,
+  ServiceAccount(uv_loop_t* loop, HttpClient& http, std::string email, std::string key, std::string token_uri,
                  int64_t margin_s)
-      : http_(http), email_(std::move(email)), key_(std::move(key)),
-        token_uri_(std::move(token_uri)), margin_s_(margin_s) {}
+      : http_(http), email_(std::move(email)), key_(std::move(key)), token_uri_(std::move(token_uri)),
+        margin_s_(margin_s), timer_(new uv_timer_t) {
+    uv_timer_init(loop, timer_);
+    timer_->data = this;
+    schedule(0);
+  }
+  ~ServiceAccount() override {
+    if (request_) http_.cancel(request_);
+    uv_timer_stop(timer_);
+    uv_close(reinterpret_cast<uv_handle_t*>(timer_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+    std::fill(key_.begin(), key_.end(), '\0');
+  }
 
   std::string query() override {
-    if (!token_.empty() && NowSeconds() + margin_s_ >= expires_at_s_ && !refreshing_)
-      refresh([](bool) {});  // proactive; the current token is still valid meanwhile
     return token_.empty() ? std::string() : "access_token=" + UrlEncode(token_);
   }
 
   void refresh(std::function<void(bool)> done) override {
     waiters_.push_back(std::move(done));
-    if (refreshing_) return;
+    if (request_) return;  // joins the fetch in flight
     int64_t now = NowSeconds();
     nlohmann::json claims = {
         {"iss", email_},
@@ -90,21 +103,27 @@ class ServiceAccount final : public Credentials {
         {"aud", token_uri_}, {"iat", now}, {"exp", now + 3600}};
     auto jwt = SignJwtRs256(claims, key_);
     if (!jwt) return finish(false);
-    refreshing_ = true;
     HttpRequest req;
     req.method = "POST";
     req.url = token_uri_;
     req.headers = {"Content-Type: application/x-www-form-urlencoded"};
     req.body = "grant_type=" + UrlEncode("urn:ietf:params:oauth:grant-type:jwt-bearer") +
                "&assertion=" + *jwt;
-    http_.start(std::move(req), [this](HttpResponse resp) {
-      refreshing_ = false;
+    req.timeout_ms = 30000;
+    request_ = http_.start(std::move(req), [this](HttpResponse resp) {
+      request_ = 0;
       auto body = nlohmann::json::parse(resp.body, nullptr, false);
       if (resp.status != 200 || !body.is_object() || !body.contains("access_token") ||
-          !body["access_token"].is_string())
+          !body["access_token"].is_string()) {
+        schedule(std::min<int64_t>(60000, int64_t{1000} << std::min(failures_++, 6)));
         return finish(false);
+      }
+      failures_ = 0;
       std::string token = body["access_token"];
-      expires_at_s_ = NowSeconds() + body.value("expires_in", int64_t{3600});
+      int64_t lifetime_s = body.contains("expires_in") && body["expires_in"].is_number_integer()
+                               ? std::max<int64_t>(1, body["expires_in"].get<int64_t>()) : 3600;
+      int64_t lifetime_ms = lifetime_s * 1000;
+      schedule(lifetime_ms - std::min(margin_s_ * 1000, lifetime_ms / 2));
       bool changed = token != token_;
       token_ = std::move(token);
       finish(changed);
@@ -112,6 +131,11 @@ class ServiceAccount final : public Credentials {
   }
 
  private:
+  void schedule(int64_t delay_ms) {
+    uv_timer_start(timer_, [](uv_timer_t* t) {
+      static_cast<ServiceAccount*>(t->data)->refresh([](bool) {});
+    }, static_cast<uint64_t>(std::max<int64_t>(0, delay_ms)), 0);
+  }
   void finish(bool changed) {
     for (auto& w : std::exchange(waiters_, {})) w(changed);
   }
@@ -119,8 +143,9 @@ class ServiceAccount final : public Credentials {
   std::string email_, key_, token_uri_;
   int64_t margin_s_;
   std::string token_;
-  int64_t expires_at_s_ = 0;
-  bool refreshing_ = false;
+  int failures_ = 0;
+  HttpClient::RequestId request_ = 0;
+  uv_timer_t* timer_;  // heap: closed asynchronously
   std::vector<std::function<void(bool)>> waiters_;
 };
 
@@ -133,7 +158,7 @@ std::unique_ptr<Credentials> MakeDatabaseSecret(std::string secret) {
 std::unique_ptr<Credentials> MakeAccessTokenFile(std::string path) {
   return std::make_unique<AccessTokenFile>(std::move(path));
 }
-std::unique_ptr<Credentials> MakeServiceAccount(HttpClient& http, const std::string& key_json,
+std::unique_ptr<Credentials> MakeServiceAccount(uv_loop_t* loop, HttpClient& http, const std::string& key_json,
                                                 std::string* error, int64_t margin_s) {
   auto key = nlohmann::json::parse(key_json, nullptr, false);
   auto str = [&](const char* k) {
@@ -146,7 +171,7 @@ std::unique_ptr<Credentials> MakeServiceAccount(HttpClient& http, const std::str
     if (error) *error = "service account key lacks client_email or private_key";
     return nullptr;
   }
-  return std::make_unique<ServiceAccount>(http, email, pem, uri, margin_s);
+  return std::make_unique<ServiceAccount>(loop, http, email, pem, uri, margin_s);
 }
 
 }  // namespace tether::upstream

@@ -6,6 +6,8 @@
 #include <memory>
 #include <string>
 
+#include <uv.h>
+
 namespace tether::upstream {
 
 class HttpClient;
@@ -28,9 +30,11 @@ std::unique_ptr<Credentials> MakeDatabaseSecret(std::string secret);
 // OAuth2 access token kept in a file by another agent; re-read when the file's mtime changes.
 std::unique_ptr<Credentials> MakeAccessTokenFile(std::string path);
 // Service-account JSON key (client_email, private_key, token_uri): RS256 JWT exchanged at
-// token_uri for an access token, refreshed `refresh_margin_s` before it expires.
-// Scopes: firebase.database + userinfo.email. Returns nullptr (and sets *error) on a bad key.
-std::unique_ptr<Credentials> MakeServiceAccount(HttpClient& http, const std::string& key_json,
+// token_uri for an access token. The first token is fetched at once (on `loop`), each one is
+// replaced `refresh_margin_s` (at most half its lifetime) before it expires, failed fetches are
+// retried. Scopes: firebase.database + userinfo.email. Returns nullptr (and sets *error) on a bad
+// key. The HttpClient outlives it.
+std::unique_ptr<Credentials> MakeServiceAccount(uv_loop_t* loop, HttpClient& http, const std::string& key_json,
                                                 std::string* error, int64_t refresh_margin_s = 300);
 
 }  // namespace tether::upstream

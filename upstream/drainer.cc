@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <random>
 
+#include "upstream/db_url.h"
+
 namespace tether::upstream {
 
 struct Drainer::Route {
@@ -133,7 +135,6 @@ void Drainer::upload(Route& r) {
   if (once && !r.mark_known) return read_mark(r);
   HttpRequest req;
   req.method = batch.replace_root ? "PUT" : "PATCH";
-  req.url = opt_.base_url + "/" + r.target.root + ".json?print=silent";
   if (once) {  // the same writes with absolute keys, plus the mark, at the database root
     nlohmann::json body = nlohmann::json::object();
     const std::string& root = r.target.root;
@@ -145,13 +146,13 @@ void Drainer::upload(Route& r) {
     body[opt_.applied_path + "/" + r.target.route] = {{"seq", batch.last_seq}, {"queue", opt_.queue_id}};
     batch.body = std::move(body);
     req.method = "PATCH";
-    req.url = opt_.base_url + "/.json?print=silent";
     req.fresh_connection = true;
   }
   r.once_in_flight = once;
-  if (std::string q = creds_.query(); !q.empty()) req.url += "&" + q;
-  if (!opt_.auth_variable_override.empty())
-    req.url += "&auth_variable_override=" + UrlEncode(opt_.auth_variable_override);
+  std::string query = "print=silent";
+  if (std::string q = creds_.query(); !q.empty()) query += "&" + q;
+  if (!ops[0].auth_override.empty()) query += "&auth_variable_override=" + UrlEncode(ops[0].auth_override);
+  req.url = DatabaseUrl(opt_.base_url, once ? std::string() : r.target.root, query);
   req.headers = {"Content-Type: application/json"};
   req.body = batch.body.dump();
   req.timeout_ms = opt_.request_timeout_ms;
@@ -173,8 +174,7 @@ void Drainer::upload(Route& r) {
 
 void Drainer::read_mark(Route& r) {
   HttpRequest req;
-  req.url = opt_.base_url + "/" + opt_.applied_path + "/" + r.target.route + ".json";
-  if (std::string q = creds_.query(); !q.empty()) req.url += "?" + q;
+  req.url = DatabaseUrl(opt_.base_url, opt_.applied_path + "/" + r.target.route, creds_.query());
   req.timeout_ms = opt_.request_timeout_ms;
   r.stats.state = RouteStats::State::Uploading;
   r.stats.mark_reads++;
@@ -217,12 +217,11 @@ void Drainer::conditional(Route& r, OutboundOp op, int round) {
     outbox_.dead_letter(op, 0, "conditional payload is not {expect, value}");
     return make_ready(r);
   }
-  std::string path = r.target.root;
-  if (!op.path.empty()) path += (path.empty() ? "" : "/") + op.path;
-  std::string url = opt_.base_url + "/" + path + ".json";
-  std::string q = creds_.query();
+  if (op.event_time_ms) ResolveServerTimestamps(payload["value"], *op.event_time_ms);
+  const std::string path = r.target.root + "/" + op.path;
+  // The read is the gateway's (it implements the compare); the write is evaluated as the device.
   HttpRequest get;
-  get.url = url + (q.empty() ? "" : "?" + q);
+  get.url = DatabaseUrl(opt_.base_url, path, creds_.query());
   get.headers = {"X-Firebase-ETag: true"};
   get.timeout_ms = opt_.request_timeout_ms;
   r.stats.state = RouteStats::State::Uploading;
@@ -234,7 +233,7 @@ void Drainer::conditional(Route& r, OutboundOp op, int round) {
     back_off(r, what + ": " + (resp.transport_error ? resp.error : "HTTP " + std::to_string(resp.status)));
     schedule();
   };
-  r.request = http_.start(std::move(get), [this, &r, op = std::move(op), payload = std::move(payload), url, q,
+  r.request = http_.start(std::move(get), [this, &r, op = std::move(op), payload = std::move(payload), path,
                                            round, fail](HttpResponse resp) mutable {
     r.request = 0;
     --in_flight_;
@@ -254,7 +253,10 @@ void Drainer::conditional(Route& r, OutboundOp op, int round) {
     } else {
       HttpRequest put;
       put.method = payload["value"].is_null() ? "DELETE" : "PUT";
-      put.url = url + "?print=silent" + (q.empty() ? "" : "&" + q);
+      std::string query = "print=silent";
+      if (std::string q = creds_.query(); !q.empty()) query += "&" + q;
+      if (!op.auth_override.empty()) query += "&auth_variable_override=" + UrlEncode(op.auth_override);
+      put.url = DatabaseUrl(opt_.base_url, path, query);
       put.headers = {"Content-Type: application/json", "if-match: " + etag->second};
       if (!payload["value"].is_null()) put.body = payload["value"].dump();
       put.timeout_ms = opt_.request_timeout_ms;

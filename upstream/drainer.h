@@ -4,6 +4,9 @@
 // Outcomes: 2xx → confirm; 401 → pause the route, refresh credentials, retry (nothing dropped);
 // 400/403/413 → bisect the batch until the bad op is alone, dead-letter it, continue;
 // 429/5xx/other/network → exponential backoff with jitter, retry the same ops.
+// A request carries the auth_variable_override of its ops (OutboundOp::auth_override); reads the
+// Drainer makes for itself (applied marks, the GET before a conditional write) use the gateway's
+// own credential.
 // Conditional ops go alone: GET with X-Firebase-ETag, then PUT with if-match while the cloud holds
 // the expected value (412: read again, up to 5 rounds); a cloud holding another value is a
 // conflict (Outbox::conflict); a cloud already holding the op's value counts as delivered.
@@ -38,7 +41,6 @@ struct DrainerOptions {
   int64_t backoff_initial_ms = 250;
   int64_t backoff_max_ms = 30000;
   int64_t poll_interval_ms = 500;        // re-peek idle routes even without notify()
-  std::string auth_variable_override;    // JSON; sent with every write when non-empty
   std::function<void(bool connected)> on_link;  // a response arrived / the network failed
   // Exactly-once for ops that are not idempotent (OutboundOp::exactly_once): a batch holding one
   // is sent as a multi-path PATCH at the database root that also sets the route's applied mark,

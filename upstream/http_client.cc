@@ -36,12 +36,15 @@ void GlobalInit() {
 
 struct HttpClient::Impl {
   uv_loop_t* loop;
+  HttpClientOptions options;
   CURLM* multi;
   uv_timer_t* timer;  // heap: closed asynchronously
   RequestId next_id = 1;
   std::map<RequestId, std::unique_ptr<Transfer>> transfers;
   int curl_depth = 0;                 // > 0 while inside curl_multi_socket_action
-  std::vector<RequestId> deferred_cancels;
+  // libcurl refuses multi calls from its own callbacks (CURLM_RECURSIVE_API_CALL): requests
+  // started or cancelled from on_data/on_headers wait here until the socket action returns.
+  std::vector<RequestId> deferred_cancels, deferred_adds;
 
   void SocketAction(curl_socket_t fd, int flags) {
     int running = 0;
@@ -49,6 +52,9 @@ struct HttpClient::Impl {
     curl_multi_socket_action(multi, fd, flags, &running);
     --curl_depth;
     for (RequestId id : std::exchange(deferred_cancels, {})) Remove(id);
+    for (RequestId id : std::exchange(deferred_adds, {})) {
+      if (auto it = transfers.find(id); it != transfers.end()) curl_multi_add_handle(multi, it->second->easy);
+    }
     DrainMessages();
   }
 
@@ -62,6 +68,9 @@ struct HttpClient::Impl {
       long status = 0;
       curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &status);
       t->resp.status = static_cast<int>(status);
+      long version = 0;
+      curl_easy_getinfo(msg->easy_handle, CURLINFO_HTTP_VERSION, &version);
+      t->resp.http_version = version == CURL_HTTP_VERSION_2_0 ? 2 : version == 0 ? 0 : 1;
       if (code != CURLE_OK) {
         t->resp.transport_error = true;
         t->resp.error = curl_easy_strerror(code);
@@ -171,9 +180,10 @@ struct HttpClient::Impl {
   }
 };
 
-HttpClient::HttpClient(uv_loop_t* loop) : impl_(std::make_unique<Impl>()) {
+HttpClient::HttpClient(uv_loop_t* loop, HttpClientOptions options) : impl_(std::make_unique<Impl>()) {
   GlobalInit();
   impl_->loop = loop;
+  impl_->options = std::move(options);
   impl_->multi = curl_multi_init();
   impl_->timer = new uv_timer_t;
   uv_timer_init(loop, impl_->timer);
@@ -203,6 +213,7 @@ HttpClient::RequestId HttpClient::start(HttpRequest req, Done done) {
   curl_easy_setopt(e, CURLOPT_PRIVATE, t.get());
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(e, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS));
+  if (!impl_->options.ca_file.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, impl_->options.ca_file.c_str());
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, t->req.connect_timeout_ms);
   if (!t->req.stream) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, t->req.timeout_ms);
   if (!t->req.stream) curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
@@ -227,7 +238,8 @@ HttpClient::RequestId HttpClient::start(HttpRequest req, Done done) {
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->header_list);
   RequestId id = t->id;
   impl_->transfers.emplace(id, std::move(t));
-  curl_multi_add_handle(impl_->multi, e);  // the timer callback kicks it off
+  if (impl_->curl_depth > 0) impl_->deferred_adds.push_back(id);
+  else curl_multi_add_handle(impl_->multi, e);  // the timer callback kicks it off
   return id;
 }
 

@@ -38,6 +38,11 @@ struct HttpResponse {
   std::map<std::string, std::string> headers;  // lower-cased names, last response only
   bool transport_error = false;                // connect/TLS/timeout/reset
   std::string error;                           // curl's message when transport_error
+  int http_version = 0;                        // 1 (HTTP/1.x) or 2 (HTTP/2); 0 without a response
+};
+
+struct HttpClientOptions {
+  std::string ca_file;  // PEM bundle of trusted CAs; empty: the system's trust store
 };
 
 class HttpClient {
@@ -45,7 +50,7 @@ class HttpClient {
   using RequestId = uint64_t;
   using Done = std::function<void(HttpResponse)>;
 
-  explicit HttpClient(uv_loop_t* loop);
+  explicit HttpClient(uv_loop_t* loop, HttpClientOptions options = {});
   ~HttpClient();  // aborts requests without calling their callbacks; loop must run once more
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;

@@ -2,6 +2,7 @@
 // The store implements it; upstream never owns the ops. Calls happen on the uploader's loop thread.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,8 +16,14 @@ struct OutboundOp {
   Kind kind = Kind::Set;
   std::string path;            // relative to the route root, '/'-separated, no leading '/'
   std::string json;            // payload (ignored for Remove); Push: path already ends in the key
-  int64_t event_time_ms = 0;   // cloud-corrected time substituted for {".sv":"timestamp"}
+  // Cloud time substituted for {".sv":"timestamp"}; nullopt: left for the cloud to resolve
+  // (its time on arrival).
+  std::optional<int64_t> event_time_ms = 0;
   bool exactly_once = false;   // not idempotent (holds {".sv":{"increment":n}}): see DrainerOptions
+  // JSON sent as auth_variable_override (the cloud's rules see it as `auth`, "null" = an
+  // unauthenticated client); empty: the gateway's own credential. Ops with different values
+  // never share a request.
+  std::string auth_override{};
 };
 
 class Outbox {

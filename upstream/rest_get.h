@@ -19,7 +19,9 @@ struct GetResult {
   std::string error;
 };
 
-// GET <base_url>/<path>.json; `done` runs once on the loop thread.
+// GET <base_url>/<path>.json (segments percent-encoded); `done` runs once on the loop thread.
+// A 401 refreshes the credential and, when it changed, asks once more. The credentials must
+// outlive the call.
 void RestGet(HttpClient& http, Credentials& creds, const std::string& base_url,
              const std::string& path, long timeout_ms, bool with_etag,
              std::function<void(GetResult)> done);

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <random>
 
+#include "upstream/db_url.h"
+
 namespace tether::upstream {
 namespace {
 uv_timer_t* NewTimer(uv_loop_t* loop, void* data) {
@@ -52,7 +54,6 @@ void SyncStream::stop() {
   uv_timer_stop(retry_);
   if (request_) http_.cancel(request_);
   request_ = 0;
-  if (open_ && on_link_) on_link_(false);
   open_ = false;
 }
 
@@ -62,8 +63,7 @@ void SyncStream::connect() {
   resync_pending_ = true;
   last_bytes_ms_ = uv_now(loop_);
   HttpRequest req;
-  req.url = opt_.base_url + "/" + opt_.root + ".json";
-  if (std::string q = creds_.query(); !q.empty()) req.url += "?" + q;
+  req.url = DatabaseUrl(opt_.base_url, opt_.root, creds_.query());
   req.headers = {"Accept: text/event-stream"};
   req.stream = true;
   req.follow_redirects = true;
@@ -82,6 +82,7 @@ void SyncStream::connect() {
   request_ = http_.start(std::move(req), [this, gen](HttpResponse resp) {
     if (gen != generation_) return;
     request_ = 0;
+    if (resp.transport_error && on_link_) on_link_(false);
     drop_and_retry(resp.status == 401);
   });
 }
@@ -113,7 +114,6 @@ void SyncStream::drop_and_retry(bool refresh_credentials) {
   ++generation_;
   if (request_) http_.cancel(request_);
   request_ = 0;
-  if (open_ && on_link_) on_link_(false);
   open_ = false;
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   int64_t cap = std::min(opt_.backoff_max_ms, opt_.backoff_initial_ms << std::min(attempt_, 20));

@@ -2,7 +2,8 @@
 // kept open forever. Delivers put/patch events (paths relative to root). The first put after
 // every (re)connect is flagged full_resync: it replaces everything known under root.
 // Reconnects with backoff when the stream ends, fails, or is silent for idle_timeout_ms (the
-// server sends keep-alives every ~30 s); auth_revoked / 401 refresh credentials first;
+// server sends keep-alives every ~30 s); auth_revoked / 401 refresh credentials first (the
+// credential is re-read at every connect);
 // `cancel` stops the stream for good and reports it. Loop thread only.
 #pragma once
 #include <cstdint>
@@ -30,7 +31,9 @@ class SyncStream {
  public:
   using OnEvent = std::function<void(const FirebaseEvent& e, bool full_resync)>;
   using OnCancelled = std::function<void(const std::string& reason)>;
-  using OnLink = std::function<void(bool open)>;
+  // The cloud was reached (a stream opened) or not (a connection failed or broke); a stream the
+  // server ends cleanly says nothing about the link.
+  using OnLink = std::function<void(bool reachable)>;
 
   SyncStream(uv_loop_t* loop, HttpClient& http, Credentials& creds, SyncStreamOptions opt,
              OnEvent on_event, OnCancelled on_cancelled = nullptr, OnLink on_link = nullptr);

@@ -1,89 +1,153 @@
-// drain_bench: uploads N queued ops (default 1,000,000) from an in-memory outbox to fakecloud
-// through the Drainer and reports ops/s, batches and wall time.
-// Usage: upstream_drain_bench [ops] [max_ops_per_batch] [keys] [progress_file] [live_per_s]
-// progress_file: "seconds uploaded_ops" every 250 ms, for plots ("-": none).
-// live_per_s: while the backlog drains, live writes arrive on a second route at this rate; their
-// enqueue-to-confirmed latency is reported (the backlog must not starve them).
+// drain_bench: N queued writes (default 1,000,000) in a real LMDB store (fsync durability, as
+// tetherd runs) drained to fakecloud through the path tetherd uses: gateway::CloudBridge peeks the
+// store's queue and deletes confirmed entries with store batches (LMDB + fsync), the Drainer
+// uploads multi-path PATCHes with tetherd's default batch limits unless told otherwise.
+// Usage: upstream_drain_bench [ops] [max_ops_per_batch|0=default] [keys] [progress_file|-] [live_per_s]
+// progress_file: "seconds uploaded_ops" every 250 ms, for plots. live_per_s: while the backlog
+// drains, live device writes are committed to a second route at this rate and their
+// commit-to-confirmed latency is reported (the backlog must not starve them).
+// Exit status 0 only when every write was uploaded and the queue is empty.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
+#include "gateway/cloud_bridge.h"
+#include "gateway/config.h"
+#include "gateway/device_api.h"
+#include "gateway/route_table.h"
+#include "store/boot_clock.h"
+#include "store/store.h"
 #include "tests/upstream/fakecloud_process.h"
-#include "tests/upstream/memory_outbox.h"
 #include "upstream/drainer.h"
 
-using namespace tether::upstream;
+using namespace tether;
 using Clock = std::chrono::steady_clock;
 
 namespace {
 
-// Records when each live op was confirmed, to measure its latency under the backlog.
-class TimedOutbox : public testing::MemoryOutbox {
+// Records when each live write was confirmed, to measure its latency under the backlog.
+class TimedBridge : public CloudBridge {
  public:
+  using CloudBridge::CloudBridge;
   void confirmed(const std::string& route, uint64_t up_to) override {
     if (route == "live") {
       auto now = Clock::now();
-      while (live_confirmed_ < up_to && live_confirmed_ < live_added_at.size()) {
-        live_latency_ms.push_back(std::chrono::duration<double, std::milli>(now - live_added_at[live_confirmed_++]).count());
+      while (next_ < live_committed.size() && live_committed[next_].first <= up_to) {
+        live_latency_ms.push_back(std::chrono::duration<double, std::milli>(now - live_committed[next_++].second).count());
       }
     }
-    MemoryOutbox::confirmed(route, up_to);
+    CloudBridge::confirmed(route, up_to);
   }
-  std::vector<Clock::time_point> live_added_at;  // by live seq - 1
+  std::vector<std::pair<uint64_t, Clock::time_point>> live_committed;  // seq, commit time
   std::vector<double> live_latency_ms;
 
  private:
-  uint64_t live_confirmed_ = 0;
+  size_t next_ = 0;
 };
+
+store::QueueEntry Entry(const std::string& route, const std::string& path, std::string payload) {
+  store::QueueEntry e;
+  e.route = route;
+  e.device_id = "bench";
+  e.kind = store::OpKind::kSet;
+  e.path = path;
+  e.payload = std::move(payload);
+  e.wall_ms = store::WallClockMs();
+  e.boottime_ms = store::BootTimeMs();
+  e.boot_id = store::BootId();
+  e.cloud_offset_ms = 0;
+  return e;
+}
+
+void RunUntil(uv_loop_t* loop, const std::function<bool()>& done) {
+  while (!done()) uv_run(loop, UV_RUN_ONCE);
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
   long n = argc > 1 ? std::atol(argv[1]) : 1000000;
-  long batch = argc > 2 ? std::atol(argv[2]) : 5000;
+  long batch = argc > 2 ? std::atol(argv[2]) : 0;
   long keys = argc > 3 ? std::atol(argv[3]) : 100000;
   FILE* progress = argc > 4 && std::string(argv[4]) != "-" ? std::fopen(argv[4], "w") : nullptr;
   long live_rate = argc > 5 ? std::atol(argv[5]) : 0;
-  testing::FakeCloud cloud;
-  TimedOutbox outbox;
-  for (long i = 0; i < n; ++i)
-    outbox.add({0, "bench", OutboundOp::Kind::Set, "dev/d" + std::to_string(i % keys) + "/v",
-                std::to_string(i), 0});
+  upstream::testing::FakeCloud cloud;
+  std::string dir = (std::filesystem::temp_directory_path() / ("drain_bench_" + std::to_string(getpid()))).string();
+  std::filesystem::remove_all(dir);
+
+  Config config = Config::Parse("upstream:\n  url: " + cloud.url() + "\nroutes:\n"
+                                "  - { name: bench, match: \"bench/**\" }\n  - { name: live, match: \"live/**\" }\n",
+                                "drain_bench.yaml");
   uv_loop_t loop;
   uv_loop_init(&loop);
-  auto t0 = Clock::now();
-  long live_sent = 0;
+  int status = 1;
   {
-    HttpClient http(&loop);
-    auto creds = MakeNoCredentials();
-    DrainerOptions opt;
+    store::StoreOptions so;
+    so.durability = store::Durability::kFsync;
+    so.map_max = 8ull << 30;
+    auto st = store::Store::Open(dir, so, &loop);
+    // Fill the queue: 10,000 writes per committed batch.
+    auto fill0 = Clock::now();
+    for (long i = 0; i < n;) {
+      store::WriteBatch b;
+      for (long j = 0; j < 10000 && i < n; ++j, ++i) {
+        b.Append(Entry("bench", "bench/dev/d" + std::to_string(i % keys) + "/v", std::to_string(i)));
+      }
+      bool done = false;
+      st->Submit(std::move(b), [&](const store::BatchResult& r) {
+        if (!r.status.ok()) std::fprintf(stderr, "fill failed: %s\n", r.status.ToString().c_str()), std::exit(1);
+        done = true;
+      });
+      RunUntil(&loop, [&] { return done; });
+    }
+    std::printf("queued %ld writes in the store in %.1f s\n", n,
+                std::chrono::duration<double>(Clock::now() - fill0).count());
+
+    auto routes = std::make_shared<RouteTable>(config);
+    DeviceApi devices(&loop, *st, routes);
+    TimedBridge bridge(*st, devices, routes);
+    bridge.OnClockEstimate(0, 1, true);
+    upstream::HttpClient http(&loop);
+    auto creds = upstream::MakeNoCredentials();
+    upstream::DrainerOptions opt;
     opt.base_url = cloud.url();
-    opt.limits.max_ops = static_cast<size_t>(batch);
-    opt.limits.max_bytes = 64 << 20;
-    opt.request_timeout_ms = 120000;
-    Drainer drainer(&loop, http, *creds, outbox, {{"bench", "bench"}, {"live", "live"}}, opt);
+    if (batch > 0) opt.limits.max_ops = static_cast<size_t>(batch);
+    std::printf("batch limits: %zu ops, %zu bytes%s\n", opt.limits.max_ops, opt.limits.max_bytes,
+                batch > 0 ? "" : " (tetherd's defaults)");
+    std::vector<upstream::RouteTarget> targets = {{"bench", bridge.RootOf("bench")}, {"live", bridge.RootOf("live")}};
+    upstream::Drainer drainer(&loop, http, *creds, bridge, targets, opt);
+    auto t0 = Clock::now();
     drainer.start();
     auto limit = t0 + std::chrono::minutes(5);
     auto next_sample = t0;
-    // Live writes: paced by the clock, checked every loop turn and every 10 ms.
-    uv_timer_t tick;
+    long live_sent = 0, live_inflight = 0;
+    uv_timer_t tick;  // wakes the loop every 10 ms to pace the live writes
     uv_timer_init(&loop, &tick);
     if (live_rate > 0) uv_timer_start(&tick, [](uv_timer_t*) {}, 10, 10);
-    while ((outbox.pending() > 0 || outbox.live_latency_ms.size() < static_cast<size_t>(live_sent)) &&
+    auto depth = [&] { return st->queue().Totals().entries; };
+    while ((depth() > 0 || live_inflight > 0 || bridge.live_latency_ms.size() < bridge.live_committed.size()) &&
            Clock::now() < limit) {
       uv_run(&loop, UV_RUN_ONCE);
       auto now = Clock::now();
       if (live_rate > 0 && drainer.stats()["bench"].uploaded_ops < static_cast<uint64_t>(n)) {
         long due = static_cast<long>(std::chrono::duration<double>(now - t0).count() * static_cast<double>(live_rate));
-        bool added = false;
-        for (; live_sent < due; ++live_sent, added = true) {
-          outbox.live_added_at.push_back(now);
-          outbox.add({0, "live", OutboundOp::Kind::Set, "sensor/s" + std::to_string(live_sent % 100), std::to_string(live_sent), 0});
+        if (live_sent < due) {
+          store::WriteBatch b;
+          for (; live_sent < due; ++live_sent) {
+            b.Append(Entry("live", "live/sensor/s" + std::to_string(live_sent % 100), std::to_string(live_sent)));
+          }
+          ++live_inflight;
+          st->Submit(std::move(b), [&](const store::BatchResult& r) {
+            --live_inflight;
+            for (uint64_t seq : r.seqs) bridge.live_committed.push_back({seq, Clock::now()});
+            drainer.notify("live");
+          });
         }
-        if (added) drainer.notify("live");
       }
       if (progress && now >= next_sample) {
         std::fprintf(progress, "%.3f %lu\n", std::chrono::duration<double>(now - t0).count(),
@@ -97,30 +161,36 @@ int main(int argc, char** argv) {
       std::fprintf(progress, "%.3f %lu\n", s, static_cast<unsigned long>(drainer.stats()["bench"].uploaded_ops));
       std::fclose(progress);
     }
-    auto st = drainer.stats()["bench"];
-    std::printf("ops=%lu batches=%lu errors=%lu pending=%zu seconds=%.2f ops_per_s=%.0f\n",
-                static_cast<unsigned long>(st.uploaded_ops), static_cast<unsigned long>(st.batches),
-                static_cast<unsigned long>(st.retryable_errors + st.network_errors),
-                outbox.pending(), s, st.uploaded_ops / s);
+    auto stats = drainer.stats()["bench"];
+    std::printf("ops=%lu batches=%lu errors=%lu queued=%lu seconds=%.2f ops_per_s=%.0f\n",
+                static_cast<unsigned long>(stats.uploaded_ops), static_cast<unsigned long>(stats.batches),
+                static_cast<unsigned long>(stats.retryable_errors + stats.network_errors),
+                static_cast<unsigned long>(depth()), s, static_cast<double>(stats.uploaded_ops) / s);
     if (live_rate > 0) {
-      auto lat = outbox.live_latency_ms;
+      auto lat = bridge.live_latency_ms;
       std::sort(lat.begin(), lat.end());
       auto pct = [&](double p) { return lat.empty() ? -1.0 : lat[std::min(lat.size() - 1, static_cast<size_t>(p * lat.size()))]; };
       std::printf("live writes during the drain: %ld at %ld/s, confirmed %zu, latency p50 %.0f ms, p99 %.0f ms, max %.0f ms\n",
                   live_sent, live_rate, lat.size(), pct(0.5), pct(0.99), lat.empty() ? -1.0 : lat.back());
     }
     drainer.stop();
+    bool drained = depth() == 0;
+    devices.Close();
+    st->Close();
+    uv_run(&loop, UV_RUN_NOWAIT);
+    auto last = cloud.get("/bench/dev/d" + std::to_string((n - 1) % keys) + "/v");
+    std::printf("last value check: %s (want %ld)\n", last.dump().c_str(), n - 1);
+    bool live_ok = true;
+    if (live_sent > 0) {
+      long l = live_sent - 1;
+      auto v = cloud.get("/live/sensor/s" + std::to_string(l % 100));
+      std::printf("last live value check: %s (want %ld)\n", v.dump().c_str(), l);
+      live_ok = v == l;
+    }
+    status = drained && last == n - 1 && stats.uploaded_ops == static_cast<uint64_t>(n) && live_ok ? 0 : 1;
   }
   uv_run(&loop, UV_RUN_NOWAIT);
   uv_loop_close(&loop);
-  auto last = cloud.get("/bench/dev/d" + std::to_string((n - 1) % keys) + "/v");
-  std::printf("last value check: %s (want %ld)\n", last.dump().c_str(), n - 1);
-  bool live_ok = true;
-  if (live_sent > 0) {
-    long l = live_sent - 1;
-    auto v = cloud.get("/live/sensor/s" + std::to_string(l % 100));
-    std::printf("last live value check: %s (want %ld)\n", v.dump().c_str(), l);
-    live_ok = v == l;
-  }
-  return outbox.pending() == 0 && last == n - 1 && live_ok ? 0 : 1;
+  std::filesystem::remove_all(dir);
+  return status;
 }

@@ -7,7 +7,11 @@ object {"op": ...}:
   dump                       -> the whole tree
   log                        -> [{"method","path","query","body"}...] of data writes
   reads                      -> [{"path","query"}...] of plain (non-stream) GETs
-  fail {"status":N,"count":C,"path":"substr"}   next C matching requests answer N (401/429/5xx...)
+  attempts                   -> [{"method","path","query","t_ms","status"}...] of every data request,
+                                failed or injected ones included (t_ms: arrival, real time)
+  streams                    -> {"/path": n} streams open now
+  fail {"status":N,"count":C,"path":"substr","method":M}   next C matching requests (path
+                             substring, optional method) answer N (401/429/5xx...)
   reject {"status":400,"contains":"text"}       writes whose body contains text answer status
                                                 (persistent until reset)
   lose_replies {"count":C,"path":"substr","status":S}  the next C writes matching are APPLIED but
@@ -21,7 +25,9 @@ object {"op": ...}:
   keepalive {"ms":M}         keep-alive period (default 30000)
   secret {"value":s}         require auth=s or access_token=s (null = no auth)
   tokens {"values":[...]}    accepted access tokens
-POST /_oauth/token: jwt-bearer grant (form body) -> {"access_token": new accepted token}
+  token_ttl {"s":N}          tokens issued from now on expire after N s (then 401); default 3600
+POST /_oauth/token: jwt-bearer grant (form body) -> {"access_token": new accepted token,
+                             "expires_in": token_ttl}
   down {"ms":M}              close the listener for M ms (connections refused)
 CLI: --port 0 prints the chosen port as the first stdout line. --secret S requires auth.
 Queries on GET: orderBy="$key"|"$value"|"<child>", startAt/endAt/equalTo (JSON), limitToFirst/Last,
@@ -44,14 +50,15 @@ STATE = {}
 
 def reset_state():
     STATE.update(data=None, log=[], fails=[], rejects=[], slow_ms=0, skew_ms=0, keepalive_ms=30000,
-                 silence=False, stream_gen=0, etag_gen=0, reads=[], lose=[])
+                 silence=False, stream_gen=0, etag_gen=0, reads=[], lose=[], attempts=[], streams={},
+                 token_ttl=3600)
 
 
 reset_state()
 CONNECTIONS = set()  # open client sockets, so `down` can reset them  # (handler, path, queue condition) registered streams
 STREAM_COND = threading.Condition(LOCK)
 EVENTS = []  # list of (seq, path, kind, path_rel_root, data) appended on writes
-SECRET = {"value": None, "tokens": set()}
+SECRET = {"value": None, "tokens": {}}  # tokens: token -> expiry (time.time()), None = never
 
 
 def split(path):
@@ -226,6 +233,8 @@ class Handler(BaseHTTPRequestHandler):
             pass
 
     def reply(self, status, body=None, headers=None):
+        if getattr(self, "attempt", None) is not None:
+            self.attempt["status"] = status
         raw = json.dumps(body, separators=(",", ":")).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -259,16 +268,22 @@ class Handler(BaseHTTPRequestHandler):
                 reset_state()
                 EVENTS.clear()
                 SECRET["value"] = SERVER_ARGS.secret
-                SECRET["tokens"] = set()
+                SECRET["tokens"] = {}
             elif op == "dump":
                 return self.reply(200, STATE["data"])
             elif op == "log":
                 return self.reply(200, STATE["log"])
             elif op == "reads":
                 return self.reply(200, STATE["reads"])
+            elif op == "attempts":
+                return self.reply(200, STATE["attempts"])
+            elif op == "streams":
+                return self.reply(200, {k: n for k, n in STATE["streams"].items() if n})
+            elif op == "token_ttl":
+                STATE["token_ttl"] = req["s"]
             elif op == "fail":
                 STATE["fails"].append({"status": req["status"], "count": req.get("count", 1),
-                                       "path": req.get("path", "")})
+                                       "path": req.get("path", ""), "method": req.get("method")})
             elif op == "lose_replies":
                 STATE["lose"].append({"status": req.get("status", 0), "count": req.get("count", 1),
                                       "path": req.get("path", "")})
@@ -291,7 +306,7 @@ class Handler(BaseHTTPRequestHandler):
             elif op == "secret":
                 SECRET["value"] = req.get("value")
             elif op == "tokens":
-                SECRET["tokens"] = set(req.get("values", []))
+                SECRET["tokens"] = {t: None for t in req.get("values", [])}
             elif op == "down":
                 self.close_connection = True
                 threading.Thread(target=go_down, args=(req["ms"], self.connection), daemon=True).start()
@@ -309,23 +324,33 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             STATE["etag_gen"] += 1
             tok = "sa-token-%d" % STATE["etag_gen"]
-            SECRET["tokens"].add(tok)
+            ttl = STATE["token_ttl"]
+            SECRET["tokens"][tok] = time.time() + ttl
             STATE["log"].append({"method": "TOKEN", "path": "/_oauth/token", "query": "",
-                                 "body": {"assertion": assertion}})
-        self.reply(200, {"access_token": tok, "expires_in": 3600, "token_type": "Bearer"})
+                                 "body": {"assertion": assertion}, "t_ms": int(time.time() * 1000)})
+        self.reply(200, {"access_token": tok, "expires_in": ttl, "token_type": "Bearer"})
 
     def authorized(self, query):
         if SECRET["value"] is None and not SECRET["tokens"]:
             return True
         auth = query.get("auth", [None])[0]
         tok = query.get("access_token", [None])[0]
-        return (auth is not None and auth == SECRET["value"]) or (tok is not None and tok in SECRET["tokens"])
+        if auth is not None and auth == SECRET["value"]:
+            return True
+        if tok is None or tok not in SECRET["tokens"]:
+            return False
+        expiry = SECRET["tokens"][tok]
+        return expiry is None or time.time() < expiry
 
     def handle_data(self, method):
         url = urllib.parse.urlsplit(self.path)
         query = urllib.parse.parse_qs(url.query)
         raw = self.body()
         path = urllib.parse.unquote(url.path)
+        self.attempt = {"method": method, "path": path, "query": url.query,
+                        "t_ms": int(time.time() * 1000), "status": None}
+        with LOCK:
+            STATE["attempts"].append(self.attempt)
         if not path.endswith(".json"):
             return self.reply(404, {"error": "not found"})
         parts = split(path[:-5])
@@ -333,7 +358,7 @@ class Handler(BaseHTTPRequestHandler):
             slow = STATE["slow_ms"]
             status = None
             for f in STATE["fails"]:
-                if f["count"] > 0 and f["path"] in path:
+                if f["count"] > 0 and f["path"] in path and f["method"] in (None, method):
                     f["count"] -= 1
                     status = f["status"]
                     break
@@ -357,7 +382,8 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             if method != "GET":
                 STATE["log"].append({"method": method, "path": "/" + "/".join(parts),
-                                     "query": url.query, "body": body})
+                                     "query": url.query, "body": body,
+                                     "t_ms": int(time.time() * 1000) + STATE["skew_ms"]})
             cur = get_at(STATE["data"], parts)
             cur_etag = etag_of(cur)
             if method == "GET":
@@ -420,6 +446,7 @@ class Handler(BaseHTTPRequestHandler):
                 return
             return self.reply(lost, {"error": "injected after applying"})
         if silent:
+            self.attempt["status"] = 204
             self.send_response(204)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -427,6 +454,17 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(200, result)
 
     def stream(self, parts):
+        key = "/" + "/".join(parts)
+        with LOCK:
+            STATE["streams"][key] = STATE["streams"].get(key, 0) + 1
+            self.attempt["status"] = 200
+        try:
+            self.stream_events(parts)
+        finally:
+            with LOCK:
+                STATE["streams"][key] = STATE["streams"].get(key, 1) - 1
+
+    def stream_events(self, parts):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")

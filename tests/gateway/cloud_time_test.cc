@@ -21,8 +21,7 @@ TEST(EventCloudTime, SameBootUsesElapsedBootTimeSoWallClockJumpsDoNotMatter) {
   const int64_t real_event = 1'700'000'000'000;
   store::QueueEntry e = Entry(real_event, 10'000, "boot-a", std::nullopt);
   int64_t wall_now = real_event + 5'000 - 3'600'000;  // jumped back 1 h
-  int64_t t = EventCloudTimeMs(e, wall_now, 15'000, "boot-a", 3'600'000);
-  EXPECT_EQ(t, real_event);
+  EXPECT_EQ(EventCloudTimeMs(e, wall_now, 15'000, "boot-a", 3'600'000), real_event);
 }
 
 TEST(EventCloudTime, OfflineBootWithoutRtcGetsTheRightTimeOnceTheCloudIsReached) {
@@ -30,8 +29,9 @@ TEST(EventCloudTime, OfflineBootWithoutRtcGetsTheRightTimeOnceTheCloudIsReached)
   // the cloud at boottime 80 s, which reveals its wall clock is off by `skew`.
   const int64_t skew = 1'700'000'000'000;
   store::QueueEntry e = Entry(20'000, 20'000, "boot-b", std::nullopt);
-  int64_t t = EventCloudTimeMs(e, /*wall_now=*/80'000, /*boottime_now=*/80'000, "boot-b", skew);
-  EXPECT_EQ(t, skew + 20'000);
+  EXPECT_EQ(EventCloudTimeMs(e, /*wall_now=*/80'000, /*boottime_now=*/80'000, "boot-b", skew), skew + 20'000);
+  // Until the cloud was reached there is no way to know: the write waits.
+  EXPECT_EQ(EventCloudTimeMs(e, 80'000, 80'000, "boot-b", std::nullopt), std::nullopt);
 }
 
 TEST(EventCloudTime, AfterARebootFallsBackToTheWallTimeAndOffsetOfTheEvent) {
@@ -39,6 +39,17 @@ TEST(EventCloudTime, AfterARebootFallsBackToTheWallTimeAndOffsetOfTheEvent) {
   EXPECT_EQ(EventCloudTimeMs(e, 9'000'000, 10, "new-boot", 999), 1'000'250);
   store::QueueEntry unknown = Entry(1'000'000, 50, "old-boot", std::nullopt);
   EXPECT_EQ(EventCloudTimeMs(unknown, 9'000'000, 10, "new-boot", 999), 1'000'999) << "best estimate known now";
+  EXPECT_EQ(EventCloudTimeMs(unknown, 9'000'000, 10, "new-boot", std::nullopt), std::nullopt);
+}
+
+TEST(EventCloudTime, SameBootWithoutACurrentEstimateUsesTheOffsetSavedWithTheWrite) {
+  // The write was made while an estimate existed (offset 400); the link has since been lost, and
+  // the wall clock was stepped by 10 s afterwards. Wall time and offset were both taken at the
+  // event, so the step after it does not matter.
+  store::QueueEntry e = Entry(5'000'000, 1'000, "boot-c", 400);
+  EXPECT_EQ(EventCloudTimeMs(e, 5'000'000 + 2'000 + 10'000, 3'000, "boot-c", std::nullopt), 5'000'400);
+  // A current estimate measured after the step is preferred: elapsed boot time, then corrected.
+  EXPECT_EQ(EventCloudTimeMs(e, 5'012'000, 3'000, "boot-c", 400 - 10'000), 5'000'400);
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
 #include "gateway/config.h"
+#include "gateway/auth_override.h"
 
 #include <gtest/gtest.h>
 
@@ -86,6 +87,12 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"log:\n  level: loud\n", "t.yaml:2:10: log.level: 'loud' is not one of: trace, debug, info, warn, error"},
         BadCase{"upstream:\n  url: ftp://x\n", "t.yaml:2:8: upstream.url: must start with https:// (or http:// for a local test cloud)"},
         BadCase{"upstream:\n  secret_file: /x\n", "t.yaml:2:3: upstream.url: required key is missing"},
+        BadCase{"upstream:\n  url: http://h\n  auth_variable_override: '{\"uid\":\"{dev}\"}'\n",
+                "t.yaml:3:27: upstream.auth_variable_override: unknown placeholder {dev} (known: {device}, {app}, {gateway})"},
+        BadCase{"upstream:\n  url: http://h\n  auth_variable_override: maybe\n",
+                "t.yaml:3:27: upstream.auth_variable_override: expected true or false, got 'maybe'"},
+        BadCase{"upstream:\n  url: http://h\n  observe_streams: 5000\n",
+                "t.yaml:3:20: upstream.observe_streams: 5000 is out of range [0, 1000]"},
         BadCase{"device: [1, 2]\n", "t.yaml:1:9: device: expected a mapping"},
         BadCase{"dtls:\n  listen: \"0.0.0.0:5684\"\n", "t.yaml:2:3: dtls: give keys_file, master_key_file or both"},
         BadCase{"dtls:\n  keys_file: /k\n  max_live_sessions: 0\n",
@@ -130,7 +137,23 @@ TEST(Config, RoutesWithVariablesAndAccess) {
   ASSERT_TRUE(c.upstream);
   EXPECT_EQ(c.upstream->url, "http://127.0.0.1:9000");
   EXPECT_EQ(c.upstream->presence_path, "/.gateways/gw1");
+  EXPECT_EQ(c.upstream->auth_variable_override, "") << "off by default";
+  EXPECT_EQ(c.upstream->observe_streams, 32u);
+  EXPECT_EQ(c.upstream->observe_poll_interval.count(), 30000);
   EXPECT_EQ(c.apps[0].auth.tokens[0].device, "d1");
+}
+
+TEST(Config, AuthVariableOverrideIsOffTrueOrATemplate) {
+  auto with = [](const std::string& v) {
+    return ParseOk("upstream:\n  url: http://h\n  auth_variable_override: " + v + "\n").upstream->auth_variable_override;
+  };
+  EXPECT_EQ(with("false"), "");
+  EXPECT_EQ(with("true"), AuthOverride::kDefault);
+  EXPECT_EQ(with("'{\"uid\":\"{app}/{device}\"}'"), R"({"uid":"{app}/{device}"})");
+  Config c = ParseOk("upstream:\n  url: http://h\n  observe_streams: 0\n  observe_poll_interval: 5s\n  ca_file: /ca.pem\n");
+  EXPECT_EQ(c.upstream->observe_streams, 0u);
+  EXPECT_EQ(c.upstream->observe_poll_interval.count(), 5000);
+  EXPECT_EQ(c.upstream->ca_file, "/ca.pem");
 }
 
 TEST(Config, MissingFileIsAClearError) {

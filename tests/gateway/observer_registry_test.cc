@@ -63,5 +63,20 @@ TEST(ObserverRegistry, DigestDistinguishesSnapshots) {
   EXPECT_EQ(SnapshotDigest("abc"), SnapshotDigest("abc"));
 }
 
+TEST(ObserverRegistry, PathHookSeesTheFirstAndTheLastObserverOfAPath) {
+  ObserverRegistry r;
+  std::vector<std::string> events;
+  r.SetPathHook([&](const std::string& p, bool on) { events.push_back((on ? "+" : "-") + p); });
+  r.Add(O(1, "s1", "a"));
+  r.Add(O(2, "s2", "a"));
+  r.Add(O(3, "s2", "b"));
+  r.Add(O(1, "s1", "a"));  // the engine re-registers the same observer: no churn
+  r.Remove(1);
+  r.Remove(2);
+  r.Remove(2);  // unknown now: nothing
+  r.Add(O(3, "s2", "c"));  // the same id moved to another path
+  EXPECT_EQ(events, (std::vector<std::string>{"+a", "+b", "-a", "-b", "+c"}));
+}
+
 }  // namespace
 }  // namespace tether

@@ -4,6 +4,8 @@
 
 #include <vector>
 
+#include "upstream/db_url.h"
+
 namespace tether::upstream {
 namespace {
 
@@ -97,6 +99,40 @@ TEST(BatchBuilder, ServerTimestampsNested) {
   ResolveServerTimestamps(v, 99);
   EXPECT_EQ(v["a"][0], 99);
   EXPECT_TRUE(v["b"].contains(".sv"));
+}
+
+TEST(BatchBuilder, ABatchNeverMixesIdentities) {
+  // Writes of two devices uploaded with auth_variable_override: one request is evaluated as one
+  // identity, so the batch ends where the device changes, even though the paths do not overlap.
+  std::vector<OutboundOp> ops = {Op(1, K::Set, "d1/a", "1"), Op(2, K::Set, "d1/b", "2"),
+                                 Op(3, K::Set, "d2/a", "3"), Op(4, K::Set, "d1/c", "4")};
+  ops[0].auth_override = ops[1].auth_override = ops[3].auth_override = R"({"uid":"d1"})";
+  ops[2].auth_override = R"({"uid":"d2"})";
+  Batch b = BuildBatch(ops, {});
+  EXPECT_EQ(b.op_count, 2u);
+  EXPECT_EQ(b.last_seq, 2u);
+  Batch second = BuildBatch(std::span(ops).subspan(2), {});
+  EXPECT_EQ(second.op_count, 1u);
+  for (auto& op : ops) op.auth_override.clear();
+  EXPECT_EQ(BuildBatch(ops, {}).op_count, 4u) << "without overrides they share a batch";
+}
+
+TEST(BatchBuilder, TimestampsWithoutAnEventTimeAreLeftToTheCloud) {
+  std::vector<OutboundOp> ops = {Op(1, K::Set, "a", R"({"t":{".sv":"timestamp"}})"),
+                                 Op(2, K::Set, "b", R"({"t":{".sv":"timestamp"}})", 99)};
+  ops[0].event_time_ms = std::nullopt;  // arrival-time route
+  Batch b = BuildBatch(ops, {});
+  EXPECT_EQ(b.body, nlohmann::json::parse(R"({"a":{"t":{".sv":"timestamp"}},"b":{"t":99}})"));
+}
+
+TEST(DatabaseUrl, EncodesEverySegmentOnce) {
+  EXPECT_EQ(DatabaseUrl("http://h:1", ""), "http://h:1/.json");
+  EXPECT_EQ(DatabaseUrl("http://h:1", "/a/b/", "print=silent"), "http://h:1/a/b.json?print=silent");
+  EXPECT_EQ(DatabaseUrl("http://h:1", "a b/q?x/amp&y/pct%41/plus+z"),
+            "http://h:1/a%20b/q%3Fx/amp%26y/pct%2541/plus%2Bz.json");
+  EXPECT_EQ(EncodeDatabasePath("\xc3\xbc/\xe6\x97\xa5"), "%C3%BC/%E6%97%A5");  // UTF-8 bytes
+  EXPECT_EQ(EncodeDatabasePath("a//b"), "a/b");
+  EXPECT_EQ(EncodeDatabasePath("-Nab_c~1"), "-Nab_c~1") << "unreserved characters stay";
 }
 
 }  // namespace

@@ -76,16 +76,16 @@ TEST(Credentials, ServiceAccountExchangesJwtForAccessToken) {
   {
     HttpClient http(&loop);
     std::string error;
-    auto creds = MakeServiceAccount(http, key.dump(), &error);
+    auto creds = MakeServiceAccount(&loop, http, key.dump(), &error);
     ASSERT_TRUE(creds) << error;
-    EXPECT_EQ(creds->query(), "");
+    EXPECT_EQ(creds->query(), "") << "no token before the loop ran";
     int calls = 0;
     bool changed = false;
     creds->refresh([&](bool c) { ++calls, changed = c; });
     auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (calls == 0 && std::chrono::steady_clock::now() < end) uv_run(&loop, UV_RUN_ONCE);
     EXPECT_TRUE(changed);
-    EXPECT_EQ(creds->query(), "access_token=sa-token-1");
+    EXPECT_EQ(creds->query(), "access_token=sa-token-1") << "refresh() joined the fetch started at construction";
     auto log = cloud.control({{"op", "log"}});
     ASSERT_EQ(log.size(), 1u);
     std::string assertion = log[0]["body"]["assertion"];
@@ -95,7 +95,61 @@ TEST(Credentials, ServiceAccountExchangesJwtForAccessToken) {
     EXPECT_NE(claims["scope"].get<std::string>().find("auth/firebase.database"), std::string::npos);
     EXPECT_NE(claims["scope"].get<std::string>().find("userinfo.email"), std::string::npos);
     EXPECT_EQ(claims["exp"].get<int64_t>() - claims["iat"].get<int64_t>(), 3600);
-    EXPECT_EQ(MakeServiceAccount(http, "{}", &error), nullptr);
+    EXPECT_EQ(MakeServiceAccount(&loop, http, "{}", &error), nullptr);
+  }
+  uv_run(&loop, UV_RUN_NOWAIT);
+  EXPECT_EQ(uv_loop_close(&loop), 0);
+}
+
+TEST(Credentials, ServiceAccountFetchesItsFirstTokenAtOnceAndReplacesItBeforeItExpires) {
+  testing::FakeCloud cloud;
+  cloud.control({{"op", "token_ttl"}, {"s", 2}});  // short-lived tokens; expired ones get 401
+  std::string pem = GenerateRsaKeyPem();
+  nlohmann::json key = {{"client_email", "sa@x.iam.gserviceaccount.com"}, {"private_key", pem},
+                        {"token_uri", cloud.url() + "/_oauth/token"}};
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  {
+    HttpClient http(&loop);
+    std::string error;
+    auto creds = MakeServiceAccount(&loop, http, key.dump(), &error);
+    ASSERT_TRUE(creds) << error;
+    auto run_until = [&](const std::function<bool()>& done, std::chrono::milliseconds limit) {
+      auto end = std::chrono::steady_clock::now() + limit;
+      while (!done() && std::chrono::steady_clock::now() < end) uv_run(&loop, UV_RUN_ONCE);
+      return done();
+    };
+    // Nobody calls refresh(): the first token comes by itself.
+    ASSERT_TRUE(run_until([&] { return !creds->query().empty(); }, std::chrono::seconds(5)));
+    // Requests made with whatever token is current for 5 s (2.5 lifetimes) are all accepted.
+    int ok = 0, unauthorized = 0, pending = 0;
+    uv_timer_t tick;
+    uv_timer_init(&loop, &tick);
+    auto t0 = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5)) {
+      HttpRequest req;
+      req.url = cloud.url() + "/probe.json?" + creds->query();
+      ++pending;
+      http.start(req, [&](HttpResponse r) {
+        --pending;
+        (r.status == 200 ? ok : unauthorized)++;
+      });
+      uv_timer_start(&tick, [](uv_timer_t*) {}, 100, 0);
+      run_until([&] { return !uv_is_active(reinterpret_cast<uv_handle_t*>(&tick)); }, std::chrono::seconds(1));
+    }
+    ASSERT_TRUE(run_until([&] { return pending == 0; }, std::chrono::seconds(5)));
+    uv_close(reinterpret_cast<uv_handle_t*>(&tick), nullptr);
+    EXPECT_GT(ok, 20);
+    EXPECT_EQ(unauthorized, 0) << "a token was used after it expired";
+    std::vector<int64_t> issued;
+    for (auto& e : cloud.control({{"op", "log"}})) {
+      if (e["method"] == "TOKEN") issued.push_back(e["t_ms"].get<int64_t>());
+    }
+    ASSERT_GE(issued.size(), 4u) << "2 s tokens over 5 s: refreshed, not fetched once";
+    for (size_t i = 1; i < issued.size(); ++i) {
+      EXPECT_LT(issued[i] - issued[i - 1], 1900) << "each token replaced before it expired";
+      EXPECT_GT(issued[i] - issued[i - 1], 500) << "but not hammered";
+    }
   }
   uv_run(&loop, UV_RUN_NOWAIT);
   EXPECT_EQ(uv_loop_close(&loop), 0);

@@ -49,8 +49,8 @@ class DrainerTest : public ::testing::Test {
              DrainerOptions opt = {}) {
     http_ = std::make_unique<HttpClient>(&loop_);
     opt.base_url = cloud.url();
-    opt.backoff_initial_ms = 50;
-    opt.backoff_max_ms = 400;
+    if (opt.backoff_initial_ms == DrainerOptions{}.backoff_initial_ms) opt.backoff_initial_ms = 50;
+    if (opt.backoff_max_ms == DrainerOptions{}.backoff_max_ms) opt.backoff_max_ms = 400;
     opt.poll_interval_ms = 50;
     drainer_ = std::make_unique<Drainer>(&loop_, *http_, creds, outbox_, std::move(routes), opt);
     drainer_->start();
@@ -116,9 +116,7 @@ TEST_F(DrainerTest, EverythingArrivesOnceInOrderAcrossRoutes) {
   auto creds = MakeDatabaseSecret("s3cret");
   AddWrites("a", 3000);
   AddWrites("b", 500, 3);  // few keys: many small batches
-  DrainerOptions opt;
-  opt.auth_variable_override = R"({"uid":"gw-1"})";
-  Start(cloud, *creds, {{"a", "fleet/a"}, {"b", "fleet/b"}}, opt);
+  Start(cloud, *creds, {{"a", "fleet/a"}, {"b", "fleet/b"}});
   ASSERT_TRUE(RunUntil(&loop_, [&] { return outbox_.pending() == 0; }));
   ExpectOnceInOrder(cloud, "/fleet/a", 3000);
   ExpectOnceInOrder(cloud, "/fleet/b", 500);
@@ -130,7 +128,7 @@ TEST_F(DrainerTest, EverythingArrivesOnceInOrderAcrossRoutes) {
   std::string query = cloud.control({{"op", "log"}})[0]["query"];
   EXPECT_NE(query.find("print=silent"), std::string::npos);
   EXPECT_NE(query.find("auth=s3cret"), std::string::npos);
-  EXPECT_NE(query.find("auth_variable_override=%7B%22uid%22%3A%22gw-1%22%7D"), std::string::npos);
+  EXPECT_EQ(query.find("auth_variable_override"), std::string::npos) << "ops without an override";
   EXPECT_GT(st["b"].batches, 100u);
 }
 
@@ -255,6 +253,112 @@ TEST_F(DrainerTest, ConditionalOpsUseIfMatchAndReportConflicts) {
   // Setup, then the set, two conditional PUTs (b is never written), and the last set.
   EXPECT_EQ(methods, (std::vector<std::string>{"PUT /cas/a", "PUT /cas/b", "PATCH /cas", "PUT /cas/a", "PUT /cas/c",
                                                "PATCH /cas"}));
+}
+
+// The auth_variable_override parameter of a logged request's query, decoded ("" when absent).
+std::string OverrideOf(const std::string& query) {
+  size_t at = query.find("auth_variable_override=");
+  if (at == std::string::npos) return "";
+  std::string enc = query.substr(at + 23, query.find('&', at) - at - 23), out;
+  for (size_t i = 0; i < enc.size(); ++i) {
+    if (enc[i] == '%' && i + 2 < enc.size()) {
+      out.push_back(static_cast<char>(std::stoi(enc.substr(i + 1, 2), nullptr, 16)));
+      i += 2;
+    } else {
+      out.push_back(enc[i]);
+    }
+  }
+  return out;
+}
+
+TEST_F(DrainerTest, EachRequestIsEvaluatedAsTheDeviceThatMadeItsWrites) {
+  FakeCloud cloud("--secret s3cret");
+  auto creds = MakeDatabaseSecret("s3cret");
+  auto as = [](const std::string& d) { return R"({"uid":")" + d + R"("})"; };
+  const char* owner[] = {"d1", "d1", "d2", "d2", "d1"};
+  for (int i = 0; i < 5; ++i) {
+    OutboundOp op{0, "r", K::Set, "k" + std::to_string(i), std::to_string(i), 0};
+    op.auth_override = as(owner[i]);
+    outbox_.add(op);
+  }
+  OutboundOp cas{0, "r", K::Conditional, "c", R"({"value":7})", 0};
+  cas.auth_override = as("d3");
+  outbox_.add(cas);
+  OutboundOp anonymous{0, "r", K::Set, "k9", "9", 0};
+  anonymous.auth_override = "null";  // no device id: evaluated as an unauthenticated client
+  outbox_.add(anonymous);
+  Start(cloud, *creds, {{"r", "fleet"}});
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return outbox_.pending() == 0; }));
+  std::vector<std::string> got;
+  for (auto& e : cloud.control({{"op", "log"}})) {
+    std::string keys;
+    if (e["method"] == "PATCH") {
+      for (auto& [k, v] : e["body"].items()) keys += k + ",";
+    }
+    got.push_back(e["method"].get<std::string>() + " " + e["path"].get<std::string>() + " " + keys + " " +
+                  OverrideOf(e["query"]));
+    EXPECT_NE(e["query"].get<std::string>().find("auth=s3cret"), std::string::npos) << "the gateway's credential too";
+  }
+  EXPECT_EQ(got, (std::vector<std::string>{"PATCH /fleet k0,k1, " + as("d1"), "PATCH /fleet k2,k3, " + as("d2"),
+                                           "PATCH /fleet k4, " + as("d1"), "PUT /fleet/c  " + as("d3"),
+                                           "PATCH /fleet k9, null"}));
+  // The read before the conditional write is the gateway's own (it implements the compare).
+  auto reads = cloud.control({{"op", "reads"}});
+  ASSERT_EQ(reads.size(), 1u);
+  EXPECT_EQ(reads[0]["path"], "/fleet/c");
+  EXPECT_EQ(OverrideOf(reads[0]["query"]), "");
+  EXPECT_EQ(cloud.control({{"op", "dump"}})["fleet"]["c"], 7);
+}
+
+TEST_F(DrainerTest, BackoffDelaysGrowExponentiallyWithJitterWithinBounds) {
+  FakeCloud cloud;
+  auto creds = MakeNoCredentials();
+  constexpr int kFailures = 6;
+  cloud.control({{"op", "fail"}, {"status", 503}, {"count", kFailures}});
+  outbox_.add({0, "a", K::Set, "x", "1", 0});
+  DrainerOptions opt;
+  opt.backoff_initial_ms = 100;
+  opt.backoff_max_ms = 800;
+  opt.poll_interval_ms = 60000;  // only the backoff timer may send the retries
+  Start(cloud, *creds, {{"a", "r"}}, opt);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return outbox_.pending() == 0; }));
+  std::vector<int64_t> at;
+  for (auto& a : cloud.control({{"op", "attempts"}})) {
+    if (a["path"] == "/r.json") at.push_back(a["t_ms"].get<int64_t>());
+  }
+  ASSERT_EQ(at.size(), static_cast<size_t>(kFailures + 1));
+  std::vector<int64_t> gaps;
+  for (size_t i = 1; i < at.size(); ++i) gaps.push_back(at[i] - at[i - 1]);
+  // Retry i waits a uniform delay in [cap/2, cap], cap = min(max, initial * 2^i); the request
+  // itself adds a few ms on a loaded machine.
+  bool all_at_an_edge = true;
+  for (size_t i = 0; i < gaps.size(); ++i) {
+    int64_t cap = std::min<int64_t>(800, int64_t{100} << i);
+    EXPECT_GE(gaps[i], cap / 2 - 2) << "retry " << i;
+    EXPECT_LE(gaps[i], cap + 150) << "retry " << i;
+    if (i > 0 && i < 4) {
+      EXPECT_GE(gaps[i], gaps[i - 1] - 5) << "delays grow until the cap";
+    }
+    all_at_an_edge = all_at_an_edge && (std::llabs(gaps[i] - cap / 2) < 3 || std::llabs(gaps[i] - cap) < 3);
+  }
+  EXPECT_FALSE(all_at_an_edge) << "jittered delays are spread over [cap/2, cap]";
+  EXPECT_EQ(drainer_->stats()["a"].retryable_errors, static_cast<uint64_t>(kFailures));
+}
+
+TEST_F(DrainerTest, KeysThatNeedPercentEncodingReachTheirPaths) {
+  FakeCloud cloud;
+  auto creds = MakeNoCredentials();
+  const std::string root = "odd root/\xc3\xbc+%";
+  outbox_.add({0, "r", K::Set, "a b", "1", 0});
+  outbox_.add({0, "r", K::Update, "q?x", R"({"amp&y":2})", 0});
+  outbox_.add({0, "r", K::Conditional, "pct%41", R"({"value":3})", 0});
+  outbox_.add({0, "r", K::Set, "\xe6\x97\xa5", "4", 0});
+  Start(cloud, *creds, {{"r", root}});
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return outbox_.pending() == 0; }));
+  EXPECT_EQ(cloud.control({{"op", "dump"}}),
+            nlohmann::json::parse("{\"odd root\":{\"\xc3\xbc+%\":{\"a b\":1,\"q?x\":{\"amp&y\":2},\"pct%41\":3,"
+                                  "\"\xe6\x97\xa5\":4}}}"));
+  EXPECT_TRUE(outbox_.dead.empty());
 }
 
 }  // namespace

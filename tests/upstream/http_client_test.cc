@@ -126,5 +126,32 @@ TEST_F(HttpClientTest, RequestsTimeOutWhenTheServerNeverAnswers) {
   EXPECT_LT(took, std::chrono::seconds(5)) << "the timeout was not applied";
 }
 
+TEST_F(HttpClientTest, RequestsStartedFromAStreamCallbackRun) {
+  // libcurl refuses multi calls from inside its callbacks; the client defers them.
+  testing::FakeCloud cloud;
+  cloud.request("PUT", "/s.json", "1");
+  HttpClient http(&loop_);
+  std::optional<HttpResponse> nested;
+  bool started = false;
+  HttpRequest stream;
+  stream.url = cloud.url() + "/s.json";
+  stream.headers = {"Accept: text/event-stream"};
+  stream.stream = true;
+  stream.on_data = [&](std::string_view) {
+    if (started) return;
+    started = true;
+    HttpRequest get;
+    get.url = cloud.url() + "/s.json";
+    http.start(get, [&](HttpResponse r) { nested = std::move(r); });
+  };
+  auto id = http.start(stream, [](HttpResponse) {});
+  auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!nested && std::chrono::steady_clock::now() < end) uv_run(&loop_, UV_RUN_ONCE);
+  http.cancel(id);
+  ASSERT_TRUE(nested) << "the request started inside on_data never completed";
+  EXPECT_EQ(nested->status, 200);
+  EXPECT_EQ(nested->body, "1");
+}
+
 }  // namespace
 }  // namespace tether::upstream

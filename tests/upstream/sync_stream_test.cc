@@ -141,5 +141,80 @@ TEST_F(SyncStreamTest, GetWithEtag) {
   EXPECT_TRUE(got.value.is_null());
 }
 
+// A credential that is stale until refreshed: query() never fixes itself, so only a refresh
+// after a 401 can make requests pass.
+class RotatingToken : public Credentials {
+ public:
+  std::string query() override { return "access_token=tok" + std::to_string(generation_); }
+  void refresh(std::function<void(bool)> done) override {
+    ++refreshes;
+    ++generation_;
+    done(true);
+  }
+  int refreshes = 0;
+
+ private:
+  int generation_ = 0;
+};
+
+TEST_F(SyncStreamTest, UnauthorizedStreamRefreshesTheCredentialThenConnects) {
+  FakeCloud cloud;
+  cloud.control({{"op", "tokens"}, {"values", {"tok1"}}});  // tok0 is stale
+  cloud.request("PUT", "/cfg.json?access_token=tok1", R"({"a":1})");
+  RotatingToken creds;
+  SyncStreamOptions opt{cloud.url(), "cfg", 60000, 50, 200};
+  stream_ = std::make_unique<SyncStream>(&loop_, *http_, creds, opt, [this](const FirebaseEvent& e, bool full) {
+    seen_.push_back({e, full});
+  });
+  stream_->start();
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return seen_.size() == 1; }));
+  EXPECT_EQ(creds.refreshes, 1);
+  EXPECT_TRUE(seen_[0].full);
+  EXPECT_EQ(seen_[0].event.data["a"], 1);
+}
+
+TEST_F(SyncStreamTest, GetRefreshesTheCredentialOnceAfterA401) {
+  FakeCloud cloud;
+  cloud.control({{"op", "tokens"}, {"values", {"tok1"}}});
+  cloud.request("PUT", "/dev.json?access_token=tok1", "5");
+  RotatingToken creds;
+  GetResult got;
+  bool done = false;
+  RestGet(*http_, creds, cloud.url(), "dev", 5000, false, [&](GetResult r) { got = std::move(r), done = true; });
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return done; }));
+  EXPECT_TRUE(got.ok) << got.error;
+  EXPECT_EQ(got.value, 5);
+  EXPECT_EQ(creds.refreshes, 1);
+  cloud.control({{"op", "tokens"}, {"values", {"other"}}});  // no refresh helps now: one retry, then 401
+  done = false;
+  RestGet(*http_, creds, cloud.url(), "dev", 5000, false, [&](GetResult r) { got = std::move(r), done = true; });
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return done; }));
+  EXPECT_FALSE(got.ok);
+  EXPECT_EQ(got.status, 401);
+  EXPECT_EQ(creds.refreshes, 2);
+}
+
+TEST_F(SyncStreamTest, RootsAndReadsWithKeysThatNeedPercentEncoding) {
+  FakeCloud cloud;
+  const std::string root = "a b/q?x&y/pct%41+/\xc3\xbc";
+  cloud.request("PUT", "/a%20b/q%3Fx%26y/pct%2541%2B/%C3%BC.json", R"({"v":1})");
+  SyncStreamOptions opt{cloud.url(), root, 60000, 50, 200};
+  stream_ = std::make_unique<SyncStream>(&loop_, *http_, *creds_, opt, [this](const FirebaseEvent& e, bool full) {
+    seen_.push_back({e, full});
+  });
+  stream_->start();
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return seen_.size() == 1; }));
+  EXPECT_EQ(seen_[0].event.data, nlohmann::json::parse(R"({"v":1})"));
+  cloud.request("PUT", "/a%20b/q%3Fx%26y/pct%2541%2B/%C3%BC/w.json", "2");
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return seen_.size() == 2; }));
+  EXPECT_EQ(seen_[1].event.path, "/w");
+  GetResult got;
+  bool done = false;
+  RestGet(*http_, *creds_, cloud.url(), root + "/v", 5000, false, [&](GetResult r) { got = std::move(r), done = true; });
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return done; }));
+  EXPECT_TRUE(got.ok) << got.error;
+  EXPECT_EQ(got.value, 1);
+}
+
 }  // namespace
 }  // namespace tether::upstream

@@ -1,0 +1,96 @@
+// CloudFixture: tetherd uploading to a tests/fakecloud process, for the cloud-link integration
+// tests. Each test writes its own routes and upstream keys; the rest of the config is fixed.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <thread>
+
+#include "tests/integration/sdk_client.h"
+#include "tests/integration/tetherd_process.h"
+#include "tests/upstream/fakecloud_process.h"
+
+namespace tether::testing {
+
+inline int64_t WallMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+class CloudFixture : public ::testing::Test {
+ protected:
+  static constexpr uint8_t kGet = 1, kPost = 2, kPut = 3;
+  static constexpr const char* kDefaultRoutes =
+      "  - { name: devs, match: \"devices/{device}/**\", cloud: \"fleet/{device}/**\" }\n"
+      "  - { name: cfg, match: \"config/**\", write: none, sync: [ \"config\" ] }\n";
+
+  // routes: the YAML list under `routes:`; upstream_extra: more keys under `upstream:` (indented).
+  void StartGateway(const std::string& routes = kDefaultRoutes, const std::string& upstream_extra = "") {
+    if (port_ == 0) port_ = static_cast<uint16_t>(FreePort());
+    gw_.WriteConfig("gateway:\n  id: gw-test\ndevice:\n  listen: \"127.0.0.1:" + std::to_string(port_) +
+                    "\"\nadmin:\n  listen: \"127.0.0.1:" + std::to_string(FreePort(false)) +
+                    "\"\nstore:\n  path: ${STORE}\nupstream:\n  url: " + cloud_.url() + "\n" + upstream_extra +
+                    "apps:\n  - id: myapp\nroutes:\n" + routes);
+    gw_.Start();
+    ASSERT_TRUE(gw_.WaitForLog("listening for CoAP", std::chrono::seconds(10))) << gw_.Log();
+  }
+  // Polls .info/connected until it reads `want` (bounded).
+  static bool WaitConnected(SdkClient& dev, bool want, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+    auto end = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < end) {
+      if ((dev.Request(kGet, ".info/connected", "", {}, {}, {}, 50u).payload == "true") == want) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+  // The cloud's value at path, read through the control API (no credential needed).
+  nlohmann::json CloudAt(const std::string& path) const {
+    nlohmann::json v = cloud_.control({{"op", "dump"}});
+    size_t i = 0;
+    while (i < path.size()) {
+      size_t j = path.find('/', i);
+      if (j == std::string::npos) j = path.size();
+      std::string key = path.substr(i, j - i);
+      if (!key.empty()) {
+        if (!v.is_object() || !v.contains(key)) return nullptr;
+        v = v[key];
+      }
+      i = j + 1;
+    }
+    return v;
+  }
+  // Waits until CloudAt(path) satisfies pred (bounded).
+  template <typename Pred>
+  bool WaitCloud(const std::string& path, Pred pred, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+    auto end = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < end) {
+      try {
+        if (pred(CloudAt(path))) return true;
+      } catch (const std::exception&) {  // the cloud is down
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  }
+  void CloudPut(const std::string& path, const std::string& json_text) {
+    ASSERT_EQ(cloud_.request("PUT", "/" + path + ".json", json_text).is_discarded(), false);
+  }
+  void TearDown() override {
+    if (!HasFailure()) return;
+    std::fprintf(stderr, "---- tetherd log ----\n%s\n", gw_.Log().c_str());
+    try {
+      std::fprintf(stderr, "---- cloud requests ----\n%s\n", cloud_.control({{"op", "attempts"}}).dump(1).c_str());
+    } catch (const std::exception&) {  // the cloud is down
+    }
+  }
+
+  upstream::testing::FakeCloud cloud_;
+  TetherdProcess gw_;
+  uint16_t port_ = 0;
+};
+
+}  // namespace tether::testing

@@ -1,0 +1,127 @@
+#include "upstream/watch_set.h"
+
+#include <algorithm>
+#include <functional>
+
+#include "upstream/rest_get.h"
+
+namespace tether::upstream {
+namespace {
+std::string Canonical(const std::string& path) {
+  std::string out;
+  size_t i = 0;
+  while (i < path.size()) {
+    size_t j = path.find('/', i);
+    if (j == std::string::npos) j = path.size();
+    if (j > i) out += (out.empty() ? "" : "/") + path.substr(i, j - i);
+    i = j + 1;
+  }
+  return out;
+}
+std::string Join(const std::string& root, const std::string& rel) { return Canonical(root + "/" + rel); }
+}  // namespace
+
+WatchSet::WatchSet(uv_loop_t* loop, HttpClient& http, Credentials& creds, WatchSetOptions opt, OnData on_data)
+    : loop_(loop), http_(http), creds_(creds), opt_(std::move(opt)), on_data_(std::move(on_data)),
+      poll_timer_(new uv_timer_t) {
+  uv_timer_init(loop_, poll_timer_);
+  poll_timer_->data = this;
+}
+
+WatchSet::~WatchSet() {
+  stop();
+  *alive_ = false;
+  uv_close(reinterpret_cast<uv_handle_t*>(poll_timer_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+}
+
+void WatchSet::watch(const std::string& raw) {
+  std::string path = Canonical(raw);
+  if (streams_.count(path) || polled_.count(path)) return;
+  if (streams_.size() < opt_.max_streams) return open_stream(path);
+  add_polled(path);
+}
+
+void WatchSet::add_polled(const std::string& path) {
+  polled_[path] = {};
+  poll_order_.push_back(path);
+  poll(path);
+  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(poll_timer_))) {
+    auto period = static_cast<uint64_t>(std::max<int64_t>(10, opt_.poll_interval_ms));
+    uv_timer_start(poll_timer_, [](uv_timer_t* t) { static_cast<WatchSet*>(t->data)->poll_all(); }, period, period);
+  }
+}
+
+void WatchSet::unwatch(const std::string& raw) {
+  std::string path = Canonical(raw);
+  if (polled_.erase(path)) {
+    std::erase(poll_order_, path);
+  } else if (auto it = streams_.find(path); it != streams_.end()) {
+    it->second->stop();
+    streams_.erase(it);
+    if (!poll_order_.empty()) {  // a slot is free: the longest-polled path gets it
+      std::string next = poll_order_.front();
+      poll_order_.pop_front();
+      polled_.erase(next);
+      open_stream(next);
+    }
+  }
+  if (polled_.empty()) uv_timer_stop(poll_timer_);
+}
+
+void WatchSet::stop() {
+  for (auto& [path, s] : streams_) s->stop();
+  streams_.clear();
+  retired_.clear();
+  polled_.clear();
+  poll_order_.clear();
+  uv_timer_stop(poll_timer_);
+}
+
+void WatchSet::open_stream(const std::string& path) {
+  SyncStreamOptions so;
+  so.base_url = opt_.base_url;
+  so.root = path;
+  so.idle_timeout_ms = opt_.idle_timeout_ms;
+  so.backoff_initial_ms = opt_.backoff_initial_ms;
+  so.backoff_max_ms = opt_.backoff_max_ms;
+  auto on_event = [this, path](const FirebaseEvent& e, bool) {
+    if (e.kind == FirebaseEvent::Kind::Put || e.kind == FirebaseEvent::Kind::Patch)
+      on_data_(Join(path, e.path), e.data, e.kind == FirebaseEvent::Kind::Patch);
+  };
+  auto on_cancel = [this, path](const std::string&) {
+    // The cloud refused the stream (its rules): keep the path fresh by reading it instead.
+    auto it = streams_.find(path);
+    if (it == streams_.end()) return;
+    retired_.push_back(std::move(it->second));  // inside its own callback: freed at the next tick
+    streams_.erase(it);
+    add_polled(path);
+  };
+  auto s = std::make_unique<SyncStream>(loop_, http_, creds_, so, on_event, on_cancel);
+  s->start();
+  streams_[path] = std::move(s);
+}
+
+void WatchSet::poll_all() {
+  retired_.clear();
+  for (const std::string& path : poll_order_) poll(path);
+}
+
+void WatchSet::poll(const std::string& path) {
+  auto it = polled_.find(path);
+  if (it == polled_.end() || it->second.in_flight) return;
+  it->second.in_flight = true;
+  RestGet(http_, creds_, opt_.base_url, path, opt_.poll_timeout_ms, false,
+          [this, alive = std::weak_ptr<bool>(alive_), path](GetResult r) {
+            if (alive.expired()) return;
+            auto it = polled_.find(path);
+            if (it == polled_.end()) return;  // unwatched meanwhile
+            it->second.in_flight = false;
+            if (!r.ok) return;  // offline or refused: the next period asks again
+            uint64_t digest = std::hash<std::string>{}(r.value.dump()) | 1;
+            if (digest == it->second.digest) return;
+            it->second.digest = digest;
+            on_data_(path, r.value, false);
+          });
+}
+
+}  // namespace tether::upstream

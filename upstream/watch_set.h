@@ -1,0 +1,76 @@
+// WatchSet: keeps a changing set of database paths fresh (paths devices observe outside the sync
+// roots). The first max_streams watched paths get a SyncStream each; beyond that a path is read
+// with a GET every poll_interval_ms until a stream slot frees up (the oldest polled path is then
+// promoted). on_data gets what changed with an absolute path: a stream's puts and patches (the
+// first put after each connect replaces the whole path), and a polled value whenever it differs
+// from the last one delivered. A stream the cloud cancels (rules) falls back to polling.
+// Loop thread only; http and creds outlive it.
+#pragma once
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <uv.h>
+
+#include "upstream/credentials.h"
+#include "upstream/http_client.h"
+#include "upstream/sync_stream.h"
+
+namespace tether::upstream {
+
+struct WatchSetOptions {
+  std::string base_url;
+  size_t max_streams = 32;
+  int64_t poll_interval_ms = 30000;
+  long poll_timeout_ms = 10000;
+  int64_t idle_timeout_ms = 60000;  // streams: see SyncStreamOptions
+  int64_t backoff_initial_ms = 500;
+  int64_t backoff_max_ms = 30000;
+};
+
+class WatchSet {
+ public:
+  using OnData = std::function<void(const std::string& path, const nlohmann::json& value, bool is_patch)>;
+  WatchSet(uv_loop_t* loop, HttpClient& http, Credentials& creds, WatchSetOptions opt, OnData on_data);
+  ~WatchSet();  // the loop must run once more to close timers
+  WatchSet(const WatchSet&) = delete;
+  WatchSet& operator=(const WatchSet&) = delete;
+
+  void watch(const std::string& path);    // idempotent; path '/'-separated, "" = root
+  void unwatch(const std::string& path);  // idempotent; closes its stream
+  void stop();                            // unwatches everything
+
+  size_t streams() const { return streams_.size(); }
+  size_t polled() const { return polled_.size(); }
+  bool streamed(const std::string& path) const { return streams_.count(path) > 0; }
+
+ private:
+  void open_stream(const std::string& path);
+  void add_polled(const std::string& path);
+  void poll_all();
+  void poll(const std::string& path);
+
+  struct Polled {
+    uint64_t digest = 0;   // of the last value delivered (0: none yet)
+    bool in_flight = false;
+  };
+
+  uv_loop_t* loop_;
+  HttpClient& http_;
+  Credentials& creds_;
+  WatchSetOptions opt_;
+  OnData on_data_;
+  std::map<std::string, std::unique_ptr<SyncStream>> streams_;
+  std::vector<std::unique_ptr<SyncStream>> retired_;  // cancelled by the cloud, freed later
+  std::map<std::string, Polled> polled_;
+  std::deque<std::string> poll_order_;  // polled paths, oldest first (promotion order)
+  uv_timer_t* poll_timer_;              // heap: closed asynchronously
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for GETs in flight
+};
+
+}  // namespace tether::upstream
