@@ -8,12 +8,20 @@ namespace {
 void Erase(std::vector<coap::ObserverId>& v, coap::ObserverId id) { v.erase(std::remove(v.begin(), v.end(), id), v.end()); }
 }  // namespace
 
-void ObserverRegistry::Add(Observer o) {
+std::vector<coap::ObserverId> ObserverRegistry::Add(Observer o) {
   coap::ObserverId id = o.id;
   Remove(id);  // the engine reuses an id only for the same registration
+  std::vector<coap::ObserverId> replaced;
+  if (auto s = by_session_.find(o.session_id); s != by_session_.end()) {
+    for (coap::ObserverId other : s->second) {
+      if (by_id_[other].device_path == o.device_path) replaced.push_back(other);
+    }
+  }
+  for (coap::ObserverId other : replaced) Remove(other);
   by_path_[o.path].push_back(id);
   by_session_[o.session_id].push_back(id);
   by_id_[id] = std::move(o);
+  return replaced;
 }
 
 void ObserverRegistry::Remove(coap::ObserverId id) {
