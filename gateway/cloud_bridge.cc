@@ -16,7 +16,21 @@ std::optional<int64_t> EventCloudTimeMs(const store::QueueEntry& e, int64_t wall
 }
 
 CloudBridge::CloudBridge(store::Store& store, DeviceApi& devices, std::shared_ptr<const RouteTable> routes)
-    : store_(store), devices_(devices), routes_(std::move(routes)) {}
+    : store_(store), devices_(devices), routes_(std::move(routes)) {
+  devices_.SetUploadsInFlight([this] { return IncrementsInFlight(); });
+}
+
+CloudBridge::~CloudBridge() {
+  *alive_ = false;
+  devices_.SetUploadsInFlight(nullptr);
+}
+
+std::vector<uint64_t> CloudBridge::IncrementsInFlight() const {
+  std::vector<uint64_t> out;
+  out.reserve(increments_out_.size());
+  for (const auto& [seq, route] : increments_out_) out.push_back(seq);
+  return out;
+}
 
 void CloudBridge::SetAuthOverride(AuthOverride tmpl, std::string gateway_id) {
   auth_override_ = std::move(tmpl);
@@ -87,6 +101,7 @@ std::vector<upstream::OutboundOp> CloudBridge::peek(const std::string& route, si
       }
       op.auth_override = last_override_;
     }
+    if (op.exactly_once) increments_out_.emplace(e.seq, route);
     out.push_back(std::move(op));
   }
   return out;
@@ -95,6 +110,9 @@ std::vector<upstream::OutboundOp> CloudBridge::peek(const std::string& route, si
 void CloudBridge::confirmed(const std::string& route, uint64_t up_to_seq) {
   uint64_t& through = acked_through_[route];
   through = std::max(through, up_to_seq);
+  for (auto it = increments_out_.begin(); it != increments_out_.end() && it->first <= up_to_seq;) {
+    it = it->second == route ? increments_out_.erase(it) : std::next(it);
+  }
   store::WriteBatch b;
   b.AckThrough(route, up_to_seq);
   store_.Submit(std::move(b), [route](const store::BatchResult& r) {
@@ -108,6 +126,7 @@ void CloudBridge::dead_letter(const upstream::OutboundOp& op, int http_status, s
   spdlog::warn("cloud refused write seq {} of route '{}' ({}: {}); kept as a dead letter (tetherctl deadletters)",
                op.seq, op.route, http_status, reason);
   dead_pending_.insert(op.seq);
+  increments_out_.erase(op.seq);
   store::WriteBatch b;
   b.MoveToDeadLetters(op.route, op.seq, std::move(reason), http_status, store::WallClockMs());
   auto alive = alive_;
@@ -130,10 +149,14 @@ void CloudBridge::conflict(const upstream::OutboundOp& op, const std::string& cl
                tree_path);
   uint64_t& through = acked_through_[op.route];
   through = std::max(through, op.seq);
+  for (auto it = increments_out_.begin(); it != increments_out_.end() && it->first <= op.seq;) {
+    it = it->second == op.route ? increments_out_.erase(it) : std::next(it);
+  }
   auto cloud = Json::parse(cloud_value_json, nullptr, false);
   store::WriteBatch b;
   b.AckThrough(op.route, op.seq);
-  if (!cloud.is_discarded()) b.TreeSet(tree_path, cloud);
+  // The writes queued after the lost one still upload: the local copy shows them on top.
+  if (!cloud.is_discarded()) b.TreeSetFromCloud(tree_path, cloud, IncrementsInFlight());
   devices_.OnTransactionConflict();
   auto alive = alive_;
   store_.Submit(std::move(b), [this, alive](const store::BatchResult& r) {
@@ -169,8 +192,14 @@ void CloudBridge::OnSyncData(const std::string& path, const nlohmann::json& valu
   store::WriteBatch b;
   std::string tree_path(1, '/');  // not "/" + ...: GCC 12 -O3 reports a false -Wrestrict there
   tree_path += JoinPath(SplitPath(path));
-  if (is_patch) b.TreeUpdate(tree_path, value);
-  else b.TreeSet(tree_path, value);
+  if (is_patch) {
+    b.TreeUpdateFromCloud(tree_path, value, IncrementsInFlight());
+  } else {
+    b.TreeSetFromCloud(tree_path, value, IncrementsInFlight());
+    // A put is the cloud's whole value there: held, also offline (a sync root counts as complete
+    // from its first full sync on, not before).
+    if (!store_.tree().HoldsComplete(tree_path, "")) b.TreeMarkComplete(tree_path, "");
+  }
   auto alive = alive_;
   store_.Submit(std::move(b), [this, alive](const store::BatchResult& r) {
     if (!*alive) return;

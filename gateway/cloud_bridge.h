@@ -38,6 +38,7 @@ std::optional<int64_t> EventCloudTimeMs(const store::QueueEntry& e, int64_t wall
 class CloudBridge : public upstream::Outbox {
  public:
   CloudBridge(store::Store& store, DeviceApi& devices, std::shared_ptr<const RouteTable> routes);
+  ~CloudBridge() override;
 
   void SetRoutes(std::shared_ptr<const RouteTable> routes) { routes_ = std::move(routes); }
   // Uploads are evaluated by the cloud's rules as the device that made them.
@@ -52,14 +53,19 @@ class CloudBridge : public upstream::Outbox {
   std::vector<upstream::OutboundOp> peek(const std::string& route, size_t max) override;
   void confirmed(const std::string& route, uint64_t up_to_seq) override;
   void dead_letter(const upstream::OutboundOp& op, int http_status, std::string reason) override;
-  // The local copy takes the cloud's value (observers hear it) and the device API counts it.
+  // The local copy takes the cloud's value with the later queued writes on top (observers hear
+  // it) and the device API counts it.
   void conflict(const upstream::OutboundOp& op, const std::string& cloud_value_json) override;
+  // Queue seqs of increments handed to the uploader and not yet settled: cloud data arriving
+  // meanwhile may already count them, so they are not applied again on top of it.
+  std::vector<uint64_t> IncrementsInFlight() const;
 
   // Cloud events.
   void OnLinkChanged(bool connected);
   // The clock's estimate (nullopt: none) and whether it was measured on the current link.
   void OnClockEstimate(std::optional<int64_t> offset_ms, int64_t rtt_ms, bool current);
   // Cloud data under a sync root: path is absolute; a patch merges an object of relative paths.
+  // Written with the pending writes on top; a put makes the path complete (held offline).
   void OnSyncData(const std::string& path, const nlohmann::json& value, bool is_patch);
 
   std::string RootOf(const std::string& route) const;
@@ -67,6 +73,7 @@ class CloudBridge : public upstream::Outbox {
  private:
   std::map<std::string, uint64_t> acked_through_;
   std::set<uint64_t> dead_pending_;
+  std::map<uint64_t, std::string> increments_out_;  // seq -> route, see IncrementsInFlight
 
   store::Store& store_;
   DeviceApi& devices_;

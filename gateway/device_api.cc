@@ -20,6 +20,9 @@ constexpr int64_t kLivenessTickMs = 250;
 constexpr uint32_t kQueueFullMaxAge = 30;
 constexpr uint32_t kStoreFullMaxAge = 60;
 constexpr uint32_t kQueryRetryMaxAge = 5;
+// A remembered (non-sync-root) result answered from the local copy is re-read from the cloud in
+// the background at most this often per path and query.
+constexpr uint64_t kRefreshIntervalMs = 30'000;
 constexpr uint8_t kPreconditionFailed = coap::code::make(4, 12);
 
 // Firebase's model: null members and empty objects do not exist.
@@ -436,7 +439,7 @@ void DeviceApi::HandleInfo(Call& c, const std::vector<std::string>& path) {
     coap::Response resp{coap::code::kContent, bytes, std::nullopt, std::nullopt};
     if (c.native) resp.content_format = c.json_out ? kContentFormatJson : kContentFormatCbor;
     coap::ObserverId id = endpoint_->respond_observe(c.id, resp);
-    if (id) observers_.Add({id, s->id, dev_path, dev_path, c.json_out, c.native, SnapshotDigest(body), nullptr, {}});
+    if (id) AddObserver({id, s->id, dev_path, dev_path, c.json_out, c.native, SnapshotDigest(body), nullptr, {}});
     ++counters_.requests[fmt::format("GET {}", CodeName(coap::code::kContent))];
     return;
   }
@@ -488,35 +491,42 @@ void DeviceApi::HandleRead(Call& c, Session& s, const std::vector<std::string>& 
   if (!res || !res->may_read) return ReplyError(c, kForbidden, "read not allowed at /" + JoinPath(path));
   std::string cloud = JoinPath(res->cloud_path);
   if (c.query) return HandleQuery(c, s, cloud, dev_path, res->route->name, c.query);
-  Json value = store_.tree().Get("/" + cloud);
-  std::string body = Encode(value, c.json_out);
   if (c.observe == 0u) {
+    Json value = store_.tree().Get("/" + cloud);
+    std::string body = Encode(value, c.json_out);
     std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(body.data()), body.size());
     coap::Response resp{coap::code::kContent, bytes, std::nullopt, std::nullopt};
     if (c.native) resp.content_format = c.json_out ? kContentFormatJson : kContentFormatCbor;
     coap::ObserverId id = endpoint_->respond_observe(c.id, resp);
     // Digest of the CBOR form: notifications compare against the same encoding.
-    if (id) observers_.Add({id, s.id, cloud, dev_path, c.json_out, c.native, SnapshotDigest(EncodeCbor(value)), nullptr,
-                            res->route->name});
+    if (id) AddObserver({id, s.id, cloud, dev_path, c.json_out, c.native, SnapshotDigest(EncodeCbor(value)), nullptr,
+                         res->route->name});
     ++counters_.requests[fmt::format("GET {}", CodeName(coap::code::kContent))];
+    // Outside sync roots the cloud's value reaches the observer as a notification.
+    if (id && cloud_reader_ && cloud_connected_ && !InSyncRoot(cloud) && (!Holds(cloud, "") || RefreshDue(cloud, ""))) {
+      FetchValue(cloud, [](std::optional<Json>) {});
+    }
     return;
   }
-  if (ReadsFromCloud(cloud, res->route->name)) {
-    auto alive = alive_;
-    auto call = std::make_shared<Call>(c);
-    return cloud_reader_(cloud, std::string(), [this, alive, call, cloud, body](std::optional<Json> fresh) {
-      if (!*alive) return;
-      if (!fresh) return Reply(*call, coap::code::kContent, body);  // cloud silent: the local copy
-      Reply(*call, coap::code::kContent, Encode(*fresh, call->json_out));
-      store::WriteBatch b;  // remember it for offline reads (the cache bound evicts it eventually)
-      b.TreeSet("/" + cloud, *fresh);
-      b.TreeMarkComplete("/" + cloud, "");  // queries at or below can be answered from it
-      store_.Submit(std::move(b), [this, alive](const store::BatchResult& r) {
-        if (*alive && r.status.ok()) NotifyPaths(r.changed_paths);
-      });
-    });
-  }
-  Reply(c, coap::code::kContent, body);
+  if (!cloud_reader_) return Reply(c, coap::code::kContent, Encode(store_.tree().Get("/" + cloud), c.json_out));
+  const bool held = Holds(cloud, "");
+  if (!cloud_connected_) return ReplyHeld(c, cloud, held, "value not held offline");
+  if (held && InSyncRoot(cloud)) return ReplyHeld(c, cloud, true, "");  // the stream keeps it current
+  auto alive = alive_;
+  auto call = std::make_shared<Call>(c);
+  FetchValue(cloud, [this, alive, call, cloud](std::optional<Json> answer) {
+    if (!*alive) return;
+    if (!answer) return ReplyHeld(*call, cloud, Holds(cloud, ""), "cloud did not answer the read");
+    Reply(*call, coap::code::kContent, Encode(*answer, call->json_out));
+  });
+}
+
+void DeviceApi::ReplyHeld(Call& c, const std::string& cloud, bool held, const std::string& diagnostic) {
+  Json value = store_.tree().Get("/" + cloud);
+  // Not complete but something is there (own writes, parts of remembered results): that is what
+  // the gateway knows. Nothing at all: saying null would claim the cloud holds nothing.
+  if (held || !value.is_null()) return Reply(c, coap::code::kContent, Encode(value, c.json_out));
+  ReplyError(c, coap::code::kServiceUnavailable, diagnostic, kQueryRetryMaxAge);
 }
 
 bool DeviceApi::InSyncRoot(const std::string& cloud_path) const {
@@ -526,37 +536,77 @@ bool DeviceApi::InSyncRoot(const std::string& cloud_path) const {
   return false;
 }
 
-bool DeviceApi::ReadsFromCloud(const std::string& cloud_path, const std::string& route) const {
-  if (!cloud_reader_ || !cloud_connected_ || InSyncRoot(cloud_path)) return false;
-  // Writes still queued for this route are newer than the cloud's copy: read locally.
-  auto stats = store_.queue().Stats(route);
-  return !stats || stats->depth == 0;
+bool DeviceApi::Holds(const std::string& cloud_path, const std::string& query) const {
+  return store_.tree().HoldsComplete("/" + cloud_path, query);
+}
+
+bool DeviceApi::RefreshDue(const std::string& cloud_path, const std::string& query) {
+  const uint64_t now = uv_now(loop_);
+  const std::string key = cloud_path + '?' + query;
+  auto it = refreshed_ms_.find(key);
+  if (it != refreshed_ms_.end() && now - it->second < kRefreshIntervalMs) return false;
+  if (refreshed_ms_.size() >= 4096) {  // bounded: forget what is due anyway
+    std::erase_if(refreshed_ms_, [&](const auto& kv) { return now - kv.second >= kRefreshIntervalMs; });
+  }
+  refreshed_ms_[key] = now;  // from the ask on: concurrent GETs ask once
+  return true;
+}
+
+std::vector<uint64_t> DeviceApi::InFlight() const {
+  return uploads_in_flight_ ? uploads_in_flight_() : std::vector<uint64_t>{};
+}
+
+void DeviceApi::FetchValue(const std::string& cloud, std::function<void(std::optional<Json>)> done) {
+  auto alive = alive_;
+  cloud_reader_(cloud, std::string(), [this, alive, cloud, done = std::move(done)](std::optional<Json> fresh) {
+    if (!*alive) return;
+    if (!fresh) return done(std::nullopt);
+    const std::string tree_path = "/" + cloud;
+    refreshed_ms_[cloud + '?'] = uv_now(loop_);
+    // A sync root's stream delivered its full value meanwhile: that copy is at least as new.
+    if (InSyncRoot(cloud) && Holds(cloud, "")) return done(store_.tree().Get(tree_path));
+    store::WriteBatch b;  // remembered for offline reads (the cache bound evicts it eventually)
+    b.TreeSetFromCloud(tree_path, *fresh, InFlight());
+    b.TreeMarkComplete(tree_path, "");  // queries at or below can be answered from it
+    store_.Submit(std::move(b), [this, alive, tree_path, fresh = std::move(*fresh), done](const store::BatchResult& r) {
+      if (!*alive) return;
+      if (!r.status.ok()) {
+        spdlog::warn("cloud value of {} not stored locally: {}", tree_path, r.status.ToString());
+        return done(fresh);
+      }
+      done(store_.tree().Get(tree_path));  // the cloud's value with the pending writes on top
+      NotifyPaths(r.changed_paths);
+    });
+  });
 }
 
 void DeviceApi::HandleQuery(Call& c, Session& s, const std::string& cloud, const std::string& dev_path,
                             const std::string& route, std::shared_ptr<const Query> q) {
   const std::string tree_path = "/" + cloud;
-  bool held = !cloud_reader_ || InSyncRoot(cloud) || store_.tree().HoldsComplete(tree_path, q->Canonical());
-  if (held) {
+  const std::string canonical = q->Canonical();
+  if (!cloud_reader_ || Holds(cloud, canonical)) {
     AnswerQuery(c, s, cloud, dev_path, route, q, ApplyQuery(store_.tree().Get(tree_path), *q));
-    // A remembered cloud result answers at once; the cloud refreshes it (observers hear changes).
-    if (ReadsFromCloud(cloud, route)) FetchQuery(cloud, route, q, [](std::optional<Json>) {});
+    // A remembered cloud result answers at once; the cloud refreshes it now and then (observers
+    // hear changes). Sync roots are kept current by their stream.
+    if (cloud_reader_ && cloud_connected_ && !InSyncRoot(cloud) && RefreshDue(cloud, canonical)) {
+      FetchQuery(cloud, q, [](std::optional<Json>) {});
+    }
     return;
   }
-  if (!cloud_reader_ || !cloud_connected_) {
+  if (!cloud_connected_) {
     return ReplyError(c, coap::code::kServiceUnavailable, "query result not held offline", kQueryRetryMaxAge);
   }
   auto alive = alive_;
   auto call = std::make_shared<Call>(c);
   std::string session_id = s.id;
-  FetchQuery(cloud, route, q, [this, alive, call, session_id, cloud, dev_path, route, q](std::optional<Json> fresh) {
+  FetchQuery(cloud, q, [this, alive, call, session_id, cloud, dev_path, route, q](std::optional<Json> answer) {
     if (!*alive) return;
-    Session* s = sessions_.ById(session_id);
-    if (!fresh) {
+    if (!answer) {
       return ReplyError(*call, coap::code::kServiceUnavailable, "cloud did not answer the query", kQueryRetryMaxAge);
     }
+    Session* s = sessions_.ById(session_id);
     if (!s) return ReplyError(*call, coap::code::kUnauthorized, "unknown session");
-    AnswerQuery(*call, *s, cloud, dev_path, route, q, ApplyQuery(*fresh, *q));
+    AnswerQuery(*call, *s, cloud, dev_path, route, q, *answer);
   });
 }
 
@@ -569,42 +619,70 @@ void DeviceApi::AnswerQuery(Call& c, Session& s, const std::string& cloud, const
   if (c.native) resp.content_format = c.json_out ? kContentFormatJson : kContentFormatCbor;
   coap::ObserverId id = endpoint_ ? endpoint_->respond_observe(c.id, resp) : 0;
   if (id) {
-    observers_.Add({id, s.id, cloud, dev_path, c.json_out, c.native, SnapshotDigest(EncodeCbor(result)), std::move(q),
-                    route});
+    AddObserver({id, s.id, cloud, dev_path, c.json_out, c.native, SnapshotDigest(EncodeCbor(result)), std::move(q),
+                 route});
   }
   ++counters_.requests[fmt::format("GET {}", CodeName(coap::code::kContent))];
 }
 
-void DeviceApi::FetchQuery(const std::string& cloud, const std::string& route, std::shared_ptr<const Query> q,
+void DeviceApi::FetchQuery(const std::string& cloud, std::shared_ptr<const Query> q,
                            std::function<void(std::optional<Json>)> done) {
   auto alive = alive_;
-  cloud_reader_(cloud, q->RestParams(), [this, alive, cloud, route, q, done = std::move(done)](std::optional<Json> fresh) {
+  cloud_reader_(cloud, q->RestParams(), [this, alive, cloud, q, done = std::move(done)](std::optional<Json> fresh) {
     if (!*alive) return;
-    if (fresh && ReadsFromCloud(cloud, route)) {
-      // Merge, not replace: children outside the result stay (other queries may hold them).
-      store::WriteBatch b;
-      Json result = ApplyQuery(*fresh, *q);
-      if (result.is_object()) b.TreeUpdate("/" + cloud, result);
-      else if (!result.is_null()) b.TreeSet("/" + cloud, result);
-      b.TreeMarkComplete("/" + cloud, q->Canonical());
-      store_.Submit(std::move(b), [this, alive](const store::BatchResult& r) {
-        if (*alive && r.status.ok()) NotifyPaths(r.changed_paths);
-      });
+    if (!fresh) return done(std::nullopt);
+    const std::string tree_path = "/" + cloud;
+    refreshed_ms_[cloud + '?' + q->Canonical()] = uv_now(loop_);
+    if (InSyncRoot(cloud) && Holds(cloud, "")) return done(ApplyQuery(store_.tree().Get(tree_path), *q));
+    Json result = ApplyQuery(*fresh, *q);  // also turns Firebase's array form into children
+    store::WriteBatch b;
+    if (result.is_object() || result.is_null()) {
+      // Merged, not replaced: children outside the result stay (other queries may hold them).
+      // Local children inside the range the result covers that it lacks are gone from the cloud.
+      Json children = result.is_object() ? result : Json::object();
+      std::vector<std::string> stale = StaleKeys(store_.tree().Get(tree_path), result, *q);
+      for (const std::string& k : stale) children[k] = nullptr;
+      if (!children.empty()) b.TreeUpdateFromCloud(tree_path, std::move(children), InFlight());
+      // Ordered by value, a missing child may have moved out of the range rather than gone: what
+      // other remembered results claimed about this path is not certain any more.
+      if (!stale.empty() && q->order != Query::Order::kKey) b.TreeForgetComplete(tree_path);
+    } else {
+      b.TreeSetFromCloud(tree_path, result, InFlight());  // a plain value: no children to select
     }
-    done(std::move(fresh));
+    b.TreeMarkComplete(tree_path, q->Canonical());
+    store_.Submit(std::move(b), [this, alive, tree_path, q, result, done](const store::BatchResult& r) {
+      if (!*alive) return;
+      if (!r.status.ok()) {
+        spdlog::warn("cloud query result at {} not stored locally: {}", tree_path, r.status.ToString());
+        return done(result);
+      }
+      done(ApplyQuery(store_.tree().Get(tree_path), *q));  // with the pending writes on top
+      NotifyPaths(r.changed_paths);
+    });
   });
 }
 
 void DeviceApi::RefreshObservedQueries() {
   if (!cloud_reader_) return;
-  std::set<std::pair<std::string, std::string>> asked;  // (path, query): one read each
+  std::set<std::string> asked;  // path + '?' + query: one read each
   for (const auto& [path, ids] : observers_.All()) {
+    if (path.rfind(".info", 0) == 0 || InSyncRoot(path)) continue;  // sync roots resync by stream
     for (coap::ObserverId id : ids) {
       Observer* o = observers_.Find(id);
-      if (!o || !o->query || !ReadsFromCloud(o->path, o->route)) continue;
-      if (!asked.insert({o->path, o->query->Canonical()}).second) continue;
-      FetchQuery(o->path, o->route, o->query, [](std::optional<Json>) {});
+      if (!o) continue;
+      const std::string canonical = o->query ? o->query->Canonical() : std::string();
+      if (!asked.insert(path + '?' + canonical).second) continue;
+      refreshed_ms_[path + '?' + canonical] = uv_now(loop_);
+      if (o->query) FetchQuery(path, o->query, [](std::optional<Json>) {});
+      else FetchValue(path, [](std::optional<Json>) {});
     }
+  }
+}
+
+void DeviceApi::AddObserver(Observer o) {
+  const coap::ObserverId id = o.id;
+  for (coap::ObserverId old : observers_.Add(std::move(o))) {
+    if (endpoint_ && old != id) endpoint_->cancel_observer(old);
   }
 }
 

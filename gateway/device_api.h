@@ -43,9 +43,10 @@ class DeviceApi : public coap::Handler {
 
   void AttachEndpoint(coap::Endpoint* endpoint) { endpoint_ = endpoint; }
   // Reads a cloud path from the cloud (rest_query: Query::RestParams, may be empty); done(nullopt)
-  // on failure or timeout. With a reader set, a GET outside every sync root whose route has no
-  // pending uploads is answered from the cloud (and the local copy refreshed), falling back to the
-  // local copy when the cloud does not answer. Queries: see HandleQuery.
+  // on failure or timeout. Without a reader (local-only mode) the local copy is authoritative.
+  // With one, reads follow docs/device-protocol.md: held values (sync roots after their first full
+  // sync, remembered cloud results) answer locally, others are read from the cloud while it is
+  // reachable, merged into the local copy (the pending writes stay on top) and answered from it.
   using CloudReader = std::function<void(const std::string& cloud_path, const std::string& rest_query,
                                          std::function<void(std::optional<Json>)> done)>;
   void SetCloudReader(CloudReader reader, std::vector<std::string> sync_roots) {
@@ -56,6 +57,9 @@ class DeviceApi : public coap::Handler {
   void SetObservedPathHook(std::function<void(const std::string& cloud_path, bool observed)> hook) {
     observers_.SetPathHook(std::move(hook));
   }
+  // Queue seqs being uploaded whose effect cloud data may already include (see
+  // store::WriteBatch::TreeSetFromCloud). CloudBridge sets it; null = none.
+  void SetUploadsInFlight(std::function<std::vector<uint64_t>()> source) { uploads_in_flight_ = std::move(source); }
   // Called with the route name after writes to that route's queue committed (wakes the uploader).
   void SetQueuedHook(std::function<void(const std::string& route)> hook) { on_queued_ = std::move(hook); }
   // Loads persisted sessions: each gets a full timeout from now to come back.
@@ -92,18 +96,27 @@ class DeviceApi : public coap::Handler {
   void HandleOffline(Call& c, Session* s);
   void HandleInfo(Call& c, const std::vector<std::string>& path);
   void HandleRead(Call& c, Session& s, const std::vector<std::string>& path);
-  bool ReadsFromCloud(const std::string& cloud_path, const std::string& route) const;
   bool InSyncRoot(const std::string& cloud_path) const;
-  // A GET with a query: from the local tree when it holds the result completely (sync root,
-  // remembered cloud result, or no cloud configured), else from the cloud (then remembered).
+  bool Holds(const std::string& cloud_path, const std::string& query) const;  // complete locally
+  // True (and noted) when the held result of path + query was not read from the cloud within
+  // kRefreshIntervalMs.
+  bool RefreshDue(const std::string& cloud_path, const std::string& query);
+  std::vector<uint64_t> InFlight() const;
+  // The local copy when it is complete or holds anything at all; else 5.03 + Max-Age.
+  void ReplyHeld(Call& c, const std::string& cloud, bool held, const std::string& diagnostic);
+  // A GET with a query: from the local tree when it holds the result completely (sync root after
+  // its first sync, remembered cloud result, or no cloud configured), else from the cloud.
   void HandleQuery(Call& c, Session& s, const std::string& cloud, const std::string& dev_path,
                    const std::string& route, std::shared_ptr<const Query> q);
   void AnswerQuery(Call& c, Session& s, const std::string& cloud, const std::string& dev_path,
                    const std::string& route, std::shared_ptr<const Query> q, const Json& result);
-  // Asks the cloud for the query's result, merges it into the local tree and marks it complete
-  // (only while the route has no pending uploads, which are newer than the cloud); observers are
-  // notified through the tree change. done(nullopt) when the cloud did not answer.
-  void FetchQuery(const std::string& cloud, const std::string& route, std::shared_ptr<const Query> q,
+  // Reads the value (FetchValue) or the query's result (FetchQuery) from the cloud, writes it into
+  // the local tree with the pending writes on top and marks it complete; a query's result also
+  // removes the local children it proves gone (StaleKeys). done(what the local copy now answers),
+  // done(nullopt) when the cloud did not answer. Observers hear the change. A sync root that got
+  // its full sync meanwhile is not overwritten (its stream's copy is as new).
+  void FetchValue(const std::string& cloud, std::function<void(std::optional<Json>)> done);
+  void FetchQuery(const std::string& cloud, std::shared_ptr<const Query> q,
                   std::function<void(std::optional<Json>)> done);
   void HandleWrite(Call& c, Session& s, const std::vector<std::string>& path);
   void HandleOnDisconnect(Call& c, Session& s, const std::vector<std::string>& path, bool cancel);
@@ -120,7 +133,10 @@ class DeviceApi : public coap::Handler {
   void CommitThenReply(Call& c, store::WriteBatch batch);
   bool DecodePayload(Call& c, Json* value);  // false: a 4.00 was sent
   void Unobserve(Call& c, const Session& s, const std::string& device_path);
-  void RefreshObservedQueries();  // the cloud came back: re-read what observers of queries see
+  // The cloud came back: re-read what observers outside sync roots see (queries and values).
+  void RefreshObservedQueries();
+  // Registers o; a registration of the same session at the same path + query goes away.
+  void AddObserver(Observer o);
   store::QueueEntry QueueEntryFor(const std::string& route, const std::string& device, store::OpKind kind,
                                   const std::string& tree_path, const Json& value, int64_t wall_ms) const;
   std::string Encode(const Json& v, bool json) const;
@@ -145,6 +161,8 @@ class DeviceApi : public coap::Handler {
   std::function<void(const std::string& route)> on_queued_;
   CloudReader cloud_reader_;
   std::vector<std::string> sync_roots_;
+  std::function<std::vector<uint64_t>()> uploads_in_flight_;
+  std::map<std::string, uint64_t> refreshed_ms_;  // path + '?' + query -> uv_now of the last cloud read
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // guards store callbacks after Close
 };
 

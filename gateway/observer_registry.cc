@@ -8,21 +8,30 @@ namespace {
 void Erase(std::vector<coap::ObserverId>& v, coap::ObserverId id) { v.erase(std::remove(v.begin(), v.end(), id), v.end()); }
 }  // namespace
 
-void ObserverRegistry::Add(Observer o) {
+std::vector<coap::ObserverId> ObserverRegistry::Add(Observer o) {
   coap::ObserverId id = o.id;
   // The engine reuses an id only for the same registration.
   if (auto old = by_id_.find(id);
       old != by_id_.end() && old->second.path == o.path && old->second.session_id == o.session_id) {
     old->second = std::move(o);
-    return;
+    return {};
   }
   Remove(id);
-  std::string path = o.path;
+  // One registration per session and device path (+ query): a re-observe replaces the old one.
+  std::vector<coap::ObserverId> replaced;
+  if (auto s = by_session_.find(o.session_id); s != by_session_.end()) {
+    for (coap::ObserverId other : s->second) {
+      if (by_id_[other].device_path == o.device_path) replaced.push_back(other);
+    }
+  }
+  const std::string path = o.path;
   auto [p, first] = by_path_.try_emplace(path);
   p->second.push_back(id);
   by_session_[o.session_id].push_back(id);
   by_id_[id] = std::move(o);
+  for (coap::ObserverId other : replaced) Remove(other);  // after the add: the path stays observed
   if (first && on_path_) on_path_(path, true);
+  return replaced;
 }
 
 void ObserverRegistry::Remove(coap::ObserverId id) {

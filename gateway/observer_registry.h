@@ -33,7 +33,10 @@ struct Observer {
 
 class ObserverRegistry {
  public:
-  void Add(Observer o);
+  // Registers o (an id already known is replaced). One registration per session and device path
+  // (path + query): a session observing the same again with a new token (the SDK does after
+  // re-authenticating) replaces the older ones, whose ids are returned for the caller to cancel.
+  std::vector<coap::ObserverId> Add(Observer o);
   void Remove(coap::ObserverId id);
   Observer* Find(coap::ObserverId id);
   // The observer of this session at this device path, if any.

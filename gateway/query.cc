@@ -4,6 +4,7 @@
 #include <cctype>
 #include <charconv>
 #include <cstring>
+#include <utility>
 
 #include "gateway/data_rules.h"
 #include "gateway/route_pattern.h"
@@ -99,6 +100,77 @@ std::string ParseLimit(std::string_view name, std::string_view text, std::option
   return "";
 }
 
+// Exact order of two JSON numbers: unsigned and signed 64-bit integers and doubles, mixed.
+template <typename T> int Cmp(T x, T y) { return x < y ? -1 : x > y ? 1 : 0; }
+
+int CompareIntegers(const Json& a, const Json& b) {
+  const bool au = a.is_number_unsigned(), bu = b.is_number_unsigned();
+  if (au && bu) return Cmp(a.get<uint64_t>(), b.get<uint64_t>());
+  if (!au && !bu) return Cmp(a.get<int64_t>(), b.get<int64_t>());
+  if (au) {
+    int64_t y = b.get<int64_t>();
+    return y < 0 ? 1 : Cmp(a.get<uint64_t>(), static_cast<uint64_t>(y));
+  }
+  int64_t x = a.get<int64_t>();
+  return x < 0 ? -1 : Cmp(static_cast<uint64_t>(x), b.get<uint64_t>());
+}
+
+// An integer against a double. Rounding to the nearest double keeps order, so only a tie after
+// conversion needs a closer look: then the double is integral (above 2^53 every double is).
+int CompareIntegerDouble(const Json& i, double d) {
+  double di = i.is_number_unsigned() ? static_cast<double>(i.get<uint64_t>()) : static_cast<double>(i.get<int64_t>());
+  if (di != d) return di < d ? -1 : 1;
+  if (d >= 18446744073709551616.0) return -1;  // 2^64: above every uint64
+  if (d < -9223372036854775808.0) return 1;
+  Json exact = d < 0 ? Json(static_cast<int64_t>(d)) : Json(static_cast<uint64_t>(d));
+  return CompareIntegers(i, exact);
+}
+
+int CompareNumbers(const Json& a, const Json& b) {
+  const bool ai = a.is_number_integer(), bi = b.is_number_integer();
+  if (ai && bi) return CompareIntegers(a, b);
+  if (ai) return CompareIntegerDouble(a, b.get<double>());
+  if (bi) return -CompareIntegerDouble(b, a.get<double>());
+  return Cmp(a.get<double>(), b.get<double>());
+}
+
+// UTF-16 code units of UTF-8 text, one at a time (-1 at the end), as JavaScript and Java compare
+// strings: characters above U+FFFF (surrogate pairs, 0xD800..) sort before U+E000..U+FFFF. A
+// byte that is not well-formed UTF-8 stands for itself.
+class Utf16Units {
+ public:
+  explicit Utf16Units(std::string_view s) : s_(s) {}
+  int Next() {
+    if (low_) return std::exchange(low_, 0);
+    if (i_ >= s_.size()) return -1;
+    const unsigned char c = static_cast<unsigned char>(s_[i_]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    uint32_t cp = n == 1 ? c : n == 2 ? c & 0x1f : n == 3 ? c & 0x0f : c & 0x07;
+    if (n == 0 || i_ + n > s_.size()) {
+      ++i_;
+      return c;
+    }
+    for (size_t k = 1; k < n; ++k) {
+      const unsigned char cc = static_cast<unsigned char>(s_[i_ + k]);
+      if ((cc >> 6) != 2) {
+        ++i_;
+        return c;
+      }
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    i_ += n;
+    if (cp < 0x10000) return static_cast<int>(cp);
+    cp -= 0x10000;
+    low_ = static_cast<int>(0xdc00 + (cp & 0x3ff));
+    return static_cast<int>(0xd800 + (cp >> 10));
+  }
+
+ private:
+  std::string_view s_;
+  size_t i_ = 0;
+  int low_ = 0;
+};
+
 }  // namespace
 
 int CompareKeys(std::string_view a, std::string_view b) {
@@ -106,23 +178,25 @@ int CompareKeys(std::string_view a, std::string_view b) {
   if (ia && ib) return *ia < *ib ? -1 : *ia > *ib ? 1 : 0;
   if (ia) return -1;
   if (ib) return 1;
-  int c = a.compare(b);
-  return c < 0 ? -1 : c > 0 ? 1 : 0;
+  return CompareStrings(a, b);
+}
+
+int CompareStrings(std::string_view a, std::string_view b) {
+  Utf16Units ua(a), ub(b);
+  while (true) {
+    int x = ua.Next(), y = ub.Next();
+    if (x != y) return x < y ? -1 : 1;
+    if (x < 0) return 0;
+  }
 }
 
 int CompareValues(const Json& a, const Json& b) {
   int ra = TypeRank(a), rb = TypeRank(b);
   if (ra != rb) return ra < rb ? -1 : 1;
-  if (ra == 3) {
-    if (a.is_number_integer() && b.is_number_integer()) {
-      int64_t x = a.get<int64_t>(), y = b.get<int64_t>();
-      return x < y ? -1 : x > y ? 1 : 0;
-    }
-    double x = a.get<double>(), y = b.get<double>();
-    return x < y ? -1 : x > y ? 1 : 0;
-  }
+  if (ra == 3) return CompareNumbers(a, b);
   if (ra == 4) {
-    int c = Bytes(a).compare(Bytes(b));
+    if (a.is_string() && b.is_string()) return CompareStrings(Bytes(a), Bytes(b));
+    int c = Bytes(a).compare(Bytes(b));  // byte strings (local only; the cloud has base64 text)
     return c < 0 ? -1 : c > 0 ? 1 : 0;
   }
   return 0;  // null, equal booleans, objects: tie (broken by key)
@@ -221,43 +295,79 @@ std::string Query::RestParams() const {
   return out;
 }
 
+namespace {
+
+// A child in query order: its key and the value it is ordered by.
+struct Item {
+  const std::string* key;
+  const Json* sort;
+};
+
+Item ItemOf(const Query& q, const std::string& key, const Json& child) {
+  return {&key, q.order == Query::Order::kChild ? &ChildAt(child, q.child) : &child};
+}
+
+bool Before(const Query& q, const Item& a, const Item& b) {
+  if (q.order != Query::Order::kKey) {
+    if (int c = CompareValues(*a.sort, *b.sort); c != 0) return c < 0;
+  }
+  return CompareKeys(*a.key, *b.key) < 0;
+}
+
+int CompareToBound(const Query& q, const Item& it, const Json& bound) {
+  if (q.order == Query::Order::kKey) return CompareKeys(*it.key, bound.get_ref<const std::string&>());
+  return CompareValues(*it.sort, bound);
+}
+
+bool InBounds(const Query& q, const Item& it) {
+  return !(q.start_at && CompareToBound(q, it, *q.start_at) < 0) && !(q.end_at && CompareToBound(q, it, *q.end_at) > 0);
+}
+
+}  // namespace
+
 std::vector<std::string> QueryKeys(const Json& in, const Query& q) {
   std::vector<std::string> keys;
   const Json value = AsObject(in);
   if (!value.is_object()) return keys;
-  struct Item {
-    const std::string* key;
-    const Json* sort;
-  };
   std::vector<Item> items;
   items.reserve(value.size());
-  for (auto it = value.begin(); it != value.end(); ++it) {
-    const Json* sort = &*it;
-    if (q.order == Query::Order::kChild) sort = &ChildAt(*it, q.child);
-    items.push_back({&it.key(), sort});
-  }
-  auto cmp_item = [&](const Item& a, const Item& b) {
-    if (q.order != Query::Order::kKey) {
-      if (int c = CompareValues(*a.sort, *b.sort); c != 0) return c < 0;
-    }
-    return CompareKeys(*a.key, *b.key) < 0;
-  };
-  std::sort(items.begin(), items.end(), cmp_item);
-  auto bound_cmp = [&](const Item& it, const Json& bound) {
-    if (q.order == Query::Order::kKey) return CompareKeys(*it.key, bound.get_ref<const std::string&>());
-    return CompareValues(*it.sort, bound);
-  };
+  for (auto it = value.begin(); it != value.end(); ++it) items.push_back(ItemOf(q, it.key(), *it));
+  std::sort(items.begin(), items.end(), [&](const Item& a, const Item& b) { return Before(q, a, b); });
   std::vector<const Item*> kept;
   for (const Item& it : items) {
-    if (q.start_at && bound_cmp(it, *q.start_at) < 0) continue;
-    if (q.end_at && bound_cmp(it, *q.end_at) > 0) continue;
-    kept.push_back(&it);
+    if (InBounds(q, it)) kept.push_back(&it);
   }
   size_t from = 0, to = kept.size();
   if (q.limit_first && *q.limit_first < to) to = *q.limit_first;
   if (q.limit_last && *q.limit_last < to) from = to - *q.limit_last;
   for (size_t i = from; i < to; ++i) keys.push_back(*kept[i]->key);
   return keys;
+}
+
+std::vector<std::string> StaleKeys(const Json& local_in, const Json& result_in, const Query& q) {
+  std::vector<std::string> stale;
+  const Json local = AsObject(local_in), result = AsObject(result_in);
+  if (q.empty() || !local.is_object() || !(result.is_object() || result.is_null())) return stale;
+  const size_t n = result.is_object() ? result.size() : 0;
+  // A limit the result fills proves the range only up to its last child (limitToFirst) or from
+  // its first child (limitToLast): beyond it the cloud may hold more.
+  const bool upto = q.limit_first && n >= *q.limit_first;
+  const bool from = q.limit_last && n >= *q.limit_last;
+  std::optional<Item> edge;
+  if (upto || from) {
+    for (auto it = result.begin(); it != result.end(); ++it) {
+      Item item = ItemOf(q, it.key(), *it);
+      if (!edge || (upto ? Before(q, *edge, item) : Before(q, item, *edge))) edge = item;
+    }
+  }
+  for (auto it = local.begin(); it != local.end(); ++it) {
+    if (result.is_object() && result.contains(it.key())) continue;
+    Item item = ItemOf(q, it.key(), *it);
+    if (!InBounds(q, item)) continue;
+    if (edge && (upto ? Before(q, *edge, item) : Before(q, item, *edge))) continue;
+    stale.push_back(it.key());
+  }
+  return stale;
 }
 
 Json ApplyQuery(const Json& in, const Query& q) {

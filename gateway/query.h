@@ -3,9 +3,10 @@
 // Uri-Query parameters (docs/device-protocol.md): orderBy=$key|$value|<child path> (bare or
 // JSON-quoted), startAt / endAt / equalTo = a JSON scalar, limitToFirst / limitToLast = a positive
 // integer. Ordering (Firebase): children without the ordered value (null) first, then false, true,
-// numbers ascending, strings in byte order, objects; ties by key. Keys order as 32-bit integers
-// first (numerically), then the rest in byte order. A query selects children; the result is the
-// object of the selected children (unordered, as Firebase REST answers). Pure functions.
+// numbers ascending (exactly, whatever mix of 64-bit integers and doubles), strings by UTF-16 code
+// units (as JavaScript and the Firebase server compare them), objects; ties by key. Keys order as
+// 32-bit integers first (numerically), then the rest as strings. A query selects children; the
+// result is the object of the selected children (unordered, as Firebase REST answers). Pure functions.
 #pragma once
 
 #include <cstdint>
@@ -41,6 +42,7 @@ std::string ParseQuery(const std::vector<std::string_view>& params, Query* query
 // Firebase ordering: <0, 0, >0.
 int CompareKeys(std::string_view a, std::string_view b);
 int CompareValues(const Json& a, const Json& b);
+int CompareStrings(std::string_view a, std::string_view b);  // UTF-8 text by UTF-16 code units
 
 // The children of `value` that `query` selects, as an object (null when none). A non-object value
 // has no children and is returned unchanged; an empty query returns the value unchanged. An array
@@ -48,5 +50,10 @@ int CompareValues(const Json& a, const Json& b);
 Json ApplyQuery(const Json& value, const Query& query);
 // The selected child keys in query order (for tests and diagnostics).
 std::vector<std::string> QueryKeys(const Json& value, const Query& query);
+// The children of `local` that `cloud_result` (the cloud's answer to `query` at the same path)
+// proves gone: inside the query's bounds, not in the result, and, when a limit is filled by the
+// result, not beyond its last child (limitToFirst) or before its first (limitToLast), where the
+// cloud may hold children the result left out. Children are placed by their local values.
+std::vector<std::string> StaleKeys(const Json& local, const Json& cloud_result, const Query& query);
 
 }  // namespace tether

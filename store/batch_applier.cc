@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "store/pending_overlay.h"
 #include "store/record_codec.h"
 #include "store/store_error.h"
 #include "store/tree_path.h"
@@ -42,6 +43,9 @@ bool MayGrow(const WriteBatch& batch) {
       return true;
     }
     if (auto* set = std::get_if<mutation::TreeSet>(&m); set && !set->value.is_null()) return true;
+    if (std::holds_alternative<mutation::CloudWrite>(m) || std::holds_alternative<mutation::MarkComplete>(m)) {
+      return true;
+    }
   }
   return false;
 }
@@ -210,6 +214,10 @@ Status BatchApplier::AppendEntry(MDB_txn* txn, QueueEntry e, BatchResult* result
   std::string key = QueueKey(id, e.seq);
   MDB_val mk = Val(key), mv = Val(value);
   if (int rc = mdb_put(txn, db_.queue, &mk, &mv, 0)) return Mdb(rc, "queue append");
+  if (std::string ik; PendingIndexKey(e.path, e.seq, &ik)) {
+    MDB_val k = Val(ik), v = Val(std::string_view(key).substr(0, 4));
+    if (int rc = mdb_put(txn, db_.pending_paths, &k, &v, 0)) return Mdb(rc, "pending index");
+  }
   RouteStats& rs = Route(id);
   rs.depth++;
   rs.bytes += size;
@@ -220,6 +228,14 @@ Status BatchApplier::AppendEntry(MDB_txn* txn, QueueEntry e, BatchResult* result
   return Status::Ok();
 }
 
+Status BatchApplier::Unindex(MDB_txn* txn, const QueueEntry& e) {
+  std::string ik;
+  if (!PendingIndexKey(e.path, e.seq, &ik)) return Status::Ok();
+  MDB_val k = Val(ik);
+  int rc = mdb_del(txn, db_.pending_paths, &k, nullptr);
+  return rc == 0 || rc == MDB_NOTFOUND ? Status::Ok() : Mdb(rc, "pending index");
+}
+
 Status BatchApplier::RemoveQueued(MDB_txn* txn, uint32_t route_id, uint64_t seq,
                                   std::string_view value, Removal why) {
   QueueEntry e;
@@ -228,6 +244,7 @@ Status BatchApplier::RemoveQueued(MDB_txn* txn, uint32_t route_id, uint64_t seq,
   std::string key = QueueKey(route_id, seq);
   MDB_val mk = Val(key);
   if (int rc = mdb_del(txn, db_.queue, &mk, nullptr)) return Mdb(rc, "queue delete");
+  if (Status s = Unindex(txn, e); !s.ok()) return s;
   RouteStats& rs = Route(route_id);
   rs.depth--;
   rs.bytes -= size;
@@ -311,6 +328,7 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::MoveToDead& m, BatchResult
   d.http_status = m.http_status;
   d.dead_at_ms = m.now_ms;
   if ((rc = mdb_del(txn, db_.queue, &mk, nullptr))) return Mdb(rc, "queue delete");
+  if (Status s = Unindex(txn, d.entry); !s.ok()) return s;
   std::string dk = Be64Key(m.seq), dv = EncodeDeadLetter(d);
   MDB_val dmk = Val(dk), dmv = Val(dv);
   if ((rc = mdb_put(txn, db_.dead, &dmk, &dmv, 0))) return Mdb(rc, "dead letter put");
@@ -459,36 +477,6 @@ Status BatchApplier::SetTree(MDB_txn* txn, const std::vector<std::string>& segs,
 
 namespace {
 
-// (numeric leaf at key before this write, or 0) + by; integral when both are.
-nlohmann::json Incremented(MDB_txn* txn, MDB_dbi tree, const std::string& key, const nlohmann::json& by) {
-  nlohmann::json cur;
-  MDB_val k = Val(key), v;
-  if (mdb_get(txn, tree, &k, &v) == 0) cur = DecodeLeaf(View(v));
-  if (!by.is_number()) return by;
-  if ((cur.is_number_integer() || !cur.is_number()) && by.is_number_integer()) {
-    return (cur.is_number_integer() ? cur.get<int64_t>() : 0) + by.get<int64_t>();
-  }
-  return (cur.is_number() ? cur.get<double>() : 0.0) + by.get<double>();
-}
-
-// The value at key as of this txn (null if absent), as DataTree::Get reads it.
-nlohmann::json ReadSubtree(MDB_txn* txn, MDB_dbi tree, const std::string& key) {
-  nlohmann::json out;
-  MDB_val k = Val(key), v;
-  if (!key.empty() && mdb_get(txn, tree, &k, &v) == 0) return DecodeLeaf(View(v));
-  const std::string prefix = key.empty() ? std::string() : key + "/";
-  Cursor c(txn, tree);
-  k = Val(prefix);
-  int rc = prefix.empty() ? mdb_cursor_get(c.get(), &k, &v, MDB_FIRST) : mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE);
-  for (; rc == 0; rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT)) {
-    std::string_view found = View(k);
-    if (found.substr(0, prefix.size()) != prefix) break;
-    if (out.is_null()) out = nlohmann::json::object();
-    InsertLeaf(&out, found.substr(prefix.size()), DecodeLeaf(View(v)));
-  }
-  return out;
-}
-
 std::string ChildKey(const std::string& base, const std::string& rel) {
   return base.empty() ? rel : rel.empty() ? base : base + "/" + rel;
 }
@@ -577,6 +565,9 @@ Status BatchApplier::EvictTree(MDB_txn* txn) {
   for (const auto& [use, root] : candidates) {
     if (counters_.tree_bytes <= options_.tree_cache_bytes) break;
     Status s = DeleteTreeRange(txn, root);
+    // What was remembered complete there, or of the whole tree, is not held any more.
+    if (s.ok()) s = DeleteMarksWithin(txn, root);
+    if (s.ok()) s = DeleteKeysFrom(txn, db_.query_marks, std::string(1, '\0'));
     if (!s.ok()) return s;
     counters_.evicted_roots++;
     counters_dirty_ = true;
@@ -734,11 +725,96 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::MarkComplete& m, BatchResu
   std::string key = JoinKey(segs, segs.size());
   key += '\0';
   key += m.query;
-  if (key.size() > 511) return Status::Ok();  // over LMDB's key limit: simply not remembered
-  std::string value;
-  PutBe64(&value, counters_.evicted_roots);
-  MDB_val k = Val(key), v = Val(value);
+  if (key.size() > kMaxKeyBytes) return Status::Ok();  // over LMDB's key limit: simply not remembered
+  MDB_val k = Val(key), v{0, nullptr};
   if (int rc = mdb_put(txn, db_.query_marks, &k, &v, 0)) return Mdb(rc, "marking a query complete");
+  return Status::Ok();
+}
+
+template <>
+Status BatchApplier::Do(MDB_txn* txn, const mutation::ForgetComplete& m, BatchResult*) {
+  std::vector<std::string> segs;
+  std::string error;
+  if (!ParseTreePath(m.path, &segs, &error)) return Invalid(error);
+  const std::string key = JoinKey(segs, segs.size());
+  if (Status s = DeleteMarksWithin(txn, key); !s.ok()) return s;
+  for (size_t depth = 0; depth < segs.size(); ++depth) {
+    std::string mark = JoinKey(segs, depth);
+    mark += '\0';
+    MDB_val k = Val(mark);
+    int rc = mdb_del(txn, db_.query_marks, &k, nullptr);
+    if (rc && rc != MDB_NOTFOUND) return Mdb(rc, "forgetting a complete mark");
+  }
+  return Status::Ok();
+}
+
+Status BatchApplier::DeleteKeysFrom(MDB_txn* txn, MDB_dbi dbi, const std::string& prefix) {
+  Cursor c(txn, dbi);
+  if (c.rc()) return Mdb(c.rc(), "cursor");
+  while (true) {
+    MDB_val k = Val(prefix), v;
+    int rc = prefix.empty() ? mdb_cursor_get(c.get(), &k, &v, MDB_FIRST)
+                            : mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE);
+    if (rc == MDB_NOTFOUND) return Status::Ok();
+    if (rc) return Mdb(rc, "mark scan");
+    if (View(k).substr(0, prefix.size()) != prefix) return Status::Ok();
+    if ((rc = mdb_cursor_del(c.get(), 0))) return Mdb(rc, "mark delete");
+  }
+}
+
+Status BatchApplier::DeleteMarksWithin(MDB_txn* txn, const std::string& key) {
+  if (key.empty()) return DeleteKeysFrom(txn, db_.query_marks, "");
+  Status s = DeleteKeysFrom(txn, db_.query_marks, key + '\0');
+  return s.ok() ? DeleteKeysFrom(txn, db_.query_marks, key + '/') : s;
+}
+
+template <>
+Status BatchApplier::Do(MDB_txn* txn, const mutation::CloudWrite& m, BatchResult* result) {
+  std::vector<std::string> base, rel;
+  std::string error;
+  if (!ParseTreePath(m.path, &base, &error)) return Invalid(error);
+  std::vector<std::string> written;
+  if (m.patch) {
+    if (!m.value.is_object()) return Invalid("cloud update must be an object");
+    for (auto it = m.value.begin(); it != m.value.end(); ++it) {
+      if (!ParseTreePath(it.key(), &rel, &error)) return Invalid(error);
+      if (rel.empty()) return Invalid("empty child path in cloud update");
+      std::vector<std::string> full = base;
+      full.insert(full.end(), rel.begin(), rel.end());
+      if (Status s = SetTree(txn, full, *it, result); !s.ok()) return s;
+      written.push_back(JoinKey(full, full.size()));
+    }
+  } else {
+    if (Status s = SetTree(txn, base, m.value, result); !s.ok()) return s;
+    written.push_back(JoinKey(base, base.size()));
+  }
+  for (const std::string& key : written) {
+    if (Status s = OverlayPending(txn, key, m.in_flight, result); !s.ok()) return s;
+  }
+  return Status::Ok();
+}
+
+Status BatchApplier::OverlayPending(MDB_txn* txn, const std::string& key, const std::vector<uint64_t>& in_flight,
+                                    BatchResult* result) {
+  for (const PendingRef& p : OverlappingPending(txn, db_, key)) {
+    if (std::binary_search(in_flight.begin(), in_flight.end(), p.seq)) continue;
+    const std::string qk = QueueKey(p.route_id, p.seq);
+    MDB_val k = Val(qk), v;
+    int rc = mdb_get(txn, db_.queue, &k, &v);
+    if (rc == MDB_NOTFOUND) continue;
+    if (rc) return Mdb(rc, "queue get");
+    QueueEntry e;
+    if (!DecodeEntry(View(v), &e)) continue;  // Check() reports it
+    Status s = ReapplyWithin(txn, db_.tree, e, key, [&](const std::string& at, const nlohmann::json& value) {
+      std::vector<std::string> segs;
+      std::string err;
+      ParseTreePath(at, &segs, &err);
+      Status st = SetTree(txn, segs, value, result);
+      // A queued value the tree cannot hold (it was refused when written) shows the cloud's.
+      return st.code == StatusCode::kInvalidArgument ? Status::Ok() : st;
+    });
+    if (!s.ok()) return s;
+  }
   return Status::Ok();
 }
 

@@ -33,7 +33,8 @@ class BatchApplier {
   // After a kRejected batch was rolled back: persist +1 on its route's rejected counter.
   Status CountRejected(MDB_txn* txn);
   // Enforces options.tree_cache_bytes: deletes whole roots (first path segment) that are not
-  // pinned and have no pending queue / dead-letter entries, least recently used first.
+  // pinned and have no pending queue / dead-letter entries, least recently used first, with the
+  // complete marks inside them and those of the whole tree.
   Status EvictTree(MDB_txn* txn);
 
   // While set, batches that can grow the store fail with kFull (deletes still apply).
@@ -56,6 +57,12 @@ class BatchApplier {
                  BatchResult* result);
   Status DeleteTreeRange(MDB_txn* txn, const std::string& key);
   Status DeleteTreeKey(MDB_txn* txn, const std::string& key);
+  Status Unindex(MDB_txn* txn, const QueueEntry& e);  // drops e from pending_paths
+  // Cloud data was written at tree key `key`: re-applies the queued entries overlapping it.
+  Status OverlayPending(MDB_txn* txn, const std::string& key, const std::vector<uint64_t>& in_flight,
+                        BatchResult* result);
+  Status DeleteKeysFrom(MDB_txn* txn, MDB_dbi dbi, const std::string& prefix);
+  Status DeleteMarksWithin(MDB_txn* txn, const std::string& key);  // complete marks at key and below
   Status DeleteSessionOps(MDB_txn* txn, const std::string& session_id, const std::string* under);
   Status Flush(MDB_txn* txn);
   Status Mdb(int rc, const char* what);

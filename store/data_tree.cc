@@ -69,7 +69,9 @@ bool DataTree::HoldsComplete(std::string_view path, std::string_view query) cons
     key += '\0';
     key += q;
     auto m = txn.Get(env_.dbs().query_marks, key);
-    return m && m->size() == 8 && GetBe64(m->data()) == c.evicted_roots;
+    // Current marks are deleted when what they cover is evicted; marks of older builds are valid
+    // while no root was evicted since.
+    return m && (m->empty() || (m->size() == 8 && GetBe64(m->data()) == c.evicted_roots));
   };
   if (!query.empty() && marked(segs.size(), query)) return true;
   for (size_t depth = segs.size() + 1; depth-- > 0;) {

@@ -30,7 +30,8 @@ class DataTree {
   Status Get(std::string_view path, nlohmann::json* out) const;
   nlohmann::json Get(std::string_view path) const;  // null if absent or malformed
   // True if the tree holds the complete result of `query` at path (WriteBatch::TreeMarkComplete),
-  // or the whole value at path or an ancestor, and no root was evicted since it was marked.
+  // or the whole value at path or an ancestor, and no eviction or ForgetComplete dropped the mark
+  // since (evicting a root drops the marks inside it and those of the whole tree).
   bool HoldsComplete(std::string_view path, std::string_view query) const;
   uint64_t Version() const;        // +1 per applied tree mutation
   uint64_t Bytes() const;          // current cached size

@@ -41,7 +41,29 @@ constexpr DbSpec kDbSpecs[] = {
     {"by_long", &Databases::by_long},
     {"on_disconnect", &Databases::on_disconnect},
     {"query_marks", &Databases::query_marks},  // added later: created on the first writable open
+    {"pending_paths", &Databases::pending_paths},  // added later: built from the queue then
 };
+
+bool AddedLater(MDB_dbi Databases::*member) {
+  return member == &Databases::query_marks || member == &Databases::pending_paths;
+}
+
+// Fills the pending_paths index from the queue (a store written by a build without it).
+int BuildPendingIndex(MDB_txn* txn, const Databases& dbs) {
+  Cursor c(txn, dbs.queue);
+  if (c.rc()) return c.rc();
+  MDB_val k, v;
+  int rc;
+  for (rc = mdb_cursor_get(c.get(), &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT)) {
+    QueueEntry e;
+    if (k.mv_size != 12 || !DecodeEntry(View(v), &e)) continue;  // Check() reports such entries
+    std::string key;
+    if (!PendingIndexKey(e.path, e.seq, &key)) continue;
+    MDB_val ik = Val(key), iv = {4, k.mv_data};
+    if ((rc = mdb_put(txn, dbs.pending_paths, &ik, &iv, 0))) return rc;
+  }
+  return rc == MDB_NOTFOUND ? 0 : rc;
+}
 
 std::string RandomHex(size_t bytes) {
   std::random_device rd;
@@ -116,16 +138,25 @@ LmdbEnv::LmdbEnv(const std::string& dir, const StoreOptions& options) : path_(di
       mdb_txn_abort(txn);
       ThrowLmdb(path_, "opening meta database", rc);
     }
+    bool build_pending_index = false;
     for (const DbSpec& spec : kDbSpecs) {
-      rc = mdb_dbi_open(txn, spec.name, ro ? 0 : MDB_CREATE, &(dbs_.*spec.member));
-      if (rc == MDB_NOTFOUND && ro && spec.member == &Databases::query_marks) {
-        dbs_.has_query_marks = false;
-        continue;
+      rc = mdb_dbi_open(txn, spec.name, 0, &(dbs_.*spec.member));
+      if (rc == MDB_NOTFOUND && AddedLater(spec.member)) {
+        if (ro) {
+          (spec.member == &Databases::query_marks ? dbs_.has_query_marks : dbs_.has_pending_paths) = false;
+          continue;
+        }
+        build_pending_index = spec.member == &Databases::pending_paths && !fresh;
       }
+      if (rc == MDB_NOTFOUND && !ro) rc = mdb_dbi_open(txn, spec.name, MDB_CREATE, &(dbs_.*spec.member));
       if (rc) {
         mdb_txn_abort(txn);
         ThrowLmdb(path_, "opening database", rc);
       }
+    }
+    if (build_pending_index && (rc = BuildPendingIndex(txn, dbs_))) {
+      mdb_txn_abort(txn);
+      ThrowLmdb(path_, "indexing queued writes by path", rc);
     }
     if (fresh) {
       std::string schema;

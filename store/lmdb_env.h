@@ -34,8 +34,12 @@ struct Databases {
   MDB_dbi by_short;       // short token -> session id
   MDB_dbi by_long;        // long token -> session id
   MDB_dbi on_disconnect;  // OnDisconnectPrefix(session) + order (BE64) -> OnDisconnectOp
-  MDB_dbi query_marks;    // tree key + '\0' + canonical query -> evicted_roots (BE64) at marking
-  bool has_query_marks = true;  // false: a read-only open of a store that never had them
+  // tree key + '\0' + canonical query -> "" (valid until deleted by an eviction of its root or a
+  // ForgetComplete), or, written by older builds, evicted_roots (BE64) at marking.
+  MDB_dbi query_marks;
+  MDB_dbi pending_paths;  // PendingIndexKey(entry's tree key, seq) -> route id (BE32): queued entries by path
+  bool has_query_marks = true;    // false: a read-only open of a store that never had them
+  bool has_pending_paths = true;  // likewise
 };
 
 class LmdbEnv {

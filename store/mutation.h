@@ -41,10 +41,20 @@ struct RemoveSession { std::string session_id; bool must_exist; uint64_t ops_thr
 struct AddOnDisconnect { std::string session_id; OnDisconnectOp op; };
 struct CancelOnDisconnect { std::string session_id; std::string path; };
 struct MarkComplete { std::string path; std::string query; };
+struct ForgetComplete { std::string path; };
+// The cloud's data: like TreeSet (patch = false) or TreeUpdate (patch = true), then every queued
+// entry overlapping a written path is applied again on top (see pending_overlay.h), except the
+// seqs in `in_flight` (sorted), whose effect the cloud's data may already hold.
+struct CloudWrite {
+  std::string path;
+  nlohmann::json value;
+  bool patch = false;
+  std::vector<uint64_t> in_flight;
+};
 
 using Mutation = std::variant<Append, AckThrough, AckSeqs, MoveToDead, RetryDead, DropDead,
                               SweepExpired, TreeSet, TreeUpdate, TreeRemove, PutSession,
                               TouchSession, RemoveSession, AddOnDisconnect, CancelOnDisconnect,
-                              MarkComplete>;
+                              MarkComplete, ForgetComplete, CloudWrite>;
 
 }  // namespace tether::store::mutation

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "store/tree_path.h"
+
 namespace tether::store {
 namespace {
 
@@ -126,6 +128,16 @@ std::string QueueKey(uint32_t route_id, uint64_t seq) {
   PutBe32(&k, route_id);
   PutBe64(&k, seq);
   return k;
+}
+
+bool PendingIndexKey(std::string_view tree_path, uint64_t seq, std::string* key) {
+  std::vector<std::string> segs;
+  std::string error;
+  if (!ParseTreePath(tree_path, &segs, &error)) return false;
+  *key = JoinKey(segs, segs.size());
+  key->push_back('\0');
+  PutBe64(key, seq);
+  return key->size() <= 511;
 }
 
 std::string OnDisconnectPrefix(std::string_view session_id) {

@@ -21,6 +21,11 @@ uint64_t GetBe64(const char* p);
 
 // queue key = route_id (BE32) + seq (BE64): one route's entries are one contiguous key range.
 std::string QueueKey(uint32_t route_id, uint64_t seq);
+// pending_paths key = the tree key of `tree_path` ("a/b") + '\0' + seq (BE64): the entries at one
+// path are one key range, and a subtree's are the ranges "a/b\0..." and "a/b/...". False if the
+// path is malformed or the key would pass LMDB's limit (such an entry is not re-applied over
+// cloud data).
+bool PendingIndexKey(std::string_view tree_path, uint64_t seq, std::string* key);
 // on-disconnect key = u16 BE len(session_id) + session_id + order (BE64).
 std::string OnDisconnectPrefix(std::string_view session_id);
 

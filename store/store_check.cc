@@ -79,7 +79,7 @@ CheckReport RunCheck(const LmdbEnv& env) {
 
   std::map<uint32_t, RouteStats> actual;
   std::map<std::string, RootCounters> roots;
-  uint64_t q_entries = 0, q_bytes = 0, max_seq = 0;
+  uint64_t q_entries = 0, q_bytes = 0, max_seq = 0, indexed = 0;
   std::map<uint32_t, uint64_t> last_seq;
   Scan(txn.get(), db.queue, [&](std::string_view k, std::string_view v) {
     QueueEntry e;
@@ -95,7 +95,23 @@ CheckReport RunCheck(const LmdbEnv& env) {
     q_bytes += v.size();
     max_seq = std::max(max_seq, seq);
     roots[std::string(PathRoot(e.path))].pending++;
+    std::string ik;
+    if (db.has_pending_paths && PendingIndexKey(e.path, e.seq, &ik)) {
+      auto iv = txn.Get(db.pending_paths, ik);
+      if (!iv || iv->size() != 4 || GetBe32(iv->data()) != id) {
+        problem("pending_paths: queue entry " + std::to_string(seq) + " not indexed by its path");
+      }
+      ++indexed;
+    }
   });
+  if (db.has_pending_paths) {
+    MDB_stat ps;
+    mdb_stat(txn.get(), db.pending_paths, &ps);
+    if (ps.ms_entries != indexed) {
+      problem("pending_paths: " + std::to_string(ps.ms_entries) + " index entries for " + std::to_string(indexed) +
+              " queued writes");
+    }
+  }
   uint64_t dead = 0;
   std::map<std::string, uint64_t> dead_by_route;
   Scan(txn.get(), db.dead, [&](std::string_view k, std::string_view v) {
@@ -137,7 +153,7 @@ CheckReport RunCheck(const LmdbEnv& env) {
   Scan(txn.get(), db.tree_roots, [&](std::string_view k, std::string_view v) {
     RootCounters rc;
     if (!DecodeRoot(v, &rc)) return problem("tree_roots: unreadable");
-    stored_roots[std::string(k)] = rc;
+    stored_roots[k == "\x01" ? std::string() : std::string(k)] = rc;  // the whole tree's root (see BatchApplier)
   });
   for (const auto& [root, a] : roots) {
     const RootCounters& s = stored_roots[root];

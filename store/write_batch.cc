@@ -1,5 +1,7 @@
 #include "store/write_batch.h"
 
+#include <algorithm>
+
 namespace tether::store {
 
 void WriteBatch::Append(QueueEntry entry) { mutations_.emplace_back(mutation::Append{std::move(entry)}); }
@@ -41,6 +43,20 @@ void WriteBatch::TreeRemove(std::string path) {
 
 void WriteBatch::TreeMarkComplete(std::string path, std::string query) {
   mutations_.emplace_back(mutation::MarkComplete{std::move(path), std::move(query)});
+}
+
+void WriteBatch::TreeForgetComplete(std::string path) {
+  mutations_.emplace_back(mutation::ForgetComplete{std::move(path)});
+}
+
+void WriteBatch::TreeSetFromCloud(std::string path, nlohmann::json value, std::vector<uint64_t> in_flight) {
+  std::sort(in_flight.begin(), in_flight.end());
+  mutations_.emplace_back(mutation::CloudWrite{std::move(path), std::move(value), false, std::move(in_flight)});
+}
+
+void WriteBatch::TreeUpdateFromCloud(std::string path, nlohmann::json children, std::vector<uint64_t> in_flight) {
+  std::sort(in_flight.begin(), in_flight.end());
+  mutations_.emplace_back(mutation::CloudWrite{std::move(path), std::move(children), true, std::move(in_flight)});
 }
 
 void WriteBatch::PutSession(SessionRecord record) {

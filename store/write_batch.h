@@ -35,8 +35,20 @@ class WriteBatch {
   // batch applies; otherwise the whole batch fails with kConflict.
   void TreeSetIf(std::string path, nlohmann::json expect, nlohmann::json value);
   // The tree now holds the complete result of `query` (Query::Canonical, "" = the whole value) at
-  // path, e.g. after fetching it from the cloud. Any later eviction of any root invalidates it.
+  // path, e.g. after fetching it from the cloud. Evicting its root (any root, for a mark of the
+  // whole tree) or TreeForgetComplete forgets it.
   void TreeMarkComplete(std::string path, std::string query);
+  // The tree may no longer hold what earlier marks claimed: drops every mark at path and below,
+  // and the whole-value marks of its ancestors.
+  void TreeForgetComplete(std::string path);
+  // Cloud data arriving (sync stream, cloud read, conflict): the local copy becomes the cloud's
+  // value there with the writes still queued for upload applied again on top, in queue order
+  // (increments add to the cloud's number, compare-and-sets compare again), so it stays "latest
+  // cloud data + pending writes". `in_flight`: seqs being uploaded right now whose effect the
+  // cloud's data may already include; they are not applied again (an increment would count twice).
+  void TreeSetFromCloud(std::string path, nlohmann::json value, std::vector<uint64_t> in_flight = {});
+  // As TreeSetFromCloud, for an object of relative child paths (a patch event, a query result).
+  void TreeUpdateFromCloud(std::string path, nlohmann::json children, std::vector<uint64_t> in_flight = {});
   // --- SessionTable ---
   void PutSession(SessionRecord record);  // insert or replace; tokens must be unique (kConflict)
   void TouchSession(std::string session_id, int64_t last_seen_ms);

@@ -5,13 +5,15 @@ Data is one JSON tree in memory guarded by one lock. Control API: POST /_control
 object {"op": ...}:
   reset                      clear data, faults, log and skew
   dump                       -> the whole tree
-  log                        -> [{"method","path","query","body"}...] of data writes
+  log                        -> [{"method","path","query","body","if_match"}...] of data writes
+                             (if_match: the request's if-match header, or null)
   reads                      -> [{"path","query"}...] of plain (non-stream) GETs
   attempts                   -> [{"method","path","query","t_ms","status"}...] of every data request,
                                 failed or injected ones included (t_ms: arrival, real time)
   streams                    -> {"/path": n} streams open now
   fail {"status":N,"count":C,"path":"substr","method":M}   next C matching requests (path
                              substring, optional method) answer N (401/429/5xx...)
+  clear_faults               forget pending fail and lose_replies entries
   reject {"status":400,"contains":"text"}       writes whose body contains text answer status
                                                 (persistent until reset)
   lose_replies {"count":C,"path":"substr","status":S}  the next C writes matching are APPLIED but
@@ -29,10 +31,14 @@ object {"op": ...}:
 POST /_oauth/token: jwt-bearer grant (form body) -> {"access_token": new accepted token,
                              "expires_in": token_ttl}
   down {"ms":M}              close the listener for M ms (connections refused)
+  drop {"on":b}              while on, every data request's connection is closed without a reply
+                             and open streams are cut; the control API keeps working
+  set {"path":p,"value":v}   another writer: sets v at p (streams hear it), no fault applies,
+                             not in the log
 CLI: --port 0 prints the chosen port as the first stdout line. --secret S requires auth.
 Queries on GET: orderBy="$key"|"$value"|"<child>", startAt/endAt/equalTo (JSON), limitToFirst/Last,
 answered with Firebase's ordering (null < false < true < numbers < strings < objects, ties by key;
-keys that are 32-bit integers first). Conditional writes: GET with X-Firebase-ETag: true returns an
+keys that are 32-bit integers first; strings by UTF-16 code units, as the Firebase server). Conditional writes: GET with X-Firebase-ETag: true returns an
 ETag; PUT/DELETE with if-match answer 412 with the current value and ETag on mismatch.
 """
 import argparse
@@ -51,7 +57,7 @@ STATE = {}
 def reset_state():
     STATE.update(data=None, log=[], fails=[], rejects=[], slow_ms=0, skew_ms=0, keepalive_ms=30000,
                  silence=False, stream_gen=0, etag_gen=0, reads=[], lose=[], attempts=[], streams={},
-                 token_ttl=3600)
+                 token_ttl=3600, drop=False)
 
 
 reset_state()
@@ -149,7 +155,7 @@ def int_key(k):
 
 def key_sort(k):
     v = int_key(k)
-    return (0, v, "") if v is not None else (1, 0, k.encode())
+    return (0, v, b"") if v is not None else (1, 0, k.encode("utf-16-be", "surrogatepass"))
 
 
 def value_sort(v):
@@ -162,7 +168,7 @@ def value_sort(v):
     if isinstance(v, (int, float)):
         return (3, v)
     if isinstance(v, str):
-        return (4, v.encode())
+        return (4, v.encode("utf-16-be", "surrogatepass"))
     return (5,)
 
 
@@ -284,6 +290,9 @@ class Handler(BaseHTTPRequestHandler):
             elif op == "fail":
                 STATE["fails"].append({"status": req["status"], "count": req.get("count", 1),
                                        "path": req.get("path", ""), "method": req.get("method")})
+            elif op == "clear_faults":
+                STATE["fails"] = []
+                STATE["lose"] = []
             elif op == "lose_replies":
                 STATE["lose"].append({"status": req.get("status", 0), "count": req.get("count", 1),
                                       "path": req.get("path", "")})
@@ -307,6 +316,15 @@ class Handler(BaseHTTPRequestHandler):
                 SECRET["value"] = req.get("value")
             elif op == "tokens":
                 SECRET["tokens"] = {t: None for t in req.get("values", [])}
+            elif op == "drop":
+                STATE["drop"] = bool(req.get("on", True))
+                if STATE["drop"]:
+                    STATE["stream_gen"] += 1
+                    STREAM_COND.notify_all()
+            elif op == "set":
+                parts = split(req["path"])
+                set_at(parts, req.get("value"))
+                publish(parts, "put", get_at(STATE["data"], parts))
             elif op == "down":
                 self.close_connection = True
                 threading.Thread(target=go_down, args=(req["ms"], self.connection), daemon=True).start()
@@ -355,10 +373,16 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(404, {"error": "not found"})
         parts = split(path[:-5])
         with LOCK:
+            dropped = STATE["drop"]
+        if dropped:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        with LOCK:
             slow = STATE["slow_ms"]
             status = None
             for f in STATE["fails"]:
-                if f["count"] > 0 and f["path"] in path and f["method"] in (None, method):
+                if f["count"] > 0 and f["path"] in path and f.get("method") in (None, method):
                     f["count"] -= 1
                     status = f["status"]
                     break
@@ -383,7 +407,8 @@ class Handler(BaseHTTPRequestHandler):
             if method != "GET":
                 STATE["log"].append({"method": method, "path": "/" + "/".join(parts),
                                      "query": url.query, "body": body,
-                                     "t_ms": int(time.time() * 1000) + STATE["skew_ms"]})
+                                     "t_ms": int(time.time() * 1000) + STATE["skew_ms"],
+                                     "if_match": self.headers.get("if-match")})
             cur = get_at(STATE["data"], parts)
             cur_etag = etag_of(cur)
             if method == "GET":

@@ -78,5 +78,25 @@ TEST(ObserverRegistry, PathHookSeesTheFirstAndTheLastObserverOfAPath) {
   EXPECT_EQ(events, (std::vector<std::string>{"+a", "+b", "-a", "-b", "+c"}));
 }
 
+// RFC 7641 §4.1 keeps one entry per client and resource; the SDK re-observes with a new token
+// (after re-authenticating) without deregistering, so the older registration has to go.
+TEST(ObserverRegistry, ReObservingTheSamePathAndQueryReplacesTheOldRegistration) {
+  ObserverRegistry r;
+  EXPECT_TRUE(r.Add(O(1, "s1", "a")).empty());
+  Observer q = O(2, "s1", "a");
+  q.device_path = "a?orderBy=\"$key\"";  // the same path with a query is another registration
+  EXPECT_TRUE(r.Add(q).empty());
+  EXPECT_TRUE(r.Add(O(3, "s2", "a")).empty()) << "another session's registration stays";
+  EXPECT_EQ(r.Add(O(4, "s1", "a")), std::vector<coap::ObserverId>{1});
+  EXPECT_EQ(r.Find(1), nullptr);
+  EXPECT_EQ(r.FindBySessionPath("s1", "a")->id, 4u);
+  EXPECT_EQ(r.size(), 3u);
+  EXPECT_EQ(r.Affected("a")["a"].size(), 3u) << "one notification per session and registration";
+  q.id = 5;
+  EXPECT_EQ(r.Add(q), std::vector<coap::ObserverId>{2});
+  EXPECT_TRUE(r.Add(O(4, "s1", "a")).empty()) << "the same id again is the same registration";
+  EXPECT_EQ(r.size(), 3u);
+}
+
 }  // namespace
 }  // namespace tether

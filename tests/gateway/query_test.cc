@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -94,6 +95,111 @@ TEST(QueryRows, Mixed_deep_child_path_and_leaf_values) {
   ASSERT_EQ(ParseQuery(Params({"orderBy=$value", "limitToLast=2"}), &by_value), "");
   EXPECT_EQ(ApplyQuery(Json::parse("[7, null, 3, 9]"), by_value), Json::parse(R"({"0":7,"3":9})"));
 }
+
+// Numbers compare exactly however they are stored: JSON parses non-negative integers as uint64,
+// negative ones as int64 and the rest as double.
+TEST(QueryOrder, NumbersOfEveryWidthCompareExactly) {
+  struct Row {
+    const char* a;
+    const char* b;
+    int want;
+  };
+  const Row rows[] = {
+      {"18446744073709551615", "1", 1},                      // uint64 max is not -1
+      {"9223372036854775808", "-1", 1},                      // 2^63 as uint64 vs int64
+      {"-9223372036854775808", "9223372036854775807", -1},   // int64 min vs max
+      {"9007199254740993", "9007199254740992.0", 1},         // 2^53 + 1 vs the double 2^53
+      {"9007199254740992", "9007199254740992.0", 0},         // equal across int and double
+      {"18446744073709551615", "1.8446744073709552e19", -1},  // the double is 2^64
+      {"-1", "-0.5", -1},
+      {"3", "2.5", 1},
+      {"0", "-0.0", 0},
+  };
+  for (const Row& r : rows) {
+    Json a = Json::parse(r.a), b = Json::parse(r.b);
+    EXPECT_EQ(CompareValues(a, b), r.want) << r.a << " vs " << r.b;
+    EXPECT_EQ(CompareValues(b, a), -r.want) << r.b << " vs " << r.a;
+  }
+  Json big = Json::parse(R"({"a":18446744073709551615,"b":-1,"c":9223372036854775808,"d":1e19,
+                             "e":9007199254740993,"f":9007199254740992.0})");
+  Query q;
+  ASSERT_EQ(ParseQuery(Params({"orderBy=$value"}), &q), "");
+  EXPECT_EQ(QueryKeys(big, q), (std::vector<std::string>{"b", "f", "e", "c", "d", "a"}));
+  ASSERT_EQ(ParseQuery(Params({"orderBy=$value", "startAt=9223372036854775808"}), &q), "");
+  EXPECT_EQ(QueryKeys(big, q), (std::vector<std::string>{"c", "d", "a"}));
+}
+
+// Strings (values and keys) order by UTF-16 code units as Firebase does: a character above
+// U+FFFF (a surrogate pair, 0xD83D...) sorts before U+E000..U+FFFF, unlike UTF-8 byte order.
+TEST(QueryOrder, StringsCompareByUtf16CodeUnits) {
+  const std::string smile = "\xF0\x9F\x98\x80", priv = "\xEE\x80\x80", last = "\xEF\xBF\xBF", e_acute = "\xC3\xA9";
+  EXPECT_LT(CompareStrings(smile, priv), 0);
+  EXPECT_LT(CompareStrings(smile, last), 0);
+  EXPECT_LT(CompareStrings("z", e_acute), 0);
+  EXPECT_LT(CompareStrings(e_acute, smile), 0);
+  EXPECT_LT(CompareStrings("ab", "abc"), 0);
+  EXPECT_EQ(CompareStrings(smile, smile), 0);
+  EXPECT_LT(CompareStrings(smile, smile + "a"), 0);
+  EXPECT_GT(CompareStrings(smile + "b", smile + "a"), 0);
+  EXPECT_NE(CompareStrings("\xFF", "\xFE"), 0) << "malformed UTF-8 still orders";
+  Json v = {{"k1", last}, {"k2", smile}, {"k3", "z"}, {"k4", priv}};
+  Query q;
+  ASSERT_EQ(ParseQuery(Params({"orderBy=$value"}), &q), "");
+  EXPECT_EQ(QueryKeys(v, q), (std::vector<std::string>{"k3", "k2", "k4", "k1"}));
+  Json keys = {{last, 1}, {smile, 1}, {"z", 1}, {"5", 1}};
+  ASSERT_EQ(ParseQuery(Params({"orderBy=$key"}), &q), "");
+  EXPECT_EQ(QueryKeys(keys, q), (std::vector<std::string>{"5", "z", smile, last}));
+}
+
+// Which local children a cloud result proves gone: only those inside the range the result covers.
+struct StaleCase {
+  const char* name;
+  std::vector<std::string> params;
+  const char* local;
+  const char* result;  // the cloud's answer to the query
+  std::vector<std::string> want;
+};
+
+class StaleTable : public ::testing::TestWithParam<StaleCase> {};
+
+TEST_P(StaleTable, OnlyWhatTheResultProves) {
+  const StaleCase& c = GetParam();
+  Query q;
+  ASSERT_EQ(ParseQuery(Params(c.params), &q), "") << c.name;
+  std::vector<std::string> got = StaleKeys(Json::parse(c.local), Json::parse(c.result), q);
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, c.want) << c.name;
+}
+
+constexpr const char* kFive = R"({"a":1,"b":2,"c":3,"d":4,"e":5})";
+
+INSTANTIATE_TEST_SUITE_P(
+    Windows, StaleTable,
+    ::testing::Values(
+        StaleCase{"no limit: every missing child", {"orderBy=$key"}, kFive, R"({"a":1,"c":3,"e":5})", {"b", "d"}},
+        StaleCase{"bounds", {"orderBy=$key", "startAt=\"b\"", "endAt=\"d\""}, kFive, R"({"c":3})", {"b", "d"}},
+        StaleCase{"first, filled: up to the last child", {"orderBy=$key", "limitToFirst=2"}, kFive, R"({"a":1,"c":3})",
+                  {"b"}},
+        StaleCase{"first, not filled: the whole range", {"orderBy=$key", "limitToFirst=3"}, kFive, R"({"a":1,"c":3})",
+                  {"b", "d", "e"}},
+        StaleCase{"last, filled: from the first child", {"orderBy=$key", "limitToLast=2"}, kFive, R"({"c":3,"e":5})",
+                  {"d"}},
+        StaleCase{"last, filled, nothing missing", {"orderBy=$key", "limitToLast=2"}, kFive, R"({"d":4,"e":5})", {}},
+        StaleCase{"empty result with a limit: all in range", {"orderBy=$key", "startAt=\"c\"", "limitToFirst=2"}, kFive,
+                  "null", {"c", "d", "e"}},
+        StaleCase{"value order, filled", {"orderBy=$value", "limitToFirst=2"}, kFive, R"({"b":2,"c":3})", {"a"}},
+        StaleCase{"value order, new child inside", {"orderBy=$value", "limitToFirst=2"}, kFive, R"({"a":1,"x":1.5})",
+                  {}},
+        StaleCase{"value order, equalTo", {"orderBy=$value", "equalTo=3"}, kFive, "null", {"c"}},
+        StaleCase{"value order, ties broken by key at the edge", {"orderBy=$value", "limitToFirst=2"},
+                  R"({"a":1,"b":1,"c":1})", R"({"a":1,"c":1})", {"b"}},
+        StaleCase{"child order", {"orderBy=h"}, R"({"p":{"h":1},"q":{"h":2},"r":{"x":0}})", R"({"q":{"h":2}})",
+                  {"p", "r"}},
+        StaleCase{"child order, bounds exclude the missing", {"orderBy=h", "startAt=2"},
+                  R"({"p":{"h":1},"q":{"h":2},"r":{"x":0}})", R"({"q":{"h":2}})", {}},
+        StaleCase{"array form of the result", {"orderBy=$key"}, R"({"0":"x","1":"y","2":"z"})", R"(["x",null,"z"])",
+                  {"1"}},
+        StaleCase{"local is a plain value", {"orderBy=$key"}, "7", "null", {}}));
 
 TEST(QueryParse, SessionParamsAreSkippedAndNoQueryIsEmpty) {
   Query q;

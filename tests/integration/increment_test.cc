@@ -29,10 +29,11 @@ class Increments : public ::testing::Test {
                       "\"\nstore:\n  path: ${STORE}\nupstream:\n  url: " + cloud_.url() +
                       "\napps:\n  - id: myapp\nroutes:\n"
                       "  - { name: devs, match: \"devices/{device}/**\", cloud: \"fleet/{device}/**\" }\n"
-                      "  - { name: shared, match: \"stats/**\", cloud: \"stats/**\" }\n");
+                      "  - { name: shared, match: \"stats/**\", cloud: \"stats/**\" }\n"
+                      "  - { name: synced, match: \"counters/**\", cloud: \"counters/**\", sync: [ \"counters\" ] }\n");
     }
     gw_.Start();
-    ASSERT_TRUE(gw_.WaitForLog("uploading 2 route(s)", 10s)) << gw_.Log();
+    ASSERT_TRUE(gw_.WaitForLog("uploading 3 route(s)", 10s)) << gw_.Log();
   }
   bool WaitConnected(SdkClient& dev) {
     for (int i = 0; i < 100; ++i) {
@@ -150,6 +151,44 @@ TEST_F(Increments, KilledAfterTheCloudAppliedButBeforeTheQueueForgotIt) {
   for (const json& w : cloud_.control({{"op", "log"}})) patches += w["method"] == "PATCH";
   EXPECT_EQ(patches, 3) << "one upload per increment, none repeated";
   EXPECT_GE(MarkReads(), 1);
+}
+
+// Under a sync root the stream brings each upload's effect back while the write may still be
+// queued: the local copy must count every increment exactly once too (an increment being uploaded
+// is not applied again on top of cloud data that may already hold it).
+TEST_F(Increments, SyncedCounterLocallyEqualsTheCloudsTotal) {
+  constexpr int kDevices = 10, kEach = 5;
+  ASSERT_EQ(Shell("curl -sf -X PUT -d '100' " + cloud_.url() + "/counters/total.json").status, 0);
+  StartGateway();
+  std::vector<std::unique_ptr<SdkClient>> devs;
+  for (int d = 0; d < kDevices; ++d) {
+    devs.push_back(std::make_unique<SdkClient>(port_));
+    ASSERT_TRUE(devs.back()->Open("dev" + std::to_string(d)));
+  }
+  ASSERT_TRUE(WaitConnected(*devs[0]));
+  auto local = [&] { return devs[0]->Request(kGet, "counters/total", "", {}, {}, {}, 50u).payload; };
+  for (int i = 0; i < 50 && local() != "100"; ++i) std::this_thread::sleep_for(100ms);
+  ASSERT_EQ(local(), "100");
+  auto burst = [&] {
+    for (int k = 0; k < kEach; ++k) {
+      std::vector<std::string> toks;
+      for (int d = 0; d < kDevices; ++d) toks.push_back(devs[d]->Send(kPut, "counters/total", Increment(1)));
+      for (int d = 0; d < kDevices; ++d) ASSERT_EQ(devs[d]->Await(toks[d]).CodeString(), "2.05");
+      std::this_thread::sleep_for(20ms);  // let uploads and their echoes interleave with new writes
+    }
+  };
+  burst();  // online
+  cloud_.control({{"op", "drop"}, {"on", true}});
+  burst();  // offline: the stream's full resync afterwards meets queued increments
+  cloud_.control({{"op", "drop"}, {"on", false}});
+  const int want = 100 + 2 * kDevices * kEach;
+  ASSERT_TRUE(WaitCloud("/counters/total", [&](const json& v) { return v == want; }, 20s))
+      << cloud_.get("/counters/total").dump();
+  for (int i = 0; i < 100 && local() != std::to_string(want); ++i) std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(local(), std::to_string(want));
+  std::this_thread::sleep_for(1s);
+  EXPECT_EQ(local(), std::to_string(want)) << "settled";
+  EXPECT_EQ(cloud_.get("/counters/total"), want);
 }
 
 }  // namespace

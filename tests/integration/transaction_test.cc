@@ -30,9 +30,9 @@ class Transactions : public ::testing::Test {
     gw_.Start();
     ASSERT_TRUE(gw_.WaitForLog("uploading 1 route(s)", 10s)) << gw_.Log();
   }
-  bool WaitConnected(SdkClient& dev) {
-    for (int i = 0; i < 100; ++i) {
-      if (dev.Request(kGet, ".info/connected", "", {}, {}, {}, 50u).payload == "true") return true;
+  bool WaitConnected(SdkClient& dev, bool want) {
+    for (int i = 0; i < 150; ++i) {
+      if ((dev.Request(kGet, ".info/connected", "", {}, {}, {}, 50u).payload == "true") == want) return true;
       std::this_thread::sleep_for(100ms);
     }
     return false;
@@ -57,12 +57,14 @@ class Transactions : public ::testing::Test {
   int admin_ = 0;
 };
 
+// Deterministic: the cloud is unreachable while the device writes, another writer changes the
+// cloud meanwhile, and only then does the cloud come back.
 TEST_F(Transactions, CloudChangedUnderAPendingCompareAndSetIsReportedAndCounted) {
   ASSERT_EQ(Shell("curl -sf -X PUT -d '\"free\"' " + cloud_.url() + "/fleet/dev1/slot.json").status, 0);
   StartGateway();
   SdkClient dev(port_);
   ASSERT_TRUE(dev.Open("dev1"));
-  ASSERT_TRUE(WaitConnected(dev));
+  ASSERT_TRUE(WaitConnected(dev, true));
   ASSERT_EQ(dev.Request(kGet, "devices/dev1/slot", "", {}, {}, {}, 50u).payload, "\"free\"");  // from the cloud
 
   // Against the local copy at once: a stale expectation is refused with the current value.
@@ -74,29 +76,60 @@ TEST_F(Transactions, CloudChangedUnderAPendingCompareAndSetIsReportedAndCounted)
   CoapReply obs = dev.Request(kGet, "devices/dev1/slot", "", {}, 0u, {}, 50u);
   ASSERT_EQ(obs.payload, "\"free\"");
 
-  // The upload is held up (two 503s) while another writer changes the cloud.
-  // Only the upload's PUT: the device's observe also streams /fleet/dev1/slot.
-  cloud_.control({{"op", "fail"}, {"status", 503}, {"count", 2}, {"path", "/fleet/dev1/slot"}, {"method", "PUT"}});
+  cloud_.control({{"op", "drop"}, {"on", true}});
   r = Cas(dev, "devices/dev1/slot", "\"free\"", "\"dev1\"");
   ASSERT_EQ(r.CodeString(), "2.05");
-  ASSERT_EQ(Shell("curl -sf -X PATCH -d '{\"slot\":\"other\"}' " + cloud_.url() + "/fleet/dev1.json").status, 0);
+  ASSERT_TRUE(WaitConnected(dev, false));
+  cloud_.control({{"op", "set"}, {"path", "fleet/dev1/slot"}, {"value", "other"}});
+  cloud_.control({{"op", "drop"}, {"on", false}});
 
   // The device saw its own write, then hears that the cloud kept the other value.
   std::vector<std::string> seen;
   for (int i = 0; i < 4 && (seen.empty() || seen.back() != "\"other\""); ++i) {
-    auto n = dev.WaitNotification(5s);
+    auto n = dev.WaitNotification(15s);
     if (!n) break;
     seen.push_back(n->payload);
   }
   ASSERT_FALSE(seen.empty());
   EXPECT_EQ(seen.front(), "\"dev1\"");
   EXPECT_EQ(seen.back(), "\"other\"");
+  ASSERT_TRUE(gw_.WaitForLog("transaction conflict at /fleet/dev1/slot", 10s));
   EXPECT_EQ(dev.Request(kGet, "devices/dev1/slot", "", {}, {}, {}, 50u).payload, "\"other\"");
   // The observed path's stream may bring the cloud's value before the upload finds the conflict.
   EXPECT_TRUE(gw_.WaitForLog("transaction conflict at /fleet/dev1/slot", 10s));
   EXPECT_EQ(cloud_.get("/fleet/dev1/slot"), "other") << "the lost write was not forced on the cloud";
+  int writes = 0;
+  for (const json& w : cloud_.control({{"op", "log"}})) writes += w["path"] == "/fleet/dev1/slot";
+  EXPECT_EQ(writes, 1) << "only the test's setup: the gateway never wrote there";
   EXPECT_EQ(Metric("tether_transaction_conflicts_total{where=\"cloud\"} "), "1");
   EXPECT_EQ(Metric("tether_transaction_conflicts_total{where=\"local\"} "), "1");
+}
+
+// The conflict puts the cloud's value into the local copy; writes the device queued after the lost
+// compare-and-set still upload, so the local copy shows them on top (as the cloud will hold them).
+TEST_F(Transactions, ConflictKeepsLaterQueuedWritesInTheLocalCopy) {
+  StartGateway();
+  SdkClient dev(port_);
+  ASSERT_TRUE(dev.Open("dev1"));
+  ASSERT_TRUE(WaitConnected(dev, true));
+  cloud_.control({{"op", "drop"}, {"on", true}});
+  ASSERT_EQ(Cas(dev, "devices/dev1/lock", "null", R"({"owner":"dev1"})").CodeString(), "2.05");
+  ASSERT_EQ(dev.Request(kPut, "devices/dev1/lock/note", "\"later\"", {}, {}, 50u, 50u).CodeString(), "2.05");
+  ASSERT_TRUE(WaitConnected(dev, false));
+  cloud_.control({{"op", "set"}, {"path", "fleet/dev1/lock"}, {"value", {{"owner", "other"}}}});
+  cloud_.control({{"op", "drop"}, {"on", false}});
+  ASSERT_TRUE(gw_.WaitForLog("transaction conflict at /fleet/dev1/lock", 15s));
+  const json want = {{"owner", "other"}, {"note", "later"}};
+  json cloud;
+  for (int i = 0; i < 100 && (cloud = cloud_.get("/fleet/dev1/lock")) != want; ++i) std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(cloud, want);
+  // Read the local copy itself (online a GET would ask the cloud): cut the cloud off again.
+  cloud_.control({{"op", "drop"}, {"on", true}});
+  ASSERT_EQ(dev.Request(kPut, "devices/dev1/poke", "1", {}, {}, 50u, 50u).CodeString(), "2.05");
+  ASSERT_TRUE(WaitConnected(dev, false));
+  CoapReply r = dev.Request(kGet, "devices/dev1/lock", "", {}, {}, {}, 50u);
+  ASSERT_EQ(r.CodeString(), "2.05");
+  EXPECT_EQ(json::parse(r.payload), want) << "the local copy lost the queued note while the cloud got it";
 }
 
 TEST_F(Transactions, MatchingCompareAndSetReachesTheCloudWithIfMatch) {
@@ -104,8 +137,19 @@ TEST_F(Transactions, MatchingCompareAndSetReachesTheCloudWithIfMatch) {
   StartGateway();
   SdkClient dev(port_);
   ASSERT_TRUE(dev.Open("dev1"));
-  ASSERT_TRUE(WaitConnected(dev));
+  ASSERT_TRUE(WaitConnected(dev, true));
   ASSERT_EQ(dev.Request(kGet, "devices/dev1/lock", "", {}, {}, {}, 50u).payload, R"({"n":1})");
+  // The ETag the cloud gives {"n":1}: the upload must carry it as if-match.
+  ShellResult head = Shell("curl -sf -D - -o /dev/null -H 'X-Firebase-ETag: true' " + cloud_.url() + "/fleet/dev1/lock.json");
+  ASSERT_EQ(head.status, 0);
+  std::string etag;
+  for (size_t at = 0; at < head.out.size();) {
+    size_t end = head.out.find('\n', at);
+    std::string line = head.out.substr(at, end == std::string::npos ? std::string::npos : end - at);
+    if (line.rfind("ETag: ", 0) == 0) etag = line.substr(6, line.find_last_not_of("\r\n") - 5);
+    at = end == std::string::npos ? head.out.size() : end + 1;
+  }
+  ASSERT_FALSE(etag.empty()) << head.out;
   ASSERT_EQ(Cas(dev, "devices/dev1/lock", R"({"n":1})", R"({"n":2,"by":"dev1"})").CodeString(), "2.05");
   ASSERT_EQ(Cas(dev, "devices/dev1/lock", R"({"n":2,"by":"dev1"})", "null").CodeString(), "2.05");  // then release
   for (int i = 0; i < 100; ++i) {
@@ -115,10 +159,17 @@ TEST_F(Transactions, MatchingCompareAndSetReachesTheCloudWithIfMatch) {
   }
   EXPECT_TRUE(cloud_.get("/fleet/dev1/lock").is_null());
   std::vector<std::string> methods;
+  std::vector<json> if_match;
   for (const json& w : cloud_.control({{"op", "log"}})) {
-    if (w["path"] == "/fleet/dev1/lock") methods.push_back(w["method"]);
+    if (w["path"] != "/fleet/dev1/lock") continue;
+    methods.push_back(w["method"]);
+    if_match.push_back(w["if_match"]);
   }
   EXPECT_EQ(methods, (std::vector<std::string>{"PUT", "PUT", "DELETE"})) << "test setup, then the two writes";
+  ASSERT_EQ(if_match.size(), 3u);
+  EXPECT_TRUE(if_match[0].is_null()) << "the test's own setup write";
+  EXPECT_EQ(if_match[1], etag) << "the compare-and-set named the value it expected";
+  EXPECT_TRUE(if_match[2].is_string() && if_match[2] != etag) << if_match[2].dump();
   EXPECT_EQ(Metric("tether_transaction_conflicts_total{where=\"cloud\"} "), "0");
 }
 

@@ -175,9 +175,10 @@ TEST_F(DataTreeTest, WriteAtRootPathIsQueuedAndSurvivesReopen) {
   ExpectHealthy();
 }
 
-TEST_F(DataTreeTest, CompleteMarksSurviveReopenAndDieWithAnyEviction) {
+TEST_F(DataTreeTest, CompleteMarksSurviveReopenAndDieWithTheirRoot) {
   StoreOptions o;
   o.tree_cache_bytes = 12'000;
+  o.tree_pinned_roots = {"/synced"};
   Open(o);
   {
     WriteBatch b;  // a cloud query result merged in and remembered as complete
@@ -185,6 +186,8 @@ TEST_F(DataTreeTest, CompleteMarksSurviveReopenAndDieWithAnyEviction) {
     b.TreeMarkComplete("/scores", "orderBy=\"$value\"&limitToFirst=2");
     b.TreeSet("/whole/x", json{{"y", 1}});
     b.TreeMarkComplete("/whole", "");  // a plain fetch: complete for every query at or below
+    b.TreeSet("/synced", json{{"rate", 5}});
+    b.TreeMarkComplete("/synced", "");  // a sync root after its first full sync
     Status st = store_->CommitBlocking(std::move(b)).status;
     ASSERT_TRUE(st.ok()) << st.ToString();
   }
@@ -196,7 +199,13 @@ TEST_F(DataTreeTest, CompleteMarksSurviveReopenAndDieWithAnyEviction) {
   EXPECT_TRUE(store_->tree().HoldsComplete("/whole", "orderBy=\"$key\""));
   EXPECT_TRUE(store_->tree().HoldsComplete("/whole/x/y", ""));
   EXPECT_FALSE(store_->tree().HoldsComplete("/", ""));
-  // Filling the cache evicts some root: every mark may now describe data that is gone.
+  {
+    WriteBatch b;
+    b.TreeMarkComplete("/", "orderBy=\"$key\"");
+    ASSERT_TRUE(store_->CommitBlocking(std::move(b)).status.ok());
+  }
+  // Filling the cache evicts the least recently used roots: their marks go with their data, as
+  // does any mark of the whole tree; the pinned root's mark stays.
   const std::string big(1000, 'v');
   for (const char* root : {"/f1", "/f2", "/f3"}) {
     json obj;
@@ -204,8 +213,12 @@ TEST_F(DataTreeTest, CompleteMarksSurviveReopenAndDieWithAnyEviction) {
     ASSERT_TRUE(Set(root, obj).status.ok());
   }
   ASSERT_GE(store_->tree().EvictedRoots(), 1u);
+  ASSERT_TRUE(Get("/scores").is_null());
   EXPECT_FALSE(store_->tree().HoldsComplete("/scores", "orderBy=\"$value\"&limitToFirst=2"));
   EXPECT_FALSE(store_->tree().HoldsComplete("/whole", ""));
+  EXPECT_FALSE(store_->tree().HoldsComplete("/", "orderBy=\"$key\""));
+  EXPECT_TRUE(store_->tree().HoldsComplete("/synced", ""));
+  EXPECT_EQ(Get("/synced/rate"), 5);
   ExpectHealthy();
 }
 

@@ -1,0 +1,210 @@
+#include "store/pending_overlay.h"
+
+#include <algorithm>
+#include <optional>
+
+#include "store/record_codec.h"
+#include "store/tree_path.h"
+
+namespace tether::store {
+namespace {
+
+std::string Child(const std::string& base, std::string_view rel) {
+  if (base.empty()) return std::string(rel);
+  if (rel.empty()) return base;
+  std::string out = base;
+  out += '/';
+  out += rel;
+  return out;
+}
+
+// Entries indexed exactly at tree key `at` ("at\0seq"), or below it when `below` ("at/...").
+void Collect(MDB_txn* txn, MDB_dbi index, const std::string& at, bool below, std::vector<PendingRef>* out) {
+  std::string prefix = at;
+  if (below) {
+    if (!prefix.empty()) prefix += '/';
+  } else {
+    prefix += '\0';
+  }
+  Cursor c(txn, index);
+  if (c.rc()) return;
+  MDB_val k = Val(prefix), v;
+  int rc = prefix.empty() ? mdb_cursor_get(c.get(), &k, &v, MDB_FIRST) : mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE);
+  for (; rc == 0; rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT)) {
+    std::string_view found = View(k);
+    if (found.substr(0, prefix.size()) != prefix) break;
+    if (!below && found.size() != prefix.size() + 8) continue;  // a longer key with a '\0'? never; be safe
+    if (found.size() < 9 || v.mv_size != 4) continue;
+    out->push_back({GetBe64(found.data() + found.size() - 8), GetBe32(static_cast<const char*>(v.mv_data))});
+  }
+}
+
+bool IsTimestamp(const nlohmann::json& v) {
+  if (!v.is_object() || v.size() != 1) return false;
+  auto it = v.find(".sv");
+  return it != v.end() && it->is_string() && it->get_ref<const std::string&>() == "timestamp";
+}
+
+bool IsIncrement(const nlohmann::json& v) {
+  if (!v.is_object() || v.size() != 1) return false;
+  auto it = v.find(".sv");
+  return it != v.end() && it->is_object() && it->size() == 1 && it->contains("increment") &&
+         (*it)["increment"].is_number();
+}
+
+// Server values inside `v` (written at tree key `key`) as the cloud will resolve them.
+void Resolve(MDB_txn* txn, MDB_dbi tree, const std::string& key, int64_t event_ms, nlohmann::json* v) {
+  if (IsTimestamp(*v)) {
+    *v = event_ms;
+    return;
+  }
+  if (IsIncrement(*v)) {
+    *v = Incremented(txn, tree, key, (*v)[".sv"]["increment"]);
+    return;
+  }
+  if (v->is_object()) {
+    if (v->contains(".sv")) {  // a server value this build does not know: nothing to show
+      *v = nullptr;
+      return;
+    }
+    for (auto it = v->begin(); it != v->end(); ++it) Resolve(txn, tree, Child(key, it.key()), event_ms, &*it);
+  } else if (v->is_array()) {
+    for (size_t i = 0; i < v->size(); ++i) Resolve(txn, tree, Child(key, std::to_string(i)), event_ms, &(*v)[i]);
+  }
+}
+
+// The part of `v` (the value at some key) at relative key `rel` ("x/y"): *part, null if absent.
+// If a plain value (or a server value) stands on the way, *cut_at is the length of rel's prefix
+// where it stands ("" = v itself) and *cut the value.
+void Below(const nlohmann::json& v, std::string_view rel, nlohmann::json* part, std::optional<size_t>* cut_at,
+           nlohmann::json* cut) {
+  *part = nullptr;
+  const nlohmann::json* cur = &v;
+  size_t i = 0;
+  while (i <= rel.size()) {
+    if (IsTimestamp(*cur) || IsIncrement(*cur) || (!cur->is_object() && !cur->is_array())) {
+      if (!cur->is_null()) {
+        *cut_at = i == 0 ? 0 : i - 1;
+        *cut = *cur;
+      }
+      return;
+    }
+    size_t j = rel.find('/', i);
+    if (j == std::string_view::npos) j = rel.size();
+    std::string seg(rel.substr(i, j - i));
+    if (cur->is_object()) {
+      auto it = cur->find(seg);
+      if (it == cur->end()) return;
+      cur = &*it;
+    } else {
+      if (seg.empty() || seg.size() > 9 || seg.find_first_not_of("0123456789") != std::string::npos) return;
+      size_t n = std::stoul(seg);
+      if (n >= cur->size()) return;
+      cur = &(*cur)[n];
+    }
+    i = j + 1;
+  }
+  *part = *cur;
+}
+
+}  // namespace
+
+nlohmann::json ReadSubtree(MDB_txn* txn, MDB_dbi tree, const std::string& key) {
+  nlohmann::json out;
+  MDB_val k = Val(key), v;
+  if (!key.empty() && mdb_get(txn, tree, &k, &v) == 0) return DecodeLeaf(View(v));
+  const std::string prefix = key.empty() ? std::string() : key + "/";
+  Cursor c(txn, tree);
+  k = Val(prefix);
+  int rc = prefix.empty() ? mdb_cursor_get(c.get(), &k, &v, MDB_FIRST) : mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE);
+  for (; rc == 0; rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT)) {
+    std::string_view found = View(k);
+    if (found.substr(0, prefix.size()) != prefix) break;
+    if (out.is_null()) out = nlohmann::json::object();
+    InsertLeaf(&out, found.substr(prefix.size()), DecodeLeaf(View(v)));
+  }
+  return out;
+}
+
+nlohmann::json Incremented(MDB_txn* txn, MDB_dbi tree, const std::string& key, const nlohmann::json& by) {
+  nlohmann::json cur;
+  MDB_val k = Val(key), v;
+  if (mdb_get(txn, tree, &k, &v) == 0) cur = DecodeLeaf(View(v));
+  if (!by.is_number()) return by;
+  if ((cur.is_number_integer() || !cur.is_number()) && by.is_number_integer()) {
+    return (cur.is_number_integer() ? cur.get<int64_t>() : 0) + by.get<int64_t>();
+  }
+  return (cur.is_number() ? cur.get<double>() : 0.0) + by.get<double>();
+}
+
+std::vector<PendingRef> OverlappingPending(MDB_txn* txn, const Databases& dbs, const std::string& key) {
+  std::vector<PendingRef> out;
+  if (!dbs.has_pending_paths) return out;
+  std::vector<std::string> segs;
+  std::string error;
+  ParseTreePath(key, &segs, &error);  // a tree key is a valid path
+  for (size_t depth = 0; depth < segs.size(); ++depth) Collect(txn, dbs.pending_paths, JoinKey(segs, depth), false, &out);
+  Collect(txn, dbs.pending_paths, key, false, &out);
+  Collect(txn, dbs.pending_paths, key, true, &out);
+  std::sort(out.begin(), out.end(), [](const PendingRef& a, const PendingRef& b) { return a.seq < b.seq; });
+  out.erase(std::unique(out.begin(), out.end(), [](const PendingRef& a, const PendingRef& b) { return a.seq == b.seq; }),
+            out.end());
+  return out;
+}
+
+Status ReapplyWithin(MDB_txn* txn, MDB_dbi tree, const QueueEntry& e, const std::string& key, const TreeSetter& set) {
+  std::vector<std::string> segs;
+  std::string error;
+  if (!ParseTreePath(e.path, &segs, &error)) return Status::Ok();
+  const std::string at = JoinKey(segs, segs.size());
+  nlohmann::json payload = nlohmann::json::parse(e.payload, nullptr, false);
+  if (payload.is_discarded()) return Status::Ok();
+  const int64_t event_ms = e.wall_ms + e.cloud_offset_ms.value_or(0);
+  // One value written at tree key `target`, restricted to the subtree at `key`.
+  auto set_within = [&](const std::string& target, const nlohmann::json& value) -> Status {
+    if (KeyWithin(target, key)) {
+      nlohmann::json part = value;
+      Resolve(txn, tree, target, event_ms, &part);
+      return set(target, part);
+    }
+    if (!KeyWithin(key, target)) return Status::Ok();
+    const std::string_view rel = std::string_view(key).substr(target.empty() ? 0 : target.size() + 1);
+    nlohmann::json part, cut;
+    std::optional<size_t> cut_at;
+    Below(value, rel, &part, &cut_at, &cut);
+    Resolve(txn, tree, key, event_ms, &part);
+    Status s = set(key, part);
+    if (!s.ok() || !cut_at) return s;
+    // The write put a plain value above `key` (the cloud's data there just replaced it): it is
+    // back unless a later write, or other cloud data, put children there meanwhile.
+    const std::string at_cut = Child(target, rel.substr(0, *cut_at));
+    if (!ReadSubtree(txn, tree, at_cut).is_null()) return Status::Ok();
+    Resolve(txn, tree, at_cut, event_ms, &cut);
+    return set(at_cut, cut);
+  };
+  switch (e.kind) {
+    case OpKind::kSet:
+    case OpKind::kPush: return set_within(at, payload);
+    case OpKind::kRemove: return set_within(at, nullptr);
+    case OpKind::kUpdate:
+    case OpKind::kIncrementUpdate: {
+      if (!payload.is_object()) return Status::Ok();
+      std::vector<std::string> rel;
+      for (auto it = payload.begin(); it != payload.end(); ++it) {
+        if (!ParseTreePath(it.key(), &rel, &error) || rel.empty()) continue;
+        Status s = set_within(Child(at, JoinKey(rel, rel.size())), *it);
+        if (!s.ok()) return s;
+      }
+      return Status::Ok();
+    }
+    case OpKind::kConditionalSet: {
+      if (!payload.is_object()) return Status::Ok();
+      nlohmann::json expect = payload.value("expect", nlohmann::json());
+      if (ReadSubtree(txn, tree, at) != expect) return Status::Ok();  // its upload will conflict
+      return set_within(at, payload.value("value", nlohmann::json()));
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace tether::store

@@ -1,0 +1,49 @@
+// Pending overlay: the local copy is "latest cloud data + the writes still queued for upload"
+// (internal; writer thread, inside the write txn).
+//
+// When cloud data replaces the subtree at tree key K, every queued entry whose target overlaps K
+// is applied again, in seq order (all routes), restricted to K: an entry at or below K applies
+// whole; an entry above K (a set, remove, or an update's child above K) applies the part of its
+// value that lies at K. Server values resolve as the cloud will resolve them at upload:
+// {".sv":"timestamp"} = the event time (wall_ms + the cloud offset known then), an increment adds
+// to the number the tree holds there now (the cloud's, plus earlier pending increments); a
+// compare-and-set applies only if the tree holds its "expect" value at its path now (otherwise its
+// upload will conflict and the cloud's value is what the device will see). Dead letters are not
+// re-applied: the cloud refused them.
+#pragma once
+
+#include <lmdb.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "store/lmdb_env.h"
+#include "store/queue_entry.h"
+#include "store/status.h"
+
+namespace tether::store {
+
+struct PendingRef {
+  uint64_t seq;
+  uint32_t route_id;
+};
+
+// Queued entries whose path is K, below K or above K, in seq order.
+std::vector<PendingRef> OverlappingPending(MDB_txn* txn, const Databases& dbs, const std::string& key);
+
+// Writes `value` (null = remove) at tree key `key`, replacing what is there.
+using TreeSetter = std::function<Status(const std::string& key, const nlohmann::json& value)>;
+// Applies entry `e` again, restricted to the subtree at `key`, through `set`.
+Status ReapplyWithin(MDB_txn* txn, MDB_dbi tree, const QueueEntry& e, const std::string& key,
+                     const TreeSetter& set);
+
+// The value at `key` as of this txn (null if absent), as DataTree::Get reads it.
+nlohmann::json ReadSubtree(MDB_txn* txn, MDB_dbi tree, const std::string& key);
+// (numeric leaf at key in this txn, or 0) + by; integral when both are.
+nlohmann::json Incremented(MDB_txn* txn, MDB_dbi tree, const std::string& key, const nlohmann::json& by);
+
+}  // namespace tether::store
