@@ -2,6 +2,7 @@
 // The store implements it; upstream never owns the ops. Calls happen on the uploader's loop thread.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,9 @@ struct OutboundOp {
   std::string json;            // payload (ignored for Remove); Push: path already ends in the key
   int64_t event_time_ms = 0;   // cloud-corrected time substituted for {".sv":"timestamp"}
   bool exactly_once = false;   // not idempotent (holds {".sv":{"increment":n}}): see DrainerOptions
+  // Database path `path` is relative to; nullopt: the route's RouteTarget::root. One peek()
+  // returns ops of one root only (e.g. writes accepted under an older cloud pattern go first).
+  std::optional<std::string> root = std::nullopt;
 };
 
 class Outbox {
