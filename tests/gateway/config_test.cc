@@ -86,6 +86,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"log:\n  level: loud\n", "t.yaml:2:10: log.level: 'loud' is not one of: trace, debug, info, warn, error"},
         BadCase{"upstream:\n  url: ftp://x\n", "t.yaml:2:8: upstream.url: must start with https:// (or http:// for a local test cloud)"},
         BadCase{"upstream:\n  secret_file: /x\n", "t.yaml:2:3: upstream.url: required key is missing"},
+        BadCase{"upstream:\n  url: \"https://x.firebaseio.com/?auth=s3cret\"\n",
+                "t.yaml:2:8: upstream.url: must be a plain database URL without query, fragment or user info (put "
+                "credentials in secret_file, access_token_file or service_account_file)"},
+        BadCase{"upstream:\n  url: https://x\n  secret_file: \"\"\n", "t.yaml:3:16: upstream.secret_file: must not be empty"},
         BadCase{"device: [1, 2]\n", "t.yaml:1:9: device: expected a mapping"},
         BadCase{"device: [\n", "t.yaml:2:1: end of sequence flow not found"},
         BadCase{"apps:\n  - id: a\n  - id: a\n", "t.yaml:3:5: apps[1]: duplicate app id 'a'"},
