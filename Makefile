@@ -1,7 +1,7 @@
 # Tether: every entry point installs what it needs first, so a fresh Debian 12 machine works.
-#   make run    deps + Release build + tetherd on etc/tether.yaml (local-only mode, no cloud needed)
+#   make run    deps + Release build (in build-release/) + tetherd on etc/tether.yaml (local-only, no cloud needed)
 #   make test   deps + build + every test (plain build, then ASan/UBSan build, then bounded fuzzing)
-#   make build  deps + Release build
+#   make build  deps + optimized build with debug info (RelWithDebInfo, in build/; what the tests use)
 #   make bench  deps + Release build + every benchmark against its baseline -> docs/benchmarks.md
 #   make soak   long fault suites (kill -9 cycles, WAN flaps, ...)
 #   make fuzz   long fuzzing runs (FUZZ_SECONDS per target, default 600)
@@ -9,12 +9,13 @@
 
 JOBS        ?= $(shell nproc)
 BUILD       ?= build
+RUN_BUILD   ?= build-release
 ASAN_BUILD  ?= build-asan
 FUZZ_BUILD  ?= build-fuzz
 FUZZ_SECONDS ?= 600
-STATE_DIR   ?= $(CURDIR)/$(BUILD)/state
+STATE_DIR   ?= $(CURDIR)/$(RUN_BUILD)/state
 
-.PHONY: all deps peers build build-asan build-fuzz run test test-plain test-asan fuzz-smoke fuzz bench soak deb clean
+.PHONY: all deps peers build build-release build-asan build-fuzz run test test-plain test-asan fuzz-smoke fuzz bench soak deb clean
 
 all: build
 
@@ -30,6 +31,11 @@ $(BUILD)/CMakeCache.txt:
 build: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
+# The daemon alone, as shipped: Release, no tests or benchmarks.
+build-release: deps
+	cmake -S . -B $(RUN_BUILD) -DCMAKE_BUILD_TYPE=Release -DTETHER_BUILD_TESTS=OFF -DTETHER_BUILD_BENCH=OFF
+	cmake --build $(RUN_BUILD) -j $(JOBS) --target tetherd tetherctl
+
 build-asan: deps
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTETHER_SANITIZE=ON -DTETHER_BUILD_BENCH=OFF
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
@@ -39,9 +45,9 @@ build-fuzz: deps
 	  -DTETHER_BUILD_TESTS=OFF -DTETHER_BUILD_BENCH=OFF
 	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target tether_fuzzers
 
-run: build
+run: build-release
 	mkdir -p $(STATE_DIR)
-	STATE_DIRECTORY=$(STATE_DIR) ./$(BUILD)/tetherd --config etc/tether.yaml
+	STATE_DIRECTORY=$(STATE_DIR) ./$(RUN_BUILD)/tetherd --config etc/tether.yaml
 
 test: peers test-plain test-asan fuzz-smoke
 
@@ -73,4 +79,4 @@ deb: build
 	cd $(BUILD) && cpack -G DEB
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) build-bench
+	rm -rf $(BUILD) $(RUN_BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) build-bench

@@ -2,6 +2,8 @@
 
 #include <httplib.h>
 
+#include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -194,6 +196,34 @@ void AdminServer::Routes() {
   auto get = [&s, serve](const std::string& path, auto fn) {
     s.Get(path, [serve, fn](const httplib::Request&, httplib::Response& res) { serve(res, fn); });
   };
+  // Like serve, for a backend call that answers later: start(done) runs on the loop thread and
+  // the reply waits until done(AdminResult) has run there (or the call timeout passed).
+  auto serve_later = [loop = loop_, timeout](httplib::Response& res, auto start) {
+    auto promise = std::make_shared<std::promise<AdminResult>>();
+    std::future<AdminResult> future = promise->get_future();
+    bool posted = loop->Post([promise, start = std::move(start)]() mutable {
+      auto once = std::make_shared<std::atomic<bool>>(false);
+      try {
+        start([promise, once](AdminResult r) {
+          if (!once->exchange(true)) promise->set_value(std::move(r));
+        });
+      } catch (const std::exception& e) {
+        if (!once->exchange(true)) promise->set_value(AdminResult::Error(AdminResult::Code::kFailed, e.what()));
+      }
+    });
+    std::optional<AdminResult> out;
+    if (posted && future.wait_for(timeout) == std::future_status::ready) {
+      try {
+        out = future.get();
+      } catch (const std::future_error&) {  // dropped at shutdown
+      }
+    }
+    if (!out) {
+      return SendError(res, 503, "tetherd did not confirm the change within " + std::to_string(timeout.count()) +
+                                     " ms (overloaded or shutting down); it may still be applied");
+    }
+    SendResult(res, *out);
+  };
 
   s.Get("/metrics", [b, loop = loop_, timeout](const httplib::Request&, httplib::Response& res) {
     std::optional<std::string> text;
@@ -223,7 +253,14 @@ void AdminServer::Routes() {
   get("/api/v1/status", [b] { return b->Status(); });
   get("/api/v1/queue", [b] { return b->Queue(); });
   get("/api/v1/deadletters", [b] { return b->DeadLetters(); });
-  get("/api/v1/store/check", [b] { return b->StoreCheck(); });
+  // Not on the loop: a check reads every table and would stall the devices' traffic.
+  s.Get("/api/v1/store/check", [b](const httplib::Request&, httplib::Response& res) {
+    try {
+      SendJson(res, 200, b->StoreCheck());
+    } catch (const std::exception& e) {
+      SendError(res, 500, e.what());
+    }
+  });
   s.Get("/api/v1/sessions", [b, serve](const httplib::Request& req, httplib::Response& res) {
     std::optional<std::string> app;
     if (req.has_param("app") && !req.get_param_value("app").empty()) app = req.get_param_value("app");
@@ -235,11 +272,13 @@ void AdminServer::Routes() {
   });
   for (bool retry : {true, false}) {
     s.Post(retry ? "/api/v1/deadletters/retry" : "/api/v1/deadletters/drop",
-           [b, serve, retry](const httplib::Request& req, httplib::Response& res) {
+           [b, serve_later, retry](const httplib::Request& req, httplib::Response& res) {
              std::optional<std::string> id;
              std::string error;
              if (!ParseSelector(req.body, &id, &error)) return SendError(res, 400, error);
-             serve(res, [b, retry, id] { return retry ? b->RetryDeadLetter(id) : b->DropDeadLetter(id); });
+             serve_later(res, [b, retry, id](std::function<void(AdminResult)> done) {
+               retry ? b->RetryDeadLetter(id, std::move(done)) : b->DropDeadLetter(id, std::move(done));
+             });
            });
   }
   s.Post("/api/v1/reload", [b, serve](const httplib::Request&, httplib::Response& res) {
@@ -255,6 +294,26 @@ void AdminServer::Routes() {
                         "/api/v1/reload"}) {
     s.Get(p, [](const httplib::Request&, httplib::Response& res) { SendError(res, 405, "use POST"); });
   }
+  // CSRF and DNS-rebinding guard (see the header): browsers add Origin to cross-site requests
+  // and cannot send a JSON POST cross-origin without a preflight, which is never answered.
+  s.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+    const bool api = req.path.rfind("/api/", 0) == 0;
+    if ((api || req.method == "POST") && req.has_header("Origin")) {
+      SendError(res, 403, "requests from web pages are refused (Origin header present)");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    if (req.method == "POST") {
+      std::string type = req.get_header_value("Content-Type");
+      type = type.substr(0, type.find(';'));
+      while (!type.empty() && type.back() == ' ') type.pop_back();
+      for (char& c : type) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (type != kJson) {
+        SendError(res, 415, "POST requests must have Content-Type: application/json");
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
   s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
     SendError(res, res.status, res.status == 404 ? "no such endpoint: " + req.method + " " + req.path

@@ -6,8 +6,11 @@
 //   GET  /api/v1/deadletters  /api/v1/store/check
 //   POST /api/v1/sessions/<device>/kick  /api/v1/deadletters/{retry,drop} {"id":..}|{"all":true}
 //   POST /api/v1/reload
-// Errors are {"error": "..."} with 400/404/405/409/500/503; a loop that does not answer within
-// the call timeout gives 503. JSON shapes tetherctl expects: docs/operations.md.
+// Errors are {"error": "..."} with 400/403/404/405/409/415/500/503; a loop that does not answer
+// within the call timeout gives 503. JSON shapes tetherctl expects: docs/operations.md.
+// CSRF: a web page can make a browser POST here, so POSTs must carry Content-Type
+// application/json (a cross-origin page cannot send it without a CORS preflight, which this
+// server never grants) and /api requests carrying an Origin header (browsers add it) get 403.
 #pragma once
 
 #include <uv.h>
@@ -68,7 +71,8 @@ struct AdminResult {
   static AdminResult Error(Code c, std::string msg) { return {c, std::move(msg), nlohmann::json::object()}; }
 };
 
-// Implemented by the daemon. Every method runs on the loop thread (never concurrently).
+// Implemented by the daemon. Every method but StoreCheck runs on the loop thread (never
+// concurrently); StoreCheck runs on an HTTP thread, as it may scan a large store for seconds.
 class AdminBackend {
  public:
   virtual ~AdminBackend() = default;
@@ -79,11 +83,12 @@ class AdminBackend {
   virtual AdminResult Kick(const std::string& device) = 0;     // kNotFound when no session
   virtual nlohmann::json Queue() = 0;                          // {"routes":[..]}
   virtual nlohmann::json DeadLetters() = 0;                    // {"dead_letters":[..]}
-  // id == nullopt means every dead letter.
-  virtual AdminResult RetryDeadLetter(const std::optional<std::string>& id) = 0;
-  virtual AdminResult DropDeadLetter(const std::optional<std::string>& id) = 0;
+  // id == nullopt means every dead letter. `done` runs once on the loop thread, after the change
+  // is committed to the store (or failed): the HTTP reply waits for it.
+  virtual void RetryDeadLetter(const std::optional<std::string>& id, std::function<void(AdminResult)> done) = 0;
+  virtual void DropDeadLetter(const std::optional<std::string>& id, std::function<void(AdminResult)> done) = 0;
   virtual AdminResult Reload() = 0;                            // kInvalid: config rejected
-  virtual nlohmann::json StoreCheck() = 0;                     // {"ok":bool,...}
+  virtual nlohmann::json StoreCheck() = 0;                     // {"ok":bool,...}; any thread
 };
 
 class AdminBindError : public std::runtime_error {

@@ -48,6 +48,12 @@ std::string CloudBridge::RootOf(const std::string& route) const {
   return "";  // a route removed by a reload: its backlog drains relative to the cloud root
 }
 
+namespace {
+bool IsUnder(const std::string& path, const std::string& root) {
+  return root.empty() || path == root || path.compare(0, root.size() + 1, root + "/") == 0;
+}
+}  // namespace
+
 std::vector<upstream::OutboundOp> CloudBridge::peek(const std::string& route, size_t max) {
   const std::string root = RootOf(route);
   const int64_t wall = store::WallClockMs(), boot = store::BootTimeMs();
@@ -71,10 +77,14 @@ std::vector<upstream::OutboundOp> CloudBridge::peek(const std::string& route, si
       case store::OpKind::kRemove: op.kind = upstream::OutboundOp::Kind::Remove; break;
       case store::OpKind::kConditionalSet: op.kind = upstream::OutboundOp::Kind::Conditional; break;
     }
+    // Queue entries hold the absolute cloud path they were accepted for. One written before a
+    // reload changed the route's cloud pattern (or removed the route) is not under the current
+    // root: it goes to the database root with its absolute path, in a batch of its own kind.
     std::string path = JoinPath(SplitPath(e.path));
-    if (!root.empty()) {
-      path = path == root ? "" : path.compare(0, root.size() + 1, root + "/") == 0 ? path.substr(root.size() + 1) : path;
-    }
+    std::string op_root = IsUnder(path, root) ? root : "";
+    if (!out.empty() && op_root != *out.front().root) break;
+    if (!op_root.empty()) path = path == op_root ? "" : path.substr(op_root.size() + 1);
+    op.root = op_root;
     op.path = path;
     op.json = e.payload;
     // Server increments are not idempotent: uploaded with the applied mark (exactly once).
@@ -140,7 +150,7 @@ void CloudBridge::dead_letter(const upstream::OutboundOp& op, int http_status, s
 }
 
 void CloudBridge::conflict(const upstream::OutboundOp& op, const std::string& cloud_value_json) {
-  const std::string root = RootOf(op.route);
+  const std::string root = op.root.value_or(RootOf(op.route));
   std::string tree_path(1, '/');
   tree_path += root;
   if (!op.path.empty()) tree_path += (root.empty() ? "" : "/") + op.path;

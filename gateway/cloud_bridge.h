@@ -1,7 +1,9 @@
 // CloudBridge: the gateway's side of the cloud link.
 //
 // As upstream::Outbox it serves the store's write queue to the uploader: entries in seq order per
-// route, paths made relative to the route's cloud root, and the event time of each write turned
+// route, each path (queued as the absolute cloud path it was accepted for) made relative to the
+// route's current cloud root — or, for an entry outside it (queued before a reload changed the
+// pattern or removed the route), to the database root — and the event time of each write turned
 // into cloud time. As upstream::CloudListener it writes synced cloud data into the local copy and
 // tells DeviceApi what changed and whether the cloud is reachable. Loop thread only.
 //

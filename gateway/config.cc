@@ -1,16 +1,21 @@
 #include "gateway/config.h"
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
 
 #include "gateway/auth_override.h"
+#include "gateway/psk_store.h"
 #include "gateway/route_pattern.h"
 #include "gateway/yaml_schema.h"
+#include "upstream/jwt.h"
 
 namespace tether {
 
@@ -130,18 +135,34 @@ void ReadStore(YamlField f, StoreConfig* s) {
   f.Finish();
 }
 
-UpstreamConfig ReadUpstream(YamlField f) {
+FileRef Ref(FileRef::Kind kind, const YamlField& f, std::string path) {
+  return FileRef{kind, std::move(path), f.line(), f.column(), f.key_path()};
+}
+
+UpstreamConfig ReadUpstream(YamlField f, std::vector<FileRef>* files) {
   UpstreamConfig u;
   YamlField url = f.Required("url");
   u.url = url.AsString();
   if (u.url.rfind("https://", 0) != 0 && u.url.rfind("http://", 0) != 0) {
     url.Fail("must start with https:// (or http:// for a local test cloud)");
   }
+  if (u.url.find_first_of("?#@") != std::string::npos) {
+    url.Fail("must be a plain database URL without query, fragment or user info (put credentials in "
+             "secret_file, access_token_file or service_account_file)");
+  }
   while (!u.url.empty() && u.url.back() == '/') u.url.pop_back();
   int creds = 0;
-  if (auto v = f.Optional("secret_file")) u.secret_file = v->AsString(), ++creds;
-  if (auto v = f.Optional("access_token_file")) u.access_token_file = v->AsString(), ++creds;
-  if (auto v = f.Optional("service_account_file")) u.service_account_file = v->AsString(), ++creds;
+  auto file = [&](const char* key, FileRef::Kind kind, std::string* out) {
+    if (auto v = f.Optional(key)) {
+      *out = v->AsString();
+      if (out->empty()) v->Fail("must not be empty");
+      files->push_back(Ref(kind, *v, *out));
+      ++creds;
+    }
+  };
+  file("secret_file", FileRef::Kind::kDatabaseSecret, &u.secret_file);
+  file("access_token_file", FileRef::Kind::kAccessToken, &u.access_token_file);
+  file("service_account_file", FileRef::Kind::kServiceAccount, &u.service_account_file);
   if (creds > 1) f.Fail("give at most one of secret_file, access_token_file, service_account_file");
   if (auto v = f.Optional("auth_variable_override")) {
     std::string text = v->AsString(), error;
@@ -163,7 +184,7 @@ UpstreamConfig ReadUpstream(YamlField f) {
   return u;
 }
 
-AppConfig ReadApp(YamlField f) {
+AppConfig ReadApp(YamlField f, std::vector<FileRef>* files) {
   AppConfig a;
   YamlField id = f.Required("id");
   a.id = id.AsString();
@@ -181,7 +202,9 @@ AppConfig ReadApp(YamlField f) {
       }
     } else if (mode == "hmac") {
       a.auth.mode = AppAuth::Mode::kHmac;
-      a.auth.secret_file = auth->Required("secret_file").AsString();
+      YamlField secret = auth->Required("secret_file");
+      a.auth.secret_file = secret.AsString();
+      files->push_back(Ref(FileRef::Kind::kHmacSecret, secret, a.auth.secret_file));
     }
     auth->Finish();
   }
@@ -313,7 +336,7 @@ Config ParseRoot(YAML::Node root, const std::string& file) {
   if (auto v = top.Optional("device")) ReadDevice(*v, &c.device);
   if (auto v = top.Optional("dtls")) c.dtls = ReadDtls(*v);
   if (auto v = top.Optional("store")) ReadStore(*v, &c.store);
-  if (auto v = top.Optional("upstream")) c.upstream = ReadUpstream(*v);
+  if (auto v = top.Optional("upstream")) c.upstream = ReadUpstream(*v, &c.files);
   if (auto a = top.Optional("admin")) {
     if (auto v = a->Optional("listen")) c.admin_listen = ReadHostPort(*v);
     a->Finish();
@@ -328,7 +351,7 @@ Config ParseRoot(YAML::Node root, const std::string& file) {
     std::set<std::string> ids;
     int defaults = 0;
     for (auto item : apps->Items()) {
-      AppConfig a = ReadApp(item);
+      AppConfig a = ReadApp(item, &c.files);
       if (!ids.insert(a.id).second) item.Fail(fmt::format("duplicate app id '{}'", a.id));
       defaults += a.is_default;
       if (defaults > 1) item.Fail("only one app may be the default");
@@ -375,6 +398,42 @@ Config Config::Parse(const std::string& yaml_text, const std::string& file_name)
                       "", e.msg);
   }
   return ParseRoot(root, file_name);
+}
+
+void Config::CheckFiles() const {
+  if (dtls) PskStore keys(*dtls);  // the key files, errors at their own file:line
+  for (const FileRef& f : files) {
+    auto fail = [&](const std::string& what) { throw ConfigError(source_file, f.line, f.column, f.key_path, what); };
+    std::ifstream in(f.path, std::ios::binary);
+    if (!in) fail(fmt::format("cannot read {}: {}", f.path, std::strerror(errno)));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string content = ss.str();
+    if (in.bad()) fail(fmt::format("cannot read {}", f.path));
+    while (!content.empty() && (content.back() == '\n' || content.back() == '\r')) content.pop_back();
+    switch (f.kind) {
+      case FileRef::Kind::kHmacSecret:
+        if (content.size() < 16) fail(fmt::format("{}: the secret must be at least 16 bytes", f.path));
+        break;
+      case FileRef::Kind::kDatabaseSecret:
+      case FileRef::Kind::kAccessToken:
+        if (content.find_first_not_of(" \t") == std::string::npos) fail(fmt::format("{} is empty", f.path));
+        break;
+      case FileRef::Kind::kServiceAccount: {
+        auto key = nlohmann::json::parse(content, nullptr, false);
+        auto has = [&](const char* k) { return key.is_object() && key.contains(k) && key[k].is_string(); };
+        if (key.is_discarded()) fail(fmt::format("{} is not JSON (expected a service-account key file)", f.path));
+        if (!has("client_email") || !has("private_key")) {
+          fail(fmt::format("{} lacks client_email or private_key (expected a service-account key file)", f.path));
+        }
+        std::string why;
+        if (!upstream::SignJwtRs256({{"check", true}}, key["private_key"].get<std::string>(), &why)) {
+          fail(fmt::format("{}: private_key is not a usable RSA key ({})", f.path, why));
+        }
+        break;
+      }
+    }
+  }
 }
 
 Config Config::Load(const std::string& file) {

@@ -104,6 +104,14 @@ struct RouteConfig {
   QueuePolicy queue;
 };
 
+// A file the configuration names (secrets and keys) and where it names it.
+struct FileRef {
+  enum class Kind { kHmacSecret, kDatabaseSecret, kAccessToken, kServiceAccount } kind;
+  std::string path;
+  int line = 0, column = 0;
+  std::string key_path;
+};
+
 struct Config {
   std::string source_file;
   std::string gateway_id;                 // default: the host name
@@ -116,9 +124,15 @@ struct Config {
   std::string log_level = "info";
   std::vector<AppConfig> apps;            // never empty after Load (a default open app)
   std::vector<RouteConfig> routes;        // never empty after Load (a catch-all route)
+  std::vector<FileRef> files;             // every secret/key file named above
 
   static Config Load(const std::string& file);
   static Config Parse(const std::string& yaml_text, const std::string& file_name);
+  // Reads every file in `files`: readable, and of the right shape (an HMAC secret of at least 16
+  // bytes, a non-empty token, a service-account key with client_email and a usable private_key),
+  // and the DTLS key files (PskStore).
+  // Throws ConfigError at the key naming the first bad one; never puts file content in it.
+  void CheckFiles() const;
 };
 
 }  // namespace tether

@@ -15,6 +15,20 @@ namespace tether {
 
 namespace {
 
+std::map<std::string, store::QueueLimits> QueueLimitsFrom(const Config& c) {
+  std::map<std::string, store::QueueLimits> out;
+  for (const auto& r : c.routes) {
+    store::QueueLimits l;
+    l.max_entries = r.queue.max_entries;
+    l.max_bytes = r.queue.max_bytes;
+    l.policy = r.queue.on_full == QueuePolicy::OnFull::kReject ? store::OverflowPolicy::kReject
+                                                                : store::OverflowPolicy::kDropOldest;
+    l.ttl_ms = r.queue.ttl ? r.queue.ttl->count() : 0;
+    out[r.name] = l;
+  }
+  return out;
+}
+
 store::StoreOptions StoreOptionsFrom(const Config& c) {
   store::StoreOptions o;
   o.durability = c.store.fsync ? store::Durability::kFsync : store::Durability::kOsBuffered;
@@ -23,23 +37,84 @@ store::StoreOptions StoreOptionsFrom(const Config& c) {
   o.tree_cache_bytes = c.store.cache_bytes;
   o.global_max_entries = c.store.queue_max_entries;
   o.global_max_bytes = c.store.queue_max_bytes;
+  o.route_limits = QueueLimitsFrom(c);
   for (const auto& r : c.routes) {
-    store::QueueLimits l;
-    l.max_entries = r.queue.max_entries;
-    l.max_bytes = r.queue.max_bytes;
-    l.policy = r.queue.on_full == QueuePolicy::OnFull::kReject ? store::OverflowPolicy::kReject
-                                                                : store::OverflowPolicy::kDropOldest;
-    l.ttl_ms = r.queue.ttl ? r.queue.ttl->count() : 0;
-    o.route_limits[r.name] = l;
     for (const auto& root : r.sync) o.tree_pinned_roots.push_back(root);
   }
   return o;
 }
 
+std::set<std::string> SyncRoots(const Config& c) {
+  std::set<std::string> roots;
+  for (const auto& r : c.routes) roots.insert(r.sync.begin(), r.sync.end());
+  return roots;
+}
+
+// `next` with the parts only a restart applies reset to their values in `started`; the key
+// paths of those that differ are appended to *restart.
+Config RunnableConfig(const Config& started, Config next, std::vector<std::string>* restart) {
+  auto check = [&](bool differs, const char* key) {
+    if (differs) restart->push_back(key);
+  };
+  check(next.gateway_id != started.gateway_id, "gateway.id");
+  const DeviceConfig &d = next.device, &d0 = started.device;
+  check(d.listen.ToString() != d0.listen.ToString(), "device.listen");
+  check(d.max_datagram != d0.max_datagram, "device.max_datagram");
+  check(d.heartbeat_target != d0.heartbeat_target, "device.heartbeat_target");
+  check(d.session_timeout != d0.session_timeout, "device.session_timeout");
+  check(d.max_payload != d0.max_payload, "device.max_payload");
+  const StoreConfig &st = next.store, &st0 = started.store;
+  check(st.path != st0.path, "store.path");
+  check(st.fsync != st0.fsync, "store.durability");
+  check(st.map_size != st0.map_size || st.map_max != st0.map_max, "store.map_size/map_max");
+  check(st.cache_bytes != st0.cache_bytes, "store.cache_bytes");
+  check(st.queue_max_entries != st0.queue_max_entries || st.queue_max_bytes != st0.queue_max_bytes,
+        "store.queue_max_entries/queue_max_bytes");
+  check(next.admin_listen.ToString() != started.admin_listen.ToString(), "admin.listen");
+  if (next.upstream.has_value() != started.upstream.has_value()) {
+    restart->push_back(next.upstream ? "upstream (added)" : "upstream (removed)");
+  } else if (next.upstream) {
+    const UpstreamConfig &u = *next.upstream, &u0 = *started.upstream;
+    check(u.url != u0.url, "upstream.url");
+    check(u.secret_file != u0.secret_file || u.access_token_file != u0.access_token_file ||
+              u.service_account_file != u0.service_account_file,
+          "upstream credentials");
+    check(u.auth_variable_override != u0.auth_variable_override, "upstream.auth_variable_override");
+    check(u.presence_path != u0.presence_path, "upstream.presence_path");
+    check(u.ca_file != u0.ca_file, "upstream.ca_file");
+    check(u.observe_streams != u0.observe_streams || u.observe_poll_interval != u0.observe_poll_interval,
+          "upstream.observe_streams/observe_poll_interval");
+  }
+  // DTLS: the key files are re-read (new handshakes use them); the listener keeps its settings.
+  if (next.dtls.has_value() != started.dtls.has_value()) {
+    restart->push_back(next.dtls ? "dtls (added)" : "dtls (removed)");
+    next.dtls = started.dtls;
+  } else if (next.dtls) {
+    const DtlsConfig &t = *next.dtls, &t0 = *started.dtls;
+    check(t.listen.ToString() != t0.listen.ToString(), "dtls.listen");
+    check(t.max_live_sessions != t0.max_live_sessions || t.max_sessions != t0.max_sessions ||
+              t.max_handshakes != t0.max_handshakes || t.sleep_after != t0.sleep_after ||
+              t.session_timeout != t0.session_timeout || t.handshake_timeout != t0.handshake_timeout ||
+              t.hellos_per_second != t0.hellos_per_second,
+          "dtls limits");
+    DtlsConfig running = t0;
+    running.keys_file = t.keys_file;
+    running.master_key_file = t.master_key_file;
+    next.dtls = running;
+  }
+  check(SyncRoots(next) != SyncRoots(started), "routes[].sync");
+  next.gateway_id = started.gateway_id;
+  next.device = started.device;
+  next.store = started.store;
+  next.admin_listen = started.admin_listen;
+  next.upstream = started.upstream;
+  return next;
+}
+
 }  // namespace
 
 Daemon::Daemon(Config config, std::string config_path)
-    : config_(std::move(config)), config_path_(std::move(config_path)) {
+    : started_(config), config_(std::move(config)), config_path_(std::move(config_path)) {
   uv_loop_init(&loop_);
 }
 
@@ -123,8 +198,15 @@ bool Daemon::StartModules() {
   if (config_.upstream && !StartUpstream()) return false;
 
   loop_caller_ = std::make_unique<LoopCaller>(&loop_);
-  admin_backend_ = std::make_unique<DaemonAdmin>(DaemonAdmin::Parts{
-      &config_, store_.get(), device_api_.get(), endpoint_.get(), [this] { return Reload(); }});
+  DaemonAdmin::Parts parts;
+  parts.loop = &loop_;
+  parts.config = &config_;
+  parts.store = store_.get();
+  parts.devices = device_api_.get();
+  parts.endpoint = endpoint_.get();
+  parts.reload = [this] { return Reload(); };
+  if (config_.upstream) parts.upstream = [this] { return Upstream(); };
+  admin_backend_ = std::make_unique<DaemonAdmin>(std::move(parts));
   AdminServer::Options ao;
   ao.listen = config_.admin_listen;
   admin_ = std::make_unique<AdminServer>(ao, admin_backend_.get(), loop_caller_.get());
@@ -152,6 +234,16 @@ std::string AppliedMarkPath(const std::string& gateway_id) {
     key += bad ? '_' : static_cast<char>(ch);
   }
   return "tether-applied/" + (key.empty() ? std::string("gateway") : key);
+}
+
+// What the uploader drains for each configured route: its cloud root and priority.
+std::vector<upstream::RouteTarget> UploadTargets(const RouteTable& routes) {
+  std::vector<upstream::RouteTarget> targets;
+  for (size_t i = 0; i < routes.routes().size(); ++i) {
+    const RouteConfig& r = routes.routes()[i];
+    targets.push_back({r.name, JoinPath(routes.CloudRoot(static_cast<int>(i))), r.priority});
+  }
+  return targets;
 }
 
 // The first line of a credentials file, without its newline. Throws naming the file, never the content.
@@ -230,9 +322,15 @@ bool Daemon::StartUpstream() {
     cloud_->SetAuthOverride(*AuthOverride::Parse(u.auth_variable_override, nullptr), config_.gateway_id);
     spdlog::info("uploads are evaluated by the cloud's rules as the writing device (auth_variable_override)");
   }
-  std::vector<upstream::RouteTarget> targets;
-  for (size_t i = 0; i < config_.routes.size(); ++i) {
-    targets.push_back({config_.routes[i].name, JoinPath(routes->CloudRoot(static_cast<int>(i)))});
+  std::vector<upstream::RouteTarget> targets = UploadTargets(*routes);
+  // A route removed from the file keeps its backlog: it uploads to the paths it was accepted for.
+  for (const store::RouteStats& rs : store_->queue().AllStats()) {
+    bool configured = false;
+    for (const auto& r : config_.routes) configured |= r.name == rs.route;
+    if (configured || rs.depth == 0) continue;
+    spdlog::warn("route '{}' is no longer configured; its {} queued write(s) still upload to the cloud "
+                 "paths they were accepted for", rs.route, rs.depth);
+    targets.push_back({rs.route, "", 0});
   }
   upstream::DrainerOptions o;
   o.base_url = u.url;
@@ -244,8 +342,8 @@ bool Daemon::StartUpstream() {
   o.queue_id = store_->instance_id();
   drainer_ = std::make_unique<upstream::Drainer>(&loop_, *http_, *credentials_, *cloud_, targets, o);
   device_api_->SetQueuedHook([this](const std::string& route) { drainer_->notify(route); });
-  cloud_->SetClockReadyHook([this, targets] {
-    for (const auto& t : targets) drainer_->notify(t.route);
+  cloud_->SetClockReadyHook([this] {  // every route the drainer knows, including reloaded ones
+    for (const auto& [route, stats] : drainer_->stats()) drainer_->notify(route);
   });
 
   // Presence node + cloud clock: the offset corrects event times and push ids.
@@ -270,8 +368,7 @@ bool Daemon::StartUpstream() {
   clock_ = std::make_unique<upstream::CloudClock>(&loop_, *http_, *credentials_, co);
 
   // Sync roots: cloud data streamed into the local copy, kept while offline.
-  std::set<std::string> roots;
-  for (const auto& r : config_.routes) roots.insert(r.sync.begin(), r.sync.end());
+  std::set<std::string> roots = SyncRoots(config_);
   auto stream_link = [this](bool reachable) {
     cloud_->OnLinkChanged(reachable);
     clock_->link_changed(reachable);
@@ -313,7 +410,8 @@ bool Daemon::StartUpstream() {
     else watches_->unwatch(path);
   });
   device_api_->SetCloudReader(
-      [this, url = u.url](const std::string& path, const std::string& query, std::function<void(std::optional<Json>)> done) {
+      [this, url = u.url](const std::string& path, const std::string& query,
+                          std::function<void(std::optional<Json>)> done) {
         upstream::RestGet(*http_, *credentials_, url, path, query, kCloudReadTimeoutMs, false,
                           [done = std::move(done)](upstream::GetResult r) {
                             done(r.ok ? std::optional<Json>(std::move(r.value)) : std::nullopt);
@@ -347,33 +445,41 @@ AdminResult Daemon::Reload() {
   notifier_->Reloading();
   AdminResult result = AdminResult::Ok("configuration " + config_path_ + " applied");
   try {
-    Config next = Config::Load(config_path_);
-    if (next.device.listen.ToString() != config_.device.listen.ToString() || next.store.path != config_.store.path ||
-        next.admin_listen.ToString() != config_.admin_listen.ToString()) {
-      spdlog::warn("reload: device.listen, admin.listen and store.path changes take effect after a restart");
-    }
-    // DTLS keys apply to the next handshakes; the listener and its limits need a restart.
-    std::shared_ptr<const PskStore> psk = psk_;
-    if (psk_ && next.dtls) psk = std::make_shared<const PskStore>(*next.dtls);  // throws ConfigError
-    if (next.dtls.has_value() != config_.dtls.has_value() ||
-        (next.dtls && next.dtls->listen.ToString() != config_.dtls->listen.ToString())) {
-      spdlog::warn("reload: adding, removing or moving the dtls listener takes effect after a restart; "
-                   "its keys apply now");
-    }
+    Config loaded = Config::Load(config_path_);
+    loaded.CheckFiles();
+    std::vector<std::string> restart;
+    Config next = RunnableConfig(started_, std::move(loaded), &restart);
     auto routes = std::make_shared<RouteTable>(next);
     if (device_api_) device_api_->SetRoutes(routes);  // throws ConfigError for an unreadable app secret
-    psk_ = std::move(psk);
+    if (store_) store_->SetQueueLimits(QueueLimitsFrom(next));
+    // DTLS keys apply to the next handshakes (the listener and its limits keep running values).
+    std::shared_ptr<const PskStore> psk = psk_;
+    if (psk_ && next.dtls) psk = std::make_shared<const PskStore>(*next.dtls);  // throws ConfigError
     if (cloud_) cloud_->SetRoutes(routes);
-    std::vector<std::string> before, after;
-    for (const auto& r : config_.routes) before.push_back(r.name + "=" + r.cloud);
-    for (const auto& r : next.routes) after.push_back(r.name + "=" + r.cloud);
-    if (before != after || (next.upstream.has_value() != config_.upstream.has_value())) {
-      spdlog::warn("reload: route names, cloud patterns and the upstream section are picked up by the "
-                   "uploader after a restart; access rules apply now");
+    if (drainer_) {
+      // New routes drain at once; changed roots and priorities apply to the next batch. A route
+      // gone from the file keeps draining its backlog (CloudBridge gives those ops absolute paths).
+      for (upstream::RouteTarget& t : UploadTargets(*routes)) drainer_->set_route(std::move(t));
+      for (const auto& old : config_.routes) {
+        bool kept = false;
+        for (const auto& r : next.routes) kept |= r.name == old.name;
+        if (!kept) drainer_->set_route({old.name, "", 0});
+      }
     }
+    psk_ = std::move(psk);
     SetLogLevel(next.log_level);
     config_ = std::move(next);
-    spdlog::info("reload: configuration {} applied", config_path_);
+    if (restart.empty()) {
+      spdlog::info("reload: configuration {} applied", config_path_);
+    } else {
+      std::string keys;
+      for (const auto& k : restart) keys += (keys.empty() ? "" : ", ") + k;
+      spdlog::warn("reload: configuration {} applied, except {}: those changes take effect only after a "
+                   "restart (systemctl restart tether); running with the previous values meanwhile",
+                   config_path_, keys);
+      result = AdminResult::Ok("configuration " + config_path_ + " applied; needs a restart to take effect: " + keys,
+                               {{"restart_required", restart}});
+    }
   } catch (const ConfigError& e) {
     spdlog::error("reload rejected, keeping the running configuration: {}", e.what());
     result = AdminResult::Error(AdminResult::Code::kInvalid,
@@ -381,6 +487,13 @@ AdminResult Daemon::Reload() {
   }
   notifier_->Status(config_.upstream ? "serving" : "serving (local-only)");
   return result;
+}
+
+UpstreamView Daemon::Upstream() const {
+  UpstreamView v;
+  if (drainer_) v.routes = drainer_->stats();
+  if (clock_ && clock_->has_estimate()) v.rtt_ms = clock_->rtt_ms();
+  return v;
 }
 
 void Daemon::Stop() {

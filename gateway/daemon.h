@@ -43,10 +43,13 @@ class Daemon {
   bool StartUpstream();  // only with an upstream configured
   bool StartDtls();      // only with a dtls section
   // Re-reads the config file; on error keeps the running configuration and returns the reason.
+  // What only a restart applies keeps its running value; the result and the log list it.
   AdminResult Reload();
+  UpstreamView Upstream() const;
   void Stop();
 
-  Config config_;
+  const Config started_;  // as loaded at start: the sections only a restart changes
+  Config config_;         // running: the latest valid file, restart-only sections from started_
   std::string config_path_;
   uv_loop_t loop_;
   uv_signal_t sigterm_, sigint_, sighup_;

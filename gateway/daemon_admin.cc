@@ -4,6 +4,9 @@
 #include <spdlog/spdlog.h>
 #include <uv.h>
 
+#include <filesystem>
+
+#include "gateway/heartbeat_policy.h"
 #include "store/boot_clock.h"
 #include "gateway/metrics.h"
 #include "tether_version.h"
@@ -14,16 +17,34 @@ namespace {
 int64_t AgeSeconds(std::optional<int64_t> wall_ms) {
   return wall_ms ? std::max<int64_t>(0, (store::WallClockMs() - *wall_ms) / 1000) : 0;
 }
+
+const char* UploadStateName(upstream::RouteStats::State s) {
+  using S = upstream::RouteStats::State;
+  switch (s) {
+    case S::Idle: return "idle";
+    case S::Uploading: return "uploading";
+    case S::Backoff: return "backoff";
+    case S::AuthPaused: return "auth-paused";
+    case S::Stopped: return "stopped";
+  }
+  return "unknown";
+}
 }  // namespace
 
 bool DaemonAdmin::Ready() { return p_.store && p_.devices && p_.endpoint; }
 
+const char* DaemonAdmin::SessionState(const Session& s) const {
+  const int64_t quiet_ms = static_cast<int64_t>(uv_now(p_.loop)) - s.last_seen_ms;
+  return quiet_ms > p_.config->device.heartbeat_target.count() + HeartbeatPolicy{}.tolerance_ms ? "silent" : "active";
+}
+
 std::string DaemonAdmin::MetricsText() {
   MetricsRegistry r;
   TetherMetrics m(r);
-  std::map<std::string, int> per_app;
-  p_.devices->sessions().ForEach([&](const Session& s) { ++per_app[s.app]; });
-  for (const auto& app : p_.config->apps) m.sessions.With({app.id, "active"}).Set(per_app[app.id]);
+  for (const auto& app : p_.config->apps) {
+    for (const char* state : {"active", "silent"}) m.sessions.With({app.id, state});
+  }
+  p_.devices->sessions().ForEach([&](const Session& s) { m.sessions.With({s.app, SessionState(s)}).Inc(); });
   const DeviceApiCounters& c = p_.devices->counters();
   for (const auto& [key, n] : c.requests) {
     size_t sp = key.find(' ');
@@ -34,12 +55,19 @@ std::string DaemonAdmin::MetricsText() {
   m.ondisconnect_fired_total.With({}).Set(static_cast<double>(c.ondisconnect_fired));
   m.transaction_conflicts_total.With({"local"}).Set(static_cast<double>(c.cas_refused));
   m.transaction_conflicts_total.With({"cloud"}).Set(static_cast<double>(c.transaction_conflicts));
+  // Persisted per-route counters: cheap (no table scan), whatever the backlog.
+  uint64_t refused_by_limit = 0;
   for (const store::RouteStats& rs : p_.store->queue().AllStats()) {
     m.queue_depth.With({rs.route}).Set(static_cast<double>(rs.depth));
     m.queue_bytes.With({rs.route}).Set(static_cast<double>(rs.bytes));
     m.queue_oldest_age_seconds.With({rs.route}).Set(static_cast<double>(AgeSeconds(rs.oldest_wall_ms)));
     m.dead_letters.With({rs.route}).Set(static_cast<double>(rs.dead_depth));
+    m.queue_dropped_total.With({rs.route, "drop_oldest"}).Set(static_cast<double>(rs.dropped_oldest));
+    m.queue_dropped_total.With({rs.route, "expired"}).Set(static_cast<double>(rs.expired));
+    refused_by_limit += rs.rejected;
   }
+  m.writes_refused_total.With({"queue_limit"}).Set(static_cast<double>(refused_by_limit));
+  m.writes_refused_total.With({"store_full"}).Set(static_cast<double>(c.writes_refused_store_full));
   m.upstream_up.With({}).Set(p_.devices->cloud_connected() ? 1 : 0);
   if (auto off = p_.devices->cloud_offset_ms()) m.cloud_clock_offset_ms.With({}).Set(static_cast<double>(*off));
   if (p_.config->dtls) {
@@ -54,7 +82,25 @@ std::string DaemonAdmin::MetricsText() {
     m.dtls_sleeping_bytes.With({}).Set(static_cast<double>(d.sleeping_bytes));
     m.dtls_wakes_total.With({}).Set(static_cast<double>(d.sessions_woken));
   }
-  m.store_bytes.With({}).Set(static_cast<double>(p_.store->Check().used_bytes));
+  if (p_.upstream) {
+    UpstreamView up = p_.upstream();
+    uint64_t auth = 0, rejected = 0, retryable = 0, network = 0;
+    for (const auto& [route, st] : up.routes) {
+      m.drained_ops_total.With({route}).Set(static_cast<double>(st.uploaded_ops));
+      auth += st.auth_errors;
+      rejected += st.rejected_errors;
+      retryable += st.retryable_errors;
+      network += st.network_errors;
+    }
+    m.upstream_errors_total.With({"auth"}).Set(static_cast<double>(auth));
+    m.upstream_errors_total.With({"rejected"}).Set(static_cast<double>(rejected));
+    m.upstream_errors_total.With({"retryable"}).Set(static_cast<double>(retryable));
+    m.upstream_errors_total.With({"network"}).Set(static_cast<double>(network));
+    if (up.rtt_ms) m.cloud_rtt_ms.With({}).Set(static_cast<double>(*up.rtt_ms));
+  }
+  std::error_code ec;
+  uintmax_t file = std::filesystem::file_size(p_.store->path() + "/data.mdb", ec);
+  m.store_bytes.With({}).Set(ec ? 0 : static_cast<double>(file));
   return r.Render();
 }
 
@@ -76,6 +122,9 @@ nlohmann::json DaemonAdmin::Status() {
   if (p_.config->upstream) {
     j["upstream"] = {{"url", p_.config->upstream->url}, {"up", p_.devices->cloud_connected()}};
     if (auto off = p_.devices->cloud_offset_ms()) j["upstream"]["clock_offset_ms"] = *off;
+    if (p_.upstream) {
+      if (auto rtt = p_.upstream().rtt_ms) j["upstream"]["rtt_ms"] = *rtt;
+    }
   }
   return j;
 }
@@ -84,10 +133,12 @@ nlohmann::json DaemonAdmin::Sessions(const std::optional<std::string>& app) {
   nlohmann::json out = nlohmann::json::array();
   p_.devices->sessions().ForEach([&](const Session& s) {
     if (app && s.app != *app) return;
+    const int64_t quiet_ms = static_cast<int64_t>(uv_now(p_.loop)) - s.last_seen_ms;
     out.push_back({{"device", s.device},
                    {"app", s.app},
-                   {"state", "active"},
+                   {"state", SessionState(s)},
                    {"address", s.addr.to_string()},
+                   {"last_seen_s", std::max<int64_t>(0, quiet_ms / 1000)},
                    {"since_s", AgeSeconds(s.created_wall_ms)}});
   });
   return {{"sessions", out}};
@@ -101,16 +152,23 @@ AdminResult DaemonAdmin::Kick(const std::string& device) {
 }
 
 nlohmann::json DaemonAdmin::Queue() {
+  UpstreamView up = p_.upstream ? p_.upstream() : UpstreamView{};
   nlohmann::json routes = nlohmann::json::array();
   for (const auto& rs : p_.store->queue().AllStats()) {
-    routes.push_back({{"route", rs.route},
-                      {"entries", rs.depth},
-                      {"bytes", rs.bytes},
-                      {"oldest_age_s", AgeSeconds(rs.oldest_wall_ms)},
-                      {"dead_letters", rs.dead_depth},
-                      {"dropped_oldest", rs.dropped_oldest},
-                      {"expired", rs.expired},
-                      {"rejected", rs.rejected}});
+    nlohmann::json row = {{"route", rs.route},
+                          {"entries", rs.depth},
+                          {"bytes", rs.bytes},
+                          {"oldest_age_s", AgeSeconds(rs.oldest_wall_ms)},
+                          {"dead_letters", rs.dead_depth},
+                          {"dropped_oldest", rs.dropped_oldest},
+                          {"expired", rs.expired},
+                          {"rejected", rs.rejected}};
+    if (auto it = up.routes.find(rs.route); it != up.routes.end()) {
+      row["uploaded"] = it->second.uploaded_ops;
+      row["upload_state"] = UploadStateName(it->second.state);
+      if (!it->second.last_error.empty()) row["last_error"] = it->second.last_error;
+    }
+    routes.push_back(std::move(row));
   }
   return {{"routes", routes}};
 }
@@ -128,35 +186,47 @@ nlohmann::json DaemonAdmin::DeadLetters() {
   return {{"dead_letters", out}};
 }
 
-AdminResult DaemonAdmin::ChangeDeadLetters(const std::optional<std::string>& id, bool retry) {
+void DaemonAdmin::ChangeDeadLetters(const std::optional<std::string>& id, bool retry,
+                                    std::function<void(AdminResult)> done) {
   std::vector<uint64_t> seqs;
   if (id) {
     uint64_t seq = 0;
     try {
-      seq = std::stoull(*id);
+      size_t used = 0;
+      seq = std::stoull(*id, &used);
+      if (used != id->size()) throw std::invalid_argument(*id);
     } catch (const std::exception&) {
-      return AdminResult::Error(AdminResult::Code::kInvalid, "dead letter ids are numbers");
+      return done(AdminResult::Error(AdminResult::Code::kInvalid, "dead letter ids are numbers"));
     }
     bool known = false;
-    for (const auto& d : p_.store->queue().DeadLetters(SIZE_MAX)) known |= d.entry.seq == seq;
-    if (!known) return AdminResult::Error(AdminResult::Code::kNotFound, "no dead letter " + *id);
+    for (const auto& d : p_.store->queue().DeadLetters(1, seq - 1)) known |= d.entry.seq == seq;
+    if (!known) return done(AdminResult::Error(AdminResult::Code::kNotFound, "no dead letter " + *id));
     seqs.push_back(seq);
   } else {
     for (const auto& d : p_.store->queue().DeadLetters(SIZE_MAX)) seqs.push_back(d.entry.seq);
   }
   store::WriteBatch b;
   for (uint64_t s : seqs) retry ? b.RetryDeadLetter(s) : b.DropDeadLetter(s);
-  if (!b.empty()) {
-    p_.store->Submit(std::move(b), [retry](const store::BatchResult& r) {
-      if (!r.status.ok()) spdlog::error("dead letter {} failed: {}", retry ? "retry" : "drop", r.status.ToString());
-    });
-  }
-  return AdminResult::Ok(fmt::format("{} dead letter(s) {}", seqs.size(), retry ? "requeued" : "dropped"),
-                         {{"count", seqs.size()}});
+  std::string summary = fmt::format("{} dead letter(s) {}", seqs.size(), retry ? "requeued" : "dropped");
+  if (b.empty()) return done(AdminResult::Ok(summary, {{"count", 0}}));
+  p_.store->Submit(std::move(b), [retry, summary, n = seqs.size(), done = std::move(done)](const store::BatchResult& r) {
+    if (!r.status.ok()) {
+      spdlog::error("dead letter {} failed: {}", retry ? "retry" : "drop", r.status.ToString());
+      return done(AdminResult::Error(r.status.code == store::StatusCode::kNotFound ? AdminResult::Code::kNotFound
+                                                                                   : AdminResult::Code::kFailed,
+                                     "dead letter " + std::string(retry ? "retry" : "drop") +
+                                         " failed: " + r.status.ToString()));
+    }
+    done(AdminResult::Ok(summary, {{"count", n}}));
+  });
 }
 
-AdminResult DaemonAdmin::RetryDeadLetter(const std::optional<std::string>& id) { return ChangeDeadLetters(id, true); }
-AdminResult DaemonAdmin::DropDeadLetter(const std::optional<std::string>& id) { return ChangeDeadLetters(id, false); }
+void DaemonAdmin::RetryDeadLetter(const std::optional<std::string>& id, std::function<void(AdminResult)> done) {
+  ChangeDeadLetters(id, true, std::move(done));
+}
+void DaemonAdmin::DropDeadLetter(const std::optional<std::string>& id, std::function<void(AdminResult)> done) {
+  ChangeDeadLetters(id, false, std::move(done));
+}
 
 nlohmann::json DaemonAdmin::StoreCheck() {
   store::CheckReport r = p_.store->Check();

@@ -1,9 +1,14 @@
 // DaemonAdmin: the running daemon seen through the admin API (metrics, status, tetherctl actions).
-// Every call runs on the loop thread (AdminServer hops there), so it reads module state directly.
+// Every call but StoreCheck runs on the loop thread (AdminServer hops there), so it reads module
+// state directly; StoreCheck reads its own store snapshot on the admin thread.
 #pragma once
+
+#include <uv.h>
 
 #include <chrono>
 #include <functional>
+#include <map>
+#include <optional>
 #include <string>
 
 #include "device_proto/endpoint.h"
@@ -11,17 +16,26 @@
 #include "gateway/config.h"
 #include "gateway/device_api.h"
 #include "store/store.h"
+#include "upstream/drainer.h"
 
 namespace tether {
+
+// What the uploader and the cloud clock report (metrics, status, queue).
+struct UpstreamView {
+  std::map<std::string, upstream::RouteStats> routes;  // by route name
+  std::optional<int64_t> rtt_ms;                       // round trip of the clock sample in use
+};
 
 class DaemonAdmin : public AdminBackend {
  public:
   struct Parts {
+    uv_loop_t* loop = nullptr;                       // its clock stamps Session::last_seen_ms
     const Config* config = nullptr;
     store::Store* store = nullptr;
     DeviceApi* devices = nullptr;
     coap::Endpoint* endpoint = nullptr;
     std::function<AdminResult()> reload;             // re-reads the config file
+    std::function<UpstreamView()> upstream;          // null in local-only mode
   };
   explicit DaemonAdmin(Parts parts) : p_(std::move(parts)), started_(std::chrono::steady_clock::now()) {}
 
@@ -32,13 +46,15 @@ class DaemonAdmin : public AdminBackend {
   AdminResult Kick(const std::string& device) override;
   nlohmann::json Queue() override;
   nlohmann::json DeadLetters() override;
-  AdminResult RetryDeadLetter(const std::optional<std::string>& id) override;
-  AdminResult DropDeadLetter(const std::optional<std::string>& id) override;
+  void RetryDeadLetter(const std::optional<std::string>& id, std::function<void(AdminResult)> done) override;
+  void DropDeadLetter(const std::optional<std::string>& id, std::function<void(AdminResult)> done) override;
   AdminResult Reload() override { return p_.reload(); }
   nlohmann::json StoreCheck() override;
 
  private:
-  AdminResult ChangeDeadLetters(const std::optional<std::string>& id, bool retry);
+  void ChangeDeadLetters(const std::optional<std::string>& id, bool retry, std::function<void(AdminResult)> done);
+  // "active": heard from within the heartbeat target; "silent": not since, detection pending.
+  const char* SessionState(const Session& s) const;
   Parts p_;
   std::chrono::steady_clock::time_point started_;
 };

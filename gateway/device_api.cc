@@ -272,7 +272,7 @@ void DeviceApi::HandleOpen(Call& c) {
   do s.short_token = RandomToken(8); while (sessions_.ShortTokenInUse(s.short_token));
   s.long_token = RandomToken(32);
   s.app = c.app;
-  s.device = auth.device.empty() ? "anon-" + s.short_token : auth.device;
+  s.device = auth.device.empty() ? "anon-" + RandomToken(8) : auth.device;  // never the session token: ids are logged
   s.addr = c.peer;
   s.created_wall_ms = store::WallClockMs();
   store::WriteBatch batch;
@@ -903,6 +903,7 @@ void DeviceApi::ReplyStoreStatus(Call& c, const store::Status& st) {
     case store::StatusCode::kRejected:
       return ReplyError(c, coap::code::kServiceUnavailable, "queue full, retry later", kQueueFullMaxAge);
     case store::StatusCode::kFull:
+      ++counters_.writes_refused_store_full;
       return ReplyError(c, coap::code::kServiceUnavailable, "storage full, retry later", kStoreFullMaxAge);
     case store::StatusCode::kInvalidArgument:
       return ReplyError(c, coap::code::kBadRequest, st.message.substr(0, 120));

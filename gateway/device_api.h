@@ -33,6 +33,7 @@ struct DeviceApiCounters {
   uint64_t writes = 0, writes_rejected = 0, notifications = 0, auth_failures = 0;
   // Compare-and-set writes refused locally (4.12) / found conflicting in the cloud at upload.
   uint64_t cas_refused = 0, transaction_conflicts = 0;
+  uint64_t writes_refused_store_full = 0;  // requests answered 5.03 because the store is full
   std::map<std::string, uint64_t> requests;  // "GET 2.05" -> count
 };
 

@@ -40,9 +40,4 @@ void SetupLogging(const std::string& level) {
 
 void SetLogLevel(const std::string& level) { spdlog::set_level(spdlog::level::from_str(level)); }
 
-std::string Redact(std::string_view secret) {
-  std::string head(secret.substr(0, std::min<size_t>(4, secret.size() / 4)));
-  return head + "…(" + std::to_string(secret.size()) + " bytes)";
-}
-
 }  // namespace tether

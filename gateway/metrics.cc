@@ -147,7 +147,9 @@ std::string EscapeHelp(const std::string& s) {
 }
 
 TetherMetrics::TetherMetrics(MetricsRegistry& r)
-    : sessions(r.Gauge("tether_sessions", "Device sessions by app and state.", {"app", "state"})),
+    : sessions(r.Gauge("tether_sessions",
+                              "Device sessions by app and state (active: heard within the heartbeat target; silent: not since).",
+                              {"app", "state"})),
       requests_total(r.Counter("tether_requests_total", "CoAP requests answered, by method and response code.",
                                {"method", "code"})),
       heartbeats_total(r.Counter("tether_heartbeats_total", "Device heartbeats received.")),
@@ -160,6 +162,12 @@ TetherMetrics::TetherMetrics(MetricsRegistry& r)
       queue_bytes(r.Gauge("tether_queue_bytes", "Bytes queued for the cloud, by route.", {"route"})),
       queue_oldest_age_seconds(r.Gauge("tether_queue_oldest_age_seconds",
                                        "Age of the oldest queued write, by route (0 when empty).", {"route"})),
+      queue_dropped_total(r.Counter("tether_queue_dropped_total",
+                                    "Acknowledged writes deleted before upload: by the drop-oldest policy or the TTL.",
+                                    {"route", "reason"})),
+      writes_refused_total(r.Counter("tether_writes_refused_total",
+                                     "Device writes refused with 5.03: a queue limit (policy reject) or a full store.",
+                                     {"reason"})),
       drained_ops_total(r.Counter("tether_drained_ops_total", "Queued writes delivered to the cloud, by route.",
                                   {"route"})),
       dead_letters(r.Gauge("tether_dead_letters", "Writes the cloud rejected permanently, by route.", {"route"})),
@@ -167,11 +175,11 @@ TetherMetrics::TetherMetrics(MetricsRegistry& r)
       upstream_errors_total(r.Counter("tether_upstream_errors_total", "Cloud request failures, by error class.",
                                       {"class"})),
       cloud_clock_offset_ms(r.Gauge("tether_cloud_clock_offset_ms", "Cloud clock minus local clock, milliseconds.")),
-      cloud_rtt_ms(r.Gauge("tether_cloud_rtt_ms", "Smoothed round-trip time to the cloud, milliseconds.")),
+      cloud_rtt_ms(r.Gauge("tether_cloud_rtt_ms", "Round trip of the cloud clock sample in use, milliseconds.")),
       dtls_handshakes_total(r.Counter("tether_dtls_handshakes_total", "DTLS handshakes, by result.", {"result"})),
       dtls_sessions(r.Gauge("tether_dtls_sessions", "DTLS sessions by state.", {"state"})),
       dtls_sleeping_bytes(r.Gauge("tether_dtls_sleeping_bytes", "Bytes of serialized (sleeping) DTLS sessions.")),
       dtls_wakes_total(r.Counter("tether_dtls_wakes_total", "Sleeping DTLS sessions restored for a datagram.")),
-      store_bytes(r.Gauge("tether_store_bytes", "Bytes used by the LMDB store.")) {}
+      store_bytes(r.Gauge("tether_store_bytes", "Size of the LMDB data file (data.mdb) in bytes.")) {}
 
 }  // namespace tether

@@ -81,7 +81,7 @@ std::string EscapeHelp(const std::string& s);
 // declares every family in `r`; modules keep a pointer and update series on the loop thread.
 struct TetherMetrics {
   explicit TetherMetrics(MetricsRegistry& r);
-  MetricFamily& sessions;                // gauge {app,state}
+  MetricFamily& sessions;                // gauge {app,state=active|silent}
   MetricFamily& requests_total;          // counter {method,code}  CoAP requests answered
   MetricFamily& heartbeats_total;        // counter
   MetricFamily& detections_total;        // counter  sessions ended by silence
@@ -90,6 +90,8 @@ struct TetherMetrics {
   MetricFamily& queue_depth;             // gauge {route}  entries waiting for the cloud
   MetricFamily& queue_bytes;             // gauge {route}
   MetricFamily& queue_oldest_age_seconds;// gauge {route}
+  MetricFamily& queue_dropped_total;     // counter {route,reason=drop_oldest|expired}  acknowledged, never uploaded
+  MetricFamily& writes_refused_total;    // counter {reason=queue_limit|store_full}  device got 5.03, nothing queued
   MetricFamily& drained_ops_total;       // counter {route}
   MetricFamily& dead_letters;            // gauge {route}
   MetricFamily& upstream_up;             // gauge 0/1
@@ -100,7 +102,7 @@ struct TetherMetrics {
   MetricFamily& dtls_sessions;           // gauge {state=live|sleeping|handshaking}
   MetricFamily& dtls_sleeping_bytes;     // gauge  memory held by serialized (sleeping) sessions
   MetricFamily& dtls_wakes_total;        // counter  sleeping sessions restored (many: raise max_live_sessions)
-  MetricFamily& store_bytes;             // gauge
+  MetricFamily& store_bytes;             // gauge  size of the LMDB data file (data.mdb)
 };
 
 }  // namespace tether

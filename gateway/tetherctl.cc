@@ -1,18 +1,23 @@
 // tetherctl: administer a running tetherd over its admin endpoint.
 //
-// Exit codes: 0 success, 1 the daemon answered with an error (or `store check` found problems),
-// 2 invalid configuration (check-config) or bad usage, 3 the daemon cannot be reached.
+// Exit codes: 0 success, 1 the daemon answered with an error (or `store check` found problems or
+// could not open the store), 2 invalid configuration (check-config) or bad usage, 3 the daemon
+// cannot be reached.
+// The admin address: --admin, else $TETHER_ADMIN, else admin.listen of --config FILE, else
+// 127.0.0.1:8790.
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "gateway/admin_client.h"
 #include "gateway/config.h"
+#include "store/store.h"
 #include "tether_version.h"
 
 namespace {
@@ -101,6 +106,38 @@ void PrintFields(const json& j) {
   for (const auto& [k, v] : lines) std::printf("%-*s  %s\n", static_cast<int>(w + 1), (k + ":").c_str(), v.c_str());
 }
 
+// The address to reach a daemon listening on `listen` (a wildcard host means this machine).
+std::string AdminTarget(const tether::HostPort& listen) {
+  std::string host = listen.host;
+  if (host == "0.0.0.0" || host.empty()) host = "127.0.0.1";
+  if (host == "::") host = "::1";
+  return tether::HostPort{host, listen.port}.ToString();
+}
+
+// `store check` without a daemon: opens the LMDB store read-only (safe while tetherd runs too).
+int CheckStoreDirectly(const std::string& dir, bool raw_json) {
+  json out;
+  int rc = 0;
+  try {
+    tether::store::StoreOptions o;
+    o.read_only = true;
+    auto store = tether::store::Store::Open(dir, o, nullptr);
+    tether::store::CheckReport r = store->Check();
+    json tables = json::array();
+    for (const auto& t : r.tables) tables.push_back({{"name", t.name}, {"entries", t.entries}, {"pages", t.pages}});
+    out = {{"ok", r.ok},         {"path", dir},           {"problems", r.problems}, {"file_bytes", r.file_bytes},
+           {"map_bytes", r.map_bytes}, {"used_bytes", r.used_bytes}, {"tables", tables}};
+    rc = r.ok ? 0 : kExitError;
+  } catch (const std::exception& e) {  // StoreError: missing, unreadable, incompatible or corrupt
+    out = {{"ok", false}, {"path", dir}, {"problems", json::array({e.what()})}};
+    rc = kExitError;
+  }
+  if (raw_json) std::printf("%s\n", out.dump(2).c_str());
+  else PrintFields(out);
+  if (rc != 0 && !raw_json) std::fprintf(stderr, "tetherctl: store %s has problems\n", dir.c_str());
+  return rc;
+}
+
 struct Ctl {
   tether::AdminClient client;
   bool raw_json;
@@ -128,10 +165,14 @@ int main(int argc, char** argv) {
   app.fallthrough();  // global options may follow the subcommand
 
   std::string admin = "127.0.0.1:8790";
+  std::string config_file;
   bool raw_json = false;
-  app.add_option("--admin", admin, "admin endpoint HOST:PORT (env TETHER_ADMIN)")
-      ->envname("TETHER_ADMIN")
-      ->capture_default_str();
+  auto* admin_opt = app.add_option("--admin", admin, "admin endpoint HOST:PORT (env TETHER_ADMIN)")
+                        ->envname("TETHER_ADMIN")
+                        ->capture_default_str();
+  app.add_option("--config", config_file,
+                 "the daemon's configuration file: its admin.listen is the default --admin, its store.path "
+                 "the store `store check` opens when the daemon is not running");
   app.add_flag("--json", raw_json, "print the daemon's raw JSON answer");
 
   auto* version = app.add_subcommand("version", "print the version");
@@ -166,6 +207,10 @@ int main(int argc, char** argv) {
   auto* store = app.add_subcommand("store", "local store maintenance");
   store->require_subcommand(1);
   auto* store_check = store->add_subcommand("check", "verify the store's internal consistency");
+  std::string store_dir;
+  store_check->add_option("--store", store_dir,
+                          "open this store directory read-only instead of asking the daemon (works while it is "
+                          "stopped; run as the store's owner, e.g. sudo -u tether)");
 
   CLI11_PARSE(app, argc, argv);
 
@@ -175,7 +220,7 @@ int main(int argc, char** argv) {
   }
   if (*check) {
     try {
-      tether::Config::Load(check_file);
+      tether::Config::Load(check_file).CheckFiles();
       std::printf("%s: valid\n", check_file.c_str());
       return 0;
     } catch (const tether::ConfigError& e) {
@@ -183,6 +228,18 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+
+  std::optional<tether::Config> config;
+  if (!config_file.empty()) {
+    try {
+      config = tether::Config::Load(config_file);
+    } catch (const tether::ConfigError& e) {
+      std::fprintf(stderr, "tetherctl: %s\n", e.what());
+      return kExitUsage;
+    }
+    if (admin_opt->count() == 0) admin = AdminTarget(config->admin_listen);
+  }
+  if (*store_check && !store_dir.empty()) return CheckStoreDirectly(store_dir, raw_json);
 
   tether::AdminAddress addr;
   try {
@@ -201,15 +258,16 @@ int main(int argc, char** argv) {
       std::string path = "/api/v1/sessions";
       if (!app_filter.empty()) path += "?app=" + tether::PercentEncode(app_filter);
       if (ctl.Call("GET", path, nullptr, &r, &rc) && !raw_json) {
-        PrintTable(r.value("sessions", json::array()), {"device", "app", "state", "address", "last_seen_s"},
-                   "no sessions");
+        PrintTable(r.value("sessions", json::array()),
+                   {"device", "app", "state", "address", "last_seen_s", "since_s"}, "no sessions");
       }
     } else if (*kick) {
       std::string path = "/api/v1/sessions/" + tether::PercentEncode(kick_device) + "/kick";
       if (ctl.Call("POST", path, nullptr, &r, &rc) && !raw_json) std::printf("%s\n", Cell(r["message"]).c_str());
     } else if (*queue) {
       if (ctl.Call("GET", "/api/v1/queue", nullptr, &r, &rc) && !raw_json) {
-        PrintTable(r.value("routes", json::array()), {"route", "entries", "bytes", "oldest_age_s", "dead_letters"},
+        PrintTable(r.value("routes", json::array()),
+                   {"route", "entries", "bytes", "oldest_age_s", "dead_letters", "uploaded", "upload_state"},
                    "no routes");
       }
     } else if (*dl_list) {
@@ -232,7 +290,12 @@ int main(int argc, char** argv) {
       }
     }
   } catch (const tether::AdminUnreachable& e) {
-    std::fprintf(stderr, "tetherctl: %s \xE2\x80\x94 is the service running? (systemctl status tether)\n", e.what());
+    if (*store_check && config) {
+      std::fprintf(stderr, "tetherctl: %s; checking %s directly\n", e.what(), config->store.path.c_str());
+      return CheckStoreDirectly(config->store.path, raw_json);
+    }
+    std::fprintf(stderr, "tetherctl: %s \xE2\x80\x94 is the service running? (systemctl status tether)%s\n", e.what(),
+                 *store_check ? "; `store check --store DIR` checks a stopped daemon's store" : "");
     return kExitUnreachable;
   }
   return rc;

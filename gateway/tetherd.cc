@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   if (!check_path.empty()) {
     try {
       tether::Config c = tether::Config::Load(check_path);
+      c.CheckFiles();
       std::printf("%s: valid (%zu app(s), %zu route(s), %s)\n", check_path.c_str(), c.apps.size(),
                   c.routes.size(), c.upstream ? "upstream configured" : "local-only");
       return 0;
@@ -38,6 +39,7 @@ int main(int argc, char** argv) {
   tether::Config config;
   try {
     config = tether::Config::Load(config_path);
+    config.CheckFiles();
   } catch (const tether::ConfigError& e) {
     std::fprintf(stderr, "%s\n", e.what());
     return 2;

@@ -10,12 +10,17 @@ namespace tether {
 YamlField::YamlField(std::string file, YAML::Node node, std::string key_path)
     : file_(std::move(file)), node_(std::move(node)), key_path_(std::move(key_path)) {}
 
-void YamlField::Fail(const std::string& what) const {
+int YamlField::line() const {
   YAML::Mark m = node_ ? node_.Mark() : YAML::Mark::null_mark();
-  int line = m.is_null() ? 0 : m.line + 1;
-  int col = m.is_null() ? 0 : m.column + 1;
-  throw ConfigError(file_, line, col, key_path_, what);
+  return m.is_null() ? 0 : m.line + 1;
 }
+
+int YamlField::column() const {
+  YAML::Mark m = node_ ? node_.Mark() : YAML::Mark::null_mark();
+  return m.is_null() ? 0 : m.column + 1;
+}
+
+void YamlField::Fail(const std::string& what) const { throw ConfigError(file_, line(), column(), key_path_, what); }
 
 void YamlField::RequireMap() const {
   if (!node_.IsMap()) Fail("expected a mapping");

@@ -27,6 +27,8 @@ class YamlField {
   bool IsMap() const { return node_.IsMap(); }
   bool IsSequence() const { return node_.IsSequence(); }
   const std::string& key_path() const { return key_path_; }
+  int line() const;    // 1-based; 0 when unknown
+  int column() const;
 
   // Map access. Optional() returns nullopt for an absent or null key.
   std::optional<YamlField> Optional(const std::string& key);

@@ -53,7 +53,7 @@ bool MayGrow(const WriteBatch& batch) {
 }  // namespace
 
 BatchApplier::BatchApplier(const LmdbEnv& env, const StoreOptions& options, TreeRecency* recency)
-    : env_(env), options_(options), db_(env.dbs()), recency_(recency) {
+    : env_(env), options_(options), db_(env.dbs()), recency_(recency), route_limits_(options.route_limits) {
   for (const std::string& p : options.tree_pinned_roots) {
     std::string_view root = PathRoot(p);
     if (root.empty()) pin_all_ = true;
@@ -69,9 +69,15 @@ Status BatchApplier::Mdb(int rc, const char* what) {
   return Status::Error(StatusCode::kIoError, std::string(what) + ": " + mdb_strerror(rc));
 }
 
-const QueueLimits& BatchApplier::LimitsFor(const std::string& route) const {
-  auto it = options_.route_limits.find(route);
-  return it == options_.route_limits.end() ? options_.default_route_limits : it->second;
+void BatchApplier::SetRouteLimits(std::map<std::string, QueueLimits> limits) {
+  std::lock_guard lock(limits_mu_);
+  route_limits_ = std::move(limits);
+}
+
+QueueLimits BatchApplier::LimitsFor(const std::string& route) const {
+  std::lock_guard lock(limits_mu_);
+  auto it = route_limits_.find(route);
+  return it == route_limits_.end() ? options_.default_route_limits : it->second;
 }
 
 RouteStats& BatchApplier::Route(uint32_t id) {
@@ -173,7 +179,7 @@ Status BatchApplier::Flush(MDB_txn* txn) {
 
 Status BatchApplier::AppendEntry(MDB_txn* txn, QueueEntry e, BatchResult* result) {
   if (e.route.empty() || e.route.size() > kMaxKeyBytes) return Invalid("queue entry route empty or too long");
-  const QueueLimits& lim = LimitsFor(e.route);
+  const QueueLimits lim = LimitsFor(e.route);
   e.seq = counters_.next_seq;
   std::string value = EncodeEntry(e);
   const uint64_t size = value.size();
@@ -389,7 +395,7 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::DropDead& m, BatchResult*)
 template <>
 Status BatchApplier::Do(MDB_txn* txn, const mutation::SweepExpired& m, BatchResult*) {
   for (const auto& [name, id] : route_ids_) {
-    const QueueLimits& lim = LimitsFor(name);
+    const QueueLimits lim = LimitsFor(name);
     if (lim.ttl_ms <= 0) continue;
     Status s = RemoveHeadWhile(txn, id, Removal::kExpired, m.now_wall_ms - lim.ttl_ms, UINT64_MAX, SIZE_MAX);
     if (!s.ok()) return s;

@@ -8,6 +8,8 @@
 
 #include <lmdb.h>
 
+#include <map>
+#include <mutex>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -36,6 +38,9 @@ class BatchApplier {
   // pinned and have no pending queue / dead-letter entries, least recently used first, with the
   // complete marks inside them and those of the whole tree.
   Status EvictTree(MDB_txn* txn);
+
+  // Any thread: replaces StoreOptions::route_limits for every batch applied from now on.
+  void SetRouteLimits(std::map<std::string, QueueLimits> limits);
 
   // While set, batches that can grow the store fail with kFull (deletes still apply).
   void set_space_low(bool low) { space_low_ = low; }
@@ -66,7 +71,7 @@ class BatchApplier {
   Status DeleteSessionOps(MDB_txn* txn, const std::string& session_id, const std::string* under);
   Status Flush(MDB_txn* txn);
   Status Mdb(int rc, const char* what);
-  const QueueLimits& LimitsFor(const std::string& route) const;
+  QueueLimits LimitsFor(const std::string& route) const;
   RouteStats& Route(uint32_t id);
   RootCounters& Root(std::string_view root);
 
@@ -88,6 +93,8 @@ class BatchApplier {
   bool exhausted_ = false;
   bool space_low_ = false;
   std::string rejected_route_;
+  mutable std::mutex limits_mu_;  // the loop thread replaces the limits while the writer reads them
+  std::map<std::string, QueueLimits> route_limits_;  // guarded by limits_mu_
 };
 
 }  // namespace tether::store

@@ -54,8 +54,39 @@ struct Store::Impl {
   std::unique_ptr<GroupCommitter> committer;  // null when read-only
   LoopChannel* channel = nullptr;  // null without a loop or after Close()
   uv_timer_t* sweep_timer = nullptr;
+  uv_loop_t* loop = nullptr;  // null for tools and read-only stores
   bool closed = false;
 };
+
+namespace {
+
+// Queues SweepExpired every ttl_sweep_interval_ms (a TTL is configured). Idempotent.
+void StartSweepTimer(Store::Impl* impl) {
+  if (impl->sweep_timer || !impl->loop || !impl->channel || impl->options.ttl_sweep_interval_ms == 0) return;
+  impl->sweep_timer = new uv_timer_t;
+  uv_timer_init(impl->loop, impl->sweep_timer);
+  impl->sweep_timer->data = impl;
+  uv_timer_start(
+      impl->sweep_timer,
+      [](uv_timer_t* t) {
+        WriteBatch b;
+        b.SweepExpired(WallClockMs());
+        auto* self = static_cast<Store::Impl*>(t->data);
+        if (!self->channel) return;
+        self->channel->outstanding++;
+        uv_ref(reinterpret_cast<uv_handle_t*>(&self->channel->async));
+        LoopChannel* ch = self->channel;
+        self->committer->Submit(std::move(b), [ch](BatchResult&& r) {
+          std::lock_guard lock(ch->mu);
+          ch->done.emplace_back(nullptr, std::move(r));
+          uv_async_send(&ch->async);
+        });
+      },
+      impl->options.ttl_sweep_interval_ms, impl->options.ttl_sweep_interval_ms);
+  uv_unref(reinterpret_cast<uv_handle_t*>(impl->sweep_timer));
+}
+
+}  // namespace
 
 std::unique_ptr<Store> Store::Open(const std::string& dir, const StoreOptions& options, uv_loop_t* loop) {
   auto impl = std::make_unique<Impl>(dir, options);
@@ -66,31 +97,10 @@ std::unique_ptr<Store> Store::Open(const std::string& dir, const StoreOptions& o
     uv_unref(reinterpret_cast<uv_handle_t*>(&ch->async));
     impl->channel = ch;
 
+    impl->loop = loop;
     bool any_ttl = options.default_route_limits.ttl_ms > 0;
     for (const auto& [name, lim] : options.route_limits) any_ttl |= lim.ttl_ms > 0;
-    if (any_ttl && options.ttl_sweep_interval_ms > 0) {
-      impl->sweep_timer = new uv_timer_t;
-      uv_timer_init(loop, impl->sweep_timer);
-      impl->sweep_timer->data = impl.get();
-      uv_timer_start(
-          impl->sweep_timer,
-          [](uv_timer_t* t) {
-            WriteBatch b;
-            b.SweepExpired(WallClockMs());
-            auto* self = static_cast<Impl*>(t->data);
-            if (!self->channel) return;
-            self->channel->outstanding++;
-            uv_ref(reinterpret_cast<uv_handle_t*>(&self->channel->async));
-            LoopChannel* ch = self->channel;
-            self->committer->Submit(std::move(b), [ch](BatchResult&& r) {
-              std::lock_guard lock(ch->mu);
-              ch->done.emplace_back(nullptr, std::move(r));
-              uv_async_send(&ch->async);
-            });
-          },
-          options.ttl_sweep_interval_ms, options.ttl_sweep_interval_ms);
-      uv_unref(reinterpret_cast<uv_handle_t*>(impl->sweep_timer));
-    }
+    if (any_ttl) StartSweepTimer(impl.get());
   }
   return std::unique_ptr<Store>(new Store(std::move(impl)));
 }
@@ -144,6 +154,13 @@ void Store::Close() {
 const WriteQueue& Store::queue() const { return impl_->queue; }
 const DataTree& Store::tree() const { return impl_->tree; }
 const SessionTable& Store::sessions() const { return impl_->sessions; }
+void Store::SetQueueLimits(std::map<std::string, QueueLimits> route_limits) {
+  bool any_ttl = impl_->options.default_route_limits.ttl_ms > 0;
+  for (const auto& [name, lim] : route_limits) any_ttl |= lim.ttl_ms > 0;
+  impl_->applier.SetRouteLimits(std::move(route_limits));
+  if (any_ttl && !impl_->closed) StartSweepTimer(impl_.get());
+}
+
 CheckReport Store::Check() const { return RunCheck(impl_->env); }
 const std::string& Store::path() const { return impl_->env.path(); }
 const std::string& Store::instance_id() const { return impl_->env.instance_id(); }

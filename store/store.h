@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -42,6 +43,11 @@ class Store {
   // Loop thread: commits what was submitted, runs the remaining callbacks, releases loop handles
   // (the loop must run once more to finish closing them). Idempotent.
   void Close();
+
+  // Loop thread: replaces StoreOptions::route_limits (bounds, overflow policy, TTL) for every
+  // batch applied from now on; entries already queued stay until the next append or TTL sweep
+  // finds them over the new bounds.
+  void SetQueueLimits(std::map<std::string, QueueLimits> route_limits);
 
   const WriteQueue& queue() const;
   const DataTree& tree() const;

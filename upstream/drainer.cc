@@ -1,6 +1,7 @@
 #include "upstream/drainer.h"
 
 #include <algorithm>
+#include <climits>
 #include <random>
 
 #include "upstream/db_url.h"
@@ -18,21 +19,14 @@ struct Drainer::Route {
   bool mark_known = false;            // no exactly-once batch of unknown outcome since the mark was read
   bool once_in_flight = false;        // the request in flight carries the applied mark
   uv_timer_t* timer = nullptr;        // backoff timer (heap)
+  int passed_over = 0;                // slots given to higher-priority routes while this one waited
   Drainer* owner = nullptr;
 };
 
 Drainer::Drainer(uv_loop_t* loop, HttpClient& http, Credentials& creds, Outbox& outbox,
                  std::vector<RouteTarget> routes, DrainerOptions options)
     : loop_(loop), http_(http), creds_(creds), outbox_(outbox), opt_(std::move(options)) {
-  for (auto& t : routes) {
-    auto r = std::make_unique<Route>();
-    r->target = std::move(t);
-    r->owner = this;
-    r->timer = new uv_timer_t;
-    uv_timer_init(loop_, r->timer);
-    r->timer->data = r.get();
-    routes_.push_back(std::move(r));
-  }
+  for (auto& t : routes) set_route(std::move(t));
   poll_timer_ = new uv_timer_t;
   uv_timer_init(loop_, poll_timer_);
   poll_timer_->data = this;
@@ -78,6 +72,26 @@ void Drainer::stop() {
   in_flight_ = 0;
 }
 
+void Drainer::set_route(RouteTarget target) {
+  for (auto& r : routes_) {
+    if (r->target.route == target.route) {
+      r->target = std::move(target);  // a batch in flight keeps the URL it was sent to
+      return;
+    }
+  }
+  auto r = std::make_unique<Route>();
+  r->target = std::move(target);
+  r->owner = this;
+  r->timer = new uv_timer_t;
+  uv_timer_init(loop_, r->timer);
+  r->timer->data = r.get();
+  routes_.push_back(std::move(r));
+  if (running_) {
+    make_ready(*routes_.back());
+    schedule();
+  }
+}
+
 void Drainer::notify(const std::string& route) {
   for (auto& r : routes_)
     if (r->target.route == route && r->stats.state == RouteStats::State::Idle) make_ready(*r);
@@ -98,11 +112,27 @@ void Drainer::make_ready(Route& r) {
 
 void Drainer::schedule() {
   while (running_ && in_flight_ < opt_.max_parallel && !ready_.empty()) {
-    Route* r = ready_.front();
-    ready_.erase(ready_.begin());
+    Route* r = next_ready();
+    if (!r) return;  // only lower-priority routes wait; a completion calls schedule() again
     r->queued = false;
     upload(*r);
   }
+}
+
+Drainer::Route* Drainer::next_ready() {
+  int top = INT_MIN;  // highest priority with work: waiting for a slot or uploading
+  for (auto& r : routes_)
+    if (r->queued || r->request) top = std::max(top, r->target.priority);
+  for (size_t i = 0; i < ready_.size(); ++i) {
+    Route* r = ready_[i];
+    if (r->target.priority < top && r->passed_over < kPriorityShare - 1) continue;
+    ready_.erase(ready_.begin() + static_cast<long>(i));
+    r->passed_over = 0;
+    for (Route* waiting : ready_)
+      if (waiting->target.priority < r->target.priority) waiting->passed_over++;
+    return r;
+  }
+  return nullptr;
 }
 
 void Drainer::upload(Route& r) {
@@ -114,7 +144,7 @@ void Drainer::upload(Route& r) {
   }
   if (ops[0].kind == OutboundOp::Kind::Conditional) return conditional(r, std::move(ops[0]), 0);
   for (size_t i = 1; i < ops.size(); ++i) {
-    if (ops[i].kind == OutboundOp::Kind::Conditional) {  // a batch ends before it
+    if (ops[i].kind == OutboundOp::Kind::Conditional || ops[i].root != ops[0].root) {  // a batch ends before it
       ops.resize(i);
       break;
     }
@@ -130,14 +160,14 @@ void Drainer::upload(Route& r) {
     return;
   }
   ops.resize(batch.op_count);
-  bool once = !opt_.applied_path.empty() && !(batch.replace_root && r.target.root.empty()) &&
+  const std::string root = ops[0].root.value_or(r.target.root);
+  bool once = !opt_.applied_path.empty() && !(batch.replace_root && root.empty()) &&
               std::any_of(ops.begin(), ops.end(), [](const OutboundOp& op) { return op.exactly_once; });
   if (once && !r.mark_known) return read_mark(r);
   HttpRequest req;
   req.method = batch.replace_root ? "PUT" : "PATCH";
   if (once) {  // the same writes with absolute keys, plus the mark, at the database root
     nlohmann::json body = nlohmann::json::object();
-    const std::string& root = r.target.root;
     if (batch.replace_root) {
       body[root] = std::move(batch.body);
     } else {
@@ -152,7 +182,7 @@ void Drainer::upload(Route& r) {
   std::string query = "print=silent";
   if (std::string q = creds_.query(); !q.empty()) query += "&" + q;
   if (!ops[0].auth_override.empty()) query += "&auth_variable_override=" + UrlEncode(ops[0].auth_override);
-  req.url = DatabaseUrl(opt_.base_url, once ? std::string() : r.target.root, query);
+  req.url = DatabaseUrl(opt_.base_url, once ? std::string() : root, query);
   req.headers = {"Content-Type: application/json"};
   req.body = batch.body.dump();
   req.timeout_ms = opt_.request_timeout_ms;
@@ -218,7 +248,8 @@ void Drainer::conditional(Route& r, OutboundOp op, int round) {
     return make_ready(r);
   }
   if (op.event_time_ms) ResolveServerTimestamps(payload["value"], *op.event_time_ms);
-  const std::string path = r.target.root + "/" + op.path;
+  std::string path = op.root.value_or(r.target.root);
+  if (!op.path.empty()) path += (path.empty() ? "" : "/") + op.path;
   // The read is the gateway's (it implements the compare); the write is evaluated as the device.
   HttpRequest get;
   get.url = DatabaseUrl(opt_.base_url, path, creds_.query());

@@ -1,6 +1,8 @@
 // Drainer: uploads each route's outbox ops to the database as multi-path PATCHes, in seq order.
 // Per route at most one request is in flight (ordering); routes share `max_parallel` request
-// slots round-robin, so one route's backlog never starves another's live writes.
+// slots round-robin, so one route's backlog never starves another's live writes. Priority: while
+// a route of higher RouteTarget::priority has work, a lower one gets a slot only every
+// kPriorityShare-th turn (it drains slower, never stops).
 // Outcomes: 2xx → confirm; 401 → pause the route, refresh credentials, retry (nothing dropped);
 // 400/403/413 → bisect the batch until the bad op is alone, dead-letter it, continue;
 // 429/5xx/other/network → exponential backoff with jitter, retry the same ops.
@@ -31,6 +33,7 @@ namespace tether::upstream {
 struct RouteTarget {
   std::string route;  // Outbox route name
   std::string root;   // database path the op paths are relative to ("" = database root)
+  int priority = 0;   // higher drains first when several routes have work
 };
 
 struct DrainerOptions {
@@ -68,6 +71,8 @@ struct RouteStats {
 
 class Drainer {
  public:
+  static constexpr int kPriorityShare = 4;
+
   Drainer(uv_loop_t* loop, HttpClient& http, Credentials& creds, Outbox& outbox,
           std::vector<RouteTarget> routes, DrainerOptions options);
   ~Drainer();  // cancels requests; the loop must run once more to close timers
@@ -77,12 +82,15 @@ class Drainer {
   void start();
   void stop();                          // no new requests; in-flight ones are cancelled
   void notify(const std::string& route);  // the route has new ops
+  // Adds a route (drained at once when running) or changes an existing route's root and priority.
+  void set_route(RouteTarget target);
   std::map<std::string, RouteStats> stats() const;
 
   struct Route;
 
  private:
   void schedule();
+  Route* next_ready();  // removes and returns the route to get the next slot, if any may
   void upload(Route& r);
   void read_mark(Route& r);  // the applied mark: confirm what the cloud already has
   void conditional(Route& r, OutboundOp op, int round);  // GET + PUT if-match
@@ -96,7 +104,7 @@ class Drainer {
   Outbox& outbox_;
   DrainerOptions opt_;
   std::vector<std::unique_ptr<Route>> routes_;
-  std::vector<Route*> ready_;   // FIFO of routes waiting for a slot (round-robin)
+  std::vector<Route*> ready_;   // FIFO of routes waiting for a slot (round-robin within a priority)
   size_t in_flight_ = 0;
   bool running_ = false;
   uv_timer_t* poll_timer_;      // heap: closed asynchronously

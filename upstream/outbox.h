@@ -24,6 +24,9 @@ struct OutboundOp {
   // unauthenticated client); empty: the gateway's own credential. Ops with different values
   // never share a request.
   std::string auth_override{};
+  // Database path `path` is relative to; nullopt: the route's RouteTarget::root. One peek()
+  // returns ops of one root only (e.g. writes accepted under an older cloud pattern go first).
+  std::optional<std::string> root = std::nullopt;
 };
 
 class Outbox {

@@ -93,6 +93,10 @@ INSTANTIATE_TEST_SUITE_P(
                 "t.yaml:3:27: upstream.auth_variable_override: expected true or false, got 'maybe'"},
         BadCase{"upstream:\n  url: http://h\n  observe_streams: 5000\n",
                 "t.yaml:3:20: upstream.observe_streams: 5000 is out of range [0, 1000]"},
+        BadCase{"upstream:\n  url: \"https://x.firebaseio.com/?auth=s3cret\"\n",
+                "t.yaml:2:8: upstream.url: must be a plain database URL without query, fragment or user info (put "
+                "credentials in secret_file, access_token_file or service_account_file)"},
+        BadCase{"upstream:\n  url: https://x\n  secret_file: \"\"\n", "t.yaml:3:16: upstream.secret_file: must not be empty"},
         BadCase{"device: [1, 2]\n", "t.yaml:1:9: device: expected a mapping"},
         BadCase{"dtls:\n  listen: \"0.0.0.0:5684\"\n", "t.yaml:2:3: dtls: give keys_file, master_key_file or both"},
         BadCase{"dtls:\n  keys_file: /k\n  max_live_sessions: 0\n",

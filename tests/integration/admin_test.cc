@@ -7,7 +7,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <lmdb.h>
 
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "store/store_counters.h"
 #include "tests/integration/sdk_client.h"
 #include "tests/integration/tetherd_process.h"
 
@@ -76,7 +82,22 @@ TEST_F(Admin, StatusSessionsQueueMetricsKickAndStoreCheck) {
   json sessions = CtlJson("sessions --app myapp");
   ASSERT_EQ(sessions["sessions"].size(), 1u);
   EXPECT_EQ(sessions["sessions"][0]["device"], "sensor-9");
+  EXPECT_EQ(sessions["sessions"][0]["state"], "active");
+  EXPECT_EQ(sessions["sessions"][0]["last_seen_s"], 0) << "the device just pinged";
   EXPECT_EQ(CtlJson("sessions --app other")["sessions"].size(), 0u);
+  // The human table shows the columns the API returns (every cell filled).
+  ShellResult table = Ctl("sessions");
+  ASSERT_EQ(table.status, 0) << table.out;
+  std::istringstream lines(table.out);
+  std::string header, row;
+  std::getline(lines, header);
+  std::getline(lines, row);
+  EXPECT_EQ(header.rfind("DEVICE", 0), 0u) << table.out;
+  for (const char* col : {"STATE", "ADDRESS", "LAST_SEEN_S", "SINCE_S"}) {
+    EXPECT_NE(header.find(col), std::string::npos) << col << " missing: " << table.out;
+  }
+  EXPECT_EQ(row.find(" - "), std::string::npos) << "an empty cell: " << table.out;
+  EXPECT_NE(row.find("sensor-9"), std::string::npos);
 
   json queue = CtlJson("queue");
   ASSERT_EQ(queue["routes"].size(), 1u);
@@ -116,6 +137,118 @@ TEST_F(Admin, StatusSessionsQueueMetricsKickAndStoreCheck) {
   EXPECT_EQ(check["ok"], true) << check.dump();
 }
 
+// tetherctl --config FILE finds the daemon at the file's admin.listen.
+TEST_F(Admin, AdminAddressComesFromTheConfigFile) {
+  const std::string ctl = "env -u TETHER_ADMIN " + TetherdProcess::BinaryPath("tetherctl");
+  ShellResult r = Shell(ctl + " --config " + gw_.config_path() + " --json status");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_EQ(json::parse(r.out)["mode"], "local-only");
+  // --admin still wins over the file.
+  r = Shell(ctl + " --config " + gw_.config_path() + " --admin 127.0.0.1:1 status");
+  EXPECT_EQ(r.status, 3) << r.out;
+  EXPECT_NE(r.out.find("127.0.0.1:1"), std::string::npos) << r.out;
+}
+
+// Browser-originated requests cannot drive the admin API (CSRF).
+TEST_F(Admin, PostsFromWebPagesAreRefused) {
+  const std::string post = "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:" + std::to_string(admin_port_);
+  EXPECT_EQ(Shell(post + "/api/v1/reload -H 'Content-Type: text/plain' --data x").out, "415");
+  EXPECT_EQ(Shell(post + "/api/v1/sessions/x/kick --data-urlencode a=b").out, "415") << "a form post";
+  EXPECT_EQ(Shell(post + "/api/v1/reload -H 'Content-Type: application/json' -H 'Origin: http://evil.example' --data ''")
+                .out,
+            "403");
+  EXPECT_EQ(Shell(post + "/api/v1/reload -H 'Content-Type: application/json' --data ''").out, "200");
+}
+
+// Flips one persisted counter behind the store's back: the store no longer matches its counters.
+void TamperQueueCounter(const std::string& dir) {
+  MDB_env* env = nullptr;
+  ASSERT_EQ(mdb_env_create(&env), 0);
+  mdb_env_set_maxdbs(env, 16);
+  ASSERT_EQ(mdb_env_open(env, dir.c_str(), 0, 0640), 0);
+  MDB_txn* txn = nullptr;
+  ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+  MDB_dbi meta;
+  ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+  MDB_val k{8, const_cast<char*>("counters")}, v;
+  ASSERT_EQ(mdb_get(txn, meta, &k, &v), 0);
+  store::StoreCounters c;
+  ASSERT_TRUE(store::DecodeCounters(std::string_view(static_cast<char*>(v.mv_data), v.mv_size), &c));
+  c.queue_entries += 5;
+  std::string enc = store::EncodeCounters(c);
+  MDB_val nv{enc.size(), enc.data()};
+  ASSERT_EQ(mdb_put(txn, meta, &k, &nv, 0), 0);
+  ASSERT_EQ(mdb_txn_commit(txn), 0);
+  mdb_env_close(env);
+}
+
+// `store check` opens a stopped daemon's store itself, and fails (exit 1) on a bad store.
+TEST_F(Admin, StoreCheckOnAStoppedDaemonsStore) {
+  SdkClient dev(coap_port_);
+  ASSERT_TRUE(dev.Open("sensor-1"));
+  ASSERT_EQ(dev.Put("presence/sensor-1", CborText("online")).CodeString(), "2.05");
+  gw_.Signal(SIGTERM);
+  ASSERT_EQ(gw_.WaitExit(10s), 0);
+
+  const std::string ctl = TetherdProcess::BinaryPath("tetherctl");
+  ShellResult r = Shell(ctl + " --json store check --store " + gw_.store_path());
+  ASSERT_EQ(r.status, 0) << r.out;
+  json j = json::parse(r.out);
+  EXPECT_EQ(j["ok"], true);
+  EXPECT_GT(j["file_bytes"].get<uint64_t>(), 0u);
+  // Through --config: the daemon does not answer, so its store.path is checked directly.
+  r = Shell("env -u TETHER_ADMIN " + ctl + " --config " + gw_.config_path() + " store check");
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("checking " + gw_.store_path() + " directly"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("ok:"), std::string::npos) << r.out;
+  // Without either, tetherctl says how to check a stopped daemon's store.
+  r = Shell(ctl + " --admin 127.0.0.1:" + std::to_string(admin_port_) + " store check");
+  EXPECT_EQ(r.status, 3);
+  EXPECT_NE(r.out.find("--store DIR"), std::string::npos) << r.out;
+
+  TamperQueueCounter(gw_.store_path());
+  r = Shell(ctl + " --json store check --store " + gw_.store_path());
+  EXPECT_EQ(r.status, 1) << r.out;
+  j = json::parse(r.out.substr(0, r.out.rfind('}') + 1));
+  EXPECT_EQ(j["ok"], false);
+  EXPECT_FALSE(j["problems"].empty()) << r.out;
+
+  // A file that is not a tether store at all.
+  std::filesystem::remove_all(gw_.store_path());
+  std::filesystem::create_directories(gw_.store_path());
+  std::ofstream(gw_.store_path() + "/data.mdb") << std::string(8192, 'x');
+  r = Shell(ctl + " store check --store " + gw_.store_path());
+  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_NE(r.out.find("problems"), std::string::npos) << r.out;
+  r = Shell(ctl + " store check --store " + gw_.dir() + "/no-such-store");
+  EXPECT_EQ(r.status, 1) << r.out;
+}
+
+// The backup procedure of docs/operations.md: a hot mdb_copy into a fresh directory, checked,
+// then restored into a stopped gateway, which starts with the data.
+TEST_F(Admin, BackupAndRestoreAsDocumented) {
+  SdkClient dev(coap_port_);
+  ASSERT_TRUE(dev.Open("sensor-2"));
+  ASSERT_EQ(dev.Put("presence/sensor-2", CborText("backed-up")).CodeString(), "2.05");
+  const std::string backup = gw_.dir() + "/backup";
+  ASSERT_TRUE(std::filesystem::create_directory(backup));
+  ShellResult r = Shell("mdb_copy -c " + gw_.store_path() + " " + backup);  // while tetherd runs
+  ASSERT_EQ(r.status, 0) << r.out;
+  r = Shell(TetherdProcess::BinaryPath("tetherctl") + " store check --store " + backup);
+  ASSERT_EQ(r.status, 0) << r.out;
+  ASSERT_EQ(dev.Put("presence/sensor-2", CborText("after-backup")).CodeString(), "2.05");
+  gw_.Signal(SIGTERM);
+  ASSERT_EQ(gw_.WaitExit(10s), 0);
+  std::filesystem::remove(gw_.store_path() + "/data.mdb");
+  std::filesystem::remove(gw_.store_path() + "/lock.mdb");
+  std::filesystem::copy_file(backup + "/data.mdb", gw_.store_path() + "/data.mdb");
+  gw_.Start();
+  ASSERT_TRUE(gw_.WaitForLog("admin endpoint on", 10s)) << gw_.Log();
+  SdkClient other(coap_port_);
+  ASSERT_TRUE(other.Open());
+  EXPECT_EQ(other.Get("presence/sensor-2").payload, CborText("backed-up"));
+}
+
 TEST_F(Admin, ReloadReportsABrokenFileAndKeepsRunning) {
   gw_.WriteConfig(config_ + "bogus: 1\n");
   ShellResult bad = Ctl("reload");
@@ -124,8 +257,14 @@ TEST_F(Admin, ReloadReportsABrokenFileAndKeepsRunning) {
   gw_.WriteConfig(config_);
   ShellResult good = Ctl("reload");
   EXPECT_EQ(good.status, 0) << good.out;
+  EXPECT_EQ(good.out.find("restart"), std::string::npos) << good.out;
   SdkClient dev(coap_port_);
   EXPECT_TRUE(dev.Open());
+  // tetherctl check-config on the broken file: exit 2 and file:line:col.
+  gw_.WriteConfig(config_ + "bogus: 1\n");
+  ShellResult check = Shell(TetherdProcess::BinaryPath("tetherctl") + " check-config " + gw_.config_path());
+  EXPECT_EQ(check.status, 2);
+  EXPECT_EQ(check.out, gw_.config_path() + ":9:1: bogus: unknown key\n");
 }
 
 TEST_F(Admin, ClearErrorWhenTheDaemonIsNotRunning) {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <fstream>
 #include <memory>
 
 #include "tests/integration/tetherd_process.h"
@@ -34,6 +35,55 @@ TEST(DaemonLifecycle, CheckConfigNamesLineAndKey) {
 
   r = Shell(TetherdProcess::BinaryPath("tetherctl") + " check-config " + d.config_path());
   EXPECT_EQ(r.status, 0) << r.out;
+}
+
+// --check-config also reads the files the configuration names, and names the key that points to a
+// bad one (file:line:col) without printing its content.
+TEST(DaemonLifecycle, CheckConfigReadsTheFilesItNames) {
+  TetherdProcess d;
+  const std::string secret = d.dir() + "/hmac.secret", sa = d.dir() + "/sa.json";
+  auto check = [&](const std::string& yaml) {
+    d.WriteConfig(yaml);
+    ShellResult a = Shell(TetherdProcess::BinaryPath("tetherd") + " --check-config " + d.config_path());
+    ShellResult b = Shell(TetherdProcess::BinaryPath("tetherctl") + " check-config " + d.config_path());
+    EXPECT_EQ(a.status, b.status) << a.out << b.out;
+    return a;
+  };
+  const std::string hmac_app = "apps:\n  - id: a\n    auth:\n      mode: hmac\n      secret_file: " + secret + "\n";
+  ShellResult r = check(hmac_app);
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(r.out.rfind(d.config_path() + ":5:20: apps[0].auth.secret_file: cannot read " + secret, 0), 0u) << r.out;
+  std::ofstream(secret) << "short-secret\n";
+  r = check(hmac_app);
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.out.find(":5:20: apps[0].auth.secret_file: " + secret + ": the secret must be at least 16 bytes"),
+            std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("short-secret"), std::string::npos) << "file content in an error";
+  std::ofstream(secret) << "a-long-enough-secret-value\n";
+  EXPECT_EQ(check(hmac_app).status, 0);
+
+  const std::string upstream = "upstream:\n  url: http://127.0.0.1:9\n  service_account_file: " + sa + "\n";
+  std::ofstream(sa) << "{\"client_email\": \"x@y\"}";
+  r = check(upstream);
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.out.find(":3:25: upstream.service_account_file: " + sa + " lacks client_email or private_key"),
+            std::string::npos) << r.out;
+  std::ofstream(sa) << "{\"client_email\": \"x@y\", \"private_key\": \"not a pem\"}";
+  r = check(upstream);
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.out.find("private_key is not a usable RSA key"), std::string::npos) << r.out;
+  r = check("upstream:\n  url: http://127.0.0.1:9\n  secret_file: " + d.dir() + "/none\n");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.out.find(":3:16: upstream.secret_file: cannot read " + d.dir() + "/none"), std::string::npos) << r.out;
+  r = check("upstream:\n  url: \"http://127.0.0.1:9/?auth=abc\"\n");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.out.find(":2:8: upstream.url: must be a plain database URL"), std::string::npos) << r.out;
+
+  // tetherd refuses to start on the same errors, with the same message.
+  d.WriteConfig(MinimalConfig() + hmac_app.substr(0, hmac_app.find(secret)) + d.dir() + "/none\n");
+  d.Start();
+  EXPECT_EQ(d.WaitExit(10s), 2);
+  EXPECT_NE(d.Log().find("apps[0].auth.secret_file: cannot read"), std::string::npos) << d.Log();
 }
 
 TEST(DaemonLifecycle, VersionAndHelp) {
@@ -71,14 +121,16 @@ class FakeNotifySocket {
   }
   ~FakeNotifySocket() { close(fd_); unlink(path_.c_str()); }
 
-  // Collects messages until one contains text or the timeout passes; returns all collected.
+  // Collects messages until one received during this call contains text, or the timeout passes.
   bool WaitFor(const std::string& text, std::chrono::milliseconds timeout) {
     auto deadline = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < deadline) {
       char buf[4096];
-      ssize_t n = recv(fd_, buf, sizeof buf, 0);
-      if (n > 0) received_ += std::string(buf, n) + "\n";
-      if (received_.find(text) != std::string::npos) return true;
+      ssize_t n = recv(fd_, buf, sizeof buf, 0);  // SO_RCVTIMEO bounds each wait to 100 ms
+      if (n <= 0) continue;
+      std::string msg(buf, static_cast<size_t>(n));
+      received_ += msg + "\n";
+      if (msg.find(text) != std::string::npos) return true;
     }
     return false;
   }
@@ -99,13 +151,11 @@ TEST(DaemonLifecycle, NotifiesSystemdAndStopsCleanlyOnSigterm) {
   d.Start();
   ASSERT_TRUE(notify.WaitFor("READY=1", 10s)) << d.Log();
   EXPECT_TRUE(d.WaitForLog("local-only mode", 5s)) << d.Log();
-  // Several watchdog pings prove they come from a running loop, not a one-off.
-  for (int i = 0; i < 3; ++i) {
-    size_t before = notify.received().size();
-    ASSERT_TRUE(notify.WaitFor("WATCHDOG=1", 2s));
-    std::string fresh = notify.received().substr(before);
-    if (fresh.find("WATCHDOG=1") == std::string::npos) --i;
-  }
+  // Several watchdog pings (one per 100 ms) prove they come from a running loop, not a one-off.
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  int pings = 0;
+  while (pings < 3 && std::chrono::steady_clock::now() < deadline) pings += notify.WaitFor("WATCHDOG=1", 1s);
+  ASSERT_EQ(pings, 3) << notify.received();
   d.Signal(SIGTERM);
   EXPECT_TRUE(notify.WaitFor("STOPPING=1", 5s));
   EXPECT_EQ(d.WaitExit(10s), 0) << d.Log();

@@ -5,6 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <future>
+
 #include "gateway/metrics.h"
 #include "tests/ops/fake_backend.h"
 
@@ -111,6 +113,44 @@ TEST_F(AdminServerTest, DeadLetterRetryAndDrop) {
     json e = PostJson("/api/v1/deadletters/retry", bad, 400);
     EXPECT_TRUE(e.contains("error")) << bad;
   }
+}
+
+// The reply to a dead-letter change comes only once the backend reports it committed.
+TEST_F(AdminServerTest, DeadLetterReplyWaitsForTheCommit) {
+  admin_.backend.hold_commits = true;
+  auto reply = std::async(std::launch::async, [this] {
+    httplib::Client c("127.0.0.1", admin_.server->port());
+    c.set_read_timeout(std::chrono::seconds(5));
+    auto res = c.Post("/api/v1/deadletters/drop", R"({"id":"17"})", "application/json");
+    return res ? res->status : -1;
+  });
+  EXPECT_EQ(reply.wait_for(std::chrono::milliseconds(400)), std::future_status::timeout) << "answered before the commit";
+  admin_.loop.caller()->Post([this] { admin_.backend.CommitHeld(); });
+  ASSERT_EQ(reply.wait_for(std::chrono::seconds(3)), std::future_status::ready);
+  EXPECT_EQ(reply.get(), 200);
+}
+
+// A web page must not be able to drive the admin API through the operator's browser.
+TEST_F(AdminServerTest, RefusesBrowserRequests) {
+  auto plain = client_.Post("/api/v1/reload", "", "text/plain");  // a "simple" cross-origin POST
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->status, 415) << plain->body;
+  auto form = client_.Post("/api/v1/sessions/sensor-1/kick", "a=b", "application/x-www-form-urlencoded");
+  ASSERT_TRUE(form);
+  EXPECT_EQ(form->status, 415);
+  EXPECT_EQ(admin_.backend.last_kicked, "") << "the refused kick reached the backend";
+  httplib::Headers origin = {{"Origin", "http://evil.example"}};
+  auto json_post = client_.Post("/api/v1/reload", origin, "", "application/json");
+  ASSERT_TRUE(json_post);
+  EXPECT_EQ(json_post->status, 403) << json_post->body;
+  auto get = client_.Get("/api/v1/status", origin);
+  ASSERT_TRUE(get);
+  EXPECT_EQ(get->status, 403);
+  EXPECT_NE(json::parse(get->body)["error"].get<std::string>().find("Origin"), std::string::npos);
+  auto metrics = client_.Get("/metrics", origin);  // read-only, no secrets: Prometheus UIs may embed it
+  ASSERT_TRUE(metrics);
+  EXPECT_EQ(metrics->status, 200);
+  EXPECT_EQ(PostJson("/api/v1/reload", "")["ok"], true) << "tetherctl's JSON POST still works";
 }
 
 TEST_F(AdminServerTest, Reload) {

@@ -98,16 +98,30 @@ nlohmann::json FakeBackend::DeadLetters() {
                                                    {"error", "401 Permission denied"}, {"age_s", 300}}})}};
 }
 
-AdminResult FakeBackend::RetryDeadLetter(const std::optional<std::string>& id) {
-  CheckThread();
-  if (id && *id != "17") return AdminResult::Error(AdminResult::Code::kNotFound, "no dead letter " + *id);
-  return AdminResult::Ok(id ? "dead letter 17 requeued" : "1 dead letter(s) requeued", {{"count", 1}});
+void FakeBackend::Finish(AdminResult r, std::function<void(AdminResult)> done) {
+  if (hold_commits) {
+    held_.emplace_back(std::move(r), std::move(done));
+    return;
+  }
+  done(std::move(r));
 }
 
-AdminResult FakeBackend::DropDeadLetter(const std::optional<std::string>& id) {
+void FakeBackend::CommitHeld() {
   CheckThread();
-  if (id && *id != "17") return AdminResult::Error(AdminResult::Code::kNotFound, "no dead letter " + *id);
-  return AdminResult::Ok(id ? "dead letter 17 dropped" : "1 dead letter(s) dropped", {{"count", 1}});
+  for (auto& [r, done] : held_) done(std::move(r));
+  held_.clear();
+}
+
+void FakeBackend::RetryDeadLetter(const std::optional<std::string>& id, std::function<void(AdminResult)> done) {
+  CheckThread();
+  if (id && *id != "17") return done(AdminResult::Error(AdminResult::Code::kNotFound, "no dead letter " + *id));
+  Finish(AdminResult::Ok(id ? "dead letter 17 requeued" : "1 dead letter(s) requeued", {{"count", 1}}), std::move(done));
+}
+
+void FakeBackend::DropDeadLetter(const std::optional<std::string>& id, std::function<void(AdminResult)> done) {
+  CheckThread();
+  if (id && *id != "17") return done(AdminResult::Error(AdminResult::Code::kNotFound, "no dead letter " + *id));
+  Finish(AdminResult::Ok(id ? "dead letter 17 dropped" : "1 dead letter(s) dropped", {{"count", 1}}), std::move(done));
 }
 
 AdminResult FakeBackend::Reload() {
@@ -119,8 +133,7 @@ AdminResult FakeBackend::Reload() {
   return AdminResult::Ok("configuration /etc/tether/tether.yaml applied");
 }
 
-nlohmann::json FakeBackend::StoreCheck() {
-  CheckThread();
+nlohmann::json FakeBackend::StoreCheck() {  // runs on an HTTP thread by contract
   return {{"ok", store_ok.load()}, {"path", "/var/lib/tether"}, {"entries_checked", 1234},
           {"problems", store_ok ? nlohmann::json::array() : nlohmann::json::array({"queue index gap at seq 77"})}};
 }

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include "gateway/admin_server.h"
 
@@ -38,8 +39,8 @@ class FakeBackend : public AdminBackend {
   AdminResult Kick(const std::string& device) override;
   nlohmann::json Queue() override;
   nlohmann::json DeadLetters() override;
-  AdminResult RetryDeadLetter(const std::optional<std::string>& id) override;
-  AdminResult DropDeadLetter(const std::optional<std::string>& id) override;
+  void RetryDeadLetter(const std::optional<std::string>& id, std::function<void(AdminResult)> done) override;
+  void DropDeadLetter(const std::optional<std::string>& id, std::function<void(AdminResult)> done) override;
   AdminResult Reload() override;
   nlohmann::json StoreCheck() override;
 
@@ -48,10 +49,15 @@ class FakeBackend : public AdminBackend {
   std::atomic<bool> store_ok{true};
   std::atomic<int> off_loop_calls{0};  // backend calls that were NOT on the loop thread
   std::string last_kicked;             // loop thread only
+  // While set, dead-letter changes are not "committed" until CommitHeld() runs on the loop.
+  std::atomic<bool> hold_commits{false};
+  void CommitHeld();                   // loop thread
 
  private:
   void CheckThread();
+  void Finish(AdminResult r, std::function<void(AdminResult)> done);
   LoopThread* loop_;
+  std::vector<std::pair<AdminResult, std::function<void(AdminResult)>>> held_;  // loop thread only
 };
 
 // A standalone AdminServer on 127.0.0.1:<ephemeral> with a FakeBackend.

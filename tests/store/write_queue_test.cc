@@ -1,5 +1,7 @@
 #include <sys/stat.h>
 
+#include <chrono>
+
 #include <gtest/gtest.h>
 
 #include "store/store.h"
@@ -197,6 +199,65 @@ TEST(WriteQueueTest, TtlSweepDropsExpiredAndCounts) {
   EXPECT_EQ(s->queue().Stats("t")->expired, 2u);
   EXPECT_EQ(s->queue().Peek("keep", 10).size(), 1u);
   ExpectHealthy(*s);
+}
+
+// A reload hands new limits to the running store: bounds, policy and TTL apply to the next batch.
+TEST(WriteQueueTest, SetQueueLimitsAppliesToLaterBatches) {
+  TempDir dir;
+  StoreOptions o;
+  o.route_limits["a"] = QueueLimits{2, 0, OverflowPolicy::kReject, 0};
+  auto s = Store::Open(dir.sub("db"), o, nullptr);
+  ASSERT_TRUE(AppendOne(*s, "a", "1").status.ok());
+  ASSERT_TRUE(AppendOne(*s, "a", "2").status.ok());
+  EXPECT_EQ(AppendOne(*s, "a", "3").status.code, StatusCode::kRejected);
+  // Raised bound and drop-oldest policy for "a"; a bound for the new route "n".
+  s->SetQueueLimits({{"a", QueueLimits{3, 0, OverflowPolicy::kDropOldest, 0}},
+                     {"n", QueueLimits{1, 0, OverflowPolicy::kReject, 1000}}});
+  for (int i = 3; i <= 6; ++i) ASSERT_TRUE(AppendOne(*s, "a", std::to_string(i)).status.ok());
+  auto left = s->queue().Peek("a", 10);
+  ASSERT_EQ(left.size(), 3u);
+  EXPECT_EQ(left[0].payload, "4");
+  EXPECT_EQ(s->queue().Stats("a")->dropped_oldest, 3u);
+  WriteBatch old;
+  old.Append(Entry("n", "/x", "old", 10'000));
+  ASSERT_TRUE(s->CommitBlocking(std::move(old)).status.ok());
+  EXPECT_EQ(AppendOne(*s, "n", "2").status.code, StatusCode::kRejected);
+  WriteBatch sweep;
+  sweep.SweepExpired(20'000);  // the new route's TTL applies
+  ASSERT_TRUE(s->CommitBlocking(std::move(sweep)).status.ok());
+  EXPECT_EQ(s->queue().Stats("n")->expired, 1u);
+  EXPECT_EQ(s->queue().Stats("n")->depth, 0u);
+  // Routes no longer listed fall back to the default limits (unlimited here).
+  s->SetQueueLimits({});
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(AppendOne(*s, "n", "x").status.ok());
+  ExpectHealthy(*s);
+}
+
+// A store opened without any TTL starts sweeping once new limits bring one.
+TEST(WriteQueueTest, SetQueueLimitsWithATtlStartsTheSweepTimer) {
+  TempDir dir;
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  StoreOptions o;
+  o.ttl_sweep_interval_ms = 20;
+  auto s = Store::Open(dir.sub("db"), o, &loop);
+  int committed = 0;
+  WriteBatch b;
+  b.Append(Entry("t", "/x", "old", 10'000));
+  s->Submit(std::move(b), [&](const BatchResult& r) { committed += r.status.ok(); });
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_EQ(committed, 1);
+  s->SetQueueLimits({{"t", QueueLimits{0, 0, OverflowPolicy::kReject, 1000}}});
+  uv_timer_t tick;  // the sweep timer does not keep a loop alive: this one does, while we wait
+  uv_timer_init(&loop, &tick);
+  uv_timer_start(&tick, [](uv_timer_t*) {}, 5, 5);
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (s->queue().Stats("t")->depth > 0 && std::chrono::steady_clock::now() < until) uv_run(&loop, UV_RUN_ONCE);
+  uv_close(reinterpret_cast<uv_handle_t*>(&tick), nullptr);
+  EXPECT_EQ(s->queue().Stats("t")->expired, 1u);
+  s->Close();
+  uv_run(&loop, UV_RUN_DEFAULT);
+  EXPECT_EQ(uv_loop_close(&loop), 0);
 }
 
 TEST(WriteQueueTest, DeadLettersMoveListRetryDrop) {
