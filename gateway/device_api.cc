@@ -72,6 +72,7 @@ std::optional<coap::Address> ParseAddress(const std::string& s) {
   return coap::Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss));
 }
 
+// The record without observations (SessionRecordOf adds them).
 store::SessionRecord ToRecord(const Session& s, int64_t timeout_ms) {
   store::SessionRecord r;
   r.session_id = s.id;
@@ -159,6 +160,7 @@ int64_t DeviceApi::CloudNowMs() const { return store::WallClockMs() + cloud_offs
 void DeviceApi::RestoreSessions() {
   int64_t now = static_cast<int64_t>(uv_now(loop_));
   size_t n = 0;
+  store::WriteBatch checkpoints;  // the advanced Observe checkpoints, durable before first use
   for (const auto& r : store_.sessions().ListAll()) {
     auto addr = ParseAddress(r.bound_address);
     Session s;
@@ -172,8 +174,70 @@ void DeviceApi::RestoreSessions() {
     s.last_seen_ms = now;  // a full timeout to come back after the gateway restart
     sessions_.Add(std::move(s));
     ++n;
+    size_t unreadable = 0;
+    std::vector<PersistedObserver> obs = DecodeObservers(r.observers, &unreadable);
+    if (unreadable) {
+      spdlog::warn("device '{}': {} persisted observation(s) unreadable and dropped", r.device_id, unreadable);
+    }
+    if (obs.empty()) continue;
+    for (PersistedObserver& o : obs) o.wire.seq = (o.wire.seq + kSeqRestartJump) & 0xFFFFFF;
+    store::SessionRecord advanced = r;
+    advanced.observers = EncodeObservers(obs);
+    checkpoints.PutSession(std::move(advanced));
+    for (PersistedObserver& o : obs) restored_.emplace_back(r.session_id, std::move(o));
   }
   if (n) spdlog::info("restored {} device session(s); each has {} ms to be heard from", n, sessions_.timeout_ms());
+  if (restored_.empty()) return;
+  spdlog::info("restored {} observation(s) of device sessions", restored_.size());
+  auto alive = alive_;
+  store_.Submit(std::move(checkpoints), [this, alive](const store::BatchResult& res) {
+    if (!*alive) return;
+    if (!res.status.ok()) {
+      spdlog::error("restored observations: checkpoint not recorded ({}); notifying them anyway",
+                    res.status.ToString());
+    }
+    restore_committed_ = true;
+    ReleaseRestored();
+  });
+}
+
+void DeviceApi::AttachEndpoint(coap::Endpoint* endpoint) {
+  endpoint_ = endpoint;
+  if (!endpoint_) return;
+  for (auto& [session_id, p] : restored_) {
+    Observer o;
+    o.id = endpoint_->restore_observer(p.wire);
+    o.session_id = session_id;
+    o.path = p.cloud_path;
+    o.device_path = p.device_path;
+    o.json = p.json;
+    o.native = p.native;
+    o.last_digest = 0;  // unknown: the first notification carries the current snapshot
+    o.query = p.query;
+    o.route = p.route;
+    restoring_.insert(o.id);
+    observers_.Add(std::move(o));
+  }
+  counters_.observers_restored += restored_.size();
+  restored_.clear();
+  if (restore_committed_) ReleaseRestored();
+}
+
+void DeviceApi::ReleaseRestored() {
+  if (!endpoint_ || restoring_.empty()) return;
+  std::vector<std::string> paths;
+  bool info = false;
+  for (coap::ObserverId id : restoring_) {
+    if (Observer* o = observers_.Find(id)) {
+      if (o->path.rfind(".info", 0) == 0) info = true;
+      else paths.push_back(o->path);
+    }
+  }
+  restoring_.clear();
+  // The device may have missed changes while the gateway was down: each restored observation
+  // hears the current snapshot once (its digest is unknown), others only if theirs changed.
+  NotifyPaths(paths);
+  if (info) NotifyInfo();
 }
 
 // ---- request dispatch ----
@@ -190,6 +254,9 @@ void DeviceApi::on_request(const coap::Request& r) {
   c.json_in = cf && *cf == kContentFormatJson;
   c.json_out = accept ? *accept == kContentFormatJson : c.json_in;
   c.native = cf.has_value() || accept.has_value();
+  // A native client reassembles Block2 on its own; an SDK device (no Content-Format/Accept) cannot:
+  // a snapshot over one datagram is answered 4.13 for it (and ends its observation).
+  if (c.native && endpoint_) endpoint_->allow_unasked_blocks(c.id);
   for (std::string_view q : r.uri_queries()) {
     if (q.rfind(".cs=", 0) == 0) c.cs = q.substr(4);
     else if (q.rfind(".dis=", 0) == 0) c.dis = q.substr(5);
@@ -206,8 +273,9 @@ void DeviceApi::on_request(const coap::Request& r) {
     return ReplyError(c, coap::code::make(4, 15), "content-format 60 (cbor) or 50 (json)");
   }
   if (c.payload.size() > routes_->config().device.max_payload) {
-    return ReplyError(c, coap::code::kRequestEntityTooLarge,
-                      fmt::format("payload over {} bytes", routes_->config().device.max_payload));
+    const size_t max = routes_->config().device.max_payload;  // Size1: what is accepted (RFC 7959 §2.9.3)
+    return ReplyError(c, coap::code::kRequestEntityTooLarge, fmt::format("payload over {} bytes", max), {},
+                      static_cast<uint32_t>(max));
   }
 
   std::vector<std::string> path;
@@ -255,18 +323,39 @@ void DeviceApi::on_request(const coap::Request& r) {
 
 void DeviceApi::on_activity(const coap::Address& peer) { sessions_.Touch(peer, static_cast<int64_t>(uv_now(loop_))); }
 
-void DeviceApi::on_observer_dropped(coap::ObserverId id, coap::DropReason) { observers_.Remove(id); }
+void DeviceApi::on_observer_dropped(coap::ObserverId id, coap::DropReason reason) {
+  if (reason == coap::DropReason::kTooLarge) {
+    if (Observer* o = observers_.Find(id)) {
+      spdlog::info("observation of /{} ended: its snapshot no longer fits one datagram and the device did not "
+                   "ask for blocks (it got 4.13)", o->device_path);
+    }
+  }
+  RemoveObserver(id);
+}
+
+void DeviceApi::on_response_failed(coap::ExchangeId) {
+  // The device never acknowledged a separate response (it is gone or moved); an observation that
+  // response registered is dropped by the engine and reported through on_observer_dropped.
+  ++counters_.responses_failed;
+}
 
 // ---- sessions ----
 
 void DeviceApi::HandleOpen(Call& c) {
-  if (c.payload.size() > 512) return ReplyError(c, coap::code::kBadRequest, "auth token longer than 512 bytes");
+  // 4.01, not 4.00: the SDK gives up for good on a 4.00 to /.cs (it means "unknown app").
+  if (c.payload.size() > 512) {
+    ++counters_.auth_failures;
+    return ReplyError(c, coap::code::kUnauthorized, "auth token longer than 512 bytes");
+  }
   AuthOutcome auth = auth_.at(c.app)->Authenticate(c.payload);
   if (!auth.ok) {
     ++counters_.auth_failures;
     spdlog::info("device at {} failed to authenticate to app '{}'", c.peer.to_string(), c.app);
     return ReplyError(c, coap::code::kUnauthorized, "invalid auth token");
   }
+  // A new session for this address: requests of the old one are no longer duplicates, so the SDK
+  // resending an old request (same message ID and token) after re-authenticating is answered anew.
+  if (endpoint_) endpoint_->new_binding(c.id);
   // A device re-opening from the same address replaces its old session: the old connection is
   // gone, so its onDisconnect operations run now (as the cloud would on reconnect).
   std::vector<std::string> replaced;
@@ -284,7 +373,7 @@ void DeviceApi::HandleOpen(Call& c) {
   s.addr = c.peer;
   s.created_wall_ms = store::WallClockMs();
   store::WriteBatch batch;
-  batch.PutSession(ToRecord(s, sessions_.timeout_ms()));
+  batch.PutSession(ToRecord(s, sessions_.timeout_ms()));  // a new session observes nothing yet
   auto alive = alive_;
   auto call = std::make_shared<Call>(c);
   store_.Submit(std::move(batch), [this, alive, call, s = std::move(s)](store::BatchResult res) mutable {
@@ -317,8 +406,14 @@ void DeviceApi::HandleRebind(Call& c) {
   if (!s || s->app != c.app) return ReplyError(c, coap::code::kBadRequest, "unknown long token");
   sessions_.Rebind(*s, c.peer);
   s->last_seen_ms = static_cast<int64_t>(uv_now(loop_));
+  // The device reopened its socket (or its NAT mapping changed): its observations move with it,
+  // including a CON notification being retransmitted.
+  if (endpoint_) {
+    for (coap::ObserverId id : observers_.OfSession(s->id)) endpoint_->move_observer(id, c.peer);
+  }
+  s->notified_since_checkpoint = 0;
   store::WriteBatch batch;
-  batch.PutSession(ToRecord(*s, sessions_.timeout_ms()));
+  batch.PutSession(SessionRecordOf(*s));
   CommitThenReply(c, std::move(batch));
 }
 
@@ -358,7 +453,8 @@ void DeviceApi::EndSession(std::string session_id, EndCause cause, std::function
   sessions_.Remove(session_id);
   for (coap::ObserverId id : observers_.OfSession(session_id)) {
     if (endpoint_) endpoint_->cancel_observer(id);
-    observers_.Remove(id);
+    observers_.Remove(id);  // no PersistSession: the record goes with the session
+    restoring_.erase(id);
   }
   static const char* kCause[] = {"silent past the session timeout", "went offline", "re-opened its session",
                                  "was kicked"};
@@ -445,7 +541,7 @@ void DeviceApi::HandleInfo(Call& c, const std::vector<std::string>& path) {
     coap::Response resp{coap::code::kContent, bytes, std::nullopt, std::nullopt};
     if (c.native) resp.content_format = c.json_out ? kContentFormatJson : kContentFormatCbor;
     coap::ObserverId id = endpoint_->respond_observe(c.id, resp);
-    if (id) observers_.Add({id, s->id, dev_path, dev_path, c.json_out, c.native, SnapshotDigest(body), nullptr, {}});
+    if (id) AddObserver({id, s->id, dev_path, dev_path, c.json_out, c.native, SnapshotDigest(body), nullptr, {}});
     ++counters_.requests[fmt::format("GET {}", CodeName(coap::code::kContent))];
     return;
   }
@@ -474,7 +570,7 @@ void DeviceApi::NotifyInfo() {
     Json v = InfoValue(leaf);
     for (coap::ObserverId id : ids) {
       Observer* o = observers_.Find(id);
-      if (!o) continue;
+      if (!o || (!restoring_.empty() && restoring_.count(id))) continue;
       std::string body = Encode(v, o->json);
       uint64_t digest = SnapshotDigest(body);
       if (digest == o->last_digest) continue;
@@ -482,7 +578,9 @@ void DeviceApi::NotifyInfo() {
       std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(body.data()), body.size());
       coap::Response resp{coap::code::kContent, bytes, std::nullopt, std::nullopt};
       if (o->native) resp.content_format = o->json ? kContentFormatJson : kContentFormatCbor;
-      if (!endpoint_->notify(id, resp)) observers_.Remove(id);
+      const std::string session_id = o->session_id;
+      if (endpoint_->notify(id, resp)) CountNotification(session_id);
+      else RemoveObserver(id);
       ++counters_.notifications;
     }
   }
@@ -505,8 +603,8 @@ void DeviceApi::HandleRead(Call& c, Session& s, const std::vector<std::string>& 
     if (c.native) resp.content_format = c.json_out ? kContentFormatJson : kContentFormatCbor;
     coap::ObserverId id = endpoint_->respond_observe(c.id, resp);
     // Digest of the CBOR form: notifications compare against the same encoding.
-    if (id) observers_.Add({id, s.id, cloud, dev_path, c.json_out, c.native, SnapshotDigest(EncodeCbor(value)), nullptr,
-                            res->route->name});
+    if (id) AddObserver({id, s.id, cloud, dev_path, c.json_out, c.native, SnapshotDigest(EncodeCbor(value)), nullptr,
+                         res->route->name});
     ++counters_.requests[fmt::format("GET {}", CodeName(coap::code::kContent))];
     return;
   }
@@ -578,8 +676,8 @@ void DeviceApi::AnswerQuery(Call& c, Session& s, const std::string& cloud, const
   if (c.native) resp.content_format = c.json_out ? kContentFormatJson : kContentFormatCbor;
   coap::ObserverId id = endpoint_ ? endpoint_->respond_observe(c.id, resp) : 0;
   if (id) {
-    observers_.Add({id, s.id, cloud, dev_path, c.json_out, c.native, SnapshotDigest(EncodeCbor(result)), std::move(q),
-                    route});
+    AddObserver({id, s.id, cloud, dev_path, c.json_out, c.native, SnapshotDigest(EncodeCbor(result)), std::move(q),
+                 route});
   }
   ++counters_.requests[fmt::format("GET {}", CodeName(coap::code::kContent))];
 }
@@ -760,10 +858,59 @@ store::QueueEntry DeviceApi::QueueEntryFor(const std::string& route, const std::
 
 void DeviceApi::Unobserve(Call& c, const Session& s, const std::string& device_path) {
   if (Observer* o = observers_.FindBySessionPath(s.id, device_path)) {
-    endpoint_->cancel_observer(o->id);
-    observers_.Remove(o->id);
+    const coap::ObserverId id = o->id;
+    endpoint_->cancel_observer(id);
+    RemoveObserver(id);
   }
   Reply(c, coap::code::kContent);
+}
+
+void DeviceApi::AddObserver(Observer o) {
+  const std::string session_id = o.session_id;
+  observers_.Add(std::move(o));
+  PersistSession(session_id);
+}
+
+void DeviceApi::RemoveObserver(coap::ObserverId id) {
+  Observer* o = observers_.Find(id);
+  if (!o) return;
+  const std::string session_id = o->session_id;
+  observers_.Remove(id);
+  restoring_.erase(id);
+  PersistSession(session_id);
+}
+
+void DeviceApi::CountNotification(const std::string& session_id) {
+  Session* s = sessions_.ById(session_id);
+  if (s && ++s->notified_since_checkpoint >= kSeqCheckpointEvery) PersistSession(session_id);
+}
+
+store::SessionRecord DeviceApi::SessionRecordOf(const Session& s) {
+  store::SessionRecord r = ToRecord(s, sessions_.timeout_ms());
+  std::vector<PersistedObserver> obs;
+  for (coap::ObserverId id : observers_.OfSession(s.id)) {
+    const Observer* o = observers_.Find(id);
+    std::optional<coap::ObserverState> wire = endpoint_ ? endpoint_->observer_state(id) : std::nullopt;
+    if (!o || !wire) continue;
+    obs.push_back({o->device_path, o->path, o->route, o->query, o->json, o->native, *wire});
+  }
+  r.observers = EncodeObservers(obs);
+  return r;
+}
+
+void DeviceApi::PersistSession(const std::string& session_id) {
+  Session* s = sessions_.ById(session_id);
+  if (!s) return;  // ended (its record is being removed) or not yet committed (HandleOpen)
+  s->notified_since_checkpoint = 0;
+  store::WriteBatch batch;
+  batch.PutSession(SessionRecordOf(*s));
+  std::string device = s->device;
+  store_.Submit(std::move(batch), [device](const store::BatchResult& r) {
+    if (!r.status.ok() && r.status.code != store::StatusCode::kClosed) {
+      spdlog::warn("observations of device '{}' not recorded: {} (a restart may lose them)", device,
+                   r.status.ToString());
+    }
+  });
 }
 
 // ---- notifications ----
@@ -782,6 +929,7 @@ void DeviceApi::NotifyPaths(const std::vector<std::string>& changed_paths) {
     // One read per observed path and one encoding per distinct query, however many observers
     // share them. A query observer hears only changes of its query's result.
     Json value = store_.tree().Get("/" + path);
+    ++counters_.notify_reads;
     struct View {
       Json value;
       std::string cbor, json;
@@ -790,7 +938,7 @@ void DeviceApi::NotifyPaths(const std::vector<std::string>& changed_paths) {
     std::map<std::string, View> views;  // by Query::Canonical ("" = the whole snapshot)
     for (coap::ObserverId id : ids) {
       Observer* o = observers_.Find(id);
-      if (!o) continue;
+      if (!o || (!restoring_.empty() && restoring_.count(id))) continue;  // restored: held until durable
       std::string key = o->query ? o->query->Canonical() : std::string();
       auto [it, fresh] = views.try_emplace(key);
       View& v = it->second;
@@ -798,6 +946,7 @@ void DeviceApi::NotifyPaths(const std::vector<std::string>& changed_paths) {
         v.value = o->query ? ApplyQuery(value, *o->query) : value;
         v.cbor = EncodeCbor(v.value);
         v.digest = SnapshotDigest(v.cbor);
+        ++counters_.notify_encodes;
       }
       if (o->last_digest == v.digest) continue;  // unchanged snapshot: nothing to send
       o->last_digest = v.digest;
@@ -807,7 +956,9 @@ void DeviceApi::NotifyPaths(const std::vector<std::string>& changed_paths) {
       coap::Response resp{coap::code::kContent, bytes, std::nullopt, std::nullopt};
       if (o->native) resp.content_format = o->json ? kContentFormatJson : kContentFormatCbor;
       ++counters_.notifications;
-      if (!endpoint_->notify(id, resp)) observers_.Remove(id);
+      const std::string session_id = o->session_id;
+      if (endpoint_->notify(id, resp)) CountNotification(session_id);
+      else RemoveObserver(id);
     }
   }
 }
@@ -816,17 +967,20 @@ void DeviceApi::NotifyPaths(const std::vector<std::string>& changed_paths) {
 
 std::string DeviceApi::Encode(const Json& v, bool json) const { return json ? EncodeJson(v) : EncodeCbor(v); }
 
-void DeviceApi::Reply(Call& c, uint8_t code, std::string payload, std::optional<uint32_t> max_age) {
+void DeviceApi::Reply(Call& c, uint8_t code, std::string payload, std::optional<uint32_t> max_age,
+                      std::optional<uint32_t> size1) {
   ++counters_.requests[fmt::format("{} {}", MethodName(c.method), CodeName(code))];
   if (!endpoint_) return;
   std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(payload.data()), payload.size());
   coap::Response resp{code, bytes, std::nullopt, max_age};
+  resp.size1 = size1;
   endpoint_->respond(c.id, resp);
 }
 
-void DeviceApi::ReplyError(Call& c, uint8_t code, const std::string& diagnostic, std::optional<uint32_t> max_age) {
+void DeviceApi::ReplyError(Call& c, uint8_t code, const std::string& diagnostic, std::optional<uint32_t> max_age,
+                           std::optional<uint32_t> size1) {
   spdlog::debug("{} from {}: {} {}", MethodName(c.method), c.peer.to_string(), CodeName(code), diagnostic);
-  Reply(c, code, diagnostic, max_age);  // RFC 7252 §5.5.2: diagnostic payload
+  Reply(c, code, diagnostic, max_age, size1);  // RFC 7252 §5.5.2: diagnostic payload
 }
 
 void DeviceApi::ReplyStoreStatus(Call& c, const store::Status& st) {

@@ -184,6 +184,7 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
   m.dtls_handshakes_total.With({"ok"}).Inc(5);
   m.store_bytes().Set(1 << 20);
   m.transaction_conflicts_total.With({"cloud"}).Inc(4);
+  m.device_events_total.With({"ondisconnect_denied"}).Inc(6);
 
   Exposition e = Parse(r.Render());
   const std::map<std::string, std::string> types = {
@@ -195,7 +196,7 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
       {"tether_upstream_up", "gauge"},       {"tether_upstream_errors_total", "counter"},
       {"tether_cloud_clock_offset_ms", "gauge"}, {"tether_cloud_rtt_ms", "gauge"},
       {"tether_dtls_handshakes_total", "counter"}, {"tether_store_bytes", "gauge"},
-      {"tether_transaction_conflicts_total", "counter"}};
+      {"tether_transaction_conflicts_total", "counter"}, {"tether_device_events_total", "counter"}};
   EXPECT_EQ(e.type, types);
   for (const auto& [name, type] : types) EXPECT_FALSE(e.help[name].empty()) << name;
 
@@ -221,12 +222,13 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
            {"tether_cloud_rtt_ms", {}, 48},
            {"tether_dtls_handshakes_total", {{"result", "ok"}}, 5},
            {"tether_transaction_conflicts_total", {{"where", "cloud"}}, 4},
+           {"tether_device_events_total", {{"event", "ondisconnect_denied"}}, 6},
            {"tether_store_bytes", {}, 1 << 20}}) {
     const Sample* s = Find(e, w.name, w.labels);
     ASSERT_NE(s, nullptr) << w.name;
     EXPECT_EQ(s->value, w.value) << w.name;
   }
-  EXPECT_EQ(e.samples.size(), 17u);
+  EXPECT_EQ(e.samples.size(), 18u);
 }
 
 }  // namespace
