@@ -1,0 +1,401 @@
+// DeviceApi in process: the real engine (no sockets: datagrams in through handle_datagram, out
+// through the transmit hook), the real store in a temp directory, SDK-shaped packets. Covers what
+// is easier to count here than over UDP: the notification fan-out cost, failed responses, the
+// .info/connected observation and the Observe sequence across a restart.
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#include "gateway/device_api.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <thread>
+
+#include "gateway/persisted_observer.h"
+#include "tests/device_proto/udp_harness.h"
+#include "tests/store/store_test_util.h"
+
+namespace tether {
+namespace {
+
+using coap::Address;
+using coap::test::Build;
+using coap::test::Bytes;
+using coap::test::bytes_of;
+using coap::test::Packet;
+
+constexpr const char* kConfig =
+    "device:\n  heartbeat_target: 20s\n  session_timeout: 60s\n"
+    "apps:\n  - id: myapp\n    default: true\n"
+    "routes:\n  - { name: all, app: myapp, match: \"**\" }\n";
+
+Address Peer(uint32_t n) {
+  Address a;
+  a.family = AF_INET;
+  a.ip = {10, static_cast<uint8_t>(n >> 16), static_cast<uint8_t>(n >> 8), static_cast<uint8_t>(n)};
+  a.port = 5683;
+  return a;
+}
+
+struct Sent {
+  Address to;
+  std::unique_ptr<Packet> p;
+};
+
+// One gateway: store + DeviceApi + endpoint on a private loop. Reopen() simulates a restart on
+// the same store directory.
+class Gateway {
+ public:
+  explicit Gateway(coap::EndpointOptions eo = {}) : eo_(eo) {
+    uv_loop_init(&loop_);
+    Open();
+  }
+  ~Gateway() {
+    Shut();
+    uv_loop_close(&loop_);
+  }
+
+  void Reopen() {
+    Shut();
+    Open();
+  }
+
+  // Sends a datagram and pumps the loop until `done` (bounded by 5 s).
+  bool Send(const Address& from, const Bytes& bytes, const std::function<bool()>& done) {
+    ep_->handle_datagram(0, from, bytes);
+    return Pump(done);
+  }
+  bool Pump(const std::function<bool()>& done, int timeout_ms = 5000) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (std::chrono::steady_clock::now() < deadline) {
+      uv_run(&loop_, UV_RUN_NOWAIT);
+      if (done()) return true;
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    return done();
+  }
+  // The reply to `token` sent to `to` after index `from`, or nullptr.
+  const Packet* ReplyTo(const Address& to, const Bytes& token, size_t from = 0) const {
+    for (size_t i = from; i < sent_.size(); ++i) {
+      const Packet& p = *sent_[i].p;
+      if (sent_[i].to == to && p.ok && Bytes(p.m.token.view().begin(), p.m.token.view().end()) == token &&
+          p.m.type == coap::Type::kAck && p.m.code != coap::code::kEmpty) {
+        return &p;
+      }
+    }
+    return nullptr;
+  }
+  // Answer to an SDK request: waits for it.
+  const Packet* Ask(const Address& from, const Build& b) {
+    const size_t mark = sent_.size();
+    const Packet* got = nullptr;
+    Send(from, b.done(), [&] { return (got = ReplyTo(from, b.token, mark)) != nullptr; });
+    return got;
+  }
+  // POST /.cs; returns the short token ("" on failure).
+  std::string Open(const Address& from, uint16_t mid) {
+    const Packet* r = Ask(from, Build{.code = coap::code::kPost, .mid = mid, .token = Token(mid)}.path(".cs"));
+    if (!r || r->m.code != coap::code::kContent) return "";
+    return ShortToken(r->payload());
+  }
+  // {"l": <32 chars>, "s": <8 chars>} as the gateway encodes it (keys sorted, definite lengths).
+  static std::string ShortToken(const std::string& cbor) {
+    const std::string head = "\xa2\x61l\x78\x20";
+    if (cbor.size() != head.size() + 32 + 3 + 8 || cbor.compare(0, head.size(), head) != 0 ||
+        cbor.compare(head.size() + 32, 3, "\x61s\x68") != 0) {
+      return "";
+    }
+    return cbor.substr(head.size() + 35, 8);
+  }
+  static Bytes Token(uint32_t n) {
+    return {static_cast<uint8_t>(n), static_cast<uint8_t>(n >> 8), static_cast<uint8_t>(n >> 16), 0x6b};
+  }
+
+  DeviceApi& api() { return *api_; }
+  coap::Endpoint& endpoint() { return *ep_; }
+  store::Store& store() { return *store_; }
+  std::vector<Sent>& sent() { return sent_; }
+  void record(bool on) { record_ = on; }
+
+ private:
+  void Open() {
+    store_ = store::Store::Open(dir_.sub("db"), store::StoreOptions{}, &loop_);
+    api_ = std::make_unique<DeviceApi>(&loop_, *store_, std::make_shared<const RouteTable>(Config::Parse(kConfig, "t.yaml")));
+    api_->RestoreSessions();
+    ep_ = std::make_unique<coap::Endpoint>(&loop_, *api_, eo_);
+    ep_->set_transmit_hook([this](const Address& to, std::span<const uint8_t> b) {
+      if (record_) sent_.push_back({to, coap::test::make_packet(Bytes(b.begin(), b.end()), to)});
+    });
+    api_->AttachEndpoint(ep_.get());
+  }
+  void Shut() {
+    if (!api_) return;
+    api_->Close();
+    ep_.reset();
+    store_->Close();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    api_.reset();
+    store_.reset();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+  }
+
+  coap::EndpointOptions eo_;
+  uv_loop_t loop_;
+  store::testing::TempDir dir_;
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<DeviceApi> api_;
+  std::unique_ptr<coap::Endpoint> ep_;
+  std::vector<Sent> sent_;
+  bool record_ = true;
+};
+
+Build Request(uint8_t method, const std::string& path, const std::string& cs, uint16_t mid) {
+  Build b{.code = method, .mid = mid, .token = Gateway::Token(mid)};
+  if (path.empty()) b.path("");
+  for (size_t i = 0; i <= path.size() && !path.empty();) {
+    size_t j = path.find('/', i);
+    if (j == std::string::npos) j = path.size();
+    b.path(path.substr(i, j - i));
+    i = j + 1;
+  }
+  b.opt(coap::opt::kUriQuery, bytes_of(".cs=" + cs));
+  return b;
+}
+
+// Fan-out to many observers of one path costs one read and one encoding, however many observe.
+TEST(DeviceApiTest, ThousandObserversOfOnePathCostOneReadAndOneEncoding) {
+  Gateway gw;
+  constexpr uint32_t kObservers = 1000;
+  // 1,000 devices open sessions at once (the store commits them in groups), then observe.
+  for (uint32_t i = 0; i < kObservers; ++i) {
+    const uint16_t mid = static_cast<uint16_t>(2 * i + 1);
+    gw.endpoint().handle_datagram(0, Peer(i), Build{.code = coap::code::kPost, .mid = mid, .token = Gateway::Token(mid)}
+                                                  .path(".cs").done());
+  }
+  std::vector<std::string> cs(kObservers);
+  ASSERT_TRUE(gw.Pump([&] {
+    for (uint32_t i = 0; i < kObservers; ++i) {
+      if (!cs[i].empty()) continue;
+      const Packet* r = gw.ReplyTo(Peer(i), Gateway::Token(2 * i + 1));
+      if (!r) return false;
+      cs[i] = Gateway::ShortToken(r->payload());
+    }
+    return true;
+  }));
+  for (uint32_t i = 0; i < kObservers; ++i) {
+    ASSERT_EQ(cs[i].size(), 8u) << i;
+    const Packet* r = gw.Ask(Peer(i), Request(coap::code::kGet, "room", cs[i], static_cast<uint16_t>(2 * i + 2))
+                                          .opt_uint(coap::opt::kObserve, 0));
+    ASSERT_TRUE(r && r->m.uint_option(coap::opt::kObserve)) << i << ": " << (r ? r->payload() : "no reply");
+  }
+  const std::string writer = gw.Open(Peer(5000), 9000);
+  ASSERT_EQ(writer.size(), 8u);
+  const DeviceApiCounters before = gw.api().counters();
+  const size_t mark = gw.sent().size();
+  const auto t0 = std::chrono::steady_clock::now();
+  Build put = Request(coap::code::kPut, "room/t", writer, 9001);
+  put.payload = {0x15};  // 21
+  ASSERT_TRUE(gw.Ask(Peer(5000), put));
+  auto notified = [&] {
+    size_t n = 0;
+    for (size_t i = mark; i < gw.sent().size(); ++i) n += gw.sent()[i].p->m.uint_option(coap::opt::kObserve).has_value();
+    return n;
+  };
+  ASSERT_TRUE(gw.Pump([&] { return notified() == kObservers; }));
+  const auto took = std::chrono::steady_clock::now() - t0;
+  const DeviceApiCounters& after = gw.api().counters();
+  EXPECT_EQ(after.notifications - before.notifications, kObservers);
+  EXPECT_EQ(after.notify_reads - before.notify_reads, 1u) << "one store read for the observed path";
+  EXPECT_EQ(after.notify_encodes - before.notify_encodes, 1u) << "one CBOR encoding for all observers";
+  std::printf("fan-out: write + %u notifications in %lld us\n", kObservers,
+              static_cast<long long>(std::chrono::duration_cast<std::chrono::microseconds>(took).count()));
+}
+
+// A separate response the device never acknowledges is counted (tether_device_events_total).
+TEST(DeviceApiTest, UnacknowledgedSeparateResponsesAreCounted) {
+  coap::EndpointOptions eo;
+  eo.separate_ack_after_ms = 0;  // every answer after a store commit goes out as a separate CON
+  eo.ack_timeout_ms = 10;
+  eo.ack_random_factor = 1.0;
+  eo.max_retransmit = 1;
+  Gateway gw(eo);
+  // The open is answered after its store commit, as a separate CON the "device" never ACKs.
+  ASSERT_TRUE(gw.Send(Peer(1), Build{.code = coap::code::kPost, .mid = 1}.path(".cs").done(),
+                      [&] { return gw.api().counters().responses_failed >= 1; }));
+  EXPECT_EQ(gw.api().counters().responses_failed, 1u);
+  size_t cons = 0;
+  for (const Sent& s : gw.sent()) cons += s.p->m.type == coap::Type::kCon;
+  EXPECT_EQ(cons, 2u) << "sent and retransmitted once";
+}
+
+// .info/connected is observable: it flips with the cloud link, and only on change.
+TEST(DeviceApiTest, InfoConnectedObserversHearTheCloudLink) {
+  Gateway gw;
+  const std::string cs = gw.Open(Peer(1), 1);
+  ASSERT_EQ(cs.size(), 8u);
+  const Packet* reg = gw.Ask(Peer(1), Request(coap::code::kGet, ".info/connected", cs, 2).opt_uint(coap::opt::kObserve, 0));
+  ASSERT_TRUE(reg && reg->m.uint_option(coap::opt::kObserve));
+  EXPECT_EQ(reg->payload(), "\xf4");
+  auto last_notification = [&]() -> const Packet* {
+    for (size_t i = gw.sent().size(); i-- > 0;) {
+      if (gw.sent()[i].p->m.uint_option(coap::opt::kObserve)) return gw.sent()[i].p.get();
+    }
+    return nullptr;
+  };
+  size_t mark = gw.sent().size();
+  gw.api().SetCloudLink(true, 12);
+  ASSERT_EQ(gw.sent().size(), mark + 1);
+  EXPECT_EQ(last_notification()->payload(), "\xf5");
+  gw.api().SetCloudLink(true, 12);
+  EXPECT_EQ(gw.sent().size(), mark + 1) << "no change, no notification";
+  gw.api().SetCloudLink(false, 12);
+  ASSERT_EQ(gw.sent().size(), mark + 2);
+  EXPECT_EQ(last_notification()->payload(), "\xf4");
+}
+
+// The restart design of gateway/persisted_observer.h, step by step.
+TEST(DeviceApiTest, RestoredObservationsContinueAheadOfTheirCheckpoint) {
+  Gateway gw;
+  const Address dev = Peer(7), writer = Peer(8);
+  const std::string cs = gw.Open(dev, 1), wcs = gw.Open(writer, 100);
+  ASSERT_EQ(cs.size(), 8u);
+  const Packet* reg = gw.Ask(dev, Request(coap::code::kGet, "room", cs, 2).opt_uint(coap::opt::kObserve, 0));
+  ASSERT_TRUE(reg);
+  uint32_t last_seq = *reg->m.uint_option(coap::opt::kObserve);
+  for (uint16_t i = 0; i < 5; ++i) {
+    Build put = Request(coap::code::kPut, "room", wcs, static_cast<uint16_t>(101 + i));
+    put.payload = {static_cast<uint8_t>(i)};
+    const size_t mark = gw.sent().size();
+    ASSERT_TRUE(gw.Ask(writer, put));
+    ASSERT_TRUE(gw.Pump([&] { return gw.sent().size() > mark + 1; }));
+    last_seq = *gw.sent().back().p->m.uint_option(coap::opt::kObserve);
+  }
+  // Persisted: the registration's checkpoint (the 5 notifications since are within 2^20).
+  auto record = [&] {
+    for (const auto& r : gw.store().sessions().ListAll()) {
+      if (r.short_token == cs) return r;
+    }
+    return store::SessionRecord{};
+  };
+  ASSERT_TRUE(gw.Pump([&] { return !record().observers.empty(); }));
+  std::vector<PersistedObserver> saved = DecodeObservers(record().observers);
+  ASSERT_EQ(saved.size(), 1u);
+  EXPECT_EQ(saved[0].device_path, "room");
+  EXPECT_EQ(saved[0].wire.peer, dev);
+  EXPECT_EQ(saved[0].wire.token, reg->m.token);
+  const uint32_t checkpoint = saved[0].wire.seq;
+  EXPECT_LE(checkpoint, last_seq);
+
+  const size_t mark = gw.sent().size();
+  gw.Reopen();
+  // The first notification after the restart: the current snapshot, Observe = checkpoint + 2^22 + 1.
+  ASSERT_TRUE(gw.Pump([&] {
+    const auto& s = gw.sent();
+    return s.size() > mark && s.back().to == dev && s.back().p->m.uint_option(coap::opt::kObserve);
+  }));
+  const Packet& first = *gw.sent().back().p;
+  EXPECT_EQ(first.payload(), std::string(1, '\x04'));
+  const uint32_t seq = *first.m.uint_option(coap::opt::kObserve);
+  EXPECT_EQ(seq, (checkpoint + kSeqRestartJump + 1) & 0xFFFFFF);
+  EXPECT_GT(seq, last_seq);
+  EXPECT_LT(seq - last_seq, 1u << 23) << "newer in RFC 7641 serial arithmetic";
+  EXPECT_EQ(gw.api().counters().observers_restored, 1u);
+  // The advanced checkpoint is what the store holds now: a second restart jumps again from it.
+  std::vector<PersistedObserver> after = DecodeObservers(record().observers);
+  ASSERT_EQ(after.size(), 1u);
+  EXPECT_EQ(after[0].wire.seq, (checkpoint + kSeqRestartJump) & 0xFFFFFF);
+}
+
+// A long-lived observation's checkpoint is rewritten every kSeqCheckpointEvery notifications, so a
+// restart never jumps less than what was sent since the last checkpoint.
+TEST(DeviceApiTest, ObserveCheckpointFollowsLongRunningObservations) {
+  Gateway gw;
+  const std::string cs = gw.Open(Peer(1), 1);
+  ASSERT_EQ(cs.size(), 8u);
+  ASSERT_TRUE(gw.Ask(Peer(1), Request(coap::code::kGet, ".info/connected", cs, 2).opt_uint(coap::opt::kObserve, 0)));
+  auto checkpoint = [&]() -> int64_t {
+    for (const auto& r : gw.store().sessions().ListAll()) {
+      std::vector<PersistedObserver> o = DecodeObservers(r.observers);
+      if (r.short_token == cs && o.size() == 1) return o[0].wire.seq;
+    }
+    return -1;
+  };
+  ASSERT_TRUE(gw.Pump([&] { return checkpoint() == 1; })) << "registered with Observe 1";
+  gw.record(false);
+  // Each flip of the cloud link notifies the observer (no store write involved).
+  for (uint32_t i = 0; i < kSeqCheckpointEvery - 1; ++i) gw.api().SetCloudLink(i % 2 == 0, 0);
+  gw.Pump([] { return false; }, 50);
+  EXPECT_EQ(checkpoint(), 1) << "not yet";
+  gw.api().SetCloudLink(false, 0);  // the last flip set it true: notification number 2^20
+  ASSERT_TRUE(gw.Pump([&] { return checkpoint() == 1 + static_cast<int64_t>(kSeqCheckpointEvery); }))
+      << "checkpoint " << checkpoint();
+  gw.record(true);
+  gw.api().SetCloudLink(true, 0);
+  ASSERT_FALSE(gw.sent().empty());
+  EXPECT_EQ(gw.sent().back().p->m.uint_option(coap::opt::kObserve), 2 + kSeqCheckpointEvery);
+}
+
+TEST(PersistedObserverTest, RoundTripAndUnreadableEntries) {
+  PersistedObserver a;
+  a.device_path = "rooms?orderBy=\"$key\"&startAt=\"a&b\"";
+  a.cloud_path = "sites/s1/rooms";
+  a.route = "shared";
+  Query q;
+  q.order = Query::Order::kKey;
+  q.start_at = Json("a&b");
+  q.limit_first = 3;
+  a.query = std::make_shared<const Query>(q);
+  a.native = true;
+  a.wire.peer.family = AF_INET6;
+  a.wire.peer.ip[15] = 1;
+  a.wire.peer.port = 40000;
+  a.wire.socket = 1;
+  a.wire.token.len = 4;
+  a.wire.token.bytes = {1, 2, 3, 4};
+  a.wire.seq = 0xABCDEF;
+  a.wire.resource = 0xFFFFFFFFFFFFFFF1ull;
+  a.wire.unasked_blocks = true;
+  PersistedObserver b;
+  b.device_path = b.cloud_path = ".info/connected";
+  b.json = true;
+  b.wire.peer.family = AF_INET;
+  b.wire.peer.ip[0] = 10;
+  b.wire.peer.port = 5683;
+  std::string blob = EncodeObservers({a, b});
+  size_t skipped = 9;
+  std::vector<PersistedObserver> back = DecodeObservers(blob, &skipped);
+  EXPECT_EQ(skipped, 0u);
+  ASSERT_EQ(back.size(), 2u);
+  EXPECT_EQ(back[0].device_path, a.device_path);
+  EXPECT_EQ(back[0].cloud_path, a.cloud_path);
+  EXPECT_EQ(back[0].route, "shared");
+  ASSERT_TRUE(back[0].query);
+  EXPECT_EQ(back[0].query->Canonical(), q.Canonical());
+  EXPECT_TRUE(back[0].native);
+  EXPECT_FALSE(back[0].json);
+  EXPECT_EQ(back[0].wire.peer, a.wire.peer);
+  EXPECT_EQ(back[0].wire.socket, 1u);
+  EXPECT_EQ(back[0].wire.token, a.wire.token);
+  EXPECT_EQ(back[0].wire.seq, 0xABCDEFu);
+  EXPECT_EQ(back[0].wire.resource, a.wire.resource);
+  EXPECT_TRUE(back[0].wire.unasked_blocks);
+  EXPECT_FALSE(back[1].query);
+  EXPECT_TRUE(back[1].json);
+  EXPECT_EQ(back[1].wire.token.len, 0);
+  EXPECT_TRUE(EncodeObservers({}).empty());
+  EXPECT_TRUE(DecodeObservers("").empty());
+  // Damaged entries are skipped and counted; the readable ones survive.
+  Json j = Json::parse(blob);
+  j[1]["token"] = "zz";
+  j.push_back(Json{{"dev", 1}});
+  back = DecodeObservers(j.dump(), &skipped);
+  EXPECT_EQ(skipped, 2u);
+  ASSERT_EQ(back.size(), 1u);
+  EXPECT_EQ(back[0].device_path, a.device_path);
+  EXPECT_TRUE(DecodeObservers("not json", &skipped).empty());
+  EXPECT_EQ(skipped, 1u);
+}
+
+}  // namespace
+}  // namespace tether
