@@ -128,7 +128,8 @@ class Endpoint {
   void allow_unasked_blocks(ExchangeId id);
   // Answers a GET and registers the peer+token as an observer (replacing any
   // with the same token, which is reported as kReplaced). Returns 0 if the
-  // exchange is unknown, or if the code is not 2.xx: then it is a plain answer.
+  // exchange is unknown, if the code is not 2.xx, or if the body needs blocks
+  // the client cannot take (4.13, see respond): then it is a plain answer.
   ObserverId respond_observe(ExchangeId id, const Response& response);
   // Sends a notification; a non-2.xx code ends the observation. False if unknown.
   bool notify(ObserverId id, const Response& response);
@@ -138,7 +139,8 @@ class Endpoint {
   // Observe seq+1. Replaces one with the same peer+token (no callback).
   ObserverId restore_observer(const ObserverState& state);
   // The client moved (NAT rebinding, new socket): notifications and the CON in
-  // flight go to `to` from now on. False if the observer is unknown.
+  // flight go to `to` from now on. False if the observer is unknown (or `to`
+  // is a new peer and the peer table is full).
   bool move_observer(ObserverId id, const Address& to);
 
   // The request `id` starts a new binding of its peer's address (e.g. a fresh

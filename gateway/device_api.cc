@@ -180,14 +180,31 @@ void DeviceApi::RestoreSessions() {
       spdlog::warn("device '{}': {} persisted observation(s) unreadable and dropped", r.device_id, unreadable);
     }
     if (obs.empty()) continue;
-    for (PersistedObserver& o : obs) o.wire.seq = (o.wire.seq + kSeqRestartJump) & 0xFFFFFF;
+    std::vector<PersistedObserver> kept;
+    for (PersistedObserver& o : obs) {
+      o.wire.seq = (o.wire.seq + kSeqRestartJump) & 0xFFFFFF;
+      if (o.device_path.rfind(".info", 0) != 0) {
+        // The routes in force now decide, as for a new observe: where the path lives, and whether
+        // the device may still read it (if not, AttachEndpoint ends the observation with 4.03).
+        const std::string plain = o.device_path.substr(0, o.device_path.find('?'));
+        auto res = routes_->Resolve(r.app_id, r.device_id, SplitPath(plain));
+        if (!res || !res->may_read) {
+          restored_denied_.push_back(o.wire);
+          continue;
+        }
+        o.cloud_path = JoinPath(res->cloud_path);
+        o.route = res->route->name;
+      }
+      kept.push_back(std::move(o));
+    }
+    obs = std::move(kept);
     store::SessionRecord advanced = r;
     advanced.observers = EncodeObservers(obs);
     checkpoints.PutSession(std::move(advanced));
     for (PersistedObserver& o : obs) restored_.emplace_back(r.session_id, std::move(o));
   }
   if (n) spdlog::info("restored {} device session(s); each has {} ms to be heard from", n, sessions_.timeout_ms());
-  if (restored_.empty()) return;
+  if (restored_.empty() && restored_denied_.empty()) return;
   spdlog::info("restored {} observation(s) of device sessions", restored_.size());
   auto alive = alive_;
   store_.Submit(std::move(checkpoints), [this, alive](const store::BatchResult& res) {
@@ -204,6 +221,18 @@ void DeviceApi::RestoreSessions() {
 void DeviceApi::AttachEndpoint(coap::Endpoint* endpoint) {
   endpoint_ = endpoint;
   if (!endpoint_) return;
+  // An observation the routes no longer allow ends with a final 4.03, so the device does not keep
+  // listening on a subscription nothing feeds.
+  for (const coap::ObserverState& wire : restored_denied_) {
+    static constexpr char kDiag[] = "read not allowed";
+    coap::Response end{kForbidden, {reinterpret_cast<const uint8_t*>(kDiag), sizeof kDiag - 1}, std::nullopt, std::nullopt};
+    endpoint_->notify(endpoint_->restore_observer(wire), end);
+  }
+  if (!restored_denied_.empty()) {
+    spdlog::warn("{} persisted observation(s) ended with 4.03: the routes no longer allow the read",
+                 restored_denied_.size());
+  }
+  restored_denied_.clear();
   for (auto& [session_id, p] : restored_) {
     Observer o;
     o.id = endpoint_->restore_observer(p.wire);

@@ -166,6 +166,7 @@ class DeviceApi : public coap::Handler {
   // Restart: observations loaded by RestoreSessions (session id, record) until AttachEndpoint;
   // then the re-created ones are held (not notified) until their advanced checkpoints committed.
   std::vector<std::pair<std::string, PersistedObserver>> restored_;
+  std::vector<coap::ObserverState> restored_denied_;  // no longer readable: ended with 4.03
   std::unordered_set<coap::ObserverId> restoring_;
   bool restore_committed_ = false;
 };

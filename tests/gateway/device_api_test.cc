@@ -1,167 +1,18 @@
-// DeviceApi in process: the real engine (no sockets: datagrams in through handle_datagram, out
-// through the transmit hook), the real store in a temp directory, SDK-shaped packets. Covers what
-// is easier to count here than over UDP: the notification fan-out cost, failed responses, the
-// .info/connected observation and the Observe sequence across a restart.
+// DeviceApi in process (tests/gateway/device_api_harness.h). Covers what is easier to count here
+// than over UDP: the notification fan-out cost, failed responses, the .info/connected observation,
+// and the Observe sequence and route checks across a restart.
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 #include "gateway/device_api.h"
 
 #include <gtest/gtest.h>
 
-#include <chrono>
 #include <cstdio>
-#include <memory>
-#include <thread>
 
 #include "gateway/persisted_observer.h"
-#include "tests/device_proto/udp_harness.h"
-#include "tests/store/store_test_util.h"
+#include "tests/gateway/device_api_harness.h"
 
-namespace tether {
+namespace tether::testing {
 namespace {
-
-using coap::Address;
-using coap::test::Build;
-using coap::test::Bytes;
-using coap::test::bytes_of;
-using coap::test::Packet;
-
-constexpr const char* kConfig =
-    "device:\n  heartbeat_target: 20s\n  session_timeout: 60s\n"
-    "apps:\n  - id: myapp\n    default: true\n"
-    "routes:\n  - { name: all, app: myapp, match: \"**\" }\n";
-
-Address Peer(uint32_t n) {
-  Address a;
-  a.family = AF_INET;
-  a.ip = {10, static_cast<uint8_t>(n >> 16), static_cast<uint8_t>(n >> 8), static_cast<uint8_t>(n)};
-  a.port = 5683;
-  return a;
-}
-
-struct Sent {
-  Address to;
-  std::unique_ptr<Packet> p;
-};
-
-// One gateway: store + DeviceApi + endpoint on a private loop. Reopen() simulates a restart on
-// the same store directory.
-class Gateway {
- public:
-  explicit Gateway(coap::EndpointOptions eo = {}) : eo_(eo) {
-    uv_loop_init(&loop_);
-    Open();
-  }
-  ~Gateway() {
-    Shut();
-    uv_loop_close(&loop_);
-  }
-
-  void Reopen() {
-    Shut();
-    Open();
-  }
-
-  // Sends a datagram and pumps the loop until `done` (bounded by 5 s).
-  bool Send(const Address& from, const Bytes& bytes, const std::function<bool()>& done) {
-    ep_->handle_datagram(0, from, bytes);
-    return Pump(done);
-  }
-  bool Pump(const std::function<bool()>& done, int timeout_ms = 5000) {
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-    while (std::chrono::steady_clock::now() < deadline) {
-      uv_run(&loop_, UV_RUN_NOWAIT);
-      if (done()) return true;
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
-    }
-    return done();
-  }
-  // The reply to `token` sent to `to` after index `from`, or nullptr.
-  const Packet* ReplyTo(const Address& to, const Bytes& token, size_t from = 0) const {
-    for (size_t i = from; i < sent_.size(); ++i) {
-      const Packet& p = *sent_[i].p;
-      if (sent_[i].to == to && p.ok && Bytes(p.m.token.view().begin(), p.m.token.view().end()) == token &&
-          p.m.type == coap::Type::kAck && p.m.code != coap::code::kEmpty) {
-        return &p;
-      }
-    }
-    return nullptr;
-  }
-  // Answer to an SDK request: waits for it.
-  const Packet* Ask(const Address& from, const Build& b) {
-    const size_t mark = sent_.size();
-    const Packet* got = nullptr;
-    Send(from, b.done(), [&] { return (got = ReplyTo(from, b.token, mark)) != nullptr; });
-    return got;
-  }
-  // POST /.cs; returns the short token ("" on failure).
-  std::string Open(const Address& from, uint16_t mid) {
-    const Packet* r = Ask(from, Build{.code = coap::code::kPost, .mid = mid, .token = Token(mid)}.path(".cs"));
-    if (!r || r->m.code != coap::code::kContent) return "";
-    return ShortToken(r->payload());
-  }
-  // {"l": <32 chars>, "s": <8 chars>} as the gateway encodes it (keys sorted, definite lengths).
-  static std::string ShortToken(const std::string& cbor) {
-    const std::string head = "\xa2\x61l\x78\x20";
-    if (cbor.size() != head.size() + 32 + 3 + 8 || cbor.compare(0, head.size(), head) != 0 ||
-        cbor.compare(head.size() + 32, 3, "\x61s\x68") != 0) {
-      return "";
-    }
-    return cbor.substr(head.size() + 35, 8);
-  }
-  static Bytes Token(uint32_t n) {
-    return {static_cast<uint8_t>(n), static_cast<uint8_t>(n >> 8), static_cast<uint8_t>(n >> 16), 0x6b};
-  }
-
-  DeviceApi& api() { return *api_; }
-  coap::Endpoint& endpoint() { return *ep_; }
-  store::Store& store() { return *store_; }
-  std::vector<Sent>& sent() { return sent_; }
-  void record(bool on) { record_ = on; }
-
- private:
-  void Open() {
-    store_ = store::Store::Open(dir_.sub("db"), store::StoreOptions{}, &loop_);
-    api_ = std::make_unique<DeviceApi>(&loop_, *store_, std::make_shared<const RouteTable>(Config::Parse(kConfig, "t.yaml")));
-    api_->RestoreSessions();
-    ep_ = std::make_unique<coap::Endpoint>(&loop_, *api_, eo_);
-    ep_->set_transmit_hook([this](const Address& to, std::span<const uint8_t> b) {
-      if (record_) sent_.push_back({to, coap::test::make_packet(Bytes(b.begin(), b.end()), to)});
-    });
-    api_->AttachEndpoint(ep_.get());
-  }
-  void Shut() {
-    if (!api_) return;
-    api_->Close();
-    ep_.reset();
-    store_->Close();
-    uv_run(&loop_, UV_RUN_DEFAULT);
-    api_.reset();
-    store_.reset();
-    uv_run(&loop_, UV_RUN_DEFAULT);
-  }
-
-  coap::EndpointOptions eo_;
-  uv_loop_t loop_;
-  store::testing::TempDir dir_;
-  std::unique_ptr<store::Store> store_;
-  std::unique_ptr<DeviceApi> api_;
-  std::unique_ptr<coap::Endpoint> ep_;
-  std::vector<Sent> sent_;
-  bool record_ = true;
-};
-
-Build Request(uint8_t method, const std::string& path, const std::string& cs, uint16_t mid) {
-  Build b{.code = method, .mid = mid, .token = Gateway::Token(mid)};
-  if (path.empty()) b.path("");
-  for (size_t i = 0; i <= path.size() && !path.empty();) {
-    size_t j = path.find('/', i);
-    if (j == std::string::npos) j = path.size();
-    b.path(path.substr(i, j - i));
-    i = j + 1;
-  }
-  b.opt(coap::opt::kUriQuery, bytes_of(".cs=" + cs));
-  return b;
-}
 
 // Fan-out to many observers of one path costs one read and one encoding, however many observe.
 TEST(DeviceApiTest, ThousandObserversOfOnePathCostOneReadAndOneEncoding) {
@@ -307,33 +158,40 @@ TEST(DeviceApiTest, RestoredObservationsContinueAheadOfTheirCheckpoint) {
   EXPECT_EQ(after[0].wire.seq, (checkpoint + kSeqRestartJump) & 0xFFFFFF);
 }
 
-// A long-lived observation's checkpoint is rewritten every kSeqCheckpointEvery notifications, so a
-// restart never jumps less than what was sent since the last checkpoint.
-TEST(DeviceApiTest, ObserveCheckpointFollowsLongRunningObservations) {
+// Routes tightened across a restart: a persisted observation the device may no longer read is
+// ended with a final 4.03 (no Observe option) instead of being restored or silently dropped.
+TEST(DeviceApiTest, RestoredObservationsAreCheckedAgainstTheRoutesInForce) {
   Gateway gw;
   const std::string cs = gw.Open(Peer(1), 1);
   ASSERT_EQ(cs.size(), 8u);
-  ASSERT_TRUE(gw.Ask(Peer(1), Request(coap::code::kGet, ".info/connected", cs, 2).opt_uint(coap::opt::kObserve, 0)));
-  auto checkpoint = [&]() -> int64_t {
-    for (const auto& r : gw.store().sessions().ListAll()) {
-      std::vector<PersistedObserver> o = DecodeObservers(r.observers);
-      if (r.short_token == cs && o.size() == 1) return o[0].wire.seq;
-    }
-    return -1;
+  const Packet* secret = gw.Ask(Peer(1), Request(coap::code::kGet, "secret/x", cs, 2).opt_uint(coap::opt::kObserve, 0));
+  const Packet* open = gw.Ask(Peer(1), Request(coap::code::kGet, "open/x", cs, 3).opt_uint(coap::opt::kObserve, 0));
+  ASSERT_TRUE(secret && open);
+  const Bytes secret_token = Gateway::Token(2), open_token = Gateway::Token(3);
+  auto persisted = [&] {
+    for (const auto& r : gw.store().sessions().ListAll()) return DecodeObservers(r.observers).size();
+    return size_t{0};
   };
-  ASSERT_TRUE(gw.Pump([&] { return checkpoint() == 1; })) << "registered with Observe 1";
-  gw.record(false);
-  // Each flip of the cloud link notifies the observer (no store write involved).
-  for (uint32_t i = 0; i < kSeqCheckpointEvery - 1; ++i) gw.api().SetCloudLink(i % 2 == 0, 0);
-  gw.Pump([] { return false; }, 50);
-  EXPECT_EQ(checkpoint(), 1) << "not yet";
-  gw.api().SetCloudLink(false, 0);  // the last flip set it true: notification number 2^20
-  ASSERT_TRUE(gw.Pump([&] { return checkpoint() == 1 + static_cast<int64_t>(kSeqCheckpointEvery); }))
-      << "checkpoint " << checkpoint();
-  gw.record(true);
-  gw.api().SetCloudLink(true, 0);
-  ASSERT_FALSE(gw.sent().empty());
-  EXPECT_EQ(gw.sent().back().p->m.uint_option(coap::opt::kObserve), 2 + kSeqCheckpointEvery);
+  ASSERT_TRUE(gw.Pump([&] { return persisted() == 2; }));
+  const size_t mark = gw.sent().size();
+  gw.Reopen(
+      "device:\n  heartbeat_target: 20s\n  session_timeout: 60s\n"
+      "apps:\n  - id: myapp\n    default: true\n"
+      "routes:\n  - { name: open, app: myapp, match: \"open/**\" }\n");
+  auto to = [&](const Bytes& token) -> const Packet* {
+    for (size_t i = mark; i < gw.sent().size(); ++i) {
+      const Packet& p = *gw.sent()[i].p;
+      if (Bytes(p.m.token.view().begin(), p.m.token.view().end()) == token) return &p;
+    }
+    return nullptr;
+  };
+  ASSERT_TRUE(gw.Pump([&] { return to(secret_token) && to(open_token); }));
+  EXPECT_EQ(to(secret_token)->m.code, kForbidden);
+  EXPECT_FALSE(to(secret_token)->m.uint_option(coap::opt::kObserve)) << "the observation ends";
+  EXPECT_EQ(to(secret_token)->payload(), "read not allowed");
+  EXPECT_EQ(to(open_token)->m.code, coap::code::kContent) << "the readable one is restored";
+  EXPECT_EQ(gw.api().counters().observers_restored, 1u);
+  EXPECT_TRUE(gw.Pump([&] { return persisted() == 1; })) << "the ended one is gone from the store";
 }
 
 TEST(PersistedObserverTest, RoundTripAndUnreadableEntries) {
@@ -398,4 +256,4 @@ TEST(PersistedObserverTest, RoundTripAndUnreadableEntries) {
 }
 
 }  // namespace
-}  // namespace tether
+}  // namespace tether::testing
