@@ -323,6 +323,21 @@ DtlsCounters Endpoint::dtls_counters() const {
   return sum;
 }
 
+void Endpoint::allow_unasked_blocks(ExchangeId id) {
+  if (auto x = impl_->exchanges.find(id); x != impl_->exchanges.end()) x->second.unasked_blocks = true;
+}
+
+void Endpoint::new_binding(ExchangeId id) {
+  Impl& m = *impl_;
+  auto x = m.exchanges.find(id);
+  if (x == m.exchanges.end()) return;
+  auto p = m.peers.find(x->second.peer);
+  if (p == m.peers.end()) return;
+  p->second.binding = ++m.last_binding;
+  if (DedupEntry* d = m.dedup.find(MidKey{x->second.peer, x->second.mid}); d && d->pending == id)
+    d->binding = p->second.binding;
+}
+
 Counters Endpoint::counters() const {
   Counters c = impl_->stats;
   c.peers = impl_->peers.size();
@@ -337,6 +352,8 @@ void Endpoint::handle_datagram(size_t socket_index, const Address& from, std::sp
 }
 
 void Endpoint::set_transmit_hook(TransmitHook hook) { impl_->hook = std::move(hook); }
+
+void Endpoint::set_clock(std::function<uint64_t()> clock) { impl_->clock = std::move(clock); }
 
 void Endpoint::run_timers() { impl_->run_timers(); }
 

@@ -48,6 +48,7 @@ struct Counters {
   uint64_t datagrams_in = 0, datagrams_out = 0, bytes_in = 0, bytes_out = 0;
   uint64_t requests = 0, malformed = 0, duplicates = 0, retransmissions = 0;
   uint64_t con_timeouts = 0, resets_in = 0, send_errors = 0, peers_rejected = 0;
+  uint64_t too_large = 0;  // 4.13 sent instead of blocks the client did not ask for
   uint64_t peers = 0, observers = 0, exchanges = 0, dedup_entries = 0;  // gauges
 };
 
@@ -72,11 +73,25 @@ struct Response {
   std::span<const uint8_t> payload;  // copied by the engine
   std::optional<uint16_t> content_format;
   std::optional<uint32_t> max_age;
+  std::optional<uint32_t> size1 = std::nullopt;  // e.g. the accepted body size on a 4.13 (RFC 7959 §2.9.3)
 };
 
 // Why the engine ended an observation on its own (cancel_observer and error
-// notifications end it without a callback).
-enum class DropReason { kReset, kTimeout, kReplaced };
+// notifications end it without a callback). kTooLarge: a notification did not
+// fit one datagram and the client cannot take blocks; it got a 4.13 instead.
+enum class DropReason { kReset, kTimeout, kReplaced, kTooLarge };
+
+// An observation as the wire knows it. restore_observer() re-creates one from
+// it, e.g. after a restart; `resource` is opaque (it matches the client's
+// later Block2 requests for the same resource).
+struct ObserverState {
+  Address peer;
+  uint32_t socket = 0;
+  Token token;
+  uint32_t seq = 0;  // last Observe value sent (24 bits)
+  uint64_t resource = 0;
+  bool unasked_blocks = false;  // see Endpoint::allow_unasked_blocks
+};
 
 class Handler {
  public:
@@ -84,7 +99,9 @@ class Handler {
   virtual void on_request(const Request& request) = 0;
   virtual void on_activity(const Address&) {}  // every well-formed datagram; keep it cheap
   virtual void on_observer_dropped(ObserverId, DropReason) {}
-  virtual void on_response_failed(ExchangeId) {}  // separate CON response never acknowledged
+  // A separate CON response was never acknowledged (or was reset). An observation it was
+  // registering is dropped and reported through on_observer_dropped instead.
+  virtual void on_response_failed(ExchangeId) {}
 };
 
 class Endpoint {
@@ -105,14 +122,38 @@ class Endpoint {
 
   // Answers an exchange, synchronously inside on_request or later. False if
   // the exchange is unknown (already answered or timed out).
+  // A body over one datagram goes out as Block2 blocks (RFC 7959) if the client
+  // asked for blocks or allow_unasked_blocks() was called for the exchange;
+  // otherwise the answer is 4.13 with a diagnostic, so a client that cannot
+  // reassemble (the Wilddog SDK) never gets a truncated body.
   bool respond(ExchangeId id, const Response& response);
+  // The client of `id` reassembles Block2 although it did not ask (RFC 7959 §2.2
+  // lets the server start blocks). An observation it registers inherits this
+  // for its notifications; without it a notification that outgrows one
+  // datagram ends the observation with a 4.13 (DropReason::kTooLarge).
+  void allow_unasked_blocks(ExchangeId id);
   // Answers a GET and registers the peer+token as an observer (replacing any
   // with the same token, which is reported as kReplaced). Returns 0 if the
-  // exchange is unknown, or if the code is not 2.xx: then it is a plain answer.
+  // exchange is unknown, if the code is not 2.xx, or if the body needs blocks
+  // the client cannot take (4.13, see respond): then it is a plain answer.
   ObserverId respond_observe(ExchangeId id, const Response& response);
   // Sends a notification; a non-2.xx code ends the observation. False if unknown.
   bool notify(ObserverId id, const Response& response);
   void cancel_observer(ObserverId id);  // no callback, nothing sent
+  std::optional<ObserverState> observer_state(ObserverId id) const;
+  // Registers an observation without a request; its next notification carries
+  // Observe seq+1. Replaces one with the same peer+token (no callback).
+  ObserverId restore_observer(const ObserverState& state);
+  // The client moved (NAT rebinding, new socket): notifications and the CON in
+  // flight go to `to` from now on. False if the observer is unknown (or `to`
+  // is a new peer and the peer table is full).
+  bool move_observer(ObserverId id, const Address& to);
+
+  // The request `id` starts a new binding of its peer's address (e.g. a fresh
+  // session): requests received before it are no longer duplicates, so a
+  // client that reuses an old message ID and token is answered afresh.
+  // Retransmissions of `id` itself are still recognised.
+  void new_binding(ExchangeId id);
 
   Counters counters() const;
   DtlsCounters dtls_counters() const;  // summed over DTLS sockets
@@ -120,10 +161,12 @@ class Endpoint {
   // Test seams. handle_datagram processes bytes as if received on socket
   // `socket_index` (ciphertext on a DTLS socket); with a transmit hook set, every
   // datagram goes to the hook instead of a socket (ciphertext for DTLS peers).
-  // run_timers fires every timer due at uv_now().
+  // run_timers fires every timer due now. With a clock set, "now" is its value
+  // (ms; it starts at or after uv_now() and never goes back) instead of uv_now().
   void handle_datagram(size_t socket_index, const Address& from, std::span<const uint8_t> bytes);
   using TransmitHook = std::function<void(const Address&, std::span<const uint8_t>)>;
   void set_transmit_hook(TransmitHook hook);
+  void set_clock(std::function<uint64_t()> clock);
   void run_timers();
 
   struct Impl;

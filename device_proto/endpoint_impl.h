@@ -64,7 +64,8 @@ constexpr uint32_t kHousekeepingMs = 1000;
 struct Peer {
   uint32_t socket = 0;
   uint16_t next_mid = 0;
-  uint32_t refs = 0;  // exchanges, observers and CONs in flight that name this peer
+  uint32_t refs = 0;     // exchanges, observers and CONs in flight that name this peer
+  uint32_t binding = 0;  // bumped by new_binding(): older dedup entries no longer match
   uint64_t last_seen_ms = 0;
   std::list<Address>::iterator lru;
 };
@@ -79,12 +80,14 @@ struct Exchange {
   std::optional<Block> block2;        // requested by the client
   std::optional<Block> block1_echo;   // final Block1 of a reassembled body
   ResourceKey resource;               // for caching Block2 bodies
+  bool unasked_blocks = false;        // may start Block2 without a Block2 request
 };
 
 struct DedupEntry {
   Token token;
   std::string reply;        // bytes to replay; empty while the exchange is pending
   ExchangeId pending = 0;
+  uint32_t binding = 0;     // the peer's binding when the request arrived
 };
 
 struct CachedBody {
@@ -92,7 +95,12 @@ struct CachedBody {
   uint8_t code = code::kContent;
   std::optional<uint16_t> content_format;
   std::optional<uint32_t> max_age;
+  std::optional<uint32_t> size1;
 };
+
+// encode() result when the body needs blocks that the client did not ask for
+// and is not known to reassemble (Endpoint::allow_unasked_blocks).
+constexpr size_t kNeedsBlocks = SIZE_MAX;
 
 struct Upload {
   std::string body;  // bytes of blocks 0..k received in order
@@ -119,6 +127,7 @@ struct Observer {
   uint64_t last_con_ms;
   uint64_t inflight = 0;  // Outgoing id of the CON notification in flight
   ResourceKey resource;
+  bool unasked_blocks = false;
 };
 
 // Datagrams sent during one loop phase are queued per socket and leave in one sendmmsg(2) when
@@ -201,7 +210,7 @@ struct Endpoint::Impl {
     uv_close(reinterpret_cast<uv_handle_t*>(timer), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
   }
 
-  uint64_t now() const { return uv_now(loop); }
+  uint64_t now() const { return clock ? clock() : uv_now(loop); }
   size_t max_message(uint32_t socket) const {
     return socket < sockets.size() ? sockets[socket]->max_message : opt.max_datagram;
   }
@@ -216,12 +225,16 @@ struct Endpoint::Impl {
   void flush(SocketState& s);
   size_t encode(uint32_t socket, Type type, uint16_t mid, const Token& token, const CachedBody& meta,
                 std::span<const uint8_t> body, std::optional<uint32_t> observe,
-                std::optional<Block> block2_req, std::optional<Block> block1_echo, const ResourceKey* cache_as);
+                std::optional<Block> block2_req, std::optional<Block> block1_echo, const ResourceKey* cache_as,
+                bool unasked_blocks = true);
+  // The 4.13 sent instead of a body of `size` bytes that needs unasked-for blocks.
+  size_t encode_too_large(uint32_t socket, Type type, uint16_t mid, const Token& token, size_t size);
   void reply_direct(uint32_t socket, const Address& from, const Message& req, uint8_t code, std::string_view diag,
                     std::optional<Block> block1 = {}, std::optional<uint32_t> size1 = {}, bool cache = true);
   void start_con(Outgoing::Kind kind, uint64_t owner, const Address& peer, uint32_t socket, uint16_t mid,
                  std::span<const uint8_t> bytes, const Outgoing* inherit);
-  bool deliver(ExchangeId id, const Response& r, std::optional<uint32_t> observe);
+  // `registering`: the observer this answer registers (its CON, if any, is the observer's).
+  bool deliver(ExchangeId id, const Response& r, std::optional<uint32_t> observe, ObserverId registering = 0);
 
   // ---- receive ----
   void receive(uint32_t socket, Address from, std::span<const uint8_t> bytes);  // from a socket
@@ -255,6 +268,7 @@ struct Endpoint::Impl {
   uint64_t armed_at = 0;
   TimerQueue timers;
   TransmitHook hook;
+  std::function<uint64_t()> clock;  // test seam; uv_now() when empty
   Counters stats;
 
   std::unordered_map<Address, Peer, AddressHash> peers;
@@ -269,6 +283,7 @@ struct Endpoint::Impl {
   std::unordered_map<ObserverId, Observer> observers;
   std::unordered_map<TokenKey, ObserverId, TokenKeyHash> observer_by_token;
   uint64_t last_id = 0;
+  uint32_t last_binding = 0;
   std::minstd_rand rng;
 
   std::string_view identity;     // DTLS identity of the datagram being handled

@@ -67,7 +67,8 @@ void Endpoint::Impl::on_datagram(uint32_t socket, const Address& from, std::span
 
 void Endpoint::Impl::on_request(uint32_t socket, const Address& from, Peer& peer) {
   const MidKey key{from, msg.mid};
-  if (DedupEntry* e = dedup.find(key); e && e->token == msg.token) {
+  // A duplicate is the same MID and token within the peer's current binding.
+  if (DedupEntry* e = dedup.find(key); e && e->token == msg.token && e->binding == peer.binding) {
     ++stats.duplicates;
     if (!e->reply.empty()) {
       send(socket, from, {reinterpret_cast<const uint8_t*>(e->reply.data()), e->reply.size()});
@@ -83,10 +84,16 @@ void Endpoint::Impl::on_request(uint32_t socket, const Address& from, Peer& peer
     return;
   }
   // A new request, including a reused MID with a different token (SDK quirk).
+  // RFC 7252 §5.4.5: a supernumerary occurrence of a non-repeatable option is
+  // unrecognized: critical -> 4.02, elective -> ignored (find() reads the first).
+  uint16_t previous = 0;
   for (const Option& o : msg.options) {
-    if (is_critical(o.number) && !is_recognized(o.number, o.value.size())) {
+    const bool repeated = o.number == previous && !is_repeatable(o.number);
+    previous = o.number;
+    if (is_critical(o.number) && (repeated || !is_recognized(o.number, o.value.size()))) {
       if (msg.type == Type::kCon) {
-        std::string diag = "unrecognized critical option " + std::to_string(o.number);
+        std::string diag = (repeated ? "repeated critical option " : "unrecognized critical option ") +
+                           std::to_string(o.number);
         reply_direct(socket, from, msg, code::kBadOption, diag);
       }
       return;
@@ -112,7 +119,9 @@ void Endpoint::Impl::on_request(uint32_t socket, const Address& from, Peer& peer
       }
       const std::span<const uint8_t> bytes(scratch.data(), n);
       send(socket, from, bytes);
-      dedup.insert(key, DedupEntry{msg.token, std::string(bytes.begin(), bytes.end()), 0}, n + 96, now());
+      std::string reply(bytes.begin(), bytes.end());
+      const size_t extra = heap_bytes(reply);
+      dedup.insert(key, DedupEntry{msg.token, std::move(reply), 0, peer.binding}, extra, now());
       return;
     }
   }
@@ -123,10 +132,10 @@ void Endpoint::Impl::on_request(uint32_t socket, const Address& from, Peer& peer
   }
 
   const ExchangeId id = ++last_id;
-  Exchange x{from, socket, msg.mid, msg.token, msg.type == Type::kCon, false, block2, block1_echo, resource};
+  Exchange x{from, socket, msg.mid, msg.token, msg.type == Type::kCon, false, block2, block1_echo, resource, false};
   exchanges.emplace(id, std::move(x));
   ++peer.refs;
-  dedup.insert(key, DedupEntry{msg.token, {}, id}, 96, now());
+  dedup.insert(key, DedupEntry{msg.token, {}, id, peer.binding}, 0, now());
   ++stats.requests;
   const std::span<const uint8_t> payload =
       block1_echo ? std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(body.data()), body.size()) : msg.payload;
@@ -154,7 +163,7 @@ bool Endpoint::Impl::handle_block1(uint32_t socket, const Address& from, std::st
       reply_direct(socket, from, msg, code::kRequestEntityTooLarge, "body too large", {}, max);
       return false;
     }
-    up = &uploads.insert(key, Upload{}, 128, now());
+    up = &uploads.insert(key, Upload{}, 0, now());
   } else {
     up = uploads.find(key);
     if (!up || up->body.size() != uint64_t{b.num} * b.size()) {
@@ -175,7 +184,7 @@ bool Endpoint::Impl::handle_block1(uint32_t socket, const Address& from, std::st
   }
   up->body.append(reinterpret_cast<const char*>(msg.payload.data()), msg.payload.size());
   if (b.more) {
-    uploads.set_cost(key, 128 + up->body.size());
+    uploads.set_extra(key, heap_bytes(up->body));
     reply_direct(socket, from, msg, code::kContinue, {}, b);
     return false;
   }

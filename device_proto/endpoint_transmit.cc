@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 
 namespace tether::coap {
 
@@ -102,12 +103,13 @@ void Endpoint::Impl::send_rst(uint32_t socket, const Address& to, uint16_t mid) 
 }
 
 // Encodes a response into `scratch`, switching to Block2 (RFC 7959) when the
-// body does not fit one datagram or the client asked for a block. Returns 0
-// if the requested block is out of range.
+// client asked for a block, or when the body does not fit one datagram and
+// unasked_blocks allows it (else returns kNeedsBlocks). Returns 0 if the
+// requested block is out of range. The datagram limit is the socket's (smaller under DTLS).
 size_t Endpoint::Impl::encode(uint32_t socket, Type type, uint16_t mid, const Token& token, const CachedBody& meta,
                               std::span<const uint8_t> body, std::optional<uint32_t> observe,
                               std::optional<Block> block2_req, std::optional<Block> block1_echo,
-                              const ResourceKey* cache_as) {
+                              const ResourceKey* cache_as, bool unasked_blocks) {
   const std::span<uint8_t> out(scratch.data(), std::min(scratch.size(), max_message(socket)));
   auto write = [&](std::span<const uint8_t> part, std::optional<Block> b2) {
     Writer w(out);
@@ -118,11 +120,13 @@ size_t Endpoint::Impl::encode(uint32_t socket, Type type, uint16_t mid, const To
     if (b2) w.option_uint(opt::kBlock2, b2->encode());
     if (block1_echo) w.option_uint(opt::kBlock1, block1_echo->encode());
     if (b2 && b2->num == 0) w.option_uint(opt::kSize2, static_cast<uint32_t>(body.size()));
+    if (meta.size1) w.option_uint(opt::kSize1, *meta.size1);
     w.payload(part);
     return w.size();  // 0 on overflow
   };
   if (!block2_req) {
     if (size_t n = write(body, std::nullopt)) return n;
+    if (!unasked_blocks) return kNeedsBlocks;
   }
   Block b{0, false, szx_for(socket)};
   if (block2_req) {
@@ -136,9 +140,20 @@ size_t Endpoint::Impl::encode(uint32_t socket, Type type, uint16_t mid, const To
   if (cache_as && b.num == 0 && b.more) {
     CachedBody c = meta;
     c.body.assign(reinterpret_cast<const char*>(body.data()), body.size());
-    bodies.insert(*cache_as, std::move(c), body.size() + 128, now());
+    const size_t extra = heap_bytes(c.body);
+    bodies.insert(*cache_as, std::move(c), extra, now());
   }
   return write(body.subspan(offset, len), b);
+}
+
+size_t Endpoint::Impl::encode_too_large(uint32_t socket, Type type, uint16_t mid, const Token& token, size_t size) {
+  char diag[160];
+  const int len = std::snprintf(diag, sizeof diag,
+                                "response of %zu bytes exceeds the %zu-byte datagram; ask with Block2 or read a smaller "
+                                "resource", size, max_message(socket));
+  const CachedBody meta{{}, code::kRequestEntityTooLarge, {}, {}, {}};
+  return encode(socket, type, mid, token, meta,
+                {reinterpret_cast<const uint8_t*>(diag), static_cast<size_t>(std::max(len, 0))}, {}, {}, {}, nullptr);
 }
 
 void Endpoint::Impl::reply_direct(uint32_t socket, const Address& from, const Message& req, uint8_t code,
@@ -154,8 +169,10 @@ void Endpoint::Impl::reply_direct(uint32_t socket, const Address& from, const Me
   const std::span<const uint8_t> bytes(scratch.data(), w.size());
   send(socket, from, bytes);
   if (cache) {
-    DedupEntry e{req.token, std::string(bytes.begin(), bytes.end()), 0};
-    dedup.insert(MidKey{from, req.mid}, std::move(e), bytes.size() + 96, now());
+    auto p = peers.find(from);
+    DedupEntry e{req.token, std::string(bytes.begin(), bytes.end()), 0, p == peers.end() ? 0 : p->second.binding};
+    const size_t extra = heap_bytes(e.reply);
+    dedup.insert(MidKey{from, req.mid}, std::move(e), extra, now());
   }
 }
 
@@ -182,7 +199,8 @@ void Endpoint::Impl::start_con(Outgoing::Kind kind, uint64_t owner, const Addres
   arm_timer();
 }
 
-bool Endpoint::Impl::deliver(ExchangeId id, const Response& r, std::optional<uint32_t> observe) {
+bool Endpoint::Impl::deliver(ExchangeId id, const Response& r, std::optional<uint32_t> observe,
+                             ObserverId registering) {
   auto it = exchanges.find(id);
   if (it == exchanges.end()) return false;
   Exchange& x = it->second;
@@ -195,16 +213,23 @@ bool Endpoint::Impl::deliver(ExchangeId id, const Response& r, std::optional<uin
     type = x.con ? Type::kCon : Type::kNon;
     mid = next_mid(x.peer);
   }
-  CachedBody meta{{}, r.code, r.content_format, r.max_age};
-  size_t n = encode(x.socket, type, mid, x.token, meta, r.payload, observe, x.block2, x.block1_echo, &x.resource);
-  if (n == 0) {
-    meta = CachedBody{{}, code::kBadOption, {}, {}};
+  CachedBody meta{{}, r.code, r.content_format, r.max_age, r.size1};
+  size_t n = encode(x.socket, type, mid, x.token, meta, r.payload, observe, x.block2, x.block1_echo, &x.resource,
+                    x.unasked_blocks);
+  if (n == kNeedsBlocks) {
+    ++stats.too_large;
+    n = encode_too_large(x.socket, type, mid, x.token, r.payload.size());
+  } else if (n == 0) {
+    meta = CachedBody{{}, code::kBadOption, {}, {}, {}};
     static constexpr char kDiag[] = "block out of range";
     n = encode(x.socket, type, mid, x.token, meta, {reinterpret_cast<const uint8_t*>(kDiag), sizeof kDiag - 1}, {}, {},
                {}, nullptr);
   }
   const std::span<const uint8_t> bytes(scratch.data(), n);
-  if (type == Type::kCon) {
+  if (type == Type::kCon && registering) {  // the observer's first notification, in effect
+    start_con(Outgoing::Kind::kNotification, registering, x.peer, x.socket, mid, bytes, nullptr);
+    if (auto ob = observers.find(registering); ob != observers.end()) ob->second.inflight = last_id;
+  } else if (type == Type::kCon) {
     start_con(Outgoing::Kind::kResponse, id, x.peer, x.socket, mid, bytes, nullptr);
   } else {
     send(x.socket, x.peer, bytes);
@@ -214,7 +239,7 @@ bool Endpoint::Impl::deliver(ExchangeId id, const Response& r, std::optional<uin
     e->pending = 0;
     if (type != Type::kCon) {  // a separate CON response is retransmitted by its own timer
       e->reply.assign(bytes.begin(), bytes.end());
-      dedup.set_cost(key, e->reply.size() + 96);
+      dedup.set_extra(key, heap_bytes(e->reply));
     }
   }
   finish_exchange(id);

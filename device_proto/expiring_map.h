@@ -1,54 +1,88 @@
 // A hash map whose entries expire a fixed time after insertion, bounded by an
 // entry count and a byte budget; the oldest entries are evicted first.
 // Every entry has the same lifetime, so insertion order is expiry order and a
-// FIFO of (key, seq) suffices; FIFO records of replaced entries are skipped.
-// The caller reports each entry's byte cost (cost()) so memory stays bounded.
+// FIFO of (key, seq) suffices; FIFO records of replaced entries are skipped
+// and trimmed. bytes() is what the map really holds: each hash node (key,
+// value, bookkeeping, next pointer, cached hash, allocator header), its bucket
+// slot, every FIFO record, plus the heap bytes each value owns out of line as
+// reported by the caller (`extra`). tests/device_proto/expiring_map_test.cc
+// checks the estimate against a counting allocator.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <memory>
+#include <optional>
+#include <string>
 #include <unordered_map>
 #include <utility>
 
 namespace tether::coap {
 
-template <typename K, typename V, typename Hash>
+// Heap bytes a std::string owns beyond sizeof(std::string) (0 while it fits the SSO buffer).
+inline size_t heap_bytes(const std::string& s) {
+  return s.capacity() > std::string().capacity() ? s.capacity() + 1 : 0;
+}
+
+template <typename K, typename V, typename Hash, typename Alloc = std::allocator<std::byte>>
 class ExpiringMap {
+  struct Slot {
+    V value;
+    uint64_t seq;
+    size_t extra;
+  };
+  struct Record {
+    K key;
+    uint64_t expires_ms;
+    uint64_t seq;
+  };
+  using Node = std::pair<const K, Slot>;
+  using MapAlloc = typename std::allocator_traits<Alloc>::template rebind_alloc<Node>;
+  using FifoAlloc = typename std::allocator_traits<Alloc>::template rebind_alloc<Record>;
+
  public:
-  ExpiringMap(size_t max_entries, size_t max_bytes, uint64_t lifetime_ms)
-      : max_entries_(max_entries), max_bytes_(max_bytes), lifetime_ms_(lifetime_ms) {}
+  // One hash node (the pair, the next pointer and the cached hash, plus
+  // malloc's 8-byte chunk header, rounded to its 16-byte granularity) and two
+  // bucket pointers (the bucket array holds 1 to 2 slots per entry).
+  static constexpr size_t kNodeBytes = (sizeof(Node) + 2 * sizeof(void*) + 8 + 15) / 16 * 16 + 2 * sizeof(void*);
+  static constexpr size_t kRecordBytes = sizeof(Record);
+
+  ExpiringMap(size_t max_entries, size_t max_bytes, uint64_t lifetime_ms, const Alloc& alloc = Alloc())
+      : map_(16, Hash(), std::equal_to<K>(), MapAlloc(alloc)), fifo_(FifoAlloc(alloc)),
+        max_entries_(max_entries), max_bytes_(max_bytes), lifetime_ms_(lifetime_ms) {}
 
   V* find(const K& key) {
     auto it = map_.find(key);
     return it == map_.end() ? nullptr : &it->second.value;
   }
 
-  // Inserts or replaces; the entry's lifetime starts now.
-  V& insert(const K& key, V value, size_t cost, uint64_t now_ms) {
+  // Inserts or replaces; the entry's lifetime starts now. `extra` = heap bytes
+  // the value owns out of line (e.g. heap_bytes() of its strings).
+  V& insert(const K& key, V value, size_t extra, uint64_t now_ms) {
     erase(key);
     const uint64_t seq = ++seq_;
     auto& slot = map_[key];
-    slot = Slot{std::move(value), seq, cost};
-    bytes_ += cost;
+    slot = Slot{std::move(value), seq, extra};
+    extra_ += extra;
     fifo_.push_back(Record{key, now_ms + lifetime_ms_, seq});
     enforce_bounds(key);  // never evicts `key`; references survive other erasures
     return slot.value;
   }
 
-  // Updates the cost of an existing entry (e.g. after attaching a reply).
-  void set_cost(const K& key, size_t cost) {
+  // Updates the out-of-line bytes of an existing entry (e.g. after attaching a reply).
+  void set_extra(const K& key, size_t extra) {
     auto it = map_.find(key);
     if (it == map_.end()) return;
-    bytes_ = bytes_ - it->second.cost + cost;
-    it->second.cost = cost;
+    extra_ = extra_ - it->second.extra + extra;
+    it->second.extra = extra;
     enforce_bounds(key);
   }
 
   void erase(const K& key) {
     auto it = map_.find(key);
     if (it == map_.end()) return;
-    bytes_ -= it->second.cost;
+    extra_ -= it->second.extra;
     map_.erase(it);
   }
 
@@ -57,55 +91,54 @@ class ExpiringMap {
   }
 
   size_t size() const { return map_.size(); }
-  size_t bytes() const { return bytes_; }
+  size_t bytes() const { return map_.size() * kNodeBytes + fifo_.size() * kRecordBytes + extra_; }
   uint64_t evictions() const { return evictions_; }
 
  private:
-  struct Slot {
-    V value;
-    uint64_t seq;
-    size_t cost;
-  };
-  struct Record {
-    K key;
-    uint64_t expires_ms;
-    uint64_t seq;
-  };
-
   void pop_front() {
     const Record& r = fifo_.front();
     auto it = map_.find(r.key);
     if (it != map_.end() && it->second.seq == r.seq) {
-      bytes_ -= it->second.cost;
+      extra_ -= it->second.extra;
       map_.erase(it);
     }
     fifo_.pop_front();
   }
 
-  // Evicts the oldest entries, never `keep` (just written), until within bounds.
-  void enforce_bounds(const K& keep) {
-    while ((map_.size() > max_entries_ || bytes_ > max_bytes_) && !fifo_.empty()) {
-      const Record& r = fifo_.front();
-      auto it = map_.find(r.key);
-      const bool live = it != map_.end() && it->second.seq == r.seq;
-      if (live && r.key == keep) break;
-      if (live) ++evictions_;
-      pop_front();
-    }
-    // Stale FIFO records (from replaced/erased entries) are bounded by trimming.
-    while (fifo_.size() > 2 * map_.size() + 64 && !fifo_.empty()) {
-      auto it = map_.find(fifo_.front().key);
-      if (it != map_.end() && it->second.seq == fifo_.front().seq) break;
-      fifo_.pop_front();
-    }
+  bool live(const Record& r) const {
+    auto it = map_.find(r.key);
+    return it != map_.end() && it->second.seq == r.seq;
   }
 
-  std::unordered_map<K, Slot, Hash> map_;
-  std::deque<Record> fifo_;
+  // Evicts the oldest entries until within bounds, never `keep` (just written):
+  // if `keep` is the oldest, newer entries go first and its record stays in front.
+  void enforce_bounds(const K& keep) {
+    std::optional<Record> kept;
+    auto over = [&] {
+      const size_t b = bytes() + (kept ? kRecordBytes : 0);
+      return map_.size() > max_entries_ || b > max_bytes_;
+    };
+    while (over() && !fifo_.empty()) {
+      const Record& r = fifo_.front();
+      if (!kept && r.key == keep && live(r)) {
+        kept = r;
+        fifo_.pop_front();
+        continue;
+      }
+      if (live(r)) ++evictions_;
+      pop_front();
+    }
+    if (kept) fifo_.push_front(*kept);
+    // Stale FIFO records (from replaced/erased entries) are bounded by trimming.
+    while (fifo_.size() > 2 * map_.size() + 64 && !fifo_.empty() && !live(fifo_.front())) fifo_.pop_front();
+  }
+
+  std::unordered_map<K, Slot, Hash, std::equal_to<K>, MapAlloc> map_;
+  std::deque<Record, FifoAlloc> fifo_;
   size_t max_entries_, max_bytes_;
   uint64_t lifetime_ms_;
   uint64_t seq_ = 0;
-  size_t bytes_ = 0;
+  size_t extra_ = 0;
   uint64_t evictions_ = 0;
 };
 

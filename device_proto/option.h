@@ -30,6 +30,12 @@ inline constexpr uint16_t kSize1 = 60;
 // Odd option numbers are critical (RFC 7252 §5.4.1).
 constexpr bool is_critical(uint16_t number) { return (number & 1) != 0; }
 
+// Options that may occur more than once (RFC 7252 Table 4: If-Match, ETag,
+// Location-Path, Uri-Path, Uri-Query, Location-Query).
+constexpr bool is_repeatable(uint16_t number) {
+  return number == 1 || number == 4 || number == 8 || number == 11 || number == 15 || number == 20;
+}
+
 // True if the engine understands `number` and `length` is within the option's
 // defined range (RFC 7252 §5.4.3: a bad length makes the option unrecognized).
 bool is_recognized(uint16_t number, size_t length);

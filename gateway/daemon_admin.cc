@@ -55,6 +55,9 @@ std::string DaemonAdmin::MetricsText() {
   m.ondisconnect_fired_total.With({}).Set(static_cast<double>(c.ondisconnect_fired));
   m.transaction_conflicts_total.With({"local"}).Set(static_cast<double>(c.cas_refused));
   m.transaction_conflicts_total.With({"cloud"}).Set(static_cast<double>(c.transaction_conflicts));
+  m.device_events_total.With({"ondisconnect_denied"}).Set(static_cast<double>(c.ondisconnect_denied));
+  m.device_events_total.With({"response_failed"}).Set(static_cast<double>(c.responses_failed));
+  m.device_events_total.With({"too_large"}).Set(static_cast<double>(p_.endpoint->counters().too_large));
   // Persisted per-route counters: cheap (no table scan), whatever the backlog.
   uint64_t refused_by_limit = 0;
   for (const store::RouteStats& rs : p_.store->queue().AllStats()) {

@@ -55,6 +55,7 @@ std::optional<coap::Address> ParseAddress(const std::string& s) {
   return a;
 }
 
+// The record without observations (SessionRecordOf adds them).
 store::SessionRecord ToRecord(const Session& s, int64_t timeout_ms) {
   store::SessionRecord r;
   r.session_id = s.id;
@@ -149,6 +150,7 @@ int64_t DeviceApi::CloudNowMs() const { return store::WallClockMs() + cloud_offs
 void DeviceApi::RestoreSessions() {
   int64_t now = static_cast<int64_t>(uv_now(loop_));
   size_t n = 0;
+  store::WriteBatch checkpoints;  // the advanced Observe checkpoints, durable before first use
   for (const auto& r : store_.sessions().ListAll()) {
     auto addr = ParseAddress(r.bound_address);
     Session s;
@@ -162,8 +164,99 @@ void DeviceApi::RestoreSessions() {
     s.last_seen_ms = now;  // a full timeout to come back after the gateway restart
     sessions_.Add(std::move(s));
     ++n;
+    size_t unreadable = 0;
+    std::vector<PersistedObserver> obs = DecodeObservers(r.observers, &unreadable);
+    if (unreadable) {
+      spdlog::warn("device '{}': {} persisted observation(s) unreadable and dropped", r.device_id, unreadable);
+    }
+    if (obs.empty()) continue;
+    std::vector<PersistedObserver> kept;
+    for (PersistedObserver& o : obs) {
+      o.wire.seq = (o.wire.seq + kSeqRestartJump) & 0xFFFFFF;
+      if (o.device_path.rfind(".info", 0) != 0) {
+        // The routes in force now decide, as for a new observe: where the path lives, and whether
+        // the device may still read it (if not, AttachEndpoint ends the observation with 4.03).
+        const std::string plain = o.device_path.substr(0, o.device_path.find('?'));
+        auto res = routes_->Resolve(r.app_id, r.device_id, SplitPath(plain));
+        if (!res || !res->may_read) {
+          restored_denied_.push_back(o.wire);
+          continue;
+        }
+        o.cloud_path = JoinPath(res->cloud_path);
+        o.route = res->route->name;
+      }
+      kept.push_back(std::move(o));
+    }
+    obs = std::move(kept);
+    store::SessionRecord advanced = r;
+    advanced.observers = EncodeObservers(obs);
+    checkpoints.PutSession(std::move(advanced));
+    for (PersistedObserver& o : obs) restored_.emplace_back(r.session_id, std::move(o));
   }
   if (n) spdlog::info("restored {} device session(s); each has {} ms to be heard from", n, sessions_.timeout_ms());
+  if (restored_.empty() && restored_denied_.empty()) return;
+  spdlog::info("restored {} observation(s) of device sessions", restored_.size());
+  auto alive = alive_;
+  store_.Submit(std::move(checkpoints), [this, alive](const store::BatchResult& res) {
+    if (!*alive) return;
+    if (!res.status.ok()) {
+      spdlog::error("restored observations: checkpoint not recorded ({}); notifying them anyway",
+                    res.status.ToString());
+    }
+    restore_committed_ = true;
+    ReleaseRestored();
+  });
+}
+
+void DeviceApi::AttachEndpoint(coap::Endpoint* endpoint) {
+  endpoint_ = endpoint;
+  if (!endpoint_) return;
+  // An observation the routes no longer allow ends with a final 4.03, so the device does not keep
+  // listening on a subscription nothing feeds.
+  for (const coap::ObserverState& wire : restored_denied_) {
+    static constexpr char kDiag[] = "read not allowed";
+    coap::Response end{kForbidden, {reinterpret_cast<const uint8_t*>(kDiag), sizeof kDiag - 1}, std::nullopt, std::nullopt};
+    endpoint_->notify(endpoint_->restore_observer(wire), end);
+  }
+  if (!restored_denied_.empty()) {
+    spdlog::warn("{} persisted observation(s) ended with 4.03: the routes no longer allow the read",
+                 restored_denied_.size());
+  }
+  restored_denied_.clear();
+  for (auto& [session_id, p] : restored_) {
+    Observer o;
+    o.id = endpoint_->restore_observer(p.wire);
+    o.session_id = session_id;
+    o.path = p.cloud_path;
+    o.device_path = p.device_path;
+    o.json = p.json;
+    o.native = p.native;
+    o.last_digest = 0;  // unknown: the first notification carries the current snapshot
+    o.query = p.query;
+    o.route = p.route;
+    restoring_.insert(o.id);
+    observers_.Add(std::move(o));
+  }
+  counters_.observers_restored += restored_.size();
+  restored_.clear();
+  if (restore_committed_) ReleaseRestored();
+}
+
+void DeviceApi::ReleaseRestored() {
+  if (!endpoint_ || restoring_.empty()) return;
+  std::vector<std::string> paths;
+  bool info = false;
+  for (coap::ObserverId id : restoring_) {
+    if (Observer* o = observers_.Find(id)) {
+      if (o->path.rfind(".info", 0) == 0) info = true;
+      else paths.push_back(o->path);
+    }
+  }
+  restoring_.clear();
+  // The device may have missed changes while the gateway was down: each restored observation
+  // hears the current snapshot once (its digest is unknown), others only if theirs changed.
+  NotifyPaths(paths);
+  if (info) NotifyInfo();
 }
 
 // ---- request dispatch ----
@@ -181,6 +274,9 @@ void DeviceApi::on_request(const coap::Request& r) {
   c.json_in = cf && *cf == kContentFormatJson;
   c.json_out = accept ? *accept == kContentFormatJson : c.json_in;
   c.native = cf.has_value() || accept.has_value();
+  // A native client reassembles Block2 on its own; an SDK device (no Content-Format/Accept) cannot:
+  // a snapshot over one datagram is answered 4.13 for it (and ends its observation).
+  if (c.native && endpoint_) endpoint_->allow_unasked_blocks(c.id);
   for (std::string_view q : r.uri_queries()) {
     if (q.rfind(".cs=", 0) == 0) c.cs = q.substr(4);
     else if (q.rfind(".dis=", 0) == 0) c.dis = q.substr(5);
@@ -197,8 +293,9 @@ void DeviceApi::on_request(const coap::Request& r) {
     return ReplyError(c, coap::code::make(4, 15), "content-format 60 (cbor) or 50 (json)");
   }
   if (c.payload.size() > routes_->config().device.max_payload) {
-    return ReplyError(c, coap::code::kRequestEntityTooLarge,
-                      fmt::format("payload over {} bytes", routes_->config().device.max_payload));
+    const size_t max = routes_->config().device.max_payload;  // Size1: what is accepted (RFC 7959 §2.9.3)
+    return ReplyError(c, coap::code::kRequestEntityTooLarge, fmt::format("payload over {} bytes", max), {},
+                      static_cast<uint32_t>(max));
   }
 
   std::vector<std::string> path;
@@ -246,12 +343,30 @@ void DeviceApi::on_request(const coap::Request& r) {
 
 void DeviceApi::on_activity(const coap::Address& peer) { sessions_.Touch(peer, static_cast<int64_t>(uv_now(loop_))); }
 
-void DeviceApi::on_observer_dropped(coap::ObserverId id, coap::DropReason) { observers_.Remove(id); }
+void DeviceApi::on_observer_dropped(coap::ObserverId id, coap::DropReason reason) {
+  if (reason == coap::DropReason::kTooLarge) {
+    if (Observer* o = observers_.Find(id)) {
+      spdlog::info("observation of /{} ended: its snapshot no longer fits one datagram and the device did not "
+                   "ask for blocks (it got 4.13)", o->device_path);
+    }
+  }
+  RemoveObserver(id);
+}
+
+void DeviceApi::on_response_failed(coap::ExchangeId) {
+  // The device never acknowledged a separate response (it is gone or moved); an observation that
+  // response registered is dropped by the engine and reported through on_observer_dropped.
+  ++counters_.responses_failed;
+}
 
 // ---- sessions ----
 
 void DeviceApi::HandleOpen(Call& c) {
-  if (c.payload.size() > 512) return ReplyError(c, coap::code::kBadRequest, "auth token longer than 512 bytes");
+  // 4.01, not 4.00: the SDK gives up for good on a 4.00 to /.cs (it means "unknown app").
+  if (c.payload.size() > 512) {
+    ++counters_.auth_failures;
+    return ReplyError(c, coap::code::kUnauthorized, "auth token longer than 512 bytes");
+  }
   // Over DTLS the handshake authenticated the device: its PSK identity is the device id.
   AuthOutcome auth = c.peer.secure ? AuthOutcome{true, c.identity} : auth_.at(c.app)->Authenticate(c.payload);
   if (!auth.ok) {
@@ -259,6 +374,9 @@ void DeviceApi::HandleOpen(Call& c) {
     spdlog::info("device at {} failed to authenticate to app '{}'", c.peer.to_string(), c.app);
     return ReplyError(c, coap::code::kUnauthorized, "invalid auth token");
   }
+  // A new session for this address: requests of the old one are no longer duplicates, so the SDK
+  // resending an old request (same message ID and token) after re-authenticating is answered anew.
+  if (endpoint_) endpoint_->new_binding(c.id);
   // A device re-opening from the same address replaces its old session: the old connection is
   // gone, so its onDisconnect operations run now (as the cloud would on reconnect).
   std::vector<std::string> replaced;
@@ -276,7 +394,7 @@ void DeviceApi::HandleOpen(Call& c) {
   s.addr = c.peer;
   s.created_wall_ms = store::WallClockMs();
   store::WriteBatch batch;
-  batch.PutSession(ToRecord(s, sessions_.timeout_ms()));
+  batch.PutSession(ToRecord(s, sessions_.timeout_ms()));  // a new session observes nothing yet
   auto alive = alive_;
   auto call = std::make_shared<Call>(c);
   store_.Submit(std::move(batch), [this, alive, call, s = std::move(s)](store::BatchResult res) mutable {
@@ -311,8 +429,14 @@ void DeviceApi::HandleRebind(Call& c) {
   }
   sessions_.Rebind(*s, c.peer);
   s->last_seen_ms = static_cast<int64_t>(uv_now(loop_));
+  // The device reopened its socket (or its NAT mapping changed): its observations move with it,
+  // including a CON notification being retransmitted.
+  if (endpoint_) {
+    for (coap::ObserverId id : observers_.OfSession(s->id)) endpoint_->move_observer(id, c.peer);
+  }
+  s->notified_since_checkpoint = 0;
   store::WriteBatch batch;
-  batch.PutSession(ToRecord(*s, sessions_.timeout_ms()));
+  batch.PutSession(SessionRecordOf(*s));
   CommitThenReply(c, std::move(batch));
 }
 
@@ -352,7 +476,8 @@ void DeviceApi::EndSession(std::string session_id, EndCause cause, std::function
   sessions_.Remove(session_id);
   for (coap::ObserverId id : observers_.OfSession(session_id)) {
     if (endpoint_) endpoint_->cancel_observer(id);
-    observers_.Remove(id);
+    observers_.Remove(id);  // no PersistSession: the record goes with the session
+    restoring_.erase(id);
   }
   static const char* kCause[] = {"silent past the session timeout", "went offline", "re-opened its session",
                                  "was kicked"};
@@ -468,7 +593,7 @@ void DeviceApi::NotifyInfo() {
     Json v = InfoValue(leaf);
     for (coap::ObserverId id : ids) {
       Observer* o = observers_.Find(id);
-      if (!o) continue;
+      if (!o || (!restoring_.empty() && restoring_.count(id))) continue;
       std::string body = Encode(v, o->json);
       uint64_t digest = SnapshotDigest(body);
       if (digest == o->last_digest) continue;
@@ -476,7 +601,9 @@ void DeviceApi::NotifyInfo() {
       std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(body.data()), body.size());
       coap::Response resp{coap::code::kContent, bytes, std::nullopt, std::nullopt};
       if (o->native) resp.content_format = o->json ? kContentFormatJson : kContentFormatCbor;
-      if (!endpoint_->notify(id, resp)) observers_.Remove(id);
+      const std::string session_id = o->session_id;
+      if (endpoint_->notify(id, resp)) CountNotification(session_id);
+      else RemoveObserver(id);
       ++counters_.notifications;
     }
   }
@@ -829,10 +956,59 @@ store::QueueEntry DeviceApi::QueueEntryFor(const std::string& route, const std::
 
 void DeviceApi::Unobserve(Call& c, const Session& s, const std::string& device_path) {
   if (Observer* o = observers_.FindBySessionPath(s.id, device_path)) {
-    endpoint_->cancel_observer(o->id);
-    observers_.Remove(o->id);
+    const coap::ObserverId id = o->id;
+    endpoint_->cancel_observer(id);
+    RemoveObserver(id);
   }
   Reply(c, coap::code::kContent);
+}
+
+void DeviceApi::AddObserver(Observer o) {
+  const std::string session_id = o.session_id;
+  observers_.Add(std::move(o));
+  PersistSession(session_id);
+}
+
+void DeviceApi::RemoveObserver(coap::ObserverId id) {
+  Observer* o = observers_.Find(id);
+  if (!o) return;
+  const std::string session_id = o->session_id;
+  observers_.Remove(id);
+  restoring_.erase(id);
+  PersistSession(session_id);
+}
+
+void DeviceApi::CountNotification(const std::string& session_id) {
+  Session* s = sessions_.ById(session_id);
+  if (s && ++s->notified_since_checkpoint >= kSeqCheckpointEvery) PersistSession(session_id);
+}
+
+store::SessionRecord DeviceApi::SessionRecordOf(const Session& s) {
+  store::SessionRecord r = ToRecord(s, sessions_.timeout_ms());
+  std::vector<PersistedObserver> obs;
+  for (coap::ObserverId id : observers_.OfSession(s.id)) {
+    const Observer* o = observers_.Find(id);
+    std::optional<coap::ObserverState> wire = endpoint_ ? endpoint_->observer_state(id) : std::nullopt;
+    if (!o || !wire) continue;
+    obs.push_back({o->device_path, o->path, o->route, o->query, o->json, o->native, *wire});
+  }
+  r.observers = EncodeObservers(obs);
+  return r;
+}
+
+void DeviceApi::PersistSession(const std::string& session_id) {
+  Session* s = sessions_.ById(session_id);
+  if (!s) return;  // ended (its record is being removed) or not yet committed (HandleOpen)
+  s->notified_since_checkpoint = 0;
+  store::WriteBatch batch;
+  batch.PutSession(SessionRecordOf(*s));
+  std::string device = s->device;
+  store_.Submit(std::move(batch), [device](const store::BatchResult& r) {
+    if (!r.status.ok() && r.status.code != store::StatusCode::kClosed) {
+      spdlog::warn("observations of device '{}' not recorded: {} (a restart may lose them)", device,
+                   r.status.ToString());
+    }
+  });
 }
 
 // ---- notifications ----
@@ -851,6 +1027,7 @@ void DeviceApi::NotifyPaths(const std::vector<std::string>& changed_paths) {
     // One read per observed path and one encoding per distinct query, however many observers
     // share them. A query observer hears only changes of its query's result.
     Json value = store_.tree().Get("/" + path);
+    ++counters_.notify_reads;
     struct View {
       Json value;
       std::string cbor, json;
@@ -859,7 +1036,7 @@ void DeviceApi::NotifyPaths(const std::vector<std::string>& changed_paths) {
     std::map<std::string, View> views;  // by Query::Canonical ("" = the whole snapshot)
     for (coap::ObserverId id : ids) {
       Observer* o = observers_.Find(id);
-      if (!o) continue;
+      if (!o || (!restoring_.empty() && restoring_.count(id))) continue;  // restored: held until durable
       std::string key = o->query ? o->query->Canonical() : std::string();
       auto [it, fresh] = views.try_emplace(key);
       View& v = it->second;
@@ -867,6 +1044,7 @@ void DeviceApi::NotifyPaths(const std::vector<std::string>& changed_paths) {
         v.value = o->query ? ApplyQuery(value, *o->query) : value;
         v.cbor = EncodeCbor(v.value);
         v.digest = SnapshotDigest(v.cbor);
+        ++counters_.notify_encodes;
       }
       if (o->last_digest == v.digest) continue;  // unchanged snapshot: nothing to send
       o->last_digest = v.digest;
@@ -876,7 +1054,9 @@ void DeviceApi::NotifyPaths(const std::vector<std::string>& changed_paths) {
       coap::Response resp{coap::code::kContent, bytes, std::nullopt, std::nullopt};
       if (o->native) resp.content_format = o->json ? kContentFormatJson : kContentFormatCbor;
       ++counters_.notifications;
-      if (!endpoint_->notify(id, resp)) observers_.Remove(id);
+      const std::string session_id = o->session_id;
+      if (endpoint_->notify(id, resp)) CountNotification(session_id);
+      else RemoveObserver(id);
     }
   }
 }
@@ -885,17 +1065,20 @@ void DeviceApi::NotifyPaths(const std::vector<std::string>& changed_paths) {
 
 std::string DeviceApi::Encode(const Json& v, bool json) const { return json ? EncodeJson(v) : EncodeCbor(v); }
 
-void DeviceApi::Reply(Call& c, uint8_t code, std::string payload, std::optional<uint32_t> max_age) {
+void DeviceApi::Reply(Call& c, uint8_t code, std::string payload, std::optional<uint32_t> max_age,
+                      std::optional<uint32_t> size1) {
   ++counters_.requests[fmt::format("{} {}", MethodName(c.method), CodeName(code))];
   if (!endpoint_) return;
   std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(payload.data()), payload.size());
   coap::Response resp{code, bytes, std::nullopt, max_age};
+  resp.size1 = size1;
   endpoint_->respond(c.id, resp);
 }
 
-void DeviceApi::ReplyError(Call& c, uint8_t code, const std::string& diagnostic, std::optional<uint32_t> max_age) {
+void DeviceApi::ReplyError(Call& c, uint8_t code, const std::string& diagnostic, std::optional<uint32_t> max_age,
+                           std::optional<uint32_t> size1) {
   spdlog::debug("{} from {}: {} {}", MethodName(c.method), c.peer.to_string(), CodeName(code), diagnostic);
-  Reply(c, code, diagnostic, max_age);  // RFC 7252 §5.5.2: diagnostic payload
+  Reply(c, code, diagnostic, max_age, size1);  // RFC 7252 §5.5.2: diagnostic payload
 }
 
 void DeviceApi::ReplyStoreStatus(Call& c, const store::Status& st) {

@@ -13,11 +13,15 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_set>
+#include <utility>
+#include <vector>
 
 #include "device_proto/endpoint.h"
 #include "gateway/device_auth.h"
 #include "gateway/heartbeat_policy.h"
 #include "gateway/observer_registry.h"
+#include "gateway/persisted_observer.h"
 #include "gateway/route_table.h"
 #include "gateway/session_table.h"
 #include "gateway/value_codec.h"
@@ -34,6 +38,9 @@ struct DeviceApiCounters {
   // Compare-and-set writes refused locally (4.12) / found conflicting in the cloud at upload.
   uint64_t cas_refused = 0, transaction_conflicts = 0;
   uint64_t writes_refused_store_full = 0;  // requests answered 5.03 because the store is full
+  // Separate (CON) responses the device never acknowledged; observations restored at startup;
+  // snapshot reads / encodings done for notifications (one per observed path / distinct view).
+  uint64_t responses_failed = 0, observers_restored = 0, notify_reads = 0, notify_encodes = 0;
   std::map<std::string, uint64_t> requests;  // "GET 2.05" -> count
 };
 
@@ -42,7 +49,9 @@ class DeviceApi : public coap::Handler {
   DeviceApi(uv_loop_t* loop, store::Store& store, std::shared_ptr<const RouteTable> routes);
   ~DeviceApi() override;
 
-  void AttachEndpoint(coap::Endpoint* endpoint) { endpoint_ = endpoint; }
+  // Also re-creates the observations RestoreSessions() loaded; they are notified (with the current
+  // snapshot) once their advanced Observe checkpoints are durable.
+  void AttachEndpoint(coap::Endpoint* endpoint);
   // Reads a cloud path from the cloud (rest_query: Query::RestParams, may be empty); done(nullopt)
   // on failure or timeout. Without a reader (local-only mode) the local copy is authoritative.
   // With one, reads follow docs/device-protocol.md: held values (sync roots after their first full
@@ -63,7 +72,8 @@ class DeviceApi : public coap::Handler {
   void SetUploadsInFlight(std::function<std::vector<uint64_t>()> source) { uploads_in_flight_ = std::move(source); }
   // Called with the route name after writes to that route's queue committed (wakes the uploader).
   void SetQueuedHook(std::function<void(const std::string& route)> hook) { on_queued_ = std::move(hook); }
-  // Loads persisted sessions: each gets a full timeout from now to come back.
+  // Loads persisted sessions: each gets a full timeout from now to come back. Their persisted
+  // observations are re-created by AttachEndpoint (gateway/persisted_observer.h).
   void RestoreSessions();
   void SetRoutes(std::shared_ptr<const RouteTable> routes);  // reload: applies to new requests
   // Cloud link state and clock estimate (cloud ms - local wall ms); notifies .info observers.
@@ -86,6 +96,7 @@ class DeviceApi : public coap::Handler {
   void on_request(const coap::Request& request) override;
   void on_activity(const coap::Address& peer) override;
   void on_observer_dropped(coap::ObserverId id, coap::DropReason reason) override;
+  void on_response_failed(coap::ExchangeId id) override;
 
  private:
   struct Call;  // one request being answered
@@ -127,8 +138,10 @@ class DeviceApi : public coap::Handler {
   // Runs the ended session's onDisconnect operations; retries when an operation registered just
   // before the end was still being committed (the store refuses to drop it).
   void FireOnDisconnect(Session s, std::function<void()> done, int attempt);
-  void Reply(Call& c, uint8_t code, std::string payload = {}, std::optional<uint32_t> max_age = {});
-  void ReplyError(Call& c, uint8_t code, const std::string& diagnostic, std::optional<uint32_t> max_age = {});
+  void Reply(Call& c, uint8_t code, std::string payload = {}, std::optional<uint32_t> max_age = {},
+             std::optional<uint32_t> size1 = {});
+  void ReplyError(Call& c, uint8_t code, const std::string& diagnostic, std::optional<uint32_t> max_age = {},
+                  std::optional<uint32_t> size1 = {});
   void ReplyStoreStatus(Call& c, const store::Status& st);
   // Submits the batch; answers 2.05 once it is durable, or the store's refusal.
   void CommitThenReply(Call& c, store::WriteBatch batch);
@@ -138,6 +151,15 @@ class DeviceApi : public coap::Handler {
   void RefreshObservedQueries();
   // Registers o; a registration of the same session at the same path + query goes away.
   void AddObserver(Observer o);
+  // Observations are persisted with their session (PersistSession) whenever one is added or
+  // removed, on rebinding, and every kSeqCheckpointEvery notifications of the session.
+  void AddObserver(Observer o);
+  void RemoveObserver(coap::ObserverId id);
+  void CountNotification(const std::string& session_id);
+  store::SessionRecord SessionRecordOf(const Session& s);
+  void PersistSession(const std::string& session_id);
+  void ReleaseRestored();  // restored observations may be notified now
+  void RefreshObservedQueries();  // the cloud came back: re-read what observers of queries see
   store::QueueEntry QueueEntryFor(const std::string& route, const std::string& device, store::OpKind kind,
                                   const std::string& tree_path, const Json& value, int64_t wall_ms) const;
   std::string Encode(const Json& v, bool json) const;
@@ -165,6 +187,12 @@ class DeviceApi : public coap::Handler {
   std::function<std::vector<uint64_t>()> uploads_in_flight_;
   std::map<std::string, uint64_t> refreshed_ms_;  // path + '?' + query -> uv_now of the last cloud read
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // guards store callbacks after Close
+  // Restart: observations loaded by RestoreSessions (session id, record) until AttachEndpoint;
+  // then the re-created ones are held (not notified) until their advanced checkpoints committed.
+  std::vector<std::pair<std::string, PersistedObserver>> restored_;
+  std::vector<coap::ObserverState> restored_denied_;  // no longer readable: ended with 4.03
+  std::unordered_set<coap::ObserverId> restoring_;
+  bool restore_committed_ = false;
 };
 
 }  // namespace tether

@@ -158,6 +158,10 @@ TetherMetrics::TetherMetrics(MetricsRegistry& r)
       transaction_conflicts_total(r.Counter("tether_transaction_conflicts_total",
                                             "Compare-and-set writes refused: locally (4.12) or by the cloud at upload.",
                                             {"where"})),
+      device_events_total(r.Counter("tether_device_events_total",
+                                    "Device-side anomalies: onDisconnect operations denied at firing, responses "
+                                    "never acknowledged, answers too large for a device without Block-wise.",
+                                    {"event"})),
       queue_depth(r.Gauge("tether_queue_depth", "Writes queued for the cloud, by route.", {"route"})),
       queue_bytes(r.Gauge("tether_queue_bytes", "Bytes queued for the cloud, by route.", {"route"})),
       queue_oldest_age_seconds(r.Gauge("tether_queue_oldest_age_seconds",

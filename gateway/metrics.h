@@ -87,6 +87,7 @@ struct TetherMetrics {
   MetricFamily& detections_total;        // counter  sessions ended by silence
   MetricFamily& ondisconnect_fired_total;// counter
   MetricFamily& transaction_conflicts_total;  // counter {where=local|cloud}  compare-and-set writes lost
+  MetricFamily& device_events_total;     // counter {event}  device-side anomalies (docs/operations.md)
   MetricFamily& queue_depth;             // gauge {route}  entries waiting for the cloud
   MetricFamily& queue_bytes;             // gauge {route}
   MetricFamily& queue_oldest_age_seconds;// gauge {route}

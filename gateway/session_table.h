@@ -29,6 +29,7 @@ struct Session {
   int64_t created_wall_ms = 0;
   int64_t last_seen_ms = 0;  // monotonic
   int64_t last_ping_ms = 0;  // monotonic; 0 before the first ping
+  uint32_t notified_since_checkpoint = 0;  // notifications since its record was last written
 };
 
 class SessionTable {

@@ -189,6 +189,7 @@ std::string EncodeSession(const SessionRecord& s) {
   w.I64(s.created_ms);
   w.I64(s.heartbeat_timeout_ms);
   w.I64(s.last_seen_ms);
+  w.Str(s.observers);
   return w.Take();
 }
 
@@ -203,6 +204,8 @@ bool DecodeSession(std::string_view in, SessionRecord* s) {
   s->created_ms = r.I64();
   s->heartbeat_timeout_ms = r.I64();
   s->last_seen_ms = r.I64();
+  s->observers.clear();
+  if (r.ok() && !r.done()) s->observers = r.Str();  // absent in records of older versions
   return r.done();
 }
 

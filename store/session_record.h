@@ -16,6 +16,9 @@ struct SessionRecord {
   int64_t created_ms = 0;
   int64_t heartbeat_timeout_ms = 0;
   int64_t last_seen_ms = 0;  // checkpoint; the live value is kept in memory by the gateway
+  // The session's observations in the gateway's own encoding (empty: none). Opaque to the store;
+  // records written before this field existed read back with it empty.
+  std::string observers;
 };
 
 // A write registered to run when its session ends. Kept in registration order.

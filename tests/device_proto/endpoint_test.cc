@@ -107,6 +107,8 @@ Response content(std::string_view body) {
   return r;
 }
 
+
+
 TEST_F(EndpointTest, PiggybackedResponse) {
   start();
   h_.respond_with = [&](const Request& r) { ep_->respond(r.id, content("hi")); };
@@ -401,6 +403,7 @@ TEST_F(EndpointTest, Block2LargeResponseAndLargeNotification) {
   for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>('a' + i % 26);
   ObserverId oid = 0;
   h_.respond_with = [&](const Request& r) {
+    ep_->allow_unasked_blocks(r.id);  // a client known to reassemble blocks
     if (r.observe() == 0u) oid = ep_->respond_observe(r.id, content(big));
     else ep_->respond(r.id, content(big));
   };
@@ -506,12 +509,112 @@ TEST_F(EndpointTest, OversizeNeverSent) {
   auto o = fast_options();
   o.max_datagram = 300;
   start(o);
-  h_.respond_with = [&](const Request& r) { ep_->respond(r.id, content(std::string(5000, 'z'))); };
+  const std::string body(5000, 'z');
+  h_.respond_with = [&](const Request& r) {
+    ep_->allow_unasked_blocks(r.id);
+    ep_->respond(r.id, content(body));
+  };
   send(Build{.mid = 1}.done());
   auto p = recv();  // recv() asserts the size limit
   ASSERT_TRUE(p);
   EXPECT_LE(p->bytes.size(), 300u);
   EXPECT_TRUE(p->m.block_option(opt::kBlock2)->more);
+}
+
+// A client that did not ask for blocks and is not known to reassemble them (the Wilddog SDK)
+// never gets a truncated body: a large answer becomes 4.13 with a diagnostic, a large observe
+// registration registers nothing, and a notification that grew too large ends the observation.
+TEST_F(EndpointTest, LargeBodyWithoutBlocksIs413ForClientsThatDidNotAsk) {
+  start();
+  std::string big(3000, 'q');
+  ObserverId oid = 0;
+  std::vector<ObserverId> registered;
+  h_.respond_with = [&](const Request& r) {
+    if (r.observe() == 0u) registered.push_back(oid = ep_->respond_observe(r.id, content(r.uri_path().empty() ? "s" : big)));
+    else ep_->respond(r.id, content(big));
+  };
+  send(Build{.mid = 1}.path("big").done());
+  auto p = recv();
+  ASSERT_TRUE(p && p->ok);
+  EXPECT_EQ(p->m.type, Type::kAck);
+  EXPECT_EQ(p->m.code, code::kRequestEntityTooLarge);
+  EXPECT_FALSE(p->m.block_option(opt::kBlock2));
+  EXPECT_EQ(p->payload(), "response of 3000 bytes exceeds the 1280-byte datagram; ask with Block2 or read a smaller "
+                          "resource");
+  // The same client asking with Block2 (early negotiation, RFC 7959 §2.4) gets blocks.
+  send(Build{.mid = 2, .token = {2}}.path("big").opt_uint(opt::kBlock2, Block{0, false, 6}.encode()).done());
+  p = recv();
+  ASSERT_TRUE(p && p->ok);
+  EXPECT_EQ(p->m.code, code::kContent);
+  ASSERT_TRUE(p->m.block_option(opt::kBlock2));
+  EXPECT_TRUE(p->m.block_option(opt::kBlock2)->more);
+  // An observe registration of a large snapshot: 4.13, nothing registered.
+  send(Build{.mid = 3, .token = {3}}.opt_uint(opt::kObserve, 0).path("big").done());
+  p = recv();
+  ASSERT_TRUE(p && p->ok);
+  EXPECT_EQ(p->m.code, code::kRequestEntityTooLarge);
+  EXPECT_FALSE(p->m.uint_option(opt::kObserve));
+  ASSERT_EQ(registered.size(), 1u);
+  EXPECT_EQ(registered[0], 0u);
+  EXPECT_EQ(ep_->counters().observers, 0u);
+  // A small snapshot registers; when it grows past one datagram the observation ends with 4.13.
+  send(Build{.mid = 4, .token = {4}}.opt_uint(opt::kObserve, 0).done());
+  p = recv();
+  ASSERT_TRUE(p && p->ok && oid);
+  EXPECT_EQ(p->m.code, code::kContent);
+  EXPECT_TRUE(ep_->notify(oid, content(big)));
+  p = recv();
+  ASSERT_TRUE(p && p->ok);
+  EXPECT_EQ(p->m.code, code::kRequestEntityTooLarge);
+  EXPECT_EQ(p->m.token.len, 1);
+  EXPECT_FALSE(p->m.uint_option(opt::kObserve)) << "an error notification ends the observation";
+  ASSERT_EQ(h_.dropped.size(), 1u);
+  EXPECT_EQ(h_.dropped[0], std::make_pair(oid, DropReason::kTooLarge));
+  EXPECT_FALSE(ep_->notify(oid, content("x")));
+  EXPECT_EQ(ep_->counters().too_large, 3u);
+}
+
+TEST_F(EndpointTest, Size1TravelsOnA413) {
+  start();
+  h_.respond_with = [&](const Request& r) {
+    ep_->respond(r.id, Response{.code = code::kRequestEntityTooLarge, .size1 = 2048u});
+  };
+  send(Build{.mid = 1}.done());
+  auto p = recv();
+  ASSERT_TRUE(p && p->ok);
+  EXPECT_EQ(p->m.code, code::kRequestEntityTooLarge);
+  EXPECT_EQ(p->m.uint_option(opt::kSize1), 2048u);
+}
+
+// RFC 7252 §5.4.5: a repeated non-repeatable option is unrecognized; critical -> 4.02, elective ->
+// ignored (the first occurrence counts).
+TEST_F(EndpointTest, RepeatedNonRepeatableOptions) {
+  start();
+  h_.respond_with = [&](const Request& r) { ep_->respond(r.id, content(std::string(r.uri_host()))); };
+  send(Build{.mid = 1}.opt(opt::kUriHost, bytes_of("a.example")).opt(opt::kUriHost, bytes_of("b.example")).done());
+  auto p = recv();
+  ASSERT_TRUE(p && p->ok);
+  EXPECT_EQ(p->m.code, code::kBadOption);
+  EXPECT_EQ(p->payload(), "repeated critical option 3");
+  EXPECT_TRUE(h_.requests.empty());
+  send(Build{.mid = 2}.opt_uint(opt::kAccept, 50).opt_uint(opt::kAccept, 60).done());
+  p = recv();
+  ASSERT_TRUE(p && p->ok);
+  EXPECT_EQ(p->m.code, code::kBadOption);
+  EXPECT_EQ(p->payload(), "repeated critical option 17");
+  // A NON request with one is rejected silently.
+  send(Build{.type = Type::kNon, .mid = 3}.opt(opt::kUriHost, bytes_of("a")).opt(opt::kUriHost, bytes_of("b")).done());
+  EXPECT_EQ(recv(200), nullptr);
+  // Elective repeats (Content-Format, Observe) are ignored: the request goes up with the first.
+  send(Build{.mid = 4}.opt(opt::kUriHost, bytes_of("h")).opt_uint(opt::kContentFormat, 50)
+           .opt_uint(opt::kContentFormat, 60).path("x").path("y").opt(opt::kUriQuery, bytes_of("a=1"))
+           .opt(opt::kUriQuery, bytes_of("b=2")).done());
+  p = recv();
+  ASSERT_TRUE(p && p->ok);
+  EXPECT_EQ(p->m.code, code::kContent);
+  ASSERT_EQ(h_.requests.size(), 1u);
+  EXPECT_EQ(h_.requests[0].path, "/x/y") << "Uri-Path and Uri-Query repeat by definition";
+  EXPECT_EQ(ep_->counters().requests, 1u);
 }
 
 TEST_F(EndpointTest, BurstLargerThanOneSendBatchIsAnsweredCompletely) {
@@ -595,6 +698,213 @@ TEST_F(EndpointTest, IdlePeersAreEvicted) {
   ASSERT_TRUE(recv());
   EXPECT_EQ(ep_->counters().peers, 1u);
   EXPECT_TRUE(pump_until(&loop_, [&] { return ep_->counters().peers == 0; }, 3000));
+}
+
+// The SDK reopens its socket and rebinds its session (POST /.rst): move_observer sends later
+// notifications, and the CON being retransmitted, to the new address.
+TEST_F(EndpointTest, MovedObserverIsNotifiedAtItsNewAddress) {
+  auto o = fast_options();
+  o.con_notify_every = 1;  // every notification is CON
+  o.ack_timeout_ms = 100;
+  o.max_retransmit = 3;
+  start(o);
+  ObserverId oid = 0;
+  h_.respond_with = [&](const Request& r) {
+    if (r.observe() == 0u) oid = ep_->respond_observe(r.id, content("v0"));
+    else ep_->respond(r.id, content("rebound"));
+  };
+  send(Build{.mid = 1}.opt_uint(opt::kObserve, 0).path("room").done());
+  auto reg = recv();
+  ASSERT_TRUE(reg && oid);
+  const uint32_t seq0 = *reg->m.uint_option(opt::kObserve);
+  ASSERT_TRUE(ep_->notify(oid, content("v1")));
+  auto lost = recv();  // a CON the old socket will never acknowledge
+  ASSERT_TRUE(lost);
+  EXPECT_EQ(lost->m.type, Type::kCon);
+  // New socket; the request that rebinds comes from it (the test handler answers it).
+  UdpSocket fresh;
+  send(Build{.mid = 2, .token = {9}}.path(".rst").done(), &fresh);
+  ASSERT_TRUE(recv(1000, &fresh));
+  ASSERT_TRUE(ep_->move_observer(oid, fresh.address()));
+  EXPECT_EQ(ep_->observer_state(oid)->peer, fresh.address());
+  pump_for(&loop_, 5);
+  while (client_->try_recv()) {}  // retransmissions that left before the move
+  // The CON in flight is retransmitted to the new address with its MID.
+  auto re = recv(1000, &fresh);
+  ASSERT_TRUE(re && re->ok);
+  EXPECT_EQ(re->m.mid, lost->m.mid);
+  EXPECT_EQ(re->payload(), "v1");
+  Bytes ack = {0x64, 0x00, static_cast<uint8_t>(re->m.mid >> 8), static_cast<uint8_t>(re->m.mid), 0xA1, 0xB2, 0xC3,
+               0xD4};
+  send(ack, &fresh);
+  pump_for(&loop_, 20);
+  ASSERT_TRUE(ep_->notify(oid, content("v2")));
+  auto n = recv(1000, &fresh);
+  ASSERT_TRUE(n && n->ok);
+  EXPECT_EQ(n->payload(), "v2");
+  EXPECT_GT(*n->m.uint_option(opt::kObserve), seq0);
+  Bytes ack2 = {0x64, 0x00, static_cast<uint8_t>(n->m.mid >> 8), static_cast<uint8_t>(n->m.mid), 0xA1, 0xB2, 0xC3,
+                0xD4};
+  send(ack2, &fresh);
+  pump_for(&loop_, 400);  // longer than the retransmission timeout
+  while (auto stray = recv(50)) ADD_FAILURE() << "the old address got a datagram";
+  EXPECT_TRUE(h_.dropped.empty()) << "acknowledged at the new address: the observation lives";
+  EXPECT_EQ(ep_->counters().observers, 1u);
+  EXPECT_FALSE(ep_->move_observer(oid + 1000, fresh.address()));
+}
+
+// After a restart the handler re-creates an observation from its saved state; notifications
+// continue on the same token with larger Observe values.
+TEST_F(EndpointTest, RestoredObserverContinuesOnItsToken) {
+  start();
+  ObserverId oid = 0;
+  h_.respond_with = [&](const Request& r) { oid = ep_->respond_observe(r.id, content("v0")); };
+  send(Build{.mid = 1, .token = {5, 6}}.opt_uint(opt::kObserve, 0).path("room").done());
+  ASSERT_TRUE(recv() && oid);
+  ASSERT_TRUE(ep_->notify(oid, content("v1")));
+  auto before = recv();
+  ASSERT_TRUE(before);
+  std::optional<ObserverState> saved = ep_->observer_state(oid);
+  ASSERT_TRUE(saved);
+  EXPECT_EQ(saved->seq, *before->m.uint_option(opt::kObserve));
+  EXPECT_EQ(saved->token.len, 2);
+  EXPECT_EQ(saved->peer, client_->address());
+  EXPECT_FALSE(ep_->observer_state(oid + 1000));
+
+  // "Restart": a new endpoint on a new port; the client keeps its socket.
+  std::unique_ptr<UdpSocket> device = std::move(client_);
+  ep_.reset();
+  uv_run(&loop_, UV_RUN_NOWAIT);
+  start();
+  client_ = std::move(device);
+  ObserverState moved = *saved;
+  moved.seq += 1u << 22;  // what the gateway does: ahead of anything sent before
+  const ObserverId restored = ep_->restore_observer(moved);
+  ASSERT_NE(restored, 0u);
+  EXPECT_EQ(ep_->counters().observers, 1u);
+  ASSERT_TRUE(ep_->notify(restored, content("v2")));
+  auto after = recv();
+  ASSERT_TRUE(after && after->ok);
+  EXPECT_EQ(Bytes(after->m.token.view().begin(), after->m.token.view().end()), (Bytes{5, 6}));
+  EXPECT_EQ(*after->m.uint_option(opt::kObserve), moved.seq + 1);
+  EXPECT_EQ(after->payload(), "v2");
+  // A second restore with the same peer+token replaces the first (no callback).
+  const ObserverId again = ep_->restore_observer(moved);
+  EXPECT_NE(again, restored);
+  EXPECT_FALSE(ep_->notify(restored, content("x")));
+  EXPECT_EQ(ep_->counters().observers, 1u);
+  EXPECT_TRUE(h_.dropped.empty());
+}
+
+// Duplicate detection is scoped to a binding: once the handler declares a new binding for an
+// address (a fresh session), a request with an old MID and token is new, not the old reply.
+TEST_F(EndpointTest, NewBindingForgetsEarlierDuplicates) {
+  start();
+  int n = 0;
+  ExchangeId opener = 0;
+  h_.respond_with = [&](const Request& r) {
+    if (!r.uri_path().empty() && r.uri_path()[0] == ".cs") {
+      opener = r.id;
+      ep_->new_binding(r.id);
+    }
+    ep_->respond(r.id, content(std::to_string(++n)));
+  };
+  const Bytes old_request = Build{.mid = 512, .token = {2, 0x45, 0x8b, 0x6b}}.opt_uint(opt::kObserve, 0).path("a").done();
+  send(old_request);
+  auto first = recv();
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->payload(), "1");
+  send(old_request);  // a plain retransmission: the cached reply
+  auto dup = recv();
+  ASSERT_TRUE(dup);
+  EXPECT_EQ(dup->bytes, first->bytes);
+  EXPECT_EQ(ep_->counters().duplicates, 1u);
+  // Re-authentication from the same port opens a new binding ...
+  const Bytes open = Build{.code = code::kPost, .mid = 1536, .token = {6, 0xac, 0x4d, 0x70}}.path(".cs").done();
+  send(open);
+  auto opened = recv();
+  ASSERT_TRUE(opened && opener);
+  EXPECT_EQ(opened->payload(), "2");
+  send(open);  // ... whose own retransmission is still recognised
+  auto opened_again = recv();
+  ASSERT_TRUE(opened_again);
+  EXPECT_EQ(opened_again->bytes, opened->bytes);
+  EXPECT_EQ(ep_->counters().duplicates, 2u);
+  // The SDK now resends its old request with the same MID and token: answered afresh.
+  send(old_request);
+  auto fresh = recv();
+  ASSERT_TRUE(fresh);
+  EXPECT_EQ(fresh->payload(), "3");
+  EXPECT_EQ(h_.requests.size(), 3u);
+  // Other peers keep their duplicates.
+  UdpSocket other;
+  send(old_request, &other);
+  auto o1 = recv(1000, &other);
+  send(old_request, &other);
+  auto o2 = recv(1000, &other);
+  ASSERT_TRUE(o1 && o2);
+  EXPECT_EQ(o1->bytes, o2->bytes);
+  ep_->new_binding(opener);  // already answered: unknown exchange, no effect, no crash
+}
+
+// A registration answered late goes out as a separate CON; if the client never acknowledges it,
+// the observation it created is dropped (not left registered with nobody listening).
+TEST_F(EndpointTest, UnacknowledgedLateRegistrationDropsTheObserver) {
+  start();
+  send(Build{.mid = 7}.opt_uint(opt::kObserve, 0).path("slow").done());
+  auto ack = recv();
+  ASSERT_TRUE(ack);
+  EXPECT_EQ(ack->m.code, code::kEmpty);
+  const ObserverId oid = ep_->respond_observe(h_.requests.at(0).id, content("late"));
+  ASSERT_NE(oid, 0u);
+  int copies = 0;
+  while (auto p = recv(400)) {
+    EXPECT_EQ(p->m.type, Type::kCon);
+    EXPECT_TRUE(p->m.uint_option(opt::kObserve));
+    ++copies;
+  }
+  EXPECT_EQ(copies, 1 + static_cast<int>(opts_.max_retransmit));
+  ASSERT_EQ(h_.dropped.size(), 1u);
+  EXPECT_EQ(h_.dropped[0], std::make_pair(oid, DropReason::kTimeout));
+  EXPECT_TRUE(h_.failed.empty()) << "reported as a dropped observer, not a failed response";
+  EXPECT_EQ(ep_->counters().observers, 0u);
+}
+
+// The clock seam: time is whatever the test says; timers fire when run_timers() sees them due.
+TEST_F(EndpointTest, FakeClockDrivesRetransmissionAndExpiry) {
+  auto o = fast_options();
+  o.exchange_lifetime_ms = 10000;
+  start(o);
+  uint64_t now_ms = uv_now(&loop_);  // timers scheduled before the switch stay meaningful
+  ep_->set_clock([&] { return now_ms; });
+  std::vector<Bytes> out;
+  ep_->set_transmit_hook([&](const Address&, std::span<const uint8_t> b) { out.emplace_back(b.begin(), b.end()); });
+  Address peer;
+  peer.family = AF_INET;
+  peer.ip = {10, 0, 0, 1};
+  peer.port = 5683;
+  const Bytes req = Build{.mid = 1}.path("slow").done();
+  ep_->handle_datagram(0, peer, req);
+  ASSERT_EQ(h_.requests.size(), 1u);
+  ep_->run_timers();
+  EXPECT_TRUE(out.empty()) << "nothing due yet";
+  now_ms += o.separate_ack_after_ms;
+  ep_->run_timers();
+  ASSERT_EQ(out.size(), 1u) << "empty ACK once the separate-ACK delay passed";
+  ep_->respond(h_.requests[0].id, content("x"));
+  ASSERT_EQ(out.size(), 2u);
+  for (unsigned i = 0; i < o.max_retransmit; ++i) {
+    now_ms += o.ack_timeout_ms << (i + 1);
+    ep_->run_timers();
+  }
+  EXPECT_EQ(out.size(), 2u + o.max_retransmit);
+  now_ms += o.ack_timeout_ms << (o.max_retransmit + 1);
+  ep_->run_timers();
+  EXPECT_EQ(h_.failed.size(), 1u);
+  EXPECT_EQ(ep_->counters().dedup_entries, 1u);
+  now_ms += o.exchange_lifetime_ms + 2000;  // housekeeping expires the duplicate record
+  ep_->run_timers();
+  EXPECT_EQ(ep_->counters().dedup_entries, 0u);
 }
 
 }  // namespace

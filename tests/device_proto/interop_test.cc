@@ -106,7 +106,10 @@ TEST_F(Interop, LibcoapBlockwise) {
 
 TEST_F(Interop, NodeCoap) {
   const std::string src = env("TETHER_SOURCE_DIR", TETHER_SOURCE_DIR_FALLBACK);
-  if (run("command -v node").empty()) GTEST_SKIP() << "node not installed";
+  // A missing peer is a broken test environment, not a pass: `make peers` installs both.
+  ASSERT_FALSE(run("command -v node").empty()) << "node is not installed: run `make peers` (scripts/install-deps.sh)";
+  ASSERT_EQ(access((src + "/tests/peers/node_modules/coap/package.json").c_str(), R_OK), 0)
+      << "npm peer 'coap' missing in " << src << "/tests/peers/node_modules: run `make peers`";
   const std::string out = run("NODE_PATH=" + src + "/tests/peers/node_modules timeout 30 node " + src +
                               "/tests/device_proto/node_interop.js 127.0.0.1 " + std::to_string(port_) +
                               "; echo EXIT=$?");

@@ -1,7 +1,15 @@
-// Drives the endpoint's datagram dispatcher without sockets. Input framing:
+// Drives the endpoint's datagram dispatcher without sockets, on a fake clock
+// (Endpoint::set_clock) so time-driven paths run: separate ACKs, CON
+// retransmission and give-up, exchange expiry, duplicate/peer housekeeping.
+// Input framing:
 //   op < 0xF0: datagram from peer (op & 3), 2-byte big-endian length, bytes
 //   0xF0 answer the oldest pending exchange   0xF1 notify every observer
 //   0xF2 fire due timers                      0xF3 cancel the oldest observer
+//   0xF4 t: advance the clock by t*37 ms and fire due timers
+//   0xF5 p: move the oldest observer to peer (p & 3)
+//   0xF6 the oldest pending exchange opens a new binding
+//   0xF7 toggle whether new exchanges may start Block2 unasked
+//   0xF8 re-create the oldest observer from its state (restore_observer)
 // Invariants: no crash or sanitizer report; every datagram the engine emits
 // is at most max_datagram bytes and parses (the SDK's quirks are inputs only).
 #include <uv.h>
@@ -16,14 +24,24 @@ using namespace tether::coap;
 
 namespace {
 
+Address peer_address(uint8_t n) {
+  Address a;
+  a.family = AF_INET;
+  a.ip = {10, 0, 0, static_cast<uint8_t>(n & 3)};
+  a.port = 5683;
+  return a;
+}
+
 struct FuzzHandler : Handler {
   Endpoint* ep = nullptr;
+  bool unasked_blocks = true;
   std::deque<ExchangeId> pending;
   std::deque<ObserverId> observers;
   void on_request(const Request& r) override {
     const size_t mode = r.payload.size() % 4;
     Response resp;
     resp.payload = r.payload;
+    if (unasked_blocks) ep->allow_unasked_blocks(r.id);
     if (r.observe() == 0u) {
       if (ObserverId id = ep->respond_observe(r.id, resp)) observers.push_back(id);
     } else if (mode == 0) {
@@ -47,9 +65,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   opts.max_datagram = 300;  // small, so block-wise paths run often
   opts.max_block1_body = 2000;
   FuzzHandler h;
+  uint64_t now_ms = uv_now(loop);  // the engine scheduled housekeeping on uv_now()
   {
     Endpoint ep(loop, h, opts);
     h.ep = &ep;
+    ep.set_clock([&] { return now_ms; });
     ep.set_transmit_hook([&](const Address&, std::span<const uint8_t> out) {
       Message m;
       if (out.size() > opts.max_datagram || !parse(out, m).ok()) std::abort();
@@ -63,11 +83,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         size_t len = size_t{data[i]} << 8 | data[i + 1];
         i += 2;
         len = std::min(len, size - i);
-        Address from;
-        from.family = AF_INET;
-        from.ip = {10, 0, 0, static_cast<uint8_t>(op & 3)};
-        from.port = 5683;
-        ep.handle_datagram(0, from, {data + i, len});
+        ep.handle_datagram(0, peer_address(op), {data + i, len});
         i += len;
       } else if (op == 0xF0 && !h.pending.empty()) {
         Response r;
@@ -78,13 +94,29 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         for (ObserverId id : h.observers) {
           Response r;
           r.payload = {reinterpret_cast<const uint8_t*>(big.data()), id * 131 % big.size()};
-          ep.notify(id, r);
+            ep.notify(id, r);
         }
       } else if (op == 0xF2) {
         ep.run_timers();
       } else if (op == 0xF3 && !h.observers.empty()) {
         ep.cancel_observer(h.observers.front());
         h.observers.pop_front();
+      } else if (op == 0xF4 && i < size) {
+        now_ms += uint64_t{data[i++]} * 37;
+        ep.run_timers();
+      } else if (op == 0xF5 && i < size) {
+        const uint8_t p = data[i++];
+        if (!h.observers.empty()) ep.move_observer(h.observers.front(), peer_address(p));
+      } else if (op == 0xF6 && !h.pending.empty()) {
+        ep.new_binding(h.pending.front());
+      } else if (op == 0xF7) {
+        h.unasked_blocks = !h.unasked_blocks;
+      } else if (op == 0xF8 && !h.observers.empty()) {
+        if (auto st = ep.observer_state(h.observers.front())) {
+          h.observers.pop_front();
+          st->seq += 1u << 22;
+          h.observers.push_back(ep.restore_observer(*st));
+        }
       }
     }
   }

@@ -59,9 +59,16 @@ for k in range(0, len(reqs), 4):
     seed = b"".join(frame(j % 4, p) for j, p in enumerate(chunk))
     seed += b"".join(frame(j % 4, p) for j, p in enumerate(chunk))  # duplicates
     seed += b"\xf0\xf1\xf2\xf0\xf1"
+    seed += b"\xf4\x20\xf0\xf4\xff\xf4\xff\xf6\xf7\xf1"  # time: separate ACK, retransmissions
     open(os.path.join(here, "corpus/fuzz_coap_endpoint", f"session_{k:03d}"), "wb").write(seed)
 # The SDK's token-carrying empty ACK, a ping and an observe registration.
 special = frame(0, bytes.fromhex("4401020002458b6b3d066d796170702e77696c64646f67696f2e636f6d310051614c2e63733d73486f5274313233")) \
     + b"\xf1\xf1\xf1" + frame(0, bytes.fromhex("64006e9602458b6b")) + frame(1, bytes.fromhex("40000001")) + b"\xf2\xf3"
 open(os.path.join(here, "corpus/fuzz_coap_endpoint", "observe_ack_ping"), "wb").write(special)
-print(len(packets), "message seeds,", len(reqs) // 4 + 2, "endpoint seeds")
+# Time: an observer moved, restored, notified with CONs that are never acknowledged until it is
+# dropped; then past EXCHANGE_LIFETIME (247 s) so housekeeping expires duplicates and evicts peers.
+obs = bytes.fromhex("4401020002458b6b3d066d796170702e77696c64646f67696f2e636f6d310051614c2e63733d73486f5274313233")
+timed = frame(0, obs) + b"\xf5\x01\xf8" + b"\xf1\xf4\x40" * 25 + b"\xf7" + frame(2, obs) + b"\xf1" \
+    + b"\xf4\xff" * 30 + frame(0, obs) + b"\xf2"
+open(os.path.join(here, "corpus/fuzz_coap_endpoint", "observe_time"), "wb").write(timed)
+print(len(packets), "message seeds,", len(reqs) // 4 + 3, "endpoint seeds")

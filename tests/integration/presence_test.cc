@@ -1,11 +1,16 @@
 // The Firebase presence recipe at fleet scale, against a running tetherd over real UDP:
-// 1,000 devices register onDisconnect { remove their connection, set lastOnline = server time },
-// then 100 go silent and 50 call goOffline. All 150 must be cleaned up (silent ones within the
-// session timeout + 1 s), the other 850 untouched, no ghost connection left.
+// 1,000 devices each register onDisconnect { remove users/<id>/connections, set lastOnline =
+// server time } FIRST, then push (POST) their connection under users/<id>/connections. 100 go
+// silent and 50 call goOffline. All 150 must be cleaned up (silent ones within the session
+// timeout + 1 s of their last datagram, measured per device from the lastOnline the gateway
+// wrote), the other 850 untouched, no ghost connection left.
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <memory>
+#include <optional>
 #include <thread>
 
 #include "tests/integration/sdk_client.h"
@@ -15,7 +20,27 @@ namespace tether::testing {
 namespace {
 
 using namespace std::chrono_literals;
-constexpr uint8_t kGet = 1, kPut = 3, kDelete = 4;
+constexpr uint8_t kGet = 1, kPost = 2, kPut = 3, kDelete = 4;
+
+int64_t WallMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// The unsigned integer that follows the CBOR text key `key` in `cbor` (test-only, no nesting).
+std::optional<int64_t> CborUintAfter(const std::string& cbor, const std::string& key) {
+  size_t at = cbor.find(CborText(key));
+  if (at == std::string::npos) return std::nullopt;
+  size_t i = at + CborText(key).size();
+  if (i >= cbor.size()) return std::nullopt;
+  const uint8_t head = static_cast<uint8_t>(cbor[i]);
+  if (head < 0x18) return head;
+  const size_t n = head == 0x18 ? 1 : head == 0x19 ? 2 : head == 0x1a ? 4 : head == 0x1b ? 8 : 0;
+  if (!n || i + 1 + n > cbor.size()) return std::nullopt;
+  int64_t v = 0;
+  for (size_t b = 0; b < n; ++b) v = v << 8 | static_cast<uint8_t>(cbor[i + 1 + b]);
+  return v;
+}
 constexpr size_t kDevices = 1000, kSilent = 100, kOffline = 50;
 
 class Fleet {
@@ -65,19 +90,32 @@ TEST(Presence, ThousandDevicesHundredSilentFiftyGoOffline) {
   auto user = [](size_t i) { return "users/u" + std::to_string(i); };
   // The recipe: onDisconnect first, then announce the connection.
   Fleet::ExpectAll(fleet.Round(0, kDevices, [&](SdkClient& d, size_t i) {
-    return d.Send(kDelete, user(i) + "/connections/c1", "", {".dis=add"});
+    return d.Send(kDelete, user(i) + "/connections", "", {".dis=add"});
   }), "2.05", "onDisconnect remove");
   Fleet::ExpectAll(fleet.Round(0, kDevices, [&](SdkClient& d, size_t i) {
     return d.Send(kPut, user(i) + "/lastOnline", CborMap({{".sv", CborText("timestamp")}}), {".dis=add"});
   }), "2.05", "onDisconnect set lastOnline");
-  Fleet::ExpectAll(fleet.Round(0, kDevices, [&](SdkClient& d, size_t i) {
-    return d.Send(kPut, user(i) + "/connections/c1", "\xf5");
-  }), "2.05", "connection set");
+  // The silent devices' last datagram is their push: when each left, and when all were answered.
+  std::vector<int64_t> last_sent(kDevices);
+  auto push = [&](SdkClient& d, size_t i) {
+    last_sent[i] = WallMs();
+    return d.Send(kPost, user(i) + "/connections", "\xf5");
+  };
+  auto pushes = fleet.Round(0, kSilent, push);
+  const int64_t silent_answered = WallMs();
+  auto others = fleet.Round(kSilent, kDevices, push);
+  pushes.insert(pushes.end(), others.begin(), others.end());
+  Fleet::ExpectAll(pushes, "2.05", "connection pushed");
+  std::vector<std::string> keys;
+  for (const auto& r : pushes) keys.push_back(r.payload);  // the new child's key, raw bytes
+  for (const auto& k : keys) ASSERT_EQ(k.size(), 20u) << "push id";
+  auto steady0 = std::chrono::steady_clock::now();
 
   // 50 go offline: handled at once.
-  auto steady0 = std::chrono::steady_clock::now();
+  const int64_t offline_sent = WallMs();
   Fleet::ExpectAll(fleet.Round(kSilent, kSilent + kOffline, [](SdkClient& d, size_t) { return d.Send(kGet, ".off"); }),
                    "2.05", "goOffline");
+  const int64_t offline_answered = WallMs();
   auto offline_checks = fleet.Round(kSilent + kOffline, kSilent + 2 * kOffline, [&](SdkClient& d, size_t i) {
     return d.Send(kGet, user(i - kOffline) + "/connections");
   });
@@ -102,31 +140,44 @@ TEST(Presence, ThousandDevicesHundredSilentFiftyGoOffline) {
     std::this_thread::sleep_for(250ms);
   }
   ASSERT_TRUE(all_gone) << gw.Log().substr(0, 4000);
-  std::printf("presence: 100 silent devices all declared gone %lld ms after they fell silent\n",
-              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(detected_after).count()));
   EXPECT_LE(detected_after, 3s) << "session timeout (2 s) + 1 s";
-  EXPECT_GE(detected_after, 1500ms) << "not before the timeout";
 
   // Final state, read by live devices: 150 cleaned up with lastOnline, 850 untouched.
   auto final_state = fleet.Round(kSilent + kOffline, kDevices, [&](SdkClient& d, size_t i) {
     return d.Send(kGet, user(i - kSilent - kOffline));
   });
-  auto rest = fleet.Round(kSilent + kOffline, kSilent + 2 * kOffline + kSilent, [&](SdkClient& d, size_t i) {
-    return d.Send(kGet, user(i));  // the 850 themselves (first 200 of them here)
-  });
+  auto rest = fleet.Round(kSilent + kOffline, kDevices, [&](SdkClient& d, size_t i) { return d.Send(kGet, user(i)); });
+  std::vector<int64_t> latency;  // lastOnline - last datagram, per silent device
   size_t cleaned = 0, bad = 0;
   for (size_t k = 0; k < kSilent + kOffline; ++k) {
     const std::string& p = final_state[k].payload;  // {"lastOnline": <ms>} and no connections
-    bool ok = p.size() >= 12 && p[0] == '\xa1' && p.find("lastOnline") != std::string::npos &&
-              p.find("connections") == std::string::npos;
+    std::optional<int64_t> at = CborUintAfter(p, "lastOnline");
+    const bool ok = p.size() > 2 && static_cast<uint8_t>(p[0]) == 0xa1 && at && p.find("connections") == std::string::npos;
     cleaned += ok;
+    if (!at) continue;
+    if (k < kSilent) {
+      EXPECT_GE(*at, last_sent[k] + 2000 - 20) << "device " << k << ": not before the timeout";
+      EXPECT_LE(*at, last_sent[k] + 3000) << "device " << k << ": within timeout + 1 s of its last datagram";
+      EXPECT_LE(*at, silent_answered + 3000);
+      latency.push_back(*at - last_sent[k]);
+    } else {
+      EXPECT_GE(*at, offline_sent - 5) << "device " << k;
+      EXPECT_LE(*at, offline_answered + 5) << "device " << k << ": at goOffline";
+    }
   }
   EXPECT_EQ(cleaned, kSilent + kOffline);
-  for (size_t k = kSilent + kOffline; k < final_state.size(); ++k) {
-    const std::string& p = final_state[k].payload;
-    bad += p.find("connections") == std::string::npos || p.find("lastOnline") != std::string::npos;
+  ASSERT_EQ(latency.size(), kSilent);
+  std::sort(latency.begin(), latency.end());
+  std::printf("presence: silent devices declared gone after their last datagram: min %lld ms, median %lld ms, "
+              "max %lld ms (timeout 2000 ms)\n",
+              static_cast<long long>(latency.front()), static_cast<long long>(latency[kSilent / 2]),
+              static_cast<long long>(latency.back()));
+  for (size_t k = kSilent + kOffline; k < kDevices; ++k) {
+    const std::string& own = rest[k - kSilent - kOffline].payload;  // {"connections": {<key>: true}}
+    // (final_state[k] is the same user read by another device.)
+    bad += own.find(keys[k]) == std::string::npos || own.find("lastOnline") != std::string::npos;
+    if (k < final_state.size()) bad += final_state[k].payload != own;
   }
-  for (const auto& r : rest) bad += r.payload.find("connections") == std::string::npos;
   EXPECT_EQ(bad, 0u) << "live devices untouched";
   gw.Signal(SIGTERM);
   EXPECT_EQ(gw.WaitExit(20s), 0);

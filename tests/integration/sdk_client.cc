@@ -93,6 +93,7 @@ std::optional<CoapReply> Parse(const std::string& d) {
     if (number == 14) r.max_age = ReadUint(v);
     if (number == 12) r.content_format = ReadUint(v);
     if (number == 23) r.block2 = ReadUint(v);
+    if (number == 60) r.size1 = ReadUint(v);
   }
   return r;
 }
@@ -161,6 +162,7 @@ std::string SdkClient::Build(uint8_t method, const std::vector<std::string>& pat
   if (accept) PutOption(&out, &last, 17, Uint(*accept));
   if (block2) PutOption(&out, &last, 23, Uint(*block2));
   if (!payload.empty()) out += '\xff' + payload;
+  last_request_ = out;
   return out;
 }
 
@@ -185,8 +187,14 @@ CoapReply SdkClient::Await(const std::string& token) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     auto r = Receive(left);
     if (!r) break;
-    if (r->token == token && r->type != 0) return *r;  // matched by token only, as the SDK does
-    if (r->type == 0 || r->type == 1) pending_.push_back(*r);  // a notification meanwhile
+    if (r->token == token && r->type != 0) {  // matched by token only, as the SDK does
+      if (r->observe && r->code == 0x45) observe_last_[token] = *r->observe;
+      return *r;
+    }
+    if (r->type == 0 || r->type == 1) {  // a notification meanwhile: acknowledged now, read later
+      AckIfCon(*r);
+      pending_.push_back(*r);
+    }
   }
   CoapReply timeout;
   timeout.code = 0xff;
@@ -272,21 +280,73 @@ CoapReply SdkClient::Rebind() {
   return Exchange(pkt, pkt.substr(4, 4));
 }
 
+void SdkClient::AckIfCon(const CoapReply& r) {
+  if (r.type != 0) return;  // CON: the SDK's empty ACK that still carries the token
+  std::string ack = {static_cast<char>(0x60 | r.token.size()), 0, static_cast<char>(r.mid >> 8),
+                     static_cast<char>(r.mid & 0xff)};
+  ack += r.token;
+  send(fd_, ack.data(), ack.size(), 0);
+}
+
 std::optional<CoapReply> SdkClient::WaitNotification(std::chrono::milliseconds timeout) {
-  std::optional<CoapReply> r;
   if (!pending_.empty()) {
-    r = pending_.front();
+    CoapReply r = pending_.front();
     pending_.erase(pending_.begin());
-  } else {
-    r = Receive(timeout);
+    return r;
   }
-  if (r && r->type == 0) {  // CON: the SDK's empty ACK that still carries the token
-    std::string ack = {static_cast<char>(0x60 | r->token.size()), 0, static_cast<char>(r->mid >> 8),
-                       static_cast<char>(r->mid & 0xff)};
-    ack += r->token;
-    send(fd_, ack.data(), ack.size(), 0);
-  }
+  std::optional<CoapReply> r = Receive(timeout);
+  if (r) AckIfCon(*r);
   return r;
+}
+
+bool SdkClient::IsObserveNew(uint32_t v1, uint32_t v2) {
+  return (v1 < v2 && v2 - v1 < (1u << 23)) || (v1 > v2 && v1 - v2 > (1u << 23));
+}
+
+std::optional<CoapReply> SdkClient::WaitFreshNotification(const std::string& token,
+                                                          std::chrono::milliseconds timeout) {
+  auto accept = [&](const CoapReply& n) {
+    if (!n.observe) return true;  // an error notification ends the observation
+    auto last = observe_last_.find(token);
+    if (last != observe_last_.end() && !IsObserveNew(last->second, *n.observe)) {
+      ++stale_;
+      return false;
+    }
+    observe_last_[token] = *n.observe;
+    return true;
+  };
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (it->token != token) {
+      ++it;
+      continue;
+    }
+    CoapReply n = *it;
+    it = pending_.erase(it);
+    if (accept(n)) return n;
+  }
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return std::nullopt;
+    std::optional<CoapReply> n = Receive(left);
+    if (!n) return std::nullopt;
+    AckIfCon(*n);
+    if (n->type != 0 && n->type != 1) continue;  // a late reply to an earlier request
+    if (n->token != token) {
+      pending_.push_back(*n);  // another observation's: kept for its reader
+      continue;
+    }
+    if (accept(*n)) return n;
+  }
+}
+
+CoapReply SdkClient::Resend(std::string packet) {
+  const size_t cs = packet.find(".cs=");
+  if (cs != std::string::npos && cs + 4 + short_token_.size() <= packet.size()) {
+    packet.replace(cs + 4, short_token_.size(), short_token_);
+  }
+  send(fd_, packet.data(), packet.size(), 0);
+  return Await(packet.substr(4, 4));
 }
 
 std::optional<CoapReply> SdkClient::SendRaw(const std::string& bytes, std::chrono::milliseconds timeout) {

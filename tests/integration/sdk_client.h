@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -23,6 +24,7 @@ struct CoapReply {
   std::optional<uint32_t> max_age;
   std::optional<uint32_t> content_format;
   std::optional<uint32_t> block2;  // raw Block2 option value (NUM << 4 | M << 3 | SZX)
+  std::optional<uint32_t> size1;
   std::string payload;
   std::string CodeString() const;  // "2.05"
 };
@@ -67,6 +69,19 @@ class SdkClient {
   // Waits for a server-initiated message (notification); ACKs a CON one with the SDK's quirky
   // empty ACK that still carries the token.
   std::optional<CoapReply> WaitNotification(std::chrono::milliseconds timeout);
+  // As the SDK's observe layer: waits for a notification on `token` whose Observe value is newer
+  // (IsObserveNew) than the last one accepted on it (registration reply included); older ones are
+  // dropped as the SDK drops them and counted in stale_notifications().
+  std::optional<CoapReply> WaitFreshNotification(const std::string& token, std::chrono::milliseconds timeout);
+  size_t stale_notifications() const { return stale_; }
+  // The SDK's test (RFC 7641 §3.4 without the 128 s rule): V2 is newer than V1.
+  static bool IsObserveNew(uint32_t v1, uint32_t v2);
+
+  // The bytes of the last request built (to resend later, as the SDK does after re-authenticating).
+  const std::string& last_request() const { return last_request_; }
+  // Resends an earlier request with the SAME message ID and token, its `.cs=` rewritten to the
+  // current short token in place (the SDK's retransmit after re-auth), and waits for the reply.
+  CoapReply Resend(std::string packet);
   // Sends raw bytes (fuzz-ish tests) and returns the reply, if any.
   std::optional<CoapReply> SendRaw(const std::string& bytes, std::chrono::milliseconds timeout);
 
@@ -86,6 +101,7 @@ class SdkClient {
   CoapReply Exchange(const std::string& packet, const std::string& token);
   std::vector<std::string> WithSession(std::vector<std::string> queries) const;  // adds .cs=
   std::optional<CoapReply> Receive(std::chrono::milliseconds timeout);
+  void AckIfCon(const CoapReply& r);
   void OpenSocket();
 
   uint16_t port_;
@@ -95,6 +111,9 @@ class SdkClient {
   std::string short_token_, long_token_;
   std::vector<CoapReply> pending_;  // notifications that arrived while waiting for a reply
   std::chrono::milliseconds timeout_{5000};
+  std::string last_request_;
+  std::map<std::string, uint32_t> observe_last_;  // token -> last accepted Observe value
+  size_t stale_ = 0;
 };
 
 // Minimal CBOR for tests: text string, unsigned int, indefinite map of text->text (as the SDK).

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include "store/record_codec.h"
 #include "store/store.h"
 #include "tests/store/store_test_util.h"
 
@@ -75,6 +76,32 @@ TEST_F(SessionTableTest, ReplaceMovesTokensAndConflictsAreRefused) {
   touch.TouchSession("s2", 999);
   ASSERT_TRUE(Commit(std::move(touch)).ok());
   EXPECT_EQ(store_->sessions().Get("s2")->last_seen_ms, 999);
+  ExpectHealthy();
+}
+
+TEST_F(SessionTableTest, ObserversTravelWithTheSessionRecord) {
+  SessionRecord r = Session("s1", "AAAAAAAA", std::string(32, 'a'));
+  r.observers = std::string("[{\"p\":\"room\"}]\0binary", 22);
+  WriteBatch b;
+  b.PutSession(r);
+  ASSERT_TRUE(Commit(std::move(b)).ok());
+  EXPECT_EQ(store_->sessions().Get("s1")->observers, r.observers);
+  WriteBatch touch;  // a checkpoint of last_seen keeps them
+  touch.TouchSession("s1", 555);
+  ASSERT_TRUE(Commit(std::move(touch)).ok());
+  EXPECT_EQ(store_->sessions().Get("s1")->observers, r.observers);
+  EXPECT_EQ(store_->sessions().ListAll().at(0).observers, r.observers);
+  // A record written before observers were persisted (no trailing field) reads back with none.
+  r.observers.clear();
+  std::string old = EncodeSession(r);
+  old.resize(old.size() - 4);  // drop the empty string's length prefix
+  SessionRecord back;
+  back.observers = "stale";
+  ASSERT_TRUE(DecodeSession(old, &back));
+  EXPECT_EQ(back.session_id, "s1");
+  EXPECT_EQ(back.last_seen_ms, 100);
+  EXPECT_TRUE(back.observers.empty());
+  EXPECT_FALSE(DecodeSession(old.substr(0, old.size() - 1), &back)) << "truncated records stay corrupt";
   ExpectHealthy();
 }
 

@@ -1,0 +1,259 @@
+// DeviceApi in process (tests/gateway/device_api_harness.h). Covers what is easier to count here
+// than over UDP: the notification fan-out cost, failed responses, the .info/connected observation,
+// and the Observe sequence and route checks across a restart.
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#include "gateway/device_api.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+
+#include "gateway/persisted_observer.h"
+#include "tests/gateway/device_api_harness.h"
+
+namespace tether::testing {
+namespace {
+
+// Fan-out to many observers of one path costs one read and one encoding, however many observe.
+TEST(DeviceApiTest, ThousandObserversOfOnePathCostOneReadAndOneEncoding) {
+  Gateway gw;
+  constexpr uint32_t kObservers = 1000;
+  // 1,000 devices open sessions at once (the store commits them in groups), then observe.
+  for (uint32_t i = 0; i < kObservers; ++i) {
+    const uint16_t mid = static_cast<uint16_t>(2 * i + 1);
+    gw.endpoint().handle_datagram(0, Peer(i), Build{.code = coap::code::kPost, .mid = mid, .token = Gateway::Token(mid)}
+                                                  .path(".cs").done());
+  }
+  std::vector<std::string> cs(kObservers);
+  ASSERT_TRUE(gw.Pump([&] {
+    for (uint32_t i = 0; i < kObservers; ++i) {
+      if (!cs[i].empty()) continue;
+      const Packet* r = gw.ReplyTo(Peer(i), Gateway::Token(2 * i + 1));
+      if (!r) return false;
+      cs[i] = Gateway::ShortToken(r->payload());
+    }
+    return true;
+  }));
+  for (uint32_t i = 0; i < kObservers; ++i) {
+    ASSERT_EQ(cs[i].size(), 8u) << i;
+    const Packet* r = gw.Ask(Peer(i), Request(coap::code::kGet, "room", cs[i], static_cast<uint16_t>(2 * i + 2))
+                                          .opt_uint(coap::opt::kObserve, 0));
+    ASSERT_TRUE(r && r->m.uint_option(coap::opt::kObserve)) << i << ": " << (r ? r->payload() : "no reply");
+  }
+  const std::string writer = gw.Open(Peer(5000), 9000);
+  ASSERT_EQ(writer.size(), 8u);
+  const DeviceApiCounters before = gw.api().counters();
+  const size_t mark = gw.sent().size();
+  const auto t0 = std::chrono::steady_clock::now();
+  Build put = Request(coap::code::kPut, "room/t", writer, 9001);
+  put.payload = {0x15};  // 21
+  ASSERT_TRUE(gw.Ask(Peer(5000), put));
+  auto notified = [&] {
+    size_t n = 0;
+    for (size_t i = mark; i < gw.sent().size(); ++i) n += gw.sent()[i].p->m.uint_option(coap::opt::kObserve).has_value();
+    return n;
+  };
+  ASSERT_TRUE(gw.Pump([&] { return notified() == kObservers; }));
+  const auto took = std::chrono::steady_clock::now() - t0;
+  const DeviceApiCounters& after = gw.api().counters();
+  EXPECT_EQ(after.notifications - before.notifications, kObservers);
+  EXPECT_EQ(after.notify_reads - before.notify_reads, 1u) << "one store read for the observed path";
+  EXPECT_EQ(after.notify_encodes - before.notify_encodes, 1u) << "one CBOR encoding for all observers";
+  std::printf("fan-out: write + %u notifications in %lld us\n", kObservers,
+              static_cast<long long>(std::chrono::duration_cast<std::chrono::microseconds>(took).count()));
+}
+
+// A separate response the device never acknowledges is counted (tether_device_events_total).
+TEST(DeviceApiTest, UnacknowledgedSeparateResponsesAreCounted) {
+  coap::EndpointOptions eo;
+  eo.separate_ack_after_ms = 0;  // every answer after a store commit goes out as a separate CON
+  eo.ack_timeout_ms = 10;
+  eo.ack_random_factor = 1.0;
+  eo.max_retransmit = 1;
+  Gateway gw(eo);
+  // The open is answered after its store commit, as a separate CON the "device" never ACKs.
+  ASSERT_TRUE(gw.Send(Peer(1), Build{.code = coap::code::kPost, .mid = 1}.path(".cs").done(),
+                      [&] { return gw.api().counters().responses_failed >= 1; }));
+  EXPECT_EQ(gw.api().counters().responses_failed, 1u);
+  size_t cons = 0;
+  for (const Sent& s : gw.sent()) cons += s.p->m.type == coap::Type::kCon;
+  EXPECT_EQ(cons, 2u) << "sent and retransmitted once";
+}
+
+// .info/connected is observable: it flips with the cloud link, and only on change.
+TEST(DeviceApiTest, InfoConnectedObserversHearTheCloudLink) {
+  Gateway gw;
+  const std::string cs = gw.Open(Peer(1), 1);
+  ASSERT_EQ(cs.size(), 8u);
+  const Packet* reg = gw.Ask(Peer(1), Request(coap::code::kGet, ".info/connected", cs, 2).opt_uint(coap::opt::kObserve, 0));
+  ASSERT_TRUE(reg && reg->m.uint_option(coap::opt::kObserve));
+  EXPECT_EQ(reg->payload(), "\xf4");
+  auto last_notification = [&]() -> const Packet* {
+    for (size_t i = gw.sent().size(); i-- > 0;) {
+      if (gw.sent()[i].p->m.uint_option(coap::opt::kObserve)) return gw.sent()[i].p.get();
+    }
+    return nullptr;
+  };
+  size_t mark = gw.sent().size();
+  gw.api().SetCloudLink(true, 12);
+  ASSERT_EQ(gw.sent().size(), mark + 1);
+  EXPECT_EQ(last_notification()->payload(), "\xf5");
+  gw.api().SetCloudLink(true, 12);
+  EXPECT_EQ(gw.sent().size(), mark + 1) << "no change, no notification";
+  gw.api().SetCloudLink(false, 12);
+  ASSERT_EQ(gw.sent().size(), mark + 2);
+  EXPECT_EQ(last_notification()->payload(), "\xf4");
+}
+
+// The restart design of gateway/persisted_observer.h, step by step.
+TEST(DeviceApiTest, RestoredObservationsContinueAheadOfTheirCheckpoint) {
+  Gateway gw;
+  const Address dev = Peer(7), writer = Peer(8);
+  const std::string cs = gw.Open(dev, 1), wcs = gw.Open(writer, 100);
+  ASSERT_EQ(cs.size(), 8u);
+  const Packet* reg = gw.Ask(dev, Request(coap::code::kGet, "room", cs, 2).opt_uint(coap::opt::kObserve, 0));
+  ASSERT_TRUE(reg);
+  uint32_t last_seq = *reg->m.uint_option(coap::opt::kObserve);
+  for (uint16_t i = 0; i < 5; ++i) {
+    Build put = Request(coap::code::kPut, "room", wcs, static_cast<uint16_t>(101 + i));
+    put.payload = {static_cast<uint8_t>(i)};
+    const size_t mark = gw.sent().size();
+    ASSERT_TRUE(gw.Ask(writer, put));
+    ASSERT_TRUE(gw.Pump([&] { return gw.sent().size() > mark + 1; }));
+    last_seq = *gw.sent().back().p->m.uint_option(coap::opt::kObserve);
+  }
+  // Persisted: the registration's checkpoint (the 5 notifications since are within 2^20).
+  auto record = [&] {
+    for (const auto& r : gw.store().sessions().ListAll()) {
+      if (r.short_token == cs) return r;
+    }
+    return store::SessionRecord{};
+  };
+  ASSERT_TRUE(gw.Pump([&] { return !record().observers.empty(); }));
+  std::vector<PersistedObserver> saved = DecodeObservers(record().observers);
+  ASSERT_EQ(saved.size(), 1u);
+  EXPECT_EQ(saved[0].device_path, "room");
+  EXPECT_EQ(saved[0].wire.peer, dev);
+  EXPECT_EQ(saved[0].wire.token, reg->m.token);
+  const uint32_t checkpoint = saved[0].wire.seq;
+  EXPECT_LE(checkpoint, last_seq);
+
+  const size_t mark = gw.sent().size();
+  gw.Reopen();
+  // The first notification after the restart: the current snapshot, Observe = checkpoint + 2^22 + 1.
+  ASSERT_TRUE(gw.Pump([&] {
+    const auto& s = gw.sent();
+    return s.size() > mark && s.back().to == dev && s.back().p->m.uint_option(coap::opt::kObserve);
+  }));
+  const Packet& first = *gw.sent().back().p;
+  EXPECT_EQ(first.payload(), std::string(1, '\x04'));
+  const uint32_t seq = *first.m.uint_option(coap::opt::kObserve);
+  EXPECT_EQ(seq, (checkpoint + kSeqRestartJump + 1) & 0xFFFFFF);
+  EXPECT_GT(seq, last_seq);
+  EXPECT_LT(seq - last_seq, 1u << 23) << "newer in RFC 7641 serial arithmetic";
+  EXPECT_EQ(gw.api().counters().observers_restored, 1u);
+  // The advanced checkpoint is what the store holds now: a second restart jumps again from it.
+  std::vector<PersistedObserver> after = DecodeObservers(record().observers);
+  ASSERT_EQ(after.size(), 1u);
+  EXPECT_EQ(after[0].wire.seq, (checkpoint + kSeqRestartJump) & 0xFFFFFF);
+}
+
+// Routes tightened across a restart: a persisted observation the device may no longer read is
+// ended with a final 4.03 (no Observe option) instead of being restored or silently dropped.
+TEST(DeviceApiTest, RestoredObservationsAreCheckedAgainstTheRoutesInForce) {
+  Gateway gw;
+  const std::string cs = gw.Open(Peer(1), 1);
+  ASSERT_EQ(cs.size(), 8u);
+  const Packet* secret = gw.Ask(Peer(1), Request(coap::code::kGet, "secret/x", cs, 2).opt_uint(coap::opt::kObserve, 0));
+  const Packet* open = gw.Ask(Peer(1), Request(coap::code::kGet, "open/x", cs, 3).opt_uint(coap::opt::kObserve, 0));
+  ASSERT_TRUE(secret && open);
+  const Bytes secret_token = Gateway::Token(2), open_token = Gateway::Token(3);
+  auto persisted = [&] {
+    for (const auto& r : gw.store().sessions().ListAll()) return DecodeObservers(r.observers).size();
+    return size_t{0};
+  };
+  ASSERT_TRUE(gw.Pump([&] { return persisted() == 2; }));
+  const size_t mark = gw.sent().size();
+  gw.Reopen(
+      "device:\n  heartbeat_target: 20s\n  session_timeout: 60s\n"
+      "apps:\n  - id: myapp\n    default: true\n"
+      "routes:\n  - { name: open, app: myapp, match: \"open/**\" }\n");
+  auto to = [&](const Bytes& token) -> const Packet* {
+    for (size_t i = mark; i < gw.sent().size(); ++i) {
+      const Packet& p = *gw.sent()[i].p;
+      if (Bytes(p.m.token.view().begin(), p.m.token.view().end()) == token) return &p;
+    }
+    return nullptr;
+  };
+  ASSERT_TRUE(gw.Pump([&] { return to(secret_token) && to(open_token); }));
+  EXPECT_EQ(to(secret_token)->m.code, kForbidden);
+  EXPECT_FALSE(to(secret_token)->m.uint_option(coap::opt::kObserve)) << "the observation ends";
+  EXPECT_EQ(to(secret_token)->payload(), "read not allowed");
+  EXPECT_EQ(to(open_token)->m.code, coap::code::kContent) << "the readable one is restored";
+  EXPECT_EQ(gw.api().counters().observers_restored, 1u);
+  EXPECT_TRUE(gw.Pump([&] { return persisted() == 1; })) << "the ended one is gone from the store";
+}
+
+TEST(PersistedObserverTest, RoundTripAndUnreadableEntries) {
+  PersistedObserver a;
+  a.device_path = "rooms?orderBy=\"$key\"&startAt=\"a&b\"";
+  a.cloud_path = "sites/s1/rooms";
+  a.route = "shared";
+  Query q;
+  q.order = Query::Order::kKey;
+  q.start_at = Json("a&b");
+  q.limit_first = 3;
+  a.query = std::make_shared<const Query>(q);
+  a.native = true;
+  a.wire.peer.family = AF_INET6;
+  a.wire.peer.ip[15] = 1;
+  a.wire.peer.port = 40000;
+  a.wire.socket = 1;
+  a.wire.token.len = 4;
+  a.wire.token.bytes = {1, 2, 3, 4};
+  a.wire.seq = 0xABCDEF;
+  a.wire.resource = 0xFFFFFFFFFFFFFFF1ull;
+  a.wire.unasked_blocks = true;
+  PersistedObserver b;
+  b.device_path = b.cloud_path = ".info/connected";
+  b.json = true;
+  b.wire.peer.family = AF_INET;
+  b.wire.peer.ip[0] = 10;
+  b.wire.peer.port = 5683;
+  std::string blob = EncodeObservers({a, b});
+  size_t skipped = 9;
+  std::vector<PersistedObserver> back = DecodeObservers(blob, &skipped);
+  EXPECT_EQ(skipped, 0u);
+  ASSERT_EQ(back.size(), 2u);
+  EXPECT_EQ(back[0].device_path, a.device_path);
+  EXPECT_EQ(back[0].cloud_path, a.cloud_path);
+  EXPECT_EQ(back[0].route, "shared");
+  ASSERT_TRUE(back[0].query);
+  EXPECT_EQ(back[0].query->Canonical(), q.Canonical());
+  EXPECT_TRUE(back[0].native);
+  EXPECT_FALSE(back[0].json);
+  EXPECT_EQ(back[0].wire.peer, a.wire.peer);
+  EXPECT_EQ(back[0].wire.socket, 1u);
+  EXPECT_EQ(back[0].wire.token, a.wire.token);
+  EXPECT_EQ(back[0].wire.seq, 0xABCDEFu);
+  EXPECT_EQ(back[0].wire.resource, a.wire.resource);
+  EXPECT_TRUE(back[0].wire.unasked_blocks);
+  EXPECT_FALSE(back[1].query);
+  EXPECT_TRUE(back[1].json);
+  EXPECT_EQ(back[1].wire.token.len, 0);
+  EXPECT_TRUE(EncodeObservers({}).empty());
+  EXPECT_TRUE(DecodeObservers("").empty());
+  // Damaged entries are skipped and counted; the readable ones survive.
+  Json j = Json::parse(blob);
+  j[1]["token"] = "zz";
+  j.push_back(Json{{"dev", 1}});
+  back = DecodeObservers(j.dump(), &skipped);
+  EXPECT_EQ(skipped, 2u);
+  ASSERT_EQ(back.size(), 1u);
+  EXPECT_EQ(back[0].device_path, a.device_path);
+  EXPECT_TRUE(DecodeObservers("not json", &skipped).empty());
+  EXPECT_EQ(skipped, 1u);
+}
+
+}  // namespace
+}  // namespace tether::testing
