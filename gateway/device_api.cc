@@ -806,13 +806,6 @@ void DeviceApi::RefreshObservedQueries() {
   }
 }
 
-void DeviceApi::AddObserver(Observer o) {
-  const coap::ObserverId id = o.id;
-  for (coap::ObserverId old : observers_.Add(std::move(o))) {
-    if (endpoint_ && old != id) endpoint_->cancel_observer(old);
-  }
-}
-
 void DeviceApi::HandleWrite(Call& c, Session& s, const std::vector<std::string>& path) {
   std::string dev_path = JoinPath(path);
   auto res = routes_->Resolve(s.app, s.device, path);
@@ -964,8 +957,13 @@ void DeviceApi::Unobserve(Call& c, const Session& s, const std::string& device_p
 }
 
 void DeviceApi::AddObserver(Observer o) {
+  const coap::ObserverId id = o.id;
   const std::string session_id = o.session_id;
-  observers_.Add(std::move(o));
+  for (coap::ObserverId old : observers_.Add(std::move(o))) {
+    if (old == id) continue;
+    restoring_.erase(old);
+    if (endpoint_) endpoint_->cancel_observer(old);
+  }
   PersistSession(session_id);
 }
 

@@ -150,7 +150,6 @@ class DeviceApi : public coap::Handler {
   // The cloud came back: re-read what observers outside sync roots see (queries and values).
   void RefreshObservedQueries();
   // Registers o; a registration of the same session at the same path + query goes away.
-  void AddObserver(Observer o);
   // Observations are persisted with their session (PersistSession) whenever one is added or
   // removed, on rebinding, and every kSeqCheckpointEvery notifications of the session.
   void AddObserver(Observer o);
@@ -159,7 +158,6 @@ class DeviceApi : public coap::Handler {
   store::SessionRecord SessionRecordOf(const Session& s);
   void PersistSession(const std::string& session_id);
   void ReleaseRestored();  // restored observations may be notified now
-  void RefreshObservedQueries();  // the cloud came back: re-read what observers of queries see
   store::QueueEntry QueueEntryFor(const std::string& route, const std::string& device, store::OpKind kind,
                                   const std::string& tree_path, const Json& value, int64_t wall_ms) const;
   std::string Encode(const Json& v, bool json) const;
