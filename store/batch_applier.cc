@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "store/entry_age.h"
 #include "store/pending_overlay.h"
 #include "store/record_codec.h"
 #include "store/store_error.h"
@@ -101,6 +102,7 @@ void BatchApplier::Load(MDB_txn* txn) {
   roots_.clear();
   dirty_routes_.clear();
   dirty_roots_.clear();
+  ttl_scans_.clear();
   counters_dirty_ = false;
   touched_ = false;
   MDB_val k = Val("counters"), v;
@@ -193,7 +195,7 @@ Status BatchApplier::AppendEntry(MDB_txn* txn, QueueEntry e, BatchResult* result
   };
   while (over()) {
     if (lim.policy == OverflowPolicy::kDropOldest && id && routes_[id].depth > 0) {
-      Status s = RemoveHeadWhile(txn, id, Removal::kDropOldest, 0, UINT64_MAX, 1);
+      Status s = RemoveHeadWhile(txn, id, Removal::kDropOldest, UINT64_MAX, 1);
       if (!s.ok()) return s;
       continue;
     }
@@ -245,6 +247,7 @@ Status BatchApplier::RemoveQueued(MDB_txn* txn, uint32_t route_id, uint64_t seq,
   MDB_val mk = Val(key);
   if (int rc = mdb_del(txn, db_.queue, &mk, nullptr)) return Mdb(rc, "queue delete");
   if (Status s = Unindex(txn, e); !s.ok()) return s;
+  ForgetSwept(route_id, seq);
   RouteStats& rs = Route(route_id);
   rs.depth--;
   rs.bytes -= size;
@@ -257,10 +260,9 @@ Status BatchApplier::RemoveQueued(MDB_txn* txn, uint32_t route_id, uint64_t seq,
   return Status::Ok();
 }
 
-// Removes head entries of a route while seq <= up_to_seq and wall_ms < expire_before (if nonzero),
-// at most max_count of them.
-Status BatchApplier::RemoveHeadWhile(MDB_txn* txn, uint32_t route_id, Removal why,
-                                     int64_t expire_before, uint64_t up_to_seq, size_t max_count) {
+// Removes head entries of a route while seq <= up_to_seq, at most max_count of them.
+Status BatchApplier::RemoveHeadWhile(MDB_txn* txn, uint32_t route_id, Removal why, uint64_t up_to_seq,
+                                     size_t max_count) {
   Cursor c(txn, db_.queue);
   if (c.rc()) return Mdb(c.rc(), "cursor");
   std::string start = QueueKey(route_id, 0);
@@ -272,16 +274,52 @@ Status BatchApplier::RemoveHeadWhile(MDB_txn* txn, uint32_t route_id, Removal wh
     if (k.mv_size != 12 || GetBe32(static_cast<const char*>(k.mv_data)) != route_id) return Status::Ok();
     uint64_t seq = GetBe64(static_cast<const char*>(k.mv_data) + 4);
     if (seq > up_to_seq) return Status::Ok();
-    std::string value(View(v));
-    if (expire_before) {
-      QueueEntry e;
-      if (!DecodeEntry(value, &e)) return Status::Error(StatusCode::kIoError, "corrupt queue entry");
-      if (e.wall_ms >= expire_before) return Status::Ok();
-    }
-    Status s = RemoveQueued(txn, route_id, seq, value, why);
+    Status s = RemoveQueued(txn, route_id, seq, View(v), why);
     if (!s.ok()) return s;
   }
   return Status::Ok();
+}
+
+// One route's TTL sweep: from the head (or after the run of unknown-age entries an earlier sweep
+// already passed), drops entries older than ttl_ms, keeps those of unknown age, and stops at the
+// first entry known to be younger (later entries were written after it).
+Status BatchApplier::SweepRoute(MDB_txn* txn, uint32_t route_id, int64_t ttl_ms, const ClockReading& now) {
+  TtlScan& scan = ttl_scans_[route_id];
+  if (scan.resolvable_at_wall_ms && PlausibleWall(now.wall_ms) && now.wall_ms >= *scan.resolvable_at_wall_ms) {
+    scan = TtlScan{};  // the wall clock can now tell the ages it could not: look again
+  }
+  Cursor c(txn, db_.queue);
+  if (c.rc()) return Mdb(c.rc(), "cursor");
+  for (size_t examined = 0; examined < kSweepScanLimit && scan.through_seq < UINT64_MAX; ++examined) {
+    std::string start = QueueKey(route_id, scan.through_seq + 1);
+    MDB_val k = Val(start), v;
+    int rc = mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE);
+    if (rc == MDB_NOTFOUND) break;
+    if (rc) return Mdb(rc, "queue scan");
+    if (k.mv_size != 12 || GetBe32(static_cast<const char*>(k.mv_data)) != route_id) break;
+    const uint64_t seq = GetBe64(static_cast<const char*>(k.mv_data) + 4);
+    QueueEntry e;
+    if (!DecodeEntry(View(v), &e)) return Status::Error(StatusCode::kIoError, "corrupt queue entry");
+    const EntryAge age = AgeOf(e, now);
+    if (age.ms && *age.ms <= ttl_ms) break;
+    if (age.ms) {
+      Status s = RemoveQueued(txn, route_id, seq, View(v), Removal::kExpired);
+      if (!s.ok()) return s;
+    } else {
+      scan.unknown++;
+      if (!age.settled) scan.resolvable_at_wall_ms = std::max(scan.resolvable_at_wall_ms.value_or(e.wall_ms), e.wall_ms);
+    }
+    scan.through_seq = seq;
+  }
+  if (routes_[route_id].ttl_age_unknown != scan.unknown) Route(route_id).ttl_age_unknown = scan.unknown;
+  return Status::Ok();
+}
+
+// An entry left the queue: if an earlier sweep counted it as of unknown age, it no longer is.
+void BatchApplier::ForgetSwept(uint32_t route_id, uint64_t seq) {
+  auto it = ttl_scans_.find(route_id);
+  if (it == ttl_scans_.end() || seq > it->second.through_seq || it->second.unknown == 0) return;
+  Route(route_id).ttl_age_unknown = --it->second.unknown;
 }
 
 template <>
@@ -293,7 +331,7 @@ template <>
 Status BatchApplier::Do(MDB_txn* txn, const mutation::AckThrough& m, BatchResult*) {
   auto it = route_ids_.find(m.route);
   if (it == route_ids_.end()) return Status::Ok();
-  return RemoveHeadWhile(txn, it->second, Removal::kAck, 0, m.up_to_seq, SIZE_MAX);
+  return RemoveHeadWhile(txn, it->second, Removal::kAck, m.up_to_seq, SIZE_MAX);
 }
 
 template <>
@@ -329,6 +367,7 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::MoveToDead& m, BatchResult
   d.dead_at_ms = m.now_ms;
   if ((rc = mdb_del(txn, db_.queue, &mk, nullptr))) return Mdb(rc, "queue delete");
   if (Status s = Unindex(txn, d.entry); !s.ok()) return s;
+  ForgetSwept(it->second, m.seq);
   std::string dk = Be64Key(m.seq), dv = EncodeDeadLetter(d);
   MDB_val dmk = Val(dk), dmv = Val(dv);
   if ((rc = mdb_put(txn, db_.dead, &dmk, &dmv, 0))) return Mdb(rc, "dead letter put");
@@ -390,8 +429,11 @@ template <>
 Status BatchApplier::Do(MDB_txn* txn, const mutation::SweepExpired& m, BatchResult*) {
   for (const auto& [name, id] : route_ids_) {
     const QueueLimits& lim = LimitsFor(name);
-    if (lim.ttl_ms <= 0) continue;
-    Status s = RemoveHeadWhile(txn, id, Removal::kExpired, m.now_wall_ms - lim.ttl_ms, UINT64_MAX, SIZE_MAX);
+    if (lim.ttl_ms <= 0) {
+      if (routes_[id].ttl_age_unknown) Route(id).ttl_age_unknown = 0;
+      continue;
+    }
+    Status s = SweepRoute(txn, id, lim.ttl_ms, m.now);
     if (!s.ok()) return s;
   }
   return Status::Ok();

@@ -8,6 +8,7 @@
 
 #include <lmdb.h>
 
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -51,8 +52,9 @@ class BatchApplier {
   Status AppendEntry(MDB_txn* txn, QueueEntry e, BatchResult* result);
   Status RemoveQueued(MDB_txn* txn, uint32_t route_id, uint64_t seq, std::string_view value,
                       Removal why);
-  Status RemoveHeadWhile(MDB_txn* txn, uint32_t route_id, Removal why, int64_t expire_before,
-                         uint64_t up_to_seq, size_t max_count);
+  Status RemoveHeadWhile(MDB_txn* txn, uint32_t route_id, Removal why, uint64_t up_to_seq, size_t max_count);
+  Status SweepRoute(MDB_txn* txn, uint32_t route_id, int64_t ttl_ms, const ClockReading& now);
+  void ForgetSwept(uint32_t route_id, uint64_t seq);
   Status SetTree(MDB_txn* txn, const std::vector<std::string>& segs, const nlohmann::json& value,
                  BatchResult* result);
   Status DeleteTreeRange(MDB_txn* txn, const std::string& key);
@@ -83,6 +85,15 @@ class BatchApplier {
   std::unordered_map<std::string, RootCounters> roots_;
   std::unordered_set<uint32_t> dirty_routes_;
   std::unordered_set<std::string> dirty_roots_;
+  // Per route: the head run a TTL sweep already passed, whose entries still queued are all of
+  // unknown age; the next sweep starts after it. In memory only (rebuilt by the next sweep).
+  struct TtlScan {
+    uint64_t through_seq = 0;
+    uint64_t unknown = 0;  // entries with seq <= through_seq still queued
+    std::optional<int64_t> resolvable_at_wall_ms;  // a plausible wall clock at or past this can tell some
+  };
+  static constexpr size_t kSweepScanLimit = 20'000;  // entries examined per route per sweep
+  std::unordered_map<uint32_t, TtlScan> ttl_scans_;
   bool counters_dirty_ = false;
   bool touched_ = false;
   bool exhausted_ = false;

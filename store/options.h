@@ -27,7 +27,7 @@ struct QueueLimits {
   uint64_t max_entries = 0;
   uint64_t max_bytes = 0;  // sum of encoded entry sizes
   OverflowPolicy policy = OverflowPolicy::kReject;
-  int64_t ttl_ms = 0;  // entries whose wall_ms is older than this are dropped by SweepExpired
+  int64_t ttl_ms = 0;  // entries older than this (entry_age.h) are dropped by SweepExpired; 0 = none
 };
 
 struct StoreOptions {

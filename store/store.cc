@@ -76,7 +76,7 @@ std::unique_ptr<Store> Store::Open(const std::string& dir, const StoreOptions& o
           impl->sweep_timer,
           [](uv_timer_t* t) {
             WriteBatch b;
-            b.SweepExpired(WallClockMs());
+            b.SweepExpired(ClockNow());
             auto* self = static_cast<Impl*>(t->data);
             if (!self->channel) return;
             self->channel->outstanding++;
