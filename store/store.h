@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "store/data_tree.h"
 #include "store/options.h"
@@ -42,6 +43,11 @@ class Store {
   // Loop thread: commits what was submitted, runs the remaining callbacks, releases loop handles
   // (the loop must run once more to finish closing them). Idempotent.
   void Close();
+
+  // Any thread. While kept (counted: as many false as true calls), the subtree at path is not
+  // evicted by the cache bound (data_tree.h), e.g. a path devices observe, so a later change
+  // notifies them with the whole value and not the part left after an eviction.
+  void KeepCached(std::string_view path, bool keep);
 
   const WriteQueue& queue() const;
   const DataTree& tree() const;
