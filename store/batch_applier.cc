@@ -23,9 +23,9 @@ bool TreeKeyOf(std::string_view path, std::string* key) {
 
 // True if any key of `keys` lies strictly below `key`.
 bool AnyBelow(const std::set<std::string>& keys, const std::string& key) {
-  const std::string prefix = key.empty() ? std::string() : key + "/";
+  if (key.empty()) return keys.size() > keys.count(key);
+  const std::string prefix = key + "/";
   auto it = keys.lower_bound(prefix);
-  if (key.empty()) return it != keys.end() && !it->empty();
   return it != keys.end() && it->compare(0, prefix.size(), prefix) == 0;
 }
 
@@ -729,8 +729,7 @@ Status BatchApplier::DropMarksAbove(MDB_txn* txn, std::string_view key, std::uno
 
 // Evicts what `unit` holds except the protected subtrees: kept paths (sync roots, held paths)
 // and targets of queued writes, at, above or below the unit. What stays parks the unit.
-Status BatchApplier::EvictUnit(MDB_txn* txn, const std::string& unit, uint64_t last_use,
-                               const std::set<std::string>& kept, bool has_marks,
+Status BatchApplier::EvictUnit(MDB_txn* txn, const std::string& unit, uint64_t last_use, bool has_marks,
                                std::unordered_set<std::string>* marks_done) {
   UnitRecord rec;
   bool found = false;
@@ -743,7 +742,9 @@ Status BatchApplier::EvictUnit(MDB_txn* txn, const std::string& unit, uint64_t l
     return rc && rc != MDB_NOTFOUND ? Mdb(rc, "lru delete") : Status::Ok();
   }
   UnitRecord now = rec;
-  auto protects = [&](const std::string& key) { return kept.count(key) || PendingAt(txn, key, false); };
+  auto protects = [&](const std::string& key) {
+    return pinned_.count(key) || use_->Held(key) || PendingAt(txn, key, false);
+  };
   bool whole = false;
   for (size_t end = 0; !whole;) {  // the unit and its ancestors, "" first
     whole = protects(unit.substr(0, end));
@@ -752,7 +753,7 @@ Status BatchApplier::EvictUnit(MDB_txn* txn, const std::string& unit, uint64_t l
     end = slash == std::string::npos ? unit.size() : slash;
   }
   if (!whole) {
-    const bool inner = AnyBelow(kept, unit) || PendingAt(txn, unit, true);
+    const bool inner = AnyBelow(pinned_, unit) || use_->HeldBelow(unit) || PendingAt(txn, unit, true);
     std::unordered_map<std::string, bool> memo;  // protection of keys strictly below the unit
     auto protected_at = [&](const std::string& key) {
       auto [it, fresh] = memo.try_emplace(key);
@@ -828,8 +829,6 @@ Status BatchApplier::EvictTree(MDB_txn* txn) {
     if (!s.ok()) return s;
   }
   if (options_.tree_cache_bytes && counters_.tree_bytes > options_.tree_cache_bytes && !pin_all_) {
-    std::set<std::string> kept = use_->Held();
-    kept.insert(pinned_.begin(), pinned_.end());
     MDB_stat ms;
     const bool has_marks = mdb_stat(txn, db_.query_marks, &ms) != 0 || ms.ms_entries > 0;
     std::unordered_set<std::string> marks_done;
@@ -850,7 +849,7 @@ Status BatchApplier::EvictTree(MDB_txn* txn) {
         if (last_use > spare_after_) break;
         unit.assign(static_cast<const char*>(k.mv_data) + 8, k.mv_size - 8);
       }
-      if (Status s = EvictUnit(txn, unit, last_use, kept, has_marks, &marks_done); !s.ok()) return s;
+      if (Status s = EvictUnit(txn, unit, last_use, has_marks, &marks_done); !s.ok()) return s;
     }
   }
   spare_after_ = counters_.lru_clock;

@@ -76,8 +76,8 @@ class BatchApplier {
   Status Unpark(MDB_txn* txn, const std::string& unit);
   Status UnparkWithin(MDB_txn* txn, const std::string& key);
   Status DropMarksAbove(MDB_txn* txn, std::string_view key, std::unordered_set<std::string>* done);
-  Status EvictUnit(MDB_txn* txn, const std::string& unit, uint64_t last_use, const std::set<std::string>& kept,
-                   bool has_marks, std::unordered_set<std::string>* marks_done);
+  Status EvictUnit(MDB_txn* txn, const std::string& unit, uint64_t last_use, bool has_marks,
+                   std::unordered_set<std::string>* marks_done);
   Status Flush(MDB_txn* txn);
   Status Mdb(int rc, const char* what);
   const QueueLimits& LimitsFor(const std::string& route) const;

@@ -10,7 +10,6 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
-#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_set>
@@ -50,11 +49,16 @@ class CacheUse {
       released_.push_back(key);
     }
   }
-  std::set<std::string> Held() const {
+  bool Held(const std::string& key) const {
     std::lock_guard lock(mu_);
-    std::set<std::string> out;
-    for (const auto& [key, n] : holds_) out.insert(key);
-    return out;
+    return holds_.count(key) > 0;
+  }
+  bool HeldBelow(const std::string& key) const {  // some held key lies strictly below `key`
+    std::lock_guard lock(mu_);
+    if (key.empty()) return holds_.size() > holds_.count(key);
+    const std::string prefix = key + "/";
+    auto it = holds_.lower_bound(prefix);
+    return it != holds_.end() && it->first.compare(0, prefix.size(), prefix) == 0;
   }
   // Keys whose last hold went since the previous call and are not held again.
   std::vector<std::string> TakeReleased() {
