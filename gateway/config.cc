@@ -130,6 +130,7 @@ void ReadStore(YamlField f, StoreConfig* s) {
     s->map_max = s->map_size;
   }
   if (auto v = f.Optional("cache_bytes")) s->cache_bytes = v->AsBytes(64 << 10, 1ull << 40);
+  if (auto v = f.Optional("cache_unit_depth")) s->cache_unit_depth = static_cast<uint32_t>(v->AsInt(1, 32));
   if (auto v = f.Optional("queue_max_entries")) s->queue_max_entries = v->AsInt(1, INT64_MAX);
   if (auto v = f.Optional("queue_max_bytes")) s->queue_max_bytes = v->AsBytes(1 << 10, 1ull << 40);
   f.Finish();

@@ -51,6 +51,7 @@ struct StoreConfig {
   uint64_t map_size = 1ull << 30;         // initial LMDB map size
   uint64_t map_max = 8ull << 30;          // the map grows up to this on MDB_MAP_FULL
   uint64_t cache_bytes = 10'000'000;      // LRU bound of the local data copy (sync roots pinned)
+  uint32_t cache_unit_depth = 2;          // path depth of the subtrees the bound evicts
   uint64_t queue_max_entries = 10'000'000;
   uint64_t queue_max_bytes = 4ull << 30;
 };

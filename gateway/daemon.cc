@@ -35,6 +35,7 @@ store::StoreOptions StoreOptionsFrom(const Config& c) {
   o.map_size = c.store.map_size;
   o.map_max = c.store.map_max;
   o.tree_cache_bytes = c.store.cache_bytes;
+  o.tree_unit_depth = c.store.cache_unit_depth;
   o.global_max_entries = c.store.queue_max_entries;
   o.global_max_bytes = c.store.queue_max_bytes;
   o.route_limits = QueueLimitsFrom(c);
@@ -403,6 +404,7 @@ bool Daemon::StartUpstream() {
   std::vector<std::string> root_list(roots.begin(), roots.end());
   device_api_->SetObservedPathHook([this, root_list](const std::string& path, bool observed) {
     if (path.rfind(".info", 0) == 0) return;
+    store_->KeepCached("/" + path, observed);  // observers are answered from the local copy
     for (const auto& root : root_list) {
       if (root.empty() || path == root || path.compare(0, root.size() + 1, root + "/") == 0) return;
     }

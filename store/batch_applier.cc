@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "store/entry_age.h"
 #include "store/pending_overlay.h"
 #include "store/record_codec.h"
 #include "store/store_error.h"
@@ -11,9 +12,21 @@
 namespace tether::store {
 namespace {
 
-std::string_view PathRoot(std::string_view path) {
-  while (!path.empty() && path.front() == '/') path.remove_prefix(1);
-  return path.substr(0, path.find('/'));
+// The tree key of a path ("/a/b" -> "a/b"); false if malformed.
+bool TreeKeyOf(std::string_view path, std::string* key) {
+  std::vector<std::string> segs;
+  std::string error;
+  if (!ParseTreePath(path, &segs, &error)) return false;
+  *key = JoinKey(segs, segs.size());
+  return true;
+}
+
+// True if any key of `keys` lies strictly below `key`.
+bool AnyBelow(const std::set<std::string>& keys, const std::string& key) {
+  if (key.empty()) return keys.size() > keys.count(key);
+  const std::string prefix = key + "/";
+  auto it = keys.lower_bound(prefix);
+  return it != keys.end() && it->compare(0, prefix.size(), prefix) == 0;
 }
 
 std::string Be32Key(uint32_t v) {
@@ -52,12 +65,18 @@ bool MayGrow(const WriteBatch& batch) {
 
 }  // namespace
 
-BatchApplier::BatchApplier(const LmdbEnv& env, const StoreOptions& options, TreeRecency* recency)
-    : env_(env), options_(options), db_(env.dbs()), recency_(recency), route_limits_(options.route_limits) {
+BatchApplier::BatchApplier(const LmdbEnv& env, const StoreOptions& options, CacheUse* use)
+    : env_(env),
+      options_(options),
+      db_(env.dbs()),
+      use_(use),
+      unit_depth_(options.tree_unit_depth),
+      route_limits_(options.route_limits) {
   for (const std::string& p : options.tree_pinned_roots) {
-    std::string_view root = PathRoot(p);
-    if (root.empty()) pin_all_ = true;
-    pinned_roots_.emplace(root);
+    std::string key;
+    if (!TreeKeyOf(p, &key)) continue;  // not a path the tree can hold: pins nothing
+    if (key.empty()) pin_all_ = true;
+    pinned_.insert(std::move(key));
   }
 }
 
@@ -86,27 +105,33 @@ RouteStats& BatchApplier::Route(uint32_t id) {
   return routes_[id];
 }
 
-namespace {
-// LMDB refuses empty keys; the whole-tree root "" is stored as "\x01", which no Firebase key can
-// contain (control characters are forbidden).
-std::string RootDbKey(const std::string& root) { return root.empty() ? std::string("\x01") : root; }
-std::string RootFromDbKey(std::string_view key) { return key == "\x01" ? std::string() : std::string(key); }
-}  // namespace
-
-RootCounters& BatchApplier::Root(std::string_view root) {
-  std::string r(root);
-  dirty_roots_.insert(r);
+void BatchApplier::UnitBytes(std::string_view unit, int64_t delta, bool used) {
+  UnitChange& c = unit_changes_[std::string(unit)];
+  c.bytes += delta;
+  c.used |= used;
   touched_ = true;
-  return roots_[r];
+}
+
+void BatchApplier::Released(const std::string& path) {
+  std::string key;
+  if (!TreeKeyOf(path, &key)) return;
+  if (KeyDepth(key) >= unit_depth_) {
+    released_units_.emplace(UnitOf(key, unit_depth_));
+  } else {
+    released_shallow_.insert(std::move(key));
+  }
+  touched_ = true;
 }
 
 void BatchApplier::Load(MDB_txn* txn) {
   counters_ = StoreCounters{};
   route_ids_.clear();
   routes_.clear();
-  roots_.clear();
   dirty_routes_.clear();
-  dirty_roots_.clear();
+  unit_changes_.clear();
+  released_units_.clear();
+  released_shallow_.clear();
+  ttl_scans_.clear();
   counters_dirty_ = false;
   touched_ = false;
   MDB_val k = Val("counters"), v;
@@ -133,14 +158,9 @@ void BatchApplier::Load(MDB_txn* txn) {
       routes_[GetBe32(static_cast<const char*>(k.mv_data))] = rs;
     }
   }
-  {
-    Cursor c(txn, db_.tree_roots);
-    for (rc = mdb_cursor_get(c.get(), &k, &v, MDB_FIRST); rc == 0;
-         rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT)) {
-      RootCounters r;
-      if (!DecodeRoot(View(v), &r)) throw StoreError(env_.path() + ": corrupt store: bad root counters");
-      roots_[RootFromDbKey(View(k))] = r;
-    }
+  if (!spare_set_) {
+    spare_after_ = counters_.lru_clock;
+    spare_set_ = true;
   }
 }
 
@@ -151,21 +171,7 @@ Status BatchApplier::Flush(MDB_txn* txn) {
     if (int rc = mdb_put(txn, db_.route_stats, &mk, &mv, 0)) return Mdb(rc, "route stats");
   }
   dirty_routes_.clear();
-  for (const std::string& root : dirty_roots_) {
-    auto it = roots_.find(root);
-    const std::string db_key = RootDbKey(root);
-    MDB_val mk = Val(db_key);
-    if (it->second.bytes == 0 && it->second.pending == 0) {
-      int rc = mdb_del(txn, db_.tree_roots, &mk, nullptr);
-      if (rc && rc != MDB_NOTFOUND) return Mdb(rc, "root counters");
-      roots_.erase(it);
-    } else {
-      std::string v = EncodeRoot(it->second);
-      MDB_val mv = Val(v);
-      if (int rc = mdb_put(txn, db_.tree_roots, &mk, &mv, 0)) return Mdb(rc, "root counters");
-    }
-  }
-  dirty_roots_.clear();
+  if (Status s = FlushUnits(txn); !s.ok()) return s;
   if (counters_dirty_) {
     std::string v = EncodeCounters(counters_);
     MDB_val mk = Val("counters"), mv = Val(v);
@@ -199,7 +205,7 @@ Status BatchApplier::AppendEntry(MDB_txn* txn, QueueEntry e, BatchResult* result
   };
   while (over()) {
     if (lim.policy == OverflowPolicy::kDropOldest && id && routes_[id].depth > 0) {
-      Status s = RemoveHeadWhile(txn, id, Removal::kDropOldest, 0, UINT64_MAX, 1);
+      Status s = RemoveHeadWhile(txn, id, Removal::kDropOldest, UINT64_MAX, 1);
       if (!s.ok()) return s;
       continue;
     }
@@ -229,7 +235,6 @@ Status BatchApplier::AppendEntry(MDB_txn* txn, QueueEntry e, BatchResult* result
   rs.bytes += size;
   counters_.queue_entries++;
   counters_.queue_bytes += size;
-  Root(PathRoot(e.path)).pending++;
   result->seqs.push_back(e.seq);
   return Status::Ok();
 }
@@ -251,6 +256,7 @@ Status BatchApplier::RemoveQueued(MDB_txn* txn, uint32_t route_id, uint64_t seq,
   MDB_val mk = Val(key);
   if (int rc = mdb_del(txn, db_.queue, &mk, nullptr)) return Mdb(rc, "queue delete");
   if (Status s = Unindex(txn, e); !s.ok()) return s;
+  ForgetSwept(route_id, seq);
   RouteStats& rs = Route(route_id);
   rs.depth--;
   rs.bytes -= size;
@@ -259,14 +265,13 @@ Status BatchApplier::RemoveQueued(MDB_txn* txn, uint32_t route_id, uint64_t seq,
   counters_.queue_entries--;
   counters_.queue_bytes -= size;
   counters_dirty_ = true;
-  Root(PathRoot(e.path)).pending--;
+  Released(e.path);
   return Status::Ok();
 }
 
-// Removes head entries of a route while seq <= up_to_seq and wall_ms < expire_before (if nonzero),
-// at most max_count of them.
-Status BatchApplier::RemoveHeadWhile(MDB_txn* txn, uint32_t route_id, Removal why,
-                                     int64_t expire_before, uint64_t up_to_seq, size_t max_count) {
+// Removes head entries of a route while seq <= up_to_seq, at most max_count of them.
+Status BatchApplier::RemoveHeadWhile(MDB_txn* txn, uint32_t route_id, Removal why, uint64_t up_to_seq,
+                                     size_t max_count) {
   Cursor c(txn, db_.queue);
   if (c.rc()) return Mdb(c.rc(), "cursor");
   std::string start = QueueKey(route_id, 0);
@@ -278,16 +283,52 @@ Status BatchApplier::RemoveHeadWhile(MDB_txn* txn, uint32_t route_id, Removal wh
     if (k.mv_size != 12 || GetBe32(static_cast<const char*>(k.mv_data)) != route_id) return Status::Ok();
     uint64_t seq = GetBe64(static_cast<const char*>(k.mv_data) + 4);
     if (seq > up_to_seq) return Status::Ok();
-    std::string value(View(v));
-    if (expire_before) {
-      QueueEntry e;
-      if (!DecodeEntry(value, &e)) return Status::Error(StatusCode::kIoError, "corrupt queue entry");
-      if (e.wall_ms >= expire_before) return Status::Ok();
-    }
-    Status s = RemoveQueued(txn, route_id, seq, value, why);
+    Status s = RemoveQueued(txn, route_id, seq, View(v), why);
     if (!s.ok()) return s;
   }
   return Status::Ok();
+}
+
+// One route's TTL sweep: from the head (or after the run of unknown-age entries an earlier sweep
+// already passed), drops entries older than ttl_ms, keeps those of unknown age, and stops at the
+// first entry known to be younger (later entries were written after it).
+Status BatchApplier::SweepRoute(MDB_txn* txn, uint32_t route_id, int64_t ttl_ms, const ClockReading& now) {
+  TtlScan& scan = ttl_scans_[route_id];
+  if (scan.resolvable_at_wall_ms && PlausibleWall(now.wall_ms) && now.wall_ms >= *scan.resolvable_at_wall_ms) {
+    scan = TtlScan{};  // the wall clock can now tell the ages it could not: look again
+  }
+  Cursor c(txn, db_.queue);
+  if (c.rc()) return Mdb(c.rc(), "cursor");
+  for (size_t examined = 0; examined < kSweepScanLimit && scan.through_seq < UINT64_MAX; ++examined) {
+    std::string start = QueueKey(route_id, scan.through_seq + 1);
+    MDB_val k = Val(start), v;
+    int rc = mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE);
+    if (rc == MDB_NOTFOUND) break;
+    if (rc) return Mdb(rc, "queue scan");
+    if (k.mv_size != 12 || GetBe32(static_cast<const char*>(k.mv_data)) != route_id) break;
+    const uint64_t seq = GetBe64(static_cast<const char*>(k.mv_data) + 4);
+    QueueEntry e;
+    if (!DecodeEntry(View(v), &e)) return Status::Error(StatusCode::kIoError, "corrupt queue entry");
+    const EntryAge age = AgeOf(e, now);
+    if (age.ms && *age.ms <= ttl_ms) break;
+    if (age.ms) {
+      Status s = RemoveQueued(txn, route_id, seq, View(v), Removal::kExpired);
+      if (!s.ok()) return s;
+    } else {
+      scan.unknown++;
+      if (!age.settled) scan.resolvable_at_wall_ms = std::max(scan.resolvable_at_wall_ms.value_or(e.wall_ms), e.wall_ms);
+    }
+    scan.through_seq = seq;
+  }
+  if (routes_[route_id].ttl_age_unknown != scan.unknown) Route(route_id).ttl_age_unknown = scan.unknown;
+  return Status::Ok();
+}
+
+// An entry left the queue: if an earlier sweep counted it as of unknown age, it no longer is.
+void BatchApplier::ForgetSwept(uint32_t route_id, uint64_t seq) {
+  auto it = ttl_scans_.find(route_id);
+  if (it == ttl_scans_.end() || seq > it->second.through_seq || it->second.unknown == 0) return;
+  Route(route_id).ttl_age_unknown = --it->second.unknown;
 }
 
 template <>
@@ -299,7 +340,7 @@ template <>
 Status BatchApplier::Do(MDB_txn* txn, const mutation::AckThrough& m, BatchResult*) {
   auto it = route_ids_.find(m.route);
   if (it == route_ids_.end()) return Status::Ok();
-  return RemoveHeadWhile(txn, it->second, Removal::kAck, 0, m.up_to_seq, SIZE_MAX);
+  return RemoveHeadWhile(txn, it->second, Removal::kAck, m.up_to_seq, SIZE_MAX);
 }
 
 template <>
@@ -335,6 +376,8 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::MoveToDead& m, BatchResult
   d.dead_at_ms = m.now_ms;
   if ((rc = mdb_del(txn, db_.queue, &mk, nullptr))) return Mdb(rc, "queue delete");
   if (Status s = Unindex(txn, d.entry); !s.ok()) return s;
+  ForgetSwept(it->second, m.seq);
+  Released(d.entry.path);  // a dead letter does not hold its data in the cache
   std::string dk = Be64Key(m.seq), dv = EncodeDeadLetter(d);
   MDB_val dmk = Val(dk), dmv = Val(dv);
   if ((rc = mdb_put(txn, db_.dead, &dmk, &dmv, 0))) return Mdb(rc, "dead letter put");
@@ -373,7 +416,6 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::RetryDead& m, BatchResult*
   if (it != route_ids_.end()) Route(it->second).dead_depth--;
   counters_.dead_entries--;
   counters_dirty_ = true;
-  Root(PathRoot(d.entry.path)).pending--;
   return AppendEntry(txn, std::move(d.entry), result);
 }
 
@@ -388,7 +430,6 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::DropDead& m, BatchResult*)
   if (it != route_ids_.end()) Route(it->second).dead_depth--;
   counters_.dead_entries--;
   counters_dirty_ = true;
-  Root(PathRoot(d.entry.path)).pending--;
   return Status::Ok();
 }
 
@@ -396,8 +437,11 @@ template <>
 Status BatchApplier::Do(MDB_txn* txn, const mutation::SweepExpired& m, BatchResult*) {
   for (const auto& [name, id] : route_ids_) {
     const QueueLimits lim = LimitsFor(name);
-    if (lim.ttl_ms <= 0) continue;
-    Status s = RemoveHeadWhile(txn, id, Removal::kExpired, m.now_wall_ms - lim.ttl_ms, UINT64_MAX, SIZE_MAX);
+    if (lim.ttl_ms <= 0) {
+      if (routes_[id].ttl_age_unknown) Route(id).ttl_age_unknown = 0;
+      continue;
+    }
+    Status s = SweepRoute(txn, id, lim.ttl_ms, m.now);
     if (!s.ok()) return s;
   }
   return Status::Ok();
@@ -412,7 +456,7 @@ Status BatchApplier::DeleteTreeKey(MDB_txn* txn, const std::string& key) {
   if (rc) return Mdb(rc, "tree get");
   const uint64_t bytes = key.size() + mv.mv_size;
   if ((rc = mdb_del(txn, db_.tree, &mk, nullptr))) return Mdb(rc, "tree delete");
-  Root(RootOf(key)).bytes -= bytes;
+  UnitBytes(UnitOf(key, unit_depth_), -static_cast<int64_t>(bytes), false);
   counters_.tree_bytes -= bytes;
   counters_dirty_ = true;
   return Status::Ok();
@@ -436,9 +480,9 @@ Status BatchApplier::DeleteTreeRange(MDB_txn* txn, const std::string& key) {
     std::string_view found = View(k);
     if (found.substr(0, prefix.size()) != prefix) return Status::Ok();
     const uint64_t bytes = k.mv_size + v.mv_size;
-    std::string root(RootOf(found));
+    std::string unit(UnitOf(found, unit_depth_));
     if ((rc = mdb_cursor_del(c.get(), 0))) return Mdb(rc, "tree delete");
-    Root(root).bytes -= bytes;
+    UnitBytes(unit, -static_cast<int64_t>(bytes), false);
     counters_.tree_bytes -= bytes;
     counters_dirty_ = true;
   }
@@ -468,10 +512,8 @@ Status BatchApplier::SetTree(MDB_txn* txn, const std::vector<std::string>& segs,
       return;
     }
     const uint64_t bytes = leaf_key.size() + text.size();
-    std::string_view root = RootOf(leaf_key);
-    Root(root).bytes += bytes;
+    UnitBytes(UnitOf(leaf_key, unit_depth_), static_cast<int64_t>(bytes), true);
     counters_.tree_bytes += bytes;
-    recency_->Touch(root);
   });
   if (!s.ok()) return s;
   counters_.tree_version++;
@@ -553,32 +595,275 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::TreeUpdate& m, BatchResult
   return Status::Ok();
 }
 
+// ---------------------------------------------------------------- Cache units
+
+Status BatchApplier::GetUnit(MDB_txn* txn, const std::string& unit, UnitRecord* rec, bool* found) {
+  MDB_val k = Val(unit), v;
+  int rc = mdb_get(txn, db_.tree_units, &k, &v);
+  *found = rc == 0;
+  *rec = UnitRecord{};
+  if (rc == MDB_NOTFOUND) return Status::Ok();
+  if (rc) return Mdb(rc, "unit get");
+  if (!DecodeUnit(View(v), rec)) return Status::Error(StatusCode::kIoError, "corrupt cache unit record");
+  return Status::Ok();
+}
+
+// Writes `now` for `unit` (deleting it when it holds nothing) and keeps tree_lru in step: a unit
+// is in the LRU index exactly when it holds data and is not parked.
+Status BatchApplier::PutUnit(MDB_txn* txn, const std::string& unit, const UnitRecord* old, const UnitRecord& now) {
+  auto in_lru = [](const UnitRecord& r) { return r.bytes > 0 && !r.parked; };
+  const bool was = old && in_lru(*old), is = in_lru(now);
+  if (was && (!is || old->last_use != now.last_use)) {
+    std::string lk = LruKey(old->last_use, unit);
+    MDB_val k = Val(lk);
+    int rc = mdb_del(txn, db_.tree_lru, &k, nullptr);
+    if (rc && rc != MDB_NOTFOUND) return Mdb(rc, "lru delete");
+  }
+  MDB_val k = Val(unit);
+  if (now.bytes == 0) {
+    int rc = mdb_del(txn, db_.tree_units, &k, nullptr);
+    if (rc && rc != MDB_NOTFOUND) return Mdb(rc, "unit delete");
+    return Status::Ok();
+  }
+  std::string value = EncodeUnit(now);
+  MDB_val v = Val(value);
+  if (int rc = mdb_put(txn, db_.tree_units, &k, &v, 0)) return Mdb(rc, "unit put");
+  if (is && (!was || old->last_use != now.last_use)) {
+    std::string lk = LruKey(now.last_use, unit);
+    MDB_val key = Val(lk), empty{0, nullptr};
+    if (int rc = mdb_put(txn, db_.tree_lru, &key, &empty, 0)) return Mdb(rc, "lru put");
+  }
+  return Status::Ok();
+}
+
+// A queued write's index entry at exactly `key` ("key\0seq"), or strictly below it ("key/...").
+// An LMDB error counts as "there is one" (keeps data rather than evicting it).
+bool BatchApplier::PendingAt(MDB_txn* txn, const std::string& key, bool below) {
+  std::string prefix = key;
+  if (below) {
+    if (!prefix.empty()) prefix += '/';
+  } else {
+    prefix += '\0';
+  }
+  Cursor c(txn, db_.pending_paths);
+  if (c.rc()) return true;
+  MDB_val k = Val(prefix), v;
+  int rc = prefix.empty() ? mdb_cursor_get(c.get(), &k, &v, MDB_FIRST) : mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE);
+  if (rc == MDB_NOTFOUND) return false;
+  if (rc) return true;
+  return View(k).substr(0, prefix.size()) == prefix;
+}
+
+Status BatchApplier::Unpark(MDB_txn* txn, const std::string& unit) {
+  UnitRecord rec;
+  bool found = false;
+  if (Status s = GetUnit(txn, unit, &rec, &found); !s.ok() || !found || !rec.parked) return s;
+  UnitRecord now = rec;
+  now.parked = false;
+  return PutUnit(txn, unit, &rec, now);
+}
+
+// Every parked unit at or below `key` (a key above unit depth) goes back into the LRU index.
+Status BatchApplier::UnparkWithin(MDB_txn* txn, const std::string& key) {
+  std::vector<std::string> parked;
+  {
+    Cursor c(txn, db_.tree_units);
+    if (c.rc()) return Mdb(c.rc(), "cursor");
+    const std::string prefix = key.empty() ? std::string() : key + "/";
+    MDB_val k, v;
+    if (!key.empty()) {
+      k = Val(key);
+      if (mdb_get(txn, db_.tree_units, &k, &v) == 0) parked.push_back(key);
+    }
+    k = Val(prefix);
+    int rc = prefix.empty() ? mdb_cursor_get(c.get(), &k, &v, MDB_FIRST) : mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE);
+    for (; rc == 0 && View(k).substr(0, prefix.size()) == prefix; rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT)) {
+      UnitRecord rec;
+      if (DecodeUnit(View(v), &rec) && rec.parked) parked.emplace_back(View(k));
+    }
+    if (rc && rc != MDB_NOTFOUND) return Mdb(rc, "unit scan");
+  }
+  for (const std::string& unit : parked) {
+    if (Status s = Unpark(txn, unit); !s.ok()) return s;
+  }
+  return Status::Ok();
+}
+
+// Writes the unit changes of the batches applied since the last flush: byte deltas, a new use
+// stamp (one per flush) for units written, and parked units whose queued writes all left.
+Status BatchApplier::FlushUnits(MDB_txn* txn) {
+  if (unit_changes_.empty() && released_units_.empty() && released_shallow_.empty()) return Status::Ok();
+  uint64_t stamp = 0;
+  for (const auto& [unit, change] : unit_changes_) {
+    if (change.bytes == 0 && !change.used) continue;
+    UnitRecord rec;
+    bool found = false;
+    if (Status s = GetUnit(txn, unit, &rec, &found); !s.ok()) return s;
+    UnitRecord now = rec;
+    // Never below zero, even on an inconsistent record (Store::Check() reports those).
+    const uint64_t minus = change.bytes < 0 ? static_cast<uint64_t>(-change.bytes) : 0;
+    now.bytes = minus ? (minus > now.bytes ? 0 : now.bytes - minus) : now.bytes + static_cast<uint64_t>(change.bytes);
+    if (change.used) {
+      if (!stamp) stamp = ++counters_.lru_clock;
+      now.last_use = stamp;
+      now.parked = false;  // new data in it is not protected until an eviction finds it so
+    }
+    if (Status s = PutUnit(txn, unit, found ? &rec : nullptr, now); !s.ok()) return s;
+  }
+  if (stamp) counters_dirty_ = true;
+  unit_changes_.clear();
+  for (const std::string& unit : released_units_) {
+    if (PendingAt(txn, unit, false) || PendingAt(txn, unit, true)) continue;  // still protected there
+    if (Status s = Unpark(txn, unit); !s.ok()) return s;
+  }
+  released_units_.clear();
+  for (const std::string& key : released_shallow_) {
+    if (PendingAt(txn, key, false)) continue;
+    if (Status s = UnparkWithin(txn, key); !s.ok()) return s;
+  }
+  released_shallow_.clear();
+  return Status::Ok();
+}
+
+// Complete marks (any query) at `key` and at each of its ancestors, each prefix once per pass.
+Status BatchApplier::DropMarksAbove(MDB_txn* txn, std::string_view key, std::unordered_set<std::string>* done) {
+  for (size_t end = key.size();;) {
+    std::string prefix(key.substr(0, end));
+    if (!done->insert(prefix).second) return Status::Ok();  // its ancestors were done with it
+    prefix += '\0';
+    if (Status s = DeleteKeysFrom(txn, db_.query_marks, prefix); !s.ok()) return s;
+    if (end == 0) return Status::Ok();
+    size_t slash = key.rfind('/', end - 1);
+    end = slash == std::string_view::npos ? 0 : slash;
+  }
+}
+
+// Evicts what `unit` holds except the protected subtrees: kept paths (sync roots, held paths)
+// and targets of queued writes, at, above or below the unit. What stays parks the unit.
+Status BatchApplier::EvictUnit(MDB_txn* txn, const std::string& unit, uint64_t last_use, bool has_marks,
+                               std::unordered_set<std::string>* marks_done) {
+  UnitRecord rec;
+  bool found = false;
+  if (Status s = GetUnit(txn, unit, &rec, &found); !s.ok()) return s;
+  if (!found || rec.bytes == 0 || rec.parked || rec.last_use != last_use) {
+    // A key the index should not hold (Store::Check() reports it): dropped, so eviction goes on.
+    std::string lk = LruKey(last_use, unit);
+    MDB_val k = Val(lk);
+    int rc = mdb_del(txn, db_.tree_lru, &k, nullptr);
+    return rc && rc != MDB_NOTFOUND ? Mdb(rc, "lru delete") : Status::Ok();
+  }
+  UnitRecord now = rec;
+  auto protects = [&](const std::string& key) {
+    return pinned_.count(key) || use_->Held(key) || PendingAt(txn, key, false);
+  };
+  bool whole = false;
+  for (size_t end = 0; !whole;) {  // the unit and its ancestors, "" first
+    whole = protects(unit.substr(0, end));
+    if (end == unit.size()) break;
+    size_t slash = unit.find('/', end + (end ? 1 : 0));
+    end = slash == std::string::npos ? unit.size() : slash;
+  }
+  if (!whole) {
+    const bool inner = AnyBelow(pinned_, unit) || use_->HeldBelow(unit) || PendingAt(txn, unit, true);
+    std::unordered_map<std::string, bool> memo;  // protection of keys strictly below the unit
+    auto protected_at = [&](const std::string& key) {
+      auto [it, fresh] = memo.try_emplace(key);
+      if (fresh) it->second = protects(key);
+      return it->second;
+    };
+    uint64_t freed = 0;
+    auto evict = [&](MDB_cursor* c, const std::string& key, size_t value_size) -> Status {
+      if (int rc = mdb_cursor_del(c, 0)) return Mdb(rc, "tree delete");
+      freed += key.size() + value_size;
+      return has_marks ? DropMarksAbove(txn, key, marks_done) : Status::Ok();
+    };
+    Cursor c(txn, db_.tree);
+    if (c.rc()) return Mdb(c.rc(), "cursor");
+    MDB_val k = Val(unit), v;
+    int rc = mdb_cursor_get(c.get(), &k, &v, MDB_SET);  // a leaf at the unit itself
+    if (rc == 0) {
+      if (Status s = evict(c.get(), unit, v.mv_size); !s.ok()) return s;
+    } else if (rc != MDB_NOTFOUND) {
+      return Mdb(rc, "tree get");
+    }
+    const std::string prefix = unit + "/";
+    std::string next = prefix;
+    while (true) {
+      k = Val(next);
+      rc = mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE);
+      if (rc == MDB_NOTFOUND) break;
+      if (rc) return Mdb(rc, "tree scan");
+      std::string key(View(k));
+      if (key.compare(0, prefix.size(), prefix) != 0) break;
+      std::optional<std::string> skip;  // the shallowest protected key at or above this leaf
+      for (size_t end = key.find('/', prefix.size()); inner && !skip; end = key.find('/', end + 1)) {
+        std::string at = key.substr(0, end == std::string::npos ? key.size() : end);
+        if (protected_at(at)) skip = std::move(at);
+        if (end == std::string::npos) break;
+      }
+      if (skip) {  // past its subtree ('0' follows '/'); past the leaf itself if it is the leaf
+        next = *skip == key ? key + std::string(1, '\0') : *skip + '0';
+        continue;
+      }
+      if (Status s = evict(c.get(), key, v.mv_size); !s.ok()) return s;
+      next = std::move(key);
+    }
+    now.bytes = freed > now.bytes ? 0 : now.bytes - freed;
+    counters_.tree_bytes -= freed;
+    if (freed) counters_.evictions++;
+    counters_dirty_ = true;
+  }
+  now.parked = now.bytes > 0;  // what is left is protected
+  return PutUnit(txn, unit, &rec, now);
+}
+
 Status BatchApplier::EvictTree(MDB_txn* txn) {
   touched_ = false;
   exhausted_ = false;
-  if (options_.tree_cache_bytes == 0 || counters_.tree_bytes <= options_.tree_cache_bytes) {
-    return Status::Ok();
-  }
-  if (pin_all_) return Status::Ok();
-  auto whole = roots_.find("");
-  if (whole != roots_.end() && whole->second.pending > 0) return Status::Ok();
-  std::vector<std::pair<uint64_t, std::string>> candidates;
-  for (const auto& [root, rc] : roots_) {
-    if (root.empty() || rc.bytes == 0 || rc.pending > 0 || pinned_roots_.count(root)) continue;
-    candidates.emplace_back(recency_->LastUse(root), root);
-  }
-  std::sort(candidates.begin(), candidates.end());
-  for (const auto& [use, root] : candidates) {
-    if (counters_.tree_bytes <= options_.tree_cache_bytes) break;
-    Status s = DeleteTreeRange(txn, root);
-    // What was remembered complete there, or of the whole tree, is not held any more.
-    if (s.ok()) s = DeleteMarksWithin(txn, root);
-    if (s.ok()) s = DeleteKeysFrom(txn, db_.query_marks, std::string(1, '\0'));
-    if (!s.ok()) return s;
-    counters_.evicted_roots++;
+  if (Status s = FlushUnits(txn); !s.ok()) return s;
+  std::vector<std::string> reads = use_->TakeReads();
+  if (!reads.empty()) {
+    const uint64_t stamp = ++counters_.lru_clock;
     counters_dirty_ = true;
-    recency_->Forget(root);
+    for (const std::string& unit : reads) {
+      UnitRecord rec;
+      bool found = false;
+      if (Status s = GetUnit(txn, unit, &rec, &found); !s.ok()) return s;
+      if (!found) continue;  // evicted since it was read
+      UnitRecord now = rec;
+      now.last_use = stamp;
+      if (Status s = PutUnit(txn, unit, &rec, now); !s.ok()) return s;
+    }
   }
+  for (const std::string& key : use_->TakeReleased()) {
+    Status s = KeyDepth(key) >= unit_depth_ ? Unpark(txn, std::string(UnitOf(key, unit_depth_))) : UnparkWithin(txn, key);
+    if (!s.ok()) return s;
+  }
+  if (options_.tree_cache_bytes && counters_.tree_bytes > options_.tree_cache_bytes && !pin_all_) {
+    MDB_stat ms;
+    const bool has_marks = mdb_stat(txn, db_.query_marks, &ms) != 0 || ms.ms_entries > 0;
+    std::unordered_set<std::string> marks_done;
+    while (counters_.tree_bytes > options_.tree_cache_bytes) {
+      std::string unit;
+      uint64_t last_use = 0;
+      {
+        Cursor c(txn, db_.tree_lru);
+        if (c.rc()) return Mdb(c.rc(), "cursor");
+        MDB_val k, v;
+        int rc = mdb_cursor_get(c.get(), &k, &v, MDB_FIRST);
+        if (rc == MDB_NOTFOUND) break;  // everything left is protected
+        if (rc) return Mdb(rc, "lru scan");
+        if (k.mv_size < 8) return Status::Error(StatusCode::kIoError, "corrupt cache LRU key");
+        // Units used by the group being committed stay (a read of what it just wrote must find
+        // it); the next commit may evict them.
+        last_use = GetBe64(static_cast<const char*>(k.mv_data));
+        if (last_use > spare_after_) break;
+        unit.assign(static_cast<const char*>(k.mv_data) + 8, k.mv_size - 8);
+      }
+      if (Status s = EvictUnit(txn, unit, last_use, has_marks, &marks_done); !s.ok()) return s;
+    }
+  }
+  spare_after_ = counters_.lru_clock;
   return Flush(txn);
 }
 

@@ -1,15 +1,17 @@
 // BatchApplier: turns WriteBatch mutations into LMDB writes and keeps the counters (internal).
 //
 // Writer thread only. Owns the in-memory copy of the persisted counters (StoreCounters, per-route
-// RouteStats, per-root RootCounters) and writes every counter it changes inside the same txn as
-// the change. If Apply fails the caller aborts that txn and calls Load() on the enclosing txn, so
-// the in-memory copy always equals what the enclosing txn sees.
+// RouteStats) and the cache-unit changes of the batches applied since the last flush (byte
+// deltas, uses, queued writes that left), and writes all of them inside the same txn as the
+// change. If Apply fails the caller aborts that txn and calls Load() on the enclosing txn, so the
+// in-memory state always equals what the enclosing txn sees.
 #pragma once
 
 #include <lmdb.h>
 
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -19,14 +21,14 @@
 #include "store/lmdb_env.h"
 #include "store/options.h"
 #include "store/store_counters.h"
-#include "store/tree_recency.h"
+#include "store/cache_use.h"
 #include "store/write_batch.h"
 
 namespace tether::store {
 
 class BatchApplier {
  public:
-  BatchApplier(const LmdbEnv& env, const StoreOptions& options, TreeRecency* recency);
+  BatchApplier(const LmdbEnv& env, const StoreOptions& options, CacheUse* use);
 
   void Load(MDB_txn* txn);  // throws StoreError on unreadable counters
   // flush=false leaves changed counters pending for one FlushCounters() after several batches.
@@ -34,9 +36,8 @@ class BatchApplier {
   Status FlushCounters(MDB_txn* txn) { return Flush(txn); }
   // After a kRejected batch was rolled back: persist +1 on its route's rejected counter.
   Status CountRejected(MDB_txn* txn);
-  // Enforces options.tree_cache_bytes: deletes whole roots (first path segment) that are not
-  // pinned and have no pending queue / dead-letter entries, least recently used first, with the
-  // complete marks inside them and those of the whole tree.
+  // Once per group, after its batches: stamps the units read since the last call, re-admits what
+  // released holds protected, then enforces options.tree_cache_bytes as data_tree.h states.
   Status EvictTree(MDB_txn* txn);
 
   // Any thread: replaces StoreOptions::route_limits for every batch applied from now on.
@@ -56,8 +57,9 @@ class BatchApplier {
   Status AppendEntry(MDB_txn* txn, QueueEntry e, BatchResult* result);
   Status RemoveQueued(MDB_txn* txn, uint32_t route_id, uint64_t seq, std::string_view value,
                       Removal why);
-  Status RemoveHeadWhile(MDB_txn* txn, uint32_t route_id, Removal why, int64_t expire_before,
-                         uint64_t up_to_seq, size_t max_count);
+  Status RemoveHeadWhile(MDB_txn* txn, uint32_t route_id, Removal why, uint64_t up_to_seq, size_t max_count);
+  Status SweepRoute(MDB_txn* txn, uint32_t route_id, int64_t ttl_ms, const ClockReading& now);
+  void ForgetSwept(uint32_t route_id, uint64_t seq);
   Status SetTree(MDB_txn* txn, const std::vector<std::string>& segs, const nlohmann::json& value,
                  BatchResult* result);
   Status DeleteTreeRange(MDB_txn* txn, const std::string& key);
@@ -69,25 +71,53 @@ class BatchApplier {
   Status DeleteKeysFrom(MDB_txn* txn, MDB_dbi dbi, const std::string& prefix);
   Status DeleteMarksWithin(MDB_txn* txn, const std::string& key);  // complete marks at key and below
   Status DeleteSessionOps(MDB_txn* txn, const std::string& session_id, const std::string* under);
+  // Cache units (see data_tree.h).
+  void UnitBytes(std::string_view unit, int64_t delta, bool used);
+  void Released(const std::string& path);  // a queued write at path left the queue
+  Status FlushUnits(MDB_txn* txn);
+  Status GetUnit(MDB_txn* txn, const std::string& unit, UnitRecord* rec, bool* found);
+  Status PutUnit(MDB_txn* txn, const std::string& unit, const UnitRecord* old, const UnitRecord& now);
+  bool PendingAt(MDB_txn* txn, const std::string& key, bool below);
+  Status Unpark(MDB_txn* txn, const std::string& unit);
+  Status UnparkWithin(MDB_txn* txn, const std::string& key);
+  Status DropMarksAbove(MDB_txn* txn, std::string_view key, std::unordered_set<std::string>* done);
+  Status EvictUnit(MDB_txn* txn, const std::string& unit, uint64_t last_use, bool has_marks,
+                   std::unordered_set<std::string>* marks_done);
   Status Flush(MDB_txn* txn);
   Status Mdb(int rc, const char* what);
   QueueLimits LimitsFor(const std::string& route) const;
   RouteStats& Route(uint32_t id);
-  RootCounters& Root(std::string_view root);
 
   const LmdbEnv& env_;
   const StoreOptions& options_;
   const Databases& db_;
-  TreeRecency* recency_;
-  std::set<std::string> pinned_roots_;  // first segments of options.tree_pinned_roots
+  CacheUse* use_;
+  const uint32_t unit_depth_;
+  std::set<std::string> pinned_;  // tree keys of options.tree_pinned_roots
   bool pin_all_ = false;
 
   StoreCounters counters_;
   std::unordered_map<std::string, uint32_t> route_ids_;
   std::unordered_map<uint32_t, RouteStats> routes_;
-  std::unordered_map<std::string, RootCounters> roots_;
   std::unordered_set<uint32_t> dirty_routes_;
-  std::unordered_set<std::string> dirty_roots_;
+  struct UnitChange {
+    int64_t bytes = 0;
+    bool used = false;  // written: gets a new last-use stamp
+  };
+  std::unordered_map<std::string, UnitChange> unit_changes_;
+  std::unordered_set<std::string> released_units_;    // units where a queued write left the queue
+  std::unordered_set<std::string> released_shallow_;  // such writes' keys above the unit depth
+  uint64_t spare_after_ = 0;  // units stamped later were used by the group being committed
+  bool spare_set_ = false;
+  // Per route: the head run a TTL sweep already passed, whose entries still queued are all of
+  // unknown age; the next sweep starts after it. In memory only (rebuilt by the next sweep).
+  struct TtlScan {
+    uint64_t through_seq = 0;
+    uint64_t unknown = 0;  // entries with seq <= through_seq still queued
+    std::optional<int64_t> resolvable_at_wall_ms;  // a plausible wall clock at or past this can tell some
+  };
+  static constexpr size_t kSweepScanLimit = 20'000;  // entries examined per route per sweep
+  std::unordered_map<uint32_t, TtlScan> ttl_scans_;
   bool counters_dirty_ = false;
   bool touched_ = false;
   bool exhausted_ = false;

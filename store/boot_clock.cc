@@ -18,6 +18,8 @@ int64_t ClockMs(clockid_t id) {
 int64_t WallClockMs() { return ClockMs(CLOCK_REALTIME); }
 int64_t BootTimeMs() { return ClockMs(CLOCK_BOOTTIME); }
 
+ClockReading ClockNow() { return ClockReading{WallClockMs(), BootTimeMs(), BootId()}; }
+
 const std::string& BootId() {
   static const std::string id = [] {
     std::ifstream in("/proc/sys/kernel/random/boot_id");

@@ -5,7 +5,7 @@
 #include "store/store_counters.h"
 #include "store/store_error.h"
 #include "store/tree_path.h"
-#include "store/tree_recency.h"
+#include "store/cache_use.h"
 
 namespace tether::store {
 namespace {
@@ -31,11 +31,15 @@ Status DataTree::Get(std::string_view path, nlohmann::json* out) const {
   if (!key.empty()) {
     if (auto leaf = txn.Get(tree, key)) {
       *out = DecodeLeaf(*leaf);
-      recency_->Touch(RootOf(key));
+      use_->TouchRead(UnitOf(key, use_->unit_depth()));
       return Status::Ok();
     }
   }
   const std::string prefix = key.empty() ? std::string() : key + "/";
+  // A path at or below the unit depth lies in one unit; above it, every unit read is touched.
+  const uint32_t depth = use_->unit_depth();
+  const bool one_unit = KeyDepth(key) >= depth;
+  std::string_view last_unit;
   Cursor c(txn.get(), tree);
   MDB_val k = Val(prefix), v;
   int rc = prefix.empty() ? mdb_cursor_get(c.get(), &k, &v, MDB_FIRST)
@@ -45,8 +49,12 @@ Status DataTree::Get(std::string_view path, nlohmann::json* out) const {
     if (found.substr(0, prefix.size()) != prefix) break;
     if (out->is_null()) *out = nlohmann::json::object();
     InsertLeaf(out, found.substr(prefix.size()), DecodeLeaf(View(v)));
+    if (!one_unit && UnitOf(found, depth) != last_unit) {
+      last_unit = UnitOf(found, depth);  // points into the txn's pages, valid while it lives
+      use_->TouchRead(last_unit);
+    }
   }
-  if (!key.empty() && !out->is_null()) recency_->Touch(RootOf(key));  // only cached roots
+  if (one_unit && !out->is_null()) use_->TouchRead(UnitOf(key, depth));  // only units holding data
   return Status::Ok();
 }
 
@@ -71,7 +79,7 @@ bool DataTree::HoldsComplete(std::string_view path, std::string_view query) cons
     auto m = txn.Get(env_.dbs().query_marks, key);
     // Current marks are deleted when what they cover is evicted; marks of older builds are valid
     // while no root was evicted since.
-    return m && (m->empty() || (m->size() == 8 && GetBe64(m->data()) == c.evicted_roots));
+    return m && (m->empty() || (m->size() == 8 && GetBe64(m->data()) == c.evictions));
   };
   if (!query.empty() && marked(segs.size(), query)) return true;
   for (size_t depth = segs.size() + 1; depth-- > 0;) {
@@ -82,6 +90,6 @@ bool DataTree::HoldsComplete(std::string_view path, std::string_view query) cons
 
 uint64_t DataTree::Version() const { return ReadCounters(env_).tree_version; }
 uint64_t DataTree::Bytes() const { return ReadCounters(env_).tree_bytes; }
-uint64_t DataTree::EvictedRoots() const { return ReadCounters(env_).evicted_roots; }
+uint64_t DataTree::Evictions() const { return ReadCounters(env_).evictions; }
 
 }  // namespace tether::store

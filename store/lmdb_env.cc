@@ -14,6 +14,7 @@
 #include "store/record_codec.h"
 #include "store/store_counters.h"
 #include "store/store_error.h"
+#include "store/tree_path.h"
 
 namespace tether::store {
 
@@ -35,7 +36,8 @@ constexpr DbSpec kDbSpecs[] = {
     {"queue", &Databases::queue},
     {"dead", &Databases::dead},
     {"tree", &Databases::tree},
-    {"tree_roots", &Databases::tree_roots},
+    {"tree_units", &Databases::tree_units},  // added by schema 3: built from the tree then
+    {"tree_lru", &Databases::tree_lru},
     {"sessions", &Databases::sessions},
     {"by_short", &Databases::by_short},
     {"by_long", &Databases::by_long},
@@ -45,7 +47,51 @@ constexpr DbSpec kDbSpecs[] = {
 };
 
 bool AddedLater(MDB_dbi Databases::*member) {
-  return member == &Databases::query_marks || member == &Databases::pending_paths;
+  return member == &Databases::query_marks || member == &Databases::pending_paths ||
+         member == &Databases::tree_units || member == &Databases::tree_lru;
+}
+
+bool* PresenceFlag(Databases* dbs, MDB_dbi Databases::*member) {
+  if (member == &Databases::query_marks) return &dbs->has_query_marks;
+  if (member == &Databases::pending_paths) return &dbs->has_pending_paths;
+  return &dbs->has_units;
+}
+
+// (Re)builds the unit tables from the tree, all units equally old (a schema 2 store, or one
+// built with another unit depth). One pass over the tree.
+int BuildUnits(MDB_txn* txn, const Databases& dbs, uint32_t depth) {
+  int rc;
+  if ((rc = mdb_drop(txn, dbs.tree_units, 0)) || (rc = mdb_drop(txn, dbs.tree_lru, 0))) return rc;
+  std::string unit;
+  UnitRecord rec;
+  auto put = [&]() -> int {
+    if (unit.empty()) return 0;
+    MDB_val k = Val(unit), v;
+    UnitRecord total = rec;
+    if (mdb_get(txn, dbs.tree_units, &k, &v) == 0 && DecodeUnit(View(v), &total)) total.bytes += rec.bytes;
+    std::string value = EncodeUnit(total), lru = LruKey(0, unit);
+    MDB_val mv = Val(value), lk = Val(lru), empty{0, nullptr};
+    int r = mdb_put(txn, dbs.tree_units, &k, &mv, 0);
+    return r ? r : mdb_put(txn, dbs.tree_lru, &lk, &empty, 0);
+  };
+  Cursor c(txn, dbs.tree);
+  if (c.rc()) return c.rc();
+  MDB_val k, v;
+  for (rc = mdb_cursor_get(c.get(), &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT)) {
+    std::string_view u = UnitOf(View(k), depth);
+    if (u != unit) {
+      if (int r = put()) return r;
+      unit = std::string(u);
+      rec = UnitRecord{};
+    }
+    rec.bytes += k.mv_size + v.mv_size;
+  }
+  if (rc != MDB_NOTFOUND) return rc;
+  if ((rc = put())) return rc;
+  std::string d;
+  PutBe32(&d, depth);
+  MDB_val mk = Val("unit_depth"), mv = Val(d);
+  return mdb_put(txn, dbs.meta, &mk, &mv, 0);
 }
 
 // Fills the pending_paths index from the queue (a store written by a build without it).
@@ -88,6 +134,7 @@ std::string ReadMeta(MDB_txn* txn, MDB_dbi meta, const char* key, bool* found) {
 
 LmdbEnv::LmdbEnv(const std::string& dir, const StoreOptions& options) : path_(dir) {
   const bool ro = options.read_only;
+  if (options.tree_unit_depth < 1) throw StoreError(dir + ": tree_unit_depth must be at least 1");
   if (!ro) {
     if (mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) {
       throw StoreError(dir + ": cannot create store directory: " + std::strerror(errno));
@@ -138,15 +185,16 @@ LmdbEnv::LmdbEnv(const std::string& dir, const StoreOptions& options) : path_(di
       mdb_txn_abort(txn);
       ThrowLmdb(path_, "opening meta database", rc);
     }
-    bool build_pending_index = false;
+    bool build_pending_index = false, build_units = false;
     for (const DbSpec& spec : kDbSpecs) {
       rc = mdb_dbi_open(txn, spec.name, 0, &(dbs_.*spec.member));
       if (rc == MDB_NOTFOUND && AddedLater(spec.member)) {
         if (ro) {
-          (spec.member == &Databases::query_marks ? dbs_.has_query_marks : dbs_.has_pending_paths) = false;
+          *PresenceFlag(&dbs_, spec.member) = false;
           continue;
         }
-        build_pending_index = spec.member == &Databases::pending_paths && !fresh;
+        build_pending_index |= spec.member == &Databases::pending_paths && !fresh;
+        build_units |= spec.member == &Databases::tree_units;
       }
       if (rc == MDB_NOTFOUND && !ro) rc = mdb_dbi_open(txn, spec.name, MDB_CREATE, &(dbs_.*spec.member));
       if (rc) {
@@ -157,6 +205,24 @@ LmdbEnv::LmdbEnv(const std::string& dir, const StoreOptions& options) : path_(di
     if (build_pending_index && (rc = BuildPendingIndex(txn, dbs_))) {
       mdb_txn_abort(txn);
       ThrowLmdb(path_, "indexing queued writes by path", rc);
+    }
+    if (dbs_.has_units) {
+      bool found = false;
+      std::string d = ReadMeta(txn, dbs_.meta, "unit_depth", &found);
+      unit_depth_ = d.size() == 4 ? GetBe32(d.data()) : 0;
+      build_units |= unit_depth_ != options.tree_unit_depth;
+    }
+    if (!ro && build_units) {
+      if ((rc = BuildUnits(txn, dbs_, options.tree_unit_depth))) {
+        mdb_txn_abort(txn);
+        ThrowLmdb(path_, "building the cache units", rc);
+      }
+      unit_depth_ = options.tree_unit_depth;
+      MDB_dbi old_roots;  // schema 2's per-root counters: replaced by the units
+      if (mdb_dbi_open(txn, "tree_roots", 0, &old_roots) == 0 && (rc = mdb_drop(txn, old_roots, 1))) {
+        mdb_txn_abort(txn);
+        ThrowLmdb(path_, "dropping tree_roots", rc);
+      }
     }
     if (fresh) {
       std::string schema;
@@ -179,7 +245,7 @@ LmdbEnv::LmdbEnv(const std::string& dir, const StoreOptions& options) : path_(di
       }
       std::string schema = ReadMeta(txn, dbs_.meta, "schema", &found);
       uint32_t version = schema.size() == 4 ? GetBe32(schema.data()) : 0;
-      if (version != kSchemaVersion) {
+      if (version < kOldestReadableSchema || version > kSchemaVersion) {
         mdb_txn_abort(txn);
         throw StoreError(path_ + ": incompatible store: schema version " + std::to_string(version) +
                          ", this build reads version " + std::to_string(kSchemaVersion));
@@ -188,6 +254,15 @@ LmdbEnv::LmdbEnv(const std::string& dir, const StoreOptions& options) : path_(di
       if (!DecodeCounters(ReadMeta(txn, dbs_.meta, "counters", &found), &c)) {
         mdb_txn_abort(txn);
         throw StoreError(path_ + ": corrupt store: unreadable counters record");
+      }
+      if (version != kSchemaVersion && !ro) {  // converted above (units built, tree_roots gone)
+        std::string v = EncodeCounters(c), s;
+        PutBe32(&s, kSchemaVersion);
+        MDB_val ck = Val("counters"), cv = Val(v), sk = Val("schema"), sv = Val(s);
+        if ((rc = mdb_put(txn, dbs_.meta, &ck, &cv, 0)) || (rc = mdb_put(txn, dbs_.meta, &sk, &sv, 0))) {
+          mdb_txn_abort(txn);
+          ThrowLmdb(path_, "converting the store to the current schema", rc);
+        }
       }
     }
     bool has_id = false;

@@ -20,7 +20,10 @@
 namespace tether::store {
 
 inline constexpr std::string_view kFormatId = "tether-store";
-inline constexpr uint32_t kSchemaVersion = 2;  // 2: tree leaves are CBOR
+// 2: tree leaves are CBOR. 3: the cache bound works on units (tree_units, tree_lru) instead of
+// first path segments (tree_roots); a schema 2 store is converted when first opened writable.
+inline constexpr uint32_t kSchemaVersion = 3;
+inline constexpr uint32_t kOldestReadableSchema = 2;
 
 struct Databases {
   MDB_dbi meta;           // "format", "schema", "counters"
@@ -29,17 +32,19 @@ struct Databases {
   MDB_dbi queue;          // route id (BE32) + seq (BE64) -> QueueEntry
   MDB_dbi dead;           // seq (BE64) -> DeadLetter
   MDB_dbi tree;           // leaf path "a/b/c" -> JSON scalar text
-  MDB_dbi tree_roots;     // first path segment -> RootCounters
+  MDB_dbi tree_units;     // unit key (see UnitRecord) -> UnitRecord, for every unit holding data
+  MDB_dbi tree_lru;       // LruKey(last_use, unit) -> "" for every unit with data that is not parked
   MDB_dbi sessions;       // session id -> SessionRecord
   MDB_dbi by_short;       // short token -> session id
   MDB_dbi by_long;        // long token -> session id
   MDB_dbi on_disconnect;  // OnDisconnectPrefix(session) + order (BE64) -> OnDisconnectOp
   // tree key + '\0' + canonical query -> "" (valid until deleted by an eviction of its root or a
-  // ForgetComplete), or, written by older builds, evicted_roots (BE64) at marking.
+  // ForgetComplete), or, written by older builds, StoreCounters::evictions (BE64) at marking.
   MDB_dbi query_marks;
   MDB_dbi pending_paths;  // PendingIndexKey(entry's tree key, seq) -> route id (BE32): queued entries by path
   bool has_query_marks = true;    // false: a read-only open of a store that never had them
   bool has_pending_paths = true;  // likewise
+  bool has_units = true;          // likewise (a schema 2 store opened read-only)
 };
 
 class LmdbEnv {
@@ -52,6 +57,8 @@ class LmdbEnv {
   MDB_env* env() const { return env_; }
   const Databases& dbs() const { return dbs_; }
   const std::string& path() const { return path_; }
+  // The unit depth the unit tables were built with (meta "unit_depth"; 0 if they do not exist).
+  uint32_t unit_depth() const { return unit_depth_; }
   // Random id given to the store when it was created (or first opened writable by a build that
   // has it): names this store's queue sequence space, which a new store starts again.
   const std::string& instance_id() const { return instance_id_; }
@@ -67,6 +74,7 @@ class LmdbEnv {
  private:
   std::string path_;
   std::string instance_id_;
+  uint32_t unit_depth_ = 0;
   int lock_fd_ = -1;  // flock'ed <dir>/tether.lock, writable opens only
   MDB_env* env_ = nullptr;
   Databases dbs_{};

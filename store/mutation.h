@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "store/boot_clock.h"
 #include "store/queue_entry.h"
 #include "store/session_record.h"
 
@@ -20,7 +21,7 @@ struct AckSeqs { std::string route; std::vector<uint64_t> seqs; };  // missing s
 struct MoveToDead { std::string route; uint64_t seq; std::string reason; int http_status; int64_t now_ms; };
 struct RetryDead { uint64_t seq; };
 struct DropDead { uint64_t seq; };
-struct SweepExpired { int64_t now_wall_ms; };
+struct SweepExpired { ClockReading now; };
 // A server increment inside a tree write: the number at rel_path (relative to the write's path) is
 // replaced by (the numeric leaf there before this write, or 0) + by, read inside the write txn so
 // concurrent increments never lose one another.

@@ -27,7 +27,7 @@ struct QueueLimits {
   uint64_t max_entries = 0;
   uint64_t max_bytes = 0;  // sum of encoded entry sizes
   OverflowPolicy policy = OverflowPolicy::kReject;
-  int64_t ttl_ms = 0;  // entries whose wall_ms is older than this are dropped by SweepExpired
+  int64_t ttl_ms = 0;  // entries older than this (entry_age.h) are dropped by SweepExpired; 0 = none
 };
 
 struct StoreOptions {
@@ -45,8 +45,11 @@ struct StoreOptions {
   uint64_t global_max_entries = 0;                    // over all routes; 0 = unlimited
   uint64_t global_max_bytes = 0;
 
-  uint64_t tree_cache_bytes = 10'000'000;       // LRU bound of the DataTree (keys + values)
+  uint64_t tree_cache_bytes = 10'000'000;       // LRU bound of the DataTree (keys + values); 0 = none
   std::vector<std::string> tree_pinned_roots;   // sync roots: never evicted ("" pins everything)
+  // Depth of the cache units the bound evicts (see data_tree.h), e.g. 2 makes "fleet/d1" one
+  // unit. Changing it rebuilds the unit tables at open (one pass over the tree, recency lost).
+  uint32_t tree_unit_depth = 2;
 
   uint32_t ttl_sweep_interval_ms = 60'000;  // loop timer queuing SweepExpired; 0 = off
   uint32_t max_group_batches = 512;         // batches applied per group-commit transaction

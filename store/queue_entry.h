@@ -20,7 +20,7 @@ struct QueueEntry {
   OpKind kind = OpKind::kSet;
   std::string path;       // data path the write targets (its first segment pins the DataTree root)
   std::string payload;    // opaque JSON text
-  int64_t wall_ms = 0;    // CLOCK_REALTIME at the device write (TTL is measured against this)
+  int64_t wall_ms = 0;    // CLOCK_REALTIME at the device write (see entry_age.h for how age is told)
   int64_t boottime_ms = 0;  // CLOCK_BOOTTIME at the device write
   std::string boot_id;      // /proc/sys/kernel/random/boot_id of that boot
   std::optional<int64_t> cloud_offset_ms;  // estimated cloud clock - wall clock, if known
@@ -41,10 +41,12 @@ struct RouteStats {
   uint64_t bytes = 0;           // sum of encoded entry sizes
   uint64_t dropped_oldest = 0;  // deleted by the kDropOldest policy
   uint64_t expired = 0;         // deleted by TTL sweeps
+  uint64_t ttl_age_unknown = 0; // kept by the latest TTL sweep because their age cannot be trusted
   uint64_t rejected = 0;        // appends refused by the kReject policy
   uint64_t dead_lettered = 0;   // moved to dead letters (ever)
   uint64_t dead_depth = 0;      // dead letters currently held for this route
   std::optional<int64_t> oldest_wall_ms;  // wall_ms of the head entry (filled by Stats())
+  std::optional<int64_t> oldest_age_ms;   // its age now (entry_age.h); nullopt if empty or unknown
 };
 
 }  // namespace tether::store

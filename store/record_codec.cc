@@ -237,6 +237,7 @@ std::string EncodeRouteStats(const RouteStats& s) {
   w.U64(s.rejected);
   w.U64(s.dead_lettered);
   w.U64(s.dead_depth);
+  w.U64(s.ttl_age_unknown);
   return w.Take();
 }
 
@@ -250,6 +251,7 @@ bool DecodeRouteStats(std::string_view in, RouteStats* s) {
   s->rejected = r.U64();
   s->dead_lettered = r.U64();
   s->dead_depth = r.U64();
+  s->ttl_age_unknown = r.done() ? 0 : r.U64();  // absent in records of schema 2
   return r.done();
 }
 

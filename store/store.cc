@@ -8,7 +8,8 @@
 #include "store/boot_clock.h"
 #include "store/group_committer.h"
 #include "store/lmdb_env.h"
-#include "store/tree_recency.h"
+#include "store/cache_use.h"
+#include "store/tree_path.h"
 
 namespace tether::store {
 namespace {
@@ -39,13 +40,13 @@ struct LoopChannel {
 
 struct Store::Impl {
   Impl(const std::string& dir, const StoreOptions& opts)
-      : options(opts), env(dir, options), applier(env, options, &recency), queue(env),
-        tree(env, &recency), sessions(env) {
+      : options(opts), use(options.tree_unit_depth), env(dir, options), applier(env, options, &use),
+        queue(env), tree(env, &use), sessions(env) {
     if (!options.read_only) committer = std::make_unique<GroupCommitter>(&env, &applier, options);
   }
 
   StoreOptions options;
-  TreeRecency recency;
+  CacheUse use;
   LmdbEnv env;
   BatchApplier applier;
   WriteQueue queue;
@@ -70,7 +71,7 @@ void StartSweepTimer(Store::Impl* impl) {
       impl->sweep_timer,
       [](uv_timer_t* t) {
         WriteBatch b;
-        b.SweepExpired(WallClockMs());
+        b.SweepExpired(ClockNow());
         auto* self = static_cast<Store::Impl*>(t->data);
         if (!self->channel) return;
         self->channel->outstanding++;
@@ -148,6 +149,18 @@ void Store::Close() {
     ch->Drain();
     uv_close(reinterpret_cast<uv_handle_t*>(&ch->async),
              [](uv_handle_t* h) { delete static_cast<LoopChannel*>(h->data); });
+  }
+}
+
+void Store::KeepCached(std::string_view path, bool keep) {
+  std::vector<std::string> segs;
+  std::string error;
+  if (!ParseTreePath(path, &segs, &error)) return;  // nothing the tree can hold there
+  const std::string key = JoinKey(segs, segs.size());
+  if (keep) {
+    impl_->use.Hold(key);
+  } else {
+    impl_->use.Release(key);
   }
 }
 

@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "store/data_tree.h"
 #include "store/options.h"
@@ -48,6 +49,10 @@ class Store {
   // batch applied from now on; entries already queued stay until the next append or TTL sweep
   // finds them over the new bounds.
   void SetQueueLimits(std::map<std::string, QueueLimits> route_limits);
+  // Any thread. While kept (counted: as many false as true calls), the subtree at path is not
+  // evicted by the cache bound (data_tree.h), e.g. a path devices observe, so a later change
+  // notifies them with the whole value and not the part left after an eviction.
+  void KeepCached(std::string_view path, bool keep);
 
   const WriteQueue& queue() const;
   const DataTree& tree() const;

@@ -12,11 +12,6 @@
 namespace tether::store {
 namespace {
 
-std::string_view PathRoot(std::string_view path) {
-  while (!path.empty() && path.front() == '/') path.remove_prefix(1);
-  return path.substr(0, path.find('/'));
-}
-
 template <typename Fn>
 void Scan(MDB_txn* txn, MDB_dbi dbi, Fn&& fn) {
   Cursor c(txn, dbi);
@@ -50,12 +45,19 @@ CheckReport RunCheck(const LmdbEnv& env) {
 
   const std::pair<const char*, MDB_dbi> tables[] = {
       {"meta", db.meta}, {"routes", db.routes}, {"route_stats", db.route_stats}, {"queue", db.queue},
-      {"dead", db.dead}, {"tree", db.tree}, {"tree_roots", db.tree_roots}, {"sessions", db.sessions},
+      {"dead", db.dead}, {"tree", db.tree}, {"sessions", db.sessions},
       {"by_short", db.by_short}, {"by_long", db.by_long}, {"on_disconnect", db.on_disconnect}};
   for (auto [name, dbi] : tables) {
     MDB_stat s;
     mdb_stat(txn.get(), dbi, &s);
     r.tables.push_back({name, s.ms_entries, s.ms_branch_pages + s.ms_leaf_pages + s.ms_overflow_pages});
+  }
+  if (db.has_units) {
+    for (auto [name, dbi] : {std::pair{"tree_units", db.tree_units}, std::pair{"tree_lru", db.tree_lru}}) {
+      MDB_stat s;
+      mdb_stat(txn.get(), dbi, &s);
+      r.tables.push_back({name, s.ms_entries, s.ms_branch_pages + s.ms_leaf_pages + s.ms_overflow_pages});
+    }
   }
 
   StoreCounters counters;
@@ -78,7 +80,6 @@ CheckReport RunCheck(const LmdbEnv& env) {
   });
 
   std::map<uint32_t, RouteStats> actual;
-  std::map<std::string, RootCounters> roots;
   uint64_t q_entries = 0, q_bytes = 0, max_seq = 0, indexed = 0;
   std::map<uint32_t, uint64_t> last_seq;
   Scan(txn.get(), db.queue, [&](std::string_view k, std::string_view v) {
@@ -94,7 +95,6 @@ CheckReport RunCheck(const LmdbEnv& env) {
     q_entries++;
     q_bytes += v.size();
     max_seq = std::max(max_seq, seq);
-    roots[std::string(PathRoot(e.path))].pending++;
     std::string ik;
     if (db.has_pending_paths && PendingIndexKey(e.path, e.seq, &ik)) {
       auto iv = txn.Get(db.pending_paths, ik);
@@ -120,7 +120,6 @@ CheckReport RunCheck(const LmdbEnv& env) {
     dead++;
     dead_by_route[d.entry.route]++;
     max_seq = std::max(max_seq, d.entry.seq);
-    roots[std::string(PathRoot(d.entry.path))].pending++;
   });
   if (q_entries != counters.queue_entries || q_bytes != counters.queue_bytes) {
     problem("counters: queue holds " + std::to_string(q_entries) + " entries / " + std::to_string(q_bytes) +
@@ -143,24 +142,41 @@ CheckReport RunCheck(const LmdbEnv& env) {
     if (it->second.dead_depth != dead_by_route[name]) problem("route_stats: '" + name + "' dead_depth mismatch");
   }
 
+  // The tree, and the cache units describing it (see data_tree.h).
+  const uint32_t depth = env.unit_depth();
   uint64_t tree_bytes = 0;
+  std::map<std::string, uint64_t> unit_bytes;
   Scan(txn.get(), db.tree, [&](std::string_view k, std::string_view v) {
     tree_bytes += k.size() + v.size();
-    roots[std::string(RootOf(k))].bytes += k.size() + v.size();
+    if (depth) unit_bytes[std::string(UnitOf(k, depth))] += k.size() + v.size();
   });
   if (tree_bytes != counters.tree_bytes) problem("counters: tree bytes mismatch");
-  std::map<std::string, RootCounters> stored_roots;
-  Scan(txn.get(), db.tree_roots, [&](std::string_view k, std::string_view v) {
-    RootCounters rc;
-    if (!DecodeRoot(v, &rc)) return problem("tree_roots: unreadable");
-    stored_roots[k == "\x01" ? std::string() : std::string(k)] = rc;  // the whole tree's root (see BatchApplier)
-  });
-  for (const auto& [root, a] : roots) {
-    const RootCounters& s = stored_roots[root];
-    if (s.bytes != a.bytes || s.pending != a.pending) problem("tree_roots: counters of '" + root + "' mismatch");
-  }
-  for (const auto& [root, s] : stored_roots) {
-    if (!roots.count(root) && (s.bytes || s.pending)) problem("tree_roots: stale root '" + root + "'");
+  if (db.has_units && depth == 0) problem("meta: unit depth missing");
+  if (db.has_units && depth) {
+    std::map<std::string, uint64_t> lru_expected;  // unit -> last_use
+    Scan(txn.get(), db.tree_units, [&](std::string_view k, std::string_view v) {
+      UnitRecord u;
+      if (!DecodeUnit(v, &u)) return problem("tree_units: unreadable record '" + std::string(k) + "'");
+      auto it = unit_bytes.find(std::string(k));
+      const uint64_t actual_bytes = it == unit_bytes.end() ? 0 : it->second;
+      if (u.bytes != actual_bytes) {
+        problem("tree_units: '" + std::string(k) + "' counts " + std::to_string(u.bytes) + " bytes, holds " +
+                std::to_string(actual_bytes));
+      }
+      if (it != unit_bytes.end()) unit_bytes.erase(it);
+      if (u.last_use > counters.lru_clock) problem("tree_units: '" + std::string(k) + "' used after the LRU clock");
+      if (u.bytes && !u.parked) lru_expected[std::string(k)] = u.last_use;
+    });
+    for (const auto& [unit, bytes] : unit_bytes) problem("tree_units: no record for unit '" + unit + "'");
+    Scan(txn.get(), db.tree_lru, [&](std::string_view k, std::string_view) {
+      if (k.size() < 8) return problem("tree_lru: short key");
+      auto it = lru_expected.find(std::string(k.substr(8)));
+      if (it == lru_expected.end() || it->second != GetBe64(k.data())) {
+        return problem("tree_lru: stray key for unit '" + std::string(k.substr(8)) + "'");
+      }
+      lru_expected.erase(it);
+    });
+    for (const auto& [unit, last_use] : lru_expected) problem("tree_lru: unit '" + unit + "' missing");
   }
 
   uint64_t sessions = 0;

@@ -39,6 +39,22 @@ std::string JoinKey(const std::vector<std::string>& segments, size_t count) {
 
 std::string_view RootOf(std::string_view key) { return key.substr(0, key.find('/')); }
 
+std::string_view UnitOf(std::string_view key, uint32_t depth) {
+  size_t end = 0;
+  for (uint32_t seen = 0; seen < depth; ++seen) {
+    end = key.find('/', end ? end + 1 : 0);
+    if (end == std::string_view::npos) return key;
+  }
+  return key.substr(0, end);
+}
+
+size_t KeyDepth(std::string_view key) {
+  if (key.empty()) return 0;
+  size_t n = 1;
+  for (char c : key) n += c == '/';
+  return n;
+}
+
 bool KeyWithin(std::string_view key, std::string_view prefix) {
   if (prefix.empty()) return true;
   if (key.size() < prefix.size() || key.compare(0, prefix.size(), prefix) != 0) return false;

@@ -5,6 +5,7 @@
 // The root path "/" has key "" and its subtree is every key.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,6 +19,9 @@ namespace tether::store {
 bool ParseTreePath(std::string_view path, std::vector<std::string>* segments, std::string* error);
 std::string JoinKey(const std::vector<std::string>& segments, size_t count);
 std::string_view RootOf(std::string_view key);  // first segment of a key ("" for the root key)
+// The cache unit of a key: its first `depth` segments (all of them if it has fewer).
+std::string_view UnitOf(std::string_view key, uint32_t depth);
+size_t KeyDepth(std::string_view key);  // number of segments ("" has none)
 // True if `key` is `prefix` or lies below it (prefix "" contains everything).
 bool KeyWithin(std::string_view key, std::string_view prefix);
 

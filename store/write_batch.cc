@@ -22,7 +22,9 @@ void WriteBatch::MoveToDeadLetters(std::string route, uint64_t seq, std::string 
 
 void WriteBatch::RetryDeadLetter(uint64_t seq) { mutations_.emplace_back(mutation::RetryDead{seq}); }
 void WriteBatch::DropDeadLetter(uint64_t seq) { mutations_.emplace_back(mutation::DropDead{seq}); }
-void WriteBatch::SweepExpired(int64_t now) { mutations_.emplace_back(mutation::SweepExpired{now}); }
+void WriteBatch::SweepExpired(ClockReading now) {
+  mutations_.emplace_back(mutation::SweepExpired{std::move(now)});
+}
 
 void WriteBatch::TreeSet(std::string path, nlohmann::json value, std::vector<mutation::TreeIncrement> increments) {
   mutations_.emplace_back(mutation::TreeSet{std::move(path), std::move(value), std::move(increments), std::nullopt});

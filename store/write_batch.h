@@ -24,7 +24,11 @@ class WriteBatch {
                          int64_t now_ms);  // kNotFound if the entry is not queued
   void RetryDeadLetter(uint64_t seq);      // back to the queue TAIL with a new seq
   void DropDeadLetter(uint64_t seq);
-  void SweepExpired(int64_t now_wall_ms);  // TTL: drops (and counts) expired entries of all routes
+  // TTL: drops (and counts) the entries of every route with a TTL whose age (entry_age.h) at
+  // `now` exceeds it; entries whose age cannot be trusted are kept and counted
+  // (RouteStats::ttl_age_unknown). Scans each route from its head and stops at the first entry
+  // known to be younger than the TTL.
+  void SweepExpired(ClockReading now);
   // --- DataTree ---
   // null value = remove. increments: see mutation::TreeIncrement.
   void TreeSet(std::string path, nlohmann::json value, std::vector<mutation::TreeIncrement> increments = {});

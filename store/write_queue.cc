@@ -1,5 +1,6 @@
 #include "store/write_queue.h"
 
+#include "store/entry_age.h"
 #include "store/lmdb_env.h"
 #include "store/record_codec.h"
 #include "store/store_counters.h"
@@ -21,7 +22,10 @@ void FillOldest(const ReadTxn& txn, const Databases& db, uint32_t id, RouteStats
   if (c.get() && mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE) == 0 && k.mv_size == 12 &&
       GetBe32(static_cast<const char*>(k.mv_data)) == id) {
     QueueEntry e;
-    if (DecodeEntry(View(v), &e)) rs->oldest_wall_ms = e.wall_ms;
+    if (DecodeEntry(View(v), &e)) {
+      rs->oldest_wall_ms = e.wall_ms;
+      rs->oldest_age_ms = AgeOf(e, ClockNow()).ms;
+    }
   }
 }
 

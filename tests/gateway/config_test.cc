@@ -84,6 +84,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"store:\n  durability: maybe\n", "t.yaml:2:15: store.durability: 'maybe' is not one of: fsync, os-buffered"},
         BadCase{"store:\n  cache_bytes: 10XB\n",
                 "t.yaml:2:16: store.cache_bytes: unknown size unit 'XB' (use B, KB, MB, GB, KiB, MiB or GiB)"},
+        BadCase{"store:\n  cache_unit_depth: 0\n", "t.yaml:2:21: store.cache_unit_depth: 0 is out of range [1, 32]"},
         BadCase{"log:\n  level: loud\n", "t.yaml:2:10: log.level: 'loud' is not one of: trace, debug, info, warn, error"},
         BadCase{"upstream:\n  url: ftp://x\n", "t.yaml:2:8: upstream.url: must start with https:// (or http:// for a local test cloud)"},
         BadCase{"upstream:\n  secret_file: /x\n", "t.yaml:2:3: upstream.url: required key is missing"},

@@ -106,10 +106,14 @@ TEST_F(DataTreeTest, DeviceWriteIsTreeAndQueueAtomically) {
   ExpectHealthy();
 }
 
-TEST_F(DataTreeTest, LruEvictsWholeRootsButNotPinnedOrPending) {
+// Units as coarse as first segments (tree_unit_depth 1): least recently used goes first, reads
+// count as use, and only protected subtrees stay of a unit (tests/store/cache_bound_test.cc has
+// the finer cases).
+TEST_F(DataTreeTest, LruEvictsLeastRecentlyUsedUnitsButNotPinnedOrPending) {
   StoreOptions o;
   o.tree_cache_bytes = 22'000;
-  o.tree_pinned_roots = {"/pinned/sub"};
+  o.tree_unit_depth = 1;
+  o.tree_pinned_roots = {"/pinned"};
   Open(o);
   const std::string big(1000, 'v');
   auto fill = [&](const std::string& root) {
@@ -117,9 +121,9 @@ TEST_F(DataTreeTest, LruEvictsWholeRootsButNotPinnedOrPending) {
     for (int i = 0; i < 5; ++i) obj["k" + std::to_string(i)] = big;
     ASSERT_TRUE(Set("/" + root, obj).status.ok());
   };
-  fill("pinned");  // 5 KB, pinned via a deeper sync root
+  fill("pinned");  // 5 KB, a sync root
   {
-    WriteBatch b;  // pending root: device write not uploaded yet
+    WriteBatch b;  // a device write not uploaded yet, inside 5 KB of other data
     json obj;
     for (int i = 0; i < 5; ++i) obj["k" + std::to_string(i)] = big;
     b.TreeSet("/pending", obj);
@@ -128,20 +132,20 @@ TEST_F(DataTreeTest, LruEvictsWholeRootsButNotPinnedOrPending) {
   }
   fill("old");
   fill("mid");
-  Get("/old");  // reading makes "old" recently used; "mid" is now the LRU candidate
-  fill("new");  // 25 KB total > 22 KB: evict the least recently used unprotected root
+  Get("/old/k0");  // reading makes "old" recently used: "mid" is now older (reads are use too)
+  // 25 KB > 22 KB: the oldest units give way, except what is protected in them.
+  fill("new");
+  EXPECT_LE(store_->tree().Bytes(), 22'000u);
+  EXPECT_EQ(store_->tree().Evictions(), 1u);  // "pending" minus its queued write's target
+  fill("more");
   EXPECT_TRUE(Get("/mid").is_null());
+  EXPECT_TRUE(Get("/pending/k1").is_null());
+  EXPECT_FALSE(Get("/pending/k0").is_null());
+  EXPECT_FALSE(Get("/pinned").is_null());
   EXPECT_FALSE(Get("/old").is_null());
   EXPECT_FALSE(Get("/new").is_null());
-  EXPECT_FALSE(Get("/pinned").is_null());
-  EXPECT_FALSE(Get("/pending").is_null());
-  EXPECT_LE(store_->tree().Bytes(), 22'000u);
-  EXPECT_EQ(store_->tree().EvictedRoots(), 1u);
-  fill("more");
-  fill("evenmore");
-  EXPECT_FALSE(Get("/pinned").is_null());
-  EXPECT_FALSE(Get("/pending").is_null());
-  // Once uploaded (acked), the pending root becomes evictable.
+  EXPECT_FALSE(Get("/more").is_null());
+  // Once uploaded (acked), the pending write's data becomes evictable.
   WriteBatch ack;
   ack.AckThrough("r", UINT64_MAX);
   store_->CommitBlocking(std::move(ack));
@@ -175,7 +179,7 @@ TEST_F(DataTreeTest, WriteAtRootPathIsQueuedAndSurvivesReopen) {
   ExpectHealthy();
 }
 
-TEST_F(DataTreeTest, CompleteMarksSurviveReopenAndDieWithTheirRoot) {
+TEST_F(DataTreeTest, CompleteMarksSurviveReopenAndDieWithTheirData) {
   StoreOptions o;
   o.tree_cache_bytes = 12'000;
   o.tree_pinned_roots = {"/synced"};
@@ -204,15 +208,15 @@ TEST_F(DataTreeTest, CompleteMarksSurviveReopenAndDieWithTheirRoot) {
     b.TreeMarkComplete("/", "orderBy=\"$key\"");
     ASSERT_TRUE(store_->CommitBlocking(std::move(b)).status.ok());
   }
-  // Filling the cache evicts the least recently used roots: their marks go with their data, as
-  // does any mark of the whole tree; the pinned root's mark stays.
+  // Filling the cache evicts the least recently used units: the marks over them go with their
+  // data, as does any mark of an ancestor (the whole tree's); the pinned root's mark stays.
   const std::string big(1000, 'v');
   for (const char* root : {"/f1", "/f2", "/f3"}) {
     json obj;
     for (int i = 0; i < 5; ++i) obj["k" + std::to_string(i)] = big;
     ASSERT_TRUE(Set(root, obj).status.ok());
   }
-  ASSERT_GE(store_->tree().EvictedRoots(), 1u);
+  ASSERT_GE(store_->tree().Evictions(), 1u);
   ASSERT_TRUE(Get("/scores").is_null());
   EXPECT_FALSE(store_->tree().HoldsComplete("/scores", "orderBy=\"$value\"&limitToFirst=2"));
   EXPECT_FALSE(store_->tree().HoldsComplete("/whole", ""));

@@ -43,4 +43,14 @@ inline QueueEntry Entry(const std::string& route, const std::string& path, const
   return e;
 }
 
+// An entry whose clocks read `at` (injected clocks for TTL tests).
+inline QueueEntry EntryAt(const std::string& route, const std::string& payload, const ClockReading& at,
+                          const std::string& path = "/x") {
+  QueueEntry e = Entry(route, path, payload);
+  e.wall_ms = at.wall_ms;
+  e.boottime_ms = at.boottime_ms;
+  e.boot_id = at.boot_id;
+  return e;
+}
+
 }  // namespace tether::store::testing

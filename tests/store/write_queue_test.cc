@@ -184,14 +184,16 @@ TEST(WriteQueueTest, TtlSweepDropsExpiredAndCounts) {
   StoreOptions o;
   o.route_limits["t"] = QueueLimits{0, 0, OverflowPolicy::kReject, 1000};
   auto s = Store::Open(dir.sub("db"), o, nullptr);
+  const ClockReading t0{1'750'000'000'000, 50'000, "boot-a"};
+  auto at = [&](int64_t after_ms) { return ClockReading{t0.wall_ms + after_ms, t0.boottime_ms + after_ms, t0.boot_id}; };
   WriteBatch b;
-  b.Append(Entry("t", "/x", "old", 10'000));
-  b.Append(Entry("t", "/x", "old2", 10'500));
-  b.Append(Entry("t", "/x", "new", 20'000));
-  b.Append(Entry("keep", "/x", "old", 10'000));  // no TTL on this route
+  b.Append(testing::EntryAt("t", "old", at(0)));
+  b.Append(testing::EntryAt("t", "old2", at(500)));
+  b.Append(testing::EntryAt("t", "new", at(10'000)));
+  b.Append(testing::EntryAt("keep", "old", at(0)));  // no TTL on this route
   ASSERT_TRUE(s->CommitBlocking(std::move(b)).status.ok());
   WriteBatch sweep;
-  sweep.SweepExpired(20'100);
+  sweep.SweepExpired(at(10'100));
   ASSERT_TRUE(s->CommitBlocking(std::move(sweep)).status.ok());
   auto left = s->queue().Peek("t", 10);
   ASSERT_EQ(left.size(), 1u);
@@ -218,12 +220,13 @@ TEST(WriteQueueTest, SetQueueLimitsAppliesToLaterBatches) {
   ASSERT_EQ(left.size(), 3u);
   EXPECT_EQ(left[0].payload, "4");
   EXPECT_EQ(s->queue().Stats("a")->dropped_oldest, 3u);
+  const ClockReading t0{1'750'000'000'000, 50'000, "boot-a"};
   WriteBatch old;
-  old.Append(Entry("n", "/x", "old", 10'000));
+  old.Append(testing::EntryAt("n", "old", t0));
   ASSERT_TRUE(s->CommitBlocking(std::move(old)).status.ok());
   EXPECT_EQ(AppendOne(*s, "n", "2").status.code, StatusCode::kRejected);
   WriteBatch sweep;
-  sweep.SweepExpired(20'000);  // the new route's TTL applies
+  sweep.SweepExpired(ClockReading{t0.wall_ms + 10'000, t0.boottime_ms + 10'000, t0.boot_id});  // the new TTL applies
   ASSERT_TRUE(s->CommitBlocking(std::move(sweep)).status.ok());
   EXPECT_EQ(s->queue().Stats("n")->expired, 1u);
   EXPECT_EQ(s->queue().Stats("n")->depth, 0u);
