@@ -26,6 +26,7 @@ std::string CloudBridge::RootOf(const std::string& route) const {
 }
 
 std::vector<upstream::OutboundOp> CloudBridge::peek(const std::string& route, size_t max) {
+  if (settling_[route] > 0) return {};  // on_settled_ tells the uploader when to come back
   const std::string root = RootOf(route);
   const int64_t wall = store::WallClockMs(), boot = store::BootTimeMs();
   RouteConfig::Timestamps timestamps = RouteConfig::Timestamps::kEventTime;
@@ -68,10 +69,21 @@ void CloudBridge::confirmed(const std::string& route, uint64_t up_to_seq) {
   through = std::max(through, up_to_seq);
   store::WriteBatch b;
   b.AckThrough(route, up_to_seq);
-  store_.Submit(std::move(b), [route](const store::BatchResult& r) {
+  Settle(route, std::move(b), [route](const store::BatchResult& r) {
     // On failure the entries stay queued on disk and are uploaded again after a restart
     // (uploads are idempotent), never lost.
     if (!r.status.ok()) spdlog::error("deleting uploaded writes of route '{}' failed: {}", route, r.status.ToString());
+  });
+}
+
+void CloudBridge::Settle(const std::string& route, store::WriteBatch batch,
+                         std::function<void(const store::BatchResult&)> done) {
+  ++settling_[route];
+  auto alive = alive_;
+  store_.Submit(std::move(batch), [this, alive, route, done = std::move(done)](const store::BatchResult& r) {
+    if (!*alive) return;
+    done(r);
+    if (--settling_[route] == 0 && on_settled_) on_settled_(route);
   });
 }
 
@@ -106,9 +118,7 @@ void CloudBridge::conflict(const upstream::OutboundOp& op, const std::string& cl
   b.AckThrough(op.route, op.seq);
   if (!cloud.is_discarded()) b.TreeSet(tree_path, cloud);
   devices_.OnTransactionConflict();
-  auto alive = alive_;
-  store_.Submit(std::move(b), [this, alive](const store::BatchResult& r) {
-    if (!*alive) return;
+  Settle(op.route, std::move(b), [this](const store::BatchResult& r) {
     if (!r.status.ok()) {
       spdlog::error("recording a transaction conflict failed: {}", r.status.ToString());
       return;

@@ -6,6 +6,7 @@
 // tells DeviceApi what changed and whether the cloud is reachable. Loop thread only.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -31,11 +32,17 @@ class CloudBridge : public upstream::Outbox {
   CloudBridge(store::Store& store, DeviceApi& devices, std::shared_ptr<const RouteTable> routes);
 
   void SetRoutes(std::shared_ptr<const RouteTable> routes) { routes_ = std::move(routes); }
+  // Called when a route's settled ops are deleted from the store and peek() serves it again.
+  void SetSettledHook(std::function<void(const std::string& route)> hook) { on_settled_ = std::move(hook); }
   std::optional<int64_t> clock_offset_ms() const { return offset_ms_; }
   bool connected() const { return connected_; }
 
   // upstream::Outbox. Confirmed and dead-lettered ops are deleted by a store batch that commits
-  // a little later; until then peek() skips them (acked_through_, dead_pending_).
+  // a little later; until then peek() skips them (acked_through_, dead_pending_). While a
+  // confirmation of a route is not yet committed, peek() returns nothing for it: the next batch
+  // leaves only after the store forgot the previous one, so after a crash the uploader resends at
+  // most its latest batch (values the cloud already holds as newest) and the cloud never sees an
+  // older value of a path after a newer one.
   std::vector<upstream::OutboundOp> peek(const std::string& route, size_t max) override;
   void confirmed(const std::string& route, uint64_t up_to_seq) override;
   void dead_letter(const upstream::OutboundOp& op, int http_status, std::string reason) override;
@@ -51,7 +58,11 @@ class CloudBridge : public upstream::Outbox {
   std::string RootOf(const std::string& route) const;
 
  private:
+  void Settle(const std::string& route, store::WriteBatch batch, std::function<void(const store::BatchResult&)> done);
+
   std::map<std::string, uint64_t> acked_through_;
+  std::map<std::string, int> settling_;  // route -> confirmations submitted, not yet committed
+  std::function<void(const std::string&)> on_settled_;
   std::set<uint64_t> dead_pending_;
 
   store::Store& store_;

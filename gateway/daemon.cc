@@ -196,6 +196,9 @@ bool Daemon::StartUpstream() {
   o.queue_id = store_->instance_id();
   drainer_ = std::make_unique<upstream::Drainer>(&loop_, *http_, *credentials_, *cloud_, targets, o);
   device_api_->SetQueuedHook([this](const std::string& route) { drainer_->notify(route); });
+  cloud_->SetSettledHook([this](const std::string& route) {
+    if (drainer_) drainer_->notify(route);
+  });
   drainer_->start();
   spdlog::info("uploading {} route(s) to {}", targets.size(), u.url);
 
