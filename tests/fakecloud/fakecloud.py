@@ -23,6 +23,8 @@ object {"op": ...}:
   tokens {"values":[...]}    accepted access tokens
 POST /_oauth/token: jwt-bearer grant (form body) -> {"access_token": new accepted token}
   down {"ms":M}              close the listener for M ms (connections refused)
+  heal                       clear injected faults (fail, lose_replies, reject, slow, silence)
+                             and keep data, log and skew
 CLI: --port 0 prints the chosen port as the first stdout line. --secret S requires auth.
 Queries on GET: orderBy="$key"|"$value"|"<child>", startAt/endAt/equalTo (JSON), limitToFirst/Last,
 answered with Firebase's ordering (null < false < true < numbers < strings < objects, ties by key;
@@ -292,6 +294,8 @@ class Handler(BaseHTTPRequestHandler):
                 SECRET["value"] = req.get("value")
             elif op == "tokens":
                 SECRET["tokens"] = set(req.get("values", []))
+            elif op == "heal":
+                STATE.update(fails=[], lose=[], rejects=[], slow_ms=0, silence=False)
             elif op == "down":
                 self.close_connection = True
                 threading.Thread(target=go_down, args=(req["ms"], self.connection), daemon=True).start()
