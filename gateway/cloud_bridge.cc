@@ -8,7 +8,8 @@ namespace tether {
 
 int64_t EventCloudTimeMs(const store::QueueEntry& e, int64_t wall_now_ms, int64_t boottime_now_ms,
                          const std::string& boot_id_now, std::optional<int64_t> offset_now_ms) {
-  if (!e.boot_id.empty() && e.boot_id == boot_id_now && boottime_now_ms >= e.boottime_ms) {
+  if (!e.boot_id.empty() && e.boot_id == boot_id_now && boottime_now_ms >= e.boottime_ms &&
+      (offset_now_ms || !e.cloud_offset_ms)) {
     return wall_now_ms - (boottime_now_ms - e.boottime_ms) + offset_now_ms.value_or(0);
   }
   return e.wall_ms + e.cloud_offset_ms.value_or(offset_now_ms.value_or(0));
@@ -25,10 +26,16 @@ std::string CloudBridge::RootOf(const std::string& route) const {
   return "";  // a route removed by a reload: its backlog drains relative to the cloud root
 }
 
+std::optional<int64_t> CloudBridge::clock_offset_ms() const {
+  if (!boot_offset_ms_) return std::nullopt;
+  return *boot_offset_ms_ - (store::WallClockMs() - store::BootTimeMs());
+}
+
 std::vector<upstream::OutboundOp> CloudBridge::peek(const std::string& route, size_t max) {
   if (settling_[route] > 0) return {};  // on_settled_ tells the uploader when to come back
   const std::string root = RootOf(route);
   const int64_t wall = store::WallClockMs(), boot = store::BootTimeMs();
+  const std::optional<int64_t> offset = clock_offset_ms();
   RouteConfig::Timestamps timestamps = RouteConfig::Timestamps::kEventTime;
   for (const auto& r : routes_->routes()) {
     if (r.name == route) timestamps = r.timestamps;
@@ -57,8 +64,8 @@ std::vector<upstream::OutboundOp> CloudBridge::peek(const std::string& route, si
     // Server increments are not idempotent: uploaded with the applied mark (exactly once).
     op.exactly_once = e.payload.find("\".sv\":{\"increment\"") != std::string::npos;
     op.event_time_ms = timestamps == RouteConfig::Timestamps::kArrival
-                           ? wall + offset_ms_.value_or(0)
-                           : EventCloudTimeMs(e, wall, boot, store::BootId(), offset_ms_);
+                           ? wall + offset.value_or(0)
+                           : EventCloudTimeMs(e, wall, boot, store::BootId(), offset);
     out.push_back(std::move(op));
   }
   return out;
@@ -130,15 +137,16 @@ void CloudBridge::conflict(const upstream::OutboundOp& op, const std::string& cl
 void CloudBridge::OnLinkChanged(bool connected) {
   if (connected != connected_) spdlog::info("cloud link {}", connected ? "up" : "down");
   connected_ = connected;
-  devices_.SetCloudLink(connected_, offset_ms_);
+  devices_.SetCloudLink(connected_, clock_offset_ms());
 }
 
 void CloudBridge::OnClockOffset(int64_t offset_ms, int64_t rtt_ms) {
-  if (!offset_ms_ || std::llabs(*offset_ms_ - offset_ms) > 100) {
+  std::optional<int64_t> before = clock_offset_ms();
+  if (!before || std::llabs(*before - offset_ms) > 100) {
     spdlog::info("cloud clock offset {} ms (rtt {} ms)", offset_ms, rtt_ms);
   }
-  offset_ms_ = offset_ms;
-  devices_.SetCloudLink(connected_, offset_ms_);
+  boot_offset_ms_ = offset_ms + (store::WallClockMs() - store::BootTimeMs());
+  devices_.SetCloudLink(connected_, offset_ms);
 }
 
 void CloudBridge::OnSyncData(const std::string& path, const nlohmann::json& value, bool is_patch) {

@@ -22,8 +22,9 @@ namespace tether {
 
 // Cloud time of a queued write's event. Within the boot that made it, the elapsed CLOCK_BOOTTIME
 // since the event is subtracted from the current (corrected) time, so wall-clock jumps and a box
-// that booted without RTC or NTP still get it right; across a reboot the wall time and the offset
-// known at the event are the best evidence left.
+// that booted without RTC or NTP still get it right; across a reboot, or while no offset is
+// known now (just after a restart), the wall time and the offset known at the event are the
+// best evidence left.
 int64_t EventCloudTimeMs(const store::QueueEntry& e, int64_t wall_now_ms, int64_t boottime_now_ms,
                          const std::string& boot_id_now, std::optional<int64_t> offset_now_ms);
 
@@ -34,7 +35,7 @@ class CloudBridge : public upstream::Outbox {
   void SetRoutes(std::shared_ptr<const RouteTable> routes) { routes_ = std::move(routes); }
   // Called when a route's settled ops are deleted from the store and peek() serves it again.
   void SetSettledHook(std::function<void(const std::string& route)> hook) { on_settled_ = std::move(hook); }
-  std::optional<int64_t> clock_offset_ms() const { return offset_ms_; }
+  std::optional<int64_t> clock_offset_ms() const;  // cloud - local wall clock, now
   bool connected() const { return connected_; }
 
   // upstream::Outbox. Confirmed and dead-lettered ops are deleted by a store batch that commits
@@ -69,7 +70,8 @@ class CloudBridge : public upstream::Outbox {
   DeviceApi& devices_;
   std::shared_ptr<const RouteTable> routes_;
   bool connected_ = false;
-  std::optional<int64_t> offset_ms_;
+  // Cloud time - CLOCK_BOOTTIME: unlike an offset to the wall clock it survives wall clock steps.
+  std::optional<int64_t> boot_offset_ms_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

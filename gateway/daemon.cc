@@ -206,16 +206,12 @@ bool Daemon::StartUpstream() {
   upstream::CloudClockOptions co;
   co.base_url = u.url;
   co.presence_path = JoinPath(SplitPath(u.presence_path));
-  co.on_link = [this](bool connected) { cloud_->OnLinkChanged(connected); };
+  co.on_link = [this](bool connected) {  // after every presence write, with its sample counted
+    if (clock_->has_estimate()) cloud_->OnClockOffset(clock_->offset_ms(), clock_->rtt_ms());
+    cloud_->OnLinkChanged(connected);
+  };
   clock_ = std::make_unique<upstream::CloudClock>(&loop_, *http_, *credentials_, co);
   clock_->start();
-  uv_timer_init(&loop_, &clock_poll_);
-  clock_poll_.data = this;
-  uv_timer_start(&clock_poll_, [](uv_timer_t* t) {
-    auto* self = static_cast<Daemon*>(t->data);
-    if (self->clock_->has_estimate()) self->cloud_->OnClockOffset(self->clock_->offset_ms(), self->clock_->rtt_ms());
-  }, 1000, 1000);
-  clock_poll_started_ = true;
 
   // Sync roots: cloud data streamed into the local copy, kept while offline.
   std::set<std::string> roots;
@@ -300,7 +296,6 @@ void Daemon::Stop() {
   if (admin_) admin_->Stop();
   if (drainer_) drainer_->stop();
   for (auto& st : streams_) st->stop();
-  if (clock_poll_started_) uv_close(reinterpret_cast<uv_handle_t*>(&clock_poll_), nullptr);
   if (clock_) clock_->shutdown([] {});  // best-effort "offline" presence write
   if (device_api_) device_api_->Close();
   endpoint_.reset();

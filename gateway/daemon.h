@@ -58,8 +58,6 @@ class Daemon {
   std::unique_ptr<upstream::Drainer> drainer_;
   std::unique_ptr<upstream::CloudClock> clock_;
   std::vector<std::unique_ptr<upstream::SyncStream>> streams_;
-  uv_timer_t clock_poll_;  // hands CloudClock's estimate to the gateway once a second
-  bool clock_poll_started_ = false;
   std::unique_ptr<LoopCaller> loop_caller_;
   std::unique_ptr<DaemonAdmin> admin_backend_;
   std::unique_ptr<AdminServer> admin_;

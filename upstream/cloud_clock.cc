@@ -1,5 +1,7 @@
 #include "upstream/cloud_clock.h"
 
+#include <time.h>
+
 #include <chrono>
 
 #include <nlohmann/json.hpp>
@@ -10,9 +12,10 @@ int64_t WallMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch()).count();
 }
-int64_t MonoUs() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::steady_clock::now().time_since_epoch()).count();
+int64_t BootUs() {
+  timespec ts{};
+  clock_gettime(CLOCK_BOOTTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
 }
 }  // namespace
 
@@ -49,19 +52,18 @@ void CloudClock::write_presence(const char* status, std::function<void()> after)
   req.headers = {"Content-Type: application/json"};
   req.body = nlohmann::json{{"status", status}, {"last_seen", {{".sv", "timestamp"}}}}.dump();
   req.timeout_ms = opt_.timeout_ms;
-  int64_t send_wall = WallMs();
-  int64_t send_mono = MonoUs();
-  http_.start(std::move(req), [this, send_wall, send_mono, after = std::move(after)](HttpResponse r) {
-    int64_t rtt_us = MonoUs() - send_mono;
-    if (opt_.on_link) opt_.on_link(!r.transport_error);
+  int64_t send_boot = BootUs();
+  http_.start(std::move(req), [this, send_boot, after = std::move(after)](HttpResponse r) {
+    int64_t rtt_us = BootUs() - send_boot;
     auto body = nlohmann::json::parse(r.body, nullptr, false);
     if (r.status == 200 && body.is_object() && body.contains("last_seen") &&
         body["last_seen"].is_number_integer()) {
       int64_t server = body["last_seen"].get<int64_t>();
-      samples_.push_back({server - (send_wall + rtt_us / 2000), (rtt_us + 500) / 1000});
+      samples_.push_back({server - (send_boot + rtt_us / 2) / 1000, (rtt_us + 500) / 1000});
       while (samples_.size() > opt_.samples) samples_.pop_front();
       ++total_samples_;
     }
+    if (opt_.on_link) opt_.on_link(!r.transport_error);  // the new sample is in the estimate
     if (after) after();
   });
 }
@@ -73,7 +75,7 @@ const CloudClock::Sample* CloudClock::best() const {
   return b;
 }
 
-int64_t CloudClock::offset_ms() const { return best() ? best()->offset_ms : 0; }
+int64_t CloudClock::offset_ms() const { return best() ? best()->boot_offset_ms - (WallMs() - BootUs() / 1000) : 0; }
 int64_t CloudClock::rtt_ms() const { return best() ? best()->rtt_ms : 0; }
 int64_t CloudClock::cloud_now_ms() const { return WallMs() + offset_ms(); }
 

@@ -1,8 +1,10 @@
 // CloudClock: estimates cloud time from the gateway's presence writes and keeps the presence
 // node ({"status":"online","last_seen":<server ts>} at presence_path) fresh for operators.
-// Each write resolves {".sv":"timestamp"} on the server; offset = server_ts - (t_send + rtt/2).
-// The estimate is the lowest-RTT sample among the last `samples` (least queueing error).
-// Loop thread only.
+// Each write resolves {".sv":"timestamp"} on the server; a sample is server_ts minus the local
+// time halfway through the request. The estimate is the lowest-RTT sample among the last
+// `samples` (least queueing error). Samples are kept against CLOCK_BOOTTIME, which a step of the
+// wall clock (NTP, an operator, a box without RTC) does not move, so offset_ms() follows such a
+// step at once instead of old samples hiding it. Loop thread only.
 #pragma once
 #include <cstdint>
 #include <deque>
@@ -36,13 +38,13 @@ class CloudClock {
   void shutdown(std::function<void()> done);      // writes status "offline", then stops
 
   bool has_estimate() const { return !samples_.empty(); }
-  int64_t offset_ms() const;   // cloud - local; 0 without an estimate
+  int64_t offset_ms() const;   // cloud - local wall clock, now; 0 without an estimate
   int64_t rtt_ms() const;      // RTT of the sample in use
   int64_t cloud_now_ms() const;
   uint64_t sample_count() const { return total_samples_; }
 
  private:
-  struct Sample { int64_t offset_ms, rtt_ms; };
+  struct Sample { int64_t boot_offset_ms, rtt_ms; };  // cloud - CLOCK_BOOTTIME
   void write_presence(const char* status, std::function<void()> after);
   const Sample* best() const;
 

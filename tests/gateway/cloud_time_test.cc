@@ -41,5 +41,13 @@ TEST(EventCloudTime, AfterARebootFallsBackToTheWallTimeAndOffsetOfTheEvent) {
   EXPECT_EQ(EventCloudTimeMs(unknown, 9'000'000, 10, "new-boot", 999), 1'000'999) << "best estimate known now";
 }
 
+TEST(EventCloudTime, SameBootBeforeTheFirstEstimateUsesTheOffsetKnownAtTheEvent) {
+  // Queued while the offset 250 was known; tetherd restarted (same boot) and has no estimate yet.
+  store::QueueEntry e = Entry(1'000'000, 50'000, "boot-a", 250);
+  EXPECT_EQ(EventCloudTimeMs(e, 1'004'000, 54'000, "boot-a", std::nullopt), 1'000'250);
+  store::QueueEntry unknown = Entry(1'000'000, 50'000, "boot-a", std::nullopt);
+  EXPECT_EQ(EventCloudTimeMs(unknown, 1'004'000, 54'000, "boot-a", std::nullopt), 1'000'000);
+}
+
 }  // namespace
 }  // namespace tether
