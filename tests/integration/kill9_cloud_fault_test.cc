@@ -19,6 +19,7 @@ TEST(FaultKill9Cloud, AcknowledgedWritesReachTheCloudOnceAndInOrderAcrossKills) 
   const int cycles = SoakMode() ? 100 : 12;
   const int devices = SoakMode() ? 32 : 24;
   upstream::testing::FakeCloud cloud;
+  cloud.control({{"op", "skew"}, {"ms", 3000}});
   TetherdProcess gw;
   GatewayOptions go;
   go.cloud_url = cloud.url();
@@ -49,6 +50,7 @@ TEST(FaultKill9Cloud, AcknowledgedWritesReachTheCloudOnceAndInOrderAcrossKills) 
 
   AuditOptions ao;
   ao.timestamp_tolerance_ms = 250;
+  ao.cloud_skew_ms = 3000;
   CloudAudit audit(cloud, ao);
   Tally tally("kill -9 with cloud");
   bool delivered = audit.WaitDelivered(fleet, 90s);
