@@ -363,9 +363,8 @@ class Handler(BaseHTTPRequestHandler):
                 STATE["log"].append({"method": method, "path": "/" + "/".join(parts),
                                      "query": url.query, "body": body})
             cur = get_at(STATE["data"], parts)
-            cur_etag = etag_of(cur)
             if method == "GET":
-                headers = {"ETag": cur_etag} if self.headers.get("X-Firebase-ETag") == "true" else {}
+                headers = {"ETag": etag_of(cur)} if self.headers.get("X-Firebase-ETag") == "true" else {}
                 STATE["reads"].append({"path": "/" + "/".join(parts), "query": url.query})
                 try:
                     result = run_query(cur, query)
@@ -373,8 +372,8 @@ class Handler(BaseHTTPRequestHandler):
                     return self.reply(400, {"error": str(e)})
                 return self.reply(200, cur if result is None and "orderBy" not in query else result, headers)
             if_match = self.headers.get("if-match")
-            if if_match is not None and if_match != cur_etag:
-                return self.reply(412, cur, {"ETag": cur_etag})
+            if if_match is not None and if_match != etag_of(cur):  # hashing is O(subtree): only when asked
+                return self.reply(412, cur, {"ETag": etag_of(cur)})
             try:
                 if method == "PATCH" and isinstance(body, dict):
                     for v in body.values():

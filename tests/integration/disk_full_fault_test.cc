@@ -114,8 +114,8 @@ class FaultDiskFull : public ::testing::Test {
     Round(3);  // after recovery, writes keep working
     fleet_->EndAll();
     CloudAudit audit(cloud_, AuditOptions{});
-    bool delivered = audit.WaitDelivered(*fleet_, 60s);
-    tally.Check(delivered, "delivery incomplete after 60 s: " + audit.Missing());
+    bool delivered = audit.WaitDelivered(*fleet_, 30s);
+    tally.Check(delivered, "delivery stalled for 30 s: " + audit.Missing());
     audit.Verify(*fleet_, tally);
     if (const char* keep = std::getenv("TETHER_FAULT_KEEP_LOG")) std::ofstream(keep) << gw_.Log();
     if (tally.failed() > 0) {

@@ -159,14 +159,15 @@ struct AuditOptions {
 class CloudAudit {
  public:
   CloudAudit(const upstream::testing::FakeCloud& cloud, AuditOptions o) : cloud_(cloud), o_(o) {}
-  // Polls the cloud until every acknowledged write and every due onDisconnect is there.
-  bool WaitDelivered(const Fleet& fleet, std::chrono::milliseconds limit);
+  // Polls the cloud until every acknowledged write and every due onDisconnect is there; gives up
+  // once `stall` passes without one more of them arriving.
+  bool WaitDelivered(const Fleet& fleet, std::chrono::milliseconds stall);
   // Final dump + write log against the fleet's records.
   void Verify(const Fleet& fleet, Tally& tally);
   std::string Missing() const { return missing_; }  // what WaitDelivered last waited for
 
  private:
-  bool Delivered(const Fleet& fleet, const nlohmann::json& root);
+  size_t Delivered(const Fleet& fleet, const nlohmann::json& root, bool* all);  // how many are there
   const upstream::testing::FakeCloud& cloud_;
   AuditOptions o_;
   std::string missing_;

@@ -50,8 +50,8 @@ TEST(FaultLossyLan, EveryAcknowledgedWriteDeliveredOnceInOrder) {
 
   CloudAudit audit(cloud, AuditOptions{});
   Tally tally("lossy LAN");
-  bool delivered = audit.WaitDelivered(fleet, 60s);
-  tally.Check(delivered, "delivery incomplete after 60 s: " + audit.Missing());
+  bool delivered = audit.WaitDelivered(fleet, 30s);
+  tally.Check(delivered, "delivery stalled for 30 s: " + audit.Missing());
   audit.Verify(fleet, tally);
   const size_t acked = fleet.Count(Outcome::kAcked);
   tally.Check(acked >= static_cast<size_t>(devices * steps) * 9 / 10, "most writes got through the lossy link");
