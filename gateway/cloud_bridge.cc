@@ -54,9 +54,20 @@ bool IsUnder(const std::string& path, const std::string& root) {
 }
 }  // namespace
 
+namespace {
+std::optional<int64_t> WallOffset(std::optional<int64_t> boot_offset_ms) {
+  if (!boot_offset_ms) return std::nullopt;
+  return *boot_offset_ms - (store::WallClockMs() - store::BootTimeMs());
+}
+}  // namespace
+
+std::optional<int64_t> CloudBridge::clock_offset_ms() const { return WallOffset(boot_offset_ms_); }
+
 std::vector<upstream::OutboundOp> CloudBridge::peek(const std::string& route, size_t max) {
+  if (settling_[route] > 0) return {};  // on_settled_ tells the uploader when to come back
   const std::string root = RootOf(route);
   const int64_t wall = store::WallClockMs(), boot = store::BootTimeMs();
+  const std::optional<int64_t> upload_offset = WallOffset(upload_boot_offset_ms_);
   RouteConfig::Timestamps timestamps = RouteConfig::Timestamps::kEventTime;
   std::string app;
   for (const auto& r : routes_->routes()) {
@@ -94,7 +105,7 @@ std::vector<upstream::OutboundOp> CloudBridge::peek(const std::string& route, si
     } else if (timestamps == RouteConfig::Timestamps::kArrival) {
       op.event_time_ms = std::nullopt;  // the cloud's time when the write arrives
     } else {
-      op.event_time_ms = EventCloudTimeMs(e, wall, boot, store::BootId(), upload_offset_ms_);
+      op.event_time_ms = EventCloudTimeMs(e, wall, boot, store::BootId(), upload_offset);
       if (!op.event_time_ms) {  // this and later writes of the route wait for the clock
         if (!held_for_clock_) {
           spdlog::info("route '{}': writes with server timestamps wait for a cloud clock estimate", route);
@@ -125,10 +136,21 @@ void CloudBridge::confirmed(const std::string& route, uint64_t up_to_seq) {
   }
   store::WriteBatch b;
   b.AckThrough(route, up_to_seq);
-  store_.Submit(std::move(b), [route](const store::BatchResult& r) {
+  Settle(route, std::move(b), [route](const store::BatchResult& r) {
     // On failure the entries stay queued on disk and are uploaded again after a restart
     // (uploads are idempotent), never lost.
     if (!r.status.ok()) spdlog::error("deleting uploaded writes of route '{}' failed: {}", route, r.status.ToString());
+  });
+}
+
+void CloudBridge::Settle(const std::string& route, store::WriteBatch batch,
+                         std::function<void(const store::BatchResult&)> done) {
+  ++settling_[route];
+  auto alive = alive_;
+  store_.Submit(std::move(batch), [this, alive, route, done = std::move(done)](const store::BatchResult& r) {
+    if (!*alive) return;
+    done(r);
+    if (--settling_[route] == 0 && on_settled_) on_settled_(route);
   });
 }
 
@@ -168,9 +190,7 @@ void CloudBridge::conflict(const upstream::OutboundOp& op, const std::string& cl
   // The writes queued after the lost one still upload: the local copy shows them on top.
   if (!cloud.is_discarded()) b.TreeSetFromCloud(tree_path, cloud, IncrementsInFlight());
   devices_.OnTransactionConflict();
-  auto alive = alive_;
-  store_.Submit(std::move(b), [this, alive](const store::BatchResult& r) {
-    if (!*alive) return;
+  Settle(op.route, std::move(b), [this](const store::BatchResult& r) {
     if (!r.status.ok()) {
       spdlog::error("recording a transaction conflict failed: {}", r.status.ToString());
       return;
@@ -182,17 +202,19 @@ void CloudBridge::conflict(const upstream::OutboundOp& op, const std::string& cl
 void CloudBridge::OnLinkChanged(bool connected) {
   if (connected != connected_) spdlog::info("cloud link {}", connected ? "up" : "down");
   connected_ = connected;
-  devices_.SetCloudLink(connected_, offset_ms_);
+  devices_.SetCloudLink(connected_, clock_offset_ms());
 }
 
-void CloudBridge::OnClockEstimate(std::optional<int64_t> offset_ms, int64_t rtt_ms, bool current) {
-  if (offset_ms && (!offset_ms_ || std::llabs(*offset_ms_ - *offset_ms) > 100)) {
-    spdlog::info("cloud clock offset {} ms (rtt {} ms)", *offset_ms, rtt_ms);
+void CloudBridge::OnClockEstimate(std::optional<int64_t> boot_offset_ms, int64_t rtt_ms, bool current) {
+  std::optional<int64_t> before = clock_offset_ms();
+  boot_offset_ms_ = boot_offset_ms;
+  upload_boot_offset_ms_ = current ? boot_offset_ms : std::nullopt;
+  std::optional<int64_t> offset = clock_offset_ms();
+  if (offset && (!before || std::llabs(*before - *offset) > 100)) {
+    spdlog::info("cloud clock offset {} ms (rtt {} ms)", *offset, rtt_ms);
   }
-  offset_ms_ = offset_ms;
-  upload_offset_ms_ = current ? offset_ms : std::nullopt;
-  devices_.SetCloudLink(connected_, offset_ms_);
-  if (upload_offset_ms_ && held_for_clock_) {
+  devices_.SetCloudLink(connected_, offset);
+  if (upload_boot_offset_ms_ && held_for_clock_) {
     held_for_clock_ = false;
     if (on_clock_ready_) on_clock_ready_();
   }

@@ -13,8 +13,8 @@
 // runs when it may go. Arrival-time routes leave the timestamp to the cloud.
 #pragma once
 
-#include <map>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -47,11 +47,17 @@ class CloudBridge : public upstream::Outbox {
   void SetAuthOverride(AuthOverride tmpl, std::string gateway_id);
   // Runs when writes held back for want of a clock estimate may go (wakes the uploader).
   void SetClockReadyHook(std::function<void()> hook) { on_clock_ready_ = std::move(hook); }
-  std::optional<int64_t> clock_offset_ms() const { return offset_ms_; }
+  // Called when a route's settled ops are deleted from the store and peek() serves it again.
+  void SetSettledHook(std::function<void(const std::string& route)> hook) { on_settled_ = std::move(hook); }
+  std::optional<int64_t> clock_offset_ms() const;  // cloud - local wall clock, now
   bool connected() const { return connected_; }
 
   // upstream::Outbox. Confirmed and dead-lettered ops are deleted by a store batch that commits
-  // a little later; until then peek() skips them (acked_through_, dead_pending_).
+  // a little later; until then peek() skips them (acked_through_, dead_pending_). While a
+  // confirmation of a route is not yet committed, peek() returns nothing for it: the next batch
+  // leaves only after the store forgot the previous one, so after a crash the uploader resends at
+  // most its latest batch (values the cloud already holds as newest) and the cloud never sees an
+  // older value of a path after a newer one.
   std::vector<upstream::OutboundOp> peek(const std::string& route, size_t max) override;
   void confirmed(const std::string& route, uint64_t up_to_seq) override;
   void dead_letter(const upstream::OutboundOp& op, int http_status, std::string reason) override;
@@ -64,8 +70,9 @@ class CloudBridge : public upstream::Outbox {
 
   // Cloud events.
   void OnLinkChanged(bool connected);
-  // The clock's estimate (nullopt: none) and whether it was measured on the current link.
-  void OnClockEstimate(std::optional<int64_t> offset_ms, int64_t rtt_ms, bool current);
+  // The clock's estimate as cloud - CLOCK_BOOTTIME (nullopt: none) and whether it was measured on
+  // the current link.
+  void OnClockEstimate(std::optional<int64_t> boot_offset_ms, int64_t rtt_ms, bool current);
   // Cloud data under a sync root: path is absolute; a patch merges an object of relative paths.
   // Written with the pending writes on top; a put makes the path complete (held offline).
   void OnSyncData(const std::string& path, const nlohmann::json& value, bool is_patch);
@@ -73,7 +80,11 @@ class CloudBridge : public upstream::Outbox {
   std::string RootOf(const std::string& route) const;
 
  private:
+  void Settle(const std::string& route, store::WriteBatch batch, std::function<void(const store::BatchResult&)> done);
+
   std::map<std::string, uint64_t> acked_through_;
+  std::map<std::string, int> settling_;  // route -> confirmations submitted, not yet committed
+  std::function<void(const std::string&)> on_settled_;
   std::set<uint64_t> dead_pending_;
   std::map<uint64_t, std::string> increments_out_;  // seq -> route, see IncrementsInFlight
 
@@ -81,9 +92,10 @@ class CloudBridge : public upstream::Outbox {
   DeviceApi& devices_;
   std::shared_ptr<const RouteTable> routes_;
   bool connected_ = false;
-  std::optional<int64_t> offset_ms_;         // best estimate (devices, saved with new writes)
-  std::optional<int64_t> upload_offset_ms_;  // set only while measured on the current link
-  bool held_for_clock_ = false;              // a peek stopped before a write needing the offset
+  // Cloud time - CLOCK_BOOTTIME: unlike an offset to the wall clock it survives wall clock steps.
+  std::optional<int64_t> boot_offset_ms_;         // best estimate (devices, saved with new writes)
+  std::optional<int64_t> upload_boot_offset_ms_;  // set only while measured on the current link
+  bool held_for_clock_ = false;                   // a peek stopped before a write needing the offset
   std::function<void()> on_clock_ready_;
   std::optional<AuthOverride> auth_override_;
   std::string gateway_id_;

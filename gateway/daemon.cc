@@ -346,17 +346,16 @@ bool Daemon::StartUpstream() {
   cloud_->SetClockReadyHook([this] {  // every route the drainer knows, including reloaded ones
     for (const auto& [route, stats] : drainer_->stats()) drainer_->notify(route);
   });
+  cloud_->SetSettledHook([this](const std::string& route) {
+    if (drainer_) drainer_->notify(route);
+  });
 
   // Presence node + cloud clock: the offset corrects event times and push ids.
   upstream::CloudClockOptions co;
   co.base_url = u.url;
   co.presence_path = JoinPath(SplitPath(u.presence_path));
   co.on_link = [this](bool connected) { cloud_->OnLinkChanged(connected); };
-  co.on_change = [this, presence = co.presence_path, discarded = uint64_t{0}, error = std::string()]() mutable {
-    if (clock_->discarded_samples() != discarded) {
-      discarded = clock_->discarded_samples();
-      spdlog::warn("the wall clock stepped: cloud clock samples taken before were discarded, measuring again");
-    }
+  co.on_change = [this, presence = co.presence_path, error = std::string()]() mutable {
     if (clock_->last_error() != error) {
       error = clock_->last_error();
       if (!error.empty()) {
@@ -364,7 +363,7 @@ bool Daemon::StartUpstream() {
                      "cloud clock estimate)", presence, error);
       }
     }
-    cloud_->OnClockEstimate(clock_->offset_ms(), clock_->rtt_ms(), clock_->current());
+    cloud_->OnClockEstimate(clock_->boot_offset_ms(), clock_->rtt_ms(), clock_->current());
   };
   clock_ = std::make_unique<upstream::CloudClock>(&loop_, *http_, *credentials_, co);
 

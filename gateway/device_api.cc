@@ -145,7 +145,17 @@ void DeviceApi::SetRoutes(std::shared_ptr<const RouteTable> routes) {
   routes_ = std::move(routes);
 }
 
-int64_t DeviceApi::CloudNowMs() const { return store::WallClockMs() + cloud_offset_ms_.value_or(0); }
+int64_t DeviceApi::CloudNowMs() const {
+  return cloud_boot_offset_ms_ ? store::BootTimeMs() + *cloud_boot_offset_ms_ : store::WallClockMs();
+}
+
+std::optional<int64_t> DeviceApi::cloud_offset_ms() const {
+  if (!cloud_boot_offset_ms_) return std::nullopt;
+  int64_t anchor = store::WallClockMs() - store::BootTimeMs();
+  // Reading the two clocks one after the other jitters by a millisecond: only a step counts.
+  if (std::llabs(anchor - wall_anchor_ms_) <= 2) anchor = wall_anchor_ms_;
+  return *cloud_boot_offset_ms_ - anchor;
+}
 
 void DeviceApi::RestoreSessions() {
   int64_t now = static_cast<int64_t>(uv_now(loop_));
@@ -573,15 +583,23 @@ void DeviceApi::HandleInfo(Call& c, const std::vector<std::string>& path) {
 
 Json DeviceApi::InfoValue(const std::string& leaf) const {
   if (leaf == "connected") return cloud_connected_;
-  if (leaf == "serverTimeOffset") return cloud_offset_ms_.value_or(0);
+  if (leaf == "serverTimeOffset") return cloud_offset_ms().value_or(0);
   return CloudNowMs();
 }
 
 void DeviceApi::SetCloudLink(bool connected, std::optional<int64_t> offset_ms) {
-  bool changed = connected != cloud_connected_ || offset_ms != cloud_offset_ms_;
+  const int64_t anchor = store::WallClockMs() - store::BootTimeMs();
+  std::optional<int64_t> boot_offset;
+  if (offset_ms) boot_offset = *offset_ms + anchor;
+  // The same estimate read again differs by the rounding of the two clocks: not a change.
+  if (boot_offset && cloud_boot_offset_ms_ && std::llabs(*boot_offset - *cloud_boot_offset_ms_) <= 2) {
+    boot_offset = cloud_boot_offset_ms_;
+  }
+  bool changed = connected != cloud_connected_ || boot_offset != cloud_boot_offset_ms_;
   bool came_back = connected && !cloud_connected_;
   cloud_connected_ = connected;
-  cloud_offset_ms_ = offset_ms;
+  if (boot_offset != cloud_boot_offset_ms_) wall_anchor_ms_ = anchor;
+  cloud_boot_offset_ms_ = boot_offset;
   if (changed) NotifyInfo();
   if (came_back) RefreshObservedQueries();
 }
@@ -943,7 +961,7 @@ store::QueueEntry DeviceApi::QueueEntryFor(const std::string& route, const std::
   e.wall_ms = wall_ms;
   e.boottime_ms = store::BootTimeMs();
   e.boot_id = store::BootId();
-  e.cloud_offset_ms = cloud_offset_ms_;
+  e.cloud_offset_ms = cloud_offset_ms();
   return e;
 }
 

@@ -90,7 +90,7 @@ class DeviceApi : public coap::Handler {
   const DeviceApiCounters& counters() const { return counters_; }
   int64_t CloudNowMs() const;
   bool cloud_connected() const { return cloud_connected_; }
-  std::optional<int64_t> cloud_offset_ms() const { return cloud_offset_ms_; }
+  std::optional<int64_t> cloud_offset_ms() const;  // cloud - local wall clock, now
 
   // coap::Handler
   void on_request(const coap::Request& request) override;
@@ -176,7 +176,8 @@ class DeviceApi : public coap::Handler {
   HeartbeatPolicy heartbeat_;
   PushIdGenerator push_ids_;
   bool cloud_connected_ = false;
-  std::optional<int64_t> cloud_offset_ms_;
+  std::optional<int64_t> cloud_boot_offset_ms_;  // cloud - CLOCK_BOOTTIME: wall clock steps leave it right
+  int64_t wall_anchor_ms_ = 0;                   // wall - CLOCK_BOOTTIME when it was last set
   uv_timer_t liveness_;
   DeviceApiCounters counters_;
   std::function<void(const std::string& route)> on_queued_;

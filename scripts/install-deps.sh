@@ -10,7 +10,7 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libcbor-dev libsystemd-dev libcpp-httplib-dev
   clang libclang-rt-14-dev
-  libcoap3-bin systemd python3 iproute2 gnuplot-nox dpkg-dev file openssl curl adduser nghttp2-server
+  libcoap3-bin systemd python3 iproute2 gnuplot-nox dpkg-dev file openssl curl adduser nghttp2-server libfaketime
 )
 
 missing=()

@@ -1,15 +1,29 @@
 #include "store/group_committer.h"
 
+#include <sys/statvfs.h>
+
 #include <cerrno>
 
 namespace tether::store {
 namespace {
 
-bool IsExhaustion(int rc) { return rc == MDB_MAP_FULL || rc == MDB_TXN_FULL || rc == ENOSPC; }
+// LMDB turns a write cut short by a full disk into EIO (mdb_page_flush): EIO while the store's
+// filesystem has less than this left is the disk being full, not a broken disk.
+constexpr uint64_t kDiskFullBytes = 1 << 20;
 
-Status FromRc(int rc, const char* what) {
-  return Status::Error(IsExhaustion(rc) ? StatusCode::kFull : StatusCode::kIoError,
-                       std::string(what) + ": " + mdb_strerror(rc));
+bool DiskFull(const std::string& dir) {
+  struct statvfs st;
+  return statvfs(dir.c_str(), &st) == 0 && static_cast<uint64_t>(st.f_bavail) * st.f_frsize < kDiskFullBytes;
+}
+
+bool IsExhaustion(int rc, const std::string& dir) {
+  return rc == MDB_MAP_FULL || rc == MDB_TXN_FULL || rc == ENOSPC || (rc == EIO && DiskFull(dir));
+}
+
+Status FromRc(int rc, const char* what, const std::string& dir) {
+  const bool full = IsExhaustion(rc, dir);
+  return Status::Error(full ? StatusCode::kFull : StatusCode::kIoError,
+                       std::string(what) + ": " + mdb_strerror(rc) + (full && rc == EIO ? " (filesystem full)" : ""));
 }
 
 }  // namespace
@@ -107,7 +121,7 @@ GroupCommitter::Outcome GroupCommitter::TryGroup(std::vector<Pending>* group,
   MDB_txn* parent = nullptr;
   int rc = mdb_txn_begin(env_->env(), nullptr, 0, &parent);
   if (rc) {
-    for (auto& r : *results) r = BatchResult{FromRc(rc, "begin write txn"), {}, {}, 0};
+    for (auto& r : *results) r = BatchResult{FromRc(rc, "begin write txn", env_->path()), {}, {}, 0};
     return Outcome::kDone;
   }
   auto abort_group = [&] {
@@ -133,8 +147,8 @@ GroupCommitter::Outcome GroupCommitter::TryGroup(std::vector<Pending>* group,
     result = BatchResult{};
     MDB_txn* child = nullptr;
     if ((rc = mdb_txn_begin(env_->env(), parent, 0, &child))) {
-      if (IsExhaustion(rc)) return abort_group();
-      result.status = FromRc(rc, "begin nested txn");
+      if (IsExhaustion(rc, env_->path())) return abort_group();
+      result.status = FromRc(rc, "begin nested txn", env_->path());
       continue;
     }
     Status s = applier_->Apply(child, (*group)[i].batch, &result);
@@ -154,8 +168,8 @@ GroupCommitter::Outcome GroupCommitter::TryGroup(std::vector<Pending>* group,
   if (!applier_->EvictTree(parent).ok()) return abort_group();
   if ((rc = mdb_txn_commit(parent))) {
     Reload();
-    if (IsExhaustion(rc)) return Outcome::kExhausted;
-    for (auto& r : *results) r = BatchResult{FromRc(rc, "commit"), {}, {}, 0};
+    if (IsExhaustion(rc, env_->path())) return Outcome::kExhausted;
+    for (auto& r : *results) r = BatchResult{FromRc(rc, "commit", env_->path()), {}, {}, 0};
   }
   return Outcome::kDone;
 }

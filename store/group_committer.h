@@ -6,7 +6,8 @@
 // next groups start nested directly, so sustained rejections do not double the work.
 // On MDB_MAP_FULL the map grows (up to options.map_max) and the group is retried; if it cannot
 // grow, each batch is retried in its own transaction and those that still do not fit get kFull
-// (acks and deletes still succeed, which is how a full store recovers by itself).
+// (acks and deletes still succeed, which is how a full store recovers by itself). A full disk
+// (ENOSPC, or EIO with the filesystem out of space) is kFull the same way.
 // `deliver` runs ON THE WRITER THREAD after the commit is durable; callers forward it.
 #pragma once
 

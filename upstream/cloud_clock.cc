@@ -15,14 +15,10 @@ int64_t SystemWallMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch()).count();
 }
-int64_t BootMs() {  // CLOCK_BOOTTIME: never stepped, counts suspend
+int64_t BootUs() {  // CLOCK_BOOTTIME: never stepped, counts suspend
   timespec ts{};
   clock_gettime(CLOCK_BOOTTIME, &ts);
-  return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1000000;
-}
-int64_t MonoUs() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::steady_clock::now().time_since_epoch()).count();
+  return int64_t{ts.tv_sec} * 1'000'000 + ts.tv_nsec / 1000;
 }
 uv_timer_t* NewTimer(uv_loop_t* loop, void* data) {
   auto* t = new uv_timer_t;
@@ -38,13 +34,12 @@ void CloseTimer(uv_timer_t* t) {
 
 CloudClock::CloudClock(uv_loop_t* loop, HttpClient& http, Credentials& creds, CloudClockOptions opt)
     : loop_(loop), http_(http), creds_(creds), opt_(std::move(opt)),
-      write_timer_(NewTimer(loop, this)), check_timer_(NewTimer(loop, this)) {}
+      write_timer_(NewTimer(loop, this)) {}
 
 CloudClock::~CloudClock() {
   *alive_ = false;
   if (request_) http_.cancel(request_);
   CloseTimer(write_timer_);
-  CloseTimer(check_timer_);
 }
 
 int64_t CloudClock::wall_ms() const { return opt_.wall_clock_ms ? opt_.wall_clock_ms() : SystemWallMs(); }
@@ -52,8 +47,6 @@ int64_t CloudClock::wall_ms() const { return opt_.wall_clock_ms ? opt_.wall_cloc
 void CloudClock::start() {
   running_ = true;
   write_in(0);
-  auto period = static_cast<uint64_t>(std::max<int64_t>(10, opt_.step_check_ms));
-  uv_timer_start(check_timer_, [](uv_timer_t* t) { static_cast<CloudClock*>(t->data)->check_step(); }, period, period);
 }
 
 void CloudClock::write_in(int64_t delay_ms) {
@@ -87,18 +80,16 @@ void CloudClock::write_presence() {
   req.headers = {"Content-Type: application/json"};
   req.body = nlohmann::json{{"status", "online"}, {"last_seen", {{".sv", "timestamp"}}}}.dump();
   req.timeout_ms = opt_.timeout_ms;
-  const int64_t send_wall = wall_ms();
-  const int64_t anchor = send_wall - BootMs();
-  const int64_t send_mono = MonoUs();
-  request_ = http_.start(std::move(req), [this, send_wall, anchor, send_mono](HttpResponse r) {
+  const int64_t send_boot = BootUs();
+  request_ = http_.start(std::move(req), [this, send_boot](HttpResponse r) {
     request_ = 0;
-    int64_t rtt_us = MonoUs() - send_mono;
+    int64_t rtt_us = BootUs() - send_boot;
     if (opt_.on_link) opt_.on_link(!r.transport_error);
     if (!running_) return;
     auto body = nlohmann::json::parse(r.body, nullptr, false);
     if (r.status == 200 && body.is_object() && body.contains("last_seen") && body["last_seen"].is_number_integer()) {
       int64_t server = body["last_seen"].get<int64_t>();
-      samples_.push_back({server - (send_wall + rtt_us / 2000), (rtt_us + 500) / 1000, anchor});
+      samples_.push_back({server - (send_boot + rtt_us / 2) / 1000, (rtt_us + 500) / 1000});
       while (samples_.size() > opt_.samples) samples_.pop_front();
       ++total_samples_;
       current_ = true;
@@ -133,20 +124,9 @@ void CloudClock::retry_later(std::string why) {
   }
 }
 
-void CloudClock::check_step() {
-  const int64_t anchor_now = wall_ms() - BootMs();
-  size_t before = samples_.size();
-  std::erase_if(samples_, [&](const Sample& s) { return std::llabs(anchor_now - s.anchor_ms) > opt_.step_threshold_ms; });
-  if (samples_.size() == before) return;
-  discarded_ += before - samples_.size();
-  if (running_ && !request_) write_in(0);  // measure again on the stepped clock
-  changed();
-}
-
 void CloudClock::shutdown(std::function<void()> done) {
   running_ = false;
   uv_timer_stop(write_timer_);
-  uv_timer_stop(check_timer_);
   if (request_) http_.cancel(request_);
   request_ = 0;
   HttpRequest req;
@@ -168,8 +148,12 @@ const CloudClock::Sample* CloudClock::best() const {
   return b;
 }
 
+std::optional<int64_t> CloudClock::boot_offset_ms() const {
+  if (const Sample* b = best()) return b->boot_offset_ms;
+  return std::nullopt;
+}
 std::optional<int64_t> CloudClock::offset_ms() const {
-  if (const Sample* b = best()) return b->offset_ms;
+  if (const Sample* b = best()) return b->boot_offset_ms - (wall_ms() - BootUs() / 1000);
   return std::nullopt;
 }
 int64_t CloudClock::rtt_ms() const { return best() ? best()->rtt_ms : 0; }

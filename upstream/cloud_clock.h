@@ -1,12 +1,12 @@
 // CloudClock: estimates cloud time from the gateway's presence writes and keeps the presence
 // node ({"status":"online","last_seen":<server ts>} at presence_path) fresh for operators.
-// Each write resolves {".sv":"timestamp"} on the server; offset = server_ts - (t_send + rtt/2).
-// The estimate is the lowest-RTT sample among the last `samples` (least queueing error).
+// Each write resolves {".sv":"timestamp"} on the server; a sample is server_ts minus the local
+// time halfway through the request. The estimate is the lowest-RTT sample among the last
+// `samples` (least queueing error).
 //
 // Invariants:
-// - A sample is an offset against the wall clock; it is discarded as soon as the wall clock has
-//   stepped since it was taken (wall - CLOCK_BOOTTIME moved by more than step_threshold_ms), and a
-//   new sample is taken at once.
+// - Samples are kept as cloud - CLOCK_BOOTTIME, which a step of the wall clock (NTP, an operator,
+//   a box without RTC) does not move: offset_ms() follows such a step at once, also offline.
 // - current() is true only while the estimate includes a sample taken since the link was last
 //   seen lost (link_changed(false) or a failed presence write): what is uploaded after an outage
 //   is corrected with an offset measured on this link.
@@ -38,8 +38,6 @@ struct CloudClockOptions {
   std::function<void()> on_change{};
   int64_t retry_initial_ms = 1000;
   int64_t retry_max_ms = 5000;
-  int64_t step_check_ms = 1000;
-  int64_t step_threshold_ms = 25;
   std::function<int64_t()> wall_clock_ms{};  // nullptr: CLOCK_REALTIME (tests inject steps)
 };
 
@@ -56,19 +54,18 @@ class CloudClock {
   void link_changed(bool up);
 
   bool has_estimate() const { return !samples_.empty(); }
-  std::optional<int64_t> offset_ms() const;   // cloud - local wall clock
+  std::optional<int64_t> offset_ms() const;       // cloud - local wall clock, now
+  std::optional<int64_t> boot_offset_ms() const;  // cloud - CLOCK_BOOTTIME
   bool current() const { return current_ && has_estimate(); }
   int64_t rtt_ms() const;      // RTT of the sample in use (0 without)
   uint64_t sample_count() const { return total_samples_; }
-  uint64_t discarded_samples() const { return discarded_; }  // dropped after wall-clock steps
   const std::string& last_error() const { return last_error_; }  // of the latest failed write
 
  private:
-  struct Sample { int64_t offset_ms, rtt_ms, anchor_ms; };  // anchor: wall - boottime at send
+  struct Sample { int64_t boot_offset_ms, rtt_ms; };
   void write_presence();
   void write_in(int64_t delay_ms);
   void retry_later(std::string why);
-  void check_step();
   void changed();
   int64_t wall_ms() const;
   const Sample* best() const;
@@ -78,13 +75,12 @@ class CloudClock {
   Credentials& creds_;
   CloudClockOptions opt_;
   std::deque<Sample> samples_;  // newest last, at most opt_.samples
-  uint64_t total_samples_ = 0, discarded_ = 0;
+  uint64_t total_samples_ = 0;
   bool running_ = false, current_ = false;
   int attempt_ = 0;                   // consecutive failed writes
   HttpClient::RequestId request_ = 0;  // presence write in flight
   std::string last_error_;
   uv_timer_t* write_timer_;  // heap: closed asynchronously
-  uv_timer_t* check_timer_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for credential refreshes
 };
 

@@ -111,7 +111,7 @@ int main(int argc, char** argv) {
     auto routes = std::make_shared<RouteTable>(config);
     DeviceApi devices(&loop, *st, routes);
     TimedBridge bridge(*st, devices, routes);
-    bridge.OnClockEstimate(0, 1, true);
+    bridge.OnClockEstimate(store::WallClockMs() - store::BootTimeMs(), 1, true);  // cloud = local wall clock
     upstream::HttpClient http(&loop);
     auto creds = upstream::MakeNoCredentials();
     upstream::DrainerOptions opt;

@@ -35,6 +35,9 @@ POST /_oauth/token: jwt-bearer grant (form body) -> {"access_token": new accepte
                              and open streams are cut; the control API keeps working
   set {"path":p,"value":v}   another writer: sets v at p (streams hear it), no fault applies,
                              not in the log
+  heal                       clear injected faults (fail, lose_replies, reject, slow, silence,
+                             drop)
+                             and keep data, log and skew
 CLI: --port 0 prints the chosen port as the first stdout line. --secret S requires auth.
 Queries on GET: orderBy="$key"|"$value"|"<child>", startAt/endAt/equalTo (JSON), limitToFirst/Last,
 answered with Firebase's ordering (null < false < true < numbers < strings < objects, ties by key;
@@ -325,6 +328,8 @@ class Handler(BaseHTTPRequestHandler):
                 parts = split(req["path"])
                 set_at(parts, req.get("value"))
                 publish(parts, "put", get_at(STATE["data"], parts))
+            elif op == "heal":
+                STATE.update(fails=[], lose=[], rejects=[], slow_ms=0, silence=False, drop=False)
             elif op == "down":
                 self.close_connection = True
                 threading.Thread(target=go_down, args=(req["ms"], self.connection), daemon=True).start()
@@ -410,9 +415,8 @@ class Handler(BaseHTTPRequestHandler):
                                      "t_ms": int(time.time() * 1000) + STATE["skew_ms"],
                                      "if_match": self.headers.get("if-match")})
             cur = get_at(STATE["data"], parts)
-            cur_etag = etag_of(cur)
             if method == "GET":
-                headers = {"ETag": cur_etag} if self.headers.get("X-Firebase-ETag") == "true" else {}
+                headers = {"ETag": etag_of(cur)} if self.headers.get("X-Firebase-ETag") == "true" else {}
                 STATE["reads"].append({"path": "/" + "/".join(parts), "query": url.query})
                 try:
                     result = run_query(cur, query)
@@ -420,8 +424,8 @@ class Handler(BaseHTTPRequestHandler):
                     return self.reply(400, {"error": str(e)})
                 return self.reply(200, cur if result is None and "orderBy" not in query else result, headers)
             if_match = self.headers.get("if-match")
-            if if_match is not None and if_match != cur_etag:
-                return self.reply(412, cur, {"ETag": cur_etag})
+            if if_match is not None and if_match != etag_of(cur):  # hashing is O(subtree): only when asked
+                return self.reply(412, cur, {"ETag": etag_of(cur)})
             try:
                 if method == "PATCH" and isinstance(body, dict):
                     for v in body.values():

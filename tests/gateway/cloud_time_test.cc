@@ -52,5 +52,14 @@ TEST(EventCloudTime, SameBootWithoutACurrentEstimateUsesTheOffsetSavedWithTheWri
   EXPECT_EQ(EventCloudTimeMs(e, 5'012'000, 3'000, "boot-c", 400 - 10'000), 5'000'400);
 }
 
+TEST(EventCloudTime, SameBootBeforeTheFirstEstimateUsesTheOffsetKnownAtTheEvent) {
+  // Queued while the offset 250 was known; tetherd restarted (same boot) and has no estimate yet.
+  store::QueueEntry e = Entry(1'000'000, 50'000, "boot-a", 250);
+  EXPECT_EQ(EventCloudTimeMs(e, 1'004'000, 54'000, "boot-a", std::nullopt), 1'000'250);
+  store::QueueEntry unknown = Entry(1'000'000, 50'000, "boot-a", std::nullopt);
+  EXPECT_EQ(EventCloudTimeMs(unknown, 1'004'000, 54'000, "boot-a", std::nullopt), std::nullopt)
+      << "no offset then or now: the write waits for an estimate";
+}
+
 }  // namespace
 }  // namespace tether

@@ -10,6 +10,7 @@
 #include <set>
 #include <thread>
 
+#include "tests/integration/fault_harness.h"
 #include "tests/integration/sdk_client.h"
 #include "tests/integration/tetherd_process.h"
 
@@ -41,7 +42,7 @@ std::map<std::string, std::string> ChildKeys(const std::string& json) {
 }
 
 TEST(FaultKill9, AcknowledgedWritesSurviveRandomKills) {
-  const bool soak = std::getenv("TETHER_SOAK") != nullptr;
+  const bool soak = SoakMode();
   const int cycles = soak ? 100 : 10;
   const int kDevices = 8;
   TetherdProcess gw;
@@ -101,6 +102,7 @@ TEST(FaultKill9, AcknowledgedWritesSurviveRandomKills) {
   // Final check through a fresh device: every acked value present exactly once, in push order.
   SdkClient reader(port);
   ASSERT_TRUE(reader.Open());
+  Tally tally("kill -9 local");
   size_t total = 0;
   for (int d = 0; d < kDevices; ++d) {
     std::string dev = "dev" + std::to_string(d);
@@ -112,11 +114,14 @@ TEST(FaultKill9, AcknowledgedWritesSurviveRandomKills) {
     // Every acknowledged value is there; values never acknowledged may be there too (written
     // but not yet answered when the kill hit), but nothing twice and order is preserved.
     std::multiset<int> seen(stored.begin(), stored.end());
-    for (int v : acked[dev]) EXPECT_EQ(seen.count(v), 1u) << dev << " value " << v;
-    EXPECT_TRUE(std::is_sorted(stored.begin(), stored.end())) << dev << ": pushes out of order";
+    for (int v : acked[dev]) {
+      tally.Check(seen.count(v) == 1, dev + " value " + std::to_string(v) + " stored " +
+                                          std::to_string(seen.count(v)) + " times");
+    }
+    tally.Check(std::is_sorted(stored.begin(), stored.end()), dev + ": pushes out of order");
     total += acked[dev].size();
   }
-  EXPECT_GT(total, static_cast<size_t>(cycles)) << "the load actually ran";
+  tally.Check(total > static_cast<size_t>(cycles), "the load actually ran");
   // Every session lost in a kill either resumed or fired exactly once; let all of them expire now.
   for (auto& d : devs) d.reset();
   bool done = false;
@@ -131,8 +136,7 @@ TEST(FaultKill9, AcknowledgedWritesSurviveRandomKills) {
   size_t fired_once = 0;
   for (const auto& s : sessions_opened) {
     auto children = ChildKeys(reader.Request(kGet, "fired/" + s, "", {}, {}, {}, 50u).payload);
-    EXPECT_EQ(children.size(), 1u) << "session " << s << " fired " << children.size() << " times";
-    fired_once += children.size() == 1;
+    fired_once += tally.Check(children.size() == 1, "session " + s + " fired " + std::to_string(children.size()) + " times");
   }
   std::printf("kill -9 faults: %d cycles, %zu acknowledged writes all present once and in order, "
               "%zu/%zu lost sessions fired onDisconnect exactly once\n",

@@ -177,25 +177,82 @@ std::optional<CoapReply> SdkClient::Receive(std::chrono::milliseconds timeout) {
 
 CoapReply SdkClient::Exchange(const std::string& packet, const std::string& token) {
   // The SDK retransmits at +2 s and +6 s; tests on loopback wait once, long enough.
-  send(fd_, packet.data(), packet.size(), 0);
+  Transmit(packet, token);
   return Await(token);
 }
 
+void SdkClient::set_retransmit(std::chrono::milliseconds first, int max_retransmit) {
+  retransmit_first_ = first;
+  max_retransmit_ = max_retransmit;
+  std::chrono::milliseconds window{0};
+  for (int i = 0; i <= max_retransmit; ++i) window += first * (1 << i);
+  if (max_retransmit > 0) timeout_ = window;
+}
+
+void SdkClient::Transmit(const std::string& packet, const std::string& token) {
+  std::erase_if(stash_, [&](const CoapReply& r) { return r.token == token; });  // a stale reply
+  send(fd_, packet.data(), packet.size(), 0);
+  if (max_retransmit_ > 0) {
+    outstanding_[token] = Outstanding{packet, std::chrono::steady_clock::now() + retransmit_first_, retransmit_first_,
+                                      max_retransmit_};
+  }
+}
+
 CoapReply SdkClient::Await(const std::string& token) {
+  for (auto it = stash_.begin(); it != stash_.end(); ++it) {
+    if (it->token == token) {
+      CoapReply r = *it;
+      stash_.erase(it);
+      outstanding_.erase(token);
+      return r;
+    }
+  }
   auto deadline = std::chrono::steady_clock::now() + timeout_;
-  while (std::chrono::steady_clock::now() < deadline) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+  while (true) {
+    auto now = std::chrono::steady_clock::now();
+    auto out = outstanding_.find(token);
+    if (out != outstanding_.end() && out->second.retransmits_left > 0 && now >= out->second.next_send) {
+      send(fd_, out->second.packet.data(), out->second.packet.size(), 0);  // same message ID and token
+      out->second.wait *= 2;
+      out->second.next_send = now + out->second.wait;
+      out->second.retransmits_left--;
+    }
+    if (now >= deadline) break;
+    auto wake = deadline;
+    if (out != outstanding_.end() && out->second.retransmits_left > 0) wake = std::min(wake, out->second.next_send);
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(wake - now) + std::chrono::milliseconds(1);
     auto r = Receive(left);
-    if (!r) break;
-    if (r->token == token && r->type != 0) {  // matched by token only, as the SDK does
+    if (!r) {
+      if (out == outstanding_.end() && std::chrono::steady_clock::now() < deadline) break;  // an error (refused)
+      continue;
+    }
+    if (r->type == 2 && r->code == 0) {  // empty ACK: the answer follows as a CON, stop retransmitting
+      for (auto& [tok, o] : outstanding_) {
+        if ((static_cast<uint8_t>(o.packet[2]) << 8 | static_cast<uint8_t>(o.packet[3])) == r->mid) o.retransmits_left = 0;
+      }
+      continue;
+    }
+    const bool separate = r->type == 0 && r->code >= 0x40 && (r->token == token || !r->observe);
+    if (separate) {  // a separate response: acknowledged like a notification
+      std::string ack = {static_cast<char>(0x60 | r->token.size()), 0, static_cast<char>(r->mid >> 8),
+                         static_cast<char>(r->mid & 0xff)};
+      ack += r->token;
+      send(fd_, ack.data(), ack.size(), 0);
+    }
+    if (r->token == token && (r->type != 0 || separate)) {  // matched by token only, as the SDK does
+      outstanding_.erase(token);
       if (r->observe && r->code == 0x45) observe_last_[token] = *r->observe;
       return *r;
     }
-    if (r->type == 0 || r->type == 1) {  // a notification meanwhile: acknowledged now, read later
+    if (!separate && (r->type == 0 || r->type == 1)) {  // a notification meanwhile: acknowledged now, read later
       AckIfCon(*r);
       pending_.push_back(*r);
+    } else if (!r->token.empty()) {
+      stash_.push_back(*r);  // the reply to another request in flight
+      if (stash_.size() > 256) stash_.erase(stash_.begin());
     }
   }
+  outstanding_.erase(token);
   CoapReply timeout;
   timeout.code = 0xff;
   return timeout;
@@ -227,7 +284,7 @@ CoapReply SdkClient::OpenRaw(const std::string& auth_token) { return Await(SendO
 
 std::string SdkClient::SendOpen(const std::string& auth_token) {
   std::string pkt = Build(2, {".cs"}, {"v=2"}, auth_token, {}, {}, {});
-  send(fd_, pkt.data(), pkt.size(), 0);
+  Transmit(pkt, pkt.substr(4, 4));
   return pkt.substr(4, 4);
 }
 
@@ -236,7 +293,7 @@ std::string SdkClient::Send(uint8_t method, const std::string& path, const std::
   std::vector<std::string> segs = Segments(path);
   std::vector<std::string> q = WithSession(extra_queries);
   std::string pkt = Build(method, segs, q, payload, {}, {}, {});
-  send(fd_, pkt.data(), pkt.size(), 0);
+  Transmit(pkt, pkt.substr(4, 4));
   return pkt.substr(4, 4);
 }
 

@@ -91,6 +91,10 @@ class SdkClient {
   uint16_t local_port() const;
   // How long a request waits for its reply (default 5 s).
   void set_timeout(std::chrono::milliseconds t) { timeout_ = t; }
+  // CoAP retransmission for lossy links: an unanswered request is sent again (same message ID and
+  // token) after `first`, the wait doubling each time, at most `max_retransmit` times; the reply
+  // timeout becomes the whole window. Off (0) by default: loopback tests wait once.
+  void set_retransmit(std::chrono::milliseconds first, int max_retransmit);
 
   // Builds the SDK's packet (exposed for trace comparisons).
   std::string Build(uint8_t method, const std::vector<std::string>& path, const std::vector<std::string>& queries,
@@ -110,10 +114,23 @@ class SdkClient {
   uint16_t counter_ = 0;
   std::string short_token_, long_token_;
   std::vector<CoapReply> pending_;  // notifications that arrived while waiting for a reply
+  // Replies to other requests in flight that arrived while one was awaited (bounded; a reply
+  // left over from an abandoned request is dropped when its token is reused).
+  std::vector<CoapReply> stash_;
+  struct Outstanding {
+    std::string packet;
+    std::chrono::steady_clock::time_point next_send;
+    std::chrono::milliseconds wait;
+    int retransmits_left;
+  };
+  std::map<std::string, Outstanding> outstanding_;  // by token, while retransmitting
   std::chrono::milliseconds timeout_{5000};
   std::string last_request_;
   std::map<std::string, uint32_t> observe_last_;  // token -> last accepted Observe value
   size_t stale_ = 0;
+  std::chrono::milliseconds retransmit_first_{0};
+  int max_retransmit_ = 0;
+  void Transmit(const std::string& packet, const std::string& token);
 };
 
 // Minimal CBOR for tests: text string, unsigned int, indefinite map of text->text (as the SDK).
