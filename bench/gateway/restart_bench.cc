@@ -129,9 +129,9 @@ int main(int argc, char** argv) {
     const auto t0 = Clock::now();
     g.Start();
     while (Ms(t0) < 60000) {
-      const std::string code = dev.Request(1, "r0/device-1", "").CodeString();
-      const bool coap = code != "0.00";  // "0.00": no answer (yet)
-      if (coap && (want.empty() || code == want)) return Ms(t0);
+      const CoapReply r = dev.Request(1, "r0/device-1", "");
+      const bool coap = r.code != 0xff;  // 0xff: no answer yet (timed out or port unreachable)
+      if (coap && (want.empty() || r.CodeString() == want)) return Ms(t0);
     }
     return -1.0;
   };
