@@ -161,7 +161,9 @@ void DeviceApi::RestoreSessions() {
   int64_t now = static_cast<int64_t>(uv_now(loop_));
   size_t n = 0;
   store::WriteBatch checkpoints;  // the advanced Observe checkpoints, durable before first use
-  for (const auto& r : store_.sessions().ListAll()) {
+  const std::vector<store::SessionRecord> records = store_.sessions().ListAll();
+  sessions_.Reserve(sessions_.size() + records.size());
+  for (const auto& r : records) {
     auto addr = ParseAddress(r.bound_address);
     Session s;
     s.id = r.session_id;

@@ -15,6 +15,13 @@ Session& SessionTable::Add(Session s) {
   return *p;
 }
 
+void SessionTable::Reserve(size_t n) {
+  by_id_.reserve(n);
+  by_short_.reserve(n);
+  by_long_.reserve(n);
+  by_addr_.reserve(n);
+}
+
 void SessionTable::Remove(const std::string& id) {
   auto it = by_id_.find(id);
   if (it == by_id_.end()) return;

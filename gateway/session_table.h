@@ -38,6 +38,7 @@ class SessionTable {
 
   // Adds a session (its tokens must be unused); its deadline is last_seen_ms + timeout.
   Session& Add(Session s);
+  void Reserve(size_t n);  // room for n sessions without rehashing (restoring after a restart)
   void Remove(const std::string& id);
   void Rebind(Session& s, const coap::Address& addr);
 
