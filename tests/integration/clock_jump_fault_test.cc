@@ -68,13 +68,7 @@ TEST_P(FaultClockJump, ServerTimestampsStayTrueAcrossAWallClockJumpWhileOffline)
   for (auto& d : fleet.devices()) ASSERT_TRUE(d->EnsureSession());
   SdkClient probe(go.port);
   ASSERT_TRUE(probe.Open("probe"));
-  bool offset_known = false;
-  for (int i = 0; i < 100 && !offset_known; ++i) {
-    std::string v = probe.Request(1, ".info/serverTimeOffset", "", {}, {}, {}, 50u).payload;
-    offset_known = !v.empty() && std::llabs(std::atoll(v.c_str()) - kSkewMs) < 50;
-    if (!offset_known) std::this_thread::sleep_for(100ms);
-  }
-  ASSERT_TRUE(offset_known) << "the gateway never estimated the cloud clock";
+  ASSERT_TRUE(WaitForCloudOffset(probe, kSkewMs, 50)) << "the gateway never estimated the cloud clock";
 
   LoadOptions load;
   load.depth = 2;

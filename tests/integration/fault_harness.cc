@@ -93,6 +93,15 @@ void Tally::Print() {
   std::fflush(stdout);
 }
 
+bool WaitForCloudOffset(SdkClient& probe, int64_t skew_ms, int64_t tolerance_ms) {
+  for (int i = 0; i < 100; ++i) {
+    std::string v = probe.Request(1, ".info/serverTimeOffset", "", {}, {}, {}, 50u).payload;
+    if (!v.empty() && std::llabs(std::atoll(v.c_str()) - skew_ms) < tolerance_ms) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
 std::string FaultGatewayYaml(GatewayOptions* o) {
   if (o->port == 0) o->port = static_cast<uint16_t>(FreePort());
   std::string y = "gateway:\n  id: gw-fault\ndevice:\n  listen: \"127.0.0.1:" + std::to_string(o->port) +

@@ -56,6 +56,9 @@ struct GatewayOptions {
   bool sync_config = false;   // a route "cfg": config/** read-only, synced from the cloud
 };
 std::string FaultGatewayYaml(GatewayOptions* o);  // fills o->port
+// Polls .info/serverTimeOffset through `probe` (an open session) for up to 10 s: true once the
+// gateway reports skew_ms within tolerance_ms.
+bool WaitForCloudOffset(SdkClient& probe, int64_t skew_ms, int64_t tolerance_ms);
 
 enum class Outcome { kAcked, kUnknown, kRefused };
 

@@ -49,13 +49,7 @@ TEST(FaultWanFlaps, EveryAcknowledgedWriteArrivesOnceInOrderThroughFlaps) {
   ASSERT_TRUE(gw.WaitForLog("listening for CoAP", 10s)) << gw.Log();
   SdkClient probe(go.port);
   ASSERT_TRUE(probe.Open("probe"));
-  bool offset_known = false;
-  for (int i = 0; i < 100 && !offset_known; ++i) {
-    std::string v = probe.Request(1, ".info/serverTimeOffset", "", {}, {}, {}, 50u).payload;
-    offset_known = !v.empty() && std::llabs(std::atoll(v.c_str()) - kSkewMs) < 100;
-    if (!offset_known) std::this_thread::sleep_for(100ms);
-  }
-  ASSERT_TRUE(offset_known) << "the gateway never estimated the cloud clock";
+  ASSERT_TRUE(WaitForCloudOffset(probe, kSkewMs, 100)) << "the gateway never estimated the cloud clock";
 
   Fleet fleet(devices, go.port, 1000ms, 4000);
   LoadOptions load;
