@@ -13,7 +13,10 @@ std::string Canonical(const std::string& path) {
   while (i < path.size()) {
     size_t j = path.find('/', i);
     if (j == std::string::npos) j = path.size();
-    if (j > i) out += (out.empty() ? "" : "/") + path.substr(i, j - i);
+    if (j > i) {
+      if (!out.empty()) out += '/';
+      out.append(path, i, j - i);
+    }
     i = j + 1;
   }
   return out;
