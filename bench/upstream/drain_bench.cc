@@ -121,6 +121,8 @@ int main(int argc, char** argv) {
                 batch > 0 ? "" : " (tetherd's defaults)");
     std::vector<upstream::RouteTarget> targets = {{"bench", bridge.RootOf("bench")}, {"live", bridge.RootOf("live")}};
     upstream::Drainer drainer(&loop, http, *creds, bridge, targets, opt);
+    // As tetherd wires it: a route's next batch leaves once its confirmation is committed.
+    bridge.SetSettledHook([&drainer](const std::string& route) { drainer.notify(route); });
     auto t0 = Clock::now();
     drainer.start();
     auto limit = t0 + std::chrono::minutes(5);
