@@ -52,9 +52,6 @@ namespace {
 bool IsUnder(const std::string& path, const std::string& root) {
   return root.empty() || path == root || path.compare(0, root.size() + 1, root + "/") == 0;
 }
-}  // namespace
-
-namespace {
 std::optional<int64_t> WallOffset(std::optional<int64_t> boot_offset_ms) {
   if (!boot_offset_ms) return std::nullopt;
   return *boot_offset_ms - (store::WallClockMs() - store::BootTimeMs());
