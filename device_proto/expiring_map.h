@@ -60,14 +60,14 @@ class ExpiringMap {
   // Inserts or replaces; the entry's lifetime starts now. `extra` = heap bytes
   // the value owns out of line (e.g. heap_bytes() of its strings).
   V& insert(const K& key, V value, size_t extra, uint64_t now_ms) {
-    erase(key);
     const uint64_t seq = ++seq_;
-    auto& slot = map_[key];
-    slot = Slot{std::move(value), seq, extra};
+    auto [it, fresh] = map_.try_emplace(key);  // one lookup: a replaced entry's record goes stale
+    if (!fresh) extra_ -= it->second.extra;
+    it->second = Slot{std::move(value), seq, extra};
     extra_ += extra;
     fifo_.push_back(Record{key, now_ms + lifetime_ms_, seq});
     enforce_bounds(key);  // never evicts `key`; references survive other erasures
-    return slot.value;
+    return it->second.value;
   }
 
   // Updates the out-of-line bytes of an existing entry (e.g. after attaching a reply).
@@ -95,14 +95,17 @@ class ExpiringMap {
   uint64_t evictions() const { return evictions_; }
 
  private:
-  void pop_front() {
+  // Drops the oldest record and its entry if the record is still the entry's; true if it was.
+  bool pop_front() {
     const Record& r = fifo_.front();
     auto it = map_.find(r.key);
-    if (it != map_.end() && it->second.seq == r.seq) {
+    const bool was_live = it != map_.end() && it->second.seq == r.seq;
+    if (was_live) {
       extra_ -= it->second.extra;
       map_.erase(it);
     }
     fifo_.pop_front();
+    return was_live;
   }
 
   bool live(const Record& r) const {
@@ -125,12 +128,11 @@ class ExpiringMap {
         fifo_.pop_front();
         continue;
       }
-      if (live(r)) ++evictions_;
-      pop_front();
+      if (pop_front()) ++evictions_;
     }
     if (kept) fifo_.push_front(*kept);
     // Stale FIFO records (from replaced/erased entries) are bounded by trimming.
-    while (fifo_.size() > 2 * map_.size() + 64 && !fifo_.empty() && !live(fifo_.front())) fifo_.pop_front();
+    while (fifo_.size() > 2 * map_.size() + 64 && !live(fifo_.front())) fifo_.pop_front();
   }
 
   std::unordered_map<K, Slot, Hash, std::equal_to<K>, MapAlloc> map_;
