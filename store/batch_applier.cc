@@ -71,6 +71,7 @@ BatchApplier::BatchApplier(const LmdbEnv& env, const StoreOptions& options, Cach
       db_(env.dbs()),
       use_(use),
       unit_depth_(options.tree_unit_depth),
+      pending_(env.dbs()),
       route_limits_(options.route_limits) {
   for (const std::string& p : options.tree_pinned_roots) {
     std::string key;
@@ -158,6 +159,9 @@ void BatchApplier::Load(MDB_txn* txn) {
       routes_[GetBe32(static_cast<const char*>(k.mv_data))] = rs;
     }
   }
+  if (int prc = pending_.Load(txn)) {
+    throw StoreError(env_.path() + ": cannot read the queue for its path index: " + mdb_strerror(prc));
+  }
   if (!spare_set_) {
     spare_after_ = counters_.lru_clock;
     spare_set_ = true;
@@ -171,6 +175,7 @@ Status BatchApplier::Flush(MDB_txn* txn) {
     if (int rc = mdb_put(txn, db_.route_stats, &mk, &mv, 0)) return Mdb(rc, "route stats");
   }
   dirty_routes_.clear();
+  if (int rc = pending_.Persist(txn)) return Mdb(rc, "pending index");
   if (Status s = FlushUnits(txn); !s.ok()) return s;
   if (counters_dirty_) {
     std::string v = EncodeCounters(counters_);
@@ -226,10 +231,7 @@ Status BatchApplier::AppendEntry(MDB_txn* txn, QueueEntry e, BatchResult* result
   std::string key = QueueKey(id, e.seq);
   MDB_val mk = Val(key), mv = Val(value);
   if (int rc = mdb_put(txn, db_.queue, &mk, &mv, 0)) return Mdb(rc, "queue append");
-  if (std::string ik; PendingIndexKey(e.path, e.seq, &ik)) {
-    MDB_val k = Val(ik), v = Val(std::string_view(key).substr(0, 4));
-    if (int rc = mdb_put(txn, db_.pending_paths, &k, &v, 0)) return Mdb(rc, "pending index");
-  }
+  pending_.Add(e.path, e.seq, id);
   RouteStats& rs = Route(id);
   rs.depth++;
   rs.bytes += size;
@@ -237,14 +239,6 @@ Status BatchApplier::AppendEntry(MDB_txn* txn, QueueEntry e, BatchResult* result
   counters_.queue_bytes += size;
   result->seqs.push_back(e.seq);
   return Status::Ok();
-}
-
-Status BatchApplier::Unindex(MDB_txn* txn, const QueueEntry& e) {
-  std::string ik;
-  if (!PendingIndexKey(e.path, e.seq, &ik)) return Status::Ok();
-  MDB_val k = Val(ik);
-  int rc = mdb_del(txn, db_.pending_paths, &k, nullptr);
-  return rc == 0 || rc == MDB_NOTFOUND ? Status::Ok() : Mdb(rc, "pending index");
 }
 
 Status BatchApplier::RemoveQueued(MDB_txn* txn, uint32_t route_id, uint64_t seq,
@@ -255,7 +249,7 @@ Status BatchApplier::RemoveQueued(MDB_txn* txn, uint32_t route_id, uint64_t seq,
   std::string key = QueueKey(route_id, seq);
   MDB_val mk = Val(key);
   if (int rc = mdb_del(txn, db_.queue, &mk, nullptr)) return Mdb(rc, "queue delete");
-  if (Status s = Unindex(txn, e); !s.ok()) return s;
+  if (int rc = pending_.Remove(txn, e.path, e.seq)) return Mdb(rc, "pending index");
   ForgetSwept(route_id, seq);
   RouteStats& rs = Route(route_id);
   rs.depth--;
@@ -375,7 +369,7 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::MoveToDead& m, BatchResult
   d.http_status = m.http_status;
   d.dead_at_ms = m.now_ms;
   if ((rc = mdb_del(txn, db_.queue, &mk, nullptr))) return Mdb(rc, "queue delete");
-  if (Status s = Unindex(txn, d.entry); !s.ok()) return s;
+  if ((rc = pending_.Remove(txn, d.entry.path, d.entry.seq))) return Mdb(rc, "pending index");
   ForgetSwept(it->second, m.seq);
   Released(d.entry.path);  // a dead letter does not hold its data in the cache
   std::string dk = Be64Key(m.seq), dv = EncodeDeadLetter(d);
@@ -636,24 +630,6 @@ Status BatchApplier::PutUnit(MDB_txn* txn, const std::string& unit, const UnitRe
   return Status::Ok();
 }
 
-// A queued write's index entry at exactly `key` ("key\0seq"), or strictly below it ("key/...").
-// An LMDB error counts as "there is one" (keeps data rather than evicting it).
-bool BatchApplier::PendingAt(MDB_txn* txn, const std::string& key, bool below) {
-  std::string prefix = key;
-  if (below) {
-    if (!prefix.empty()) prefix += '/';
-  } else {
-    prefix += '\0';
-  }
-  Cursor c(txn, db_.pending_paths);
-  if (c.rc()) return true;
-  MDB_val k = Val(prefix), v;
-  int rc = prefix.empty() ? mdb_cursor_get(c.get(), &k, &v, MDB_FIRST) : mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE);
-  if (rc == MDB_NOTFOUND) return false;
-  if (rc) return true;
-  return View(k).substr(0, prefix.size()) == prefix;
-}
-
 Status BatchApplier::Unpark(MDB_txn* txn, const std::string& unit) {
   UnitRecord rec;
   bool found = false;
@@ -713,12 +689,12 @@ Status BatchApplier::FlushUnits(MDB_txn* txn) {
   if (stamp) counters_dirty_ = true;
   unit_changes_.clear();
   for (const std::string& unit : released_units_) {
-    if (PendingAt(txn, unit, false) || PendingAt(txn, unit, true)) continue;  // still protected there
+    if (pending_.Any(txn, unit, false) || pending_.Any(txn, unit, true)) continue;  // still protected there
     if (Status s = Unpark(txn, unit); !s.ok()) return s;
   }
   released_units_.clear();
   for (const std::string& key : released_shallow_) {
-    if (PendingAt(txn, key, false)) continue;
+    if (pending_.Any(txn, key, false)) continue;
     if (Status s = UnparkWithin(txn, key); !s.ok()) return s;
   }
   released_shallow_.clear();
@@ -754,7 +730,7 @@ Status BatchApplier::EvictUnit(MDB_txn* txn, const std::string& unit, uint64_t l
   }
   UnitRecord now = rec;
   auto protects = [&](const std::string& key) {
-    return pinned_.count(key) || use_->Held(key) || PendingAt(txn, key, false);
+    return pinned_.count(key) || use_->Held(key) || pending_.Any(txn, key, false);
   };
   bool whole = false;
   for (size_t end = 0; !whole;) {  // the unit and its ancestors, "" first
@@ -764,7 +740,7 @@ Status BatchApplier::EvictUnit(MDB_txn* txn, const std::string& unit, uint64_t l
     end = slash == std::string::npos ? unit.size() : slash;
   }
   if (!whole) {
-    const bool inner = AnyBelow(pinned_, unit) || use_->HeldBelow(unit) || PendingAt(txn, unit, true);
+    const bool inner = AnyBelow(pinned_, unit) || use_->HeldBelow(unit) || pending_.Any(txn, unit, true);
     std::unordered_map<std::string, bool> memo;  // protection of keys strictly below the unit
     auto protected_at = [&](const std::string& key) {
       auto [it, fresh] = memo.try_emplace(key);
@@ -1087,7 +1063,7 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::CloudWrite& m, BatchResult
 
 Status BatchApplier::OverlayPending(MDB_txn* txn, const std::string& key, const std::vector<uint64_t>& in_flight,
                                     BatchResult* result) {
-  for (const PendingRef& p : OverlappingPending(txn, db_, key)) {
+  for (const PendingRef& p : pending_.Overlapping(txn, key)) {
     if (std::binary_search(in_flight.begin(), in_flight.end(), p.seq)) continue;
     const std::string qk = QueueKey(p.route_id, p.seq);
     MDB_val k = Val(qk), v;

@@ -20,6 +20,7 @@
 
 #include "store/lmdb_env.h"
 #include "store/options.h"
+#include "store/pending_index.h"
 #include "store/store_counters.h"
 #include "store/cache_use.h"
 #include "store/write_batch.h"
@@ -64,7 +65,6 @@ class BatchApplier {
                  BatchResult* result);
   Status DeleteTreeRange(MDB_txn* txn, const std::string& key);
   Status DeleteTreeKey(MDB_txn* txn, const std::string& key);
-  Status Unindex(MDB_txn* txn, const QueueEntry& e);  // drops e from pending_paths
   // Cloud data was written at tree key `key`: re-applies the queued entries overlapping it.
   Status OverlayPending(MDB_txn* txn, const std::string& key, const std::vector<uint64_t>& in_flight,
                         BatchResult* result);
@@ -77,7 +77,6 @@ class BatchApplier {
   Status FlushUnits(MDB_txn* txn);
   Status GetUnit(MDB_txn* txn, const std::string& unit, UnitRecord* rec, bool* found);
   Status PutUnit(MDB_txn* txn, const std::string& unit, const UnitRecord* old, const UnitRecord& now);
-  bool PendingAt(MDB_txn* txn, const std::string& key, bool below);
   Status Unpark(MDB_txn* txn, const std::string& unit);
   Status UnparkWithin(MDB_txn* txn, const std::string& key);
   Status DropMarksAbove(MDB_txn* txn, std::string_view key, std::unordered_set<std::string>* done);
@@ -96,6 +95,7 @@ class BatchApplier {
   std::set<std::string> pinned_;  // tree keys of options.tree_pinned_roots
   bool pin_all_ = false;
 
+  PendingIndex pending_;  // queued entries by path; in step with counters_ (Load, Flush)
   StoreCounters counters_;
   std::unordered_map<std::string, uint32_t> route_ids_;
   std::unordered_map<uint32_t, RouteStats> routes_;

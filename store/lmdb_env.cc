@@ -11,6 +11,7 @@
 #include <random>
 #include <mutex>
 
+#include "store/pending_index.h"
 #include "store/record_codec.h"
 #include "store/store_counters.h"
 #include "store/store_error.h"
@@ -224,6 +225,7 @@ LmdbEnv::LmdbEnv(const std::string& dir, const StoreOptions& options) : path_(di
         ThrowLmdb(path_, "dropping tree_roots", rc);
       }
     }
+    uint64_t next_seq = 1;
     if (fresh) {
       std::string schema;
       PutBe32(&schema, kSchemaVersion);
@@ -255,6 +257,7 @@ LmdbEnv::LmdbEnv(const std::string& dir, const StoreOptions& options) : path_(di
         mdb_txn_abort(txn);
         throw StoreError(path_ + ": corrupt store: unreadable counters record");
       }
+      next_seq = c.next_seq;
       if (version != kSchemaVersion && !ro) {  // converted above (units built, tree_roots gone)
         std::string v = EncodeCounters(c), s;
         PutBe32(&s, kSchemaVersion);
@@ -264,6 +267,12 @@ LmdbEnv::LmdbEnv(const std::string& dir, const StoreOptions& options) : path_(di
           ThrowLmdb(path_, "converting the store to the current schema", rc);
         }
       }
+    }
+    // A new store, a built index or a schema 3 store: every queued entry is in pending_paths.
+    if (!ro && (fresh || build_pending_index || ReadPendingThrough(txn, dbs_) == UINT64_MAX) &&
+        (rc = WritePendingThrough(txn, dbs_, next_seq - 1))) {
+      mdb_txn_abort(txn);
+      ThrowLmdb(path_, "writing the pending index mark", rc);
     }
     bool has_id = false;
     instance_id_ = ReadMeta(txn, dbs_.meta, "instance", &has_id);

@@ -21,12 +21,14 @@ namespace tether::store {
 
 inline constexpr std::string_view kFormatId = "tether-store";
 // 2: tree leaves are CBOR. 3: the cache bound works on units (tree_units, tree_lru) instead of
-// first path segments (tree_roots); a schema 2 store is converted when first opened writable.
-inline constexpr uint32_t kSchemaVersion = 3;
+// first path segments (tree_roots). 4: pending_paths holds the queued entries up to meta
+// "pending_through" only (store/pending_index.h). Older stores are converted when first opened
+// writable.
+inline constexpr uint32_t kSchemaVersion = 4;
 inline constexpr uint32_t kOldestReadableSchema = 2;
 
 struct Databases {
-  MDB_dbi meta;           // "format", "schema", "counters"
+  MDB_dbi meta;           // "format", "schema", "counters", "instance", "unit_depth", "pending_through"
   MDB_dbi routes;         // route name -> route id (BE32)
   MDB_dbi route_stats;    // route id (BE32) -> RouteStats
   MDB_dbi queue;          // route id (BE32) + seq (BE64) -> QueueEntry
@@ -41,7 +43,7 @@ struct Databases {
   // tree key + '\0' + canonical query -> "" (valid until deleted by an eviction of its root or a
   // ForgetComplete), or, written by older builds, StoreCounters::evictions (BE64) at marking.
   MDB_dbi query_marks;
-  MDB_dbi pending_paths;  // PendingIndexKey(entry's tree key, seq) -> route id (BE32): queued entries by path
+  MDB_dbi pending_paths;  // PendingIndexKey(entry's tree key, seq) -> route id (BE32), see PendingIndex
   bool has_query_marks = true;    // false: a read-only open of a store that never had them
   bool has_pending_paths = true;  // likewise
   bool has_units = true;          // likewise (a schema 2 store opened read-only)

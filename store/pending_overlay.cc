@@ -1,8 +1,8 @@
 #include "store/pending_overlay.h"
 
-#include <algorithm>
 #include <optional>
 
+#include "store/lmdb_env.h"
 #include "store/record_codec.h"
 #include "store/tree_path.h"
 
@@ -16,27 +16,6 @@ std::string Child(const std::string& base, std::string_view rel) {
   out += '/';
   out += rel;
   return out;
-}
-
-// Entries indexed exactly at tree key `at` ("at\0seq"), or below it when `below` ("at/...").
-void Collect(MDB_txn* txn, MDB_dbi index, const std::string& at, bool below, std::vector<PendingRef>* out) {
-  std::string prefix = at;
-  if (below) {
-    if (!prefix.empty()) prefix += '/';
-  } else {
-    prefix += '\0';
-  }
-  Cursor c(txn, index);
-  if (c.rc()) return;
-  MDB_val k = Val(prefix), v;
-  int rc = prefix.empty() ? mdb_cursor_get(c.get(), &k, &v, MDB_FIRST) : mdb_cursor_get(c.get(), &k, &v, MDB_SET_RANGE);
-  for (; rc == 0; rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT)) {
-    std::string_view found = View(k);
-    if (found.substr(0, prefix.size()) != prefix) break;
-    if (!below && found.size() != prefix.size() + 8) continue;  // a longer key with a '\0'? never; be safe
-    if (found.size() < 9 || v.mv_size != 4) continue;
-    out->push_back({GetBe64(found.data() + found.size() - 8), GetBe32(static_cast<const char*>(v.mv_data))});
-  }
 }
 
 bool IsTimestamp(const nlohmann::json& v) {
@@ -135,21 +114,6 @@ nlohmann::json Incremented(MDB_txn* txn, MDB_dbi tree, const std::string& key, c
     return (cur.is_number_integer() ? cur.get<int64_t>() : 0) + by.get<int64_t>();
   }
   return (cur.is_number() ? cur.get<double>() : 0.0) + by.get<double>();
-}
-
-std::vector<PendingRef> OverlappingPending(MDB_txn* txn, const Databases& dbs, const std::string& key) {
-  std::vector<PendingRef> out;
-  if (!dbs.has_pending_paths) return out;
-  std::vector<std::string> segs;
-  std::string error;
-  ParseTreePath(key, &segs, &error);  // a tree key is a valid path
-  for (size_t depth = 0; depth < segs.size(); ++depth) Collect(txn, dbs.pending_paths, JoinKey(segs, depth), false, &out);
-  Collect(txn, dbs.pending_paths, key, false, &out);
-  Collect(txn, dbs.pending_paths, key, true, &out);
-  std::sort(out.begin(), out.end(), [](const PendingRef& a, const PendingRef& b) { return a.seq < b.seq; });
-  out.erase(std::unique(out.begin(), out.end(), [](const PendingRef& a, const PendingRef& b) { return a.seq == b.seq; }),
-            out.end());
-  return out;
 }
 
 Status ReapplyWithin(MDB_txn* txn, MDB_dbi tree, const QueueEntry& e, const std::string& key, const TreeSetter& set) {

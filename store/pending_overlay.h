@@ -17,23 +17,13 @@
 #include <cstdint>
 #include <functional>
 #include <string>
-#include <vector>
 
 #include <nlohmann/json.hpp>
 
-#include "store/lmdb_env.h"
 #include "store/queue_entry.h"
 #include "store/status.h"
 
 namespace tether::store {
-
-struct PendingRef {
-  uint64_t seq;
-  uint32_t route_id;
-};
-
-// Queued entries whose path is K, below K or above K, in seq order.
-std::vector<PendingRef> OverlappingPending(MDB_txn* txn, const Databases& dbs, const std::string& key);
 
 // Writes `value` (null = remove) at tree key `key`, replacing what is there.
 using TreeSetter = std::function<Status(const std::string& key, const nlohmann::json& value)>;

@@ -1,0 +1,224 @@
+// The index of queued writes by path (store/pending_index.h): appends stay in memory until a
+// backlog builds, the persisted and in-memory parts together answer the overlay and the cache
+// bound, and a reopen rebuilds the in-memory part from the queue.
+#include <gtest/gtest.h>
+#include <lmdb.h>
+
+#include <functional>
+#include <string>
+
+#include "store/pending_index.h"
+#include "store/record_codec.h"
+#include "store/store.h"
+#include "tests/store/store_test_util.h"
+
+namespace tether::store {
+namespace {
+
+using nlohmann::json;
+using testing::TempDir;
+
+struct RawIndex {
+  size_t persisted = 0;     // entries in LMDB db pending_paths
+  uint64_t through = 0;     // meta "pending_through"
+  bool has_through = false;
+};
+
+// The index as the file holds it (the store must be closed).
+RawIndex ReadRaw(const std::string& dir) {
+  RawIndex out;
+  MDB_env* env = nullptr;
+  EXPECT_EQ(mdb_env_create(&env), 0);
+  mdb_env_set_maxdbs(env, 16);
+  EXPECT_EQ(mdb_env_open(env, dir.c_str(), MDB_RDONLY, 0640), 0);
+  MDB_txn* txn = nullptr;
+  EXPECT_EQ(mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn), 0);
+  MDB_dbi paths, meta;
+  EXPECT_EQ(mdb_dbi_open(txn, "pending_paths", 0, &paths), 0);
+  EXPECT_EQ(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+  MDB_stat st;
+  EXPECT_EQ(mdb_stat(txn, paths, &st), 0);
+  out.persisted = st.ms_entries;
+  MDB_val k{15, const_cast<char*>("pending_through")}, v;
+  if (mdb_get(txn, meta, &k, &v) == 0 && v.mv_size == 8) {
+    out.has_through = true;
+    const auto* p = static_cast<const unsigned char*>(v.mv_data);
+    for (int i = 0; i < 8; ++i) out.through = out.through << 8 | p[i];
+  }
+  mdb_txn_abort(txn);
+  mdb_env_close(env);
+  return out;
+}
+
+// Runs `edit` in a write txn on the (closed) store's file.
+void RawEdit(const std::string& dir, const std::function<void(MDB_txn*)>& edit) {
+  MDB_env* env = nullptr;
+  ASSERT_EQ(mdb_env_create(&env), 0);
+  mdb_env_set_maxdbs(env, 16);
+  ASSERT_EQ(mdb_env_open(env, dir.c_str(), 0, 0640), 0);
+  MDB_txn* txn = nullptr;
+  ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+  edit(txn);
+  ASSERT_EQ(mdb_txn_commit(txn), 0);
+  mdb_env_close(env);
+}
+
+class PendingIndexTest : public ::testing::Test {
+ protected:
+  void Open() {
+    store_.reset();
+    store_ = Store::Open(dir_.sub("db"), StoreOptions{}, nullptr);
+  }
+  void Close() { store_.reset(); }
+  void SetUp() override { Open(); }
+
+  // `n` queued writes at /bulk/d<i % 50>/v, in batches of 1000; the last seq.
+  uint64_t Bulk(size_t n) {
+    uint64_t last = 0;
+    for (size_t done = 0; done < n;) {
+      WriteBatch b;
+      for (size_t i = 0; i < 1000 && done < n; ++i, ++done) {
+        b.Append(testing::Entry("bulk", "/bulk/d" + std::to_string(done % 50) + "/v", std::to_string(done)));
+      }
+      BatchResult r = store_->CommitBlocking(std::move(b));
+      EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+      if (!r.seqs.empty()) last = r.seqs.back();
+    }
+    return last;
+  }
+  uint64_t Write(const std::string& path, const std::string& payload) {
+    WriteBatch b;
+    b.TreeSet(path, json::parse(payload));
+    b.Append(testing::Entry("q", path, payload));
+    BatchResult r = store_->CommitBlocking(std::move(b));
+    EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+    return r.seqs.empty() ? 0 : r.seqs[0];
+  }
+  void Cloud(const std::string& path, const std::string& value) {
+    WriteBatch b;
+    b.TreeSetFromCloud(path, json::parse(value));
+    ASSERT_TRUE(store_->CommitBlocking(std::move(b)).status.ok());
+  }
+  void ExpectHealthy() {
+    CheckReport r = store_->Check();
+    EXPECT_TRUE(r.ok) << (r.problems.empty() ? "" : r.problems.front());
+  }
+
+  TempDir dir_;
+  std::unique_ptr<Store> store_;
+};
+
+TEST_F(PendingIndexTest, AppendsCostNoIndexWriteUntilABacklogBuilds) {
+  const size_t below = PendingIndex::kPersistAt - 1;
+  Bulk(below);
+  Write("/r/a", "1");  // the kPersistAt-th entry: persisted with the next Flush that sees it
+  Close();
+  RawIndex raw = ReadRaw(dir_.sub("db"));
+  ASSERT_TRUE(raw.has_through);
+  // Written with the commit of the kPersistAt-th entry, all at once.
+  EXPECT_EQ(raw.persisted, PendingIndex::kPersistAt);
+  EXPECT_EQ(raw.through, PendingIndex::kPersistAt);
+  Open();
+  Write("/r/b", "2");
+  Bulk(100);
+  Close();
+  raw = ReadRaw(dir_.sub("db"));
+  EXPECT_EQ(raw.persisted, PendingIndex::kPersistAt);  // the 101 later ones are in memory only
+  EXPECT_EQ(raw.through, PendingIndex::kPersistAt);
+  Open();
+  ExpectHealthy();
+}
+
+TEST_F(PendingIndexTest, AFewQueuedWritesNeverReachTheFile) {
+  uint64_t a = Write("/r/a", "1");
+  Write("/r/b", "2");
+  WriteBatch ack;
+  ack.AckThrough("q", a);
+  ASSERT_TRUE(store_->CommitBlocking(std::move(ack)).status.ok());
+  ExpectHealthy();
+  Close();
+  RawIndex raw = ReadRaw(dir_.sub("db"));
+  EXPECT_EQ(raw.persisted, 0u);
+  EXPECT_TRUE(raw.has_through);
+  EXPECT_EQ(raw.through, 0u);
+}
+
+// Cloud data over a subtree keeps the queued writes on top whichever part indexes them, and a
+// reopen (the in-memory part rebuilt from the queue) keeps doing so.
+TEST_F(PendingIndexTest, OverlaySeesBothPartsAcrossReopen) {
+  uint64_t first = Write("/r/old", "1");   // persisted once the backlog passes kPersistAt
+  Bulk(PendingIndex::kPersistAt);
+  uint64_t gone = Write("/r/acked", "2");  // in memory, then acknowledged
+  Write("/r/new", "3");                     // in memory
+  WriteBatch ack;
+  ack.Ack("q", {gone});
+  ASSERT_TRUE(store_->CommitBlocking(std::move(ack)).status.ok());
+  Cloud("/r", R"({"c":9})");
+  EXPECT_EQ(store_->tree().Get("/r"), json::parse(R"({"c":9,"old":1,"new":3})"));
+  ExpectHealthy();
+  Open();
+  Cloud("/r", R"({"c":10})");
+  EXPECT_EQ(store_->tree().Get("/r"), json::parse(R"({"c":10,"old":1,"new":3})"));
+  Cloud("/bulk/d7", R"({"w":1})");  // the last bulk write at d7 is on top again
+  EXPECT_TRUE(store_->tree().Get("/bulk/d7/v").is_number());
+  // Settled writes leave either part: an ack of a persisted one and of an in-memory one.
+  WriteBatch settle;
+  settle.Ack("q", {first});
+  ASSERT_TRUE(store_->CommitBlocking(std::move(settle)).status.ok());
+  Cloud("/r", R"({"c":11})");
+  EXPECT_EQ(store_->tree().Get("/r"), json::parse(R"({"c":11,"new":3})"));
+  ExpectHealthy();
+  WriteBatch drain;
+  drain.AckThrough("bulk", UINT64_MAX);
+  drain.AckThrough("q", UINT64_MAX);
+  ASSERT_TRUE(store_->CommitBlocking(std::move(drain)).status.ok());
+  ExpectHealthy();
+  Close();
+  EXPECT_EQ(ReadRaw(dir_.sub("db")).persisted, 0u);  // deletes reach the persisted part
+}
+
+// A schema 3 store indexed every queued entry and has no "pending_through": read as is by tools,
+// converted when opened writable.
+TEST_F(PendingIndexTest, SchemaThreeStoreIsReadAndConverted) {
+  Write("/r/a", "1");
+  Write("/r/b/c", "2");
+  Close();
+  RawEdit(dir_.sub("db"), [](MDB_txn* txn) {
+    MDB_dbi meta, paths;
+    ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, "pending_paths", 0, &paths), 0);
+    MDB_val k{15, const_cast<char*>("pending_through")};
+    ASSERT_EQ(mdb_del(txn, meta, &k, nullptr), 0);
+    std::string schema("\0\0\0\x03", 4);
+    MDB_val sk{6, const_cast<char*>("schema")}, sv{4, schema.data()};
+    ASSERT_EQ(mdb_put(txn, meta, &sk, &sv, 0), 0);
+    const char* written[] = {"r/a", "r/b/c"};
+    for (uint64_t seq = 1; seq <= 2; ++seq) {
+      std::string key, route;
+      ASSERT_TRUE(PendingIndexKey(written[seq - 1], seq, &key));
+      PutBe32(&route, 1);
+      MDB_val ik{key.size(), key.data()}, iv{4, route.data()};
+      ASSERT_EQ(mdb_put(txn, paths, &ik, &iv, 0), 0);
+    }
+  });
+  StoreOptions ro;
+  ro.read_only = true;
+  {
+    auto reader = Store::Open(dir_.sub("db"), ro, nullptr);
+    CheckReport r = reader->Check();
+    EXPECT_TRUE(r.ok) << (r.problems.empty() ? "" : r.problems.front());
+  }
+  Open();
+  ExpectHealthy();
+  Write("/r/d", "4");  // in memory: after the converted mark
+  Cloud("/r", R"({"x":0})");
+  EXPECT_EQ(store_->tree().Get("/r"), json::parse(R"({"a":1,"b":{"c":2},"d":4,"x":0})"));
+  Close();
+  RawIndex raw = ReadRaw(dir_.sub("db"));
+  EXPECT_TRUE(raw.has_through);
+  EXPECT_EQ(raw.through, 2u);
+  EXPECT_EQ(raw.persisted, 2u);
+}
+
+}  // namespace
+}  // namespace tether::store
