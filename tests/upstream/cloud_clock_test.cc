@@ -11,21 +11,12 @@
 #include <unistd.h>
 
 #include "tests/upstream/fakecloud_process.h"
+#include "tests/upstream/run_until.h"
 
 namespace tether::upstream {
 namespace {
 
-bool RunUntil(uv_loop_t* loop, const std::function<bool()>& done,
-              std::chrono::milliseconds limit = std::chrono::seconds(15)) {
-  auto end = std::chrono::steady_clock::now() + limit;
-  uv_timer_t tick;  // bounds each loop turn: the clock's own timers may be minutes away
-  uv_timer_init(loop, &tick);
-  uv_timer_start(&tick, [](uv_timer_t*) {}, 10, 10);
-  while (!done() && std::chrono::steady_clock::now() < end) uv_run(loop, UV_RUN_ONCE);
-  uv_close(reinterpret_cast<uv_handle_t*>(&tick), nullptr);
-  uv_run(loop, UV_RUN_NOWAIT);
-  return done();
-}
+using testing::RunUntil;
 
 TEST(CloudClock, EstimatesInjectedSkewAndWritesPresence) {
   testing::FakeCloud cloud;

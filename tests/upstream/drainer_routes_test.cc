@@ -8,20 +8,16 @@
 
 #include "tests/upstream/fakecloud_process.h"
 #include "tests/upstream/memory_outbox.h"
+#include "tests/upstream/run_until.h"
 
 namespace tether::upstream {
 namespace {
 
+using testing::RunUntil;
+
 using testing::FakeCloud;
 using testing::MemoryOutbox;
 using K = OutboundOp::Kind;
-
-bool RunUntil(uv_loop_t* loop, const std::function<bool()>& done,
-              std::chrono::milliseconds limit = std::chrono::seconds(20)) {
-  auto end = std::chrono::steady_clock::now() + limit;
-  while (!done() && std::chrono::steady_clock::now() < end) uv_run(loop, UV_RUN_ONCE);
-  return done();
-}
 
 class DrainerRoutes : public ::testing::Test {
  protected:

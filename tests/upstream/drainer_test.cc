@@ -10,9 +10,12 @@
 
 #include "tests/upstream/fakecloud_process.h"
 #include "tests/upstream/memory_outbox.h"
+#include "tests/upstream/run_until.h"
 
 namespace tether::upstream {
 namespace {
+
+using testing::RunUntil;
 
 // Push ops arrive with the key already in the path (the gateway mints it); any unique,
 // ordered key serves the test.
@@ -22,18 +25,11 @@ std::string PushKey(int i) {
   return buf;
 }
 
-
 using testing::FakeCloud;
 using testing::MemoryOutbox;
 using K = OutboundOp::Kind;
 
 // Runs the loop until `done()` or `limit`; returns done().
-bool RunUntil(uv_loop_t* loop, const std::function<bool()>& done,
-              std::chrono::milliseconds limit = std::chrono::seconds(20)) {
-  auto end = std::chrono::steady_clock::now() + limit;
-  while (!done() && std::chrono::steady_clock::now() < end) uv_run(loop, UV_RUN_ONCE);
-  return done();
-}
 
 class DrainerTest : public ::testing::Test {
  protected:

@@ -17,28 +17,13 @@
 #include "upstream/credentials.h"
 #include "upstream/http_client.h"
 #include "upstream/rest_get.h"
+#include "tests/integration/tetherd_process.h"
+#include "tests/upstream/run_until.h"
 
 namespace tether::upstream {
 namespace {
 
-bool RunUntil(uv_loop_t* loop, const std::function<bool()>& done,
-              std::chrono::milliseconds limit = std::chrono::seconds(10)) {
-  auto end = std::chrono::steady_clock::now() + limit;
-  while (!done() && std::chrono::steady_clock::now() < end) uv_run(loop, UV_RUN_ONCE);
-  return done();
-}
-
-int FreePort() {
-  int s = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  close(s);
-  return ntohs(a.sin_port);
-}
+using testing::RunUntil;
 
 bool Listening(int port) {
   int s = socket(AF_INET, SOCK_STREAM, 0);
@@ -68,7 +53,7 @@ class Http2 : public ::testing::Test {
                       "2>/dev/null && openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial "
                       "-out server.crt -days 2 -extfile san.cnf 2>/dev/null";
     ASSERT_EQ(std::system(cmd.c_str()), 0) << "openssl failed";
-    port_ = FreePort();
+    port_ = ::tether::testing::FreePort(false);
     pid_ = fork();
     if (pid_ == 0) {
       std::string p = std::to_string(port_), www = "--htdocs=" + d + "/www", key = d + "/server.key",

@@ -14,37 +14,22 @@
 #include <filesystem>
 #include <functional>
 
+#include "tests/integration/tetherd_process.h"
 #include "tests/upstream/fakecloud_process.h"
 #include "tests/upstream/memory_outbox.h"
 #include "upstream/drainer.h"
 #include "upstream/rest_get.h"
+#include "tests/upstream/run_until.h"
 
 namespace tether::upstream {
 namespace {
 
-bool RunUntil(uv_loop_t* loop, const std::function<bool()>& done,
-              std::chrono::milliseconds limit = std::chrono::seconds(15)) {
-  auto end = std::chrono::steady_clock::now() + limit;
-  while (!done() && std::chrono::steady_clock::now() < end) uv_run(loop, UV_RUN_ONCE);
-  return done();
-}
-
-int FreePort() {
-  int s = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  close(s);
-  return ntohs(a.sin_port);
-}
+using testing::RunUntil;
 
 TEST(Interop, FirebaseServerAcceptsClientRequests) {
   std::string bin = testing::SourceDir() + "/tests/peers/node_modules/.bin/firebase-server";
   if (!std::filesystem::exists(bin)) GTEST_SKIP() << "npm firebase-server not installed";
-  int port = FreePort();
+  int port = ::tether::testing::FreePort(false);
   pid_t pid = fork();
   if (pid == 0) {
     std::string p = std::to_string(port);

@@ -8,18 +8,14 @@
 
 #include "tests/upstream/fakecloud_process.h"
 #include "upstream/rest_get.h"
+#include "tests/upstream/run_until.h"
 
 namespace tether::upstream {
 namespace {
 
-using testing::FakeCloud;
+using testing::RunUntil;
 
-bool RunUntil(uv_loop_t* loop, const std::function<bool()>& done,
-              std::chrono::milliseconds limit = std::chrono::seconds(15)) {
-  auto end = std::chrono::steady_clock::now() + limit;
-  while (!done() && std::chrono::steady_clock::now() < end) uv_run(loop, UV_RUN_ONCE);
-  return done();
-}
+using testing::FakeCloud;
 
 struct Seen {
   FirebaseEvent event;

@@ -9,19 +9,15 @@
 #include <vector>
 
 #include "tests/upstream/fakecloud_process.h"
+#include "tests/upstream/run_until.h"
 
 namespace tether::upstream {
 namespace {
 
+using testing::RunUntil;
+
 using testing::FakeCloud;
 using nlohmann::json;
-
-bool RunUntil(uv_loop_t* loop, const std::function<bool()>& done,
-              std::chrono::milliseconds limit = std::chrono::seconds(10)) {
-  auto end = std::chrono::steady_clock::now() + limit;
-  while (!done() && std::chrono::steady_clock::now() < end) uv_run(loop, UV_RUN_ONCE);
-  return done();
-}
 
 struct Delivered {
   std::string path;
