@@ -16,6 +16,7 @@
 #include "store/store_counters.h"
 #include "tests/integration/sdk_client.h"
 #include "tests/integration/tetherd_process.h"
+#include "tests/store/store_fixture.h"
 
 namespace tether::testing {
 namespace {
@@ -162,24 +163,18 @@ TEST_F(Admin, PostsFromWebPagesAreRefused) {
 
 // Flips one persisted counter behind the store's back: the store no longer matches its counters.
 void TamperQueueCounter(const std::string& dir) {
-  MDB_env* env = nullptr;
-  ASSERT_EQ(mdb_env_create(&env), 0);
-  mdb_env_set_maxdbs(env, 16);
-  ASSERT_EQ(mdb_env_open(env, dir.c_str(), 0, 0640), 0);
-  MDB_txn* txn = nullptr;
-  ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
-  MDB_dbi meta;
-  ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &meta), 0);
-  MDB_val k{8, const_cast<char*>("counters")}, v;
-  ASSERT_EQ(mdb_get(txn, meta, &k, &v), 0);
-  store::StoreCounters c;
-  ASSERT_TRUE(store::DecodeCounters(std::string_view(static_cast<char*>(v.mv_data), v.mv_size), &c));
-  c.queue_entries += 5;
-  std::string enc = store::EncodeCounters(c);
-  MDB_val nv{enc.size(), enc.data()};
-  ASSERT_EQ(mdb_put(txn, meta, &k, &nv, 0), 0);
-  ASSERT_EQ(mdb_txn_commit(txn), 0);
-  mdb_env_close(env);
+  store::testing::RawEdit(dir, [](MDB_txn* txn) {
+    MDB_dbi meta;
+    ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    MDB_val k{8, const_cast<char*>("counters")}, v;
+    ASSERT_EQ(mdb_get(txn, meta, &k, &v), 0);
+    store::StoreCounters c;
+    ASSERT_TRUE(store::DecodeCounters(std::string_view(static_cast<char*>(v.mv_data), v.mv_size), &c));
+    c.queue_entries += 5;
+    std::string enc = store::EncodeCounters(c);
+    MDB_val nv{enc.size(), enc.data()};
+    ASSERT_EQ(mdb_put(txn, meta, &k, &nv, 0), 0);
+  });
 }
 
 // `store check` opens a stopped daemon's store itself, and fails (exit 1) on a bad store.

@@ -4,19 +4,17 @@
 #include <gtest/gtest.h>
 #include <lmdb.h>
 
-#include <functional>
 #include <string>
 
 #include "store/pending_index.h"
 #include "store/record_codec.h"
 #include "store/store.h"
-#include "tests/store/store_test_util.h"
+#include "tests/store/store_fixture.h"
 
 namespace tether::store {
 namespace {
 
 using nlohmann::json;
-using testing::TempDir;
 
 struct RawIndex {
   size_t persisted = 0;     // entries in LMDB db pending_paths
@@ -27,54 +25,26 @@ struct RawIndex {
 // The index as the file holds it (the store must be closed).
 RawIndex ReadRaw(const std::string& dir) {
   RawIndex out;
-  MDB_env* env = nullptr;
-  EXPECT_EQ(mdb_env_create(&env), 0);
-  mdb_env_set_maxdbs(env, 16);
-  EXPECT_EQ(mdb_env_open(env, dir.c_str(), MDB_RDONLY, 0640), 0);
-  MDB_txn* txn = nullptr;
-  EXPECT_EQ(mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn), 0);
-  MDB_dbi paths, meta;
-  EXPECT_EQ(mdb_dbi_open(txn, "pending_paths", 0, &paths), 0);
-  EXPECT_EQ(mdb_dbi_open(txn, "meta", 0, &meta), 0);
-  MDB_stat st;
-  EXPECT_EQ(mdb_stat(txn, paths, &st), 0);
-  out.persisted = st.ms_entries;
-  MDB_val k{15, const_cast<char*>("pending_through")}, v;
-  if (mdb_get(txn, meta, &k, &v) == 0 && v.mv_size == 8) {
-    out.has_through = true;
-    const auto* p = static_cast<const unsigned char*>(v.mv_data);
-    for (int i = 0; i < 8; ++i) out.through = out.through << 8 | p[i];
-  }
-  mdb_txn_abort(txn);
-  mdb_env_close(env);
+  testing::RawEdit(dir, [&](MDB_txn* txn) {
+    MDB_dbi paths, meta;
+    ASSERT_EQ(mdb_dbi_open(txn, "pending_paths", 0, &paths), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    MDB_stat st;
+    ASSERT_EQ(mdb_stat(txn, paths, &st), 0);
+    out.persisted = st.ms_entries;
+    MDB_val k{15, const_cast<char*>("pending_through")}, v;
+    if (mdb_get(txn, meta, &k, &v) == 0 && v.mv_size == 8) {
+      out.has_through = true;
+      out.through = GetBe64(static_cast<const char*>(v.mv_data));
+    }
+  });
   return out;
 }
 
-// Runs `edit` in a write txn on the (closed) store's file.
-void RawEdit(const std::string& dir, const std::function<void(MDB_txn*)>& edit) {
-  MDB_env* env = nullptr;
-  ASSERT_EQ(mdb_env_create(&env), 0);
-  mdb_env_set_maxdbs(env, 16);
-  ASSERT_EQ(mdb_env_open(env, dir.c_str(), 0, 0640), 0);
-  MDB_txn* txn = nullptr;
-  ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
-  edit(txn);
-  ASSERT_EQ(mdb_txn_commit(txn), 0);
-  mdb_env_close(env);
-}
-
-class PendingIndexTest : public ::testing::Test {
+class PendingIndexTest : public testing::StoreFixture {
  protected:
-  void Open() {
-    store_.reset();
-    store_ = Store::Open(dir_.sub("db"), StoreOptions{}, nullptr);
-  }
-  void Close() { store_.reset(); }
-  void SetUp() override { Open(); }
-
-  // `n` queued writes at /bulk/d<i % 50>/v, in batches of 1000; the last seq.
-  uint64_t Bulk(size_t n) {
-    uint64_t last = 0;
+  // `n` queued writes at /bulk/d<i % 50>/v, in batches of 1000.
+  void Bulk(size_t n) {
     for (size_t done = 0; done < n;) {
       WriteBatch b;
       for (size_t i = 0; i < 1000 && done < n; ++i, ++done) {
@@ -82,30 +52,9 @@ class PendingIndexTest : public ::testing::Test {
       }
       BatchResult r = store_->CommitBlocking(std::move(b));
       EXPECT_TRUE(r.status.ok()) << r.status.ToString();
-      if (!r.seqs.empty()) last = r.seqs.back();
     }
-    return last;
   }
-  uint64_t Write(const std::string& path, const std::string& payload) {
-    WriteBatch b;
-    b.TreeSet(path, json::parse(payload));
-    b.Append(testing::Entry("q", path, payload));
-    BatchResult r = store_->CommitBlocking(std::move(b));
-    EXPECT_TRUE(r.status.ok()) << r.status.ToString();
-    return r.seqs.empty() ? 0 : r.seqs[0];
-  }
-  void Cloud(const std::string& path, const std::string& value) {
-    WriteBatch b;
-    b.TreeSetFromCloud(path, json::parse(value));
-    ASSERT_TRUE(store_->CommitBlocking(std::move(b)).status.ok());
-  }
-  void ExpectHealthy() {
-    CheckReport r = store_->Check();
-    EXPECT_TRUE(r.ok) << (r.problems.empty() ? "" : r.problems.front());
-  }
-
-  TempDir dir_;
-  std::unique_ptr<Store> store_;
+  uint64_t Write(const std::string& path, const std::string& payload) { return StoreFixture::Write("q", path, payload); }
 };
 
 TEST_F(PendingIndexTest, AppendsCostNoIndexWriteUntilABacklogBuilds) {
@@ -183,7 +132,7 @@ TEST_F(PendingIndexTest, SchemaThreeStoreIsReadAndConverted) {
   Write("/r/a", "1");
   Write("/r/b/c", "2");
   Close();
-  RawEdit(dir_.sub("db"), [](MDB_txn* txn) {
+  testing::RawEdit(dir_.sub("db"), [](MDB_txn* txn) {
     MDB_dbi meta, paths;
     ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &meta), 0);
     ASSERT_EQ(mdb_dbi_open(txn, "pending_paths", 0, &paths), 0);

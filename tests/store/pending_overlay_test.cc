@@ -6,7 +6,7 @@
 #include <algorithm>
 
 #include "store/store.h"
-#include "tests/store/store_test_util.h"
+#include "tests/store/store_fixture.h"
 
 namespace tether::store {
 namespace {
@@ -115,34 +115,7 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"whole tree, pending below", {{"q", kSet, "/r/b", "2"}}, "/", R"({"r":{"a":1}})", false, "/",
              R"({"r":{"a":1,"b":2}})"}));
 
-class Overlay : public ::testing::Test {
- protected:
-  void Open() {
-    store_.reset();
-    store_ = Store::Open(dir_.sub("db"), StoreOptions{}, nullptr);
-  }
-  void SetUp() override { Open(); }
-  uint64_t Write(const std::string& route, const std::string& path, const std::string& payload) {
-    WriteBatch b;
-    b.TreeSet(path, json::parse(payload));
-    b.Append(testing::Entry(route, path, payload));
-    BatchResult r = store_->CommitBlocking(std::move(b));
-    EXPECT_TRUE(r.status.ok()) << r.status.ToString();
-    return r.seqs.empty() ? 0 : r.seqs[0];
-  }
-  void Cloud(const std::string& path, const std::string& value) {
-    WriteBatch b;
-    b.TreeSetFromCloud(path, json::parse(value));
-    ASSERT_TRUE(store_->CommitBlocking(std::move(b)).status.ok());
-  }
-  void ExpectHealthy() {
-    CheckReport r = store_->Check();
-    EXPECT_TRUE(r.ok) << (r.problems.empty() ? "" : r.problems.front());
-  }
-
-  TempDir dir_;
-  std::unique_ptr<Store> store_;
-};
+class Overlay : public testing::StoreFixture {};
 
 TEST_F(Overlay, UploadedAndDeadLetteredWritesAreNotReapplied) {
   uint64_t a = Write("q", "/r/a", "1");
@@ -177,19 +150,11 @@ TEST_F(Overlay, IndexIsBuiltForAStoreThatHadNone) {
   Write("q", "/r/a", "1");
   Write("p", "/r/b/c", "2");
   store_.reset();
-  {
-    MDB_env* env = nullptr;
-    ASSERT_EQ(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 16);
-    ASSERT_EQ(mdb_env_open(env, dir_.sub("db").c_str(), 0, 0640), 0);
-    MDB_txn* txn = nullptr;
+  testing::RawEdit(dir_.sub("db"), [](MDB_txn* txn) {
     MDB_dbi dbi;
-    ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
     ASSERT_EQ(mdb_dbi_open(txn, "pending_paths", 0, &dbi), 0);
     ASSERT_EQ(mdb_drop(txn, dbi, 1), 0);  // as an older build left it: no such database
-    ASSERT_EQ(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
-  }
+  });
   StoreOptions ro;
   ro.read_only = true;
   {
