@@ -250,6 +250,7 @@ Status BatchApplier::RemoveQueued(MDB_txn* txn, uint32_t route_id, uint64_t seq,
   MDB_val mk = Val(key);
   if (int rc = mdb_del(txn, db_.queue, &mk, nullptr)) return Mdb(rc, "queue delete");
   if (int rc = pending_.Remove(txn, e.path, e.seq)) return Mdb(rc, "pending index");
+  if (why == Removal::kAck && acks_left_ != SIZE_MAX) acks_left_--;
   ForgetSwept(route_id, seq);
   RouteStats& rs = Route(route_id);
   rs.depth--;
@@ -277,6 +278,10 @@ Status BatchApplier::RemoveHeadWhile(MDB_txn* txn, uint32_t route_id, Removal wh
     if (k.mv_size != 12 || GetBe32(static_cast<const char*>(k.mv_data)) != route_id) return Status::Ok();
     uint64_t seq = GetBe64(static_cast<const char*>(k.mv_data) + 4);
     if (seq > up_to_seq) return Status::Ok();
+    if (why == Removal::kAck && acks_left_ == 0) {
+      cut_short_ = true;
+      return Status::Ok();
+    }
     Status s = RemoveQueued(txn, route_id, seq, View(v), why);
     if (!s.ok()) return s;
   }
@@ -347,6 +352,10 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::AckSeqs& m, BatchResult*) 
     int rc = mdb_get(txn, db_.queue, &mk, &mv);
     if (rc == MDB_NOTFOUND) continue;
     if (rc) return Mdb(rc, "queue get");
+    if (acks_left_ == 0) {
+      cut_short_ = true;
+      return Status::Ok();
+    }
     Status s = RemoveQueued(txn, it->second, seq, std::string(View(mv)), Removal::kAck);
     if (!s.ok()) return s;
   }
@@ -1098,6 +1107,8 @@ Status BatchApplier::CountRejected(MDB_txn* txn) {
 Status BatchApplier::Apply(MDB_txn* txn, const WriteBatch& batch, BatchResult* result, bool flush) {
   touched_ = false;
   exhausted_ = false;
+  cut_short_ = false;
+  acks_left_ = ack_budget_;
   rejected_route_.clear();
   if (space_low_ && MayGrow(batch)) {
     return Status::Error(StatusCode::kFull, "store is full (map at its maximum or disk full); retry later");
@@ -1105,6 +1116,7 @@ Status BatchApplier::Apply(MDB_txn* txn, const WriteBatch& batch, BatchResult* r
   for (const mutation::Mutation& m : batch.mutations()) {
     Status s = std::visit([&](const auto& mut) { return Do(txn, mut, result); }, m);
     if (!s.ok()) return s;
+    if (cut_short_) break;
   }
   result->tree_version = counters_.tree_version;
   return flush ? Flush(txn) : Status::Ok();

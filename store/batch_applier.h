@@ -49,6 +49,10 @@ class BatchApplier {
 
   bool touched() const { return touched_; }      // in-memory state changed during the last Apply
   bool exhausted() const { return exhausted_; }  // last failure was MDB_MAP_FULL / MDB_TXN_FULL
+  // At most `n` acknowledged entries are deleted per Apply from now on (SIZE_MAX = no limit);
+  // cut_short() says the last Apply stopped there (it applied a prefix; apply it again).
+  void set_ack_budget(size_t n) { ack_budget_ = n; }
+  bool cut_short() const { return cut_short_; }
   const StoreCounters& counters() const { return counters_; }
 
  private:
@@ -121,6 +125,9 @@ class BatchApplier {
   bool counters_dirty_ = false;
   bool touched_ = false;
   bool exhausted_ = false;
+  size_t ack_budget_ = SIZE_MAX;
+  size_t acks_left_ = SIZE_MAX;  // of ack_budget_, in the current Apply
+  bool cut_short_ = false;
   bool space_low_ = false;
   std::string rejected_route_;
   mutable std::mutex limits_mu_;  // the loop thread replaces the limits while the writer reads them

@@ -1,5 +1,7 @@
 #include "store/group_committer.h"
 
+#include <algorithm>
+
 #include <sys/statvfs.h>
 
 #include <cerrno>
@@ -82,7 +84,13 @@ void GroupCommitter::Run() {
 
 void GroupCommitter::CommitGroup(std::vector<Pending>* group) {
   std::vector<BatchResult> results(group->size());
-  while (true) {
+  // Near the end of the space (within 4 reserves): one transaction per batch, acknowledgements in
+  // small pieces, so no commit takes the pages the next one needs (LMDB reuses a commit's freed
+  // pages only two commits later). Otherwise the whole group at once, and per batch only if it
+  // does not fit.
+  bool low = env_->SpaceLow(4);
+  while (low && env_->GrowMap(options_.map_max)) low = env_->SpaceLow(4);
+  while (!low) {
     const bool nested = nested_groups_left_ > 0;
     if (nested) nested_groups_left_--;
     Outcome outcome = TryGroup(group, &results, nested);
@@ -92,24 +100,49 @@ void GroupCommitter::CommitGroup(std::vector<Pending>* group) {
       continue;
     }
     if (env_->GrowMap(options_.map_max)) continue;
-    // Cannot grow: one transaction per batch, so whatever fits (acks, deletes) still commits.
-    for (size_t i = 0; i < group->size(); ++i) {
-      std::vector<Pending> one;
-      one.push_back(Pending{std::move((*group)[i].batch), nullptr});
-      std::vector<BatchResult> r(1);
+    low = true;
+  }
+  for (size_t i = 0; low && i < group->size(); ++i) {
+    std::vector<Pending> one;
+    one.push_back(Pending{std::move((*group)[i].batch), nullptr});
+    std::vector<BatchResult> r(1);
+    if (one[0].batch.only_acks()) {
+      if (!AckInPieces(&one, &r)) {
+        r[0] = BatchResult{};
+        r[0].status = Status::Error(StatusCode::kFull, "store is full (map or disk); retry later");
+      }
+    } else {
       while (TryGroup(&one, &r, /*nested=*/true) == Outcome::kExhausted) {
         if (env_->GrowMap(options_.map_max)) continue;
         r[0] = BatchResult{};
         r[0].status = Status::Error(StatusCode::kFull, "store is full (map or disk); retry later");
         break;
       }
-      results[i] = std::move(r[0]);
     }
-    break;
+    results[i] = std::move(r[0]);
   }
   groups_++;
   for (size_t i = 0; i < group->size(); ++i) {
     if ((*group)[i].deliver) (*group)[i].deliver(std::move(results[i]));
+  }
+}
+
+// Commits the acknowledgements of (*one)[0] a piece at a time, each piece its own commit; halves
+// the piece while it does not fit. False if a single acknowledgement does not fit.
+bool GroupCommitter::AckInPieces(std::vector<Pending>* one, std::vector<BatchResult>* r) {
+  size_t piece = 64;
+  while (true) {
+    applier_->set_ack_budget(piece);
+    Outcome outcome = TryGroup(one, r, /*nested=*/true);
+    applier_->set_ack_budget(SIZE_MAX);
+    if (outcome == Outcome::kExhausted) {
+      if (env_->GrowMap(options_.map_max)) continue;
+      if (piece == 1) return false;
+      piece /= 2;
+      continue;
+    }
+    if (!(*r)[0].status.ok() || !applier_->cut_short()) return true;
+    piece = std::min<size_t>(piece * 2, 64);
   }
 }
 

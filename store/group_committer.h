@@ -6,7 +6,8 @@
 // next groups start nested directly, so sustained rejections do not double the work.
 // On MDB_MAP_FULL the map grows (up to options.map_max) and the group is retried; if it cannot
 // grow, each batch is retried in its own transaction and those that still do not fit get kFull
-// (acks and deletes still succeed, which is how a full store recovers by itself). A full disk
+// (acks and deletes still succeed, which is how a full store recovers by itself; an acks-only
+// batch too large for the pages left commits in pieces, see WriteBatch::only_acks). A full disk
 // (ENOSPC, or EIO with the filesystem out of space) is kFull the same way.
 // `deliver` runs ON THE WRITER THREAD after the commit is durable; callers forward it.
 #pragma once
@@ -47,6 +48,7 @@ class GroupCommitter {
   void CommitGroup(std::vector<Pending>* group);
   Outcome TryGroup(std::vector<Pending>* group, std::vector<BatchResult>* results, bool nested);
   void Reload();
+  bool AckInPieces(std::vector<Pending>* one, std::vector<BatchResult>* r);
 
   LmdbEnv* env_;
   BatchApplier* applier_;

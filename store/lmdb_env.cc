@@ -312,23 +312,25 @@ bool LmdbEnv::GrowMap(uint64_t max) {
   return mdb_env_set_mapsize(env_, next) == 0;
 }
 
-bool LmdbEnv::SpaceLow() const {
+bool LmdbEnv::SpaceLow(uint32_t times) const {
   MDB_envinfo info;
   MDB_stat st;
   mdb_env_info(env_, &info);
   mdb_env_stat(env_, &st);
   const uint64_t total = info.me_mapsize / st.ms_psize;
-  const uint64_t reserve = std::max<uint64_t>(total / 64, 32);
+  const uint64_t reserve = std::max<uint64_t>(total / 64, 32) * times;
   const uint64_t tail = total > info.me_last_pgno + 1 ? total - info.me_last_pgno - 1 : 0;
   if (tail >= reserve) return false;
   // Count freelist pages the way mdb_stat -f does: FREE_DBI (0) values are page-number lists
-  // whose first word is their length.
+  // whose first word is their length; the key is the txn that freed them. The pages the last
+  // commit freed do not count: LMDB hands them out only from the commit after the next one.
   ReadTxn txn(*this);
   Cursor c(txn.get(), 0);
   uint64_t free_pages = 0;
   MDB_val k, v;
   for (int rc = mdb_cursor_get(c.get(), &k, &v, MDB_FIRST); rc == 0 && tail + free_pages < reserve;
        rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT)) {
+    if (k.mv_size == sizeof(size_t) && *static_cast<const size_t*>(k.mv_data) >= info.me_last_txnid) break;
     free_pages += *static_cast<const size_t*>(v.mv_data);
   }
   return tail + free_pages < reserve;

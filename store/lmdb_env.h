@@ -68,10 +68,11 @@ class LmdbEnv {
   // Writer thread only, with no write txn open: doubles the map up to `max`. False if at max.
   bool GrowMap(uint64_t max);
   std::shared_mutex& resize_mutex() const { return resize_mutex_; }
-  // True when fewer than max(map/64, 32) pages are left (unused map tail + freelist pages).
-  // Growth is then refused so deletes (acks) always find pages for copy-on-write: LMDB needs
-  // free pages even to delete, so a map filled to the last page could never drain.
-  bool SpaceLow() const;
+  // True when fewer than `times` x max(map/64, 32) pages are left: the unused map tail plus the
+  // freelist pages the next commit can reuse. Growth is then refused so deletes (acks) always
+  // find pages for copy-on-write: LMDB needs free pages even to delete, so a map filled to the
+  // last page could never drain.
+  bool SpaceLow(uint32_t times = 1) const;
 
  private:
   std::string path_;

@@ -10,6 +10,12 @@ void WriteBatch::AckThrough(std::string route, uint64_t up_to_seq) {
   mutations_.emplace_back(mutation::AckThrough{std::move(route), up_to_seq});
 }
 
+bool WriteBatch::only_acks() const {
+  return !mutations_.empty() && std::all_of(mutations_.begin(), mutations_.end(), [](const mutation::Mutation& m) {
+           return std::holds_alternative<mutation::AckThrough>(m) || std::holds_alternative<mutation::AckSeqs>(m);
+         });
+}
+
 void WriteBatch::Ack(std::string route, std::vector<uint64_t> seqs) {
   mutations_.emplace_back(mutation::AckSeqs{std::move(route), std::move(seqs)});
 }

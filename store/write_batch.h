@@ -64,6 +64,10 @@ class WriteBatch {
   void CancelOnDisconnect(std::string session_id, std::string path);  // path and below
 
   bool empty() const { return mutations_.empty(); }
+  // Only AckThrough / Ack: when such a batch does not fit a full map it is applied in pieces,
+  // each its own durable commit (an acknowledgement stands alone, and deleting is what frees the
+  // space); its result comes once all pieces are applied.
+  bool only_acks() const;
   size_t size() const { return mutations_.size(); }
   const std::vector<mutation::Mutation>& mutations() const { return mutations_; }
 

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include "store/pending_index.h"
 #include "store/store.h"
 #include "store/store_error.h"
 #include "tests/store/store_test_util.h"
@@ -353,6 +354,46 @@ TEST(WriteQueueTest, MapFullRejectsWithFullThenRecoversAfterAck) {
   BatchResult again = AppendOne(*s, "a", payload);
   EXPECT_TRUE(again.status.ok()) << again.status.ToString();
   ExpectHealthy(*s);
+}
+
+// A map filled with many small entries drains in the uploader's acknowledgements (2,000 at a
+// time): near the end of the space they commit in pieces, and each commit leaves the pages the
+// next needs (LMDB reuses freed pages two commits later). Past the pending index's mark, so
+// deletes from both of its parts are in it.
+TEST(WriteQueueTest, MapFullOfSmallEntriesDrainsInUploaderSizedAcks) {
+  TempDir dir;
+  StoreOptions o;
+  o.map_size = 4 << 20;  // no growth
+  auto s = Store::Open(dir.sub("db"), o, nullptr);
+  uint64_t last = 0;
+  StatusCode code = StatusCode::kOk;
+  for (int n = 0; n < 1000 && code == StatusCode::kOk; ++n) {
+    WriteBatch b;
+    for (int i = 0; i < 200; ++i) b.Append(Entry("a", "/d" + std::to_string(i % 64) + "/v", "1"));
+    BatchResult r = s->CommitBlocking(std::move(b));
+    code = r.status.code;
+    if (r.status.ok()) last = r.seqs.back();
+  }
+  ASSERT_EQ(code, StatusCode::kFull);
+  ASSERT_GT(last, 2 * PendingIndex::kPersistAt);  // written out at least once before filling up
+  // As the uploader confirms them: a batch of at most 2,000 at a time (tetherd's default).
+  BatchResult r;
+  for (uint64_t through = 2000; through < last / 2; through += 2000) {
+    WriteBatch ack;
+    ack.AckThrough("a", through);
+    r = s->CommitBlocking(std::move(ack));
+    ASSERT_TRUE(r.status.ok()) << "through " << through << ": " << r.status.ToString();
+  }
+  WriteBatch more;
+  more.Append(Entry("a", "/d1/v", "2"));
+  r = s->CommitBlocking(std::move(more));
+  EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+  WriteBatch rest;
+  rest.AckThrough("a", UINT64_MAX);
+  ASSERT_TRUE(s->CommitBlocking(std::move(rest)).status.ok());
+  CheckReport check = s->Check();
+  EXPECT_TRUE(check.ok) << (check.problems.empty() ? "" : check.problems.front());
+  EXPECT_EQ(s->queue().Totals().entries, 0u);
 }
 
 TEST(WriteQueueTest, MapGrowsUpToConfiguredMax) {
