@@ -88,12 +88,11 @@ void GroupCommitter::CommitGroup(std::vector<Pending>* group) {
   // small pieces, so no commit takes the pages the next one needs (LMDB reuses a commit's freed
   // pages only two commits later). Otherwise the whole group at once, and per batch only if it
   // does not fit.
-  bool low = env_->SpaceLow(4);
-  while (low && env_->GrowMap(options_.map_max)) low = env_->SpaceLow(4);
-  while (!low) {
+  bool low = SpaceLow(4);
+  while (!low) {  // (so not within one reserve either: the applier refuses nothing for space)
     const bool nested = nested_groups_left_ > 0;
     if (nested) nested_groups_left_--;
-    Outcome outcome = TryGroup(group, &results, nested);
+    Outcome outcome = TryGroup(group, &results, nested, /*space_low=*/false);
     if (outcome == Outcome::kDone) break;
     if (outcome == Outcome::kNeedNested) {
       nested_groups_left_ = 64;
@@ -106,18 +105,17 @@ void GroupCommitter::CommitGroup(std::vector<Pending>* group) {
     std::vector<Pending> one;
     one.push_back(Pending{std::move((*group)[i].batch), nullptr});
     std::vector<BatchResult> r(1);
+    bool fits = true;
     if (one[0].batch.only_acks()) {
-      if (!AckInPieces(&one, &r)) {
-        r[0] = BatchResult{};
-        r[0].status = Status::Error(StatusCode::kFull, "store is full (map or disk); retry later");
-      }
+      fits = AckInPieces(&one, &r);
     } else {
-      while (TryGroup(&one, &r, /*nested=*/true) == Outcome::kExhausted) {
-        if (env_->GrowMap(options_.map_max)) continue;
-        r[0] = BatchResult{};
-        r[0].status = Status::Error(StatusCode::kFull, "store is full (map or disk); retry later");
-        break;
+      while (TryGroup(&one, &r, /*nested=*/true, SpaceLow(1)) == Outcome::kExhausted) {
+        if (!(fits = env_->GrowMap(options_.map_max))) break;
       }
+    }
+    if (!fits) {
+      r[0] = BatchResult{};
+      r[0].status = Status::Error(StatusCode::kFull, "store is full (map or disk); retry later");
     }
     results[i] = std::move(r[0]);
   }
@@ -133,7 +131,7 @@ bool GroupCommitter::AckInPieces(std::vector<Pending>* one, std::vector<BatchRes
   size_t piece = 64;
   while (true) {
     applier_->set_ack_budget(piece);
-    Outcome outcome = TryGroup(one, r, /*nested=*/true);
+    Outcome outcome = TryGroup(one, r, /*nested=*/true, SpaceLow(1));
     applier_->set_ack_budget(SIZE_MAX);
     if (outcome == Outcome::kExhausted) {
       if (env_->GrowMap(options_.map_max)) continue;
@@ -146,11 +144,15 @@ bool GroupCommitter::AckInPieces(std::vector<Pending>* one, std::vector<BatchRes
   }
 }
 
-GroupCommitter::Outcome GroupCommitter::TryGroup(std::vector<Pending>* group,
-                                                 std::vector<BatchResult>* results, bool nested) {
-  bool low = env_->SpaceLow();
-  while (low && env_->GrowMap(options_.map_max)) low = env_->SpaceLow();
-  applier_->set_space_low(low);
+bool GroupCommitter::SpaceLow(uint32_t times) {
+  bool low = env_->SpaceLow(times);
+  while (low && env_->GrowMap(options_.map_max)) low = env_->SpaceLow(times);
+  return low;
+}
+
+GroupCommitter::Outcome GroupCommitter::TryGroup(std::vector<Pending>* group, std::vector<BatchResult>* results,
+                                                 bool nested, bool space_low) {
+  applier_->set_space_low(space_low);
   MDB_txn* parent = nullptr;
   int rc = mdb_txn_begin(env_->env(), nullptr, 0, &parent);
   if (rc) {

@@ -46,7 +46,9 @@ class GroupCommitter {
 
   void Run();
   void CommitGroup(std::vector<Pending>* group);
-  Outcome TryGroup(std::vector<Pending>* group, std::vector<BatchResult>* results, bool nested);
+  // space_low: batches that can grow the store are refused (BatchApplier::set_space_low).
+  Outcome TryGroup(std::vector<Pending>* group, std::vector<BatchResult>* results, bool nested, bool space_low);
+  bool SpaceLow(uint32_t times);  // env_->SpaceLow(times) after growing the map while it is
   void Reload();
   bool AckInPieces(std::vector<Pending>* one, std::vector<BatchResult>* r);
 

@@ -51,9 +51,6 @@ class PendingIndex {
   // Queued entries whose path is `key`, below it or above it, in seq order.
   std::vector<PendingRef> Overlapping(MDB_txn* txn, const std::string& key) const;
 
-  uint64_t through() const { return through_; }
-  size_t in_memory() const { return recent_.size(); }
-
  private:
   const Databases& dbs_;
   uint64_t through_ = 0;
