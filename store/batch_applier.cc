@@ -124,7 +124,7 @@ void BatchApplier::Released(const std::string& path) {
   touched_ = true;
 }
 
-void BatchApplier::Load(MDB_txn* txn) {
+void BatchApplier::Load(MDB_txn* txn, bool at_last_commit) {
   counters_ = StoreCounters{};
   route_ids_.clear();
   routes_.clear();
@@ -159,7 +159,7 @@ void BatchApplier::Load(MDB_txn* txn) {
       routes_[GetBe32(static_cast<const char*>(k.mv_data))] = rs;
     }
   }
-  if (int prc = pending_.Load(txn)) {
+  if (int prc = pending_.Load(txn, at_last_commit)) {
     throw StoreError(env_.path() + ": cannot read the queue for its path index: " + mdb_strerror(prc));
   }
   if (!spare_set_) {

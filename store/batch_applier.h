@@ -31,7 +31,10 @@ class BatchApplier {
  public:
   BatchApplier(const LmdbEnv& env, const StoreOptions& options, CacheUse* use);
 
-  void Load(MDB_txn* txn);  // throws StoreError on unreadable counters
+  // Throws StoreError on unreadable counters. at_last_commit: `txn` reads what the last commit
+  // left (after an aborted group), so the pending index can undo instead of rescanning.
+  void Load(MDB_txn* txn, bool at_last_commit = false);
+  void Committed() { pending_.Committed(); }  // the group's txn committed
   // flush=false leaves changed counters pending for one FlushCounters() after several batches.
   Status Apply(MDB_txn* txn, const WriteBatch& batch, BatchResult* result, bool flush = true);
   Status FlushCounters(MDB_txn* txn) { return Flush(txn); }

@@ -63,7 +63,7 @@ void GroupCommitter::Stop() {
 
 void GroupCommitter::Reload() {
   ReadTxn txn(*env_);
-  applier_->Load(txn.get());
+  applier_->Load(txn.get(), /*at_last_commit=*/true);
 }
 
 void GroupCommitter::Run() {
@@ -205,7 +205,9 @@ GroupCommitter::Outcome GroupCommitter::TryGroup(std::vector<Pending>* group, st
     Reload();
     if (IsExhaustion(rc, env_->path())) return Outcome::kExhausted;
     for (auto& r : *results) r = BatchResult{FromRc(rc, "commit", env_->path()), {}, {}, 0};
+    return Outcome::kDone;
   }
+  applier_->Committed();
   return Outcome::kDone;
 }
 

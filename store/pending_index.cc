@@ -35,9 +35,26 @@ int WritePendingThrough(MDB_txn* txn, const Databases& dbs, uint64_t through) {
   return mdb_put(txn, dbs.meta, &k, &v, 0);
 }
 
-int PendingIndex::Load(MDB_txn* txn) {
-  recent_.clear();
+void PendingIndex::Committed() {
+  undo_.clear();
+  undo_exact_ = true;
+  last_added_at_commit_ = last_added_;
+}
+
+int PendingIndex::Load(MDB_txn* txn, bool at_last_commit) {
   added_ = false;
+  if (at_last_commit && undo_exact_) {
+    for (auto it = undo_.rbegin(); it != undo_.rend(); ++it) {
+      if (it->added) recent_.erase(it->key);
+      else recent_[it->key] = it->route_id;
+    }
+    undo_.clear();
+    last_added_ = last_added_at_commit_;
+    return 0;
+  }
+  undo_.clear();
+  undo_exact_ = false;
+  recent_.clear();
   through_ = dbs_.has_pending_paths ? ReadPendingThrough(txn, dbs_) : UINT64_MAX;
   last_added_ = through_;
   if (through_ == UINT64_MAX) return 0;
@@ -66,12 +83,16 @@ int PendingIndex::Load(MDB_txn* txn) {
     rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT);
   }
   added_ = false;  // what the txn already holds
-  return rc == MDB_NOTFOUND ? 0 : rc;
+  undo_.clear();
+  if (rc != MDB_NOTFOUND) return rc;
+  if (at_last_commit) Committed();
+  return 0;
 }
 
 void PendingIndex::Add(std::string_view tree_path, uint64_t seq, uint32_t route_id) {
   std::string key;
   if (!PendingIndexKey(tree_path, seq, &key)) return;
+  undo_.push_back({key, route_id, true});
   recent_[std::move(key)] = route_id;
   last_added_ = std::max(last_added_, seq);
   added_ = true;
@@ -81,7 +102,11 @@ int PendingIndex::Remove(MDB_txn* txn, std::string_view tree_path, uint64_t seq)
   std::string key;
   if (!PendingIndexKey(tree_path, seq, &key)) return 0;
   if (seq > through_) {
-    recent_.erase(key);
+    auto it = recent_.find(key);
+    if (it != recent_.end()) {
+      undo_.push_back({key, it->second, false});
+      recent_.erase(it);
+    }
     return 0;
   }
   MDB_val k = Val(key);
@@ -103,6 +128,7 @@ int PendingIndex::Persist(MDB_txn* txn) {
   if (int rc = WritePendingThrough(txn, dbs_, last_added_)) return rc;
   through_ = last_added_;
   recent_.clear();
+  undo_exact_ = false;  // an abort now needs the scan
   return 0;
 }
 

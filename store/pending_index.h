@@ -7,8 +7,10 @@
 // long before kPersistAt others are queued, and the persisted index never changes. Only a backlog
 // is written out, kPersistAt entries per write, whose keys share pages (an entry per device path).
 //
-// Load() rebuilds the in-memory part from the queue tail of a txn (seq > through(): at most
+// Load() rebuilds the in-memory part from the queue tail of a txn (seq > through: at most
 // kPersistAt plus one group of appends), so after an aborted txn or a crash it is exact again.
+// After an aborted group (the common case on a full disk) an undo log of the in-memory changes
+// since the last commit restores it without that scan, unless the group wrote the part out.
 // An entry whose path has no index key (malformed, too long) is in neither part.
 #pragma once
 
@@ -36,7 +38,10 @@ class PendingIndex {
   explicit PendingIndex(const Databases& dbs) : dbs_(dbs) {}
 
   // These return an LMDB result code (0 = done).
-  int Load(MDB_txn* txn);
+  // at_last_commit: `txn` reads the state of the last Committed(); the in-memory part is then
+  // restored from an undo log when it can be (no Persist since), instead of a queue scan.
+  int Load(MDB_txn* txn, bool at_last_commit = false);
+  void Committed();  // the writer's txn committed: what memory holds is what the file holds
   void Add(std::string_view tree_path, uint64_t seq, uint32_t route_id);
   int Remove(MDB_txn* txn, std::string_view tree_path, uint64_t seq);
   // Once per txn that may have appended: writes the in-memory part to LMDB if that txn added to
@@ -56,6 +61,14 @@ class PendingIndex {
   uint64_t through_ = 0;
   uint64_t last_added_ = 0;  // highest seq Add() saw since through_ (or through_)
   bool added_ = false;       // Add() since the last Persist() or Load()
+  struct Undo {
+    std::string key;
+    uint32_t route_id;
+    bool added;  // else removed
+  };
+  std::vector<Undo> undo_;  // in-memory changes since the last Committed()
+  bool undo_exact_ = false;  // undo_ alone leads back to the last Committed()
+  uint64_t last_added_at_commit_ = 0;
   std::map<std::string, uint32_t> recent_;  // PendingIndexKey -> route id, seq > through_
 };
 

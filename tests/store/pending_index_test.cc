@@ -126,6 +126,30 @@ TEST_F(PendingIndexTest, OverlaySeesBothPartsAcrossReopen) {
   EXPECT_EQ(ReadRaw(dir_.sub("db")).persisted, 0u);  // deletes reach the persisted part
 }
 
+// A group that does not fit is rolled back as a whole: an acknowledgement inside it is undone in
+// the in-memory part too, so the write stays on top of cloud data.
+TEST(PendingIndexRollback, AnAbortedGroupKeepsItsAcknowledgedWriteIndexed) {
+  testing::TempDir dir;
+  StoreOptions o;
+  o.map_size = 1 << 20;  // no growth
+  auto s = Store::Open(dir.sub("db"), o, nullptr);
+  WriteBatch w;
+  w.TreeSet("/r/a", json(1));
+  w.Append(testing::Entry("q", "/r/a", "1"));
+  BatchResult r = s->CommitBlocking(std::move(w));
+  ASSERT_TRUE(r.status.ok());
+  WriteBatch too_big;
+  too_big.Ack("q", {r.seqs[0]});
+  too_big.Append(testing::Entry("q", "/r/b", "\"" + std::string(2 << 20, 'x') + "\""));
+  EXPECT_EQ(s->CommitBlocking(std::move(too_big)).status.code, StatusCode::kFull);
+  WriteBatch cloud;
+  cloud.TreeSetFromCloud("/r", json::parse(R"({"c":1})"));
+  ASSERT_TRUE(s->CommitBlocking(std::move(cloud)).status.ok());
+  EXPECT_EQ(s->tree().Get("/r"), json::parse(R"({"a":1,"c":1})"));
+  CheckReport check = s->Check();
+  EXPECT_TRUE(check.ok) << (check.problems.empty() ? "" : check.problems.front());
+}
+
 // A schema 3 store indexed every queued entry and has no "pending_through": read as is by tools,
 // converted when opened writable.
 TEST_F(PendingIndexTest, SchemaThreeStoreIsReadAndConverted) {
