@@ -899,6 +899,9 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::TouchSession& m, BatchResu
   SessionRecord r;
   if (!DecodeSession(View(mv), &r)) return Status::Error(StatusCode::kIoError, "corrupt session");
   r.last_seen_ms = m.last_seen_ms;
+  r.last_seen_boottime_ms = m.last_seen_boottime_ms;
+  r.boot_id = m.boot_id;
+  r.last_ping_ms = m.last_ping_ms;
   std::string v = EncodeSession(r);
   MDB_val sv = Val(v);
   if ((rc = mdb_put(txn, db_.sessions, &mk, &sv, 0))) return Mdb(rc, "session put");
