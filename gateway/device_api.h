@@ -20,9 +20,11 @@
 #include "device_proto/endpoint.h"
 #include "gateway/device_auth.h"
 #include "gateway/heartbeat_policy.h"
+#include "gateway/loop_stall.h"
 #include "gateway/observer_registry.h"
 #include "gateway/persisted_observer.h"
 #include "gateway/route_table.h"
+#include "gateway/session_continuity.h"
 #include "gateway/session_table.h"
 #include "gateway/value_codec.h"
 #include "store/store.h"
@@ -41,6 +43,11 @@ struct DeviceApiCounters {
   // Separate (CON) responses the device never acknowledged; observations restored at startup;
   // snapshot reads / encodings done for notifications (one per observed path / distinct view).
   uint64_t responses_failed = 0, observers_restored = 0, notify_reads = 0, notify_encodes = 0;
+  // Sessions a device's new session continued (its onDisconnect operations moved on, none ran);
+  // loop stalls noticed and their total length (given back to every session's timeout);
+  // liveness checkpoints written (batches) and session records they updated.
+  uint64_t sessions_continued = 0, loop_stalls = 0, loop_stalled_ms = 0;
+  uint64_t liveness_checkpoints = 0, sessions_checkpointed = 0;
   std::map<std::string, uint64_t> requests;  // "GET 2.05" -> count
 };
 
@@ -72,9 +79,19 @@ class DeviceApi : public coap::Handler {
   void SetUploadsInFlight(std::function<std::vector<uint64_t>()> source) { uploads_in_flight_ = std::move(source); }
   // Called with the route name after writes to that route's queue committed (wakes the uploader).
   void SetQueuedHook(std::function<void(const std::string& route)> hook) { on_queued_ = std::move(hook); }
-  // Loads persisted sessions: each gets a full timeout from now to come back. Their persisted
+  // Loads persisted sessions. A session is declared gone at max(its last datagram + timeout +
+  // CheckpointIntervalMs, now + RestartGraceMs), its last datagram as of the latest liveness
+  // checkpoint (written every CheckpointIntervalMs, and at a graceful stop): within
+  // session_timeout + 5 s of a dead device's last datagram, or 5 s after the restart if that is
+  // later. A session whose checkpoint cannot be dated gets a full timeout from now. Persisted
   // observations are re-created by AttachEndpoint (gateway/persisted_observer.h).
   void RestoreSessions();
+  // session_timeout / 4, within [250 ms, 5 s]: how old a restored last datagram can be.
+  static int64_t CheckpointIntervalMs(int64_t session_timeout_ms);
+  // min(5 s, session_timeout): time for a live device to be heard from after a restart (while a
+  // request is outstanding the SDK sends every 2-4 s, so what was lost while the gateway was
+  // down is sent again).
+  static int64_t RestartGraceMs(int64_t session_timeout_ms);
   void SetRoutes(std::shared_ptr<const RouteTable> routes);  // reload: applies to new requests
   // Cloud link state and clock estimate (cloud ms - local wall ms); notifies .info observers.
   void SetCloudLink(bool connected, std::optional<int64_t> offset_ms);
@@ -100,9 +117,18 @@ class DeviceApi : public coap::Handler {
 
  private:
   struct Call;  // one request being answered
-  enum class EndCause { kTimeout, kGoOffline, kReplaced, kKicked };
+  enum class EndCause { kTimeout, kGoOffline, kKicked };
+  struct PendingOpen;  // a POST /.cs waiting for an earlier one of the same device
 
+  const DeviceAuthenticator& AuthenticatorFor(const std::string& app) const;
   void HandleOpen(Call& c);
+  // Opens the session (continuing the device's live ones, SessionContinuity) once no other open
+  // of the same device is in flight; then starts the next waiting one.
+  void OpenSession(std::shared_ptr<PendingOpen> open);
+  // Commits the new session, its predecessors' removal and their onDisconnect operations moved to
+  // it (in registration order) in one batch; retries when an operation was registered meanwhile.
+  void CommitOpen(std::shared_ptr<PendingOpen> open, Session s, std::vector<Session> continued, int attempt);
+  void FinishOpen(const std::string& key);
   void HandlePing(Call& c, Session* s);
   void HandleRebind(Call& c);
   void HandleOffline(Call& c, Session* s);
@@ -135,6 +161,17 @@ class DeviceApi : public coap::Handler {
 
   // Takes the id by value: callers often pass Session::id of the session this removes.
   void EndSession(std::string session_id, EndCause cause, std::function<void()> done = {});
+  // Removes the session from the table and ends its observations; returns it (nullopt: unknown).
+  std::optional<Session> DetachSession(const std::string& session_id);
+  // The loop clock, after giving any loop stall it reveals back to every session.
+  int64_t LoopNow();
+  // Sweeps expired sessions after the loop has read the sockets (a datagram that arrived before a
+  // deadline keeps its session alive even if the tick ran first).
+  void ArmSweep();
+  static void OnSweep(uv_check_t* h);
+  // Writes the liveness checkpoint of every session whose last datagram or ping moved.
+  void Checkpoint();
+  static void OnCheckpointTick(uv_timer_t* t);
   // Runs the ended session's onDisconnect operations; retries when an operation registered just
   // before the end was still being committed (the store refuses to drop it).
   void FireOnDisconnect(Session s, std::function<void()> done, int attempt);
@@ -179,6 +216,13 @@ class DeviceApi : public coap::Handler {
   std::optional<int64_t> cloud_boot_offset_ms_;  // cloud - CLOCK_BOOTTIME: wall clock steps leave it right
   int64_t wall_anchor_ms_ = 0;                   // wall - CLOCK_BOOTTIME when it was last set
   uv_timer_t liveness_;
+  uv_timer_t checkpoint_;
+  uv_idle_t sweep_idle_;    // while armed: the loop polls without blocking, then OnSweep runs
+  uv_check_t sweep_check_;
+  bool sweep_armed_ = false;
+  LoopStallDetector stall_;
+  SessionContinuity continuity_;
+  std::map<std::string, std::vector<std::shared_ptr<PendingOpen>>> opening_;  // open key -> waiting
   DeviceApiCounters counters_;
   std::function<void(const std::string& route)> on_queued_;
   CloudReader cloud_reader_;
