@@ -399,7 +399,7 @@ void DeviceApi::on_request(const coap::Request& r) {
     // to a new source port after 10 s without answers), and evidence for SessionContinuity.
     const int64_t now = LoopNow();
     sessions_.Touch(*s, now);
-    continuity_.NoteTokenFrom(*s, c.peer, now);
+    continuity_.NoteTokenFrom(sessions_, *s, c.peer, now);
   }
   if (control && path[0] == ".ping") return HandlePing(c, s);
   if (!s) return ReplyError(c, coap::code::kUnauthorized, "unknown session");

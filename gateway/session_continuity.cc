@@ -9,7 +9,9 @@ constexpr size_t kMaxBytes = 16u << 20;  // per map; entries are ~100-200 bytes
 }
 
 SessionContinuity::SessionContinuity()
-    : pings_(kMaxRemembered, kMaxBytes, kRememberMs), evidence_(kMaxEvidence, kMaxBytes, kEvidenceMs) {}
+    : pings_(kMaxRemembered, kMaxBytes, kRememberMs),
+      evidence_(kMaxEvidence, kMaxBytes, kEvidenceMs),
+      host_evidence_(kMaxEvidence, kMaxBytes, kEvidenceMs) {}
 
 std::string SessionContinuity::Key(const std::string& app, const std::string& device, bool anonymous,
                                    const coap::Address& addr) {
@@ -17,10 +19,24 @@ std::string SessionContinuity::Key(const std::string& app, const std::string& de
   return app + '\0' + (anonymous ? "@" + addr.to_string() : device);
 }
 
-void SessionContinuity::NoteTokenFrom(const Session& s, const coap::Address& from, int64_t now_ms) {
-  evidence_.expire(static_cast<uint64_t>(now_ms));
-  if (std::string* id = evidence_.find(from); id && *id == s.id) return;  // already noted
-  evidence_.insert(from, s.id, coap::heap_bytes(s.id), static_cast<uint64_t>(now_ms));
+void SessionContinuity::NoteTokenFrom(SessionTable& table, const Session& s, const coap::Address& from,
+                                      int64_t now_ms) {
+  const uint64_t now = static_cast<uint64_t>(now_ms);
+  evidence_.expire(now);
+  host_evidence_.expire(now);
+  if (std::string* id = evidence_.find(from); !id || *id != s.id) {
+    evidence_.insert(from, s.id, coap::heap_bytes(s.id), now);
+  }
+  HostEvidence* host = host_evidence_.find(Host(from));
+  if (!host) {
+    host_evidence_.insert(Host(from), HostEvidence{s.id, false}, coap::heap_bytes(s.id), now);
+  } else if (host->session_id != s.id && !host->ambiguous) {
+    // Another live session's token came from this IP too: two devices there, or two sessions of
+    // one; either way the IP no longer says which. (The first may have been continued: then not.)
+    const bool both_live = table.ById(host->session_id) != nullptr;
+    HostEvidence next{both_live ? host->session_id : s.id, both_live};  // renewed for a whole window
+    host_evidence_.insert(Host(from), std::move(next), coap::heap_bytes(s.id), now);
+  }
 }
 
 void SessionContinuity::NoteEnded(const Session& s, int64_t now_ms) {
@@ -47,11 +63,16 @@ std::vector<Session*> SessionContinuity::Predecessors(SessionTable& table, const
   for (Session* s : table.ByAddress(from)) {
     if (same_kind(s)) out.push_back(s);
   }
+  if (!out.empty()) return out;
   evidence_.expire(static_cast<uint64_t>(now_ms));
+  host_evidence_.expire(static_cast<uint64_t>(now_ms));
+  Session* seen = nullptr;
   if (const std::string* id = evidence_.find(from)) {
-    Session* s = table.ById(*id);
-    if (s && same_kind(s) && std::find(out.begin(), out.end(), s) == out.end()) out.push_back(s);
+    seen = table.ById(*id);
+  } else if (const HostEvidence* host = host_evidence_.find(Host(from)); host && !host->ambiguous) {
+    seen = table.ById(host->session_id);
   }
+  if (seen && same_kind(seen)) out.push_back(seen);
   return out;
 }
 

@@ -11,11 +11,15 @@
 // Who continues whom (same app, same transport):
 // - a device with a stable id (listed token, HMAC token, DTLS identity, open-mode token that is a
 //   valid key): its live sessions, wherever they are bound;
-// - an anonymous device: the anonymous sessions bound to the address the new session comes from,
-//   and the one whose short token a request from that address carried within kEvidenceMs while
-//   that session was bound elsewhere (after 10 s without answers the SDK moves to a new source
-//   port and keeps sending its old .cs before it re-authenticates). Knowing the token is the proof;
-//   a forged source address alone proves nothing for a device with a stable id.
+// - an anonymous device: the anonymous sessions bound to the address the new session comes from;
+//   else the one whose short token a request from that address carried within kEvidenceMs while
+//   the session was bound elsewhere (after 10 s without answers the SDK moves to a new source port
+//   and keeps sending its old .cs before it re-authenticates); else, since the SDK may open the
+//   new session from yet another port, the one session whose token came from another port of the
+//   same IP within kEvidenceMs, if only one did (two or more: nothing is linked). Knowing the
+//   token is the proof; a forged source address alone proves nothing for a device with a stable
+//   id. Anonymous devices that share an IP (NAT, several SDK processes on one host) can be linked
+//   wrongly in that window: devices that need exact presence should present auth tokens.
 // Never across identities: a POST /.cs as another device leaves a session alone.
 //
 // Memory: the last ping of each ended session (by device id; anonymous ones by address) for the
@@ -42,7 +46,7 @@ class SessionContinuity {
   SessionContinuity();
 
   // A request from `from` carried the short token of `s`, which is bound to another address.
-  void NoteTokenFrom(const Session& s, const coap::Address& from, int64_t now_ms);
+  void NoteTokenFrom(SessionTable& table, const Session& s, const coap::Address& from, int64_t now_ms);
   // `s` ended (timeout, goOffline, kick): its device's next session inherits its last ping.
   void NoteEnded(const Session& s, int64_t now_ms);
 
@@ -54,13 +58,19 @@ class SessionContinuity {
                          const coap::Address& from, int64_t now_ms);
 
   size_t remembered() const { return pings_.size(); }
-  uint64_t evictions() const { return pings_.evictions() + evidence_.evictions(); }
+  uint64_t evictions() const { return pings_.evictions() + evidence_.evictions() + host_evidence_.evictions(); }
 
  private:
   static std::string Key(const std::string& app, const std::string& device, bool anonymous,
                          const coap::Address& addr);
+  struct HostEvidence {
+    std::string session_id;
+    bool ambiguous = false;  // tokens of two sessions came from this IP
+  };
+  static coap::Address Host(coap::Address a) { return a.port = 0, a; }
   coap::ExpiringMap<std::string, int64_t, std::hash<std::string>> pings_;
-  coap::ExpiringMap<coap::Address, std::string, coap::AddressHash> evidence_;  // -> session id
+  coap::ExpiringMap<coap::Address, std::string, coap::AddressHash> evidence_;  // ip:port -> session id
+  coap::ExpiringMap<coap::Address, HostEvidence, coap::AddressHash> host_evidence_;  // ip -> session
 };
 
 }  // namespace tether
