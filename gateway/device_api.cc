@@ -149,10 +149,6 @@ DeviceApi::DeviceApi(uv_loop_t* loop, store::Store& store, std::shared_ptr<const
   uv_timer_init(loop_, &liveness_);
   liveness_.data = this;
   uv_timer_start(&liveness_, OnLivenessTick, kLivenessTickMs, kLivenessTickMs);
-  uv_timer_init(loop_, &checkpoint_);
-  checkpoint_.data = this;
-  const uint64_t every = static_cast<uint64_t>(CheckpointIntervalMs(sessions_.timeout_ms()));
-  uv_timer_start(&checkpoint_, OnCheckpointTick, every, every);
   uv_idle_init(loop_, &sweep_idle_);
   uv_check_init(loop_, &sweep_check_);
   sweep_check_.data = this;
@@ -161,11 +157,11 @@ DeviceApi::DeviceApi(uv_loop_t* loop, store::Store& store, std::shared_ptr<const
 DeviceApi::~DeviceApi() { Close(); }
 
 void DeviceApi::Close() {
-  if (*alive_) Checkpoint();  // a graceful stop records every session's last datagram exactly
+  if (*alive_) Checkpoint();  // a graceful stop records every session's last ping (for a new boot)
   *alive_ = false;
   opening_.clear();
-  for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&liveness_), reinterpret_cast<uv_handle_t*>(&checkpoint_),
-                         reinterpret_cast<uv_handle_t*>(&sweep_idle_), reinterpret_cast<uv_handle_t*>(&sweep_check_)}) {
+  for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&liveness_), reinterpret_cast<uv_handle_t*>(&sweep_idle_),
+                         reinterpret_cast<uv_handle_t*>(&sweep_check_)}) {
     if (!uv_is_closing(h)) uv_close(h, nullptr);
   }
 }
@@ -178,10 +174,6 @@ void DeviceApi::SetRoutes(std::shared_ptr<const RouteTable> routes) {
   }
   auth_ = std::move(auth);
   routes_ = std::move(routes);
-}
-
-int64_t DeviceApi::CheckpointIntervalMs(int64_t session_timeout_ms) {
-  return std::clamp<int64_t>(session_timeout_ms / 4, 250, 5'000);
 }
 
 int64_t DeviceApi::RestartGraceMs(int64_t session_timeout_ms) { return std::min<int64_t>(5'000, session_timeout_ms); }
@@ -207,13 +199,15 @@ void DeviceApi::RestoreSessions() {
   uv_update_time(loop_);  // opening the store took a while: the loop has not run yet
   const int64_t now = static_cast<int64_t>(uv_now(loop_));
   const int64_t timeout = sessions_.timeout_ms();
-  const int64_t grace = RestartGraceMs(timeout), staleness = CheckpointIntervalMs(timeout);
+  const int64_t grace = RestartGraceMs(timeout);
   const store::ClockReading clock = store::ClockNow();
+  boottime_minus_loop_ms_ = clock.boottime_ms - now;
   size_t n = 0, dated = 0;
   store::WriteBatch checkpoints;  // the advanced Observe checkpoints, durable before first use
-  const std::vector<store::SessionRecord> records = store_.sessions().ListAll();
-  sessions_.Reserve(sessions_.size() + records.size());
-  for (const auto& r : records) {
+  const store::SessionTable& records = store_.sessions();
+  const std::vector<store::SessionRecord> all = records.ListAll();
+  sessions_.Reserve(sessions_.size() + all.size());
+  for (const auto& r : all) {
     auto addr = ParseAddress(r.bound_address);
     Session s;
     s.id = r.session_id;
@@ -225,20 +219,25 @@ void DeviceApi::RestoreSessions() {
     s.anonymous = AnonymousId(r.device_id);
     s.created_wall_ms = r.created_ms;
     s.last_seen_ms = now;  // undated: a full timeout to come back after the gateway restart
-    if (r.last_seen_boottime_ms != 0) {  // dated by the liveness checkpoint
-      store::EntryAge age = store::AgeOf(store::ClockReading{r.last_seen_ms, r.last_seen_boottime_ms, r.boot_id}, clock);
-      if (age.ms) {
-        ++dated;
-        s.last_seen_ms = now - *age.ms;
-        s.expire_not_before_ms = std::max(s.last_seen_ms + timeout + staleness, now + grace);
-        if (r.last_ping_ms) {
-          s.last_ping_ms = std::max<int64_t>(1, s.last_seen_ms - std::max<int64_t>(0, r.last_seen_ms - r.last_ping_ms));
-        }
+    // The last ping the store recorded (the session's first, or all at a graceful stop): an older
+    // one only makes the first ping after the restart look later (steered: harmless).
+    if (r.last_ping_ms) {
+      store::EntryAge seen = store::AgeOf(store::ClockReading{r.last_seen_ms, r.last_seen_boottime_ms, r.boot_id}, clock);
+      const int64_t ping_age = seen.ms ? *seen.ms + std::max<int64_t>(0, r.last_seen_ms - r.last_ping_ms) : INT64_MAX / 4;
+      s.last_ping_ms = std::max<int64_t>(1, now - ping_age);  // undatable: long ago
+    }
+    s.checkpointed_ping_ms = r.last_ping_ms;
+    const auto stamp = liveness_file_ ? liveness_file_->recovered().find(r.session_id)
+                                      : std::unordered_map<std::string, LivenessFile::Stamp>::const_iterator();
+    if (liveness_file_ && stamp != liveness_file_->recovered().end()) {  // same boot: exact as of the crash
+      ++dated;
+      s.last_seen_ms = now - std::max<int64_t>(0, clock.boottime_ms - stamp->second.seen_boottime_ms);
+      s.expire_not_before_ms = now + grace;  // deadline max(last datagram + timeout, now + grace)
+      if (stamp->second.ping_boottime_ms) {
+        s.last_ping_ms = std::max<int64_t>(1, now - std::max<int64_t>(0, clock.boottime_ms - stamp->second.ping_boottime_ms));
       }
     }
-    s.checkpointed_seen_ms = s.last_seen_ms;
-    s.checkpointed_ping_ms = s.last_ping_ms;
-    sessions_.Add(std::move(s));
+    Stamp(sessions_.Add(std::move(s)));
     ++n;
     size_t unreadable = 0;
     std::vector<PersistedObserver> obs = DecodeObservers(r.observers, &unreadable);
@@ -270,9 +269,9 @@ void DeviceApi::RestoreSessions() {
     for (PersistedObserver& o : obs) restored_.emplace_back(r.session_id, std::move(o));
   }
   if (n) {
-    spdlog::info("restored {} device session(s): {} dated by their last datagram (declared gone {} ms after it, "
-                 "and not before {} ms from now), {} undated ({} ms from now)",
-                 n, dated, timeout + staleness, grace, n - dated, timeout);
+    spdlog::info("restored {} device session(s): {} dated by their last datagram before the restart (each declared "
+                 "gone {} ms after it, and not before {} ms from now), {} undated ({} ms from now)",
+                 n, dated, timeout, grace, n - dated, timeout);
   }
   if (restored_.empty() && restored_denied_.empty()) return;
   spdlog::info("restored {} observation(s) of device sessions", restored_.size());
@@ -399,6 +398,7 @@ void DeviceApi::on_request(const coap::Request& r) {
     // to a new source port after 10 s without answers), and evidence for SessionContinuity.
     const int64_t now = LoopNow();
     sessions_.Touch(*s, now);
+    Stamp(*s);
     continuity_.NoteTokenFrom(sessions_, *s, c.peer, now);
   }
   if (control && path[0] == ".ping") return HandlePing(c, s);
@@ -429,7 +429,11 @@ void DeviceApi::on_request(const coap::Request& r) {
   }
 }
 
-void DeviceApi::on_activity(const coap::Address& peer) { sessions_.Touch(peer, LoopNow()); }
+void DeviceApi::on_activity(const coap::Address& peer) {
+  if (const std::vector<Session*>* bound = sessions_.Touch(peer, LoopNow()); bound && liveness_file_) {
+    for (Session* s : *bound) Stamp(*s);
+  }
+}
 
 void DeviceApi::on_observer_dropped(coap::ObserverId id, coap::DropReason reason) {
   if (reason == coap::DropReason::kTooLarge) {
@@ -542,17 +546,16 @@ void DeviceApi::CommitOpen(std::shared_ptr<PendingOpen> open, Session s, std::ve
     }
     if (!res.status.ok()) {
       // Nothing of the batch applied: the predecessors are still in the store; serve them again.
-      for (Session& old : continued) sessions_.Add(std::move(old));
+      for (Session& old : continued) Stamp(sessions_.Add(std::move(old)));
       ReplyStoreStatus(*open->call, res.status);
       return FinishOpen(open->key);
     }
     const int64_t now = LoopNow();
     s.last_seen_ms = now;
-    s.checkpointed_seen_ms = s.last_seen_ms;
-    s.checkpointed_ping_ms = s.last_ping_ms;
+    s.checkpointed_ping_ms = s.last_ping_ms;  // PutSession recorded it
     Json body = {{"s", s.short_token}, {"l", s.long_token}};
     spdlog::debug("session opened: app '{}' device '{}' at {}", s.app, s.device, s.addr.to_string());
-    sessions_.Add(std::move(s));
+    Stamp(sessions_.Add(std::move(s)));
     ++counters_.sessions_opened;
     counters_.sessions_continued += continued.size();
     Reply(*open->call, coap::code::kContent, Encode(body, open->call->json_out));
@@ -578,6 +581,19 @@ void DeviceApi::HandlePing(Call& c, Session* s) {
   int64_t now = LoopNow();
   bool steer = heartbeat_.ShouldSteerDown(s->last_ping_ms, now);
   s->last_ping_ms = now;
+  Stamp(*s);
+  if (!s->checkpointed_ping_ms) {
+    // The store records the session's first ping at once: restored without any (after a crash of
+    // the host, when the liveness file is gone), a session would judge the SDK's next ping as a
+    // first one and answer 2.05 however late it is. An older recorded ping only makes the first
+    // ping after a restart look later (steered: harmless), so later pings are not written.
+    store::SessionRecord r;
+    SetCheckpoint(&r, *s, now, store::ClockNow());
+    store::WriteBatch batch;
+    batch.TouchSession(s->id, r.last_seen_ms, r.last_seen_boottime_ms, r.boot_id, r.last_ping_ms);
+    s->checkpointed_ping_ms = s->last_ping_ms;
+    store_.Submit(std::move(batch), [](const store::BatchResult&) {});
+  }
   if (steer) {
     ++counters_.steered_pings;
     return ReplyError(c, coap::code::kUnauthorized, "ping later than the heartbeat target");
@@ -592,6 +608,7 @@ void DeviceApi::HandleRebind(Call& c) {
   }
   sessions_.Rebind(*s, c.peer);
   sessions_.Touch(*s, LoopNow());
+  Stamp(*s);
   // The device reopened its socket (or its NAT mapping changed): its observations move with it,
   // including a CON notification being retransmitted.
   if (endpoint_) {
@@ -623,8 +640,10 @@ bool DeviceApi::Kick(const std::string& device_or_session) {
 
 int64_t DeviceApi::LoopNow() {
   const int64_t now = static_cast<int64_t>(uv_now(loop_));
+  boottime_minus_loop_ms_ = store::BootTimeMs() - now;
   if (const int64_t stalled = stall_.Observe(now)) {
     sessions_.ShiftForStall(stalled);
+    if (liveness_file_) sessions_.ForEachMutable([this](Session& s) { Stamp(s); });
     counters_.loop_stalls = stall_.stalls();
     counters_.loop_stalled_ms = static_cast<uint64_t>(stall_.stalled_ms());
     spdlog::warn("the event loop did not run for {} ms (process stopped, VM paused or starved of CPU?): that "
@@ -658,31 +677,29 @@ void DeviceApi::OnSweep(uv_check_t* h) {
   }
 }
 
-void DeviceApi::OnCheckpointTick(uv_timer_t* t) { static_cast<DeviceApi*>(t->data)->Checkpoint(); }
+void DeviceApi::Stamp(Session& s) {
+  if (!liveness_file_) return;
+  if (s.liveness_slot == LivenessFile::kNoSlot) s.liveness_slot = liveness_file_->Assign();
+  liveness_file_->Write(s.liveness_slot, s.id,
+                        {s.last_seen_ms + boottime_minus_loop_ms_,
+                         s.last_ping_ms ? s.last_ping_ms + boottime_minus_loop_ms_ : 0});
+}
 
 void DeviceApi::Checkpoint() {
   const int64_t now = LoopNow();
   const store::ClockReading clock = store::ClockNow();
   store::WriteBatch batch;
-  uint64_t n = 0;
   sessions_.ForEachMutable([&](Session& s) {
-    if (s.last_seen_ms == s.checkpointed_seen_ms && s.last_ping_ms == s.checkpointed_ping_ms) return;
     store::SessionRecord r;
     SetCheckpoint(&r, s, now, clock);
     batch.TouchSession(s.id, r.last_seen_ms, r.last_seen_boottime_ms, r.boot_id, r.last_ping_ms);
-    s.checkpointed_seen_ms = s.last_seen_ms;
-    s.checkpointed_ping_ms = s.last_ping_ms;
-    ++n;
   });
-  if (!n) return;
-  ++counters_.liveness_checkpoints;
-  counters_.sessions_checkpointed += n;
+  if (batch.empty()) return;
   // Every session in the table has its record: it is added once its PutSession committed and
   // removed before the batch that deletes the record is submitted.
-  store_.Submit(std::move(batch), [n](const store::BatchResult& r) {
+  store_.Submit(std::move(batch), [](const store::BatchResult& r) {
     if (!r.status.ok() && r.status.code != store::StatusCode::kClosed) {
-      spdlog::warn("liveness checkpoint of {} session(s) not recorded: {} (after a restart they may get a full "
-                   "timeout instead of the rest of theirs)", n, r.status.ToString());
+      spdlog::warn("last pings of the sessions not recorded at stop: {}", r.status.ToString());
     }
   });
 }
@@ -691,6 +708,8 @@ std::optional<Session> DeviceApi::DetachSession(const std::string& session_id) {
   Session* sp = sessions_.ById(session_id);
   if (!sp) return std::nullopt;
   Session s = *sp;
+  if (liveness_file_ && s.liveness_slot != LivenessFile::kNoSlot) liveness_file_->Free(s.liveness_slot);
+  s.liveness_slot = LivenessFile::kNoSlot;
   sessions_.Remove(session_id);
   for (coap::ObserverId id : observers_.OfSession(session_id)) {
     if (endpoint_) endpoint_->cancel_observer(id);

@@ -20,6 +20,7 @@
 #include "device_proto/endpoint.h"
 #include "gateway/device_auth.h"
 #include "gateway/heartbeat_policy.h"
+#include "gateway/liveness_file.h"
 #include "gateway/loop_stall.h"
 #include "gateway/observer_registry.h"
 #include "gateway/persisted_observer.h"
@@ -44,10 +45,8 @@ struct DeviceApiCounters {
   // snapshot reads / encodings done for notifications (one per observed path / distinct view).
   uint64_t responses_failed = 0, observers_restored = 0, notify_reads = 0, notify_encodes = 0;
   // Sessions a device's new session continued (its onDisconnect operations moved on, none ran);
-  // loop stalls noticed and their total length (given back to every session's timeout);
-  // liveness checkpoints written (batches) and session records they updated.
+  // loop stalls noticed and their total length (given back to every session's timeout).
   uint64_t sessions_continued = 0, loop_stalls = 0, loop_stalled_ms = 0;
-  uint64_t liveness_checkpoints = 0, sessions_checkpointed = 0;
   std::map<std::string, uint64_t> requests;  // "GET 2.05" -> count
 };
 
@@ -79,15 +78,15 @@ class DeviceApi : public coap::Handler {
   void SetUploadsInFlight(std::function<std::vector<uint64_t>()> source) { uploads_in_flight_ = std::move(source); }
   // Called with the route name after writes to that route's queue committed (wakes the uploader).
   void SetQueuedHook(std::function<void(const std::string& route)> hook) { on_queued_ = std::move(hook); }
-  // Loads persisted sessions. A session is declared gone at max(its last datagram + timeout +
-  // CheckpointIntervalMs, now + RestartGraceMs), its last datagram as of the latest liveness
-  // checkpoint (written every CheckpointIntervalMs, and at a graceful stop): within
-  // session_timeout + 5 s of a dead device's last datagram, or 5 s after the restart if that is
-  // later. A session whose checkpoint cannot be dated gets a full timeout from now. Persisted
+  // Where every session's last datagram and ping survive a crash of the process (set before
+  // RestoreSessions; without one, restored sessions get a full timeout).
+  void SetLivenessFile(std::unique_ptr<LivenessFile> file) { liveness_file_ = std::move(file); }
+  // Loads persisted sessions. One the liveness file dates (a restart in the same boot) is declared
+  // gone at max(its last datagram + session_timeout, now + RestartGraceMs); others (a new boot, no
+  // file) get a full timeout from now. Their last ping comes back too (the file's, else the one
+  // the store recorded), so the first ping after the restart is steered like any other. Persisted
   // observations are re-created by AttachEndpoint (gateway/persisted_observer.h).
   void RestoreSessions();
-  // session_timeout / 4, within [250 ms, 5 s]: how old a restored last datagram can be.
-  static int64_t CheckpointIntervalMs(int64_t session_timeout_ms);
   // min(5 s, session_timeout): time for a live device to be heard from after a restart (while a
   // request is outstanding the SDK sends every 2-4 s, so what was lost while the gateway was
   // down is sent again).
@@ -169,9 +168,10 @@ class DeviceApi : public coap::Handler {
   // deadline keeps its session alive even if the tick ran first).
   void ArmSweep();
   static void OnSweep(uv_check_t* h);
-  // Writes the liveness checkpoint of every session whose last datagram or ping moved.
+  // Records s's last datagram and ping in the liveness file (at every change).
+  void Stamp(Session& s);
+  // Writes the liveness fields of every session's record (a graceful stop).
   void Checkpoint();
-  static void OnCheckpointTick(uv_timer_t* t);
   // Runs the ended session's onDisconnect operations; retries when an operation registered just
   // before the end was still being committed (the store refuses to drop it).
   void FireOnDisconnect(Session s, std::function<void()> done, int attempt);
@@ -216,7 +216,8 @@ class DeviceApi : public coap::Handler {
   std::optional<int64_t> cloud_boot_offset_ms_;  // cloud - CLOCK_BOOTTIME: wall clock steps leave it right
   int64_t wall_anchor_ms_ = 0;                   // wall - CLOCK_BOOTTIME when it was last set
   uv_timer_t liveness_;
-  uv_timer_t checkpoint_;
+  std::unique_ptr<LivenessFile> liveness_file_;
+  int64_t boottime_minus_loop_ms_ = 0;  // CLOCK_BOOTTIME - loop clock, as of the last LoopNow()
   uv_idle_t sweep_idle_;    // while armed: the loop polls without blocking, then OnSweep runs
   uv_check_t sweep_check_;
   bool sweep_armed_ = false;

@@ -82,10 +82,11 @@ std::vector<Session*> SessionTable::ByIdentity(const std::string& app, const std
   return it == by_identity_.end() ? std::vector<Session*>{} : it->second;
 }
 
-void SessionTable::Touch(const coap::Address& addr, int64_t now_ms) {
+const std::vector<Session*>* SessionTable::Touch(const coap::Address& addr, int64_t now_ms) {
   auto it = by_addr_.find(addr);
-  if (it == by_addr_.end()) return;
+  if (it == by_addr_.end()) return nullptr;
   for (Session* s : it->second) Touch(*s, now_ms);
+  return &it->second;
 }
 
 void SessionTable::Touch(Session& s, int64_t now_ms) {

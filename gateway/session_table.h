@@ -41,8 +41,9 @@ struct Session {
   // Restored after a restart: not declared gone before this (loop clock), whatever last_seen
   // says; 0: no floor. The first datagram clears it.
   int64_t expire_not_before_ms = 0;
-  // last_seen / last_ping as the store last recorded them (the liveness checkpoint).
-  int64_t checkpointed_seen_ms = 0, checkpointed_ping_ms = 0;
+  // The last ping its store record holds (0: none); the record gets the first one at once.
+  int64_t checkpointed_ping_ms = 0;
+  uint32_t liveness_slot = UINT32_MAX;  // in the LivenessFile; UINT32_MAX: none
   uint32_t notified_since_checkpoint = 0;  // notifications since its record was last written
 };
 
@@ -64,8 +65,8 @@ class SessionTable {
   std::vector<Session*> ByAddress(const coap::Address& addr) const;
   std::vector<Session*> ByIdentity(const std::string& app, const std::string& device) const;
 
-  // Every session bound to addr counts the datagram as a sign of life.
-  void Touch(const coap::Address& addr, int64_t now_ms);
+  // Every session bound to addr counts the datagram as a sign of life. Returns them (null: none).
+  const std::vector<Session*>* Touch(const coap::Address& addr, int64_t now_ms);
   void Touch(Session& s, int64_t now_ms);  // a sign of life that names the session (its token)
 
   // The loop did not run for stalled_ms: that time does not count as anyone's silence.
