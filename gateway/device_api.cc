@@ -555,6 +555,11 @@ void DeviceApi::CommitOpen(std::shared_ptr<PendingOpen> open, Session s, std::ve
     s.checkpointed_ping_ms = s.last_ping_ms;  // PutSession recorded it
     Json body = {{"s", s.short_token}, {"l", s.long_token}};
     spdlog::debug("session opened: app '{}' device '{}' at {}", s.app, s.device, s.addr.to_string());
+    if (!continued.empty()) {
+      for (const auto& op : store_.sessions().OnDisconnectOps(s.id)) {
+        s.carried_through_order = std::max(s.carried_through_order, op.order);
+      }
+    }
     Stamp(sessions_.Add(std::move(s)));
     ++counters_.sessions_opened;
     counters_.sessions_continued += continued.size();
@@ -1160,6 +1165,8 @@ void DeviceApi::HandleOnDisconnect(Call& c, Session& s, const std::vector<std::s
       std::vector<uint8_t> cbor = Json::to_cbor(value);  // keeps byte strings intact until firing
       op.payload.assign(cbor.begin(), cbor.end());
     }
+    // Registering again replaces what was carried over from an earlier session at this path.
+    if (s.carried_through_order) batch.CancelOnDisconnect(s.id, dev_path, s.carried_through_order);
     batch.AddOnDisconnect(s.id, std::move(op));
   }
   CommitThenReply(c, std::move(batch));

@@ -44,6 +44,9 @@ struct Session {
   // The last ping its store record holds (0: none); the record gets the first one at once.
   int64_t checkpointed_ping_ms = 0;
   uint32_t liveness_slot = UINT32_MAX;  // in the LivenessFile; UINT32_MAX: none
+  // onDisconnect operations up to this store order came from the sessions it continued; a new
+  // registration at a path replaces those at and below it (a rebooted device registers again).
+  uint64_t carried_through_order = 0;
   uint32_t notified_since_checkpoint = 0;  // notifications since its record was last written
 };
 

@@ -45,7 +45,7 @@ struct TouchSession {  // the record's liveness checkpoint fields
 };
 struct RemoveSession { std::string session_id; bool must_exist; uint64_t ops_through; };
 struct AddOnDisconnect { std::string session_id; OnDisconnectOp op; };
-struct CancelOnDisconnect { std::string session_id; std::string path; };
+struct CancelOnDisconnect { std::string session_id; std::string path; uint64_t up_to_order; };
 struct MarkComplete { std::string path; std::string query; };
 struct ForgetComplete { std::string path; };
 // The cloud's data: like TreeSet (patch = false) or TreeUpdate (patch = true), then every queued

@@ -85,8 +85,8 @@ void WriteBatch::AddOnDisconnect(std::string session_id, OnDisconnectOp op) {
   mutations_.emplace_back(mutation::AddOnDisconnect{std::move(session_id), std::move(op)});
 }
 
-void WriteBatch::CancelOnDisconnect(std::string session_id, std::string path) {
-  mutations_.emplace_back(mutation::CancelOnDisconnect{std::move(session_id), std::move(path)});
+void WriteBatch::CancelOnDisconnect(std::string session_id, std::string path, uint64_t up_to_order) {
+  mutations_.emplace_back(mutation::CancelOnDisconnect{std::move(session_id), std::move(path), up_to_order});
 }
 
 }  // namespace tether::store

@@ -64,7 +64,8 @@ class WriteBatch {
   // registered meanwhile (order > ops_through) makes the batch fail with kConflict (re-read, retry).
   void RemoveSession(std::string session_id, bool must_exist, uint64_t ops_through = UINT64_MAX);
   void AddOnDisconnect(std::string session_id, OnDisconnectOp op);
-  void CancelOnDisconnect(std::string session_id, std::string path);  // path and below
+  // The session's ops at path and below (only those with order <= up_to_order).
+  void CancelOnDisconnect(std::string session_id, std::string path, uint64_t up_to_order = UINT64_MAX);
 
   bool empty() const { return mutations_.empty(); }
   // Only AckThrough / Ack: when such a batch does not fit a full map it is applied in pieces,

@@ -178,6 +178,24 @@ TEST_F(PresenceIdentity, SpoofedAnonymousOpenCostsARestartNotThePresence) {
   ExpectArmedAndFiredOnce("anon1");
 }
 
+// A device rebooting within its timeout opens a new session that continues the old one (it was
+// never seen gone); its app then registers the same operations again, which replace the carried
+// ones instead of piling up with every reboot.
+TEST_F(PresenceIdentity, QuickRebootRegistersAgainWithoutDuplicates) {
+  SdkClient first(port_, "tok");
+  ASSERT_TRUE(first.Open("token-victim"));
+  Announce(first, "victim");
+  for (int boot = 0; boot < 3; ++boot) {
+    SdkClient next(port_, "tok");  // the new process: a new socket
+    ASSERT_TRUE(next.Open("token-victim"));
+    Announce(next, "victim");
+    if (boot == 2) {
+      KeepAlive({&next}, 1s);
+      ExpectArmedAndFiredOnce("victim");  // one "gone" and one pushed line, not four
+    }
+  }
+}
+
 // goOffline is a goodbye: the operations run at once, and the next session starts with none.
 TEST_F(PresenceIdentity, GoOfflineRunsTheOperationsAndTheNextSessionHasNone) {
   SdkClient device(port_, "tok");

@@ -106,6 +106,30 @@ TEST_F(SessionTableTest, ObserversTravelWithTheSessionRecord) {
   ExpectHealthy();
 }
 
+// A device's new session takes over the operations of the one it continues; registering again at
+// a path replaces only those carried over (orders up to a bound), not its own.
+TEST_F(SessionTableTest, CancelUpToAnOrderKeepsNewerOperations) {
+  WriteBatch b;
+  b.PutSession(Session("s1", "AAAAAAAA", std::string(32, 'a')));
+  b.AddOnDisconnect("s1", OnDisconnectOp{OnDisconnectOp::Kind::kSet, "pres/d1", "\"gone\"", 0});
+  b.AddOnDisconnect("s1", OnDisconnectOp{OnDisconnectOp::Kind::kSet, "other", "1", 0});
+  ASSERT_TRUE(Commit(std::move(b)).ok());
+  const uint64_t carried = store_->sessions().OnDisconnectOps("s1").back().order;
+  WriteBatch again;
+  again.CancelOnDisconnect("s1", "pres/d1", carried);
+  again.AddOnDisconnect("s1", OnDisconnectOp{OnDisconnectOp::Kind::kSet, "pres/d1", "\"gone2\"", 0});
+  ASSERT_TRUE(Commit(std::move(again)).ok());
+  auto ops = store_->sessions().OnDisconnectOps("s1");
+  ASSERT_EQ(ops.size(), 2u);
+  EXPECT_EQ(ops[0].path, "other");
+  EXPECT_EQ(ops[1].payload, "\"gone2\"");
+  WriteBatch twice;  // the same bound again: the newer registration stays
+  twice.CancelOnDisconnect("s1", "pres/d1", carried);
+  ASSERT_TRUE(Commit(std::move(twice)).ok());
+  EXPECT_EQ(store_->sessions().OnDisconnectOps("s1").size(), 2u);
+  ExpectHealthy();
+}
+
 TEST_F(SessionTableTest, LivenessCheckpointTravelsWithTheRecord) {
   SessionRecord r = Session("s1", "AAAAAAAA", std::string(32, 'a'));
   r.observers = "obs";
