@@ -58,6 +58,9 @@ std::string DaemonAdmin::MetricsText() {
   m.device_events_total.With({"ondisconnect_denied"}).Set(static_cast<double>(c.ondisconnect_denied));
   m.device_events_total.With({"response_failed"}).Set(static_cast<double>(c.responses_failed));
   m.device_events_total.With({"too_large"}).Set(static_cast<double>(p_.endpoint->counters().too_large));
+  m.device_events_total.With({"session_continued"}).Set(static_cast<double>(c.sessions_continued));
+  m.device_events_total.With({"loop_stall"}).Set(static_cast<double>(c.loop_stalls));
+  m.loop_stalled_seconds_total.With({}).Set(static_cast<double>(c.loop_stalled_ms) / 1000.0);
   // Persisted per-route counters: cheap (no table scan), whatever the backlog.
   uint64_t refused_by_limit = 0;
   for (const store::RouteStats& rs : p_.store->queue().AllStats()) {

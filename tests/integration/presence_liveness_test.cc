@@ -28,8 +28,9 @@ class PresenceLiveness : public ::testing::Test {
   // apps: "tok" (devices with tokens: stable ids) and "anon" (open, no token: no stable id).
   void StartGateway(const std::string& device_section) {
     port_ = static_cast<uint16_t>(FreePort());
+    admin_port_ = static_cast<uint16_t>(FreePort(false));
     gw_.WriteConfig("device:\n  listen: \"127.0.0.1:" + std::to_string(port_) + "\"\n" + device_section +
-                    "admin:\n  listen: \"127.0.0.1:" + std::to_string(FreePort(false)) + "\"\n"
+                    "admin:\n  listen: \"127.0.0.1:" + std::to_string(admin_port_) + "\"\n"
                     "store:\n  path: ${STORE}\nlog:\n  level: info\n"
                     "apps:\n  - id: tok\n    default: true\n    auth:\n      mode: tokens\n      tokens:\n"
                     "        - { device: a1, token: token-a1 }\n        - { device: a2, token: token-a2 }\n"
@@ -60,7 +61,7 @@ class PresenceLiveness : public ::testing::Test {
   }
 
   TetherdProcess gw_;
-  uint16_t port_ = 0;
+  uint16_t port_ = 0, admin_port_ = 0;
 };
 
 // The trace: login ping (interval grows to 27 s), goOffline 9 s later, goOnline 1 s after
@@ -167,6 +168,13 @@ TEST_F(PresenceLiveness, StoppedGatewayDeclaresNobodyGoneForTheStall) {
   ASSERT_GT(gone, 0) << "a device that died before the stall is still detected";
   EXPECT_LE(gone - dead_last, 3'000 + (resumed - stopped) + 1'000) << "timeout + the stall + 1 s";
   EXPECT_NE(gw_.Log().find("the event loop did not run for"), std::string::npos);
+  ShellResult metrics = Shell("curl -sf http://127.0.0.1:" + std::to_string(admin_port_) + "/metrics");
+  EXPECT_NE(metrics.out.find("tether_device_events_total{event=\"loop_stall\"} 1"), std::string::npos) << metrics.out;
+  const size_t at = metrics.out.find("\ntether_loop_stalled_seconds_total ");
+  ASSERT_NE(at, std::string::npos) << metrics.out;
+  const double stalled = std::stod(metrics.out.substr(at + 35));
+  EXPECT_GT(stalled, 4.0);
+  EXPECT_LT(stalled, 6.0) << "the 5 s stop, less one 250 ms tick";
 }
 
 // A device dies; 8 s later the gateway is killed (-9) and stays down 10 s. Restored, its session is
