@@ -22,6 +22,8 @@ constexpr int64_t kLivenessTickMs = 250;
 // is a stall of the loop: its length is given back to every session's timeout.
 constexpr int64_t kStallThresholdMs = 1'000;
 constexpr int kOpenRetries = 5;
+// After a stall: how long the datagrams read are taken as ones that waited in the socket.
+constexpr int64_t kStallDrainMs = 1'000;
 constexpr uint32_t kQueueFullMaxAge = 30;
 constexpr uint32_t kStoreFullMaxAge = 60;
 constexpr uint32_t kQueryRetryMaxAge = 5;
@@ -585,9 +587,15 @@ void DeviceApi::HandlePing(Call& c, Session* s) {
   ++counters_.heartbeats;
   int64_t now = LoopNow();
   bool steer = heartbeat_.ShouldSteerDown(s->last_ping_ms, now);
-  s->last_ping_ms = now;
-  Stamp(*s);
-  if (!s->checkpointed_ping_ms) {
+  // Right after a stall the pings read are the ones that waited in the socket: their answers may
+  // reach an SDK that gave up on them, and the SDK then sends the ping again at once. Judged
+  // against each other, that second ping would look on time (2.05: the interval grows). So pings
+  // read while the backlog drains are judged against the last ping before the stall, not recorded.
+  if (now >= pings_judged_from_ms_) {
+    s->last_ping_ms = now;
+    Stamp(*s);
+  }
+  if (s->last_ping_ms && !s->checkpointed_ping_ms) {
     // The store records the session's first ping at once: restored without any (after a crash of
     // the host, when the liveness file is gone), a session would judge the SDK's next ping as a
     // first one and answer 2.05 however late it is. An older recorded ping only makes the first
@@ -648,6 +656,7 @@ int64_t DeviceApi::LoopNow() {
   boottime_minus_loop_ms_ = store::BootTimeMs() - now;
   if (const int64_t stalled = stall_.Observe(now)) {
     sessions_.ShiftForStall(stalled);
+    pings_judged_from_ms_ = now + kStallDrainMs;
     if (liveness_file_) sessions_.ForEachMutable([this](Session& s) { Stamp(s); });
     counters_.loop_stalls = stall_.stalls();
     counters_.loop_stalled_ms = static_cast<uint64_t>(stall_.stalled_ms());

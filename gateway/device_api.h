@@ -218,6 +218,7 @@ class DeviceApi : public coap::Handler {
   uv_timer_t liveness_;
   std::unique_ptr<LivenessFile> liveness_file_;
   int64_t boottime_minus_loop_ms_ = 0;  // CLOCK_BOOTTIME - loop clock, as of the last LoopNow()
+  int64_t pings_judged_from_ms_ = 0;    // pings before this (a stall's backlog) do not become last_ping
   uv_idle_t sweep_idle_;    // while armed: the loop polls without blocking, then OnSweep runs
   uv_check_t sweep_check_;
   bool sweep_armed_ = false;

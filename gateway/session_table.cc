@@ -96,9 +96,11 @@ void SessionTable::Touch(Session& s, int64_t now_ms) {
 
 void SessionTable::ShiftForStall(int64_t stalled_ms) {
   if (stalled_ms <= 0) return;
+  // Not last_ping: the device's ping timer did not stop. Judged against the unshifted ping, the
+  // first ping after a stall looks late and is steered, which is safe; shifted, it could look on
+  // time and its 2.05 grow the SDK's interval past the timeout.
   for (auto& [id, s] : by_id_) {
     s->last_seen_ms += stalled_ms;
-    if (s->last_ping_ms) s->last_ping_ms += stalled_ms;
     if (s->expire_not_before_ms) s->expire_not_before_ms += stalled_ms;
   }
   // Heap entries are now early: Expired() re-pushes each at its real deadline when it pops.

@@ -72,7 +72,8 @@ class SessionTable {
   const std::vector<Session*>* Touch(const coap::Address& addr, int64_t now_ms);
   void Touch(Session& s, int64_t now_ms);  // a sign of life that names the session (its token)
 
-  // The loop did not run for stalled_ms: that time does not count as anyone's silence.
+  // The loop did not run for stalled_ms: that time does not count as anyone's silence (deadlines
+  // move; last pings do not, see the .cc).
   void ShiftForStall(int64_t stalled_ms);
 
   // Whether some deadline may have passed at now_ms (cheap; Expired() decides).

@@ -153,8 +153,14 @@ class GatewayModel {
     Session* s = Live(now);
     table_.Touch(*s, now);
     const bool steer = policy_.ShouldSteerDown(s->last_ping_ms, now);
-    s->last_ping_ms = now;
+    if (!carry_ || now >= pings_judged_from_) s->last_ping_ms = now;  // not while a stall's backlog drains
     return !steer;
+  }
+  // The gateway's loop did not run in [from, to): deadlines move by the stall; the datagrams that
+  // waited are read right after it (DeviceApi: ShiftForStall, kStallDrainMs).
+  void Stall(int64_t from, int64_t to) {
+    table_.ShiftForStall(to - from);
+    pings_judged_from_ = to + 1'000;
   }
   void Datagram(int64_t now) { table_.Touch(*Live(now), now); }  // e.g. POST /.rst
   // What the session's store record holds after a change at `now`: written when the session
@@ -209,11 +215,12 @@ class GatewayModel {
     Session session;
   };
   std::vector<Snap> snapshots_;
+  int64_t pings_judged_from_ = 0;
   int sessions_ = 0;
   bool gone_ = false;
 };
 
-enum class Event { kReopen, kOffOn, kKill9, kHostCrash };
+enum class Event { kReopen, kOffOn, kKill9, kHostCrash, kStall };
 
 struct Scenario {
   int pings_before = 0;     // normal pings after the login ping, before the event
@@ -248,7 +255,45 @@ Outcome RunScenario(const Scenario& sc, bool carry) {
   std::optional<int64_t> event_at, down_from, down_until;
   bool offline = false;
   gw.Open(now, sc.anonymous);
-  auto ping = [&](int64_t sent) {
+  std::optional<int64_t> stall_from, stall_to;
+  bool stall_applied = false;
+  auto settle = [&](int64_t t) {  // the gateway notices a stall when it runs again
+    if (stall_to && !stall_applied && t >= *stall_to) gw.Stall(*stall_from, *stall_to), stall_applied = true;
+  };
+  auto react = [&](bool answered_205, int64_t at) {
+    if (answered_205) {
+      sdk.On205ToPing();
+    } else {
+      sdk.On401ToPing();
+      gw.Datagram(at);  // POST /.rst with the long token, answered 2.05
+      sdk.On205ToRst();
+    }
+  };
+  auto ping = [&](int64_t sent) -> int64_t {
+    if (stall_to && sent >= *stall_from && sent < *stall_to) {
+      // Sent while the gateway is stopped: it waits in the socket with the SDK's retransmissions.
+      const int64_t resume = *stall_to;
+      settle(resume);
+      out.states.emplace_back(sdk.interval, sdk.delta);
+      last_ping = resume;
+      if (resume < sent + 10'000) {
+        react(gw.Ping(resume), resume);  // answered before the SDK gave up on it
+      } else if (resume < sent + 30'000) {
+        // The SDK moved to a new socket and sent it again from there: the old copies are answered
+        // to a closed socket; the new one gets 4.01 (another address), the SDK's steering reply.
+        gw.Ping(resume);
+        gw.Datagram(resume);  // its token from the new address: a sign of life
+        react(false, resume);
+      } else {
+        // Three failures: the SDK re-authenticated (POST /.cs waited too) and sends the ping again.
+        gw.Ping(resume);
+        gw.Open(resume, sc.anonymous);
+        react(gw.Ping(resume + 5), resume + 5);
+      }
+      gw.Snapshot(resume);
+      return resume + 5 + sdk.interval * 1000 + loop();
+    }
+    settle(sent);
     int64_t at = sent;  // when the gateway hears it: the first transmission after it is back
     if (offline && sent >= *event_at && sent < *event_at + 1'000) at = *event_at + 1'000;  // due while offline
     if (down_from && sent >= *down_from && sent < *down_until) {
@@ -257,13 +302,7 @@ Outcome RunScenario(const Scenario& sc, bool carry) {
     if (last_ping && at == sent) out.max_gap_ms = std::max(out.max_gap_ms, at - last_ping);  // heard at once
     last_ping = at;
     out.states.emplace_back(sdk.interval, sdk.delta);
-    if (gw.Ping(at)) {
-      sdk.On205ToPing();
-    } else {
-      sdk.On401ToPing();
-      gw.Datagram(at);  // POST /.rst with the long token, answered 2.05
-      sdk.On205ToRst();
-    }
+    react(gw.Ping(at), at);
     gw.Snapshot(at);
     return at + sdk.interval * 1000 + loop();
   };
@@ -276,6 +315,10 @@ Outcome RunScenario(const Scenario& sc, bool carry) {
     case Event::kOffOn:
       gw.GoOffline(*event_at);
       offline = true;
+      break;
+    case Event::kStall:
+      stall_from = *event_at;
+      stall_to = *event_at + sc.downtime_ms;
       break;
     case Event::kKill9:
     case Event::kHostCrash:
@@ -303,6 +346,7 @@ std::vector<Scenario> AllScenarios() {
             all.push_back({before, offset, Event::kKill9, anonymous, down, seed});
             all.push_back({before, offset, Event::kHostCrash, anonymous, down, seed});
           }
+          for (int64_t stall : {5'000, 15'000, 40'000}) all.push_back({before, offset, Event::kStall, anonymous, stall, seed});
         }
       }
     }
