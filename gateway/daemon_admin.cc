@@ -60,6 +60,7 @@ std::string DaemonAdmin::MetricsText() {
   m.device_events_total.With({"too_large"}).Set(static_cast<double>(p_.endpoint->counters().too_large));
   m.device_events_total.With({"session_continued"}).Set(static_cast<double>(c.sessions_continued));
   m.device_events_total.With({"loop_stall"}).Set(static_cast<double>(c.loop_stalls));
+  m.device_events_total.With({"continuity_evicted"}).Set(static_cast<double>(p_.devices->continuity_evictions()));
   m.loop_stalled_seconds_total.With({}).Set(static_cast<double>(c.loop_stalled_ms) / 1000.0);
   // Persisted per-route counters: cheap (no table scan), whatever the backlog.
   uint64_t refused_by_limit = 0;

@@ -271,6 +271,7 @@ void DeviceApi::RestoreSessions() {
     for (PersistedObserver& o : obs) restored_.emplace_back(r.session_id, std::move(o));
   }
   if (n) {
+    continuity_.HostLinksUntil(now + SessionContinuity::kEvidenceMs);  // their devices were not answered
     spdlog::info("restored {} device session(s): {} dated by their last datagram before the restart (each declared "
                  "gone {} ms after it, and not before {} ms from now), {} undated ({} ms from now)",
                  n, dated, timeout, grace, n - dated, timeout);
@@ -590,8 +591,9 @@ void DeviceApi::HandlePing(Call& c, Session* s) {
   // Right after a stall the pings read are the ones that waited in the socket: their answers may
   // reach an SDK that gave up on them, and the SDK then sends the ping again at once. Judged
   // against each other, that second ping would look on time (2.05: the interval grows). So pings
-  // read while the backlog drains are judged against the last ping before the stall, not recorded.
-  if (now >= pings_judged_from_ms_) {
+  // read while the backlog drains are judged against the last ping before the stall, not recorded
+  // (unless there is none: a first ping is better than no reference at all).
+  if (now >= pings_judged_from_ms_ || !s->last_ping_ms) {
     s->last_ping_ms = now;
     Stamp(*s);
   }
@@ -653,10 +655,11 @@ bool DeviceApi::Kick(const std::string& device_or_session) {
 
 int64_t DeviceApi::LoopNow() {
   const int64_t now = static_cast<int64_t>(uv_now(loop_));
-  boottime_minus_loop_ms_ = store::BootTimeMs() - now;
   if (const int64_t stalled = stall_.Observe(now)) {
+    boottime_minus_loop_ms_ = store::BootTimeMs() - now;
     sessions_.ShiftForStall(stalled);
     pings_judged_from_ms_ = now + kStallDrainMs;
+    continuity_.HostLinksUntil(now + SessionContinuity::kEvidenceMs);
     if (liveness_file_) sessions_.ForEachMutable([this](Session& s) { Stamp(s); });
     counters_.loop_stalls = stall_.stalls();
     counters_.loop_stalled_ms = static_cast<uint64_t>(stall_.stalled_ms());
@@ -668,7 +671,11 @@ int64_t DeviceApi::LoopNow() {
 
 void DeviceApi::OnLivenessTick(uv_timer_t* t) {
   auto* self = static_cast<DeviceApi*>(t->data);
-  if (self->sessions_.MaybeDue(self->LoopNow())) self->ArmSweep();
+  const int64_t now = self->LoopNow();
+  // CLOCK_BOOTTIME runs ahead of the loop's clock only while the host is suspended: a tick's
+  // reading is fresh enough for the liveness file, and datagrams do not pay for one each.
+  self->boottime_minus_loop_ms_ = store::BootTimeMs() - now;
+  if (self->sessions_.MaybeDue(now)) self->ArmSweep();
 }
 
 void DeviceApi::ArmSweep() {

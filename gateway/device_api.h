@@ -103,6 +103,8 @@ class DeviceApi : public coap::Handler {
   void Close();
 
   const SessionTable& sessions() const { return sessions_; }
+  // Remembered pings and re-open evidence dropped to stay within SessionContinuity's bounds.
+  uint64_t continuity_evictions() const { return continuity_.evictions(); }
   const DeviceApiCounters& counters() const { return counters_; }
   int64_t CloudNowMs() const;
   bool cloud_connected() const { return cloud_connected_; }
@@ -217,7 +219,7 @@ class DeviceApi : public coap::Handler {
   int64_t wall_anchor_ms_ = 0;                   // wall - CLOCK_BOOTTIME when it was last set
   uv_timer_t liveness_;
   std::unique_ptr<LivenessFile> liveness_file_;
-  int64_t boottime_minus_loop_ms_ = 0;  // CLOCK_BOOTTIME - loop clock, as of the last LoopNow()
+  int64_t boottime_minus_loop_ms_ = 0;  // CLOCK_BOOTTIME - loop clock, as of the last liveness tick
   int64_t pings_judged_from_ms_ = 0;    // pings before this (a stall's backlog) do not become last_ping
   uv_idle_t sweep_idle_;    // while armed: the loop polls without blocking, then OnSweep runs
   uv_check_t sweep_check_;

@@ -63,7 +63,10 @@ std::vector<Session*> SessionContinuity::Predecessors(SessionTable& table, const
   for (Session* s : table.ByAddress(from)) {
     if (same_kind(s)) out.push_back(s);
   }
-  if (!out.empty()) return out;
+  // Beyond the same address only while devices may be re-authenticating because the gateway did
+  // not answer them: otherwise a short-lived client that gets a port another one used (ephemeral
+  // ports are reused within seconds) or shares the IP would take a session over.
+  if (!out.empty() || now_ms > host_links_until_ms_) return out;
   evidence_.expire(static_cast<uint64_t>(now_ms));
   host_evidence_.expire(static_cast<uint64_t>(now_ms));
   Session* seen = nullptr;

@@ -12,13 +12,16 @@
 // - a device with a stable id (listed token, HMAC token, DTLS identity, open-mode token that is a
 //   valid key): its live sessions, wherever they are bound;
 // - an anonymous device: the anonymous sessions bound to the address the new session comes from;
-//   else the one whose short token a request from that address carried within kEvidenceMs while
-//   the session was bound elsewhere (after 10 s without answers the SDK moves to a new source port
-//   and keeps sending its old .cs before it re-authenticates); else, since the SDK may open the
-//   new session from yet another port, the one session whose token came from another port of the
-//   same IP within kEvidenceMs, if only one did (two or more: nothing is linked). Knowing the
-//   token is the proof; a forged source address alone proves nothing for a device with a stable
-//   id. Anonymous devices that share an IP (NAT, several SDK processes on one host) can be linked
+//   and, only within kEvidenceMs after the gateway itself did not answer (a stall of its loop, a
+//   restart: HostLinksUntil), which is when the SDK re-authenticates after 3 unanswered requests:
+//   the one whose short token a request from that address carried within kEvidenceMs while the
+//   session was bound elsewhere (after 10 s without answers the SDK moves to a new source port and
+//   keeps sending its old .cs), else the one session whose token came from another port of the
+//   same IP in that time, if only one did (the SDK may open the new session from yet another
+//   port; two or more: nothing is linked). Outside that window a short-lived client that gets a
+//   port another one used, or shares its IP, must not take a session over. Knowing the token is
+//   the proof; a forged source address alone proves nothing for a device with a stable id.
+//   Anonymous devices that share an IP (NAT, several SDK processes on one host) can be linked
 //   wrongly in that window: devices that need exact presence should present auth tokens.
 // Never across identities: a POST /.cs as another device leaves a session alone.
 //
@@ -50,6 +53,9 @@ class SessionContinuity {
   // `s` ended (timeout, goOffline, kick): its device's next session inherits its last ping.
   void NoteEnded(const Session& s, int64_t now_ms);
 
+  // The gateway did not answer for a while (stall, restart): until `until_ms`, an anonymous device
+  // may be followed by the token it showed from another port (see above).
+  void HostLinksUntil(int64_t until_ms) { host_links_until_ms_ = until_ms; }
   // The live sessions in `table` that a new session of (app, device) opened from `from` continues.
   std::vector<Session*> Predecessors(SessionTable& table, const std::string& app, const std::string& device,
                                      bool anonymous, const coap::Address& from, int64_t now_ms);
@@ -71,6 +77,7 @@ class SessionContinuity {
   coap::ExpiringMap<std::string, int64_t, std::hash<std::string>> pings_;
   coap::ExpiringMap<coap::Address, std::string, coap::AddressHash> evidence_;  // ip:port -> session id
   coap::ExpiringMap<coap::Address, HostEvidence, coap::AddressHash> host_evidence_;  // ip -> session
+  int64_t host_links_until_ms_ = 0;
 };
 
 }  // namespace tether

@@ -153,7 +153,8 @@ class GatewayModel {
     Session* s = Live(now);
     table_.Touch(*s, now);
     const bool steer = policy_.ShouldSteerDown(s->last_ping_ms, now);
-    if (!carry_ || now >= pings_judged_from_) s->last_ping_ms = now;  // not while a stall's backlog drains
+    // Not while a stall's backlog drains, unless it is the first ping known.
+    if (!carry_ || now >= pings_judged_from_ || !s->last_ping_ms) s->last_ping_ms = now;
     return !steer;
   }
   // The gateway's loop did not run in [from, to): deadlines move by the stall; the datagrams that
@@ -220,7 +221,7 @@ class GatewayModel {
   bool gone_ = false;
 };
 
-enum class Event { kReopen, kOffOn, kKill9, kHostCrash, kStall };
+enum class Event { kReopen, kOffOn, kKill9, kHostCrash, kStall, kBootAfterStall };
 
 struct Scenario {
   int pings_before = 0;     // normal pings after the login ping, before the event
@@ -254,6 +255,7 @@ Outcome RunScenario(const Scenario& sc, bool carry) {
   int64_t now = 1'000'000, last_ping = 0;
   std::optional<int64_t> event_at, down_from, down_until;
   bool offline = false;
+  if (sc.event == Event::kBootAfterStall) gw.Stall(now - sc.downtime_ms, now - sc.offset_ms);  // booted while draining
   gw.Open(now, sc.anonymous);
   std::optional<int64_t> stall_from, stall_to;
   bool stall_applied = false;
@@ -310,12 +312,14 @@ Outcome RunScenario(const Scenario& sc, bool carry) {
   for (int i = 0; i < sc.pings_before; ++i) next = ping(next);
   event_at = last_ping + sc.offset_ms;
   if (*event_at >= next) return out;  // offset beyond this interval: covered by another scenario
+  if (sc.event == Event::kBootAfterStall) event_at = next;  // nothing more happens
   switch (sc.event) {
     case Event::kReopen: gw.Open(*event_at, sc.anonymous); break;
     case Event::kOffOn:
       gw.GoOffline(*event_at);
       offline = true;
       break;
+    case Event::kBootAfterStall: break;
     case Event::kStall:
       stall_from = *event_at;
       stall_to = *event_at + sc.downtime_ms;
@@ -347,6 +351,7 @@ std::vector<Scenario> AllScenarios() {
             all.push_back({before, offset, Event::kHostCrash, anonymous, down, seed});
           }
           for (int64_t stall : {5'000, 15'000, 40'000}) all.push_back({before, offset, Event::kStall, anonymous, stall, seed});
+          if (before == 0 && offset < 1'000) all.push_back({0, offset, Event::kBootAfterStall, anonymous, 30'000, seed});
         }
       }
     }

@@ -138,13 +138,19 @@ TEST(SessionContinuity, AnonymousDevicesAreFollowedByAddressThenTokenThenTheirIp
     return x;
   };
   EXPECT_EQ(c.Predecessors(t, "app", "", true, a.addr, 0).at(0)->id, "a") << "same address";
+  c.HostLinksUntil(1'000 + SessionContinuity::kEvidenceMs);  // the gateway was away
   EXPECT_TRUE(c.Predecessors(t, "app", "", true, at(a, 2000), 0).empty()) << "nothing shown from there yet";
   c.NoteTokenFrom(t, a, at(a, 2000), 1'000);
   EXPECT_EQ(c.Predecessors(t, "app", "", true, at(a, 2000), 2'000).at(0)->id, "a") << "its token came from there";
   EXPECT_EQ(c.Predecessors(t, "app", "", true, at(a, 3000), 2'000).at(0)->id, "a") << "from its IP";
   EXPECT_TRUE(c.Predecessors(t, "app", "", true, at(a, 3000), 1'000 + SessionContinuity::kEvidenceMs).empty())
       << "evidence is only good for a while";
+  c.HostLinksUntil(0);
+  c.NoteTokenFrom(t, a, at(a, 2000), 65'000);
+  EXPECT_TRUE(c.Predecessors(t, "app", "", true, at(a, 2000), 65'000).empty())
+      << "while the gateway answers, a port the token came from may already be another client's";
   // Two live sessions' tokens from one IP (two devices behind it): the IP says nothing.
+  c.HostLinksUntil(200'000);
   c.NoteTokenFrom(t, b, at(a, 4000), 70'000);
   c.NoteTokenFrom(t, a, at(a, 2000), 70'000);
   EXPECT_TRUE(c.Predecessors(t, "app", "", true, at(a, 5000), 71'000).empty());

@@ -13,6 +13,7 @@
 // TETHER_CHAOS_SECONDS (default 1200). TETHER_CHAOS_SEED picks another seed.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -48,7 +49,8 @@ class PresenceChaos {
     gw_.WriteConfig("device:\n  listen: \"127.0.0.1:" + std::to_string(port_) + "\"\n"
                     "  heartbeat_target: 20s\n  session_timeout: 35s\n"
                     "admin:\n  listen: \"127.0.0.1:" + std::to_string(FreePort(false)) + "\"\n"
-                    "store:\n  path: ${STORE}\nlog:\n  level: info\n"
+                    "store:\n  path: ${STORE}\nlog:\n  level: " +
+                    std::string(std::getenv("TETHER_CHAOS_DEBUG") ? "debug" : "info") + "\n"
                     "apps:\n  - id: tok\n    default: true\n    auth:\n      mode: tokens\n      tokens:\n" + tokens +
                     "        - { device: watcher, token: t-watcher }\n"
                     "  - id: anon\n"
@@ -79,6 +81,7 @@ class PresenceChaos {
               watcher_->FirstSeen(d->name(), "gone", d->kills().back().at_ms) > 0 &&
               now - d->kills().back().at_ms > 5'000) {
             d->Reboot(now);
+            Note("reboot " + d->name());
             ++reboots_;
             reboot = true;
           }
@@ -97,21 +100,29 @@ class PresenceChaos {
     return *pool[std::uniform_int_distribution<size_t>(0, pool.size() - 1)(rng_)];
   }
 
+  void Note(const std::string& what) {
+    std::printf("chaos +%lld ms: %s\n", static_cast<long long>(SteadyMs() - start_), what.c_str());
+    std::fflush(stdout);
+  }
   void KillDevice() {
     PresenceDevice& d = Pick(true);
     if (!d.running()) return;
     d.Kill(SteadyMs());
+    Note("kill " + d.name());
     ++kills_;
   }
   void OfflineOnline() {
     PresenceDevice& d = Pick(true);
     if (!d.running() || !d.sdk().authed()) return;
     d.GoOffline(SteadyMs());
+    Note("goOffline " + d.name());
     RunUntil(SteadyMs() + std::uniform_int_distribution<int64_t>(500, 4'000)(rng_));
     d.GoOnline(SteadyMs());
+    Note("goOnline " + d.name());
     ++offons_;
   }
   void StallGateway(int64_t ms) {
+    Note("SIGSTOP for " + std::to_string(ms) + " ms");
     gw_.Signal(SIGSTOP);
     const int64_t from = SteadyMs();
     RunUntil(from + ms);
@@ -119,6 +130,7 @@ class PresenceChaos {
     stalls_.push_back({from, SteadyMs()});
   }
   void RestartGateway(bool graceful) {
+    Note(graceful ? "SIGTERM, restart" : "kill -9, restart");
     if (graceful) {
       gw_.Signal(SIGTERM);
       EXPECT_EQ(gw_.WaitExit(15s), 0) << gw_.Log();
@@ -198,7 +210,13 @@ class PresenceChaos {
     EXPECT_GT(judged, 0u);
     if (::testing::Test::HasFailure()) {
       const std::string log = gw_.Log();
-      std::fprintf(stderr, "---- tetherd log (tail) ----\n%s\n", log.substr(log.size() > 12000 ? log.size() - 12000 : 0).c_str());
+      const std::string keep = "/tmp/presence-chaos-" + std::to_string(getpid()) + ".log";
+      if (FILE* f = std::fopen(keep.c_str(), "w")) {
+        std::fwrite(log.data(), 1, log.size(), f);
+        std::fclose(f);
+      }
+      std::fprintf(stderr, "---- tetherd log (tail; all of it in %s) ----\n%s\n", keep.c_str(),
+                   log.substr(log.size() > 12000 ? log.size() - 12000 : 0).c_str());
     }
   }
 

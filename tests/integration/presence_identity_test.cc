@@ -2,6 +2,7 @@
 // only the same device's, and then its onDisconnect operations carry over instead of running;
 // a POST /.cs as another identity, even from the victim's own address, leaves its session alone.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <thread>
 
@@ -135,27 +136,55 @@ TEST_F(PresenceIdentity, ReopenFromTheSameAddressContinuesTheSession) {
   EXPECT_GT(watcher_->FirstSeen("victim", "gone", 0), 0);
 }
 
-// A device without a stable id (open app, no token) moves to a new source port and keeps sending
-// its old .cs, then re-authenticates: the token it showed from there links the two sessions. The
-// SDK may open the new session from yet another port: the token seen from the same IP does.
+// A device without a stable id (open app, no token): the gateway stops answering, the SDK moves to
+// a new source port and keeps sending its old .cs, then re-authenticates from there. When the
+// gateway runs again, the token it showed from that port links the two sessions.
 TEST_F(PresenceIdentity, AnonymousDeviceIsFollowedByTheTokenItShowed) {
   SdkClient device(port_, "anon");
   device.SetSourceIp("127.0.3.1");
   ASSERT_TRUE(device.Open());
   Announce(device, "anon1");
+  gw_.Signal(SIGSTOP);
   device.NewSourcePort();
-  EXPECT_EQ(device.Get("pres/anon1").payload, CborText("online")) << "old .cs from the new port";
-  ASSERT_TRUE(device.Open());
+  device.Send(kGet, ".ping");  // the old .cs from the new port, waiting in the socket
+  const std::string open = device.SendOpen("");
+  std::this_thread::sleep_for(1500ms);
+  gw_.Signal(SIGCONT);
+  ASSERT_TRUE(device.AcceptOpen(device.Await(open)));
   KeepAlive({&device}, 3s);
   EXPECT_EQ(watcher_->FirstSeen("anon1", "gone", 0), -1) << "linked by the token seen from the new port";
-
-  device.NewSourcePort();
-  EXPECT_EQ(device.Ping().CodeString(), "4.01") << "a ping from another address (the SDK then sends /.rst)";
-  device.NewSourcePort();  // yet another port for the new session
-  ASSERT_TRUE(device.Open());
-  KeepAlive({&device}, 3s);
-  EXPECT_EQ(watcher_->FirstSeen("anon1", "gone", 0), -1) << "linked by the token seen from the same IP";
   ExpectArmedAndFiredOnce("anon1");
+}
+
+// The stall: the gateway stops answering, the SDK gives up on its ping after 10 s, moves
+// to a new port and sends it again with its old .cs, and after three failures re-authenticates
+// from yet another port. All of it waits in the socket; when the gateway runs again, the token
+// seen from the device's IP links the new session to the old one (only after the gateway itself
+// was away: in normal operation other clients on one IP must not be linked).
+TEST_F(PresenceIdentity, AnonymousDeviceReopeningFromAFreshPortAfterAStallIsFollowedByItsIp) {
+  SdkClient device(port_, "anon"), other(port_, "anon");
+  device.SetSourceIp("127.0.3.2");
+  other.SetSourceIp("127.0.3.2");  // another client on the same host, in normal operation
+  ASSERT_TRUE(device.Open());
+  Announce(device, "anon2");
+  device.NewSourcePort();
+  EXPECT_EQ(device.Get("pres/anon2").payload, CborText("online")) << "old .cs from another port";
+  ASSERT_TRUE(other.Open());
+  Announce(other, "other");
+  EXPECT_EQ(device.Ping().CodeString(), "4.01") << "the other client took nothing over (ping: wrong address)";
+  EXPECT_EQ(device.Rebind().CodeString(), "2.05");
+  gw_.Signal(SIGSTOP);
+  device.NewSourcePort();
+  device.Send(kGet, ".ping");  // the old .cs from a new port, waiting in the socket
+  device.NewSourcePort();      // three failures later, yet another port
+  const std::string open = device.SendOpen("");
+  std::this_thread::sleep_for(1500ms);
+  gw_.Signal(SIGCONT);
+  ASSERT_TRUE(device.AcceptOpen(device.Await(open)));
+  KeepAlive({&device, &other}, 3s);
+  EXPECT_EQ(watcher_->FirstSeen("anon2", "gone", 0), -1) << "linked by the token seen from its IP";
+  EXPECT_EQ(watcher_->FirstSeen("other", "gone", 0), -1);
+  ExpectArmedAndFiredOnce("anon2");
 }
 
 // What remains possible against a device without a stable id: a forged anonymous POST /.cs from its

@@ -16,6 +16,13 @@ constexpr int kFailuresBeforeReauth = 3;
 constexpr int64_t kMaxIntervalS = 165;
 }  // namespace
 
+SdkDevice::Exchange SdkDevice::NewExchange(Kind kind, std::string packet) {
+  Exchange x;
+  x.kind = kind;
+  x.packet = std::move(packet);
+  return x;
+}
+
 int64_t SteadyMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
@@ -41,7 +48,7 @@ void SdkDevice::GoOffline(int64_t now) {
   app_in_flight_ = false;
   control_.reset();  // a ping in flight is dropped; the timer stays due
   if (!had_session) return;
-  Exchange off{Kind::kOffline, client_.Prepare(kGet, ".off"), "", 0, 0, 0, {}};
+  Exchange off = NewExchange(Kind::kOffline, client_.Prepare(kGet, ".off"));
   Start(off, now);
   client_.ForgetSession();
   control_ = std::move(off);
@@ -67,11 +74,12 @@ void SdkDevice::Kill(int64_t now) {
 
 void SdkDevice::Request(uint8_t method, const std::string& path, const std::string& payload,
                         std::vector<std::string> queries, Done done) {
-  Exchange x{Kind::kApp, "", "", 0, 0, 0, std::move(done)};
-  // Built when sent (it carries the .cs of that moment); keep what to build.
-  x.packet = std::string(1, static_cast<char>(method)) + '\0' + path + '\0' + payload;
-  for (const auto& q : queries) x.packet += '\0' + q;
-  x.token.clear();
+  Exchange x = NewExchange(Kind::kApp, "");
+  x.done = std::move(done);
+  x.method = method;
+  x.path = path;
+  x.payload = payload;
+  x.queries = std::move(queries);
   app_.push_back(std::move(x));
 }
 
@@ -99,7 +107,7 @@ void SdkDevice::Transmit(Exchange& x, int64_t now) {
 
 void SdkDevice::OpenSession(Why why, int64_t now) {
   why_ = why;
-  Exchange open{Kind::kOpen, client_.PrepareOpen(options_.auth_token), "", 0, 0, 0, {}};
+  Exchange open = NewExchange(Kind::kOpen, client_.PrepareOpen(options_.auth_token));
   Start(open, now);
   control_ = std::move(open);
 }
@@ -111,14 +119,14 @@ void SdkDevice::SendPing(int64_t now) {
   last_ping_sent_ms_ = now;
   ++counters_.pings;
   next_ping_ms_ = INT64_MAX;  // rescheduled by the answer
-  Exchange ping{Kind::kPing, client_.Prepare(kGet, ".ping"), "", 0, 0, 0, {}};
+  Exchange ping = NewExchange(Kind::kPing, client_.Prepare(kGet, ".ping"));
   Start(ping, now);
   control_ = std::move(ping);
 }
 
 void SdkDevice::SendRebind(int64_t now) {
   ++counters_.rebinds;
-  Exchange rst{Kind::kRebind, client_.PrepareRebind(), "", 0, 0, 0, {}};
+  Exchange rst = NewExchange(Kind::kRebind, client_.PrepareRebind());
   Start(rst, now);
   control_ = std::move(rst);
 }
@@ -230,14 +238,7 @@ void SdkDevice::PumpApp(int64_t now) {
   if (state_ != State::kAuthed || app_in_flight_ || app_.empty()) return;
   Exchange& x = app_.front();
   if (x.token.empty()) {  // first transmission: build it with the current .cs
-    std::vector<std::string> fields;
-    for (size_t i = 0, j; i <= x.packet.size(); i = j + 1) {
-      j = x.packet.find('\0', i);
-      if (j == std::string::npos) j = x.packet.size();
-      fields.push_back(x.packet.substr(i, j - i));
-    }
-    std::vector<std::string> queries(fields.begin() + 3, fields.end());
-    x.packet = client_.Prepare(static_cast<uint8_t>(fields[0][0]), fields[1], fields[2], queries);
+    x.packet = client_.Prepare(x.method, x.path, x.payload, x.queries);
   } else {
     x.packet = client_.WithCurrentSession(x.packet);  // same message ID and token, the new .cs
   }

@@ -82,13 +82,17 @@ class SdkDevice {
   enum class Why { kBoot, kOnline, kReauth };
   enum class Kind { kOpen, kPing, kRebind, kOffline, kApp };
   struct Exchange {
-    Kind kind;
-    std::string packet, token;
+    Kind kind = Kind::kApp;
+    std::string packet, token;  // packet: built when first sent (an app request carries the .cs then)
     int64_t started_ms = 0, next_send_ms = 0;
     int sent = 0;  // transmissions from this socket: 1, then +2 s, +6 s
     Done done;
+    uint8_t method = 0;  // an app request, until built
+    std::string path, payload;
+    std::vector<std::string> queries;
   };
 
+  static Exchange NewExchange(Kind kind, std::string packet);
   void Start(Exchange& x, int64_t now);
   void Transmit(Exchange& x, int64_t now);
   void OpenSession(Why why, int64_t now);
