@@ -79,7 +79,7 @@ TEST_F(PresenceLiveness, SdkDeviceReopeningMidIntervalIsNeverDeclaredGone) {
   a1->Boot(t0);
   b1->Boot(t0);
   bool offline = false, online = false;
-  fleet.Run(t0 + 72'000, [&](int64_t now) {
+  fleet.Run(t0 + 67'000, [&](int64_t now) {
     if (!offline && now >= t0 + 9'000) {
       a1->GoOffline(now), b1->GoOffline(now), offline = true;
     }
@@ -113,7 +113,7 @@ TEST_F(PresenceLiveness, SdkDevicesOutliveAGatewayRestartMidInterval) {
   gw_.Kill9();
   Restart();
   PresenceWatcher watcher(port_, "tok", "token-watcher");
-  fleet.Run(t0 + 72'000);
+  fleet.Run(t0 + 67'000);
   for (PresenceDevice* d : {a1.get(), b1.get()}) {
     EXPECT_EQ(d->FalseOfflines(watcher), std::vector<int64_t>{}) << d->name() << " declared gone while running";
     EXPECT_EQ(watcher.Value(d->name()), "online") << d->name();
