@@ -33,6 +33,16 @@ TARGET_PKGS=(
   libc6 libstdc++6 libgcc-s1
 )
 
+# One package build tree for dpkg-shlibdeps -S (cmake/cross-depends.cmake.in): every package's
+# symbols and shlibs files, merged (both formats allow many libraries per file).
+merge_control() {
+  local sysroot=$1
+  [ -s "$sysroot/DEBIAN/symbols" ] && return 0
+  mkdir -p "$sysroot/DEBIAN"
+  cat "$sysroot"/.pkgs/*/DEBIAN/symbols >"$sysroot/DEBIAN/symbols" 2>/dev/null || true
+  cat "$sysroot"/.pkgs/*/DEBIAN/shlibs >"$sysroot/DEBIAN/shlibs" 2>/dev/null || true
+}
+
 triplet() {
   case "$1" in
     arm64) echo aarch64-linux-gnu ;;
@@ -89,6 +99,7 @@ for arch in "$@"; do
   stamp=$sysroot/.tether-sysroot
   want="${TARGET_PKGS[*]}"
   if [ -f "$stamp" ] && [ "$(head -1 "$stamp")" = "$want" ]; then
+    merge_control "$sysroot"
     echo "install-cross-deps: $arch sysroot present ($sysroot, $(($(wc -l <"$stamp") - 1)) packages)"
     continue
   fi
@@ -134,16 +145,12 @@ for arch in "$@"; do
     mkdir -p "$sysroot/.pkgs/$name/DEBIAN"
     dpkg-deb -e "$deb" "$sysroot/.pkgs/$name/DEBIAN"
   done
-  # One package build tree for dpkg-shlibdeps -S (cmake/cross-depends.cmake.in): every
-  # package's symbols and shlibs files, merged (both formats allow many libraries per file).
-  mkdir -p "$sysroot/DEBIAN"
-  cat "$sysroot"/.pkgs/*/DEBIAN/symbols >"$sysroot/DEBIAN/symbols" 2>/dev/null || true
-  cat "$sysroot"/.pkgs/*/DEBIAN/shlibs >"$sysroot/DEBIAN/shlibs" 2>/dev/null || true
   # Absolute symlinks (e.g. libfoo.so -> /lib/...) would point into the host: make them relative.
   find "$sysroot" -type l -lname '/*' | while read -r link; do
     target=$(readlink "$link")
     ln -sfn "$(realpath -m --relative-to="$(dirname "$link")" "$sysroot$target")" "$link"
   done
+  merge_control "$sysroot"
   { echo "$want"; printf '%s\n' "${pkgs[@]}"; } >"$stamp"
   rm -rf "$state/debs" "$state/cache"
   echo "install-cross-deps: $arch sysroot ready (${#pkgs[@]} packages)"

@@ -2,7 +2,8 @@
 # The cross-built tetherd, run under qemu-user: the few minutes CI can spare for ARM (make
 # cross-smoke, part of make test). The whole suite under emulation is make cross-test.
 #
-# Starts BUILD_DIR/tetherd (an armhf or arm64 binary) with qemu-<arch>-static -L SYSROOT on
+# Packages BUILD_DIR with cpack and checks the .deb (Architecture, Depends, the binaries' ELF
+# type). Then starts the packaged tetherd with qemu-<arch>-static -L SYSROOT on
 # 127.0.0.1 in local-only mode, then with libcoap's native coap-client-notls: opens a device
 # session, makes a durable write (fsync'ed before its 2.04), kills the emulated daemon with
 # SIGKILL, starts it again on the same store and reads the write back through a new session.
@@ -36,12 +37,27 @@ cleanup() {
 }
 trap cleanup EXIT
 
-TETHERD=$BUILD/tetherd
-TETHERCTL=$BUILD/tetherctl
-check "tetherd is an $ARCH binary ($FILE_SAYS)" bash -c 'file -L "$0" | grep -q "$1"' "$TETHERD" "$FILE_SAYS"
+# --- the package: cpack in BUILD_DIR, as make deb-ARCH does ------------------------------------
+if ! (cd "$BUILD" && cpack -G DEB -B "$WORK/pkg" >"$WORK/cpack.log" 2>&1); then
+  cat "$WORK/cpack.log"; bad "cpack -G DEB"; finish
+fi
+DEB=$(ls "$WORK"/pkg/tether_*_"$ARCH".deb 2>/dev/null)
+check "cpack built tether_<version>_$ARCH.deb ($(basename "${DEB:-none}"))" test -n "$DEB"
+[ -n "$DEB" ] || finish
+INFO=$(dpkg-deb -I "$DEB")
+check "Architecture: $ARCH" grep -q "^ Architecture: $ARCH$" <<<"$INFO"
+for dep in adduser libc6 libuv1 liblmdb0 libmbedcrypto7 libyaml-cpp0.7 libcurl4 libspdlog1.10-fmt9; do
+  check "Depends names $dep" grep -q "^ Depends:.*\b$dep\b" <<<"$INFO"
+done
+dpkg-deb -x "$DEB" "$WORK/root"
+TETHERD=$WORK/root/usr/bin/tetherd
+TETHERCTL=$WORK/root/usr/bin/tetherctl
+check "packaged tetherd is $FILE_SAYS and stripped" \
+  bash -c 'f=$(file -L "$0"); grep -q "$1" <<<"$f" && grep -q ", stripped" <<<"$f"' "$TETHERD" "$FILE_SAYS"
 check "$QEMU is installed" bash -c 'command -v "$0" >/dev/null' "$QEMU"
 [ "$FAIL" -eq 0 ] || finish
 
+# --- the packaged daemon, emulated ------------------------------------------------------------
 read -r COAP ADMIN < <(python3 -c '
 import socket
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0))
