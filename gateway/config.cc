@@ -116,15 +116,25 @@ DtlsConfig ReadDtls(YamlField f) {
   return d;
 }
 
+// The LMDB map is address space: a 32-bit build cannot map more than store::kMaxMapBytes.
+uint64_t ReadMapBytes(const YamlField& v) {
+  uint64_t n = v.AsBytes(1 << 20, 1ull << 40);
+  if (n > store::kMaxMapBytes) {
+    v.Fail(fmt::format("{} bytes do not fit the address space of this 32-bit build: at most {} (2GiB), "
+                       "default 1GiB", n, store::kMaxMapBytes));
+  }
+  return n;
+}
+
 void ReadStore(YamlField f, StoreConfig* s) {
   if (auto v = f.Optional("path")) {
     s->path = v->AsString();
     if (s->path.empty()) v->Fail("must not be empty");
   }
   if (auto v = f.Optional("durability")) s->fsync = v->AsEnum({"fsync", "os-buffered"}) == "fsync";
-  if (auto v = f.Optional("map_size")) s->map_size = v->AsBytes(1 << 20, 1ull << 40);
+  if (auto v = f.Optional("map_size")) s->map_size = ReadMapBytes(*v);
   if (auto v = f.Optional("map_max")) {
-    s->map_max = v->AsBytes(1 << 20, 1ull << 40);
+    s->map_max = ReadMapBytes(*v);
     if (s->map_max < s->map_size) v->Fail("must be at least store.map_size");
   } else if (s->map_max < s->map_size) {
     s->map_max = s->map_size;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "gateway/config_error.h"
+#include "store/options.h"
 
 namespace tether {
 
@@ -48,12 +49,12 @@ struct DtlsConfig {
 struct StoreConfig {
   std::string path;                       // default: $STATE_DIRECTORY, else /var/lib/tether
   bool fsync = true;                      // durability: "fsync" (default) or "os-buffered"
-  uint64_t map_size = 1ull << 30;         // initial LMDB map size
-  uint64_t map_max = 8ull << 30;          // the map grows up to this on MDB_MAP_FULL
+  uint64_t map_size = store::kDefaultMapSize;  // initial LMDB map size
+  uint64_t map_max = store::kDefaultMapMax;    // the map grows up to this (32-bit: maps it at once)
   uint64_t cache_bytes = 10'000'000;      // LRU bound of the local data copy (sync roots pinned)
   uint32_t cache_unit_depth = 2;          // path depth of the subtrees the bound evicts
   uint64_t queue_max_entries = 10'000'000;
-  uint64_t queue_max_bytes = 4ull << 30;
+  uint64_t queue_max_bytes = store::kDefaultMapMax / 2;  // 4 GiB (32-bit: 512 MiB)
 };
 
 struct UpstreamConfig {

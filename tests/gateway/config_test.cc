@@ -51,6 +51,28 @@ TEST(Config, StorePathDefaultsToStateDirectory) {
   EXPECT_EQ(ParseOk("").store.path, "/var/lib/tether");
 }
 
+// The LMDB map is address space: a 32-bit build (armhf, run by make cross-test) defaults to 1 GiB
+// mapped at once and refuses a map it cannot hold; a 64-bit build keeps 1 GiB growing to 8 GiB.
+TEST(Config, StoreMapDefaultsFitTheAddressSpace) {
+  Config c = ParseOk("");
+  EXPECT_LE(c.store.map_size, c.store.map_max);
+  EXPECT_LE(c.store.map_max, store::kMaxMapBytes);
+  EXPECT_LT(c.store.queue_max_bytes, c.store.map_max);  // a full queue is refused before the map is
+  const std::string err = ErrorOf("store:\n  map_max: 4GiB\n");
+  if (store::kAddressSpace32) {
+    EXPECT_EQ(c.store.map_max, 1ull << 30);
+    EXPECT_EQ(c.store.queue_max_bytes, 512ull << 20);
+    EXPECT_EQ(err.rfind("t.yaml:2:12: store.map_max: 4294967296 bytes do not fit the address space of this "
+                        "32-bit build: at most 2147483648 (2GiB)", 0), 0u) << err;
+    EXPECT_NE(ErrorOf("store:\n  map_size: 3GiB\n").find("store.map_size"), std::string::npos);
+    EXPECT_EQ(ErrorOf("store:\n  map_max: 2GiB\n"), "");
+  } else {
+    EXPECT_EQ(c.store.map_max, 8ull << 30);
+    EXPECT_EQ(c.store.queue_max_bytes, 4ull << 30);
+    EXPECT_EQ(err, "");
+  }
+}
+
 TEST(Config, UnknownKeyNamesLineColumnAndPath) {
   EXPECT_EQ(ErrorOf("device:\n  listen: \"0.0.0.0:5683\"\n  heartbaet_target: 20s\n"),
             "t.yaml:3:3: device.heartbaet_target: unknown key");
