@@ -43,6 +43,11 @@ merge_control() {
   cat "$sysroot"/.pkgs/*/DEBIAN/shlibs >"$sysroot/DEBIAN/shlibs" 2>/dev/null || true
 }
 
+# Target tools that tests run on the store as an operator would on the Pi (its own mdb_copy: the
+# LMDB file layout depends on the word size, so the host's cannot read an armhf store). Kept
+# apart from TARGET_PKGS: they add no headers, so adding one does not rebuild the cross trees.
+TARGET_TOOLS=(lmdb-utils)
+
 triplet() {
   case "$1" in
     arm64) echo aarch64-linux-gnu ;;
@@ -92,6 +97,27 @@ for arch in "$@"; do
   fi
 done
 
+apt_opts_for() {  # ARCH STATE_DIR: a private apt state for ARCH (see the rules above)
+  apt_opts=(
+    -o "APT::Architecture=$1" -o "APT::Architectures::=$1"
+    -o "Dir::State::Lists=$2/lists" -o "Dir::State::Status=$2/status"
+    -o "Dir::State::extended_states=$2/extended_states" -o "Dir::Cache=$2/cache"
+    -o "Acquire::Languages=none" -o "Debug::NoLocking=1" -o "APT::Sandbox::User=root"
+    -o "APT::Install-Recommends=false"
+  )
+}
+
+add_tools() {  # ARCH SYSROOT STATE_DIR: unpacks TARGET_TOOLS (their libraries are in the sysroot)
+  local want="${TARGET_TOOLS[*]}" tools_stamp=$2/.tether-tools
+  [ -f "$tools_stamp" ] && [ "$(cat "$tools_stamp")" = "$want" ] && return 0
+  apt_opts_for "$1" "$3"
+  rm -rf "$3/tools" && mkdir -p "$3/tools" "$3/cache/archives/partial"
+  (cd "$3/tools" && apt-get "${apt_opts[@]}" download "${TARGET_TOOLS[@]}" >/dev/null)
+  for deb in "$3"/tools/*.deb; do dpkg-deb -x "$deb" "$2"; done
+  rm -rf "$3/tools"
+  echo "$want" >"$tools_stamp"
+}
+
 # --- target side: one sysroot per architecture --------------------------------------------------
 for arch in "$@"; do
   sysroot=$ROOT/$arch
@@ -100,6 +126,7 @@ for arch in "$@"; do
   want="${TARGET_PKGS[*]}"
   if [ -f "$stamp" ] && [ "$(head -1 "$stamp")" = "$want" ]; then
     merge_control "$sysroot"
+    add_tools "$arch" "$sysroot" "$state"
     echo "install-cross-deps: $arch sysroot present ($sysroot, $(($(wc -l <"$stamp") - 1)) packages)"
     continue
   fi
@@ -111,12 +138,7 @@ for arch in "$@"; do
   rm -rf "$sysroot" "$state"
   mkdir -p "$state/lists/partial" "$state/cache/archives/partial" "$state/debs" "$sysroot"
   : >"$state/status"
-  apt_opts=(
-    -o "APT::Architecture=$arch" -o "APT::Architectures::=$arch"
-    -o "Dir::State::Lists=$state/lists" -o "Dir::State::Status=$state/status"
-    -o "Dir::State::extended_states=$state/extended_states" -o "Dir::Cache=$state/cache"
-    -o "Acquire::Languages=none" -o "Debug::NoLocking=1" -o "APT::Sandbox::User=root" -o "APT::Install-Recommends=false"
-  )
+  apt_opts_for "$arch" "$state"
   # A mirror mid-sync answers "File has unexpected size": try again a little later, then go on
   # without the suites that still fail (e.g. -security) as long as the release itself is there:
   # the sysroot serves compiling, linking and computing minimum versions, not running a Pi.
@@ -152,6 +174,7 @@ for arch in "$@"; do
   done
   merge_control "$sysroot"
   { echo "$want"; printf '%s\n' "${pkgs[@]}"; } >"$stamp"
+  add_tools "$arch" "$sysroot" "$state"
   rm -rf "$state/debs" "$state/cache"
   echo "install-cross-deps: $arch sysroot ready (${#pkgs[@]} packages)"
   exec 9>&-
