@@ -228,14 +228,7 @@ namespace {
 constexpr long kCloudReadTimeoutMs = 2000;
 
 // Where the uploader keeps its exactly-once marks for increments: one small node per route.
-std::string AppliedMarkPath(const std::string& gateway_id) {
-  std::string key;
-  for (unsigned char ch : gateway_id) {
-    bool bad = ch < 0x20 || ch == 0x7f || ch == '.' || ch == '$' || ch == '#' || ch == '[' || ch == ']' || ch == '/';
-    key += bad ? '_' : static_cast<char>(ch);
-  }
-  return "tether-applied/" + (key.empty() ? std::string("gateway") : key);
-}
+std::string AppliedMarkPath(const std::string& gateway_id) { return "tether-applied/" + PresenceKey(gateway_id); }
 
 // What the uploader drains for each configured route: its cloud root and priority.
 std::vector<upstream::RouteTarget> UploadTargets(const RouteTable& routes) {

@@ -29,7 +29,7 @@ namespace tether::upstream {
 
 struct CloudClockOptions {
   std::string base_url;
-  std::string presence_path;     // e.g. ".gateways/gw-1" (no leading '/')
+  std::string presence_path;     // e.g. "tether-gateways/gw-1" (no leading '/')
   int64_t interval_ms = 30000;   // presence write period while the link is up
   size_t samples = 8;
   long timeout_ms = 10000;

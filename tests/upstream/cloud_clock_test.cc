@@ -28,7 +28,7 @@ TEST(CloudClock, EstimatesInjectedSkewAndWritesPresence) {
     auto creds = MakeNoCredentials();
     int link_up = 0;
     CloudClock clock(&loop, http, *creds,
-                     {cloud.url(), ".gateways/gw-1", 50, 8, 5000, [&](bool up) { link_up += up; }});
+                     {cloud.url(), "tether-gateways/gw-1", 50, 8, 5000, [&](bool up) { link_up += up; }});
     EXPECT_FALSE(clock.has_estimate());
     clock.start();
     ASSERT_TRUE(RunUntil(&loop, [&] { return clock.sample_count() >= 5; }));
@@ -37,13 +37,13 @@ TEST(CloudClock, EstimatesInjectedSkewAndWritesPresence) {
     EXPECT_LT(std::abs(*clock.offset_ms() - (-73500)), 50) << *clock.offset_ms();
     EXPECT_TRUE(clock.current());
     EXPECT_GE(link_up, 5);
-    auto presence = cloud.control({{"op", "dump"}})[".gateways"]["gw-1"];
+    auto presence = cloud.control({{"op", "dump"}})["tether-gateways"]["gw-1"];
     EXPECT_EQ(presence["status"], "online");
     EXPECT_TRUE(presence["last_seen"].is_number());
     bool done = false;
     clock.shutdown([&] { done = true; });
     ASSERT_TRUE(RunUntil(&loop, [&] { return done; }));
-    EXPECT_EQ(cloud.control({{"op", "dump"}})[".gateways"]["gw-1"]["status"], "offline");
+    EXPECT_EQ(cloud.control({{"op", "dump"}})["tether-gateways"]["gw-1"]["status"], "offline");
   }
   uv_run(&loop, UV_RUN_NOWAIT);
   EXPECT_EQ(uv_loop_close(&loop), 0);
@@ -61,7 +61,7 @@ class ClockTest : public ::testing::Test {
   void Start(const testing::FakeCloud& cloud, Credentials& creds, CloudClockOptions o) {
     http_ = std::make_unique<HttpClient>(&loop_);
     o.base_url = cloud.url();
-    o.presence_path = ".gateways/gw-1";
+    o.presence_path = "tether-gateways/gw-1";
     o.on_change = [this] { ++changes_; };
     clock_ = std::make_unique<CloudClock>(&loop_, *http_, creds, std::move(o));
     clock_->start();
