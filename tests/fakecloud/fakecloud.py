@@ -45,6 +45,7 @@ POST /_oauth/token: jwt-bearer grant (form body) -> {"access_token": new accepte
   no_date {"on":b}           answers carry no Date header
   no_streaming {"on":b}      a GET asking for text/event-stream is answered with plain JSON
                              (200, application/json), as by a server without streaming
+  stream_empty {"on":b}      streams answer 200 text/event-stream and close before any event
 Requests are checked as Firebase checks them (firebase_rules.py): invalid paths and keys in URLs
 and bodies, size limits, server values, ETag headers and query parameters get Firebase's status
 and error body.
@@ -74,7 +75,7 @@ def reset_state():
     STATE.update(data=None, log=[], fails=[], rejects=[], slow_ms=0, skew_ms=0, keepalive_ms=30000,
                  silence=False, stream_gen=0, etag_gen=0, reads=[], lose=[], attempts=[], streams={},
                  token_ttl=3600, drop=False, indexes={}, echo_sv=False, no_date=False,
-                 no_streaming=False)
+                 no_streaming=False, stream_empty=False)
 
 
 reset_state()
@@ -348,10 +349,10 @@ class Handler(BaseHTTPRequestHandler):
                 publish(parts, "put", get_at(STATE["data"], parts))
             elif op == "heal":
                 STATE.update(fails=[], lose=[], rejects=[], slow_ms=0, silence=False, drop=False,
-                             echo_sv=False, no_date=False, no_streaming=False)
+                             echo_sv=False, no_date=False, no_streaming=False, stream_empty=False)
             elif op == "index":
                 STATE["indexes"]["/" + "/".join(split(req["path"]))] = list(req.get("on", []))
-            elif op in ("echo_sv", "no_date", "no_streaming"):
+            elif op in ("echo_sv", "no_date", "no_streaming", "stream_empty"):
                 STATE[op] = bool(req.get("on", True))
             elif op == "down":
                 self.close_connection = True
@@ -523,6 +524,11 @@ class Handler(BaseHTTPRequestHandler):
             raw = text.encode()
             self.wfile.write(b"%x\r\n%s\r\n" % (len(raw), raw))
             self.wfile.flush()
+
+        if STATE["stream_empty"]:
+            self.close_connection = True
+            self.wfile.write(b"0\r\n\r\n")
+            return
 
         with LOCK:
             gen = STATE["stream_gen"]
