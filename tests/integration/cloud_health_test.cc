@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "tests/integration/cloud_fixture.h"
+#include "tests/support/eventually.h"
 
 namespace tether::testing {
 namespace {
@@ -28,15 +29,6 @@ class CloudHealth : public CloudFixture {
       }
     }
     return nullptr;
-  }
-  template <typename Pred>
-  static bool Until(Pred pred, std::chrono::milliseconds limit = 10s) {
-    auto end = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < end) {
-      if (pred()) return true;
-      std::this_thread::sleep_for(100ms);
-    }
-    return pred();
   }
 };
 
@@ -77,7 +69,7 @@ TEST_F(CloudHealth, WithoutAClockEstimateTheRouteUploadsAfterTheBoundedWait) {
   auto t0 = std::chrono::steady_clock::now();
   ASSERT_EQ(dev.Put("devices/dev1/t", Stamped(1)).CodeString(), "2.05");
   ASSERT_EQ(dev.Put("devices/dev1/u", CborUint(2)).CodeString(), "2.05");  // behind it in the route
-  ASSERT_TRUE(Until([&] { return QueueRow("devs")["upload_state"] == "held"; }, 3s)) << QueueRow("devs").dump();
+  ASSERT_TRUE(Eventually([&] { return QueueRow("devs")["upload_state"] == "held"; }, 3s, 100ms)) << QueueRow("devs").dump();
   json row = QueueRow("devs");
   EXPECT_NE(row["held_reason"].get<std::string>().find("waiting for a cloud clock estimate"), std::string::npos)
       << row.dump();
@@ -127,7 +119,7 @@ TEST_F(CloudHealth, AHeldRouteShowsInTetherctlMetricsAndReadyz) {
   cloud_.control({{"op", "heal"}});  // the rules were fixed
   cloud_.control({{"op", "clear_faults"}});
   ASSERT_TRUE(WaitCloud("fleet/dev1/t/at", [](const json& v) { return v.is_number_integer(); }, 15s)) << gw_.Log();
-  ASSERT_TRUE(Until([&] { return Admin("/readyz") == "200 ready\n"; }));
+  ASSERT_TRUE(Eventually([&] { return Admin("/readyz") == "200 ready\n"; }, 10s, 100ms));
   EXPECT_EQ(*Metric("tether_queue_held_age_seconds{route=\"devs\"}"), 0);
   EXPECT_FALSE(std::isnan(*Metric("tether_cloud_clock_offset_ms")));
   EXPECT_NE(QueueRow("devs")["upload_state"], "held");
@@ -141,9 +133,9 @@ TEST_F(CloudHealth, TheOutagesErrorClearsOnceTheRouteDrains) {
   ASSERT_TRUE(WaitConnected(dev, true));
   cloud_.control({{"op", "down"}, {"ms", 3000}});
   ASSERT_EQ(dev.Put("devices/dev1/a", CborUint(1)).CodeString(), "2.05");
-  ASSERT_TRUE(Until([&] { return QueueRow("devs").contains("last_error"); }, 3s)) << QueueRow("devs").dump();
+  ASSERT_TRUE(Eventually([&] { return QueueRow("devs").contains("last_error"); }, 3s, 100ms)) << QueueRow("devs").dump();
   ASSERT_TRUE(WaitCloud("fleet/dev1/a", [](const json& v) { return v == 1; }, 15s));
-  ASSERT_TRUE(Until([&] { return QueueRow("devs")["entries"] == 0; }));
+  ASSERT_TRUE(Eventually([&] { return QueueRow("devs")["entries"] == 0; }, 10s, 100ms));
   json row = QueueRow("devs");
   EXPECT_FALSE(row.contains("last_error")) << row.dump();
   EXPECT_EQ(row["upload_state"], "idle") << row.dump();
@@ -189,9 +181,9 @@ TEST_F(CloudHealth, AServerWithoutStreamingIsReadPeriodicallyWithoutAStorm) {
   SdkClient dev(port_);
   ASSERT_TRUE(dev.Open("dev1"));
   ASSERT_TRUE(WaitConnected(dev, true));
-  ASSERT_TRUE(Until([&] { return dev.Get("config/rate").payload == CborUint(5); }, 5s));
+  ASSERT_TRUE(Eventually([&] { return dev.Get("config/rate").payload == CborUint(5); }, 5s, 100ms));
   CloudPut("config/rate", "6");
-  ASSERT_TRUE(Until([&] { return dev.Get("config/rate").payload == CborUint(6); }, 5s)) << "the next read brought it";
+  ASSERT_TRUE(Eventually([&] { return dev.Get("config/rate").payload == CborUint(6); }, 5s, 100ms)) << "the next read brought it";
   std::this_thread::sleep_for(4s);
   int gets = 0, puts = 0;
   for (const auto& a : cloud_.control({{"op", "attempts"}})) {

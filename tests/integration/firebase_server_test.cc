@@ -25,6 +25,7 @@
 
 #include "tests/integration/sdk_client.h"
 #include "tests/integration/tetherd_process.h"
+#include "tests/support/eventually.h"
 
 namespace tether::testing {
 namespace {
@@ -113,12 +114,8 @@ TEST(FirebaseServer, DefaultPresenceOutageKill9DrainWithEventTimes) {
   const int server_port = FreePort(false);
   Child server_process({"/usr/bin/env", "node", bin, "-e", "-p", std::to_string(server_port), "-a", "127.0.0.1"});
   const std::string server = "http://127.0.0.1:" + std::to_string(server_port);
-  bool up = false;
-  for (int i = 0; i < 100 && !up; ++i) {
-    up = !Http("GET", server + "/.json").is_discarded();
-    if (!up) std::this_thread::sleep_for(100ms);
-  }
-  ASSERT_TRUE(up) << "firebase-server did not start";
+  ASSERT_TRUE(Eventually([&] { return !Http("GET", server + "/.json").is_discarded(); }, 10s, 100ms))
+      << "firebase-server did not start";
   Child proxy({"/usr/bin/env", "python3", SourceDir() + "/tests/integration/tcp_proxy.py", "--port", "0", "--target",
                std::to_string(server_port)},
               true);
@@ -143,18 +140,15 @@ TEST(FirebaseServer, DefaultPresenceOutageKill9DrainWithEventTimes) {
 
   // The presence node, at the default path, in a database that takes only valid paths.
   json presence;
-  for (int i = 0; i < 100; ++i) {
+  ASSERT_TRUE(Eventually([&] {
     presence = Http("GET", server + "/tether-gateways/gw-fbs.json");
-    if (presence.is_object() && presence["last_seen"].is_number_integer()) break;
-    std::this_thread::sleep_for(100ms);
-  }
-  ASSERT_TRUE(presence.is_object() && presence["status"] == "online") << presence.dump() << "\n" << gw.Log();
+    return presence.is_object() && presence["status"] == "online" && presence["last_seen"].is_number_integer();
+  }, 10s, 100ms)) << presence.dump() << "\n" << gw.Log();
   json status;
-  for (int i = 0; i < 50; ++i) {
+  EXPECT_TRUE(Eventually([&] {
     status = ctl("status");
-    if (status.is_object() && status["upstream"]["clock"]["current"] == true) break;
-    std::this_thread::sleep_for(100ms);
-  }
+    return status.is_object() && status["upstream"]["clock"]["current"] == true;
+  }, 5s, 100ms));
   EXPECT_EQ(status["upstream"]["clock"]["source"], "read-back") << status.dump();
 
   // The sync root: this server does not stream, so it is read periodically.
@@ -164,12 +158,7 @@ TEST(FirebaseServer, DefaultPresenceOutageKill9DrainWithEventTimes) {
     devs.push_back(std::make_unique<SdkClient>(port));
     ASSERT_TRUE(devs.back()->Open("d" + std::to_string(d)));
   }
-  bool synced = false;
-  for (int i = 0; i < 60 && !synced; ++i) {
-    synced = devs[0]->Get("config/rate").payload == CborUint(5);
-    if (!synced) std::this_thread::sleep_for(100ms);
-  }
-  EXPECT_TRUE(synced) << gw.Log();
+  EXPECT_TRUE(Eventually([&] { return devs[0]->Get("config/rate").payload == CborUint(5); }, 6s, 100ms)) << gw.Log();
 
   std::map<std::string, Write> writes;  // push key -> the write
   int k = 0;
@@ -206,10 +195,10 @@ TEST(FirebaseServer, DefaultPresenceOutageKill9DrainWithEventTimes) {
     }
     return n;
   };
-  for (int i = 0; i < 300 && count() < writes.size(); ++i) {
-    std::this_thread::sleep_for(100ms);
+  Eventually([&] {
     fleet = Http("GET", server + "/fleet.json");
-  }
+    return count() == writes.size();
+  }, 30s, 100ms);
   const double drain_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - up_at).count();
   ASSERT_EQ(count(), writes.size()) << "writes missing after the outage:\n" << fleet.dump() << "\n" << gw.Log();
   int off = 0;
