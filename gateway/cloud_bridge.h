@@ -11,8 +11,8 @@
 // time is known in cloud time (EventCloudTimeMs): until the clock has an estimate measured on the
 // current link, peek() stops before it (order within the route is kept; the route is "held") and
 // the clock-ready hook runs when it may go. The wait is bounded: once the route has waited
-// `clock_wait` while the cloud answers, its writes go with the best estimate there is (a previous
-// link's, else the one saved with the write, else the local clock; counted per route), unless
+// `clock_wait` while the cloud answers, its writes go with the best estimate there is (one
+// measured on an earlier link, else the local clock; counted per route), unless
 // configured to hold, in which case it keeps waiting and says why (Holds()). While the cloud does
 // not answer the wait does not count: nothing could be uploaded anyway, and the estimate measured
 // once it answers is the right one. Arrival-time routes leave the timestamp to the cloud.

@@ -85,6 +85,8 @@ Config RunnableConfig(const Config& started, Config next, std::vector<std::strin
     check(u.ca_file != u0.ca_file, "upstream.ca_file");
     check(u.observe_streams != u0.observe_streams || u.observe_poll_interval != u0.observe_poll_interval,
           "upstream.observe_streams/observe_poll_interval");
+    check(u.clock_wait != u0.clock_wait || u.on_clock_timeout != u0.on_clock_timeout,
+          "upstream.clock_wait/on_clock_timeout");
   }
   // DTLS: the key files are re-read (new handshakes use them); the listener keeps its settings.
   if (next.dtls.has_value() != started.dtls.has_value()) {
