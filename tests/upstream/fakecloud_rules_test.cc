@@ -121,8 +121,8 @@ TEST(FakeCloudRules, InvalidKeysInBodiesAreRefusedWithTheirPosition) {
   EXPECT_NE(a.body.find("ancestor"), std::string::npos) << a.body;
   EXPECT_EQ(Raw(cloud, "PATCH", "/x.json", "[1]").body,
             ErrorBody("Invalid data; couldn't parse JSON object. Are you sending a JSON object with valid key names?"));
-  // Not JSON at all (NaN is not JSON; an empty write carries no value; duplicate keys).
-  for (const char* body : {"{", R"({"a": NaN})", "", "  ", R"({"a":1,"a":2})", "\xff"}) {
+  // Not JSON at all (NaN is not JSON; an empty write carries no value; not UTF-8).
+  for (const char* body : {"{", R"({"a": NaN})", "", "  ", "\xff"}) {
     a = Raw(cloud, "PUT", "/x.json", body);
     EXPECT_EQ(a.status, 400) << body;
     EXPECT_EQ(a.body, kInvalidJson) << body;
