@@ -112,7 +112,9 @@ TEST(FirebaseServer, DefaultPresenceOutageKill9DrainWithEventTimes) {
   const std::string bin = SourceDir() + "/tests/peers/node_modules/.bin/firebase-server";
   ASSERT_TRUE(std::filesystem::exists(bin)) << "npm firebase-server is not installed: run `make peers`";
   const int server_port = FreePort(false);
-  Child server_process({"/usr/bin/env", "node", bin, "-e", "-p", std::to_string(server_port), "-a", "127.0.0.1"});
+  // -n: the address the JS SDK is told to use (firebase-rest.md).
+  Child server_process({"/usr/bin/env", "node", bin, "-e", "-p", std::to_string(server_port), "-a", "127.0.0.1", "-n",
+                        "127.0.0.1:" + std::to_string(server_port)});
   const std::string server = "http://127.0.0.1:" + std::to_string(server_port);
   ASSERT_TRUE(Eventually([&] { return !Http("GET", server + "/.json").is_discarded(); }, 10s, 100ms))
       << "firebase-server did not start";
@@ -144,6 +146,17 @@ TEST(FirebaseServer, DefaultPresenceOutageKill9DrainWithEventTimes) {
     presence = Http("GET", server + "/tether-gateways/gw-fbs.json");
     return presence.is_object() && presence["status"] == "online" && presence["last_seen"].is_number_integer();
   }, 10s, 100ms)) << presence.dump() << "\n" << gw.Log();
+  // An app using the official JS SDK can watch it (it throws on the old /.gateways/<id>).
+  ShellResult app = Shell("NODE_PATH=" + SourceDir() + "/tests/peers/node_modules node " + SourceDir() +
+                          "/tests/integration/sdk_read.js " + server + " tether-gateways/gw-fbs");
+  EXPECT_EQ(app.status, 0) << app.out;
+  std::string last = app.out.substr(app.out.rfind('\n', app.out.size() - 2) + 1);  // after any SDK warning
+  json seen = json::parse(last, nullptr, false);
+  EXPECT_TRUE(seen.is_object() && seen["status"] == "online") << app.out;
+  ShellResult old_path = Shell("NODE_PATH=" + SourceDir() + "/tests/peers/node_modules node " + SourceDir() +
+                               "/tests/integration/sdk_read.js " + server + " .gateways/gw-fbs");
+  EXPECT_EQ(old_path.status, 2) << old_path.out;
+  EXPECT_NE(old_path.out.find("invalid path"), std::string::npos) << old_path.out;
   json status;
   EXPECT_TRUE(Eventually([&] {
     status = ctl("status");
