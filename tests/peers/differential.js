@@ -219,6 +219,7 @@ function operation(r, data) {
 function query(r, data) {
   const q = { p: r.chance(0.8) ? '' : randomPath(r, data, false) };
   q.orderBy = r.pick(['$key', '$value', 'h', 'v', 'h/x', '$key', '$value', 'h']);
+  q.bare = r.chance(0.5);  // tetherd takes orderBy bare or JSON-quoted; the client has one form
   const bound = () => {
     if (q.orderBy === '$key') return r.pick(KEYS);
     const t = r.int(0, 9);
@@ -240,7 +241,7 @@ function query(r, data) {
 }
 
 function describeQuery(q) {
-  const parts = ['orderBy=' + q.orderBy];
+  const parts = ['orderBy=' + (q.bare ? q.orderBy : JSON.stringify(q.orderBy))];
   for (const k of ['startAt', 'endAt', 'equalTo']) if (k in q) parts.push(k + '=' + JSON.stringify(q[k]));
   for (const k of ['limitToFirst', 'limitToLast']) if (k in q) parts.push(k + '=' + q[k]);
   return '/' + q.p + '?' + parts.join('&');
@@ -312,7 +313,7 @@ class Tetherd {
     return JSON.parse(r.payload);
   }
   params(q, limit) {
-    const out = ['orderBy=' + JSON.stringify(q.orderBy)];
+    const out = ['orderBy=' + (q.bare ? q.orderBy : JSON.stringify(q.orderBy))];
     for (const k of ['startAt', 'endAt', 'equalTo']) if (k in q) out.push(k + '=' + JSON.stringify(q[k]));
     const lim = Object.assign({}, q, limit || {});
     for (const k of ['limitToFirst', 'limitToLast']) if (k in lim) out.push(k + '=' + lim[k]);
