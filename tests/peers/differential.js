@@ -588,6 +588,16 @@ function applyModel(model, o) {
 }
 
 // ---------------------------------------------------------------- minimization
+function pruned(v) {  // without the empty objects a removal leaves (they are null in Firebase)
+  if (v === null || typeof v !== 'object') return v;
+  const o = {};
+  for (const k of Object.keys(v)) {
+    const c = pruned(v[k]);
+    if (c !== null) o[k] = c;
+  }
+  return Object.keys(o).length ? o : null;
+}
+
 async function minimize(td, fb, script, found) {
   // The script that reproduces `found` with its check only at the end.
   let best = {
@@ -613,7 +623,7 @@ async function minimize(td, fb, script, found) {
     }
     if (best.data && typeof best.data === 'object') {  // drop dataset children, deepest first
       for (const p of allPaths(best.data, '', []).filter(Boolean).reverse()) {
-        const data = applyModel(JSON.parse(JSON.stringify(best.data)), { t: 'remove', p });
+        const data = pruned(applyModel(JSON.parse(JSON.stringify(best.data)), { t: 'remove', p }));
         if (data === null || typeof data !== 'object' || !Object.keys(data).length) continue;
         const cand = Object.assign({}, best, { data });
         const m = await still(cand);
