@@ -10,6 +10,7 @@
 
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "tests/gateway/device_api_harness.h"
@@ -226,6 +227,27 @@ TEST_F(Data, IncrementsGiveFirebasesResult) {
   EXPECT_EQ(Read("big"), Json::parse(R"({"x":0.0,"y":-1e308})")) << "a refused update changes nothing";
   // Nothing refused was queued for upload.
   for (const std::string& p : Queued()) EXPECT_EQ(p.find("\"z\""), std::string::npos) << p;
+}
+
+// The same rules when a session's onDisconnect operations fire: an update's nulls remove, and an
+// increment whose sum is not finite (nobody to tell by then) leaves the number as it was without
+// holding up the operations after it.
+TEST_F(Data, OnDisconnectOperationsFollowTheSameRules) {
+  Write(kPut, "r", R"({"k":1,"m":2,"big":1e308})");
+  for (const auto& [method, path, body] : std::vector<std::tuple<uint8_t, std::string, std::string>>{
+           {kPatch, "r", R"({"k":null,"m":3})"},
+           {kPut, "r/big", R"({".sv":{"increment":1e308}})"},
+           {kPut, "r/gone", "true"}}) {
+    Build b = Request(method, path, cs_, ++mid_);
+    b.opt(coap::opt::kUriQuery, bytes_of(".dis=add"));
+    b.opt_uint(coap::opt::kContentFormat, 50);
+    b.payload = bytes_of(body);
+    ASSERT_EQ(Send(b).code, "2.05") << path << " " << body;
+  }
+  ASSERT_EQ(Send(Request(kGet, ".off", cs_, ++mid_)).code, "2.05");
+  cs_ = gw_.Open(Peer(1), ++mid_);
+  ASSERT_EQ(cs_.size(), 8u);
+  EXPECT_EQ(Read("r"), Json::parse(R"({"m":3,"big":1e308,"gone":true})"));
 }
 
 }  // namespace
