@@ -184,6 +184,18 @@ TetherMetrics::TetherMetrics(MetricsRegistry& r)
       dtls_sessions(r.Gauge("tether_dtls_sessions", "DTLS sessions by state.", {"state"})),
       dtls_sleeping_bytes(r.Gauge("tether_dtls_sleeping_bytes", "Bytes of serialized (sleeping) DTLS sessions.")),
       dtls_wakes_total(r.Counter("tether_dtls_wakes_total", "Sleeping DTLS sessions restored for a datagram.")),
-      store_bytes(r.Gauge("tether_store_bytes", "Size of the LMDB data file (data.mdb) in bytes.")) {}
+      store_bytes(r.Gauge("tether_store_bytes", "Size of the LMDB data file (data.mdb) in bytes.")),
+      coap_peers(r.Gauge("tether_coap_peers",
+                         "Addresses in the CoAP engine's peer table: verified (DTLS, or a session token "
+                         "used from its own address) or not.",
+                         {"state"})),
+      coap_peers_dropped_total(r.Counter("tether_coap_peers_dropped_total",
+                                         "Peer table full: unverified peers evicted for a new address, or datagrams "
+                                         "refused because no unverified peer could go.",
+                                         {"reason"})),
+      notifications_total(r.Counter("tether_notifications_total",
+                                    "Observe notifications sent, or superseded by a newer state while their "
+                                    "device had a confirmable notification outstanding.",
+                                    {"outcome"})) {}
 
 }  // namespace tether

@@ -104,6 +104,9 @@ struct TetherMetrics {
   MetricFamily& dtls_sleeping_bytes;     // gauge  memory held by serialized (sleeping) sessions
   MetricFamily& dtls_wakes_total;        // counter  sleeping sessions restored (many: raise max_live_sessions)
   MetricFamily& store_bytes;             // gauge  size of the LMDB data file (data.mdb)
+  MetricFamily& coap_peers;              // gauge {state=verified|unverified}  the CoAP engine's peer table
+  MetricFamily& coap_peers_dropped_total;  // counter {reason=evicted|refused}  peer table full
+  MetricFamily& notifications_total;     // counter {outcome=sent|superseded}
 };
 
 }  // namespace tether
