@@ -169,6 +169,8 @@ void Endpoint::Impl::on_retransmit(uint64_t out_id, uint64_t when) {
       if (auto ob = observers.find(owner); ob != observers.end() && ob->second.inflight == out_id) {
         ob->second.inflight = 0;
         peer_timed_out(peer, owner);
+      } else {
+        drain_slot(peer);  // it held the peer's slot for an observer that moved on
       }
     } else {
       handler.on_response_failed(owner);

@@ -208,13 +208,12 @@ void Endpoint::Impl::on_ack_or_reset(const Address& from, bool reset) {
     erase_outgoing(out_id);
     if (kind == Outgoing::Kind::kNotification) {
       auto ob = observers.find(owner);
-      if (ob == observers.end()) return;
-      if (reset) {
+      if (ob != observers.end() && reset) {
         drop_observer(owner, DropReason::kReset);
-      } else if (ob->second.inflight == out_id) {
-        ob->second.inflight = 0;
-        drain_slot(from);  // the peer answered: what waited for it goes now
+        return;
       }
+      if (ob != observers.end() && ob->second.inflight == out_id) ob->second.inflight = 0;
+      drain_slot(from);  // the peer answered: what waited for it goes now
     } else if (reset) {
       handler.on_response_failed(owner);
     }

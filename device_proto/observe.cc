@@ -171,12 +171,10 @@ bool Endpoint::notify(ObserverId id, const Response& r) {
   const std::span<uint8_t> bytes(m.scratch.data(), n);
   if (final || too_large) {  // RFC 7641 §3.2: an error response ends the observation
     // It goes out once as NON, at once: it ends the observation, whatever else is waiting.
-    const Address peer = ob.peer;
-    const uint32_t socket = ob.socket;
-    stamp(bytes, Type::kNon, m.next_mid(peer));
+    stamp(bytes, Type::kNon, m.next_mid(ob.peer));
     ++m.stats.notifications;
+    m.send(ob.socket, ob.peer, bytes);  // before the drop: its callback may reuse the scratch buffer
     m.drop_observer(id, too_large ? std::optional(DropReason::kTooLarge) : std::nullopt);
-    m.send(socket, peer, bytes);
     return true;
   }
   // NSTART = 1: while a CON notification to this peer is outstanding, the newest state waits

@@ -275,12 +275,12 @@ TEST(Dtls, HandshakePlacesAreSharedFairlyBetweenSources) {
 
   // Four sources with two places each: a newcomer still gets one (2 >= 0 + 2) ...
   DtlsRig rig2(o);
-  flood.clear();
+  std::vector<std::unique_ptr<DtlsClient>> few;  // destroyed before rig2
   for (uint8_t host = 30; host < 34; ++host)
     for (uint16_t port = 1; port <= 2; ++port) {
-      flood.push_back(std::make_unique<DtlsClient>(rig2, TestAddress(host, port), "dev1", "secret-key-1"));
-      flood.back()->Step();
-      flood.back()->Step();
+      few.push_back(std::make_unique<DtlsClient>(rig2, TestAddress(host, port), "dev1", "secret-key-1"));
+      few.back()->Step();
+      few.back()->Step();
     }
   ASSERT_EQ(rig2.server().counters().handshaking, 8u);
   DtlsClient second(rig2, TestAddress(40, 1), "dev1", "secret-key-1");
