@@ -46,6 +46,7 @@ ETag; PUT/DELETE with if-match answer 412 with the current value and ETag on mis
 """
 import argparse
 import json
+import re
 import socket
 import sys
 import threading
@@ -103,6 +104,8 @@ def set_at(parts, value):
     chain = []
     for p in parts[:-1]:
         if not isinstance(node.get(p), dict):
+            if value is None:  # nothing below a plain value (or nothing) to remove
+                return
             node[p] = {}
         chain.append((node, p))
         node = node[p]
@@ -125,7 +128,10 @@ def resolve_sv(v, parts):
                 return int(time.time() * 1000) + STATE["skew_ms"]
             if isinstance(sv, dict) and "increment" in sv:
                 cur = get_at(STATE["data"], parts)
-                return (cur if isinstance(cur, (int, float)) else 0) + sv["increment"]
+                cur = cur if isinstance(cur, (int, float)) and not isinstance(cur, bool) else 0
+                total = cur + sv["increment"]
+                # Firebase adds integers as 64-bit integers; past that range the sum is a double.
+                return total if isinstance(total, float) or -2**63 <= total < 2**63 else float(total)
             raise ValueError("unknown server value")
         return {k: resolve_sv(c, parts + [k]) for k, c in v.items()}
     if isinstance(v, list):
@@ -147,9 +153,12 @@ def check_keys(v):
             check_keys(c)
 
 
+INT_KEY = re.compile(r"-?0*[0-9]{1,10}")
+
+
 def int_key(k):
-    if k == "0" or (k[:1] == "-" and k[1:2] not in ("", "0") and k[1:].isdigit()) or \
-            (k[:1] in "123456789" and k[:1] != "" and k.isdigit()):
+    """Firebase's integer keys: ^-?(0*)\\d{1,10}$ within 32 bits, leading zeros too ("007")."""
+    if INT_KEY.fullmatch(k):
         v = int(k)
         if -2**31 <= v < 2**31:
             return v
@@ -157,8 +166,9 @@ def int_key(k):
 
 
 def key_sort(k):
-    v = int_key(k)
-    return (0, v, b"") if v is not None else (1, 0, k.encode("utf-16-be", "surrogatepass"))
+    v = int_key(k)  # equal integers: the shorter key first
+    return (0, v, len(k), k.encode("utf-16-be", "surrogatepass")) if v is not None else \
+        (1, 0, 0, k.encode("utf-16-be", "surrogatepass"))
 
 
 def value_sort(v):
