@@ -69,7 +69,15 @@ std::string DaemonAdmin::MetricsText() {
   m.transaction_conflicts_total.With({"cloud"}).Set(static_cast<double>(c.transaction_conflicts));
   m.device_events_total.With({"ondisconnect_denied"}).Set(static_cast<double>(c.ondisconnect_denied));
   m.device_events_total.With({"response_failed"}).Set(static_cast<double>(c.responses_failed));
-  m.device_events_total.With({"too_large"}).Set(static_cast<double>(p_.endpoint->counters().too_large));
+  const coap::Counters e = p_.endpoint->counters();
+  m.device_events_total.With({"too_large"}).Set(static_cast<double>(e.too_large));
+  m.device_events_total.With({"observe_timeout"}).Set(static_cast<double>(e.observers_timed_out));
+  m.coap_peers.With({"verified"}).Set(static_cast<double>(e.peers_verified));
+  m.coap_peers.With({"unverified"}).Set(static_cast<double>(e.peers - e.peers_verified));
+  m.coap_peers_dropped_total.With({"evicted"}).Set(static_cast<double>(e.peers_evicted));
+  m.coap_peers_dropped_total.With({"refused"}).Set(static_cast<double>(e.peers_rejected));
+  m.notifications_total.With({"sent"}).Set(static_cast<double>(e.notifications));
+  m.notifications_total.With({"superseded"}).Set(static_cast<double>(e.notifications_superseded));
   // Persisted per-route counters: cheap (no table scan), whatever the backlog.
   uint64_t refused_by_limit = 0;
   for (const store::RouteStats& rs : p_.store->queue().AllStats()) {
@@ -91,7 +99,7 @@ std::string DaemonAdmin::MetricsText() {
     const coap::DtlsCounters d = p_.endpoint->dtls_counters();
     for (auto [result, n] : {std::pair{"ok", d.handshakes_ok}, {"failed", d.handshakes_failed},
                              {"cookie_sent", d.hello_verify_sent}, {"rate_limited", d.hellos_rate_limited},
-                             {"over_cap", d.hellos_over_cap}})
+                             {"over_cap", d.hellos_over_cap}, {"evicted", d.handshakes_evicted}})
       m.dtls_handshakes_total.With({result}).Set(static_cast<double>(n));
     m.dtls_sessions.With({"live"}).Set(static_cast<double>(d.live));
     m.dtls_sessions.With({"sleeping"}).Set(static_cast<double>(d.sleeping));

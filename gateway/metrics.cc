@@ -204,6 +204,18 @@ TetherMetrics::TetherMetrics(MetricsRegistry& r)
       cloud_streams(r.Gauge("tether_cloud_streams",
                             "Cloud streams (sync roots, observed paths) by state: streaming, polling (the server "
                             "does not stream: read periodically), connecting.",
-                            {"state"})) {}
+                            {"state"})),
+      coap_peers(r.Gauge("tether_coap_peers",
+                         "Addresses in the CoAP engine's peer table: verified (DTLS, or a session token "
+                         "used from its own address) or not.",
+                         {"state"})),
+      coap_peers_dropped_total(r.Counter("tether_coap_peers_dropped_total",
+                                         "Peer table full: unverified peers evicted for a new address, or datagrams "
+                                         "refused because no unverified peer could go.",
+                                         {"reason"})),
+      notifications_total(r.Counter("tether_notifications_total",
+                                    "Observe notifications sent, or superseded by a newer state while their "
+                                    "device had a confirmable notification outstanding.",
+                                    {"outcome"})) {}
 
 }  // namespace tether

@@ -110,6 +110,9 @@ struct TetherMetrics {
   MetricFamily& cloud_clock_uncertainty_ms;  // gauge  +- of the clock estimate (NaN: none)
   MetricFamily& cloud_clock_current;     // gauge 0/1  the estimate was measured on the current link
   MetricFamily& cloud_streams;           // gauge {state=streaming|polling|connecting}
+  MetricFamily& coap_peers;              // gauge {state=verified|unverified}  the CoAP engine's peer table
+  MetricFamily& coap_peers_dropped_total;  // counter {reason=evicted|refused}  peer table full
+  MetricFamily& notifications_total;     // counter {outcome=sent|superseded}
 };
 
 }  // namespace tether

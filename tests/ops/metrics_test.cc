@@ -190,6 +190,9 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
   m.queue_dropped_total.With({"devices", "expired"}).Inc(6);
   m.writes_refused_total.With({"store_full"}).Inc(2);
   m.device_events_total.With({"ondisconnect_denied"}).Inc(6);
+  m.coap_peers.With({"verified"}).Set(10);
+  m.coap_peers_dropped_total.With({"evicted"}).Inc(8);
+  m.notifications_total.With({"superseded"}).Inc(9);
 
   Exposition e = Parse(r.Render());
   const std::map<std::string, std::string> types = {
@@ -204,7 +207,8 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
       {"tether_transaction_conflicts_total", "counter"}, {"tether_dtls_sessions", "gauge"},
       {"tether_dtls_sleeping_bytes", "gauge"}, {"tether_dtls_wakes_total", "counter"},
       {"tether_queue_dropped_total", "counter"}, {"tether_writes_refused_total", "counter"},
-      {"tether_device_events_total", "counter"}};
+      {"tether_device_events_total", "counter"}, {"tether_coap_peers", "gauge"},
+      {"tether_coap_peers_dropped_total", "counter"}, {"tether_notifications_total", "counter"}};
   EXPECT_EQ(e.type, types);
   for (const auto& [name, type] : types) EXPECT_FALSE(e.help[name].empty()) << name;
 
@@ -236,12 +240,15 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
            {"tether_queue_dropped_total", {{"route", "devices"}, {"reason", "expired"}}, 6},
            {"tether_writes_refused_total", {{"reason", "store_full"}}, 2},
            {"tether_device_events_total", {{"event", "ondisconnect_denied"}}, 6},
-           {"tether_store_bytes", {}, 1 << 20}}) {
+           {"tether_store_bytes", {}, 1 << 20},
+           {"tether_coap_peers", {{"state", "verified"}}, 10},
+           {"tether_coap_peers_dropped_total", {{"reason", "evicted"}}, 8},
+           {"tether_notifications_total", {{"outcome", "superseded"}}, 9}}) {
     const Sample* s = Find(e, w.name, w.labels);
     ASSERT_NE(s, nullptr) << w.name;
     EXPECT_EQ(s->value, w.value) << w.name;
   }
-  EXPECT_EQ(e.samples.size(), 23u);
+  EXPECT_EQ(e.samples.size(), 26u);
 }
 
 }  // namespace
