@@ -65,11 +65,20 @@ struct UpstreamConfig {
   // JSON object template ({device}, {app}, {gateway}) evaluated by the cloud's rules as `auth`
   // for each write; empty: writes use the gateway's own credential. See AuthOverride.
   std::string auth_variable_override;
-  std::string presence_path;              // default "/.gateways/<gateway.id>"
+  std::string presence_path;              // default "/tether-gateways/<gateway.id>" (see PresenceKey)
   std::string ca_file;                    // trusted CAs (PEM); empty: the system's
   uint32_t observe_streams = 32;          // SSE streams for observed paths outside sync roots
   Millis observe_poll_interval{30'000};   // beyond observe_streams: how often such paths are read
+  // A write with a server timestamp on an event-time route waits at most this long, while the
+  // cloud answers, for a clock estimate measured on the current link; then it is uploaded with
+  // the best estimate there is (kUpload) or keeps waiting, shown as held (kHold).
+  Millis clock_wait{10'000};
+  enum class OnClockTimeout { kUpload, kHold } on_clock_timeout = OnClockTimeout::kUpload;
 };
+
+// A gateway id made a valid database key: characters a key may not hold become '_' (the id
+// defaults to the host name, which may hold dots). Names the gateway's own nodes in the cloud.
+std::string PresenceKey(const std::string& gateway_id);
 
 struct AppAuth {
   enum class Mode { kOpen, kTokens, kHmac } mode = Mode::kOpen;
