@@ -116,7 +116,7 @@ TEST(Y2038, CloudClockEstimatesPastTheBoundary) {
     auto creds = upstream::MakeNoCredentials();
     upstream::CloudClockOptions o;
     o.base_url = cloud.url();
-    o.presence_path = ".gateways/gw-2038";
+    o.presence_path = "tether-gateways/gw-2038";
     o.interval_ms = 50;
     o.wall_clock_ms = [shift] {
       return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count() + shift - 4'000;
@@ -129,7 +129,7 @@ TEST(Y2038, CloudClockEstimatesPastTheBoundary) {
     const int64_t cloud_now = store::BootTimeMs() + *clock.boot_offset_ms();
     EXPECT_GT(cloud_now, kRollover);
     EXPECT_LT(cloud_now, kRollover + 60'000);
-    auto presence = cloud.control({{"op", "dump"}})[".gateways"]["gw-2038"];
+    auto presence = cloud.control({{"op", "dump"}})["tether-gateways"]["gw-2038"];
     ASSERT_TRUE(presence["last_seen"].is_number()) << presence.dump();
     EXPECT_GT(presence["last_seen"].get<int64_t>(), kRollover);
     bool done = false;
