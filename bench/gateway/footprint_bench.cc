@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -54,8 +55,15 @@ long long FileBytes(const std::string& path) {
 
 // Bytes of the map in use: pages up to the last one written minus the free list (mdb_stat -ef,
 // lmdb-utils), which the file size alone hides while freed pages are being reused.
+// The mdb_stat must be the daemon's architecture: LMDB's lock file holds process-shared mutexes
+// whose layout differs between word sizes and ABIs (x86-64's pthread_mutex_t is 40 bytes,
+// aarch64's 48), so a host mdb_stat opening an emulated daemon's store corrupts its lock and the
+// daemon aborts in mdb_txn_begin. With QEMU_LD_PREFIX set (a cross build run under qemu-user),
+// the target's own mdb_stat from that sysroot is run, under qemu too.
 long long UsedBytes(const std::string& dir) {
-  const std::string out = Shell("mdb_stat -ef " + dir).out;
+  const char* sysroot = std::getenv("QEMU_LD_PREFIX");
+  const std::string tool = sysroot && *sysroot ? std::string(sysroot) + "/usr/bin/mdb_stat" : "mdb_stat";
+  const std::string out = Shell(tool + " -ef " + dir).out;
   auto field = [&](const std::string& name) {
     size_t p = out.find(name);
     return p == std::string::npos ? -1LL : std::stoll(out.substr(p + name.size()));
@@ -145,7 +153,6 @@ int main(int argc, char** argv) {
   auto per = [&](long long a, long long b) { return written ? static_cast<double>(b - a) / static_cast<double>(written) : 0.0; };
   std::printf("data.mdb %lld -> %lld bytes: %.0f bytes of file per queued write (payload %zu bytes CBOR)\n", before,
               after, per(before, after), value.size());
-  // mdb_stat is this machine's: it cannot read the store of a build with another word size.
   if (used_before >= 0 && used_after >= 0) {
     std::printf("pages in use %lld -> %lld bytes: %.0f bytes per queued write\n", used_before, used_after,
                 per(used_before, used_after));
