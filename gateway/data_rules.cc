@@ -1,5 +1,7 @@
 #include "gateway/data_rules.h"
 
+#include <set>
+
 #include "gateway/route_pattern.h"
 
 namespace tether {
@@ -58,11 +60,22 @@ std::string CheckValue(const Json& value, size_t path_depth) { return CheckValue
 
 std::string CheckUpdate(const Json& value, size_t path_depth) {
   if (!value.is_object()) return "update needs a map of child paths to values";
+  std::set<std::string, std::less<>> paths;
   for (const auto& [k, child] : value.items()) {
     auto segs = SplitPath(k);
     if (segs.empty()) return "update has an empty child path";
     if (std::string e = CheckPath(segs); !e.empty()) return e;
     if (std::string e = CheckValueAt(child, path_depth + segs.size()); !e.empty()) return e;
+    paths.insert(JoinPath(segs));
+  }
+  // Firebase applies an update's children as one write and refuses paths that overlap ("a" and
+  // "a/b", or "a/b" twice as "a//b"): the result would depend on the order they are applied in.
+  if (paths.size() != value.size()) return "update paths overlap (the same path twice)";
+  for (const std::string& p : paths) {
+    for (size_t slash = p.find('/'); slash != std::string::npos; slash = p.find('/', slash + 1)) {
+      auto above = paths.find(std::string_view(p).substr(0, slash));
+      if (above != paths.end()) return "update paths overlap: '" + (*above + "' and '" + p).substr(0, 80) + "'";
+    }
   }
   return "";
 }
@@ -95,25 +108,13 @@ std::vector<std::pair<std::string, Json>> ExtractIncrements(Json* value) {
   return out;
 }
 
-void ResolveServerValues(Json* value, int64_t timestamp_ms, const Json& current) {
+void ResolveTimestamps(Json* value, int64_t timestamp_ms) {
   if (IsTimestampPlaceholder(*value)) {
     *value = timestamp_ms;
     return;
   }
-  if (IsIncrementPlaceholder(*value)) {
-    const Json& inc = (*value)[".sv"]["increment"];
-    if ((current.is_number_integer() || !current.is_number()) && inc.is_number_integer()) {
-      *value = current.get<int64_t>() + inc.get<int64_t>();
-    } else {
-      *value = (current.is_number() ? current.get<double>() : 0.0) + inc.get<double>();
-    }
-    return;
-  }
   if (!value->is_object()) return;
-  for (auto& [k, child] : value->items()) {
-    const Json& cur = current.is_object() && current.contains(k) ? current[k] : Json();
-    ResolveServerValues(&child, timestamp_ms, cur);
-  }
+  for (auto& [k, child] : value->items()) ResolveTimestamps(&child, timestamp_ms);
 }
 
 }  // namespace tether

@@ -18,7 +18,8 @@ std::string CheckPath(const std::vector<std::string>& segments);
 // value is written at a path of path_depth segments. Server-value placeholders
 // ({".sv":"timestamp"}, {".sv":{"increment":n}}) are the only keys allowed to start with '.'.
 std::string CheckValue(const Json& value, size_t path_depth);
-// PATCH body: an object whose keys are relative child paths ("a/b"), each checked as a path.
+// PATCH body: an object whose keys are relative child paths ("a/b"), each checked as a path, none
+// of them the same as or below another (Firebase refuses overlapping update paths).
 std::string CheckUpdate(const Json& value, size_t path_depth);
 
 bool HasServerValues(const Json& value);
@@ -26,8 +27,8 @@ bool HasServerValues(const Json& value);
 // to the value; "" = the value itself) with its n, for the store to add the number held there when
 // it applies the write (so concurrent increments all count). In an update, keys are child paths.
 std::vector<std::pair<std::string, Json>> ExtractIncrements(Json* value);
-// Replaces {".sv":"timestamp"} with timestamp_ms and {".sv":{"increment":n}} with
-// (current numeric value at that place, or 0) + n. current is the value at the write's path.
-void ResolveServerValues(Json* value, int64_t timestamp_ms, const Json& current);
+// Replaces each {".sv":"timestamp"} in *value with timestamp_ms. (Increments are added by the store
+// inside its commit: store/pending_overlay.h, IncrementSum.)
+void ResolveTimestamps(Json* value, int64_t timestamp_ms);
 
 }  // namespace tether

@@ -103,9 +103,10 @@ bool OnSessionTransport(const Session& s, const coap::Address& peer, std::string
 }
 
 // The local-copy side of a device write. Timestamps resolve now; increments are resolved by the
-// store inside the commit, against what the tree holds then (pipelined increments all count).
+// store inside the commit, against what the tree holds then (pipelined increments all count). With
+// refuse_non_finite an increment whose sum is not a finite number fails the commit (4.00).
 void AddTreeWrite(store::WriteBatch* batch, store::OpKind kind, const std::string& tree_path, Json local,
-                  int64_t cloud_now_ms) {
+                  int64_t cloud_now_ms, bool refuse_non_finite = false) {
   if (kind == store::OpKind::kRemove) return batch->TreeRemove(tree_path);
   std::vector<store::mutation::TreeIncrement> incs;
   if (HasServerValues(local)) {
@@ -114,8 +115,8 @@ void AddTreeWrite(store::WriteBatch* batch, store::OpKind kind, const std::strin
       for (auto& [k, v] : local.items()) canonical[JoinPath(SplitPath(k))] = std::move(v);
       local = std::move(canonical);
     }
-    for (auto& [rel, by] : ExtractIncrements(&local)) incs.push_back({rel, std::move(by)});
-    ResolveServerValues(&local, cloud_now_ms, Json());  // what is left: timestamps
+    for (auto& [rel, by] : ExtractIncrements(&local)) incs.push_back({rel, std::move(by), refuse_non_finite});
+    ResolveTimestamps(&local, cloud_now_ms);
   }
   if (kind == store::OpKind::kUpdate) batch->TreeUpdate(tree_path, std::move(local), std::move(incs));
   else batch->TreeSet(tree_path, std::move(local), std::move(incs));
@@ -135,6 +136,7 @@ struct DeviceApi::Call {
   bool json_in = false;   // Content-Format 50
   bool json_out = false;  // Accept 50 (or JSON request without Accept)
   bool native = false;    // sent Content-Format/Accept: answer with Content-Format too
+  bool text_reply = false;  // the 2.05 payload is text (a push key), not data
   std::string cs;         // .cs= query
   std::string dis;        // .dis= query
   std::vector<std::string> params;      // other Uri-Query options (query vocabulary)
@@ -404,7 +406,13 @@ void DeviceApi::on_request(const coap::Request& r) {
     Stamp(*s);
     continuity_.NoteTokenFrom(sessions_, *s, c.peer, now);
   }
-  if (control && path[0] == ".ping") return HandlePing(c, s);
+  // The session's token came back from the address it was sent to: the engine keeps this peer
+  // when unverified addresses flood its table (docs/operations.md, "Security model").
+  if (s && s->addr == c.peer && !r.peer_verified && endpoint_) endpoint_->verify_peer(c.peer);
+  if (control && path[0] == ".ping") {
+    if (c.method != coap::code::kGet) return ReplyError(c, coap::code::kMethodNotAllowed, "GET /.ping");
+    return HandlePing(c, s);
+  }
   if (!s) return ReplyError(c, coap::code::kUnauthorized, "unknown session");
   if (control && path[0] == ".off") return HandleOffline(c, s);
   if (!path.empty() && path[0] == ".info") return HandleInfo(c, path);
@@ -1110,6 +1118,10 @@ void DeviceApi::HandleWrite(Call& c, Session& s, const std::vector<std::string>&
   if (c.method == coap::code::kPatch) {
     kind = store::OpKind::kUpdate;
     if (std::string e = CheckUpdate(value, cloud.size()); !e.empty()) return ReplyError(c, coap::code::kBadRequest, e);
+    if (value.empty()) return Reply(c, coap::code::kContent);  // changes nothing: nothing to queue
+    Json children = Json::object();  // child paths in one form, locally and for the upload
+    for (auto& [k, v] : value.items()) children[JoinPath(SplitPath(k))] = std::move(v);
+    value = std::move(children);
   } else if (c.method == coap::code::kDelete || value.is_null()) {
     kind = store::OpKind::kRemove;
     value = Json();
@@ -1132,7 +1144,7 @@ void DeviceApi::HandleWrite(Call& c, Session& s, const std::vector<std::string>&
     e.payload = EncodeJson(Json{{"expect", *expect}, {"value", value}});
     batch.Append(std::move(e));
   } else {
-    AddTreeWrite(&batch, kind, tree_path, std::move(local), CloudNowMs());
+    AddTreeWrite(&batch, kind, tree_path, std::move(local), CloudNowMs(), /*refuse_non_finite=*/true);
     batch.Append(QueueEntryFor(res->route->name, s.device, kind, tree_path, value, store::WallClockMs()));
   }
   ++counters_.writes;
@@ -1148,6 +1160,7 @@ void DeviceApi::HandleWrite(Call& c, Session& s, const std::vector<std::string>&
       ++counters_.writes_rejected;
       return ReplyStoreStatus(*call, r.status);
     }
+    call->text_reply = true;
     Reply(*call, coap::code::kContent, push_key);  // push answers the new key as raw bytes
     NotifyPaths(r.changed_paths);
     if (on_queued_) on_queued_(route);
@@ -1177,6 +1190,7 @@ void DeviceApi::HandleOnDisconnect(Call& c, Session& s, const std::vector<std::s
     size_t depth = res->cloud_path.size() + (op.kind == store::OnDisconnectOp::Kind::kPush ? 1 : 0);
     std::string e = op.kind == store::OnDisconnectOp::Kind::kUpdate ? CheckUpdate(value, depth) : CheckValue(value, depth);
     if (!e.empty()) return ReplyError(c, coap::code::kBadRequest, e);
+    if (op.kind == store::OnDisconnectOp::Kind::kUpdate && value.empty()) return Reply(c, coap::code::kContent);
     if (!value.is_null()) {
       std::vector<uint8_t> cbor = Json::to_cbor(value);  // keeps byte strings intact until firing
       op.payload.assign(cbor.begin(), cbor.end());
@@ -1200,7 +1214,8 @@ void DeviceApi::CommitThenReply(Call& c, store::WriteBatch batch) {
 
 bool DeviceApi::DecodePayload(Call& c, Json* value) {
   std::string err;
-  auto v = c.json_in ? DecodeJson(c.payload, &err) : DecodeCbor(c.payload, &err);
+  const bool update = c.method == coap::code::kPatch;  // its null members remove
+  auto v = c.json_in ? DecodeJson(c.payload, &err, update) : DecodeCbor(c.payload, &err, update);
   if (!v) {
     ReplyError(c, coap::code::kBadRequest, err);
     return false;
@@ -1347,6 +1362,11 @@ void DeviceApi::Reply(Call& c, uint8_t code, std::string payload, std::optional<
   std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(payload.data()), payload.size());
   coap::Response resp{code, bytes, std::nullopt, max_age};
   resp.size1 = size1;
+  // A native client is told the format of a data payload (2.05, and 4.12's current value); a
+  // diagnostic carries none (RFC 7252 §5.5.2), an SDK device never gets one (as in the traces).
+  if (c.native && !payload.empty() && (code == coap::code::kContent || code == kPreconditionFailed)) {
+    resp.content_format = c.text_reply ? kContentFormatText : c.json_out ? kContentFormatJson : kContentFormatCbor;
+  }
   endpoint_->respond(c.id, resp);
 }
 

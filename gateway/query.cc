@@ -13,16 +13,17 @@ namespace tether {
 
 namespace {
 
-// Keys that Firebase orders as integers: "0" or -?[1-9][0-9]* within int32.
+// Keys the official client orders as integers (firebase 7.24 nameCompare): ^-?(0*)\d{1,10}$ within
+// the 32-bit range, leading zeros and all ("007" is 7, "00" is 0, "-01" is -1).
 std::optional<int64_t> IntegerKey(std::string_view k) {
-  if (k.empty() || k.size() > 11) return std::nullopt;
-  size_t i = k[0] == '-' ? 1 : 0;
-  if (i == k.size() || (k[i] == '0' && k.size() > i + 1) || (i == 1 && k == "-0")) return std::nullopt;
-  for (size_t j = i; j < k.size(); ++j) {
-    if (k[j] < '0' || k[j] > '9') return std::nullopt;
-  }
+  const size_t sign = !k.empty() && k[0] == '-' ? 1 : 0;
+  if (k.size() == sign || k.find_first_not_of("0123456789", sign) != std::string_view::npos) return std::nullopt;
+  const size_t first = k.find_first_not_of('0', sign);
+  if (first == std::string_view::npos) return 0;  // "0", "-00", ...
+  if (k.size() - first > 10) return std::nullopt;
   int64_t v = 0;
-  std::from_chars(k.data(), k.data() + k.size(), v);
+  std::from_chars(k.data() + first, k.data() + k.size(), v);
+  if (sign) v = -v;
   if (v < INT32_MIN || v > INT32_MAX) return std::nullopt;
   return v;
 }
@@ -175,7 +176,14 @@ class Utf16Units {
 
 int CompareKeys(std::string_view a, std::string_view b) {
   auto ia = IntegerKey(a), ib = IntegerKey(b);
-  if (ia && ib) return *ia < *ib ? -1 : *ia > *ib ? 1 : 0;
+  if (ia && ib) {
+    if (*ia != *ib) return *ia < *ib ? -1 : 1;
+    // Equal integers ("1", "01"): the shorter key first, as the official client orders them. Of
+    // equal length ("-0", "00", which that client takes for one key): by text, so the order of
+    // distinct keys stays total.
+    if (a.size() != b.size()) return a.size() < b.size() ? -1 : 1;
+    return CompareStrings(a, b);
+  }
   if (ia) return -1;
   if (ib) return 1;
   return CompareStrings(a, b);
@@ -373,7 +381,9 @@ std::vector<std::string> StaleKeys(const Json& local_in, const Json& result_in, 
 Json ApplyQuery(const Json& in, const Query& q) {
   if (q.empty()) return in;
   const Json value = AsObject(in);
-  if (!value.is_object()) return value;
+  // A plain value has no children: a range or a limit selects none of them (the official client's
+  // RangedFilter and LimitedFilter answer null); orderBy alone leaves the value as it is.
+  if (!value.is_object()) return q.filters() ? Json() : value;
   Json out;
   for (const auto& k : QueryKeys(value, q)) out[k] = value.at(k);
   return out;

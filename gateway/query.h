@@ -4,9 +4,11 @@
 // JSON-quoted), startAt / endAt / equalTo = a JSON scalar, limitToFirst / limitToLast = a positive
 // integer. Ordering (Firebase): children without the ordered value (null) first, then false, true,
 // numbers ascending (exactly, whatever mix of 64-bit integers and doubles), strings by UTF-16 code
-// units (as JavaScript and the Firebase server compare them), objects; ties by key. Keys order as
-// 32-bit integers first (numerically), then the rest as strings. A query selects children; the
-// result is the object of the selected children (unordered, as Firebase REST answers). Pure functions.
+// units (as JavaScript and the Firebase server compare them), objects; ties by key. Keys that the
+// official client takes for 32-bit integers (^-?(0*)\d{1,10}$ in range, so "007" and "-01" too)
+// order first, numerically, equal integers shorter key first; then the rest as strings. A query
+// selects children; the result is the object of the selected children (unordered, as Firebase
+// REST answers), null at a plain value once it has a range or a limit. Pure functions.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +30,8 @@ struct Query {
   std::optional<uint32_t> limit_first, limit_last;
 
   bool empty() const { return order == Order::kNone; }
+  // A range (startAt, endAt, equalTo) or a limit: more than an order.
+  bool filters() const { return start_at || end_at || limit_first || limit_last; }
   // Stable text naming the query (parameter order fixed, values as JSON), e.g.
   // orderBy="$key"&startAt="b"&limitToFirst=2. Empty for no query. Used as its cache identity.
   std::string Canonical() const;
@@ -45,7 +49,8 @@ int CompareValues(const Json& a, const Json& b);
 int CompareStrings(std::string_view a, std::string_view b);  // UTF-8 text by UTF-16 code units
 
 // The children of `value` that `query` selects, as an object (null when none). A non-object value
-// has no children and is returned unchanged; an empty query returns the value unchanged. An array
+// has no children: null for a query with a range or a limit, else the value unchanged; an empty
+// query returns the value unchanged. An array
 // (Firebase REST's form of children keyed 0..n) counts as the object of its non-null elements.
 Json ApplyQuery(const Json& value, const Query& query);
 // The selected child keys in query order (for tests and diagnostics).

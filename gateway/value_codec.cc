@@ -45,7 +45,8 @@ std::string StringOf(cbor_item_t* item, bool text) {
   return out;
 }
 
-bool ToJson(cbor_item_t* item, int depth, Json* out, std::string* error) {
+// keep_nulls: this is an update's top-level map (see DecodeCbor).
+bool ToJson(cbor_item_t* item, int depth, Json* out, std::string* error, bool keep_nulls = false) {
   if (depth > kMaxDecodeDepth) {
     *error = "value nested too deeply";
     return false;
@@ -117,14 +118,14 @@ bool ToJson(cbor_item_t* item, int depth, Json* out, std::string* error) {
         }
         Json v;
         if (!ToJson(pairs[i].value, depth + 1, &v, error)) return false;
-        if (!v.is_null()) obj[key] = std::move(v);
+        if (!v.is_null() || keep_nulls) obj[key] = std::move(v);
       }
-      *out = obj.empty() ? Json() : std::move(obj);  // no empty objects in the data model
+      *out = obj.empty() && !keep_nulls ? Json() : std::move(obj);  // no empty objects in the data model
       return true;
     }
     case CBOR_TYPE_TAG: {
       CborPtr tagged(cbor_tag_item(item));  // tags carry no meaning in the data model
-      return ToJson(tagged.get(), depth + 1, out, error);
+      return ToJson(tagged.get(), depth + 1, out, error, keep_nulls);
     }
     case CBOR_TYPE_FLOAT_CTRL: {
       if (cbor_float_ctrl_is_ctrl(item)) {
@@ -300,7 +301,7 @@ bool ScanHeaders(std::string_view bytes, std::string* error) {
 
 }  // namespace
 
-std::optional<Json> DecodeCbor(std::string_view bytes, std::string* error) {
+std::optional<Json> DecodeCbor(std::string_view bytes, std::string* error, bool update) {
   if (bytes.empty()) return Json();
   if (!ScanHeaders(bytes, error)) return std::nullopt;
   cbor_load_result res;
@@ -314,11 +315,11 @@ std::optional<Json> DecodeCbor(std::string_view bytes, std::string* error) {
     return std::nullopt;
   }
   Json out;
-  if (!ToJson(item.get(), 0, &out, error)) return std::nullopt;
+  if (!ToJson(item.get(), 0, &out, error, update)) return std::nullopt;
   return out;
 }
 
-std::optional<Json> DecodeJson(std::string_view text, std::string* error) {
+std::optional<Json> DecodeJson(std::string_view text, std::string* error, bool update) {
   if (text.empty()) return Json();
   int depth = 0, max_depth = 0;
   auto cb = [&](int, Json::parse_event_t ev, Json&) {
@@ -338,20 +339,20 @@ std::optional<Json> DecodeJson(std::string_view text, std::string* error) {
     *error = "malformed JSON";
     return std::nullopt;
   }
-  // Arrays become objects keyed by index; nulls inside objects vanish.
-  std::function<Json(const Json&)> norm = [&](const Json& x) -> Json {
+  // Arrays become objects keyed by index; nulls inside objects vanish (but an update's members).
+  std::function<Json(const Json&, bool)> norm = [&](const Json& x, bool keep_nulls) -> Json {
     if (x.is_array() || x.is_object()) {
       Json o = Json::object();
       size_t i = 0;
       for (auto it = x.begin(); it != x.end(); ++it, ++i) {
-        Json c = norm(*it);
-        if (!c.is_null()) o[x.is_array() ? std::to_string(i) : it.key()] = std::move(c);
+        Json c = norm(*it, false);
+        if (!c.is_null() || keep_nulls) o[x.is_array() ? std::to_string(i) : it.key()] = std::move(c);
       }
-      return o.empty() ? Json() : o;
+      return o.empty() && !keep_nulls ? Json() : o;
     }
     return x;
   };
-  return norm(v);
+  return norm(v, update && v.is_object());
 }
 
 std::string EncodeCbor(const Json& value) {

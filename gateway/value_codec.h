@@ -17,6 +17,7 @@ namespace tether {
 
 using Json = nlohmann::json;
 
+constexpr int kContentFormatText = 0;  // text/plain;charset=utf-8 (a push key)
 constexpr int kContentFormatCbor = 60;
 constexpr int kContentFormatJson = 50;
 
@@ -24,8 +25,11 @@ constexpr int kContentFormatJson = 50;
 constexpr int kMaxDecodeDepth = 48;
 
 // Returns nullopt and sets *error on malformed input. An empty payload decodes to null.
-std::optional<Json> DecodeCbor(std::string_view bytes, std::string* error);
-std::optional<Json> DecodeJson(std::string_view text, std::string* error);
+// Null members and empty maps vanish (Firebase's model), except with `update`: the members of the
+// top-level map are an update's children, where null means "remove" (Firebase's update), so they
+// stay, and that map stays an object even when empty.
+std::optional<Json> DecodeCbor(std::string_view bytes, std::string* error, bool update = false);
+std::optional<Json> DecodeJson(std::string_view text, std::string* error, bool update = false);
 
 // Definite-length CBOR (the SDK accepts definite and indefinite maps). Integral numbers that fit
 // are encoded as integers, others as float64.

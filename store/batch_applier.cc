@@ -501,7 +501,10 @@ Status BatchApplier::SetTree(MDB_txn* txn, const std::vector<std::string>& segs,
     return Invalid("cannot store a scalar at the root");
   }
   Status s = DeleteTreeRange(txn, key);
-  for (size_t i = 1; s.ok() && i < segs.size(); ++i) s = DeleteTreeKey(txn, JoinKey(segs, i));
+  // A plain value above the path gives way only to data: removing (or writing nothing) below a
+  // leaf leaves the leaf, as removing a child that does not exist changes nothing in Firebase.
+  const bool data = HoldsData(value);
+  for (size_t i = 1; s.ok() && data && i < segs.size(); ++i) s = DeleteTreeKey(txn, JoinKey(segs, i));
   if (!s.ok()) return s;
   FlattenJson(value, key, [&](const std::string& leaf_key, const std::string& text) {
     if (!s.ok()) return;
@@ -534,6 +537,22 @@ std::string ChildKey(const std::string& base, const std::string& rel) {
 
 }  // namespace
 
+// *out = the number an increment leaves at tree key `key`: Firebase's sum of what is there and
+// inc.by. A sum that is not a finite number fails the batch when inc.refuse_non_finite (a
+// device's write: 4.00), else leaves what is there (the cloud adds to its own number at upload).
+Status BatchApplier::ApplyIncrement(MDB_txn* txn, const std::string& key, const mutation::TreeIncrement& inc,
+                                    nlohmann::json* out) {
+  nlohmann::json current = LeafAt(txn, db_.tree, key);
+  std::optional<nlohmann::json> sum = IncrementSum(current, inc.by);
+  if (sum) {
+    *out = std::move(*sum);
+    return Status::Ok();
+  }
+  if (inc.refuse_non_finite) return Invalid("increment gives a number that is not finite at /" + key.substr(0, 80));
+  *out = std::move(current);
+  return Status::Ok();
+}
+
 template <>
 Status BatchApplier::Do(MDB_txn* txn, const mutation::TreeSet& m, BatchResult* result) {
   std::vector<std::string> segs;
@@ -546,7 +565,8 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::TreeSet& m, BatchResult* r
   const std::string base = JoinKey(segs, segs.size());
   nlohmann::json value = m.value;
   for (const auto& inc : m.increments) {
-    nlohmann::json n = Incremented(txn, db_.tree, ChildKey(base, inc.rel_path), inc.by);
+    nlohmann::json n;
+    if (Status s = ApplyIncrement(txn, ChildKey(base, inc.rel_path), inc, &n); !s.ok()) return s;
     if (inc.rel_path.empty()) value = std::move(n);
     else if (value.is_object()) InsertLeaf(&value, inc.rel_path, std::move(n));
   }
@@ -572,7 +592,8 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::TreeUpdate& m, BatchResult
     resolved = m.children;
     const std::string base_key = JoinKey(base, base.size());
     for (const auto& inc : m.increments) {
-      nlohmann::json n = Incremented(txn, db_.tree, ChildKey(base_key, inc.rel_path), inc.by);
+      nlohmann::json n;
+      if (Status s = ApplyIncrement(txn, ChildKey(base_key, inc.rel_path), inc, &n); !s.ok()) return s;
       for (auto it = resolved.begin(); it != resolved.end(); ++it) {
         const std::string& k = it.key();
         if (inc.rel_path == k) {

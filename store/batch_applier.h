@@ -70,6 +70,8 @@ class BatchApplier {
   void ForgetSwept(uint32_t route_id, uint64_t seq);
   Status SetTree(MDB_txn* txn, const std::vector<std::string>& segs, const nlohmann::json& value,
                  BatchResult* result);
+  Status ApplyIncrement(MDB_txn* txn, const std::string& key, const mutation::TreeIncrement& inc,
+                        nlohmann::json* out);
   Status DeleteTreeRange(MDB_txn* txn, const std::string& key);
   Status DeleteTreeKey(MDB_txn* txn, const std::string& key);
   // Cloud data was written at tree key `key`: re-applies the queued entries overlapping it.

@@ -23,9 +23,15 @@ struct RetryDead { uint64_t seq; };
 struct DropDead { uint64_t seq; };
 struct SweepExpired { ClockReading now; };
 // A server increment inside a tree write: the number at rel_path (relative to the write's path) is
-// replaced by (the numeric leaf there before this write, or 0) + by, read inside the write txn so
-// concurrent increments never lose one another.
-struct TreeIncrement { std::string rel_path; nlohmann::json by; };
+// replaced by Firebase's sum of the numeric leaf there before this write (or 0) and by
+// (pending_overlay.h, IncrementSum), read inside the write txn so concurrent increments never lose
+// one another. A sum that is not a finite number fails the batch (kInvalidArgument) with
+// refuse_non_finite, else leaves the number there as it was.
+struct TreeIncrement {
+  std::string rel_path;
+  nlohmann::json by;
+  bool refuse_non_finite = false;
+};
 // expect set: the batch fails with kConflict unless the tree holds exactly that at path (null =
 // absent) when it is applied.
 struct TreeSet {

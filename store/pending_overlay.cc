@@ -1,5 +1,7 @@
 #include "store/pending_overlay.h"
 
+#include <cmath>
+#include <cstdint>
 #include <optional>
 
 #include "store/lmdb_env.h"
@@ -37,8 +39,9 @@ void Resolve(MDB_txn* txn, MDB_dbi tree, const std::string& key, int64_t event_m
     *v = event_ms;
     return;
   }
-  if (IsIncrement(*v)) {
-    *v = Incremented(txn, tree, key, (*v)[".sv"]["increment"]);
+  if (IsIncrement(*v)) {  // a sum that is not finite: the cloud refuses it, its number stays
+    nlohmann::json current = LeafAt(txn, tree, key);
+    *v = IncrementSum(current, (*v)[".sv"]["increment"]).value_or(current);
     return;
   }
   if (v->is_object()) {
@@ -105,15 +108,29 @@ nlohmann::json ReadSubtree(MDB_txn* txn, MDB_dbi tree, const std::string& key) {
   return out;
 }
 
-nlohmann::json Incremented(MDB_txn* txn, MDB_dbi tree, const std::string& key, const nlohmann::json& by) {
-  nlohmann::json cur;
+nlohmann::json LeafAt(MDB_txn* txn, MDB_dbi tree, const std::string& key) {
   MDB_val k = Val(key), v;
-  if (mdb_get(txn, tree, &k, &v) == 0) cur = DecodeLeaf(View(v));
+  if (key.empty() || mdb_get(txn, tree, &k, &v) != 0) return nullptr;
+  return DecodeLeaf(View(v));
+}
+
+std::optional<nlohmann::json> IncrementSum(const nlohmann::json& current, const nlohmann::json& by) {
   if (!by.is_number()) return by;
-  if ((cur.is_number_integer() || !cur.is_number()) && by.is_number_integer()) {
-    return (cur.is_number_integer() ? cur.get<int64_t>() : 0) + by.get<int64_t>();
-  }
-  return (cur.is_number() ? cur.get<double>() : 0.0) + by.get<double>();
+  const nlohmann::json base = current.is_number() ? current : nlohmann::json(0);
+  auto as_int64 = [](const nlohmann::json& n, int64_t* out) {
+    if (n.is_number_unsigned()) {
+      if (n.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) return false;
+    } else if (!n.is_number_integer()) {
+      return false;
+    }
+    *out = n.get<int64_t>();
+    return true;
+  };
+  int64_t x = 0, y = 0, sum = 0;
+  if (as_int64(base, &x) && as_int64(by, &y) && !__builtin_add_overflow(x, y, &sum)) return sum;
+  const double d = base.get<double>() + by.get<double>();
+  if (!std::isfinite(d)) return std::nullopt;
+  return d;
 }
 
 Status ReapplyWithin(MDB_txn* txn, MDB_dbi tree, const QueueEntry& e, const std::string& key, const TreeSetter& set) {

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -33,7 +34,12 @@ Status ReapplyWithin(MDB_txn* txn, MDB_dbi tree, const QueueEntry& e, const std:
 
 // The value at `key` as of this txn (null if absent), as DataTree::Get reads it.
 nlohmann::json ReadSubtree(MDB_txn* txn, MDB_dbi tree, const std::string& key);
-// (numeric leaf at key in this txn, or 0) + by; integral when both are.
-nlohmann::json Incremented(MDB_txn* txn, MDB_dbi tree, const std::string& key, const nlohmann::json& by);
+// The leaf (scalar) at `key` as of this txn; null if there is none (absent, or an object).
+nlohmann::json LeafAt(MDB_txn* txn, MDB_dbi tree, const std::string& key);
+// What Firebase leaves after adding the increment `by` to `current`: `by` itself when current is
+// not a number; integers added as 64-bit integers while the sum fits; otherwise (an overflow, a
+// double on either side, an integer beyond int64, which Firebase holds as a double) doubles.
+// nullopt when that sum is not a finite number (Firebase refuses it).
+std::optional<nlohmann::json> IncrementSum(const nlohmann::json& current, const nlohmann::json& by);
 
 }  // namespace tether::store

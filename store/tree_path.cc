@@ -78,6 +78,15 @@ void InsertLeaf(nlohmann::json* out, std::string_view rel, nlohmann::json leaf_v
   }
 }
 
+bool HoldsData(const nlohmann::json& value) {
+  if (value.is_null()) return false;
+  if (!value.is_object() && !value.is_array()) return true;
+  for (const auto& child : value) {
+    if (HoldsData(child)) return true;
+  }
+  return false;
+}
+
 bool ValidTreeValue(const nlohmann::json& value, std::string* error) {
   if (!value.is_object() && !value.is_array()) return true;
   for (auto it = value.begin(); it != value.end(); ++it) {

@@ -50,6 +50,10 @@ void FlattenJson(const nlohmann::json& value, const std::string& base, LeafFn&& 
   leaf(base, EncodeLeaf(value));
 }
 
+// True if `value` holds at least one scalar (null, {} and maps of nothing but those hold none):
+// whether writing it puts any leaf into the tree.
+bool HoldsData(const nlohmann::json& value);
+
 // False (with *error) if any object key inside `value` is not a valid Firebase key.
 bool ValidTreeValue(const nlohmann::json& value, std::string* error);
 

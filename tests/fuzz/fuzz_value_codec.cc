@@ -12,7 +12,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const bool as_json = data[0] & 1;
   std::string_view in(reinterpret_cast<const char*>(data + 1), size - 1);
   std::string err;
-  auto v = as_json ? tether::DecodeJson(in, &err) : tether::DecodeCbor(in, &err);
+  const bool update = data[0] & 2;  // an update's map keeps its null members
+  auto v = as_json ? tether::DecodeJson(in, &err, update) : tether::DecodeCbor(in, &err, update);
   if (!v) {
     if (err.empty()) __builtin_trap();  // every failure explains itself
     return 0;
@@ -21,10 +22,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)tether::CheckUpdate(*v, 0);
   tether::Json plain = tether::WithoutBinary(*v);
   std::string e2;
-  auto back = tether::DecodeCbor(tether::EncodeCbor(*v), &e2);
+  auto back = tether::DecodeCbor(tether::EncodeCbor(*v), &e2, update);
   if (!back || *back != *v) __builtin_trap();
-  auto jback = tether::DecodeJson(tether::EncodeJson(*v), &e2);
+  auto jback = tether::DecodeJson(tether::EncodeJson(*v), &e2, update);
   if (!jback || !(*jback == plain || (jback->is_number() && plain.is_number()))) __builtin_trap();
-  if (tether::HasServerValues(plain)) tether::ResolveServerValues(&plain, 1, tether::Json());
+  if (tether::HasServerValues(plain)) {
+    (void)tether::ExtractIncrements(&plain);
+    tether::ResolveTimestamps(&plain, 1);
+  }
   return 0;
 }

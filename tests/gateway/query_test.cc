@@ -151,6 +151,51 @@ TEST(QueryOrder, StringsCompareByUtf16CodeUnits) {
   EXPECT_EQ(QueryKeys(keys, q), (std::vector<std::string>{"5", "z", smile, last}));
 }
 
+// Keys matching ^-?(0*)\d{1,10}$ within the 32-bit range are integers to the official client
+// (firebase 7.24 nameCompare), leading zeros and all; equal integers go to the shorter key. The
+// expected order below is what that client answered for these keys (tests/peers).
+TEST(QueryOrder, IntegerLikeKeysSortAsTheOfficialClientSortsThem) {
+  const std::vector<std::string> sdk_order = {
+      "-2147483648", "-10", "-01", "-0000000001", "00", "1", "01", "0001", "007", "8", "9", "10", "12",
+      "0000000000012", "2147483647", "-2147483649", "2147483648", "Z", "_", "a", "~"};
+  Json keys = Json::object();
+  for (size_t i = 0; i < sdk_order.size(); ++i) keys[sdk_order[i]] = static_cast<int>(i);
+  Query q;
+  ASSERT_EQ(ParseQuery(Params({"orderBy=$key"}), &q), "");
+  EXPECT_EQ(QueryKeys(keys, q), sdk_order);
+  EXPECT_LT(CompareKeys("1", "01"), 0);
+  EXPECT_LT(CompareKeys("0", "-0"), 0);
+  EXPECT_NE(CompareKeys("-0", "00"), 0) << "the official client ties these; a total order may not";
+  // Bounds compare the same way: "00" is 0, below "1"; "01" equals only itself.
+  ASSERT_EQ(ParseQuery(Params({"orderBy=$key", "startAt=\"00\""}), &q), "");
+  EXPECT_EQ(QueryKeys(Json({{"1", 1}}), q), (std::vector<std::string>{"1"}));
+  ASSERT_EQ(ParseQuery(Params({"orderBy=$key", "startAt=\"00\"", "endAt=\"01\""}), &q), "");
+  EXPECT_EQ(QueryKeys(keys, q), (std::vector<std::string>{"00", "1", "01"}));
+  ASSERT_EQ(ParseQuery(Params({"orderBy=$key", "equalTo=\"01\""}), &q), "");
+  EXPECT_EQ(ApplyQuery(keys, q), Json({{"01", 6}}));
+  ASSERT_EQ(ParseQuery(Params({"orderBy=$key", "limitToFirst=1"}), &q), "");
+  EXPECT_EQ(ApplyQuery(Json({{"007", 1}, {"8", 1}}), q), Json({{"007", 1}}));
+  // Ties of an ordered child are broken the same way.
+  Json tied = Json::parse(R"({"8":{"h":1},"007":{"h":1},"b":{"h":1},"07":{"h":1}})");
+  ASSERT_EQ(ParseQuery(Params({"orderBy=h"}), &q), "");
+  EXPECT_EQ(QueryKeys(tied, q), (std::vector<std::string>{"07", "007", "8", "b"}));
+}
+
+// A location holding a plain value has no children: a range or a limit selects none of them
+// (null), orderBy alone answers the value (the official client's RangedFilter / LimitedFilter).
+TEST(QueryRows, RangeOrLimitOnAPlainValueIsNull) {
+  Query q;
+  for (const std::vector<std::string>& params :
+       {std::vector<std::string>{"orderBy=$value", "limitToFirst=1"}, {"orderBy=$value", "startAt=1"},
+        {"orderBy=$key", "endAt=\"z\""}, {"orderBy=h", "equalTo=5"}, {"orderBy=$value", "limitToLast=3"}}) {
+    ASSERT_EQ(ParseQuery(Params(params), &q), "");
+    EXPECT_TRUE(ApplyQuery(Json(5), q).is_null()) << q.Canonical();
+    EXPECT_TRUE(ApplyQuery(Json("text"), q).is_null()) << q.Canonical();
+  }
+  ASSERT_EQ(ParseQuery(Params({"orderBy=$value"}), &q), "");
+  EXPECT_EQ(ApplyQuery(Json(5), q), Json(5));
+}
+
 // Which local children a cloud result proves gone: only those inside the range the result covers.
 struct StaleCase {
   const char* name;

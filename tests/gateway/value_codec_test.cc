@@ -135,15 +135,45 @@ TEST(DataRules, KeysPathsAndValues) {
   EXPECT_EQ(CheckUpdate(Json({{"a/#", 1}}), 0), "key '#' contains one of . $ # [ ] /");
 }
 
+// Increments are taken out for the store to add (inside its commit); timestamps resolve here.
 TEST(DataRules, ResolvesServerValues) {
   Json v = {{"last", {{".sv", "timestamp"}}}, {"n", {{".sv", {{"increment", 2}}}}}, {"keep", "x"}};
   EXPECT_TRUE(HasServerValues(v));
-  ResolveServerValues(&v, 1700000000123, Json({{"n", 40}}));
-  EXPECT_EQ(v, Json({{"last", 1700000000123}, {"n", 42}, {"keep", "x"}}));
+  auto incs = ExtractIncrements(&v);
+  ASSERT_EQ(incs.size(), 1u);
+  EXPECT_EQ(incs[0].first, "n");
+  EXPECT_EQ(incs[0].second, Json(2));
+  ResolveTimestamps(&v, 1700000000123);
+  EXPECT_EQ(v, Json({{"last", 1700000000123}, {"n", 2}, {"keep", "x"}}));
   EXPECT_FALSE(HasServerValues(v));
   Json inc = {{".sv", {{"increment", 1.5}}}};
-  ResolveServerValues(&inc, 0, Json());
+  incs = ExtractIncrements(&inc);
+  ASSERT_EQ(incs.size(), 1u);
+  EXPECT_EQ(incs[0].first, "");
   EXPECT_EQ(inc, Json(1.5));
+}
+
+// An update's map keeps its null members (they remove); deeper nulls and empty maps vanish.
+TEST(ValueCodec, UpdateMembersKeepTheirNulls) {
+  std::string err;
+  EXPECT_EQ(*DecodeJson(R"({"k":null,"m":{"x":null},"n":{"y":1,"z":null}})", &err, true),
+            Json::parse(R"({"k":null,"m":null,"n":{"y":1}})"));
+  EXPECT_EQ(*DecodeJson("{}", &err, true), Json::object());
+  EXPECT_TRUE(DecodeJson(R"({"k":null})", &err)->is_null()) << "not an update: null members vanish";
+  const std::string definite = "\xa2\x61k\xf6\x61m\x03", indefinite = "\xbf\x61k\xf6\x61m\x03\xff";
+  for (const std::string& cbor : {definite, indefinite}) {
+    EXPECT_EQ(*DecodeCbor(cbor, &err, true), Json::parse(R"({"k":null,"m":3})"));
+    EXPECT_EQ(*DecodeCbor(cbor, &err), Json::parse(R"({"m":3})"));
+  }
+  EXPECT_EQ(*DecodeCbor("\xa0", &err, true), Json::object());
+}
+
+TEST(DataRules, OverlappingUpdatePaths) {
+  EXPECT_EQ(CheckUpdate(Json({{"a", 1}, {"a-b", 1}, {"ab/c", 1}}), 0), "");
+  EXPECT_EQ(CheckUpdate(Json::object(), 0), "");
+  EXPECT_EQ(CheckUpdate(Json({{"a", 1}, {"a/b", nullptr}}), 0), "update paths overlap: 'a' and 'a/b'");
+  EXPECT_EQ(CheckUpdate(Json({{"x/a", 1}, {"a-b", 1}, {"x/a/b/c", 1}}), 0), "update paths overlap: 'x/a' and 'x/a/b/c'");
+  EXPECT_EQ(CheckUpdate(Json({{"a/b", 1}, {"/a//b", 2}}), 0), "update paths overlap (the same path twice)");
 }
 
 }  // namespace
