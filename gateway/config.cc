@@ -220,16 +220,14 @@ RouteConfig::Access ReadAccess(const YamlField& f) {
                       : RouteConfig::Access::kAll;
 }
 
-RouteConfig ReadRoute(YamlField f, const Config& c) {
+RouteConfig ReadRoute(YamlField f, const Config& c, const std::set<std::string>& app_ids) {
   RouteConfig r;
   YamlField name = f.Required("name");
   r.name = name.AsString();
   if (!IsValidKey(r.name)) name.Fail("not a valid route name");
   if (auto v = f.Optional("app")) {
     r.app = v->AsString();
-    bool known = false;
-    for (const auto& a : c.apps) known |= a.id == r.app;
-    if (!known) v->Fail(fmt::format("unknown app '{}'", r.app));
+    if (!app_ids.count(r.app)) v->Fail(fmt::format("unknown app '{}'", r.app));
   } else {
     if (c.apps.size() != 1) f.Fail("route must name its app when several apps are configured");
     r.app = c.apps.front().id;
@@ -287,23 +285,23 @@ RouteConfig ReadRoute(YamlField f, const Config& c) {
 }
 
 void ValidateRoutes(Config* c, YamlField* routes_field) {
-  std::vector<RoutePattern> pats;
+  std::map<std::string, PatternOverlapIndex> by_app;  // the routes so far, per app
   std::set<std::string> names;
   for (size_t i = 0; i < c->routes.size(); ++i) {
     const RouteConfig& r = c->routes[i];
     std::string err;
-    pats.push_back(*RoutePattern::Parse(r.match, &err));
+    RoutePattern pat = *RoutePattern::Parse(r.match, &err);
     auto fail = [&](const std::string& what) {
       if (routes_field) routes_field->Items()[i].Fail(what);
       throw ConfigError(c->source_file, 0, 0, fmt::format("routes[{}]", i), what);
     };
     if (!names.insert(r.name).second) fail(fmt::format("duplicate route name '{}'", r.name));
-    for (size_t j = 0; j < i; ++j) {
-      if (c->routes[j].app == r.app && pats[j].Overlaps(pats[i])) {
-        fail(fmt::format("match '{}' overlaps route '{}' ('{}'): a path could match both", r.match,
-                         c->routes[j].name, c->routes[j].match));
-      }
+    PatternOverlapIndex& earlier = by_app[r.app];
+    if (int j = earlier.FindOverlap(pat); j >= 0) {
+      fail(fmt::format("match '{}' overlaps route '{}' ('{}'): a path could match both", r.match,
+                       c->routes[j].name, c->routes[j].match));
     }
+    earlier.Add(pat, static_cast<int>(i));
   }
 }
 
@@ -363,12 +361,14 @@ Config ParseRoot(YAML::Node root, const std::string& file) {
   if (c.apps.size() == 1) c.apps.front().is_default = true;
 
   std::optional<YamlField> routes = top.Optional("routes");
+  std::set<std::string> app_ids, routed_apps;
+  for (const auto& a : c.apps) app_ids.insert(a.id);
   if (routes) {
-    for (auto item : routes->Items()) c.routes.push_back(ReadRoute(item, c));
+    for (auto item : routes->Items()) c.routes.push_back(ReadRoute(item, c, app_ids));
   }
+  for (const auto& r : c.routes) routed_apps.insert(r.app);
   for (const auto& a : c.apps) {
-    bool has = false;
-    for (const auto& r : c.routes) has |= r.app == a.id;
+    bool has = routed_apps.count(a.id) > 0;
     if (!has && !routes) {
       RouteConfig r;
       r.name = a.id;
@@ -376,12 +376,12 @@ Config ParseRoot(YAML::Node root, const std::string& file) {
       r.match = "**";
       r.cloud = "**";
       c.routes.push_back(r);
+      routed_apps.insert(a.id);
     }
   }
   ValidateRoutes(&c, routes ? &*routes : nullptr);
   for (const auto& a : c.apps) {
-    bool has = false;
-    for (const auto& r : c.routes) has |= r.app == a.id;
+    bool has = routed_apps.count(a.id) > 0;
     if (!has) routes->Fail(fmt::format("app '{}' has no route: its devices could read and write nothing", a.id));
   }
   top.Finish();
