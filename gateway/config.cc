@@ -14,6 +14,7 @@
 #include "gateway/auth_override.h"
 #include "gateway/psk_store.h"
 #include "gateway/route_pattern.h"
+#include "gateway/secret_file.h"
 #include "gateway/yaml_schema.h"
 #include "upstream/jwt.h"
 
@@ -405,12 +406,12 @@ void Config::CheckFiles() const {
   if (dtls) PskStore keys(*dtls);  // the key files, errors at their own file:line
   for (const FileRef& f : files) {
     auto fail = [&](const std::string& what) { throw ConfigError(source_file, f.line, f.column, f.key_path, what); };
-    std::ifstream in(f.path, std::ios::binary);
-    if (!in) fail(fmt::format("cannot read {}: {}", f.path, std::strerror(errno)));
-    std::stringstream ss;
-    ss << in.rdbuf();
-    std::string content = ss.str();
-    if (in.bad()) fail(fmt::format("cannot read {}", f.path));
+    std::string content;
+    try {
+      content = ReadSecretFile(f.path);
+    } catch (const SecretFileError& e) {
+      fail(e.what());
+    }
     while (!content.empty() && (content.back() == '\n' || content.back() == '\r')) content.pop_back();
     switch (f.kind) {
       case FileRef::Kind::kHmacSecret:

@@ -4,12 +4,11 @@
 
 #include "gateway/auth_override.h"
 #include "gateway/log.h"
+#include "gateway/secret_file.h"
 #include "store/store_error.h"
 #include "upstream/rest_get.h"
 
-#include <fstream>
 #include <set>
-#include <sstream>
 
 namespace tether {
 
@@ -247,13 +246,9 @@ std::vector<upstream::RouteTarget> UploadTargets(const RouteTable& routes) {
   return targets;
 }
 
-// The first line of a credentials file, without its newline. Throws naming the file, never the content.
-std::string ReadSecretFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error("cannot read credentials file " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string s = ss.str();
+// A credentials file without its trailing newline. Throws naming the file, never the content.
+std::string ReadCredential(const std::string& path) {
+  std::string s = ReadSecretFile(path);
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
   if (s.empty()) throw std::runtime_error("credentials file " + path + " is empty");
   return s;
@@ -303,13 +298,20 @@ bool Daemon::StartUpstream() {
   http_ = std::make_unique<upstream::HttpClient>(&loop_, ho);
   try {
     if (!u.secret_file.empty()) {
-      credentials_ = upstream::MakeDatabaseSecret(ReadSecretFile(u.secret_file));
+      credentials_ = upstream::MakeDatabaseSecret(ReadCredential(u.secret_file));
     } else if (!u.access_token_file.empty()) {
-      ReadSecretFile(u.access_token_file);  // fail at startup, not at the first upload
-      credentials_ = upstream::MakeAccessTokenFile(u.access_token_file);
+      ReadCredential(u.access_token_file);  // fail at startup, not at the first upload
+      credentials_ = upstream::MakeAccessTokenFile(u.access_token_file, [](const std::string& path) {
+        try {
+          return ReadSecretFile(path);
+        } catch (const SecretFileError& e) {
+          spdlog::error("upstream.access_token_file: {}; uploads go without a token until the file changes", e.what());
+          throw;
+        }
+      });
     } else if (!u.service_account_file.empty()) {
       std::string err;
-      credentials_ = upstream::MakeServiceAccount(&loop_, *http_, ReadSecretFile(u.service_account_file), &err);
+      credentials_ = upstream::MakeServiceAccount(&loop_, *http_, ReadCredential(u.service_account_file), &err);
       if (!credentials_) throw std::runtime_error(u.service_account_file + ": " + err);
     } else {
       credentials_ = upstream::MakeNoCredentials();
