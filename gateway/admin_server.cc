@@ -198,7 +198,7 @@ void AdminServer::Routes() {
   };
   // Like serve, for a backend call that answers later: start(done) runs on the loop thread and
   // the reply waits until done(AdminResult) has run there (or the call timeout passed).
-  auto serve_later = [loop = loop_, timeout](httplib::Response& res, auto start) {
+  auto serve_later = [loop = loop_](httplib::Response& res, std::chrono::milliseconds timeout, auto start) {
     auto promise = std::make_shared<std::promise<AdminResult>>();
     std::future<AdminResult> future = promise->get_future();
     bool posted = loop->Post([promise, start = std::move(start)]() mutable {
@@ -272,17 +272,18 @@ void AdminServer::Routes() {
   });
   for (bool retry : {true, false}) {
     s.Post(retry ? "/api/v1/deadletters/retry" : "/api/v1/deadletters/drop",
-           [b, serve_later, retry](const httplib::Request& req, httplib::Response& res) {
+           [b, serve_later, retry, timeout](const httplib::Request& req, httplib::Response& res) {
              std::optional<std::string> id;
              std::string error;
              if (!ParseSelector(req.body, &id, &error)) return SendError(res, 400, error);
-             serve_later(res, [b, retry, id](std::function<void(AdminResult)> done) {
+             serve_later(res, timeout, [b, retry, id](std::function<void(AdminResult)> done) {
                retry ? b->RetryDeadLetter(id, std::move(done)) : b->DropDeadLetter(id, std::move(done));
              });
            });
   }
-  s.Post("/api/v1/reload", [b, serve](const httplib::Request&, httplib::Response& res) {
-    serve(res, [b] { return b->Reload(); });
+  s.Post("/api/v1/reload", [b, serve_later, limit = options_.reload_timeout](const httplib::Request&,
+                                                                             httplib::Response& res) {
+    serve_later(res, limit, [b](std::function<void(AdminResult)> done) { b->Reload(std::move(done)); });
   });
 
   // Known paths with the wrong method: 405 rather than httplib's 404.

@@ -87,7 +87,9 @@ class AdminBackend {
   // is committed to the store (or failed): the HTTP reply waits for it.
   virtual void RetryDeadLetter(const std::optional<std::string>& id, std::function<void(AdminResult)> done) = 0;
   virtual void DropDeadLetter(const std::optional<std::string>& id, std::function<void(AdminResult)> done) = 0;
-  virtual AdminResult Reload() = 0;                            // kInvalid: config rejected
+  // kInvalid: config rejected. `done` runs once on the loop thread when the file was read,
+  // checked and applied (or rejected); the HTTP reply waits for it (Options::reload_timeout).
+  virtual void Reload(std::function<void(AdminResult)> done) = 0;
   virtual nlohmann::json StoreCheck() = 0;                     // {"ok":bool,...}; any thread
 };
 
@@ -102,6 +104,7 @@ class AdminServer {
     HostPort listen{"127.0.0.1", 8790};   // port 0: pick a free port (see port())
     std::chrono::milliseconds call_timeout{5000};    // loop hop for API calls
     std::chrono::milliseconds health_timeout{1000};  // loop hop for /healthz
+    std::chrono::milliseconds reload_timeout{60000};  // reading and applying the config file
     int threads = 2;                      // HTTP worker threads
   };
   // `backend` and `loop` must outlive the server.

@@ -204,7 +204,7 @@ bool Daemon::StartModules() {
   parts.store = store_.get();
   parts.devices = device_api_.get();
   parts.endpoint = endpoint_.get();
-  parts.reload = [this] { return Reload(); };
+  parts.reload = [this](std::function<void(AdminResult)> done) { Reload(std::move(done)); };
   if (config_.upstream) parts.upstream = [this] { return Upstream(); };
   admin_backend_ = std::make_unique<DaemonAdmin>(std::move(parts));
   AdminServer::Options ao;
@@ -437,27 +437,88 @@ bool Daemon::StartUpstream() {
 void Daemon::OnSignal(uv_signal_t* h, int signum) {
   auto* self = static_cast<Daemon*>(h->data);
   if (signum == SIGHUP) {
-    self->Reload();
+    self->Reload(nullptr);
   } else {
     spdlog::info("received {}, stopping", signum == SIGTERM ? "SIGTERM" : "SIGINT");
     self->Stop();
   }
 }
 
-AdminResult Daemon::Reload() {
+// One reload: inputs read on the loop, outputs written on the thread pool, applied on the loop.
+struct Daemon::ReloadJob {
+  uv_work_t req;
+  Daemon* daemon;
+  bool dtls_running;  // DTLS keys are re-read only when the listener runs
+  std::optional<Config> next;
+  std::vector<std::string> restart;
+  std::shared_ptr<RouteTable> routes;
+  std::shared_ptr<const PskStore> psk;
+  std::string error;  // set: the file was rejected
+};
+
+void Daemon::Reload(std::function<void(AdminResult)> done) {
+  if (stopping_) {
+    if (done) done(AdminResult::Error(AdminResult::Code::kUnavailable, "tetherd is stopping"));
+    return;
+  }
+  if (reload_running_) {
+    reload_again_ = true;
+    if (done) reload_queued_.push_back(std::move(done));
+    return;
+  }
+  if (done) reload_waiters_.push_back(std::move(done));
+  StartReload();
+}
+
+void Daemon::StartReload() {
+  reload_running_ = true;
   notifier_->Reloading();
+  auto* job = new ReloadJob{};
+  job->req.data = job;
+  job->daemon = this;
+  job->dtls_running = psk_ != nullptr;
+  // Reads only started_ (never changed after construction) and the files: safe off the loop.
+  auto parse = [](uv_work_t* req) {
+    auto* job = static_cast<ReloadJob*>(req->data);
+    const Daemon& d = *job->daemon;
+    try {
+      Config loaded = Config::Load(d.config_path_);
+      loaded.CheckFiles();
+      job->next = RunnableConfig(d.started_, std::move(loaded), &job->restart);
+      job->routes = std::make_shared<RouteTable>(*job->next);
+      if (job->dtls_running && job->next->dtls) job->psk = std::make_shared<const PskStore>(*job->next->dtls);
+    } catch (const ConfigError& e) {
+      job->error = e.what();
+    } catch (const std::exception& e) {  // e.g. out of memory: reported, never fatal
+      job->error = std::string("cannot reload: ") + e.what();
+    }
+  };
+  auto apply = [](uv_work_t* req, int) {
+    std::unique_ptr<ReloadJob> job(static_cast<ReloadJob*>(req->data));
+    job->daemon->ApplyReload(*job);
+  };
+  uv_queue_work(&loop_, &job->req, parse, apply);
+}
+
+void Daemon::ApplyReload(ReloadJob& job) {
+  reload_running_ = false;
+  std::vector<std::function<void(AdminResult)>> waiters = std::move(reload_waiters_);
+  reload_waiters_.clear();
+  if (stopping_) return FinishReloads(waiters, AdminResult::Error(AdminResult::Code::kUnavailable, "tetherd is stopping"));
   AdminResult result = AdminResult::Ok("configuration " + config_path_ + " applied");
+  auto reject = [&](const std::string& why) {
+    spdlog::error("reload rejected, keeping the running configuration: {}", why);
+    result = AdminResult::Error(AdminResult::Code::kInvalid, why + "; keeping the running configuration");
+  };
   try {
-    Config loaded = Config::Load(config_path_);
-    loaded.CheckFiles();
-    std::vector<std::string> restart;
-    Config next = RunnableConfig(started_, std::move(loaded), &restart);
-    auto routes = std::make_shared<RouteTable>(next);
+    if (!job.error.empty()) throw ConfigError(config_path_, 0, 0, "", job.error);
+    Config& next = *job.next;
+    const std::vector<std::string>& restart = job.restart;
+    std::shared_ptr<RouteTable> routes = job.routes;
     if (device_api_) device_api_->SetRoutes(routes);  // throws ConfigError for an unreadable app secret
     if (store_) store_->SetQueueLimits(QueueLimitsFrom(next));
     // DTLS keys apply to the next handshakes (the listener and its limits keep running values).
-    std::shared_ptr<const PskStore> psk = psk_;
-    if (psk_ && next.dtls) psk = std::make_shared<const PskStore>(*next.dtls);  // throws ConfigError
+    std::shared_ptr<const PskStore> psk = job.psk ? job.psk : psk_;
     if (cloud_) cloud_->SetRoutes(routes);
     if (drainer_) {
       // New routes drain at once; changed roots and priorities apply to the next batch. A route
@@ -484,12 +545,21 @@ AdminResult Daemon::Reload() {
                                {{"restart_required", restart}});
     }
   } catch (const ConfigError& e) {
-    spdlog::error("reload rejected, keeping the running configuration: {}", e.what());
-    result = AdminResult::Error(AdminResult::Code::kInvalid,
-                                std::string(e.what()) + "; keeping the running configuration");
+    reject(job.error.empty() ? e.what() : job.error);
   }
   notifier_->Status(config_.upstream ? "serving" : "serving (local-only)");
-  return result;
+  FinishReloads(waiters, result);
+  if (reload_again_) {
+    reload_again_ = false;
+    reload_waiters_ = std::move(reload_queued_);
+    reload_queued_.clear();
+    StartReload();
+  }
+}
+
+void Daemon::FinishReloads(std::vector<std::function<void(AdminResult)>>& waiters, const AdminResult& result) {
+  for (auto& done : waiters) done(result);
+  waiters.clear();
 }
 
 UpstreamView Daemon::Upstream() const {
@@ -505,6 +575,8 @@ void Daemon::Stop() {
   notifier_->Stopping();
   // Stop the admin API, stop taking datagrams, then let the store commit what was submitted
   // (their callbacks answer devices that are still waiting), then close the store.
+  FinishReloads(reload_waiters_, AdminResult::Error(AdminResult::Code::kUnavailable, "tetherd is stopping"));
+  FinishReloads(reload_queued_, AdminResult::Error(AdminResult::Code::kUnavailable, "tetherd is stopping"));
   if (loop_caller_) loop_caller_->Shutdown();
   if (admin_) admin_->Stop();
   if (drainer_) drainer_->stop();

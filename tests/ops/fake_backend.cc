@@ -124,13 +124,13 @@ void FakeBackend::DropDeadLetter(const std::optional<std::string>& id, std::func
   Finish(AdminResult::Ok(id ? "dead letter 17 dropped" : "1 dead letter(s) dropped", {{"count", 1}}), std::move(done));
 }
 
-AdminResult FakeBackend::Reload() {
+void FakeBackend::Reload(std::function<void(AdminResult)> done) {
   CheckThread();
   if (reload_fails) {
-    return AdminResult::Error(AdminResult::Code::kInvalid,
-                              "/etc/tether/tether.yaml:3:1: unknown key 'bogus'; keeping the running configuration");
+    return done(AdminResult::Error(AdminResult::Code::kInvalid,
+                                   "/etc/tether/tether.yaml:3:1: unknown key 'bogus'; keeping the running configuration"));
   }
-  return AdminResult::Ok("configuration /etc/tether/tether.yaml applied");
+  done(AdminResult::Ok("configuration /etc/tether/tether.yaml applied"));
 }
 
 nlohmann::json FakeBackend::StoreCheck() {  // runs on an HTTP thread by contract

@@ -41,7 +41,7 @@ class FakeBackend : public AdminBackend {
   nlohmann::json DeadLetters() override;
   void RetryDeadLetter(const std::optional<std::string>& id, std::function<void(AdminResult)> done) override;
   void DropDeadLetter(const std::optional<std::string>& id, std::function<void(AdminResult)> done) override;
-  AdminResult Reload() override;
+  void Reload(std::function<void(AdminResult)> done) override;
   nlohmann::json StoreCheck() override;
 
   std::atomic<bool> ready{true};
