@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 
+#include "gateway/admin_token.h"
 #include "gateway/auth_override.h"
 #include "gateway/psk_store.h"
 #include "gateway/route_pattern.h"
@@ -66,6 +67,15 @@ std::string DefaultStorePath() {
     return s.substr(0, s.find(':'));
   }
   return "/var/lib/tether";
+}
+
+std::string DefaultAdminTokenFile() {
+  // systemd's RuntimeDirectory= exports RUNTIME_DIRECTORY (colon-separated when several).
+  if (const char* rd = std::getenv("RUNTIME_DIRECTORY"); rd && *rd) {
+    std::string s(rd);
+    return s.substr(0, s.find(':')) + "/admin.token";
+  }
+  return kDefaultAdminTokenFile;
 }
 
 std::string HostName() {
@@ -311,6 +321,7 @@ Config ParseRoot(YAML::Node root, const std::string& file) {
   c.source_file = file;
   c.gateway_id = HostName();
   c.store.path = DefaultStorePath();
+  c.admin_token_file = DefaultAdminTokenFile();
   YamlField top(file, root, "");
   if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map), top = YamlField(file, root, "");
   if (!root.IsMap()) top.Fail("the configuration must be a mapping");
@@ -339,6 +350,10 @@ Config ParseRoot(YAML::Node root, const std::string& file) {
   if (auto v = top.Optional("upstream")) c.upstream = ReadUpstream(*v, &c.files);
   if (auto a = top.Optional("admin")) {
     if (auto v = a->Optional("listen")) c.admin_listen = ReadHostPort(*v);
+    if (auto v = a->Optional("token_file")) {
+      c.admin_token_file = v->AsString();
+      if (c.admin_token_file.empty() || c.admin_token_file.back() == '/') v->Fail("must name a file");
+    }
     a->Finish();
   }
   if (auto l = top.Optional("log")) {

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "gateway/admin_token.h"
 #include "gateway/auth_override.h"
 #include "gateway/log.h"
 #include "gateway/secret_file.h"
@@ -71,6 +72,7 @@ Config RunnableConfig(const Config& started, Config next, std::vector<std::strin
   check(st.queue_max_entries != st0.queue_max_entries || st.queue_max_bytes != st0.queue_max_bytes,
         "store.queue_max_entries/queue_max_bytes");
   check(next.admin_listen.ToString() != started.admin_listen.ToString(), "admin.listen");
+  check(next.admin_token_file != started.admin_token_file, "admin.token_file");
   if (next.upstream.has_value() != started.upstream.has_value()) {
     restart->push_back(next.upstream ? "upstream (added)" : "upstream (removed)");
   } else if (next.upstream) {
@@ -107,6 +109,7 @@ Config RunnableConfig(const Config& started, Config next, std::vector<std::strin
   next.device = started.device;
   next.store = started.store;
   next.admin_listen = started.admin_listen;
+  next.admin_token_file = started.admin_token_file;
   next.upstream = started.upstream;
   return next;
 }
@@ -206,9 +209,18 @@ bool Daemon::StartModules() {
   parts.endpoint = endpoint_.get();
   parts.reload = [this](std::function<void(AdminResult)> done) { Reload(std::move(done)); };
   if (config_.upstream) parts.upstream = [this] { return Upstream(); };
+  parts.admin = [this] { return admin_ ? admin_->counters() : AdminServer::Counters{}; };
   admin_backend_ = std::make_unique<DaemonAdmin>(std::move(parts));
   AdminServer::Options ao;
   ao.listen = config_.admin_listen;
+  ao.token_file = config_.admin_token_file;
+  try {
+    ao.token = WriteNewAdminToken(ao.token_file);
+  } catch (const std::exception& e) {
+    spdlog::critical("admin: {}", e.what());
+    return false;
+  }
+  admin_token_ = ao.token;
   admin_ = std::make_unique<AdminServer>(ao, admin_backend_.get(), loop_caller_.get());
   try {
     admin_->Start();
@@ -216,8 +228,8 @@ bool Daemon::StartModules() {
     spdlog::critical("{}", e.what());
     return false;
   }
-  spdlog::info("admin endpoint on http://{} (/metrics, /healthz, /readyz, tetherctl)",
-               HostPort{config_.admin_listen.host, admin_->port()}.ToString());
+  spdlog::info("admin endpoint on http://{} (/metrics, /healthz, /readyz; tetherctl with the token in {})",
+               HostPort{config_.admin_listen.host, admin_->port()}.ToString(), config_.admin_token_file);
   return true;
 }
 
@@ -579,6 +591,7 @@ void Daemon::Stop() {
   FinishReloads(reload_queued_, AdminResult::Error(AdminResult::Code::kUnavailable, "tetherd is stopping"));
   if (loop_caller_) loop_caller_->Shutdown();
   if (admin_) admin_->Stop();
+  if (!admin_token_.empty()) RemoveAdminToken(config_.admin_token_file, admin_token_);
   if (drainer_) drainer_->stop();
   for (auto& st : streams_) st->stop();
   if (watches_) watches_->stop();

@@ -79,6 +79,7 @@ class Daemon {
   std::unique_ptr<LoopCaller> loop_caller_;
   std::unique_ptr<DaemonAdmin> admin_backend_;
   std::unique_ptr<AdminServer> admin_;
+  std::string admin_token_;  // written to config_.admin_token_file at start, removed at stop
   bool stopping_ = false;
   bool reload_running_ = false;
   std::vector<std::function<void(AdminResult)>> reload_waiters_;  // of the reload running

@@ -36,6 +36,7 @@ class DaemonAdmin : public AdminBackend {
     coap::Endpoint* endpoint = nullptr;
     std::function<void(std::function<void(AdminResult)>)> reload;  // re-reads the config file
     std::function<UpstreamView()> upstream;          // null in local-only mode
+    std::function<AdminServer::Counters()> admin;    // refusals of the admin API itself
   };
   explicit DaemonAdmin(Parts parts) : p_(std::move(parts)), started_(std::chrono::steady_clock::now()) {}
 

@@ -184,6 +184,11 @@ TetherMetrics::TetherMetrics(MetricsRegistry& r)
       dtls_sessions(r.Gauge("tether_dtls_sessions", "DTLS sessions by state.", {"state"})),
       dtls_sleeping_bytes(r.Gauge("tether_dtls_sleeping_bytes", "Bytes of serialized (sleeping) DTLS sessions.")),
       dtls_wakes_total(r.Counter("tether_dtls_wakes_total", "Sleeping DTLS sessions restored for a datagram.")),
-      store_bytes(r.Gauge("tether_store_bytes", "Size of the LMDB data file (data.mdb) in bytes.")) {}
+      store_bytes(r.Gauge("tether_store_bytes", "Size of the LMDB data file (data.mdb) in bytes.")),
+      admin_refused_total(r.Counter("tether_admin_refused_total",
+                                    "Admin API requests refused: no admin token, a Host naming another server, "
+                                    "or made by a web page.", {"reason"})),
+      admin_dropped_total(r.Counter("tether_admin_dropped_total",
+                                    "Admin API connections closed before their request was served.", {"reason"})) {}
 
 }  // namespace tether

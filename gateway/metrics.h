@@ -104,6 +104,8 @@ struct TetherMetrics {
   MetricFamily& dtls_sleeping_bytes;     // gauge  memory held by serialized (sleeping) sessions
   MetricFamily& dtls_wakes_total;        // counter  sleeping sessions restored (many: raise max_live_sessions)
   MetricFamily& store_bytes;             // gauge  size of the LMDB data file (data.mdb)
+  MetricFamily& admin_refused_total;     // counter {reason=unauthorized|host|browser}  admin API requests refused
+  MetricFamily& admin_dropped_total;     // counter {reason=timeout|evicted|too_large|overloaded}  admin connections closed unserved
 };
 
 }  // namespace tether

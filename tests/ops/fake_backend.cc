@@ -141,6 +141,8 @@ nlohmann::json FakeBackend::StoreCheck() {  // runs on an HTTP thread by contrac
 FakeAdmin::FakeAdmin() {
   AdminServer::Options o;
   o.listen = {"127.0.0.1", 0};
+  o.token = token;
+  o.token_file = "/run/tether/admin.token";
   o.call_timeout = std::chrono::milliseconds(2000);
   o.health_timeout = std::chrono::milliseconds(500);
   server = std::make_unique<AdminServer>(o, &backend, loop.caller());

@@ -65,6 +65,7 @@ struct FakeAdmin {
   FakeAdmin();
   ~FakeAdmin();
   std::string address() const { return "127.0.0.1:" + std::to_string(server->port()); }
+  const std::string token = "test-admin-token-0123456789";
   LoopThread loop;
   FakeBackend backend{&loop};
   std::unique_ptr<AdminServer> server;

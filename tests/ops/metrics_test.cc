@@ -190,6 +190,8 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
   m.queue_dropped_total.With({"devices", "expired"}).Inc(6);
   m.writes_refused_total.With({"store_full"}).Inc(2);
   m.device_events_total.With({"ondisconnect_denied"}).Inc(6);
+  m.admin_refused_total.With({"unauthorized"}).Inc(2);
+  m.admin_dropped_total.With({"timeout"}).Inc(8);
 
   Exposition e = Parse(r.Render());
   const std::map<std::string, std::string> types = {
@@ -204,7 +206,8 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
       {"tether_transaction_conflicts_total", "counter"}, {"tether_dtls_sessions", "gauge"},
       {"tether_dtls_sleeping_bytes", "gauge"}, {"tether_dtls_wakes_total", "counter"},
       {"tether_queue_dropped_total", "counter"}, {"tether_writes_refused_total", "counter"},
-      {"tether_device_events_total", "counter"}};
+      {"tether_device_events_total", "counter"}, {"tether_admin_refused_total", "counter"},
+      {"tether_admin_dropped_total", "counter"}};
   EXPECT_EQ(e.type, types);
   for (const auto& [name, type] : types) EXPECT_FALSE(e.help[name].empty()) << name;
 
@@ -236,12 +239,14 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
            {"tether_queue_dropped_total", {{"route", "devices"}, {"reason", "expired"}}, 6},
            {"tether_writes_refused_total", {{"reason", "store_full"}}, 2},
            {"tether_device_events_total", {{"event", "ondisconnect_denied"}}, 6},
-           {"tether_store_bytes", {}, 1 << 20}}) {
+           {"tether_store_bytes", {}, 1 << 20},
+           {"tether_admin_refused_total", {{"reason", "unauthorized"}}, 2},
+           {"tether_admin_dropped_total", {{"reason", "timeout"}}, 8}}) {
     const Sample* s = Find(e, w.name, w.labels);
     ASSERT_NE(s, nullptr) << w.name;
     EXPECT_EQ(s->value, w.value) << w.name;
   }
-  EXPECT_EQ(e.samples.size(), 23u);
+  EXPECT_EQ(e.samples.size(), 25u);
 }
 
 }  // namespace
