@@ -536,10 +536,10 @@ void Daemon::ApplyReload(ReloadJob& job) {
       // New routes drain at once; changed roots and priorities apply to the next batch. A route
       // gone from the file keeps draining its backlog (CloudBridge gives those ops absolute paths).
       for (upstream::RouteTarget& t : UploadTargets(*routes)) drainer_->set_route(std::move(t));
+      std::set<std::string> kept;
+      for (const auto& r : next.routes) kept.insert(r.name);
       for (const auto& old : config_.routes) {
-        bool kept = false;
-        for (const auto& r : next.routes) kept |= r.name == old.name;
-        if (!kept) drainer_->set_route({old.name, "", 0});
+        if (!kept.count(old.name)) drainer_->set_route({old.name, "", 0});
       }
     }
     psk_ = std::move(psk);
