@@ -22,6 +22,8 @@ echo "bench: CoAP engine vs coap-server-notls"
 "$root/bench/coap/run.sh" "$build" 5 50000 "100 1000 10000 100000" 100000 > "$tmp/coap.md"
 echo "bench: CoAP saturation"
 "$root/bench/coap/run.sh" "$build" 5 250000 "100 10000 100000" > "$tmp/coap-sat.md"
+echo "bench: notification latency with dead observers"
+"$root/bench/coap/run-notify.sh" "$build" 200 50 100 10 > "$tmp/notify.md"
 echo "bench: DTLS engine vs coap-server-openssl"
 "$root/bench/coap/run-dtls.sh" "$build" 1000 10000 5 "1000 3000" > "$tmp/dtls.md"
 echo "bench: store group commit vs raw LMDB"
@@ -57,6 +59,11 @@ short_machine="$(nproc) cores, $(uname -r)"
   t=$(awk -F'|' 'NF == 5 && $2 ~ /[0-9]/ {print $3}' "$tmp/coap.md" | awk '{print $1}')
   l=$(awk -F'|' 'NF == 5 && $2 ~ /[0-9]/ {print $4}' "$tmp/coap.md" | awk '{print $1}')
   echo "| RSS bytes per idle session, plain (ratio libcoap/Tether) | libcoap $l | $t | $(ratio "$l" "$t") | \`bench/coap/run.sh\` | $date | $short_machine |"
+  b=$(awk -F'|' '$2 ~ /baseline/ {v = $7; gsub(/ /, "", v); print v; exit}' "$tmp/notify.md")
+  t=$(awk -F'|' 'NR > 3 && $2 ~ /this build/ && $2 !~ /baseline/ {v = $7; gsub(/ /, "", v); print v; exit}' "$tmp/notify.md")
+  d=$(awk -F'|' 'NR > 3 && $2 ~ /this build/ && $2 !~ /baseline/ {v = $9; gsub(/ /, "", v); print v; exit}' "$tmp/notify.md")
+  echo "| notification p99 ms, 200 live observers at 100 changes/s beside 50 dead ones (ratio baseline/Tether) | no dead observers $b | $t | $(ratio "$b" "$t") | \`bench/coap/run-notify.sh\` | $date | $short_machine |"
+  echo "| datagrams per dead observer in 10 s at 100 changes/s (goal ≤ 100 until its observation ends; ratio goal/Tether) | goal 100 | $d | $(ratio 100 "$d") | \`bench/coap/run-notify.sh\` | $date | $short_machine |"
   while IFS='|' read -r _ fig base teth rat _; do
     echo "|$fig| libcoap$base|$teth|$rat| \`bench/coap/run-dtls.sh\` | $date | $short_machine |"
   done < <(grep -E '^\| (DTLS|req/s|bytes)' "$tmp/dtls.md")
@@ -131,6 +138,20 @@ is what each server can answer on this machine (the fleet shares the 2 cores).
 
 HDR
   cat "$tmp/coap-sat.md"
+  cat <<HDR
+
+## Notifications: live latency beside dead observers (issues 15.5, 16.2)
+
+Command: \`bench/coap/run-notify.sh $build 200 50 100 10\` — \`coap_bench_server --observe 100\` changes
+one observed resource 100 times a second; \`bench/coap/notify_fleet\` registers 200 live observers
+that acknowledge every CON at once and 50 dead ones that never answer. Latency runs from the state
+change (a CLOCK_MONOTONIC timestamp in the notification) to its arrival at a live observer, over
+every notification received. The baseline is the same engine without dead observers, same run.
+A dead observer gets at most 19 NONs, then one CON and its retransmissions, until its observation
+ends (\`docs/device-protocol.md\`, "Notification pacing").
+
+HDR
+  cat "$tmp/notify.md"
   cat <<HDR
 
 ## CoAP over DTLS vs libcoap (issue 6)

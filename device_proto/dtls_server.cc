@@ -38,6 +38,23 @@ bool LooksLikeClientHello(std::span<const uint8_t> b) {
          b[13] == 1 /* client_hello */;
 }
 
+// False only for a whole ClientHello with an empty cookie (RFC 6347 §4.2.1), which is answered
+// statelessly; anything else may start a handshake and so needs a place.
+bool MayCarryCookie(std::span<const uint8_t> b) {
+  constexpr size_t kBody = 13 + 12;           // record header, handshake header
+  constexpr size_t kSessionIdLen = kBody + 2 + 32;  // after client_version and random
+  const bool whole = b.size() > 24 && b[19] == 0 && b[20] == 0 && b[21] == 0;  // fragment_offset 0
+  if (!whole || b.size() <= kSessionIdLen) return true;
+  const size_t cookie_len = kSessionIdLen + 1 + b[kSessionIdLen];
+  return cookie_len >= b.size() || b[cookie_len] != 0;
+}
+
+// The key handshake places are shared by: the source IP.
+Address SourceIp(Address a) {
+  a.port = 0;
+  return a;
+}
+
 enum class State : uint8_t { kHandshake, kLive, kSleeping };
 
 }  // namespace
@@ -396,9 +413,15 @@ struct DtlsServer::Impl {
       ++stats.hellos_rate_limited;
       return;
     }
-    if (handshakes.size() + fresh.size() >= opt.max_handshakes) {
-      ++stats.hellos_over_cap;
-      return;
+    // All places taken: only a hello that may carry a cookie needs one, and it gets one only if
+    // a busier source can give one up.
+    std::optional<Address> victim;
+    if (handshakes.size() + fresh.size() >= opt.max_handshakes && MayCarryCookie(bytes)) {
+      victim = FairShareVictim(from);
+      if (!victim) {
+        ++stats.hellos_over_cap;
+        return;
+      }
     }
     if (!verifier && !(verifier = Acquire())) {
       ++stats.hellos_over_cap;
@@ -420,11 +443,35 @@ struct DtlsServer::Impl {
       s.last_active_ms = s.since_ms = link.now_ms();
       handshakes.push_front(from);
       s.order = handshakes.begin();
+      if (victim) {  // only now: a hello with a forged or stale cookie must not cost anyone a place
+        ++stats.handshakes_evicted;
+        Erase(*victim);
+      }
       return;
     }
     if (r == MBEDTLS_ERR_SSL_HELLO_VERIFY_REQUIRED) ++stats.hello_verify_sent;
     else ++stats.handshakes_failed;
     if (!Reset(v)) verifier = nullptr;  // no state is kept for this peer
+  }
+  // The oldest unfinished handshake of the source IP holding the most places (handshakes and
+  // fresh sessions), if that is at least two more than `from`'s IP holds: taking it leaves the
+  // busiest source still at least as well served as `from`. O(max_handshakes), only when full.
+  std::optional<Address> FairShareVictim(const Address& from) {
+    std::unordered_map<Address, uint32_t, AddressHash> held;
+    for (const std::list<Address>* list : {&handshakes, &fresh})
+      for (const Address& a : *list) ++held[SourceIp(a)];
+    const auto mine = held.find(SourceIp(from));
+    const uint32_t own = mine == held.end() ? 0 : mine->second;
+    std::optional<Address> victim;
+    uint32_t most = own + 1;
+    for (auto it = handshakes.rbegin(); it != handshakes.rend(); ++it) {  // oldest first
+      const uint32_t n = held[SourceIp(*it)];
+      if (n > most) {
+        most = n;
+        victim = *it;
+      }
+    }
+    return victim;
   }
   bool RateOk(const Address& a) {
     if (opt.hellos_per_second <= 0) return true;

@@ -3,7 +3,11 @@
 // Ciphertext comes in through on_datagram() and plaintext goes up through Link; plaintext goes
 // down through send() and ciphertext leaves through Link. No state is kept for a peer before it
 // returned a valid HelloVerifyRequest cookie: cookie-less ClientHellos are answered from one
-// shared context that is reset after each. Established sessions idle for `sleep_after_ms` (or
+// shared context that is reset after each. The max_handshakes places for handshakes in flight
+// are shared fairly between source IPs: when they are all taken, a ClientHello with a valid cookie
+// from an IP holding at least two fewer places than the busiest IP takes the place of that IP's
+// oldest unfinished handshake, so one source (or a few) flooding half-open handshakes cannot
+// keep others out. Established sessions idle for `sleep_after_ms` (or
 // pushed out by the `max_live` cap) are serialized with mbedtls_ssl_context_save and restored on
 // their next datagram, so a sleeping session costs a few hundred bytes. Only AEAD suites (CCM_8,
 // CCM, GCM) can sleep; a CBC session stays live and is closed (close_notify) when evicted.
@@ -26,7 +30,7 @@ struct DtlsOptions {
   size_t max_datagram = 1280;              // no datagram sent is larger (handshakes are fragmented)
   size_t max_sessions = 200000;            // established sessions, live + sleeping; LRU beyond
   size_t max_live = 256;                   // contexts in memory (~35 KB each)
-  size_t max_handshakes = 64;              // handshakes in flight; further ClientHellos are dropped
+  size_t max_handshakes = 64;              // handshakes in flight, shared fairly between source IPs
   uint32_t sleep_after_ms = 10000;         // idle established sessions are serialized after this
   uint32_t session_timeout_ms = 86400000;  // a session silent this long is forgotten
   uint32_t handshake_timeout_ms = 30000;   // a handshake not finished by then is abandoned
@@ -36,6 +40,7 @@ struct DtlsOptions {
 struct DtlsCounters {
   uint64_t handshakes_ok = 0, handshakes_failed = 0, hello_verify_sent = 0;
   uint64_t hellos_rate_limited = 0, hellos_over_cap = 0, records_dropped = 0;
+  uint64_t handshakes_evicted = 0;  // unfinished handshakes given up for a source holding fewer
   uint64_t sessions_slept = 0, sessions_woken = 0, sessions_expired = 0, sessions_evicted = 0;
   uint64_t close_notify_in = 0, plaintexts_in = 0, plaintexts_out = 0;
   uint64_t live = 0, sleeping = 0, handshaking = 0, sleeping_bytes = 0;  // gauges

@@ -30,17 +30,47 @@ std::vector<std::string_view> Request::uri_queries() const { return collect(mess
 Peer* Endpoint::Impl::touch_peer(const Address& from, uint32_t socket) {
   auto it = peers.find(from);
   if (it == peers.end()) {
-    if (peers.size() >= opt.max_peers) return nullptr;
+    if (peers.size() >= opt.max_peers && !evict_unverified()) {
+      ++stats.peers_rejected;
+      return nullptr;
+    }
     it = peers.emplace(from, Peer{}).first;
-    it->second.next_mid = static_cast<uint16_t>(rng());
-    lru.push_front(from);
-    it->second.lru = lru.begin();
-  } else if (it->second.lru != lru.begin()) {
-    lru.splice(lru.begin(), lru, it->second.lru);
+    Peer& p = it->second;
+    p.next_mid = static_cast<uint16_t>(rng());
+    p.verified = from.secure;  // a DTLS peer completed a handshake with a cookie and a key
+    std::list<Address>& list = p.verified ? lru_verified : lru_unverified;
+    list.push_front(from);
+    p.lru = list.begin();
+    verified_count += p.verified;
+  } else {
+    std::list<Address>& list = it->second.verified ? lru_verified : lru_unverified;
+    if (it->second.lru != list.begin()) list.splice(list.begin(), list, it->second.lru);
   }
   it->second.socket = socket;
   it->second.last_seen_ms = now();
   return &it->second;
+}
+
+bool Endpoint::Impl::evict_unverified() {
+  for (int i = 0; i < kEvictScan && !lru_unverified.empty(); ++i) {
+    auto it = peers.find(lru_unverified.back());
+    if (it->second.refs > 0) {  // an exchange or observer still names it: look at it later
+      lru_unverified.splice(lru_unverified.begin(), lru_unverified, it->second.lru);
+      continue;
+    }
+    lru_unverified.pop_back();
+    peers.erase(it);
+    ++stats.peers_evicted;
+    return true;
+  }
+  return false;
+}
+
+void Endpoint::Impl::set_verified(Peer& p) {
+  if (p.verified) return;
+  p.verified = true;
+  ++verified_count;
+  lru_verified.splice(lru_verified.begin(), lru_unverified, p.lru);
 }
 
 void Endpoint::Impl::unref_peer(const Address& a) {
@@ -134,18 +164,36 @@ void Endpoint::Impl::on_retransmit(uint64_t out_id, uint64_t when) {
     const Outgoing::Kind kind = o.kind;
     const uint64_t owner = o.owner;
     const Address peer = o.peer;
-    outgoing_by_mid.erase(MidKey{o.peer, o.mid});
-    outgoing.erase(it);
-    unref_peer(peer);
+    erase_outgoing(out_id);
     if (kind == Outgoing::Kind::kNotification) {
       if (auto ob = observers.find(owner); ob != observers.end() && ob->second.inflight == out_id) {
         ob->second.inflight = 0;
-        drop_observer(owner, DropReason::kTimeout);
+        peer_timed_out(peer, owner);
+      } else {
+        drain_slot(peer);  // it held the peer's slot for an observer that moved on
       }
     } else {
       handler.on_response_failed(owner);
     }
     return;
+  }
+  if (o.kind == Outgoing::Kind::kNotification) {
+    // RFC 7641 §4.5.2: a newer state takes the place of the one being retransmitted, with its
+    // retransmission counter and timeout, so new states never push the give-up time back.
+    auto ob = observers.find(o.owner);
+    if (ob != observers.end() && ob->second.inflight == out_id && ob->second.waiting) {
+      Observer& w = ob->second;
+      if (o.prev_mid) outgoing_by_mid.erase(MidKey{o.peer, *o.prev_mid});
+      o.prev_mid = o.mid;
+      o.mid = next_mid(o.peer);
+      o.bytes = std::move(w.pending);
+      stamp({reinterpret_cast<uint8_t*>(o.bytes.data()), o.bytes.size()}, Type::kCon, o.mid);
+      outgoing_by_mid[MidKey{o.peer, o.mid}] = out_id;
+      stop_waiting(o.owner, w);
+      w.since_con = 0;
+      w.last_con_ms = now();
+      ++stats.notifications;
+    }
   }
   ++o.attempts;
   ++stats.retransmissions;
@@ -165,17 +213,21 @@ bool Endpoint::Impl::housekeeping() {
   non_notifications.expire(t);
   // Evict peers idle for EXCHANGE_LIFETIME with nothing pending. Peers with
   // state are moved to the front and looked at again later. Bounded per tick.
-  for (int budget = 10000; !lru.empty(); --budget) {
-    if (budget == 0) return true;
-    auto it = peers.find(lru.back());
-    if (t - it->second.last_seen_ms < opt.exchange_lifetime_ms) break;
-    if (it->second.refs > 0) {
-      it->second.last_seen_ms = t;
-      lru.splice(lru.begin(), lru, it->second.lru);
-      continue;
+  int budget = 10000;
+  for (std::list<Address>* list : {&lru_unverified, &lru_verified}) {
+    for (; !list->empty(); --budget) {
+      if (budget == 0) return true;
+      auto it = peers.find(list->back());
+      if (t - it->second.last_seen_ms < opt.exchange_lifetime_ms) break;
+      if (it->second.refs > 0) {
+        it->second.last_seen_ms = t;
+        list->splice(list->begin(), *list, it->second.lru);
+        continue;
+      }
+      verified_count -= it->second.verified;
+      list->pop_back();
+      peers.erase(it);
     }
-    lru.pop_back();
-    peers.erase(it);
   }
   return false;
 }
@@ -307,6 +359,7 @@ DtlsCounters Endpoint::dtls_counters() const {
     sum.hello_verify_sent += c.hello_verify_sent;
     sum.hellos_rate_limited += c.hellos_rate_limited;
     sum.hellos_over_cap += c.hellos_over_cap;
+    sum.handshakes_evicted += c.handshakes_evicted;
     sum.records_dropped += c.records_dropped;
     sum.sessions_slept += c.sessions_slept;
     sum.sessions_woken += c.sessions_woken;
@@ -338,9 +391,14 @@ void Endpoint::new_binding(ExchangeId id) {
     d->binding = p->second.binding;
 }
 
+void Endpoint::verify_peer(const Address& peer) {
+  if (auto it = impl_->peers.find(peer); it != impl_->peers.end()) impl_->set_verified(it->second);
+}
+
 Counters Endpoint::counters() const {
   Counters c = impl_->stats;
   c.peers = impl_->peers.size();
+  c.peers_verified = impl_->verified_count;
   c.observers = impl_->observers.size();
   c.exchanges = impl_->exchanges.size();
   c.dedup_entries = impl_->dedup.size();

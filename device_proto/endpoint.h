@@ -4,6 +4,19 @@
 // All calls must be made on the loop's thread. Work per datagram is O(1):
 // peers, exchanges, duplicates and observers live in hash maps, and every
 // timer is an entry in one heap driven by one uv_timer.
+//
+// Hostile LAN rules (docs/operations.md, "Security model"):
+// - The peer table holds at most max_peers addresses. A peer is *verified* once it proved it
+//   receives what is sent to it: a DTLS peer (its handshake did), or a peer the handler vouches
+//   for with verify_peer() (tetherd: a request carrying a session token from the session's
+//   address). A new address that finds the table full evicts the least recently active
+//   unverified peer with nothing pending; verified peers are never pushed out by unverified ones.
+// - Notifications: at most one confirmable notification outstanding per peer (NSTART = 1).
+//   While it is, each observation's newest state waits and rides the retransmission timer in
+//   place of the older one (RFC 7641 §4.5.2), so a dead observer gets at most
+//   con_notify_every - 1 NONs, then 1 + max_retransmit copies, and the observation ends
+//   (DropReason::kTimeout). A peer not heard from for probe_after_ms gets its next
+//   notification as a CON (a probe), so NONs to a silent peer stop until it answers.
 #pragma once
 
 #include <uv.h>
@@ -34,9 +47,10 @@ struct EndpointOptions {
   uint32_t non_lifetime_ms = 145000;
   uint32_t separate_ack_after_ms = 1000;   // unanswered CON: empty ACK, then CON response
   uint32_t response_timeout_ms = 60000;    // unanswered exchanges are forgotten after this
-  size_t max_peers = 200000;
+  size_t max_peers = 200000;              // addresses; unverified ones are evicted first (above)
   unsigned con_notify_every = 20;          // every Nth notification is CON ...
-  uint32_t con_notify_interval_ms = 60000; // ... and at least one per interval
+  uint32_t con_notify_interval_ms = 60000; // ... and at least one per interval ...
+  uint32_t probe_after_ms = 10000;         // ... and every one to a peer silent this long
   size_t max_block1_body = 64 * 1024;
   size_t dedup_max_entries = 400000;
   size_t dedup_max_bytes = 64u << 20;
@@ -47,9 +61,14 @@ struct EndpointOptions {
 struct Counters {
   uint64_t datagrams_in = 0, datagrams_out = 0, bytes_in = 0, bytes_out = 0;
   uint64_t requests = 0, malformed = 0, duplicates = 0, retransmissions = 0;
-  uint64_t con_timeouts = 0, resets_in = 0, send_errors = 0, peers_rejected = 0;
+  uint64_t con_timeouts = 0, resets_in = 0, send_errors = 0;
+  uint64_t peers_rejected = 0;  // datagrams dropped: table full and no unverified peer could go
+  uint64_t peers_evicted = 0;   // unverified peers forgotten to make room for a new address
   uint64_t too_large = 0;  // 4.13 sent instead of blocks the client did not ask for
-  uint64_t peers = 0, observers = 0, exchanges = 0, dedup_entries = 0;  // gauges
+  uint64_t notifications = 0;             // notification datagrams sent (first transmissions)
+  uint64_t notifications_superseded = 0;  // states replaced by a newer one before they were sent
+  uint64_t observers_timed_out = 0;       // observations ended: a CON notification never acknowledged
+  uint64_t peers = 0, peers_verified = 0, observers = 0, exchanges = 0, dedup_entries = 0;  // gauges
 };
 
 struct Request {
@@ -58,6 +77,7 @@ struct Request {
   const Message& message;             // valid only during on_request
   std::span<const uint8_t> payload;   // whole body (Block1 reassembled)
   std::string_view identity;          // DTLS PSK identity (peer.secure); empty over plain UDP
+  bool peer_verified = false;         // see Endpoint::verify_peer (always true over DTLS)
 
   uint8_t method() const { return message.code; }
   std::string_view uri_host() const;  // empty if absent
@@ -154,6 +174,11 @@ class Endpoint {
   // client that reuses an old message ID and token is answered afresh.
   // Retransmissions of `id` itself are still recognised.
   void new_binding(ExchangeId id);
+
+  // `peer` proved it receives what is sent to it (e.g. it used a token sent only to that
+  // address): the peer table keeps it when unverified addresses flood in. Costs one lookup;
+  // Request::peer_verified says whether it is needed. Idle peers still age out (exchange_lifetime).
+  void verify_peer(const Address& peer);
 
   Counters counters() const;
   DtlsCounters dtls_counters() const;  // summed over DTLS sockets

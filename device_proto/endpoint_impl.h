@@ -1,14 +1,19 @@
 // Internal state of Endpoint, shared by endpoint*.cc and observe.cc. Not a
 // public header: the contract is endpoint.h. All state is owned by Impl and
-// touched only on the loop thread. A peer's `refs` counts the exchanges,
-// observers and CONs in flight that name it; only peers with refs == 0 are
-// evicted.
+// touched only on the loop thread. Invariants:
+// - A peer's `refs` counts the exchanges, observers and CONs in flight that name it; only
+//   peers with refs == 0 are evicted (idle, or unverified to make room).
+// - Every peer is in exactly one recency list: `lru_verified` or `lru_unverified`.
+// - `slots` holds an entry for a peer only while a CON notification to it is outstanding or an
+//   observer of it has a state waiting; an observer is in its peer's `waiting` iff its
+//   `waiting` flag is set, and then `pending` holds the state to send.
 #pragma once
 
 #include <sys/socket.h>
 
 #include <array>
 #include <list>
+#include <optional>
 #include <random>
 #include <string>
 #include <unordered_map>
@@ -57,6 +62,14 @@ struct ResourceKeyHash {
 
 ResourceKey resource_key(const Address& peer, const Message& m, bool with_method);
 
+// Sets the type and message ID of an encoded message in place (a notification is encoded
+// before it is known when, and so as what, it leaves).
+inline void stamp(std::span<uint8_t> bytes, Type type, uint16_t mid) {
+  bytes[0] = static_cast<uint8_t>((bytes[0] & 0xCF) | (static_cast<uint8_t>(type) << 4));
+  bytes[2] = static_cast<uint8_t>(mid >> 8);
+  bytes[3] = static_cast<uint8_t>(mid);
+}
+
 constexpr size_t kRecvChunk = 64 * 1024;   // libuv's recvmmsg slot size
 constexpr size_t kRecvSlots = 8;           // datagrams per recvmmsg batch
 constexpr uint32_t kHousekeepingMs = 1000;
@@ -64,11 +77,17 @@ constexpr uint32_t kHousekeepingMs = 1000;
 struct Peer {
   uint32_t socket = 0;
   uint16_t next_mid = 0;
-  uint32_t refs = 0;     // exchanges, observers and CONs in flight that name this peer
-  uint32_t binding = 0;  // bumped by new_binding(): older dedup entries no longer match
+  bool verified = false;  // DTLS, or vouched for by the handler: never evicted to make room
+  uint32_t refs = 0;      // exchanges, observers and CONs in flight that name this peer
+  uint32_t binding = 0;   // bumped by new_binding(): older dedup entries no longer match
   uint64_t last_seen_ms = 0;
-  std::list<Address>::iterator lru;
+  std::list<Address>::iterator lru;  // in lru_verified or lru_unverified
 };
+
+// Looked at from the least recently active end when a new address finds the table full: the
+// first unverified peer with refs == 0 goes; busy ones are moved to the front. Bounded so a
+// table of busy peers costs a new address little.
+constexpr int kEvictScan = 16;
 
 struct Exchange {
   Address peer;
@@ -116,18 +135,29 @@ struct Outgoing {  // a CON we sent and retransmit until ACK/RST/give-up
   uint64_t timeout_ms;
   uint64_t next_at_ms;
   std::string bytes;
+  // A notification whose newer state replaced these bytes at a retransmission still accepts an
+  // ACK or RST for the message ID it had before (RFC 7641 §4.5.2).
+  std::optional<uint16_t> prev_mid = std::nullopt;
 };
 
 struct Observer {
   Address peer;
   uint32_t socket;
   Token token;
-  uint32_t seq;  // last Observe value sent (24 bits)
-  unsigned since_con = 0;
+  uint32_t seq;  // last Observe value assigned (24 bits)
+  unsigned since_con = 0;  // transmissions since the last CON
   uint64_t last_con_ms;
   uint64_t inflight = 0;  // Outgoing id of the CON notification in flight
   ResourceKey resource;
   bool unasked_blocks = false;
+  bool waiting = false;  // in slots[peer].waiting, with `pending` set
+  std::string pending;   // the newest state, not sent yet: type and MID are set when it leaves
+};
+
+// NSTART = 1 for notifications (RFC 7252 §4.7, RFC 7641 §4.5.1): what one peer is waiting for.
+struct PeerSlot {
+  uint64_t con = 0;                 // Outgoing id of the CON notification outstanding; 0: none
+  std::vector<ObserverId> waiting;  // observers with a state to send, oldest first
 };
 
 // Datagrams sent during one loop phase are queued per socket and leave in one sendmmsg(2) when
@@ -232,7 +262,7 @@ struct Endpoint::Impl {
   void reply_direct(uint32_t socket, const Address& from, const Message& req, uint8_t code, std::string_view diag,
                     std::optional<Block> block1 = {}, std::optional<uint32_t> size1 = {}, bool cache = true);
   void start_con(Outgoing::Kind kind, uint64_t owner, const Address& peer, uint32_t socket, uint16_t mid,
-                 std::span<const uint8_t> bytes, const Outgoing* inherit);
+                 std::span<const uint8_t> bytes);
   // `registering`: the observer this answer registers (its CON, if any, is the observer's).
   bool deliver(ExchangeId id, const Response& r, std::optional<uint32_t> observe, ObserverId registering = 0);
 
@@ -244,11 +274,25 @@ struct Endpoint::Impl {
   bool handle_block1(uint32_t socket, const Address& from, std::string& body, std::optional<Block>& echo);
 
   // ---- state ----
-  Peer* touch_peer(const Address& from, uint32_t socket);
+  Peer* touch_peer(const Address& from, uint32_t socket);  // nullptr: table full (counted)
+  bool evict_unverified();                                  // makes room for one peer
+  void set_verified(Peer& p);
   void unref_peer(const Address& a);
   uint16_t next_mid(const Address& a);
   void drop_observer(ObserverId id, std::optional<DropReason> reason);
   void finish_exchange(ExchangeId id);
+
+  // ---- notifications (observe.cc) ----
+  // Sends `bytes` (an encoded notification; its type and MID are set here) as CON or NON.
+  void transmit_notification(ObserverId id, Observer& ob, std::span<uint8_t> bytes);
+  // Forgets an Outgoing and its message IDs; frees the peer's slot if it held it.
+  void erase_outgoing(uint64_t out_id);
+  // Sends waiting states to `peer` while no CON notification to it is outstanding.
+  void drain_slot(const Address& peer);
+  void stop_waiting(ObserverId id, Observer& ob);  // leaves its peer's waiting list
+  // A CON notification to `peer` was never acknowledged: its observer and every observer of the
+  // peer with a state waiting end (kTimeout).
+  void peer_timed_out(const Address& peer, ObserverId owner);
 
   // ---- timers ----
   void arm_timer();
@@ -272,7 +316,9 @@ struct Endpoint::Impl {
   Counters stats;
 
   std::unordered_map<Address, Peer, AddressHash> peers;
-  std::list<Address> lru;  // front = most recently active
+  std::list<Address> lru_verified, lru_unverified;  // front = most recently active
+  size_t verified_count = 0;
+  std::unordered_map<Address, PeerSlot, AddressHash> slots;
   std::unordered_map<ExchangeId, Exchange> exchanges;
   ExpiringMap<MidKey, DedupEntry, MidKeyHash> dedup;
   ExpiringMap<ResourceKey, CachedBody, ResourceKeyHash> bodies;

@@ -27,23 +27,14 @@ void Endpoint::Impl::on_datagram(uint32_t socket, const Address& from, std::span
                          bytes.size() == 4u + msg.token.len;
     if (!sdk_ack) {
       ++stats.malformed;
-      if (pr.status == ParseStatus::kMalformed && msg.type == Type::kCon) {
-        const bool option_error = pr.token_readable && msg.is_request() &&
-                                  pr.error != ParseError::kReservedCode && pr.error != ParseError::kEmptyWithData;
-        if (option_error) {
-          reply_direct(socket, from, msg, code::kBadRequest, describe(pr.error), {}, {}, false);
-        } else {
-          send_rst(socket, from, msg.mid);
-        }
-      }
+      // RFC 7252 §4.2: a CON the receiver lacks context to process, a message format error
+      // included, is rejected with a matching RST (no state is kept for it).
+      if (pr.status == ParseStatus::kMalformed && msg.type == Type::kCon) send_rst(socket, from, msg.mid);
       return;
     }
   }
   Peer* peer = touch_peer(from, socket);
-  if (!peer) {
-    ++stats.peers_rejected;
-    return;
-  }
+  if (!peer) return;  // counted in peers_rejected
   handler.on_activity(from);
   switch (msg.type) {
     case Type::kAck:
@@ -139,7 +130,7 @@ void Endpoint::Impl::on_request(uint32_t socket, const Address& from, Peer& peer
   ++stats.requests;
   const std::span<const uint8_t> payload =
       block1_echo ? std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(body.data()), body.size()) : msg.payload;
-  handler.on_request(Request{id, from, msg, payload, identity});
+  handler.on_request(Request{id, from, msg, payload, identity, peer.verified});
   if (!exchanges.count(id)) return;  // answered synchronously: no timers needed
   // One timer entry per pending exchange: a CON's expiry is scheduled when its empty ACK goes out.
   if (msg.type == Type::kCon) {
@@ -199,21 +190,30 @@ void Endpoint::Impl::on_ack_or_reset(const Address& from, bool reset) {
   if (reset) ++stats.resets_in;
   if (auto it = outgoing_by_mid.find(key); it != outgoing_by_mid.end()) {
     const uint64_t out_id = it->second;
-    outgoing_by_mid.erase(it);
     auto o = outgoing.find(out_id);
-    if (o == outgoing.end()) return;
+    if (o == outgoing.end()) {
+      outgoing_by_mid.erase(it);
+      return;
+    }
+    if (!reset && o->second.mid != msg.mid) {
+      // The ACK of the transmission a newer state replaced: the peer is alive, the newer one is
+      // on its way. It starts its retransmissions afresh.
+      outgoing_by_mid.erase(it);
+      o->second.prev_mid.reset();
+      o->second.attempts = 0;
+      return;
+    }
     const Outgoing::Kind kind = o->second.kind;
     const uint64_t owner = o->second.owner;
-    outgoing.erase(o);
-    unref_peer(from);
+    erase_outgoing(out_id);
     if (kind == Outgoing::Kind::kNotification) {
       auto ob = observers.find(owner);
-      if (ob == observers.end()) return;
-      if (reset) {
+      if (ob != observers.end() && reset) {
         drop_observer(owner, DropReason::kReset);
-      } else if (ob->second.inflight == out_id) {
-        ob->second.inflight = 0;
+        return;
       }
+      if (ob != observers.end() && ob->second.inflight == out_id) ob->second.inflight = 0;
+      drain_slot(from);  // the peer answered: what waited for it goes now
     } else if (reset) {
       handler.on_response_failed(owner);
     }

@@ -182,14 +182,10 @@ static uint64_t jitter_timeout(const EndpointOptions& o, std::minstd_rand& rng) 
 }
 
 void Endpoint::Impl::start_con(Outgoing::Kind kind, uint64_t owner, const Address& peer, uint32_t socket,
-                               uint16_t mid, std::span<const uint8_t> bytes, const Outgoing* inherit) {
+                               uint16_t mid, std::span<const uint8_t> bytes) {
   const uint64_t id = ++last_id;
   Outgoing o{kind, owner, peer, socket, mid, 0, 0, 0, std::string(bytes.begin(), bytes.end())};
   o.timeout_ms = jitter_timeout(opt, rng);
-  if (inherit) {  // RFC 7641 §4.5.2: a newer notification takes over the retransmission state
-    o.attempts = inherit->attempts;
-    o.timeout_ms = inherit->timeout_ms;
-  }
   o.next_at_ms = now() + o.timeout_ms;
   timers.schedule(o.next_at_ms, TimerKind::kRetransmit, id);
   outgoing_by_mid[MidKey{peer, mid}] = id;
@@ -227,10 +223,14 @@ bool Endpoint::Impl::deliver(ExchangeId id, const Response& r, std::optional<uin
   }
   const std::span<const uint8_t> bytes(scratch.data(), n);
   if (type == Type::kCon && registering) {  // the observer's first notification, in effect
-    start_con(Outgoing::Kind::kNotification, registering, x.peer, x.socket, mid, bytes, nullptr);
-    if (auto ob = observers.find(registering); ob != observers.end()) ob->second.inflight = last_id;
+    start_con(Outgoing::Kind::kNotification, registering, x.peer, x.socket, mid, bytes);
+    if (auto ob = observers.find(registering); ob != observers.end()) {
+      ob->second.inflight = last_id;
+      PeerSlot& slot = slots[x.peer];  // an answer is not held back, but later notifications are
+      if (slot.con == 0) slot.con = last_id;
+    }
   } else if (type == Type::kCon) {
-    start_con(Outgoing::Kind::kResponse, id, x.peer, x.socket, mid, bytes, nullptr);
+    start_con(Outgoing::Kind::kResponse, id, x.peer, x.socket, mid, bytes);
   } else {
     send(x.socket, x.peer, bytes);
   }

@@ -284,13 +284,15 @@ void AdminServer::Routes() {
     res.set_content("event loop did not answer within " + std::to_string(limit.count()) + " ms\n", "text/plain");
   });
   s.Get("/readyz", [b, loop = loop_, timeout](const httplib::Request&, httplib::Response& res) {
-    std::optional<bool> ready;
+    std::optional<std::string> why;  // "" = ready
     try {
-      ready = loop->Call([b] { return b->Ready(); }, timeout);
+      why = loop->Call([b] { return b->Ready() ? b->NotReadyReason() : std::string("the store or a socket is not open"); },
+                       timeout);
     } catch (const std::exception&) {
     }
-    res.status = ready && *ready ? 200 : 503;
-    res.set_content(!ready ? "event loop not answering\n" : *ready ? "ready\n" : "not ready\n", "text/plain");
+    res.status = why && why->empty() ? 200 : 503;
+    res.set_content(!why ? "event loop not answering\n" : why->empty() ? "ready\n" : "not ready: " + *why + "\n",
+                    "text/plain");
   });
 
   get("/api/v1/status", [b] { return b->Status(); });

@@ -87,6 +87,9 @@ class AdminBackend {
   virtual ~AdminBackend() = default;
   virtual std::string MetricsText() = 0;                       // Prometheus text 0.0.4
   virtual bool Ready() = 0;                                    // store open, sockets bound
+  // Why a ready daemon is not doing its job ("" = it is), e.g. uploads held while the cloud
+  // answers; /readyz answers 503 with it.
+  virtual std::string NotReadyReason() { return {}; }
   virtual nlohmann::json Status() = 0;                         // object
   virtual nlohmann::json Sessions(const std::optional<std::string>& app) = 0;  // {"sessions":[..]}
   virtual AdminResult Kick(const std::string& device) = 0;     // kNotFound when no session

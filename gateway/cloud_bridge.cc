@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "store/boot_clock.h"
+#include "store/entry_age.h"
 
 namespace tether {
 
@@ -71,6 +72,16 @@ std::vector<upstream::OutboundOp> CloudBridge::peek(const std::string& route, si
     if (r.name == route) timestamps = r.timestamps, app = r.app;
   }
   std::vector<upstream::OutboundOp> out;
+  bool waiting = false;  // met a write needing a clock estimate there is not
+  // Runs on every return below: a route no longer waiting forgets its wait.
+  struct Forget {
+    std::map<std::string, ClockWait>& waits;
+    const std::string& route;
+    const bool& waiting;
+    ~Forget() {
+      if (!waiting) waits.erase(route);
+    }
+  } forget{clock_waits_, route, waiting};
   for (const store::QueueEntry& e : store_.queue().Peek(route, max + dead_pending_.size(), acked_through_[route])) {
     if (out.size() == max) break;
     if (dead_pending_.count(e.seq)) continue;
@@ -103,12 +114,31 @@ std::vector<upstream::OutboundOp> CloudBridge::peek(const std::string& route, si
       op.event_time_ms = std::nullopt;  // the cloud's time when the write arrives
     } else {
       op.event_time_ms = EventCloudTimeMs(e, wall, boot, store::BootId(), upload_offset);
-      if (!op.event_time_ms) {  // this and later writes of the route wait for the clock
-        if (!held_for_clock_) {
+      if (!op.event_time_ms) {  // this and later writes of the route wait for the clock...
+        waiting = true;
+        auto [w, fresh] = clock_waits_.try_emplace(route);
+        if (fresh) {
+          w->second.first = e;
           spdlog::info("route '{}': writes with server timestamps wait for a cloud clock estimate", route);
         }
-        held_for_clock_ = true;
-        break;
+        if (connected_ && w->second.since_ms == 0) w->second.since_ms = boot;
+        bool expired = w->second.since_ms != 0 && boot - w->second.since_ms >= clock_wait_ms_;
+        if (!expired || !upload_after_wait_) {
+          w->second.holding = true;
+          held_for_clock_ = true;
+          break;
+        }
+        // ... at most clock_wait while the cloud answers: then the best estimate there is.
+        std::optional<int64_t> stale = WallOffset(boot_offset_ms_);
+        op.event_time_ms = EventCloudTimeMs(e, wall, boot, store::BootId(), stale ? stale : std::optional<int64_t>(0));
+        if (e.seq > w->second.counted_through) ++estimated_[route], w->second.counted_through = e.seq;
+        if (!w->second.told) {
+          w->second.told = true;
+          spdlog::warn("route '{}': no cloud clock estimate after {} ms of the cloud answering ({}); uploading server "
+                       "timestamps with {}", route, clock_wait_ms_, clock_problem_.empty() ? "measuring" : clock_problem_,
+                       stale ? "the previous link's estimate" : "the local clock");
+        }
+        w->second.holding = false;
       }
     }
     if (auth_override_) {
@@ -199,6 +229,9 @@ void CloudBridge::conflict(const upstream::OutboundOp& op, const std::string& cl
 void CloudBridge::OnLinkChanged(bool connected) {
   if (connected != connected_) spdlog::info("cloud link {}", connected ? "up" : "down");
   connected_ = connected;
+  if (!connected) {
+    for (auto& [route, w] : clock_waits_) w.since_ms = 0;  // the wait counts only while the cloud answers
+  }
   devices_.SetCloudLink(connected_, clock_offset_ms());
 }
 
@@ -215,6 +248,26 @@ void CloudBridge::OnClockEstimate(std::optional<int64_t> boot_offset_ms, int64_t
     held_for_clock_ = false;
     if (on_clock_ready_) on_clock_ready_();
   }
+}
+
+std::map<std::string, CloudBridge::RouteHold> CloudBridge::Holds() const {
+  std::map<std::string, RouteHold> out;
+  const store::ClockReading now = store::ClockNow();
+  for (const auto& [route, w] : clock_waits_) {
+    if (!w.holding) continue;
+    RouteHold h;
+    h.waited_ms = w.since_ms ? now.boottime_ms - w.since_ms : 0;
+    h.oldest_age_ms = store::AgeOf(w.first, now).ms;
+    h.overdue = !upload_after_wait_ && w.since_ms && h.waited_ms >= clock_wait_ms_;
+    if (!connected_) {
+      h.reason = "cloud unreachable; writes with server timestamps then wait for a cloud clock estimate";
+    } else {
+      h.reason = "waiting for a cloud clock estimate (" + (clock_problem_.empty() ? "measuring" : clock_problem_) + ")";
+      if (h.overdue) h.reason += "; on_clock_timeout: hold keeps them waiting";
+    }
+    out.emplace(route, std::move(h));
+  }
+  return out;
 }
 
 void CloudBridge::OnSyncData(const std::string& path, const nlohmann::json& value, bool is_patch) {

@@ -9,8 +9,13 @@
 //
 // A write holding {".sv":"timestamp"} on an event-time route is handed out only once its event
 // time is known in cloud time (EventCloudTimeMs): until the clock has an estimate measured on the
-// current link, peek() stops before it (order within the route is kept) and the clock-ready hook
-// runs when it may go. Arrival-time routes leave the timestamp to the cloud.
+// current link, peek() stops before it (order within the route is kept; the route is "held") and
+// the clock-ready hook runs when it may go. The wait is bounded: once the route has waited
+// `clock_wait` while the cloud answers, its writes go with the best estimate there is (one
+// measured on an earlier link, else the local clock; counted per route), unless
+// configured to hold, in which case it keeps waiting and says why (Holds()). While the cloud does
+// not answer the wait does not count: nothing could be uploaded anyway, and the estimate measured
+// once it answers is the right one. Arrival-time routes leave the timestamp to the cloud.
 #pragma once
 
 #include <functional>
@@ -49,6 +54,20 @@ class CloudBridge : public upstream::Outbox {
   void SetClockReadyHook(std::function<void()> hook) { on_clock_ready_ = std::move(hook); }
   // Called when a route's settled ops are deleted from the store and peek() serves it again.
   void SetSettledHook(std::function<void(const std::string& route)> hook) { on_settled_ = std::move(hook); }
+  // See the class comment; defaults: 10 s, upload.
+  void SetClockWait(int64_t wait_ms, bool upload_after) { clock_wait_ms_ = wait_ms, upload_after_wait_ = upload_after; }
+  // Why the clock has no current estimate (its latest problem, "" when none): the held reason.
+  void SetClockProblem(std::string why) { clock_problem_ = std::move(why); }
+  struct RouteHold {
+    std::string reason;
+    int64_t waited_ms = 0;                 // while the cloud answered (0 while it does not)
+    std::optional<int64_t> oldest_age_ms;  // age of the first held write (nullopt: unknown)
+    bool overdue = false;                  // waited past clock_wait and keeps waiting (hold)
+  };
+  // Routes whose writes are held right now (as found by their latest peek).
+  std::map<std::string, RouteHold> Holds() const;
+  // Per route: server timestamps uploaded with an estimate not measured on the current link.
+  const std::map<std::string, uint64_t>& EstimatedTimestamps() const { return estimated_; }
   std::optional<int64_t> clock_offset_ms() const;  // cloud - local wall clock, now
   bool connected() const { return connected_; }
 
@@ -96,6 +115,19 @@ class CloudBridge : public upstream::Outbox {
   std::optional<int64_t> boot_offset_ms_;         // best estimate (devices, saved with new writes)
   std::optional<int64_t> upload_boot_offset_ms_;  // set only while measured on the current link
   bool held_for_clock_ = false;                   // a peek stopped before a write needing the offset
+  // A route whose latest peek met a write needing the offset without a current one.
+  struct ClockWait {
+    int64_t since_ms = 0;      // CLOCK_BOOTTIME when the cloud was first seen answering meanwhile; 0: not yet
+    bool holding = false;      // the peek stopped there (else: it went with a fallback estimate)
+    bool told = false;         // the fallback was logged
+    uint64_t counted_through = 0;  // seqs counted in estimated_ (a retried batch is peeked again)
+    store::QueueEntry first;   // clocks of the write it stopped at
+  };
+  std::map<std::string, ClockWait> clock_waits_;
+  std::map<std::string, uint64_t> estimated_;
+  int64_t clock_wait_ms_ = 10'000;
+  bool upload_after_wait_ = true;
+  std::string clock_problem_;
   std::function<void()> on_clock_ready_;
   std::optional<AuthOverride> auth_override_;
   std::string gateway_id_;

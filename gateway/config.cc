@@ -127,15 +127,25 @@ DtlsConfig ReadDtls(YamlField f) {
   return d;
 }
 
+// The LMDB map is address space: a 32-bit build cannot map more than store::kMaxMapBytes.
+uint64_t ReadMapBytes(const YamlField& v) {
+  uint64_t n = v.AsBytes(1 << 20, 1ull << 40);
+  if (n > store::kMaxMapBytes) {
+    v.Fail(fmt::format("{} bytes do not fit the address space of this 32-bit build: at most {} (2GiB), "
+                       "default 1GiB", n, store::kMaxMapBytes));
+  }
+  return n;
+}
+
 void ReadStore(YamlField f, StoreConfig* s) {
   if (auto v = f.Optional("path")) {
     s->path = v->AsString();
     if (s->path.empty()) v->Fail("must not be empty");
   }
   if (auto v = f.Optional("durability")) s->fsync = v->AsEnum({"fsync", "os-buffered"}) == "fsync";
-  if (auto v = f.Optional("map_size")) s->map_size = v->AsBytes(1 << 20, 1ull << 40);
+  if (auto v = f.Optional("map_size")) s->map_size = ReadMapBytes(*v);
   if (auto v = f.Optional("map_max")) {
-    s->map_max = v->AsBytes(1 << 20, 1ull << 40);
+    s->map_max = ReadMapBytes(*v);
     if (s->map_max < s->map_size) v->Fail("must be at least store.map_size");
   } else if (s->map_max < s->map_size) {
     s->map_max = s->map_size;
@@ -186,11 +196,31 @@ UpstreamConfig ReadUpstream(YamlField f, std::vector<FileRef>* files) {
       u.auth_variable_override = text;
     }
   }
-  if (auto v = f.Optional("presence_path")) u.presence_path = v->AsString();
+  if (auto v = f.Optional("presence_path")) {
+    // Firebase refuses a path with an invalid key in any segment, and the presence node must
+    // not be the database root (its PUT would replace everything).
+    u.presence_path = v->AsString();
+    std::vector<std::string> segs = SplitPath(u.presence_path);
+    if (segs.empty()) v->Fail("must name a node below the database root");
+    for (const auto& seg : segs) {
+      if (!IsValidKey(seg)) {
+        v->Fail(fmt::format("'{}' is not a valid key: Firebase refuses it (no . $ # [ ] / or control "
+                            "characters in any segment; e.g. /tether-gateways/<id>)", seg));
+      }
+    }
+    if (segs.size() + 1 > 32 || JoinPath(segs).size() + 1 + std::string("/last_seen").size() > 768) {
+      v->Fail("too deep or too long for a Firebase path (32 levels, 768 bytes with its children)");
+    }
+  }
   if (auto v = f.Optional("ca_file")) u.ca_file = v->AsString();
   if (auto v = f.Optional("observe_streams")) u.observe_streams = static_cast<uint32_t>(v->AsInt(0, 1000));
   if (auto v = f.Optional("observe_poll_interval")) {
     u.observe_poll_interval = v->AsDuration(Millis(1000), Millis(3'600'000));
+  }
+  if (auto v = f.Optional("clock_wait")) u.clock_wait = v->AsDuration(Millis(1000), Millis(3'600'000));
+  if (auto v = f.Optional("on_clock_timeout")) {
+    u.on_clock_timeout = v->AsEnum({"upload", "hold"}) == "upload" ? UpstreamConfig::OnClockTimeout::kUpload
+                                                                   : UpstreamConfig::OnClockTimeout::kHold;
   }
   f.Finish();
   return u;
@@ -360,7 +390,9 @@ Config ParseRoot(YAML::Node root, const std::string& file) {
     if (auto v = l->Optional("level")) c.log_level = v->AsEnum({"trace", "debug", "info", "warn", "error"});
     l->Finish();
   }
-  if (c.upstream && c.upstream->presence_path.empty()) c.upstream->presence_path = "/.gateways/" + c.gateway_id;
+  if (c.upstream && c.upstream->presence_path.empty()) {
+    c.upstream->presence_path = "/tether-gateways/" + PresenceKey(c.gateway_id);
+  }
 
   if (auto apps = top.Optional("apps")) {
     std::set<std::string> ids;
@@ -405,6 +437,15 @@ Config ParseRoot(YAML::Node root, const std::string& file) {
 }
 
 }  // namespace
+
+std::string PresenceKey(const std::string& gateway_id) {
+  std::string key;
+  for (unsigned char ch : gateway_id) {
+    bool bad = ch < 0x20 || ch == 0x7f || ch == '.' || ch == '$' || ch == '#' || ch == '[' || ch == ']' || ch == '/';
+    key += bad ? '_' : static_cast<char>(ch);
+  }
+  return key.empty() ? std::string("gateway") : key;
+}
 
 Config Config::Parse(const std::string& yaml_text, const std::string& file_name) {
   YAML::Node root;

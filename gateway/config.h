@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "gateway/config_error.h"
+#include "store/options.h"
 
 namespace tether {
 
@@ -48,12 +49,12 @@ struct DtlsConfig {
 struct StoreConfig {
   std::string path;                       // default: $STATE_DIRECTORY, else /var/lib/tether
   bool fsync = true;                      // durability: "fsync" (default) or "os-buffered"
-  uint64_t map_size = 1ull << 30;         // initial LMDB map size
-  uint64_t map_max = 8ull << 30;          // the map grows up to this on MDB_MAP_FULL
+  uint64_t map_size = store::kDefaultMapSize;  // initial LMDB map size
+  uint64_t map_max = store::kDefaultMapMax;    // the map grows up to this (32-bit: maps it at once)
   uint64_t cache_bytes = 10'000'000;      // LRU bound of the local data copy (sync roots pinned)
   uint32_t cache_unit_depth = 2;          // path depth of the subtrees the bound evicts
   uint64_t queue_max_entries = 10'000'000;
-  uint64_t queue_max_bytes = 4ull << 30;
+  uint64_t queue_max_bytes = store::kDefaultMapMax / 2;  // 4 GiB (32-bit: 512 MiB)
 };
 
 struct UpstreamConfig {
@@ -64,11 +65,20 @@ struct UpstreamConfig {
   // JSON object template ({device}, {app}, {gateway}) evaluated by the cloud's rules as `auth`
   // for each write; empty: writes use the gateway's own credential. See AuthOverride.
   std::string auth_variable_override;
-  std::string presence_path;              // default "/.gateways/<gateway.id>"
+  std::string presence_path;              // default "/tether-gateways/<gateway.id>" (see PresenceKey)
   std::string ca_file;                    // trusted CAs (PEM); empty: the system's
   uint32_t observe_streams = 32;          // SSE streams for observed paths outside sync roots
   Millis observe_poll_interval{30'000};   // beyond observe_streams: how often such paths are read
+  // A write with a server timestamp on an event-time route waits at most this long, while the
+  // cloud answers, for a clock estimate measured on the current link; then it is uploaded with
+  // the best estimate there is (kUpload) or keeps waiting, shown as held (kHold).
+  Millis clock_wait{10'000};
+  enum class OnClockTimeout { kUpload, kHold } on_clock_timeout = OnClockTimeout::kUpload;
 };
+
+// A gateway id made a valid database key: characters a key may not hold become '_' (the id
+// defaults to the host name, which may hold dots). Names the gateway's own nodes in the cloud.
+std::string PresenceKey(const std::string& gateway_id);
 
 struct AppAuth {
   enum class Mode { kOpen, kTokens, kHmac } mode = Mode::kOpen;

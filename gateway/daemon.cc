@@ -86,6 +86,8 @@ Config RunnableConfig(const Config& started, Config next, std::vector<std::strin
     check(u.ca_file != u0.ca_file, "upstream.ca_file");
     check(u.observe_streams != u0.observe_streams || u.observe_poll_interval != u0.observe_poll_interval,
           "upstream.observe_streams/observe_poll_interval");
+    check(u.clock_wait != u0.clock_wait || u.on_clock_timeout != u0.on_clock_timeout,
+          "upstream.clock_wait/on_clock_timeout");
   }
   // DTLS: the key files are re-read (new handshakes use them); the listener keeps its settings.
   if (next.dtls.has_value() != started.dtls.has_value()) {
@@ -239,14 +241,7 @@ namespace {
 constexpr long kCloudReadTimeoutMs = 2000;
 
 // Where the uploader keeps its exactly-once marks for increments: one small node per route.
-std::string AppliedMarkPath(const std::string& gateway_id) {
-  std::string key;
-  for (unsigned char ch : gateway_id) {
-    bool bad = ch < 0x20 || ch == 0x7f || ch == '.' || ch == '$' || ch == '#' || ch == '[' || ch == ']' || ch == '/';
-    key += bad ? '_' : static_cast<char>(ch);
-  }
-  return "tether-applied/" + (key.empty() ? std::string("gateway") : key);
-}
+std::string AppliedMarkPath(const std::string& gateway_id) { return "tether-applied/" + PresenceKey(gateway_id); }
 
 // What the uploader drains for each configured route: its cloud root and priority.
 std::vector<upstream::RouteTarget> UploadTargets(const RouteTable& routes) {
@@ -347,12 +342,16 @@ bool Daemon::StartUpstream() {
                  "paths they were accepted for", rs.route, rs.depth);
     targets.push_back({rs.route, "", 0});
   }
+  // Any request on the link: an answer means the cloud is reachable (routes backing off for the
+  // link go at once, a clock without a current estimate samples), no answer that it is not.
+  auto link = [this](bool reachable) {
+    cloud_->OnLinkChanged(reachable);
+    clock_->link_changed(reachable);
+    if (reachable) drainer_->link_up();
+  };
   upstream::DrainerOptions o;
   o.base_url = u.url;
-  o.on_link = [this](bool connected) {
-    cloud_->OnLinkChanged(connected);
-    clock_->link_changed(connected);
-  };
+  o.on_link = link;
   o.applied_path = AppliedMarkPath(config_.gateway_id);
   o.queue_id = store_->instance_id();
   drainer_ = std::make_unique<upstream::Drainer>(&loop_, *http_, *credentials_, *cloud_, targets, o);
@@ -363,34 +362,44 @@ bool Daemon::StartUpstream() {
   cloud_->SetSettledHook([this](const std::string& route) {
     if (drainer_) drainer_->notify(route);
   });
+  cloud_->SetClockWait(u.clock_wait.count(), u.on_clock_timeout == UpstreamConfig::OnClockTimeout::kUpload);
 
   // Presence node + cloud clock: the offset corrects event times and push ids.
   upstream::CloudClockOptions co;
   co.base_url = u.url;
   co.presence_path = JoinPath(SplitPath(u.presence_path));
-  co.on_link = [this](bool connected) { cloud_->OnLinkChanged(connected); };
+  co.on_link = [this](bool connected) {  // the clock's own requests (it knows their outcome itself)
+    cloud_->OnLinkChanged(connected);
+    if (connected) drainer_->link_up();
+  };
   co.on_change = [this, presence = co.presence_path, error = std::string()]() mutable {
     if (clock_->last_error() != error) {
       error = clock_->last_error();
       if (!error.empty()) {
-        spdlog::warn("presence write to /{} failed ({}); retrying (writes with server timestamps wait for a "
-                     "cloud clock estimate)", presence, error);
+        spdlog::warn("cloud clock via /{}: {}; {}", presence, error,
+                     clock_->current() ? fmt::format("estimated from the {} (+-{} ms)",
+                                                     upstream::CloudClock::SourceName(clock_->source()),
+                                                     clock_->uncertainty_ms())
+                                       : std::string("retrying (writes with server timestamps wait for an estimate)"));
       }
     }
+    cloud_->SetClockProblem(clock_->current() ? "" : clock_->last_error());
     cloud_->OnClockEstimate(clock_->boot_offset_ms(), clock_->rtt_ms(), clock_->current());
   };
   clock_ = std::make_unique<upstream::CloudClock>(&loop_, *http_, *credentials_, co);
 
   // Sync roots: cloud data streamed into the local copy, kept while offline.
   std::set<std::string> roots = SyncRoots(config_);
-  auto stream_link = [this](bool reachable) {
-    cloud_->OnLinkChanged(reachable);
-    clock_->link_changed(reachable);
+  auto on_polling = [](const std::string& path, bool polling, const std::string& why) {
+    if (polling) spdlog::warn("the cloud does not stream /{} ({}): it is read periodically instead", path, why);
+    else spdlog::info("the cloud streams /{} again", path);
   };
   for (const std::string& root : roots) {
     upstream::SyncStreamOptions so;
     so.base_url = u.url;
     so.root = root;
+    so.poll_interval_ms = u.observe_poll_interval.count();
+    so.on_polling = [root, on_polling](bool polling, const std::string& why) { on_polling(root, polling, why); };
     auto on_event = [this, root](const upstream::FirebaseEvent& e, bool full_resync) {
       using K = upstream::FirebaseEvent::Kind;
       if (e.kind != K::Put && e.kind != K::Patch) return;
@@ -402,7 +411,7 @@ bool Daemon::StartUpstream() {
       spdlog::error("cloud cancelled the sync of /{}: {} (check the database rules)", root, why);
     };
     streams_.push_back(
-        std::make_unique<upstream::SyncStream>(&loop_, *http_, *credentials_, so, on_event, on_cancel, stream_link));
+        std::make_unique<upstream::SyncStream>(&loop_, *http_, *credentials_, so, on_event, on_cancel, link));
   }
   if (!roots.empty()) spdlog::info("syncing {} root(s) from the cloud", roots.size());
 
@@ -411,6 +420,8 @@ bool Daemon::StartUpstream() {
   wo.base_url = u.url;
   wo.max_streams = u.observe_streams;
   wo.poll_interval_ms = u.observe_poll_interval.count();
+  wo.on_link = link;
+  wo.on_polling = on_polling;
   watches_ = std::make_unique<upstream::WatchSet>(
       &loop_, *http_, *credentials_, wo,
       [this](const std::string& path, const Json& value, bool is_patch) { cloud_->OnSyncData(path, value, is_patch); });
@@ -425,10 +436,11 @@ bool Daemon::StartUpstream() {
     else watches_->unwatch(path);
   });
   device_api_->SetCloudReader(
-      [this, url = u.url](const std::string& path, const std::string& query,
-                          std::function<void(std::optional<Json>)> done) {
+      [this, url = u.url, link](const std::string& path, const std::string& query,
+                                std::function<void(std::optional<Json>)> done) {
         upstream::RestGet(*http_, *credentials_, url, path, query, kCloudReadTimeoutMs, false,
-                          [done = std::move(done)](upstream::GetResult r) {
+                          [done = std::move(done), link](upstream::GetResult r) {
+                            if (r.status != 0) link(true);  // a slow read proves nothing about the link
                             done(r.ok ? std::optional<Json>(std::move(r.value)) : std::nullopt);
                           });
       },
@@ -577,7 +589,27 @@ void Daemon::FinishReloads(std::vector<std::function<void(AdminResult)>>& waiter
 UpstreamView Daemon::Upstream() const {
   UpstreamView v;
   if (drainer_) v.routes = drainer_->stats();
-  if (clock_ && clock_->has_estimate()) v.rtt_ms = clock_->rtt_ms();
+  if (clock_ && clock_->has_estimate()) {
+    v.rtt_ms = clock_->rtt_ms();
+    v.clock_uncertainty_ms = clock_->uncertainty_ms();
+  }
+  if (clock_) {
+    v.clock_source = upstream::CloudClock::SourceName(clock_->source());
+    v.clock_current = clock_->current();
+    v.clock_error = clock_->last_error();
+  }
+  if (cloud_) {
+    v.holds = cloud_->Holds();
+    v.estimated = cloud_->EstimatedTimestamps();
+  }
+  for (const auto& st : streams_) {
+    ++(st->open() ? v.streams_streaming : st->polling() ? v.streams_polling : v.streams_connecting);
+  }
+  if (watches_) {
+    v.streams_polling += watches_->streams_polling();
+    v.streams_streaming += watches_->streams_open();
+    v.streams_connecting += watches_->streams() - watches_->streams_open() - watches_->streams_polling();
+  }
   return v;
 }
 

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <uv.h>
 
+#include <cmath>
 #include <filesystem>
 
 #include "gateway/heartbeat_policy.h"
@@ -24,7 +25,7 @@ const char* UploadStateName(upstream::RouteStats::State s) {
     case S::Idle: return "idle";
     case S::Uploading: return "uploading";
     case S::Backoff: return "backoff";
-    case S::AuthPaused: return "auth-paused";
+    case S::AuthPaused: return "auth_paused";
     case S::Stopped: return "stopped";
   }
   return "unknown";
@@ -32,6 +33,17 @@ const char* UploadStateName(upstream::RouteStats::State s) {
 }  // namespace
 
 bool DaemonAdmin::Ready() { return p_.store && p_.devices && p_.endpoint; }
+
+std::string DaemonAdmin::NotReadyReason() {
+  if (!p_.upstream) return {};
+  std::string why;
+  for (const auto& [route, h] : p_.upstream().holds) {
+    if (h.waited_ms < kHeldNotReadyMs) continue;
+    why += fmt::format("{}route '{}' holds its uploads for {} s: {}", why.empty() ? "" : "; ", route,
+                       h.waited_ms / 1000, h.reason);
+  }
+  return why;
+}
 
 const char* DaemonAdmin::SessionState(const Session& s) const {
   const int64_t quiet_ms = static_cast<int64_t>(uv_now(p_.loop)) - s.last_seen_ms;
@@ -57,7 +69,15 @@ std::string DaemonAdmin::MetricsText() {
   m.transaction_conflicts_total.With({"cloud"}).Set(static_cast<double>(c.transaction_conflicts));
   m.device_events_total.With({"ondisconnect_denied"}).Set(static_cast<double>(c.ondisconnect_denied));
   m.device_events_total.With({"response_failed"}).Set(static_cast<double>(c.responses_failed));
-  m.device_events_total.With({"too_large"}).Set(static_cast<double>(p_.endpoint->counters().too_large));
+  const coap::Counters e = p_.endpoint->counters();
+  m.device_events_total.With({"too_large"}).Set(static_cast<double>(e.too_large));
+  m.device_events_total.With({"observe_timeout"}).Set(static_cast<double>(e.observers_timed_out));
+  m.coap_peers.With({"verified"}).Set(static_cast<double>(e.peers_verified));
+  m.coap_peers.With({"unverified"}).Set(static_cast<double>(e.peers - e.peers_verified));
+  m.coap_peers_dropped_total.With({"evicted"}).Set(static_cast<double>(e.peers_evicted));
+  m.coap_peers_dropped_total.With({"refused"}).Set(static_cast<double>(e.peers_rejected));
+  m.notifications_total.With({"sent"}).Set(static_cast<double>(e.notifications));
+  m.notifications_total.With({"superseded"}).Set(static_cast<double>(e.notifications_superseded));
   // Persisted per-route counters: cheap (no table scan), whatever the backlog.
   uint64_t refused_by_limit = 0;
   for (const store::RouteStats& rs : p_.store->queue().AllStats()) {
@@ -72,12 +92,14 @@ std::string DaemonAdmin::MetricsText() {
   m.writes_refused_total.With({"queue_limit"}).Set(static_cast<double>(refused_by_limit));
   m.writes_refused_total.With({"store_full"}).Set(static_cast<double>(c.writes_refused_store_full));
   m.upstream_up.With({}).Set(p_.devices->cloud_connected() ? 1 : 0);
-  if (auto off = p_.devices->cloud_offset_ms()) m.cloud_clock_offset_ms.With({}).Set(static_cast<double>(*off));
+  // NaN (not 0) without an estimate: 0 would claim a clock in perfect agreement.
+  auto off = p_.devices->cloud_offset_ms();
+  m.cloud_clock_offset_ms.With({}).Set(off ? static_cast<double>(*off) : std::nan(""));
   if (p_.config->dtls) {
     const coap::DtlsCounters d = p_.endpoint->dtls_counters();
     for (auto [result, n] : {std::pair{"ok", d.handshakes_ok}, {"failed", d.handshakes_failed},
                              {"cookie_sent", d.hello_verify_sent}, {"rate_limited", d.hellos_rate_limited},
-                             {"over_cap", d.hellos_over_cap}})
+                             {"over_cap", d.hellos_over_cap}, {"evicted", d.handshakes_evicted}})
       m.dtls_handshakes_total.With({result}).Set(static_cast<double>(n));
     m.dtls_sessions.With({"live"}).Set(static_cast<double>(d.live));
     m.dtls_sessions.With({"sleeping"}).Set(static_cast<double>(d.sleeping));
@@ -99,7 +121,24 @@ std::string DaemonAdmin::MetricsText() {
     m.upstream_errors_total.With({"rejected"}).Set(static_cast<double>(rejected));
     m.upstream_errors_total.With({"retryable"}).Set(static_cast<double>(retryable));
     m.upstream_errors_total.With({"network"}).Set(static_cast<double>(network));
-    if (up.rtt_ms) m.cloud_rtt_ms.With({}).Set(static_cast<double>(*up.rtt_ms));
+    m.cloud_rtt_ms.With({}).Set(up.rtt_ms ? static_cast<double>(*up.rtt_ms) : std::nan(""));
+    m.cloud_clock_uncertainty_ms.With({}).Set(up.clock_uncertainty_ms ? static_cast<double>(*up.clock_uncertainty_ms)
+                                                                      : std::nan(""));
+    m.cloud_clock_current.With({}).Set(up.clock_current ? 1 : 0);
+    for (const auto& [route, st] : up.routes) {
+      auto hold = up.holds.find(route);
+      const std::string state = hold != up.holds.end() ? "held" : UploadStateName(st.state);
+      for (const char* s : {"idle", "uploading", "backoff", "auth_paused", "held", "stopped"}) {
+        m.upload_state.With({route, s}).Set(state == s ? 1 : 0);
+      }
+      double held_age = hold != up.holds.end() && hold->second.oldest_age_ms ? *hold->second.oldest_age_ms / 1000.0 : 0;
+      m.queue_held_age_seconds.With({route}).Set(std::floor(held_age));
+      auto est = up.estimated.find(route);
+      m.timestamps_estimated_total.With({route}).Set(est == up.estimated.end() ? 0 : static_cast<double>(est->second));
+    }
+    m.cloud_streams.With({"streaming"}).Set(static_cast<double>(up.streams_streaming));
+    m.cloud_streams.With({"polling"}).Set(static_cast<double>(up.streams_polling));
+    m.cloud_streams.With({"connecting"}).Set(static_cast<double>(up.streams_connecting));
   }
   if (p_.admin) {
     const AdminServer::Counters a = p_.admin();
@@ -132,9 +171,18 @@ nlohmann::json DaemonAdmin::Status() {
       {"dead_letters", t.dead_entries}};
   if (p_.config->upstream) {
     j["upstream"] = {{"url", p_.config->upstream->url}, {"up", p_.devices->cloud_connected()}};
-    if (auto off = p_.devices->cloud_offset_ms()) j["upstream"]["clock_offset_ms"] = *off;
+    auto off = p_.devices->cloud_offset_ms();
+    j["upstream"]["clock_offset_ms"] = off ? nlohmann::json(*off) : nlohmann::json();  // null: no estimate
     if (p_.upstream) {
-      if (auto rtt = p_.upstream().rtt_ms) j["upstream"]["rtt_ms"] = *rtt;
+      UpstreamView up = p_.upstream();
+      if (up.rtt_ms) j["upstream"]["rtt_ms"] = *up.rtt_ms;
+      nlohmann::json clock = {{"source", up.clock_source}, {"current", up.clock_current}};
+      if (up.clock_uncertainty_ms) clock["uncertainty_ms"] = *up.clock_uncertainty_ms;
+      if (!up.clock_error.empty()) clock["error"] = up.clock_error;
+      j["upstream"]["clock"] = std::move(clock);
+      j["upstream"]["held_routes"] = up.holds.size();
+      j["upstream"]["streams"] = {{"streaming", up.streams_streaming}, {"polling", up.streams_polling},
+                                  {"connecting", up.streams_connecting}};
     }
   }
   return j;
@@ -179,6 +227,13 @@ nlohmann::json DaemonAdmin::Queue() {
       row["upload_state"] = UploadStateName(it->second.state);
       if (!it->second.last_error.empty()) row["last_error"] = it->second.last_error;
     }
+    if (auto h = up.holds.find(rs.route); h != up.holds.end()) {
+      row["upload_state"] = "held";
+      row["held_reason"] = h->second.reason;
+      row["held_for_s"] = h->second.waited_ms / 1000;
+      if (h->second.oldest_age_ms) row["held_oldest_age_s"] = *h->second.oldest_age_ms / 1000;
+    }
+    if (auto e = up.estimated.find(rs.route); e != up.estimated.end()) row["estimated_timestamps"] = e->second;
     routes.push_back(std::move(row));
   }
   return {{"routes", routes}};

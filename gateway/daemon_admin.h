@@ -13,6 +13,7 @@
 
 #include "device_proto/endpoint.h"
 #include "gateway/admin_server.h"
+#include "gateway/cloud_bridge.h"
 #include "gateway/config.h"
 #include "gateway/device_api.h"
 #include "store/store.h"
@@ -20,11 +21,22 @@
 
 namespace tether {
 
-// What the uploader and the cloud clock report (metrics, status, queue).
+// What the uploader and the cloud clock report (metrics, status, queue, readiness).
 struct UpstreamView {
   std::map<std::string, upstream::RouteStats> routes;  // by route name
   std::optional<int64_t> rtt_ms;                       // round trip of the clock sample in use
+  std::optional<int64_t> clock_uncertainty_ms;         // nullopt: no estimate
+  std::string clock_source = "none";                   // upstream::CloudClock::SourceName
+  bool clock_current = false;                          // measured on the current link
+  std::string clock_error;                             // the clock's latest problem
+  std::map<std::string, CloudBridge::RouteHold> holds; // routes holding writes back, by name
+  std::map<std::string, uint64_t> estimated;           // CloudBridge::EstimatedTimestamps
+  size_t streams_streaming = 0, streams_polling = 0, streams_connecting = 0;
 };
+
+// A route held this long while the cloud answers makes /readyz fail: long enough for the clock
+// sample that follows every reconnect, short enough to be seen at once.
+inline constexpr int64_t kHeldNotReadyMs = 2000;
 
 class DaemonAdmin : public AdminBackend {
  public:
@@ -42,6 +54,7 @@ class DaemonAdmin : public AdminBackend {
 
   std::string MetricsText() override;
   bool Ready() override;
+  std::string NotReadyReason() override;
   nlohmann::json Status() override;
   nlohmann::json Sessions(const std::optional<std::string>& app) override;
   AdminResult Kick(const std::string& device) override;

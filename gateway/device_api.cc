@@ -327,7 +327,13 @@ void DeviceApi::on_request(const coap::Request& r) {
   }
   Session* s = c.cs.empty() ? nullptr : sessions_.ByShortToken(c.cs);
   if (s && (s->app != c.app || !OnSessionTransport(*s, c.peer, c.identity))) s = nullptr;
-  if (control && path[0] == ".ping") return HandlePing(c, s);
+  // The session's token came back from the address it was sent to: the engine keeps this peer
+  // when unverified addresses flood its table (docs/operations.md, "Security model").
+  if (s && s->addr == c.peer && !r.peer_verified && endpoint_) endpoint_->verify_peer(c.peer);
+  if (control && path[0] == ".ping") {
+    if (c.method != coap::code::kGet) return ReplyError(c, coap::code::kMethodNotAllowed, "GET /.ping");
+    return HandlePing(c, s);
+  }
   if (!s) return ReplyError(c, coap::code::kUnauthorized, "unknown session");
   if (control && path[0] == ".off") return HandleOffline(c, s);
   if (!path.empty() && path[0] == ".info") return HandleInfo(c, path);

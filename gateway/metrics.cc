@@ -185,6 +185,38 @@ TetherMetrics::TetherMetrics(MetricsRegistry& r)
       dtls_sleeping_bytes(r.Gauge("tether_dtls_sleeping_bytes", "Bytes of serialized (sleeping) DTLS sessions.")),
       dtls_wakes_total(r.Counter("tether_dtls_wakes_total", "Sleeping DTLS sessions restored for a datagram.")),
       store_bytes(r.Gauge("tether_store_bytes", "Size of the LMDB data file (data.mdb) in bytes.")),
+      upload_state(r.Gauge("tether_upload_state",
+                           "1 for each route's uploader state (idle, uploading, backoff, auth_paused, held, stopped), "
+                           "else 0.",
+                           {"route", "state"})),
+      queue_held_age_seconds(r.Gauge("tether_queue_held_age_seconds",
+                                     "Age of the oldest write a route holds back (waiting for a cloud clock "
+                                     "estimate), 0 when it holds none.",
+                                     {"route"})),
+      timestamps_estimated_total(r.Counter("tether_timestamps_estimated_total",
+                                           "Server timestamps uploaded with a clock estimate not measured on the "
+                                           "current link (after upstream.clock_wait), by route.",
+                                           {"route"})),
+      cloud_clock_uncertainty_ms(r.Gauge("tether_cloud_clock_uncertainty_ms",
+                                         "The cloud clock estimate is within +- this many ms; NaN without one.")),
+      cloud_clock_current(r.Gauge("tether_cloud_clock_current",
+                                  "1 when the cloud clock estimate was measured on the current link.")),
+      cloud_streams(r.Gauge("tether_cloud_streams",
+                            "Cloud streams (sync roots, observed paths) by state: streaming, polling (the server "
+                            "does not stream: read periodically), connecting.",
+                            {"state"})),
+      coap_peers(r.Gauge("tether_coap_peers",
+                         "Addresses in the CoAP engine's peer table: verified (DTLS, or a session token "
+                         "used from its own address) or not.",
+                         {"state"})),
+      coap_peers_dropped_total(r.Counter("tether_coap_peers_dropped_total",
+                                         "Peer table full: unverified peers evicted for a new address, or datagrams "
+                                         "refused because no unverified peer could go.",
+                                         {"reason"})),
+      notifications_total(r.Counter("tether_notifications_total",
+                                    "Observe notifications sent, or superseded by a newer state while their "
+                                    "device had a confirmable notification outstanding.",
+                                    {"outcome"})),
       admin_refused_total(r.Counter("tether_admin_refused_total",
                                     "Admin API requests refused: no admin token, a Host naming another server, "
                                     "or made by a web page.", {"reason"})),

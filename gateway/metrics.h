@@ -104,6 +104,15 @@ struct TetherMetrics {
   MetricFamily& dtls_sleeping_bytes;     // gauge  memory held by serialized (sleeping) sessions
   MetricFamily& dtls_wakes_total;        // counter  sleeping sessions restored (many: raise max_live_sessions)
   MetricFamily& store_bytes;             // gauge  size of the LMDB data file (data.mdb)
+  MetricFamily& upload_state;            // gauge {route,state}  1 for the route's uploader state, else 0
+  MetricFamily& queue_held_age_seconds;  // gauge {route}  age of the oldest write held back (0: none)
+  MetricFamily& timestamps_estimated_total;  // counter {route}  timestamps uploaded without a current clock
+  MetricFamily& cloud_clock_uncertainty_ms;  // gauge  +- of the clock estimate (NaN: none)
+  MetricFamily& cloud_clock_current;     // gauge 0/1  the estimate was measured on the current link
+  MetricFamily& cloud_streams;           // gauge {state=streaming|polling|connecting}
+  MetricFamily& coap_peers;              // gauge {state=verified|unverified}  the CoAP engine's peer table
+  MetricFamily& coap_peers_dropped_total;  // counter {reason=evicted|refused}  peer table full
+  MetricFamily& notifications_total;     // counter {outcome=sent|superseded}
   MetricFamily& admin_refused_total;     // counter {reason=unauthorized|host|browser}  admin API requests refused
   MetricFamily& admin_dropped_total;     // counter {reason=timeout|evicted|too_large|overloaded}  admin connections closed unserved
 };

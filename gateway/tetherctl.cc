@@ -296,7 +296,8 @@ int main(int argc, char** argv) {
     } else if (*queue) {
       if (ctl.Call("GET", "/api/v1/queue", nullptr, &r, &rc) && !raw_json) {
         PrintTable(r.value("routes", json::array()),
-                   {"route", "entries", "bytes", "oldest_age_s", "dead_letters", "uploaded", "upload_state"},
+                   {"route", "entries", "bytes", "oldest_age_s", "dead_letters", "uploaded", "upload_state",
+                    "held_for_s", "held_reason", "last_error"},
                    "no routes");
       }
     } else if (*dl_list) {

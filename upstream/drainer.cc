@@ -20,6 +20,7 @@ struct Drainer::Route {
   bool once_in_flight = false;        // the request in flight carries the applied mark
   uv_timer_t* timer = nullptr;        // backoff timer (heap)
   int passed_over = 0;                // slots given to higher-priority routes while this one waited
+  bool unreachable = false;           // backing off because the cloud did not answer (link_up wakes it)
   Drainer* owner = nullptr;
 };
 
@@ -96,6 +97,21 @@ void Drainer::notify(const std::string& route) {
   for (auto& r : routes_)
     if (r->target.route == route && r->stats.state == RouteStats::State::Idle) make_ready(*r);
   schedule();
+}
+
+void Drainer::link_up() {
+  if (!running_) return;
+  bool woke = false;
+  for (auto& r : routes_) {
+    if (r->stats.state != RouteStats::State::Backoff || !r->unreachable) continue;
+    uv_timer_stop(r->timer);
+    r->unreachable = false;
+    r->stats.state = RouteStats::State::Idle;
+    r->stats.current_backoff_ms = 0;
+    make_ready(*r);
+    woke = true;
+  }
+  if (woke) schedule();
 }
 
 std::map<std::string, RouteStats> Drainer::stats() const {
@@ -217,11 +233,13 @@ void Drainer::read_mark(Route& r) {
     if (resp.transport_error || resp.status != 200 || mark.is_discarded()) {
       if (resp.status == 401) creds_.refresh([](bool) {});
       r.stats.network_errors += resp.transport_error ? 1 : 0;
-      back_off(r, "reading the applied mark: " + (resp.transport_error ? resp.error : "HTTP " + std::to_string(resp.status)));
+      back_off(r, "reading the applied mark: " + (resp.transport_error ? resp.error : "HTTP " + std::to_string(resp.status)),
+               resp.transport_error);
       return schedule();
     }
     r.mark_known = true;
     r.attempt = 0;  // the cloud answers: the next failure backs off from the start
+    r.stats.last_error.clear();
     if (mark.is_object() && mark.value("queue", "") == opt_.queue_id && mark.contains("seq") &&
         mark["seq"].is_number_unsigned()) {
       uint64_t applied = mark["seq"].get<uint64_t>();
@@ -261,7 +279,8 @@ void Drainer::conditional(Route& r, OutboundOp op, int round) {
     if (resp.status == 401) creds_.refresh([](bool) {});
     if (resp.transport_error) r.stats.network_errors++;
     else r.stats.retryable_errors++;
-    back_off(r, what + ": " + (resp.transport_error ? resp.error : "HTTP " + std::to_string(resp.status)));
+    back_off(r, what + ": " + (resp.transport_error ? resp.error : "HTTP " + std::to_string(resp.status)),
+             resp.transport_error);
     schedule();
   };
   r.request = http_.start(std::move(get), [this, &r, op = std::move(op), payload = std::move(payload), path,
@@ -302,6 +321,7 @@ void Drainer::conditional(Route& r, OutboundOp op, int round) {
           outbox_.confirmed(r.target.route, op.seq);
           r.stats.uploaded_ops++;
           r.attempt = 0;
+          r.stats.last_error.clear();
         } else if (s == 412 && round < 4) {
           return conditional(r, std::move(op), round + 1);  // changed under us: compare again
         } else if (s == 412) {
@@ -335,7 +355,7 @@ void Drainer::finished(Route& r, std::vector<OutboundOp> ops, const Batch& batch
   if (r.once_in_flight && !outcome_known) r.mark_known = false;  // it may have been applied
   if (resp.transport_error) {
     r.stats.network_errors++;
-    return back_off(r, resp.error);
+    return back_off(r, resp.error, true);
   }
   int s = resp.status;
   if (s >= 200 && s < 300) {
@@ -344,6 +364,7 @@ void Drainer::finished(Route& r, std::vector<OutboundOp> ops, const Batch& batch
     r.stats.batches++;
     r.attempt = 0;
     r.stats.current_backoff_ms = 0;
+    r.stats.last_error.clear();  // an error of the past no longer describes the route
     if (r.split_limit && batch.last_seq >= r.split_until_seq) r.split_limit = 0;
     r.stats.state = RouteStats::State::Idle;
     return make_ready(r);
@@ -381,10 +402,11 @@ void Drainer::finished(Route& r, std::vector<OutboundOp> ops, const Batch& batch
     return make_ready(r);
   }
   r.stats.retryable_errors++;
-  back_off(r, why);
+  back_off(r, why, s == 502 || s == 503 || s == 504);  // a proxy or load balancer without its cloud
 }
 
-void Drainer::back_off(Route& r, std::string why) {
+void Drainer::back_off(Route& r, std::string why, bool unreachable) {
+  r.unreachable = unreachable;
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   int shift = std::min(r.attempt, 20);
   ++r.attempt;

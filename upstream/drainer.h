@@ -5,7 +5,10 @@
 // kPriorityShare-th turn (it drains slower, never stops).
 // Outcomes: 2xx → confirm; 401 → pause the route, refresh credentials, retry (nothing dropped);
 // 400/403/413 → bisect the batch until the bad op is alone, dead-letter it, continue;
-// 429/5xx/other/network → exponential backoff with jitter, retry the same ops.
+// 429/5xx/other/network → exponential backoff with jitter, retry the same ops. A route backing
+// off because the cloud could not be reached (no answer, 502/503/504) is woken by link_up(): any
+// request on the link that got an answer means the cloud is back, and waiting out the backoff
+// (up to backoff_max_ms) would only delay the drain.
 // A request carries the auth_variable_override of its ops (OutboundOp::auth_override); reads the
 // Drainer makes for itself (applied marks, the GET before a conditional write) use the gateway's
 // own credential.
@@ -82,6 +85,7 @@ class Drainer {
   void start();
   void stop();                          // no new requests; in-flight ones are cancelled
   void notify(const std::string& route);  // the route has new ops
+  void link_up();  // a request on the link was answered: routes waiting for the link go now
   // Adds a route (drained at once when running) or changes an existing route's root and priority.
   void set_route(RouteTarget target);
   std::map<std::string, RouteStats> stats() const;
@@ -95,7 +99,7 @@ class Drainer {
   void read_mark(Route& r);  // the applied mark: confirm what the cloud already has
   void conditional(Route& r, OutboundOp op, int round);  // GET + PUT if-match
   void finished(Route& r, std::vector<OutboundOp> ops, const Batch& batch, HttpResponse resp);
-  void back_off(Route& r, std::string why);
+  void back_off(Route& r, std::string why, bool unreachable = false);
   void make_ready(Route& r);
 
   uv_loop_t* loop_;

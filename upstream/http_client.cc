@@ -173,7 +173,7 @@ struct HttpClient::Impl {
       bool redirect = t->req.follow_redirects && status >= 300 && status < 400;
       if (!redirect && status >= 200 && !t->headers_reported && t->req.on_headers) {
         t->headers_reported = true;
-        t->req.on_headers(static_cast<int>(status));
+        t->req.on_headers(static_cast<int>(status), t->resp.headers);
       }
     }
     return size * n;

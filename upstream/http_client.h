@@ -29,7 +29,8 @@ struct HttpRequest {
   bool fresh_connection = false;
   // Streams only: called with each body chunk of a 2xx response as it arrives.
   std::function<void(std::string_view)> on_data;
-  std::function<void(int status)> on_headers;  // streams: final status line received
+  // Streams: the final response's status line and headers (lower-case names) were received.
+  std::function<void(int status, const std::map<std::string, std::string>& headers)> on_headers;
 };
 
 struct HttpResponse {

@@ -61,33 +61,76 @@ void SyncStream::connect() {
   uint64_t gen = ++generation_;
   parser_.reset();
   resync_pending_ = true;
+  event_stream_ = plain_ = false;
+  plain_body_.clear();
   last_bytes_ms_ = uv_now(loop_);
   HttpRequest req;
   req.url = DatabaseUrl(opt_.base_url, opt_.root, creds_.query());
   req.headers = {"Accept: text/event-stream"};
   req.stream = true;
   req.follow_redirects = true;
-  req.on_headers = [this, gen](int status) {
+  req.on_headers = [this, gen](int status, const std::map<std::string, std::string>& headers) {
     if (gen != generation_ || status < 200 || status >= 300) return;
-    open_ = true;
-    attempt_ = 0;
-    ++connects_;
-    if (on_link_) on_link_(true);
+    auto type = headers.find("content-type");
+    std::string ctype = type == headers.end() ? "" : type->second;
+    event_stream_ = ctype.rfind("text/event-stream", 0) == 0;
+    plain_ = !event_stream_;
+    if (plain_) answered_type_ = ctype.empty() ? "no content type" : ctype;
+    if (on_link_) on_link_(true);  // the cloud answered
   };
   req.on_data = [this, gen](std::string_view bytes) {
     if (gen != generation_) return;
     last_bytes_ms_ = uv_now(loop_);
-    parser_.feed(bytes);  // events after a stop/reconnect inside this chunk are dropped
+    if (plain_) {
+      if (plain_body_.size() + bytes.size() > opt_.max_read_bytes) {
+        last_error_ = "answer over " + std::to_string(opt_.max_read_bytes) + " bytes";
+        return drop_and_retry(false);
+      }
+      plain_body_.append(bytes);
+      return;
+    }
+    if (event_stream_) parser_.feed(bytes);  // events after a stop/reconnect inside this chunk are dropped
   };
   request_ = http_.start(std::move(req), [this, gen](HttpResponse resp) {
     if (gen != generation_) return;
     request_ = 0;
     if (resp.transport_error && on_link_) on_link_(false);
+    if (plain_ && !resp.transport_error) return read_answered(std::move(plain_body_));
     drop_and_retry(resp.status == 401);
   });
 }
 
+// A whole value instead of a stream: the server does not stream. Deliver it, ask again later.
+void SyncStream::read_answered(std::string body) {
+  auto value = nlohmann::json::parse(body, nullptr, false);
+  if (value.is_discarded()) {
+    last_error_ = "the answer (" + answered_type_ + ") is not JSON";
+    return drop_and_retry(false);
+  }
+  if (!polling_ && opt_.on_polling) {
+    opt_.on_polling(true, "the cloud answered " + answered_type_ + " instead of text/event-stream");
+  }
+  polling_ = true;
+  open_ = false;
+  attempt_ = 0;  // the server answered as it does; not a failure to back off from
+  ++reads_;
+  FirebaseEvent e;
+  e.kind = FirebaseEvent::Kind::Put;
+  e.path = "/";
+  e.data = std::move(value);
+  on_event_(e, true);
+  if (running_) retry_in(opt_.poll_interval_ms, false);
+}
+
 void SyncStream::on_sse(const SseEvent& raw) {
+  if (!open_) {  // the first event: now the stream is up
+    open_ = true;
+    attempt_ = 0;
+    ++connects_;
+    if (polling_ && opt_.on_polling) opt_.on_polling(false, "the cloud streams again");
+    polling_ = false;
+    last_error_.clear();
+  }
   FirebaseEvent e = DecodeFirebaseEvent(raw);
   switch (e.kind) {
     case FirebaseEvent::Kind::Put:
@@ -111,14 +154,17 @@ void SyncStream::on_sse(const SseEvent& raw) {
 
 void SyncStream::drop_and_retry(bool refresh_credentials) {
   if (!running_) return;
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  int64_t cap = std::min(opt_.backoff_max_ms, opt_.backoff_initial_ms << std::min(attempt_, 20));
+  ++attempt_;
+  retry_in(cap / 2 + static_cast<int64_t>(rng() % static_cast<uint64_t>(cap / 2 + 1)), refresh_credentials);
+}
+
+void SyncStream::retry_in(int64_t delay, bool refresh_credentials) {
   ++generation_;
   if (request_) http_.cancel(request_);
   request_ = 0;
   open_ = false;
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
-  int64_t cap = std::min(opt_.backoff_max_ms, opt_.backoff_initial_ms << std::min(attempt_, 20));
-  ++attempt_;
-  int64_t delay = cap / 2 + static_cast<int64_t>(rng() % static_cast<uint64_t>(cap / 2 + 1));
   auto reconnect = [this, delay] {
     if (!running_) return;
     uv_timer_start(retry_, [](uv_timer_t* t) {

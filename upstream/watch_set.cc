@@ -87,6 +87,10 @@ void WatchSet::open_stream(const std::string& path) {
   so.idle_timeout_ms = opt_.idle_timeout_ms;
   so.backoff_initial_ms = opt_.backoff_initial_ms;
   so.backoff_max_ms = opt_.backoff_max_ms;
+  so.poll_interval_ms = opt_.poll_interval_ms;
+  so.on_polling = [this, path](bool polling, const std::string& why) {
+    if (opt_.on_polling) opt_.on_polling(path, polling, why);
+  };
   auto on_event = [this, path](const FirebaseEvent& e, bool) {
     if (e.kind == FirebaseEvent::Kind::Put || e.kind == FirebaseEvent::Kind::Patch)
       on_data_(Join(path, e.path), e.data, e.kind == FirebaseEvent::Kind::Patch);
@@ -99,9 +103,17 @@ void WatchSet::open_stream(const std::string& path) {
     streams_.erase(it);
     add_polled(path);
   };
-  auto s = std::make_unique<SyncStream>(loop_, http_, creds_, so, on_event, on_cancel);
+  auto s = std::make_unique<SyncStream>(loop_, http_, creds_, so, on_event, on_cancel, opt_.on_link);
   s->start();
   streams_[path] = std::move(s);
+}
+
+size_t WatchSet::streams_polling() const {
+  return static_cast<size_t>(std::count_if(streams_.begin(), streams_.end(), [](const auto& s) { return s.second->polling(); }));
+}
+
+size_t WatchSet::streams_open() const {
+  return static_cast<size_t>(std::count_if(streams_.begin(), streams_.end(), [](const auto& s) { return s.second->open(); }));
 }
 
 void WatchSet::poll_all() {
@@ -115,6 +127,8 @@ void WatchSet::poll(const std::string& path) {
   it->second.in_flight = true;
   RestGet(http_, creds_, opt_.base_url, path, opt_.poll_timeout_ms, false,
           [this, alive = std::weak_ptr<bool>(alive_), path](GetResult r) {
+            if (alive.expired()) return;
+            if (r.status != 0 && opt_.on_link) opt_.on_link(true);  // the cloud answered
             if (alive.expired()) return;
             auto it = polled_.find(path);
             if (it == polled_.end()) return;  // unwatched meanwhile

@@ -31,6 +31,10 @@ struct WatchSetOptions {
   int64_t idle_timeout_ms = 60000;  // streams: see SyncStreamOptions
   int64_t backoff_initial_ms = 500;
   int64_t backoff_max_ms = 30000;
+  // The cloud answered (a stream or a read) or a stream's connection failed: see SyncStream.
+  std::function<void(bool reachable)> on_link{};
+  // A stream degraded to periodic reads (the server does not stream) or streams again.
+  std::function<void(const std::string& path, bool polling, const std::string& why)> on_polling{};
 };
 
 class WatchSet {
@@ -46,6 +50,8 @@ class WatchSet {
   void stop();                            // unwatches everything
 
   size_t streams() const { return streams_.size(); }
+  size_t streams_polling() const;  // of streams(): those reading periodically (no streaming)
+  size_t streams_open() const;     // of streams(): those streaming
   size_t polled() const { return polled_.size(); }
   bool streamed(const std::string& path) const { return streams_.count(path) > 0; }
 

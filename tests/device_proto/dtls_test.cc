@@ -231,16 +231,91 @@ TEST(Dtls, HandshakeCapDropsHellosUntilStaleHandshakesTimeOut) {
     ASSERT_EQ(c->Step(), MBEDTLS_ERR_SSL_WANT_READ);  // cookie back -> the server starts a handshake
   }
   ASSERT_EQ(rig.server().counters().handshaking, 2u);
-  DtlsClient c(rig, TestAddress(7, 3), "dev1", "secret-key-1");
+  DtlsClient c(rig, TestAddress(7, 3), "dev1", "secret-key-1");  // the same source IP as a and b
   EXPECT_EQ(c.Step(), MBEDTLS_ERR_SSL_WANT_READ);
-  EXPECT_TRUE(c.inbox().empty()) << "over the cap: no answer at all";
+  EXPECT_FALSE(c.inbox().empty()) << "a cookie costs no place: still answered";
+  EXPECT_EQ(c.Step(), MBEDTLS_ERR_SSL_WANT_READ);
+  EXPECT_TRUE(c.inbox().empty()) << "over the cap, and its source holds as many as any: no answer";
   EXPECT_EQ(rig.server().counters().hellos_over_cap, 1u);
+  EXPECT_EQ(rig.server().counters().handshaking, 2u);
 
   rig.Advance(6000);
   rig.server().housekeeping();
   EXPECT_EQ(rig.server().counters().handshaking, 0u) << "abandoned handshakes are freed";
   DtlsClient d(rig, TestAddress(7, 4), "dev1", "secret-key-1");
   EXPECT_EQ(d.Handshake(), 0);
+}
+
+// Issue 16.7: one source flooding half-open handshakes holds every place, yet a handshake from
+// another source takes the place of the flooder's oldest one; sources holding as many places as
+// the newcomer would are left alone.
+TEST(Dtls, HandshakePlacesAreSharedFairlyBetweenSources) {
+  DtlsOptions o;
+  o.max_handshakes = 8;
+  o.hellos_per_second = 0;
+  DtlsRig rig(o);
+  std::vector<std::unique_ptr<DtlsClient>> flood;
+  auto half_open = [&](uint8_t host, uint16_t port) {
+    flood.push_back(std::make_unique<DtlsClient>(rig, TestAddress(host, port), "dev1", "secret-key-1"));
+    flood.back()->Step();  // HelloVerifyRequest
+    flood.back()->Step();  // the cookie back: the server holds a handshake from now on
+  };
+  for (uint16_t i = 1; i <= 8; ++i) half_open(20, i);
+  ASSERT_EQ(rig.server().counters().handshaking, 8u);
+  half_open(20, 9);
+  EXPECT_EQ(rig.server().counters().hellos_over_cap, 1u) << "the flooder cannot push out its own";
+
+  DtlsClient device(rig, TestAddress(21, 1), "dev1", "secret-key-1");
+  ASSERT_EQ(device.Handshake(), 0) << "another source gets a place during the flood";
+  ASSERT_TRUE(device.Write("first request"));
+  EXPECT_EQ(rig.received.back().bytes, "first request");
+  DtlsCounters k = rig.server().counters();
+  EXPECT_EQ(k.handshakes_evicted, 1u);
+  EXPECT_EQ(k.handshaking, 7u);
+
+  // Four sources with two places each: a newcomer still gets one (2 >= 0 + 2) ...
+  DtlsRig rig2(o);
+  std::vector<std::unique_ptr<DtlsClient>> few;  // destroyed before rig2
+  for (uint8_t host = 30; host < 34; ++host)
+    for (uint16_t port = 1; port <= 2; ++port) {
+      few.push_back(std::make_unique<DtlsClient>(rig2, TestAddress(host, port), "dev1", "secret-key-1"));
+      few.back()->Step();
+      few.back()->Step();
+    }
+  ASSERT_EQ(rig2.server().counters().handshaking, 8u);
+  DtlsClient second(rig2, TestAddress(40, 1), "dev1", "secret-key-1");
+  EXPECT_EQ(second.Handshake(), 0);
+  // ... but a source that already holds one does not take a place from a source with two.
+  DtlsClient again(rig2, TestAddress(40, 2), "dev1", "secret-key-1");
+  EXPECT_NE(again.Handshake(), 0);
+  EXPECT_EQ(rig2.server().counters().handshakes_evicted, 1u);
+}
+
+// A ClientHello whose cookie does not verify costs nobody a place: the eviction happens only once
+// the cookie proved the sender's address.
+TEST(Dtls, ForgedCookieTakesNobodysPlace) {
+  DtlsOptions o;
+  o.max_handshakes = 4;
+  o.hellos_per_second = 0;
+  DtlsRig rig(o);
+  std::vector<std::unique_ptr<DtlsClient>> flood;
+  for (uint16_t i = 1; i <= 4; ++i) {
+    flood.push_back(std::make_unique<DtlsClient>(rig, TestAddress(50, i), "dev1", "secret-key-1"));
+    flood.back()->Step();
+    flood.back()->Step();
+  }
+  ASSERT_EQ(rig.server().counters().handshaking, 4u);
+  DtlsClient forger(rig, TestAddress(51, 1), "dev1", "secret-key-1");
+  ASSERT_EQ(forger.Step(), MBEDTLS_ERR_SSL_WANT_READ);
+  ASSERT_EQ(forger.inbox().size(), 1u);
+  std::string& hvr = forger.inbox().front();  // record 13 + handshake 12 + version 2 + length 1
+  ASSERT_GT(hvr.size(), 30u);
+  hvr[29] = static_cast<char>(hvr[29] ^ 0x5A);  // the cookie the forger sends back is wrong
+  forger.Step();
+  const DtlsCounters k = rig.server().counters();
+  EXPECT_EQ(k.handshakes_evicted, 0u);
+  EXPECT_EQ(k.handshaking, 4u);
+  EXPECT_EQ(k.hello_verify_sent, 4u + 2u) << "the bad cookie was answered with a new one";
 }
 
 TEST(Dtls, HellosFromOneSourceAreRateLimited) {

@@ -248,26 +248,37 @@ TEST_F(EndpointTest, Ipv6) {
   EXPECT_EQ(p->payload(), "six");
 }
 
+// RFC 7252 §4.2: a CON with a message format error is rejected with a matching RST, wherever
+// the error is (4.00 is for well-formed requests the server will not act on).
 TEST_F(EndpointTest, MalformedInput) {
   start();
-  // Truncated option in a CON request: 4.00 with a diagnostic payload.
+  // Truncated option in a CON request.
   send({0x44, 0x01, 0x00, 0x10, 1, 2, 3, 4, 0xB4, 'a'});
   auto p = recv();
   ASSERT_TRUE(p && p->ok);
-  EXPECT_EQ(p->m.type, Type::kAck);
-  EXPECT_EQ(p->m.code, code::kBadRequest);
-  EXPECT_FALSE(p->payload().empty());
-  // Token length 9: RST.
+  EXPECT_EQ(p->m.type, Type::kRst);
+  EXPECT_EQ(p->m.code, code::kEmpty);
+  EXPECT_EQ(p->m.mid, 0x10);
+  EXPECT_EQ(p->bytes.size(), 4u);
+  // Token length 9.
   send({0x49, 0x01, 0x00, 0x11, 1, 2, 3, 4, 5, 6, 7, 8, 9});
   p = recv();
   ASSERT_TRUE(p);
   EXPECT_EQ(p->m.type, Type::kRst);
   EXPECT_EQ(p->m.mid, 0x11);
-  // Payload marker without payload: the error is after the token, so 4.00.
+  // Payload marker without payload.
   send({0x40, 0x01, 0x00, 0x12, 0xFF});
   p = recv();
   ASSERT_TRUE(p);
-  EXPECT_EQ(p->m.code, code::kBadRequest);
+  EXPECT_EQ(p->m.type, Type::kRst);
+  EXPECT_EQ(p->m.mid, 0x12);
+  // Option nibble 15 in a CON.
+  send({0x40, 0x01, 0x00, 0x16, 0xF1, 0x00});
+  p = recv();
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->m.type, Type::kRst);
+  EXPECT_EQ(p->m.mid, 0x16);
+  EXPECT_EQ(ep_->counters().peers, 0u) << "no state for a rejected message";
   // Malformed NON: silence.
   send({0x54, 0x01, 0x00, 0x13, 1, 2, 3, 4, 0xF0});
   EXPECT_EQ(recv(100), nullptr);

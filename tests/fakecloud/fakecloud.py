@@ -36,8 +36,19 @@ POST /_oauth/token: jwt-bearer grant (form body) -> {"access_token": new accepte
   set {"path":p,"value":v}   another writer: sets v at p (streams hear it), no fault applies,
                              not in the log
   heal                       clear injected faults (fail, lose_replies, reject, slow, silence,
-                             drop)
+                             drop, echo_sv, no_date, no_streaming)
                              and keep data, log and skew
+  index {"path":p,"on":[c...]}  the rules' ".indexOn" at p (children, or ".value"): queries
+                             ordered by a child or by value need it, as in Firebase
+  echo_sv {"on":b}           writes answer the body as sent, server values unresolved (as
+                             npm firebase-server does); the stored value is resolved
+  no_date {"on":b}           answers carry no Date header
+  no_streaming {"on":b}      a GET asking for text/event-stream is answered with plain JSON
+                             (200, application/json), as by a server without streaming
+  stream_empty {"on":b}      streams answer 200 text/event-stream and close before any event
+Requests are checked as Firebase checks them (firebase_rules.py): invalid paths and keys in URLs
+and bodies, size limits, server values, ETag headers and query parameters get Firebase's status
+and error body.
 CLI: --port 0 prints the chosen port as the first stdout line. --secret S requires auth.
 Queries on GET: orderBy="$key"|"$value"|"<child>", startAt/endAt/equalTo (JSON), limitToFirst/Last,
 answered with Firebase's ordering (null < false < true < numbers < strings < objects, ties by key;
@@ -45,6 +56,7 @@ keys that are 32-bit integers first; strings by UTF-16 code units, as the Fireba
 ETag; PUT/DELETE with if-match answer 412 with the current value and ETag on mismatch.
 """
 import argparse
+import email.utils
 import json
 import re
 import socket
@@ -54,6 +66,8 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import firebase_rules as rules
+
 LOCK = threading.RLock()
 STATE = {}
 
@@ -61,7 +75,8 @@ STATE = {}
 def reset_state():
     STATE.update(data=None, log=[], fails=[], rejects=[], slow_ms=0, skew_ms=0, keepalive_ms=30000,
                  silence=False, stream_gen=0, etag_gen=0, reads=[], lose=[], attempts=[], streams={},
-                 token_ttl=3600, drop=False)
+                 token_ttl=3600, drop=False, indexes={}, echo_sv=False, no_date=False,
+                 no_streaming=False, stream_empty=False)
 
 
 reset_state()
@@ -139,20 +154,6 @@ def resolve_sv(v, parts):
     return v
 
 
-def valid_key(k):
-    return k and not any(c in k for c in ".$#[]/") and all(ord(c) >= 32 and ord(c) != 127 for c in k)
-
-
-def check_keys(v):
-    if isinstance(v, dict):
-        if set(v.keys()) == {".sv"}:
-            return
-        for k, c in v.items():
-            if not valid_key(k):
-                raise ValueError("invalid key " + repr(k))
-            check_keys(c)
-
-
 INT_KEY = re.compile(r"-?0*[0-9]{1,10}")
 
 
@@ -187,9 +188,7 @@ def value_sort(v):
 
 def run_query(value, query):
     """Firebase REST query semantics over `value`; None when the request has no query."""
-    if "orderBy" not in query:
-        if any(k in query for k in ("startAt", "endAt", "equalTo", "limitToFirst", "limitToLast")):
-            raise ValueError("orderBy must be defined when other query parameters are defined")
+    if "orderBy" not in query:  # firebase_rules.check_query refused limits without it
         return None
     by = json.loads(query["orderBy"][0])
     if not isinstance(value, dict):
@@ -262,6 +261,26 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(raw)
+
+    def reply_error(self, status, message):
+        """An error as Firebase answers it: status and its {"error": ...} layout."""
+        if getattr(self, "attempt", None) is not None:
+            self.attempt["status"] = status
+        raw = rules.error_body(message)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def date_time_string(self, timestamp=None):
+        """The Date header tells the server's (skewed) clock, like its server timestamps."""
+        return email.utils.formatdate(time.time() + STATE["skew_ms"] / 1000, usegmt=True)
+
+    def send_header(self, keyword, value):
+        if keyword == "Date" and STATE["no_date"]:
+            return
+        super().send_header(keyword, value)
 
     def body(self):
         n = int(self.headers.get("Content-Length") or 0)
@@ -339,7 +358,12 @@ class Handler(BaseHTTPRequestHandler):
                 set_at(parts, req.get("value"))
                 publish(parts, "put", get_at(STATE["data"], parts))
             elif op == "heal":
-                STATE.update(fails=[], lose=[], rejects=[], slow_ms=0, silence=False, drop=False)
+                STATE.update(fails=[], lose=[], rejects=[], slow_ms=0, silence=False, drop=False,
+                             echo_sv=False, no_date=False, no_streaming=False, stream_empty=False)
+            elif op == "index":
+                STATE["indexes"]["/" + "/".join(split(req["path"]))] = list(req.get("on", []))
+            elif op in ("echo_sv", "no_date", "no_streaming", "stream_empty"):
+                STATE[op] = bool(req.get("on", True))
             elif op == "down":
                 self.close_connection = True
                 threading.Thread(target=go_down, args=(req["ms"], self.connection), daemon=True).start()
@@ -377,16 +401,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def handle_data(self, method):
         url = urllib.parse.urlsplit(self.path)
-        query = urllib.parse.parse_qs(url.query)
-        raw = self.body()
+        query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
+        too_big = int(self.headers.get("Content-Length") or 0) > rules.MAX_WRITE_BYTES
+        raw = b"" if too_big else self.body()
         path = urllib.parse.unquote(url.path)
         self.attempt = {"method": method, "path": path, "query": url.query,
                         "t_ms": int(time.time() * 1000), "status": None}
         with LOCK:
             STATE["attempts"].append(self.attempt)
-        if not path.endswith(".json"):
+        if not url.path.endswith(".json"):
             return self.reply(404, {"error": "not found"})
-        parts = split(path[:-5])
+        parts, path_error = rules.parse_url_path(url.path[:-5])
         with LOCK:
             dropped = STATE["drop"]
         if dropped:
@@ -409,69 +434,64 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(slow / 1000)
         if status is not None:
             return self.reply(status, {"error": "injected"})
+        if too_big:
+            self.close_connection = True  # the body was not read
+            return self.reply_error(413, "Data to write exceeds the maximum size of %d bytes" % rules.MAX_WRITE_BYTES)
+        if path_error:
+            return self.reply_error(*path_error)
         if not self.authorized(query):
-            return self.reply(401, {"error": "Permission denied"})
-        if method == "GET" and "text/event-stream" in (self.headers.get("Accept") or ""):
+            return self.reply_error(401, rules.PERMISSION_DENIED)
+        with LOCK:
+            indexes = {k: set(v) for k, v in STATE["indexes"].items()}
+            streaming = not STATE["no_streaming"]
+        query_error = rules.check_query(query, method, self.headers, parts, indexes)
+        if query_error:
+            return self.reply_error(*query_error)
+        if method == "GET" and "text/event-stream" in (self.headers.get("Accept") or "") and streaming:
             return self.stream(parts)
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            return self.reply(400, {"error": "Invalid data; couldn't parse JSON object."})
+        body = None
+        if method in ("PUT", "POST", "PATCH"):
+            # A push's key adds one segment to the path the limits apply to.
+            body, body_error = rules.parse_body(raw, method, parts + (["-" * 20] if method == "POST" else []))
+            if body_error:
+                return self.reply_error(*body_error)
         silent = query.get("print", [""])[0] == "silent"
         with LOCK:
-            if method != "GET":
-                STATE["log"].append({"method": method, "path": "/" + "/".join(parts),
-                                     "query": url.query, "body": body,
-                                     "t_ms": int(time.time() * 1000) + STATE["skew_ms"],
-                                     "if_match": self.headers.get("if-match")})
             cur = get_at(STATE["data"], parts)
             if method == "GET":
                 headers = {"ETag": etag_of(cur)} if self.headers.get("X-Firebase-ETag") == "true" else {}
                 STATE["reads"].append({"path": "/" + "/".join(parts), "query": url.query})
-                try:
-                    result = run_query(cur, query)
-                except (ValueError, TypeError) as e:
-                    return self.reply(400, {"error": str(e)})
+                result = run_query(cur, query)
                 return self.reply(200, cur if result is None and "orderBy" not in query else result, headers)
+            STATE["log"].append({"method": method, "path": "/" + "/".join(parts),
+                                 "query": url.query, "body": body,
+                                 "t_ms": int(time.time() * 1000) + STATE["skew_ms"],
+                                 "if_match": self.headers.get("if-match")})
             if_match = self.headers.get("if-match")
             if if_match is not None and if_match != etag_of(cur):  # hashing is O(subtree): only when asked
                 return self.reply(412, cur, {"ETag": etag_of(cur)})
-            try:
-                if method == "PATCH" and isinstance(body, dict):
-                    for v in body.values():
-                        check_keys(v)
-                else:
-                    check_keys(body)
-                if method == "PUT":
-                    value = resolve_sv(body, parts)
-                    set_at(parts, value)
-                    publish(parts, "put", value)
-                    result = value
-                elif method == "POST":
-                    key = make_push_id()
-                    value = resolve_sv(body, parts + [key])
-                    set_at(parts + [key], value)
-                    publish(parts + [key], "put", value)
-                    result = {"name": key}
-                elif method == "DELETE":
-                    set_at(parts, None)
-                    publish(parts, "put", None)
-                    result = None
-                else:  # PATCH: keys may be multi-segment paths
-                    if not isinstance(body, dict):
-                        raise ValueError("PATCH needs an object")
-                    result = {}
-                    for k, v in body.items():
-                        sub = split(k)
-                        if any(not valid_key(s) for s in sub):
-                            raise ValueError("invalid path " + repr(k))
-                        result[k] = resolve_sv(v, parts + sub)
-                    for k, v in result.items():
-                        set_at(parts + split(k), v)
-                    publish(parts, "patch", result)
-            except (ValueError, TypeError) as e:
-                STATE["log"].pop()
-                return self.reply(400, {"error": str(e)})
+            if method == "PUT":
+                value = resolve_sv(body, parts)
+                set_at(parts, value)
+                publish(parts, "put", value)
+                result = value
+            elif method == "POST":
+                key = make_push_id()
+                value = resolve_sv(body, parts + [key])
+                set_at(parts + [key], value)
+                publish(parts + [key], "put", value)
+                result = {"name": key}
+            elif method == "DELETE":
+                set_at(parts, None)
+                publish(parts, "put", None)
+                result = None
+            else:  # PATCH: keys are paths (firebase_rules checked them)
+                result = {k: resolve_sv(v, parts + split(k)) for k, v in body.items()}
+                for k, v in result.items():
+                    set_at(parts + split(k), v)
+                publish(parts, "patch", result)
+            if STATE["echo_sv"] and method in ("PUT", "PATCH"):
+                result = body  # what was sent, server values unresolved
             lost = None
             for f in STATE["lose"]:
                 if f["count"] > 0 and f["path"] in path + raw.decode(errors="replace"):
@@ -514,6 +534,11 @@ class Handler(BaseHTTPRequestHandler):
             raw = text.encode()
             self.wfile.write(b"%x\r\n%s\r\n" % (len(raw), raw))
             self.wfile.flush()
+
+        if STATE["stream_empty"]:
+            self.close_connection = True
+            self.wfile.write(b"0\r\n\r\n")
+            return
 
         with LOCK:
             gen = STATE["stream_gen"]

@@ -51,6 +51,28 @@ TEST(Config, StorePathDefaultsToStateDirectory) {
   EXPECT_EQ(ParseOk("").store.path, "/var/lib/tether");
 }
 
+// The LMDB map is address space: a 32-bit build (armhf, run by make cross-test) defaults to 1 GiB
+// mapped at once and refuses a map it cannot hold; a 64-bit build keeps 1 GiB growing to 8 GiB.
+TEST(Config, StoreMapDefaultsFitTheAddressSpace) {
+  Config c = ParseOk("");
+  EXPECT_LE(c.store.map_size, c.store.map_max);
+  EXPECT_LE(c.store.map_max, store::kMaxMapBytes);
+  EXPECT_LT(c.store.queue_max_bytes, c.store.map_max);  // a full queue is refused before the map is
+  const std::string err = ErrorOf("store:\n  map_max: 4GiB\n");
+  if (store::kAddressSpace32) {
+    EXPECT_EQ(c.store.map_max, 1ull << 30);
+    EXPECT_EQ(c.store.queue_max_bytes, 512ull << 20);
+    EXPECT_EQ(err.rfind("t.yaml:2:12: store.map_max: 4294967296 bytes do not fit the address space of this "
+                        "32-bit build: at most 2147483648 (2GiB)", 0), 0u) << err;
+    EXPECT_NE(ErrorOf("store:\n  map_size: 3GiB\n").find("store.map_size"), std::string::npos);
+    EXPECT_EQ(ErrorOf("store:\n  map_max: 2GiB\n"), "");
+  } else {
+    EXPECT_EQ(c.store.map_max, 8ull << 30);
+    EXPECT_EQ(c.store.queue_max_bytes, 4ull << 30);
+    EXPECT_EQ(err, "");
+  }
+}
+
 TEST(Config, UnknownKeyNamesLineColumnAndPath) {
   EXPECT_EQ(ErrorOf("device:\n  listen: \"0.0.0.0:5683\"\n  heartbaet_target: 20s\n"),
             "t.yaml:3:3: device.heartbaet_target: unknown key");
@@ -98,6 +120,19 @@ INSTANTIATE_TEST_SUITE_P(
                 "t.yaml:2:8: upstream.url: must be a plain database URL without query, fragment or user info (put "
                 "credentials in secret_file, access_token_file or service_account_file)"},
         BadCase{"upstream:\n  url: https://x\n  secret_file: \"\"\n", "t.yaml:3:16: upstream.secret_file: must not be empty"},
+        // Firebase refuses a path with an invalid key in any segment (the old default too).
+        BadCase{"upstream:\n  url: https://x\n  presence_path: /.gateways/gw1\n",
+                "t.yaml:3:18: upstream.presence_path: '.gateways' is not a valid key: Firebase refuses it (no . $ # [ ] "
+                "/ or control characters in any segment; e.g. /tether-gateways/<id>)"},
+        BadCase{"upstream:\n  url: https://x\n  presence_path: \"gw/a#b\"\n",
+                "t.yaml:3:18: upstream.presence_path: 'a#b' is not a valid key: Firebase refuses it (no . $ # [ ] "
+                "/ or control characters in any segment; e.g. /tether-gateways/<id>)"},
+        BadCase{"upstream:\n  url: https://x\n  presence_path: /\n",
+                "t.yaml:3:18: upstream.presence_path: must name a node below the database root"},
+        BadCase{"upstream:\n  url: https://x\n  clock_wait: 10ms\n",
+                "t.yaml:3:15: upstream.clock_wait: 10ms is out of range [1000ms, 3600000ms]"},
+        BadCase{"upstream:\n  url: https://x\n  on_clock_timeout: guess\n",
+                "t.yaml:3:21: upstream.on_clock_timeout: 'guess' is not one of: upload, hold"},
         BadCase{"device: [1, 2]\n", "t.yaml:1:9: device: expected a mapping"},
         BadCase{"dtls:\n  listen: \"0.0.0.0:5684\"\n", "t.yaml:2:3: dtls: give keys_file, master_key_file or both"},
         BadCase{"dtls:\n  keys_file: /k\n  max_live_sessions: 0\n",
@@ -141,7 +176,7 @@ TEST(Config, RoutesWithVariablesAndAccess) {
   EXPECT_EQ(c.routes[1].sync, std::vector<std::string>{"config"});
   ASSERT_TRUE(c.upstream);
   EXPECT_EQ(c.upstream->url, "http://127.0.0.1:9000");
-  EXPECT_EQ(c.upstream->presence_path, "/.gateways/gw1");
+  EXPECT_EQ(c.upstream->presence_path, "/tether-gateways/gw1");
   EXPECT_EQ(c.upstream->auth_variable_override, "") << "off by default";
   EXPECT_EQ(c.upstream->observe_streams, 32u);
   EXPECT_EQ(c.upstream->observe_poll_interval.count(), 30000);
@@ -159,6 +194,20 @@ TEST(Config, AuthVariableOverrideIsOffTrueOrATemplate) {
   EXPECT_EQ(c.upstream->observe_streams, 0u);
   EXPECT_EQ(c.upstream->observe_poll_interval.count(), 5000);
   EXPECT_EQ(c.upstream->ca_file, "/ca.pem");
+}
+
+TEST(Config, PresencePathDefaultIsAValidFirebasePathWhateverTheHostName) {
+  EXPECT_EQ(ParseOk("gateway:\n  id: gw-7\nupstream:\n  url: https://x\n").upstream->presence_path, "/tether-gateways/gw-7");
+  EXPECT_EQ(PresenceKey("gw.example.com"), "gw_example_com") << "a default id is the host name, dots and all";
+  EXPECT_EQ(PresenceKey("a$b#c[d]e/f\x01"), "a_b_c_d_e_f_");
+  EXPECT_EQ(ParseOk("upstream:\n  url: https://x\n  presence_path: ops/gateways/gw1\n").upstream->presence_path,
+            "ops/gateways/gw1");
+  Config c = ParseOk("upstream:\n  url: https://x\n");
+  EXPECT_EQ(c.upstream->clock_wait.count(), 10000);
+  EXPECT_EQ(c.upstream->on_clock_timeout, UpstreamConfig::OnClockTimeout::kUpload);
+  c = ParseOk("upstream:\n  url: https://x\n  clock_wait: 2m\n  on_clock_timeout: hold\n");
+  EXPECT_EQ(c.upstream->clock_wait.count(), 120000);
+  EXPECT_EQ(c.upstream->on_clock_timeout, UpstreamConfig::OnClockTimeout::kHold);
 }
 
 TEST(Config, MissingFileIsAClearError) {

@@ -4,6 +4,8 @@
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 #include <gtest/gtest.h>
 
+#include <climits>
+
 #include "gateway/persisted_observer.h"
 #include "tests/gateway/device_api_harness.h"
 
@@ -13,8 +15,14 @@ namespace {
 // A long-lived observation's checkpoint is rewritten every kSeqCheckpointEvery notifications, so a
 // restart never jumps less than what was sent since the last checkpoint.
 TEST(DeviceApiTest, ObserveCheckpointFollowsLongRunningObservations) {
-  // Sessions must outlive a million notifications on a slow (sanitized) build.
-  Gateway gw({}, "device:\n  heartbeat_target: 30m\n  session_timeout: 1h\n"
+  // Sessions must outlive a million notifications on a slow (sanitized) build. The test's device
+  // acknowledges nothing, so every notification goes as a NON (a CON would hold back the rest
+  // until it is acknowledged: docs/device-protocol.md, "Notification pacing").
+  coap::EndpointOptions all_non;
+  all_non.con_notify_every = UINT_MAX;
+  all_non.con_notify_interval_ms = UINT32_MAX;
+  all_non.probe_after_ms = UINT32_MAX;
+  Gateway gw(all_non, "device:\n  heartbeat_target: 30m\n  session_timeout: 1h\n"
                  "apps:\n  - id: myapp\n    default: true\n"
                  "routes:\n  - { name: all, app: myapp, match: \"**\" }\n");
   const std::string cs = gw.Open(Peer(1), 1);

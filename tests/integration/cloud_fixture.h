@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -31,8 +32,9 @@ class CloudFixture : public ::testing::Test {
   // routes: the YAML list under `routes:`; upstream_extra: more keys under `upstream:` (indented).
   void StartGateway(const std::string& routes = kDefaultRoutes, const std::string& upstream_extra = "") {
     if (port_ == 0) port_ = static_cast<uint16_t>(FreePort());
+    if (admin_port_ == 0) admin_port_ = FreePort(false);
     gw_.WriteConfig("gateway:\n  id: gw-test\ndevice:\n  listen: \"127.0.0.1:" + std::to_string(port_) +
-                    "\"\nadmin:\n  listen: \"127.0.0.1:" + std::to_string(FreePort(false)) +
+                    "\"\nadmin:\n  listen: \"127.0.0.1:" + std::to_string(admin_port_) +
                     "\"\nstore:\n  path: ${STORE}\nupstream:\n  url: " + cloud_.url() + "\n" + upstream_extra +
                     "apps:\n  - id: myapp\nroutes:\n" + routes);
     gw_.Start();
@@ -76,6 +78,25 @@ class CloudFixture : public ::testing::Test {
     }
     return false;
   }
+  // tetherctl --json <args> against this gateway (null when it did not answer JSON).
+  nlohmann::json CtlJson(const std::string& args) const {
+    ShellResult r = Shell(TetherdProcess::BinaryPath("tetherctl") + " --admin 127.0.0.1:" + std::to_string(admin_port_) +
+                          " --json " + args);
+    return nlohmann::json::parse(r.out, nullptr, false);
+  }
+  // An admin endpoint's body, with the HTTP status first ("503 not ready: ...").
+  std::string Admin(const std::string& path) const {
+    ShellResult r = Shell("curl -s -w '\\n%{http_code}' http://127.0.0.1:" + std::to_string(admin_port_) + path);
+    size_t nl = r.out.rfind('\n');
+    return nl == std::string::npos ? r.out : r.out.substr(nl + 1) + " " + r.out.substr(0, nl);
+  }
+  // One sample of /metrics ("name{labels}"), NaN when it is NaN, nullopt when absent.
+  std::optional<double> Metric(const std::string& series) const {
+    std::string text = Admin("/metrics");
+    size_t at = text.find("\n" + series + " ");
+    if (at == std::string::npos) return std::nullopt;
+    return std::stod(text.substr(at + series.size() + 2));
+  }
   void CloudPut(const std::string& path, const std::string& json_text) {
     ASSERT_EQ(cloud_.request("PUT", "/" + path + ".json", json_text).is_discarded(), false);
   }
@@ -91,6 +112,7 @@ class CloudFixture : public ::testing::Test {
   upstream::testing::FakeCloud cloud_;
   TetherdProcess gw_;
   uint16_t port_ = 0;
+  int admin_port_ = 0;
 };
 
 }  // namespace tether::testing

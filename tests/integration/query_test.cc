@@ -99,6 +99,8 @@ class Queries : public ::testing::Test {
 TEST_F(Queries, CloudResultsAreRememberedAndServedOfflineAfterARestart) {
   CloudPut("fleet/dev1/scores", R"({"a":5,"b":1,"c":9,"d":3,"e":"x"})");
   CloudPut("fleet/dev1/rooms", R"({"x":{"n":2},"y":{"n":1},"z":{"n":3}})");
+  // Firebase answers a query ordered by value or by a child only with an index in its rules.
+  cloud_.control({{"op", "index"}, {"path", "/fleet/dev1/scores"}, {"on", {".value"}}});
   StartGateway();
   SdkClient dev(port_);
   ASSERT_TRUE(dev.Open("dev1"));
@@ -216,6 +218,7 @@ TEST_F(Queries, SyncResyncKeepsWritesNotYetUploaded) {
 // copy and the answer comes from there, so it includes what the device wrote.
 TEST_F(Queries, CloudAnswersIncludeTheDevicesQueuedWrites) {
   CloudPut("fleet/dev1/scores", R"({"a":5,"b":1,"c":9})");
+  cloud_.control({{"op", "index"}, {"path", "/fleet/dev1/scores"}, {"on", {".value"}}});
   StartGateway();
   SdkClient dev(port_);
   ASSERT_TRUE(dev.Open("dev1"));

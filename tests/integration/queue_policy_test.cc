@@ -12,6 +12,7 @@
 
 #include "tests/integration/sdk_client.h"
 #include "tests/integration/tetherd_process.h"
+#include "tests/support/eventually.h"
 #include "tests/upstream/fakecloud_process.h"
 
 namespace tether::testing {
@@ -138,7 +139,8 @@ TEST_F(QueuePolicy, DropOldestDropsAndCountsAndOnlyTheNewestReachTheCloud) {
     return false;
   };
   ASSERT_TRUE(wait_cloud("tele", json{{"warmup", 1}}, 10s)) << "the link works before the outage";
-  ASSERT_EQ(Queue("tele")["entries"], 0);
+  // The upload's confirmation is committed just after the cloud answered.
+  ASSERT_TRUE(tether::testing::Eventually([&] { return Queue("tele")["entries"] == 0; }, 5s));
 
   cloud.control({{"op", "down"}, {"ms", 4000}});
   const auto outage = std::chrono::steady_clock::now();

@@ -190,6 +190,15 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
   m.queue_dropped_total.With({"devices", "expired"}).Inc(6);
   m.writes_refused_total.With({"store_full"}).Inc(2);
   m.device_events_total.With({"ondisconnect_denied"}).Inc(6);
+  m.coap_peers.With({"verified"}).Set(10);
+  m.coap_peers_dropped_total.With({"evicted"}).Inc(8);
+  m.notifications_total.With({"superseded"}).Inc(9);
+  m.upload_state.With({"devices", "held"}).Set(1);
+  m.queue_held_age_seconds.With({"devices"}).Set(12.5);
+  m.timestamps_estimated_total.With({"devices"}).Inc(5);
+  m.cloud_clock_uncertainty_ms().Set(400);
+  m.cloud_clock_current().Set(1);
+  m.cloud_streams.With({"polling"}).Set(2);
   m.admin_refused_total.With({"unauthorized"}).Inc(2);
   m.admin_dropped_total.With({"timeout"}).Inc(8);
 
@@ -206,8 +215,12 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
       {"tether_transaction_conflicts_total", "counter"}, {"tether_dtls_sessions", "gauge"},
       {"tether_dtls_sleeping_bytes", "gauge"}, {"tether_dtls_wakes_total", "counter"},
       {"tether_queue_dropped_total", "counter"}, {"tether_writes_refused_total", "counter"},
-      {"tether_device_events_total", "counter"}, {"tether_admin_refused_total", "counter"},
-      {"tether_admin_dropped_total", "counter"}};
+      {"tether_device_events_total", "counter"}, {"tether_coap_peers", "gauge"},
+      {"tether_coap_peers_dropped_total", "counter"}, {"tether_notifications_total", "counter"},
+      {"tether_upload_state", "gauge"},      {"tether_queue_held_age_seconds", "gauge"},
+      {"tether_timestamps_estimated_total", "counter"}, {"tether_cloud_clock_uncertainty_ms", "gauge"},
+      {"tether_cloud_clock_current", "gauge"}, {"tether_cloud_streams", "gauge"},
+      {"tether_admin_refused_total", "counter"}, {"tether_admin_dropped_total", "counter"}};
   EXPECT_EQ(e.type, types);
   for (const auto& [name, type] : types) EXPECT_FALSE(e.help[name].empty()) << name;
 
@@ -240,13 +253,22 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
            {"tether_writes_refused_total", {{"reason", "store_full"}}, 2},
            {"tether_device_events_total", {{"event", "ondisconnect_denied"}}, 6},
            {"tether_store_bytes", {}, 1 << 20},
+           {"tether_coap_peers", {{"state", "verified"}}, 10},
+           {"tether_coap_peers_dropped_total", {{"reason", "evicted"}}, 8},
+           {"tether_notifications_total", {{"outcome", "superseded"}}, 9},
+           {"tether_upload_state", {{"route", "devices"}, {"state", "held"}}, 1},
+           {"tether_queue_held_age_seconds", {{"route", "devices"}}, 12.5},
+           {"tether_timestamps_estimated_total", {{"route", "devices"}}, 5},
+           {"tether_cloud_clock_uncertainty_ms", {}, 400},
+           {"tether_cloud_clock_current", {}, 1},
+           {"tether_cloud_streams", {{"state", "polling"}}, 2},
            {"tether_admin_refused_total", {{"reason", "unauthorized"}}, 2},
            {"tether_admin_dropped_total", {{"reason", "timeout"}}, 8}}) {
     const Sample* s = Find(e, w.name, w.labels);
     ASSERT_NE(s, nullptr) << w.name;
     EXPECT_EQ(s->value, w.value) << w.name;
   }
-  EXPECT_EQ(e.samples.size(), 25u);
+  EXPECT_EQ(e.samples.size(), 34u);
 }
 
 }  // namespace

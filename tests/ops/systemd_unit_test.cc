@@ -58,6 +58,37 @@ TEST_F(SystemdUnitTest, RequiredDirectivesPresent) {
   EXPECT_EQ(unit_text_.find("\nPrivateNetwork=yes"), std::string::npos);
 }
 
+// Issue 16.11: memory and task bounds, sane for a 1 GB Pi: above what tetherd needs at its
+// documented scale (docs/operations.md, "Sizing": ~1 KiB per device + 64 MiB at 100k devices),
+// below what would starve the rest of the box.
+TEST_F(SystemdUnitTest, MemoryAndTasksAreBounded) {
+  auto value = [&](const std::string& key) -> std::string {
+    std::smatch m;
+    if (!std::regex_search(unit_text_, m, std::regex("\\n" + key + "=([^\\n]*)"))) return "";
+    return m[1].str();
+  };
+  auto mib = [](const std::string& v) -> double {  // systemd's K/M/G suffixes (base 1024)
+    if (v.empty()) return -1;
+    const double n = std::stod(v);
+    switch (v.back()) {
+      case 'K': return n / 1024;
+      case 'M': return n;
+      case 'G': return n * 1024;
+      default: return n / (1024 * 1024);
+    }
+  };
+  const double max = mib(value("MemoryMax"));
+  EXPECT_GE(max, 256) << "MemoryMax missing or below what 100k devices need";
+  EXPECT_LE(max, 768) << "MemoryMax would let tetherd take most of a 1 GB Pi";
+  const double high = mib(value("MemoryHigh"));
+  EXPECT_GT(high, 0) << "MemoryHigh: reclaim before the hard limit kills";
+  EXPECT_LT(high, max);
+  const std::string tasks = value("TasksMax");
+  ASSERT_FALSE(tasks.empty()) << "TasksMax missing";
+  EXPECT_GE(std::stoi(tasks), 32);
+  EXPECT_LE(std::stoi(tasks), 512);
+}
+
 TEST_F(SystemdUnitTest, VerifyPasses) {
   std::string unit = WriteUnitForBuild();
   CommandResult r = RunCommand({"systemd-analyze", "verify", unit});

@@ -29,7 +29,7 @@ TEST(CloudClock, EstimatesInjectedSkewAndWritesPresence) {
     auto creds = MakeNoCredentials();
     int link_up = 0;
     CloudClock clock(&loop, http, *creds,
-                     {cloud.url(), ".gateways/gw-1", 50, 8, 5000, [&](bool up) { link_up += up; }});
+                     {cloud.url(), "tether-gateways/gw-1", 50, 8, 5000, [&](bool up) { link_up += up; }});
     EXPECT_FALSE(clock.has_estimate());
     clock.start();
     ASSERT_TRUE(RunUntil(&loop, [&] { return clock.sample_count() >= 5; }));
@@ -38,13 +38,13 @@ TEST(CloudClock, EstimatesInjectedSkewAndWritesPresence) {
     EXPECT_LT(std::abs(*clock.offset_ms() - (-73500)), 50) << *clock.offset_ms();
     EXPECT_TRUE(clock.current());
     EXPECT_GE(link_up, 5);
-    auto presence = cloud.control({{"op", "dump"}})[".gateways"]["gw-1"];
+    auto presence = cloud.control({{"op", "dump"}})["tether-gateways"]["gw-1"];
     EXPECT_EQ(presence["status"], "online");
     EXPECT_TRUE(presence["last_seen"].is_number());
     bool done = false;
     clock.shutdown([&] { done = true; });
     ASSERT_TRUE(RunUntil(&loop, [&] { return done; }));
-    EXPECT_EQ(cloud.control({{"op", "dump"}})[".gateways"]["gw-1"]["status"], "offline");
+    EXPECT_EQ(cloud.control({{"op", "dump"}})["tether-gateways"]["gw-1"]["status"], "offline");
   }
   uv_run(&loop, UV_RUN_NOWAIT);
   EXPECT_EQ(uv_loop_close(&loop), 0);
@@ -62,7 +62,7 @@ class ClockTest : public ::testing::Test {
   void Start(const testing::FakeCloud& cloud, Credentials& creds, CloudClockOptions o) {
     http_ = std::make_unique<HttpClient>(&loop_);
     o.base_url = cloud.url();
-    o.presence_path = ".gateways/gw-1";
+    o.presence_path = "tether-gateways/gw-1";
     o.on_change = [this] { ++changes_; };
     clock_ = std::make_unique<CloudClock>(&loop_, *http_, creds, std::move(o));
     clock_->start();
@@ -150,12 +150,86 @@ TEST_F(ClockTest, UnauthorizedPresenceWriteRefreshesTheCredentialAndRetries) {
   o.retry_max_ms = 100;
   Start(cloud, *creds, o);
   ASSERT_TRUE(RunUntil(&loop_, [&] { return clock_->last_error().find("401") != std::string::npos; }));
-  EXPECT_FALSE(clock_->has_estimate());
+  // The refused write still told the server's time: its Date header, whole seconds.
+  EXPECT_TRUE(clock_->current());
+  EXPECT_EQ(clock_->source(), CloudClock::Source::kDateHeader);
+  EXPECT_GE(clock_->uncertainty_ms(), 500);
   usleep(10000);
   std::ofstream(path) << "good\n";  // the agent rotated the token
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return clock_->current(); }, std::chrono::seconds(3)));
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return clock_->source() == CloudClock::Source::kWriteAnswer; },
+                       std::chrono::seconds(3)));
   EXPECT_TRUE(clock_->last_error().empty());
+  EXPECT_LT(clock_->uncertainty_ms(), 50);
   unlink(path.c_str());
+}
+
+// A server that echoes the write as sent (npm firebase-server): the stored value was resolved
+// while the PUT was in flight, so reading it back bounds it by the PUT's round trip.
+TEST_F(ClockTest, AnEchoedServerValueIsReadBack) {
+  testing::FakeCloud cloud;
+  cloud.control({{"op", "skew"}, {"ms", -4200}});
+  cloud.control({{"op", "echo_sv"}, {"on", true}});
+  auto creds = MakeNoCredentials();
+  Start(cloud, *creds, {});
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return clock_->current(); }));
+  EXPECT_EQ(clock_->source(), CloudClock::Source::kReadBack);
+  EXPECT_LT(std::abs(*clock_->offset_ms() + 4200), 50) << *clock_->offset_ms();
+  EXPECT_LT(clock_->uncertainty_ms(), 50);
+  EXPECT_TRUE(clock_->last_error().empty());
+  int reads = 0;
+  for (auto& r : cloud.control({{"op", "reads"}})) reads += r["path"] == "/tether-gateways/gw-1/last_seen";
+  EXPECT_EQ(reads, 1);
+}
+
+// Security rules refuse the presence path: every refused write still carries the server's Date,
+// whole seconds; successive round trips straddle second boundaries at different moments, so
+// their intersection narrows the estimate below a second. Its error is never understated.
+TEST_F(ClockTest, ARefusedPresenceWriteFallsBackToTheDateHeader) {
+  testing::FakeCloud cloud;
+  cloud.control({{"op", "skew"}, {"ms", 90'000}});
+  cloud.control({{"op", "fail"}, {"status", 403}, {"count", 1000000}, {"path", "tether-gateways"}});
+  auto creds = MakeNoCredentials();
+  CloudClockOptions o;
+  o.retry_initial_ms = 70;
+  o.retry_max_ms = 130;
+  o.samples = 16;
+  Start(cloud, *creds, o);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return clock_->current(); }));
+  EXPECT_EQ(clock_->source(), CloudClock::Source::kDateHeader);
+  EXPECT_NE(clock_->last_error().find("403"), std::string::npos) << "the presence write still failed: said so";
+  int64_t first = clock_->uncertainty_ms();
+  EXPECT_GE(first, 500);
+  EXPECT_LE(first, 1100);
+  EXPECT_LE(std::abs(*clock_->offset_ms() - 90'000), first + 5);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return clock_->sample_count() >= 16; }));
+  EXPECT_LT(clock_->uncertainty_ms(), 400) << "narrowed by the intersection";
+  EXPECT_LE(std::abs(*clock_->offset_ms() - 90'000), clock_->uncertainty_ms() + 5) << *clock_->offset_ms();
+}
+
+// A server that answers without any time (no resolved value, nothing to read back, no Date):
+// no estimate, the reason said, and other requests' answers do not trigger extra writes (only
+// a lost link does), so the writes keep to the backoff.
+TEST_F(ClockTest, WithoutAnyTimeSourceTheWritesKeepToTheirBackoff) {
+  testing::FakeCloud cloud;
+  cloud.control({{"op", "fail"}, {"status", 400}, {"count", 1000000}, {"path", "tether-gateways"}});
+  cloud.control({{"op", "no_date"}, {"on", true}});
+  auto creds = MakeNoCredentials();
+  CloudClockOptions o;
+  o.retry_initial_ms = 200;
+  o.retry_max_ms = 400;
+  Start(cloud, *creds, o);
+  auto t0 = std::chrono::steady_clock::now();
+  // Another request gets an answer every 10 ms (a stream reconnecting, uploads...).
+  while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2)) {
+    clock_->link_changed(true);
+    RunUntil(&loop_, [] { return false; }, std::chrono::milliseconds(10));
+  }
+  EXPECT_FALSE(clock_->has_estimate());
+  EXPECT_NE(clock_->last_error().find("no Date header"), std::string::npos) << clock_->last_error();
+  int writes = 0;
+  for (auto& a : cloud.control({{"op", "attempts"}})) writes += a["method"] == "PUT";
+  EXPECT_GE(writes, 4);
+  EXPECT_LE(writes, 8) << "200, 400, 400... ms apart, not one per answered request";
 }
 
 }  // namespace

@@ -42,6 +42,10 @@ class MemoryOutbox : public Outbox {
     for (auto& [r, q] : queues_) n += q.size();
     return n;
   }
+  size_t pending(const std::string& route) const {
+    auto it = queues_.find(route);
+    return it == queues_.end() ? 0 : it->second.size();
+  }
   std::vector<std::pair<OutboundOp, int>> dead;
 
  private:

@@ -114,6 +114,73 @@ TEST_F(SyncStreamTest, AuthRevokedReconnectsAndCancelStops) {
   EXPECT_EQ(stream_->connects(), 2u);  // cancelled streams stay closed
 }
 
+int StreamGets(const FakeCloud& cloud, const std::string& path) {
+  int n = 0;
+  for (auto& a : cloud.control({{"op", "attempts"}})) n += a["method"] == "GET" && a["path"] == path;
+  return n;
+}
+
+// A server without streaming answers the stream request with the plain value (npm
+// firebase-server): that is a read, delivered as the whole value, and asked again every poll
+// interval, not a failure to reconnect from at once (which it was: ~3 requests a second).
+TEST_F(SyncStreamTest, AServerWithoutStreamingIsReadPeriodically) {
+  FakeCloud cloud;
+  cloud.request("PUT", "/cfg.json", R"({"a":1})");
+  cloud.control({{"op", "no_streaming"}, {"on", true}});
+  SyncStreamOptions opt{cloud.url(), "cfg", 60000, 50, 200};
+  opt.poll_interval_ms = 500;
+  std::vector<std::string> said;
+  opt.on_polling = [&](bool polling, const std::string& why) { said.push_back((polling ? "polling: " : "streaming: ") + why); };
+  stream_ = std::make_unique<SyncStream>(&loop_, *http_, *creds_, opt, [this](const FirebaseEvent& e, bool full) {
+    seen_.push_back({e, full});
+  });
+  stream_->start();
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return seen_.size() == 1; }));
+  EXPECT_TRUE(seen_[0].full);
+  EXPECT_EQ(seen_[0].event.data, nlohmann::json::parse(R"({"a":1})"));
+  EXPECT_TRUE(stream_->polling());
+  EXPECT_FALSE(stream_->open());
+  ASSERT_EQ(said.size(), 1u);
+  EXPECT_EQ(said[0], "polling: the cloud answered application/json instead of text/event-stream");
+  cloud.request("PUT", "/cfg/b.json", "2");
+  RunUntil(&loop_, [] { return false; }, std::chrono::milliseconds(2000));
+  EXPECT_EQ(seen_.back().event.data, nlohmann::json::parse(R"({"a":1,"b":2})")) << "the next read brought it";
+  int gets = StreamGets(cloud, "/cfg.json");
+  EXPECT_GE(gets, 4);
+  EXPECT_LE(gets, 6) << "one read per 500 ms";
+  EXPECT_EQ(stream_->connects(), 0u) << "never counted as a stream";
+  // The server streams again: so does the gateway, at its next read.
+  cloud.control({{"op", "no_streaming"}, {"on", false}});
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return stream_->open(); }, std::chrono::seconds(3)));
+  EXPECT_FALSE(stream_->polling());
+  EXPECT_EQ(stream_->connects(), 1u);
+  EXPECT_EQ(said.back(), "streaming: the cloud streams again");
+}
+
+// 200 text/event-stream and then closed before a single event: not up, so the backoff is not
+// reset, and reconnects slow down exponentially (with jitter) instead of repeating at once.
+TEST_F(SyncStreamTest, AStreamIsUpOnlyOnceItDeliveredItsFirstEvent) {
+  FakeCloud cloud;
+  cloud.control({{"op", "stream_empty"}, {"on", true}});
+  SyncStreamOptions opt{cloud.url(), "cfg", 60000, 100, 1600};
+  std::vector<bool> links;
+  stream_ = std::make_unique<SyncStream>(
+      &loop_, *http_, *creds_, opt, [this](const FirebaseEvent& e, bool full) { seen_.push_back({e, full}); }, nullptr,
+      [&](bool up) { links.push_back(up); });
+  stream_->start();
+  RunUntil(&loop_, [] { return false; }, std::chrono::milliseconds(2500));
+  EXPECT_EQ(stream_->connects(), 0u);
+  EXPECT_FALSE(stream_->open());
+  // Delays drawn from [50,100], [100,200], [200,400], [400,800], [800,1600] ms.
+  int gets = StreamGets(cloud, "/cfg.json");
+  EXPECT_GE(gets, 4);
+  EXPECT_LE(gets, 7) << "backing off, not reconnecting at once";
+  EXPECT_FALSE(links.empty()) << "each answer still says the cloud is reachable";
+  cloud.control({{"op", "stream_empty"}, {"on", false}});
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return stream_->open(); }, std::chrono::seconds(5)));
+  EXPECT_EQ(stream_->connects(), 1u);
+}
+
 TEST_F(SyncStreamTest, GetWithEtag) {
   FakeCloud cloud;
   cloud.request("PUT", "/dev/1.json", R"({"on":true})");
