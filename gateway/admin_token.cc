@@ -22,13 +22,14 @@ namespace {
 constexpr size_t kTokenChars = 43;  // [A-Za-z0-9]^43: 256 bits
 
 [[noreturn]] void Fail(const std::string& path, const std::string& why) {
-  throw std::runtime_error("cannot write the admin token to " + path + ": " + why +
+  throw std::runtime_error("admin: cannot write the admin token to " + path + ": " + why +
                            " (admin.token_file; the unit's RuntimeDirectory=tether provides /run/tether)");
 }
 }  // namespace
 
-std::string WriteNewAdminToken(const std::string& path) {
-  const std::string token = RandomToken(kTokenChars);
+std::string NewAdminToken() { return RandomToken(kTokenChars); }
+
+void WriteAdminToken(const std::string& path, const std::string& token) {
   const std::filesystem::path dir = std::filesystem::path(path).parent_path();
   if (!dir.empty() && mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) Fail(path, std::strerror(errno));
   const std::string tmp = path + ".new";
@@ -45,7 +46,6 @@ std::string WriteNewAdminToken(const std::string& path) {
     unlink(tmp.c_str());
     Fail(path, std::strerror(err));
   }
-  return token;
 }
 
 void RemoveAdminToken(const std::string& path, const std::string& token) {

@@ -15,9 +15,11 @@ namespace tether {
 
 inline constexpr const char* kDefaultAdminTokenFile = "/run/tether/admin.token";
 
-// Draws a token and writes it to `path` (creating its directory, mode 0750, when missing).
-// Throws std::runtime_error naming the file and the reason.
-std::string WriteNewAdminToken(const std::string& path);
+// A new token: 43 characters of [A-Za-z0-9] from getrandom(2), 256 bits.
+std::string NewAdminToken();
+// Writes `token` to `path`, replacing it atomically (its directory is created, mode 0750, when
+// missing). Throws std::runtime_error naming the file and the reason.
+void WriteAdminToken(const std::string& path, const std::string& token);
 // Removes `path` if it still holds `token` (it may belong to a newer tetherd by now).
 void RemoveAdminToken(const std::string& path, const std::string& token);
 // Compares in time independent of where they differ.

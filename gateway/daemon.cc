@@ -216,16 +216,13 @@ bool Daemon::StartModules() {
   AdminServer::Options ao;
   ao.listen = config_.admin_listen;
   ao.token_file = config_.admin_token_file;
-  try {
-    ao.token = WriteNewAdminToken(ao.token_file);
-  } catch (const std::exception& e) {
-    spdlog::critical("admin: {}", e.what());
-    return false;
-  }
-  admin_token_ = ao.token;
+  ao.token = NewAdminToken();
   admin_ = std::make_unique<AdminServer>(ao, admin_backend_.get(), loop_caller_.get());
   try {
     admin_->Start();
+    // Only once the port is ours: a second tetherd that cannot bind leaves the first one's token.
+    WriteAdminToken(ao.token_file, ao.token);
+    admin_token_ = ao.token;
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
     return false;
