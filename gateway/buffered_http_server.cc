@@ -221,6 +221,19 @@ void BufferedHttpServer::AcceptLoop() {
     auto it = pending.find(fd);
     return it != pending.end() && it->second.id == id;
   };
+  // Closes the connection that has waited longest for its request; false when none waits.
+  auto evict_oldest = [&] {
+    while (!by_age.empty()) {
+      auto [deadline, old, id] = by_age.front();
+      by_age.pop_front();
+      if (!live(old, id)) continue;
+      ++counters_.evicted;
+      drop(old);
+      Reject(old, 503, "Service Unavailable", "too many connections waiting to send a request");
+      return true;
+    }
+    return false;
+  };
   // Reads what `fd` has; hands a complete request to the workers, answers a bad one.
   auto on_readable = [&](int fd) {
     Pending& p = pending[fd];
@@ -303,15 +316,13 @@ void BufferedHttpServer::AcceptLoop() {
       } else if (fd == listen_fd_) {
         for (;;) {
           int c = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-          if (c < 0) break;  // EAGAIN, or out of descriptors: try again at the next wakeup
-          while (pending.size() >= options_.max_pending && !by_age.empty()) {
-            auto [deadline, old, id] = by_age.front();
-            by_age.pop_front();
-            if (!live(old, id)) continue;
-            ++counters_.evicted;
-            drop(old);
-            Reject(old, 503, "Service Unavailable", "too many connections waiting to send a request");
+          if (c < 0 && (errno == EMFILE || errno == ENFILE)) {
+            // Out of descriptors with connections still queued: the listener stays readable, so
+            // free one (the oldest waiting) or pause, rather than spin.
+            if (!evict_oldest()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
           }
+          if (c < 0) break;
+          if (pending.size() >= options_.max_pending) evict_oldest();  // one out, one in
           epoll_event cev{};
           cev.events = EPOLLIN | EPOLLRDHUP;
           cev.data.fd = c;
