@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -497,9 +499,25 @@ void Config::CheckFiles() const {
 Config Config::Load(const std::string& file) {
   std::ifstream in(file);
   if (!in) throw ConfigError(file, 0, 0, "", "cannot read the file");
+  // Whoever can write the file chooses the routes and which secret files are read.
+  struct stat st {};
+  if (stat(file.c_str(), &st) == 0 && (st.st_mode & S_IWOTH)) {
+    throw ConfigError(file, 0, 0, "",
+                      fmt::format("writable by every user (mode {:04o}): anyone could change the routes and the "
+                                  "secrets used; chmod o-w {}",
+                                  st.st_mode & 07777, file));
+  }
   std::stringstream ss;
   ss << in.rdbuf();
-  return Parse(ss.str(), file);
+  Config c = Parse(ss.str(), file);
+  for (const auto& a : c.apps) {
+    if (a.auth.mode == AppAuth::Mode::kTokens && (st.st_mode & S_IROTH)) {
+      spdlog::warn("{}: app '{}' lists its device tokens in a file every user can read (mode {:04o}): chmod o-r {}, "
+                   "or use auth mode hmac with a secret_file",
+                   file, a.id, st.st_mode & 07777, file);
+    }
+  }
+  return c;
 }
 
 }  // namespace tether

@@ -82,6 +82,12 @@ TEST_F(OperatorInput, AWorldWritableSecretIsRefusedAtStart) {
   check = Shell(TetherdProcess::BinaryPath("tetherd") + " --check-config " + gw_.config_path());
   EXPECT_EQ(check.status, 0) << check.out;
   EXPECT_NE(check.out.find(secret_ + ": readable by every user (mode 0644)"), std::string::npos) << check.out;
+
+  // The configuration itself chooses routes and secret files: world-writable, it is refused too.
+  ASSERT_EQ(chmod(gw_.config_path().c_str(), 0666), 0);
+  check = Shell(TetherdProcess::BinaryPath("tetherd") + " --check-config " + gw_.config_path());
+  EXPECT_EQ(check.status, 2) << check.out;
+  EXPECT_NE(check.out.find(gw_.config_path() + ": writable by every user (mode 0666)"), std::string::npos) << check.out;
 }
 
 // A reload re-checks the files: a secret that became world-writable is refused, the running
