@@ -186,7 +186,7 @@ bool AdminServer::HostNamesThisServer(const std::string& header) const {
     port = close + 1 < host.size() && host[close + 1] == ':' ? host.substr(close + 2) : "";
     if (close + 1 < host.size() && host[close + 1] != ':') return false;
     host = host.substr(1, close - 1);
-  } else if (size_t colon = host.find(':'); colon != std::string::npos && host.find(':', colon + 1) == std::string::npos) {
+  } else if (size_t colon = host.find(':'); colon != std::string::npos && host.rfind(':') == colon) {
     port = host.substr(colon + 1);
     host = host.substr(0, colon);
   }

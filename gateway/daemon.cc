@@ -525,7 +525,9 @@ void Daemon::ApplyReload(ReloadJob& job) {
   reload_running_ = false;
   std::vector<std::function<void(AdminResult)>> waiters = std::move(reload_waiters_);
   reload_waiters_.clear();
-  if (stopping_) return FinishReloads(waiters, AdminResult::Error(AdminResult::Code::kUnavailable, "tetherd is stopping"));
+  if (stopping_) {
+    return FinishReloads(waiters, AdminResult::Error(AdminResult::Code::kUnavailable, "tetherd is stopping"));
+  }
   AdminResult result = AdminResult::Ok("configuration " + config_path_ + " applied");
   auto reject = [&](const std::string& why) {
     spdlog::error("reload rejected, keeping the running configuration: {}", why);

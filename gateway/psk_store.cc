@@ -74,7 +74,8 @@ PskStore::PskStore(const DtlsConfig& config) {
     }
     while (!master_.empty() && (master_.back() == '\n' || master_.back() == '\r')) master_.pop_back();
     if (master_.size() < kMinMasterKeyBytes) {
-      throw ConfigError(config.master_key_file, 0, 0, "dtls.master_key_file", "the master key must be at least 16 bytes");
+      throw ConfigError(config.master_key_file, 0, 0, "dtls.master_key_file",
+                        "the master key must be at least 16 bytes");
     }
   }
 }

@@ -210,7 +210,8 @@ TEST_F(AdminServerTest, ApiNeedsTheAdminToken) {
 // its requests say Host: attacker.example.
 TEST_F(AdminServerTest, HostMustNameThisServer) {
   const std::string port = std::to_string(admin_.server->port());
-  for (const std::string& host : std::vector<std::string>{"attacker.example:" + port, "attacker.example", "127.0.0.1:1", "localhost.:1"}) {
+  const std::vector<std::string> others = {"attacker.example:" + port, "attacker.example", "127.0.0.1:1", "localhost.:1"};
+  for (const std::string& host : others) {
     for (const char* path : {"/api/v1/sessions", "/metrics", "/healthz"}) {
       auto res = client_.Get(path, {{"Host", host}});
       ASSERT_TRUE(res);
@@ -218,7 +219,8 @@ TEST_F(AdminServerTest, HostMustNameThisServer) {
       EXPECT_EQ(res->body.find("sensor-1"), std::string::npos);
     }
   }
-  for (const std::string& host : std::vector<std::string>{"127.0.0.1:" + port, "127.0.0.1", "localhost:" + port, "LOCALHOST.:" + port}) {
+  const std::vector<std::string> ours = {"127.0.0.1:" + port, "127.0.0.1", "localhost:" + port, "LOCALHOST.:" + port};
+  for (const std::string& host : ours) {
     auto res = client_.Get("/api/v1/sessions", {{"Host", host}});
     ASSERT_TRUE(res);
     EXPECT_EQ(res->status, 200) << host;
