@@ -108,8 +108,10 @@ void FakeBackend::Finish(AdminResult r, std::function<void(AdminResult)> done) {
 
 void FakeBackend::CommitHeld() {
   CheckThread();
-  for (auto& [r, done] : held_) done(std::move(r));
+  // A done() may end the test and destroy this backend: nothing of it is touched after the last.
+  auto held = std::move(held_);
   held_.clear();
+  for (auto& [r, done] : held) done(std::move(r));
 }
 
 void FakeBackend::RetryDeadLetter(const std::optional<std::string>& id, std::function<void(AdminResult)> done) {
@@ -149,6 +151,10 @@ FakeAdmin::FakeAdmin() {
   server->Start();
 }
 
-FakeAdmin::~FakeAdmin() { server->Stop(); }
+FakeAdmin::~FakeAdmin() {
+  server->Stop();
+  // Let work already posted to the loop (it may use the backend) finish before the backend goes.
+  loop.caller()->Call([] { return true; }, std::chrono::seconds(5));
+}
 
 }  // namespace tether::testing
