@@ -82,7 +82,7 @@ sed -e "s|listen: \"0.0.0.0:5683\"|listen: \"127.0.0.1:$COAP\"|" -e "s|listen: \
   /etc/tether/tether.yaml >"$WORK/run/tether.yaml"
 check "test config differs only in ports" bash -c '[ "$(diff /etc/tether/tether.yaml "$0" | grep -c "^>")" = 2 ]' "$WORK/run/tether.yaml"
 # As systemd would for the unit: StateDirectory= and RuntimeDirectory= (owner tether, mode 0750).
-[ -e /run/tether ] && { echo "deb_install: /run/tether exists (a tetherd runs here?); refusing" >&2; exit 1; }
+[ -e /run/tether/admin.token ] && { echo "deb_install: /run/tether/admin.token exists (a tetherd runs here?); refusing" >&2; exit 1; }
 install -d -o tether -g tether -m 0750 /run/tether
 STATE_DIRECTORY=/var/lib/tether RUNTIME_DIRECTORY=/run/tether \
   setpriv --reuid=tether --regid=tether --init-groups /usr/bin/tetherd --config "$WORK/run/tether.yaml" \
