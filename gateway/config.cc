@@ -407,14 +407,30 @@ Config ParseRoot(YAML::Node root, const std::string& file) {
       c.apps.push_back(std::move(a));
     }
   }
-  if (c.apps.empty()) c.apps.push_back(AppConfig{"default", true, {}});
+  if (c.apps.empty()) {
+    c.apps.push_back(AppConfig{"default", true, {}});
+    c.open_apps = true;
+  }
   if (c.apps.size() == 1) c.apps.front().is_default = true;
 
   std::optional<YamlField> routes = top.Optional("routes");
   std::set<std::string> app_ids, routed_apps;
   for (const auto& a : c.apps) app_ids.insert(a.id);
   if (routes) {
-    for (auto item : routes->Items()) c.routes.push_back(ReadRoute(item, c, app_ids));
+    for (auto item : routes->Items()) {
+      c.routes.push_back(ReadRoute(item, c, app_ids));
+      if (c.open_apps && c.routes.back().name == Config::kOpenAppsRoute) {
+        item.Required("name").Fail(fmt::format("'{}' is the route of the apps accepted without an `apps` list; "
+                                               "choose another name", Config::kOpenAppsRoute));
+      }
+    }
+  } else if (c.apps.size() > 1) {
+    // Each app's catch-all would map device path = cloud path: the apps would share one tree.
+    std::string fix;
+    for (const auto& a : c.apps) fix += fmt::format("\n  - {{ name: {0}, app: {0}, match: \"**\", cloud: \"{0}/**\" }}", a.id);
+    top.Required("apps").Fail(fmt::format("{} apps and no routes: each would see the others' data (device path = "
+                                          "cloud path for all). Give each app its own routes, e.g.\nroutes:{}",
+                                          c.apps.size(), fix));
   }
   for (const auto& r : c.routes) routed_apps.insert(r.app);
   for (const auto& a : c.apps) {
@@ -428,6 +444,14 @@ Config ParseRoot(YAML::Node root, const std::string& file) {
       c.routes.push_back(r);
       routed_apps.insert(a.id);
     }
+  }
+  if (c.open_apps) {  // any other app id: its own namespace "<id>/" in the local copy and the cloud
+    RouteConfig r;
+    r.name = Config::kOpenAppsRoute;
+    r.app = Config::kAnyApp;
+    r.match = "**";
+    r.cloud = "{app}/**";
+    c.routes.push_back(r);
   }
   ValidateRoutes(&c, routes ? &*routes : nullptr);
   for (const auto& a : c.apps) {

@@ -136,6 +136,12 @@ struct Config {
   std::string log_level = "info";
   std::vector<AppConfig> apps;            // never empty after Load (a default open app)
   std::vector<RouteConfig> routes;        // never empty after Load (a catch-all route)
+  // No `apps` in the file: any app id is accepted as an open app of its own (each Wilddog app id
+  // was its own database). Its data lives under "<id>/" through the route kOpenAppsRoute (app
+  // kAnyApp); the app "default" (requests without Uri-Host) keeps its own routes.
+  bool open_apps = false;
+  static constexpr const char* kAnyApp = "*";
+  static constexpr const char* kOpenAppsRoute = "open-apps";
   std::vector<FileRef> files;             // every secret/key file named above
 
   static Config Load(const std::string& file);

@@ -33,8 +33,12 @@ TEST(Config, EmptyFileGivesLocalOnlyDefaults) {
   EXPECT_TRUE(c.store.fsync);
   ASSERT_EQ(c.apps.size(), 1u);
   EXPECT_TRUE(c.apps[0].is_default);
-  ASSERT_EQ(c.routes.size(), 1u);
+  EXPECT_TRUE(c.open_apps) << "no apps listed: any app id is accepted";
+  ASSERT_EQ(c.routes.size(), 2u);
   EXPECT_EQ(c.routes[0].match, "**");
+  EXPECT_EQ(c.routes[0].cloud, "**") << "the default app: device path = cloud path";
+  EXPECT_EQ(c.routes[1].app, Config::kAnyApp);
+  EXPECT_EQ(c.routes[1].cloud, "{app}/**") << "other app ids: each its own namespace";
 }
 
 TEST(Config, ShippedFileIsValid) {
@@ -155,7 +159,14 @@ INSTANTIATE_TEST_SUITE_P(
                 "t.yaml:4:5: routes[1]: match 'devices/{device}/x' overlaps route 'a' ('devices/**'): a path could match both"},
         BadCase{"routes:\n  - name: a\n    match: \"x\"\n    app: nope\n", "t.yaml:4:10: routes[0].app: unknown app 'nope'"},
         BadCase{"apps:\n  - id: a\n  - id: b\nroutes:\n  - { name: r, app: a, match: \"**\" }\n",
-                "t.yaml:5:3: routes: app 'b' has no route: its devices could read and write nothing"}));
+                "t.yaml:5:3: routes: app 'b' has no route: its devices could read and write nothing"},
+        BadCase{"apps:\n  - id: a\n  - id: b\n",
+                "t.yaml:2:3: apps: 2 apps and no routes: each would see the others' data (device path = cloud path "
+                "for all). Give each app its own routes, e.g.\nroutes:\n  - { name: a, app: a, match: \"**\", cloud: "
+                "\"a/**\" }\n  - { name: b, app: b, match: \"**\", cloud: \"b/**\" }"},
+        BadCase{"routes:\n  - { name: open-apps, match: \"x/**\" }\n",
+                "t.yaml:2:13: routes[0].name: 'open-apps' is the route of the apps accepted without an `apps` list; "
+                "choose another name"}));
 
 TEST(Config, RoutesWithVariablesAndAccess) {
   Config c = ParseOk(
