@@ -182,6 +182,8 @@ bool Daemon::StartModules() {
                store_->queue().Totals().entries, store_->sessions().Count());
   try {
     device_api_ = std::make_unique<DeviceApi>(&loop_, *store_, std::make_shared<RouteTable>(config_));
+    // A reload replaces psk_: a DTLS session's identity is judged by the keys in force.
+    device_api_->SetPskKnown([this](std::string_view identity) { return !psk_ || psk_->KeyFor(identity).has_value(); });
   } catch (const ConfigError& e) {
     spdlog::critical("{}", e.what());
     return false;
@@ -556,6 +558,8 @@ void Daemon::ApplyReload(ReloadJob& job) {
       }
     }
     psk_ = std::move(psk);
+    // Sessions whose credentials are gone end, observations the routes no longer allow end (4.03).
+    if (device_api_) device_api_->RevokeAfterReload();
     SetLogLevel(next.log_level);
     config_ = std::move(next);
     if (restart.empty()) {
