@@ -646,7 +646,7 @@ void DeviceApi::HandleRebind(Call& c) {
   if (endpoint_) {
     for (coap::ObserverId id : observers_.OfSession(s->id)) endpoint_->move_observer(id, c.peer);
   }
-  s->notified_since_checkpoint = 0;
+  ReencodeObservers(*s);  // their entries name the old address
   store::WriteBatch batch;
   batch.PutSession(SessionRecordOf(*s));
   CommitThenReply(c, std::move(batch));
@@ -932,7 +932,7 @@ void DeviceApi::HandleInfo(Call& c, const std::vector<std::string>& path) {
     coap::Response resp{coap::code::kContent, bytes, std::nullopt, std::nullopt};
     if (c.native) resp.content_format = c.json_out ? kContentFormatJson : kContentFormatCbor;
     coap::ObserverId id = endpoint_->respond_observe(c.id, resp);
-    if (id) AddObserver({id, s->id, dev_path, dev_path, c.json_out, c.native, SnapshotDigest(body), nullptr, {}});
+    if (id) AddObserver({id, s->id, dev_path, dev_path, c.json_out, c.native, SnapshotDigest(body), nullptr, {}, {}});
     ++counters_.requests[fmt::format("GET {}", CodeName(coap::code::kContent))];
     return;
   }
@@ -1004,7 +1004,7 @@ void DeviceApi::HandleRead(Call& c, Session& s, const std::vector<std::string>& 
     coap::ObserverId id = endpoint_->respond_observe(c.id, resp);
     // Digest of the CBOR form: notifications compare against the same encoding.
     if (id) AddObserver({id, s.id, cloud, dev_path, c.json_out, c.native, SnapshotDigest(EncodeCbor(value)), nullptr,
-                         res->route->name});
+                         res->route->name, {}});
     ++counters_.requests[fmt::format("GET {}", CodeName(coap::code::kContent))];
     // Outside sync roots the cloud's value reaches the observer as a notification.
     if (id && cloud_reader_ && cloud_connected_ && !InSyncRoot(cloud) && (!Holds(cloud, "") || RefreshDue(cloud, ""))) {
@@ -1125,7 +1125,7 @@ void DeviceApi::AnswerQuery(Call& c, Session& s, const std::string& cloud, const
   coap::ObserverId id = endpoint_ ? endpoint_->respond_observe(c.id, resp) : 0;
   if (id) {
     AddObserver({id, s.id, cloud, dev_path, c.json_out, c.native, SnapshotDigest(EncodeCbor(result)), std::move(q),
-                 route});
+                 route, {}});
   }
   ++counters_.requests[fmt::format("GET {}", CodeName(coap::code::kContent))];
 }
@@ -1416,19 +1416,35 @@ void DeviceApi::RemoveObserver(coap::ObserverId id) {
 
 void DeviceApi::CountNotification(const std::string& session_id) {
   Session* s = sessions_.ById(session_id);
-  if (s && ++s->notified_since_checkpoint >= kSeqCheckpointEvery) PersistSession(session_id);
+  if (s && ++s->notified_since_checkpoint >= kSeqCheckpointEvery) {
+    ReencodeObservers(*s);  // checkpoints every Observe value
+    PersistSession(session_id);
+  }
+}
+
+void DeviceApi::ReencodeObservers(Session& s) {
+  for (coap::ObserverId id : observers_.OfSession(s.id)) {
+    if (Observer* o = observers_.Find(id)) o->persisted.clear();
+  }
+  s.notified_since_checkpoint = 0;
 }
 
 store::SessionRecord DeviceApi::SessionRecordOf(const Session& s) {
   store::SessionRecord r = ToRecord(s, sessions_.timeout_ms(), LoopNow());
-  std::vector<PersistedObserver> obs;
+  // Entries are encoded once (when first written, or after ReencodeObservers): writing the record
+  // of a session with n observations copies n entries instead of encoding n.
+  std::vector<const std::string*> entries;
   for (coap::ObserverId id : observers_.OfSession(s.id)) {
-    const Observer* o = observers_.Find(id);
-    std::optional<coap::ObserverState> wire = endpoint_ ? endpoint_->observer_state(id) : std::nullopt;
-    if (!o || !wire) continue;
-    obs.push_back({o->device_path, o->path, o->route, o->query, o->json, o->native, *wire});
+    Observer* o = observers_.Find(id);
+    if (!o) continue;
+    if (o->persisted.empty()) {
+      std::optional<coap::ObserverState> wire = endpoint_ ? endpoint_->observer_state(id) : std::nullopt;
+      if (!wire) continue;
+      o->persisted = EncodeObserver({o->device_path, o->path, o->route, o->query, o->json, o->native, *wire});
+    }
+    entries.push_back(&o->persisted);
   }
-  r.observers = EncodeObservers(obs);
+  r.observers = JoinObservers(entries);
   return r;
 }
 
@@ -1442,7 +1458,6 @@ void DeviceApi::PersistSession(const std::string& session_id) {
     it->second = true;
     return;
   }
-  s->notified_since_checkpoint = 0;
   store::WriteBatch batch;
   batch.PutSession(SessionRecordOf(*s));
   std::string device = s->device;

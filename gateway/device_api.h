@@ -224,6 +224,9 @@ class DeviceApi : public coap::Handler {
   void RemoveObserver(coap::ObserverId id);
   void CountNotification(const std::string& session_id);
   store::SessionRecord SessionRecordOf(const Session& s);
+  // The session's observation entries are encoded again at its next write, with the engine's
+  // current Observe values and addresses (every kSeqCheckpointEvery notifications, on /.rst).
+  void ReencodeObservers(Session& s);
   void PersistSession(const std::string& session_id);
   void ReleaseRestored();  // restored observations may be notified now
   store::QueueEntry QueueEntryFor(const std::string& route, const std::string& device, store::OpKind kind,
