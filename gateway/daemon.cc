@@ -108,7 +108,15 @@ Config RunnableConfig(const Config& started, Config next, std::vector<std::strin
   }
   check(SyncRoots(next) != SyncRoots(started), "routes[].sync");
   next.gateway_id = started.gateway_id;
-  next.device = started.device;
+  {
+    // The per-session caps apply to the next registrations (what a session holds beyond a lowered
+    // cap stays until it goes); the rest of `device` needs a restart.
+    DeviceConfig running = started.device;
+    running.max_observers_per_session = next.device.max_observers_per_session;
+    running.max_ondisconnect_per_session = next.device.max_ondisconnect_per_session;
+    running.max_ondisconnect_bytes_per_session = next.device.max_ondisconnect_bytes_per_session;
+    next.device = running;
+  }
   next.store = started.store;
   next.admin_listen = started.admin_listen;
   next.admin_token_file = started.admin_token_file;
