@@ -473,6 +473,7 @@ struct DeviceApi::PendingOpen {
   std::string device;  // empty: anonymous (an id is generated, or taken over from its predecessor)
   std::string key;     // OpenKey
   std::string credential;  // DeviceAuthenticator::Fingerprint of the token (empty over DTLS)
+  uint64_t reloads_seen = 0;  // DeviceApi::reloads_ when it was authenticated
 };
 
 void DeviceApi::HandleOpen(Call& c) {
@@ -495,6 +496,7 @@ void DeviceApi::HandleOpen(Call& c) {
   open->device = auth.device;
   open->key = OpenKey(c.app, auth.device, auth.device.empty(), c.peer);
   if (!c.peer.secure) open->credential = DeviceAuthenticator::Fingerprint(c.payload);
+  open->reloads_seen = reloads_;
   // One open at a time per device, so a second POST /.cs continues the session the first one
   // opens instead of running beside it (and leaving it to time out with the device's operations).
   auto [waiting, first] = opening_.try_emplace(open->key);
@@ -580,9 +582,16 @@ void DeviceApi::CommitOpen(std::shared_ptr<PendingOpen> open, Session s, std::ve
         s.carried_through_order = std::max(s.carried_through_order, op.order);
       }
     }
-    Stamp(sessions_.Add(std::move(s)));
+    Session& added = sessions_.Add(std::move(s));
+    Stamp(added);
     ++counters_.sessions_opened;
     counters_.sessions_continued += continued.size();
+    // Authenticated before a reload that revoked its credential: it ends like the others did.
+    if (open->reloads_seen != reloads_ && !CredentialValid(added)) {
+      RevokeSession(added.id);
+      ReplyError(*open->call, coap::code::kUnauthorized, "invalid auth token");
+      return FinishOpen(open->key);
+    }
     Reply(*open->call, coap::code::kContent, Encode(body, open->call->json_out));
     FinishOpen(open->key);
   });
@@ -702,6 +711,7 @@ size_t DeviceApi::RevokeSession(const std::string& session_id) {
 }
 
 void DeviceApi::RevokeAfterReload() {
+  ++reloads_;  // opens authenticated before this are checked again when they commit
   std::vector<std::string> revoked;
   sessions_.ForEach([&](const Session& s) {
     if (!CredentialValid(s)) revoked.push_back(s.id);

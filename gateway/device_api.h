@@ -264,6 +264,7 @@ class DeviceApi : public coap::Handler {
   // more when the write commits), so a burst of registrations costs one write per commit.
   std::unordered_map<std::string, bool> persisting_;
   std::function<bool(std::string_view)> psk_known_;
+  uint64_t reloads_ = 0;  // RevokeAfterReload calls
   DeviceApiCounters counters_;
   std::function<void(const std::string& route)> on_queued_;
   CloudReader cloud_reader_;
