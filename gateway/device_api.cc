@@ -688,7 +688,7 @@ bool DeviceApi::CredentialValid(const Session& s) const {
   return a != auth_.end() && a->second->StillAccepts(s.device, s.anonymous, s.credential);
 }
 
-size_t DeviceApi::RevokeSession(const std::string& session_id) {
+size_t DeviceApi::RevokeSession(std::string session_id) {
   std::optional<Session> s = DetachSession(session_id);  // its observations end with it
   if (!s) return 0;
   // Discarded, not run: they were registered under the credential just revoked, and whoever held

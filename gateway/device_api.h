@@ -187,7 +187,7 @@ class DeviceApi : public coap::Handler {
   // False when the configuration in force would not open s again (RevokeAfterReload).
   bool CredentialValid(const Session& s) const;
   // Ends s without running its onDisconnect operations; returns how many were discarded.
-  size_t RevokeSession(const std::string& session_id);
+  size_t RevokeSession(std::string session_id);  // by value: callers pass Session::id of the session it removes
 
   // Takes the id by value: callers often pass Session::id of the session this removes.
   void EndSession(std::string session_id, EndCause cause, std::function<void()> done = {});
