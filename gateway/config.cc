@@ -109,6 +109,15 @@ void ReadDevice(YamlField f, DeviceConfig* d) {
     d->session_timeout = d->heartbeat_target * 7 / 4;
   }
   if (auto v = f.Optional("max_payload")) d->max_payload = v->AsBytes(64, 1 << 20);
+  if (auto v = f.Optional("max_observers_per_session")) {
+    d->max_observers_per_session = static_cast<uint32_t>(v->AsInt(1, 1'000'000));
+  }
+  if (auto v = f.Optional("max_ondisconnect_per_session")) {
+    d->max_ondisconnect_per_session = static_cast<uint32_t>(v->AsInt(1, 1'000'000));
+  }
+  if (auto v = f.Optional("max_ondisconnect_bytes_per_session")) {
+    d->max_ondisconnect_bytes_per_session = v->AsBytes(1024, uint64_t{1} << 30);
+  }
   f.Finish();
 }
 
