@@ -34,6 +34,11 @@ struct DeviceConfig {
   uint32_t opens_per_second = 100;           // POST /.cs per source IP (burst 2 s worth)
   uint32_t auth_failures_per_second = 20;    // answered token refusals per source IP (burst 2 s worth)
   uint32_t max_unconfirmed_sessions = 4096;  // opened, not yet used by their device: the oldest go
+  // Per-session caps (a hostile session cannot grow the gateway without bound); beyond them a
+  // registration gets 4.03 with a diagnostic. Far above what an SDK application registers.
+  uint32_t max_observers_per_session = 256;
+  uint32_t max_ondisconnect_per_session = 256;
+  uint64_t max_ondisconnect_bytes_per_session = 256 * 1024;  // paths + encoded values
 };
 
 // CoAP over DTLS 1.2 with pre-shared keys. The PSK identity is the device id.
@@ -136,6 +141,7 @@ struct Config {
   StoreConfig store;
   std::optional<UpstreamConfig> upstream; // absent: local-only mode
   HostPort admin_listen{"127.0.0.1", 8790};
+  std::string admin_token_file;           // default: $RUNTIME_DIRECTORY/admin.token, else /run/tether/admin.token
   std::string log_level = "info";
   std::vector<AppConfig> apps;            // never empty after Load (a default open app)
   std::vector<RouteConfig> routes;        // never empty after Load (a catch-all route)

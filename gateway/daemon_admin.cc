@@ -69,6 +69,12 @@ std::string DaemonAdmin::MetricsText() {
   m.transaction_conflicts_total.With({"cloud"}).Set(static_cast<double>(c.transaction_conflicts));
   m.device_events_total.With({"ondisconnect_denied"}).Set(static_cast<double>(c.ondisconnect_denied));
   m.device_events_total.With({"response_failed"}).Set(static_cast<double>(c.responses_failed));
+  m.device_events_total.With({"ondisconnect_discarded"}).Set(static_cast<double>(c.ondisconnect_discarded));
+  m.session_limit_refused_total.With({"observers"}).Set(static_cast<double>(c.observers_refused));
+  m.session_limit_refused_total.With({"ondisconnect_count"}).Set(static_cast<double>(c.ondisconnect_refused_count));
+  m.session_limit_refused_total.With({"ondisconnect_bytes"}).Set(static_cast<double>(c.ondisconnect_refused_bytes));
+  m.revocations_total.With({"session"}).Set(static_cast<double>(c.sessions_revoked));
+  m.revocations_total.With({"observation"}).Set(static_cast<double>(c.observations_revoked));
   const coap::Counters e = p_.endpoint->counters();
   m.device_events_total.With({"too_large"}).Set(static_cast<double>(e.too_large));
   m.device_events_total.With({"observe_timeout"}).Set(static_cast<double>(e.observers_timed_out));
@@ -153,6 +159,14 @@ std::string DaemonAdmin::MetricsText() {
     m.cloud_streams.With({"streaming"}).Set(static_cast<double>(up.streams_streaming));
     m.cloud_streams.With({"polling"}).Set(static_cast<double>(up.streams_polling));
     m.cloud_streams.With({"connecting"}).Set(static_cast<double>(up.streams_connecting));
+  }
+  if (p_.admin) {
+    const AdminServer::Counters a = p_.admin();
+    for (auto [reason, n] : {std::pair{"unauthorized", a.unauthorized}, {"host", a.wrong_host}, {"browser", a.browser}})
+      m.admin_refused_total.With({reason}).Set(static_cast<double>(n));
+    for (auto [reason, n] : {std::pair{"timeout", a.timed_out}, {"evicted", a.evicted}, {"too_large", a.too_large},
+                             {"overloaded", a.overloaded}})
+      m.admin_dropped_total.With({reason}).Set(static_cast<double>(n));
   }
   std::error_code ec;
   uintmax_t file = std::filesystem::file_size(p_.store->path() + "/data.mdb", ec);

@@ -1,11 +1,10 @@
 #include "gateway/device_auth.h"
 
 #include <mbedtls/md.h>
-
-#include <fstream>
-#include <sstream>
+#include <mbedtls/sha256.h>
 
 #include "gateway/data_rules.h"
+#include "gateway/secret_file.h"
 
 namespace tether {
 
@@ -20,11 +19,11 @@ bool ConstantTimeEqual(std::string_view a, std::string_view b) {
 
 DeviceAuthenticator::DeviceAuthenticator(const AppConfig& app) : auth_(app.auth) {
   if (auth_.mode != AppAuth::Mode::kHmac) return;
-  std::ifstream in(auth_.secret_file);
-  if (!in) throw ConfigError(auth_.secret_file, 0, 0, "apps." + app.id + ".auth.secret_file", "cannot read the file");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  secret_ = ss.str();
+  try {
+    secret_ = ReadSecretFile(auth_.secret_file);
+  } catch (const SecretFileError& e) {
+    throw ConfigError(auth_.secret_file, 0, 0, "apps." + app.id + ".auth.secret_file", e.what());
+  }
   while (!secret_.empty() && (secret_.back() == '\n' || secret_.back() == '\r')) secret_.pop_back();
   if (secret_.size() < 16) {
     throw ConfigError(auth_.secret_file, 0, 0, "apps." + app.id + ".auth.secret_file",
@@ -77,6 +76,35 @@ AuthOutcome DeviceAuthenticator::Authenticate(std::string_view token) const {
     }
   }
   return {};
+}
+
+std::string DeviceAuthenticator::Fingerprint(std::string_view token) {
+  unsigned char hash[32];
+  mbedtls_sha256_ret(reinterpret_cast<const unsigned char*>(token.data()), token.size(), hash, 0);
+  return std::string(reinterpret_cast<const char*>(hash), sizeof hash);
+}
+
+bool DeviceAuthenticator::StillAccepts(std::string_view device, bool anonymous, const std::string& fingerprint) const {
+  switch (auth_.mode) {
+    case AppAuth::Mode::kOpen: return true;  // any token opens a session (the id it names is only a claim)
+    case AppAuth::Mode::kTokens: {
+      if (anonymous) return false;  // a listed token always names a device
+      for (const auto& t : auth_.tokens) {
+        if (t.device == device && (fingerprint.empty() || ConstantTimeEqual(Fingerprint(t.token), fingerprint))) {
+          return true;
+        }
+      }
+      return false;
+    }
+    case AppAuth::Mode::kHmac:
+      if (anonymous || fingerprint.empty()) return false;
+      return ConstantTimeEqual(Fingerprint(HmacToken(secret_, device)), fingerprint);
+  }
+  return false;
+}
+
+std::string DeviceAuthenticator::RestoredFingerprint(std::string_view device) const {
+  return auth_.mode == AppAuth::Mode::kHmac ? Fingerprint(HmacToken(secret_, device)) : std::string();
 }
 
 }  // namespace tether

@@ -119,6 +119,10 @@ struct TetherMetrics {
   MetricFamily& session_opens_refused_total;  // counter {reason=rate_limited|busy}  POST /.cs not answered
   MetricFamily& sessions_unconfirmed;    // gauge  opened, not yet used by their device (memory only)
   MetricFamily& unconfirmed_sessions_dropped_total;  // counter {reason=evicted|expired}
+  MetricFamily& admin_refused_total;     // counter {reason=unauthorized|host|browser}  admin requests refused
+  MetricFamily& admin_dropped_total;     // counter {reason=timeout|evicted|too_large|overloaded}  closed unserved
+  MetricFamily& session_limit_refused_total;  // counter {limit=observers|ondisconnect_count|ondisconnect_bytes}  4.03
+  MetricFamily& revocations_total;       // counter {what=session|observation}  ended by a reload
 };
 
 }  // namespace tether

@@ -204,6 +204,10 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
   m.session_opens_refused_total.With({"rate_limited"}).Inc(13);
   m.sessions_unconfirmed.With({}).Set(14);
   m.unconfirmed_sessions_dropped_total.With({"evicted"}).Inc(15);
+  m.admin_refused_total.With({"unauthorized"}).Inc(2);
+  m.admin_dropped_total.With({"timeout"}).Inc(8);
+  m.session_limit_refused_total.With({"observers"}).Inc(3);
+  m.revocations_total.With({"session"}).Inc(4);
 
   Exposition e = Parse(r.Render());
   const std::map<std::string, std::string> types = {
@@ -225,7 +229,9 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
       {"tether_timestamps_estimated_total", "counter"}, {"tether_cloud_clock_uncertainty_ms", "gauge"},
       {"tether_cloud_clock_current", "gauge"}, {"tether_cloud_streams", "gauge"},
       {"tether_auth_failures_total", "counter"}, {"tether_session_opens_refused_total", "counter"},
-      {"tether_sessions_unconfirmed", "gauge"}, {"tether_unconfirmed_sessions_dropped_total", "counter"}};
+      {"tether_sessions_unconfirmed", "gauge"}, {"tether_unconfirmed_sessions_dropped_total", "counter"},
+      {"tether_admin_refused_total", "counter"}, {"tether_admin_dropped_total", "counter"},
+      {"tether_session_limit_refused_total", "counter"}, {"tether_revocations_total", "counter"}};
   EXPECT_EQ(e.type, types);
   for (const auto& [name, type] : types) EXPECT_FALSE(e.help[name].empty()) << name;
 
@@ -271,12 +277,16 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
            {"tether_auth_failures_total", {{"kind", "unknown_session"}, {"answer", "dropped"}}, 11},
            {"tether_session_opens_refused_total", {{"reason", "rate_limited"}}, 13},
            {"tether_sessions_unconfirmed", {}, 14},
-           {"tether_unconfirmed_sessions_dropped_total", {{"reason", "evicted"}}, 15}}) {
+           {"tether_unconfirmed_sessions_dropped_total", {{"reason", "evicted"}}, 15},
+           {"tether_admin_refused_total", {{"reason", "unauthorized"}}, 2},
+           {"tether_admin_dropped_total", {{"reason", "timeout"}}, 8},
+           {"tether_session_limit_refused_total", {{"limit", "observers"}}, 3},
+           {"tether_revocations_total", {{"what", "session"}}, 4}}) {
     const Sample* s = Find(e, w.name, w.labels);
     ASSERT_NE(s, nullptr) << w.name;
     EXPECT_EQ(s->value, w.value) << w.name;
   }
-  EXPECT_EQ(e.samples.size(), 37u);
+  EXPECT_EQ(e.samples.size(), 41u);
 }
 
 }  // namespace
