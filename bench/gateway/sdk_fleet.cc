@@ -2,7 +2,7 @@
 // benchmark (bench/gateway/run-e2e.sh) against tetherd and, with the same requests, against the
 // engine alone (coap_bench_server) and libcoap (coap-server-notls -d).
 //
-//   sdk_fleet [--raw] [--server-pid PID] [--drain S] [--window N]
+//   sdk_fleet [--raw] [--server-pid PID] [--drain S] [--window N] [--closed N]
 //             HOST PORT DEVICES MODE RATE SECONDS
 //
 // Every device first opens a session (CON `POST /.cs?v=2`, payload the device id, Uri-Host
@@ -18,6 +18,8 @@
 //   fanout   every device observes /fleet/all; then device 0 PUTs {"n": k} there RATE times a
 //            second: latency from each PUT's send to each device's notification.
 //   idle, idle-observe   sessions (and one observation each) only, then SECONDS of silence.
+// --closed N (put, get): closed loop instead: N requests in flight, a new one as each is
+// answered (RATE is ignored), so goodput is the server's capacity with a bounded queue.
 // An unanswered CON is sent again after 2 s and 6 s (the SDK's timers) unless the server sent
 // an empty ACK (separate response); CON responses and notifications are acknowledged.
 // Requests are counted by answer: ok (2.xx), shed (5.03), err (any other code), lost (none
@@ -233,6 +235,10 @@ struct Fleet {
   uint64_t retry_cursor = 0, retry2_cursor = 0, last_sent = 0;
   // Load phase.
   uint64_t load_lo = 0, load_start_ns = 0, load_stop_ns = 0;
+  uint64_t closed = 0;           // --closed: requests kept in flight; 0 = open loop
+  uint64_t load_sent = 0, load_answered = 0;
+  bool loading = false;          // within the load phase's SECONDS
+  Kind load_kind = Kind::kPut;
   std::vector<uint64_t> fanout_sent_ns;  // by change number
   std::vector<uint32_t> fanout_count;    // devices notified, by change number
   uint8_t scratch[512];
@@ -349,6 +355,10 @@ struct Fleet {
       r.code = m.code;
       r.latency_us = static_cast<uint32_t>(std::min<uint64_t>((now - r.sent_ns) / 1000, UINT32_MAX));
       if (n >= phase_lo && n < phase_hi) OnSetupAnswer(n, m);
+      if (n >= load_lo && load_lo) {
+        ++load_answered;
+        TopUp();  // (may grow reqs: r is not used after this)
+      }
       return;
     }
     if (r.kind != Kind::kObserve || !m.find(opt::kObserve)) return;
@@ -378,6 +388,15 @@ struct Fleet {
       if (auto s = c.FindText("s")) session[DeviceOf(n)] = *s;
     }
     FillWindow();
+  }
+
+  // Closed loop: keeps `closed` load requests in flight while loading.
+  void TopUp() {
+    if (!closed || !loading || uv_hrtime() >= load_stop_ns) return;
+    while (load_sent - load_answered < closed) {
+      SendNew(Add(load_kind));
+      ++load_sent;
+    }
   }
 
   void FillWindow() {
@@ -488,6 +507,7 @@ int main(int argc, char** argv) {
     else if (flag == "--server-pid" && a + 1 < argc) f.server_pid = std::atoi(argv[++a]);
     else if (flag == "--drain" && a + 1 < argc) f.drain = std::atof(argv[++a]);
     else if (flag == "--window" && a + 1 < argc) f.window = std::strtoul(argv[++a], nullptr, 10);
+    else if (flag == "--closed" && a + 1 < argc) f.closed = std::strtoull(argv[++a], nullptr, 10);
     else return Usage(argv[0]);
   }
   if (argc - a != 6) return Usage(argv[0]);
@@ -548,12 +568,15 @@ int main(int argc, char** argv) {
   const ServerCpu cpu0 = ReadCpu(f.server_pid);
   f.load_start_ns = uv_hrtime();
   f.load_stop_ns = f.load_start_ns + static_cast<uint64_t>(f.seconds * 1e9);
-  const Kind kind = f.mode == Mode::kGet ? Kind::kGet : Kind::kPut;
-  uint64_t sent = 0;
+  f.load_kind = f.mode == Mode::kGet ? Kind::kGet : Kind::kPut;
+  if (f.mode == Mode::kFanout) f.closed = 0;
+  f.loading = true;
+  uint64_t& sent = f.load_sent;
   auto pace = [&] {
     const uint64_t now = uv_hrtime();
     f.Retransmit(f.load_lo);
     if (now >= f.load_stop_ns) return;
+    if (f.closed) return f.TopUp();
     const uint64_t due = (now - f.load_start_ns) * f.rate / 1'000'000'000ull;
     if (f.mode == Mode::kFanout) {
       while (sent < due) {
@@ -568,11 +591,12 @@ int main(int argc, char** argv) {
       return;
     }
     while (sent < due) {
-      f.SendNew(f.Add(kind));
+      f.SendNew(f.Add(f.load_kind));
       ++sent;
     }
   };
   f.RunFor(f.seconds + f.drain, pace);
+  f.loading = false;
   const ServerCpu cpu1 = ReadCpu(f.server_pid);
 
   uint64_t ok = 0, shed = 0, err = 0, lost = 0, retried = 0;
@@ -591,9 +615,11 @@ int main(int argc, char** argv) {
     else ++err;
   }
   const double cpu_s = cpu1.total() - cpu0.total();
-  std::printf(" offered=%llu seconds=%.1f sent=%llu ok=%llu shed=%llu err=%llu lost=%llu retried=%llu goodput=%.0f"
+  std::printf(" closed=%llu offered=%llu seconds=%.1f sent=%llu ok=%llu shed=%llu err=%llu lost=%llu retried=%llu goodput=%.0f"
               " p50_ms=%.3f p99_ms=%.3f max_ms=%.3f ok_p99_ms=%.3f",
-              static_cast<unsigned long long>(f.rate), f.seconds, static_cast<unsigned long long>(sent),
+              static_cast<unsigned long long>(f.closed),
+              static_cast<unsigned long long>(f.closed ? sent / f.seconds : f.rate), f.seconds,
+              static_cast<unsigned long long>(sent),
               static_cast<unsigned long long>(ok), static_cast<unsigned long long>(shed),
               static_cast<unsigned long long>(err), static_cast<unsigned long long>(lost),
               static_cast<unsigned long long>(retried), static_cast<double>(ok) / f.seconds, Pct(all, 0.5),
