@@ -8,6 +8,7 @@
 
 #include <uv.h>
 
+#include <array>
 #include <functional>
 #include <map>
 #include <memory>
@@ -41,7 +42,7 @@ struct DeviceApiCounters {
   // Separate (CON) responses the device never acknowledged; observations restored at startup;
   // snapshot reads / encodings done for notifications (one per observed path / distinct view).
   uint64_t responses_failed = 0, observers_restored = 0, notify_reads = 0, notify_encodes = 0;
-  std::map<std::string, uint64_t> requests;  // "GET 2.05" -> count
+  std::map<std::string, uint64_t> requests;  // "GET 2.05" -> count (DeviceApi::counters() fills it)
 };
 
 class DeviceApi : public coap::Handler {
@@ -87,7 +88,7 @@ class DeviceApi : public coap::Handler {
   void Close();
 
   const SessionTable& sessions() const { return sessions_; }
-  const DeviceApiCounters& counters() const { return counters_; }
+  DeviceApiCounters counters() const;
   int64_t CloudNowMs() const;
   bool cloud_connected() const { return cloud_connected_; }
   std::optional<int64_t> cloud_offset_ms() const;  // cloud - local wall clock, now
@@ -138,6 +139,7 @@ class DeviceApi : public coap::Handler {
   // Runs the ended session's onDisconnect operations; retries when an operation registered just
   // before the end was still being committed (the store refuses to drop it).
   void FireOnDisconnect(Session s, std::function<void()> done, int attempt);
+  void CountAnswer(uint8_t method, uint8_t code);
   void Reply(Call& c, uint8_t code, std::string payload = {}, std::optional<uint32_t> max_age = {},
              std::optional<uint32_t> size1 = {});
   void ReplyError(Call& c, uint8_t code, const std::string& diagnostic, std::optional<uint32_t> max_age = {},
@@ -180,6 +182,10 @@ class DeviceApi : public coap::Handler {
   int64_t wall_anchor_ms_ = 0;                   // wall - CLOCK_BOOTTIME when it was last set
   uv_timer_t liveness_;
   DeviceApiCounters counters_;
+  // Answers by method (GET, POST, PUT, DELETE, FETCH, PATCH, other) and code: an array increment
+  // per answer; counters() turns them into DeviceApiCounters::requests.
+  static constexpr size_t kOtherMethod = 6;
+  std::array<std::array<uint64_t, 256>, 7> answered_{};
   std::function<void(const std::string& route)> on_queued_;
   CloudReader cloud_reader_;
   std::vector<std::string> sync_roots_;
