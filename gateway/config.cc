@@ -96,6 +96,8 @@ void ReadDevice(YamlField f, DeviceConfig* d) {
     d->session_timeout = d->heartbeat_target * 7 / 4;
   }
   if (auto v = f.Optional("max_payload")) d->max_payload = v->AsBytes(64, 1 << 20);
+  // Above 2 s the SDK would retransmit (its first timeout) while its write still waits.
+  if (auto v = f.Optional("max_write_wait")) d->max_write_wait = v->AsDuration(milliseconds(10), milliseconds(2000));
   f.Finish();
 }
 

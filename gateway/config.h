@@ -29,6 +29,8 @@ struct DeviceConfig {
   Millis heartbeat_target{20'000};  // devices are steered to ping at least this often
   Millis session_timeout{35'000};   // silence after which a session ends (default 1.75 x target)
   uint32_t max_payload = 16 * 1024;  // larger request bodies get 4.13
+  // While the oldest commit in progress has waited longer than this, new writes get 5.03.
+  Millis max_write_wait{100};
 };
 
 // CoAP over DTLS 1.2 with pre-shared keys. The PSK identity is the device id.

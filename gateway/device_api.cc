@@ -20,6 +20,10 @@ constexpr int64_t kLivenessTickMs = 250;
 constexpr uint32_t kQueueFullMaxAge = 30;
 constexpr uint32_t kStoreFullMaxAge = 60;
 constexpr uint32_t kQueryRetryMaxAge = 5;
+constexpr uint32_t kOverloadMaxAge = 1;  // s: a retry one second later finds the backlog gone
+// Shedding ends when no write was shed for this long: devices told to retry after Max-Age retry
+// within it, so a shorter pause is the same overload.
+constexpr uint64_t kShedPauseMs = 2 * kOverloadMaxAge * 1000;
 // A remembered (non-sync-root) result answered from the local copy is re-read from the cloud in
 // the background at most this often per path and query.
 constexpr uint64_t kRefreshIntervalMs = 30'000;
@@ -157,6 +161,12 @@ std::optional<int64_t> DeviceApi::cloud_offset_ms() const {
   // Reading the two clocks one after the other jitters by a millisecond: only a step counts.
   if (std::llabs(anchor - wall_anchor_ms_) <= 2) anchor = wall_anchor_ms_;
   return *cloud_boot_offset_ms_ - anchor;
+}
+
+std::optional<uint64_t> DeviceApi::shedding_for_ms() const {
+  const uint64_t now = uv_now(loop_);
+  if (shed_last_ms_ == 0 || now - shed_last_ms_ > kShedPauseMs) return std::nullopt;
+  return now - shed_first_ms_;
 }
 
 void DeviceApi::RestoreSessions() {
@@ -338,6 +348,18 @@ void DeviceApi::on_request(const coap::Request& r) {
   if (control && path[0] == ".off") return HandleOffline(c, s);
   if (!path.empty() && path[0] == ".info") return HandleInfo(c, path);
   if (std::string e = CheckPath(path); !e.empty()) return ReplyError(c, coap::code::kBadRequest, e);
+  // Overload: a write that would wait behind commits already late is refused now, cheaply (no
+  // decoding, nothing queued), rather than answered after the device's retransmission timer.
+  const auto commit_wait_ms = static_cast<int64_t>(store_.CommitWaitMs());
+  const bool write = c.method == coap::code::kPut || c.method == coap::code::kPost ||
+                     c.method == coap::code::kPatch || c.method == coap::code::kDelete;
+  if (write && commit_wait_ms > routes_->config().device.max_write_wait.count()) {
+    ++counters_.writes_shed;
+    const uint64_t now = uv_now(loop_);
+    if (shed_last_ms_ == 0 || now - shed_last_ms_ > kShedPauseMs) shed_first_ms_ = now;
+    shed_last_ms_ = now;
+    return ReplyError(c, coap::code::kServiceUnavailable, "overloaded, retry later", kOverloadMaxAge);
+  }
   if (!c.dis.empty()) {
     if (c.dis != "add" && c.dis != "rm") return ReplyError(c, coap::code::kBadRequest, ".dis must be add or rm");
     if (c.dis == "rm" && c.method != coap::code::kDelete) {

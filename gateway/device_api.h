@@ -39,6 +39,7 @@ struct DeviceApiCounters {
   // Compare-and-set writes refused locally (4.12) / found conflicting in the cloud at upload.
   uint64_t cas_refused = 0, transaction_conflicts = 0;
   uint64_t writes_refused_store_full = 0;  // requests answered 5.03 because the store is full
+  uint64_t writes_shed = 0;  // writes answered 5.03 because commits were late (device.max_write_wait)
   // Separate (CON) responses the device never acknowledged; observations restored at startup;
   // snapshot reads / encodings done for notifications (one per observed path / distinct view).
   uint64_t responses_failed = 0, observers_restored = 0, notify_reads = 0, notify_encodes = 0;
@@ -91,6 +92,9 @@ class DeviceApi : public coap::Handler {
   DeviceApiCounters counters() const;
   int64_t CloudNowMs() const;
   bool cloud_connected() const { return cloud_connected_; }
+  // How long writes have been shed (device.max_write_wait) without a pause longer than twice the
+  // 5.03's Max-Age, i.e. while devices retrying as told are refused again; nullopt when not.
+  std::optional<uint64_t> shedding_for_ms() const;
   std::optional<int64_t> cloud_offset_ms() const;  // cloud - local wall clock, now
 
   // coap::Handler
@@ -182,6 +186,7 @@ class DeviceApi : public coap::Handler {
   int64_t wall_anchor_ms_ = 0;                   // wall - CLOCK_BOOTTIME when it was last set
   uv_timer_t liveness_;
   DeviceApiCounters counters_;
+  uint64_t shed_first_ms_ = 0, shed_last_ms_ = 0;  // uv_now: the shedding episode's first / latest 5.03
   // Answers by method (GET, POST, PUT, DELETE, FETCH, PATCH, other) and code: an array increment
   // per answer; counters() turns them into DeviceApiCounters::requests.
   static constexpr size_t kOtherMethod = 6;
