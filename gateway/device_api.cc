@@ -421,11 +421,11 @@ void DeviceApi::HandleOpen(Call& c) {
   if (endpoint_) endpoint_->new_binding(c.id);
   // A device re-opening from the same address replaces its old session: the old connection is
   // gone, so its onDisconnect operations run now (as the cloud would on reconnect).
-  std::vector<std::string> replaced;
-  sessions_.ForEach([&](const Session& s) {
-    if (s.addr == c.peer && s.app == c.app) replaced.push_back(s.id);
-  });
-  for (const auto& id : replaced) EndSession(id, EndCause::kReplaced);
+  // (By the address index: a scan of every session made opening n sessions O(n^2), minutes at
+  // 100k devices.)
+  for (const std::string& id : sessions_.IdsAt(c.peer)) {
+    if (const Session* old = sessions_.ById(id); old && old->app == c.app) EndSession(id, EndCause::kReplaced);
+  }
 
   Session s;
   s.id = RandomToken(16);

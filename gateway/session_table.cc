@@ -58,6 +58,14 @@ Session* SessionTable::ByLongToken(std::string_view token) {
   return it == by_long_.end() ? nullptr : it->second;
 }
 
+std::vector<std::string> SessionTable::IdsAt(const coap::Address& addr) const {
+  std::vector<std::string> ids;
+  if (auto it = by_addr_.find(addr); it != by_addr_.end()) {
+    for (const Session* s : it->second) ids.push_back(s->id);
+  }
+  return ids;
+}
+
 void SessionTable::Touch(const coap::Address& addr, int64_t now_ms) {
   auto it = by_addr_.find(addr);
   if (it == by_addr_.end()) return;

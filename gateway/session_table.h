@@ -47,6 +47,8 @@ class SessionTable {
   Session* ByLongToken(std::string_view token);
   bool ShortTokenInUse(std::string_view t) const { return by_short_.count(std::string(t)) > 0; }
 
+  // Ids of the sessions bound to addr (O(1) in the number of sessions).
+  std::vector<std::string> IdsAt(const coap::Address& addr) const;
   // Every session bound to addr counts the datagram as a sign of life.
   void Touch(const coap::Address& addr, int64_t now_ms);
 
