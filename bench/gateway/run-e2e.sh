@@ -7,9 +7,9 @@
 # Writes OUT_DIR/e2e.md (markdown tables), OUT_DIR/points.txt (one fleet line per point, prefixed
 # by server, devices, mode and offered rate) and OUT_DIR/*.png plots.
 #   sweep     PUT and GET at 10k devices, offered RATES, each server: goodput and p99 vs offered
-#   scale     PUT and GET at SCALE devices, offered 150k (far above every capacity): what each
-#             server answers (libcoap only up to 10k devices: its session setup alone takes minutes
-#             beyond)
+#   capacity  PUT and GET at 10k devices, closed loop (2,000 in flight), tetherd and the engine, twice
+#   scale     PUT and GET at SCALE devices, closed loop (libcoap only up to 10k devices: its
+#             session setup alone takes minutes beyond)
 #   overload  tetherd PUT at 2x its measured durable capacity: goodput, shed (5.03), p99
 #   observe   10k devices each observing its own path, PUT at half the durable capacity:
 #             notification latency
@@ -76,27 +76,38 @@ EOF
 }
 stop() { kill "$spid" 2>/dev/null || true; wait "$spid" 2>/dev/null || true; spid=; }
 
-# point SERVER DEVICES MODE RATE [SECONDS]: one fresh server, one fleet run; appends to points.txt
-# and prints the fleet's line.
+# point SERVER DEVICES MODE RATE [SECONDS]: one fresh server, one fleet run (extra fleet flags in
+# $closed: "--closed N"); appends to points.txt and prints the fleet's line.
+closed=
 point() {
   local server=$1 n=$2 mode=$3 rate=$4 s=${5:-$secs} line extra=
   start "$server"
-  line=$("$fleet" --raw --server-pid "$spid" 127.0.0.1 "$port" "$n" "$mode" "$rate" "$s" | tail -1)
+  # shellcheck disable=SC2086
+  line=$("$fleet" --raw $closed --server-pid "$spid" 127.0.0.1 "$port" "$n" "$mode" "$rate" "$s" | tail -1)
   if [ "$server" = tetherd ]; then
     extra=" metrics_shed=$(curl -sf "http://127.0.0.1:$admin/metrics" |
-      awk '/^tether_requests_shed_total/ {s += $NF} END {print s + 0}')"
+      awk 'index($0, "tether_writes_refused_total{reason=\"overloaded\"} ") == 1 {s += $NF} END {print s + 0}')"
   fi
   stop
-  echo "server=$server devices=$n mode=$mode rate=$rate $line$extra" | tee -a "$points"
+  echo "server=$server devices=$n mode=$mode rate=${closed:+closed}$rate $line$extra" | tee -a "$points"
 }
 
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
-# best SERVER DEVICES MODE: the highest goodput measured for it.
+# best SERVER DEVICES MODE: the highest goodput measured for it (closed-loop runs and the sweep).
 best() { awk -v s="$1" -v n="$2" -v m="$3" '
   { split("", f); for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
     if (f["server"] == s && f["devices"] == n && f["mode"] == m && f["goodput"] + 0 > b) b = f["goodput"] + 0 }
   END { print b + 0 }' "$points"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf (a > 0 && b > 0) ? "%.2f" : "n/a", a / b }'; }
+
+echo "e2e: capacity at 10000 devices, closed loop (2000 requests in flight), two runs" >&2
+closed="--closed 2000"
+for run in 1 2; do
+  for mode in put get; do
+    for server in tetherd engine; do point "$server" 10000 "$mode" 2000 >/dev/null; done
+  done
+done
+closed=
 
 echo "e2e: sweep at 10000 devices (rates: $rates)" >&2
 for mode in put get; do
@@ -105,15 +116,18 @@ for mode in put get; do
   done
 done
 
-echo "e2e: devices scale ($scale)" >&2
+echo "e2e: devices scale ($scale), closed loop" >&2
+closed="--closed 2000"
 for n in $scale; do
   for mode in put get; do
     for server in tetherd engine libcoap; do
       [ "$server" = libcoap ] && [ "$n" -gt 10000 ] && continue
-      point "$server" "$n" "$mode" 150000 >/dev/null
+      [ "$n" = 10000 ] && [ "$server" != libcoap ] && continue  # measured above
+      point "$server" "$n" "$mode" 2000 >/dev/null
     done
   done
 done
+closed=
 
 cap_put=$(best tetherd 10000 put); cap_get=$(best tetherd 10000 get)
 eng_put=$(best engine 10000 put); eng_get=$(best engine 10000 get)
@@ -147,22 +161,34 @@ mem_e=$(mem engine idle); mem_eo=$(mem engine idle-observe)
     done
   done
   echo
-  echo "Capacity at 10,000 devices (highest goodput of the sweep), same run:"
+  echo "Capacity at 10,000 devices: the highest goodput measured, closed loop (2,000 requests in flight,"
+  echo "two runs) or in the sweep, same run:"
+  echo
+  echo "| run | mode | tetherd goodput | p99 ms | CPU µs per answer (loop + writer s) | engine alone goodput | p99 ms | CPU µs per answer |"
+  echo "|---|---|---|---|---|---|---|---|"
+  for run in 1 2; do
+    for mode in put get; do
+      t=$(grep "^server=tetherd devices=10000 mode=$mode rate=closed2000 " "$points" | sed -n "${run}p")
+      e=$(grep "^server=engine devices=10000 mode=$mode rate=closed2000 " "$points" | sed -n "${run}p")
+      echo "| $run | $mode | $(field goodput "$t") | $(field p99_ms "$t") | $(field cpu_us_per_ok "$t") ($(field loop_cpu_s "$t") + $(field writer_cpu_s "$t")) | $(field goodput "$e") | $(field p99_ms "$e") | $(field cpu_us_per_ok "$e") |"
+    done
+  done
   echo
   echo "| mode | tetherd | engine alone | ratio (goal) |"
   echo "|---|---|---|---|"
   echo "| PUT (durable, fsync) | $cap_put | $eng_put | $(ratio "$cap_put" "$eng_put") (≥ 0.8) |"
   echo "| GET (local copy) | $cap_get | $eng_get | $(ratio "$cap_get" "$eng_get") (≥ 0.9) |"
   echo
-  echo "Devices scale, 150,000 req/s offered (far above capacity: what each server answers):"
+  echo "Devices scale, closed loop (2,000 requests in flight; a request unanswered at its first"
+  echo "retransmission leaves the window), so goodput is what each server sustains at that many devices:"
   echo
   echo "| devices | mode | tetherd goodput | shed 5.03 | p99 ms | handshakes/s | engine alone goodput | p99 ms | libcoap goodput | p99 ms | ratio tetherd/engine |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|"
   for n in $scale; do
     for mode in put get; do
-      t=$(grep "^server=tetherd devices=$n mode=$mode rate=150000 " "$points" | head -1)
-      e=$(grep "^server=engine devices=$n mode=$mode rate=150000 " "$points" | head -1)
-      l=$(grep "^server=libcoap devices=$n mode=$mode rate=150000 " "$points" | head -1)
+      t=$(grep "^server=tetherd devices=$n mode=$mode rate=closed2000 " "$points" | head -1)
+      e=$(grep "^server=engine devices=$n mode=$mode rate=closed2000 " "$points" | head -1)
+      l=$(grep "^server=libcoap devices=$n mode=$mode rate=closed2000 " "$points" | head -1)
       echo "| $n | $mode | $(field goodput "$t") | $(field shed "$t") | $(field p99_ms "$t") | $(field opens_per_s "$t") | $(field goodput "$e") | $(field p99_ms "$e") | $(field goodput "$l") | $(field p99_ms "$l") | $(ratio "$(field goodput "$t")" "$(field goodput "$e")") |"
     done
   done
@@ -195,6 +221,23 @@ mem_e=$(mem engine idle); mem_eo=$(mem engine idle-observe)
     echo "| $s | $st | $(field anon_bytes_per_device "$line") | $(field file_bytes_per_device "$line") | $(field rss_anon_kb "$line") | $(field rss_file_kb "$line") |"
   done
 } > "$out/e2e.md"
+
+# ---- headline figures for bench/run-all.sh's summary (name value) ----
+{
+  echo "cap_put $cap_put"; echo "eng_put $eng_put"; echo "cap_get $cap_get"; echo "eng_get $eng_get"
+  echo "over_offered $(( cap_put * 2 ))"
+  for k in goodput shed lost p99_ms max_ms; do
+    echo "over_$k $(printf '%s\n%s\n' "$(field $k "$over")" "$(field $k "$over2")" | sort -g | head -1)"
+  done
+  echo "over_p99_worst $(printf '%s\n%s\n' "$(field p99_ms "$over")" "$(field p99_ms "$over2")" | sort -g | tail -1)"
+  echo "mem_anon $(field anon_bytes_per_device "$mem_t")"; echo "mem_file $(field file_bytes_per_device "$mem_t")"
+  echo "mem_obs_anon $(field anon_bytes_per_device "$mem_to")"; echo "mem_obs_file $(field file_bytes_per_device "$mem_to")"
+  echo "mem_eng_anon $(field anon_bytes_per_device "$mem_e")"
+  echo "fan_p99 $(field notif_p99_ms "$fan_t")"; echo "fan_eng_p99 $(field notif_p99_ms "$fan_e")"
+  echo "fan_cpu $(field cpu_us_per_notification "$fan_t")"; echo "fan_eng_cpu $(field cpu_us_per_notification "$fan_e")"
+  echo "fan_fewest $(field fewest_notified "$fan_t")"
+  echo "obs_p99 $(field notif_p99_ms "$obs_t")"; echo "obs_eng_p99 $(field notif_p99_ms "$obs_e")"
+} > "$out/figures.txt"
 
 # ---- plots: goodput and p99 vs offered, 10k devices ----
 for server in tetherd engine libcoap; do

@@ -63,6 +63,7 @@ struct Req {
   uint8_t code = 0;      // the answer's code; 0: none yet
   uint8_t retransmits = 0;
   bool empty_acked = false;
+  bool released = false;  // --closed: no longer counted in flight (answered, or 2 s without answer)
 };
 
 // ---- minimal CBOR: what the servers answer (maps of text keys, text, uints, floats) ----
@@ -355,10 +356,7 @@ struct Fleet {
       r.code = m.code;
       r.latency_us = static_cast<uint32_t>(std::min<uint64_t>((now - r.sent_ns) / 1000, UINT32_MAX));
       if (n >= phase_lo && n < phase_hi) OnSetupAnswer(n, m);
-      if (n >= load_lo && load_lo) {
-        ++load_answered;
-        TopUp();  // (may grow reqs: r is not used after this)
-      }
+      if (n >= load_lo && load_lo) Release(n);  // (may grow reqs: r is not used after this)
       return;
     }
     if (r.kind != Kind::kObserve || !m.find(opt::kObserve)) return;
@@ -390,6 +388,15 @@ struct Fleet {
     FillWindow();
   }
 
+  // A load request leaves the closed loop's window: answered, or unanswered at its first
+  // retransmission (a server that drops requests would otherwise stall the window).
+  void Release(uint64_t n) {
+    if (reqs[n].released) return;
+    reqs[n].released = true;
+    ++load_answered;
+    TopUp();
+  }
+
   // Closed loop: keeps `closed` load requests in flight while loading.
   void TopUp() {
     if (!closed || !loading || uv_hrtime() >= load_stop_ns) return;
@@ -417,6 +424,7 @@ struct Fleet {
         ++r.retransmits;
         ++retransmissions;
         Transmit(c);
+        if (closed && load_lo && c >= load_lo) Release(c);  // (may grow reqs: r is not used after)
       }
     }
   }
