@@ -92,6 +92,9 @@ point() {
   echo "server=$server devices=$n mode=$mode rate=${closed:+closed}$rate $line$extra" | tee -a "$points"
 }
 
+# row PREFIX [N]: the Nth (1st) line of points.txt that starts with PREFIX; empty when none (a
+# point a server skipped, e.g. libcoap beyond 10k devices).
+row() { awk -v p="$1" -v n="${2:-1}" 'index($0, p) == 1 && ++k == n { print; exit }' "$points"; }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
 # best SERVER DEVICES MODE: the highest goodput measured for it (closed-loop runs and the sweep).
 best() { awk -v s="$1" -v n="$2" -v m="$3" '
@@ -154,9 +157,9 @@ mem_e=$(mem engine idle); mem_eo=$(mem engine idle-observe)
   echo "|---|---|---|---|---|---|---|---|---|"
   for mode in put get; do
     for rate in $rates; do
-      t=$(grep "^server=tetherd devices=10000 mode=$mode rate=$rate " "$points" | head -1)
-      e=$(grep "^server=engine devices=10000 mode=$mode rate=$rate " "$points" | head -1)
-      l=$(grep "^server=libcoap devices=10000 mode=$mode rate=$rate " "$points" | head -1)
+      t=$(row "server=tetherd devices=10000 mode=$mode rate=$rate ")
+      e=$(row "server=engine devices=10000 mode=$mode rate=$rate ")
+      l=$(row "server=libcoap devices=10000 mode=$mode rate=$rate ")
       echo "| $mode | $rate | $(field goodput "$t") | $(field p99_ms "$t") | $(field goodput "$e") | $(field p99_ms "$e") | $(field goodput "$l") | $(field p99_ms "$l") | $(field cpu_us_per_ok "$t") ($(field loop_cpu_s "$t") + $(field writer_cpu_s "$t") s) |"
     done
   done
@@ -168,8 +171,8 @@ mem_e=$(mem engine idle); mem_eo=$(mem engine idle-observe)
   echo "|---|---|---|---|---|---|---|---|"
   for run in 1 2; do
     for mode in put get; do
-      t=$(grep "^server=tetherd devices=10000 mode=$mode rate=closed2000 " "$points" | sed -n "${run}p")
-      e=$(grep "^server=engine devices=10000 mode=$mode rate=closed2000 " "$points" | sed -n "${run}p")
+      t=$(row "server=tetherd devices=10000 mode=$mode rate=closed2000 " "$run")
+      e=$(row "server=engine devices=10000 mode=$mode rate=closed2000 " "$run")
       echo "| $run | $mode | $(field goodput "$t") | $(field p99_ms "$t") | $(field cpu_us_per_ok "$t") ($(field loop_cpu_s "$t") + $(field writer_cpu_s "$t")) | $(field goodput "$e") | $(field p99_ms "$e") | $(field cpu_us_per_ok "$e") |"
     done
   done
@@ -186,9 +189,9 @@ mem_e=$(mem engine idle); mem_eo=$(mem engine idle-observe)
   echo "|---|---|---|---|---|---|---|---|---|---|---|"
   for n in $scale; do
     for mode in put get; do
-      t=$(grep "^server=tetherd devices=$n mode=$mode rate=closed2000 " "$points" | head -1)
-      e=$(grep "^server=engine devices=$n mode=$mode rate=closed2000 " "$points" | head -1)
-      l=$(grep "^server=libcoap devices=$n mode=$mode rate=closed2000 " "$points" | head -1)
+      t=$(row "server=tetherd devices=$n mode=$mode rate=closed2000 ")
+      e=$(row "server=engine devices=$n mode=$mode rate=closed2000 ")
+      l=$(row "server=libcoap devices=$n mode=$mode rate=closed2000 ")
       echo "| $n | $mode | $(field goodput "$t") | $(field shed "$t") | $(field p99_ms "$t") | $(field opens_per_s "$t") | $(field goodput "$e") | $(field p99_ms "$e") | $(field goodput "$l") | $(field p99_ms "$l") | $(ratio "$(field goodput "$t")" "$(field goodput "$e")") |"
     done
   done
@@ -243,7 +246,7 @@ mem_e=$(mem engine idle); mem_eo=$(mem engine idle-observe)
 for server in tetherd engine libcoap; do
   for mode in put get; do
     for rate in $rates; do
-      l=$(grep "^server=$server devices=10000 mode=$mode rate=$rate " "$points" | head -1)
+      l=$(row "server=$server devices=10000 mode=$mode rate=$rate ")
       echo "$rate $(field goodput "$l") $(field p99_ms "$l")"
     done > "$work/$server-$mode.dat"
   done
