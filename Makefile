@@ -5,7 +5,10 @@
 #   make bench  deps + Release build + every benchmark against its baseline -> docs/benchmarks.md
 #   make soak   long fault suites (kill -9 cycles, WAN flaps, ...)
 #   make fuzz   long fuzzing runs (FUZZ_SECONDS per target, default 600)
-#   make deb    .deb package in build/
+#   make deb    .deb package in build/ (make deb ARCH=arm64|armhf, or deb-arm64 / deb-armhf:
+#               cross-built for a Raspberry Pi, in build-<arch>/)
+#   make cross-test   the test suite cross-built for armhf and arm64, run under qemu-user
+#   make cross-smoke  the armhf tetherd under qemu: session, durable write, restart (part of make test)
 
 JOBS        ?= $(shell nproc)
 BUILD       ?= build
@@ -14,8 +17,18 @@ ASAN_BUILD  ?= build-asan
 FUZZ_BUILD  ?= build-fuzz
 FUZZ_SECONDS ?= 600
 STATE_DIR   ?= $(CURDIR)/$(RUN_BUILD)/state
+ARCH        ?= $(shell dpkg --print-architecture)
+CROSS_ARCHS := arm64 armhf
+# Cross builds: Release like the shipped package, in build-<arch>/, sysroots from
+# scripts/install-cross-deps.sh. ccache when the machine has it.
+CROSS_LAUNCHER := $(if $(shell command -v ccache),-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+# The cross suite: tests that cannot run under qemu-user are excluded by name in
+# tests/cross/skips.txt (each with its reason, printed before the run).
+CROSS_TEST_TIMEOUT ?= 900
 
-.PHONY: all deps peers build build-release build-asan build-fuzz run test test-plain test-asan fuzz-smoke fuzz bench soak deb clean
+.PHONY: all deps peers build build-release build-asan build-fuzz run test test-plain test-asan fuzz-smoke fuzz bench soak deb clean \
+        $(addprefix cross-deps-,$(CROSS_ARCHS)) $(addprefix deb-,$(CROSS_ARCHS)) $(addprefix cross-build-,$(CROSS_ARCHS)) \
+        $(addprefix cross-test-,$(CROSS_ARCHS)) cross-test cross-smoke
 
 all: build
 
@@ -49,7 +62,7 @@ run: build-release
 	mkdir -p $(STATE_DIR)
 	STATE_DIRECTORY=$(STATE_DIR) ./$(RUN_BUILD)/tetherd --config etc/tether.yaml
 
-test: peers test-plain test-asan fuzz-smoke
+test: peers test-plain test-asan fuzz-smoke cross-smoke
 
 # Soak suites (label "soak") run only under `make soak`.
 test-plain: build
@@ -75,8 +88,40 @@ bench: deps
 soak: build
 	cd $(BUILD) && TETHER_SOAK=1 ctest --output-on-failure -L 'soak|faults' --timeout 7200
 
+ifeq ($(filter $(ARCH),$(CROSS_ARCHS)),)
 deb: build
 	cd $(BUILD) && cpack -G DEB
+else
+deb: deb-$(ARCH)
+endif
+
+# --- Raspberry Pi (arm64, armhf): cross builds, run under qemu-user ---------------------------
+define CROSS_RULES
+cross-deps-$(1):
+	@./scripts/install-cross-deps.sh $(1)
+
+build-$(1)/CMakeCache.txt:
+	cmake -S . -B build-$(1) -DCMAKE_TOOLCHAIN_FILE=cmake/toolchains/toolchain-$(1).cmake \
+	  -DCMAKE_BUILD_TYPE=Release -DTETHER_BUILD_BENCH=OFF $(CROSS_LAUNCHER)
+
+# The shipped binaries only (what deb-$(1) and cross-smoke need).
+cross-build-$(1): deps cross-deps-$(1) build-$(1)/CMakeCache.txt
+	cmake --build build-$(1) -j $(JOBS) --target tetherd tetherctl
+
+deb-$(1): cross-build-$(1)
+	cd build-$(1) && cpack -G DEB
+	@dpkg-deb -I build-$(1)/tether_*_$(1).deb | grep -E '^ (Package|Version|Architecture|Depends):'
+
+cross-test-$(1): deps peers cross-deps-$(1) build-$(1)/CMakeCache.txt
+	cmake --build build-$(1) -j $(JOBS)
+	./tests/cross/run-cross-tests.sh $(1) build-$(1) $(JOBS) $(CROSS_TEST_TIMEOUT)
+endef
+$(foreach a,$(CROSS_ARCHS),$(eval $(call CROSS_RULES,$(a))))
+
+cross-smoke: cross-build-armhf
+	./tests/ops/cross_smoke_test.sh armhf build-armhf
+
+cross-test: cross-test-armhf cross-test-arm64
 
 clean:
-	rm -rf $(BUILD) $(RUN_BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) build-bench
+	rm -rf $(BUILD) $(RUN_BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) build-bench $(addprefix build-,$(CROSS_ARCHS))

@@ -4,6 +4,8 @@
 # /lib/systemd/system/tether.service, /etc/tether/tether.yaml (a conffile: local edits survive
 # upgrades) and /usr/share/doc/tether/operations.md. The maintainer scripts below create the
 # `tether` system user and its state dir; they work with and without a running systemd.
+# A cross build (cmake/toolchains/) packages for its target: Architecture arm64 or armhf, and
+# Depends computed by dpkg-shlibdeps against the target's sysroot (cross-depends.cmake.in).
 
 # --- Files ----------------------------------------------------------------------------------
 install(FILES ${CMAKE_SOURCE_DIR}/systemd/tether.service DESTINATION /lib/systemd/system)
@@ -88,4 +90,19 @@ set(CPACK_DEBIAN_PACKAGE_SUGGESTS "lmdb-utils")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     "${TETHER_DEB_DIR}/conffiles;${TETHER_DEB_DIR}/postinst;${TETHER_DEB_DIR}/prerm;${TETHER_DEB_DIR}/postrm")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION TRUE)
+if(CMAKE_CROSSCOMPILING)
+  # CPack's own dpkg-shlibdeps call looks the libraries up in the host's dpkg database, which
+  # has no armhf/arm64 packages: the project config file runs it against the sysroot instead.
+  set(CPACK_DEBIAN_PACKAGE_ARCHITECTURE ${TETHER_DEB_ARCH})
+  set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS OFF)
+  # cpack's install step builds only what it installs (make deb-<arch> builds tetherd and
+  # tetherctl first), not the whole test suite for the target.
+  set(CMAKE_SKIP_INSTALL_ALL_DEPENDENCY TRUE)
+  set(TETHER_SHLIBDEPS_DIR ${CMAKE_BINARY_DIR}/packaging/shlibdeps)
+  configure_file(${CMAKE_CURRENT_LIST_DIR}/cross-depends.cmake.in
+                 ${CMAKE_BINARY_DIR}/packaging/cross-depends.cmake.in @ONLY)
+  file(GENERATE OUTPUT ${CMAKE_BINARY_DIR}/packaging/cross-depends.cmake
+       INPUT ${CMAKE_BINARY_DIR}/packaging/cross-depends.cmake.in)
+  set(CPACK_PROJECT_CONFIG_FILE ${CMAKE_BINARY_DIR}/packaging/cross-depends.cmake)
+endif()
 include(CPack)

@@ -118,15 +118,25 @@ DtlsConfig ReadDtls(YamlField f) {
   return d;
 }
 
+// The LMDB map is address space: a 32-bit build cannot map more than store::kMaxMapBytes.
+uint64_t ReadMapBytes(const YamlField& v) {
+  uint64_t n = v.AsBytes(1 << 20, 1ull << 40);
+  if (n > store::kMaxMapBytes) {
+    v.Fail(fmt::format("{} bytes do not fit the address space of this 32-bit build: at most {} (2GiB), "
+                       "default 1GiB", n, store::kMaxMapBytes));
+  }
+  return n;
+}
+
 void ReadStore(YamlField f, StoreConfig* s) {
   if (auto v = f.Optional("path")) {
     s->path = v->AsString();
     if (s->path.empty()) v->Fail("must not be empty");
   }
   if (auto v = f.Optional("durability")) s->fsync = v->AsEnum({"fsync", "os-buffered"}) == "fsync";
-  if (auto v = f.Optional("map_size")) s->map_size = v->AsBytes(1 << 20, 1ull << 40);
+  if (auto v = f.Optional("map_size")) s->map_size = ReadMapBytes(*v);
   if (auto v = f.Optional("map_max")) {
-    s->map_max = v->AsBytes(1 << 20, 1ull << 40);
+    s->map_max = ReadMapBytes(*v);
     if (s->map_max < s->map_size) v->Fail("must be at least store.map_size");
   } else if (s->map_max < s->map_size) {
     s->map_max = s->map_size;
@@ -383,12 +393,28 @@ Config ParseRoot(YAML::Node root, const std::string& file) {
       c.apps.push_back(std::move(a));
     }
   }
-  if (c.apps.empty()) c.apps.push_back(AppConfig{"default", true, {}});
+  if (c.apps.empty()) {
+    c.apps.push_back(AppConfig{"default", true, {}});
+    c.open_apps = true;
+  }
   if (c.apps.size() == 1) c.apps.front().is_default = true;
 
   std::optional<YamlField> routes = top.Optional("routes");
   if (routes) {
-    for (auto item : routes->Items()) c.routes.push_back(ReadRoute(item, c));
+    for (auto item : routes->Items()) {
+      c.routes.push_back(ReadRoute(item, c));
+      if (c.open_apps && c.routes.back().name == Config::kOpenAppsRoute) {
+        item.Required("name").Fail(fmt::format("'{}' is the route of the apps accepted without an `apps` list; "
+                                               "choose another name", Config::kOpenAppsRoute));
+      }
+    }
+  } else if (c.apps.size() > 1) {
+    // Each app's catch-all would map device path = cloud path: the apps would share one tree.
+    std::string fix;
+    for (const auto& a : c.apps) fix += fmt::format("\n  - {{ name: {0}, app: {0}, match: \"**\", cloud: \"{0}/**\" }}", a.id);
+    top.Required("apps").Fail(fmt::format("{} apps and no routes: each would see the others' data (device path = "
+                                          "cloud path for all). Give each app its own routes, e.g.\nroutes:{}",
+                                          c.apps.size(), fix));
   }
   for (const auto& a : c.apps) {
     bool has = false;
@@ -401,6 +427,14 @@ Config ParseRoot(YAML::Node root, const std::string& file) {
       r.cloud = "**";
       c.routes.push_back(r);
     }
+  }
+  if (c.open_apps) {  // any other app id: its own namespace "<id>/" in the local copy and the cloud
+    RouteConfig r;
+    r.name = Config::kOpenAppsRoute;
+    r.app = Config::kAnyApp;
+    r.match = "**";
+    r.cloud = "{app}/**";
+    c.routes.push_back(r);
   }
   ValidateRoutes(&c, routes ? &*routes : nullptr);
   for (const auto& a : c.apps) {

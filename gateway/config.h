@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "gateway/config_error.h"
+#include "store/options.h"
 
 namespace tether {
 
@@ -50,12 +51,12 @@ struct DtlsConfig {
 struct StoreConfig {
   std::string path;                       // default: $STATE_DIRECTORY, else /var/lib/tether
   bool fsync = true;                      // durability: "fsync" (default) or "os-buffered"
-  uint64_t map_size = 1ull << 30;         // initial LMDB map size
-  uint64_t map_max = 8ull << 30;          // the map grows up to this on MDB_MAP_FULL
+  uint64_t map_size = store::kDefaultMapSize;  // initial LMDB map size
+  uint64_t map_max = store::kDefaultMapMax;    // the map grows up to this (32-bit: maps it at once)
   uint64_t cache_bytes = 10'000'000;      // LRU bound of the local data copy (sync roots pinned)
   uint32_t cache_unit_depth = 2;          // path depth of the subtrees the bound evicts
   uint64_t queue_max_entries = 10'000'000;
-  uint64_t queue_max_bytes = 4ull << 30;
+  uint64_t queue_max_bytes = store::kDefaultMapMax / 2;  // 4 GiB (32-bit: 512 MiB)
 };
 
 struct UpstreamConfig {
@@ -136,6 +137,12 @@ struct Config {
   std::string log_level = "info";
   std::vector<AppConfig> apps;            // never empty after Load (a default open app)
   std::vector<RouteConfig> routes;        // never empty after Load (a catch-all route)
+  // No `apps` in the file: any app id is accepted as an open app of its own (each Wilddog app id
+  // was its own database). Its data lives under "<id>/" through the route kOpenAppsRoute (app
+  // kAnyApp); the app "default" (requests without Uri-Host) keeps its own routes.
+  bool open_apps = false;
+  static constexpr const char* kAnyApp = "*";
+  static constexpr const char* kOpenAppsRoute = "open-apps";
   std::vector<FileRef> files;             // every secret/key file named above
 
   static Config Load(const std::string& file);

@@ -185,6 +185,8 @@ bool Daemon::StartModules() {
     spdlog::critical("{}", e.what());
     return false;
   }
+  // Every session's last datagram, kept where a crash of this process cannot lose it.
+  device_api_->SetLivenessFile(std::make_unique<LivenessFile>(config_.store.path + "/liveness"));
   device_api_->RestoreSessions();
   coap::EndpointOptions eo;
   eo.max_datagram = config_.device.max_datagram;

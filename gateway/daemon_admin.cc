@@ -77,6 +77,10 @@ std::string DaemonAdmin::MetricsText() {
   const coap::Counters e = p_.endpoint->counters();
   m.device_events_total.With({"too_large"}).Set(static_cast<double>(e.too_large));
   m.device_events_total.With({"observe_timeout"}).Set(static_cast<double>(e.observers_timed_out));
+  m.device_events_total.With({"session_continued"}).Set(static_cast<double>(c.sessions_continued));
+  m.device_events_total.With({"loop_stall"}).Set(static_cast<double>(c.loop_stalls));
+  m.device_events_total.With({"continuity_evicted"}).Set(static_cast<double>(p_.devices->continuity_evictions()));
+  m.loop_stalled_seconds_total.With({}).Set(static_cast<double>(c.loop_stalled_ms) / 1000.0);
   m.coap_peers.With({"verified"}).Set(static_cast<double>(e.peers_verified));
   m.coap_peers.With({"unverified"}).Set(static_cast<double>(e.peers - e.peers_verified));
   m.coap_peers_dropped_total.With({"evicted"}).Set(static_cast<double>(e.peers_evicted));

@@ -6,6 +6,7 @@
 
 #include "gateway/random_token.h"
 #include "store/boot_clock.h"
+#include "store/entry_age.h"
 #include "gateway/data_rules.h"
 #include "gateway/log.h"
 
@@ -17,6 +18,12 @@ namespace {
 
 constexpr uint8_t kForbidden = coap::code::make(4, 3);
 constexpr int64_t kLivenessTickMs = 250;
+// A gap over this between two observations of the loop clock (the tick makes one every 250 ms)
+// is a stall of the loop: its length is given back to every session's timeout.
+constexpr int64_t kStallThresholdMs = 1'000;
+constexpr int kOpenRetries = 5;
+// After a stall: how long the datagrams read are taken as ones that waited in the socket.
+constexpr int64_t kStallDrainMs = 1'000;
 constexpr uint32_t kQueueFullMaxAge = 30;
 constexpr uint32_t kStoreFullMaxAge = 60;
 constexpr uint32_t kQueryRetryMaxAge = 5;
@@ -59,8 +66,16 @@ std::optional<coap::Address> ParseAddress(const std::string& s) {
   return a;
 }
 
+// The liveness checkpoint of s (loop clock) as of `now` (loop clock) = `clock` (the three clocks).
+void SetCheckpoint(store::SessionRecord* r, const Session& s, int64_t now, const store::ClockReading& clock) {
+  r->last_seen_ms = clock.wall_ms - (now - s.last_seen_ms);
+  r->last_seen_boottime_ms = clock.boottime_ms - (now - s.last_seen_ms);
+  r->boot_id = clock.boot_id;
+  r->last_ping_ms = s.last_ping_ms ? clock.wall_ms - (now - s.last_ping_ms) : 0;
+}
+
 // The record without observations (SessionRecordOf adds them).
-store::SessionRecord ToRecord(const Session& s, int64_t timeout_ms) {
+store::SessionRecord ToRecord(const Session& s, int64_t timeout_ms, int64_t now) {
   store::SessionRecord r;
   r.session_id = s.id;
   r.app_id = s.app;
@@ -70,8 +85,17 @@ store::SessionRecord ToRecord(const Session& s, int64_t timeout_ms) {
   r.bound_address = s.addr.to_string();
   r.created_ms = s.created_wall_ms;
   r.heartbeat_timeout_ms = timeout_ms;
-  r.last_seen_ms = store::WallClockMs();
+  SetCheckpoint(&r, s, now, store::ClockNow());
   return r;
+}
+
+// Anonymous devices get generated ids with this prefix (open apps never take it from a token).
+bool AnonymousId(const std::string& device) { return device.rfind("anon-", 0) == 0; }
+
+// POST /.cs of one device are handled one at a time: a device with a stable id by its id,
+// an anonymous one by its address.
+std::string OpenKey(const std::string& app, const std::string& device, bool anonymous, const coap::Address& from) {
+  return app + '\0' + (anonymous ? "@" + from.to_string() : device + (from.secure ? "\0dtls" : ""));
 }
 
 std::string TreePath(const std::vector<std::string>& cloud) { return "/" + JoinPath(cloud); }
@@ -127,28 +151,44 @@ DeviceApi::DeviceApi(uv_loop_t* loop, store::Store& store, std::shared_ptr<const
     : loop_(loop),
       store_(store),
       sessions_(routes->config().device.session_timeout.count()),
-      heartbeat_{routes->config().device.heartbeat_target.count(), 1000} {
+      heartbeat_{routes->config().device.heartbeat_target.count(), 1000},
+      stall_(kLivenessTickMs, kStallThresholdMs) {
   SetRoutes(std::move(routes));
   uv_timer_init(loop_, &liveness_);
   liveness_.data = this;
   uv_timer_start(&liveness_, OnLivenessTick, kLivenessTickMs, kLivenessTickMs);
+  uv_idle_init(loop_, &sweep_idle_);
+  uv_check_init(loop_, &sweep_check_);
+  sweep_check_.data = this;
 }
 
 DeviceApi::~DeviceApi() { Close(); }
 
 void DeviceApi::Close() {
+  if (*alive_) Checkpoint();  // a graceful stop records every session's last ping (for a new boot)
   *alive_ = false;
-  if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&liveness_))) {
-    uv_timer_stop(&liveness_);
-    uv_close(reinterpret_cast<uv_handle_t*>(&liveness_), nullptr);
+  opening_.clear();
+  for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&liveness_), reinterpret_cast<uv_handle_t*>(&sweep_idle_),
+                         reinterpret_cast<uv_handle_t*>(&sweep_check_)}) {
+    if (!uv_is_closing(h)) uv_close(h, nullptr);
   }
 }
 
 void DeviceApi::SetRoutes(std::shared_ptr<const RouteTable> routes) {
   std::map<std::string, std::unique_ptr<DeviceAuthenticator>> auth;
   for (const auto& app : routes->config().apps) auth[app.id] = std::make_unique<DeviceAuthenticator>(app);
+  if (routes->config().open_apps) {  // every unlisted app id: open
+    auth[Config::kAnyApp] = std::make_unique<DeviceAuthenticator>(AppConfig{Config::kAnyApp, false, {}});
+  }
   auth_ = std::move(auth);
   routes_ = std::move(routes);
+}
+
+int64_t DeviceApi::RestartGraceMs(int64_t session_timeout_ms) { return std::min<int64_t>(5'000, session_timeout_ms); }
+
+const DeviceAuthenticator& DeviceApi::AuthenticatorFor(const std::string& app) const {
+  auto it = auth_.find(app);
+  return it != auth_.end() ? *it->second : *auth_.at(Config::kAnyApp);  // FindApp accepted it: open
 }
 
 int64_t DeviceApi::CloudNowMs() const {
@@ -170,12 +210,18 @@ std::optional<uint64_t> DeviceApi::shedding_for_ms() const {
 }
 
 void DeviceApi::RestoreSessions() {
-  int64_t now = static_cast<int64_t>(uv_now(loop_));
-  size_t n = 0;
+  uv_update_time(loop_);  // opening the store took a while: the loop has not run yet
+  const int64_t now = static_cast<int64_t>(uv_now(loop_));
+  const int64_t timeout = sessions_.timeout_ms();
+  const int64_t grace = RestartGraceMs(timeout);
+  const store::ClockReading clock = store::ClockNow();
+  boottime_minus_loop_ms_ = clock.boottime_ms - now;
+  size_t n = 0, dated = 0;
   store::WriteBatch checkpoints;  // the advanced Observe checkpoints, durable before first use
-  const std::vector<store::SessionRecord> records = store_.sessions().ListAll();
-  sessions_.Reserve(sessions_.size() + records.size());
-  for (const auto& r : records) {
+  const store::SessionTable& records = store_.sessions();
+  const std::vector<store::SessionRecord> all = records.ListAll();
+  sessions_.Reserve(sessions_.size() + all.size());
+  for (const auto& r : all) {
     auto addr = ParseAddress(r.bound_address);
     Session s;
     s.id = r.session_id;
@@ -184,9 +230,28 @@ void DeviceApi::RestoreSessions() {
     s.short_token = r.short_token;
     s.long_token = r.long_token;
     if (addr) s.addr = *addr;
+    s.anonymous = AnonymousId(r.device_id);
     s.created_wall_ms = r.created_ms;
-    s.last_seen_ms = now;  // a full timeout to come back after the gateway restart
-    sessions_.Add(std::move(s));
+    s.last_seen_ms = now;  // undated: a full timeout to come back after the gateway restart
+    // The last ping the store recorded (the session's first, or all at a graceful stop): an older
+    // one only makes the first ping after the restart look later (steered: harmless).
+    if (r.last_ping_ms) {
+      store::EntryAge seen = store::AgeOf(store::ClockReading{r.last_seen_ms, r.last_seen_boottime_ms, r.boot_id}, clock);
+      const int64_t ping_age = seen.ms ? *seen.ms + std::max<int64_t>(0, r.last_seen_ms - r.last_ping_ms) : INT64_MAX / 4;
+      s.last_ping_ms = std::max<int64_t>(1, now - ping_age);  // undatable: long ago
+    }
+    s.checkpointed_ping_ms = r.last_ping_ms;
+    const auto stamp = liveness_file_ ? liveness_file_->recovered().find(r.session_id)
+                                      : std::unordered_map<std::string, LivenessFile::Stamp>::const_iterator();
+    if (liveness_file_ && stamp != liveness_file_->recovered().end()) {  // same boot: exact as of the crash
+      ++dated;
+      s.last_seen_ms = now - std::max<int64_t>(0, clock.boottime_ms - stamp->second.seen_boottime_ms);
+      s.expire_not_before_ms = now + grace;  // deadline max(last datagram + timeout, now + grace)
+      if (stamp->second.ping_boottime_ms) {
+        s.last_ping_ms = std::max<int64_t>(1, now - std::max<int64_t>(0, clock.boottime_ms - stamp->second.ping_boottime_ms));
+      }
+    }
+    Stamp(sessions_.Add(std::move(s)));
     ++n;
     size_t unreadable = 0;
     std::vector<PersistedObserver> obs = DecodeObservers(r.observers, &unreadable);
@@ -217,7 +282,12 @@ void DeviceApi::RestoreSessions() {
     checkpoints.PutSession(std::move(advanced));
     for (PersistedObserver& o : obs) restored_.emplace_back(r.session_id, std::move(o));
   }
-  if (n) spdlog::info("restored {} device session(s); each has {} ms to be heard from", n, sessions_.timeout_ms());
+  if (n) {
+    continuity_.HostLinksUntil(now + SessionContinuity::kEvidenceMs);  // their devices were not answered
+    spdlog::info("restored {} device session(s): {} dated by their last datagram before the restart (each declared "
+                 "gone {} ms after it, and not before {} ms from now), {} undated ({} ms from now)",
+                 n, dated, timeout, grace, n - dated, timeout);
+  }
   if (restored_.empty() && restored_denied_.empty()) return;
   spdlog::info("restored {} observation(s) of device sessions", restored_.size());
   auto alive = alive_;
@@ -234,6 +304,7 @@ void DeviceApi::RestoreSessions() {
 
 void DeviceApi::AttachEndpoint(coap::Endpoint* endpoint) {
   endpoint_ = endpoint;
+  stall_.Reset();  // startup work (opening the store, restoring sessions) is not a stall
   if (!endpoint_) return;
   // An observation the routes no longer allow ends with a final 4.03, so the device does not keep
   // listening on a subscription nothing feeds.
@@ -307,7 +378,7 @@ void DeviceApi::on_request(const coap::Request& r) {
     else if (!q.empty() && q[0] != '.') c.params.emplace_back(q);
   }
   std::string_view host = r.uri_host();
-  const AppConfig* app = routes_->FindApp(host.empty() ? std::nullopt : std::optional<std::string>(host));
+  auto app = routes_->FindApp(host.empty() ? std::nullopt : std::optional<std::string>(host));
   if (!app) return ReplyError(c, coap::code::kBadRequest, "unknown app");
   c.app = app->id;
   if (accept && *accept != kContentFormatJson && *accept != kContentFormatCbor) {
@@ -337,6 +408,14 @@ void DeviceApi::on_request(const coap::Request& r) {
   }
   Session* s = c.cs.empty() ? nullptr : sessions_.ByShortToken(c.cs);
   if (s && (s->app != c.app || !OnSessionTransport(*s, c.peer, c.identity))) s = nullptr;
+  if (s && !(s->addr == c.peer)) {
+    // The token names the session: a sign of life from the device's new address (the SDK moves
+    // to a new source port after 10 s without answers), and evidence for SessionContinuity.
+    const int64_t now = LoopNow();
+    sessions_.Touch(*s, now);
+    Stamp(*s);
+    continuity_.NoteTokenFrom(sessions_, *s, c.peer, now);
+  }
   // The session's token came back from the address it was sent to: the engine keeps this peer
   // when unverified addresses flood its table (docs/operations.md, "Security model").
   if (s && s->addr == c.peer && !r.peer_verified && endpoint_) endpoint_->verify_peer(c.peer);
@@ -383,7 +462,11 @@ void DeviceApi::on_request(const coap::Request& r) {
   }
 }
 
-void DeviceApi::on_activity(const coap::Address& peer) { sessions_.Touch(peer, static_cast<int64_t>(uv_now(loop_))); }
+void DeviceApi::on_activity(const coap::Address& peer) {
+  if (const std::vector<Session*>* bound = sessions_.Touch(peer, LoopNow()); bound && liveness_file_) {
+    for (Session* s : *bound) Stamp(*s);
+  }
+}
 
 void DeviceApi::on_observer_dropped(coap::ObserverId id, coap::DropReason reason) {
   if (reason == coap::DropReason::kTooLarge) {
@@ -403,6 +486,12 @@ void DeviceApi::on_response_failed(coap::ExchangeId) {
 
 // ---- sessions ----
 
+struct DeviceApi::PendingOpen {
+  std::shared_ptr<Call> call;
+  std::string device;  // empty: anonymous (an id is generated, or taken over from its predecessor)
+  std::string key;     // OpenKey
+};
+
 void DeviceApi::HandleOpen(Call& c) {
   // 4.01, not 4.00: the SDK gives up for good on a 4.00 to /.cs (it means "unknown app").
   if (c.payload.size() > 512) {
@@ -410,53 +499,146 @@ void DeviceApi::HandleOpen(Call& c) {
     return ReplyError(c, coap::code::kUnauthorized, "auth token longer than 512 bytes");
   }
   // Over DTLS the handshake authenticated the device: its PSK identity is the device id.
-  AuthOutcome auth = c.peer.secure ? AuthOutcome{true, c.identity} : auth_.at(c.app)->Authenticate(c.payload);
+  AuthOutcome auth = c.peer.secure ? AuthOutcome{true, c.identity} : AuthenticatorFor(c.app).Authenticate(c.payload);
   if (!auth.ok) {
     ++counters_.auth_failures;
     spdlog::info("device at {} failed to authenticate to app '{}'", c.peer.to_string(), c.app);
     return ReplyError(c, coap::code::kUnauthorized, "invalid auth token");
   }
+  auto open = std::make_shared<PendingOpen>();
+  open->call = std::make_shared<Call>(c);
+  open->device = auth.device;
+  open->key = OpenKey(c.app, auth.device, auth.device.empty(), c.peer);
+  // One open at a time per device, so a second POST /.cs continues the session the first one
+  // opens instead of running beside it (and leaving it to time out with the device's operations).
+  auto [waiting, first] = opening_.try_emplace(open->key);
+  if (!first) return waiting->second.push_back(std::move(open));
+  OpenSession(std::move(open));
+}
+
+void DeviceApi::OpenSession(std::shared_ptr<PendingOpen> open) {
+  const Call& c = *open->call;
+  const bool anonymous = open->device.empty();
+  const int64_t now = LoopNow();
   // A new session for this address: requests of the old one are no longer duplicates, so the SDK
   // resending an old request (same message ID and token) after re-authenticating is answered anew.
   if (endpoint_) endpoint_->new_binding(c.id);
-  // A device re-opening from the same address replaces its old session: the old connection is
-  // gone, so its onDisconnect operations run now (as the cloud would on reconnect).
-  // (By the address index: a scan of every session made opening n sessions O(n^2), minutes at
-  // 100k devices.)
-  for (const std::string& id : sessions_.IdsAt(c.peer)) {
-    if (const Session* old = sessions_.ById(id); old && old->app == c.app) EndSession(id, EndCause::kReplaced);
-  }
-
+  // The device's live sessions end here without running their onDisconnect operations: those move
+  // to the new session (the device is alive; the SDK never registers them again by itself).
+  std::vector<Session*> preds = continuity_.Predecessors(sessions_, c.app, open->device, anonymous, c.peer, now);
   Session s;
   s.id = RandomToken(16);
   do s.short_token = RandomToken(8); while (sessions_.ShortTokenInUse(s.short_token));
   s.long_token = RandomToken(32);
   s.app = c.app;
-  s.device = auth.device.empty() ? "anon-" + RandomToken(8) : auth.device;  // never the session token: ids are logged
+  s.anonymous = anonymous;
+  // Never the session token: ids are logged. An anonymous device keeps the id it had.
+  s.device = !anonymous ? open->device : !preds.empty() ? preds.front()->device : "anon-" + RandomToken(8);
   s.addr = c.peer;
   s.created_wall_ms = store::WallClockMs();
+  s.last_seen_ms = now;
+  // The SDK's ping timer runs on across its sessions: the next ping is judged against the last one.
+  for (const Session* p : preds) s.last_ping_ms = std::max(s.last_ping_ms, p->last_ping_ms);
+  if (!s.last_ping_ms) s.last_ping_ms = continuity_.RememberedPing(c.app, s.device, anonymous, c.peer, now);
+  std::vector<Session> continued;
+  for (Session* p : preds) {
+    spdlog::info("device '{}' (app '{}') re-opened its session from {} (was {}): its onDisconnect operations "
+                 "carry over", p->device, p->app, c.peer.to_string(), p->addr.to_string());
+    std::string id = p->id;
+    if (std::optional<Session> gone = DetachSession(id)) continued.push_back(std::move(*gone));
+  }
+  CommitOpen(std::move(open), std::move(s), std::move(continued), 0);
+}
+
+void DeviceApi::CommitOpen(std::shared_ptr<PendingOpen> open, Session s, std::vector<Session> continued,
+                           int attempt) {
   store::WriteBatch batch;
-  batch.PutSession(ToRecord(s, sessions_.timeout_ms()));  // a new session observes nothing yet
+  std::vector<store::OnDisconnectOp> ops;
+  for (const Session& old : continued) {
+    std::vector<store::OnDisconnectOp> mine = store_.sessions().OnDisconnectOps(old.id);
+    uint64_t through = 0;
+    for (const auto& op : mine) through = std::max(through, op.order);
+    // An operation registered after this read makes the batch fail (kConflict): read again.
+    batch.RemoveSession(old.id, /*must_exist=*/true, through);
+    ops.insert(ops.end(), mine.begin(), mine.end());
+  }
+  std::sort(ops.begin(), ops.end(), [](const auto& a, const auto& b) { return a.order < b.order; });
+  batch.PutSession(ToRecord(s, sessions_.timeout_ms(), LoopNow()));  // a new session observes nothing yet
+  for (store::OnDisconnectOp& op : ops) batch.AddOnDisconnect(s.id, std::move(op));  // in registration order
   auto alive = alive_;
-  auto call = std::make_shared<Call>(c);
-  store_.Submit(std::move(batch), [this, alive, call, s = std::move(s)](store::BatchResult res) mutable {
+  store_.Submit(std::move(batch), [this, alive, open, attempt, s = std::move(s),
+                                   continued = std::move(continued)](store::BatchResult res) mutable {
     if (!*alive) return;
-    if (!res.status.ok()) return ReplyStoreStatus(*call, res.status);
-    s.last_seen_ms = static_cast<int64_t>(uv_now(loop_));
+    if (res.status.code == store::StatusCode::kConflict && attempt < kOpenRetries) {
+      return CommitOpen(std::move(open), std::move(s), std::move(continued), attempt + 1);
+    }
+    if (res.status.code == store::StatusCode::kNotFound && !continued.empty() && attempt < kOpenRetries) {
+      // A predecessor's record went meanwhile (it cannot fire twice): continue the others.
+      std::erase_if(continued, [&](const Session& old) { return !store_.sessions().Get(old.id); });
+      return CommitOpen(std::move(open), std::move(s), std::move(continued), attempt + 1);
+    }
+    if (!res.status.ok()) {
+      // Nothing of the batch applied: the predecessors are still in the store; serve them again.
+      for (Session& old : continued) Stamp(sessions_.Add(std::move(old)));
+      ReplyStoreStatus(*open->call, res.status);
+      return FinishOpen(open->key);
+    }
+    const int64_t now = LoopNow();
+    s.last_seen_ms = now;
+    s.checkpointed_ping_ms = s.last_ping_ms;  // PutSession recorded it
     Json body = {{"s", s.short_token}, {"l", s.long_token}};
     spdlog::debug("session opened: app '{}' device '{}' at {}", s.app, s.device, s.addr.to_string());
-    sessions_.Add(std::move(s));
+    if (!continued.empty()) {
+      for (const auto& op : store_.sessions().OnDisconnectOps(s.id)) {
+        s.carried_through_order = std::max(s.carried_through_order, op.order);
+      }
+    }
+    Stamp(sessions_.Add(std::move(s)));
     ++counters_.sessions_opened;
-    Reply(*call, coap::code::kContent, Encode(body, call->json_out));
+    counters_.sessions_continued += continued.size();
+    Reply(*open->call, coap::code::kContent, Encode(body, open->call->json_out));
+    FinishOpen(open->key);
   });
+}
+
+void DeviceApi::FinishOpen(const std::string& key) {
+  auto it = opening_.find(key);
+  if (it == opening_.end()) return;
+  if (it->second.empty()) {
+    opening_.erase(it);
+    return;
+  }
+  std::shared_ptr<PendingOpen> next = std::move(it->second.front());
+  it->second.erase(it->second.begin());
+  OpenSession(std::move(next));
 }
 
 void DeviceApi::HandlePing(Call& c, Session* s) {
   if (!s || !(s->addr == c.peer)) return ReplyError(c, coap::code::kUnauthorized, "unknown session");
   ++counters_.heartbeats;
-  int64_t now = static_cast<int64_t>(uv_now(loop_));
+  int64_t now = LoopNow();
   bool steer = heartbeat_.ShouldSteerDown(s->last_ping_ms, now);
-  s->last_ping_ms = now;
+  // Right after a stall the pings read are the ones that waited in the socket: their answers may
+  // reach an SDK that gave up on them, and the SDK then sends the ping again at once. Judged
+  // against each other, that second ping would look on time (2.05: the interval grows). So pings
+  // read while the backlog drains are judged against the last ping before the stall, not recorded
+  // (unless there is none: a first ping is better than no reference at all).
+  if (now >= pings_judged_from_ms_ || !s->last_ping_ms) {
+    s->last_ping_ms = now;
+    Stamp(*s);
+  }
+  if (s->last_ping_ms && !s->checkpointed_ping_ms) {
+    // The store records the session's first ping at once: restored without any (after a crash of
+    // the host, when the liveness file is gone), a session would judge the SDK's next ping as a
+    // first one and answer 2.05 however late it is. An older recorded ping only makes the first
+    // ping after a restart look later (steered: harmless), so later pings are not written.
+    store::SessionRecord r;
+    SetCheckpoint(&r, *s, now, store::ClockNow());
+    store::WriteBatch batch;
+    batch.TouchSession(s->id, r.last_seen_ms, r.last_seen_boottime_ms, r.boot_id, r.last_ping_ms);
+    s->checkpointed_ping_ms = s->last_ping_ms;
+    store_.Submit(std::move(batch), [](const store::BatchResult&) {});
+  }
   if (steer) {
     ++counters_.steered_pings;
     return ReplyError(c, coap::code::kUnauthorized, "ping later than the heartbeat target");
@@ -470,7 +652,8 @@ void DeviceApi::HandleRebind(Call& c) {
     return ReplyError(c, coap::code::kBadRequest, "unknown long token");
   }
   sessions_.Rebind(*s, c.peer);
-  s->last_seen_ms = static_cast<int64_t>(uv_now(loop_));
+  sessions_.Touch(*s, LoopNow());
+  Stamp(*s);
   // The device reopened its socket (or its NAT mapping changed): its observations move with it,
   // including a CON notification being retransmitted.
   if (endpoint_) {
@@ -500,33 +683,105 @@ bool DeviceApi::Kick(const std::string& device_or_session) {
   return !ids.empty();
 }
 
+int64_t DeviceApi::LoopNow() {
+  const int64_t now = static_cast<int64_t>(uv_now(loop_));
+  if (const int64_t stalled = stall_.Observe(now)) {
+    boottime_minus_loop_ms_ = store::BootTimeMs() - now;
+    sessions_.ShiftForStall(stalled);
+    pings_judged_from_ms_ = now + kStallDrainMs;
+    continuity_.HostLinksUntil(now + SessionContinuity::kEvidenceMs);
+    if (liveness_file_) sessions_.ForEachMutable([this](Session& s) { Stamp(s); });
+    counters_.loop_stalls = stall_.stalls();
+    counters_.loop_stalled_ms = static_cast<uint64_t>(stall_.stalled_ms());
+    spdlog::warn("the event loop did not run for {} ms (process stopped, VM paused or starved of CPU?): that "
+                 "time does not count as any device's silence", stalled + kLivenessTickMs);
+  }
+  return now;
+}
+
 void DeviceApi::OnLivenessTick(uv_timer_t* t) {
   auto* self = static_cast<DeviceApi*>(t->data);
-  for (const auto& id : self->sessions_.Expired(static_cast<int64_t>(uv_now(self->loop_)))) {
+  const int64_t now = self->LoopNow();
+  // CLOCK_BOOTTIME runs ahead of the loop's clock only while the host is suspended: a tick's
+  // reading is fresh enough for the liveness file, and datagrams do not pay for one each.
+  self->boottime_minus_loop_ms_ = store::BootTimeMs() - now;
+  if (self->sessions_.MaybeDue(now)) self->ArmSweep();
+}
+
+void DeviceApi::ArmSweep() {
+  if (sweep_armed_) return;
+  sweep_armed_ = true;
+  // An active idle handle makes this iteration's poll non-blocking: whatever datagrams already
+  // reached the sockets are read (and stamp their sessions) before OnSweep, in the check phase.
+  uv_idle_start(&sweep_idle_, [](uv_idle_t*) {});
+  uv_check_start(&sweep_check_, OnSweep);
+}
+
+void DeviceApi::OnSweep(uv_check_t* h) {
+  auto* self = static_cast<DeviceApi*>(h->data);
+  self->sweep_armed_ = false;
+  uv_idle_stop(&self->sweep_idle_);
+  uv_check_stop(&self->sweep_check_);
+  for (const auto& id : self->sessions_.Expired(self->LoopNow())) {
     ++self->counters_.detections;
     self->EndSession(id, EndCause::kTimeout);
   }
 }
 
-void DeviceApi::EndSession(std::string session_id, EndCause cause, std::function<void()> done) {
+void DeviceApi::Stamp(Session& s) {
+  if (!liveness_file_) return;
+  if (s.liveness_slot == LivenessFile::kNoSlot) s.liveness_slot = liveness_file_->Assign();
+  liveness_file_->Write(s.liveness_slot, s.id,
+                        {s.last_seen_ms + boottime_minus_loop_ms_,
+                         s.last_ping_ms ? s.last_ping_ms + boottime_minus_loop_ms_ : 0});
+}
+
+void DeviceApi::Checkpoint() {
+  const int64_t now = LoopNow();
+  const store::ClockReading clock = store::ClockNow();
+  store::WriteBatch batch;
+  sessions_.ForEachMutable([&](Session& s) {
+    store::SessionRecord r;
+    SetCheckpoint(&r, s, now, clock);
+    batch.TouchSession(s.id, r.last_seen_ms, r.last_seen_boottime_ms, r.boot_id, r.last_ping_ms);
+  });
+  if (batch.empty()) return;
+  // Every session in the table has its record: it is added once its PutSession committed and
+  // removed before the batch that deletes the record is submitted.
+  store_.Submit(std::move(batch), [](const store::BatchResult& r) {
+    if (!r.status.ok() && r.status.code != store::StatusCode::kClosed) {
+      spdlog::warn("last pings of the sessions not recorded at stop: {}", r.status.ToString());
+    }
+  });
+}
+
+std::optional<Session> DeviceApi::DetachSession(const std::string& session_id) {
   Session* sp = sessions_.ById(session_id);
-  if (!sp) {
-    if (done) done();
-    return;
-  }
+  if (!sp) return std::nullopt;
   Session s = *sp;
+  if (liveness_file_ && s.liveness_slot != LivenessFile::kNoSlot) liveness_file_->Free(s.liveness_slot);
+  s.liveness_slot = LivenessFile::kNoSlot;
   sessions_.Remove(session_id);
   for (coap::ObserverId id : observers_.OfSession(session_id)) {
     if (endpoint_) endpoint_->cancel_observer(id);
     observers_.Remove(id);  // no PersistSession: the record goes with the session
     restoring_.erase(id);
   }
-  static const char* kCause[] = {"silent past the session timeout", "went offline", "re-opened its session",
-                                 "was kicked"};
-  spdlog::info("device '{}' (app '{}', {}) {}: running its onDisconnect operations", s.device, s.app,
-               s.addr.to_string(), kCause[static_cast<int>(cause)]);
+  return s;
+}
 
-  FireOnDisconnect(std::move(s), std::move(done), 0);
+void DeviceApi::EndSession(std::string session_id, EndCause cause, std::function<void()> done) {
+  std::optional<Session> s = DetachSession(session_id);
+  if (!s) {
+    if (done) done();
+    return;
+  }
+  continuity_.NoteEnded(*s, LoopNow());  // its device's next session carries on its ping timer
+  static const char* kCause[] = {"silent past the session timeout", "went offline", "was kicked"};
+  spdlog::info("device '{}' (app '{}', {}) {}: running its onDisconnect operations", s->device, s->app,
+               s->addr.to_string(), kCause[static_cast<int>(cause)]);
+
+  FireOnDisconnect(std::move(*s), std::move(done), 0);
 }
 
 void DeviceApi::FireOnDisconnect(Session s, std::function<void()> done, int attempt) {
@@ -964,6 +1219,8 @@ void DeviceApi::HandleOnDisconnect(Call& c, Session& s, const std::vector<std::s
       std::vector<uint8_t> cbor = Json::to_cbor(value);  // keeps byte strings intact until firing
       op.payload.assign(cbor.begin(), cbor.end());
     }
+    // Registering again replaces what was carried over from an earlier session at this path.
+    if (s.carried_through_order) batch.CancelOnDisconnect(s.id, dev_path, s.carried_through_order);
     batch.AddOnDisconnect(s.id, std::move(op));
   }
   CommitThenReply(c, std::move(batch));
@@ -1041,7 +1298,7 @@ void DeviceApi::CountNotification(const std::string& session_id) {
 }
 
 store::SessionRecord DeviceApi::SessionRecordOf(const Session& s) {
-  store::SessionRecord r = ToRecord(s, sessions_.timeout_ms());
+  store::SessionRecord r = ToRecord(s, sessions_.timeout_ms(), LoopNow());
   std::vector<PersistedObserver> obs;
   for (coap::ObserverId id : observers_.OfSession(s.id)) {
     const Observer* o = observers_.Find(id);

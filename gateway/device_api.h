@@ -21,9 +21,12 @@
 #include "device_proto/endpoint.h"
 #include "gateway/device_auth.h"
 #include "gateway/heartbeat_policy.h"
+#include "gateway/liveness_file.h"
+#include "gateway/loop_stall.h"
 #include "gateway/observer_registry.h"
 #include "gateway/persisted_observer.h"
 #include "gateway/route_table.h"
+#include "gateway/session_continuity.h"
 #include "gateway/session_table.h"
 #include "gateway/value_codec.h"
 #include "store/store.h"
@@ -43,6 +46,9 @@ struct DeviceApiCounters {
   // Separate (CON) responses the device never acknowledged; observations restored at startup;
   // snapshot reads / encodings done for notifications (one per observed path / distinct view).
   uint64_t responses_failed = 0, observers_restored = 0, notify_reads = 0, notify_encodes = 0;
+  // Sessions a device's new session continued (its onDisconnect operations moved on, none ran);
+  // loop stalls noticed and their total length (given back to every session's timeout).
+  uint64_t sessions_continued = 0, loop_stalls = 0, loop_stalled_ms = 0;
   std::map<std::string, uint64_t> requests;  // "GET 2.05" -> count (DeviceApi::counters() fills it)
 };
 
@@ -74,9 +80,19 @@ class DeviceApi : public coap::Handler {
   void SetUploadsInFlight(std::function<std::vector<uint64_t>()> source) { uploads_in_flight_ = std::move(source); }
   // Called with the route name after writes to that route's queue committed (wakes the uploader).
   void SetQueuedHook(std::function<void(const std::string& route)> hook) { on_queued_ = std::move(hook); }
-  // Loads persisted sessions: each gets a full timeout from now to come back. Their persisted
+  // Where every session's last datagram and ping survive a crash of the process (set before
+  // RestoreSessions; without one, restored sessions get a full timeout).
+  void SetLivenessFile(std::unique_ptr<LivenessFile> file) { liveness_file_ = std::move(file); }
+  // Loads persisted sessions. One the liveness file dates (a restart in the same boot) is declared
+  // gone at max(its last datagram + session_timeout, now + RestartGraceMs); others (a new boot, no
+  // file) get a full timeout from now. Their last ping comes back too (the file's, else the one
+  // the store recorded), so the first ping after the restart is steered like any other. Persisted
   // observations are re-created by AttachEndpoint (gateway/persisted_observer.h).
   void RestoreSessions();
+  // min(5 s, session_timeout): time for a live device to be heard from after a restart (while a
+  // request is outstanding the SDK sends every 2-4 s, so what was lost while the gateway was
+  // down is sent again).
+  static int64_t RestartGraceMs(int64_t session_timeout_ms);
   void SetRoutes(std::shared_ptr<const RouteTable> routes);  // reload: applies to new requests
   // Cloud link state and clock estimate (cloud ms - local wall ms); notifies .info observers.
   void SetCloudLink(bool connected, std::optional<int64_t> offset_ms);
@@ -89,6 +105,8 @@ class DeviceApi : public coap::Handler {
   void Close();
 
   const SessionTable& sessions() const { return sessions_; }
+  // Remembered pings and re-open evidence dropped to stay within SessionContinuity's bounds.
+  uint64_t continuity_evictions() const { return continuity_.evictions(); }
   DeviceApiCounters counters() const;
   int64_t CloudNowMs() const;
   bool cloud_connected() const { return cloud_connected_; }
@@ -105,9 +123,18 @@ class DeviceApi : public coap::Handler {
 
  private:
   struct Call;  // one request being answered
-  enum class EndCause { kTimeout, kGoOffline, kReplaced, kKicked };
+  enum class EndCause { kTimeout, kGoOffline, kKicked };
+  struct PendingOpen;  // a POST /.cs waiting for an earlier one of the same device
 
+  const DeviceAuthenticator& AuthenticatorFor(const std::string& app) const;
   void HandleOpen(Call& c);
+  // Opens the session (continuing the device's live ones, SessionContinuity) once no other open
+  // of the same device is in flight; then starts the next waiting one.
+  void OpenSession(std::shared_ptr<PendingOpen> open);
+  // Commits the new session, its predecessors' removal and their onDisconnect operations moved to
+  // it (in registration order) in one batch; retries when an operation was registered meanwhile.
+  void CommitOpen(std::shared_ptr<PendingOpen> open, Session s, std::vector<Session> continued, int attempt);
+  void FinishOpen(const std::string& key);
   void HandlePing(Call& c, Session* s);
   void HandleRebind(Call& c);
   void HandleOffline(Call& c, Session* s);
@@ -140,6 +167,18 @@ class DeviceApi : public coap::Handler {
 
   // Takes the id by value: callers often pass Session::id of the session this removes.
   void EndSession(std::string session_id, EndCause cause, std::function<void()> done = {});
+  // Removes the session from the table and ends its observations; returns it (nullopt: unknown).
+  std::optional<Session> DetachSession(const std::string& session_id);
+  // The loop clock, after giving any loop stall it reveals back to every session.
+  int64_t LoopNow();
+  // Sweeps expired sessions after the loop has read the sockets (a datagram that arrived before a
+  // deadline keeps its session alive even if the tick ran first).
+  void ArmSweep();
+  static void OnSweep(uv_check_t* h);
+  // Records s's last datagram and ping in the liveness file (at every change).
+  void Stamp(Session& s);
+  // Writes the liveness fields of every session's record (a graceful stop).
+  void Checkpoint();
   // Runs the ended session's onDisconnect operations; retries when an operation registered just
   // before the end was still being committed (the store refuses to drop it).
   void FireOnDisconnect(Session s, std::function<void()> done, int attempt);
@@ -185,6 +224,15 @@ class DeviceApi : public coap::Handler {
   std::optional<int64_t> cloud_boot_offset_ms_;  // cloud - CLOCK_BOOTTIME: wall clock steps leave it right
   int64_t wall_anchor_ms_ = 0;                   // wall - CLOCK_BOOTTIME when it was last set
   uv_timer_t liveness_;
+  std::unique_ptr<LivenessFile> liveness_file_;
+  int64_t boottime_minus_loop_ms_ = 0;  // CLOCK_BOOTTIME - loop clock, as of the last liveness tick
+  int64_t pings_judged_from_ms_ = 0;    // pings before this (a stall's backlog) do not become last_ping
+  uv_idle_t sweep_idle_;    // while armed: the loop polls without blocking, then OnSweep runs
+  uv_check_t sweep_check_;
+  bool sweep_armed_ = false;
+  LoopStallDetector stall_;
+  SessionContinuity continuity_;
+  std::map<std::string, std::vector<std::shared_ptr<PendingOpen>>> opening_;  // open key -> waiting
   DeviceApiCounters counters_;
   uint64_t shed_first_ms_ = 0, shed_last_ms_ = 0;  // uv_now: the shedding episode's first / latest 5.03
   // Answers by method (GET, POST, PUT, DELETE, FETCH, PATCH, other) and code: an array increment

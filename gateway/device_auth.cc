@@ -53,7 +53,8 @@ AuthOutcome DeviceAuthenticator::Authenticate(std::string_view token) const {
   switch (auth_.mode) {
     case AppAuth::Mode::kOpen: {
       std::string t(token);
-      return {true, CheckKey(t).empty() ? t : std::string()};
+      // "anon-" names the ids generated for devices without one: a token cannot claim it.
+      return {true, CheckKey(t).empty() && t.rfind("anon-", 0) != 0 ? t : std::string()};
     }
     case AppAuth::Mode::kTokens: {
       bool found = false;

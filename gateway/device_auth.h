@@ -1,6 +1,7 @@
 // DeviceAuthenticator: turns the raw token a device sends with POST /.cs into a device id.
 //
-//   open   any token; the device id is the token when it is a valid key, else a generated id
+//   open   any token; the device id is the token when it is a valid key not starting with
+//          "anon-" (the prefix of generated ids), else a generated id
 //   tokens the token must be listed; its entry names the device
 //   hmac   token = "<device>:" + lowercase hex HMAC-SHA256(app secret, device), compared in
 //          constant time; provisioning needs only the secret, not a list

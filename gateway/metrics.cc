@@ -162,6 +162,9 @@ TetherMetrics::TetherMetrics(MetricsRegistry& r)
                                     "Device-side anomalies: onDisconnect operations denied at firing, responses "
                                     "never acknowledged, answers too large for a device without Block-wise.",
                                     {"event"})),
+      loop_stalled_seconds_total(r.Counter("tether_loop_stalled_seconds_total",
+                                           "Time the event loop did not run in stalls over 1 s (stopped, paused or "
+                                           "starved); it counts as no device's silence.")),
       queue_depth(r.Gauge("tether_queue_depth", "Writes queued for the cloud, by route.", {"route"})),
       queue_bytes(r.Gauge("tether_queue_bytes", "Bytes queued for the cloud, by route.", {"route"})),
       queue_oldest_age_seconds(r.Gauge("tether_queue_oldest_age_seconds",

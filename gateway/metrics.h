@@ -88,6 +88,7 @@ struct TetherMetrics {
   MetricFamily& ondisconnect_fired_total;// counter
   MetricFamily& transaction_conflicts_total;  // counter {where=local|cloud}  compare-and-set writes lost
   MetricFamily& device_events_total;     // counter {event}  device-side anomalies (docs/operations.md)
+  MetricFamily& loop_stalled_seconds_total;  // counter  time the loop did not run (given back to sessions)
   MetricFamily& queue_depth;             // gauge {route}  entries waiting for the cloud
   MetricFamily& queue_bytes;             // gauge {route}
   MetricFamily& queue_oldest_age_seconds;// gauge {route}

@@ -1,5 +1,7 @@
 #include "gateway/route_table.h"
 
+#include "gateway/data_rules.h"
+
 namespace tether {
 
 namespace {
@@ -27,25 +29,31 @@ RouteTable::RouteTable(const Config& config) : config_(config) {
   for (const auto& r : config_.routes) compiled_.push_back({MustParse(r.match), MustParse(r.cloud)});
 }
 
-const AppConfig* RouteTable::FindApp(const std::optional<std::string>& uri_host) const {
+std::optional<RouteTable::AppRef> RouteTable::FindApp(const std::optional<std::string>& uri_host) const {
   if (!uri_host || uri_host->empty()) {
     for (const auto& a : config_.apps) {
-      if (a.is_default) return &a;
+      if (a.is_default) return AppRef{a.id, &a};
     }
-    return nullptr;
+    return std::nullopt;
   }
   std::string label = uri_host->substr(0, uri_host->find('.'));
   for (const auto& a : config_.apps) {
-    if (a.id == label) return &a;
+    if (a.id == label) return AppRef{a.id, &a};
   }
-  return nullptr;
+  // The id becomes a path segment of its namespace: it must be a valid key.
+  if (config_.open_apps && CheckKey(label).empty()) return AppRef{label, &open_app_};
+  return std::nullopt;
 }
 
 std::optional<ResolvedPath> RouteTable::Resolve(const std::string& app, const std::string& device,
                                                 const std::vector<std::string>& device_path) const {
+  bool listed = false;
+  for (const auto& a : config_.apps) listed |= a.id == app;
+  // An unlisted app (only accepted without an `apps` list) uses the routes of kAnyApp.
+  const std::string& owner = listed || !config_.open_apps ? app : std::string(Config::kAnyApp);
   for (size_t i = 0; i < compiled_.size(); ++i) {
     const RouteConfig& r = config_.routes[i];
-    if (r.app != app) continue;
+    if (r.app != owner) continue;
     Captures caps;
     std::vector<std::string> rest;
     if (!compiled_[i].match.Match(device_path, &caps, &rest)) continue;
@@ -57,6 +65,7 @@ std::optional<ResolvedPath> RouteTable::Resolve(const std::string& app, const st
     Captures cloud_caps = caps;
     for (const auto& [k, v] : config_.variables) cloud_caps.emplace(k, v);
     cloud_caps.emplace("device", device);
+    cloud_caps.emplace("app", app);
     auto cloud = compiled_[i].cloud.Expand(cloud_caps, rest);
     if (!cloud) return std::nullopt;
     out.cloud_path = std::move(*cloud);

@@ -28,10 +28,16 @@ class RouteTable {
   explicit RouteTable(const Config& config);
 
   // App for a Uri-Host: its first label ("myapp" for "myapp.wilddogio.com"); no host → default app.
-  // Returns nullptr for an unknown app.
-  const AppConfig* FindApp(const std::optional<std::string>& uri_host) const;
+  // nullopt for an unknown app. Without an `apps` list (Config::open_apps) every id that is a
+  // valid key is an app of its own, with open auth.
+  struct AppRef {
+    std::string id;
+    const AppConfig* config;  // the listed app, or the settings every unlisted open app shares
+  };
+  std::optional<AppRef> FindApp(const std::optional<std::string>& uri_host) const;
 
   // nullopt: no route of this app matches the path (the device may neither read nor write it).
+  // An unlisted open app resolves through the open-apps route: cloud path "<app>/<path>".
   std::optional<ResolvedPath> Resolve(const std::string& app, const std::string& device,
                                       const std::vector<std::string>& device_path) const;
 
@@ -47,6 +53,7 @@ class RouteTable {
   };
   Config config_;
   std::vector<Compiled> compiled_;
+  AppConfig open_app_{Config::kAnyApp, false, {}};
 };
 
 }  // namespace tether

@@ -1,9 +1,15 @@
 // SessionTable: the live device sessions of one gateway, indexed for every request.
 //
-// Lookups by short token (every request carries .cs=), long token (/.rst) and bound address (any
-// datagram is a sign of life) are O(1). Liveness: Touch() only stamps last_seen; a heap of
-// deadlines is re-checked lazily in Expired(), so a busy session costs one heap push per timeout
-// period, not one per datagram. Owned and used by the loop thread only.
+// Lookups by short token (every request carries .cs=), long token (/.rst), bound address (any
+// datagram is a sign of life) and device identity (a device re-opening its session) are O(1).
+// Liveness: Touch() only stamps last_seen; a heap of deadlines is re-checked lazily in Expired(),
+// so a busy session costs one heap push per timeout period, not one per datagram.
+// Owned and used by the loop thread only. Times are the loop's clock (uv_now) in ms.
+//
+// Invariants:
+// - A session's deadline is max(last_seen + timeout, expire_not_before); the heap may hold stale
+//   (earlier) entries for it, never a later one.
+// - Sessions of anonymous devices (no stable id) are not in the identity index.
 #pragma once
 
 #include <cstdint>
@@ -23,12 +29,24 @@ struct Session {
   std::string id;           // store key; random, never reused
   std::string app;
   std::string device;
+  bool anonymous = false;   // the device gave no usable id: `device` is generated ("anon-...")
   std::string short_token;  // 8 chars, carried as .cs= on every request
   std::string long_token;   // 32 chars, proves ownership for /.rst
   coap::Address addr;       // replies and liveness are tied to this address
   int64_t created_wall_ms = 0;
-  int64_t last_seen_ms = 0;  // monotonic
-  int64_t last_ping_ms = 0;  // monotonic; 0 before the first ping
+  int64_t last_seen_ms = 0;  // loop clock; a loop stall is given back (ShiftForStall)
+  // Loop clock of the device's previous ping, carried over from its earlier sessions (the SDK's
+  // ping timer runs across them); 0: none known.
+  int64_t last_ping_ms = 0;
+  // Restored after a restart: not declared gone before this (loop clock), whatever last_seen
+  // says; 0: no floor. The first datagram clears it.
+  int64_t expire_not_before_ms = 0;
+  // The last ping its store record holds (0: none); the record gets the first one at once.
+  int64_t checkpointed_ping_ms = 0;
+  uint32_t liveness_slot = UINT32_MAX;  // in the LivenessFile; UINT32_MAX: none
+  // onDisconnect operations up to this store order came from the sessions it continued; a new
+  // registration at a path replaces those at and below it (a rebooted device registers again).
+  uint64_t carried_through_order = 0;
   uint32_t notified_since_checkpoint = 0;  // notifications since its record was last written
 };
 
@@ -36,7 +54,7 @@ class SessionTable {
  public:
   explicit SessionTable(int64_t timeout_ms) : timeout_ms_(timeout_ms) {}
 
-  // Adds a session (its tokens must be unused); its deadline is last_seen_ms + timeout.
+  // Adds a session (its tokens must be unused).
   Session& Add(Session s);
   void Reserve(size_t n);  // room for n sessions without rehashing (restoring after a restart)
   void Remove(const std::string& id);
@@ -46,19 +64,28 @@ class SessionTable {
   Session* ByShortToken(std::string_view token);
   Session* ByLongToken(std::string_view token);
   bool ShortTokenInUse(std::string_view t) const { return by_short_.count(std::string(t)) > 0; }
+  // Sessions bound to addr / of a device with a stable id (empty when none).
+  std::vector<Session*> ByAddress(const coap::Address& addr) const;
+  std::vector<Session*> ByIdentity(const std::string& app, const std::string& device) const;
 
-  // Ids of the sessions bound to addr (O(1) in the number of sessions).
-  std::vector<std::string> IdsAt(const coap::Address& addr) const;
-  // Every session bound to addr counts the datagram as a sign of life.
-  void Touch(const coap::Address& addr, int64_t now_ms);
+  // Every session bound to addr counts the datagram as a sign of life. Returns them (null: none).
+  const std::vector<Session*>* Touch(const coap::Address& addr, int64_t now_ms);
+  void Touch(Session& s, int64_t now_ms);  // a sign of life that names the session (its token)
 
-  // Ids of sessions silent for at least the timeout at now_ms. They stay in the table until
-  // Remove(); calling again before that does not report them twice.
+  // The loop did not run for stalled_ms: that time does not count as anyone's silence (deadlines
+  // move; last pings do not, see the .cc).
+  void ShiftForStall(int64_t stalled_ms);
+
+  // Whether some deadline may have passed at now_ms (cheap; Expired() decides).
+  bool MaybeDue(int64_t now_ms) const { return !deadlines_.empty() && deadlines_.top().at_ms <= now_ms; }
+  // Ids of sessions whose deadline passed at now_ms. They stay in the table until Remove();
+  // calling again before that does not report them twice.
   std::vector<std::string> Expired(int64_t now_ms);
 
   size_t size() const { return by_id_.size(); }
   int64_t timeout_ms() const { return timeout_ms_; }
   void ForEach(const std::function<void(const Session&)>& fn) const;
+  void ForEachMutable(const std::function<void(Session&)>& fn);
 
  private:
   struct Deadline {
@@ -66,11 +93,15 @@ class SessionTable {
     std::string id;
     bool operator>(const Deadline& o) const { return at_ms > o.at_ms; }
   };
+  int64_t DeadlineOf(const Session& s) const;
+  static std::string IdentityKey(const std::string& app, const std::string& device) { return app + '\0' + device; }
+
   int64_t timeout_ms_;
   std::unordered_map<std::string, std::unique_ptr<Session>> by_id_;
   std::unordered_map<std::string, Session*> by_short_;
   std::unordered_map<std::string, Session*> by_long_;
   std::unordered_map<coap::Address, std::vector<Session*>, coap::AddressHash> by_addr_;
+  std::unordered_map<std::string, std::vector<Session*>> by_identity_;
   std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>> deadlines_;
 };
 

@@ -920,6 +920,9 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::TouchSession& m, BatchResu
   SessionRecord r;
   if (!DecodeSession(View(mv), &r)) return Status::Error(StatusCode::kIoError, "corrupt session");
   r.last_seen_ms = m.last_seen_ms;
+  r.last_seen_boottime_ms = m.last_seen_boottime_ms;
+  r.boot_id = m.boot_id;
+  r.last_ping_ms = m.last_ping_ms;
   std::string v = EncodeSession(r);
   MDB_val sv = Val(v);
   if ((rc = mdb_put(txn, db_.sessions, &mk, &sv, 0))) return Mdb(rc, "session put");
@@ -927,8 +930,8 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::TouchSession& m, BatchResu
 }
 
 // Deletes the session's onDisconnect ops (only those at/below `under` if given).
-Status BatchApplier::DeleteSessionOps(MDB_txn* txn, const std::string& session_id,
-                                      const std::string* under) {
+Status BatchApplier::DeleteSessionOps(MDB_txn* txn, const std::string& session_id, const std::string* under,
+                                      uint64_t up_to_order) {
   const std::string prefix = OnDisconnectPrefix(session_id);
   Cursor c(txn, db_.on_disconnect);
   if (c.rc()) return Mdb(c.rc(), "cursor");
@@ -941,7 +944,8 @@ Status BatchApplier::DeleteSessionOps(MDB_txn* txn, const std::string& session_i
       std::vector<std::string> segs;
       std::string error;
       if (!DecodeOnDisconnect(View(v), &op)) return Status::Error(StatusCode::kIoError, "corrupt op");
-      del = ParseTreePath(op.path, &segs, &error) && KeyWithin(JoinKey(segs, segs.size()), *under);
+      del = op.order <= up_to_order && ParseTreePath(op.path, &segs, &error) &&
+            KeyWithin(JoinKey(segs, segs.size()), *under);
     }
     if (del) {
       if ((rc = mdb_cursor_del(c.get(), 0))) return Mdb(rc, "op delete");
@@ -1011,7 +1015,7 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::CancelOnDisconnect& m, Bat
   std::string error;
   if (!ParseTreePath(m.path, &segs, &error)) return Invalid(error);
   const std::string under = JoinKey(segs, segs.size());
-  return DeleteSessionOps(txn, m.session_id, &under);
+  return DeleteSessionOps(txn, m.session_id, &under, m.up_to_order);
 }
 
 template <>

@@ -79,7 +79,8 @@ class BatchApplier {
                         BatchResult* result);
   Status DeleteKeysFrom(MDB_txn* txn, MDB_dbi dbi, const std::string& prefix);
   Status DeleteMarksWithin(MDB_txn* txn, const std::string& key);  // complete marks at key and below
-  Status DeleteSessionOps(MDB_txn* txn, const std::string& session_id, const std::string* under);
+  Status DeleteSessionOps(MDB_txn* txn, const std::string& session_id, const std::string* under,
+                          uint64_t up_to_order = UINT64_MAX);
   // Cache units (see data_tree.h).
   void UnitBytes(std::string_view unit, int64_t delta, bool used);
   void Released(const std::string& path);  // a queued write at path left the queue

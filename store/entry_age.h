@@ -30,5 +30,7 @@ struct EntryAge {
 };
 
 EntryAge AgeOf(const QueueEntry& e, const ClockReading& now);
+// The same rule for any recorded reading (a session's liveness checkpoint).
+EntryAge AgeOf(const ClockReading& then, const ClockReading& now);
 
 }  // namespace tether::store

@@ -156,10 +156,23 @@ LmdbEnv::LmdbEnv(const std::string& dir, const StoreOptions& options) : path_(di
   }
   try {
     if ((rc = mdb_env_set_maxdbs(env_, 16))) ThrowLmdb(path_, "mdb_env_set_maxdbs", rc);
-    if ((rc = mdb_env_set_mapsize(env_, options.map_size))) ThrowLmdb(path_, "mdb_env_set_mapsize", rc);
+    // A 32-bit build maps its maximum at once and never remaps (options.h).
+    const uint64_t map = kAddressSpace32 ? std::max(options.map_size, options.map_max) : options.map_size;
+    if (map > kMaxMapBytes) {
+      throw StoreError(path_ + ": a map of " + std::to_string(map) + " bytes does not fit this build's " +
+                       (kAddressSpace32 ? "32-bit" : "64-bit") + " address space (at most " +
+                       std::to_string(kMaxMapBytes) + ")");
+    }
+    if ((rc = mdb_env_set_mapsize(env_, static_cast<size_t>(map)))) ThrowLmdb(path_, "mdb_env_set_mapsize", rc);
     unsigned flags = MDB_NOTLS | (ro ? MDB_RDONLY : 0);
     if (options.durability == Durability::kOsBuffered) flags |= MDB_NOSYNC;
-    if ((rc = mdb_env_open(env_, dir.c_str(), flags, 0640))) ThrowLmdb(path_, "cannot open LMDB store", rc);
+    if ((rc = mdb_env_open(env_, dir.c_str(), flags, 0640))) {
+      if (rc == ENOMEM) {
+        throw StoreError(path_ + ": cannot map " + std::to_string(map >> 20) + " MiB of address space for the "
+                         "store: " + mdb_strerror(rc) + " (lower the map size)");
+      }
+      ThrowLmdb(path_, "cannot open LMDB store", rc);
+    }
     int dead = 0;
     mdb_reader_check(env_, &dead);  // clear reader slots of crashed processes
 

@@ -43,10 +43,15 @@ struct TreeSet {
 struct TreeUpdate { std::string path; nlohmann::json children; std::vector<TreeIncrement> increments; };
 struct TreeRemove { std::string path; };
 struct PutSession { SessionRecord record; };
-struct TouchSession { std::string session_id; int64_t last_seen_ms; };
+struct TouchSession {  // the record's liveness checkpoint fields
+  std::string session_id;
+  int64_t last_seen_ms, last_seen_boottime_ms;
+  std::string boot_id;
+  int64_t last_ping_ms;
+};
 struct RemoveSession { std::string session_id; bool must_exist; uint64_t ops_through; };
 struct AddOnDisconnect { std::string session_id; OnDisconnectOp op; };
-struct CancelOnDisconnect { std::string session_id; std::string path; };
+struct CancelOnDisconnect { std::string session_id; std::string path; uint64_t up_to_order; };
 struct MarkComplete { std::string path; std::string query; };
 struct ForgetComplete { std::string path; };
 // The cloud's data: like TreeSet (patch = false) or TreeUpdate (patch = true), then every queued

@@ -30,6 +30,21 @@ struct QueueLimits {
   int64_t ttl_ms = 0;  // entries older than this (entry_age.h) are dropped by SweepExpired; 0 = none
 };
 
+// The LMDB map is one contiguous mapping of the whole map size (address space; the file grows only
+// as data is written). A 64-bit process has address space to spare. A 32-bit one (armhf) has
+// 3 GiB at most (2 GiB under a 2G/2G kernel split, 4 GiB on a 64-bit kernel), shared with the
+// heap, thread stacks and libraries; and growing the map remaps it: LMDB unmaps the old map
+// first, so a failed mmap in a fragmented address space leaves the store with no map at all.
+// Hence on a 32-bit build:
+// - a map is at most kMaxMapBytes (2 GiB), refused by the configuration and by Store::Open;
+// - the store maps max(map_size, map_max) when it opens and never grows it afterwards, so an
+//   address space that cannot hold the map fails at start-up with a clear error, not later;
+// - the default map is 1 GiB: it fits next to a 256 MB process under each of those splits.
+inline constexpr bool kAddressSpace32 = sizeof(void*) < 8;
+inline constexpr uint64_t kMaxMapBytes = kAddressSpace32 ? 2ull << 30 : 1ull << 40;
+inline constexpr uint64_t kDefaultMapSize = 1ull << 30;
+inline constexpr uint64_t kDefaultMapMax = kAddressSpace32 ? 1ull << 30 : 8ull << 30;
+
 struct StoreOptions {
   // For tools (`tetherctl store check`): MDB_RDONLY, no writer thread, no exclusive lock, so it
   // works while tetherd runs; every write fails with kClosed. Writable opens take an exclusive
@@ -37,8 +52,8 @@ struct StoreOptions {
   // is refused, because the writer keeps the counters in memory.
   bool read_only = false;
   Durability durability = Durability::kFsync;
-  uint64_t map_size = 1ull << 30;  // initial LMDB map size (file grows lazily, sparse)
-  uint64_t map_max = 0;            // on MDB_MAP_FULL the map doubles up to this; 0 = never grow
+  uint64_t map_size = kDefaultMapSize;  // initial LMDB map size (file grows lazily, sparse)
+  uint64_t map_max = 0;  // on MDB_MAP_FULL the map doubles up to this; 0 = never grow (32-bit: see above)
 
   QueueLimits default_route_limits;                   // for routes not listed below
   std::map<std::string, QueueLimits> route_limits;    // by route name

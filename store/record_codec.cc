@@ -190,6 +190,9 @@ std::string EncodeSession(const SessionRecord& s) {
   w.I64(s.heartbeat_timeout_ms);
   w.I64(s.last_seen_ms);
   w.Str(s.observers);
+  w.I64(s.last_seen_boottime_ms);
+  w.Str(s.boot_id);
+  w.I64(s.last_ping_ms);
   return w.Take();
 }
 
@@ -205,7 +208,15 @@ bool DecodeSession(std::string_view in, SessionRecord* s) {
   s->heartbeat_timeout_ms = r.I64();
   s->last_seen_ms = r.I64();
   s->observers.clear();
+  s->last_seen_boottime_ms = 0;
+  s->boot_id.clear();
+  s->last_ping_ms = 0;
   if (r.ok() && !r.done()) s->observers = r.Str();  // absent in records of older versions
+  if (r.ok() && !r.done()) {                        // liveness checkpoint: likewise
+    s->last_seen_boottime_ms = r.I64();
+    s->boot_id = r.Str();
+    s->last_ping_ms = r.I64();
+  }
   return r.done();
 }
 

@@ -15,10 +15,17 @@ struct SessionRecord {
   std::string bound_address;
   int64_t created_ms = 0;
   int64_t heartbeat_timeout_ms = 0;
-  int64_t last_seen_ms = 0;  // checkpoint; the live value is kept in memory by the gateway
+  // Liveness checkpoint (the live values are kept in memory by the gateway and written every few
+  // seconds): the wall clock and CLOCK_BOOTTIME of the last datagram, the boot those belong to,
+  // and the wall clock of the last ping (0: none yet). Fields added after `observers` read back
+  // as 0 / empty from records of older versions.
+  int64_t last_seen_ms = 0;
   // The session's observations in the gateway's own encoding (empty: none). Opaque to the store;
   // records written before this field existed read back with it empty.
   std::string observers;
+  int64_t last_seen_boottime_ms = 0;
+  std::string boot_id;
+  int64_t last_ping_ms = 0;
 };
 
 // A write registered to run when its session ends. Kept in registration order.

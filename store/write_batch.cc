@@ -71,8 +71,10 @@ void WriteBatch::PutSession(SessionRecord record) {
   mutations_.emplace_back(mutation::PutSession{std::move(record)});
 }
 
-void WriteBatch::TouchSession(std::string session_id, int64_t last_seen_ms) {
-  mutations_.emplace_back(mutation::TouchSession{std::move(session_id), last_seen_ms});
+void WriteBatch::TouchSession(std::string session_id, int64_t last_seen_ms, int64_t last_seen_boottime_ms,
+                              std::string boot_id, int64_t last_ping_ms) {
+  mutations_.emplace_back(
+      mutation::TouchSession{std::move(session_id), last_seen_ms, last_seen_boottime_ms, std::move(boot_id), last_ping_ms});
 }
 
 void WriteBatch::RemoveSession(std::string session_id, bool must_exist, uint64_t ops_through) {
@@ -83,8 +85,8 @@ void WriteBatch::AddOnDisconnect(std::string session_id, OnDisconnectOp op) {
   mutations_.emplace_back(mutation::AddOnDisconnect{std::move(session_id), std::move(op)});
 }
 
-void WriteBatch::CancelOnDisconnect(std::string session_id, std::string path) {
-  mutations_.emplace_back(mutation::CancelOnDisconnect{std::move(session_id), std::move(path)});
+void WriteBatch::CancelOnDisconnect(std::string session_id, std::string path, uint64_t up_to_order) {
+  mutations_.emplace_back(mutation::CancelOnDisconnect{std::move(session_id), std::move(path), up_to_order});
 }
 
 }  // namespace tether::store

@@ -55,13 +55,17 @@ class WriteBatch {
   void TreeUpdateFromCloud(std::string path, nlohmann::json children, std::vector<uint64_t> in_flight = {});
   // --- SessionTable ---
   void PutSession(SessionRecord record);  // insert or replace; tokens must be unique (kConflict)
-  void TouchSession(std::string session_id, int64_t last_seen_ms);
+  // Rewrites the liveness checkpoint of the session's record (SessionRecord::last_seen_ms and the
+  // fields after it); kNotFound if the session does not exist.
+  void TouchSession(std::string session_id, int64_t last_seen_ms, int64_t last_seen_boottime_ms = 0,
+                    std::string boot_id = {}, int64_t last_ping_ms = 0);
   // Deletes the session and its onDisconnect ops. kNotFound if absent and must_exist. When firing
   // ops read with SessionTable::OnDisconnectOps, pass the largest order read as ops_through: an op
   // registered meanwhile (order > ops_through) makes the batch fail with kConflict (re-read, retry).
   void RemoveSession(std::string session_id, bool must_exist, uint64_t ops_through = UINT64_MAX);
   void AddOnDisconnect(std::string session_id, OnDisconnectOp op);
-  void CancelOnDisconnect(std::string session_id, std::string path);  // path and below
+  // The session's ops at path and below (only those with order <= up_to_order).
+  void CancelOnDisconnect(std::string session_id, std::string path, uint64_t up_to_order = UINT64_MAX);
 
   bool empty() const { return mutations_.empty(); }
   // Only AckThrough / Ack: when such a batch does not fit a full map it is applied in pieces,

@@ -34,8 +34,12 @@ TEST(Config, EmptyFileGivesLocalOnlyDefaults) {
   EXPECT_TRUE(c.store.fsync);
   ASSERT_EQ(c.apps.size(), 1u);
   EXPECT_TRUE(c.apps[0].is_default);
-  ASSERT_EQ(c.routes.size(), 1u);
+  EXPECT_TRUE(c.open_apps) << "no apps listed: any app id is accepted";
+  ASSERT_EQ(c.routes.size(), 2u);
   EXPECT_EQ(c.routes[0].match, "**");
+  EXPECT_EQ(c.routes[0].cloud, "**") << "the default app: device path = cloud path";
+  EXPECT_EQ(c.routes[1].app, Config::kAnyApp);
+  EXPECT_EQ(c.routes[1].cloud, "{app}/**") << "other app ids: each its own namespace";
 }
 
 TEST(Config, ShippedFileIsValid) {
@@ -50,6 +54,28 @@ TEST(Config, StorePathDefaultsToStateDirectory) {
   EXPECT_EQ(ParseOk("").store.path, "/run/x");
   unsetenv("STATE_DIRECTORY");
   EXPECT_EQ(ParseOk("").store.path, "/var/lib/tether");
+}
+
+// The LMDB map is address space: a 32-bit build (armhf, run by make cross-test) defaults to 1 GiB
+// mapped at once and refuses a map it cannot hold; a 64-bit build keeps 1 GiB growing to 8 GiB.
+TEST(Config, StoreMapDefaultsFitTheAddressSpace) {
+  Config c = ParseOk("");
+  EXPECT_LE(c.store.map_size, c.store.map_max);
+  EXPECT_LE(c.store.map_max, store::kMaxMapBytes);
+  EXPECT_LT(c.store.queue_max_bytes, c.store.map_max);  // a full queue is refused before the map is
+  const std::string err = ErrorOf("store:\n  map_max: 4GiB\n");
+  if (store::kAddressSpace32) {
+    EXPECT_EQ(c.store.map_max, 1ull << 30);
+    EXPECT_EQ(c.store.queue_max_bytes, 512ull << 20);
+    EXPECT_EQ(err.rfind("t.yaml:2:12: store.map_max: 4294967296 bytes do not fit the address space of this "
+                        "32-bit build: at most 2147483648 (2GiB)", 0), 0u) << err;
+    EXPECT_NE(ErrorOf("store:\n  map_size: 3GiB\n").find("store.map_size"), std::string::npos);
+    EXPECT_EQ(ErrorOf("store:\n  map_max: 2GiB\n"), "");
+  } else {
+    EXPECT_EQ(c.store.map_max, 8ull << 30);
+    EXPECT_EQ(c.store.queue_max_bytes, 4ull << 30);
+    EXPECT_EQ(err, "");
+  }
 }
 
 TEST(Config, UnknownKeyNamesLineColumnAndPath) {
@@ -135,7 +161,14 @@ INSTANTIATE_TEST_SUITE_P(
                 "t.yaml:4:5: routes[1]: match 'devices/{device}/x' overlaps route 'a' ('devices/**'): a path could match both"},
         BadCase{"routes:\n  - name: a\n    match: \"x\"\n    app: nope\n", "t.yaml:4:10: routes[0].app: unknown app 'nope'"},
         BadCase{"apps:\n  - id: a\n  - id: b\nroutes:\n  - { name: r, app: a, match: \"**\" }\n",
-                "t.yaml:5:3: routes: app 'b' has no route: its devices could read and write nothing"}));
+                "t.yaml:5:3: routes: app 'b' has no route: its devices could read and write nothing"},
+        BadCase{"apps:\n  - id: a\n  - id: b\n",
+                "t.yaml:2:3: apps: 2 apps and no routes: each would see the others' data (device path = cloud path "
+                "for all). Give each app its own routes, e.g.\nroutes:\n  - { name: a, app: a, match: \"**\", cloud: "
+                "\"a/**\" }\n  - { name: b, app: b, match: \"**\", cloud: \"b/**\" }"},
+        BadCase{"routes:\n  - { name: open-apps, match: \"x/**\" }\n",
+                "t.yaml:2:13: routes[0].name: 'open-apps' is the route of the apps accepted without an `apps` list; "
+                "choose another name"}));
 
 TEST(Config, RoutesWithVariablesAndAccess) {
   Config c = ParseOk(

@@ -61,16 +61,49 @@ TEST(RouteTable, AppSelectionByUriHost) {
   EXPECT_EQ(t.FindApp(std::string("myapp.wilddogio.com"))->id, "myapp");
   EXPECT_EQ(t.FindApp(std::string("other"))->id, "other");
   EXPECT_EQ(t.FindApp(std::nullopt)->id, "myapp");
-  EXPECT_EQ(t.FindApp(std::string("unknown.wilddogio.com")), nullptr);
+  EXPECT_FALSE(t.FindApp(std::string("unknown.wilddogio.com"))) << "apps are listed: an unknown id stays unknown";
   EXPECT_EQ(JoinPath(t.CloudRoot(0)), "fleet");
   EXPECT_EQ(JoinPath(t.CloudRoot(3)), "other");
 }
 
 TEST(RouteTable, NoDefaultAppMeansHostIsRequired) {
-  RouteTable t(Config::Parse("apps:\n  - id: a\n  - id: b\n", "t.yaml"));
-  EXPECT_EQ(t.FindApp(std::nullopt), nullptr);
+  RouteTable t(Config::Parse("apps:\n  - id: a\n  - id: b\nroutes:\n  - { name: a, app: a, match: \"**\", cloud: \"a/**\" }\n"
+                             "  - { name: b, app: b, match: \"**\", cloud: \"b/**\" }\n",
+                             "t.yaml"));
+  EXPECT_FALSE(t.FindApp(std::nullopt));
   ASSERT_TRUE(t.Resolve("b", "d", SplitPath("x/y")));
-  EXPECT_EQ(JoinPath(t.Resolve("b", "d", SplitPath("x/y"))->cloud_path), "x/y");
+  EXPECT_EQ(JoinPath(t.Resolve("b", "d", SplitPath("x/y"))->cloud_path), "b/x/y");
+}
+
+// Without an `apps` list every app id is accepted, each in its own namespace; requests without
+// Uri-Host keep the default app's device path = cloud path.
+TEST(RouteTable, WithoutAppsEveryAppIdIsAnOpenAppOfItsOwn) {
+  RouteTable t(Config::Parse("", "t.yaml"));
+  ASSERT_TRUE(t.config().open_apps);
+  auto dflt = t.FindApp(std::nullopt);
+  ASSERT_TRUE(dflt);
+  EXPECT_EQ(dflt->id, "default");
+  auto mine = t.FindApp(std::string("myapp.wilddogio.com"));
+  ASSERT_TRUE(mine) << "any app id is accepted";
+  EXPECT_EQ(mine->id, "myapp");
+  EXPECT_EQ(mine->config->auth.mode, AppAuth::Mode::kOpen);
+  EXPECT_EQ(t.FindApp(std::string("default.wilddogio.com"))->id, "default");
+  EXPECT_FALSE(t.FindApp(std::string("my$app.wilddogio.com"))) << "not a valid key: no namespace for it";
+  auto own = t.Resolve("myapp", "d1", SplitPath("rooms/r1"));
+  ASSERT_TRUE(own);
+  EXPECT_EQ(JoinPath(own->cloud_path), "myapp/rooms/r1");
+  EXPECT_EQ(own->route->name, Config::kOpenAppsRoute);
+  EXPECT_TRUE(own->may_read && own->may_write);
+  EXPECT_EQ(JoinPath(t.Resolve("app2", "d1", SplitPath("rooms/r1"))->cloud_path), "app2/rooms/r1")
+      << "two app ids never share a path";
+  EXPECT_EQ(JoinPath(t.Resolve("default", "d1", SplitPath("rooms/r1"))->cloud_path), "rooms/r1")
+      << "the default app keeps device path = cloud path";
+  // One listed app: as before, device path = cloud path, and unknown ids are refused.
+  RouteTable one(Config::Parse("apps:\n  - id: myapp\n", "t.yaml"));
+  EXPECT_FALSE(one.config().open_apps);
+  EXPECT_EQ(JoinPath(one.Resolve("myapp", "d1", SplitPath("rooms/r1"))->cloud_path), "rooms/r1");
+  EXPECT_FALSE(one.FindApp(std::string("other.wilddogio.com")));
+  EXPECT_FALSE(one.Resolve("other", "d1", SplitPath("rooms/r1")));
 }
 
 }  // namespace

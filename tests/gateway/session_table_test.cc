@@ -31,13 +31,7 @@ TEST(SessionTable, IndexesByTokensAndAddress) {
   EXPECT_EQ(t.ByShortToken("sa")->id, "a");
   EXPECT_EQ(t.ByLongToken("lb")->id, "b");
   EXPECT_EQ(t.ByShortToken("nope"), nullptr);
-  t.Add(Make("c", 1000, 0));
-  EXPECT_EQ(t.IdsAt(Addr(1000)), (std::vector<std::string>{"a", "c"}));
-  EXPECT_EQ(t.IdsAt(Addr(1001)), (std::vector<std::string>{"b"}));
-  EXPECT_TRUE(t.IdsAt(Addr(1002)).empty());
-  t.Remove("c");
   t.Remove("a");
-  EXPECT_TRUE(t.IdsAt(Addr(1000)).empty());
   EXPECT_EQ(t.ByShortToken("sa"), nullptr);
   EXPECT_EQ(t.ByLongToken("la"), nullptr);
   EXPECT_EQ(t.size(), 1u);

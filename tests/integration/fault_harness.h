@@ -80,8 +80,15 @@ struct SessionRecord {
   enum class End { kOpen, kOffline, kSilent, kLost } end = End::kOpen;
   // When the gateway should fire its onDisconnect (TrueWallMs; 0 = not known).
   int64_t fire_from_ms = 0, fire_to_ms = 0;
+  int64_t opened_ms = 0;  // TrueWallMs when its POST /.cs was sent
   std::chrono::steady_clock::time_point end_sent, end_done;  // kOffline: the .off exchange
 };
+
+// A session that fell silent and was followed by the same device's next POST /.cs well before
+// its timeout was continued, not ended (docs/device-protocol.md, "Which session a POST /.cs
+// replaces"): its onDisconnect operation moved to `next`, whose acknowledged registration at the
+// same path replaced it, so it never fires.
+bool ContinuedBy(const SessionRecord& s, const SessionRecord* next);
 
 struct LoadOptions {
   int depth = 1;                            // requests in flight per device

@@ -119,6 +119,14 @@ void SdkClient::OpenSocket() {
   if (fd_ >= 0) close(fd_);
   fd_ = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd_ < 0) throw std::runtime_error("socket failed");
+  if (!source_ip_.empty()) {
+    sockaddr_in src{};
+    src.sin_family = AF_INET;
+    if (inet_pton(AF_INET, source_ip_.c_str(), &src.sin_addr) != 1 ||
+        bind(fd_, reinterpret_cast<sockaddr*>(&src), sizeof src) != 0) {
+      throw std::runtime_error("cannot bind to " + source_ip_);
+    }
+  }
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(port_);
@@ -127,6 +135,11 @@ void SdkClient::OpenSocket() {
 }
 
 void SdkClient::NewSourcePort() { OpenSocket(); }
+
+void SdkClient::SetSourceIp(const std::string& ip) {
+  source_ip_ = ip;
+  OpenSocket();
+}
 
 uint16_t SdkClient::local_port() const {
   sockaddr_in a{};
@@ -398,12 +411,37 @@ std::optional<CoapReply> SdkClient::WaitFreshNotification(const std::string& tok
 }
 
 CoapReply SdkClient::Resend(std::string packet) {
+  packet = WithCurrentSession(std::move(packet));
+  send(fd_, packet.data(), packet.size(), 0);
+  return Await(packet.substr(4, 4));
+}
+
+std::string SdkClient::Prepare(uint8_t method, const std::string& path, const std::string& payload,
+                               const std::vector<std::string>& extra_queries, std::optional<uint32_t> observe) {
+  return Build(method, Segments(path), WithSession(extra_queries), payload, observe, {}, {});
+}
+
+std::string SdkClient::PrepareOpen(const std::string& auth_token) {
+  return Build(2, {".cs"}, {"v=2"}, auth_token, {}, {}, {});
+}
+
+std::string SdkClient::PrepareRebind() { return Build(2, {".rst"}, {}, long_token_, {}, {}, {}); }
+
+std::string SdkClient::WithCurrentSession(std::string packet) const {
   const size_t cs = packet.find(".cs=");
   if (cs != std::string::npos && cs + 4 + short_token_.size() <= packet.size()) {
     packet.replace(cs + 4, short_token_.size(), short_token_);
   }
-  send(fd_, packet.data(), packet.size(), 0);
-  return Await(packet.substr(4, 4));
+  return packet;
+}
+
+void SdkClient::SendBytes(const std::string& bytes) { send(fd_, bytes.data(), bytes.size(), 0); }
+
+std::optional<CoapReply> SdkClient::ReceiveNow() {
+  char buf[2048];
+  ssize_t n = recv(fd_, buf, sizeof buf, MSG_DONTWAIT);
+  if (n <= 0) return std::nullopt;
+  return Parse(std::string(buf, n));
 }
 
 std::optional<CoapReply> SdkClient::SendRaw(const std::string& bytes, std::chrono::milliseconds timeout) {

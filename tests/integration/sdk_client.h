@@ -42,6 +42,8 @@ class SdkClient {
   CoapReply GoOffline();
   // Reopens the UDP socket: a new source port, as the SDK does after a timeout.
   void NewSourcePort();
+  // Sends from this loopback address from now on (each device its own IP, as on a real LAN).
+  void SetSourceIp(const std::string& ip);
 
   // Data. value_cbor is the raw CBOR payload; query adds e.g. ".dis=add".
   CoapReply Request(uint8_t method, const std::string& path, const std::string& payload = "",
@@ -96,6 +98,21 @@ class SdkClient {
   // timeout becomes the whole window. Off (0) by default: loopback tests wait once.
   void set_retransmit(std::chrono::milliseconds first, int max_retransmit);
 
+  // Non-blocking use (SdkDevice drives many devices from one poll loop): the socket, a request
+  // built with the current `.cs` (not sent), the SDK's session-control packets, raw sends, one
+  // datagram if one is waiting, and the SDK's empty ACK for a CON message.
+  int fd() const { return fd_; }
+  std::string Prepare(uint8_t method, const std::string& path, const std::string& payload = "",
+                      const std::vector<std::string>& extra_queries = {}, std::optional<uint32_t> observe = {});
+  std::string PrepareOpen(const std::string& auth_token);  // POST /.cs?v=2
+  std::string PrepareRebind();                             // POST /.rst with the long token
+  // `packet` with its `.cs=` rewritten to the current short token (the SDK's resend after re-auth).
+  std::string WithCurrentSession(std::string packet) const;
+  void SendBytes(const std::string& bytes);
+  std::optional<CoapReply> ReceiveNow();
+  void Acknowledge(const CoapReply& r) { AckIfCon(r); }
+  void ForgetSession() { short_token_.clear(), long_token_.clear(); }
+
   // Builds the SDK's packet (exposed for trace comparisons).
   std::string Build(uint8_t method, const std::vector<std::string>& path, const std::vector<std::string>& queries,
                     const std::string& payload, std::optional<uint32_t> observe, std::optional<uint32_t> content_format,
@@ -110,6 +127,7 @@ class SdkClient {
 
   uint16_t port_;
   std::string host_;
+  std::string source_ip_;  // empty: the kernel's choice
   int fd_ = -1;
   uint16_t counter_ = 0;
   std::string short_token_, long_token_;

@@ -190,6 +190,7 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
   m.queue_dropped_total.With({"devices", "expired"}).Inc(6);
   m.writes_refused_total.With({"store_full"}).Inc(2);
   m.device_events_total.With({"ondisconnect_denied"}).Inc(6);
+  m.loop_stalled_seconds_total().Inc(3.5);
   m.coap_peers.With({"verified"}).Set(10);
   m.coap_peers_dropped_total.With({"evicted"}).Inc(8);
   m.notifications_total.With({"superseded"}).Inc(9);
@@ -213,7 +214,8 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
       {"tether_transaction_conflicts_total", "counter"}, {"tether_dtls_sessions", "gauge"},
       {"tether_dtls_sleeping_bytes", "gauge"}, {"tether_dtls_wakes_total", "counter"},
       {"tether_queue_dropped_total", "counter"}, {"tether_writes_refused_total", "counter"},
-      {"tether_device_events_total", "counter"}, {"tether_coap_peers", "gauge"},
+      {"tether_device_events_total", "counter"}, {"tether_loop_stalled_seconds_total", "counter"},
+      {"tether_coap_peers", "gauge"},
       {"tether_coap_peers_dropped_total", "counter"}, {"tether_notifications_total", "counter"},
       {"tether_upload_state", "gauge"},      {"tether_queue_held_age_seconds", "gauge"},
       {"tether_timestamps_estimated_total", "counter"}, {"tether_cloud_clock_uncertainty_ms", "gauge"},
@@ -249,6 +251,7 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
            {"tether_queue_dropped_total", {{"route", "devices"}, {"reason", "expired"}}, 6},
            {"tether_writes_refused_total", {{"reason", "store_full"}}, 2},
            {"tether_device_events_total", {{"event", "ondisconnect_denied"}}, 6},
+           {"tether_loop_stalled_seconds_total", {}, 3.5},
            {"tether_store_bytes", {}, 1 << 20},
            {"tether_coap_peers", {{"state", "verified"}}, 10},
            {"tether_coap_peers_dropped_total", {{"reason", "evicted"}}, 8},
@@ -263,7 +266,7 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
     ASSERT_NE(s, nullptr) << w.name;
     EXPECT_EQ(s->value, w.value) << w.name;
   }
-  EXPECT_EQ(e.samples.size(), 32u);
+  EXPECT_EQ(e.samples.size(), 33u);
 }
 
 }  // namespace

@@ -93,8 +93,9 @@ TEST_F(SessionTableTest, ObserversTravelWithTheSessionRecord) {
   EXPECT_EQ(store_->sessions().ListAll().at(0).observers, r.observers);
   // A record written before observers were persisted (no trailing field) reads back with none.
   r.observers.clear();
+  constexpr size_t kCheckpointFields = 8 + 4 + 8;  // boottime, empty boot id, last ping
   std::string old = EncodeSession(r);
-  old.resize(old.size() - 4);  // drop the empty string's length prefix
+  old.resize(old.size() - kCheckpointFields - 4);  // and drop the empty observers' length prefix
   SessionRecord back;
   back.observers = "stale";
   ASSERT_TRUE(DecodeSession(old, &back));
@@ -102,6 +103,58 @@ TEST_F(SessionTableTest, ObserversTravelWithTheSessionRecord) {
   EXPECT_EQ(back.last_seen_ms, 100);
   EXPECT_TRUE(back.observers.empty());
   EXPECT_FALSE(DecodeSession(old.substr(0, old.size() - 1), &back)) << "truncated records stay corrupt";
+  ExpectHealthy();
+}
+
+// A device's new session takes over the operations of the one it continues; registering again at
+// a path replaces only those carried over (orders up to a bound), not its own.
+TEST_F(SessionTableTest, CancelUpToAnOrderKeepsNewerOperations) {
+  WriteBatch b;
+  b.PutSession(Session("s1", "AAAAAAAA", std::string(32, 'a')));
+  b.AddOnDisconnect("s1", OnDisconnectOp{OnDisconnectOp::Kind::kSet, "pres/d1", "\"gone\"", 0});
+  b.AddOnDisconnect("s1", OnDisconnectOp{OnDisconnectOp::Kind::kSet, "other", "1", 0});
+  ASSERT_TRUE(Commit(std::move(b)).ok());
+  const uint64_t carried = store_->sessions().OnDisconnectOps("s1").back().order;
+  WriteBatch again;
+  again.CancelOnDisconnect("s1", "pres/d1", carried);
+  again.AddOnDisconnect("s1", OnDisconnectOp{OnDisconnectOp::Kind::kSet, "pres/d1", "\"gone2\"", 0});
+  ASSERT_TRUE(Commit(std::move(again)).ok());
+  auto ops = store_->sessions().OnDisconnectOps("s1");
+  ASSERT_EQ(ops.size(), 2u);
+  EXPECT_EQ(ops[0].path, "other");
+  EXPECT_EQ(ops[1].payload, "\"gone2\"");
+  WriteBatch twice;  // the same bound again: the newer registration stays
+  twice.CancelOnDisconnect("s1", "pres/d1", carried);
+  ASSERT_TRUE(Commit(std::move(twice)).ok());
+  EXPECT_EQ(store_->sessions().OnDisconnectOps("s1").size(), 2u);
+  ExpectHealthy();
+}
+
+TEST_F(SessionTableTest, LivenessCheckpointTravelsWithTheRecord) {
+  SessionRecord r = Session("s1", "AAAAAAAA", std::string(32, 'a'));
+  r.observers = "obs";
+  WriteBatch b;
+  b.PutSession(r);
+  ASSERT_TRUE(Commit(std::move(b)).ok());
+  WriteBatch touch;
+  touch.TouchSession("s1", 1'800'000'000'000, 123'456, "boot-1", 1'799'999'990'000);
+  ASSERT_TRUE(Commit(std::move(touch)).ok());
+  std::optional<SessionRecord> back = store_->sessions().Get("s1");
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->last_seen_ms, 1'800'000'000'000);
+  EXPECT_EQ(back->last_seen_boottime_ms, 123'456);
+  EXPECT_EQ(back->boot_id, "boot-1");
+  EXPECT_EQ(back->last_ping_ms, 1'799'999'990'000);
+  EXPECT_EQ(back->observers, "obs") << "a checkpoint keeps the observations";
+  // A record of the version before the checkpoint fields reads back with them unset.
+  std::string old = EncodeSession(*back);
+  old.resize(old.size() - (8 + 4 + 6 + 8));
+  SessionRecord older;
+  ASSERT_TRUE(DecodeSession(old, &older));
+  EXPECT_EQ(older.observers, "obs");
+  EXPECT_EQ(older.last_seen_boottime_ms, 0);
+  EXPECT_TRUE(older.boot_id.empty());
+  EXPECT_EQ(older.last_ping_ms, 0);
   ExpectHealthy();
 }
 

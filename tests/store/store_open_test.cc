@@ -62,6 +62,39 @@ TEST(StoreOpenTest, NewerSchemaVersionIsRefused) {
   ExpectOpenFails(db, "schema version 9");
 }
 
+// The map is address space (options.h). Runs natively and, under make cross-test, as armhf: there a
+// store maps its maximum at open (a later remap could fail in a fragmented 32-bit address space)
+// and the default map of 1 GiB fits; a map beyond the address space is refused before mmap.
+TEST(StoreOpenTest, MapFitsTheAddressSpace) {
+  TempDir dir;
+  StoreOptions o;
+  o.map_size = 4 << 20;
+  o.map_max = 64 << 20;
+  {
+    auto s = Store::Open(dir.sub("small"), o, nullptr);
+    EXPECT_EQ(s->map_size(), kAddressSpace32 ? 64u << 20 : 4u << 20);
+  }
+  StoreOptions defaults;
+  defaults.map_max = kDefaultMapMax;  // what tetherd runs with when store.map_* are not set
+  {
+    auto s = Store::Open(dir.sub("default"), defaults, nullptr);
+    EXPECT_EQ(s->map_size(), kAddressSpace32 ? kDefaultMapMax : kDefaultMapSize);
+    WriteBatch b;
+    b.Append(Entry("r", "/a", "1"));
+    EXPECT_EQ(s->CommitBlocking(std::move(b)).status.code, StatusCode::kOk);
+  }
+  EXPECT_EQ(kDefaultMapMax, kAddressSpace32 ? 1ull << 30 : 8ull << 30);
+  o.map_size = kMaxMapBytes + (1 << 20);
+  o.map_max = 0;
+  const std::string big = dir.sub("big");
+  try {
+    Store::Open(big, o, nullptr);
+    FAIL() << "a map over " << kMaxMapBytes << " bytes was accepted";
+  } catch (const StoreError& e) {
+    EXPECT_NE(std::string(e.what()).find("does not fit this build's"), std::string::npos) << e.what();
+  }
+}
+
 TEST(StoreOpenTest, ForeignLmdbAndGarbageFilesAreRefused) {
   TempDir dir;
   const std::string foreign = dir.sub("foreign");
