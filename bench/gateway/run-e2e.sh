@@ -255,17 +255,17 @@ gnuplot <<GP
 set terminal pngcairo size 1000,720 font ",10"
 set output "$out/e2e_put_get.png"
 set multiplot layout 2,2 title "SDK-shaped devices (10,000, with sessions), open loop, ${secs} s per point"
-set grid; set key top left; set xlabel "offered req/s"
+set grid; set key top left; set xlabel "offered req/s"; set xtics rotate by -30; set format x "%.0s%c"
 set ylabel "goodput (2.xx answers/s)"; set yrange [0:*]
 set title "PUT (tetherd: durable, fsync)"
-plot x w l dt 2 lc rgb "gray" t "offered", "$work/tetherd-put.dat" u 1:2 w lp lw 2 t "tetherd", "$work/engine-put.dat" u 1:2 w lp lw 2 t "engine alone", "$work/libcoap-put.dat" u 1:2 w lp lw 2 t "libcoap"
+plot x w l dt 2 lc rgb "gray" t "offered", "$work/tetherd-put.dat" u 1:2 w lp lw 2 lc rgb "#009e73" t "tetherd", "$work/engine-put.dat" u 1:2 w lp lw 2 lc rgb "#56b4e9" t "engine alone", "$work/libcoap-put.dat" u 1:2 w lp lw 2 lc rgb "#e69f00" t "libcoap"
 set title "GET (tetherd: local copy)"
-plot x w l dt 2 lc rgb "gray" t "offered", "$work/tetherd-get.dat" u 1:2 w lp lw 2 t "tetherd", "$work/engine-get.dat" u 1:2 w lp lw 2 t "engine alone", "$work/libcoap-get.dat" u 1:2 w lp lw 2 t "libcoap"
+plot x w l dt 2 lc rgb "gray" t "offered", "$work/tetherd-get.dat" u 1:2 w lp lw 2 lc rgb "#009e73" t "tetherd", "$work/engine-get.dat" u 1:2 w lp lw 2 lc rgb "#56b4e9" t "engine alone", "$work/libcoap-get.dat" u 1:2 w lp lw 2 lc rgb "#e69f00" t "libcoap"
 set ylabel "p99 latency of answers (ms)"; set logscale y; set yrange [*:*]
 set title "PUT p99"
-plot "$work/tetherd-put.dat" u 1:3 w lp lw 2 t "tetherd", "$work/engine-put.dat" u 1:3 w lp lw 2 t "engine alone", "$work/libcoap-put.dat" u 1:3 w lp lw 2 t "libcoap"
+plot "$work/tetherd-put.dat" u 1:3 w lp lw 2 lc rgb "#009e73" t "tetherd", "$work/engine-put.dat" u 1:3 w lp lw 2 lc rgb "#56b4e9" t "engine alone", "$work/libcoap-put.dat" u 1:3 w lp lw 2 lc rgb "#e69f00" t "libcoap"
 set title "GET p99"
-plot "$work/tetherd-get.dat" u 1:3 w lp lw 2 t "tetherd", "$work/engine-get.dat" u 1:3 w lp lw 2 t "engine alone", "$work/libcoap-get.dat" u 1:3 w lp lw 2 t "libcoap"
+plot "$work/tetherd-get.dat" u 1:3 w lp lw 2 lc rgb "#009e73" t "tetherd", "$work/engine-get.dat" u 1:3 w lp lw 2 lc rgb "#56b4e9" t "engine alone", "$work/libcoap-get.dat" u 1:3 w lp lw 2 lc rgb "#e69f00" t "libcoap"
 unset multiplot
 GP
 cat "$out/e2e.md"
