@@ -60,7 +60,7 @@ build-fuzz: deps
 
 run: build-release
 	mkdir -p $(STATE_DIR)
-	STATE_DIRECTORY=$(STATE_DIR) ./$(RUN_BUILD)/tetherd --config etc/tether.yaml
+	STATE_DIRECTORY=$(STATE_DIR) RUNTIME_DIRECTORY=$(STATE_DIR) ./$(RUN_BUILD)/tetherd --config etc/tether.yaml
 
 test: peers test-plain test-asan fuzz-smoke cross-smoke
 

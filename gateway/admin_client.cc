@@ -101,14 +101,16 @@ nlohmann::json AdminResponse::Json() const {
   return j;
 }
 
-AdminClient::AdminClient(AdminAddress addr, std::chrono::milliseconds timeout)
-    : addr_(std::move(addr)), timeout_(timeout) {}
+AdminClient::AdminClient(AdminAddress addr, std::string token, std::chrono::milliseconds timeout)
+    : addr_(std::move(addr)), token_(std::move(token)), timeout_(timeout) {}
 
 namespace {
 
 template <class Send>
-AdminResponse Exchange(const AdminAddress& addr, std::chrono::milliseconds timeout, Send send) {
+AdminResponse Exchange(const AdminAddress& addr, const std::string& token, std::chrono::milliseconds timeout,
+                       Send send) {
   httplib::Client cli(addr.host, addr.port);
+  if (!token.empty()) cli.set_bearer_token_auth(token);
   cli.set_connection_timeout(std::chrono::duration_cast<std::chrono::microseconds>(timeout));
   cli.set_read_timeout(std::chrono::duration_cast<std::chrono::microseconds>(timeout));
   cli.set_write_timeout(std::chrono::duration_cast<std::chrono::microseconds>(timeout));
@@ -126,12 +128,13 @@ AdminResponse Exchange(const AdminAddress& addr, std::chrono::milliseconds timeo
 }  // namespace
 
 AdminResponse AdminClient::Get(const std::string& path) const {
-  return Exchange(addr_, timeout_, [&](httplib::Client& c) { return c.Get(path.c_str()); });
+  return Exchange(addr_, token_, timeout_, [&](httplib::Client& c) { return c.Get(path.c_str()); });
 }
 
 AdminResponse AdminClient::Post(const std::string& path, const nlohmann::json& body) const {
   std::string text = body.is_null() ? "" : body.dump();
-  return Exchange(addr_, timeout_, [&](httplib::Client& c) { return c.Post(path.c_str(), text, "application/json"); });
+  return Exchange(addr_, token_, timeout_,
+                  [&](httplib::Client& c) { return c.Post(path.c_str(), text, "application/json"); });
 }
 
 std::string PercentEncode(std::string_view s) {

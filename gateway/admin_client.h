@@ -1,7 +1,8 @@
 // AdminClient: tetherctl's side of the admin HTTP API (see gateway/admin_server.h).
 //
 // Every call either returns the server's response (any status) or throws AdminUnreachable when
-// no HTTP exchange happened; its what() names the address and the reason.
+// no HTTP exchange happened; its what() names the address and the reason. With a token, every
+// request carries "Authorization: Bearer <token>" (the admin token, gateway/admin_token.h).
 #pragma once
 
 #include <chrono>
@@ -41,13 +42,15 @@ struct AdminResponse {
 
 class AdminClient {
  public:
-  explicit AdminClient(AdminAddress addr, std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  explicit AdminClient(AdminAddress addr, std::string token = {},
+                       std::chrono::milliseconds timeout = std::chrono::seconds(10));
   AdminResponse Get(const std::string& path) const;
   AdminResponse Post(const std::string& path, const nlohmann::json& body) const;
   const AdminAddress& address() const { return addr_; }
 
  private:
   AdminAddress addr_;
+  std::string token_;
   std::chrono::milliseconds timeout_;
 };
 

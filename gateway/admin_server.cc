@@ -1,6 +1,9 @@
 #include "gateway/admin_server.h"
 
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <strings.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cctype>
@@ -10,6 +13,8 @@
 #include <mutex>
 #include <thread>
 
+#include "gateway/admin_token.h"
+#include "gateway/buffered_http_server.h"
 #include "gateway/metrics.h"
 
 namespace tether {
@@ -125,53 +130,91 @@ bool ParseSelector(const std::string& text, std::optional<std::string>* id, std:
 }  // namespace
 
 AdminServer::AdminServer(Options options, AdminBackend* backend, LoopCaller* loop)
-    : options_(std::move(options)), backend_(backend), loop_(loop) {}
+    : options_(std::move(options)), backend_(backend), loop_(loop) {
+  char name[256] = {0};
+  if (gethostname(name, sizeof name - 1) == 0) host_name_ = name;
+  for (char& c : host_name_) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+}
 
 AdminServer::~AdminServer() { Stop(); }
 
 void AdminServer::Start() {
-  http_ = std::make_unique<httplib::Server>();
-  int threads = options_.threads > 0 ? options_.threads : 1;
-  http_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
-  http_->set_payload_max_length(64 * 1024);
-  http_->set_read_timeout(std::chrono::seconds(5));
-  http_->set_write_timeout(std::chrono::seconds(5));
-  // httplib's default also sets SO_REUSEPORT, which would let a second tetherd share the port.
-  http_->set_socket_options([](socket_t sock) {
-    int yes = 1;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-  });
+  routes_ = std::make_unique<HttpRoutes>();
+  routes_->set_payload_max_length(64 * 1024);
   Routes();
-
-  const std::string addr = options_.listen.host + ":" + std::to_string(options_.listen.port);
-  errno = 0;
-  int port = options_.listen.port == 0 ? http_->bind_to_any_port(options_.listen.host)
-                                       : (http_->bind_to_port(options_.listen.host, options_.listen.port)
-                                              ? options_.listen.port
-                                              : -1);
-  if (port <= 0) {
-    int err = errno;
+  BufferedHttpServer::Options o;
+  o.host = options_.listen.host;
+  o.port = options_.listen.port;
+  o.workers = options_.threads;
+  o.request_timeout = options_.request_timeout;
+  http_ = std::make_unique<BufferedHttpServer>(o, routes_.get());
+  std::string error;
+  if (!http_->Start(&error)) {
     http_.reset();
-    throw AdminBindError("admin: cannot listen on " + addr + (err ? std::string(": ") + std::strerror(err) : "") +
+    throw AdminBindError("admin: cannot listen on " + options_.listen.ToString() + ": " + error +
                          " (check admin.listen; is another tetherd running?)");
   }
-  port_ = static_cast<uint16_t>(port);
-  thread_ = std::thread([this] { http_->listen_after_bind(); });
-  // httplib's stop() is a no-op until the listen thread has marked itself running; wait for that
-  // so a Stop() right after Start() cannot leave the thread blocked in accept() forever.
-  // (Bounded: if the thread already returned, join() in Stop() does not block either.)
-  for (int i = 0; i < 5000 && !http_->is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  port_ = http_->port();
 }
 
 void AdminServer::Stop() {
   if (!http_) return;
-  http_->stop();
-  if (thread_.joinable()) thread_.join();
-  http_.reset();
+  http_->Stop();
+}
+
+AdminServer::Counters AdminServer::counters() const {
+  Counters c;
+  c.unauthorized = unauthorized_;
+  c.wrong_host = wrong_host_;
+  c.browser = browser_;
+  if (http_) {
+    const BufferedHttpServer::Counters& h = http_->counters();
+    c.timed_out = h.timed_out;
+    c.evicted = h.evicted;
+    c.too_large = h.too_large;
+    c.overloaded = h.overloaded;
+  }
+  return c;
+}
+
+bool AdminServer::HostNamesThisServer(const std::string& header) const {
+  if (header.empty()) return true;  // HTTP/1.0 clients; browsers always send Host
+  std::string host = header, port;
+  if (host.front() == '[') {
+    size_t close = host.find(']');
+    if (close == std::string::npos) return false;
+    port = close + 1 < host.size() && host[close + 1] == ':' ? host.substr(close + 2) : "";
+    if (close + 1 < host.size() && host[close + 1] != ':') return false;
+    host = host.substr(1, close - 1);
+  } else if (size_t colon = host.find(':'); colon != std::string::npos && host.rfind(':') == colon) {
+    port = host.substr(colon + 1);
+    host = host.substr(0, colon);
+  }
+  if (!port.empty() && port != std::to_string(port_)) return false;
+  for (char& c : host) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (!host.empty() && host.back() == '.') host.pop_back();
+  // IP literals compare as addresses ("127.0.0.1" and "::1" forms alike).
+  auto ip = [](const std::string& s) -> std::string {
+    unsigned char b[16];
+    if (inet_pton(AF_INET, s.c_str(), b) == 1) return std::string(reinterpret_cast<char*>(b), 4);
+    if (inet_pton(AF_INET6, s.c_str(), b) == 1) return std::string(reinterpret_cast<char*>(b), 16);
+    return {};
+  };
+  std::string listen = options_.listen.host;
+  for (char& c : listen) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const std::string host_ip = ip(host), listen_ip = ip(listen);
+  const bool wildcard = listen == "0.0.0.0" || listen == "::" || listen.empty();
+  const bool loopback = listen == "localhost" || (listen_ip.size() == 4 && listen_ip[0] == 127) ||
+                        listen_ip == std::string(15, '\0') + '\1';
+  if (!host_ip.empty()) return wildcard || host_ip == listen_ip;
+  if (host == listen) return true;
+  if (host == "localhost") return loopback || wildcard;
+  // A rebinding page controls its own name, never this machine's: allow that for LAN scrapes.
+  return !loopback && !host_name_.empty() && (host == host_name_ || host == host_name_.substr(0, host_name_.find('.')));
 }
 
 void AdminServer::Routes() {
-  httplib::Server& s = *http_;
+  httplib::Server& s = *routes_;
   const auto timeout = options_.call_timeout;
   AdminBackend* b = backend_;
 
@@ -198,7 +241,7 @@ void AdminServer::Routes() {
   };
   // Like serve, for a backend call that answers later: start(done) runs on the loop thread and
   // the reply waits until done(AdminResult) has run there (or the call timeout passed).
-  auto serve_later = [loop = loop_, timeout](httplib::Response& res, auto start) {
+  auto serve_later = [loop = loop_](httplib::Response& res, std::chrono::milliseconds timeout, auto start) {
     auto promise = std::make_shared<std::promise<AdminResult>>();
     std::future<AdminResult> future = promise->get_future();
     bool posted = loop->Post([promise, start = std::move(start)]() mutable {
@@ -274,17 +317,18 @@ void AdminServer::Routes() {
   });
   for (bool retry : {true, false}) {
     s.Post(retry ? "/api/v1/deadletters/retry" : "/api/v1/deadletters/drop",
-           [b, serve_later, retry](const httplib::Request& req, httplib::Response& res) {
+           [b, serve_later, retry, timeout](const httplib::Request& req, httplib::Response& res) {
              std::optional<std::string> id;
              std::string error;
              if (!ParseSelector(req.body, &id, &error)) return SendError(res, 400, error);
-             serve_later(res, [b, retry, id](std::function<void(AdminResult)> done) {
+             serve_later(res, timeout, [b, retry, id](std::function<void(AdminResult)> done) {
                retry ? b->RetryDeadLetter(id, std::move(done)) : b->DropDeadLetter(id, std::move(done));
              });
            });
   }
-  s.Post("/api/v1/reload", [b, serve](const httplib::Request&, httplib::Response& res) {
-    serve(res, [b] { return b->Reload(); });
+  s.Post("/api/v1/reload", [b, serve_later, limit = options_.reload_timeout](const httplib::Request&,
+                                                                             httplib::Response& res) {
+    serve_later(res, limit, [b](std::function<void(AdminResult)> done) { b->Reload(std::move(done)); });
   });
 
   // Known paths with the wrong method: 405 rather than httplib's 404.
@@ -296,11 +340,18 @@ void AdminServer::Routes() {
                         "/api/v1/reload"}) {
     s.Get(p, [](const httplib::Request&, httplib::Response& res) { SendError(res, 405, "use POST"); });
   }
-  // CSRF and DNS-rebinding guard (see the header): browsers add Origin to cross-site requests
-  // and cannot send a JSON POST cross-origin without a preflight, which is never answered.
-  s.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+  // Who may ask (see the header): Host first (any path), then browser-made requests, then the
+  // admin token for /api/.
+  s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (!HostNamesThisServer(req.get_header_value("Host"))) {
+      ++wrong_host_;
+      SendError(res, 421, "Host '" + req.get_header_value("Host") + "' does not name this server; use the address "
+                          "it listens on (" + HostPort{options_.listen.host, port_}.ToString() + ")");
+      return httplib::Server::HandlerResponse::Handled;
+    }
     const bool api = req.path.rfind("/api/", 0) == 0;
     if ((api || req.method == "POST") && req.has_header("Origin")) {
+      ++browser_;
       SendError(res, 403, "requests from web pages are refused (Origin header present)");
       return httplib::Server::HandlerResponse::Handled;
     }
@@ -310,7 +361,20 @@ void AdminServer::Routes() {
       while (!type.empty() && type.back() == ' ') type.pop_back();
       for (char& c : type) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
       if (type != kJson) {
+        ++browser_;
         SendError(res, 415, "POST requests must have Content-Type: application/json");
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
+    if (api) {
+      const std::string auth = req.get_header_value("Authorization");
+      const bool bearer = auth.size() > 7 && strncasecmp(auth.c_str(), "Bearer ", 7) == 0;
+      if (options_.token.empty() || !bearer || !SameAdminToken(auth.substr(7), options_.token)) {
+        ++unauthorized_;
+        res.set_header("WWW-Authenticate", "Bearer realm=\"tetherd\"");
+        SendError(res, 401, std::string(bearer ? "wrong" : "no") + " admin token: the API needs the token in " +
+                                options_.token_file + " (readable by root and group tether); run tetherctl as "
+                                "root (sudo) or as a member of group tether");
         return httplib::Server::HandlerResponse::Handled;
       }
     }

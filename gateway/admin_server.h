@@ -1,20 +1,28 @@
 // AdminServer: the HTTP admin endpoint (admin.listen, default 127.0.0.1:8790) for Prometheus,
-// health probes and tetherctl. Serves on its own threads; every AdminBackend call is hopped onto
-// the daemon's loop thread through a LoopCaller, so backends never need locks.
+// health probes and tetherctl. Serves on its own threads (BufferedHttpServer: a slow or idle
+// client holds no thread); every AdminBackend call is hopped onto the daemon's loop thread through
+// a LoopCaller, so backends never need locks.
 //
 //   GET  /metrics  /healthz  /readyz  /api/v1/status  /api/v1/sessions?app=A  /api/v1/queue
 //   GET  /api/v1/deadletters  /api/v1/store/check
 //   POST /api/v1/sessions/<device>/kick  /api/v1/deadletters/{retry,drop} {"id":..}|{"all":true}
 //   POST /api/v1/reload
-// Errors are {"error": "..."} with 400/403/404/405/409/415/500/503; a loop that does not answer
-// within the call timeout gives 503. JSON shapes tetherctl expects: docs/operations.md.
-// CSRF: a web page can make a browser POST here, so POSTs must carry Content-Type
-// application/json (a cross-origin page cannot send it without a CORS preflight, which this
-// server never grants) and /api requests carrying an Origin header (browsers add it) get 403.
+// Errors are {"error": "..."} with 400/401/403/404/405/409/415/421/500/503; a loop that does not
+// answer within the call timeout gives 503. JSON shapes tetherctl expects: docs/operations.md.
+// Who may ask (checked before routing, each refusal counted):
+//  - /api/ needs "Authorization: Bearer <admin token>" (gateway/admin_token.h), else 401: only
+//    root and group tether can read the token file. /metrics, /healthz, /readyz need nothing
+//    (Prometheus and probes; they carry no secrets and change nothing).
+//  - Host must name this server (the listen address; "localhost" on loopback; any IP literal or
+//    this machine's name on a wildcard address), else 421: a DNS-rebinding page cannot read it.
+//  - CSRF: POSTs must carry Content-Type application/json (a cross-origin page cannot send it
+//    without a CORS preflight, which is never granted) and /api requests or POSTs carrying an
+//    Origin header (browsers add it) get 403.
 #pragma once
 
 #include <uv.h>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <future>
@@ -29,9 +37,10 @@
 
 #include "gateway/config.h"
 
-namespace httplib { class Server; }
-
 namespace tether {
+
+class BufferedHttpServer;
+class HttpRoutes;
 
 // LoopCaller: runs functions on a libuv loop's thread for other threads (uv_async + futures).
 // Construct, Shutdown() and destroy it on the loop thread; Post()/Call() from any thread. After
@@ -90,7 +99,9 @@ class AdminBackend {
   // is committed to the store (or failed): the HTTP reply waits for it.
   virtual void RetryDeadLetter(const std::optional<std::string>& id, std::function<void(AdminResult)> done) = 0;
   virtual void DropDeadLetter(const std::optional<std::string>& id, std::function<void(AdminResult)> done) = 0;
-  virtual AdminResult Reload() = 0;                            // kInvalid: config rejected
+  // kInvalid: config rejected. `done` runs once on the loop thread when the file was read,
+  // checked and applied (or rejected); the HTTP reply waits for it (Options::reload_timeout).
+  virtual void Reload(std::function<void(AdminResult)> done) = 0;
   virtual nlohmann::json StoreCheck() = 0;                     // {"ok":bool,...}; any thread
 };
 
@@ -103,9 +114,23 @@ class AdminServer {
  public:
   struct Options {
     HostPort listen{"127.0.0.1", 8790};   // port 0: pick a free port (see port())
+    std::string token;                    // the admin token /api/ requires (empty: /api/ refused)
+    std::string token_file;               // where tetherctl finds it (named in 401 answers)
     std::chrono::milliseconds call_timeout{5000};    // loop hop for API calls
     std::chrono::milliseconds health_timeout{1000};  // loop hop for /healthz
-    int threads = 2;                      // HTTP worker threads
+    std::chrono::milliseconds reload_timeout{60000};  // reading and applying the config file
+    int threads = 4;                      // HTTP worker threads (they never wait for clients)
+    std::chrono::milliseconds request_timeout{2000};  // connect to complete request
+  };
+  // Requests refused and connections dropped, since Start().
+  struct Counters {
+    uint64_t unauthorized = 0;  // /api/ without the admin token
+    uint64_t wrong_host = 0;    // Host naming another server
+    uint64_t browser = 0;       // Origin header or a POST that is not JSON
+    uint64_t timed_out = 0;     // request not complete within request_timeout
+    uint64_t evicted = 0;       // closed for a newer one while too many waited to send
+    uint64_t too_large = 0;     // head or body over the limit
+    uint64_t overloaded = 0;    // too many complete requests waiting for a worker
   };
   // `backend` and `loop` must outlive the server.
   AdminServer(Options options, AdminBackend* backend, LoopCaller* loop);
@@ -119,15 +144,20 @@ class AdminServer {
   // LoopCaller::Shutdown() first so in-flight handlers waiting for the loop fail fast.
   void Stop();
   uint16_t port() const { return port_; }  // the bound port, valid after Start()
+  Counters counters() const;                // any thread
 
  private:
   void Routes();
+  // Whether a Host header value names this server (see the header comment).
+  bool HostNamesThisServer(const std::string& host) const;
   Options options_;
   AdminBackend* backend_;
   LoopCaller* loop_;
-  std::unique_ptr<httplib::Server> http_;
-  std::thread thread_;
+  std::unique_ptr<HttpRoutes> routes_;
+  std::unique_ptr<BufferedHttpServer> http_;
+  std::string host_name_;  // this machine's name, lowercase
   uint16_t port_ = 0;
+  std::atomic<uint64_t> unauthorized_{0}, wrong_host_{0}, browser_{0};
 };
 
 template <class F>

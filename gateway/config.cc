@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,9 +13,11 @@
 #include <set>
 #include <sstream>
 
+#include "gateway/admin_token.h"
 #include "gateway/auth_override.h"
 #include "gateway/psk_store.h"
 #include "gateway/route_pattern.h"
+#include "gateway/secret_file.h"
 #include "gateway/yaml_schema.h"
 #include "upstream/jwt.h"
 
@@ -65,6 +69,15 @@ std::string DefaultStorePath() {
     return s.substr(0, s.find(':'));
   }
   return "/var/lib/tether";
+}
+
+std::string DefaultAdminTokenFile() {
+  // systemd's RuntimeDirectory= exports RUNTIME_DIRECTORY (colon-separated when several).
+  if (const char* rd = std::getenv("RUNTIME_DIRECTORY"); rd && *rd) {
+    std::string s(rd);
+    return s.substr(0, s.find(':')) + "/admin.token";
+  }
+  return kDefaultAdminTokenFile;
 }
 
 std::string HostName() {
@@ -252,16 +265,14 @@ RouteConfig::Access ReadAccess(const YamlField& f) {
                       : RouteConfig::Access::kAll;
 }
 
-RouteConfig ReadRoute(YamlField f, const Config& c) {
+RouteConfig ReadRoute(YamlField f, const Config& c, const std::set<std::string>& app_ids) {
   RouteConfig r;
   YamlField name = f.Required("name");
   r.name = name.AsString();
   if (!IsValidKey(r.name)) name.Fail("not a valid route name");
   if (auto v = f.Optional("app")) {
     r.app = v->AsString();
-    bool known = false;
-    for (const auto& a : c.apps) known |= a.id == r.app;
-    if (!known) v->Fail(fmt::format("unknown app '{}'", r.app));
+    if (!app_ids.count(r.app)) v->Fail(fmt::format("unknown app '{}'", r.app));
   } else {
     if (c.apps.size() != 1) f.Fail("route must name its app when several apps are configured");
     r.app = c.apps.front().id;
@@ -319,23 +330,23 @@ RouteConfig ReadRoute(YamlField f, const Config& c) {
 }
 
 void ValidateRoutes(Config* c, YamlField* routes_field) {
-  std::vector<RoutePattern> pats;
+  std::map<std::string, PatternOverlapIndex> by_app;  // the routes so far, per app
   std::set<std::string> names;
   for (size_t i = 0; i < c->routes.size(); ++i) {
     const RouteConfig& r = c->routes[i];
     std::string err;
-    pats.push_back(*RoutePattern::Parse(r.match, &err));
+    RoutePattern pat = *RoutePattern::Parse(r.match, &err);
     auto fail = [&](const std::string& what) {
       if (routes_field) routes_field->Items()[i].Fail(what);
       throw ConfigError(c->source_file, 0, 0, fmt::format("routes[{}]", i), what);
     };
     if (!names.insert(r.name).second) fail(fmt::format("duplicate route name '{}'", r.name));
-    for (size_t j = 0; j < i; ++j) {
-      if (c->routes[j].app == r.app && pats[j].Overlaps(pats[i])) {
-        fail(fmt::format("match '{}' overlaps route '{}' ('{}'): a path could match both", r.match,
-                         c->routes[j].name, c->routes[j].match));
-      }
+    PatternOverlapIndex& earlier = by_app[r.app];
+    if (int j = earlier.FindOverlap(pat); j >= 0) {
+      fail(fmt::format("match '{}' overlaps route '{}' ('{}'): a path could match both", r.match,
+                       c->routes[j].name, c->routes[j].match));
     }
+    earlier.Add(pat, static_cast<int>(i));
   }
 }
 
@@ -344,6 +355,7 @@ Config ParseRoot(YAML::Node root, const std::string& file) {
   c.source_file = file;
   c.gateway_id = HostName();
   c.store.path = DefaultStorePath();
+  c.admin_token_file = DefaultAdminTokenFile();
   YamlField top(file, root, "");
   if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map), top = YamlField(file, root, "");
   if (!root.IsMap()) top.Fail("the configuration must be a mapping");
@@ -372,6 +384,10 @@ Config ParseRoot(YAML::Node root, const std::string& file) {
   if (auto v = top.Optional("upstream")) c.upstream = ReadUpstream(*v, &c.files);
   if (auto a = top.Optional("admin")) {
     if (auto v = a->Optional("listen")) c.admin_listen = ReadHostPort(*v);
+    if (auto v = a->Optional("token_file")) {
+      c.admin_token_file = v->AsString();
+      if (c.admin_token_file.empty() || c.admin_token_file.back() == '/') v->Fail("must name a file");
+    }
     a->Finish();
   }
   if (auto l = top.Optional("log")) {
@@ -400,9 +416,11 @@ Config ParseRoot(YAML::Node root, const std::string& file) {
   if (c.apps.size() == 1) c.apps.front().is_default = true;
 
   std::optional<YamlField> routes = top.Optional("routes");
+  std::set<std::string> app_ids, routed_apps;
+  for (const auto& a : c.apps) app_ids.insert(a.id);
   if (routes) {
     for (auto item : routes->Items()) {
-      c.routes.push_back(ReadRoute(item, c));
+      c.routes.push_back(ReadRoute(item, c, app_ids));
       if (c.open_apps && c.routes.back().name == Config::kOpenAppsRoute) {
         item.Required("name").Fail(fmt::format("'{}' is the route of the apps accepted without an `apps` list; "
                                                "choose another name", Config::kOpenAppsRoute));
@@ -416,9 +434,9 @@ Config ParseRoot(YAML::Node root, const std::string& file) {
                                           "cloud path for all). Give each app its own routes, e.g.\nroutes:{}",
                                           c.apps.size(), fix));
   }
+  for (const auto& r : c.routes) routed_apps.insert(r.app);
   for (const auto& a : c.apps) {
-    bool has = false;
-    for (const auto& r : c.routes) has |= r.app == a.id;
+    bool has = routed_apps.count(a.id) > 0;
     if (!has && !routes) {
       RouteConfig r;
       r.name = a.id;
@@ -426,6 +444,7 @@ Config ParseRoot(YAML::Node root, const std::string& file) {
       r.match = "**";
       r.cloud = "**";
       c.routes.push_back(r);
+      routed_apps.insert(a.id);
     }
   }
   if (c.open_apps) {  // any other app id: its own namespace "<id>/" in the local copy and the cloud
@@ -438,8 +457,7 @@ Config ParseRoot(YAML::Node root, const std::string& file) {
   }
   ValidateRoutes(&c, routes ? &*routes : nullptr);
   for (const auto& a : c.apps) {
-    bool has = false;
-    for (const auto& r : c.routes) has |= r.app == a.id;
+    bool has = routed_apps.count(a.id) > 0;
     if (!has) routes->Fail(fmt::format("app '{}' has no route: its devices could read and write nothing", a.id));
   }
   top.Finish();
@@ -472,12 +490,12 @@ void Config::CheckFiles() const {
   if (dtls) PskStore keys(*dtls);  // the key files, errors at their own file:line
   for (const FileRef& f : files) {
     auto fail = [&](const std::string& what) { throw ConfigError(source_file, f.line, f.column, f.key_path, what); };
-    std::ifstream in(f.path, std::ios::binary);
-    if (!in) fail(fmt::format("cannot read {}: {}", f.path, std::strerror(errno)));
-    std::stringstream ss;
-    ss << in.rdbuf();
-    std::string content = ss.str();
-    if (in.bad()) fail(fmt::format("cannot read {}", f.path));
+    std::string content;
+    try {
+      content = ReadSecretFile(f.path);
+    } catch (const SecretFileError& e) {
+      fail(e.what());
+    }
     while (!content.empty() && (content.back() == '\n' || content.back() == '\r')) content.pop_back();
     switch (f.kind) {
       case FileRef::Kind::kHmacSecret:
@@ -507,9 +525,25 @@ void Config::CheckFiles() const {
 Config Config::Load(const std::string& file) {
   std::ifstream in(file);
   if (!in) throw ConfigError(file, 0, 0, "", "cannot read the file");
+  // Whoever can write the file chooses the routes and which secret files are read.
+  struct stat st {};
+  if (stat(file.c_str(), &st) == 0 && (st.st_mode & S_IWOTH)) {
+    throw ConfigError(file, 0, 0, "",
+                      fmt::format("writable by every user (mode {:04o}): anyone could change the routes and the "
+                                  "secrets used; chmod o-w {}",
+                                  st.st_mode & 07777, file));
+  }
   std::stringstream ss;
   ss << in.rdbuf();
-  return Parse(ss.str(), file);
+  Config c = Parse(ss.str(), file);
+  for (const auto& a : c.apps) {
+    if (a.auth.mode == AppAuth::Mode::kTokens && (st.st_mode & S_IROTH)) {
+      spdlog::warn("{}: app '{}' lists its device tokens in a file every user can read (mode {:04o}): chmod o-r {}, "
+                   "or use auth mode hmac with a secret_file",
+                   file, a.id, st.st_mode & 07777, file);
+    }
+  }
+  return c;
 }
 
 }  // namespace tether

@@ -134,6 +134,7 @@ struct Config {
   StoreConfig store;
   std::optional<UpstreamConfig> upstream; // absent: local-only mode
   HostPort admin_listen{"127.0.0.1", 8790};
+  std::string admin_token_file;           // default: $RUNTIME_DIRECTORY/admin.token, else /run/tether/admin.token
   std::string log_level = "info";
   std::vector<AppConfig> apps;            // never empty after Load (a default open app)
   std::vector<RouteConfig> routes;        // never empty after Load (a catch-all route)

@@ -2,14 +2,14 @@
 
 #include <spdlog/spdlog.h>
 
+#include "gateway/admin_token.h"
 #include "gateway/auth_override.h"
 #include "gateway/log.h"
+#include "gateway/secret_file.h"
 #include "store/store_error.h"
 #include "upstream/rest_get.h"
 
-#include <fstream>
 #include <set>
-#include <sstream>
 
 namespace tether {
 
@@ -73,6 +73,7 @@ Config RunnableConfig(const Config& started, Config next, std::vector<std::strin
   check(st.queue_max_entries != st0.queue_max_entries || st.queue_max_bytes != st0.queue_max_bytes,
         "store.queue_max_entries/queue_max_bytes");
   check(next.admin_listen.ToString() != started.admin_listen.ToString(), "admin.listen");
+  check(next.admin_token_file != started.admin_token_file, "admin.token_file");
   if (next.upstream.has_value() != started.upstream.has_value()) {
     restart->push_back(next.upstream ? "upstream (added)" : "upstream (removed)");
   } else if (next.upstream) {
@@ -111,6 +112,7 @@ Config RunnableConfig(const Config& started, Config next, std::vector<std::strin
   next.device = started.device;
   next.store = started.store;
   next.admin_listen = started.admin_listen;
+  next.admin_token_file = started.admin_token_file;
   next.upstream = started.upstream;
   return next;
 }
@@ -210,20 +212,26 @@ bool Daemon::StartModules() {
   parts.store = store_.get();
   parts.devices = device_api_.get();
   parts.endpoint = endpoint_.get();
-  parts.reload = [this] { return Reload(); };
+  parts.reload = [this](std::function<void(AdminResult)> done) { Reload(std::move(done)); };
   if (config_.upstream) parts.upstream = [this] { return Upstream(); };
+  parts.admin = [this] { return admin_ ? admin_->counters() : AdminServer::Counters{}; };
   admin_backend_ = std::make_unique<DaemonAdmin>(std::move(parts));
   AdminServer::Options ao;
   ao.listen = config_.admin_listen;
+  ao.token_file = config_.admin_token_file;
+  ao.token = NewAdminToken();
   admin_ = std::make_unique<AdminServer>(ao, admin_backend_.get(), loop_caller_.get());
   try {
     admin_->Start();
+    // Only once the port is ours: a second tetherd that cannot bind leaves the first one's token.
+    WriteAdminToken(ao.token_file, ao.token);
+    admin_token_ = ao.token;
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
     return false;
   }
-  spdlog::info("admin endpoint on http://{} (/metrics, /healthz, /readyz, tetherctl)",
-               HostPort{config_.admin_listen.host, admin_->port()}.ToString());
+  spdlog::info("admin endpoint on http://{} (/metrics, /healthz, /readyz; tetherctl with the token in {})",
+               HostPort{config_.admin_listen.host, admin_->port()}.ToString(), config_.admin_token_file);
   return true;
 }
 
@@ -245,13 +253,9 @@ std::vector<upstream::RouteTarget> UploadTargets(const RouteTable& routes) {
   return targets;
 }
 
-// The first line of a credentials file, without its newline. Throws naming the file, never the content.
-std::string ReadSecretFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error("cannot read credentials file " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string s = ss.str();
+// A credentials file without its trailing newline. Throws naming the file, never the content.
+std::string ReadCredential(const std::string& path) {
+  std::string s = ReadSecretFile(path);
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
   if (s.empty()) throw std::runtime_error("credentials file " + path + " is empty");
   return s;
@@ -301,13 +305,20 @@ bool Daemon::StartUpstream() {
   http_ = std::make_unique<upstream::HttpClient>(&loop_, ho);
   try {
     if (!u.secret_file.empty()) {
-      credentials_ = upstream::MakeDatabaseSecret(ReadSecretFile(u.secret_file));
+      credentials_ = upstream::MakeDatabaseSecret(ReadCredential(u.secret_file));
     } else if (!u.access_token_file.empty()) {
-      ReadSecretFile(u.access_token_file);  // fail at startup, not at the first upload
-      credentials_ = upstream::MakeAccessTokenFile(u.access_token_file);
+      ReadCredential(u.access_token_file);  // fail at startup, not at the first upload
+      credentials_ = upstream::MakeAccessTokenFile(u.access_token_file, [](const std::string& path) {
+        try {
+          return ReadSecretFile(path);
+        } catch (const SecretFileError& e) {
+          spdlog::error("upstream.access_token_file: {}; uploads go without a token until the file changes", e.what());
+          throw;
+        }
+      });
     } else if (!u.service_account_file.empty()) {
       std::string err;
-      credentials_ = upstream::MakeServiceAccount(&loop_, *http_, ReadSecretFile(u.service_account_file), &err);
+      credentials_ = upstream::MakeServiceAccount(&loop_, *http_, ReadCredential(u.service_account_file), &err);
       if (!credentials_) throw std::runtime_error(u.service_account_file + ": " + err);
     } else {
       credentials_ = upstream::MakeNoCredentials();
@@ -450,36 +461,99 @@ bool Daemon::StartUpstream() {
 void Daemon::OnSignal(uv_signal_t* h, int signum) {
   auto* self = static_cast<Daemon*>(h->data);
   if (signum == SIGHUP) {
-    self->Reload();
+    self->Reload(nullptr);
   } else {
     spdlog::info("received {}, stopping", signum == SIGTERM ? "SIGTERM" : "SIGINT");
     self->Stop();
   }
 }
 
-AdminResult Daemon::Reload() {
+// One reload: inputs read on the loop, outputs written on the thread pool, applied on the loop.
+struct Daemon::ReloadJob {
+  uv_work_t req;
+  Daemon* daemon;
+  bool dtls_running;  // DTLS keys are re-read only when the listener runs
+  std::optional<Config> next;
+  std::vector<std::string> restart;
+  std::shared_ptr<RouteTable> routes;
+  std::shared_ptr<const PskStore> psk;
+  std::string error;  // set: the file was rejected
+};
+
+void Daemon::Reload(std::function<void(AdminResult)> done) {
+  if (stopping_) {
+    if (done) done(AdminResult::Error(AdminResult::Code::kUnavailable, "tetherd is stopping"));
+    return;
+  }
+  if (reload_running_) {
+    reload_again_ = true;
+    if (done) reload_queued_.push_back(std::move(done));
+    return;
+  }
+  if (done) reload_waiters_.push_back(std::move(done));
+  StartReload();
+}
+
+void Daemon::StartReload() {
+  reload_running_ = true;
   notifier_->Reloading();
+  auto* job = new ReloadJob{};
+  job->req.data = job;
+  job->daemon = this;
+  job->dtls_running = psk_ != nullptr;
+  // Reads only started_ (never changed after construction) and the files: safe off the loop.
+  auto parse = [](uv_work_t* req) {
+    auto* job = static_cast<ReloadJob*>(req->data);
+    const Daemon& d = *job->daemon;
+    try {
+      Config loaded = Config::Load(d.config_path_);
+      loaded.CheckFiles();
+      job->next = RunnableConfig(d.started_, std::move(loaded), &job->restart);
+      job->routes = std::make_shared<RouteTable>(*job->next);
+      if (job->dtls_running && job->next->dtls) job->psk = std::make_shared<const PskStore>(*job->next->dtls);
+    } catch (const ConfigError& e) {
+      job->error = e.what();
+    } catch (const std::exception& e) {  // e.g. out of memory: reported, never fatal
+      job->error = std::string("cannot reload: ") + e.what();
+    }
+  };
+  auto apply = [](uv_work_t* req, int) {
+    std::unique_ptr<ReloadJob> job(static_cast<ReloadJob*>(req->data));
+    job->daemon->ApplyReload(*job);
+  };
+  uv_queue_work(&loop_, &job->req, parse, apply);
+}
+
+void Daemon::ApplyReload(ReloadJob& job) {
+  reload_running_ = false;
+  std::vector<std::function<void(AdminResult)>> waiters = std::move(reload_waiters_);
+  reload_waiters_.clear();
+  if (stopping_) {
+    return FinishReloads(waiters, AdminResult::Error(AdminResult::Code::kUnavailable, "tetherd is stopping"));
+  }
   AdminResult result = AdminResult::Ok("configuration " + config_path_ + " applied");
+  auto reject = [&](const std::string& why) {
+    spdlog::error("reload rejected, keeping the running configuration: {}", why);
+    result = AdminResult::Error(AdminResult::Code::kInvalid, why + "; keeping the running configuration");
+  };
   try {
-    Config loaded = Config::Load(config_path_);
-    loaded.CheckFiles();
-    std::vector<std::string> restart;
-    Config next = RunnableConfig(started_, std::move(loaded), &restart);
-    auto routes = std::make_shared<RouteTable>(next);
+    if (!job.error.empty()) throw ConfigError(config_path_, 0, 0, "", job.error);
+    Config& next = *job.next;
+    const std::vector<std::string>& restart = job.restart;
+    std::shared_ptr<RouteTable> routes = job.routes;
     if (device_api_) device_api_->SetRoutes(routes);  // throws ConfigError for an unreadable app secret
     if (store_) store_->SetQueueLimits(QueueLimitsFrom(next));
     // DTLS keys apply to the next handshakes (the listener and its limits keep running values).
-    std::shared_ptr<const PskStore> psk = psk_;
-    if (psk_ && next.dtls) psk = std::make_shared<const PskStore>(*next.dtls);  // throws ConfigError
+    std::shared_ptr<const PskStore> psk = job.psk ? job.psk : psk_;
     if (cloud_) cloud_->SetRoutes(routes);
     if (drainer_) {
       // New routes drain at once; changed roots and priorities apply to the next batch. A route
       // gone from the file keeps draining its backlog (CloudBridge gives those ops absolute paths).
       for (upstream::RouteTarget& t : UploadTargets(*routes)) drainer_->set_route(std::move(t));
+      std::set<std::string> kept;
+      for (const auto& r : next.routes) kept.insert(r.name);
       for (const auto& old : config_.routes) {
-        bool kept = false;
-        for (const auto& r : next.routes) kept |= r.name == old.name;
-        if (!kept) drainer_->set_route({old.name, "", 0});
+        if (!kept.count(old.name)) drainer_->set_route({old.name, "", 0});
       }
     }
     psk_ = std::move(psk);
@@ -497,12 +571,21 @@ AdminResult Daemon::Reload() {
                                {{"restart_required", restart}});
     }
   } catch (const ConfigError& e) {
-    spdlog::error("reload rejected, keeping the running configuration: {}", e.what());
-    result = AdminResult::Error(AdminResult::Code::kInvalid,
-                                std::string(e.what()) + "; keeping the running configuration");
+    reject(job.error.empty() ? e.what() : job.error);
   }
   notifier_->Status(config_.upstream ? "serving" : "serving (local-only)");
-  return result;
+  FinishReloads(waiters, result);
+  if (reload_again_) {
+    reload_again_ = false;
+    reload_waiters_ = std::move(reload_queued_);
+    reload_queued_.clear();
+    StartReload();
+  }
+}
+
+void Daemon::FinishReloads(std::vector<std::function<void(AdminResult)>>& waiters, const AdminResult& result) {
+  for (auto& done : waiters) done(result);
+  waiters.clear();
 }
 
 UpstreamView Daemon::Upstream() const {
@@ -538,8 +621,11 @@ void Daemon::Stop() {
   notifier_->Stopping();
   // Stop the admin API, stop taking datagrams, then let the store commit what was submitted
   // (their callbacks answer devices that are still waiting), then close the store.
+  FinishReloads(reload_waiters_, AdminResult::Error(AdminResult::Code::kUnavailable, "tetherd is stopping"));
+  FinishReloads(reload_queued_, AdminResult::Error(AdminResult::Code::kUnavailable, "tetherd is stopping"));
   if (loop_caller_) loop_caller_->Shutdown();
   if (admin_) admin_->Stop();
+  if (!admin_token_.empty()) RemoveAdminToken(config_.admin_token_file, admin_token_);
   if (drainer_) drainer_->stop();
   for (auto& st : streams_) st->stop();
   if (watches_) watches_->stop();

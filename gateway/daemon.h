@@ -6,8 +6,10 @@
 
 #include <uv.h>
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "device_proto/endpoint.h"
 #include "gateway/admin_server.h"
@@ -42,9 +44,17 @@ class Daemon {
   bool StartModules();
   bool StartUpstream();  // only with an upstream configured
   bool StartDtls();      // only with a dtls section
-  // Re-reads the config file; on error keeps the running configuration and returns the reason.
+  // Re-reads the config file; on error keeps the running configuration and reports the reason.
   // What only a restart applies keeps its running value; the result and the log list it.
-  AdminResult Reload();
+  // The file (and every file it names) is read and checked on libuv's thread pool; only applying
+  // the result runs on the loop, so devices are served while a big file is parsed. A reload asked
+  // for while one runs starts when it ends (the file may have changed since it was read).
+  // `done` (may be empty) runs on the loop with the outcome.
+  void Reload(std::function<void(AdminResult)> done);
+  struct ReloadJob;
+  void StartReload();
+  void ApplyReload(ReloadJob& job);
+  void FinishReloads(std::vector<std::function<void(AdminResult)>>& waiters, const AdminResult& result);
   UpstreamView Upstream() const;
   void Stop();
 
@@ -69,7 +79,12 @@ class Daemon {
   std::unique_ptr<LoopCaller> loop_caller_;
   std::unique_ptr<DaemonAdmin> admin_backend_;
   std::unique_ptr<AdminServer> admin_;
+  std::string admin_token_;  // written to config_.admin_token_file at start, removed at stop
   bool stopping_ = false;
+  bool reload_running_ = false;
+  std::vector<std::function<void(AdminResult)>> reload_waiters_;  // of the reload running
+  std::vector<std::function<void(AdminResult)>> reload_queued_;   // of the next one
+  bool reload_again_ = false;                                     // one is queued
 };
 
 }  // namespace tether

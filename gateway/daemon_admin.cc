@@ -150,6 +150,14 @@ std::string DaemonAdmin::MetricsText() {
     m.cloud_streams.With({"polling"}).Set(static_cast<double>(up.streams_polling));
     m.cloud_streams.With({"connecting"}).Set(static_cast<double>(up.streams_connecting));
   }
+  if (p_.admin) {
+    const AdminServer::Counters a = p_.admin();
+    for (auto [reason, n] : {std::pair{"unauthorized", a.unauthorized}, {"host", a.wrong_host}, {"browser", a.browser}})
+      m.admin_refused_total.With({reason}).Set(static_cast<double>(n));
+    for (auto [reason, n] : {std::pair{"timeout", a.timed_out}, {"evicted", a.evicted}, {"too_large", a.too_large},
+                             {"overloaded", a.overloaded}})
+      m.admin_dropped_total.With({reason}).Set(static_cast<double>(n));
+  }
   std::error_code ec;
   uintmax_t file = std::filesystem::file_size(p_.store->path() + "/data.mdb", ec);
   m.store_bytes.With({}).Set(ec ? 0 : static_cast<double>(file));

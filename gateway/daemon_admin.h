@@ -49,8 +49,9 @@ class DaemonAdmin : public AdminBackend {
     store::Store* store = nullptr;
     DeviceApi* devices = nullptr;
     coap::Endpoint* endpoint = nullptr;
-    std::function<AdminResult()> reload;             // re-reads the config file
+    std::function<void(std::function<void(AdminResult)>)> reload;  // re-reads the config file
     std::function<UpstreamView()> upstream;          // null in local-only mode
+    std::function<AdminServer::Counters()> admin;    // refusals of the admin API itself
   };
   explicit DaemonAdmin(Parts parts) : p_(std::move(parts)), started_(std::chrono::steady_clock::now()) {}
 
@@ -64,7 +65,7 @@ class DaemonAdmin : public AdminBackend {
   nlohmann::json DeadLetters() override;
   void RetryDeadLetter(const std::optional<std::string>& id, std::function<void(AdminResult)> done) override;
   void DropDeadLetter(const std::optional<std::string>& id, std::function<void(AdminResult)> done) override;
-  AdminResult Reload() override { return p_.reload(); }
+  void Reload(std::function<void(AdminResult)> done) override { p_.reload(std::move(done)); }
   nlohmann::json StoreCheck() override;
 
  private:

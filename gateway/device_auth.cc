@@ -2,10 +2,8 @@
 
 #include <mbedtls/md.h>
 
-#include <fstream>
-#include <sstream>
-
 #include "gateway/data_rules.h"
+#include "gateway/secret_file.h"
 
 namespace tether {
 
@@ -20,11 +18,11 @@ bool ConstantTimeEqual(std::string_view a, std::string_view b) {
 
 DeviceAuthenticator::DeviceAuthenticator(const AppConfig& app) : auth_(app.auth) {
   if (auth_.mode != AppAuth::Mode::kHmac) return;
-  std::ifstream in(auth_.secret_file);
-  if (!in) throw ConfigError(auth_.secret_file, 0, 0, "apps." + app.id + ".auth.secret_file", "cannot read the file");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  secret_ = ss.str();
+  try {
+    secret_ = ReadSecretFile(auth_.secret_file);
+  } catch (const SecretFileError& e) {
+    throw ConfigError(auth_.secret_file, 0, 0, "apps." + app.id + ".auth.secret_file", e.what());
+  }
   while (!secret_.empty() && (secret_.back() == '\n' || secret_.back() == '\r')) secret_.pop_back();
   if (secret_.size() < 16) {
     throw ConfigError(auth_.secret_file, 0, 0, "apps." + app.id + ".auth.secret_file",

@@ -220,6 +220,11 @@ TetherMetrics::TetherMetrics(MetricsRegistry& r)
       notifications_total(r.Counter("tether_notifications_total",
                                     "Observe notifications sent, or superseded by a newer state while their "
                                     "device had a confirmable notification outstanding.",
-                                    {"outcome"})) {}
+                                    {"outcome"})),
+      admin_refused_total(r.Counter("tether_admin_refused_total",
+                                    "Admin API requests refused: no admin token, a Host naming another server, "
+                                    "or made by a web page.", {"reason"})),
+      admin_dropped_total(r.Counter("tether_admin_dropped_total",
+                                    "Admin API connections closed before their request was served.", {"reason"})) {}
 
 }  // namespace tether

@@ -114,6 +114,8 @@ struct TetherMetrics {
   MetricFamily& coap_peers;              // gauge {state=verified|unverified}  the CoAP engine's peer table
   MetricFamily& coap_peers_dropped_total;  // counter {reason=evicted|refused}  peer table full
   MetricFamily& notifications_total;     // counter {outcome=sent|superseded}
+  MetricFamily& admin_refused_total;     // counter {reason=unauthorized|host|browser}  admin requests refused
+  MetricFamily& admin_dropped_total;     // counter {reason=timeout|evicted|too_large|overloaded}  closed unserved
 };
 
 }  // namespace tether

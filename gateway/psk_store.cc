@@ -2,11 +2,9 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include <fstream>
-#include <sstream>
-
 #include "gateway/data_rules.h"
 #include "gateway/device_auth.h"
+#include "gateway/secret_file.h"
 #include "gateway/yaml_schema.h"
 
 namespace tether {
@@ -46,9 +44,9 @@ PskStore::PskStore(const DtlsConfig& config) {
     const std::string& file = config.keys_file;
     YAML::Node root;
     try {
-      root = YAML::LoadFile(file);
-    } catch (const YAML::BadFile&) {
-      throw ConfigError(file, 0, 0, "dtls.keys_file", "cannot read the file");
+      root = YAML::Load(ReadSecretFile(file));
+    } catch (const SecretFileError& e) {
+      throw ConfigError(file, 0, 0, "dtls.keys_file", e.what());
     } catch (const YAML::Exception& e) {
       throw ConfigError(file, e.mark.is_null() ? 0 : e.mark.line + 1, e.mark.is_null() ? 0 : e.mark.column + 1, "",
                         e.msg);
@@ -69,14 +67,15 @@ PskStore::PskStore(const DtlsConfig& config) {
     }
   }
   if (!config.master_key_file.empty()) {
-    std::ifstream in(config.master_key_file);
-    if (!in) throw ConfigError(config.master_key_file, 0, 0, "dtls.master_key_file", "cannot read the file");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    master_ = ss.str();
+    try {
+      master_ = ReadSecretFile(config.master_key_file);
+    } catch (const SecretFileError& e) {
+      throw ConfigError(config.master_key_file, 0, 0, "dtls.master_key_file", e.what());
+    }
     while (!master_.empty() && (master_.back() == '\n' || master_.back() == '\r')) master_.pop_back();
     if (master_.size() < kMinMasterKeyBytes) {
-      throw ConfigError(config.master_key_file, 0, 0, "dtls.master_key_file", "the master key must be at least 16 bytes");
+      throw ConfigError(config.master_key_file, 0, 0, "dtls.master_key_file",
+                        "the master key must be at least 16 bytes");
     }
   }
 }

@@ -1,5 +1,9 @@
 #include "gateway/route_pattern.h"
 
+#include <algorithm>
+#include <climits>
+#include <unordered_map>
+
 namespace tether {
 
 std::vector<std::string> SplitPath(const std::string& path) {
@@ -103,6 +107,56 @@ bool RoutePattern::Overlaps(const RoutePattern& other) const {
   if (segments_.size() == other.segments_.size()) return true;
   // The shorter pattern must absorb the longer one's extra segments with "**".
   return segments_.size() < other.segments_.size() ? rest_ : other.rest_;
+}
+
+// Invariants: a node at depth d stands for the first d segments of the patterns through it
+// (captures as one wildcard); `min_below` is the smallest id ending at or below the node.
+struct PatternOverlapIndex::Node {
+  std::unordered_map<std::string, std::unique_ptr<Node>> literal;
+  std::unique_ptr<Node> capture;
+  int ends_exact = INT_MAX;  // smallest id of a pattern ending here without "**"
+  int ends_rest = INT_MAX;   // smallest id of a pattern ending here with "**"
+  int min_below = INT_MAX;
+};
+
+PatternOverlapIndex::PatternOverlapIndex() : root_(std::make_unique<Node>()) {}
+PatternOverlapIndex::~PatternOverlapIndex() = default;
+
+void PatternOverlapIndex::Add(const RoutePattern& p, int id) {
+  Node* n = root_.get();
+  n->min_below = std::min(n->min_below, id);
+  for (const auto& s : p.segments_) {
+    std::unique_ptr<Node>& next = s.capture ? n->capture : n->literal[s.text];
+    if (!next) next = std::make_unique<Node>();
+    n = next.get();
+    n->min_below = std::min(n->min_below, id);
+  }
+  int& end = p.rest_ ? n->ends_rest : n->ends_exact;
+  end = std::min(end, id);
+}
+
+int PatternOverlapIndex::FindOverlap(const RoutePattern& p) const {
+  // Mirrors Overlaps(): compatible segments up to the shorter length, then equal lengths or a
+  // "**" on the shorter side.
+  const auto& segs = p.segments_;
+  int best = INT_MAX;
+  auto visit = [&](auto&& self, const Node* n, size_t depth) -> void {
+    if (!n || n->min_below >= best) return;
+    best = std::min(best, n->ends_rest);  // shorter (or equal) and ends in "**"
+    if (depth == segs.size()) {
+      best = std::min(best, n->ends_exact);        // equal length
+      if (p.rest_) best = std::min(best, n->min_below);  // p absorbs every longer one
+      return;
+    }
+    self(self, n->capture.get(), depth + 1);
+    if (segs[depth].capture) {
+      for (const auto& [text, child] : n->literal) self(self, child.get(), depth + 1);
+    } else if (auto it = n->literal.find(segs[depth].text); it != n->literal.end()) {
+      self(self, it->second.get(), depth + 1);
+    }
+  };
+  visit(visit, root_.get(), 0);
+  return best == INT_MAX ? -1 : best;
 }
 
 std::vector<std::string> RoutePattern::LiteralPrefix() const {

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -40,6 +41,7 @@ class RoutePattern {
   const std::string& text() const { return text_; }
 
  private:
+  friend class PatternOverlapIndex;
   struct Segment {
     bool capture = false;
     std::string text;  // literal key or capture name
@@ -47,6 +49,24 @@ class RoutePattern {
   std::string text_;
   std::vector<Segment> segments_;
   bool rest_ = false;  // ends in "**"
+};
+
+// PatternOverlapIndex: which of the patterns added so far overlaps a new one, without comparing
+// it with each (config validation stays linear in the number of routes for the usual layouts).
+// A trie of segments: a literal segment of the new pattern follows the same literal and the
+// capture branch; a capture follows every branch, so only captures facing many distinct
+// literals at the same depth cost more than the pattern's length.
+class PatternOverlapIndex {
+ public:
+  PatternOverlapIndex();
+  ~PatternOverlapIndex();
+  // The smallest id of an added pattern that Overlaps(p), or -1.
+  int FindOverlap(const RoutePattern& p) const;
+  void Add(const RoutePattern& p, int id);
+
+ private:
+  struct Node;
+  std::unique_ptr<Node> root_;
 };
 
 // Splits "a/b/c" (leading/trailing '/' ignored) into segments.

@@ -4,8 +4,12 @@
 // could not open the store), 2 invalid configuration (check-config) or bad usage, 3 the daemon
 // cannot be reached.
 // The admin address: --admin, else $TETHER_ADMIN, else admin.listen of --config FILE, else
-// 127.0.0.1:8790.
+// 127.0.0.1:8790. The admin token (every command but version, check-config and store check
+// --store): --token-file, else $TETHER_ADMIN_TOKEN_FILE, else admin.token_file of --config FILE,
+// else /run/tether/admin.token — readable by root and group tether only.
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -16,7 +20,9 @@
 #include <vector>
 
 #include "gateway/admin_client.h"
+#include "gateway/admin_token.h"
 #include "gateway/config.h"
+#include "gateway/secret_file.h"
 #include "store/store.h"
 #include "tether_version.h"
 
@@ -141,6 +147,7 @@ int CheckStoreDirectly(const std::string& dir, bool raw_json) {
 struct Ctl {
   tether::AdminClient client;
   bool raw_json;
+  std::string token_problem;  // why no admin token was sent (said when the daemon answers 401)
 
   // Performs one request; prints the error and returns false when the daemon refused it.
   bool Call(const std::string& method, const std::string& path, const json& body, json* out, int* exit_code) {
@@ -150,6 +157,7 @@ struct Ctl {
     if (!r.ok()) {
       std::string msg = out->is_object() && out->contains("error") ? Cell((*out)["error"]) : r.body;
       std::fprintf(stderr, "tetherctl: %s (HTTP %d)\n", msg.c_str(), r.status);
+      if (r.status == 401 && !token_problem.empty()) std::fprintf(stderr, "tetherctl: %s\n", token_problem.c_str());
       *exit_code = kExitError;
       return false;
     }
@@ -160,6 +168,10 @@ struct Ctl {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Warnings (e.g. a world-readable secret) go to stderr: stdout is for answers and --json.
+  auto log = std::make_shared<spdlog::logger>("tetherctl", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  log->set_pattern("tetherctl: %l: %v");
+  spdlog::set_default_logger(log);
   CLI::App app{"tetherctl: administer a running tetherd"};
   app.require_subcommand(1);
   app.fallthrough();  // global options may follow the subcommand
@@ -169,6 +181,12 @@ int main(int argc, char** argv) {
   bool raw_json = false;
   auto* admin_opt = app.add_option("--admin", admin, "admin endpoint HOST:PORT (env TETHER_ADMIN)")
                         ->envname("TETHER_ADMIN")
+                        ->capture_default_str();
+  std::string token_file = tether::kDefaultAdminTokenFile;
+  auto* token_opt = app.add_option("--token-file", token_file,
+                                   "the admin token tetherd writes at start (env TETHER_ADMIN_TOKEN_FILE); readable by "
+                                   "root and group tether")
+                        ->envname("TETHER_ADMIN_TOKEN_FILE")
                         ->capture_default_str();
   app.add_option("--config", config_file,
                  "the daemon's configuration file: its admin.listen is the default --admin, its store.path "
@@ -238,6 +256,7 @@ int main(int argc, char** argv) {
       return kExitUsage;
     }
     if (admin_opt->count() == 0) admin = AdminTarget(config->admin_listen);
+    if (token_opt->count() == 0) token_file = config->admin_token_file;
   }
   if (*store_check && !store_dir.empty()) return CheckStoreDirectly(store_dir, raw_json);
 
@@ -248,7 +267,17 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "tetherctl: %s\n", e.what());
     return kExitUsage;
   }
-  Ctl ctl{tether::AdminClient(addr), raw_json};
+  std::string token, token_problem;
+  try {
+    token = tether::ReadSecretFile(token_file);
+    token = token.substr(0, token.find('\n'));
+  } catch (const tether::SecretFileError& e) {
+    token_problem = std::string(e.what()) + " \xE2\x80\x94 run tetherctl as root (sudo) or as a member of group "
+                    "tether, or name the file with --token-file";
+  }
+  // A reload reads and checks the whole file: the daemon waits up to 60 s for it.
+  auto timeout = *reload ? std::chrono::seconds(65) : std::chrono::seconds(10);
+  Ctl ctl{tether::AdminClient(addr, token, timeout), raw_json, token_problem};
   int rc = 0;
   json r;
   try {

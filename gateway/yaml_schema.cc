@@ -29,14 +29,15 @@ void YamlField::RequireMap() const {
 std::optional<YamlField> YamlField::Optional(const std::string& key) {
   RequireMap();
   read_keys_.insert(key);
-  std::string path = key_path_.empty() ? key : key_path_ + "." + key;
-  for (auto it = node_.begin(); it != node_.end(); ++it) {
-    if (it->first.Scalar() == key) {
-      if (it->second.IsNull()) return std::nullopt;
-      return YamlField(file_, it->second, path);
-    }
+  if (!index_) {
+    auto index = std::make_shared<KeyIndex>();
+    index->reserve(node_.size());
+    for (auto it = node_.begin(); it != node_.end(); ++it) index->emplace(it->first.Scalar(), it->second);
+    index_ = std::move(index);
   }
-  return std::nullopt;
+  auto found = index_->find(key);
+  if (found == index_->end() || found->second.IsNull()) return std::nullopt;
+  return YamlField(file_, found->second, key_path_.empty() ? key : key_path_ + "." + key);
 }
 
 YamlField YamlField::Required(const std::string& key) {
@@ -51,7 +52,8 @@ YamlField YamlField::Required(const std::string& key) {
 void YamlField::Finish() const {
   if (IsNull()) return;
   RequireMap();
-  std::set<std::string> seen;
+  std::unordered_set<std::string> seen;
+  seen.reserve(node_.size());
   for (auto it = node_.begin(); it != node_.end(); ++it) {
     const std::string key = it->first.Scalar();
     std::string path = key_path_.empty() ? key : key_path_ + "." + key;

@@ -3,6 +3,8 @@
 // Every map read through YamlField must name each key it accepts (Get/Optional); Finish() then
 // rejects any key nobody asked for, so typos are errors, never silently ignored. All errors are
 // ConfigError with the file, the node's 1-based line:column and the dotted key path.
+// Cost: a map's keys are indexed at its first Optional/Required, so reading all n keys of a map
+// (gateway.variables, a DTLS keys file) is O(n), not O(n^2).
 #pragma once
 
 #include <yaml-cpp/yaml.h>
@@ -10,9 +12,11 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
-#include <set>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "gateway/config_error.h"
@@ -53,10 +57,13 @@ class YamlField {
   void RequireMap() const;
   std::string Scalar(const char* expected) const;
 
+  using KeyIndex = std::unordered_map<std::string, YAML::Node>;  // key -> value (first if duplicated)
+
   std::string file_;
   YAML::Node node_;
   std::string key_path_;
-  std::set<std::string> read_keys_;
+  std::unordered_set<std::string> read_keys_;
+  std::shared_ptr<const KeyIndex> index_;  // built by the first Optional(); shared by copies
 };
 
 }  // namespace tether

@@ -3,7 +3,6 @@
 #include <sys/stat.h>
 
 #include <chrono>
-#include <fstream>
 #include <algorithm>
 #include <utility>
 #include <vector>
@@ -40,7 +39,7 @@ class DatabaseSecret final : public Credentials {
 
 class AccessTokenFile final : public Credentials {
  public:
-  explicit AccessTokenFile(std::string path) : path_(std::move(path)) { reload(); }
+  AccessTokenFile(std::string path, SecretReader read) : path_(std::move(path)), read_(std::move(read)) { reload(); }
   std::string query() override {
     reload();
     return token_.empty() ? std::string() : "access_token=" + UrlEncode(token_);
@@ -48,23 +47,28 @@ class AccessTokenFile final : public Credentials {
   void refresh(std::function<void(bool)> done) override { done(reload()); }
 
  private:
-  // Re-reads the file when its mtime changed; true when the token changed.
+  // Re-reads the file when its mtime or ctime changed; true when the token changed.
   bool reload() {
     struct stat st {};
     if (stat(path_.c_str(), &st) != 0) return false;
-    int64_t mtime_ns = int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec;
-    if (mtime_ns == mtime_ns_) return false;
-    mtime_ns_ = mtime_ns;
-    std::ifstream in(path_);
+    std::pair<int64_t, int64_t> stamp{int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec,
+                                      int64_t{st.st_ctim.tv_sec} * 1000000000 + st.st_ctim.tv_nsec};
+    if (stamp == stamp_) return false;
+    stamp_ = stamp;
     std::string token;
-    std::getline(in, token);
+    try {
+      token = read_(path_);
+    } catch (const std::exception&) {  // the reader reported it; no token rather than a suspect one
+    }
+    token = token.substr(0, token.find('\n'));
     while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
     bool changed = token != token_;
     token_ = std::move(token);
     return changed;
   }
   std::string path_;
-  int64_t mtime_ns_ = -1;
+  SecretReader read_;
+  std::pair<int64_t, int64_t> stamp_{-1, -1};  // mtime, ctime (ns) of the file last read
   std::string token_;
 };
 
@@ -155,8 +159,8 @@ std::unique_ptr<Credentials> MakeNoCredentials() { return std::make_unique<NoCre
 std::unique_ptr<Credentials> MakeDatabaseSecret(std::string secret) {
   return std::make_unique<DatabaseSecret>(std::move(secret));
 }
-std::unique_ptr<Credentials> MakeAccessTokenFile(std::string path) {
-  return std::make_unique<AccessTokenFile>(std::move(path));
+std::unique_ptr<Credentials> MakeAccessTokenFile(std::string path, SecretReader read) {
+  return std::make_unique<AccessTokenFile>(std::move(path), std::move(read));
 }
 std::unique_ptr<Credentials> MakeServiceAccount(uv_loop_t* loop, HttpClient& http, const std::string& key_json,
                                                 std::string* error, int64_t margin_s) {

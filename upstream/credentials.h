@@ -27,8 +27,12 @@ class Credentials {
 std::unique_ptr<Credentials> MakeNoCredentials();
 // Legacy database secret or ID token, sent as `auth=`.
 std::unique_ptr<Credentials> MakeDatabaseSecret(std::string secret);
-// OAuth2 access token kept in a file by another agent; re-read when the file's mtime changes.
-std::unique_ptr<Credentials> MakeAccessTokenFile(std::string path);
+// Reads a file holding a secret; throws (std::exception) when it cannot or must not be used.
+using SecretReader = std::function<std::string(const std::string& path)>;
+// OAuth2 access token kept in a file by another agent: its first line, read through `read` and
+// re-read when the file changes (mtime or ctime: a chmod counts). A file `read` refuses gives no
+// token (requests go without one and the cloud answers 401) until it changes again.
+std::unique_ptr<Credentials> MakeAccessTokenFile(std::string path, SecretReader read);
 // Service-account JSON key (client_email, private_key, token_uri): RS256 JWT exchanged at
 // token_uri for an access token. The first token is fetched at once (on `loop`), each one is
 // replaced `refresh_margin_s` (at most half its lifetime) before it expires, failed fetches are

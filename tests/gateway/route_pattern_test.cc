@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <random>
+
 namespace tether {
 namespace {
 
@@ -69,6 +71,38 @@ INSTANTIATE_TEST_SUITE_P(Table, RouteOverlap,
                                          OverlapCase{"a/b/**", "a/b", true},
                                          OverlapCase{"**", "anything/at/all", true},
                                          OverlapCase{"{x}", "a/b", false}));
+
+// The index finds exactly what comparing with every earlier pattern finds (the smallest id), for
+// random sequences of patterns over a small alphabet, where overlaps of every kind are common.
+TEST(PatternOverlapIndex, AgreesWithPairwiseOverlaps) {
+  std::mt19937 rng(7);
+  const std::vector<std::string> pieces = {"a", "b", "{x}", "{y}"};
+  auto random_pattern = [&] {
+    std::string text;
+    size_t n = rng() % 4;
+    for (size_t i = 0; i < n; ++i) {
+      std::string piece = pieces[rng() % pieces.size()];
+      if (piece[0] == '{' && text.find(piece) != std::string::npos) piece = "c";  // one capture name once
+      text += (text.empty() ? "" : "/") + piece;
+    }
+    if (rng() % 3 == 0) text += text.empty() ? "**" : "/**";
+    return P(text);
+  };
+  for (int round = 0; round < 300; ++round) {
+    PatternOverlapIndex index;
+    std::vector<RoutePattern> added;
+    for (int i = 0; i < 12; ++i) {
+      RoutePattern p = random_pattern();
+      int want = -1;
+      for (size_t j = 0; j < added.size() && want < 0; ++j) {
+        if (added[j].Overlaps(p)) want = static_cast<int>(j);
+      }
+      ASSERT_EQ(index.FindOverlap(p), want) << "round " << round << ": " << p.text();
+      index.Add(p, i);
+      added.push_back(p);
+    }
+  }
+}
 
 TEST(RoutePattern, RejectsMalformed) {
   std::string err;

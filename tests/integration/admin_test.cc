@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <sstream>
 
 #include "store/store_counters.h"
@@ -158,7 +159,9 @@ TEST_F(Admin, PostsFromWebPagesAreRefused) {
   EXPECT_EQ(Shell(post + "/api/v1/reload -H 'Content-Type: application/json' -H 'Origin: http://evil.example' --data ''")
                 .out,
             "403");
-  EXPECT_EQ(Shell(post + "/api/v1/reload -H 'Content-Type: application/json' --data ''").out, "200");
+  EXPECT_EQ(Shell(post + "/api/v1/reload -H 'Content-Type: application/json' --data '' "
+                         "-H \"Authorization: Bearer $(cat \"$TETHER_ADMIN_TOKEN_FILE\")\"").out,
+            "200");
 }
 
 // Flips one persisted counter behind the store's back: the store no longer matches its counters.
@@ -260,6 +263,37 @@ TEST_F(Admin, ReloadReportsABrokenFileAndKeepsRunning) {
   ShellResult check = Shell(TetherdProcess::BinaryPath("tetherctl") + " check-config " + gw_.config_path());
   EXPECT_EQ(check.status, 2);
   EXPECT_EQ(check.out, gw_.config_path() + ":9:1: bogus: unknown key\n");
+}
+
+// Reloads asked for while one runs (tetherctl and SIGHUP together) all get an answer, and the
+// daemon ends up with the file as it is now.
+TEST_F(Admin, ReloadsAskedTogetherAreAllAnswered) {
+  std::vector<std::future<ShellResult>> replies;
+  for (int i = 0; i < 4; ++i) replies.push_back(std::async(std::launch::async, [this] { return Ctl("reload"); }));
+  gw_.Signal(SIGHUP);
+  for (auto& r : replies) {
+    ShellResult out = r.get();
+    EXPECT_EQ(out.status, 0) << out.out;
+    EXPECT_NE(out.out.find("applied"), std::string::npos) << out.out;
+  }
+  gw_.WriteConfig(config_ + "bogus: 1\n");
+  ShellResult bad = Ctl("reload");
+  EXPECT_EQ(bad.status, 1) << bad.out;
+  EXPECT_NE(bad.out.find("bogus: unknown key"), std::string::npos) << bad.out;
+}
+
+// A second tetherd that cannot take the admin port leaves the running one's token in place.
+TEST_F(Admin, ASecondDaemonThatCannotListenLeavesTheTokenAlone) {
+  const std::string before = Shell("cat " + gw_.admin_token_file()).out;
+  TetherdProcess second;
+  second.SetEnv("RUNTIME_DIRECTORY", gw_.dir());
+  second.WriteConfig("device:\n  listen: \"127.0.0.1:" + std::to_string(FreePort()) + "\"\nadmin:\n  listen: \"127.0.0.1:" +
+                     std::to_string(admin_port_) + "\"\nstore:\n  path: ${STORE}\n");
+  second.Start();
+  EXPECT_EQ(second.WaitExit(10s), 1) << second.Log();
+  EXPECT_NE(second.Log().find("cannot listen on 127.0.0.1:" + std::to_string(admin_port_)), std::string::npos);
+  EXPECT_EQ(Shell("cat " + gw_.admin_token_file()).out, before);
+  EXPECT_EQ(Ctl("status").status, 0);
 }
 
 TEST_F(Admin, ClearErrorWhenTheDaemonIsNotRunning) {

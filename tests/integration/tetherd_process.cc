@@ -10,12 +10,18 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
 #include <vector>
 
 namespace tether::testing {
+
+namespace {
+std::mutex g_token_mu;
+std::string g_token_file;  // of the daemon started last; guarded by g_token_mu
+}  // namespace
 
 TetherdProcess::TetherdProcess() {
   char tmpl[] = "/tmp/tetherd-test-XXXXXX";
@@ -48,13 +54,23 @@ void TetherdProcess::WriteConfig(const std::string& yaml) {
   std::ofstream(config_path()) << text;
 }
 
+std::string TetherdProcess::admin_token_file() const {
+  auto it = env_.find("RUNTIME_DIRECTORY");
+  return (it != env_.end() ? it->second : dir_) + "/admin.token";
+}
+
 void TetherdProcess::Start() {
   std::string bin = BinaryPath("tetherd");
   std::string log = dir_ + "/tetherd.log";
   log_offset_ = Log().size();
+  {
+    std::lock_guard<std::mutex> lock(g_token_mu);
+    g_token_file = admin_token_file();
+  }
   pid_ = fork();
   if (pid_ < 0) throw std::runtime_error("fork failed");
   if (pid_ == 0) {
+    setenv("RUNTIME_DIRECTORY", dir_.c_str(), 1);
     for (const auto& [k, v] : env_) setenv(k.c_str(), v.c_str(), 1);
     FILE* f = std::fopen(log.c_str(), "a");
     if (f) dup2(fileno(f), 2);
@@ -108,7 +124,14 @@ void TetherdProcess::Kill9() {
 ShellResult Shell(const std::string& command) {
   std::string out;
   char buf[4096];
-  FILE* p = popen((command + " 2>&1").c_str(), "r");
+  std::string env;
+  {
+    std::lock_guard<std::mutex> lock(g_token_mu);
+    if (!g_token_file.empty() && !std::getenv("TETHER_ADMIN_TOKEN_FILE")) {
+      env = "export TETHER_ADMIN_TOKEN_FILE='" + g_token_file + "'; ";
+    }
+  }
+  FILE* p = popen((env + command + " 2>&1").c_str(), "r");
   if (!p) return {-1, ""};
   while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
   int st = pclose(p);

@@ -2,6 +2,9 @@
 //
 // Each instance owns a temp directory holding the config file, the store and the captured stderr.
 // The destructor SIGKILLs a still-running daemon and removes the directory.
+// Like systemd's RuntimeDirectory=, Start() gives the daemon RUNTIME_DIRECTORY=dir(), so its admin
+// token is admin_token_file() (unless the config names another), and Shell() hands that file to
+// the tetherctl it runs (TETHER_ADMIN_TOKEN_FILE of the daemon started last in this process).
 #pragma once
 
 #include <sys/types.h>
@@ -20,6 +23,7 @@ class TetherdProcess {
   const std::string& dir() const { return dir_; }
   std::string store_path() const { return dir_ + "/store"; }
   std::string config_path() const { return dir_ + "/tether.yaml"; }
+  std::string admin_token_file() const;
   // Writes the config file; "${STORE}" in yaml is replaced with store_path().
   void WriteConfig(const std::string& yaml);
   void SetEnv(const std::string& key, const std::string& value) { env_[key] = value; }

@@ -5,6 +5,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <future>
 
 #include "gateway/metrics.h"
@@ -20,6 +25,7 @@ class AdminServerTest : public ::testing::Test {
   AdminServerTest() : client_("127.0.0.1", admin_.server->port()) {
     client_.set_connection_timeout(std::chrono::seconds(2));
     client_.set_read_timeout(std::chrono::seconds(5));
+    client_.set_bearer_token_auth(admin_.token);
   }
   ~AdminServerTest() override { EXPECT_EQ(admin_.backend.off_loop_calls, 0) << "backend called off the loop"; }
 
@@ -121,6 +127,7 @@ TEST_F(AdminServerTest, DeadLetterReplyWaitsForTheCommit) {
   auto reply = std::async(std::launch::async, [this] {
     httplib::Client c("127.0.0.1", admin_.server->port());
     c.set_read_timeout(std::chrono::seconds(5));
+    c.set_bearer_token_auth(admin_.token);
     auto res = c.Post("/api/v1/deadletters/drop", R"({"id":"17"})", "application/json");
     return res ? res->status : -1;
   });
@@ -165,6 +172,100 @@ TEST_F(AdminServerTest, UnknownPathAndWrongMethod) {
   EXPECT_EQ(e["error"], "no such endpoint: GET /api/v1/nope");
   EXPECT_EQ(PostJson("/api/v1/status", "", 405)["error"], "use GET");
   EXPECT_EQ(GetJson("/api/v1/reload", 405)["error"], "use POST");
+}
+
+// /api/ needs the admin token; the Prometheus and probe endpoints do not.
+TEST_F(AdminServerTest, ApiNeedsTheAdminToken) {
+  httplib::Client anonymous("127.0.0.1", admin_.server->port());
+  for (const char* path : {"/api/v1/status", "/api/v1/sessions", "/api/v1/queue", "/api/v1/deadletters",
+                           "/api/v1/store/check", "/api/v1/nope"}) {
+    auto res = anonymous.Get(path);
+    ASSERT_TRUE(res) << path;
+    EXPECT_EQ(res->status, 401) << path << ": " << res->body;
+    EXPECT_EQ(res->get_header_value("WWW-Authenticate"), "Bearer realm=\"tetherd\"");
+  }
+  auto kick = anonymous.Post("/api/v1/sessions/sensor-1/kick", "", "application/json");
+  ASSERT_TRUE(kick);
+  EXPECT_EQ(kick->status, 401);
+  EXPECT_NE(json::parse(kick->body)["error"].get<std::string>().find("/run/tether/admin.token"), std::string::npos)
+      << "the answer says where the token is";
+  httplib::Client wrong("127.0.0.1", admin_.server->port());
+  wrong.set_bearer_token_auth("test-admin-token-0123456788");  // one character off
+  for (const char* path : {"/api/v1/reload", "/api/v1/deadletters/drop"}) {
+    auto res = wrong.Post(path, R"({"all":true})", "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 401) << path;
+  }
+  EXPECT_EQ(admin_.backend.last_kicked, "") << "a refused kick reached the backend";
+  for (const char* path : {"/metrics", "/healthz", "/readyz"}) {
+    auto res = anonymous.Get(path);
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200) << path;
+  }
+  EXPECT_EQ(admin_.server->counters().unauthorized, 9u);
+  EXPECT_EQ(GetJson("/api/v1/status")["gateway_id"], "gw-test") << "with the token";
+}
+
+// DNS rebinding: a page on attacker.example that resolves to 127.0.0.1 reaches this port, but
+// its requests say Host: attacker.example.
+TEST_F(AdminServerTest, HostMustNameThisServer) {
+  const std::string port = std::to_string(admin_.server->port());
+  const std::vector<std::string> others = {"attacker.example:" + port, "attacker.example", "127.0.0.1:1", "localhost.:1"};
+  for (const std::string& host : others) {
+    for (const char* path : {"/api/v1/sessions", "/metrics", "/healthz"}) {
+      auto res = client_.Get(path, {{"Host", host}});
+      ASSERT_TRUE(res);
+      EXPECT_EQ(res->status, 421) << host << path << ": " << res->body;
+      EXPECT_EQ(res->body.find("sensor-1"), std::string::npos);
+    }
+  }
+  const std::vector<std::string> ours = {"127.0.0.1:" + port, "127.0.0.1", "localhost:" + port, "LOCALHOST.:" + port};
+  for (const std::string& host : ours) {
+    auto res = client_.Get("/api/v1/sessions", {{"Host", host}});
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200) << host;
+  }
+  EXPECT_EQ(admin_.server->counters().wrong_host, 12u);
+}
+
+// Idle and half-sent connections wait in the acceptor, not in a worker: /healthz answers at once
+// while hundreds of them are open, and they are closed after the request timeout (2 s).
+TEST_F(AdminServerTest, SlowClientsDoNotHoldTheWorkers) {
+  std::vector<int> idle;
+  auto connect_one = [&] {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(admin_.server->port());
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    return fd;
+  };
+  for (int i = 0; i < 200; ++i) idle.push_back(connect_one());
+  for (int i = 0; i < 40; ++i) {  // slowloris: a head that never ends, and a body that never comes
+    int fd = connect_one();
+    std::string part = i % 2 ? "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                             : "POST /api/v1/reload HTTP/1.1\r\nContent-Type: application/json\r\n"
+                               "Content-Length: 100\r\n\r\n{";
+    ASSERT_GT(send(fd, part.data(), part.size(), 0), 0);
+    idle.push_back(fd);
+  }
+  auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 5; ++i) {
+    auto h = client_.Get("/healthz");
+    ASSERT_TRUE(h);
+    EXPECT_EQ(h->status, 200);
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1000));
+  // After the request timeout the acceptor closes them with a 408.
+  char buf[256];
+  timeval tv{5, 0};
+  setsockopt(idle[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ssize_t n = recv(idle[0], buf, sizeof buf - 1, 0);
+  ASSERT_GT(n, 0);
+  EXPECT_EQ(std::string(buf, static_cast<size_t>(n)).rfind("HTTP/1.1 408", 0), 0u);
+  for (int fd : idle) close(fd);
+  EXPECT_TRUE(admin_.server->counters().timed_out > 0);
 }
 
 TEST(AdminServerBindTest, BindFailureNamesAddress) {

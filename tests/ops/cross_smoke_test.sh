@@ -78,7 +78,8 @@ log:
 EOF
 
 start() {
-  "$QEMU" -L "$SYSROOT" "$TETHERD" --config "$WORK/tether.yaml" >>"$WORK/tetherd.log" 2>&1 &
+  # RUNTIME_DIRECTORY as systemd would give it: the admin token goes there, not to /run/tether.
+  RUNTIME_DIRECTORY="$WORK" "$QEMU" -L "$SYSROOT" "$TETHERD" --config "$WORK/tether.yaml" >>"$WORK/tetherd.log" 2>&1 &
   DAEMON_PID=$!
   for _ in $(seq 300); do  # emulated start-up: allow 30 s
     curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null 2>&1 && return 0
@@ -112,7 +113,7 @@ check "a device opens a session after the restart" [ ${#CS2} = 8 ]
 GOT=$(client -A 50 "$BASE/devices/d1?.cs=$CS2")
 check "the acknowledged write survived the crash ('$GOT')" \
   bash -c 'grep -q "\"temp\":21.5" <<<"$0" && grep -q "\"n\":2147483648" <<<"$0"' "$GOT"
-STATUS=$("$QEMU" -L "$SYSROOT" "$TETHERCTL" --admin "127.0.0.1:$ADMIN" --json queue 2>&1)
+STATUS=$("$QEMU" -L "$SYSROOT" "$TETHERCTL" --admin "127.0.0.1:$ADMIN" --token-file "$WORK/admin.token" --json queue 2>&1)
 check "emulated tetherctl reads the queue (1 write queued in local-only mode)" \
   bash -c 'grep -qE "\"entries\": *1,?$" <<<"$0"' "$STATUS"
 

@@ -32,6 +32,7 @@ WORK=$(mktemp -d /tmp/tether-deb.XXXXXX)
 DAEMON_PID=
 cleanup() {
   [ -n "$DAEMON_PID" ] && kill -9 "$DAEMON_PID" 2>/dev/null
+  [ -n "$DAEMON_PID" ] && rm -rf /run/tether
   dpkg --purge tether >/dev/null 2>&1
   rm -rf "$WORK"
 }
@@ -80,19 +81,31 @@ mkdir -p "$WORK/run" && chmod 755 "$WORK" "$WORK/run"
 sed -e "s|listen: \"0.0.0.0:5683\"|listen: \"127.0.0.1:$COAP\"|" -e "s|listen: \"127.0.0.1:8790\"|listen: \"127.0.0.1:$ADMIN\"|" \
   /etc/tether/tether.yaml >"$WORK/run/tether.yaml"
 check "test config differs only in ports" bash -c '[ "$(diff /etc/tether/tether.yaml "$0" | grep -c "^>")" = 2 ]' "$WORK/run/tether.yaml"
-STATE_DIRECTORY=/var/lib/tether setpriv --reuid=tether --regid=tether --init-groups /usr/bin/tetherd --config "$WORK/run/tether.yaml" \
+# As systemd would for the unit: StateDirectory= and RuntimeDirectory= (owner tether, mode 0750).
+[ -e /run/tether/admin.token ] && { echo "deb_install: /run/tether/admin.token exists (a tetherd runs here?); refusing" >&2; exit 1; }
+install -d -o tether -g tether -m 0750 /run/tether
+STATE_DIRECTORY=/var/lib/tether RUNTIME_DIRECTORY=/run/tether \
+  setpriv --reuid=tether --regid=tether --init-groups /usr/bin/tetherd --config "$WORK/run/tether.yaml" \
   >"$WORK/tetherd.log" 2>&1 &
 DAEMON_PID=$!
 up=0
-for _ in $(seq 100); do
-  if /usr/bin/tetherctl --admin "127.0.0.1:$ADMIN" status >"$WORK/status.txt" 2>&1; then up=1; break; fi
+for _ in $(seq 100); do  # as root, the way `sudo tetherctl status` runs: no token option
+  if env -u TETHER_ADMIN_TOKEN_FILE /usr/bin/tetherctl --admin "127.0.0.1:$ADMIN" status >"$WORK/status.txt" 2>&1; then up=1; break; fi
   sleep 0.1
 done
-check "installed tetherd answers tetherctl status" [ "$up" = 1 ]
+check "installed tetherd answers tetherctl status (as root, token found by default)" [ "$up" = 1 ]
 check "it runs in local-only mode" grep -qi "local" "$WORK/status.txt"
 check "its store is in /var/lib/tether, owned by tether" bash -c '[ "$(stat -c %U /var/lib/tether/data.mdb)" = tether ]'
+check "the admin token is tether:tether 0640" bash -c '[ "$(stat -c %U:%G:%a /run/tether/admin.token)" = tether:tether:640 ]'
+check "a member of group tether may use tetherctl" bash -c 'setpriv --reuid=nobody --regid=nogroup --groups=tether \
+  env -u TETHER_ADMIN_TOKEN_FILE /usr/bin/tetherctl --admin "127.0.0.1:$0" status >/dev/null' "$ADMIN"
+NOBODY=$(setpriv --reuid=nobody --regid=nogroup --clear-groups env -u TETHER_ADMIN_TOKEN_FILE /usr/bin/tetherctl --admin "127.0.0.1:$ADMIN" status 2>&1); rc=$?
+check "user nobody is refused (exit 1, HTTP 401)" bash -c '[ "$0" = 1 ] && grep -q "HTTP 401" <<<"$1"' "$rc" "$NOBODY"
+check "/metrics needs no token (Prometheus)" bash -c 'setpriv --reuid=nobody --regid=nogroup --clear-groups curl -sf "http://127.0.0.1:$0/metrics" | grep -q tether_sessions' "$ADMIN"
 kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID"; rc=$?; DAEMON_PID=
 check "SIGTERM stops it with exit 0" [ "$rc" = 0 ]
+check "a clean stop removes the admin token" test ! -e /run/tether/admin.token
+rm -rf /run/tether
 [ "$rc" = 0 ] || cat "$WORK/tetherd.log"
 
 # --- conffile survives a reinstall --------------------------------------------------------------

@@ -108,8 +108,10 @@ void FakeBackend::Finish(AdminResult r, std::function<void(AdminResult)> done) {
 
 void FakeBackend::CommitHeld() {
   CheckThread();
-  for (auto& [r, done] : held_) done(std::move(r));
+  // A done() may end the test and destroy this backend: nothing of it is touched after the last.
+  auto held = std::move(held_);
   held_.clear();
+  for (auto& [r, done] : held) done(std::move(r));
 }
 
 void FakeBackend::RetryDeadLetter(const std::optional<std::string>& id, std::function<void(AdminResult)> done) {
@@ -124,13 +126,13 @@ void FakeBackend::DropDeadLetter(const std::optional<std::string>& id, std::func
   Finish(AdminResult::Ok(id ? "dead letter 17 dropped" : "1 dead letter(s) dropped", {{"count", 1}}), std::move(done));
 }
 
-AdminResult FakeBackend::Reload() {
+void FakeBackend::Reload(std::function<void(AdminResult)> done) {
   CheckThread();
   if (reload_fails) {
-    return AdminResult::Error(AdminResult::Code::kInvalid,
-                              "/etc/tether/tether.yaml:3:1: unknown key 'bogus'; keeping the running configuration");
+    return done(AdminResult::Error(AdminResult::Code::kInvalid,
+                                   "/etc/tether/tether.yaml:3:1: unknown key 'bogus'; keeping the running configuration"));
   }
-  return AdminResult::Ok("configuration /etc/tether/tether.yaml applied");
+  done(AdminResult::Ok("configuration /etc/tether/tether.yaml applied"));
 }
 
 nlohmann::json FakeBackend::StoreCheck() {  // runs on an HTTP thread by contract
@@ -141,12 +143,18 @@ nlohmann::json FakeBackend::StoreCheck() {  // runs on an HTTP thread by contrac
 FakeAdmin::FakeAdmin() {
   AdminServer::Options o;
   o.listen = {"127.0.0.1", 0};
+  o.token = token;
+  o.token_file = "/run/tether/admin.token";
   o.call_timeout = std::chrono::milliseconds(2000);
   o.health_timeout = std::chrono::milliseconds(500);
   server = std::make_unique<AdminServer>(o, &backend, loop.caller());
   server->Start();
 }
 
-FakeAdmin::~FakeAdmin() { server->Stop(); }
+FakeAdmin::~FakeAdmin() {
+  server->Stop();
+  // Let work already posted to the loop (it may use the backend) finish before the backend goes.
+  loop.caller()->Call([] { return true; }, std::chrono::seconds(5));
+}
 
 }  // namespace tether::testing

@@ -41,7 +41,7 @@ class FakeBackend : public AdminBackend {
   nlohmann::json DeadLetters() override;
   void RetryDeadLetter(const std::optional<std::string>& id, std::function<void(AdminResult)> done) override;
   void DropDeadLetter(const std::optional<std::string>& id, std::function<void(AdminResult)> done) override;
-  AdminResult Reload() override;
+  void Reload(std::function<void(AdminResult)> done) override;
   nlohmann::json StoreCheck() override;
 
   std::atomic<bool> ready{true};
@@ -65,6 +65,7 @@ struct FakeAdmin {
   FakeAdmin();
   ~FakeAdmin();
   std::string address() const { return "127.0.0.1:" + std::to_string(server->port()); }
+  const std::string token = "test-admin-token-0123456789";
   LoopThread loop;
   FakeBackend backend{&loop};
   std::unique_ptr<AdminServer> server;

@@ -200,6 +200,8 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
   m.cloud_clock_uncertainty_ms().Set(400);
   m.cloud_clock_current().Set(1);
   m.cloud_streams.With({"polling"}).Set(2);
+  m.admin_refused_total.With({"unauthorized"}).Inc(2);
+  m.admin_dropped_total.With({"timeout"}).Inc(8);
 
   Exposition e = Parse(r.Render());
   const std::map<std::string, std::string> types = {
@@ -219,7 +221,8 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
       {"tether_coap_peers_dropped_total", "counter"}, {"tether_notifications_total", "counter"},
       {"tether_upload_state", "gauge"},      {"tether_queue_held_age_seconds", "gauge"},
       {"tether_timestamps_estimated_total", "counter"}, {"tether_cloud_clock_uncertainty_ms", "gauge"},
-      {"tether_cloud_clock_current", "gauge"}, {"tether_cloud_streams", "gauge"}};
+      {"tether_cloud_clock_current", "gauge"}, {"tether_cloud_streams", "gauge"},
+      {"tether_admin_refused_total", "counter"}, {"tether_admin_dropped_total", "counter"}};
   EXPECT_EQ(e.type, types);
   for (const auto& [name, type] : types) EXPECT_FALSE(e.help[name].empty()) << name;
 
@@ -261,12 +264,14 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
            {"tether_timestamps_estimated_total", {{"route", "devices"}}, 5},
            {"tether_cloud_clock_uncertainty_ms", {}, 400},
            {"tether_cloud_clock_current", {}, 1},
-           {"tether_cloud_streams", {{"state", "polling"}}, 2}}) {
+           {"tether_cloud_streams", {{"state", "polling"}}, 2},
+           {"tether_admin_refused_total", {{"reason", "unauthorized"}}, 2},
+           {"tether_admin_dropped_total", {{"reason", "timeout"}}, 8}}) {
     const Sample* s = Find(e, w.name, w.labels);
     ASSERT_NE(s, nullptr) << w.name;
     EXPECT_EQ(s->value, w.value) << w.name;
   }
-  EXPECT_EQ(e.samples.size(), 33u);
+  EXPECT_EQ(e.samples.size(), 35u);
 }
 
 }  // namespace

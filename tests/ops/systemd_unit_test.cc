@@ -48,7 +48,8 @@ TEST_F(SystemdUnitTest, RequiredDirectivesPresent) {
   for (const char* line :
        {"Type=notify", "NotifyAccess=main", "ExecStart=/usr/bin/tetherd --config /etc/tether/tether.yaml",
         "ExecReload=/bin/kill -HUP $MAINPID", "WatchdogSec=30s", "Restart=on-failure", "User=tether", "Group=tether",
-        "StateDirectory=tether", "ConfigurationDirectory=tether", "ProtectSystem=strict", "NoNewPrivileges=yes",
+        "StateDirectory=tether", "ConfigurationDirectory=tether",
+        "RuntimeDirectory=tether", "RuntimeDirectoryMode=0750", "ProtectSystem=strict", "NoNewPrivileges=yes",
         "CapabilityBoundingSet=\n", "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
         "SystemCallFilter=@system-service", "UMask=0077"}) {
     EXPECT_NE(unit_text_.find(std::string("\n") + line), std::string::npos) << "missing: " << line;

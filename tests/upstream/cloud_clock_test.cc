@@ -8,6 +8,7 @@
 #include <atomic>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <unistd.h>
 
 #include "tests/upstream/fakecloud_process.h"
@@ -140,7 +141,10 @@ TEST_F(ClockTest, UnauthorizedPresenceWriteRefreshesTheCredentialAndRetries) {
   cloud.control({{"op", "tokens"}, {"values", {"good"}}});
   std::string path = ::testing::TempDir() + "/clock_token_" + std::to_string(getpid());
   std::ofstream(path) << "stale\n";
-  auto creds = MakeAccessTokenFile(path);
+  auto creds = MakeAccessTokenFile(path, [](const std::string& p) {  // tetherd reads through ReadSecretFile
+    std::ifstream in(p);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  });
   CloudClockOptions o;
   o.retry_initial_ms = 50;
   o.retry_max_ms = 100;

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <fstream>
 #include <functional>
+#include <iterator>
 
 #include "tests/upstream/fakecloud_process.h"
 #include "tests/upstream/memory_outbox.h"
@@ -159,7 +160,10 @@ TEST_F(DrainerTest, UnauthorizedPausesUntilCredentialRefreshed) {
   cloud.control({{"op", "tokens"}, {"values", {"good"}}});
   std::string path = ::testing::TempDir() + "/token_" + std::to_string(getpid());
   std::ofstream(path) << "stale\n";
-  auto creds = MakeAccessTokenFile(path);
+  auto creds = MakeAccessTokenFile(path, [](const std::string& p) {  // tetherd reads through ReadSecretFile
+    std::ifstream in(p);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  });
   AddWrites("a", 100);
   Start(cloud, *creds, {{"a", "r"}});
   ASSERT_TRUE(RunUntil(&loop_, [&] { return drainer_->stats()["a"].auth_errors >= 2; }));

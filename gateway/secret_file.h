@@ -1,0 +1,28 @@
+// ReadSecretFile: the one way tetherd reads a file that holds a secret — the DTLS keys
+// (dtls.keys_file, dtls.master_key_file), app HMAC secrets (apps[].auth.secret_file) and the cloud
+// credentials (upstream.secret_file, access_token_file, service_account_file).
+//
+// Like ssh with a private key, it refuses a file that others could change and warns about one that
+// others can read. Checked on the file actually opened (fstat of the descriptor, after symlinks):
+//  - refused: not a regular file; writable by every user (mode o+w); in a directory every user may
+//    write to without the sticky bit (anyone could put another file in its place) — the
+//    directory of the path as written and, for a symlink, of its target; unreadable; over 64 MiB.
+//  - warned (spdlog, once per path and mode in a process): readable by every user (mode o+r).
+// Errors and warnings name the path and the reason, never the content. Thread-safe.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace tether {
+
+class SecretFileError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The whole content of `path`; throws SecretFileError (what(): "<path>: <why>" or "cannot read
+// <path>: <errno text>").
+std::string ReadSecretFile(const std::string& path);
+
+}  // namespace tether
