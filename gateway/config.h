@@ -32,6 +32,11 @@ struct DeviceConfig {
   uint32_t max_payload = 16 * 1024;  // larger request bodies get 4.13
   // While the oldest commit in progress has waited longer than this, new writes get 5.03.
   Millis max_write_wait{100};
+  // Per-session caps (a hostile session cannot grow the gateway without bound); beyond them a
+  // registration gets 4.03 with a diagnostic. Far above what an SDK application registers.
+  uint32_t max_observers_per_session = 256;
+  uint32_t max_ondisconnect_per_session = 256;
+  uint64_t max_ondisconnect_bytes_per_session = 256 * 1024;  // paths + encoded values
 };
 
 // CoAP over DTLS 1.2 with pre-shared keys. The PSK identity is the device id.

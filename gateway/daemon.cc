@@ -109,7 +109,15 @@ Config RunnableConfig(const Config& started, Config next, std::vector<std::strin
   }
   check(SyncRoots(next) != SyncRoots(started), "routes[].sync");
   next.gateway_id = started.gateway_id;
-  next.device = started.device;
+  {
+    // The per-session caps apply to the next registrations (what a session holds beyond a lowered
+    // cap stays until it goes); the rest of `device` needs a restart.
+    DeviceConfig running = started.device;
+    running.max_observers_per_session = next.device.max_observers_per_session;
+    running.max_ondisconnect_per_session = next.device.max_ondisconnect_per_session;
+    running.max_ondisconnect_bytes_per_session = next.device.max_ondisconnect_bytes_per_session;
+    next.device = running;
+  }
   next.store = started.store;
   next.admin_listen = started.admin_listen;
   next.admin_token_file = started.admin_token_file;
@@ -183,6 +191,8 @@ bool Daemon::StartModules() {
                store_->queue().Totals().entries, store_->sessions().Count());
   try {
     device_api_ = std::make_unique<DeviceApi>(&loop_, *store_, std::make_shared<RouteTable>(config_));
+    // A reload replaces psk_: a DTLS session's identity is judged by the keys in force.
+    device_api_->SetPskKnown([this](std::string_view identity) { return !psk_ || psk_->KeyFor(identity).has_value(); });
   } catch (const ConfigError& e) {
     spdlog::critical("{}", e.what());
     return false;
@@ -557,6 +567,8 @@ void Daemon::ApplyReload(ReloadJob& job) {
       }
     }
     psk_ = std::move(psk);
+    // Sessions whose credentials are gone end, observations the routes no longer allow end (4.03).
+    if (device_api_) device_api_->RevokeAfterReload();
     SetLogLevel(next.log_level);
     config_ = std::move(next);
     if (restart.empty()) {

@@ -74,6 +74,12 @@ std::string DaemonAdmin::MetricsText() {
   m.transaction_conflicts_total.With({"cloud"}).Set(static_cast<double>(c.transaction_conflicts));
   m.device_events_total.With({"ondisconnect_denied"}).Set(static_cast<double>(c.ondisconnect_denied));
   m.device_events_total.With({"response_failed"}).Set(static_cast<double>(c.responses_failed));
+  m.device_events_total.With({"ondisconnect_discarded"}).Set(static_cast<double>(c.ondisconnect_discarded));
+  m.session_limit_refused_total.With({"observers"}).Set(static_cast<double>(c.observers_refused));
+  m.session_limit_refused_total.With({"ondisconnect_count"}).Set(static_cast<double>(c.ondisconnect_refused_count));
+  m.session_limit_refused_total.With({"ondisconnect_bytes"}).Set(static_cast<double>(c.ondisconnect_refused_bytes));
+  m.revocations_total.With({"session"}).Set(static_cast<double>(c.sessions_revoked));
+  m.revocations_total.With({"observation"}).Set(static_cast<double>(c.observations_revoked));
   const coap::Counters e = p_.endpoint->counters();
   m.device_events_total.With({"too_large"}).Set(static_cast<double>(e.too_large));
   m.device_events_total.With({"observe_timeout"}).Set(static_cast<double>(e.observers_timed_out));

@@ -231,6 +231,10 @@ void DeviceApi::RestoreSessions() {
     s.long_token = r.long_token;
     if (addr) s.addr = *addr;
     s.anonymous = AnonymousId(r.device_id);
+    // The token is not kept: an hmac session is taken as opened by the secret in force now.
+    if (!s.anonymous && !(addr && addr->secure)) {
+      if (auto a = auth_.find(r.app_id); a != auth_.end()) s.credential = a->second->RestoredFingerprint(r.device_id);
+    }
     s.created_wall_ms = r.created_ms;
     s.last_seen_ms = now;  // undated: a full timeout to come back after the gateway restart
     // The last ping the store recorded (the session's first, or all at a graceful stop): an older
@@ -490,6 +494,8 @@ struct DeviceApi::PendingOpen {
   std::shared_ptr<Call> call;
   std::string device;  // empty: anonymous (an id is generated, or taken over from its predecessor)
   std::string key;     // OpenKey
+  std::string credential;  // DeviceAuthenticator::Fingerprint of the token (empty over DTLS)
+  uint64_t reloads_seen = 0;  // DeviceApi::reloads_ when it was authenticated
 };
 
 void DeviceApi::HandleOpen(Call& c) {
@@ -500,6 +506,8 @@ void DeviceApi::HandleOpen(Call& c) {
   }
   // Over DTLS the handshake authenticated the device: its PSK identity is the device id.
   AuthOutcome auth = c.peer.secure ? AuthOutcome{true, c.identity} : AuthenticatorFor(c.app).Authenticate(c.payload);
+  // A reload may have removed the identity's key after its handshake: its connection opens nothing.
+  if (c.peer.secure && psk_known_ && !psk_known_(c.identity)) auth.ok = false;
   if (!auth.ok) {
     ++counters_.auth_failures;
     spdlog::info("device at {} failed to authenticate to app '{}'", c.peer.to_string(), c.app);
@@ -509,6 +517,8 @@ void DeviceApi::HandleOpen(Call& c) {
   open->call = std::make_shared<Call>(c);
   open->device = auth.device;
   open->key = OpenKey(c.app, auth.device, auth.device.empty(), c.peer);
+  if (!c.peer.secure) open->credential = DeviceAuthenticator::Fingerprint(c.payload);
+  open->reloads_seen = reloads_;
   // One open at a time per device, so a second POST /.cs continues the session the first one
   // opens instead of running beside it (and leaving it to time out with the device's operations).
   auto [waiting, first] = opening_.try_emplace(open->key);
@@ -532,6 +542,7 @@ void DeviceApi::OpenSession(std::shared_ptr<PendingOpen> open) {
   s.long_token = RandomToken(32);
   s.app = c.app;
   s.anonymous = anonymous;
+  s.credential = open->credential;
   // Never the session token: ids are logged. An anonymous device keeps the id it had.
   s.device = !anonymous ? open->device : !preds.empty() ? preds.front()->device : "anon-" + RandomToken(8);
   s.addr = c.peer;
@@ -593,9 +604,16 @@ void DeviceApi::CommitOpen(std::shared_ptr<PendingOpen> open, Session s, std::ve
         s.carried_through_order = std::max(s.carried_through_order, op.order);
       }
     }
-    Stamp(sessions_.Add(std::move(s)));
+    Session& added = sessions_.Add(std::move(s));
+    Stamp(added);
     ++counters_.sessions_opened;
     counters_.sessions_continued += continued.size();
+    // Authenticated before a reload that revoked its credential: it ends like the others did.
+    if (open->reloads_seen != reloads_ && !CredentialValid(added)) {
+      RevokeSession(added.id);
+      ReplyError(*open->call, coap::code::kUnauthorized, "invalid auth token");
+      return FinishOpen(open->key);
+    }
     Reply(*open->call, coap::code::kContent, Encode(body, open->call->json_out));
     FinishOpen(open->key);
   });
@@ -659,7 +677,7 @@ void DeviceApi::HandleRebind(Call& c) {
   if (endpoint_) {
     for (coap::ObserverId id : observers_.OfSession(s->id)) endpoint_->move_observer(id, c.peer);
   }
-  s->notified_since_checkpoint = 0;
+  ReencodeObservers(*s);  // their entries name the old address
   store::WriteBatch batch;
   batch.PutSession(SessionRecordOf(*s));
   CommitThenReply(c, std::move(batch));
@@ -681,6 +699,90 @@ bool DeviceApi::Kick(const std::string& device_or_session) {
   });
   for (const auto& id : ids) EndSession(id, EndCause::kKicked);
   return !ids.empty();
+}
+
+bool DeviceApi::CredentialValid(const Session& s) const {
+  auto app = routes_->FindApp(s.app);
+  if (!app || app->id != s.app) return false;  // the app is gone
+  if (s.addr.secure) return !psk_known_ || psk_known_(s.device);  // the PSK identity is the device id
+  auto a = auth_.find(s.app);
+  if (a == auth_.end()) a = auth_.find(Config::kAnyApp);
+  return a != auth_.end() && a->second->StillAccepts(s.device, s.anonymous, s.credential);
+}
+
+size_t DeviceApi::RevokeSession(std::string session_id) {
+  std::optional<Session> s = DetachSession(session_id);  // its observations end with it
+  if (!s) return 0;
+  // Discarded, not run: they were registered under the credential just revoked, and whoever held
+  // it must not write after the revocation (docs/operations.md, "Security model").
+  const size_t discarded = store_.sessions().OnDisconnectOps(s->id).size();
+  spdlog::debug("device '{}' (app '{}', {}): session revoked, {} onDisconnect operation(s) discarded", s->device,
+                s->app, s->addr.to_string(), discarded);
+  store::WriteBatch batch;
+  batch.RemoveSession(s->id, /*must_exist=*/false);  // and every operation, however late it committed
+  std::string device = s->device;
+  store_.Submit(std::move(batch), [device](const store::BatchResult& r) {
+    if (!r.status.ok() && r.status.code != store::StatusCode::kClosed) {
+      spdlog::error("revoked session of device '{}' not removed from the store: {} (it is restored, and "
+                    "revoked again, at the next start)", device, r.status.ToString());
+    }
+  });
+  ++counters_.sessions_revoked;
+  counters_.ondisconnect_discarded += discarded;
+  return discarded;
+}
+
+void DeviceApi::RevokeAfterReload() {
+  ++reloads_;  // opens authenticated before this are checked again when they commit
+  std::vector<std::string> revoked;
+  sessions_.ForEach([&](const Session& s) {
+    if (!CredentialValid(s)) revoked.push_back(s.id);
+  });
+  size_t discarded = 0;
+  for (const std::string& id : revoked) discarded += RevokeSession(id);
+
+  // Observations of the sessions that remain, against the new routes (as a restart does).
+  std::vector<coap::ObserverId> denied;
+  std::vector<Observer> moved;
+  for (const auto& [path, ids] : observers_.All()) {
+    for (coap::ObserverId id : ids) {
+      const Observer* o = observers_.Find(id);
+      if (!o || o->device_path.rfind(".info", 0) == 0) continue;
+      const Session* s = sessions_.ById(o->session_id);
+      if (!s) continue;
+      const std::string plain = o->device_path.substr(0, o->device_path.find('?'));
+      auto res = routes_->Resolve(s->app, s->device, SplitPath(plain));
+      if (!res || !res->may_read) {
+        denied.push_back(id);
+      } else if (std::string cloud = JoinPath(res->cloud_path); cloud != o->path) {
+        Observer m = *o;  // the path now maps elsewhere: observe that, from its current snapshot
+        m.path = std::move(cloud);
+        m.route = res->route->name;
+        m.last_digest = 0;
+        moved.push_back(std::move(m));
+      }
+    }
+  }
+  static constexpr char kDiag[] = "read not allowed";
+  const coap::Response end{kForbidden, {reinterpret_cast<const uint8_t*>(kDiag), sizeof kDiag - 1}, std::nullopt,
+                           std::nullopt};
+  for (coap::ObserverId id : denied) {
+    if (endpoint_) endpoint_->notify(id, end);  // a final 4.03 without Observe: the device stops listening
+    RemoveObserver(id);
+  }
+  counters_.observations_revoked += denied.size();
+  std::vector<std::string> paths;
+  for (Observer& m : moved) {
+    paths.push_back(m.path);
+    AddObserver(std::move(m));
+  }
+  NotifyPaths(paths);
+  if (!revoked.empty() || !denied.empty()) {
+    spdlog::warn("reload: revoked {} device session(s) whose credentials are gone (their {} onDisconnect "
+                 "operation(s) discarded, not run; their next request gets 4.01) and ended {} observation(s) "
+                 "the routes no longer allow (4.03)",
+                 revoked.size(), discarded, denied.size());
+  }
 }
 
 int64_t DeviceApi::LoopNow() {
@@ -857,11 +959,12 @@ void DeviceApi::HandleInfo(Call& c, const std::vector<std::string>& path) {
   std::string body = Encode(InfoValue(path[1]), c.json_out);
   if (c.observe == 1u) return Unobserve(c, *s, dev_path);
   if (c.observe == 0u) {
+    if (RefuseOverObserverCap(c, *s, dev_path)) return;
     std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(body.data()), body.size());
     coap::Response resp{coap::code::kContent, bytes, std::nullopt, std::nullopt};
     if (c.native) resp.content_format = c.json_out ? kContentFormatJson : kContentFormatCbor;
     coap::ObserverId id = endpoint_->respond_observe(c.id, resp);
-    if (id) AddObserver({id, s->id, dev_path, dev_path, c.json_out, c.native, SnapshotDigest(body), nullptr, {}});
+    if (id) AddObserver({id, s->id, dev_path, dev_path, c.json_out, c.native, SnapshotDigest(body), nullptr, {}, {}});
     CountAnswer(coap::code::kGet, coap::code::kContent);
     return;
   }
@@ -921,6 +1024,7 @@ void DeviceApi::HandleRead(Call& c, Session& s, const std::vector<std::string>& 
   if (c.query) dev_path += "?" + c.query->Canonical();
   if (c.observe == 1u) return Unobserve(c, s, dev_path);  // the SDK deregisters with a new token
   if (!res || !res->may_read) return ReplyError(c, kForbidden, "read not allowed at /" + JoinPath(path));
+  if (c.observe == 0u && RefuseOverObserverCap(c, s, dev_path)) return;
   std::string cloud = JoinPath(res->cloud_path);
   if (c.query) return HandleQuery(c, s, cloud, dev_path, res->route->name, c.query);
   if (c.observe == 0u) {
@@ -932,7 +1036,7 @@ void DeviceApi::HandleRead(Call& c, Session& s, const std::vector<std::string>& 
     coap::ObserverId id = endpoint_->respond_observe(c.id, resp);
     // Digest of the CBOR form: notifications compare against the same encoding.
     if (id) AddObserver({id, s.id, cloud, dev_path, c.json_out, c.native, SnapshotDigest(EncodeCbor(value)), nullptr,
-                         res->route->name});
+                         res->route->name, {}});
     CountAnswer(coap::code::kGet, coap::code::kContent);
     // Outside sync roots the cloud's value reaches the observer as a notification.
     if (id && cloud_reader_ && cloud_connected_ && !InSyncRoot(cloud) && (!Holds(cloud, "") || RefreshDue(cloud, ""))) {
@@ -1045,6 +1149,7 @@ void DeviceApi::HandleQuery(Call& c, Session& s, const std::string& cloud, const
 void DeviceApi::AnswerQuery(Call& c, Session& s, const std::string& cloud, const std::string& dev_path,
                             const std::string& route, std::shared_ptr<const Query> q, const Json& result) {
   if (c.observe != 0u) return Reply(c, coap::code::kContent, Encode(result, c.json_out));
+  if (RefuseOverObserverCap(c, s, dev_path)) return;  // others registered while the cloud answered
   std::string body = Encode(result, c.json_out);
   std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(body.data()), body.size());
   coap::Response resp{coap::code::kContent, bytes, std::nullopt, std::nullopt};
@@ -1052,7 +1157,7 @@ void DeviceApi::AnswerQuery(Call& c, Session& s, const std::string& cloud, const
   coap::ObserverId id = endpoint_ ? endpoint_->respond_observe(c.id, resp) : 0;
   if (id) {
     AddObserver({id, s.id, cloud, dev_path, c.json_out, c.native, SnapshotDigest(EncodeCbor(result)), std::move(q),
-                 route});
+                 route, {}});
   }
   CountAnswer(coap::code::kGet, coap::code::kContent);
 }
@@ -1221,9 +1326,60 @@ void DeviceApi::HandleOnDisconnect(Call& c, Session& s, const std::vector<std::s
     }
     // Registering again replaces what was carried over from an earlier session at this path.
     if (s.carried_through_order) batch.CancelOnDisconnect(s.id, dev_path, s.carried_through_order);
+    // The caps count what the store holds for the session (bounded by them: one short scan),
+    // less what this registration replaces, plus the registrations still being committed.
+    const DeviceConfig& limits = routes_->config().device;
+    const uint64_t mine = op.path.size() + op.payload.size();
+    uint64_t count = 0, bytes = 0;
+    for (const store::OnDisconnectOp& held : store_.sessions().OnDisconnectOps(s.id)) {
+      const bool replaced = s.carried_through_order && held.order <= s.carried_through_order &&
+                            (dev_path.empty() || held.path == dev_path || held.path.rfind(dev_path + "/", 0) == 0);
+      if (replaced) continue;
+      ++count;
+      bytes += held.path.size() + held.payload.size();
+    }
+    if (auto p = ondisconnect_pending_.find(s.id); p != ondisconnect_pending_.end()) {
+      count += p->second.count;
+      bytes += p->second.bytes;
+    }
+    if (count >= limits.max_ondisconnect_per_session) {
+      ++counters_.ondisconnect_refused_count;
+      return ReplyError(c, kForbidden, fmt::format("too many onDisconnect operations: {} per session "
+                                                   "(device.max_ondisconnect_per_session)",
+                                                   limits.max_ondisconnect_per_session));
+    }
+    if (bytes + mine > limits.max_ondisconnect_bytes_per_session) {
+      ++counters_.ondisconnect_refused_bytes;
+      return ReplyError(c, kForbidden, fmt::format("onDisconnect operations over {} bytes per session "
+                                                   "(device.max_ondisconnect_bytes_per_session)",
+                                                   limits.max_ondisconnect_bytes_per_session));
+    }
     batch.AddOnDisconnect(s.id, std::move(op));
+    PendingOnDisconnect& pending = ondisconnect_pending_[s.id];
+    ++pending.count;
+    pending.bytes += mine;
+    auto alive = alive_;
+    auto call = std::make_shared<Call>(c);
+    return store_.Submit(std::move(batch), [this, alive, call, session_id = s.id, mine](const store::BatchResult& r) {
+      if (!*alive) return;
+      if (auto p = ondisconnect_pending_.find(session_id); p != ondisconnect_pending_.end()) {
+        --p->second.count;
+        p->second.bytes -= mine;
+        if (p->second.count == 0) ondisconnect_pending_.erase(p);
+      }
+      if (!r.status.ok()) return ReplyStoreStatus(*call, r.status);
+      Reply(*call, coap::code::kContent);
+    });
   }
   CommitThenReply(c, std::move(batch));
+}
+
+bool DeviceApi::RefuseOverObserverCap(Call& c, const Session& s, const std::string& dev_path) {
+  const uint32_t max = routes_->config().device.max_observers_per_session;
+  if (observers_.CountOfSession(s.id) < max || observers_.FindBySessionPath(s.id, dev_path)) return false;
+  ++counters_.observers_refused;
+  ReplyError(c, kForbidden, fmt::format("too many observations: {} per session (device.max_observers_per_session)", max));
+  return true;
 }
 
 void DeviceApi::CommitThenReply(Call& c, store::WriteBatch batch) {
@@ -1294,34 +1450,63 @@ void DeviceApi::RemoveObserver(coap::ObserverId id) {
 
 void DeviceApi::CountNotification(const std::string& session_id) {
   Session* s = sessions_.ById(session_id);
-  if (s && ++s->notified_since_checkpoint >= kSeqCheckpointEvery) PersistSession(session_id);
+  if (s && ++s->notified_since_checkpoint >= kSeqCheckpointEvery) {
+    ReencodeObservers(*s);  // checkpoints every Observe value
+    PersistSession(session_id);
+  }
+}
+
+void DeviceApi::ReencodeObservers(Session& s) {
+  for (coap::ObserverId id : observers_.OfSession(s.id)) {
+    if (Observer* o = observers_.Find(id)) o->persisted.clear();
+  }
+  s.notified_since_checkpoint = 0;
 }
 
 store::SessionRecord DeviceApi::SessionRecordOf(const Session& s) {
   store::SessionRecord r = ToRecord(s, sessions_.timeout_ms(), LoopNow());
-  std::vector<PersistedObserver> obs;
+  // Entries are encoded once (when first written, or after ReencodeObservers): writing the record
+  // of a session with n observations copies n entries instead of encoding n.
+  std::vector<const std::string*> entries;
   for (coap::ObserverId id : observers_.OfSession(s.id)) {
-    const Observer* o = observers_.Find(id);
-    std::optional<coap::ObserverState> wire = endpoint_ ? endpoint_->observer_state(id) : std::nullopt;
-    if (!o || !wire) continue;
-    obs.push_back({o->device_path, o->path, o->route, o->query, o->json, o->native, *wire});
+    Observer* o = observers_.Find(id);
+    if (!o) continue;
+    if (o->persisted.empty()) {
+      std::optional<coap::ObserverState> wire = endpoint_ ? endpoint_->observer_state(id) : std::nullopt;
+      if (!wire) continue;
+      o->persisted = EncodeObserver({o->device_path, o->path, o->route, o->query, o->json, o->native, *wire});
+    }
+    entries.push_back(&o->persisted);
   }
-  r.observers = EncodeObservers(obs);
+  r.observers = JoinObservers(entries);
   return r;
 }
 
 void DeviceApi::PersistSession(const std::string& session_id) {
   Session* s = sessions_.ById(session_id);
   if (!s) return;  // ended (its record is being removed) or not yet committed (HandleOpen)
-  s->notified_since_checkpoint = 0;
+  // One write in flight per session: changes meanwhile are written together when it commits, so
+  // registering n observations writes the record at most once per commit, not n times (each write
+  // holds all of the session's observations).
+  if (auto [it, first] = persisting_.try_emplace(session_id, false); !first) {
+    it->second = true;
+    return;
+  }
   store::WriteBatch batch;
   batch.PutSession(SessionRecordOf(*s));
   std::string device = s->device;
-  store_.Submit(std::move(batch), [device](const store::BatchResult& r) {
+  auto alive = alive_;
+  store_.Submit(std::move(batch), [this, alive, device, session_id](const store::BatchResult& r) {
     if (!r.status.ok() && r.status.code != store::StatusCode::kClosed) {
       spdlog::warn("observations of device '{}' not recorded: {} (a restart may lose them)", device,
                    r.status.ToString());
     }
+    if (!*alive) return;
+    auto it = persisting_.find(session_id);
+    if (it == persisting_.end()) return;
+    const bool again = it->second;
+    persisting_.erase(it);
+    if (again) PersistSession(session_id);
   });
 }
 

@@ -13,6 +13,8 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <string_view>
+#include <unordered_map>
 #include <string>
 #include <unordered_set>
 #include <utility>
@@ -49,6 +51,12 @@ struct DeviceApiCounters {
   // Sessions a device's new session continued (its onDisconnect operations moved on, none ran);
   // loop stalls noticed and their total length (given back to every session's timeout).
   uint64_t sessions_continued = 0, loop_stalls = 0, loop_stalled_ms = 0;
+  // Per-session caps: registrations refused (4.03) by device.max_observers_per_session,
+  // max_ondisconnect_per_session and max_ondisconnect_bytes_per_session.
+  uint64_t observers_refused = 0, ondisconnect_refused_count = 0, ondisconnect_refused_bytes = 0;
+  // Reloads: sessions ended because their credential is gone (their onDisconnect operations
+  // discarded, not run), and observations ended with 4.03 because the routes no longer allow them.
+  uint64_t sessions_revoked = 0, ondisconnect_discarded = 0, observations_revoked = 0;
   std::map<std::string, uint64_t> requests;  // "GET 2.05" -> count (DeviceApi::counters() fills it)
 };
 
@@ -94,6 +102,16 @@ class DeviceApi : public coap::Handler {
   // down is sent again).
   static int64_t RestartGraceMs(int64_t session_timeout_ms);
   void SetRoutes(std::shared_ptr<const RouteTable> routes);  // reload: applies to new requests
+  // Whether a DTLS PSK identity has a key (the daemon's PskStore, which a reload replaces). Unset:
+  // every identity the handshake authenticated does.
+  void SetPskKnown(std::function<bool(std::string_view identity)> known) { psk_known_ = std::move(known); }
+  // After a reload (SetRoutes, and the DTLS keys replaced): ends every session whose credential is
+  // gone — app removed, token no longer listed, HMAC secret changed, DTLS identity without a key —
+  // without running its onDisconnect operations (they are discarded: whoever held the credential
+  // cannot write after its revocation); its next request gets 4.01. Then ends with a final 4.03
+  // every observation the new routes no longer let its session read (one whose path now maps to
+  // another cloud path follows it). Logs one line with the counts when anything was revoked.
+  void RevokeAfterReload();
   // Cloud link state and clock estimate (cloud ms - local wall ms); notifies .info observers.
   void SetCloudLink(bool connected, std::optional<int64_t> offset_ms);
   // The uploader found a compare-and-set write conflicting with the cloud (counted).
@@ -125,6 +143,10 @@ class DeviceApi : public coap::Handler {
   struct Call;  // one request being answered
   enum class EndCause { kTimeout, kGoOffline, kKicked };
   struct PendingOpen;  // a POST /.cs waiting for an earlier one of the same device
+  // Registrations of onDisconnect operations submitted and not yet committed, per session.
+  struct PendingOnDisconnect {
+    uint64_t count = 0, bytes = 0;
+  };
 
   const DeviceAuthenticator& AuthenticatorFor(const std::string& app) const;
   void HandleOpen(Call& c);
@@ -164,6 +186,13 @@ class DeviceApi : public coap::Handler {
                   std::function<void(std::optional<Json>)> done);
   void HandleWrite(Call& c, Session& s, const std::vector<std::string>& path);
   void HandleOnDisconnect(Call& c, Session& s, const std::vector<std::string>& path, bool cancel);
+  // 4.03 (and true) when s already has device.max_observers_per_session observations and this one
+  // would not replace one of them.
+  bool RefuseOverObserverCap(Call& c, const Session& s, const std::string& dev_path);
+  // False when the configuration in force would not open s again (RevokeAfterReload).
+  bool CredentialValid(const Session& s) const;
+  // Ends s without running its onDisconnect operations; returns how many were discarded.
+  size_t RevokeSession(std::string session_id);  // by value: callers pass Session::id of the session it removes
 
   // Takes the id by value: callers often pass Session::id of the session this removes.
   void EndSession(std::string session_id, EndCause cause, std::function<void()> done = {});
@@ -201,6 +230,9 @@ class DeviceApi : public coap::Handler {
   void RemoveObserver(coap::ObserverId id);
   void CountNotification(const std::string& session_id);
   store::SessionRecord SessionRecordOf(const Session& s);
+  // The session's observation entries are encoded again at its next write, with the engine's
+  // current Observe values and addresses (every kSeqCheckpointEvery notifications, on /.rst).
+  void ReencodeObservers(Session& s);
   void PersistSession(const std::string& session_id);
   void ReleaseRestored();  // restored observations may be notified now
   store::QueueEntry QueueEntryFor(const std::string& route, const std::string& device, store::OpKind kind,
@@ -233,6 +265,12 @@ class DeviceApi : public coap::Handler {
   LoopStallDetector stall_;
   SessionContinuity continuity_;
   std::map<std::string, std::vector<std::shared_ptr<PendingOpen>>> opening_;  // open key -> waiting
+  std::unordered_map<std::string, PendingOnDisconnect> ondisconnect_pending_;  // session id -> in flight
+  // Sessions whose record is being written: true when it changed again meanwhile (written once
+  // more when the write commits), so a burst of registrations costs one write per commit.
+  std::unordered_map<std::string, bool> persisting_;
+  std::function<bool(std::string_view)> psk_known_;
+  uint64_t reloads_ = 0;  // RevokeAfterReload calls
   DeviceApiCounters counters_;
   uint64_t shed_first_ms_ = 0, shed_last_ms_ = 0;  // uv_now: the shedding episode's first / latest 5.03
   // Answers by method (GET, POST, PUT, DELETE, FETCH, PATCH, other) and code: an array increment

@@ -1,6 +1,7 @@
 #include "gateway/device_auth.h"
 
 #include <mbedtls/md.h>
+#include <mbedtls/sha256.h>
 
 #include "gateway/data_rules.h"
 #include "gateway/secret_file.h"
@@ -75,6 +76,35 @@ AuthOutcome DeviceAuthenticator::Authenticate(std::string_view token) const {
     }
   }
   return {};
+}
+
+std::string DeviceAuthenticator::Fingerprint(std::string_view token) {
+  unsigned char hash[32];
+  mbedtls_sha256_ret(reinterpret_cast<const unsigned char*>(token.data()), token.size(), hash, 0);
+  return std::string(reinterpret_cast<const char*>(hash), sizeof hash);
+}
+
+bool DeviceAuthenticator::StillAccepts(std::string_view device, bool anonymous, const std::string& fingerprint) const {
+  switch (auth_.mode) {
+    case AppAuth::Mode::kOpen: return true;  // any token opens a session (the id it names is only a claim)
+    case AppAuth::Mode::kTokens: {
+      if (anonymous) return false;  // a listed token always names a device
+      for (const auto& t : auth_.tokens) {
+        if (t.device == device && (fingerprint.empty() || ConstantTimeEqual(Fingerprint(t.token), fingerprint))) {
+          return true;
+        }
+      }
+      return false;
+    }
+    case AppAuth::Mode::kHmac:
+      if (anonymous || fingerprint.empty()) return false;
+      return ConstantTimeEqual(Fingerprint(HmacToken(secret_, device)), fingerprint);
+  }
+  return false;
+}
+
+std::string DeviceAuthenticator::RestoredFingerprint(std::string_view device) const {
+  return auth_.mode == AppAuth::Mode::kHmac ? Fingerprint(HmacToken(secret_, device)) : std::string();
 }
 
 }  // namespace tether

@@ -29,6 +29,17 @@ class DeviceAuthenticator {
 
   AuthOutcome Authenticate(std::string_view token) const;
 
+  // What a session keeps of the token that opened it: SHA-256 of the token (never the token).
+  static std::string Fingerprint(std::string_view token);
+  // Reload: whether a session of `device` opened with the token of this fingerprint would be
+  // opened by this configuration, i.e. its credential is still valid. An empty fingerprint (a
+  // session restored after a restart, which keeps none) is judged by its device: a `tokens` app
+  // must still list a token for it, an hmac app by RestoredFingerprint.
+  bool StillAccepts(std::string_view device, bool anonymous, const std::string& fingerprint) const;
+  // The fingerprint a restored session of `device` gets: that of the token this configuration
+  // expects of it in an hmac app (so a later change of the secret revokes it), else empty.
+  std::string RestoredFingerprint(std::string_view device) const;
+
   // The token a device with this id must present to an hmac app (for provisioning tools and tests).
   static std::string HmacToken(std::string_view secret, std::string_view device);
 

@@ -225,6 +225,14 @@ TetherMetrics::TetherMetrics(MetricsRegistry& r)
                                     "Admin API requests refused: no admin token, a Host naming another server, "
                                     "or made by a web page.", {"reason"})),
       admin_dropped_total(r.Counter("tether_admin_dropped_total",
-                                    "Admin API connections closed before their request was served.", {"reason"})) {}
+                                    "Admin API connections closed before their request was served.", {"reason"})),
+      session_limit_refused_total(r.Counter("tether_session_limit_refused_total",
+                                            "Registrations refused with 4.03 by a per-session cap: observations, "
+                                            "onDisconnect operations (count) or their bytes.",
+                                            {"limit"})),
+      revocations_total(r.Counter("tether_revocations_total",
+                                  "Ended by a reload: sessions whose credentials are gone (onDisconnect discarded), "
+                                  "observations the routes no longer allow (4.03).",
+                                  {"what"})) {}
 
 }  // namespace tether

@@ -116,6 +116,8 @@ struct TetherMetrics {
   MetricFamily& notifications_total;     // counter {outcome=sent|superseded}
   MetricFamily& admin_refused_total;     // counter {reason=unauthorized|host|browser}  admin requests refused
   MetricFamily& admin_dropped_total;     // counter {reason=timeout|evicted|too_large|overloaded}  closed unserved
+  MetricFamily& session_limit_refused_total;  // counter {limit=observers|ondisconnect_count|ondisconnect_bytes}  4.03
+  MetricFamily& revocations_total;       // counter {what=session|observation}  ended by a reload
 };
 
 }  // namespace tether

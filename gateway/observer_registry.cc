@@ -11,23 +11,24 @@ void Erase(std::vector<coap::ObserverId>& v, coap::ObserverId id) { v.erase(std:
 std::vector<coap::ObserverId> ObserverRegistry::Add(Observer o) {
   coap::ObserverId id = o.id;
   // The engine reuses an id only for the same registration.
-  if (auto old = by_id_.find(id);
-      old != by_id_.end() && old->second.path == o.path && old->second.session_id == o.session_id) {
+  if (auto old = by_id_.find(id); old != by_id_.end() && old->second.path == o.path &&
+                                  old->second.session_id == o.session_id &&
+                                  old->second.device_path == o.device_path) {
     old->second = std::move(o);
     return {};
   }
   Remove(id);
   // One registration per session and device path (+ query): a re-observe replaces the old one.
   std::vector<coap::ObserverId> replaced;
-  if (auto s = by_session_.find(o.session_id); s != by_session_.end()) {
-    for (coap::ObserverId other : s->second) {
-      if (by_id_[other].device_path == o.device_path) replaced.push_back(other);
-    }
+  auto& mine = by_session_[o.session_id];
+  auto [slot, fresh] = mine.try_emplace(o.device_path, id);
+  if (!fresh) {
+    replaced.push_back(slot->second);
+    slot->second = id;
   }
   const std::string path = o.path;
   auto [p, first] = by_path_.try_emplace(path);
   p->second.push_back(id);
-  by_session_[o.session_id].push_back(id);
   by_id_[id] = std::move(o);
   for (coap::ObserverId other : replaced) Remove(other);  // after the add: the path stays observed
   if (first && on_path_) on_path_(path, true);
@@ -42,9 +43,13 @@ void ObserverRegistry::Remove(coap::ObserverId id) {
   Erase(p->second, id);
   bool was_last = p->second.empty();
   if (was_last) last = p->first, by_path_.erase(p);
-  auto s = by_session_.find(it->second.session_id);
-  Erase(s->second, id);
-  if (s->second.empty()) by_session_.erase(s);
+  if (auto s = by_session_.find(it->second.session_id); s != by_session_.end()) {
+    // A replaced observer's slot already names its successor: leave that.
+    if (auto slot = s->second.find(it->second.device_path); slot != s->second.end() && slot->second == id) {
+      s->second.erase(slot);
+    }
+    if (s->second.empty()) by_session_.erase(s);
+  }
   by_id_.erase(it);
   if (was_last && on_path_) on_path_(last, false);
 }
@@ -57,16 +62,22 @@ Observer* ObserverRegistry::Find(coap::ObserverId id) {
 Observer* ObserverRegistry::FindBySessionPath(const std::string& session_id, const std::string& device_path) {
   auto s = by_session_.find(session_id);
   if (s == by_session_.end()) return nullptr;
-  for (coap::ObserverId id : s->second) {
-    Observer& o = by_id_[id];
-    if (o.device_path == device_path) return &o;
-  }
-  return nullptr;
+  auto slot = s->second.find(device_path);
+  return slot == s->second.end() ? nullptr : Find(slot->second);
 }
 
 std::vector<coap::ObserverId> ObserverRegistry::OfSession(const std::string& session_id) const {
+  std::vector<coap::ObserverId> out;
   auto s = by_session_.find(session_id);
-  return s == by_session_.end() ? std::vector<coap::ObserverId>{} : s->second;
+  if (s == by_session_.end()) return out;
+  out.reserve(s->second.size());
+  for (const auto& [device_path, id] : s->second) out.push_back(id);
+  return out;
+}
+
+size_t ObserverRegistry::CountOfSession(const std::string& session_id) const {
+  auto s = by_session_.find(session_id);
+  return s == by_session_.end() ? 0 : s->second.size();
 }
 
 std::map<std::string, std::vector<coap::ObserverId>> ObserverRegistry::Affected(const std::string& changed) const {

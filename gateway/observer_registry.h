@@ -4,6 +4,11 @@
 // observers of P, of every ancestor of P and of every descendant of P; Affected() finds them with
 // O(depth) hash lookups plus one ordered range scan. Each observer remembers a digest of the last
 // snapshot it was sent so unchanged snapshots are not re-sent. Loop thread only.
+//
+// Invariants:
+// - A session has at most one observer per device path (path + query); by_session_ maps each
+//   session's device paths to that observer, so registering, replacing, finding and counting a
+//   session's observers cost O(1) however many it has (only OfSession is O(n)).
 #pragma once
 
 #include <cstdint>
@@ -29,6 +34,11 @@ struct Observer {
   uint64_t last_digest = 0;  // digest of the last snapshot sent
   std::shared_ptr<const Query> query;  // set: the device observes this query's result at path
   std::string route;                   // route that serves path (for cloud refreshes of queries)
+  // Its entry in the session's store record (EncodeObserver), kept so that writing the record does
+  // not encode every observation again; empty: not encoded yet. Its Observe value may lag the
+  // engine's by the notifications since it was encoded (DeviceApi re-encodes them all before that
+  // reaches kSeqCheckpointEvery, and when the session moves).
+  std::string persisted;
 };
 
 class ObserverRegistry {
@@ -42,6 +52,7 @@ class ObserverRegistry {
   // The observer of this session at this device path, if any.
   Observer* FindBySessionPath(const std::string& session_id, const std::string& device_path);
   std::vector<coap::ObserverId> OfSession(const std::string& session_id) const;
+  size_t CountOfSession(const std::string& session_id) const;
 
   // Distinct observed paths affected by a change at `changed`, each with its observers.
   std::map<std::string, std::vector<coap::ObserverId>> Affected(const std::string& changed) const;
@@ -55,7 +66,8 @@ class ObserverRegistry {
   std::function<void(const std::string&, bool)> on_path_;
   std::unordered_map<coap::ObserverId, Observer> by_id_;
   std::map<std::string, std::vector<coap::ObserverId>> by_path_;  // ordered: descendant ranges
-  std::unordered_map<std::string, std::vector<coap::ObserverId>> by_session_;
+  // session id -> device path -> observer
+  std::unordered_map<std::string, std::unordered_map<std::string, coap::ObserverId>> by_session_;
 };
 
 // 64-bit FNV-1a of a snapshot's encoding.

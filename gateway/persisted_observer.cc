@@ -57,19 +57,38 @@ Query QueryFromJson(const Json& j) {
 
 }  // namespace
 
-std::string EncodeObservers(const std::vector<PersistedObserver>& observers) {
-  if (observers.empty()) return {};
-  Json all = Json::array();
-  for (const PersistedObserver& o : observers) {
-    const coap::ObserverState& w = o.wire;
-    Json j = {{"dev", o.device_path}, {"path", o.cloud_path}, {"route", o.route}, {"json", o.json},
-              {"native", o.native}, {"family", w.peer.family}, {"ip", ToHex(w.peer.ip.data(), w.peer.ip.size())},
-              {"port", w.peer.port}, {"secure", w.peer.secure}, {"socket", w.socket}, {"token", ToHex(w.token.bytes.data(), w.token.len)},
-              {"seq", w.seq}, {"resource", w.resource}, {"blocks", w.unasked_blocks}};
-    if (o.query) j["query"] = QueryToJson(*o.query);
-    all.push_back(std::move(j));
+std::string EncodeObserver(const PersistedObserver& o) {
+  const coap::ObserverState& w = o.wire;
+  Json j = {{"dev", o.device_path}, {"path", o.cloud_path}, {"route", o.route}, {"json", o.json},
+            {"native", o.native}, {"family", w.peer.family}, {"ip", ToHex(w.peer.ip.data(), w.peer.ip.size())},
+            {"port", w.peer.port}, {"secure", w.peer.secure}, {"socket", w.socket}, {"token", ToHex(w.token.bytes.data(), w.token.len)},
+            {"seq", w.seq}, {"resource", w.resource}, {"blocks", w.unasked_blocks}};
+  if (o.query) j["query"] = QueryToJson(*o.query);
+  return j.dump();
+}
+
+std::string JoinObservers(const std::vector<const std::string*>& entries) {
+  if (entries.empty()) return {};
+  size_t size = 2;
+  for (const std::string* e : entries) size += e->size() + 1;
+  std::string out;
+  out.reserve(size);
+  out += '[';
+  for (const std::string* e : entries) {
+    if (out.size() > 1) out += ',';
+    out += *e;
   }
-  return all.dump();
+  out += ']';
+  return out;
+}
+
+std::string EncodeObservers(const std::vector<PersistedObserver>& observers) {
+  std::vector<std::string> each;
+  each.reserve(observers.size());
+  for (const PersistedObserver& o : observers) each.push_back(EncodeObserver(o));
+  std::vector<const std::string*> entries;
+  for (const std::string& e : each) entries.push_back(&e);
+  return JoinObservers(entries);
 }
 
 std::vector<PersistedObserver> DecodeObservers(std::string_view blob, size_t* skipped) {

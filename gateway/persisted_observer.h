@@ -36,6 +36,11 @@ struct PersistedObserver {
 
 // JSON text; "" for no observers.
 std::string EncodeObservers(const std::vector<PersistedObserver>& observers);
+// One entry of that text, and the text of entries encoded one by one (EncodeObservers ==
+// JoinObservers of each EncodeObserver): a session's record is rebuilt from the entries it keeps,
+// without encoding every observation again.
+std::string EncodeObserver(const PersistedObserver& observer);
+std::string JoinObservers(const std::vector<const std::string*>& entries);
 // Entries that cannot be read are skipped and counted in *skipped (if given).
 std::vector<PersistedObserver> DecodeObservers(std::string_view blob, size_t* skipped = nullptr);
 

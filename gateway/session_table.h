@@ -32,6 +32,9 @@ struct Session {
   bool anonymous = false;   // the device gave no usable id: `device` is generated ("anon-...")
   std::string short_token;  // 8 chars, carried as .cs= on every request
   std::string long_token;   // 32 chars, proves ownership for /.rst
+  // DeviceAuthenticator::Fingerprint of the auth token that opened it (empty over DTLS, and for
+  // restored sessions of apps other than hmac): a reload ends the session when it no longer opens.
+  std::string credential;
   coap::Address addr;       // replies and liveness are tied to this address
   int64_t created_wall_ms = 0;
   int64_t last_seen_ms = 0;  // loop clock; a loop stall is given back (ShiftForStall)

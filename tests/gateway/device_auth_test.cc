@@ -62,5 +62,38 @@ TEST(DeviceAuth, UnreadableOrShortSecretIsAConfigError) {
   EXPECT_THROW(DeviceAuthenticator{app}, ConfigError);
 }
 
+// A reload keeps a session only while its token would still open it (docs/operations.md,
+// "Security model"); sessions restored after a restart keep no token and are judged by device.
+TEST(DeviceAuth, StillAcceptsJudgesASessionByTheTokenThatOpenedIt) {
+  AppConfig app{"a", true, {}};
+  app.auth.mode = AppAuth::Mode::kTokens;
+  app.auth.tokens = {{"d1", "tok-one"}, {"d2", "tok-two"}};
+  DeviceAuthenticator before(app);
+  const std::string fp = DeviceAuthenticator::Fingerprint("tok-one");
+  EXPECT_TRUE(before.StillAccepts("d1", false, fp));
+  EXPECT_FALSE(before.StillAccepts("d2", false, fp)) << "another device's token";
+  app.auth.tokens = {{"d1", "tok-new"}, {"d2", "tok-two"}};
+  DeviceAuthenticator after(app);
+  EXPECT_FALSE(after.StillAccepts("d1", false, fp)) << "its token was replaced";
+  EXPECT_TRUE(after.StillAccepts("d1", false, "")) << "restored: d1 still has a token";
+  EXPECT_FALSE(after.StillAccepts("d3", false, "")) << "restored: d3 has none";
+
+  const std::string path = testing::TempDir() + "/still.secret";
+  std::ofstream(path) << "0123456789abcdef-app-secret\n";
+  AppConfig hmac{"h", true, {}};
+  hmac.auth.mode = AppAuth::Mode::kHmac;
+  hmac.auth.secret_file = path;
+  DeviceAuthenticator h1(hmac);
+  const std::string signed_fp = DeviceAuthenticator::Fingerprint(DeviceAuthenticator::HmacToken("0123456789abcdef-app-secret", "s1"));
+  EXPECT_TRUE(h1.StillAccepts("s1", false, signed_fp));
+  EXPECT_EQ(h1.RestoredFingerprint("s1"), signed_fp);
+  std::ofstream(path) << "another-secret-0123456789\n";
+  DeviceAuthenticator h2(hmac);
+  EXPECT_FALSE(h2.StillAccepts("s1", false, signed_fp)) << "the secret changed";
+
+  AppConfig open{"o", true, {}};
+  EXPECT_TRUE(DeviceAuthenticator(open).StillAccepts("anon-x", true, DeviceAuthenticator::Fingerprint("")));
+}
+
 }  // namespace
 }  // namespace tether

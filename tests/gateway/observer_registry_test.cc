@@ -98,5 +98,27 @@ TEST(ObserverRegistry, ReObservingTheSamePathAndQueryReplacesTheOldRegistration)
   EXPECT_EQ(r.size(), 3u);
 }
 
+// The per-session count the observation cap reads, through replacing, moving and removing.
+TEST(ObserverRegistry, CountsEachSessionsRegistrations) {
+  ObserverRegistry r;
+  for (coap::ObserverId id = 1; id <= 100; ++id) r.Add(O(id, "s1", "p/" + std::to_string(id)));
+  r.Add(O(1000, "s2", "p/1"));
+  EXPECT_EQ(r.CountOfSession("s1"), 100u);
+  EXPECT_EQ(r.CountOfSession("s2"), 1u);
+  EXPECT_EQ(r.Add(O(101, "s1", "p/5")), std::vector<coap::ObserverId>{5}) << "re-observe replaces";
+  EXPECT_EQ(r.CountOfSession("s1"), 100u);
+  EXPECT_EQ(r.FindBySessionPath("s1", "p/5")->id, 101u);
+  r.Remove(5);  // already replaced: nothing, and the slot keeps its successor
+  EXPECT_EQ(r.FindBySessionPath("s1", "p/5")->id, 101u);
+  r.Add(O(101, "s1", "q"));  // the same id at another path: moves
+  EXPECT_EQ(r.FindBySessionPath("s1", "p/5"), nullptr);
+  EXPECT_EQ(r.FindBySessionPath("s1", "q")->id, 101u);
+  EXPECT_EQ(r.CountOfSession("s1"), 100u);
+  for (coap::ObserverId id : r.OfSession("s1")) r.Remove(id);
+  EXPECT_EQ(r.CountOfSession("s1"), 0u);
+  EXPECT_TRUE(r.OfSession("s1").empty());
+  EXPECT_EQ(r.size(), 1u);
+}
+
 }  // namespace
 }  // namespace tether

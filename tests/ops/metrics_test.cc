@@ -202,6 +202,8 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
   m.cloud_streams.With({"polling"}).Set(2);
   m.admin_refused_total.With({"unauthorized"}).Inc(2);
   m.admin_dropped_total.With({"timeout"}).Inc(8);
+  m.session_limit_refused_total.With({"observers"}).Inc(3);
+  m.revocations_total.With({"session"}).Inc(4);
 
   Exposition e = Parse(r.Render());
   const std::map<std::string, std::string> types = {
@@ -222,7 +224,8 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
       {"tether_upload_state", "gauge"},      {"tether_queue_held_age_seconds", "gauge"},
       {"tether_timestamps_estimated_total", "counter"}, {"tether_cloud_clock_uncertainty_ms", "gauge"},
       {"tether_cloud_clock_current", "gauge"}, {"tether_cloud_streams", "gauge"},
-      {"tether_admin_refused_total", "counter"}, {"tether_admin_dropped_total", "counter"}};
+      {"tether_admin_refused_total", "counter"}, {"tether_admin_dropped_total", "counter"},
+      {"tether_session_limit_refused_total", "counter"}, {"tether_revocations_total", "counter"}};
   EXPECT_EQ(e.type, types);
   for (const auto& [name, type] : types) EXPECT_FALSE(e.help[name].empty()) << name;
 
@@ -266,12 +269,14 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
            {"tether_cloud_clock_current", {}, 1},
            {"tether_cloud_streams", {{"state", "polling"}}, 2},
            {"tether_admin_refused_total", {{"reason", "unauthorized"}}, 2},
-           {"tether_admin_dropped_total", {{"reason", "timeout"}}, 8}}) {
+           {"tether_admin_dropped_total", {{"reason", "timeout"}}, 8},
+           {"tether_session_limit_refused_total", {{"limit", "observers"}}, 3},
+           {"tether_revocations_total", {{"what", "session"}}, 4}}) {
     const Sample* s = Find(e, w.name, w.labels);
     ASSERT_NE(s, nullptr) << w.name;
     EXPECT_EQ(s->value, w.value) << w.name;
   }
-  EXPECT_EQ(e.samples.size(), 35u);
+  EXPECT_EQ(e.samples.size(), 37u);
 }
 
 }  // namespace
