@@ -30,6 +30,8 @@ struct DeviceConfig {
   Millis heartbeat_target{20'000};  // devices are steered to ping at least this often
   Millis session_timeout{35'000};   // silence after which a session ends (default 1.75 x target)
   uint32_t max_payload = 16 * 1024;  // larger request bodies get 4.13
+  // While the oldest commit in progress has waited longer than this, new writes get 5.03.
+  Millis max_write_wait{100};
   // Per-session caps (a hostile session cannot grow the gateway without bound); beyond them a
   // registration gets 4.03 with a diagnostic. Far above what an SDK application registers.
   uint32_t max_observers_per_session = 256;
