@@ -81,7 +81,7 @@ fuzz: build-fuzz
 
 bench: deps
 	cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release
-	cmake --build build-bench -j $(JOBS) --target tetherd coap_fleet coap_bench_server notify_fleet dtls_fleet store_bench detection_bench restart_bench upstream_drain_bench
+	cmake --build build-bench -j $(JOBS) --target tetherd coap_fleet coap_bench_server notify_fleet dtls_fleet sdk_fleet store_bench detection_bench restart_bench upstream_drain_bench
 	./bench/run-all.sh build-bench
 
 # Long fault suites: 100 kill -9 cycles of the store and of the daemon under device load.

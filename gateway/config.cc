@@ -116,6 +116,8 @@ void ReadDevice(YamlField f, DeviceConfig* d) {
   if (auto v = f.Optional("max_unconfirmed_sessions")) {
     d->max_unconfirmed_sessions = static_cast<uint32_t>(v->AsInt(1, 10'000'000));
   }
+  // Above 2 s the SDK would retransmit (its first timeout) while its write still waits.
+  if (auto v = f.Optional("max_write_wait")) d->max_write_wait = v->AsDuration(milliseconds(10), milliseconds(2000));
   if (auto v = f.Optional("max_observers_per_session")) {
     d->max_observers_per_session = static_cast<uint32_t>(v->AsInt(1, 1'000'000));
   }

@@ -34,6 +34,8 @@ struct DeviceConfig {
   uint32_t opens_per_second = 100;           // POST /.cs per source IP (burst 2 s worth)
   uint32_t auth_failures_per_second = 20;    // answered token refusals per source IP (burst 2 s worth)
   uint32_t max_unconfirmed_sessions = 4096;  // opened, not yet used by their device: the oldest go
+  // While the oldest commit in progress has waited longer than this, new writes get 5.03.
+  Millis max_write_wait{100};
   // Per-session caps (a hostile session cannot grow the gateway without bound); beyond them a
   // registration gets 4.03 with a diagnostic. Far above what an SDK application registers.
   uint32_t max_observers_per_session = 256;

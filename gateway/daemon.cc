@@ -64,6 +64,7 @@ Config RunnableConfig(const Config& started, Config next, std::vector<std::strin
   check(d.heartbeat_target != d0.heartbeat_target, "device.heartbeat_target");
   check(d.session_timeout != d0.session_timeout, "device.session_timeout");
   check(d.max_payload != d0.max_payload, "device.max_payload");
+  check(d.max_write_wait != d0.max_write_wait, "device.max_write_wait");
   const StoreConfig &st = next.store, &st0 = started.store;
   check(st.path != st0.path, "store.path");
   check(st.fsync != st0.fsync, "store.durability");

@@ -35,8 +35,13 @@ const char* UploadStateName(upstream::RouteStats::State s) {
 bool DaemonAdmin::Ready() { return p_.store && p_.devices && p_.endpoint; }
 
 std::string DaemonAdmin::NotReadyReason() {
-  if (!p_.upstream) return {};
   std::string why;
+  if (auto shed = p_.devices->shedding_for_ms(); shed && *shed >= kShedNotReadyMs) {
+    why = fmt::format("writes shed for {} s: commits wait longer than device.max_write_wait ({} ms), more writes "
+                      "arrive than the store commits",
+                      *shed / 1000, p_.config->device.max_write_wait.count());
+  }
+  if (!p_.upstream) return why;
   for (const auto& [route, h] : p_.upstream().holds) {
     if (h.waited_ms < kHeldNotReadyMs) continue;
     why += fmt::format("{}route '{}' holds its uploads for {} s: {}", why.empty() ? "" : "; ", route,
@@ -111,6 +116,7 @@ std::string DaemonAdmin::MetricsText() {
   }
   m.writes_refused_total.With({"queue_limit"}).Set(static_cast<double>(refused_by_limit));
   m.writes_refused_total.With({"store_full"}).Set(static_cast<double>(c.writes_refused_store_full));
+  m.writes_refused_total.With({"overloaded"}).Set(static_cast<double>(c.writes_shed));
   m.upstream_up.With({}).Set(p_.devices->cloud_connected() ? 1 : 0);
   // NaN (not 0) without an estimate: 0 would claim a clock in perfect agreement.
   auto off = p_.devices->cloud_offset_ms();
@@ -203,6 +209,10 @@ nlohmann::json DaemonAdmin::Status() {
       {"device_guard", GuardStatus()},
       {"queue", {{"entries", t.entries}, {"bytes", t.bytes}, {"oldest_age_s", AgeSeconds(oldest)}}},
       {"dead_letters", t.dead_entries}};
+  // null: no write shed lately (device.max_write_wait).
+  auto shed = p_.devices->shedding_for_ms();
+  j["overload"] = {{"writes_shed", p_.devices->counters().writes_shed},
+                   {"shedding_for_s", shed ? nlohmann::json(*shed / 1000) : nlohmann::json()}};
   if (p_.config->upstream) {
     j["upstream"] = {{"url", p_.config->upstream->url}, {"up", p_.devices->cloud_connected()}};
     auto off = p_.devices->cloud_offset_ms();

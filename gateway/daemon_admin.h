@@ -37,6 +37,9 @@ struct UpstreamView {
 // A route held this long while the cloud answers makes /readyz fail: long enough for the clock
 // sample that follows every reconnect, short enough to be seen at once.
 inline constexpr int64_t kHeldNotReadyMs = 2000;
+// Writes shed this long (DeviceApi::shedding_for_ms) make /readyz fail: a burst of the fleet sheds
+// for a moment; past the SDK's 2 s retransmission, its retries are refused again: sustained.
+inline constexpr uint64_t kShedNotReadyMs = 2000;
 
 class DaemonAdmin : public AdminBackend {
  public:

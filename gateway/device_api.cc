@@ -27,6 +27,10 @@ constexpr int64_t kStallDrainMs = 1'000;
 constexpr uint32_t kQueueFullMaxAge = 30;
 constexpr uint32_t kStoreFullMaxAge = 60;
 constexpr uint32_t kQueryRetryMaxAge = 5;
+constexpr uint32_t kOverloadMaxAge = 1;  // s: a retry one second later finds the backlog gone
+// Shedding ends when no write was shed for this long: devices told to retry after Max-Age retry
+// within it, so a shorter pause is the same overload.
+constexpr uint64_t kShedPauseMs = 2 * kOverloadMaxAge * 1000;
 // A remembered (non-sync-root) result answered from the local copy is re-read from the cloud in
 // the background at most this often per path and query.
 constexpr uint64_t kRefreshIntervalMs = 30'000;
@@ -206,6 +210,12 @@ std::optional<int64_t> DeviceApi::cloud_offset_ms() const {
   // Reading the two clocks one after the other jitters by a millisecond: only a step counts.
   if (std::llabs(anchor - wall_anchor_ms_) <= 2) anchor = wall_anchor_ms_;
   return *cloud_boot_offset_ms_ - anchor;
+}
+
+std::optional<uint64_t> DeviceApi::shedding_for_ms() const {
+  const uint64_t now = uv_now(loop_);
+  if (shed_last_ms_ == 0 || now - shed_last_ms_ > kShedPauseMs) return std::nullopt;
+  return now - shed_first_ms_;
 }
 
 void DeviceApi::RestoreSessions() {
@@ -444,6 +454,18 @@ void DeviceApi::on_request(const coap::Request& r) {
   if (control && path[0] == ".off") return HandleOffline(c, s);
   if (!path.empty() && path[0] == ".info") return HandleInfo(c, path);
   if (std::string e = CheckPath(path); !e.empty()) return ReplyError(c, coap::code::kBadRequest, e);
+  // Overload: a write that would wait behind commits already late is refused now, cheaply (no
+  // decoding, nothing queued), rather than answered after the device's retransmission timer.
+  const auto commit_wait_ms = static_cast<int64_t>(store_.CommitWaitMs());
+  const bool write = c.method == coap::code::kPut || c.method == coap::code::kPost ||
+                     c.method == coap::code::kPatch || c.method == coap::code::kDelete;
+  if (write && commit_wait_ms > routes_->config().device.max_write_wait.count()) {
+    ++counters_.writes_shed;
+    const uint64_t now = uv_now(loop_);
+    if (shed_last_ms_ == 0 || now - shed_last_ms_ > kShedPauseMs) shed_first_ms_ = now;
+    shed_last_ms_ = now;
+    return ReplyError(c, coap::code::kServiceUnavailable, "overloaded, retry later", kOverloadMaxAge);
+  }
   if (!c.dis.empty()) {
     if (c.dis != "add" && c.dis != "rm") return ReplyError(c, coap::code::kBadRequest, ".dis must be add or rm");
     if (c.dis == "rm" && c.method != coap::code::kDelete) {
@@ -1069,7 +1091,7 @@ void DeviceApi::HandleInfo(Call& c, const std::vector<std::string>& path) {
     if (c.native) resp.content_format = c.json_out ? kContentFormatJson : kContentFormatCbor;
     coap::ObserverId id = endpoint_->respond_observe(c.id, resp);
     if (id) AddObserver({id, s->id, dev_path, dev_path, c.json_out, c.native, SnapshotDigest(body), nullptr, {}, {}});
-    ++counters_.requests[fmt::format("GET {}", CodeName(coap::code::kContent))];
+    CountAnswer(coap::code::kGet, coap::code::kContent);
     return;
   }
   Reply(c, coap::code::kContent, body);
@@ -1141,7 +1163,7 @@ void DeviceApi::HandleRead(Call& c, Session& s, const std::vector<std::string>& 
     // Digest of the CBOR form: notifications compare against the same encoding.
     if (id) AddObserver({id, s.id, cloud, dev_path, c.json_out, c.native, SnapshotDigest(EncodeCbor(value)), nullptr,
                          res->route->name, {}});
-    ++counters_.requests[fmt::format("GET {}", CodeName(coap::code::kContent))];
+    CountAnswer(coap::code::kGet, coap::code::kContent);
     // Outside sync roots the cloud's value reaches the observer as a notification.
     if (id && cloud_reader_ && cloud_connected_ && !InSyncRoot(cloud) && (!Holds(cloud, "") || RefreshDue(cloud, ""))) {
       FetchValue(cloud, [](std::optional<Json>) {});
@@ -1263,7 +1285,7 @@ void DeviceApi::AnswerQuery(Call& c, Session& s, const std::string& cloud, const
     AddObserver({id, s.id, cloud, dev_path, c.json_out, c.native, SnapshotDigest(EncodeCbor(result)), std::move(q),
                  route, {}});
   }
-  ++counters_.requests[fmt::format("GET {}", CodeName(coap::code::kContent))];
+  CountAnswer(coap::code::kGet, coap::code::kContent);
 }
 
 void DeviceApi::FetchQuery(const std::string& cloud, std::shared_ptr<const Query> q,
@@ -1366,21 +1388,23 @@ void DeviceApi::HandleWrite(Call& c, Session& s, const std::vector<std::string>&
   if (cloud.size() > kMaxDepth) return ReplyError(c, coap::code::kBadRequest, "path deeper than 32 levels");
 
   const std::string tree_path = TreePath(cloud);
-  Json local = value;  // byte strings stay bytes locally; the cloud gets base64 (EncodeJson)
   store::WriteBatch batch;
+  // Byte strings stay bytes locally; the cloud gets base64 (EncodeJson). The queue entry is
+  // encoded first, so the value itself moves into the local-copy write.
   if (expect) {
-    batch.TreeSetIf(tree_path, *expect, local);
     store::QueueEntry e = QueueEntryFor(res->route->name, s.device, store::OpKind::kConditionalSet, tree_path,
                                         value, store::WallClockMs());
     e.payload = EncodeJson(Json{{"expect", *expect}, {"value", value}});
+    batch.TreeSetIf(tree_path, *expect, std::move(value));
     batch.Append(std::move(e));
   } else {
-    AddTreeWrite(&batch, kind, tree_path, std::move(local), CloudNowMs(), /*refuse_non_finite=*/true);
-    batch.Append(QueueEntryFor(res->route->name, s.device, kind, tree_path, value, store::WallClockMs()));
+    store::QueueEntry e = QueueEntryFor(res->route->name, s.device, kind, tree_path, value, store::WallClockMs());
+    AddTreeWrite(&batch, kind, tree_path, std::move(value), CloudNowMs(), /*refuse_non_finite=*/true);
+    batch.Append(std::move(e));
   }
   ++counters_.writes;
   auto alive = alive_;
-  auto call = std::make_shared<Call>(c);
+  auto call = std::make_shared<Call>(std::move(c));  // c is not used after this
   store_.Submit(std::move(batch), [this, alive, call, push_key, tree_path, route = res->route->name](store::BatchResult r) {
     if (!*alive) return;
     if (r.status.code == store::StatusCode::kConflict) {  // compare-and-set lost: here is the value
@@ -1486,7 +1510,7 @@ bool DeviceApi::RefuseOverObserverCap(Call& c, const Session& s, const std::stri
 
 void DeviceApi::CommitThenReply(Call& c, store::WriteBatch batch) {
   auto alive = alive_;
-  auto call = std::make_shared<Call>(c);
+  auto call = std::make_shared<Call>(std::move(c));  // callers return right after
   store_.Submit(std::move(batch), [this, alive, call](const store::BatchResult& r) {
     if (!*alive) return;
     if (!r.status.ok()) return ReplyStoreStatus(*call, r.status);
@@ -1666,9 +1690,27 @@ void DeviceApi::NotifyPaths(const std::vector<std::string>& changed_paths) {
 
 std::string DeviceApi::Encode(const Json& v, bool json) const { return json ? EncodeJson(v) : EncodeCbor(v); }
 
+void DeviceApi::CountAnswer(uint8_t method, uint8_t code) {
+  const size_t m = method >= coap::code::kGet && method <= coap::code::kPatch ? method - coap::code::kGet : kOtherMethod;
+  ++answered_[m][code];
+}
+
+DeviceApiCounters DeviceApi::counters() const {
+  DeviceApiCounters c = counters_;
+  for (size_t m = 0; m < answered_.size(); ++m) {
+    const uint8_t method = m == kOtherMethod ? 0 : static_cast<uint8_t>(coap::code::kGet + m);
+    for (size_t code = 0; code < answered_[m].size(); ++code) {
+      if (answered_[m][code]) {
+        c.requests[fmt::format("{} {}", MethodName(method), CodeName(static_cast<uint8_t>(code)))] += answered_[m][code];
+      }
+    }
+  }
+  return c;
+}
+
 void DeviceApi::Reply(Call& c, uint8_t code, std::string payload, std::optional<uint32_t> max_age,
                       std::optional<uint32_t> size1) {
-  ++counters_.requests[fmt::format("{} {}", MethodName(c.method), CodeName(code))];
+  CountAnswer(c.method, code);
   if (!endpoint_) return;
   std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(payload.data()), payload.size());
   coap::Response resp{code, bytes, std::nullopt, max_age};

@@ -8,6 +8,7 @@
 
 #include <uv.h>
 
+#include <array>
 #include <deque>
 #include <functional>
 #include <map>
@@ -45,6 +46,7 @@ struct DeviceApiCounters {
   // Compare-and-set writes refused locally (4.12) / found conflicting in the cloud at upload.
   uint64_t cas_refused = 0, transaction_conflicts = 0;
   uint64_t writes_refused_store_full = 0;  // requests answered 5.03 because the store is full
+  uint64_t writes_shed = 0;  // writes answered 5.03 because commits were late (device.max_write_wait)
   // Separate (CON) responses the device never acknowledged; observations restored at startup;
   // snapshot reads / encodings done for notifications (one per observed path / distinct view).
   uint64_t responses_failed = 0, observers_restored = 0, notify_reads = 0, notify_encodes = 0;
@@ -57,7 +59,7 @@ struct DeviceApiCounters {
   // Reloads: sessions ended because their credential is gone (their onDisconnect operations
   // discarded, not run), and observations ended with 4.03 because the routes no longer allow them.
   uint64_t sessions_revoked = 0, ondisconnect_discarded = 0, observations_revoked = 0;
-  std::map<std::string, uint64_t> requests;  // "GET 2.05" -> count
+  std::map<std::string, uint64_t> requests;  // "GET 2.05" -> count (DeviceApi::counters() fills it)
   // Token refusals (4.01/4.00 for a token the request cannot use), by TokenRefusal; [0] answered,
   // [1] dropped unanswered over device.auth_failures_per_second for the source IP.
   uint64_t token_refusals[4][2] = {};
@@ -137,9 +139,12 @@ class DeviceApi : public coap::Handler {
   size_t unconfirmed_sessions() const { return unconfirmed_count_; }
   // Remembered pings and re-open evidence dropped to stay within SessionContinuity's bounds.
   uint64_t continuity_evictions() const { return continuity_.evictions(); }
-  const DeviceApiCounters& counters() const { return counters_; }
+  DeviceApiCounters counters() const;
   int64_t CloudNowMs() const;
   bool cloud_connected() const { return cloud_connected_; }
+  // How long writes have been shed (device.max_write_wait) without a pause longer than twice the
+  // 5.03's Max-Age, i.e. while devices retrying as told are refused again; nullopt when not.
+  std::optional<uint64_t> shedding_for_ms() const;
   std::optional<int64_t> cloud_offset_ms() const;  // cloud - local wall clock, now
 
   // coap::Handler
@@ -231,6 +236,7 @@ class DeviceApi : public coap::Handler {
   // Runs the ended session's onDisconnect operations; retries when an operation registered just
   // before the end was still being committed (the store refuses to drop it).
   void FireOnDisconnect(Session s, std::function<void()> done, int attempt);
+  void CountAnswer(uint8_t method, uint8_t code);
   void Reply(Call& c, uint8_t code, std::string payload = {}, std::optional<uint32_t> max_age = {},
              std::optional<uint32_t> size1 = {});
   void ReplyError(Call& c, uint8_t code, const std::string& diagnostic, std::optional<uint32_t> max_age = {},
@@ -297,6 +303,11 @@ class DeviceApi : public coap::Handler {
   std::deque<std::string> unconfirmed_;  // ids in opening order; confirmed or ended ones are skipped
   int64_t auth_logged_at_ms_ = INT64_MIN / 2;  // loop clock of the last failed-auth line
   uint64_t auth_log_suppressed_ = 0;           // lines not written since
+  uint64_t shed_first_ms_ = 0, shed_last_ms_ = 0;  // uv_now: the shedding episode's first / latest 5.03
+  // Answers by method (GET, POST, PUT, DELETE, FETCH, PATCH, other) and code: an array increment
+  // per answer; counters() turns them into DeviceApiCounters::requests.
+  static constexpr size_t kOtherMethod = 6;
+  std::array<std::array<uint64_t, 256>, 7> answered_{};
   std::function<void(const std::string& route)> on_queued_;
   CloudReader cloud_reader_;
   std::vector<std::string> sync_roots_;

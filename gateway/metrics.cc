@@ -173,7 +173,8 @@ TetherMetrics::TetherMetrics(MetricsRegistry& r)
                                     "Acknowledged writes deleted before upload: by the drop-oldest policy or the TTL.",
                                     {"route", "reason"})),
       writes_refused_total(r.Counter("tether_writes_refused_total",
-                                     "Device writes refused with 5.03: a queue limit (policy reject) or a full store.",
+                                     "Device writes refused with 5.03: a queue limit (policy reject), a full store, or commits "
+                                     "later than device.max_write_wait (overloaded).",
                                      {"reason"})),
       drained_ops_total(r.Counter("tether_drained_ops_total", "Queued writes delivered to the cloud, by route.",
                                   {"route"})),

@@ -93,7 +93,7 @@ struct TetherMetrics {
   MetricFamily& queue_bytes;             // gauge {route}
   MetricFamily& queue_oldest_age_seconds;// gauge {route}
   MetricFamily& queue_dropped_total;     // counter {route,reason=drop_oldest|expired}  acknowledged, never uploaded
-  MetricFamily& writes_refused_total;    // counter {reason=queue_limit|store_full}  device got 5.03, nothing queued
+  MetricFamily& writes_refused_total;    // counter {reason=queue_limit|store_full|overloaded}  device got 5.03, nothing queued
   MetricFamily& drained_ops_total;       // counter {route}
   MetricFamily& dead_letters;            // gauge {route}
   MetricFamily& upstream_up;             // gauge 0/1

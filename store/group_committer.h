@@ -9,7 +9,12 @@
 // (acks and deletes still succeed, which is how a full store recovers by itself; an acks-only
 // batch too large for the pages left commits in pieces, see WriteBatch::only_acks). A full disk
 // (ENOSPC, or EIO with the filesystem out of space) is kFull the same way.
-// `deliver` runs ON THE WRITER THREAD after the commit is durable; callers forward it.
+// Hand-offs: Submit's `deliver` runs ON THE WRITER THREAD after the commit is durable. SubmitAll
+// hands over a whole loop iteration's batches under one lock, and after each commit gives them
+// back whole (batch, deliver, result) to `handback`, once per group: the loop thread that built
+// a batch and its callback also frees them. (glibc frees a chunk into the arena it came from,
+// under that arena's lock: batches freed on the writer had the two threads contending for the
+// loop's arena on every request.)
 #pragma once
 
 #include <atomic>
@@ -17,6 +22,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -27,38 +33,51 @@ namespace tether::store {
 
 class GroupCommitter {
  public:
-  using Deliver = std::function<void(BatchResult&&)>;
+  using Deliver = std::function<void(const BatchResult&)>;  // the same type as Store::Callback
+  struct Request {
+    WriteBatch batch;
+    Deliver deliver;
+    bool hand_back = false;  // SubmitAll: goes to the handback with its result, not to deliver
+  };
+  struct Done {  // a handed-back batch after its group committed
+    WriteBatch batch;
+    Deliver deliver;
+    BatchResult result;
+  };
+  // Writer thread, once per committed group that holds SubmitAll batches, in submission order.
+  using Handback = std::function<void(std::vector<Done>&&)>;
 
-  GroupCommitter(LmdbEnv* env, BatchApplier* applier, const StoreOptions& options);
+  GroupCommitter(LmdbEnv* env, BatchApplier* applier, const StoreOptions& options, Handback handback = {});
   ~GroupCommitter();  // Stop()
 
   void Submit(WriteBatch batch, Deliver deliver);  // any thread; after Stop() delivers kClosed
+  // Any thread: queues every request of *requests (*requests is left empty); with a handback
+  // they go to it, after Stop() at once with kClosed.
+  void SubmitAll(std::vector<Request>* requests);
   void Stop();  // commits everything already submitted, then joins the thread
 
   uint64_t groups_committed() const { return groups_; }  // writer thread's view; for benches
 
  private:
-  struct Pending {
-    WriteBatch batch;
-    Deliver deliver;
-  };
   enum class Outcome { kDone, kExhausted, kNeedNested };
 
   void Run();
-  void CommitGroup(std::vector<Pending>* group);
+  void CommitGroup(std::span<Request> group);
   // space_low: batches that can grow the store are refused (BatchApplier::set_space_low).
-  Outcome TryGroup(std::vector<Pending>* group, std::vector<BatchResult>* results, bool nested, bool space_low);
+  Outcome TryGroup(std::span<Request> group, std::vector<BatchResult>* results, bool nested, bool space_low);
   bool SpaceLow(uint32_t times);  // env_->SpaceLow(times) after growing the map while it is
   void Reload();
-  bool AckInPieces(std::vector<Pending>* one, std::vector<BatchResult>* r);
+  bool AckInPieces(std::span<Request> one, std::vector<BatchResult>* r);
 
   LmdbEnv* env_;
   BatchApplier* applier_;
   const StoreOptions& options_;
+  Handback handback_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::vector<Pending> pending_;  // guarded by mu_
+  std::vector<Request> pending_;  // guarded by mu_
   bool stopping_ = false;         // guarded by mu_
+  bool waiting_ = false;          // guarded by mu_: the writer sleeps on cv_
   std::atomic<uint64_t> groups_{0};
   int nested_groups_left_ = 0;  // writer thread only
   std::thread thread_;

@@ -67,7 +67,7 @@ struct StoreOptions {
   uint32_t tree_unit_depth = 2;
 
   uint32_t ttl_sweep_interval_ms = 60'000;  // loop timer queuing SweepExpired; 0 = off
-  uint32_t max_group_batches = 512;         // batches applied per group-commit transaction
+  uint32_t max_group_batches = 4096;        // batches applied per group-commit transaction
 };
 
 }  // namespace tether::store

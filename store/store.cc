@@ -1,5 +1,6 @@
 #include "store/store.h"
 
+#include <deque>
 #include <future>
 #include <mutex>
 #include <vector>
@@ -14,35 +15,84 @@
 namespace tether::store {
 namespace {
 
-// Hands results from the writer thread to the loop thread. Heap-owned by its uv_async_t handle:
-// freed in the handle's close callback, so it may outlive the Store by one loop iteration.
+// The loop thread's side of the writer (store.h "Threads"). Batches submitted during one loop
+// iteration go to the writer together, when the iteration's I/O callbacks are done (uv_check) or
+// before the loop may block (uv_prepare): one lock and at most one wake-up per iteration, not per
+// request. Results come back once per group (GroupCommitter's handback) and are run by Drain;
+// the batches and callbacks are freed here, on the thread that built them.
+// Heap-owned by its three handles: freed when the last one is closed, so it may outlive the
+// Store by one loop iteration.
 struct LoopChannel {
   uv_async_t async;
+  uv_prepare_t before_poll;
+  uv_check_t after_io;
+  int open_handles = 3;
   std::mutex mu;
-  std::vector<std::pair<Store::Callback, BatchResult>> done;  // guarded by mu
-  size_t outstanding = 0;  // loop thread only: submitted, callback not yet run
+  std::vector<GroupCommitter::Done> done;  // guarded by mu
+  // Loop thread only.
+  GroupCommitter* committer = nullptr;
+  std::vector<GroupCommitter::Request> outbox;  // submitted, not yet handed to the writer
+  std::deque<uint64_t> submitted_ms;  // uv_now at Submit of each batch whose callback is owed
+  size_t outstanding = 0;             // submitted, callback not yet run
 
+  void Flush() {
+    if (!outbox.empty()) committer->SubmitAll(&outbox);
+  }
   void Drain() {
-    std::vector<std::pair<Store::Callback, BatchResult>> ready;
+    std::vector<GroupCommitter::Done> ready;
     {
       std::lock_guard lock(mu);
       ready.swap(done);
     }
-    for (auto& [cb, result] : ready) {
+    for (auto& d : ready) {
       // Keep the loop alive only while callbacks are owed.
       if (--outstanding == 0) uv_unref(reinterpret_cast<uv_handle_t*>(&async));
-      if (cb) cb(result);
+      if (!submitted_ms.empty()) submitted_ms.pop_front();  // results come back in submission order
+      if (d.deliver) d.deliver(d.result);
     }
   }
+  void Close() {
+    auto closed = [](uv_handle_t* h) {
+      auto* ch = static_cast<LoopChannel*>(h->data);
+      if (--ch->open_handles == 0) delete ch;
+    };
+    uv_close(reinterpret_cast<uv_handle_t*>(&async), closed);
+    uv_close(reinterpret_cast<uv_handle_t*>(&before_poll), closed);
+    uv_close(reinterpret_cast<uv_handle_t*>(&after_io), closed);
+  }
 };
+
+// Queues a batch on the loop thread; its callback runs on the loop once it is durable.
+void SubmitOnLoop(LoopChannel* ch, uv_loop_t* loop, WriteBatch batch, Store::Callback done) {
+  if (ch->outstanding++ == 0) uv_ref(reinterpret_cast<uv_handle_t*>(&ch->async));
+  ch->submitted_ms.push_back(uv_now(loop));
+  ch->outbox.push_back(GroupCommitter::Request{std::move(batch), std::move(done), true});
+}
 
 }  // namespace
 
 struct Store::Impl {
-  Impl(const std::string& dir, const StoreOptions& opts)
+  Impl(const std::string& dir, const StoreOptions& opts, LoopChannel* ch)
       : options(opts), use(options.tree_unit_depth), env(dir, options), applier(env, options, &use),
-        queue(env), tree(env, &use), sessions(env) {
-    if (!options.read_only) committer = std::make_unique<GroupCommitter>(&env, &applier, options);
+        queue(env), tree(env, &use), sessions(env), channel(ch) {
+    if (options.read_only) return;
+    GroupCommitter::Handback back;
+    if (ch) {
+      back = [ch](std::vector<GroupCommitter::Done>&& group) {  // writer thread
+        {
+          std::lock_guard lock(ch->mu);
+          if (ch->done.empty()) {
+            ch->done = std::move(group);
+          } else {
+            ch->done.insert(ch->done.end(), std::make_move_iterator(group.begin()),
+                            std::make_move_iterator(group.end()));
+          }
+        }
+        uv_async_send(&ch->async);
+      };
+    }
+    committer = std::make_unique<GroupCommitter>(&env, &applier, options, std::move(back));
+    if (ch) ch->committer = committer.get();
   }
 
   StoreOptions options;
@@ -74,14 +124,7 @@ void StartSweepTimer(Store::Impl* impl) {
         b.SweepExpired(ClockNow());
         auto* self = static_cast<Store::Impl*>(t->data);
         if (!self->channel) return;
-        self->channel->outstanding++;
-        uv_ref(reinterpret_cast<uv_handle_t*>(&self->channel->async));
-        LoopChannel* ch = self->channel;
-        self->committer->Submit(std::move(b), [ch](BatchResult&& r) {
-          std::lock_guard lock(ch->mu);
-          ch->done.emplace_back(nullptr, std::move(r));
-          uv_async_send(&ch->async);
-        });
+        SubmitOnLoop(self->channel, self->loop, std::move(b), nullptr);
       },
       impl->options.ttl_sweep_interval_ms, impl->options.ttl_sweep_interval_ms);
   uv_unref(reinterpret_cast<uv_handle_t*>(impl->sweep_timer));
@@ -90,14 +133,28 @@ void StartSweepTimer(Store::Impl* impl) {
 }  // namespace
 
 std::unique_ptr<Store> Store::Open(const std::string& dir, const StoreOptions& options, uv_loop_t* loop) {
-  auto impl = std::make_unique<Impl>(dir, options);
+  LoopChannel* ch = nullptr;
   if (loop && !options.read_only) {
-    auto* ch = new LoopChannel;
-    ch->async.data = ch;
+    ch = new LoopChannel;
+    ch->async.data = ch->before_poll.data = ch->after_io.data = ch;
     uv_async_init(loop, &ch->async, [](uv_async_t* a) { static_cast<LoopChannel*>(a->data)->Drain(); });
-    uv_unref(reinterpret_cast<uv_handle_t*>(&ch->async));
-    impl->channel = ch;
-
+    uv_prepare_init(loop, &ch->before_poll);
+    uv_check_init(loop, &ch->after_io);
+    uv_prepare_start(&ch->before_poll, [](uv_prepare_t* h) { static_cast<LoopChannel*>(h->data)->Flush(); });
+    uv_check_start(&ch->after_io, [](uv_check_t* h) { static_cast<LoopChannel*>(h->data)->Flush(); });
+    for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&ch->async), reinterpret_cast<uv_handle_t*>(&ch->before_poll),
+                           reinterpret_cast<uv_handle_t*>(&ch->after_io)}) {
+      uv_unref(h);
+    }
+  }
+  std::unique_ptr<Impl> impl;
+  try {
+    impl = std::make_unique<Impl>(dir, options, ch);
+  } catch (...) {
+    if (ch) ch->Close();
+    throw;
+  }
+  if (ch) {
     impl->loop = loop;
     bool any_ttl = options.default_route_limits.ttl_ms > 0;
     for (const auto& [name, lim] : options.route_limits) any_ttl |= lim.ttl_ms > 0;
@@ -118,25 +175,28 @@ void Store::Submit(WriteBatch batch, Callback done) {
     if (done) done(r);
     return;
   }
-  if (ch->outstanding++ == 0) uv_ref(reinterpret_cast<uv_handle_t*>(&ch->async));
-  impl_->committer->Submit(std::move(batch), [ch, cb = std::move(done)](BatchResult&& r) mutable {
-    std::lock_guard lock(ch->mu);
-    ch->done.emplace_back(std::move(cb), std::move(r));
-    uv_async_send(&ch->async);
-  });
+  SubmitOnLoop(ch, impl_->loop, std::move(batch), std::move(done));
+}
+
+uint64_t Store::CommitWaitMs() const {
+  const LoopChannel* ch = impl_->channel;
+  if (!ch || ch->submitted_ms.empty()) return 0;
+  const uint64_t now = uv_now(impl_->loop), at = ch->submitted_ms.front();
+  return now > at ? now - at : 0;
 }
 
 BatchResult Store::CommitBlocking(WriteBatch batch) {
   if (!impl_->committer) return BatchResult{Status::Error(StatusCode::kClosed, "store is read-only"), {}, {}, 0};
   std::promise<BatchResult> promise;
   auto future = promise.get_future();
-  impl_->committer->Submit(std::move(batch), [&promise](BatchResult&& r) { promise.set_value(std::move(r)); });
+  impl_->committer->Submit(std::move(batch), [&promise](const BatchResult& r) { promise.set_value(r); });
   return future.get();
 }
 
 void Store::Close() {
   if (impl_->closed) return;
   impl_->closed = true;
+  if (impl_->channel) impl_->channel->Flush();
   if (impl_->committer) impl_->committer->Stop();
   if (impl_->sweep_timer) {
     uv_timer_stop(impl_->sweep_timer);
@@ -147,8 +207,8 @@ void Store::Close() {
   if (LoopChannel* ch = impl_->channel) {
     impl_->channel = nullptr;
     ch->Drain();
-    uv_close(reinterpret_cast<uv_handle_t*>(&ch->async),
-             [](uv_handle_t* h) { delete static_cast<LoopChannel*>(h->data); });
+    ch->committer = nullptr;
+    ch->Close();
   }
 }
 

@@ -38,7 +38,11 @@ class Store {
   ~Store();  // Close()
 
   // Loop thread. `done` runs later on the loop thread (also on failure, also during Close()).
+  // Batches submitted during one loop iteration reach the writer together at its end.
   void Submit(WriteBatch batch, Callback done);
+  // Loop thread: how long the oldest batch submitted from the loop has waited for its commit
+  // (ms of loop time); 0 when none waits. What a batch submitted now would wait, roughly.
+  uint64_t CommitWaitMs() const;
   // Any thread but the loop's: waits for the batch to be committed. For tools, tests and benches.
   BatchResult CommitBlocking(WriteBatch batch);
   // Loop thread: commits what was submitted, runs the remaining callbacks, releases loop handles

@@ -1,6 +1,8 @@
 // The engine with a trivial resource set, for bench/coap/run.sh, run-dtls.sh and run-notify.sh.
 //   coap_bench_server [ip] [port] [--dtls KEY [MAX_LIVE] | --observe HZ]    prints "PORT <n>"
-// Any GET answers 2.05 with a short CBOR payload; PUT/POST/DELETE answer 2.04. With --dtls the
+// Any GET answers 2.05 with a short CBOR payload; PUT/POST/DELETE answer 2.04. A GET with Observe 0
+// also registers an observer of its Uri-Path, and a PUT notifies that path's observers with its
+// payload (bench/gateway/run-e2e.sh's engine-alone baseline). With --dtls the
 // socket speaks DTLS-PSK (any identity, KEY; sessions sleep after 2 s idle; no per-source hello
 // limit, since the whole fleet is one host). With --observe a GET with Observe 0 registers an
 // observer, and HZ times a second every observer is notified of a new state: 8 bytes, the
@@ -12,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "device_proto/endpoint.h"
@@ -34,12 +37,41 @@ class BenchServer : public Handler {
     }
     if (r.method() == code::kGet) {
       resp.payload = kSnapshot;
+      if (r.observe() == 0u) {
+        if (ObserverId id = ep.respond_observe(r.id, resp)) {
+          const uint64_t key = PathKey(r);
+          by_path[key].push_back(id);
+          path_of[id] = key;
+        }
+        return;
+      }
     } else {
       resp.code = code::kChanged;
     }
     ep.respond(r.id, resp);
+    if (r.method() == code::kPut && !by_path.empty()) {
+      auto it = by_path.find(PathKey(r));
+      if (it == by_path.end()) return;
+      Response n;
+      n.payload = r.payload;
+      for (ObserverId id : it->second) ep.notify(id, n);
+    }
   }
-  void on_observer_dropped(ObserverId id, DropReason) override { std::erase(observers, id); }
+  void on_observer_dropped(ObserverId id, DropReason) override {
+    std::erase(observers, id);
+    if (auto it = path_of.find(id); it != path_of.end()) {
+      std::erase(by_path[it->second], id);
+      path_of.erase(it);
+    }
+  }
+  static uint64_t PathKey(const Request& r) {
+    uint64_t h = 1469598103934665603ull;
+    for (std::string_view seg : r.uri_path()) {
+      for (char ch : seg) h = (h ^ static_cast<uint8_t>(ch)) * 1099511628211ull;
+      h = (h ^ '/') * 1099511628211ull;
+    }
+    return h;
+  }
   void NotifyAll() {  // one state change of the observed resource
     const uint64_t now = uv_hrtime();
     Response resp;
@@ -48,7 +80,9 @@ class BenchServer : public Handler {
   }
   Endpoint ep;
   bool observing = false;
-  std::vector<ObserverId> observers;
+  std::vector<ObserverId> observers;                                  // --observe HZ
+  std::unordered_map<uint64_t, std::vector<ObserverId>> by_path;      // observers by Uri-Path
+  std::unordered_map<ObserverId, uint64_t> path_of;
 };
 
 }  // namespace

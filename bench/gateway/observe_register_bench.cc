@@ -28,40 +28,6 @@
 using namespace tether::testing;
 using Clock = std::chrono::steady_clock;
 
-namespace {
-
-void PutOption(std::string* out, uint16_t* last, uint16_t number, const std::string& value) {
-  auto nibble = [](size_t v, std::string* ext) -> uint8_t {
-    if (v < 13) return static_cast<uint8_t>(v);
-    if (v < 269) {
-      ext->push_back(static_cast<char>(v - 13));
-      return 13;
-    }
-    ext->push_back(static_cast<char>((v - 269) >> 8));
-    ext->push_back(static_cast<char>((v - 269) & 0xff));
-    return 14;
-  };
-  std::string ext_delta, ext_len;
-  uint8_t d = nibble(number - *last, &ext_delta), l = nibble(value.size(), &ext_len);
-  out->push_back(static_cast<char>(d << 4 | l));
-  *out += ext_delta + ext_len + value;
-  *last = number;
-}
-
-// GET /o/<i> with Observe=0, .cs and an 8-byte token made of i.
-std::string ObserveRequest(uint32_t i, const std::string& cs) {
-  std::string out = {0x48, 0x01, static_cast<char>(i & 0xff), static_cast<char>((i >> 8) & 0xff)};
-  for (int b = 0; b < 8; ++b) out.push_back(static_cast<char>(b < 4 ? (i >> (8 * b)) & 0xff : 0x5a));
-  uint16_t last = 0;
-  PutOption(&out, &last, 6, "");  // Observe = 0
-  PutOption(&out, &last, 11, "o");
-  PutOption(&out, &last, 11, std::to_string(i));
-  PutOption(&out, &last, 15, ".cs=" + cs);
-  return out;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   std::vector<size_t> marks = {500, 4000};
   bool legacy = false;
@@ -89,15 +55,15 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "cannot open sessions\n%s\n", gw.Log().c_str());
     return 1;
   }
-  // The device's short token: the 2.05 of its open carried it; SdkClient keeps it.
-  const std::string cs = dev.short_token();
   const size_t window = 100;  // registrations measured before each mark
   std::printf("| observations held | mean registration ms (last %zu) | max ms | other device's GET p50 / max ms |\n|---|---|---|---|\n",
               window);
   std::vector<double> reg, ping;
   char buf[2048];
   for (uint32_t i = 0; i < n; ++i) {
-    const std::string pkt = ObserveRequest(i, cs);
+    // GET /o/<i> with Observe=0 and the session's .cs, built by the tests' SDK client.
+    const std::string pkt = dev.Prepare(1, "o/" + std::to_string(i), "", {}, 0u);
+    const size_t tkl = static_cast<uint8_t>(pkt[0]) & 0x0f;
     const auto t0 = Clock::now();
     dev.SendBytes(pkt);
     bool answered = false;
@@ -109,7 +75,8 @@ int main(int argc, char** argv) {
       }
       const ssize_t got = recv(dev.fd(), buf, sizeof buf, 0);
       // Our answer: an ACK (type 2) echoing this token.
-      answered = got >= 12 && (static_cast<uint8_t>(buf[0]) >> 4 & 3) == 2 && std::memcmp(buf + 4, pkt.data() + 4, 8) == 0;
+      answered = got >= static_cast<ssize_t>(4 + tkl) && (static_cast<uint8_t>(buf[0]) >> 4 & 3) == 2 &&
+                 (static_cast<uint8_t>(buf[0]) & 0x0f) == tkl && std::memcmp(buf + 4, pkt.data() + 4, tkl) == 0;
       if (answered && static_cast<uint8_t>(buf[1]) != 0x45) {
         std::fprintf(stderr, "registration %u answered %d.%02d\n", i, buf[1] >> 5 & 7, buf[1] & 31);
         return 1;

@@ -28,6 +28,7 @@ TEST(Config, EmptyFileGivesLocalOnlyDefaults) {
   EXPECT_EQ(c.device.max_datagram, 1280u);
   EXPECT_EQ(c.device.heartbeat_target.count(), 20000);
   EXPECT_GT(c.device.session_timeout, c.device.heartbeat_target);
+  EXPECT_EQ(c.device.max_write_wait.count(), 100);
   EXPECT_FALSE(c.upstream.has_value());
   EXPECT_EQ(c.log_level, "info");
   EXPECT_TRUE(c.store.fsync);
@@ -107,6 +108,7 @@ INSTANTIATE_TEST_SUITE_P(
                 "t.yaml:2:21: device.heartbeat_target: unknown duration unit 'parsecs' (use ms, s, m, h or d)"},
         BadCase{"device:\n  heartbeat_target: 20s\n  session_timeout: 10s\n",
                 "t.yaml:3:20: device.session_timeout: must be longer than device.heartbeat_target (20000ms)"},
+        BadCase{"device:\n  max_write_wait: 5s\n", "t.yaml:2:19: device.max_write_wait: 5s is out of range [10ms, 2000ms]"},
         BadCase{"store:\n  durability: maybe\n", "t.yaml:2:15: store.durability: 'maybe' is not one of: fsync, os-buffered"},
         BadCase{"store:\n  cache_bytes: 10XB\n",
                 "t.yaml:2:16: store.cache_bytes: unknown size unit 'XB' (use B, KB, MB, GB, KiB, MiB or GiB)"},
