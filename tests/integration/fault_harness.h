@@ -81,6 +81,9 @@ struct SessionRecord {
   // When the gateway should fire its onDisconnect (TrueWallMs; 0 = not known).
   int64_t fire_from_ms = 0, fire_to_ms = 0;
   int64_t opened_ms = 0;  // TrueWallMs when its POST /.cs was sent
+  // The first of the device's unanswered POST /.cs before this one (else opened_ms): an open the
+  // gateway committed but could not answer (kill -9) may have continued the previous session.
+  int64_t first_attempt_ms = 0;
   std::chrono::steady_clock::time_point end_sent, end_done;  // kOffline: the .off exchange
 };
 
@@ -89,6 +92,9 @@ struct SessionRecord {
 // replaces"): its onDisconnect operation moved to `next`, whose acknowledged registration at the
 // same path replaced it, so it never fires.
 bool ContinuedBy(const SessionRecord& s, const SessionRecord* next);
+// An unanswered open of the device before `s`'s deadline may have continued it unseen (and the
+// device's next registration then replaced its operation): it fires at most once.
+bool MaybeContinuedBy(const SessionRecord& s, const SessionRecord* next);
 
 struct LoadOptions {
   int depth = 1;                            // requests in flight per device
@@ -133,6 +139,7 @@ class FleetDevice {
   std::string token_;
   bool suspect_ = false;      // a request went unanswered: the session may be gone
   int64_t last_sent_ms_ = 0;  // TrueWallMs of the latest datagram from this port
+  int64_t first_unanswered_open_ms_ = 0;  // since the last answered open; 0 = none
   uint64_t next_k_ = 0;
   std::vector<WriteRecord> writes_;
   std::vector<SessionRecord> sessions_;
