@@ -66,6 +66,25 @@ const json& At(const json& node, const std::string& key) {
 
 int64_t IntOr(const json& v, int64_t fallback) { return v.is_number_integer() ? v.get<int64_t>() : fallback; }
 
+// A device's sessions as the test saw them, for a failure message: token, registration outcome,
+// how it ended, when it was opened (and first tried), when it should fire, and how often it fired.
+std::string SessionHistory(const FleetDevice& d, const std::map<std::string, std::vector<std::string>>& fired) {
+  static const char* kEnd[] = {"open", "offline", "silent", "lost"};
+  static const char* kOutcome[] = {"acked", "unknown", "refused"};
+  std::string out = "\n  " + d.id() + " sessions (ms since its first open):";
+  const int64_t t0 = d.sessions().empty() ? 0 : d.sessions().front().first_attempt_ms;
+  for (const auto& s : d.sessions()) {
+    auto it = fired.find(s.token);
+    out += "\n    " + s.token + " od=" + kOutcome[static_cast<int>(s.on_disconnect)] +
+           " end=" + kEnd[static_cast<int>(s.end)] + " first_attempt=" + std::to_string(s.first_attempt_ms - t0) +
+           " opened=" + std::to_string(s.opened_ms - t0) +
+           " fire=[" + (s.fire_from_ms ? std::to_string(s.fire_from_ms - t0) : "-") + ", " +
+           (s.fire_to_ms ? std::to_string(s.fire_to_ms - t0) : "-") + "] fired=" +
+           std::to_string(it == fired.end() ? 0 : it->second.size());
+  }
+  return out;
+}
+
 }  // namespace
 
 int64_t TrueWallMs() {
@@ -109,7 +128,8 @@ std::string FaultGatewayYaml(GatewayOptions* o) {
                   "\nadmin:\n  listen: \"127.0.0.1:" + std::to_string(FreePort(false)) +
                   "\"\nstore:\n  path: ${STORE}\n" + o->store_yaml;
   if (!o->cloud_url.empty()) y += "upstream:\n  url: " + o->cloud_url + "\n";
-  y += "log:\n  level: info\napps:\n  - id: myapp\nroutes:\n"
+  const char* level = std::getenv("TETHER_FAULT_LOG_LEVEL");  // "debug" for a post-mortem
+  y += "log:\n  level: " + std::string(level ? level : "info") + "\napps:\n  - id: myapp\nroutes:\n"
        "  - { name: devs, match: \"devices/{device}/**\", cloud: \"fleet/{device}/**\" }\n";
   if (o->sync_config) y += "  - { name: cfg, match: \"config/**\", write: none, sync: [ \"config\" ] }\n";
   return y;
@@ -122,8 +142,9 @@ bool ContinuedBy(const SessionRecord& s, const SessionRecord* next) {
 }
 
 bool MaybeContinuedBy(const SessionRecord& s, const SessionRecord* next) {
-  return (s.end == SessionRecord::End::kSilent || s.end == SessionRecord::End::kLost) && next != nullptr &&
-         next->first_attempt_ms < next->opened_ms && (s.fire_from_ms == 0 || next->first_attempt_ms < s.fire_from_ms + 500);
+  if ((s.end != SessionRecord::End::kSilent && s.end != SessionRecord::End::kLost) || next == nullptr) return false;
+  if (s.off_unanswered) return next->first_attempt_ms < s.fire_to_ms;
+  return next->first_attempt_ms < next->opened_ms && (s.fire_from_ms == 0 || next->first_attempt_ms < s.fire_from_ms + 500);
 }
 
 // ---- FleetDevice ----
@@ -246,9 +267,17 @@ void FleetDevice::EndSession(bool go_offline) {
   SessionRecord* s = !sessions_.empty() && sessions_.back().token == token_ ? &sessions_.back() : nullptr;
   bool done = false;
   if (go_offline) {
+    // An unanswered .off is sent again (three tries): left in doubt, the device's next open could
+    // continue the session instead (a kill -9 lost the .off), and the audit could no longer say
+    // whether its onDisconnect must fire. Any answer settles it: 2.05 ended it now; 4.01 means an
+    // earlier try ended it or it timed out, and either fired its operations once.
     auto sent = Clock::now();
     int64_t from = TrueWallMs();
-    CoapReply r = client_->Request(kGet, ".off");
+    CoapReply r;
+    for (int attempt = 0; attempt < 3 && r.code != 0x45 && r.CodeString() != "4.01"; ++attempt) {
+      last_sent_ms_ = TrueWallMs();
+      r = client_->Request(kGet, ".off");
+    }
     if (r.code == 0x45 && s) {
       s->end = SessionRecord::End::kOffline;
       s->fire_from_ms = from;
@@ -256,8 +285,14 @@ void FleetDevice::EndSession(bool go_offline) {
       s->end_sent = sent;
       s->end_done = Clock::now();
       done = true;
-    } else if (s) {  // unknown: fired now, or it times out below
+    } else if (r.CodeString() == "4.01" && s) {
+      s->end = SessionRecord::End::kLost;
       s->fire_from_ms = from;
+      s->fire_to_ms = last_sent_ms_ + session_timeout_ms_ + 1500;
+      done = true;
+    } else if (s) {  // still unknown: fired now, or it times out below
+      s->fire_from_ms = from;
+      s->off_unanswered = true;
     }
     last_sent_ms_ = TrueWallMs();
   }
@@ -611,7 +646,8 @@ void CloudAudit::Verify(const Fleet& fleet, Tally& tally) {
                                                 std::to_string(keys.size()) + " times");
         continue;
       } else if (s.on_disconnect == Outcome::kAcked) {
-        tally.Check(keys.size() == 1, sdesc + ": onDisconnect fired " + std::to_string(keys.size()) + " times");
+        tally.Check(keys.size() == 1, sdesc + ": onDisconnect fired " + std::to_string(keys.size()) + " times" +
+                                          (keys.size() == 1 ? "" : SessionHistory(d, fired)));
       } else if (s.on_disconnect == Outcome::kUnknown) {
         tally.Check(keys.size() <= 1, sdesc + ": unanswered onDisconnect fired " + std::to_string(keys.size()) + " times");
       } else {

@@ -84,6 +84,9 @@ struct SessionRecord {
   // The first of the device's unanswered POST /.cs before this one (else opened_ms): an open the
   // gateway committed but could not answer (kill -9) may have continued the previous session.
   int64_t first_attempt_ms = 0;
+  // Its .off went unanswered three times: ended then, or (the gateway never saw it) continued by
+  // the device's next open before its deadline.
+  bool off_unanswered = false;
   std::chrono::steady_clock::time_point end_sent, end_done;  // kOffline: the .off exchange
 };
 
@@ -92,8 +95,9 @@ struct SessionRecord {
 // replaces"): its onDisconnect operation moved to `next`, whose acknowledged registration at the
 // same path replaced it, so it never fires.
 bool ContinuedBy(const SessionRecord& s, const SessionRecord* next);
-// An unanswered open of the device before `s`'s deadline may have continued it unseen (and the
-// device's next registration then replaced its operation): it fires at most once.
+// An unanswered open of the device before `s`'s deadline, or the device's next open after an
+// unanswered .off, may have continued it unseen (and the device's next registration then
+// replaced its operation): it fires at most once.
 bool MaybeContinuedBy(const SessionRecord& s, const SessionRecord* next);
 
 struct LoadOptions {
