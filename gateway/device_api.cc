@@ -607,6 +607,8 @@ void DeviceApi::OpenSession(std::shared_ptr<PendingOpen> open) {
       return FinishOpen(open->key);
     }
     const Json body = {{"s", s.short_token}, {"l", s.long_token}};
+    spdlog::debug("session opened: app '{}' device '{}' at {} (kept in memory until its device uses it)", s.app,
+                  s.device, s.addr.to_string());
     AddUnconfirmed(std::move(s));
     Reply(*open->call, coap::code::kContent, Encode(body, open->call->json_out));
     return FinishOpen(open->key);
