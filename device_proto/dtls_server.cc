@@ -7,6 +7,7 @@
 // flight until the client's first record), so it counts against max_handshakes, not max_live: the
 // contexts in use never exceed max_live + max_handshakes + 1.
 #include "device_proto/dtls_server.h"
+#include "device_proto/source_rate_limiter.h"
 
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
@@ -29,7 +30,6 @@ const int kCiphersuites[] = {MBEDTLS_TLS_PSK_WITH_AES_128_CCM_8, MBEDTLS_TLS_PSK
                              MBEDTLS_TLS_PSK_WITH_AES_128_GCM_SHA256, MBEDTLS_TLS_PSK_WITH_AES_128_CBC_SHA256, 0};
 // The largest record overhead of those suites: header 13 + CBC IV 16 + HMAC-SHA256 32 + padding 16.
 constexpr size_t kMaxRecordExpansion = 13 + 16 + 32 + 16;
-constexpr size_t kRateBuckets = 4096;
 constexpr int kHandshakeTimeoutMinMs = 1000;
 
 // A DTLS record carrying a ClientHello in epoch 0: the only thing an unknown peer may send.
@@ -84,7 +84,7 @@ struct Session {
 };
 
 struct DtlsServer::Impl {
-  Impl(Link& l, DtlsOptions o, PskLookup p) : link(l), opt(o), psk(std::move(p)) {}
+  Impl(Link& l, DtlsOptions o, PskLookup p) : link(l), opt(o), psk(std::move(p)), hellos(o.hellos_per_second) {}
 
   Link& link;
   DtlsOptions opt;
@@ -101,11 +101,7 @@ struct DtlsServer::Impl {
   std::list<Address> handshakes, established, live, fresh;
   std::unordered_map<uint64_t, Context*> timers;  // token -> context whose timer it is
   uint64_t next_token = 0;
-  struct Bucket {
-    uint64_t ip_hash = 0, at_ms = 0;
-    double tokens = 0;
-  };
-  std::vector<Bucket> buckets = std::vector<Bucket>(kRateBuckets);
+  SourceRateLimiter hellos;  // per source IP (opt.hellos_per_second)
   DtlsCounters stats;
   std::vector<uint8_t> plain = std::vector<uint8_t>(MBEDTLS_SSL_IN_CONTENT_LEN);
   std::vector<uint8_t> save_buf = std::vector<uint8_t>(1024);
@@ -473,24 +469,7 @@ struct DtlsServer::Impl {
     }
     return victim;
   }
-  bool RateOk(const Address& a) {
-    if (opt.hellos_per_second <= 0) return true;
-    Address ip = a;
-    ip.port = 0;
-    const uint64_t h = AddressHash{}(ip) | 1;
-    Bucket& b = buckets[h % kRateBuckets];
-    const uint64_t now = link.now_ms();
-    const double burst = std::max(1.0, 2 * opt.hellos_per_second);
-    if (b.ip_hash != h) {
-      b = Bucket{h, now, burst};
-    } else {
-      b.tokens = std::min(burst, b.tokens + static_cast<double>(now - b.at_ms) * opt.hellos_per_second / 1000.0);
-      b.at_ms = now;
-    }
-    if (b.tokens < 1) return false;
-    b.tokens -= 1;
-    return true;
-  }
+  bool RateOk(const Address& a) { return hellos.Take(a, link.now_ms()); }
 };
 
 DtlsServer::DtlsServer(Link& link, DtlsOptions options, PskLookup psk)

@@ -349,6 +349,14 @@ uint16_t Endpoint::local_port(size_t socket_index) const {
 
 bool Endpoint::respond(ExchangeId id, const Response& response) { return impl_->deliver(id, response, std::nullopt); }
 
+void Endpoint::ignore(ExchangeId id) {
+  auto it = impl_->exchanges.find(id);
+  if (it == impl_->exchanges.end()) return;
+  // The dedup entry stays (a retransmission is a duplicate) but points at no exchange: silence.
+  if (DedupEntry* d = impl_->dedup.find(MidKey{it->second.peer, it->second.mid}); d && d->pending == id) d->pending = 0;
+  impl_->finish_exchange(id);  // its timers find nothing and do nothing
+}
+
 DtlsCounters Endpoint::dtls_counters() const {
   DtlsCounters sum;
   for (const SocketState* s : impl_->sockets) {

@@ -147,6 +147,10 @@ class Endpoint {
   // otherwise the answer is 4.13 with a diagnostic, so a client that cannot
   // reassemble (the Wilddog SDK) never gets a truncated body.
   bool respond(ExchangeId id, const Response& response);
+  // Leaves the exchange unanswered and forgets it: nothing is sent for it, not even the empty ACK
+  // of a slow answer, and its retransmissions are ignored like any duplicate. For requests a
+  // server refuses to spend an answer on (rate limits: an unverified source gets nothing back).
+  void ignore(ExchangeId id);
   // The client of `id` reassembles Block2 although it did not ask (RFC 7959 §2.2
   // lets the server start blocks). An observation it registers inherits this
   // for its notifications; without it a notification that outgrows one

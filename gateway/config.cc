@@ -109,6 +109,13 @@ void ReadDevice(YamlField f, DeviceConfig* d) {
     d->session_timeout = d->heartbeat_target * 7 / 4;
   }
   if (auto v = f.Optional("max_payload")) d->max_payload = v->AsBytes(64, 1 << 20);
+  if (auto v = f.Optional("opens_per_second")) d->opens_per_second = static_cast<uint32_t>(v->AsInt(0, 1'000'000));
+  if (auto v = f.Optional("auth_failures_per_second")) {
+    d->auth_failures_per_second = static_cast<uint32_t>(v->AsInt(0, 1'000'000));
+  }
+  if (auto v = f.Optional("max_unconfirmed_sessions")) {
+    d->max_unconfirmed_sessions = static_cast<uint32_t>(v->AsInt(1, 10'000'000));
+  }
   // Above 2 s the SDK would retransmit (its first timeout) while its write still waits.
   if (auto v = f.Optional("max_write_wait")) d->max_write_wait = v->AsDuration(milliseconds(10), milliseconds(2000));
   if (auto v = f.Optional("max_observers_per_session")) {

@@ -30,6 +30,10 @@ struct DeviceConfig {
   Millis heartbeat_target{20'000};  // devices are steered to ping at least this often
   Millis session_timeout{35'000};   // silence after which a session ends (default 1.75 x target)
   uint32_t max_payload = 16 * 1024;  // larger request bodies get 4.13
+  // Hostile-LAN limits (docs/operations.md, "Security model"); 0 = no limit.
+  uint32_t opens_per_second = 100;           // POST /.cs per source IP (burst 2 s worth)
+  uint32_t auth_failures_per_second = 20;    // answered token refusals per source IP (burst 2 s worth)
+  uint32_t max_unconfirmed_sessions = 4096;  // opened, not yet used by their device: the oldest go
   // While the oldest commit in progress has waited longer than this, new writes get 5.03.
   Millis max_write_wait{100};
   // Per-session caps (a hostile session cannot grow the gateway without bound); beyond them a

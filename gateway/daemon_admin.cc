@@ -91,6 +91,16 @@ std::string DaemonAdmin::MetricsText() {
   m.coap_peers.With({"unverified"}).Set(static_cast<double>(e.peers - e.peers_verified));
   m.coap_peers_dropped_total.With({"evicted"}).Set(static_cast<double>(e.peers_evicted));
   m.coap_peers_dropped_total.With({"refused"}).Set(static_cast<double>(e.peers_rejected));
+  static const char* kRefusal[] = {"unknown_session", "bound_elsewhere", "auth_token", "long_token"};
+  for (int k = 0; k < 4; ++k) {
+    m.auth_failures_total.With({kRefusal[k], "answered"}).Set(static_cast<double>(c.token_refusals[k][0]));
+    m.auth_failures_total.With({kRefusal[k], "dropped"}).Set(static_cast<double>(c.token_refusals[k][1]));
+  }
+  m.session_opens_refused_total.With({"rate_limited"}).Set(static_cast<double>(c.opens_rate_limited));
+  m.session_opens_refused_total.With({"busy"}).Set(static_cast<double>(c.opens_busy));
+  m.sessions_unconfirmed.With({}).Set(static_cast<double>(p_.devices->unconfirmed_sessions()));
+  m.unconfirmed_sessions_dropped_total.With({"evicted"}).Set(static_cast<double>(c.unconfirmed_evicted));
+  m.unconfirmed_sessions_dropped_total.With({"expired"}).Set(static_cast<double>(c.unconfirmed_expired));
   m.notifications_total.With({"sent"}).Set(static_cast<double>(e.notifications));
   m.notifications_total.With({"superseded"}).Set(static_cast<double>(e.notifications_superseded));
   // Persisted per-route counters: cheap (no table scan), whatever the backlog.
@@ -170,6 +180,19 @@ std::string DaemonAdmin::MetricsText() {
   return r.Render();
 }
 
+nlohmann::json DaemonAdmin::GuardStatus() const {
+  // What the hostile-LAN limits refused since the start (docs/operations.md, "Security model"):
+  // the gateway keeps serving through all of it, so none of it makes /readyz fail.
+  const DeviceApiCounters& c = p_.devices->counters();
+  uint64_t dropped = 0, answered = 0;
+  for (const auto& kind : c.token_refusals) answered += kind[0], dropped += kind[1];
+  return {{"unconfirmed_sessions", p_.devices->unconfirmed_sessions()},
+          {"unconfirmed_evicted", c.unconfirmed_evicted},
+          {"opens_refused", c.opens_rate_limited + c.opens_busy},
+          {"token_refusals_answered", answered},
+          {"token_refusals_dropped", dropped}};
+}
+
 nlohmann::json DaemonAdmin::Status() {
   store::QueueTotals t = p_.store->queue().Totals();
   std::optional<int64_t> oldest;
@@ -183,6 +206,7 @@ nlohmann::json DaemonAdmin::Status() {
       {"mode", p_.config->upstream ? "upstream" : "local-only"},
       {"listen", HostPort{p_.config->device.listen.host, p_.endpoint->local_port()}.ToString()},
       {"sessions", p_.devices->sessions().size()},
+      {"device_guard", GuardStatus()},
       {"queue", {{"entries", t.entries}, {"bytes", t.bytes}, {"oldest_age_s", AgeSeconds(oldest)}}},
       {"dead_letters", t.dead_entries}};
   // null: no write shed lately (device.max_write_wait).
@@ -215,7 +239,7 @@ nlohmann::json DaemonAdmin::Sessions(const std::optional<std::string>& app) {
     const int64_t quiet_ms = static_cast<int64_t>(uv_now(p_.loop)) - s.last_seen_ms;
     out.push_back({{"device", s.device},
                    {"app", s.app},
-                   {"state", SessionState(s)},
+                   {"state", s.confirmed ? SessionState(s) : "unconfirmed"},
                    {"address", s.addr.to_string()},
                    {"last_seen_s", std::max<int64_t>(0, quiet_ms / 1000)},
                    {"since_s", AgeSeconds(s.created_wall_ms)}});

@@ -72,6 +72,7 @@ class DaemonAdmin : public AdminBackend {
   void ChangeDeadLetters(const std::optional<std::string>& id, bool retry, std::function<void(AdminResult)> done);
   // "active": heard from within the heartbeat target; "silent": not since, detection pending.
   const char* SessionState(const Session& s) const;
+  nlohmann::json GuardStatus() const;  // the device-side limits' refusals (Status)
   Parts p_;
   std::chrono::steady_clock::time_point started_;
 };

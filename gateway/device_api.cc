@@ -35,6 +35,11 @@ constexpr uint64_t kShedPauseMs = 2 * kOverloadMaxAge * 1000;
 // the background at most this often per path and query.
 constexpr uint64_t kRefreshIntervalMs = 30'000;
 constexpr uint8_t kPreconditionFailed = coap::code::make(4, 12);
+// Failed authentications are logged one per second at most; the others are counted.
+constexpr int64_t kAuthLogEveryMs = 1'000;
+// Opens of one device are handled one at a time; beyond this many waiting, more are not answered
+// (a flood of one device's token from spoofed sources queues nothing).
+constexpr size_t kMaxWaitingOpens = 1;
 
 // Firebase's model: null members and empty objects do not exist.
 Json Normalized(const Json& v) {
@@ -181,6 +186,10 @@ void DeviceApi::SetRoutes(std::shared_ptr<const RouteTable> routes) {
     auth[Config::kAnyApp] = std::make_unique<DeviceAuthenticator>(AppConfig{Config::kAnyApp, false, {}});
   }
   auth_ = std::move(auth);
+  const DeviceConfig& d = routes->config().device;
+  opens_limiter_.set_rate(d.opens_per_second);
+  refusals_limiter_.set_rate(d.auth_failures_per_second);
+  max_unconfirmed_ = d.max_unconfirmed_sessions;
   routes_ = std::move(routes);
 }
 
@@ -419,15 +428,29 @@ void DeviceApi::on_request(const coap::Request& r) {
     sessions_.Touch(*s, now);
     Stamp(*s);
     continuity_.NoteTokenFrom(sessions_, *s, c.peer, now);
+    // Over plain UDP nothing else: the address is not the one the session's answers go to, and
+    // anyone may forge a source (RFC 7252 §11.3). A short 4.01, never larger than the request
+    // (which carries the 13-byte .cs option), makes the SDK send /.rst (a ping) or
+    // re-authenticate (other requests): no snapshot, no observation, no write for an address the
+    // session was not bound to. A DTLS peer's address is proven (cookie exchange) and its records
+    // authenticated as the session's identity (OnSessionTransport): it is served, as before.
+    if (!c.peer.secure) {
+      return RefuseToken(c, TokenRefusal::kBoundElsewhere, coap::code::kUnauthorized, "use /.rst");
+    }
   }
-  // The session's token came back from the address it was sent to: the engine keeps this peer
-  // when unverified addresses flood its table (docs/operations.md, "Security model").
-  if (s && s->addr == c.peer && !r.peer_verified && endpoint_) endpoint_->verify_peer(c.peer);
+  if (s) {
+    // The session's token came back from the address it was sent to: the engine keeps this peer
+    // when unverified addresses flood its table (docs/operations.md, "Security model"), and a
+    // session opened from there is real.
+    if (!r.peer_verified && endpoint_) endpoint_->verify_peer(c.peer);
+    if (!s->confirmed) Confirm(*s);
+  }
   if (control && path[0] == ".ping") {
     if (c.method != coap::code::kGet) return ReplyError(c, coap::code::kMethodNotAllowed, "GET /.ping");
+    if (!s) return RefuseToken(c, TokenRefusal::kUnknownSession, coap::code::kUnauthorized, "unknown session");
     return HandlePing(c, s);
   }
-  if (!s) return ReplyError(c, coap::code::kUnauthorized, "unknown session");
+  if (!s) return RefuseToken(c, TokenRefusal::kUnknownSession, coap::code::kUnauthorized, "unknown session");
   if (control && path[0] == ".off") return HandleOffline(c, s);
   if (!path.empty() && path[0] == ".info") return HandleInfo(c, path);
   if (std::string e = CheckPath(path); !e.empty()) return ReplyError(c, coap::code::kBadRequest, e);
@@ -499,10 +522,17 @@ struct DeviceApi::PendingOpen {
 };
 
 void DeviceApi::HandleOpen(Call& c) {
+  // Plain CoAP only: over DTLS the handshake (hellos_per_second, a cookie) proved the address.
+  if (!c.peer.secure && !opens_limiter_.Take(c.peer, LoopNow())) {
+    ++counters_.opens_rate_limited;
+    if (endpoint_) endpoint_->ignore(c.id);  // nothing goes back to a possibly forged source
+    return;
+  }
   // 4.01, not 4.00: the SDK gives up for good on a 4.00 to /.cs (it means "unknown app").
   if (c.payload.size() > 512) {
     ++counters_.auth_failures;
-    return ReplyError(c, coap::code::kUnauthorized, "auth token longer than 512 bytes");
+    LogAuthFailure(c);
+    return RefuseToken(c, TokenRefusal::kBadAuthToken, coap::code::kUnauthorized, "auth token longer than 512 bytes");
   }
   // Over DTLS the handshake authenticated the device: its PSK identity is the device id.
   AuthOutcome auth = c.peer.secure ? AuthOutcome{true, c.identity} : AuthenticatorFor(c.app).Authenticate(c.payload);
@@ -510,8 +540,8 @@ void DeviceApi::HandleOpen(Call& c) {
   if (c.peer.secure && psk_known_ && !psk_known_(c.identity)) auth.ok = false;
   if (!auth.ok) {
     ++counters_.auth_failures;
-    spdlog::info("device at {} failed to authenticate to app '{}'", c.peer.to_string(), c.app);
-    return ReplyError(c, coap::code::kUnauthorized, "invalid auth token");
+    LogAuthFailure(c);
+    return RefuseToken(c, TokenRefusal::kBadAuthToken, coap::code::kUnauthorized, "invalid auth token");
   }
   auto open = std::make_shared<PendingOpen>();
   open->call = std::make_shared<Call>(c);
@@ -522,6 +552,11 @@ void DeviceApi::HandleOpen(Call& c) {
   // One open at a time per device, so a second POST /.cs continues the session the first one
   // opens instead of running beside it (and leaving it to time out with the device's operations).
   auto [waiting, first] = opening_.try_emplace(open->key);
+  if (!first && waiting->second.size() >= kMaxWaitingOpens) {
+    ++counters_.opens_busy;  // the device (or someone with its token) retransmits if it is real
+    if (endpoint_) endpoint_->ignore(c.id);
+    return;
+  }
   if (!first) return waiting->second.push_back(std::move(open));
   OpenSession(std::move(open));
 }
@@ -552,11 +587,31 @@ void DeviceApi::OpenSession(std::shared_ptr<PendingOpen> open) {
   for (const Session* p : preds) s.last_ping_ms = std::max(s.last_ping_ms, p->last_ping_ms);
   if (!s.last_ping_ms) s.last_ping_ms = continuity_.RememberedPing(c.app, s.device, anonymous, c.peer, now);
   std::vector<Session> continued;
+  bool carries = false;  // a continued session has a store record (and maybe operations) to move
   for (Session* p : preds) {
-    spdlog::info("device '{}' (app '{}') re-opened its session from {} (was {}): its onDisconnect operations "
-                 "carry over", p->device, p->app, c.peer.to_string(), p->addr.to_string());
+    if (p->confirmed) {
+      spdlog::info("device '{}' (app '{}') re-opened its session from {} (was {}): its onDisconnect operations "
+                   "carry over", p->device, p->app, c.peer.to_string(), p->addr.to_string());
+    }
+    carries = carries || p->confirmed;
     std::string id = p->id;
     if (std::optional<Session> gone = DetachSession(id)) continued.push_back(std::move(*gone));
+  }
+  if (!carries && !c.peer.secure) {
+    // Nothing to carry and an address nobody proved yet (a forged source never uses the reply):
+    // memory only until the device uses the session, no store commit for a flood of them.
+    counters_.sessions_continued += continued.size();
+    // Authenticated before a reload that revoked its credential (it waited behind another open).
+    if (open->reloads_seen != reloads_ && !CredentialValid(s)) {
+      ReplyError(*open->call, coap::code::kUnauthorized, "invalid auth token");
+      return FinishOpen(open->key);
+    }
+    const Json body = {{"s", s.short_token}, {"l", s.long_token}};
+    spdlog::debug("session opened: app '{}' device '{}' at {} (kept in memory until its device uses it)", s.app,
+                  s.device, s.addr.to_string());
+    AddUnconfirmed(std::move(s));
+    Reply(*open->call, coap::code::kContent, Encode(body, open->call->json_out));
+    return FinishOpen(open->key);
   }
   CommitOpen(std::move(open), std::move(s), std::move(continued), 0);
 }
@@ -566,6 +621,7 @@ void DeviceApi::CommitOpen(std::shared_ptr<PendingOpen> open, Session s, std::ve
   store::WriteBatch batch;
   std::vector<store::OnDisconnectOp> ops;
   for (const Session& old : continued) {
+    if (!old.confirmed) continue;  // no record, no operations
     std::vector<store::OnDisconnectOp> mine = store_.sessions().OnDisconnectOps(old.id);
     uint64_t through = 0;
     for (const auto& op : mine) through = std::max(through, op.order);
@@ -585,12 +641,18 @@ void DeviceApi::CommitOpen(std::shared_ptr<PendingOpen> open, Session s, std::ve
     }
     if (res.status.code == store::StatusCode::kNotFound && !continued.empty() && attempt < kOpenRetries) {
       // A predecessor's record went meanwhile (it cannot fire twice): continue the others.
-      std::erase_if(continued, [&](const Session& old) { return !store_.sessions().Get(old.id); });
+      std::erase_if(continued, [&](const Session& old) { return old.confirmed && !store_.sessions().Get(old.id); });
       return CommitOpen(std::move(open), std::move(s), std::move(continued), attempt + 1);
     }
     if (!res.status.ok()) {
       // Nothing of the batch applied: the predecessors are still in the store; serve them again.
-      for (Session& old : continued) Stamp(sessions_.Add(std::move(old)));
+      for (Session& old : continued) {
+        if (!old.confirmed) {
+          AddUnconfirmed(std::move(old));
+          continue;
+        }
+        Stamp(sessions_.Add(std::move(old)));
+      }
       ReplyStoreStatus(*open->call, res.status);
       return FinishOpen(open->key);
     }
@@ -631,6 +693,62 @@ void DeviceApi::FinishOpen(const std::string& key) {
   OpenSession(std::move(next));
 }
 
+void DeviceApi::AddUnconfirmed(Session s) {
+  s.confirmed = false;
+  const std::string id = s.id;
+  sessions_.Add(std::move(s));
+  ++counters_.sessions_opened;
+  ++unconfirmed_count_;
+  unconfirmed_.push_back(id);
+  // Oldest first: under a flood of forged opens a real device's session is young when its device
+  // uses it (the SDK pings right after opening), so it is never the one that goes.
+  while (!unconfirmed_.empty()) {
+    Session* u = sessions_.ById(unconfirmed_.front());
+    if (u && !u->confirmed) {
+      if (unconfirmed_count_ <= max_unconfirmed_) break;
+      ++counters_.unconfirmed_evicted;
+      std::string gone = u->id;
+      if (std::optional<Session> old = DetachSession(gone)) continuity_.NoteEnded(*old, LoopNow());
+    }
+    unconfirmed_.pop_front();  // confirmed, ended, or just evicted
+  }
+}
+
+void DeviceApi::Confirm(Session& s) {
+  if (s.confirmed) return;
+  s.confirmed = true;
+  if (unconfirmed_count_) --unconfirmed_count_;
+  Stamp(s);
+  PersistSession(s.id);  // submitted before the confirming request's own batch: the record comes first
+}
+
+void DeviceApi::RefuseToken(Call& c, TokenRefusal why, uint8_t code, const std::string& diagnostic) {
+  const bool answer = refusals_limiter_.Take(c.peer, LoopNow());
+  ++counters_.token_refusals[static_cast<int>(why)][answer ? 0 : 1];
+  if (answer) return ReplyError(c, code, diagnostic);
+  if (endpoint_) endpoint_->ignore(c.id);
+}
+
+void DeviceApi::LogAuthFailure(const Call& c) {
+  const int64_t now = LoopNow();
+  if (now - auth_logged_at_ms_ < kAuthLogEveryMs) {
+    ++auth_log_suppressed_;
+    ++counters_.auth_log_suppressed;
+    return;
+  }
+  FlushAuthLog(now);
+  auth_logged_at_ms_ = now;
+  spdlog::info("device at {} failed to authenticate to app '{}'", c.peer.to_string(), c.app);
+}
+
+void DeviceApi::FlushAuthLog(int64_t now) {
+  if (!auth_log_suppressed_ || now - auth_logged_at_ms_ < kAuthLogEveryMs) return;
+  spdlog::info("{} more failed authentication(s) in {:.1f} s, not logged one by one (tether_auth_failures_total)",
+               auth_log_suppressed_, static_cast<double>(now - auth_logged_at_ms_) / 1000.0);
+  auth_log_suppressed_ = 0;
+  auth_logged_at_ms_ = now;
+}
+
 void DeviceApi::HandlePing(Call& c, Session* s) {
   if (!s || !(s->addr == c.peer)) return ReplyError(c, coap::code::kUnauthorized, "unknown session");
   ++counters_.heartbeats;
@@ -667,8 +785,10 @@ void DeviceApi::HandlePing(Call& c, Session* s) {
 void DeviceApi::HandleRebind(Call& c) {
   Session* s = sessions_.ByLongToken(c.payload);
   if (!s || s->app != c.app || !OnSessionTransport(*s, c.peer, c.identity)) {
-    return ReplyError(c, coap::code::kBadRequest, "unknown long token");
+    return RefuseToken(c, TokenRefusal::kUnknownLongToken, coap::code::kBadRequest, "unknown long token");
   }
+  // The long token went only to the session's address: whoever shows it got the reply there.
+  if (!s->confirmed) Confirm(*s);
   sessions_.Rebind(*s, c.peer);
   sessions_.Touch(*s, LoopNow());
   Stamp(*s);
@@ -807,6 +927,7 @@ void DeviceApi::OnLivenessTick(uv_timer_t* t) {
   // CLOCK_BOOTTIME runs ahead of the loop's clock only while the host is suspended: a tick's
   // reading is fresh enough for the liveness file, and datagrams do not pay for one each.
   self->boottime_minus_loop_ms_ = store::BootTimeMs() - now;
+  self->FlushAuthLog(now);
   if (self->sessions_.MaybeDue(now)) self->ArmSweep();
 }
 
@@ -825,13 +946,13 @@ void DeviceApi::OnSweep(uv_check_t* h) {
   uv_idle_stop(&self->sweep_idle_);
   uv_check_stop(&self->sweep_check_);
   for (const auto& id : self->sessions_.Expired(self->LoopNow())) {
-    ++self->counters_.detections;
+    if (const Session* s = self->sessions_.ById(id); s && s->confirmed) ++self->counters_.detections;
     self->EndSession(id, EndCause::kTimeout);
   }
 }
 
 void DeviceApi::Stamp(Session& s) {
-  if (!liveness_file_) return;
+  if (!liveness_file_ || !s.confirmed) return;  // no record to restore it from: no slot either
   if (s.liveness_slot == LivenessFile::kNoSlot) s.liveness_slot = liveness_file_->Assign();
   liveness_file_->Write(s.liveness_slot, s.id,
                         {s.last_seen_ms + boottime_minus_loop_ms_,
@@ -843,6 +964,7 @@ void DeviceApi::Checkpoint() {
   const store::ClockReading clock = store::ClockNow();
   store::WriteBatch batch;
   sessions_.ForEachMutable([&](Session& s) {
+    if (!s.confirmed) return;  // memory only
     store::SessionRecord r;
     SetCheckpoint(&r, s, now, clock);
     batch.TouchSession(s.id, r.last_seen_ms, r.last_seen_boottime_ms, r.boot_id, r.last_ping_ms);
@@ -861,6 +983,7 @@ std::optional<Session> DeviceApi::DetachSession(const std::string& session_id) {
   Session* sp = sessions_.ById(session_id);
   if (!sp) return std::nullopt;
   Session s = *sp;
+  if (!s.confirmed && unconfirmed_count_) --unconfirmed_count_;
   if (liveness_file_ && s.liveness_slot != LivenessFile::kNoSlot) liveness_file_->Free(s.liveness_slot);
   s.liveness_slot = LivenessFile::kNoSlot;
   sessions_.Remove(session_id);
@@ -879,6 +1002,11 @@ void DeviceApi::EndSession(std::string session_id, EndCause cause, std::function
     return;
   }
   continuity_.NoteEnded(*s, LoopNow());  // its device's next session carries on its ping timer
+  if (!s->confirmed) {  // never used by its device: no record, no operations; not worth a log line
+    if (cause == EndCause::kTimeout) ++counters_.unconfirmed_expired;
+    if (done) done();
+    return;
+  }
   static const char* kCause[] = {"silent past the session timeout", "went offline", "was kicked"};
   spdlog::info("device '{}' (app '{}', {}) {}: running its onDisconnect operations", s->device, s->app,
                s->addr.to_string(), kCause[static_cast<int>(cause)]);
@@ -1484,7 +1612,7 @@ store::SessionRecord DeviceApi::SessionRecordOf(const Session& s) {
 
 void DeviceApi::PersistSession(const std::string& session_id) {
   Session* s = sessions_.ById(session_id);
-  if (!s) return;  // ended (its record is being removed) or not yet committed (HandleOpen)
+  if (!s || !s->confirmed) return;  // ended (its record is being removed), not yet committed (HandleOpen), or memory only
   // One write in flight per session: changes meanwhile are written together when it commits, so
   // registering n observations writes the record at most once per commit, not n times (each write
   // holds all of the session's observations).

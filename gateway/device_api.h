@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include <array>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "device_proto/endpoint.h"
+#include "device_proto/source_rate_limiter.h"
 #include "gateway/device_auth.h"
 #include "gateway/heartbeat_policy.h"
 #include "gateway/liveness_file.h"
@@ -58,7 +60,18 @@ struct DeviceApiCounters {
   // discarded, not run), and observations ended with 4.03 because the routes no longer allow them.
   uint64_t sessions_revoked = 0, ondisconnect_discarded = 0, observations_revoked = 0;
   std::map<std::string, uint64_t> requests;  // "GET 2.05" -> count (DeviceApi::counters() fills it)
+  // Token refusals (4.01/4.00 for a token the request cannot use), by TokenRefusal; [0] answered,
+  // [1] dropped unanswered over device.auth_failures_per_second for the source IP.
+  uint64_t token_refusals[4][2] = {};
+  // POST /.cs left unanswered: over device.opens_per_second for the source IP / another open of the
+  // same device already waiting. Unconfirmed sessions (Session::confirmed) dropped: evicted for
+  // room / silent past the session timeout.
+  uint64_t opens_rate_limited = 0, opens_busy = 0, unconfirmed_evicted = 0, unconfirmed_expired = 0;
+  uint64_t auth_log_suppressed = 0;  // failed-authentication log lines folded into a count
 };
+
+// Why a request's token was refused (the index of DeviceApiCounters::token_refusals).
+enum class TokenRefusal { kUnknownSession, kBoundElsewhere, kBadAuthToken, kUnknownLongToken };
 
 class DeviceApi : public coap::Handler {
  public:
@@ -123,6 +136,7 @@ class DeviceApi : public coap::Handler {
   void Close();
 
   const SessionTable& sessions() const { return sessions_; }
+  size_t unconfirmed_sessions() const { return unconfirmed_count_; }
   // Remembered pings and re-open evidence dropped to stay within SessionContinuity's bounds.
   uint64_t continuity_evictions() const { return continuity_.evictions(); }
   DeviceApiCounters counters() const;
@@ -157,6 +171,17 @@ class DeviceApi : public coap::Handler {
   // it (in registration order) in one batch; retries when an operation was registered meanwhile.
   void CommitOpen(std::shared_ptr<PendingOpen> open, Session s, std::vector<Session> continued, int attempt);
   void FinishOpen(const std::string& key);
+  // Adds a session no store record backs yet (Session::confirmed false); evicts the oldest such
+  // sessions beyond device.max_unconfirmed_sessions.
+  void AddUnconfirmed(Session s);
+  // Its device used it: from now on it is persisted like any other.
+  void Confirm(Session& s);
+  // 4.01 (4.00 for an unknown long token) with `diagnostic`, unless the source IP is over
+  // device.auth_failures_per_second: then nothing is sent (a guesser or a reflector gets silence).
+  void RefuseToken(Call& c, TokenRefusal why, uint8_t code, const std::string& diagnostic);
+  // At most one line per kAuthLogEveryMs; the rest are counted and summed up in one line.
+  void LogAuthFailure(const Call& c);
+  void FlushAuthLog(int64_t now);
   void HandlePing(Call& c, Session* s);
   void HandleRebind(Call& c);
   void HandleOffline(Call& c, Session* s);
@@ -272,6 +297,12 @@ class DeviceApi : public coap::Handler {
   std::function<bool(std::string_view)> psk_known_;
   uint64_t reloads_ = 0;  // RevokeAfterReload calls
   DeviceApiCounters counters_;
+  coap::SourceRateLimiter opens_limiter_, refusals_limiter_;  // per source IP (DeviceConfig)
+  size_t max_unconfirmed_ = 4096;
+  size_t unconfirmed_count_ = 0;
+  std::deque<std::string> unconfirmed_;  // ids in opening order; confirmed or ended ones are skipped
+  int64_t auth_logged_at_ms_ = INT64_MIN / 2;  // loop clock of the last failed-auth line
+  uint64_t auth_log_suppressed_ = 0;           // lines not written since
   uint64_t shed_first_ms_ = 0, shed_last_ms_ = 0;  // uv_now: the shedding episode's first / latest 5.03
   // Answers by method (GET, POST, PUT, DELETE, FETCH, PATCH, other) and code: an array increment
   // per answer; counters() turns them into DeviceApiCounters::requests.

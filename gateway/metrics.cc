@@ -221,6 +221,22 @@ TetherMetrics::TetherMetrics(MetricsRegistry& r)
                                     "Observe notifications sent, or superseded by a newer state while their "
                                     "device had a confirmable notification outstanding.",
                                     {"outcome"})),
+      auth_failures_total(r.Counter("tether_auth_failures_total",
+                                    "Requests refused for their token (unknown_session, bound_elsewhere: a session "
+                                    "token from another address than the session's, auth_token, long_token), "
+                                    "answered or dropped over device.auth_failures_per_second.",
+                                    {"kind", "answer"})),
+      session_opens_refused_total(r.Counter("tether_session_opens_refused_total",
+                                            "POST /.cs left unanswered: over device.opens_per_second for its source "
+                                            "IP (rate_limited), or another open of the same device waiting (busy).",
+                                            {"reason"})),
+      sessions_unconfirmed(r.Gauge("tether_sessions_unconfirmed",
+                                   "Sessions opened over plain CoAP that their device has not used yet (kept in "
+                                   "memory only, at most device.max_unconfirmed_sessions).")),
+      unconfirmed_sessions_dropped_total(r.Counter("tether_unconfirmed_sessions_dropped_total",
+                                                   "Unconfirmed sessions dropped: evicted for a newer one at "
+                                                   "device.max_unconfirmed_sessions, or expired unused.",
+                                                   {"reason"})),
       admin_refused_total(r.Counter("tether_admin_refused_total",
                                     "Admin API requests refused: no admin token, a Host naming another server, "
                                     "or made by a web page.", {"reason"})),

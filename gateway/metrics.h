@@ -114,6 +114,11 @@ struct TetherMetrics {
   MetricFamily& coap_peers;              // gauge {state=verified|unverified}  the CoAP engine's peer table
   MetricFamily& coap_peers_dropped_total;  // counter {reason=evicted|refused}  peer table full
   MetricFamily& notifications_total;     // counter {outcome=sent|superseded}
+  // Hostile-LAN guards (docs/operations.md, "Security model").
+  MetricFamily& auth_failures_total;     // counter {kind,answer=answered|dropped}  tokens refused
+  MetricFamily& session_opens_refused_total;  // counter {reason=rate_limited|busy}  POST /.cs not answered
+  MetricFamily& sessions_unconfirmed;    // gauge  opened, not yet used by their device (memory only)
+  MetricFamily& unconfirmed_sessions_dropped_total;  // counter {reason=evicted|expired}
   MetricFamily& admin_refused_total;     // counter {reason=unauthorized|host|browser}  admin requests refused
   MetricFamily& admin_dropped_total;     // counter {reason=timeout|evicted|too_large|overloaded}  closed unserved
   MetricFamily& session_limit_refused_total;  // counter {limit=observers|ondisconnect_count|ondisconnect_bytes}  4.03

@@ -51,6 +51,11 @@ struct Session {
   // registration at a path replaces those at and below it (a rebooted device registers again).
   uint64_t carried_through_order = 0;
   uint32_t notified_since_checkpoint = 0;  // notifications since its record was last written
+  // False from a POST /.cs over plain UDP until its device uses it (a request with its token from
+  // its address, or /.rst with its long token): a spoofed source never does. Such a session is
+  // kept in memory only (no store record, no liveness slot, no onDisconnect operations) and the
+  // oldest go first beyond device.max_unconfirmed_sessions (docs/operations.md, "Security model").
+  bool confirmed = true;
 };
 
 class SessionTable {

@@ -45,7 +45,9 @@ int main(int argc, char** argv) {
   int admin = FreePort(false);
   gw.WriteConfig("device:\n  listen: \"127.0.0.1:" + std::to_string(port) + "\"\n  heartbeat_target: " +
                  std::to_string(timeout_s - 1) + "s\n  session_timeout: " + std::to_string(timeout_s) +
-                 "s\nadmin:\n  listen: \"127.0.0.1:" + std::to_string(admin) +
+                 // One host opens the whole fleet before any session is used: no per-IP open limit.
+                 "s\n  opens_per_second: 0\n  max_unconfirmed_sessions: 10000000\nadmin:\n  listen: \"127.0.0.1:" +
+                 std::to_string(admin) +
                  "\"\nstore:\n  path: ${STORE}\nlog:\n  level: warn\napps:\n  - id: myapp\n");
   gw.Start();
   std::this_thread::sleep_for(std::chrono::milliseconds(500));

@@ -95,7 +95,9 @@ int main(int argc, char** argv) {
   const uint16_t port = static_cast<uint16_t>(FreePort());
   const int admin = FreePort(false);
   gw.WriteConfig("device:\n  listen: \"127.0.0.1:" + std::to_string(port) +
-                 "\"\n  heartbeat_target: 10m\n  session_timeout: 20m\nadmin:\n  listen: \"127.0.0.1:" +
+                 "\"\n  heartbeat_target: 10m\n  session_timeout: 20m\n"
+                 // One host opens the whole fleet before any session is used: no per-IP open limit.
+                 "  opens_per_second: 0\n  max_unconfirmed_sessions: 10000000\nadmin:\n  listen: \"127.0.0.1:" +
                  std::to_string(admin) + "\"\nstore:\n  path: ${STORE}\nlog:\n  level: warn\napps:\n  - id: myapp\n");
   gw.Start();
   std::this_thread::sleep_for(std::chrono::seconds(3));

@@ -71,9 +71,13 @@ TEST(DeviceApiTest, UnacknowledgedSeparateResponsesAreCounted) {
   eo.ack_random_factor = 1.0;
   eo.max_retransmit = 1;
   Gateway gw(eo);
-  // The open is answered after its store commit, as a separate CON the "device" never ACKs.
-  ASSERT_TRUE(gw.Send(Peer(1), Build{.code = coap::code::kPost, .mid = 1}.path(".cs").done(),
-                      [&] { return gw.api().counters().responses_failed >= 1; }));
+  // A write is answered after its store commit, as a separate CON the "device" never ACKs. (An
+  // anonymous open is answered at once: nothing is committed until the device uses the session.)
+  const std::string cs = gw.Open(Peer(1), 1);
+  ASSERT_EQ(cs.size(), 8u);
+  Build put = Request(coap::code::kPut, "k", cs, 2);
+  put.payload = {0x01};
+  ASSERT_TRUE(gw.Send(Peer(1), put.done(), [&] { return gw.api().counters().responses_failed >= 1; }));
   EXPECT_EQ(gw.api().counters().responses_failed, 1u);
   size_t cons = 0;
   for (const Sent& s : gw.sent()) cons += s.p->m.type == coap::Type::kCon;

@@ -18,6 +18,7 @@
 #include "tests/integration/sdk_client.h"
 #include "tests/integration/tetherd_process.h"
 #include "tests/store/store_fixture.h"
+#include "tests/support/eventually.h"
 
 namespace tether::testing {
 namespace {
@@ -127,13 +128,18 @@ TEST_F(Admin, StatusSessionsQueueMetricsKickAndStoreCheck) {
   EXPECT_EQ(kick.status, 0) << kick.out;
   SdkClient other(coap_port_);
   ASSERT_TRUE(other.Open());
-  EXPECT_EQ(other.Get("presence/sensor-9").payload, CborText("offline"));
+  // kick answers once the session ended; its operations commit right after.
+  EXPECT_TRUE(Eventually([&] { return other.Get("presence/sensor-9").payload == CborText("offline"); }, 5s));
   EXPECT_EQ(dev.Ping().CodeString(), "4.01");
   ShellResult missing = Ctl("kick sensor-9");
   EXPECT_NE(missing.status, 0);
   EXPECT_NE(missing.out.find("no session for device 'sensor-9'"), std::string::npos) << missing.out;
-  auto after = ParseMetrics(Shell("curl -sf http://127.0.0.1:" + std::to_string(admin_port_) + "/metrics").out);
-  EXPECT_EQ(after["tether_ondisconnect_fired_total"], 1);
+  EXPECT_TRUE(Eventually(
+      [&] {
+        auto after = ParseMetrics(Shell("curl -sf http://127.0.0.1:" + std::to_string(admin_port_) + "/metrics").out);
+        return after["tether_ondisconnect_fired_total"] == 1;
+      },
+      5s));
 
   json check = CtlJson("store check");
   EXPECT_EQ(check["ok"], true) << check.dump();

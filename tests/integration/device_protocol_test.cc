@@ -285,9 +285,14 @@ TEST_F(DeviceProtocol, NewSourcePortNeedsRebind) {
   ASSERT_EQ(dev.Put("k", CborUint(1)).CodeString(), "2.05");
   dev.NewSourcePort();
   EXPECT_EQ(dev.Ping().CodeString(), "4.01") << "ping from another address than the session's";
-  EXPECT_EQ(dev.Get("k").CodeString(), "2.05") << "data requests are checked by .cs only";
+  // Not only pings: nothing is served to an address the session is not bound to (it may be forged,
+  // RFC 7252 §11.3); the answer is a short 4.01, never larger than the request.
+  const CoapReply moved = dev.Get("k");
+  EXPECT_EQ(moved.CodeString(), "4.01") << "a data request from another address than the session's";
+  EXPECT_EQ(moved.payload, "use /.rst");
   EXPECT_EQ(dev.Rebind().CodeString(), "2.05");
   EXPECT_EQ(dev.Ping().CodeString(), "2.05");
+  EXPECT_EQ(dev.Get("k").payload, CborUint(1)) << "the session and its data, at the new address";
   SdkClient stranger(port_);
   stranger.set_short_token(dev.short_token());
   EXPECT_EQ(stranger.Rebind().CodeString(), "4.00") << "no long token, no rebinding";
@@ -702,11 +707,15 @@ TEST_F(DeviceProtocol, HmacTokensOverUdp) {
 }
 
 // Native use with libcoap's coap-client-notls against tetherd: open a session, PUT, GET, observe
-// (-s) while another device writes, and a Block2 read of a large snapshot.
+// (-s) while another device writes, and a Block2 read of a large snapshot. Every run binds the same
+// local port (-p): a session serves only the address it was opened from.
 TEST_F(DeviceProtocol, LibcoapClientAgainstTetherd) {
   StartGateway();
   const std::string base = "coap://127.0.0.1:" + std::to_string(port_);
-  auto client = [&](const std::string& args) { return Shell("timeout 20 coap-client-notls -B 5 " + args).out; };
+  const std::string local = std::to_string(FreePort());
+  auto client = [&](const std::string& args) {
+    return Shell("timeout 20 coap-client-notls -B 5 -p " + local + " " + args).out;
+  };
   auto open_session = [&] {
     std::string open = client("-m post -A 50 '" + base + "/.cs?v=2'");
     size_t s = open.find("\"s\":\"");

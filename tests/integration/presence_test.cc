@@ -79,6 +79,7 @@ TEST(Presence, ThousandDevicesHundredSilentFiftyGoOffline) {
   uint16_t port = static_cast<uint16_t>(FreePort());
   gw.WriteConfig("device:\n  listen: \"127.0.0.1:" + std::to_string(port) +
                  "\"\n  heartbeat_target: 1s\n  session_timeout: 2s\n"
+                 "  opens_per_second: 0\n"  // one host opens the whole fleet at once
                  "admin:\n  listen: \"127.0.0.1:" + std::to_string(FreePort(false)) +
                  "\"\nstore:\n  path: ${STORE}\nlog:\n  level: info\napps:\n  - id: myapp\n");
   gw.Start();

@@ -200,6 +200,10 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
   m.cloud_clock_uncertainty_ms().Set(400);
   m.cloud_clock_current().Set(1);
   m.cloud_streams.With({"polling"}).Set(2);
+  m.auth_failures_total.With({"unknown_session", "dropped"}).Inc(11);
+  m.session_opens_refused_total.With({"rate_limited"}).Inc(13);
+  m.sessions_unconfirmed.With({}).Set(14);
+  m.unconfirmed_sessions_dropped_total.With({"evicted"}).Inc(15);
   m.admin_refused_total.With({"unauthorized"}).Inc(2);
   m.admin_dropped_total.With({"timeout"}).Inc(8);
   m.session_limit_refused_total.With({"observers"}).Inc(3);
@@ -224,6 +228,8 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
       {"tether_upload_state", "gauge"},      {"tether_queue_held_age_seconds", "gauge"},
       {"tether_timestamps_estimated_total", "counter"}, {"tether_cloud_clock_uncertainty_ms", "gauge"},
       {"tether_cloud_clock_current", "gauge"}, {"tether_cloud_streams", "gauge"},
+      {"tether_auth_failures_total", "counter"}, {"tether_session_opens_refused_total", "counter"},
+      {"tether_sessions_unconfirmed", "gauge"}, {"tether_unconfirmed_sessions_dropped_total", "counter"},
       {"tether_admin_refused_total", "counter"}, {"tether_admin_dropped_total", "counter"},
       {"tether_session_limit_refused_total", "counter"}, {"tether_revocations_total", "counter"}};
   EXPECT_EQ(e.type, types);
@@ -268,6 +274,10 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
            {"tether_cloud_clock_uncertainty_ms", {}, 400},
            {"tether_cloud_clock_current", {}, 1},
            {"tether_cloud_streams", {{"state", "polling"}}, 2},
+           {"tether_auth_failures_total", {{"kind", "unknown_session"}, {"answer", "dropped"}}, 11},
+           {"tether_session_opens_refused_total", {{"reason", "rate_limited"}}, 13},
+           {"tether_sessions_unconfirmed", {}, 14},
+           {"tether_unconfirmed_sessions_dropped_total", {{"reason", "evicted"}}, 15},
            {"tether_admin_refused_total", {{"reason", "unauthorized"}}, 2},
            {"tether_admin_dropped_total", {{"reason", "timeout"}}, 8},
            {"tether_session_limit_refused_total", {{"limit", "observers"}}, 3},
@@ -276,7 +286,7 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
     ASSERT_NE(s, nullptr) << w.name;
     EXPECT_EQ(s->value, w.value) << w.name;
   }
-  EXPECT_EQ(e.samples.size(), 37u);
+  EXPECT_EQ(e.samples.size(), 41u);
 }
 
 }  // namespace

@@ -17,13 +17,14 @@ namespace tether::testing {
 using namespace std::chrono_literals;
 
 void AttackGateway::Start(const std::string& device_keys, const std::string& extra, bool dtls,
-                          const std::string& keys) {
+                          const std::string& keys, const std::string& app_auth) {
   port_ = static_cast<uint16_t>(FreePort());
   admin_port_ = static_cast<uint16_t>(FreePort(false));
   std::string config = "device:\n  listen: \"127.0.0.1:" + std::to_string(port_) + "\"\n" + device_keys +
                        "admin:\n  listen: \"127.0.0.1:" + std::to_string(admin_port_) + "\"\n" +
                        "store:\n  path: ${STORE}\nlog:\n  level: info\n"
-                       "apps:\n  - id: myapp\n    default: true\n"
+                       "apps:\n  - id: myapp\n    default: true\n" +
+                       (app_auth.empty() ? std::string() : "    auth: " + app_auth + "\n") +
                        "routes:\n  - { name: all, match: \"**\" }\n";
   if (dtls) {
     dtls_port_ = static_cast<uint16_t>(FreePort());

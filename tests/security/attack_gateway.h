@@ -27,9 +27,10 @@ class AttackGateway {
  public:
   // Starts tetherd with an open default app `myapp`, a catch-all route, `device_keys` added under
   // `device:` and `extra` appended at the top level. With `dtls` it also listens for DTLS with the
-  // PSK identities `keys` (identity: key lines). Fails the test if it does not come up.
+  // PSK identities `keys` (identity: key lines); `app_auth` is the app's `auth` value (flow YAML,
+  // empty: open). Fails the test if it does not come up.
   void Start(const std::string& device_keys = "", const std::string& extra = "", bool dtls = false,
-             const std::string& keys = "");
+             const std::string& keys = "", const std::string& app_auth = "");
   ~AttackGateway();
 
   uint16_t port() const { return port_; }
