@@ -330,19 +330,16 @@ void BatchApplier::ForgetSwept(uint32_t route_id, uint64_t seq) {
   Route(route_id).ttl_age_unknown = --it->second.unknown;
 }
 
-template <>
 Status BatchApplier::Do(MDB_txn* txn, const mutation::Append& m, BatchResult* result) {
   return AppendEntry(txn, m.entry, result);
 }
 
-template <>
 Status BatchApplier::Do(MDB_txn* txn, const mutation::AckThrough& m, BatchResult*) {
   auto it = route_ids_.find(m.route);
   if (it == route_ids_.end()) return Status::Ok();
   return RemoveHeadWhile(txn, it->second, Removal::kAck, m.up_to_seq, SIZE_MAX);
 }
 
-template <>
 Status BatchApplier::Do(MDB_txn* txn, const mutation::AckSeqs& m, BatchResult*) {
   auto it = route_ids_.find(m.route);
   if (it == route_ids_.end()) return Status::Ok();
@@ -362,7 +359,6 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::AckSeqs& m, BatchResult*) 
   return Status::Ok();
 }
 
-template <>
 Status BatchApplier::Do(MDB_txn* txn, const mutation::MoveToDead& m, BatchResult*) {
   auto it = route_ids_.find(m.route);
   if (it == route_ids_.end()) return NotFound("no route '" + m.route + "'");
@@ -408,7 +404,6 @@ static Status TakeDead(MDB_txn* txn, MDB_dbi dead, uint64_t seq, DeadLetter* d, 
   return Status::Ok();
 }
 
-template <>
 Status BatchApplier::Do(MDB_txn* txn, const mutation::RetryDead& m, BatchResult* result) {
   DeadLetter d;
   int rc = 0;
@@ -422,7 +417,6 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::RetryDead& m, BatchResult*
   return AppendEntry(txn, std::move(d.entry), result);
 }
 
-template <>
 Status BatchApplier::Do(MDB_txn* txn, const mutation::DropDead& m, BatchResult*) {
   DeadLetter d;
   int rc = 0;
@@ -436,7 +430,6 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::DropDead& m, BatchResult*)
   return Status::Ok();
 }
 
-template <>
 Status BatchApplier::Do(MDB_txn* txn, const mutation::SweepExpired& m, BatchResult*) {
   for (const auto& [name, id] : route_ids_) {
     const QueueLimits lim = LimitsFor(name);
@@ -553,7 +546,6 @@ Status BatchApplier::ApplyIncrement(MDB_txn* txn, const std::string& key, const 
   return Status::Ok();
 }
 
-template <>
 Status BatchApplier::Do(MDB_txn* txn, const mutation::TreeSet& m, BatchResult* result) {
   std::vector<std::string> segs;
   std::string error;
@@ -573,7 +565,6 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::TreeSet& m, BatchResult* r
   return SetTree(txn, segs, value, result);
 }
 
-template <>
 Status BatchApplier::Do(MDB_txn* txn, const mutation::TreeRemove& m, BatchResult* result) {
   std::vector<std::string> segs;
   std::string error;
@@ -581,7 +572,6 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::TreeRemove& m, BatchResult
   return SetTree(txn, segs, nullptr, result);
 }
 
-template <>
 Status BatchApplier::Do(MDB_txn* txn, const mutation::TreeUpdate& m, BatchResult* result) {
   if (!m.children.is_object()) return Invalid("update value must be an object");
   std::vector<std::string> base, rel;
@@ -875,7 +865,6 @@ Status BatchApplier::EvictTree(MDB_txn* txn) {
 
 // ---------------------------------------------------------------- SessionTable
 
-template <>
 Status BatchApplier::Do(MDB_txn* txn, const mutation::PutSession& m, BatchResult*) {
   const SessionRecord& r = m.record;
   if (r.session_id.empty() || r.short_token.empty() || r.long_token.empty()) {
@@ -911,7 +900,6 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::PutSession& m, BatchResult
   return Status::Ok();
 }
 
-template <>
 Status BatchApplier::Do(MDB_txn* txn, const mutation::TouchSession& m, BatchResult*) {
   MDB_val mk = Val(m.session_id), mv;
   int rc = mdb_get(txn, db_.sessions, &mk, &mv);
@@ -959,7 +947,6 @@ Status BatchApplier::DeleteSessionOps(MDB_txn* txn, const std::string& session_i
   return Status::Ok();
 }
 
-template <>
 Status BatchApplier::Do(MDB_txn* txn, const mutation::RemoveSession& m, BatchResult*) {
   MDB_val mk = Val(m.session_id), mv;
   int rc = mdb_get(txn, db_.sessions, &mk, &mv);
@@ -988,7 +975,6 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::RemoveSession& m, BatchRes
   return DeleteSessionOps(txn, m.session_id, nullptr);
 }
 
-template <>
 Status BatchApplier::Do(MDB_txn* txn, const mutation::AddOnDisconnect& m, BatchResult*) {
   MDB_val mk = Val(m.session_id), mv;
   int rc = mdb_get(txn, db_.sessions, &mk, &mv);
@@ -1009,7 +995,6 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::AddOnDisconnect& m, BatchR
   return Status::Ok();
 }
 
-template <>
 Status BatchApplier::Do(MDB_txn* txn, const mutation::CancelOnDisconnect& m, BatchResult*) {
   std::vector<std::string> segs;
   std::string error;
@@ -1018,7 +1003,6 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::CancelOnDisconnect& m, Bat
   return DeleteSessionOps(txn, m.session_id, &under, m.up_to_order);
 }
 
-template <>
 Status BatchApplier::Do(MDB_txn* txn, const mutation::MarkComplete& m, BatchResult*) {
   std::vector<std::string> segs;
   std::string error;
@@ -1032,7 +1016,6 @@ Status BatchApplier::Do(MDB_txn* txn, const mutation::MarkComplete& m, BatchResu
   return Status::Ok();
 }
 
-template <>
 Status BatchApplier::Do(MDB_txn* txn, const mutation::ForgetComplete& m, BatchResult*) {
   std::vector<std::string> segs;
   std::string error;
@@ -1069,7 +1052,6 @@ Status BatchApplier::DeleteMarksWithin(MDB_txn* txn, const std::string& key) {
   return s.ok() ? DeleteKeysFrom(txn, db_.query_marks, key + '/') : s;
 }
 
-template <>
 Status BatchApplier::Do(MDB_txn* txn, const mutation::CloudWrite& m, BatchResult* result) {
   std::vector<std::string> base, rel;
   std::string error;
@@ -1128,23 +1110,29 @@ Status BatchApplier::CountRejected(MDB_txn* txn) {
   return Flush(txn);
 }
 
-// Defined last: every Do<> specialization above must be declared before std::visit uses it.
-Status BatchApplier::Apply(MDB_txn* txn, const WriteBatch& batch, BatchResult* result, bool flush) {
+Applied BatchApplier::Apply(MDB_txn* txn, const WriteBatch& batch, const ApplyMode& mode, BatchResult* result) {
   touched_ = false;
   exhausted_ = false;
   cut_short_ = false;
-  acks_left_ = ack_budget_;
+  acks_left_ = mode.ack_budget;
   rejected_route_.clear();
-  if (space_low_ && MayGrow(batch)) {
-    return Status::Error(StatusCode::kFull, "store is full (map at its maximum or disk full); retry later");
+  Applied applied;
+  if (mode.space_low && MayGrow(batch)) {
+    applied.status = Status::Error(StatusCode::kFull, "store is full (map at its maximum or disk full); retry later");
+    return applied;
   }
   for (const mutation::Mutation& m : batch.mutations()) {
-    Status s = std::visit([&](const auto& mut) { return Do(txn, mut, result); }, m);
-    if (!s.ok()) return s;
-    if (cut_short_) break;
+    applied.status = std::visit([&](const auto& mut) { return Do(txn, mut, result); }, m);
+    if (!applied.ok() || cut_short_) break;
   }
-  result->tree_version = counters_.tree_version;
-  return flush ? Flush(txn) : Status::Ok();
+  if (applied.ok()) {
+    result->tree_version = counters_.tree_version;
+    if (mode.flush) applied.status = Flush(txn);
+  }
+  applied.touched = touched_;
+  applied.exhausted = exhausted_;
+  applied.cut_short = cut_short_;
+  return applied;
 }
 
 }  // namespace tether::store

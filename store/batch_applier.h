@@ -27,6 +27,22 @@
 
 namespace tether::store {
 
+// How one Apply may change the store (chosen per transaction by GroupCommitter).
+struct ApplyMode {
+  bool space_low = false;        // batches that can grow the store fail with kFull (deletes still apply)
+  size_t ack_budget = SIZE_MAX;  // at most this many acknowledged entries are deleted
+  bool flush = true;             // false: changed counters wait for one FlushCounters() after several batches
+};
+
+// What one Apply did, beside the batch's BatchResult.
+struct Applied {
+  Status status;
+  bool touched = false;    // in-memory state changed: after a failure, Load() the enclosing txn
+  bool exhausted = false;  // the failure was MDB_MAP_FULL / MDB_TXN_FULL / ENOSPC
+  bool cut_short = false;  // stopped at ApplyMode::ack_budget: a prefix applied; apply it again
+  bool ok() const { return status.ok(); }
+};
+
 class BatchApplier {
  public:
   BatchApplier(const LmdbEnv& env, const StoreOptions& options, CacheUse* use);
@@ -35,8 +51,8 @@ class BatchApplier {
   // left (after an aborted group), so the pending index can undo instead of rescanning.
   void Load(MDB_txn* txn, bool at_last_commit = false);
   void Committed() { pending_.Committed(); }  // the group's txn committed
-  // flush=false leaves changed counters pending for one FlushCounters() after several batches.
-  Status Apply(MDB_txn* txn, const WriteBatch& batch, BatchResult* result, bool flush = true);
+  // On failure nothing of the batch is in `txn` only once the caller aborts it (see Applied).
+  Applied Apply(MDB_txn* txn, const WriteBatch& batch, const ApplyMode& mode, BatchResult* result);
   Status FlushCounters(MDB_txn* txn) { return Flush(txn); }
   // After a kRejected batch was rolled back: persist +1 on its route's rejected counter.
   Status CountRejected(MDB_txn* txn);
@@ -47,21 +63,29 @@ class BatchApplier {
   // Any thread: replaces StoreOptions::route_limits for every batch applied from now on.
   void SetRouteLimits(std::map<std::string, QueueLimits> limits);
 
-  // While set, batches that can grow the store fail with kFull (deletes still apply).
-  void set_space_low(bool low) { space_low_ = low; }
-
-  bool touched() const { return touched_; }      // in-memory state changed during the last Apply
-  bool exhausted() const { return exhausted_; }  // last failure was MDB_MAP_FULL / MDB_TXN_FULL
-  // At most `n` acknowledged entries are deleted per Apply from now on (SIZE_MAX = no limit);
-  // cut_short() says the last Apply stopped there (it applied a prefix; apply it again).
-  void set_ack_budget(size_t n) { ack_budget_ = n; }
-  bool cut_short() const { return cut_short_; }
-  const StoreCounters& counters() const { return counters_; }
 
  private:
   enum class Removal { kAck, kDropOldest, kExpired, kDropDead };
 
-  template <typename M> Status Do(MDB_txn* txn, const M& m, BatchResult* result);
+  // One overload per mutation type (mutation.h).
+  Status Do(MDB_txn* txn, const mutation::Append& m, BatchResult* result);
+  Status Do(MDB_txn* txn, const mutation::AckThrough& m, BatchResult* result);
+  Status Do(MDB_txn* txn, const mutation::AckSeqs& m, BatchResult* result);
+  Status Do(MDB_txn* txn, const mutation::MoveToDead& m, BatchResult* result);
+  Status Do(MDB_txn* txn, const mutation::RetryDead& m, BatchResult* result);
+  Status Do(MDB_txn* txn, const mutation::DropDead& m, BatchResult* result);
+  Status Do(MDB_txn* txn, const mutation::SweepExpired& m, BatchResult* result);
+  Status Do(MDB_txn* txn, const mutation::TreeSet& m, BatchResult* result);
+  Status Do(MDB_txn* txn, const mutation::TreeUpdate& m, BatchResult* result);
+  Status Do(MDB_txn* txn, const mutation::TreeRemove& m, BatchResult* result);
+  Status Do(MDB_txn* txn, const mutation::PutSession& m, BatchResult* result);
+  Status Do(MDB_txn* txn, const mutation::TouchSession& m, BatchResult* result);
+  Status Do(MDB_txn* txn, const mutation::RemoveSession& m, BatchResult* result);
+  Status Do(MDB_txn* txn, const mutation::AddOnDisconnect& m, BatchResult* result);
+  Status Do(MDB_txn* txn, const mutation::CancelOnDisconnect& m, BatchResult* result);
+  Status Do(MDB_txn* txn, const mutation::MarkComplete& m, BatchResult* result);
+  Status Do(MDB_txn* txn, const mutation::ForgetComplete& m, BatchResult* result);
+  Status Do(MDB_txn* txn, const mutation::CloudWrite& m, BatchResult* result);
   Status AppendEntry(MDB_txn* txn, QueueEntry e, BatchResult* result);
   Status RemoveQueued(MDB_txn* txn, uint32_t route_id, uint64_t seq, std::string_view value,
                       Removal why);
@@ -131,10 +155,8 @@ class BatchApplier {
   bool counters_dirty_ = false;
   bool touched_ = false;
   bool exhausted_ = false;
-  size_t ack_budget_ = SIZE_MAX;
-  size_t acks_left_ = SIZE_MAX;  // of ack_budget_, in the current Apply
+  size_t acks_left_ = SIZE_MAX;  // of ApplyMode::ack_budget, in the current Apply
   bool cut_short_ = false;
-  bool space_low_ = false;
   std::string rejected_route_;
   mutable std::mutex limits_mu_;  // the loop thread replaces the limits while the writer reads them
   std::map<std::string, QueueLimits> route_limits_;  // guarded by limits_mu_
