@@ -122,10 +122,13 @@ void GroupCommitter::Run() {
 
 void GroupCommitter::CommitGroup(std::span<Request> group) {
   std::vector<BatchResult> results(group.size());
-  // Near the end of the space (within 4 reserves): one transaction per batch, acknowledgements in
-  // small pieces, so no commit takes the pages the next one needs (LMDB reuses a commit's freed
-  // pages only two commits later). Otherwise the whole group at once, and per batch only if it
-  // does not fit.
+  // The ladder; each rung is taken when the one before cannot commit:
+  //   1. the whole group in one txn (after a batch failed there, the next 64 groups start with a
+  //      nested txn per batch, so sustained rejections do not double the work);
+  //   2. the map grown (up to options.map_max), then 1 again;
+  //   3. one txn per batch, acknowledgement-only batches in pieces (AckInPieces). Taken at once
+  //      near the end of the space (within 4 reserves), so no commit takes the pages the next one
+  //      needs (LMDB reuses a commit's freed pages only two commits later).
   bool low = SpaceLow(4);
   while (!low) {  // (so not within one reserve either: the applier refuses nothing for space)
     const bool nested = nested_groups_left_ > 0;
