@@ -27,7 +27,8 @@ namespace tether::store {
 
 class TreeApplier {
  public:
-  TreeApplier(ApplyContext* ctx, CacheUnits* units) : ctx_(ctx), units_(units), unit_depth_(ctx->options.tree_unit_depth) {}
+  TreeApplier(ApplyContext* ctx, CacheUnits* units)
+      : ctx_(ctx), units_(units), unit_depth_(ctx->options.tree_unit_depth) {}
 
   Status Apply(MDB_txn* txn, const mutation::TreeSet& m, BatchResult* result);
   Status Apply(MDB_txn* txn, const mutation::TreeUpdate& m, BatchResult* result);
