@@ -122,15 +122,18 @@ void GroupCommitter::Run() {
 
 void GroupCommitter::CommitGroup(std::span<Request> group) {
   std::vector<BatchResult> results(group.size());
-  // Near the end of the space (within 4 reserves): one transaction per batch, acknowledgements in
-  // small pieces, so no commit takes the pages the next one needs (LMDB reuses a commit's freed
-  // pages only two commits later). Otherwise the whole group at once, and per batch only if it
-  // does not fit.
+  // The ladder; each rung is taken when the one before cannot commit:
+  //   1. the whole group in one txn (after a batch failed there, the next 64 groups start with a
+  //      nested txn per batch, so sustained rejections do not double the work);
+  //   2. the map grown (up to options.map_max), then 1 again;
+  //   3. one txn per batch, acknowledgement-only batches in pieces (AckInPieces). Taken at once
+  //      near the end of the space (within 4 reserves), so no commit takes the pages the next one
+  //      needs (LMDB reuses a commit's freed pages only two commits later).
   bool low = SpaceLow(4);
   while (!low) {  // (so not within one reserve either: the applier refuses nothing for space)
     const bool nested = nested_groups_left_ > 0;
     if (nested) nested_groups_left_--;
-    Outcome outcome = TryGroup(group, &results, nested, /*space_low=*/false);
+    Outcome outcome = TryGroup(group, &results, nested, ApplyMode{});
     if (outcome == Outcome::kDone) break;
     if (outcome == Outcome::kNeedNested) {
       nested_groups_left_ = 64;
@@ -146,7 +149,7 @@ void GroupCommitter::CommitGroup(std::span<Request> group) {
     if (one[0].batch.only_acks()) {
       fits = AckInPieces(one, &r);
     } else {
-      while (TryGroup(one, &r, /*nested=*/true, SpaceLow(1)) == Outcome::kExhausted) {
+      while (TryGroup(one, &r, /*nested=*/true, ApplyMode{.space_low = SpaceLow(1)}) == Outcome::kExhausted) {
         if (!(fits = env_->GrowMap(options_.map_max))) break;
       }
     }
@@ -174,16 +177,14 @@ void GroupCommitter::CommitGroup(std::span<Request> group) {
 bool GroupCommitter::AckInPieces(std::span<Request> one, std::vector<BatchResult>* r) {
   size_t piece = 64;
   while (true) {
-    applier_->set_ack_budget(piece);
-    Outcome outcome = TryGroup(one, r, /*nested=*/true, SpaceLow(1));
-    applier_->set_ack_budget(SIZE_MAX);
+    Outcome outcome = TryGroup(one, r, /*nested=*/true, ApplyMode{.space_low = SpaceLow(1), .ack_budget = piece});
     if (outcome == Outcome::kExhausted) {
       if (env_->GrowMap(options_.map_max)) continue;
       if (piece == 1) return false;
       piece /= 2;
       continue;
     }
-    if (!(*r)[0].status.ok() || !applier_->cut_short()) return true;
+    if (outcome != Outcome::kCutShort) return true;
     piece = std::min<size_t>(piece * 2, 64);
   }
 }
@@ -195,8 +196,7 @@ bool GroupCommitter::SpaceLow(uint32_t times) {
 }
 
 GroupCommitter::Outcome GroupCommitter::TryGroup(std::span<Request> group, std::vector<BatchResult>* results,
-                                                 bool nested, bool space_low) {
-  applier_->set_space_low(space_low);
+                                                 bool nested, const ApplyMode& mode) {
   MDB_txn* parent = nullptr;
   int rc = mdb_txn_begin(env_->env(), nullptr, 0, &parent);
   if (rc) {
@@ -208,16 +208,20 @@ GroupCommitter::Outcome GroupCommitter::TryGroup(std::span<Request> group, std::
     Reload();
     return Outcome::kExhausted;
   };
-  if (!nested) {
+  bool cut_short = false;
+  if (!nested) {  // every batch straight into the group's txn, the counters written once
+    ApplyMode once = mode;
+    once.flush = false;
     for (size_t i = 0; i < group.size(); ++i) {
       BatchResult& result = (*results)[i];
       result = BatchResult{};
-      if (!applier_->Apply(parent, group[i].batch, &result, /*flush=*/false).ok()) {
-        const bool exhausted = applier_->exhausted();
+      Applied applied = applier_->Apply(parent, group[i].batch, once, &result);
+      if (!applied.ok()) {
         mdb_txn_abort(parent);
         Reload();
-        return exhausted ? Outcome::kExhausted : Outcome::kNeedNested;
+        return applied.exhausted ? Outcome::kExhausted : Outcome::kNeedNested;
       }
+      cut_short |= applied.cut_short;
     }
     if (!applier_->FlushCounters(parent).ok()) return abort_group();
   }
@@ -230,16 +234,17 @@ GroupCommitter::Outcome GroupCommitter::TryGroup(std::span<Request> group, std::
       result.status = FromRc(rc, "begin nested txn", env_->path());
       continue;
     }
-    Status s = applier_->Apply(child, group[i].batch, &result);
-    if (s.ok()) {
+    Applied applied = applier_->Apply(child, group[i].batch, mode, &result);
+    if (applied.ok()) {
       if ((rc = mdb_txn_commit(child))) return abort_group();  // parent state unknown: redo all
+      cut_short |= applied.cut_short;
       continue;
     }
     mdb_txn_abort(child);
-    if (applier_->exhausted()) return abort_group();
-    if (applier_->touched()) applier_->Load(parent);
+    if (applied.exhausted) return abort_group();
+    if (applied.touched) applier_->Load(parent);  // back to what the parent holds
     result = BatchResult{};
-    result.status = std::move(s);
+    result.status = std::move(applied.status);
     if (result.status.code == StatusCode::kRejected) {
       if (!applier_->CountRejected(parent).ok()) return abort_group();
     }
@@ -252,7 +257,7 @@ GroupCommitter::Outcome GroupCommitter::TryGroup(std::span<Request> group, std::
     return Outcome::kDone;
   }
   applier_->Committed();
-  return Outcome::kDone;
+  return cut_short ? Outcome::kCutShort : Outcome::kDone;
 }
 
 }  // namespace tether::store

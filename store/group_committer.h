@@ -59,12 +59,17 @@ class GroupCommitter {
   uint64_t groups_committed() const { return groups_; }  // writer thread's view; for benches
 
  private:
-  enum class Outcome { kDone, kExhausted, kNeedNested };
+  enum class Outcome {
+    kDone,        // committed (or every result holds the error that stopped it)
+    kCutShort,    // committed, but a batch stopped at ApplyMode::ack_budget: apply it again
+    kExhausted,   // aborted: the map or the disk is full
+    kNeedNested,  // aborted: a batch failed; redo the group with a nested txn per batch
+  };
 
   void Run();
   void CommitGroup(std::span<Request> group);
-  // space_low: batches that can grow the store are refused (BatchApplier::set_space_low).
-  Outcome TryGroup(std::span<Request> group, std::vector<BatchResult>* results, bool nested, bool space_low);
+  // One write txn over the group, each batch applied in `mode` (nested: each in its own child txn).
+  Outcome TryGroup(std::span<Request> group, std::vector<BatchResult>* results, bool nested, const ApplyMode& mode);
   bool SpaceLow(uint32_t times);  // env_->SpaceLow(times) after growing the map while it is
   void Reload();
   bool AckInPieces(std::span<Request> one, std::vector<BatchResult>* r);
