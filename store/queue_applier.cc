@@ -20,18 +20,6 @@ std::string Be64Key(uint64_t v) {
   return k;
 }
 
-// Takes dead letter `seq` out of `dead` into *d; *rc_out = the LMDB result of deleting it.
-Status TakeDead(MDB_txn* txn, MDB_dbi dead, uint64_t seq, DeadLetter* d, int* rc_out) {
-  std::string dk = Be64Key(seq);
-  MDB_val mk = Val(dk), mv;
-  int rc = mdb_get(txn, dead, &mk, &mv);
-  if (rc == MDB_NOTFOUND) return NotFound("no dead letter " + std::to_string(seq));
-  if (rc == 0 && !DecodeDeadLetter(View(mv), d)) return Status::Error(StatusCode::kIoError, "corrupt dead letter");
-  if (rc == 0) rc = mdb_del(txn, dead, &mk, nullptr);
-  *rc_out = rc;
-  return Status::Ok();
-}
-
 }  // namespace
 
 QueueApplier::QueueApplier(ApplyContext* ctx, CacheUnits* units)
@@ -296,30 +284,30 @@ Status QueueApplier::Apply(MDB_txn* txn, const mutation::MoveToDead& m) {
   return Status::Ok();
 }
 
-Status QueueApplier::Apply(MDB_txn* txn, const mutation::RetryDead& m, BatchResult* result) {
-  DeadLetter d;
-  int rc = 0;
-  Status s = TakeDead(txn, ctx_->db.dead, m.seq, &d, &rc);
-  if (!s.ok()) return s;
+Status QueueApplier::TakeDead(MDB_txn* txn, uint64_t seq, DeadLetter* d) {
+  std::string dk = Be64Key(seq);
+  MDB_val mk = Val(dk), mv;
+  int rc = mdb_get(txn, ctx_->db.dead, &mk, &mv);
+  if (rc == MDB_NOTFOUND) return NotFound("no dead letter " + std::to_string(seq));
+  if (rc == 0 && !DecodeDeadLetter(View(mv), d)) return Status::Error(StatusCode::kIoError, "corrupt dead letter");
+  if (rc == 0) rc = mdb_del(txn, ctx_->db.dead, &mk, nullptr);
   if (rc) return ctx_->Mdb(rc, "dead letter take");
-  auto it = route_ids_.find(d.entry.route);
+  auto it = route_ids_.find(d->entry.route);
   if (it != route_ids_.end()) Route(it->second).dead_depth--;
   ctx_->counters.dead_entries--;
   ctx_->counters_dirty = true;
+  return Status::Ok();
+}
+
+Status QueueApplier::Apply(MDB_txn* txn, const mutation::RetryDead& m, BatchResult* result) {
+  DeadLetter d;
+  if (Status s = TakeDead(txn, m.seq, &d); !s.ok()) return s;
   return AppendEntry(txn, std::move(d.entry), result);
 }
 
 Status QueueApplier::Apply(MDB_txn* txn, const mutation::DropDead& m) {
   DeadLetter d;
-  int rc = 0;
-  Status s = TakeDead(txn, ctx_->db.dead, m.seq, &d, &rc);
-  if (!s.ok()) return s;
-  if (rc) return ctx_->Mdb(rc, "dead letter take");
-  auto it = route_ids_.find(d.entry.route);
-  if (it != route_ids_.end()) Route(it->second).dead_depth--;
-  ctx_->counters.dead_entries--;
-  ctx_->counters_dirty = true;
-  return Status::Ok();
+  return TakeDead(txn, m.seq, &d);
 }
 
 Status QueueApplier::Apply(MDB_txn* txn, const mutation::SweepExpired& m) {

@@ -59,6 +59,8 @@ class QueueApplier {
   bool CountRejected();
 
  private:
+  // Takes dead letter `seq` out of the dead-letter table into *d and off its route's counts.
+  Status TakeDead(MDB_txn* txn, uint64_t seq, DeadLetter* d);
   enum class Removal { kAck, kDropOldest, kExpired, kDropDead };
 
   Status AppendEntry(MDB_txn* txn, QueueEntry e, BatchResult* result);
