@@ -58,11 +58,12 @@ check "$QEMU is installed" bash -c 'command -v "$0" >/dev/null' "$QEMU"
 [ "$FAIL" -eq 0 ] || finish
 
 # --- the packaged daemon, emulated ------------------------------------------------------------
-read -r COAP ADMIN < <(python3 -c '
+read -r COAP ADMIN DEVICE_PORT < <(python3 -c '
 import socket
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0))
 t = socket.socket(); t.bind(("127.0.0.1", 0))
-print(u.getsockname()[1], t.getsockname()[1])')
+d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); d.bind(("127.0.0.1", 0))
+print(u.getsockname()[1], t.getsockname()[1], d.getsockname()[1])')
 cat >"$WORK/tether.yaml" <<EOF
 gateway:
   id: cross-smoke
@@ -89,7 +90,10 @@ start() {
   return 1
 }
 BASE="coap://127.0.0.1:$COAP"
-client() { timeout 30 coap-client-notls -B 10 "$@" 2>&1; }
+# One source port for every request, as a device has: a session token is only acted on from the
+# address its session was opened from (docs/device-protocol.md), and each coap-client run would
+# otherwise send from a new ephemeral port.
+client() { timeout 30 coap-client-notls -B 10 -p "$DEVICE_PORT" "$@" 2>&1; }
 open_session() {
   local reply
   reply=$(client -m post -A 50 "$BASE/.cs?v=2")
