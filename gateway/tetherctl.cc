@@ -23,7 +23,7 @@
 #include "gateway/admin_token.h"
 #include "gateway/config.h"
 #include "gateway/secret_file.h"
-#include "store/store.h"
+#include "store/store_check.h"
 #include "tether_version.h"
 
 namespace {
@@ -125,10 +125,7 @@ int CheckStoreDirectly(const std::string& dir, bool raw_json) {
   json out;
   int rc = 0;
   try {
-    tether::store::StoreOptions o;
-    o.read_only = true;
-    auto store = tether::store::Store::Open(dir, o, nullptr);
-    tether::store::CheckReport r = store->Check();
+    tether::store::CheckReport r = tether::store::CheckStoreAt(dir);
     json tables = json::array();
     for (const auto& t : r.tables) tables.push_back({{"name", t.name}, {"entries", t.entries}, {"pages", t.pages}});
     out = {{"ok", r.ok},         {"path", dir},           {"problems", r.problems}, {"file_bytes", r.file_bytes},

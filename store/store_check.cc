@@ -5,6 +5,7 @@
 #include <map>
 
 #include "store/lmdb_env.h"
+#include "store/options.h"
 #include "store/pending_index.h"
 #include "store/record_codec.h"
 #include "store/store_counters.h"
@@ -208,6 +209,13 @@ CheckReport RunCheck(const LmdbEnv& env) {
     }
   });
   return r;
+}
+
+CheckReport CheckStoreAt(const std::string& dir) {
+  StoreOptions options;
+  options.read_only = true;
+  LmdbEnv env(dir, options);
+  return RunCheck(env);
 }
 
 }  // namespace tether::store

@@ -30,4 +30,9 @@ struct CheckReport {
 // belongs to a session, every queue entry's route id is known.
 CheckReport RunCheck(const LmdbEnv& env);
 
+// Opens the store in `dir` read-only (safe while tetherd runs) and runs RunCheck on it, without
+// a loop: what `tetherctl store check` needs, so tetherctl links neither libuv nor the writer.
+// Throws StoreError when the store is missing, unreadable or incompatible.
+CheckReport CheckStoreAt(const std::string& dir);
+
 }  // namespace tether::store
