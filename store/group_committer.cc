@@ -42,10 +42,10 @@ GroupCommitter::~GroupCommitter() { Stop(); }
 
 void GroupCommitter::Submit(WriteBatch batch, Deliver deliver) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (!stopping_) {
       pending_.push_back(Request{std::move(batch), std::move(deliver), false});
-      if (waiting_) cv_.notify_one();
+      if (waiting_) cv_.Signal();
       return;
     }
   }
@@ -58,7 +58,7 @@ void GroupCommitter::SubmitAll(std::vector<Request>* requests) {
   if (requests->empty()) return;
   for (Request& r : *requests) r.hand_back = handback_ != nullptr;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (!stopping_) {
       if (pending_.empty()) {
         pending_.swap(*requests);
@@ -67,7 +67,7 @@ void GroupCommitter::SubmitAll(std::vector<Request>* requests) {
                         std::make_move_iterator(requests->end()));
       }
       requests->clear();
-      if (waiting_) cv_.notify_one();
+      if (waiting_) cv_.Signal();
       return;
     }
   }
@@ -87,9 +87,9 @@ void GroupCommitter::SubmitAll(std::vector<Request>* requests) {
 
 void GroupCommitter::Stop() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
-    cv_.notify_one();
+    cv_.Signal();
   }
   if (thread_.joinable()) thread_.join();
 }
@@ -105,9 +105,9 @@ void GroupCommitter::Run() {
   std::vector<Request> taken;
   while (true) {
     {
-      std::unique_lock lock(mu_);
+      MutexLock lock(&mu_);
       waiting_ = true;
-      cv_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
+      while (!stopping_ && pending_.empty()) cv_.Wait(&mu_);
       waiting_ = false;
       if (pending_.empty()) return;  // stopping and drained
       taken.swap(pending_);  // all of it: what arrives meanwhile waits for the next round

@@ -18,16 +18,15 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
-#include <mutex>
 #include <span>
 #include <thread>
 #include <vector>
 
 #include "store/batch_applier.h"
 #include "store/lmdb_env.h"
+#include "store/mutex.h"
 
 namespace tether::store {
 
@@ -78,11 +77,11 @@ class GroupCommitter {
   BatchApplier* applier_;
   const StoreOptions& options_;
   Handback handback_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<Request> pending_;  // guarded by mu_
-  bool stopping_ = false;         // guarded by mu_
-  bool waiting_ = false;          // guarded by mu_: the writer sleeps on cv_
+  Mutex mu_;
+  CondVar cv_;
+  std::vector<Request> pending_ GUARDED_BY(mu_);
+  bool stopping_ GUARDED_BY(mu_) = false;
+  bool waiting_ GUARDED_BY(mu_) = false;  // the writer sleeps on cv_
   std::atomic<uint64_t> groups_{0};
   int nested_groups_left_ = 0;  // writer thread only
   std::thread thread_;

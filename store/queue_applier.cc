@@ -64,12 +64,12 @@ Status QueueApplier::Flush(MDB_txn* txn) {
 }
 
 void QueueApplier::SetRouteLimits(std::map<std::string, QueueLimits> limits) {
-  std::lock_guard lock(limits_mu_);
+  MutexLock lock(&limits_mu_);
   route_limits_ = std::move(limits);
 }
 
 QueueLimits QueueApplier::LimitsFor(const std::string& route) const {
-  std::lock_guard lock(limits_mu_);
+  MutexLock lock(&limits_mu_);
   auto it = route_limits_.find(route);
   return it == route_limits_.end() ? ctx_->options.default_route_limits : it->second;
 }

@@ -16,7 +16,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -26,6 +25,7 @@
 #include "store/apply_context.h"
 #include "store/cache_units.h"
 #include "store/entry_age.h"
+#include "store/mutex.h"
 #include "store/write_batch.h"
 
 namespace tether::store {
@@ -90,8 +90,8 @@ class QueueApplier {
   static constexpr size_t kSweepScanLimit = 20'000;  // entries examined per route per sweep
   std::unordered_map<uint32_t, TtlScan> ttl_scans_;
   std::string rejected_route_;  // of the last Append a limit refused
-  mutable std::mutex limits_mu_;  // the loop thread replaces the limits while the writer reads them
-  std::map<std::string, QueueLimits> route_limits_;  // guarded by limits_mu_
+  mutable Mutex limits_mu_;  // the loop thread replaces the limits while the writer reads them
+  std::map<std::string, QueueLimits> route_limits_ GUARDED_BY(limits_mu_);
 };
 
 }  // namespace tether::store

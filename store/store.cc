@@ -2,13 +2,13 @@
 
 #include <deque>
 #include <future>
-#include <mutex>
 #include <vector>
 
 #include "store/batch_applier.h"
 #include "store/boot_clock.h"
 #include "store/group_committer.h"
 #include "store/lmdb_env.h"
+#include "store/mutex.h"
 #include "store/cache_use.h"
 #include "store/tree_path.h"
 
@@ -27,8 +27,8 @@ struct LoopChannel {
   uv_prepare_t before_poll;
   uv_check_t after_io;
   int open_handles = 3;
-  std::mutex mu;
-  std::vector<GroupCommitter::Done> done;  // guarded by mu
+  Mutex mu;
+  std::vector<GroupCommitter::Done> done GUARDED_BY(mu);
   // Loop thread only.
   GroupCommitter* committer = nullptr;
   std::vector<GroupCommitter::Request> outbox;  // submitted, not yet handed to the writer
@@ -41,7 +41,7 @@ struct LoopChannel {
   void Drain() {
     std::vector<GroupCommitter::Done> ready;
     {
-      std::lock_guard lock(mu);
+      MutexLock lock(&mu);
       ready.swap(done);
     }
     for (auto& d : ready) {
@@ -80,7 +80,7 @@ struct Store::Impl {
     if (ch) {
       back = [ch](std::vector<GroupCommitter::Done>&& group) {  // writer thread
         {
-          std::lock_guard lock(ch->mu);
+          MutexLock lock(&ch->mu);
           if (ch->done.empty()) {
             ch->done = std::move(group);
           } else {
