@@ -16,10 +16,10 @@
 #include <unistd.h>
 #include <vector>
 
-#include "gateway/cloud_bridge.h"
-#include "gateway/config.h"
-#include "gateway/device_api.h"
-#include "gateway/route_table.h"
+#include "gateway/cloud/cloud_bridge.h"
+#include "gateway/config/config.h"
+#include "gateway/device/device_api.h"
+#include "gateway/config/route_table.h"
 #include "store/boot_clock.h"
 #include "store/store.h"
 #include "tests/upstream/fakecloud_process.h"

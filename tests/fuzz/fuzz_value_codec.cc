@@ -4,8 +4,8 @@
 #include <cstdint>
 #include <string>
 
-#include "gateway/data_rules.h"
-#include "gateway/value_codec.h"
+#include "gateway/model/data_rules.h"
+#include "gateway/model/value_codec.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;

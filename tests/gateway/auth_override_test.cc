@@ -1,5 +1,5 @@
 // The upstream.auth_variable_override template.
-#include "gateway/auth_override.h"
+#include "gateway/config/auth_override.h"
 
 #include <gtest/gtest.h>
 

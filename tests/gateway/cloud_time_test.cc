@@ -1,7 +1,7 @@
 // Event times of queued writes, corrected to cloud time at upload.
 #include <gtest/gtest.h>
 
-#include "gateway/cloud_bridge.h"
+#include "gateway/cloud/cloud_bridge.h"
 
 namespace tether {
 namespace {

@@ -1,5 +1,5 @@
-#include "gateway/config.h"
-#include "gateway/auth_override.h"
+#include "gateway/config/config.h"
+#include "gateway/config/auth_override.h"
 
 #include <gtest/gtest.h>
 

@@ -10,7 +10,7 @@
 #include <thread>
 #include <vector>
 
-#include "gateway/device_api.h"
+#include "gateway/device/device_api.h"
 #include "tests/device_proto/udp_harness.h"
 #include "tests/store/store_test_util.h"
 

@@ -2,13 +2,13 @@
 // than over UDP: the notification fan-out cost, failed responses, the .info/connected observation,
 // and the Observe sequence and route checks across a restart.
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
-#include "gateway/device_api.h"
+#include "gateway/device/device_api.h"
 
 #include <gtest/gtest.h>
 
 #include <cstdio>
 
-#include "gateway/persisted_observer.h"
+#include "gateway/device/persisted_observer.h"
 #include "tests/gateway/device_api_harness.h"
 
 namespace tether::testing {
@@ -109,7 +109,7 @@ TEST(DeviceApiTest, InfoConnectedObserversHearTheCloudLink) {
   EXPECT_EQ(last_notification()->payload(), "\xf4");
 }
 
-// The restart design of gateway/persisted_observer.h, step by step.
+// The restart design of gateway/device/persisted_observer.h, step by step.
 TEST(DeviceApiTest, RestoredObservationsContinueAheadOfTheirCheckpoint) {
   Gateway gw;
   const Address dev = Peer(7), writer = Peer(8);

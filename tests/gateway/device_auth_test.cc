@@ -1,4 +1,4 @@
-#include "gateway/device_auth.h"
+#include "gateway/config/device_auth.h"
 
 #include <gtest/gtest.h>
 

@@ -2,7 +2,7 @@
 // heartbeat target, using the SDK's documented policy (shared/protocol/device-protocol.md), and
 // that no device following that policy is ever declared gone, whatever the moment it re-opens its
 // session, goes offline and online, or the gateway restarts (issue 15.1, 15.7).
-#include "gateway/heartbeat_policy.h"
+#include "gateway/device/heartbeat_policy.h"
 
 #include <gtest/gtest.h>
 
@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
-#include "gateway/device_api.h"
-#include "gateway/session_continuity.h"
-#include "gateway/session_table.h"
+#include "gateway/device/device_api.h"
+#include "gateway/device/session_continuity.h"
+#include "gateway/device/session_table.h"
 
 namespace tether {
 namespace {

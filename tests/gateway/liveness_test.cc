@@ -9,9 +9,9 @@
 #include <cstring>
 #include <fstream>
 
-#include "gateway/liveness_file.h"
-#include "gateway/loop_stall.h"
-#include "gateway/session_continuity.h"
+#include "gateway/device/liveness_file.h"
+#include "gateway/device/loop_stall.h"
+#include "gateway/device/session_continuity.h"
 #include "store/boot_clock.h"
 #include "tests/store/store_test_util.h"
 

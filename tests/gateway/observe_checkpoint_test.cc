@@ -1,4 +1,4 @@
-// The Observe checkpoint of a long-lived observation (gateway/persisted_observer.h): rewritten every
+// The Observe checkpoint of a long-lived observation (gateway/device/persisted_observer.h): rewritten every
 // kSeqCheckpointEvery (2^20) notifications, so a restart never jumps less than what was sent since.
 // A million notifications: labelled slow (seconds here, minutes under the sanitizers).
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
@@ -6,7 +6,7 @@
 
 #include <climits>
 
-#include "gateway/persisted_observer.h"
+#include "gateway/device/persisted_observer.h"
 #include "tests/gateway/device_api_harness.h"
 
 namespace tether::testing {

@@ -1,4 +1,4 @@
-#include "gateway/observer_registry.h"
+#include "gateway/device/observer_registry.h"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // PskStore: the keys file (text and 0x keys, errors with file:line), derivation from a master key
 // (a known answer computed with openssl), and identity rules.
-#include "gateway/psk_store.h"
+#include "gateway/config/psk_store.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>

@@ -1,4 +1,4 @@
-#include "gateway/push_id.h"
+#include "gateway/model/push_id.h"
 
 #include <gtest/gtest.h>
 

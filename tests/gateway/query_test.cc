@@ -1,5 +1,5 @@
 // Query: parsing of the Uri-Query vocabulary, Firebase ordering and limits, table-driven.
-#include "gateway/query.h"
+#include "gateway/model/query.h"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-#include "gateway/route_pattern.h"
+#include "gateway/model/route_pattern.h"
 
 #include <gtest/gtest.h>
 

@@ -1,7 +1,7 @@
 // ReadSecretFile: refuses what others could change (mode o+w, a directory anyone may write to
 // without the sticky bit, also behind a symlink, not a regular file), warns once about what others
 // can read, and never puts the content in a message.
-#include "gateway/secret_file.h"
+#include "gateway/config/secret_file.h"
 
 #include <gtest/gtest.h>
 #include <spdlog/sinks/ostream_sink.h>

@@ -1,4 +1,4 @@
-#include "gateway/session_table.h"
+#include "gateway/device/session_table.h"
 
 #include <gtest/gtest.h>
 

@@ -1,8 +1,8 @@
-#include "gateway/value_codec.h"
+#include "gateway/model/value_codec.h"
 
 #include <gtest/gtest.h>
 
-#include "gateway/data_rules.h"
+#include "gateway/model/data_rules.h"
 
 namespace tether {
 namespace {

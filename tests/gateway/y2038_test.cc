@@ -13,8 +13,8 @@
 #include <climits>
 #include <cstdint>
 
-#include "gateway/cloud_bridge.h"
-#include "gateway/push_id.h"
+#include "gateway/cloud/cloud_bridge.h"
+#include "gateway/model/push_id.h"
 #include "store/boot_clock.h"
 #include "store/entry_age.h"
 #include "store/store.h"

@@ -21,9 +21,9 @@
 #include <string>
 #include <vector>
 
-#include "gateway/config.h"
-#include "gateway/config_error.h"
-#include "gateway/metrics.h"
+#include "gateway/config/config.h"
+#include "gateway/config/config_error.h"
+#include "gateway/admin/metrics.h"
 #include "tests/integration/tetherd_process.h"
 
 namespace tether::testing {

@@ -16,7 +16,7 @@
 #include <sstream>
 #include <thread>
 
-#include "gateway/device_auth.h"
+#include "gateway/config/device_auth.h"
 #include "tests/integration/sdk_client.h"
 #include "tests/integration/tetherd_process.h"
 #include "tests/upstream/fakecloud_process.h"

@@ -12,7 +12,7 @@
 
 #include <future>
 
-#include "gateway/metrics.h"
+#include "gateway/admin/metrics.h"
 #include "tests/ops/fake_backend.h"
 
 namespace tether::testing {

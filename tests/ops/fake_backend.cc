@@ -2,7 +2,7 @@
 
 #include <future>
 
-#include "gateway/metrics.h"
+#include "gateway/admin/metrics.h"
 
 namespace tether::testing {
 

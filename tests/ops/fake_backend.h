@@ -9,7 +9,7 @@
 #include <thread>
 #include <vector>
 
-#include "gateway/admin_server.h"
+#include "gateway/admin/admin_server.h"
 
 namespace tether::testing {
 

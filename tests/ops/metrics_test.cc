@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "gateway/metrics.h"
+#include "gateway/admin/metrics.h"
 
 namespace tether {
 namespace {

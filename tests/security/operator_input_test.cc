@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "gateway/device_auth.h"
+#include "gateway/config/device_auth.h"
 #include "tests/integration/sdk_client.h"
 #include "tests/integration/tetherd_process.h"
 

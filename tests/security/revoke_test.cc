@@ -13,7 +13,7 @@
 #include <string>
 
 #include "device_proto/message.h"
-#include "gateway/device_auth.h"
+#include "gateway/config/device_auth.h"
 #include "tests/integration/sdk_client.h"
 #include "tests/security/attack_gateway.h"
 #include "tests/support/eventually.h"

@@ -1,0 +1,94 @@
+#include "gateway/config/psk_store.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include "gateway/model/data_rules.h"
+#include "gateway/config/device_auth.h"
+#include "gateway/config/secret_file.h"
+#include "gateway/config/yaml_schema.h"
+
+namespace tether {
+
+namespace {
+
+constexpr size_t kMaxIdentityBytes = 128;
+constexpr size_t kMaxPskBytes = 32;  // mbedTLS's MBEDTLS_PSK_MAX_LEN
+constexpr size_t kMinMasterKeyBytes = 16;
+
+bool ValidIdentity(std::string_view id) { return id.size() <= kMaxIdentityBytes && CheckKey(std::string(id)).empty(); }
+
+// "0x" + hex, else the text itself. Errors never quote the key.
+std::string DecodeKey(const YamlField& f) {
+  const std::string text = f.AsString();
+  std::string key;
+  if (text.rfind("0x", 0) == 0) {
+    auto nibble = [&](char c) -> int {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+      f.Fail("a 0x key must be hexadecimal digits");
+    };
+    if (text.size() % 2 != 0) f.Fail("a 0x key needs an even number of hexadecimal digits");
+    for (size_t i = 2; i < text.size(); i += 2) key += static_cast<char>(nibble(text[i]) << 4 | nibble(text[i + 1]));
+  } else {
+    key = text;
+  }
+  if (key.empty() || key.size() > kMaxPskBytes) f.Fail("a key must be 1 to 32 bytes");
+  return key;
+}
+
+}  // namespace
+
+PskStore::PskStore(const DtlsConfig& config) {
+  if (!config.keys_file.empty()) {
+    const std::string& file = config.keys_file;
+    YAML::Node root;
+    try {
+      root = YAML::Load(ReadSecretFile(file));
+    } catch (const SecretFileError& e) {
+      throw ConfigError(file, 0, 0, "dtls.keys_file", e.what());
+    } catch (const YAML::Exception& e) {
+      throw ConfigError(file, e.mark.is_null() ? 0 : e.mark.line + 1, e.mark.is_null() ? 0 : e.mark.column + 1, "",
+                        e.msg);
+    }
+    YamlField top(file, root, "");
+    if (!root.IsNull()) {
+      if (!root.IsMap()) top.Fail("expected a mapping of identity: key");
+      for (auto it = root.begin(); it != root.end(); ++it) {
+        const std::string identity = it->first.Scalar();
+        YamlField value = top.Required(identity);
+        if (!ValidIdentity(identity)) {
+          YamlField(file, it->first, identity)
+              .Fail("an identity is the device id: at most 128 bytes, none of . $ # [ ] / or control characters");
+        }
+        keys_[identity] = DecodeKey(value);
+      }
+      top.Finish();  // duplicate identities
+    }
+  }
+  if (!config.master_key_file.empty()) {
+    try {
+      master_ = ReadSecretFile(config.master_key_file);
+    } catch (const SecretFileError& e) {
+      throw ConfigError(config.master_key_file, 0, 0, "dtls.master_key_file", e.what());
+    }
+    while (!master_.empty() && (master_.back() == '\n' || master_.back() == '\r')) master_.pop_back();
+    if (master_.size() < kMinMasterKeyBytes) {
+      throw ConfigError(config.master_key_file, 0, 0, "dtls.master_key_file",
+                        "the master key must be at least 16 bytes");
+    }
+  }
+}
+
+std::optional<std::string> PskStore::KeyFor(std::string_view identity) const {
+  if (!ValidIdentity(identity)) return std::nullopt;
+  if (auto it = keys_.find(identity); it != keys_.end()) return it->second;
+  if (master_.empty()) return std::nullopt;
+  return DerivedKey(master_, identity);
+}
+
+std::string PskStore::DerivedKey(std::string_view master_key, std::string_view identity) {
+  return HmacSha256Hex(master_key, identity).substr(0, kMaxPskBytes);
+}
+
+}  // namespace tether

@@ -1,0 +1,33 @@
+#!/bin/sh
+# Layering (docs/architecture.md, "Rooms"): what the linker cannot see.
+#  - tetherctl links neither libuv nor libcurl: it reads config and store and speaks HTTP to tetherd.
+#  - device_proto/, store/ and upstream/ never include one another nor gateway/.
+#  - gateway/model/ (no state, no I/O) includes only itself.
+# usage: layering_test.sh <source dir> <tetherctl binary>
+set -u
+src=$1
+ctl=$2
+fail=0
+
+libs=$(ldd "$ctl") || { echo "ldd $ctl failed"; exit 1; }
+for lib in libuv libcurl; do
+  if echo "$libs" | grep -q "$lib"; then
+    echo "FAIL: $ctl links $lib:"; echo "$libs" | grep "$lib"; fail=1
+  fi
+done
+
+# check <dir> <allowed include prefixes...>: every quoted project include in dir names an allowed one.
+check() {
+  dir=$1; shift
+  allowed=$(printf '%s|' "$@"); allowed=${allowed%|}
+  bad=$(grep -rnE '^#include "(device_proto|store|upstream|gateway)/' "$src/$dir" |
+        grep -vE "#include \"($allowed)/")
+  if [ -n "$bad" ]; then echo "FAIL: $dir includes outside ($*):"; echo "$bad"; fail=1; fi
+}
+check device_proto device_proto
+check store store
+check upstream upstream
+check gateway/model gateway/model
+
+[ $fail -eq 0 ] && echo "layering: ok"
+exit $fail
