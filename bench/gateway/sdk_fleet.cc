@@ -34,18 +34,23 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <dirent.h>
-#include <fstream>
 #include <optional>
 #include <string>
 #include <unistd.h>
 #include <vector>
 
 #include "bench/coap/fleet_transport.h"
+#include "bench/gateway/cbor_reader.h"
+#include "bench/gateway/proc_usage.h"
 #include "device_proto/message.h"
 
 using namespace tether::coap;
+using tether::bench::CborReader;
 using tether::bench::FleetTransport;
+using tether::bench::ProcessMemory;
+using tether::bench::ReadProcessMemory;
+using tether::bench::ReadServerCpu;
+using tether::bench::ServerCpu;
 
 namespace {
 
@@ -65,150 +70,6 @@ struct Req {
   bool empty_acked = false;
   bool released = false;  // --closed: no longer counted in flight (answered, or 2 s without answer)
 };
-
-// ---- minimal CBOR: what the servers answer (maps of text keys, text, uints, floats) ----
-struct Cbor {
-  std::span<const uint8_t> b;
-  size_t i = 0;
-  bool ok = true;
-  // Reads an item's head: major type and argument; false at the end or on a break (0xFF).
-  bool Head(uint8_t* major, uint64_t* arg, bool* indefinite) {
-    if (i >= b.size() || b[i] == 0xFF) return false;
-    const uint8_t ib = b[i++];
-    *major = ib >> 5;
-    const uint8_t info = ib & 31;
-    *indefinite = info == 31;
-    *arg = 0;
-    if (info < 24 || info == 31) {
-      *arg = info;
-      return true;
-    }
-    const size_t n = info == 24 ? 1 : info == 25 ? 2 : info == 26 ? 4 : info == 27 ? 8 : 0;
-    if (n == 0 || i + n > b.size()) return ok = false;
-    for (size_t k = 0; k < n; ++k) *arg = *arg << 8 | b[i++];
-    return true;
-  }
-  bool Skip() {
-    uint8_t major;
-    uint64_t arg;
-    bool indef;
-    if (!Head(&major, &arg, &indef)) return false;
-    switch (major) {
-      case 2:
-      case 3:
-        if (indef) return ok = false;  // never sent by the servers measured here
-        if (i + arg > b.size()) return ok = false;
-        i += arg;
-        return true;
-      case 4:
-      case 5: {
-        const uint64_t items = major == 5 ? 2 * arg : arg;
-        if (indef) {
-          while (Skip()) {}
-          return ok && i < b.size() && b[i++] == 0xFF;
-        }
-        for (uint64_t k = 0; k < items; ++k)
-          if (!Skip()) return false;
-        return true;
-      }
-      case 6: return Skip();
-      default: return true;  // uints, negative ints, simple values and floats: the head is all
-    }
-  }
-  // The value of text key `key` in the top-level map: where it starts (index), or nullopt.
-  std::optional<size_t> Find(std::string_view key) {
-    uint8_t major;
-    uint64_t arg;
-    bool indef;
-    i = 0;
-    if (!Head(&major, &arg, &indef) || major != 5) return std::nullopt;
-    for (uint64_t k = 0; indef || k < arg; ++k) {
-      uint8_t km;
-      uint64_t klen;
-      bool kindef;
-      if (!Head(&km, &klen, &kindef)) return std::nullopt;
-      if (km != 3 || kindef || i + klen > b.size()) return std::nullopt;
-      const std::string_view name(reinterpret_cast<const char*>(b.data() + i), klen);
-      i += klen;
-      if (name == key) return i;
-      if (!Skip()) return std::nullopt;
-    }
-    return std::nullopt;
-  }
-  std::optional<uint64_t> FindUint(std::string_view key) {
-    if (!Find(key)) return std::nullopt;
-    uint8_t major;
-    uint64_t arg;
-    bool indef;
-    if (!Head(&major, &arg, &indef) || major != 0) return std::nullopt;
-    return arg;
-  }
-  std::optional<std::string> FindText(std::string_view key) {
-    if (!Find(key)) return std::nullopt;
-    uint8_t major;
-    uint64_t arg;
-    bool indef;
-    if (!Head(&major, &arg, &indef) || major != 3 || indef || i + arg > b.size()) return std::nullopt;
-    return std::string(reinterpret_cast<const char*>(b.data() + i), arg);
-  }
-};
-
-// ---- the server's CPU time and memory, from /proc ----
-struct ServerCpu {
-  double loop = 0, writer = 0, other = 0;
-  double total() const { return loop + writer + other; }
-};
-
-ServerCpu ReadCpu(int pid) {
-  ServerCpu c;
-  if (pid <= 0) return c;
-  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
-  DIR* d = opendir(dir.c_str());
-  if (!d) return c;
-  const double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] == '.') continue;
-    std::ifstream in(dir + "/" + e->d_name + "/stat");
-    std::string line;
-    std::getline(in, line);
-    const size_t open = line.find('('), close = line.rfind(')');
-    if (open == std::string::npos || close == std::string::npos) continue;
-    const std::string comm = line.substr(open + 1, close - open - 1);
-    // Fields after the command: state is field 3; utime and stime are fields 14 and 15.
-    std::vector<std::string> f;
-    size_t p = close + 2;
-    while (p < line.size() && f.size() < 13) {
-      const size_t q = line.find(' ', p);
-      f.push_back(line.substr(p, q - p));
-      if (q == std::string::npos) break;
-      p = q + 1;
-    }
-    if (f.size() < 13) continue;
-    const double s = (std::stod(f[11]) + std::stod(f[12])) / tick;
-    if (std::atoi(e->d_name) == pid) c.loop += s;
-    else if (comm == "tether-writer") c.writer += s;
-    else c.other += s;
-  }
-  closedir(d);
-  return c;
-}
-
-struct Mem {
-  long anon_kb = -1, file_kb = -1;
-};
-
-Mem ReadMem(int pid) {
-  Mem m;
-  if (pid <= 0) return m;
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string key;
-  long v;
-  while (in >> key) {
-    if (key == "RssAnon:" && in >> v) m.anon_kb = v;
-    else if (key == "RssFile:" && in >> v) m.file_kb = v;
-  }
-  return m;
-}
 
 double Pct(std::vector<uint32_t>& v, double p) {
   if (v.empty()) return 0;
@@ -362,7 +223,7 @@ struct Fleet {
     if (r.kind != Kind::kObserve || !m.find(opt::kObserve)) return;
     // A notification of the observation registered by request n.
     ++notifications;
-    Cbor c{m.payload};
+    CborReader c{m.payload};
     const std::optional<uint64_t> v = c.FindUint("n");
     if (!v) return;
     if (mode == Mode::kFanout) {
@@ -382,7 +243,7 @@ struct Fleet {
   void OnSetupAnswer(uint64_t n, const Message& m) {
     ++done;
     if (reqs[n].kind == Kind::kOpen && m.code == code::kContent) {
-      Cbor c{m.payload};
+      CborReader c{m.payload};
       if (auto s = c.FindText("s")) session[DeviceOf(n)] = *s;
     }
     FillWindow();
@@ -542,7 +403,7 @@ int main(int argc, char** argv) {
                   [&f](size_t device, std::span<const uint8_t> b) { f.OnDatagram(device, b); })) {
     return 1;
   }
-  const Mem mem0 = ReadMem(f.server_pid);
+  const ProcessMemory mem0 = ReadProcessMemory(f.server_pid);
 
   double open_s = 0, setup_s = 0;
   const size_t opened = f.Setup(Kind::kOpen, &open_s);
@@ -559,7 +420,7 @@ int main(int argc, char** argv) {
 
   if (f.mode == Mode::kIdle || f.mode == Mode::kIdleObserve) {
     f.RunFor(2.0, [] {});  // let the server settle (commits, timers) before reading its memory
-    const Mem mem1 = ReadMem(f.server_pid);
+    const ProcessMemory mem1 = ReadProcessMemory(f.server_pid);
     const auto per = [&](long a0, long a1) { return a0 < 0 ? 0.0 : (a1 - a0) * 1024.0 / static_cast<double>(f.devices); };
     std::printf(" rss_anon_kb=%ld->%ld rss_file_kb=%ld->%ld anon_bytes_per_device=%.0f file_bytes_per_device=%.0f\n",
                 mem0.anon_kb, mem1.anon_kb, mem0.file_kb, mem1.file_kb, per(mem0.anon_kb, mem1.anon_kb),
@@ -573,7 +434,7 @@ int main(int argc, char** argv) {
   f.load_lo = f.reqs.size();
   // Start at a request number of device 0, so devices take turns from the first.
   while (f.load_lo % f.devices) f.reqs.push_back(Req{}), ++f.load_lo;
-  const ServerCpu cpu0 = ReadCpu(f.server_pid);
+  const ServerCpu cpu0 = ReadServerCpu(f.server_pid);
   f.load_start_ns = uv_hrtime();
   f.load_stop_ns = f.load_start_ns + static_cast<uint64_t>(f.seconds * 1e9);
   f.load_kind = f.mode == Mode::kGet ? Kind::kGet : Kind::kPut;
@@ -605,7 +466,7 @@ int main(int argc, char** argv) {
   };
   f.RunFor(f.seconds + f.drain, pace);
   f.loading = false;
-  const ServerCpu cpu1 = ReadCpu(f.server_pid);
+  const ServerCpu cpu1 = ReadServerCpu(f.server_pid);
 
   uint64_t ok = 0, shed = 0, err = 0, lost = 0, retried = 0;
   std::vector<uint32_t> all, good;
