@@ -8,6 +8,7 @@ namespace tether {
 std::string RandomToken(size_t n) {
   static const char kAlpha[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
   std::string out;
+  out.reserve(n);  // exactly: a session keeps its tokens for life (grown by appends, 32 chars take 61 bytes)
   while (out.size() < n) {
     unsigned char buf[64];
     ssize_t got = getrandom(buf, sizeof buf, 0);
