@@ -17,7 +17,8 @@
 //            PUTs as in `put`; every notification is matched to the PUT it carries ("n").
 //   fanout   every device observes /fleet/all; then device 0 PUTs {"n": k} there RATE times a
 //            second: latency from each PUT's send to each device's notification.
-//   idle, idle-observe   sessions (and one observation each) only, then SECONDS of silence.
+//   idle, idle-observe   sessions (and one observation each) only, then SECONDS of silence;
+//            the server's memory is read 2 s after set-up and again at the end.
 //            Each device pings right after its session opened (`GET /.ping?.cs=S`), as the SDK
 //            does: tetherd keeps a session that its device never used in memory only, under
 //            device.max_unconfirmed_sessions, so without the ping most would not be kept.
@@ -611,6 +612,12 @@ int main(int argc, char** argv) {
                 per(mem0.file_kb, mem1.file_kb));
     std::fflush(stdout);
     f.RunFor(f.seconds, [] {});
+    // Again after SECONDS of silence: past the exchange lifetime (247 s) a server no longer holds
+    // the duplicate-reply entries of the set-up requests, only what an idle device costs.
+    const Mem mem2 = ReadMem(f.server_pid);
+    std::printf("after_s=%.0f anon_kb_after=%ld file_kb_after=%ld anon_bytes_per_device_after=%.0f "
+                "file_bytes_per_device_after=%.0f\n",
+                f.seconds, mem2.anon_kb, mem2.file_kb, per(mem0.anon_kb, mem2.anon_kb), per(mem0.file_kb, mem2.file_kb));
     return 0;
   }
 
