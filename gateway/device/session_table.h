@@ -29,7 +29,7 @@
 #include <vector>
 
 #include "device_proto/address.h"
-#include "gateway/session_index.h"
+#include "gateway/device/session_index.h"
 
 namespace tether {
 

@@ -7,7 +7,7 @@
 #include <random>
 #include <set>
 
-#include "gateway/session_index.h"
+#include "gateway/device/session_index.h"
 
 namespace tether {
 namespace {

@@ -1,9 +1,9 @@
-// YamlField (gateway/yaml_schema.h), the strict reader under every config file: each value
+// YamlField (gateway/config/yaml_schema.h), the strict reader under every config file: each value
 // written the way the docs spell it reads back as the number it names (durations, sizes, integers,
 // booleans, enums), and each refusal is a ConfigError at the node's file:line:col with its dotted
 // key path (unknown and duplicate keys, missing keys, wrong types, bad units, out of range,
 // overflow).
-#include "gateway/yaml_schema.h"
+#include "gateway/config/yaml_schema.h"
 
 #include <gtest/gtest.h>
 

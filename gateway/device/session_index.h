@@ -23,7 +23,7 @@
 
 namespace tether {
 
-struct Session;  // gateway/session_table.h
+struct Session;  // gateway/device/session_table.h
 
 template <typename Traits>
 class SessionIndex {
