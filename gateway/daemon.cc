@@ -33,6 +33,7 @@ Daemon::~Daemon() {
   loop_caller_.reset();
   endpoint_.reset();
   device_api_.reset();
+  local_copy_.reset();
   store_.reset();
   uv_run(&loop_, UV_RUN_NOWAIT);
   uv_loop_close(&loop_);
@@ -77,7 +78,8 @@ bool Daemon::StartModules() {
   spdlog::info("store open at {}: {} queued write(s), {} session(s)", config_.store.path,
                store_->queue().Totals().entries, store_->sessions().Count());
   try {
-    device_api_ = std::make_unique<DeviceApi>(&loop_, *store_, std::make_shared<RouteTable>(config_));
+    local_copy_ = std::make_unique<LocalCopy>(&loop_, *store_);
+    device_api_ = std::make_unique<DeviceApi>(&loop_, *store_, *local_copy_, std::make_shared<RouteTable>(config_));
     // A reload replaces psk_: a DTLS session's identity is judged by the keys in force.
     device_api_->SetPskKnown([this](std::string_view identity) { return !psk_ || psk_->KeyFor(identity).has_value(); });
   } catch (const ConfigError& e) {
@@ -224,7 +226,8 @@ bool Daemon::StartUpstream() {
     spdlog::critical("upstream credentials: {}", e.what());
     return false;
   }
-  cloud_ = std::make_unique<CloudBridge>(*store_, *device_api_, routes);
+  cloud_ = std::make_unique<CloudBridge>(*store_, *local_copy_, routes);
+  cloud_->SetLinkListener(device_api_.get());
   if (!u.auth_variable_override.empty()) {
     cloud_->SetAuthOverride(*AuthOverride::Parse(u.auth_variable_override, nullptr), config_.gateway_id);
     spdlog::info("uploads are evaluated by the cloud's rules as the writing device (auth_variable_override)");
@@ -301,7 +304,7 @@ bool Daemon::StartUpstream() {
       using K = upstream::FirebaseEvent::Kind;
       if (e.kind != K::Put && e.kind != K::Patch) return;
       std::string abs = JoinPath(SplitPath(root + "/" + e.path));
-      cloud_->OnSyncData(abs, e.data, e.kind == K::Patch);
+      local_copy_->OnSyncData(abs, e.data, e.kind == K::Patch);
       if (full_resync) spdlog::info("sync root /{} resynced from the cloud", root);
     };
     auto on_cancel = [root](const std::string& why) {
@@ -321,7 +324,9 @@ bool Daemon::StartUpstream() {
   wo.on_polling = on_polling;
   watches_ = std::make_unique<upstream::WatchSet>(
       &loop_, *http_, *credentials_, wo,
-      [this](const std::string& path, const Json& value, bool is_patch) { cloud_->OnSyncData(path, value, is_patch); });
+      [this](const std::string& path, const Json& value, bool is_patch) {
+        local_copy_->OnSyncData(path, value, is_patch);
+      });
   std::vector<std::string> root_list(roots.begin(), roots.end());
   device_api_->SetObservedPathHook([this, root_list](const std::string& path, bool observed) {
     if (path.rfind(".info", 0) == 0) return;
@@ -332,7 +337,7 @@ bool Daemon::StartUpstream() {
     if (observed) watches_->watch(path);
     else watches_->unwatch(path);
   });
-  device_api_->SetCloudReader(
+  local_copy_->SetCloudReader(
       [this, url = u.url, link](const std::string& path, const std::string& query,
                                 std::function<void(std::optional<Json>)> done) {
         upstream::RestGet(*http_, *credentials_, url, path, query, kCloudReadTimeoutMs, false,
@@ -530,6 +535,7 @@ void Daemon::Stop() {
   if (watches_) watches_->stop();
   if (clock_) clock_->shutdown([] {});  // best-effort "offline" presence write
   if (device_api_) device_api_->Close();
+  if (local_copy_) local_copy_->Close();
   endpoint_.reset();
   if (store_) store_->Close();
   for (uv_signal_t* h : {&sigterm_, &sigint_, &sighup_}) {
