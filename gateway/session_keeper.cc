@@ -15,15 +15,7 @@ namespace tether {
 
 namespace {
 
-constexpr int64_t kLivenessTickMs = 250;
-// A gap over this between two observations of the loop clock (the tick makes one every 250 ms)
-// is a stall of the loop: its length is given back to every session's timeout.
-constexpr int64_t kStallThresholdMs = 1'000;
 constexpr int kOpenRetries = 5;
-// After a stall: how long the datagrams read are taken as ones that waited in the socket.
-constexpr int64_t kStallDrainMs = 1'000;
-// Failed authentications are logged one per second at most; the others are counted.
-constexpr int64_t kAuthLogEveryMs = 1'000;
 // Opens of one device are handled one at a time; beyond this many waiting, more are not answered
 // (a flood of one device's token from spoofed sources queues nothing).
 constexpr size_t kMaxWaitingOpens = 1;
@@ -32,14 +24,6 @@ std::optional<coap::Address> ParseAddress(const std::string& s) {
   coap::Address a = coap::Address::parse(s);
   if (a.family == 0) return std::nullopt;
   return a;
-}
-
-// The liveness checkpoint of s (loop clock) as of `now` (loop clock) = `clock` (the three clocks).
-void SetCheckpoint(store::SessionRecord* r, const Session& s, int64_t now, const store::ClockReading& clock) {
-  r->last_seen_ms = clock.wall_ms - (now - s.last_seen_ms);
-  r->last_seen_boottime_ms = clock.boottime_ms - (now - s.last_seen_ms);
-  r->boot_id = clock.boot_id;
-  r->last_ping_ms = s.last_ping_ms ? clock.wall_ms - (now - s.last_ping_ms) : 0;
 }
 
 // The record without observations (SessionRecordOf adds them).
@@ -82,16 +66,18 @@ SessionKeeper::SessionKeeper(uv_loop_t* loop, store::Store& store, DeviceNotifie
       notifier_(notifier),
       cloud_(cloud),
       counters_(counters),
+      guard_(counters),
       sessions_(device.session_timeout.count()),
       heartbeat_{device.heartbeat_target.count(), 1000},
-      stall_(kLivenessTickMs, kStallThresholdMs) {
-  uv_timer_init(loop_, &liveness_);
-  liveness_.data = this;
-  uv_timer_start(&liveness_, OnLivenessTick, kLivenessTickMs, kLivenessTickMs);
-  uv_idle_init(loop_, &sweep_idle_);
-  uv_check_init(loop_, &sweep_check_);
-  sweep_check_.data = this;
-}
+      liveness_(
+          loop, sessions_, continuity_, counters,
+          [this](const std::vector<std::string>& expired) {
+            for (const auto& id : expired) {
+              if (const Session* s = sessions_.ById(id); s && s->confirmed) ++counters_.detections;
+              EndSession(id, EndCause::kTimeout);
+            }
+          },
+          [this](int64_t now) { guard_.FlushAuthLog(now); }) {}
 
 SessionKeeper::~SessionKeeper() { Close(); }
 
@@ -99,23 +85,11 @@ void SessionKeeper::Close() {
   if (*alive_) Checkpoint();  // a graceful stop records every session's last ping (for a new boot)
   *alive_ = false;
   opening_.clear();
-  for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&liveness_), reinterpret_cast<uv_handle_t*>(&sweep_idle_),
-                         reinterpret_cast<uv_handle_t*>(&sweep_check_)}) {
-    if (!uv_is_closing(h)) uv_close(h, nullptr);
-  }
+  liveness_.Close();
 }
 
 void SessionKeeper::SetRoutes(std::shared_ptr<const RouteTable> routes) {
-  std::map<std::string, std::unique_ptr<DeviceAuthenticator>> auth;
-  for (const auto& app : routes->config().apps) auth[app.id] = std::make_unique<DeviceAuthenticator>(app);
-  if (routes->config().open_apps) {  // every unlisted app id: open
-    auth[Config::kAnyApp] = std::make_unique<DeviceAuthenticator>(AppConfig{Config::kAnyApp, false, {}});
-  }
-  auth_ = std::move(auth);
-  const DeviceConfig& d = routes->config().device;
-  opens_limiter_.set_rate(d.opens_per_second);
-  refusals_limiter_.set_rate(d.auth_failures_per_second);
-  max_unconfirmed_ = d.max_unconfirmed_sessions;
+  guard_.SetRoutes(*routes);  // throws before anything changed
   routes_ = std::move(routes);
 }
 
@@ -123,7 +97,7 @@ int64_t SessionKeeper::RestartGraceMs(int64_t session_timeout_ms) { return std::
 
 void SessionKeeper::AttachEndpoint(coap::Endpoint* endpoint) {
   endpoint_ = endpoint;
-  stall_.Reset();  // startup work (opening the store, restoring sessions) is not a stall
+  liveness_.ResetStall();  // startup work (opening the store, restoring sessions) is not a stall
 }
 
 // ---- restart ----
@@ -134,7 +108,7 @@ void SessionKeeper::RestoreSessions() {
   const int64_t timeout = sessions_.timeout_ms();
   const int64_t grace = RestartGraceMs(timeout);
   const store::ClockReading clock = store::ClockNow();
-  boottime_minus_loop_ms_ = clock.boottime_ms - now;
+  liveness_.SetBoottimeOffset(clock.boottime_ms - now);
   size_t n = 0, dated = 0;
   store::WriteBatch checkpoints;  // the advanced Observe checkpoints, durable before first use
   const store::SessionTable& records = store_.sessions();
@@ -151,9 +125,7 @@ void SessionKeeper::RestoreSessions() {
     if (addr) s.addr = *addr;
     s.anonymous = AnonymousId(r.device_id);
     // The token is not kept: an hmac session is taken as opened by the secret in force now.
-    if (!s.anonymous && !(addr && addr->secure)) {
-      if (auto a = auth_.find(r.app_id); a != auth_.end()) s.credential = a->second->RestoredFingerprint(r.device_id);
-    }
+    if (!s.anonymous && !(addr && addr->secure)) s.credential = guard_.RestoredFingerprint(r.app_id, r.device_id);
     s.created_wall_ms = r.created_ms;
     s.last_seen_ms = now;  // undated: a full timeout to come back after the gateway restart
     // The last ping the store recorded (the session's first, or all at a graceful stop): an older
@@ -164,9 +136,10 @@ void SessionKeeper::RestoreSessions() {
       s.last_ping_ms = std::max<int64_t>(1, now - ping_age);  // undatable: long ago
     }
     s.checkpointed_ping_ms = r.last_ping_ms;
-    const auto stamp = liveness_file_ ? liveness_file_->recovered().find(r.session_id)
-                                      : std::unordered_map<std::string, LivenessFile::Stamp>::const_iterator();
-    if (liveness_file_ && stamp != liveness_file_->recovered().end()) {  // same boot: exact as of the crash
+    const LivenessFile* file = liveness_.file();
+    const auto stamp = file ? file->recovered().find(r.session_id)
+                            : std::unordered_map<std::string, LivenessFile::Stamp>::const_iterator();
+    if (file && stamp != file->recovered().end()) {  // same boot: exact as of the crash
       ++dated;
       s.last_seen_ms = now - std::max<int64_t>(0, clock.boottime_ms - stamp->second.seen_boottime_ms);
       s.expire_not_before_ms = now + grace;  // deadline max(last datagram + timeout, now + grace)
@@ -203,40 +176,6 @@ void SessionKeeper::RestoreSessions() {
     }
     notifier_.RestoreCommitted();
   });
-}
-
-// ---- the guard ----
-
-AuthOutcome SessionKeeper::Authenticate(const std::string& app, const std::string& payload, const coap::Address& peer,
-                                        const std::string& identity) const {
-  // Over DTLS the handshake authenticated the device: its PSK identity is the device id.
-  if (peer.secure) {
-    // A reload may have removed the identity's key after its handshake: its connection opens nothing.
-    return AuthOutcome{!psk_known_ || psk_known_(identity), identity};
-  }
-  auto it = auth_.find(app);
-  const DeviceAuthenticator& a = it != auth_.end() ? *it->second : *auth_.at(Config::kAnyApp);  // FindApp accepted it: open
-  return a.Authenticate(payload);
-}
-
-void SessionKeeper::LogAuthFailure(const coap::Address& peer, const std::string& app) {
-  const int64_t now = LoopNow();
-  if (now - auth_logged_at_ms_ < kAuthLogEveryMs) {
-    ++auth_log_suppressed_;
-    ++counters_.auth_log_suppressed;
-    return;
-  }
-  FlushAuthLog(now);
-  auth_logged_at_ms_ = now;
-  spdlog::info("device at {} failed to authenticate to app '{}'", peer.to_string(), app);
-}
-
-void SessionKeeper::FlushAuthLog(int64_t now) {
-  if (!auth_log_suppressed_ || now - auth_logged_at_ms_ < kAuthLogEveryMs) return;
-  spdlog::info("{} more failed authentication(s) in {:.1f} s, not logged one by one (tether_auth_failures_total)",
-               auth_log_suppressed_, static_cast<double>(now - auth_logged_at_ms_) / 1000.0);
-  auth_log_suppressed_ = 0;
-  auth_logged_at_ms_ = now;
 }
 
 // ---- open ----
@@ -406,7 +345,7 @@ void SessionKeeper::AddUnconfirmed(Session s) {
   while (!unconfirmed_.empty()) {
     Session* u = sessions_.ById(unconfirmed_.front());
     if (u && !u->confirmed) {
-      if (unconfirmed_count_ <= max_unconfirmed_) break;
+      if (unconfirmed_count_ <= guard_.max_unconfirmed()) break;
       ++counters_.unconfirmed_evicted;
       std::string gone = u->id;
       if (std::optional<Session> old = DetachSession(gone)) continuity_.NoteEnded(*old, LoopNow());
@@ -441,7 +380,7 @@ bool SessionKeeper::Ping(Session& s) {
   // against each other, that second ping would look on time (2.05: the interval grows). So pings
   // read while the backlog drains are judged against the last ping before the stall, not recorded
   // (unless there is none: a first ping is better than no reference at all).
-  if (now >= pings_judged_from_ms_ || !s.last_ping_ms) {
+  if (liveness_.RecordsPingAt(now) || !s.last_ping_ms) {
     s.last_ping_ms = now;
     Stamp(s);
   }
@@ -473,7 +412,7 @@ store::SessionRecord SessionKeeper::Rebind(Session& s, const coap::Address& peer
 }
 
 void SessionKeeper::OnActivity(const coap::Address& peer) {
-  if (const std::vector<Session*>* bound = sessions_.Touch(peer, LoopNow()); bound && liveness_file_) {
+  if (const std::vector<Session*>* bound = sessions_.Touch(peer, LoopNow()); bound && liveness_.file()) {
     for (Session* s : *bound) Stamp(*s);
   }
 }
@@ -488,15 +427,6 @@ bool SessionKeeper::Kick(const std::string& device_or_session) {
 }
 
 // ---- reload ----
-
-bool SessionKeeper::CredentialValid(const Session& s) const {
-  auto app = routes_->FindApp(s.app);
-  if (!app || app->id != s.app) return false;  // the app is gone
-  if (s.addr.secure) return !psk_known_ || psk_known_(s.device);  // the PSK identity is the device id
-  auto a = auth_.find(s.app);
-  if (a == auth_.end()) a = auth_.find(Config::kAnyApp);
-  return a != auth_.end() && a->second->StillAccepts(s.device, s.anonymous, s.credential);
-}
 
 size_t SessionKeeper::RevokeSession(std::string session_id) {
   std::optional<Session> s = DetachSession(session_id);  // its observations end with it
@@ -533,70 +463,8 @@ std::pair<size_t, size_t> SessionKeeper::RevokeAfterReload() {
 
 // ---- liveness ----
 
-int64_t SessionKeeper::LoopNow() {
-  const int64_t now = static_cast<int64_t>(uv_now(loop_));
-  if (const int64_t stalled = stall_.Observe(now)) {
-    boottime_minus_loop_ms_ = store::BootTimeMs() - now;
-    sessions_.ShiftForStall(stalled);
-    pings_judged_from_ms_ = now + kStallDrainMs;
-    continuity_.HostLinksUntil(now + SessionContinuity::kEvidenceMs);
-    if (liveness_file_) sessions_.ForEachMutable([this](Session& s) { Stamp(s); });
-    counters_.loop_stalls = stall_.stalls();
-    counters_.loop_stalled_ms = static_cast<uint64_t>(stall_.stalled_ms());
-    spdlog::warn("the event loop did not run for {} ms (process stopped, VM paused or starved of CPU?): that "
-                 "time does not count as any device's silence", stalled + kLivenessTickMs);
-  }
-  return now;
-}
-
-void SessionKeeper::OnLivenessTick(uv_timer_t* t) {
-  auto* self = static_cast<SessionKeeper*>(t->data);
-  const int64_t now = self->LoopNow();
-  // CLOCK_BOOTTIME runs ahead of the loop's clock only while the host is suspended: a tick's
-  // reading is fresh enough for the liveness file, and datagrams do not pay for one each.
-  self->boottime_minus_loop_ms_ = store::BootTimeMs() - now;
-  self->FlushAuthLog(now);
-  if (self->sessions_.MaybeDue(now)) self->ArmSweep();
-}
-
-void SessionKeeper::ArmSweep() {
-  if (sweep_armed_) return;
-  sweep_armed_ = true;
-  // An active idle handle makes this iteration's poll non-blocking: whatever datagrams already
-  // reached the sockets are read (and stamp their sessions) before OnSweep, in the check phase.
-  uv_idle_start(&sweep_idle_, [](uv_idle_t*) {});
-  uv_check_start(&sweep_check_, OnSweep);
-}
-
-void SessionKeeper::OnSweep(uv_check_t* h) {
-  auto* self = static_cast<SessionKeeper*>(h->data);
-  self->sweep_armed_ = false;
-  uv_idle_stop(&self->sweep_idle_);
-  uv_check_stop(&self->sweep_check_);
-  for (const auto& id : self->sessions_.Expired(self->LoopNow())) {
-    if (const Session* s = self->sessions_.ById(id); s && s->confirmed) ++self->counters_.detections;
-    self->EndSession(id, EndCause::kTimeout);
-  }
-}
-
-void SessionKeeper::Stamp(Session& s) {
-  if (!liveness_file_ || !s.confirmed) return;  // no record to restore it from: no slot either
-  if (s.liveness_slot == LivenessFile::kNoSlot) s.liveness_slot = liveness_file_->Assign();
-  liveness_file_->Write(s.liveness_slot, s.id,
-                        {s.last_seen_ms + boottime_minus_loop_ms_,
-                         s.last_ping_ms ? s.last_ping_ms + boottime_minus_loop_ms_ : 0});
-}
-
 void SessionKeeper::Checkpoint() {
-  const int64_t now = LoopNow();
-  const store::ClockReading clock = store::ClockNow();
-  store::WriteBatch batch;
-  sessions_.ForEachMutable([&](Session& s) {
-    if (!s.confirmed) return;  // memory only
-    store::SessionRecord r;
-    SetCheckpoint(&r, s, now, clock);
-    batch.TouchSession(s.id, r.last_seen_ms, r.last_seen_boottime_ms, r.boot_id, r.last_ping_ms);
-  });
+  store::WriteBatch batch = liveness_.Checkpoints();
   if (batch.empty()) return;
   // Every session in the table has its record (see the invariants).
   store_.Submit(std::move(batch), [](const store::BatchResult& r) {
@@ -613,8 +481,7 @@ std::optional<Session> SessionKeeper::DetachSession(const std::string& session_i
   if (!sp) return std::nullopt;
   Session s = *sp;
   if (!s.confirmed && unconfirmed_count_) --unconfirmed_count_;
-  if (liveness_file_ && s.liveness_slot != LivenessFile::kNoSlot) liveness_file_->Free(s.liveness_slot);
-  s.liveness_slot = LivenessFile::kNoSlot;
+  liveness_.Free(s);
   sessions_.Remove(session_id);
   notifier_.DropSession(session_id);
   return s;

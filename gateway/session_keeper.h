@@ -17,8 +17,7 @@
 // - Opens of one device (OpenKey) run one at a time; at most kMaxWaitingOpens wait.
 // - Ending a session removes its record and appends its operations' writes in one batch: they run
 //   exactly once, also across crashes.
-// - Deadlines are swept in the check phase after a non-blocking poll: a datagram that reached
-//   the host before a deadline counts; a loop stall is given back to every session (LoopNow).
+// - Deadlines, loop stalls and the liveness file are SessionLiveness's (see its invariants).
 #pragma once
 
 #include <uv.h>
@@ -34,16 +33,15 @@
 #include <vector>
 
 #include "device_proto/endpoint.h"
-#include "device_proto/source_rate_limiter.h"
 #include "gateway/cloud_status.h"
-#include "gateway/device_auth.h"
 #include "gateway/device_counters.h"
 #include "gateway/device_notifier.h"
 #include "gateway/heartbeat_policy.h"
 #include "gateway/liveness_file.h"
-#include "gateway/loop_stall.h"
 #include "gateway/route_table.h"
 #include "gateway/session_continuity.h"
+#include "gateway/session_guard.h"
+#include "gateway/session_liveness.h"
 #include "gateway/session_table.h"
 #include "store/store.h"
 
@@ -73,23 +71,23 @@ class SessionKeeper : public ObservationOwner {
   void Close();  // records every session's last ping, stops the timers
 
   void SetRoutes(std::shared_ptr<const RouteTable> routes);
-  void SetPskKnown(std::function<bool(std::string_view identity)> known) { psk_known_ = std::move(known); }
-  void SetLivenessFile(std::unique_ptr<LivenessFile> file) { liveness_file_ = std::move(file); }
+  void SetPskKnown(std::function<bool(std::string_view identity)> known) { guard_.SetPskKnown(std::move(known)); }
+  void SetLivenessFile(std::unique_ptr<LivenessFile> file) { liveness_.SetFile(std::move(file)); }
   void SetQueuedHook(std::function<void(const std::string& route)> hook) { on_queued_ = std::move(hook); }
   void AttachEndpoint(coap::Endpoint* endpoint);
   // See DeviceApi::RestoreSessions.
   void RestoreSessions();
   static int64_t RestartGraceMs(int64_t session_timeout_ms);
 
-  // ---- the guard ----
+  // ---- the guard (SessionGuard), on the loop clock ----
   // False when the source IP is over device.opens_per_second / auth_failures_per_second.
-  bool TakeOpen(const coap::Address& peer) { return opens_limiter_.Take(peer, LoopNow()); }
-  bool TakeRefusal(const coap::Address& peer) { return refusals_limiter_.Take(peer, LoopNow()); }
-  // The device a POST /.cs authenticates (over DTLS: its PSK identity, if it still has a key).
+  bool TakeOpen(const coap::Address& peer) { return guard_.TakeOpen(peer, LoopNow()); }
+  bool TakeRefusal(const coap::Address& peer) { return guard_.TakeRefusal(peer, LoopNow()); }
   AuthOutcome Authenticate(const std::string& app, const std::string& payload, const coap::Address& peer,
-                           const std::string& identity) const;
-  // At most one line per kAuthLogEveryMs; the rest are counted and summed up in one line.
-  void LogAuthFailure(const coap::Address& peer, const std::string& app);
+                           const std::string& identity) const {
+    return guard_.Authenticate(app, payload, peer, identity);
+  }
+  void LogAuthFailure(const coap::Address& peer, const std::string& app) { guard_.LogAuthFailure(peer, app, LoopNow()); }
 
   // ---- requests ----
   // Opens the session (continuing the device's live ones, SessionContinuity); done runs once.
@@ -121,7 +119,7 @@ class SessionKeeper : public ObservationOwner {
   size_t unconfirmed_sessions() const { return unconfirmed_count_; }
   uint64_t continuity_evictions() const { return continuity_.evictions(); }
   // The loop clock, after giving any loop stall it reveals back to every session.
-  int64_t LoopNow();
+  int64_t LoopNow() { return liveness_.Now(); }
 
  private:
   struct PendingOpen;
@@ -131,17 +129,13 @@ class SessionKeeper : public ObservationOwner {
   void CommitOpen(std::shared_ptr<PendingOpen> open, Session s, std::vector<Session> continued, int attempt);
   void FinishOpen(const std::string& key);
   void AddUnconfirmed(Session s);
-  bool CredentialValid(const Session& s) const;
+  bool CredentialValid(const Session& s) const { return guard_.CredentialValid(s, *routes_); }
   size_t RevokeSession(std::string session_id);  // returns the operations discarded
   std::optional<Session> DetachSession(const std::string& session_id);
   void FireOnDisconnect(Session s, std::function<void()> done, int attempt);
   store::SessionRecord SessionRecordOf(const Session& s);
-  void FlushAuthLog(int64_t now);
-  void ArmSweep();
-  static void OnSweep(uv_check_t* h);
-  static void OnLivenessTick(uv_timer_t* t);
-  void Stamp(Session& s);  // s's last datagram and ping into the liveness file
-  void Checkpoint();       // every session's liveness fields into its record (a graceful stop)
+  void Stamp(Session& s) { liveness_.Stamp(s); }  // s's last datagram and ping into the liveness file
+  void Checkpoint();  // every session's liveness fields into its record (a graceful stop)
 
   uv_loop_t* loop_;
   store::Store& store_;
@@ -150,31 +144,19 @@ class SessionKeeper : public ObservationOwner {
   DeviceApiCounters& counters_;
   coap::Endpoint* endpoint_ = nullptr;
   std::shared_ptr<const RouteTable> routes_;
-  std::map<std::string, std::unique_ptr<DeviceAuthenticator>> auth_;
-  std::function<bool(std::string_view)> psk_known_;
+  SessionGuard guard_;
   std::function<void(const std::string& route)> on_queued_;
   uint64_t reloads_ = 0;  // RevokeAfterReload calls
   SessionTable sessions_;
   HeartbeatPolicy heartbeat_;
-  uv_timer_t liveness_;
-  std::unique_ptr<LivenessFile> liveness_file_;
-  int64_t boottime_minus_loop_ms_ = 0;  // CLOCK_BOOTTIME - loop clock, as of the last liveness tick
-  int64_t pings_judged_from_ms_ = 0;    // pings before this (a stall's backlog) do not become last_ping
-  uv_idle_t sweep_idle_;    // while armed: the loop polls without blocking, then OnSweep runs
-  uv_check_t sweep_check_;
-  bool sweep_armed_ = false;
-  LoopStallDetector stall_;
   SessionContinuity continuity_;
+  SessionLiveness liveness_;  // after sessions_ and continuity_, which it adjusts
   std::map<std::string, std::vector<std::shared_ptr<PendingOpen>>> opening_;  // open key -> waiting
   // Sessions whose record is being written: true when it changed again meanwhile (written once
   // more when the write commits), so a burst of registrations costs one write per commit.
   std::unordered_map<std::string, bool> persisting_;
-  coap::SourceRateLimiter opens_limiter_, refusals_limiter_;  // per source IP (DeviceConfig)
-  size_t max_unconfirmed_ = 4096;
   size_t unconfirmed_count_ = 0;
   std::deque<std::string> unconfirmed_;  // ids in opening order; confirmed or ended ones are skipped
-  int64_t auth_logged_at_ms_ = INT64_MIN / 2;  // loop clock of the last failed-auth line
-  uint64_t auth_log_suppressed_ = 0;           // lines not written since
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // guards store callbacks after Close
 };
 
