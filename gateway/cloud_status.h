@@ -31,8 +31,8 @@ class CloudStatus {
   bool connected() const { return connected_; }
   int64_t CloudNowMs() const;
   std::optional<int64_t> offset_ms() const;  // cloud - local wall clock, now
-  // A push id for cloud time now (one generator: ids sort in the order they were made).
-  std::string NextPushId() { return push_ids_.Next(CloudNowMs()); }
+  // A push id for cloud time cloud_now_ms (one generator: ids sort in the order they were made).
+  std::string NextPushId(int64_t cloud_now_ms) { return push_ids_.Next(cloud_now_ms); }
 
  private:
   bool connected_ = false;

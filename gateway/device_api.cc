@@ -1,6 +1,5 @@
 #include "gateway/device_api.h"
 
-#include <arpa/inet.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -352,7 +351,7 @@ void DeviceApi::HandleWrite(DeviceCall& c, Session& s, const std::vector<std::st
     value = Json();
   } else {
     if (c.method == coap::code::kPost) {
-      push_key = cloud_.NextPushId();
+      push_key = cloud_.NextPushId(cloud_.CloudNowMs());
       cloud.push_back(push_key);
     }
     if (std::string e = CheckValue(value, cloud.size()); !e.empty()) return replier_.ReplyError(c, coap::code::kBadRequest, e);

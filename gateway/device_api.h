@@ -18,23 +18,18 @@
 
 #include <uv.h>
 
-#include <array>
-#include <deque>
 #include <functional>
-#include <map>
 #include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <unordered_map>
-#include <string>
-#include <unordered_set>
-#include <utility>
 #include <vector>
 
 #include "device_proto/endpoint.h"
-#include "gateway/device_counters.h"
 #include "gateway/cloud_link_listener.h"
 #include "gateway/cloud_status.h"
+#include "gateway/device_counters.h"
 #include "gateway/device_notifier.h"
 #include "gateway/device_reads.h"
 #include "gateway/device_reply.h"
@@ -43,9 +38,7 @@
 #include "gateway/route_table.h"
 #include "gateway/session_keeper.h"
 #include "gateway/session_table.h"
-#include "gateway/value_codec.h"
 #include "store/store.h"
-#include "gateway/query.h"
 
 namespace tether {
 

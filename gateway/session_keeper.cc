@@ -534,7 +534,7 @@ void SessionKeeper::FireOnDisconnect(Session s, std::function<void()> done, int 
       case store::OnDisconnectOp::Kind::kSet: kind = value.is_null() ? store::OpKind::kRemove : store::OpKind::kSet; break;
       case store::OnDisconnectOp::Kind::kPush:
         kind = store::OpKind::kSet;
-        cloud.push_back(cloud_.NextPushId());
+        cloud.push_back(cloud_.NextPushId(cloud_now));
         break;
       case store::OnDisconnectOp::Kind::kUpdate: kind = store::OpKind::kUpdate; break;
       case store::OnDisconnectOp::Kind::kRemove: kind = store::OpKind::kRemove; break;
