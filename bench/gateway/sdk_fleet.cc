@@ -475,7 +475,7 @@ int main(int argc, char** argv) {
     f.RunFor(f.seconds, [] {});
     // Again after SECONDS of silence: past the exchange lifetime (247 s) a server no longer holds
     // the duplicate-reply entries of the set-up requests, only what an idle device costs.
-    const Mem mem2 = ReadMem(f.server_pid);
+    const ProcessMemory mem2 = ReadProcessMemory(f.server_pid);
     std::printf("after_s=%.0f anon_kb_after=%ld file_kb_after=%ld anon_bytes_per_device_after=%.0f "
                 "file_bytes_per_device_after=%.0f\n",
                 f.seconds, mem2.anon_kb, mem2.file_kb, per(mem0.anon_kb, mem2.anon_kb), per(mem0.file_kb, mem2.file_kb));
