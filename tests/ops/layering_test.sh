@@ -2,7 +2,8 @@
 # Layering (docs/architecture.md, "Rooms"): what the linker cannot see.
 #  - tetherctl links neither libuv nor libcurl: it reads config and store and speaks HTTP to tetherd.
 #  - device_proto/, store/ and upstream/ never include one another nor gateway/.
-#  - gateway/model/ (no state, no I/O) includes only itself.
+#  - gateway/ rooms include only the rooms below them: model <- config <- device <- cloud <- daemon,
+#    admin beside device (gateway/model/ holds no state and does no I/O: it includes only itself).
 # usage: layering_test.sh <source dir> <tetherctl binary>
 set -u
 src=$1
@@ -28,6 +29,10 @@ check device_proto device_proto
 check store store
 check upstream upstream
 check gateway/model gateway/model
+check gateway/config gateway/config gateway/model store upstream
+check gateway/admin gateway/admin gateway/config store
+check gateway/device gateway/device gateway/config gateway/model device_proto store
+check gateway/cloud gateway/cloud gateway/device gateway/config gateway/model store upstream
 
 [ $fail -eq 0 ] && echo "layering: ok"
 exit $fail
