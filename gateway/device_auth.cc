@@ -3,7 +3,7 @@
 #include <mbedtls/md.h>
 #include <mbedtls/sha256.h>
 
-#include "gateway/data_rules.h"
+#include "util/firebase_key.h"
 #include "gateway/secret_file.h"
 
 namespace tether {
@@ -53,7 +53,7 @@ AuthOutcome DeviceAuthenticator::Authenticate(std::string_view token) const {
     case AppAuth::Mode::kOpen: {
       std::string t(token);
       // "anon-" names the ids generated for devices without one: a token cannot claim it.
-      return {true, CheckKey(t).empty() && t.rfind("anon-", 0) != 0 ? t : std::string()};
+      return {true, util::IsFirebaseKey(t) && t.rfind("anon-", 0) != 0 ? t : std::string()};
     }
     case AppAuth::Mode::kTokens: {
       bool found = false;
@@ -70,7 +70,7 @@ AuthOutcome DeviceAuthenticator::Authenticate(std::string_view token) const {
       size_t colon = token.rfind(':');
       if (colon == std::string_view::npos || colon == 0) return {};
       std::string_view device = token.substr(0, colon);
-      if (!CheckKey(std::string(device)).empty()) return {};
+      if (!util::IsFirebaseKey(device)) return {};
       if (!ConstantTimeEqual(HmacToken(secret_, device), token)) return {};
       return {true, std::string(device)};
     }

@@ -2,7 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include "gateway/data_rules.h"
+#include "util/firebase_key.h"
 #include "gateway/device_auth.h"
 #include "gateway/secret_file.h"
 #include "gateway/yaml_schema.h"
@@ -15,7 +15,7 @@ constexpr size_t kMaxIdentityBytes = 128;
 constexpr size_t kMaxPskBytes = 32;  // mbedTLS's MBEDTLS_PSK_MAX_LEN
 constexpr size_t kMinMasterKeyBytes = 16;
 
-bool ValidIdentity(std::string_view id) { return id.size() <= kMaxIdentityBytes && CheckKey(std::string(id)).empty(); }
+bool ValidIdentity(std::string_view id) { return id.size() <= kMaxIdentityBytes && util::IsFirebaseKey(id); }
 
 // "0x" + hex, else the text itself. Errors never quote the key.
 std::string DecodeKey(const YamlField& f) {

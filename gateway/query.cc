@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "gateway/data_rules.h"
+#include "util/firebase_key.h"
 #include "gateway/route_pattern.h"
 
 namespace tether {
@@ -84,7 +85,7 @@ std::string ParseBound(std::string_view name, std::string_view text, std::option
   if (v.is_discarded() || v.is_object() || v.is_array()) {
     return std::string(name) + " must be a JSON scalar (strings in double quotes)";
   }
-  if (v.is_string() && v.get_ref<const std::string&>().size() > kMaxKeyBytes) {
+  if (v.is_string() && v.get_ref<const std::string&>().size() > util::kMaxFirebaseKeyBytes) {
     return std::string(name) + " longer than 768 bytes";
   }
   *out = std::move(v);

@@ -81,7 +81,7 @@ RouteStats& QueueApplier::Route(uint32_t id) {
 }
 
 Status QueueApplier::AppendEntry(MDB_txn* txn, QueueEntry e, BatchResult* result) {
-  if (e.route.empty() || e.route.size() > kMaxKeyBytes) return Invalid("queue entry route empty or too long");
+  if (e.route.empty() || e.route.size() > kMaxLmdbKeyBytes) return Invalid("queue entry route empty or too long");
   const QueueLimits lim = LimitsFor(e.route);
   e.seq = ctx_->counters.next_seq;
   std::string value = EncodeEntry(e);

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "store/lmdb_env.h"
 #include "store/tree_path.h"
 
 namespace tether::store {
@@ -137,7 +138,7 @@ bool PendingIndexKey(std::string_view tree_path, uint64_t seq, std::string* key)
   *key = JoinKey(segs, segs.size());
   key->push_back('\0');
   PutBe64(key, seq);
-  return key->size() <= 511;
+  return key->size() <= kMaxLmdbKeyBytes;
 }
 
 std::string OnDisconnectPrefix(std::string_view session_id) {
