@@ -137,19 +137,4 @@ AdminResponse AdminClient::Post(const std::string& path, const nlohmann::json& b
                   [&](httplib::Client& c) { return c.Post(path.c_str(), text, "application/json"); });
 }
 
-std::string PercentEncode(std::string_view s) {
-  static const char* kHex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
-  }
-  return out;
-}
-
 }  // namespace tether

@@ -8,6 +8,7 @@
 
 #include "gateway/data_rules.h"
 #include "util/firebase_key.h"
+#include "util/percent_encoding.h"
 #include "gateway/route_pattern.h"
 
 namespace tether {
@@ -61,21 +62,6 @@ Json AsObject(const Json& v) {
   Json out;
   for (size_t i = 0; i < v.size(); ++i) {
     if (!v[i].is_null()) out[std::to_string(i)] = v[i];
-  }
-  return out;
-}
-
-std::string Pct(std::string_view s) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    }
   }
   return out;
 }
@@ -297,7 +283,7 @@ std::string Query::RestParams() const {
     std::string_view part = std::string_view(canonical).substr(pos, amp == std::string::npos ? std::string::npos : amp - pos);
     size_t eq = part.find('=');
     if (!out.empty()) out += '&';
-    out += std::string(part.substr(0, eq + 1)) + Pct(part.substr(eq + 1));
+    out += std::string(part.substr(0, eq + 1)) + util::PercentEncode(part.substr(eq + 1));
     if (amp == std::string::npos) break;
     pos = amp + 1;
   }

@@ -12,6 +12,7 @@
 
 #include "upstream/http_client.h"
 #include "upstream/jwt.h"
+#include "util/percent_encoding.h"
 
 namespace tether::upstream {
 namespace {
@@ -29,7 +30,7 @@ class NoCredentials final : public Credentials {
 
 class DatabaseSecret final : public Credentials {
  public:
-  explicit DatabaseSecret(std::string secret) : query_("auth=" + UrlEncode(secret)) {}
+  explicit DatabaseSecret(std::string secret) : query_("auth=" + util::PercentEncode(secret)) {}
   std::string query() override { return query_; }
   void refresh(std::function<void(bool)> done) override { done(false); }
 
@@ -42,7 +43,7 @@ class AccessTokenFile final : public Credentials {
   AccessTokenFile(std::string path, SecretReader read) : path_(std::move(path)), read_(std::move(read)) { reload(); }
   std::string query() override {
     reload();
-    return token_.empty() ? std::string() : "access_token=" + UrlEncode(token_);
+    return token_.empty() ? std::string() : "access_token=" + util::PercentEncode(token_);
   }
   void refresh(std::function<void(bool)> done) override { done(reload()); }
 
@@ -93,7 +94,7 @@ class ServiceAccount final : public Credentials {
   }
 
   std::string query() override {
-    return token_.empty() ? std::string() : "access_token=" + UrlEncode(token_);
+    return token_.empty() ? std::string() : "access_token=" + util::PercentEncode(token_);
   }
 
   void refresh(std::function<void(bool)> done) override {
@@ -111,7 +112,7 @@ class ServiceAccount final : public Credentials {
     req.method = "POST";
     req.url = token_uri_;
     req.headers = {"Content-Type: application/x-www-form-urlencoded"};
-    req.body = "grant_type=" + UrlEncode("urn:ietf:params:oauth:grant-type:jwt-bearer") +
+    req.body = "grant_type=" + util::PercentEncode("urn:ietf:params:oauth:grant-type:jwt-bearer") +
                "&assertion=" + *jwt;
     req.timeout_ms = 30000;
     request_ = http_.start(std::move(req), [this](HttpResponse resp) {

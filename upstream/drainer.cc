@@ -5,6 +5,7 @@
 #include <random>
 
 #include "upstream/db_url.h"
+#include "util/percent_encoding.h"
 
 namespace tether::upstream {
 
@@ -197,7 +198,7 @@ void Drainer::upload(Route& r) {
   r.once_in_flight = once;
   std::string query = "print=silent";
   if (std::string q = creds_.query(); !q.empty()) query += "&" + q;
-  if (!ops[0].auth_override.empty()) query += "&auth_variable_override=" + UrlEncode(ops[0].auth_override);
+  if (!ops[0].auth_override.empty()) query += "&auth_variable_override=" + util::PercentEncode(ops[0].auth_override);
   req.url = DatabaseUrl(opt_.base_url, once ? std::string() : root, query);
   req.headers = {"Content-Type: application/json"};
   req.body = batch.body.dump();
@@ -305,7 +306,7 @@ void Drainer::conditional(Route& r, OutboundOp op, int round) {
       put.method = payload["value"].is_null() ? "DELETE" : "PUT";
       std::string query = "print=silent";
       if (std::string q = creds_.query(); !q.empty()) query += "&" + q;
-      if (!op.auth_override.empty()) query += "&auth_variable_override=" + UrlEncode(op.auth_override);
+      if (!op.auth_override.empty()) query += "&auth_variable_override=" + util::PercentEncode(op.auth_override);
       put.url = DatabaseUrl(opt_.base_url, path, query);
       put.headers = {"Content-Type: application/json", "if-match: " + etag->second};
       if (!payload["value"].is_null()) put.body = payload["value"].dump();
