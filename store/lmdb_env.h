@@ -37,7 +37,7 @@ inline constexpr size_t kMaxLmdbKeyBytes = 511;
 struct Databases {
   MDB_dbi meta;           // "format", "schema", "counters", "instance", "unit_depth", "pending_through"
   MDB_dbi routes;         // route name -> route id (BE32)
-  MDB_dbi route_stats;    // route id (BE32) -> RouteStats
+  MDB_dbi route_stats;    // route id (BE32) -> RouteQueueStats
   MDB_dbi queue;          // route id (BE32) + seq (BE64) -> QueueEntry
   MDB_dbi dead;           // seq (BE64) -> DeadLetter
   MDB_dbi tree;           // leaf path "a/b/c" -> JSON scalar text

@@ -239,7 +239,7 @@ bool DecodeOnDisconnect(std::string_view in, OnDisconnectOp* op) {
   return r.done();
 }
 
-std::string EncodeRouteStats(const RouteStats& s) {
+std::string EncodeRouteStats(const RouteQueueStats& s) {
   Writer w;
   w.Str(s.route);
   w.U64(s.depth);
@@ -253,7 +253,7 @@ std::string EncodeRouteStats(const RouteStats& s) {
   return w.Take();
 }
 
-bool DecodeRouteStats(std::string_view in, RouteStats* s) {
+bool DecodeRouteStats(std::string_view in, RouteQueueStats* s) {
   Reader r(in);
   s->route = r.Str();
   s->depth = r.U64();

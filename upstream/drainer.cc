@@ -11,7 +11,7 @@ namespace tether::upstream {
 
 struct Drainer::Route {
   RouteTarget target;
-  RouteStats stats;
+  RouteUploadStats stats;
   bool queued = false;                // in ready_
   HttpClient::RequestId request = 0;  // non-zero while a PATCH is in flight
   int attempt = 0;                    // consecutive failures, for backoff
@@ -47,14 +47,14 @@ Drainer::~Drainer() {
 void Drainer::start() {
   running_ = true;
   for (auto& r : routes_) {
-    r->stats.state = RouteStats::State::Idle;
+    r->stats.state = RouteUploadStats::State::Idle;
     r->mark_known = false;  // a batch may have been applied just before a crash or stop()
     make_ready(*r);
   }
   uv_timer_start(poll_timer_, [](uv_timer_t* t) {
     auto* self = static_cast<Drainer*>(t->data);
     for (auto& r : self->routes_)
-      if (r->stats.state == RouteStats::State::Idle) self->make_ready(*r);
+      if (r->stats.state == RouteUploadStats::State::Idle) self->make_ready(*r);
     self->schedule();
   }, opt_.poll_interval_ms, opt_.poll_interval_ms);
   schedule();
@@ -68,7 +68,7 @@ void Drainer::stop() {
     if (r->request) http_.cancel(r->request);
     r->request = 0;
     r->queued = false;
-    r->stats.state = RouteStats::State::Stopped;
+    r->stats.state = RouteUploadStats::State::Stopped;
   }
   ready_.clear();
   in_flight_ = 0;
@@ -96,7 +96,7 @@ void Drainer::set_route(RouteTarget target) {
 
 void Drainer::notify(const std::string& route) {
   for (auto& r : routes_)
-    if (r->target.route == route && r->stats.state == RouteStats::State::Idle) make_ready(*r);
+    if (r->target.route == route && r->stats.state == RouteUploadStats::State::Idle) make_ready(*r);
   schedule();
 }
 
@@ -104,10 +104,10 @@ void Drainer::link_up() {
   if (!running_) return;
   bool woke = false;
   for (auto& r : routes_) {
-    if (r->stats.state != RouteStats::State::Backoff || !r->unreachable) continue;
+    if (r->stats.state != RouteUploadStats::State::Backoff || !r->unreachable) continue;
     uv_timer_stop(r->timer);
     r->unreachable = false;
-    r->stats.state = RouteStats::State::Idle;
+    r->stats.state = RouteUploadStats::State::Idle;
     r->stats.current_backoff_ms = 0;
     make_ready(*r);
     woke = true;
@@ -115,8 +115,8 @@ void Drainer::link_up() {
   if (woke) schedule();
 }
 
-std::map<std::string, RouteStats> Drainer::stats() const {
-  std::map<std::string, RouteStats> out;
+std::map<std::string, RouteUploadStats> Drainer::stats() const {
+  std::map<std::string, RouteUploadStats> out;
   for (auto& r : routes_) out[r->target.route] = r->stats;
   return out;
 }
@@ -156,7 +156,7 @@ void Drainer::upload(Route& r) {
   size_t max_ops = r.split_limit ? r.split_limit : opt_.limits.max_ops;
   std::vector<OutboundOp> ops = outbox_.peek(r.target.route, max_ops);
   if (ops.empty()) {
-    r.stats.state = RouteStats::State::Idle;
+    r.stats.state = RouteUploadStats::State::Idle;
     return;
   }
   if (ops[0].kind == OutboundOp::Kind::Conditional) return conditional(r, std::move(ops[0]), 0);
@@ -203,7 +203,7 @@ void Drainer::upload(Route& r) {
   req.headers = {"Content-Type: application/json"};
   req.body = batch.body.dump();
   req.timeout_ms = opt_.request_timeout_ms;
-  r.stats.state = RouteStats::State::Uploading;
+  r.stats.state = RouteUploadStats::State::Uploading;
   ++in_flight_;
   uint64_t last_seq = batch.last_seq;
   size_t count = batch.op_count;
@@ -223,7 +223,7 @@ void Drainer::read_mark(Route& r) {
   HttpRequest req;
   req.url = DatabaseUrl(opt_.base_url, opt_.applied_path + "/" + r.target.route, creds_.query());
   req.timeout_ms = opt_.request_timeout_ms;
-  r.stats.state = RouteStats::State::Uploading;
+  r.stats.state = RouteUploadStats::State::Uploading;
   r.stats.mark_reads++;
   ++in_flight_;
   r.request = http_.start(std::move(req), [this, &r](HttpResponse resp) {
@@ -253,7 +253,7 @@ void Drainer::read_mark(Route& r) {
         r.stats.uploaded_ops += n;
       }
     }
-    r.stats.state = RouteStats::State::Idle;
+    r.stats.state = RouteUploadStats::State::Idle;
     make_ready(r);
     schedule();
   });
@@ -274,7 +274,7 @@ void Drainer::conditional(Route& r, OutboundOp op, int round) {
   get.url = DatabaseUrl(opt_.base_url, path, creds_.query());
   get.headers = {"X-Firebase-ETag: true"};
   get.timeout_ms = opt_.request_timeout_ms;
-  r.stats.state = RouteStats::State::Uploading;
+  r.stats.state = RouteUploadStats::State::Uploading;
   ++in_flight_;
   auto fail = [this, &r](const HttpResponse& resp, const std::string& what) {
     if (resp.status == 401) creds_.refresh([](bool) {});
@@ -334,14 +334,14 @@ void Drainer::conditional(Route& r, OutboundOp op, int round) {
         } else {
           return fail(resp, "conditional write");
         }
-        r.stats.state = RouteStats::State::Idle;
+        r.stats.state = RouteUploadStats::State::Idle;
         make_ready(r);
         schedule();
       });
       return;
     }
     r.attempt = 0;
-    r.stats.state = RouteStats::State::Idle;
+    r.stats.state = RouteUploadStats::State::Idle;
     make_ready(r);
     schedule();
   });
@@ -367,24 +367,24 @@ void Drainer::finished(Route& r, std::vector<OutboundOp> ops, const Batch& batch
     r.stats.current_backoff_ms = 0;
     r.stats.last_error.clear();  // an error of the past no longer describes the route
     if (r.split_limit && batch.last_seq >= r.split_until_seq) r.split_limit = 0;
-    r.stats.state = RouteStats::State::Idle;
+    r.stats.state = RouteUploadStats::State::Idle;
     return make_ready(r);
   }
   std::string why = "HTTP " + std::to_string(s) + ": " + resp.body.substr(0, 200);
   if (s == 401) {
     r.stats.auth_errors++;
     r.stats.last_error = why;
-    r.stats.state = RouteStats::State::AuthPaused;
+    r.stats.state = RouteUploadStats::State::AuthPaused;
     creds_.refresh([this, &r, alive = std::weak_ptr<bool>(alive_)](bool changed) {
-      if (alive.expired() || !running_ || r.stats.state != RouteStats::State::AuthPaused) return;
+      if (alive.expired() || !running_ || r.stats.state != RouteUploadStats::State::AuthPaused) return;
       if (changed) {
         r.attempt = 0;
-        r.stats.state = RouteStats::State::Idle;
+        r.stats.state = RouteUploadStats::State::Idle;
         make_ready(r);
         schedule();
       } else {
         back_off(r, "credential refresh gave no new credential");
-        r.stats.state = RouteStats::State::AuthPaused;
+        r.stats.state = RouteUploadStats::State::AuthPaused;
       }
     });
     return;
@@ -399,7 +399,7 @@ void Drainer::finished(Route& r, std::vector<OutboundOp> ops, const Batch& batch
       r.split_limit = std::max<size_t>(1, ops.size() / 2);
       r.split_until_seq = std::max(r.split_until_seq, batch.last_seq);
     }
-    r.stats.state = RouteStats::State::Idle;
+    r.stats.state = RouteUploadStats::State::Idle;
     return make_ready(r);
   }
   r.stats.retryable_errors++;
@@ -415,10 +415,10 @@ void Drainer::back_off(Route& r, std::string why, bool unreachable) {
   int64_t delay = cap / 2 + static_cast<int64_t>(rng() % static_cast<uint64_t>(cap / 2 + 1));
   r.stats.current_backoff_ms = delay;
   r.stats.last_error = std::move(why);
-  r.stats.state = RouteStats::State::Backoff;
+  r.stats.state = RouteUploadStats::State::Backoff;
   uv_timer_start(r.timer, [](uv_timer_t* t) {
     auto* route = static_cast<Route*>(t->data);
-    route->stats.state = RouteStats::State::Idle;
+    route->stats.state = RouteUploadStats::State::Idle;
     route->owner->make_ready(*route);
     route->owner->schedule();
   }, static_cast<uint64_t>(delay), 0);

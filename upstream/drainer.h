@@ -58,7 +58,8 @@ struct DrainerOptions {
   std::string queue_id;          // names the outbox's seq space (a new store restarts seqs)
 };
 
-struct RouteStats {
+// One route's upload state and counters since start (the queue's own counters: store::RouteQueueStats).
+struct RouteUploadStats {
   enum class State { Idle, Uploading, Backoff, AuthPaused, Stopped };
   State state = State::Idle;
   uint64_t uploaded_ops = 0, batches = 0;
@@ -88,7 +89,7 @@ class Drainer {
   void link_up();  // a request on the link was answered: routes waiting for the link go now
   // Adds a route (drained at once when running) or changes an existing route's root and priority.
   void set_route(RouteTarget target);
-  std::map<std::string, RouteStats> stats() const;
+  std::map<std::string, RouteUploadStats> stats() const;
 
   struct Route;
 
