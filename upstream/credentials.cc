@@ -13,6 +13,7 @@
 #include "upstream/http_client.h"
 #include "upstream/jwt.h"
 #include "util/percent_encoding.h"
+#include "util/uv_handle.h"
 
 namespace tether::upstream {
 namespace {
@@ -81,15 +82,11 @@ class ServiceAccount final : public Credentials {
   ServiceAccount(uv_loop_t* loop, HttpClient& http, std::string email, std::string key, std::string token_uri,
                  int64_t margin_s)
       : http_(http), email_(std::move(email)), key_(std::move(key)), token_uri_(std::move(token_uri)),
-        margin_s_(margin_s), timer_(new uv_timer_t) {
-    uv_timer_init(loop, timer_);
-    timer_->data = this;
+        margin_s_(margin_s), timer_(util::UvTimer(loop, this)) {
     schedule(0);
   }
   ~ServiceAccount() override {
     if (request_) http_.cancel(request_);
-    uv_timer_stop(timer_);
-    uv_close(reinterpret_cast<uv_handle_t*>(timer_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
     std::fill(key_.begin(), key_.end(), '\0');
   }
 
@@ -150,7 +147,7 @@ class ServiceAccount final : public Credentials {
   std::string token_;
   int failures_ = 0;
   HttpClient::RequestId request_ = 0;
-  uv_timer_t* timer_;  // heap: closed asynchronously
+  util::UvHandle<uv_timer_t> timer_;
   std::vector<std::function<void(bool)>> waiters_;
 };
 

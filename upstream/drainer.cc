@@ -19,7 +19,7 @@ struct Drainer::Route {
   uint64_t split_until_seq = 0;       // bisecting ends once ops up to here are settled
   bool mark_known = false;            // no exactly-once batch of unknown outcome since the mark was read
   bool once_in_flight = false;        // the request in flight carries the applied mark
-  uv_timer_t* timer = nullptr;        // backoff timer (heap)
+  util::UvHandle<uv_timer_t> timer;   // backoff
   int passed_over = 0;                // slots given to higher-priority routes while this one waited
   bool unreachable = false;           // backing off because the cloud did not answer (link_up wakes it)
   Drainer* owner = nullptr;
@@ -29,19 +29,11 @@ Drainer::Drainer(uv_loop_t* loop, HttpClient& http, Credentials& creds, Outbox& 
                  std::vector<RouteTarget> routes, DrainerOptions options)
     : loop_(loop), http_(http), creds_(creds), outbox_(outbox), opt_(std::move(options)) {
   for (auto& t : routes) set_route(std::move(t));
-  poll_timer_ = new uv_timer_t;
-  uv_timer_init(loop_, poll_timer_);
-  poll_timer_->data = this;
+  poll_timer_ = util::UvTimer(loop_, this);
 }
 
 Drainer::~Drainer() {
-  stop();
-  auto close = [](uv_timer_t* t) {
-    uv_close(reinterpret_cast<uv_handle_t*>(t),
-             [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-  };
-  for (auto& r : routes_) close(r->timer);
-  close(poll_timer_);
+  stop();  // the timers close with their routes and members
 }
 
 void Drainer::start() {
@@ -84,9 +76,7 @@ void Drainer::set_route(RouteTarget target) {
   auto r = std::make_unique<Route>();
   r->target = std::move(target);
   r->owner = this;
-  r->timer = new uv_timer_t;
-  uv_timer_init(loop_, r->timer);
-  r->timer->data = r.get();
+  r->timer = util::UvTimer(loop_, r.get());
   routes_.push_back(std::move(r));
   if (running_) {
     make_ready(*routes_.back());

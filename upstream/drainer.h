@@ -30,6 +30,7 @@
 #include "upstream/credentials.h"
 #include "upstream/http_client.h"
 #include "upstream/outbox.h"
+#include "util/uv_handle.h"
 
 namespace tether::upstream {
 
@@ -112,7 +113,7 @@ class Drainer {
   std::vector<Route*> ready_;   // FIFO of routes waiting for a slot (round-robin within a priority)
   size_t in_flight_ = 0;
   bool running_ = false;
-  uv_timer_t* poll_timer_;      // heap: closed asynchronously
+  util::UvHandle<uv_timer_t> poll_timer_;
   // Credential refreshes may complete after destruction; their callbacks check this token.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
