@@ -16,6 +16,7 @@
 #include "gateway/admin_token.h"
 #include "gateway/buffered_http_server.h"
 #include "gateway/metrics.h"
+#include "util/host_port.h"
 #include "util/uv_handle.h"
 
 namespace tether {
@@ -174,17 +175,9 @@ AdminServer::Counters AdminServer::counters() const {
 
 bool AdminServer::HostNamesThisServer(const std::string& header) const {
   if (header.empty()) return true;  // HTTP/1.0 clients; browsers always send Host
-  std::string host = header, port;
-  if (host.front() == '[') {
-    size_t close = host.find(']');
-    if (close == std::string::npos) return false;
-    port = close + 1 < host.size() && host[close + 1] == ':' ? host.substr(close + 2) : "";
-    if (close + 1 < host.size() && host[close + 1] != ':') return false;
-    host = host.substr(1, close - 1);
-  } else if (size_t colon = host.find(':'); colon != std::string::npos && host.rfind(':') == colon) {
-    port = host.substr(colon + 1);
-    host = host.substr(0, colon);
-  }
+  std::optional<util::HostPortText> split = util::SplitHostPort(header);
+  if (!split) return false;
+  std::string host = split->host, port = split->port.value_or("");
   if (!port.empty() && port != std::to_string(port_)) return false;
   for (char& c : host) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (!host.empty() && host.back() == '.') host.pop_back();

@@ -21,13 +21,11 @@
 #include "gateway/yaml_schema.h"
 #include "upstream/jwt.h"
 #include "util/firebase_key.h"
+#include "util/host_port.h"
 
 namespace tether {
 
-std::string HostPort::ToString() const {
-  return host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, port)
-                                             : fmt::format("{}:{}", host, port);
-}
+std::string HostPort::ToString() const { return util::FormatHostPort(host, port); }
 
 namespace {
 
@@ -36,31 +34,15 @@ using std::chrono::milliseconds;
 
 HostPort ReadHostPort(const YamlField& f) {
   std::string s = f.AsString();
-  HostPort hp;
-  std::string port;
-  if (!s.empty() && s.front() == '[') {
-    size_t close = s.find(']');
-    if (close == std::string::npos || close + 1 >= s.size() || s[close + 1] != ':') {
-      f.Fail(fmt::format("expected [ipv6]:port, got '{}'", s));
-    }
-    hp.host = s.substr(1, close - 1);
-    port = s.substr(close + 2);
-  } else {
-    size_t colon = s.rfind(':');
-    if (colon == std::string::npos || s.find(':') != colon) {
-      f.Fail(fmt::format("expected host:port (or [ipv6]:port), got '{}'", s));
-    }
-    hp.host = s.substr(0, colon);
-    port = s.substr(colon + 1);
+  std::optional<util::HostPortText> split = util::SplitHostPort(s);
+  if (!split || !split->port) {
+    f.Fail(!s.empty() && s.front() == '[' ? fmt::format("expected [ipv6]:port, got '{}'", s)
+                                          : fmt::format("expected host:port (or [ipv6]:port), got '{}'", s));
   }
-  if (hp.host.empty()) f.Fail(fmt::format("missing host in '{}'", s));
-  char* end = nullptr;
-  long p = std::strtol(port.c_str(), &end, 10);
-  if (port.empty() || *end != '\0' || p < 0 || p > 65535) {
-    f.Fail(fmt::format("port '{}' is not a number in [0, 65535]", port));
-  }
-  hp.port = static_cast<uint16_t>(p);
-  return hp;
+  if (split->host.empty()) f.Fail(fmt::format("missing host in '{}'", s));
+  std::optional<uint16_t> port = util::ParsePort(*split->port);
+  if (!port) f.Fail(fmt::format("port '{}' is not a number in [0, 65535]", *split->port));
+  return HostPort{split->host, *port};
 }
 
 std::string DefaultStorePath() {
