@@ -480,11 +480,10 @@ void Config::CheckFiles() const {
     auto fail = [&](const std::string& what) { throw ConfigError(source_file, f.line, f.column, f.key_path, what); };
     std::string content;
     try {
-      content = ReadSecretFile(f.path);
+      content = ReadSecretValue(f.path);
     } catch (const SecretFileError& e) {
       fail(e.what());
     }
-    while (!content.empty() && (content.back() == '\n' || content.back() == '\r')) content.pop_back();
     switch (f.kind) {
       case FileRef::Kind::kHmacSecret:
         if (content.size() < 16) fail(fmt::format("{}: the secret must be at least 16 bytes", f.path));

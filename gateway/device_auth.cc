@@ -20,11 +20,10 @@ bool ConstantTimeEqual(std::string_view a, std::string_view b) {
 DeviceAuthenticator::DeviceAuthenticator(const AppConfig& app) : auth_(app.auth) {
   if (auth_.mode != AppAuth::Mode::kHmac) return;
   try {
-    secret_ = ReadSecretFile(auth_.secret_file);
+    secret_ = ReadSecretValue(auth_.secret_file);
   } catch (const SecretFileError& e) {
     throw ConfigError(auth_.secret_file, 0, 0, "apps." + app.id + ".auth.secret_file", e.what());
   }
-  while (!secret_.empty() && (secret_.back() == '\n' || secret_.back() == '\r')) secret_.pop_back();
   if (secret_.size() < 16) {
     throw ConfigError(auth_.secret_file, 0, 0, "apps." + app.id + ".auth.secret_file",
                       "the secret must be at least 16 bytes");

@@ -68,11 +68,10 @@ PskStore::PskStore(const DtlsConfig& config) {
   }
   if (!config.master_key_file.empty()) {
     try {
-      master_ = ReadSecretFile(config.master_key_file);
+      master_ = ReadSecretValue(config.master_key_file);
     } catch (const SecretFileError& e) {
       throw ConfigError(config.master_key_file, 0, 0, "dtls.master_key_file", e.what());
     }
-    while (!master_.empty() && (master_.back() == '\n' || master_.back() == '\r')) master_.pop_back();
     if (master_.size() < kMinMasterKeyBytes) {
       throw ConfigError(config.master_key_file, 0, 0, "dtls.master_key_file",
                         "the master key must be at least 16 bytes");
