@@ -4,6 +4,7 @@
 #include <mbedtls/sha256.h>
 
 #include "util/firebase_key.h"
+#include "util/hex.h"
 #include "gateway/secret_file.h"
 
 namespace tether {
@@ -34,13 +35,7 @@ std::string HmacSha256Hex(std::string_view key, std::string_view message) {
   unsigned char mac[32];
   mbedtls_md_hmac(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), reinterpret_cast<const unsigned char*>(key.data()),
                   key.size(), reinterpret_cast<const unsigned char*>(message.data()), message.size(), mac);
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  for (unsigned char b : mac) {
-    out += kHex[b >> 4];
-    out += kHex[b & 15];
-  }
-  return out;
+  return util::HexEncode({reinterpret_cast<const char*>(mac), sizeof mac});
 }
 
 std::string DeviceAuthenticator::HmacToken(std::string_view secret, std::string_view device) {

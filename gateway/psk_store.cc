@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "util/firebase_key.h"
+#include "util/hex.h"
 #include "gateway/device_auth.h"
 #include "gateway/secret_file.h"
 #include "gateway/yaml_schema.h"
@@ -22,14 +23,10 @@ std::string DecodeKey(const YamlField& f) {
   const std::string text = f.AsString();
   std::string key;
   if (text.rfind("0x", 0) == 0) {
-    auto nibble = [&](char c) -> int {
-      if (c >= '0' && c <= '9') return c - '0';
-      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-      f.Fail("a 0x key must be hexadecimal digits");
-    };
     if (text.size() % 2 != 0) f.Fail("a 0x key needs an even number of hexadecimal digits");
-    for (size_t i = 2; i < text.size(); i += 2) key += static_cast<char>(nibble(text[i]) << 4 | nibble(text[i + 1]));
+    std::optional<std::string> bytes = util::HexDecode(std::string_view(text).substr(2));
+    if (!bytes) f.Fail("a 0x key must be hexadecimal digits");
+    key = std::move(*bytes);
   } else {
     key = text;
   }
