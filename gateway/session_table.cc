@@ -4,89 +4,87 @@
 
 namespace tether {
 
-namespace {
-template <typename Map, typename Key>
-void EraseFrom(Map& index, const Key& key, Session* p) {
-  auto it = index.find(key);
-  if (it == index.end()) return;
-  auto& v = it->second;
-  v.erase(std::remove(v.begin(), v.end(), p), v.end());
-  if (v.empty()) index.erase(it);
+SessionTable::~SessionTable() {
+  by_id_.ForEach([](Session* s) { delete static_cast<Node*>(s); });
 }
-}  // namespace
 
 int64_t SessionTable::DeadlineOf(const Session& s) const {
   return std::max(s.last_seen_ms + timeout_ms_, s.expire_not_before_ms);
 }
 
 Session& SessionTable::Add(Session s) {
-  auto owned = std::make_unique<Session>(std::move(s));
-  Session* p = owned.get();
-  by_short_[p->short_token] = p;
-  by_long_[p->long_token] = p;
-  by_addr_[p->addr].push_back(p);
-  if (!p->anonymous) by_identity_[IdentityKey(p->app, p->device)].push_back(p);
-  deadlines_.push({DeadlineOf(*p), p->id});
-  by_id_[p->id] = std::move(owned);
-  return *p;
+  Node* n = new Node(std::move(s));
+  by_id_.Insert(n);
+  by_short_.Insert(n);
+  by_long_.Insert(n);
+  by_addr_.Insert(n);
+  if (!n->anonymous) by_identity_.Insert(n);
+  HeapPush(n, DeadlineOf(*n));
+  return *n;
 }
 
 void SessionTable::Reserve(size_t n) {
-  by_id_.reserve(n);
-  by_short_.reserve(n);
-  by_long_.reserve(n);
-  by_addr_.reserve(n);
-  by_identity_.reserve(n);
+  by_id_.Reserve(n);
+  by_short_.Reserve(n);
+  by_long_.Reserve(n);
+  by_addr_.Reserve(n);
+  by_identity_.Reserve(n);
+  heap_.reserve(n);
 }
 
 void SessionTable::Remove(const std::string& id) {
-  auto it = by_id_.find(id);
-  if (it == by_id_.end()) return;
-  Session* p = it->second.get();
-  by_short_.erase(p->short_token);
-  by_long_.erase(p->long_token);
-  EraseFrom(by_addr_, p->addr, p);
-  if (!p->anonymous) EraseFrom(by_identity_, IdentityKey(p->app, p->device), p);
-  by_id_.erase(it);  // its heap entry is skipped when popped
+  // `id` may be the session's own: it is not used once the node is found.
+  auto* n = static_cast<Node*>(by_id_.Find(id));
+  if (!n) return;
+  by_short_.Erase(n);
+  by_long_.Erase(n);
+  by_addr_.Erase(n);
+  if (!n->anonymous) by_identity_.Erase(n);
+  HeapErase(n);
+  by_id_.Erase(n);
+  delete n;
 }
 
 void SessionTable::Rebind(Session& s, const coap::Address& addr) {
   if (s.addr == addr) return;
-  EraseFrom(by_addr_, s.addr, &s);
+  by_addr_.Erase(&s);
   s.addr = addr;
-  by_addr_[addr].push_back(&s);
+  by_addr_.Insert(&s);
 }
 
-Session* SessionTable::ById(const std::string& id) {
-  auto it = by_id_.find(id);
-  return it == by_id_.end() ? nullptr : it->second.get();
-}
+Session* SessionTable::ById(const std::string& id) { return by_id_.Find(id); }
 
-Session* SessionTable::ByShortToken(std::string_view token) {
-  auto it = by_short_.find(std::string(token));
-  return it == by_short_.end() ? nullptr : it->second;
-}
+Session* SessionTable::ByShortToken(std::string_view token) { return by_short_.Find(token); }
 
-Session* SessionTable::ByLongToken(std::string_view token) {
-  auto it = by_long_.find(std::string(token));
-  return it == by_long_.end() ? nullptr : it->second;
-}
+Session* SessionTable::ByLongToken(std::string_view token) { return by_long_.Find(token); }
 
 std::vector<Session*> SessionTable::ByAddress(const coap::Address& addr) const {
-  auto it = by_addr_.find(addr);
-  return it == by_addr_.end() ? std::vector<Session*>{} : it->second;
+  std::vector<Session*> out;
+  by_addr_.ForEachMatch(addr, [&](Session* s) {
+    out.push_back(s);
+    return true;
+  });
+  return out;
 }
 
 std::vector<Session*> SessionTable::ByIdentity(const std::string& app, const std::string& device) const {
-  auto it = by_identity_.find(IdentityKey(app, device));
-  return it == by_identity_.end() ? std::vector<Session*>{} : it->second;
+  std::vector<Session*> out;
+  by_identity_.ForEachMatch({app, device}, [&](Session* s) {
+    out.push_back(s);
+    return true;
+  });
+  return out;
 }
 
 const std::vector<Session*>* SessionTable::Touch(const coap::Address& addr, int64_t now_ms) {
-  auto it = by_addr_.find(addr);
-  if (it == by_addr_.end()) return nullptr;
-  for (Session* s : it->second) Touch(*s, now_ms);
-  return &it->second;
+  touched_.clear();
+  by_addr_.ForEachMatch(addr, [&](Session* s) {
+    touched_.push_back(s);
+    return true;
+  });
+  if (touched_.empty()) return nullptr;
+  for (Session* s : touched_) Touch(*s, now_ms);
+  return &touched_;
 }
 
 void SessionTable::Touch(Session& s, int64_t now_ms) {
@@ -99,36 +97,85 @@ void SessionTable::ShiftForStall(int64_t stalled_ms) {
   // Not last_ping: the device's ping timer did not stop. Judged against the unshifted ping, the
   // first ping after a stall looks late and is steered, which is safe; shifted, it could look on
   // time and its 2.05 grow the SDK's interval past the timeout.
-  for (auto& [id, s] : by_id_) {
+  by_id_.ForEach([&](Session* s) {
     s->last_seen_ms += stalled_ms;
     if (s->expire_not_before_ms) s->expire_not_before_ms += stalled_ms;
-  }
-  // Heap entries are now early: Expired() re-pushes each at its real deadline when it pops.
+  });
+  // Heap entries are now early: Expired() moves each to its real deadline when it comes up.
 }
 
 std::vector<std::string> SessionTable::Expired(int64_t now_ms) {
   std::vector<std::string> out;
-  while (!deadlines_.empty() && deadlines_.top().at_ms <= now_ms) {
-    Deadline d = deadlines_.top();
-    deadlines_.pop();
-    Session* s = ById(d.id);
-    if (!s) continue;
-    int64_t real = DeadlineOf(*s);
+  while (!heap_.empty() && heap_.front().at_ms <= now_ms) {
+    Node* n = heap_.front().node;
+    const int64_t real = DeadlineOf(*n);
     if (real <= now_ms) {
-      out.push_back(d.id);  // no new heap entry: reported once
+      HeapErase(n);  // out of the heap: reported once
+      out.push_back(n->id);
     } else {
-      deadlines_.push({real, d.id});
+      heap_.front().at_ms = real;  // later than before: only down
+      SiftDown(0);
     }
   }
   return out;
 }
 
 void SessionTable::ForEach(const std::function<void(const Session&)>& fn) const {
-  for (const auto& [id, s] : by_id_) fn(*s);
+  by_id_.ForEach([&](Session* s) { fn(*s); });
 }
 
 void SessionTable::ForEachMutable(const std::function<void(Session&)>& fn) {
-  for (auto& [id, s] : by_id_) fn(*s);
+  by_id_.ForEach([&](Session* s) { fn(*s); });
+}
+
+// ---- deadline heap ----
+
+void SessionTable::HeapSet(size_t pos, Deadline d) {
+  heap_[pos] = d;
+  d.node->heap_pos = static_cast<uint32_t>(pos);
+}
+
+void SessionTable::HeapPush(Node* n, int64_t at_ms) {
+  heap_.push_back({at_ms, n});
+  n->heap_pos = static_cast<uint32_t>(heap_.size() - 1);
+  SiftUp(heap_.size() - 1);
+}
+
+void SessionTable::HeapErase(Node* n) {
+  if (n->heap_pos == Node::kNotQueued) return;
+  const size_t pos = n->heap_pos;
+  n->heap_pos = Node::kNotQueued;
+  const Deadline last = heap_.back();
+  heap_.pop_back();
+  if (pos == heap_.size()) return;  // it was the last entry
+  HeapSet(pos, last);
+  SiftUp(pos);
+  SiftDown(last.node->heap_pos);
+}
+
+void SessionTable::SiftUp(size_t pos) {
+  const Deadline d = heap_[pos];
+  while (pos > 0) {
+    const size_t parent = (pos - 1) / 2;
+    if (heap_[parent].at_ms <= d.at_ms) break;
+    HeapSet(pos, heap_[parent]);
+    pos = parent;
+  }
+  HeapSet(pos, d);
+}
+
+void SessionTable::SiftDown(size_t pos) {
+  const Deadline d = heap_[pos];
+  const size_t n = heap_.size();
+  for (;;) {
+    size_t child = 2 * pos + 1;
+    if (child >= n) break;
+    if (child + 1 < n && heap_[child + 1].at_ms < heap_[child].at_ms) ++child;
+    if (d.at_ms <= heap_[child].at_ms) break;
+    HeapSet(pos, heap_[child]);
+    pos = child;
+  }
+  HeapSet(pos, d);
 }
 
 }  // namespace tether

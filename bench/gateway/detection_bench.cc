@@ -7,7 +7,6 @@
 // Prints percentiles and the onDisconnect throughput as a markdown row.
 //
 //   detection_bench [sessions=10000] [timeout_s=5] [samples_file]
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -19,6 +18,7 @@
 
 #include "tests/integration/sdk_client.h"
 #include "tests/integration/tetherd_process.h"
+#include "bench/gateway/proc_usage.h"
 
 using namespace tether::testing;
 using Clock = std::chrono::steady_clock;
@@ -32,12 +32,8 @@ int main(int argc, char** argv) {
   const size_t n = argc > 1 ? std::stoul(argv[1]) : 10000;
   const int timeout_s = argc > 2 ? std::stoi(argv[2]) : 5;
   const char* samples_path = argc > 3 ? argv[3] : nullptr;  // one latency (s) per line, for plots
-  rlimit rl;
-  getrlimit(RLIMIT_NOFILE, &rl);
-  rl.rlim_cur = rl.rlim_max;
-  setrlimit(RLIMIT_NOFILE, &rl);
-  if (rl.rlim_cur < n + 100) {
-    std::fprintf(stderr, "need %zu file descriptors, have %llu\n", n + 100, (unsigned long long)rl.rlim_cur);
+  if (const uint64_t fds = tether::bench::RaiseFileLimit(); fds < n + 100) {
+    std::fprintf(stderr, "need %zu file descriptors, have %llu\n", n + 100, static_cast<unsigned long long>(fds));
     return 2;
   }
   TetherdProcess gw;

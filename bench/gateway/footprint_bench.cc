@@ -12,13 +12,11 @@
 // TETHER_BUILD_DIR picks the tetherd: a cross build dir (build-armhf) runs the ARM binary under
 // qemu-user through binfmt_misc (QEMU_LD_PREFIX=<sysroot>); the RSS read is then qemu's process,
 // i.e. the emulated daemon plus qemu's own code and translation cache (an upper bound).
-#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -26,27 +24,13 @@
 
 #include "tests/integration/sdk_client.h"
 #include "tests/integration/tetherd_process.h"
+#include "bench/gateway/proc_usage.h"
 
 using namespace tether::testing;
+using tether::bench::ProcessMemory;
+using tether::bench::ReadProcessMemory;
 
 namespace {
-
-struct Mem {
-  long rss_kb = 0, anon_kb = 0, file_kb = 0;
-};
-
-Mem ReadMem(pid_t pid) {
-  Mem m;
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string key;
-  long value;
-  while (in >> key) {
-    if (key == "VmRSS:" && in >> value) m.rss_kb = value;
-    else if (key == "RssAnon:" && in >> value) m.anon_kb = value;
-    else if (key == "RssFile:" && in >> value) m.file_kb = value;
-  }
-  return m;
-}
 
 long long FileBytes(const std::string& path) {
   struct stat st;
@@ -75,7 +59,7 @@ long long UsedBytes(const std::string& dir) {
 
 constexpr int kWrites = 5;  // queued writes per device for the store figure
 
-void Row(const char* what, const Mem& m) {
+void Row(const char* what, const ProcessMemory& m) {
   std::printf("| %s | %.1f | %.1f | %.1f |\n", what, m.rss_kb / 1024.0, m.anon_kb / 1024.0, m.file_kb / 1024.0);
 }
 
@@ -83,12 +67,8 @@ void Row(const char* what, const Mem& m) {
 
 int main(int argc, char** argv) {
   const size_t n = argc > 1 ? std::stoul(argv[1]) : 10000;
-  rlimit rl;
-  getrlimit(RLIMIT_NOFILE, &rl);
-  rl.rlim_cur = rl.rlim_max;
-  setrlimit(RLIMIT_NOFILE, &rl);
-  if (rl.rlim_cur < n + 100) {
-    std::fprintf(stderr, "need %zu file descriptors, have %llu\n", n + 100, (unsigned long long)rl.rlim_cur);
+  if (const uint64_t fds = tether::bench::RaiseFileLimit(); fds < n + 100) {
+    std::fprintf(stderr, "need %zu file descriptors, have %llu\n", n + 100, static_cast<unsigned long long>(fds));
     return 2;
   }
   TetherdProcess gw;
@@ -102,7 +82,7 @@ int main(int argc, char** argv) {
   gw.Start();
   std::this_thread::sleep_for(std::chrono::seconds(3));
   const std::string binary = TetherdProcess::BinaryPath("tetherd");
-  const Mem idle = ReadMem(gw.pid());
+  const ProcessMemory idle = ReadProcessMemory(gw.pid());
 
   std::vector<std::unique_ptr<SdkClient>> devs;
   for (size_t i = 0; i < n; ++i) devs.push_back(std::make_unique<SdkClient>(port));
@@ -119,7 +99,7 @@ int main(int argc, char** argv) {
     observing += devs[i]->Observe("devices/d" + std::to_string(i) + "/cmd").CodeString() == "2.05";
   }
   std::this_thread::sleep_for(std::chrono::seconds(2));
-  const Mem sessions = ReadMem(gw.pid());
+  const ProcessMemory sessions = ReadProcessMemory(gw.pid());
 
   const std::string data = gw.store_path() + "/data.mdb";
   const long long before = FileBytes(data), used_before = UsedBytes(gw.store_path());
@@ -142,7 +122,7 @@ int main(int argc, char** argv) {
     }
   }
   std::this_thread::sleep_for(std::chrono::seconds(2));
-  const Mem writes = ReadMem(gw.pid());
+  const ProcessMemory writes = ReadProcessMemory(gw.pid());
   const long long after = FileBytes(data), used_after = UsedBytes(gw.store_path());
 
   std::printf("tetherd %s (%lld bytes), %zu devices: %zu sessions, %zu observations, %zu writes queued\n",

@@ -17,7 +17,11 @@
 //            PUTs as in `put`; every notification is matched to the PUT it carries ("n").
 //   fanout   every device observes /fleet/all; then device 0 PUTs {"n": k} there RATE times a
 //            second: latency from each PUT's send to each device's notification.
-//   idle, idle-observe   sessions (and one observation each) only, then SECONDS of silence.
+//   idle, idle-observe   sessions (and one observation each) only, then SECONDS of silence;
+//            the server's memory is read 2 s after set-up and again at the end.
+//            Each device pings right after its session opened (`GET /.ping?.cs=S`), as the SDK
+//            does: tetherd keeps a session that its device never used in memory only, under
+//            device.max_unconfirmed_sessions, so without the ping most would not be kept.
 // --closed N (put, get): closed loop instead: N requests in flight, a new one as each is
 // answered (RATE is ignored), so goodput is the server's capacity with a bounded queue.
 // An unanswered CON is sent again after 2 s and 6 s (the SDK's timers) unless the server sent
@@ -34,23 +38,28 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <dirent.h>
-#include <fstream>
 #include <optional>
 #include <string>
 #include <unistd.h>
 #include <vector>
 
 #include "bench/coap/fleet_transport.h"
+#include "bench/gateway/cbor_reader.h"
+#include "bench/gateway/proc_usage.h"
 #include "device_proto/message.h"
 
 using namespace tether::coap;
+using tether::bench::CborReader;
 using tether::bench::FleetTransport;
+using tether::bench::ProcessMemory;
+using tether::bench::ReadProcessMemory;
+using tether::bench::ReadServerCpu;
+using tether::bench::ServerCpu;
 
 namespace {
 
 enum class Mode { kPut, kGet, kObserve, kFanout, kIdle, kIdleObserve };
-enum class Kind : uint8_t { kOpen, kPut, kGet, kObserve };
+enum class Kind : uint8_t { kOpen, kPing, kPut, kGet, kObserve };
 
 constexpr uint64_t kAckTimeoutNs = 2'000'000'000ull;  // the SDK's first retransmission ...
 constexpr uint64_t kSecondRetryNs = 6'000'000'000ull; // ... and its second
@@ -65,150 +74,6 @@ struct Req {
   bool empty_acked = false;
   bool released = false;  // --closed: no longer counted in flight (answered, or 2 s without answer)
 };
-
-// ---- minimal CBOR: what the servers answer (maps of text keys, text, uints, floats) ----
-struct Cbor {
-  std::span<const uint8_t> b;
-  size_t i = 0;
-  bool ok = true;
-  // Reads an item's head: major type and argument; false at the end or on a break (0xFF).
-  bool Head(uint8_t* major, uint64_t* arg, bool* indefinite) {
-    if (i >= b.size() || b[i] == 0xFF) return false;
-    const uint8_t ib = b[i++];
-    *major = ib >> 5;
-    const uint8_t info = ib & 31;
-    *indefinite = info == 31;
-    *arg = 0;
-    if (info < 24 || info == 31) {
-      *arg = info;
-      return true;
-    }
-    const size_t n = info == 24 ? 1 : info == 25 ? 2 : info == 26 ? 4 : info == 27 ? 8 : 0;
-    if (n == 0 || i + n > b.size()) return ok = false;
-    for (size_t k = 0; k < n; ++k) *arg = *arg << 8 | b[i++];
-    return true;
-  }
-  bool Skip() {
-    uint8_t major;
-    uint64_t arg;
-    bool indef;
-    if (!Head(&major, &arg, &indef)) return false;
-    switch (major) {
-      case 2:
-      case 3:
-        if (indef) return ok = false;  // never sent by the servers measured here
-        if (i + arg > b.size()) return ok = false;
-        i += arg;
-        return true;
-      case 4:
-      case 5: {
-        const uint64_t items = major == 5 ? 2 * arg : arg;
-        if (indef) {
-          while (Skip()) {}
-          return ok && i < b.size() && b[i++] == 0xFF;
-        }
-        for (uint64_t k = 0; k < items; ++k)
-          if (!Skip()) return false;
-        return true;
-      }
-      case 6: return Skip();
-      default: return true;  // uints, negative ints, simple values and floats: the head is all
-    }
-  }
-  // The value of text key `key` in the top-level map: where it starts (index), or nullopt.
-  std::optional<size_t> Find(std::string_view key) {
-    uint8_t major;
-    uint64_t arg;
-    bool indef;
-    i = 0;
-    if (!Head(&major, &arg, &indef) || major != 5) return std::nullopt;
-    for (uint64_t k = 0; indef || k < arg; ++k) {
-      uint8_t km;
-      uint64_t klen;
-      bool kindef;
-      if (!Head(&km, &klen, &kindef)) return std::nullopt;
-      if (km != 3 || kindef || i + klen > b.size()) return std::nullopt;
-      const std::string_view name(reinterpret_cast<const char*>(b.data() + i), klen);
-      i += klen;
-      if (name == key) return i;
-      if (!Skip()) return std::nullopt;
-    }
-    return std::nullopt;
-  }
-  std::optional<uint64_t> FindUint(std::string_view key) {
-    if (!Find(key)) return std::nullopt;
-    uint8_t major;
-    uint64_t arg;
-    bool indef;
-    if (!Head(&major, &arg, &indef) || major != 0) return std::nullopt;
-    return arg;
-  }
-  std::optional<std::string> FindText(std::string_view key) {
-    if (!Find(key)) return std::nullopt;
-    uint8_t major;
-    uint64_t arg;
-    bool indef;
-    if (!Head(&major, &arg, &indef) || major != 3 || indef || i + arg > b.size()) return std::nullopt;
-    return std::string(reinterpret_cast<const char*>(b.data() + i), arg);
-  }
-};
-
-// ---- the server's CPU time and memory, from /proc ----
-struct ServerCpu {
-  double loop = 0, writer = 0, other = 0;
-  double total() const { return loop + writer + other; }
-};
-
-ServerCpu ReadCpu(int pid) {
-  ServerCpu c;
-  if (pid <= 0) return c;
-  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
-  DIR* d = opendir(dir.c_str());
-  if (!d) return c;
-  const double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] == '.') continue;
-    std::ifstream in(dir + "/" + e->d_name + "/stat");
-    std::string line;
-    std::getline(in, line);
-    const size_t open = line.find('('), close = line.rfind(')');
-    if (open == std::string::npos || close == std::string::npos) continue;
-    const std::string comm = line.substr(open + 1, close - open - 1);
-    // Fields after the command: state is field 3; utime and stime are fields 14 and 15.
-    std::vector<std::string> f;
-    size_t p = close + 2;
-    while (p < line.size() && f.size() < 13) {
-      const size_t q = line.find(' ', p);
-      f.push_back(line.substr(p, q - p));
-      if (q == std::string::npos) break;
-      p = q + 1;
-    }
-    if (f.size() < 13) continue;
-    const double s = (std::stod(f[11]) + std::stod(f[12])) / tick;
-    if (std::atoi(e->d_name) == pid) c.loop += s;
-    else if (comm == "tether-writer") c.writer += s;
-    else c.other += s;
-  }
-  closedir(d);
-  return c;
-}
-
-struct Mem {
-  long anon_kb = -1, file_kb = -1;
-};
-
-Mem ReadMem(int pid) {
-  Mem m;
-  if (pid <= 0) return m;
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string key;
-  long v;
-  while (in >> key) {
-    if (key == "RssAnon:" && in >> v) m.anon_kb = v;
-    else if (key == "RssFile:" && in >> v) m.file_kb = v;
-  }
-  return m;
-}
 
 double Pct(std::vector<uint32_t>& v, double p) {
   if (v.empty()) return 0;
@@ -234,6 +99,11 @@ struct Fleet {
   // Set-up phases: requests [phase_lo, phase_hi) are sent at most `window` at a time.
   uint64_t phase_lo = 0, phase_hi = 0, next = 0, done = 0;
   uint64_t retry_cursor = 0, retry2_cursor = 0, last_sent = 0;
+  // A ping chained to each open (Setup's `then_ping`): requests [chain_lo, chain_hi), sent as
+  // their opens are answered; `chain_sent` in send order, for their retransmissions.
+  uint64_t chain_lo = 0, chain_hi = 0, chain_done = 0, chain_ok = 0;
+  std::vector<uint64_t> chain_sent;
+  size_t chain_cursor = 0, chain2_cursor = 0;
   // Load phase.
   uint64_t load_lo = 0, load_start_ns = 0, load_stop_ns = 0;
   uint64_t closed = 0;           // --closed: requests kept in flight; 0 = open loop
@@ -272,6 +142,13 @@ struct Fleet {
       w.payload({reinterpret_cast<const uint8_t*>(id.data()), id.size()});
       return w.size();
     }
+    char cs[48];
+    const int cs_len = std::snprintf(cs, sizeof cs, ".cs=%s", session[d].c_str());
+    if (r.kind == Kind::kPing) {
+      w.option(opt::kUriPath, std::string_view(".ping"));
+      w.option(opt::kUriQuery, std::string_view(cs, static_cast<size_t>(cs_len)));
+      return w.size();
+    }
     w.option(opt::kUriPath, std::string_view("fleet"));
     if (shared) {
       w.option(opt::kUriPath, std::string_view("all"));
@@ -280,8 +157,6 @@ struct Fleet {
       w.option(opt::kUriPath, DeviceId(d, buf));
       w.option(opt::kUriPath, std::string_view("v"));
     }
-    char cs[48];
-    const int cs_len = std::snprintf(cs, sizeof cs, ".cs=%s", session[d].c_str());
     w.option(opt::kUriQuery, std::string_view(cs, static_cast<size_t>(cs_len)));
     if (r.kind == Kind::kPut) {
       // {"n": n, "t": 21.5} as the SDK encodes a map: indefinite length; 21.5 as a float32.
@@ -356,13 +231,14 @@ struct Fleet {
       r.code = m.code;
       r.latency_us = static_cast<uint32_t>(std::min<uint64_t>((now - r.sent_ns) / 1000, UINT32_MAX));
       if (n >= phase_lo && n < phase_hi) OnSetupAnswer(n, m);
+      if (n >= chain_lo && n < chain_hi) ++chain_done, chain_ok += code::cls(m.code) == 2;
       if (n >= load_lo && load_lo) Release(n);  // (may grow reqs: r is not used after this)
       return;
     }
     if (r.kind != Kind::kObserve || !m.find(opt::kObserve)) return;
     // A notification of the observation registered by request n.
     ++notifications;
-    Cbor c{m.payload};
+    CborReader c{m.payload};
     const std::optional<uint64_t> v = c.FindUint("n");
     if (!v) return;
     if (mode == Mode::kFanout) {
@@ -382,8 +258,12 @@ struct Fleet {
   void OnSetupAnswer(uint64_t n, const Message& m) {
     ++done;
     if (reqs[n].kind == Kind::kOpen && m.code == code::kContent) {
-      Cbor c{m.payload};
+      CborReader c{m.payload};
       if (auto s = c.FindText("s")) session[DeviceOf(n)] = *s;
+      if (chain_hi) {  // the SDK pings right after its session opened
+        chain_sent.push_back(n - phase_lo + chain_lo);
+        SendNew(chain_sent.back());
+      }
     }
     FillWindow();
   }
@@ -418,7 +298,7 @@ struct Fleet {
       uint64_t& c = *cursor;
       for (c = std::max(c, lo); c <= last_sent && c < reqs.size(); ++c) {
         Req& r = reqs[c];
-        if (!r.sent_ns) continue;
+        if (!r.sent_ns || (c >= chain_lo && c < chain_hi)) continue;  // chained: RetransmitChain
         if (r.sent_ns + after > now) break;
         if (r.code || r.empty_acked) continue;
         ++r.retransmits;
@@ -429,13 +309,33 @@ struct Fleet {
     }
   }
 
+  // Retransmits chained requests that are due (in their send order, as Retransmit does).
+  void RetransmitChain() {
+    const uint64_t now = uv_hrtime();
+    for (auto [cursor, after] : {std::pair{&chain_cursor, kAckTimeoutNs}, std::pair{&chain2_cursor, kSecondRetryNs}}) {
+      for (size_t& c = *cursor; c < chain_sent.size(); ++c) {
+        Req& r = reqs[chain_sent[c]];
+        if (r.sent_ns + after > now) break;
+        if (r.code || r.empty_acked) continue;
+        ++r.retransmits;
+        ++retransmissions;
+        Transmit(chain_sent[c]);
+      }
+    }
+  }
+
   // Runs one set-up phase: one request of `kind` per device, `window` at a time, until all are
   // answered or 8 s passed since the last answer (the SDK's retransmissions are at 2 and 6 s).
   // Returns the number answered 2.xx.
-  size_t Setup(Kind kind, double* took_s) {
+  size_t Setup(Kind kind, double* took_s, bool then_ping = false) {
     phase_lo = reqs.size();
     for (size_t d = 0; d < devices; ++d) Add(kind);
     phase_hi = reqs.size();
+    if (then_ping) {
+      chain_lo = reqs.size();
+      for (size_t d = 0; d < devices; ++d) Add(Kind::kPing);
+      chain_hi = reqs.size();
+    }
     next = phase_lo;
     done = 0;
     const uint64_t t0 = uv_hrtime();
@@ -454,12 +354,14 @@ struct Fleet {
       auto& c = *static_cast<Ctx*>(t->data);
       Fleet& f = *c.f;
       f.Retransmit(f.phase_lo);
+      f.RetransmitChain();
       const uint64_t now = uv_hrtime();
-      if (f.done != *c.last_done) {
-        *c.last_done = f.done;
+      if (f.done + f.chain_done != *c.last_done) {
+        *c.last_done = f.done + f.chain_done;
         *c.last_progress = now;
       }
-      if (f.done >= f.phase_hi - f.phase_lo || now - *c.last_progress > 8'000'000'000ull) uv_stop(t->loop);
+      const bool all = f.done >= f.phase_hi - f.phase_lo && f.chain_done >= f.chain_sent.size();
+      if (all || now - *c.last_progress > 8'000'000'000ull) uv_stop(t->loop);
     }, 5, 5);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_timer_stop(&tick);
@@ -469,6 +371,7 @@ struct Fleet {
     size_t ok = 0;
     for (uint64_t n = phase_lo; n < phase_hi; ++n) ok += code::cls(reqs[n].code) == 2;
     phase_lo = phase_hi = 0;
+    chain_lo = chain_hi = 0;
     return ok;
   }
 
@@ -542,11 +445,14 @@ int main(int argc, char** argv) {
                   [&f](size_t device, std::span<const uint8_t> b) { f.OnDatagram(device, b); })) {
     return 1;
   }
-  const Mem mem0 = ReadMem(f.server_pid);
+  const ProcessMemory mem0 = ReadProcessMemory(f.server_pid);
 
   double open_s = 0, setup_s = 0;
-  const size_t opened = f.Setup(Kind::kOpen, &open_s);
+  // The idle modes measure a device at rest as the SDK leaves it: opened, then pinged at once.
+  const bool ping = f.mode == Mode::kIdle || f.mode == Mode::kIdleObserve;
+  const size_t opened = f.Setup(Kind::kOpen, &open_s, ping);
   size_t set_up = 0;
+  const size_t pinged = f.chain_ok;
   // Values to read or observe (a server may create resources only on PUT).
   if (f.mode == Mode::kGet || f.mode == Mode::kObserve) set_up = f.Setup(Kind::kPut, &setup_s);
   if (f.mode == Mode::kObserve || f.mode == Mode::kFanout || f.mode == Mode::kIdleObserve) {
@@ -556,16 +462,23 @@ int main(int argc, char** argv) {
   }
   std::printf("mode=%s devices=%zu opened=%zu open_s=%.2f opens_per_s=%.0f set_up=%zu setup_s=%.2f", mode.c_str(),
               f.devices, opened, open_s, open_s > 0 ? static_cast<double>(opened) / open_s : 0.0, set_up, setup_s);
+  if (f.mode == Mode::kIdle || f.mode == Mode::kIdleObserve) std::printf(" pinged=%zu", pinged);
 
   if (f.mode == Mode::kIdle || f.mode == Mode::kIdleObserve) {
     f.RunFor(2.0, [] {});  // let the server settle (commits, timers) before reading its memory
-    const Mem mem1 = ReadMem(f.server_pid);
+    const ProcessMemory mem1 = ReadProcessMemory(f.server_pid);
     const auto per = [&](long a0, long a1) { return a0 < 0 ? 0.0 : (a1 - a0) * 1024.0 / static_cast<double>(f.devices); };
     std::printf(" rss_anon_kb=%ld->%ld rss_file_kb=%ld->%ld anon_bytes_per_device=%.0f file_bytes_per_device=%.0f\n",
                 mem0.anon_kb, mem1.anon_kb, mem0.file_kb, mem1.file_kb, per(mem0.anon_kb, mem1.anon_kb),
                 per(mem0.file_kb, mem1.file_kb));
     std::fflush(stdout);
     f.RunFor(f.seconds, [] {});
+    // Again after SECONDS of silence: past the exchange lifetime (247 s) a server no longer holds
+    // the duplicate-reply entries of the set-up requests, only what an idle device costs.
+    const Mem mem2 = ReadMem(f.server_pid);
+    std::printf("after_s=%.0f anon_kb_after=%ld file_kb_after=%ld anon_bytes_per_device_after=%.0f "
+                "file_bytes_per_device_after=%.0f\n",
+                f.seconds, mem2.anon_kb, mem2.file_kb, per(mem0.anon_kb, mem2.anon_kb), per(mem0.file_kb, mem2.file_kb));
     return 0;
   }
 
@@ -573,7 +486,7 @@ int main(int argc, char** argv) {
   f.load_lo = f.reqs.size();
   // Start at a request number of device 0, so devices take turns from the first.
   while (f.load_lo % f.devices) f.reqs.push_back(Req{}), ++f.load_lo;
-  const ServerCpu cpu0 = ReadCpu(f.server_pid);
+  const ServerCpu cpu0 = ReadServerCpu(f.server_pid);
   f.load_start_ns = uv_hrtime();
   f.load_stop_ns = f.load_start_ns + static_cast<uint64_t>(f.seconds * 1e9);
   f.load_kind = f.mode == Mode::kGet ? Kind::kGet : Kind::kPut;
@@ -605,7 +518,7 @@ int main(int argc, char** argv) {
   };
   f.RunFor(f.seconds + f.drain, pace);
   f.loading = false;
-  const ServerCpu cpu1 = ReadCpu(f.server_pid);
+  const ServerCpu cpu1 = ReadServerCpu(f.server_pid);
 
   uint64_t ok = 0, shed = 0, err = 0, lost = 0, retried = 0;
   std::vector<uint32_t> all, good;

@@ -134,10 +134,6 @@ TEST_P(FaultClockJump, ServerTimestampsStayTrueAcrossAWallClockJumpWhileOffline)
               "%d sessions ended after the jump (goOffline and silence), replies: %s\n",
               jump_s, fleet.Count(Outcome::kAcked), offline_before_jump, offline_after_jump, kDevices / 2 + 1,
               fleet.CodeHistogram().c_str());
-  if (tally.failed() > 0) {
-    std::string log = gw.Log();
-    std::fprintf(stderr, "---- tetherd log (tail) ----\n%s\n", log.substr(log.size() > 6000 ? log.size() - 6000 : 0).c_str());
-  }
 }
 
 INSTANTIATE_TEST_SUITE_P(PlusMinusOneHour, FaultClockJump, ::testing::Values(3600, -3600),

@@ -13,6 +13,7 @@
 
 #include "tests/integration/sdk_client.h"
 #include "tests/integration/tetherd_process.h"
+#include "tests/support/eventually.h"
 #include "tests/upstream/fakecloud_process.h"
 
 namespace tether::testing {
@@ -42,12 +43,8 @@ class CloudFixture : public ::testing::Test {
   }
   // Polls .info/connected until it reads `want` (bounded).
   static bool WaitConnected(SdkClient& dev, bool want, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
-    auto end = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < end) {
-      if ((dev.Request(kGet, ".info/connected", "", {}, {}, {}, 50u).payload == "true") == want) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return false;
+    return Eventually([&] { return (dev.Request(kGet, ".info/connected", "", {}, {}, {}, 50u).payload == "true") == want; },
+                      limit, std::chrono::milliseconds(50));
   }
   // The cloud's value at path, read through the control API (no credential needed).
   nlohmann::json CloudAt(const std::string& path) const {
@@ -68,15 +65,15 @@ class CloudFixture : public ::testing::Test {
   // Waits until CloudAt(path) satisfies pred (bounded).
   template <typename Pred>
   bool WaitCloud(const std::string& path, Pred pred, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
-    auto end = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < end) {
-      try {
-        if (pred(CloudAt(path))) return true;
-      } catch (const std::exception&) {  // the cloud is down
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return false;
+    return Eventually(
+        [&] {
+          try {
+            return static_cast<bool>(pred(CloudAt(path)));
+          } catch (const std::exception&) {  // the cloud is down
+            return false;
+          }
+        },
+        limit, std::chrono::milliseconds(100));
   }
   // tetherctl --json <args> against this gateway (null when it did not answer JSON).
   nlohmann::json CtlJson(const std::string& args) const {
@@ -101,8 +98,7 @@ class CloudFixture : public ::testing::Test {
     ASSERT_EQ(cloud_.request("PUT", "/" + path + ".json", json_text).is_discarded(), false);
   }
   void TearDown() override {
-    if (!HasFailure()) return;
-    std::fprintf(stderr, "---- tetherd log ----\n%s\n", gw_.Log().c_str());
+    if (!HasFailure()) return;  // gw_ prints its own log
     try {
       std::fprintf(stderr, "---- cloud requests ----\n%s\n", cloud_.control({{"op", "attempts"}}).dump(1).c_str());
     } catch (const std::exception&) {  // the cloud is down

@@ -83,16 +83,18 @@ TEST_F(CloudLink, WanOutageEveryAcknowledgedWriteArrivesOnceInOrderWithEventTime
     return n;
   };
   json fleet, events;
-  for (int i = 0; i < 600; ++i) {
-    try {
-      json all = cloud_.control({{"op", "dump"}});
-      fleet = all.value("fleet", json());
-      events = all.value("events", json());
-      if (count(fleet, events) == total) break;
-    } catch (const std::exception&) {  // the cloud is still down
-    }
-    std::this_thread::sleep_for(200ms);
-  }
+  Eventually(
+      [&] {
+        try {
+          json all = cloud_.control({{"op", "dump"}});
+          fleet = all.value("fleet", json());
+          events = all.value("events", json());
+          return count(fleet, events) == total;
+        } catch (const std::exception&) {  // the cloud is still down
+          return false;
+        }
+      },
+      120s, 200ms);
   ASSERT_EQ(count(fleet, events), total) << "writes missing after the outage";
   size_t off = 0;
   for (const auto& [key, w] : writes) {
@@ -182,7 +184,7 @@ TEST_F(CloudLink, UnauthorizedPausesTheDrainUntilTheTokenFileIsRotated) {
     for (auto& a : cloud_.control({{"op", "attempts"}})) n += a["method"] == "PATCH" && a["status"] == 401;
     return n;
   };
-  for (int i = 0; i < 100 && attempts_401() < 2; ++i) std::this_thread::sleep_for(50ms);
+  Eventually([&] { return attempts_401() >= 2; }, 5s, 50ms);
   ASSERT_GE(attempts_401(), 2u) << "uploads were tried and refused";
   EXPECT_TRUE(CloudAt("fleet").is_null()) << "nothing reached the cloud";
   usleep(20000);  // a distinct mtime

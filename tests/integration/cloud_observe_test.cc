@@ -49,12 +49,7 @@ TEST_F(CloudObserve, APathObservedOutsideTheSyncRootsHearsCloudChanges) {
   EXPECT_TRUE(WaitFor(dev, R"({"hz":2,"led":"blink"})", 5s));
   // The last observer goes: the stream closes.
   ASSERT_EQ(dev.Unobserve("devices/dev1/cmd").CodeString(), "2.05");
-  bool closed = false;
-  for (int i = 0; i < 50 && !closed; ++i) {
-    closed = Streams() == json::parse(R"({"/config":1})");
-    if (!closed) std::this_thread::sleep_for(100ms);
-  }
-  EXPECT_TRUE(closed) << Streams().dump();
+  EXPECT_TRUE(Eventually([&] { return Streams() == json::parse(R"({"/config":1})"); }, 5s, 100ms)) << Streams().dump();
 }
 
 TEST_F(CloudObserve, BeyondTheStreamCapObservedPathsAreReRead) {
@@ -82,8 +77,8 @@ TEST_F(CloudObserve, CutStreamIsResyncedAndTheObserverGetsTheNewValue) {
   StartGateway();
   SdkClient dev(port_);
   ASSERT_TRUE(dev.Open("dev1"));
-  for (int i = 0; i < 100 && dev.Request(kGet, "config", "", {}, {}, {}, 50u).payload != R"({"rate":1})"; ++i)
-    std::this_thread::sleep_for(50ms);  // the sync root's first put is in the local copy
+  // The sync root's first put is in the local copy.
+  Eventually([&] { return dev.Request(kGet, "config", "", {}, {}, {}, 50u).payload == R"({"rate":1})"; }, 5s, 50ms);
   CoapReply reg = ObserveJson(dev, "config");
   ASSERT_EQ(reg.CodeString(), "2.05");
   ASSERT_EQ(reg.payload, R"({"rate":1})");

@@ -129,11 +129,6 @@ class FaultDiskFull : public ::testing::Test {
     bool delivered = audit.WaitDelivered(*fleet_, 30s);
     tally.Check(delivered, "delivery stalled for 30 s: " + audit.Missing());
     audit.Verify(*fleet_, tally);
-    if (const char* keep = std::getenv("TETHER_FAULT_KEEP_LOG")) std::ofstream(keep) << gw_.Log();
-    if (tally.failed() > 0) {
-      std::string log = gw_.Log();
-      std::fprintf(stderr, "---- tetherd log (tail) ----\n%s\n", log.substr(log.size() > 6000 ? log.size() - 6000 : 0).c_str());
-    }
   }
 
   upstream::testing::FakeCloud cloud_;

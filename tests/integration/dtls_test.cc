@@ -2,11 +2,6 @@
 // coap-client-gnutls, npm node-coap-client, and mbedTLS clients over real UDP for the abuse cases.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
-#include <mbedtls/ctr_drbg.h>
-#include <mbedtls/entropy.h>
-#include <mbedtls/net_sockets.h>
-#include <mbedtls/ssl.h>
-#include <mbedtls/timing.h>
 
 #include <signal.h>
 
@@ -17,6 +12,7 @@
 
 #include "tests/integration/sdk_client.h"
 #include "tests/integration/tetherd_process.h"
+#include "tests/integration/udp_dtls_client.h"
 
 namespace tether::testing {
 namespace {
@@ -25,57 +21,11 @@ using namespace std::chrono_literals;
 
 const std::string kMaster = "master-key-of-the-fleet-0123456789";
 
-// A DTLS client on a real UDP socket (blocking, with timeouts), for handshakes the test controls.
-class UdpDtlsClient {
- public:
-  UdpDtlsClient(uint16_t port, const std::string& identity, const std::string& key) {
-    mbedtls_net_init(&net_);
-    mbedtls_ssl_init(&ssl_);
-    mbedtls_ssl_config_init(&conf_);
-    mbedtls_ctr_drbg_init(&drbg_);
-    mbedtls_entropy_init(&entropy_);
-    ok_ = mbedtls_ctr_drbg_seed(&drbg_, mbedtls_entropy_func, &entropy_, nullptr, 0) == 0 &&
-          mbedtls_net_connect(&net_, "127.0.0.1", std::to_string(port).c_str(), MBEDTLS_NET_PROTO_UDP) == 0 &&
-          mbedtls_ssl_config_defaults(&conf_, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_DATAGRAM,
-                                      MBEDTLS_SSL_PRESET_DEFAULT) == 0;
-    if (!ok_) return;
-    mbedtls_ssl_conf_rng(&conf_, mbedtls_ctr_drbg_random, &drbg_);
-    mbedtls_ssl_conf_psk(&conf_, reinterpret_cast<const unsigned char*>(key.data()), key.size(),
-                         reinterpret_cast<const unsigned char*>(identity.data()), identity.size());
-    mbedtls_ssl_conf_read_timeout(&conf_, 1500);
-    ok_ = mbedtls_ssl_setup(&ssl_, &conf_) == 0;
-    mbedtls_ssl_set_bio(&ssl_, &net_, mbedtls_net_send, mbedtls_net_recv, mbedtls_net_recv_timeout);
-    mbedtls_ssl_set_timer_cb(&ssl_, &timer_, mbedtls_timing_set_delay, mbedtls_timing_get_delay);
-  }
-  ~UdpDtlsClient() {
-    mbedtls_ssl_free(&ssl_);
-    mbedtls_ssl_config_free(&conf_);
-    mbedtls_net_free(&net_);
-    mbedtls_ctr_drbg_free(&drbg_);
-    mbedtls_entropy_free(&entropy_);
-  }
-  void SendHelloOnly() {  // the ClientHello leaves; nothing more
-    for (int i = 0; ok_ && i < 4 && ssl_.state != MBEDTLS_SSL_SERVER_HELLO; ++i) mbedtls_ssl_handshake_step(&ssl_);
-  }
-  // Returns once the server has answered the cookie-carrying ClientHello (it now holds a handshake).
-  bool StallAfterServerHello() {
-    for (int i = 0; ok_ && i < 12; ++i) {
-      if (mbedtls_ssl_handshake_step(&ssl_) != 0) return false;
-      if (ssl_.state == MBEDTLS_SSL_SERVER_CERTIFICATE) return true;
-    }
-    return false;
-  }
-  bool Handshake() { return ok_ && mbedtls_ssl_handshake(&ssl_) == 0; }
-
- private:
-  bool ok_ = false;
-  mbedtls_net_context net_;
-  mbedtls_ssl_context ssl_;
-  mbedtls_ssl_config conf_;
-  mbedtls_ctr_drbg_context drbg_;
-  mbedtls_entropy_context entropy_;
-  mbedtls_timing_delay_context timer_;
-};
+// A DTLS client on a real UDP socket for handshakes the test controls: 1.5 s reads, mbedTLS's own
+// flight timers.
+std::unique_ptr<UdpDtlsClient> Dtls(uint16_t port) {
+  return std::make_unique<UdpDtlsClient>("127.0.0.1", port, "sensor-1", "key-one-secret", 1500ms, kDefaultDtlsFlights);
+}
 
 class DtlsGateway : public ::testing::Test {
  protected:
@@ -98,12 +48,6 @@ class DtlsGateway : public ::testing::Test {
                     "  - { name: shared, match: \"shared/**\" }\n");
     gw_.Start();
     ASSERT_TRUE(gw_.WaitForLog("listening for CoAP over DTLS", 10s)) << gw_.Log();
-  }
-  void TearDown() override {
-    if (HasFailure()) {
-      const std::string log = gw_.Log();
-      std::fprintf(stderr, "---- tetherd log (tail) ----\n%s\n", log.substr(log.size() > 6000 ? log.size() - 6000 : 0).c_str());
-    }
   }
   std::string Url(const std::string& path) const { return "coaps://127.0.0.1:" + std::to_string(dtls_) + "/" + path; }
   ShellResult Client(const std::string& tool, const std::string& identity, const std::string& key,
@@ -229,7 +173,7 @@ TEST_F(DtlsGateway, NodeCoapClientKeepsOneSessionAcrossSleep) {
 
 TEST_F(DtlsGateway, HelloFloodAndStalledHandshakesAreBounded) {
   // 200 ClientHellos from one host: answered statelessly, and only up to its rate.
-  for (int i = 0; i < 200; ++i) UdpDtlsClient(dtls_, "sensor-1", "key-one-secret").SendHelloOnly();
+  for (int i = 0; i < 200; ++i) Dtls(dtls_)->SendHelloOnly();
   std::this_thread::sleep_for(300ms);
   EXPECT_EQ(Metric("tether_dtls_sessions{state=\"handshaking\"}"), 0) << "no state before the cookie";
   EXPECT_GE(Metric("tether_dtls_handshakes_total{result=\"rate_limited\"}"), 100);
@@ -238,15 +182,15 @@ TEST_F(DtlsGateway, HelloFloodAndStalledHandshakesAreBounded) {
   // Handshakes that never finish hold at most max_handshakes (4) contexts, then time out.
   std::vector<std::unique_ptr<UdpDtlsClient>> stalled;
   for (int i = 0; i < 4; ++i) {
-    stalled.push_back(std::make_unique<UdpDtlsClient>(dtls_, "sensor-1", "key-one-secret"));
-    ASSERT_TRUE(stalled.back()->StallAfterServerHello()) << i;
+    stalled.push_back(Dtls(dtls_));
+    ASSERT_TRUE(stalled.back()->HalfOpen()) << i;
   }
   EXPECT_EQ(Metric("tether_dtls_sessions{state=\"handshaking\"}"), 4);
-  EXPECT_FALSE(UdpDtlsClient(dtls_, "sensor-1", "key-one-secret").Handshake()) << "over the cap";
+  EXPECT_FALSE(Dtls(dtls_)->HandshakeOnce()) << "over the cap";
   EXPECT_GE(Metric("tether_dtls_handshakes_total{result=\"over_cap\"}"), 1);
   std::this_thread::sleep_for(3500ms);  // handshake_timeout 2 s + housekeeping
   EXPECT_EQ(Metric("tether_dtls_sessions{state=\"handshaking\"}"), 0);
-  EXPECT_TRUE(UdpDtlsClient(dtls_, "sensor-1", "key-one-secret").Handshake());
+  EXPECT_TRUE(Dtls(dtls_)->HandshakeOnce());
   EXPECT_FALSE(Open("openssl", "sensor-1", "key-one-secret").empty()) << "the gateway still serves";
 }
 

@@ -2,6 +2,8 @@
 // while a suite injects faults, a record of what the gateway answered, and an audit of what
 // reached tests/fakecloud against that record. Every invariant check is counted in a Tally, which
 // prints the suite's one summary line "<suite>: N passed, N failed".
+// Code: fault_harness.cc (Tally, the gateway's config), fault_fleet.cc (Fleet, FleetDevice),
+// cloud_audit.cc (CloudAudit).
 //
 // Each device d<i> writes under devices/d<i>/ (route "devs" -> cloud fleet/d<i>/), with a value k
 // that grows with every request it sends:

@@ -8,6 +8,7 @@
 
 #include "tests/integration/sdk_client.h"
 #include "tests/integration/tetherd_process.h"
+#include "tests/support/eventually.h"
 #include "tests/upstream/fakecloud_process.h"
 
 namespace tether::testing {
@@ -36,24 +37,20 @@ class Increments : public ::testing::Test {
     ASSERT_TRUE(gw_.WaitForLog("uploading 3 route(s)", 10s)) << gw_.Log();
   }
   bool WaitConnected(SdkClient& dev) {
-    for (int i = 0; i < 100; ++i) {
-      if (dev.Request(kGet, ".info/connected", "", {}, {}, {}, 50u).payload == "true") return true;
-      std::this_thread::sleep_for(100ms);
-    }
-    return false;
+    return Eventually([&] { return dev.Request(kGet, ".info/connected", "", {}, {}, {}, 50u).payload == "true"; }, 10s, 100ms);
   }
   // Polls the cloud until pred(value at path) holds; false after `limit`.
   template <typename Pred>
   bool WaitCloud(const std::string& path, Pred pred, std::chrono::milliseconds limit) {
-    auto end = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < end) {
-      try {
-        if (pred(cloud_.get(path))) return true;
-      } catch (const std::exception&) {  // the cloud is down
-      }
-      std::this_thread::sleep_for(50ms);
-    }
-    return false;
+    return Eventually(
+        [&] {
+          try {
+            return static_cast<bool>(pred(cloud_.get(path)));
+          } catch (const std::exception&) {  // the cloud is down
+            return false;
+          }
+        },
+        limit, 50ms);
   }
   int MarkReads() {
     int n = 0;
@@ -61,8 +58,7 @@ class Increments : public ::testing::Test {
     return n;
   }
   void TearDown() override {
-    if (!HasFailure()) return;
-    std::fprintf(stderr, "---- tetherd log ----\n%s\n", gw_.Log().c_str());
+    if (!HasFailure()) return;  // gw_ prints its own log
     try {
       std::fprintf(stderr, "---- cloud writes ----\n%s\n---- cloud reads ----\n%s\n",
                    cloud_.control({{"op", "log"}}).dump().substr(0, 3000).c_str(),
@@ -167,7 +163,7 @@ TEST_F(Increments, SyncedCounterLocallyEqualsTheCloudsTotal) {
   }
   ASSERT_TRUE(WaitConnected(*devs[0]));
   auto local = [&] { return devs[0]->Request(kGet, "counters/total", "", {}, {}, {}, 50u).payload; };
-  for (int i = 0; i < 50 && local() != "100"; ++i) std::this_thread::sleep_for(100ms);
+  Eventually([&] { return local() == "100"; }, 5s, 100ms);
   ASSERT_EQ(local(), "100");
   auto burst = [&] {
     for (int k = 0; k < kEach; ++k) {
@@ -184,7 +180,7 @@ TEST_F(Increments, SyncedCounterLocallyEqualsTheCloudsTotal) {
   const int want = 100 + 2 * kDevices * kEach;
   ASSERT_TRUE(WaitCloud("/counters/total", [&](const json& v) { return v == want; }, 20s))
       << cloud_.get("/counters/total").dump();
-  for (int i = 0; i < 100 && local() != std::to_string(want); ++i) std::this_thread::sleep_for(100ms);
+  Eventually([&] { return local() == std::to_string(want); }, 10s, 100ms);
   EXPECT_EQ(local(), std::to_string(want));
   std::this_thread::sleep_for(1s);
   EXPECT_EQ(local(), std::to_string(want)) << "settled";

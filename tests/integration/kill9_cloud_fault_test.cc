@@ -8,7 +8,6 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
-#include <fstream>
 #include <random>
 #include <thread>
 
@@ -66,10 +65,6 @@ TEST(FaultKill9Cloud, AcknowledgedWritesReachTheCloudOnceAndInOrderAcrossKills) 
               "unanswered, replies: %s; all in the cloud %.1f s after the load stopped\n",
               cycles, load_s, devices, fleet.Count(Outcome::kAcked), fleet.Count(Outcome::kUnknown),
               fleet.CodeHistogram().c_str(), drain_s);
-  if (tally.failed() > 0) {
-    if (const char* keep = std::getenv("TETHER_FAULT_KEEP_LOG")) std::ofstream(keep) << gw.Log();
-  }
-  if (tally.failed() > 0) std::fprintf(stderr, "---- tetherd log (tail) ----\n%s\n", gw.Log().substr(gw.Log().size() > 6000 ? gw.Log().size() - 6000 : 0).c_str());
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 
 #include "tests/integration/sdk_client.h"
 #include "tests/integration/tetherd_process.h"
+#include "tests/support/eventually.h"
 #include "tests/upstream/fakecloud_process.h"
 
 namespace tether::testing {
@@ -48,12 +49,7 @@ class LocalCopy : public ::testing::Test {
     return 0;
   }
   bool Connected(SdkClient& dev) {
-    auto end = std::chrono::steady_clock::now() + 10s;
-    while (std::chrono::steady_clock::now() < end) {
-      if (dev.Request(1, ".info/connected", "", {}, {}, {}, 50u).payload == "true") return true;
-      std::this_thread::sleep_for(50ms);
-    }
-    return false;
+    return Eventually([&] { return dev.Request(1, ".info/connected", "", {}, {}, {}, 50u).payload == "true"; }, 10s, 50ms);
   }
   static bool WaitFor(SdkClient& dev, const std::string& want, std::chrono::milliseconds limit, std::string* last) {
     auto end = std::chrono::steady_clock::now() + limit;
@@ -64,10 +60,6 @@ class LocalCopy : public ::testing::Test {
     }
     return false;
   }
-  void TearDown() override {
-    if (HasFailure()) std::fprintf(stderr, "---- tetherd log ----\n%s\n", gw_.Log().c_str());
-  }
-
   upstream::testing::FakeCloud cloud_;
   TetherdProcess gw_;
   uint16_t coap_port_ = 0;
@@ -91,14 +83,14 @@ TEST_F(LocalCopy, AnObservedValueSurvivesEvictionAndChangesArriveWhole) {
   ASSERT_TRUE(writer.Open("w"));
   const std::string blob(1'200, 'b');
   for (int i = 0; i < 110; ++i) ASSERT_EQ(writer.Put("bulk/b" + std::to_string(i), CborText(blob)).CodeString(), "2.05");
-  auto end = std::chrono::steady_clock::now() + 20s;
-  while (std::chrono::steady_clock::now() < end) {
-    json q = Ctl("queue");
-    bool drained = true;
-    for (const auto& row : q["routes"]) drained &= row["entries"] == 0;
-    if (drained) break;
-    std::this_thread::sleep_for(100ms);
-  }
+  Eventually(
+      [&] {
+        const json q = Ctl("queue");
+        bool drained = true;
+        for (const auto& row : q["routes"]) drained &= row["entries"] == 0;
+        return drained;
+      },
+      20s, 100ms);
   ASSERT_EQ(writer.Put("bulk/last", CborText("x")).CodeString(), "2.05");  // a commit after the acks
   std::this_thread::sleep_for(300ms);
   ASSERT_LT(TreeLeaves(), 80u) << "the bound evicted nothing: this test would prove nothing";

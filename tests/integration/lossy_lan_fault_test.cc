@@ -63,10 +63,6 @@ TEST(FaultLossyLan, EveryAcknowledgedWriteDeliveredOnceInOrder) {
               fleet.CodeHistogram().c_str(), static_cast<unsigned long long>(st.in),
               static_cast<unsigned long long>(st.dropped), static_cast<unsigned long long>(st.duplicated),
               static_cast<unsigned long long>(st.reordered));
-  if (tally.failed() > 0) {
-    std::string log = gw.Log();
-    std::fprintf(stderr, "---- tetherd log (tail) ----\n%s\n", log.substr(log.size() > 6000 ? log.size() - 6000 : 0).c_str());
-  }
 }
 
 }  // namespace

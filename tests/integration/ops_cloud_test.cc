@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <functional>
 #include <random>
 #include <regex>
 #include <set>
@@ -19,6 +18,7 @@
 #include "gateway/device_auth.h"
 #include "tests/integration/sdk_client.h"
 #include "tests/integration/tetherd_process.h"
+#include "tests/support/eventually.h"
 #include "tests/upstream/fakecloud_process.h"
 
 namespace tether::testing {
@@ -26,15 +26,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using nlohmann::json;
-
-bool Eventually(const std::function<bool()>& cond, std::chrono::milliseconds limit = 20s) {
-  auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(100ms);
-  }
-  return cond();
-}
 
 std::string RandomText(size_t n) {
   static const char* kChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
@@ -77,9 +68,6 @@ std::vector<std::string> DocumentedFamilies() {
 
 class OpsCloud : public ::testing::Test {
  protected:
-  void TearDown() override {
-    if (HasFailure()) std::fprintf(stderr, "---- tetherd log ----\n%s\n", gw_.Log().c_str());
-  }
   void Start(const std::string& rest, const std::string& upstream_extra = "", const std::string& level = "info") {
     coap_port_ = static_cast<uint16_t>(FreePort());
     admin_port_ = FreePort(false);
@@ -130,8 +118,8 @@ TEST_F(OpsCloud, DeadLettersListRetryAndDropThroughTetherctl) {
   ASSERT_TRUE(Eventually([&] {
     list = CtlJson("deadletters list");
     return list["dead_letters"].size() == 2;
-  })) << list.dump();
-  EXPECT_TRUE(Eventually([&] { return CloudAt("/fleet/d1/ok") == 1; })) << "a refused write blocked the others";
+  }, 20s, 100ms)) << list.dump();
+  EXPECT_TRUE(Eventually([&] { return CloudAt("/fleet/d1/ok") == 1; }, 20s, 100ms)) << "a refused write blocked the others";
   std::map<std::string, std::string> id_of;  // path -> id
   for (const auto& d : list["dead_letters"]) {
     EXPECT_NE(d["error"].get<std::string>().find("400"), std::string::npos) << d.dump();
@@ -149,7 +137,7 @@ TEST_F(OpsCloud, DeadLettersListRetryAndDropThroughTetherctl) {
   EXPECT_NE(retry.out.find("1 dead letter(s) requeued"), std::string::npos) << retry.out;
   // The reply came after the commit: the list already reflects it.
   EXPECT_EQ(CtlJson("deadletters list")["dead_letters"].size(), 1u);
-  EXPECT_TRUE(Eventually([&] { return CloudAt("/fleet/d1/p1") == "poison-1"; })) << "the retried write never arrived";
+  EXPECT_TRUE(Eventually([&] { return CloudAt("/fleet/d1/p1") == "poison-1"; }, 20s, 100ms)) << "the retried write never arrived";
 
   ShellResult drop = Ctl("deadletters drop " + id_of["/fleet/d1/p2"]);
   EXPECT_EQ(drop.status, 0) << drop.out;
@@ -177,16 +165,16 @@ TEST_F(OpsCloud, EveryDocumentedMetricFamilyWithPlausibleValues) {
   ASSERT_TRUE(dev.Open("d1"));
   ASSERT_EQ(dev.Ping().CodeString(), "2.05");
   ASSERT_EQ(dev.Put("devices/d1/a", CborUint(1)).CodeString(), "2.05");
-  ASSERT_TRUE(Eventually([&] { return CloudAt("/fleet/d1/a") == 1; }));
+  ASSERT_TRUE(Eventually([&] { return CloudAt("/fleet/d1/a") == 1; }, 20s, 100ms));
   cloud_->control({{"op", "down"}, {"ms", 2500}});
   for (int i = 0; i < 4; ++i) ASSERT_EQ(dev.Put("tele/t" + std::to_string(i), CborUint(i)).CodeString(), "2.05");
   ASSERT_EQ(dev.Put("cmd/c0", CborUint(0)).CodeString(), "2.05");
   EXPECT_EQ(dev.Put("cmd/c1", CborUint(1)).CodeString(), "5.03");
-  ASSERT_TRUE(Eventually([&] { return CloudAt("/tele") == json::parse(R"({"t2":2,"t3":3})") && CloudAt("/cmd/c0") == 0; }))
+  ASSERT_TRUE(Eventually([&] { return CloudAt("/tele") == json::parse(R"({"t2":2,"t3":3})") && CloudAt("/cmd/c0") == 0; }, 20s, 100ms))
       << CloudAt("/").dump();
   ASSERT_TRUE(Eventually([&] {  // the clock's estimate reaches the gateway once a second
     return Metrics().samples["tether_cloud_rtt_ms"] >= 30 && Metrics().samples["tether_upstream_up"] == 1;
-  }, 10s));
+  }, 10s, 100ms));
 
   Scrape m = Metrics();
   std::vector<std::string> documented = DocumentedFamilies();
@@ -272,7 +260,7 @@ TEST_F(OpsCloud, SecretsNeverReachTheLog) {
   ASSERT_TRUE(Eventually([&] {  // uploaded with auth=<secret> on every request
     json all = cloud_->request("GET", "/.json?auth=" + db_secret, "");
     return all.is_object() && all.contains("tok") && all.contains("hm") && all.contains("op");
-  }));
+  }, 20s, 100ms));
   ASSERT_EQ(Ctl("kick t1").status, 0);
   gw_.Signal(SIGTERM);
   ASSERT_EQ(gw_.WaitExit(10s), 0);

@@ -145,7 +145,6 @@ TEST(Overload, LateCommitsShedNewWritesWith503AndMaxAgeCountedAndRecover) {
   const nlohmann::json status = nlohmann::json::parse(Ctl(admin_port, "--json status").out);
   EXPECT_TRUE(status["overload"]["shedding_for_s"].is_null()) << status.dump();
   EXPECT_EQ(status["overload"]["writes_shed"], shed + heavy_shed) << status.dump();
-  if (HasFailure()) std::fprintf(stderr, "---- tetherd log ----\n%s\n", gw.Log().c_str());
 }
 
 }  // namespace

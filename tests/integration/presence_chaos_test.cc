@@ -208,16 +208,6 @@ class PresenceChaos {
                 static_cast<unsigned long long>(steered), static_cast<unsigned long long>(new_sockets),
                 static_cast<unsigned long long>(watcher_->reads()));
     EXPECT_GT(judged, 0u);
-    if (::testing::Test::HasFailure()) {
-      const std::string log = gw_.Log();
-      const std::string keep = "/tmp/presence-chaos-" + std::to_string(getpid()) + ".log";
-      if (FILE* f = std::fopen(keep.c_str(), "w")) {
-        std::fwrite(log.data(), 1, log.size(), f);
-        std::fclose(f);
-      }
-      std::fprintf(stderr, "---- tetherd log (tail; all of it in %s) ----\n%s\n", keep.c_str(),
-                   log.substr(log.size() > 12000 ? log.size() - 12000 : 0).c_str());
-    }
   }
 
   void Start() {

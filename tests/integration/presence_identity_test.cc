@@ -38,13 +38,7 @@ class PresenceIdentity : public ::testing::Test {
     ASSERT_TRUE(gw_.WaitForLog("listening for CoAP", 10s)) << gw_.Log();
     watcher_ = std::make_unique<PresenceWatcher>(port_, "tok", "token-watcher");
   }
-  void TearDown() override {
-    watcher_.reset();
-    if (HasFailure()) {
-      std::string log = gw_.Log();
-      std::fprintf(stderr, "---- tetherd log (tail) ----\n%s\n", log.substr(log.size() > 6000 ? log.size() - 6000 : 0).c_str());
-    }
-  }
+  void TearDown() override { watcher_.reset(); }
   // The presence recipe: onDisconnect first (set "gone", push a line to log/<name>), then "online".
   void Announce(SdkClient& c, const std::string& name) {
     ASSERT_EQ(c.Request(kPut, "pres/" + name, CborText("gone"), {".dis=add"}).CodeString(), "2.05");

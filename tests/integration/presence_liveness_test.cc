@@ -44,12 +44,6 @@ class PresenceLiveness : public ::testing::Test {
     gw_.Start();
     ASSERT_TRUE(gw_.WaitForLog("listening for CoAP", 10s)) << gw_.Log();
   }
-  void TearDown() override {
-    if (HasFailure()) {
-      std::string log = gw_.Log();
-      std::fprintf(stderr, "---- tetherd log (tail) ----\n%s\n", log.substr(log.size() > 8000 ? log.size() - 8000 : 0).c_str());
-    }
-  }
   // An SDK device of app "tok" (token) or "anon" (none), each on its own loopback address.
   std::unique_ptr<PresenceDevice> Device(const std::string& name, bool with_token, int n) {
     SdkDevice::Options o;

@@ -9,6 +9,7 @@
 
 #include "tests/integration/sdk_client.h"
 #include "tests/integration/tetherd_process.h"
+#include "tests/support/eventually.h"
 #include "tests/upstream/fakecloud_process.h"
 
 namespace tether::testing {
@@ -42,11 +43,8 @@ class Queries : public ::testing::Test {
     ASSERT_EQ(gw_.WaitExit(10s), 0);
   }
   bool WaitConnected(SdkClient& dev, bool want) {
-    for (int i = 0; i < 150; ++i) {
-      if ((dev.Request(kGet, ".info/connected", "", {}, {}, {}, 50u).payload == "true") == want) return true;
-      std::this_thread::sleep_for(100ms);
-    }
-    return false;
+    return Eventually([&] { return (dev.Request(kGet, ".info/connected", "", {}, {}, {}, 50u).payload == "true") == want; },
+                      15s, 100ms);
   }
   // A query answered in JSON (Accept 50).
   CoapReply Query(SdkClient& dev, const std::string& path, const std::vector<std::string>& params) {
@@ -55,12 +53,12 @@ class Queries : public ::testing::Test {
   CoapReply Read(SdkClient& dev, const std::string& path) { return dev.Request(kGet, path, "", {}, {}, {}, 50u); }
   // Polls a JSON read until it answers `want` (2.05); false after `limit`.
   bool WaitRead(SdkClient& dev, const std::string& path, const json& want, std::chrono::milliseconds limit) {
-    for (auto end = std::chrono::steady_clock::now() + limit; std::chrono::steady_clock::now() < end;) {
-      CoapReply r = Read(dev, path);
-      if (r.CodeString() == "2.05" && json::parse(r.payload, nullptr, false) == want) return true;
-      std::this_thread::sleep_for(100ms);
-    }
-    return false;
+    return Eventually(
+        [&] {
+          CoapReply r = Read(dev, path);
+          return r.CodeString() == "2.05" && json::parse(r.payload, nullptr, false) == want;
+        },
+        limit, 100ms);
   }
   void CloudPut(const std::string& path, const std::string& json_text) {
     ASSERT_EQ(Shell("curl -sf -X PUT -d '" + json_text + "' " + cloud_.url() + "/" + path + ".json").status, 0);
@@ -86,10 +84,6 @@ class Queries : public ::testing::Test {
     ASSERT_EQ(dev.Put("devices/" + device_ + "/poke", CborUint(1)).CodeString(), "2.05");
     ASSERT_TRUE(WaitConnected(dev, false));
   }
-  void TearDown() override {
-    if (HasFailure()) std::fprintf(stderr, "---- tetherd log ----\n%s\n", gw_.Log().c_str());
-  }
-
   upstream::testing::FakeCloud cloud_;
   TetherdProcess gw_;
   uint16_t port_ = 0;
@@ -156,7 +150,7 @@ TEST_F(Queries, ObservedQueryIsNotifiedOnlyWhenItsResultChanges) {
   SdkClient dev(port_);
   ASSERT_TRUE(dev.Open("d1"));
   ASSERT_TRUE(WaitConnected(dev, true));
-  for (int i = 0; i < 50 && dev.Get("config/b").payload != CborUint(2); ++i) std::this_thread::sleep_for(100ms);
+  Eventually([&] { return dev.Get("config/b").payload == CborUint(2); }, 5s, 100ms);
   CoapReply r = dev.Request(kGet, "config", "", {"orderBy=$value", "limitToLast=1"}, 0u, {}, 50u);
   ASSERT_EQ(r.CodeString(), "2.05");
   ASSERT_TRUE(r.observe.has_value());
@@ -195,21 +189,13 @@ TEST_F(Queries, SyncResyncKeepsWritesNotYetUploaded) {
   std::this_thread::sleep_for(200ms);
   cloud_.control({{"op", "cut_streams"}});
   cloud_.control({{"op", "silence_streams"}, {"on", false}});
-  for (int i = 0; i < 100 && LogCount("sync root /box resynced from the cloud") == resyncs; ++i) {
-    std::this_thread::sleep_for(100ms);
-  }
+  Eventually([&] { return LogCount("sync root /box resynced from the cloud") != resyncs; }, 10s, 100ms);
   ASSERT_GT(LogCount("sync root /box resynced from the cloud"), resyncs);
   json local;
-  for (int i = 0; i < 50; ++i) {
-    local = json::parse(Read(dev, "boxes/dev1").payload, nullptr, false);
-    if (local.contains("c")) break;
-    std::this_thread::sleep_for(100ms);
-  }
+  Eventually([&] { return (local = json::parse(Read(dev, "boxes/dev1").payload, nullptr, false)).contains("c"); }, 5s, 100ms);
   EXPECT_EQ(local, (json{{"a", 1}, {"b", 2}, {"c", 3}})) << "the resync must not hide the queued write";
   cloud_.control({{"op", "clear_faults"}});
-  for (int i = 0; i < 100 && cloud_.get("/box/dev1") != json{{"a", 1}, {"b", 2}, {"c", 3}}; ++i) {
-    std::this_thread::sleep_for(100ms);
-  }
+  Eventually([&] { return cloud_.get("/box/dev1") == json{{"a", 1}, {"b", 2}, {"c", 3}}; }, 10s, 100ms);
   EXPECT_EQ(cloud_.get("/box/dev1"), (json{{"a", 1}, {"b", 2}, {"c", 3}}));
   EXPECT_EQ(json::parse(Read(dev, "boxes/dev1").payload), (json{{"a", 1}, {"b", 2}, {"c", 3}}));
 }
@@ -233,7 +219,7 @@ TEST_F(Queries, CloudAnswersIncludeTheDevicesQueuedWrites) {
   EXPECT_EQ(json::parse(r.payload), (json{{"a", 5}, {"b", 1}, {"c", 9}, {"z", 0}}));
   EXPECT_EQ(Reads("/fleet/dev1/scores"), 2) << "both were asked from the cloud";
   cloud_.control({{"op", "clear_faults"}});
-  for (int i = 0; i < 100 && !cloud_.get("/fleet/dev1/scores").contains("z"); ++i) std::this_thread::sleep_for(100ms);
+  Eventually([&] { return cloud_.get("/fleet/dev1/scores").contains("z"); }, 10s, 100ms);
   EXPECT_EQ(cloud_.get("/fleet/dev1/scores"), (json{{"a", 5}, {"b", 1}, {"c", 9}, {"z", 0}}));
 }
 

@@ -63,10 +63,6 @@ class QueuePolicy : public ::testing::Test {
     }
     return -1;
   }
-  void TearDown() override {
-    if (HasFailure()) std::fprintf(stderr, "---- tetherd log ----\n%s\n", gw_.Log().c_str());
-  }
-
   TetherdProcess gw_;
   uint16_t coap_port_ = 0;
   int admin_port_ = 0;
@@ -131,12 +127,7 @@ TEST_F(QueuePolicy, DropOldestDropsAndCountsAndOnlyTheNewestReachTheCloud) {
     }
   };
   auto wait_cloud = [&](const std::string& key, const json& want, std::chrono::seconds limit) {
-    auto end = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < end) {
-      if (cloud_at(key) == want) return true;
-      std::this_thread::sleep_for(100ms);
-    }
-    return false;
+    return tether::testing::Eventually([&] { return cloud_at(key) == want; }, limit, 100ms);
   };
   ASSERT_TRUE(wait_cloud("tele", json{{"warmup", 1}}, 10s)) << "the link works before the outage";
   // The upload's confirmation is committed just after the cloud answered.
@@ -165,8 +156,7 @@ TEST_F(QueuePolicy, DropOldestDropsAndCountsAndOnlyTheNewestReachTheCloud) {
   // Back up: the newest three telemetry writes and the three accepted commands arrive.
   ASSERT_TRUE(wait_cloud("tele", json{{"warmup", 1}, {"t3", 3}, {"t4", 4}, {"t5", 5}}, 30s)) << cloud_at("tele").dump();
   ASSERT_TRUE(wait_cloud("cmd", json{{"c0", 0}, {"c1", 1}, {"c2", 2}}, 30s)) << cloud_at("cmd").dump();
-  auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (Queue("cmd")["entries"] != 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(100ms);
+  tether::testing::Eventually([&] { return Queue("cmd")["entries"] == 0; }, 10s, 100ms);
   EXPECT_EQ(dev.Put("cmd/c3", CborUint(3)).CodeString(), "2.05") << "the drained queue accepts again";
   EXPECT_TRUE(wait_cloud("cmd", json{{"c0", 0}, {"c1", 1}, {"c2", 2}, {"c3", 3}}, 30s)) << cloud_at("cmd").dump();
   EXPECT_EQ(Queue("tele")["dropped_oldest"], 3) << "the count is kept";

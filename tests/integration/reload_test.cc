@@ -5,11 +5,11 @@
 
 #include <signal.h>
 
-#include <functional>
 #include <thread>
 
 #include "tests/integration/sdk_client.h"
 #include "tests/integration/tetherd_process.h"
+#include "tests/support/eventually.h"
 #include "tests/upstream/fakecloud_process.h"
 
 namespace tether::testing {
@@ -18,23 +18,11 @@ namespace {
 using namespace std::chrono_literals;
 using nlohmann::json;
 
-bool Eventually(const std::function<bool()>& cond, std::chrono::milliseconds limit = 20s) {
-  auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(100ms);
-  }
-  return cond();
-}
-
 class Reload : public ::testing::Test {
  protected:
   void SetUp() override {
     coap_port_ = static_cast<uint16_t>(FreePort());
     admin_port_ = FreePort(false);
-  }
-  void TearDown() override {
-    if (HasFailure()) std::fprintf(stderr, "---- tetherd log ----\n%s\n", gw_.Log().c_str());
   }
   // The config file: a head (device, admin, store, upstream unless local-only) plus `rest`.
   void Write(const std::string& rest, bool with_upstream = true, const std::string& device_extra = "") {
@@ -84,7 +72,7 @@ TEST_F(Reload, ChangedCloudPatternKeepsQueuedWritesAtTheirPaths) {
   ASSERT_EQ(r.status, 0) << r.out;
   EXPECT_EQ(r.out.find("restart"), std::string::npos) << "a cloud pattern applies without a restart: " << r.out;
   ASSERT_EQ(dev.Put("devices/d1/b", CborUint(2)).CodeString(), "2.05");
-  ASSERT_TRUE(Eventually([&] { return CloudAt("/fleet2/d1/b") == 2 && CloudAt("/fleet/d1/a") == 1; }))
+  ASSERT_TRUE(Eventually([&] { return CloudAt("/fleet2/d1/b") == 2 && CloudAt("/fleet/d1/a") == 1; }, 20s, 100ms))
       << CloudAt("/").dump();
   json all = CloudAt("/");
   all.erase("tether-gateways");
@@ -102,7 +90,7 @@ TEST_F(Reload, NewRoutesDrainAtOnceAndQueueLimitsApply) {
   ShellResult r = Ctl("reload");
   ASSERT_EQ(r.status, 0) << r.out;
   ASSERT_EQ(dev.Put("extra/x", CborUint(5)).CodeString(), "2.05");
-  EXPECT_TRUE(Eventually([&] { return CloudAt("/extra/x") == 5; }, 5s)) << "the new route waited for a restart";
+  EXPECT_TRUE(Eventually([&] { return CloudAt("/extra/x") == 5; }, 5s, 100ms)) << "the new route waited for a restart";
 
   cloud_.control({{"op", "down"}, {"ms", 3000}});
   ASSERT_EQ(dev.Put("extra/y", CborUint(6)).CodeString(), "2.05");
@@ -116,7 +104,7 @@ TEST_F(Reload, NewRoutesDrainAtOnceAndQueueLimitsApply) {
     EXPECT_EQ(row["rejected"], 1) << row.dump();
   }
   EXPECT_TRUE(seen) << q.dump();
-  EXPECT_TRUE(Eventually([&] { return CloudAt("/extra/y") == 6; })) << "queued writes survive the limit change";
+  EXPECT_TRUE(Eventually([&] { return CloudAt("/extra/y") == 6; }, 20s, 100ms)) << "queued writes survive the limit change";
 }
 
 // Upstream, sync roots and device timers need a restart: the reload says so, keeps them running as
@@ -126,7 +114,7 @@ TEST_F(Reload, RestartOnlyChangesAreReportedAndTheOldValuesKeepRunning) {
   Start();
   SdkClient dev(coap_port_);
   ASSERT_TRUE(dev.Open("d1"));
-  ASSERT_TRUE(Eventually([&] { return dev.Request(1, ".info/connected", "", {}, {}, {}, 50u).payload == "true"; }, 10s))
+  ASSERT_TRUE(Eventually([&] { return dev.Request(1, ".info/connected", "", {}, {}, {}, 50u).payload == "true"; }, 10s, 100ms))
       << "link never up";
 
   Write("routes:\n  - { name: devs, match: \"devices/{device}/**\", cloud: \"fleet/{device}/**\", sync: [ fleet ] }\n",
@@ -143,7 +131,7 @@ TEST_F(Reload, RestartOnlyChangesAreReportedAndTheOldValuesKeepRunning) {
 
   // Still uploading, and device reads outside the sync roots still go to the cloud.
   ASSERT_EQ(dev.Put("devices/d1/after", CborUint(3)).CodeString(), "2.05");
-  EXPECT_TRUE(Eventually([&] { return CloudAt("/fleet/d1/after") == 3; })) << "the upstream stopped";
+  EXPECT_TRUE(Eventually([&] { return CloudAt("/fleet/d1/after") == 3; }, 20s, 100ms)) << "the upstream stopped";
   ASSERT_EQ(Shell("curl -sf -X PUT -d '\"cloud-side\"' " + cloud_.url() + "/fleet/d1/info.json").status, 0);
   EXPECT_EQ(dev.Request(1, "devices/d1/info", "", {}, {}, {}, 50u).payload, "\"cloud-side\"");
   json status = json::parse(Ctl("--json status").out);
@@ -158,7 +146,7 @@ TEST_F(Reload, RestartOnlyChangesAreReportedAndTheOldValuesKeepRunning) {
   };
   const size_t before = warnings();
   gw_.Signal(SIGHUP);
-  EXPECT_TRUE(Eventually([&] { return warnings() == before + 1; }, 5s)) << "SIGHUP did not report the restart-only keys";
+  EXPECT_TRUE(Eventually([&] { return warnings() == before + 1; }, 5s, 100ms)) << "SIGHUP did not report the restart-only keys";
   EXPECT_EQ(dev.Ping().CodeString(), "2.05");
   gw_.Signal(SIGTERM);
   EXPECT_EQ(gw_.WaitExit(10s), 0);
@@ -183,8 +171,8 @@ TEST_F(Reload, LocalOnlyBacklogDrainsAfterRestartWithAnUpstream) {
   EXPECT_TRUE(gw_.WaitForLog("uploading 1 route(s)", 5s));
   EXPECT_TRUE(Eventually([&] {
     return CloudAt("/fleet/d7") == json::parse(R"({"v0":10,"v1":11,"v2":12})");
-  })) << CloudAt("/").dump();
-  EXPECT_TRUE(Eventually([&] { return json::parse(Ctl("--json status").out)["queue"]["entries"] == 0; }));
+  }, 20s, 100ms)) << CloudAt("/").dump();
+  EXPECT_TRUE(Eventually([&] { return json::parse(Ctl("--json status").out)["queue"]["entries"] == 0; }, 20s, 100ms));
 }
 
 }  // namespace

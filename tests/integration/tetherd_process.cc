@@ -1,4 +1,5 @@
 #include "tests/integration/tetherd_process.h"
+#include "tests/support/eventually.h"
 
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -7,13 +8,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <sstream>
 #include <stdexcept>
-#include <thread>
 #include <vector>
 
 namespace tether::testing {
@@ -39,8 +40,18 @@ TetherdProcess::~TetherdProcess() {
       break;
     }
   }
+  if (::testing::Test::HasFailure()) {
+    ReportFailure(log);
+    return;  // the directory stays for the post-mortem
+  }
   std::error_code ec;
   std::filesystem::remove_all(dir_, ec);
+}
+
+void TetherdProcess::ReportFailure(const std::string& log) const {
+  if (const char* keep = std::getenv("TETHER_FAULT_KEEP_LOG")) std::ofstream(keep) << log;
+  std::fprintf(stderr, "---- tetherd log (tail; all of it and the store in %s) ----\n%s\n", dir_.c_str(),
+               log.substr(log.size() > kFailureLogTail ? log.size() - kFailureLogTail : 0).c_str());
 }
 
 std::string TetherdProcess::BinaryPath(const std::string& name) {
@@ -87,12 +98,8 @@ std::string TetherdProcess::Log() const {
 }
 
 bool TetherdProcess::WaitForLog(const std::string& text, std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (Log().find(text, log_offset_) != std::string::npos) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return false;
+  return Eventually([&] { return Log().find(text, log_offset_) != std::string::npos; }, timeout,
+                    std::chrono::milliseconds(10));
 }
 
 void TetherdProcess::Signal(int sig) {
@@ -100,17 +107,18 @@ void TetherdProcess::Signal(int sig) {
 }
 
 int TetherdProcess::WaitExit(std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (pid_ > 0 && std::chrono::steady_clock::now() < deadline) {
-    int status = 0;
-    pid_t r = waitpid(pid_, &status, WNOHANG);
-    if (r == pid_) {
-      pid_ = -1;
-      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return -1;
+  if (pid_ <= 0) return -1;
+  int exit_status = -1;
+  Eventually(
+      [&] {
+        int status = 0;
+        if (waitpid(pid_, &status, WNOHANG) != pid_) return false;
+        pid_ = -1;
+        exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        return true;
+      },
+      timeout, std::chrono::milliseconds(5));
+  return exit_status;
 }
 
 void TetherdProcess::Kill9() {

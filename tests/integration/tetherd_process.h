@@ -1,7 +1,11 @@
 // TetherdProcess: starts the real tetherd binary for an integration test and stops it.
 //
 // Each instance owns a temp directory holding the config file, the store and the captured stderr.
-// The destructor SIGKILLs a still-running daemon and removes the directory.
+// The destructor SIGKILLs a still-running daemon and removes the directory, except when the test
+// has failed: then it prints the tail of the daemon's log to stderr, leaves the directory for the
+// post-mortem and, when TETHER_FAULT_KEEP_LOG names a file, writes the whole log there. This is
+// the one failure report for every test that runs the daemon (fixtures add only what is theirs,
+// e.g. the fake cloud's request log).
 // Like systemd's RuntimeDirectory=, Start() gives the daemon RUNTIME_DIRECTORY=dir(), so its admin
 // token is admin_token_file() (unless the config names another), and Shell() hands that file to
 // the tetherctl it runs (TETHER_ADMIN_TOKEN_FILE of the daemon started last in this process).
@@ -41,6 +45,9 @@ class TetherdProcess {
   static std::string BinaryPath(const std::string& name);
 
  private:
+  static constexpr size_t kFailureLogTail = 12000;  // bytes of log printed for a failed test
+  void ReportFailure(const std::string& log) const;
+
   std::string dir_;
   std::map<std::string, std::string> env_;
   pid_t pid_ = -1;

@@ -8,6 +8,7 @@
 
 #include "tests/integration/sdk_client.h"
 #include "tests/integration/tetherd_process.h"
+#include "tests/support/eventually.h"
 #include "tests/upstream/fakecloud_process.h"
 
 namespace tether::testing {
@@ -31,11 +32,8 @@ class Transactions : public ::testing::Test {
     ASSERT_TRUE(gw_.WaitForLog("uploading 1 route(s)", 10s)) << gw_.Log();
   }
   bool WaitConnected(SdkClient& dev, bool want) {
-    for (int i = 0; i < 150; ++i) {
-      if ((dev.Request(kGet, ".info/connected", "", {}, {}, {}, 50u).payload == "true") == want) return true;
-      std::this_thread::sleep_for(100ms);
-    }
-    return false;
+    return Eventually([&] { return (dev.Request(kGet, ".info/connected", "", {}, {}, {}, 50u).payload == "true") == want; },
+                      15s, 100ms);
   }
   CoapReply Cas(SdkClient& dev, const std::string& path, const std::string& expect, const std::string& value) {
     return dev.Request(kPut, path, R"({".cas":{"expect":)" + expect + R"(,"value":)" + value + "}}", {}, {}, 50u, 50u);
@@ -47,10 +45,6 @@ class Transactions : public ::testing::Test {
     size_t end = text.find('\n', at);
     return text.substr(at + line_prefix.size(), end - at - line_prefix.size());
   }
-  void TearDown() override {
-    if (HasFailure()) std::fprintf(stderr, "---- tetherd log ----\n%s\n", gw_.Log().c_str());
-  }
-
   upstream::testing::FakeCloud cloud_;
   TetherdProcess gw_;
   uint16_t port_ = 0;
@@ -121,7 +115,7 @@ TEST_F(Transactions, ConflictKeepsLaterQueuedWritesInTheLocalCopy) {
   ASSERT_TRUE(gw_.WaitForLog("transaction conflict at /fleet/dev1/lock", 15s));
   const json want = {{"owner", "other"}, {"note", "later"}};
   json cloud;
-  for (int i = 0; i < 100 && (cloud = cloud_.get("/fleet/dev1/lock")) != want; ++i) std::this_thread::sleep_for(100ms);
+  Eventually([&] { return (cloud = cloud_.get("/fleet/dev1/lock")) == want; }, 10s, 100ms);
   EXPECT_EQ(cloud, want);
   // Read the local copy itself (online a GET would ask the cloud): cut the cloud off again.
   cloud_.control({{"op", "drop"}, {"on", true}});
@@ -152,11 +146,7 @@ TEST_F(Transactions, MatchingCompareAndSetReachesTheCloudWithIfMatch) {
   ASSERT_FALSE(etag.empty()) << head.out;
   ASSERT_EQ(Cas(dev, "devices/dev1/lock", R"({"n":1})", R"({"n":2,"by":"dev1"})").CodeString(), "2.05");
   ASSERT_EQ(Cas(dev, "devices/dev1/lock", R"({"n":2,"by":"dev1"})", "null").CodeString(), "2.05");  // then release
-  for (int i = 0; i < 100; ++i) {
-    json log = cloud_.control({{"op", "log"}});
-    if (log.size() >= 3 && cloud_.get("/fleet/dev1/lock").is_null()) break;
-    std::this_thread::sleep_for(50ms);
-  }
+  Eventually([&] { return cloud_.control({{"op", "log"}}).size() >= 3 && cloud_.get("/fleet/dev1/lock").is_null(); }, 5s, 50ms);
   EXPECT_TRUE(cloud_.get("/fleet/dev1/lock").is_null());
   std::vector<std::string> methods;
   std::vector<json> if_match;

@@ -42,7 +42,6 @@ TEST(Differential, LocalCopyAgreesWithTheOfficialClient) {
   EXPECT_EQ(r.status, 0) << "tetherd and firebase 7.24 disagree (cases above), or the harness broke";
   EXPECT_NE(r.out.find("mismatches=0"), std::string::npos);
   EXPECT_EQ(kill(gw.pid(), 0), 0) << "tetherd is still running";
-  if (HasFailure()) std::fprintf(stderr, "---- tetherd log ----\n%s\n", gw.Log().c_str());
 }
 
 }  // namespace

@@ -67,9 +67,6 @@ class AdminAttack : public ::testing::Test {
     device_ = std::make_unique<SdkClient>(coap_port_);
     ASSERT_TRUE(device_->Open("victim-7"));
   }
-  void TearDown() override {
-    if (HasFailure()) std::fprintf(stderr, "---- tetherd log ----\n%s\n", gw_.Log().c_str());
-  }
   std::string Url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(admin_port_) + path; }
   // curl as root with the admin token (what the daemon's operator may do); prints body + status.
   ShellResult Curl(const std::string& args) {

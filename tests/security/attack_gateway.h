@@ -1,14 +1,8 @@
 // Support for the attack suites: the real tetherd on loopback with free ports (AttackGateway), a
-// DTLS-PSK client on a UDP socket bound to a chosen 127.0.0.0/8 address (SourcedDtlsClient, so one
+// DTLS-PSK client on a UDP socket bound to a chosen 127.0.0.0/8 address (UdpDtlsClient, so one
 // test acts as many hosts), and a UDP socket that only counts what reaches an address (Sink, a
 // victim or a dead device). Everything blocks with bounded waits; loopback only.
 #pragma once
-
-#include <mbedtls/ctr_drbg.h>
-#include <mbedtls/entropy.h>
-#include <mbedtls/net_sockets.h>
-#include <mbedtls/ssl.h>
-#include <mbedtls/timing.h>
 
 #include <atomic>
 #include <chrono>
@@ -20,6 +14,7 @@
 #include <vector>
 
 #include "tests/integration/tetherd_process.h"
+#include "tests/integration/udp_dtls_client.h"
 
 namespace tether::testing {
 
@@ -31,7 +26,6 @@ class AttackGateway {
   // empty: open). Fails the test if it does not come up.
   void Start(const std::string& device_keys = "", const std::string& extra = "", bool dtls = false,
              const std::string& keys = "", const std::string& app_auth = "");
-  ~AttackGateway();
 
   uint16_t port() const { return port_; }
   uint16_t dtls_port() const { return dtls_port_; }
@@ -56,33 +50,6 @@ class Sink {
  private:
   int fd_ = -1;
   uint16_t port_ = 0;
-};
-
-class SourcedDtlsClient {
- public:
-  SourcedDtlsClient(const std::string& source_ip, uint16_t server_port, const std::string& identity,
-                    const std::string& key, std::chrono::milliseconds read_timeout = std::chrono::milliseconds(400));
-  ~SourcedDtlsClient();
-  SourcedDtlsClient(const SourcedDtlsClient&) = delete;
-  SourcedDtlsClient& operator=(const SourcedDtlsClient&) = delete;
-
-  // Stops once the server answered the ClientHello that carries its cookie: the server now holds
-  // an unfinished handshake for this client. False if it never answered.
-  bool HalfOpen();
-  // The whole handshake; false if it failed or the server stayed silent (mbedTLS gives up after
-  // its handshake timeout, about 3 s here).
-  bool Handshake();
-  bool Write(const std::string& plaintext);
-  std::optional<std::string> Read();  // one record, within the read timeout
-
- private:
-  bool ok_ = false;
-  mbedtls_net_context net_;
-  mbedtls_ssl_context ssl_;
-  mbedtls_ssl_config conf_;
-  mbedtls_ctr_drbg_context drbg_;
-  mbedtls_entropy_context entropy_;
-  mbedtls_timing_delay_context timer_;
 };
 
 // Attack threads that run until the test ends, however it ends (a failed ASSERT returns early):

@@ -27,7 +27,7 @@ TEST(DtlsSlots, DevicesCompleteHandshakesWhileAFewHostsFloodHalfOpenOnes) {
     flood.Run([&, host] {
       const std::string ip = "127.0.0." + std::to_string(host);
       while (!flood.stop) {
-        SourcedDtlsClient c(ip, gw.dtls_port(), "sensor-1", "not-the-key", 300ms);
+        UdpDtlsClient c(ip, gw.dtls_port(), "sensor-1", "not-the-key", 300ms);
         if (c.HalfOpen()) ++half_open;
         std::this_thread::sleep_for(100ms);  // within the per-IP hello rate
       }
@@ -37,7 +37,7 @@ TEST(DtlsSlots, DevicesCompleteHandshakesWhileAFewHostsFloodHalfOpenOnes) {
     ASSERT_TRUE(Eventually([&] { return gw.Metric("tether_dtls_sessions{state=\"handshaking\"}") >= 64; }, 10s))
         << "the flood holds every place before device " << device;
     const auto t0 = Clock::now();
-    SourcedDtlsClient d("127.0.0." + std::to_string(30 + device), gw.dtls_port(), "sensor-1", "key-one-secret", 500ms);
+    UdpDtlsClient d("127.0.0." + std::to_string(30 + device), gw.dtls_port(), "sensor-1", "key-one-secret", 500ms);
     ASSERT_TRUE(d.Handshake()) << "device " << device;
     ASSERT_TRUE(d.Write(CoapRequest(2, static_cast<uint16_t>(0x0100 + device), "dev" + std::to_string(device), {".cs"})));
     const std::optional<std::string> reply = d.Read();

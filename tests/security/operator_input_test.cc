@@ -27,9 +27,6 @@ class OperatorInput : public ::testing::Test {
     secret_ = gw_.dir() + "/app.secret";
     WriteSecret("0123456789abcdef-first", 0640);
   }
-  void TearDown() override {
-    if (HasFailure()) std::fprintf(stderr, "---- tetherd log ----\n%s\n", gw_.Log().c_str());
-  }
   void WriteSecret(const std::string& text, mode_t mode) {
     std::ofstream(secret_) << text << "\n";
     ASSERT_EQ(chmod(secret_.c_str(), mode), 0);

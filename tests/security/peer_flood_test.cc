@@ -63,7 +63,7 @@ TEST(PeerFlood, NewDevicesAreAnsweredWithinASecondWhileSpoofedSourcesFillThePeer
   EXPECT_EQ(known.Ping().CodeString(), "2.05");
   EXPECT_LT(Clock::now() - t0, 1s);
   // A DTLS device: handshake, then its first request.
-  SourcedDtlsClient dtls("127.0.0.1", gw.dtls_port(), "sensor-1", "key-one-secret", 1000ms);
+  UdpDtlsClient dtls("127.0.0.1", gw.dtls_port(), "sensor-1", "key-one-secret", 1000ms);
   ASSERT_TRUE(dtls.Handshake());
   ASSERT_TRUE(dtls.Write(CoapRequest(2, 0x0101, "dtls", {".cs"})));
   const std::optional<std::string> reply = dtls.Read();

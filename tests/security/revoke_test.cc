@@ -29,12 +29,6 @@ class Revoke : public ::testing::Test {
     port_ = static_cast<uint16_t>(FreePort());
     admin_port_ = FreePort(false);
   }
-  void TearDown() override {
-    if (HasFailure()) {
-      const std::string log = gw_.Log();
-      std::fprintf(stderr, "---- tetherd log (tail) ----\n%s\n", log.substr(log.size() > 6000 ? log.size() - 6000 : 0).c_str());
-    }
-  }
   // The configuration: device and admin on loopback, a store, then `rest` (apps, routes, dtls).
   void Write(const std::string& rest) {
     gw_.WriteConfig("device:\n  listen: \"127.0.0.1:" + std::to_string(port_) + "\"\nadmin:\n  listen: \"127.0.0.1:" +
@@ -218,7 +212,7 @@ TEST_F(Revoke, ReloadEndsSessionsOfARemovedDtlsIdentity) {
   Write(config(true));
   gw_.Start();
   ASSERT_TRUE(gw_.WaitForLog("listening for CoAP over DTLS", 10s)) << gw_.Log();
-  SourcedDtlsClient d("127.0.0.1", dtls_port, "sensor-1", "key-one-secret", 1000ms);
+  UdpDtlsClient d("127.0.0.1", dtls_port, "sensor-1", "key-one-secret", 1000ms);
   ASSERT_TRUE(d.Handshake());
   auto request = [&](uint8_t method, uint16_t mid, const std::vector<std::string>& path,
                      const std::vector<std::string>& queries, const std::string& payload = "") -> std::string {

@@ -14,11 +14,12 @@
 #include <fstream>
 #include <functional>
 
+#include "tests/integration/tetherd_process.h"
+#include "tests/support/eventually.h"
+#include "tests/upstream/run_until.h"
 #include "upstream/credentials.h"
 #include "upstream/http_client.h"
 #include "upstream/rest_get.h"
-#include "tests/integration/tetherd_process.h"
-#include "tests/upstream/run_until.h"
 
 namespace tether::upstream {
 namespace {
@@ -62,7 +63,7 @@ class Http2 : public ::testing::Test {
             static_cast<char*>(nullptr));
       _exit(127);
     }
-    for (int i = 0; i < 100 && !Listening(port_); ++i) usleep(50000);
+    tether::testing::Eventually([&] { return Listening(port_); }, std::chrono::seconds(5), std::chrono::milliseconds(50));
     ASSERT_TRUE(Listening(port_)) << "nghttpd did not start";
     uv_loop_init(&loop_);
   }

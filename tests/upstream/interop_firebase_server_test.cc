@@ -15,11 +15,12 @@
 #include <functional>
 
 #include "tests/integration/tetherd_process.h"
+#include "tests/support/eventually.h"
 #include "tests/upstream/fakecloud_process.h"
 #include "tests/upstream/memory_outbox.h"
+#include "tests/upstream/run_until.h"
 #include "upstream/drainer.h"
 #include "upstream/rest_get.h"
-#include "tests/upstream/run_until.h"
 
 namespace tether::upstream {
 namespace {
@@ -51,12 +52,9 @@ TEST(Interop, FirebaseServerAcceptsClientRequests) {
       return got;
     };
     // Wait until it listens (bounded).
-    bool up = false;
-    for (int i = 0; i < 100 && !up; ++i) {
-      up = get("/").ok;
-      if (!up) usleep(100000);
-    }
-    ASSERT_TRUE(up) << "firebase-server did not start";
+    ASSERT_TRUE(tether::testing::Eventually([&] { return get("/").ok; }, std::chrono::seconds(10),
+                                            std::chrono::milliseconds(100)))
+        << "firebase-server did not start";
 
     testing::MemoryOutbox outbox;
     using K = OutboundOp::Kind;
