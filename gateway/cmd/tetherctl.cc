@@ -8,6 +8,7 @@
 // --store): --token-file, else $TETHER_ADMIN_TOKEN_FILE, else admin.token_file of --config FILE,
 // else /run/tether/admin.token — readable by root and group tether only.
 #include <CLI/CLI.hpp>
+#include <httplib.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -119,6 +120,10 @@ std::string AdminTarget(const tether::HostPort& listen) {
   if (host == "::") host = "::1";
   return tether::HostPort{host, listen.port}.ToString();
 }
+
+// One URL component (a path segment or a query value) percent-encoded by cpp-httplib, the library
+// the admin client speaks HTTP with (tetherctl does not link libcurl; see docs/architecture.md).
+std::string UrlComponent(const std::string& text) { return httplib::detail::encode_query_param(text); }
 
 // `store check` without a daemon: opens the LMDB store read-only (safe while tetherd runs too).
 int CheckStoreDirectly(const std::string& dir, bool raw_json) {
@@ -282,13 +287,13 @@ int main(int argc, char** argv) {
       if (ctl.Call("GET", "/api/v1/status", nullptr, &r, &rc) && !raw_json) PrintFields(r);
     } else if (*sessions) {
       std::string path = "/api/v1/sessions";
-      if (!app_filter.empty()) path += "?app=" + tether::PercentEncode(app_filter);
+      if (!app_filter.empty()) path += "?app=" + UrlComponent(app_filter);
       if (ctl.Call("GET", path, nullptr, &r, &rc) && !raw_json) {
         PrintTable(r.value("sessions", json::array()),
                    {"device", "app", "state", "address", "last_seen_s", "since_s"}, "no sessions");
       }
     } else if (*kick) {
-      std::string path = "/api/v1/sessions/" + tether::PercentEncode(kick_device) + "/kick";
+      std::string path = "/api/v1/sessions/" + UrlComponent(kick_device) + "/kick";
       if (ctl.Call("POST", path, nullptr, &r, &rc) && !raw_json) std::printf("%s\n", Cell(r["message"]).c_str());
     } else if (*queue) {
       if (ctl.Call("GET", "/api/v1/queue", nullptr, &r, &rc) && !raw_json) {

@@ -28,6 +28,7 @@ check() {
 check device_proto device_proto
 check store store
 check upstream upstream
+check util util
 check gateway/model gateway/model
 check gateway/config gateway/config gateway/model store upstream
 check gateway/admin gateway/admin gateway/config store
