@@ -31,7 +31,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 1: RoundTrip<DeadLetter>(in, EncodeDeadLetter, DecodeDeadLetter); break;
     case 2: RoundTrip<SessionRecord>(in, EncodeSession, DecodeSession); break;
     case 3: RoundTrip<OnDisconnectOp>(in, EncodeOnDisconnect, DecodeOnDisconnect); break;
-    case 4: RoundTrip<RouteStats>(in, EncodeRouteStats, DecodeRouteStats); break;
+    case 4: RoundTrip<RouteQueueStats>(in, EncodeRouteStats, DecodeRouteStats); break;
   }
   return 0;
 }
