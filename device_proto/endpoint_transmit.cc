@@ -168,9 +168,9 @@ void Endpoint::Impl::reply_direct(uint32_t socket, const Address& from, const Me
   w.payload({reinterpret_cast<const uint8_t*>(diag.data()), diag.size()});
   const std::span<const uint8_t> bytes(scratch.data(), w.size());
   send(socket, from, bytes);
-  if (cache) {
+  if (cache && !answered_afresh(req)) {
     auto p = peers.find(from);
-    DedupEntry e{req.token, std::string(bytes.begin(), bytes.end()), 0, p == peers.end() ? 0 : p->second.binding};
+    DedupEntry e{std::string(bytes.begin(), bytes.end()), 0, p == peers.end() ? 0 : p->second.binding, req.token};
     const size_t extra = heap_bytes(e.reply);
     dedup.insert(MidKey{from, req.mid}, std::move(e), extra, now());
   }
@@ -235,7 +235,9 @@ bool Endpoint::Impl::deliver(ExchangeId id, const Response& r, std::optional<uin
     send(x.socket, x.peer, bytes);
   }
   const MidKey key{x.peer, x.mid};
-  if (DedupEntry* e = dedup.find(key); e && e->pending == id) {
+  if (DedupEntry* e = dedup.find(key); e && e->pending == id && x.answered_afresh) {
+    dedup.erase(key);  // answered: a retransmission is processed again
+  } else if (e && e->pending == id) {
     e->pending = 0;
     if (type != Type::kCon) {  // a separate CON response is retransmitted by its own timer
       e->reply.assign(bytes.begin(), bytes.end());
