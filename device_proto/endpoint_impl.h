@@ -102,14 +102,19 @@ struct Exchange {
   std::optional<Block> block1_echo;   // final Block1 of a reassembled body
   ResourceKey resource;               // for caching Block2 bodies
   bool unasked_blocks = false;        // may start Block2 without a Block2 request
-  bool answered_afresh = false;       // a GET: its dedup entry goes once it is answered
+  bool answered_afresh = false;       // a GET: see answered_afresh()
+  bool has_dedup = false;             // its dedup entry was made (a GET's only if it outlived the upcall)
 };
 
 // RFC 7252 §4.5: a retransmitted GET may be processed again rather than answered from a cache.
-// Such a request keeps a dedup entry only while it is pending (a retransmission then gets the
-// empty ACK, never a second upcall); once answered it keeps nothing, so a device's pings cost no
-// cached replies. Every other method keeps its reply for EXCHANGE_LIFETIME: a repeated write
-// could undo a later one. A GET with Block1 keeps it too: its upload state is not idempotent.
+// - Such a request keeps a dedup entry only while it is pending (a retransmission then gets the
+//   empty ACK, never a second upcall); one answered in its upcall never makes one.
+// - Answered 2.xx, it keeps nothing: a device's pings and reads cost no cached replies.
+// - Answered otherwise, its reply is kept as any other: an error may hang on state the request
+//   itself changed (a ping steered 4.01 for being late would, processed again 2 s later, be on
+//   time), and errors are rare.
+// - Every other method, and a GET with Block1 (its upload state is not idempotent), keeps its
+//   reply for EXCHANGE_LIFETIME: a repeated write could undo a later one.
 inline bool answered_afresh(const Message& m) { return m.code == code::kGet && !m.find(opt::kBlock1); }
 
 // Largest members first: 56 bytes, not 64 with the token in front.

@@ -121,7 +121,7 @@ void Endpoint::Impl::on_request(uint32_t socket, const Address& from, Peer& peer
   const ExchangeId id = ++last_id;
   const bool afresh = answered_afresh(msg);
   Exchange x{from, socket, msg.mid, msg.token, msg.type == Type::kCon, false, block2, block1_echo, resource, false,
-             afresh};
+             afresh, !afresh};
   exchanges.emplace(id, std::move(x));
   ++peer.refs;
   // A GET's entry is made only if it is still pending after the upcall: no datagram arrives
@@ -132,7 +132,10 @@ void Endpoint::Impl::on_request(uint32_t socket, const Address& from, Peer& peer
       block1_echo ? std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(body.data()), body.size()) : msg.payload;
   handler.on_request(Request{id, from, msg, payload, identity, peer.verified});
   if (!exchanges.count(id)) return;  // answered synchronously: no timers needed
-  if (afresh) dedup.insert(key, DedupEntry{{}, id, peer.binding, msg.token}, 0, now());
+  if (afresh) {
+    dedup.insert(key, DedupEntry{{}, id, peer.binding, msg.token}, 0, now());
+    exchanges.at(id).has_dedup = true;
+  }
   // One timer entry per pending exchange: a CON's expiry is scheduled when its empty ACK goes out.
   if (msg.type == Type::kCon) {
     timers.schedule(now() + opt.separate_ack_after_ms, TimerKind::kSeparateAck, id);

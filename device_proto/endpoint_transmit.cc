@@ -168,7 +168,7 @@ void Endpoint::Impl::reply_direct(uint32_t socket, const Address& from, const Me
   w.payload({reinterpret_cast<const uint8_t*>(diag.data()), diag.size()});
   const std::span<const uint8_t> bytes(scratch.data(), w.size());
   send(socket, from, bytes);
-  if (cache && !answered_afresh(req)) {
+  if (cache) {
     auto p = peers.find(from);
     DedupEntry e{std::string(bytes.begin(), bytes.end()), 0, p == peers.end() ? 0 : p->second.binding, req.token};
     const size_t extra = heap_bytes(e.reply);
@@ -235,7 +235,14 @@ bool Endpoint::Impl::deliver(ExchangeId id, const Response& r, std::optional<uin
     send(x.socket, x.peer, bytes);
   }
   const MidKey key{x.peer, x.mid};
-  if (DedupEntry* e = dedup.find(key); e && e->pending == id && x.answered_afresh) {
+  const bool keep = !(x.answered_afresh && code::cls(meta.code) == 2);  // see answered_afresh()
+  DedupEntry* e = x.has_dedup ? dedup.find(key) : nullptr;
+  if (!x.has_dedup && keep) {  // a GET refused in its upcall: its reply is kept after all
+    auto p = peers.find(x.peer);
+    DedupEntry made{std::string(bytes.begin(), bytes.end()), 0, p == peers.end() ? 0 : p->second.binding, x.token};
+    const size_t extra = heap_bytes(made.reply);
+    dedup.insert(key, std::move(made), extra, now());
+  } else if (e && e->pending == id && !keep) {
     dedup.erase(key);  // answered: a retransmission is processed again
   } else if (e && e->pending == id) {
     e->pending = 0;
