@@ -16,14 +16,14 @@ std::optional<int64_t> EventCloudTimeMs(const store::QueueEntry& e, int64_t wall
   return std::nullopt;
 }
 
-CloudBridge::CloudBridge(store::Store& store, DeviceApi& devices, std::shared_ptr<const RouteTable> routes)
-    : store_(store), devices_(devices), routes_(std::move(routes)) {
-  devices_.SetUploadsInFlight([this] { return IncrementsInFlight(); });
+CloudBridge::CloudBridge(store::Store& store, LocalCopy& local, std::shared_ptr<const RouteTable> routes)
+    : store_(store), local_(local), routes_(std::move(routes)) {
+  local_.SetUploadsInFlight([this] { return IncrementsInFlight(); });
 }
 
 CloudBridge::~CloudBridge() {
   *alive_ = false;
-  devices_.SetUploadsInFlight(nullptr);
+  local_.SetUploadsInFlight(nullptr);
 }
 
 std::vector<uint64_t> CloudBridge::IncrementsInFlight() const {
@@ -215,14 +215,14 @@ void CloudBridge::conflict(const upstream::OutboundOp& op, const std::string& cl
   store::WriteBatch b;
   b.AckThrough(op.route, op.seq);
   // The writes queued after the lost one still upload: the local copy shows them on top.
-  if (!cloud.is_discarded()) b.TreeSetFromCloud(tree_path, cloud, IncrementsInFlight());
-  devices_.OnTransactionConflict();
+  if (!cloud.is_discarded()) local_.AddCloudValue(&b, tree_path, cloud);
+  if (listener_) listener_->OnTransactionConflict();
   Settle(op.route, std::move(b), [this](const store::BatchResult& r) {
     if (!r.status.ok()) {
       spdlog::error("recording a transaction conflict failed: {}", r.status.ToString());
       return;
     }
-    devices_.OnTreeChanged(r.changed_paths);
+    local_.Committed(r.changed_paths);
   });
 }
 
@@ -232,7 +232,7 @@ void CloudBridge::OnLinkChanged(bool connected) {
   if (!connected) {
     for (auto& [route, w] : clock_waits_) w.since_ms = 0;  // the wait counts only while the cloud answers
   }
-  devices_.SetCloudLink(connected_, clock_offset_ms());
+  if (listener_) listener_->SetCloudLink(connected_, clock_offset_ms());
 }
 
 void CloudBridge::OnClockEstimate(std::optional<int64_t> boot_offset_ms, int64_t rtt_ms, bool current) {
@@ -243,7 +243,7 @@ void CloudBridge::OnClockEstimate(std::optional<int64_t> boot_offset_ms, int64_t
   if (offset && (!before || std::llabs(*before - *offset) > 100)) {
     spdlog::info("cloud clock offset {} ms (rtt {} ms)", *offset, rtt_ms);
   }
-  devices_.SetCloudLink(connected_, offset);
+  if (listener_) listener_->SetCloudLink(connected_, offset);
   if (upload_boot_offset_ms_ && held_for_clock_) {
     held_for_clock_ = false;
     if (on_clock_ready_) on_clock_ready_();
@@ -269,29 +269,5 @@ std::map<std::string, CloudBridge::RouteHold> CloudBridge::Holds() const {
   }
   return out;
 }
-
-void CloudBridge::OnSyncData(const std::string& path, const nlohmann::json& value, bool is_patch) {
-  store::WriteBatch b;
-  std::string tree_path(1, '/');  // not "/" + ...: GCC 12 -O3 reports a false -Wrestrict there
-  tree_path += JoinPath(SplitPath(path));
-  if (is_patch) {
-    b.TreeUpdateFromCloud(tree_path, value, IncrementsInFlight());
-  } else {
-    b.TreeSetFromCloud(tree_path, value, IncrementsInFlight());
-    // A put is the cloud's whole value there: held, also offline (a sync root counts as complete
-    // from its first full sync on, not before).
-    if (!store_.tree().HoldsComplete(tree_path, "")) b.TreeMarkComplete(tree_path, "");
-  }
-  auto alive = alive_;
-  store_.Submit(std::move(b), [this, alive](const store::BatchResult& r) {
-    if (!*alive) return;
-    if (!r.status.ok()) {
-      spdlog::warn("cloud data not stored locally: {}", r.status.ToString());
-      return;
-    }
-    devices_.OnTreeChanged(r.changed_paths);
-  });
-}
-
 
 }  // namespace tether

@@ -4,8 +4,10 @@
 // route, each path (queued as the absolute cloud path it was accepted for) made relative to the
 // route's current cloud root — or, for an entry outside it (queued before a reload changed the
 // pattern or removed the route), to the database root — and the event time of each write turned
-// into cloud time. As upstream::CloudListener it writes synced cloud data into the local copy and
-// tells DeviceApi what changed and whether the cloud is reachable. Loop thread only.
+// into cloud time. It tells the device side (CloudLinkListener) whether the cloud is reachable and
+// hands the cloud's value after a transaction conflict to the local copy (LocalCopy, the one door
+// for cloud data into the tree). It knows neither DeviceApi nor the notifier. Loop thread only;
+// the store and the local copy must outlive it.
 //
 // A write holding {".sv":"timestamp"} on an event-time route is handed out only once its event
 // time is known in cloud time (EventCloudTimeMs): until the clock has an estimate measured on the
@@ -26,7 +28,8 @@
 #include <string>
 
 #include "gateway/auth_override.h"
-#include "gateway/device_api.h"
+#include "gateway/cloud_link_listener.h"
+#include "gateway/local_copy.h"
 #include "gateway/route_table.h"
 #include "store/store.h"
 #include "upstream/outbox.h"
@@ -44,8 +47,12 @@ std::optional<int64_t> EventCloudTimeMs(const store::QueueEntry& e, int64_t wall
 
 class CloudBridge : public upstream::Outbox {
  public:
-  CloudBridge(store::Store& store, DeviceApi& devices, std::shared_ptr<const RouteTable> routes);
+  // Becomes the local copy's source of uploads in flight (IncrementsInFlight) until destroyed.
+  CloudBridge(store::Store& store, LocalCopy& local, std::shared_ptr<const RouteTable> routes);
   ~CloudBridge() override;
+
+  // Hears link and clock changes and conflicts (null: nobody).
+  void SetLinkListener(CloudLinkListener* listener) { listener_ = listener; }
 
   void SetRoutes(std::shared_ptr<const RouteTable> routes) { routes_ = std::move(routes); }
   // Uploads are evaluated by the cloud's rules as the device that made them.
@@ -81,7 +88,7 @@ class CloudBridge : public upstream::Outbox {
   void confirmed(const std::string& route, uint64_t up_to_seq) override;
   void dead_letter(const upstream::OutboundOp& op, int http_status, std::string reason) override;
   // The local copy takes the cloud's value with the later queued writes on top (observers hear
-  // it) and the device API counts it.
+  // it) and the listener counts it.
   void conflict(const upstream::OutboundOp& op, const std::string& cloud_value_json) override;
   // Queue seqs of increments handed to the uploader and not yet settled: cloud data arriving
   // meanwhile may already count them, so they are not applied again on top of it.
@@ -92,10 +99,6 @@ class CloudBridge : public upstream::Outbox {
   // The clock's estimate as cloud - CLOCK_BOOTTIME (nullopt: none) and whether it was measured on
   // the current link.
   void OnClockEstimate(std::optional<int64_t> boot_offset_ms, int64_t rtt_ms, bool current);
-  // Cloud data under a sync root: path is absolute; a patch merges an object of relative paths.
-  // Written with the pending writes on top; a put makes the path complete (held offline).
-  void OnSyncData(const std::string& path, const nlohmann::json& value, bool is_patch);
-
   std::string RootOf(const std::string& route) const;
 
  private:
@@ -108,7 +111,8 @@ class CloudBridge : public upstream::Outbox {
   std::map<uint64_t, std::string> increments_out_;  // seq -> route, see IncrementsInFlight
 
   store::Store& store_;
-  DeviceApi& devices_;
+  LocalCopy& local_;
+  CloudLinkListener* listener_ = nullptr;
   std::shared_ptr<const RouteTable> routes_;
   bool connected_ = false;
   // Cloud time - CLOCK_BOOTTIME: unlike an offset to the wall clock it survives wall clock steps.

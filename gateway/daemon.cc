@@ -4,6 +4,7 @@
 
 #include "gateway/admin_token.h"
 #include "gateway/auth_override.h"
+#include "gateway/daemon_config.h"
 #include "gateway/log.h"
 #include "gateway/secret_file.h"
 #include "store/store_error.h"
@@ -12,120 +13,6 @@
 #include <set>
 
 namespace tether {
-
-namespace {
-
-std::map<std::string, store::QueueLimits> QueueLimitsFrom(const Config& c) {
-  std::map<std::string, store::QueueLimits> out;
-  for (const auto& r : c.routes) {
-    store::QueueLimits l;
-    l.max_entries = r.queue.max_entries;
-    l.max_bytes = r.queue.max_bytes;
-    l.policy = r.queue.on_full == QueuePolicy::OnFull::kReject ? store::OverflowPolicy::kReject
-                                                                : store::OverflowPolicy::kDropOldest;
-    l.ttl_ms = r.queue.ttl ? r.queue.ttl->count() : 0;
-    out[r.name] = l;
-  }
-  return out;
-}
-
-store::StoreOptions StoreOptionsFrom(const Config& c) {
-  store::StoreOptions o;
-  o.durability = c.store.fsync ? store::Durability::kFsync : store::Durability::kOsBuffered;
-  o.map_size = c.store.map_size;
-  o.map_max = c.store.map_max;
-  o.tree_cache_bytes = c.store.cache_bytes;
-  o.tree_unit_depth = c.store.cache_unit_depth;
-  o.global_max_entries = c.store.queue_max_entries;
-  o.global_max_bytes = c.store.queue_max_bytes;
-  o.route_limits = QueueLimitsFrom(c);
-  for (const auto& r : c.routes) {
-    for (const auto& root : r.sync) o.tree_pinned_roots.push_back(root);
-  }
-  return o;
-}
-
-std::set<std::string> SyncRoots(const Config& c) {
-  std::set<std::string> roots;
-  for (const auto& r : c.routes) roots.insert(r.sync.begin(), r.sync.end());
-  return roots;
-}
-
-// `next` with the parts only a restart applies reset to their values in `started`; the key
-// paths of those that differ are appended to *restart.
-Config RunnableConfig(const Config& started, Config next, std::vector<std::string>* restart) {
-  auto check = [&](bool differs, const char* key) {
-    if (differs) restart->push_back(key);
-  };
-  check(next.gateway_id != started.gateway_id, "gateway.id");
-  const DeviceConfig &d = next.device, &d0 = started.device;
-  check(d.listen.ToString() != d0.listen.ToString(), "device.listen");
-  check(d.max_datagram != d0.max_datagram, "device.max_datagram");
-  check(d.heartbeat_target != d0.heartbeat_target, "device.heartbeat_target");
-  check(d.session_timeout != d0.session_timeout, "device.session_timeout");
-  check(d.max_payload != d0.max_payload, "device.max_payload");
-  check(d.max_write_wait != d0.max_write_wait, "device.max_write_wait");
-  const StoreConfig &st = next.store, &st0 = started.store;
-  check(st.path != st0.path, "store.path");
-  check(st.fsync != st0.fsync, "store.durability");
-  check(st.map_size != st0.map_size || st.map_max != st0.map_max, "store.map_size/map_max");
-  check(st.cache_bytes != st0.cache_bytes, "store.cache_bytes");
-  check(st.queue_max_entries != st0.queue_max_entries || st.queue_max_bytes != st0.queue_max_bytes,
-        "store.queue_max_entries/queue_max_bytes");
-  check(next.admin_listen.ToString() != started.admin_listen.ToString(), "admin.listen");
-  check(next.admin_token_file != started.admin_token_file, "admin.token_file");
-  if (next.upstream.has_value() != started.upstream.has_value()) {
-    restart->push_back(next.upstream ? "upstream (added)" : "upstream (removed)");
-  } else if (next.upstream) {
-    const UpstreamConfig &u = *next.upstream, &u0 = *started.upstream;
-    check(u.url != u0.url, "upstream.url");
-    check(u.secret_file != u0.secret_file || u.access_token_file != u0.access_token_file ||
-              u.service_account_file != u0.service_account_file,
-          "upstream credentials");
-    check(u.auth_variable_override != u0.auth_variable_override, "upstream.auth_variable_override");
-    check(u.presence_path != u0.presence_path, "upstream.presence_path");
-    check(u.ca_file != u0.ca_file, "upstream.ca_file");
-    check(u.observe_streams != u0.observe_streams || u.observe_poll_interval != u0.observe_poll_interval,
-          "upstream.observe_streams/observe_poll_interval");
-    check(u.clock_wait != u0.clock_wait || u.on_clock_timeout != u0.on_clock_timeout,
-          "upstream.clock_wait/on_clock_timeout");
-  }
-  // DTLS: the key files are re-read (new handshakes use them); the listener keeps its settings.
-  if (next.dtls.has_value() != started.dtls.has_value()) {
-    restart->push_back(next.dtls ? "dtls (added)" : "dtls (removed)");
-    next.dtls = started.dtls;
-  } else if (next.dtls) {
-    const DtlsConfig &t = *next.dtls, &t0 = *started.dtls;
-    check(t.listen.ToString() != t0.listen.ToString(), "dtls.listen");
-    check(t.max_live_sessions != t0.max_live_sessions || t.max_sessions != t0.max_sessions ||
-              t.max_handshakes != t0.max_handshakes || t.sleep_after != t0.sleep_after ||
-              t.session_timeout != t0.session_timeout || t.handshake_timeout != t0.handshake_timeout ||
-              t.hellos_per_second != t0.hellos_per_second,
-          "dtls limits");
-    DtlsConfig running = t0;
-    running.keys_file = t.keys_file;
-    running.master_key_file = t.master_key_file;
-    next.dtls = running;
-  }
-  check(SyncRoots(next) != SyncRoots(started), "routes[].sync");
-  next.gateway_id = started.gateway_id;
-  {
-    // The per-session caps apply to the next registrations (what a session holds beyond a lowered
-    // cap stays until it goes); the rest of `device` needs a restart.
-    DeviceConfig running = started.device;
-    running.max_observers_per_session = next.device.max_observers_per_session;
-    running.max_ondisconnect_per_session = next.device.max_ondisconnect_per_session;
-    running.max_ondisconnect_bytes_per_session = next.device.max_ondisconnect_bytes_per_session;
-    next.device = running;
-  }
-  next.store = started.store;
-  next.admin_listen = started.admin_listen;
-  next.admin_token_file = started.admin_token_file;
-  next.upstream = started.upstream;
-  return next;
-}
-
-}  // namespace
 
 Daemon::Daemon(Config config, std::string config_path)
     : started_(config), config_(std::move(config)), config_path_(std::move(config_path)) {
@@ -146,6 +33,7 @@ Daemon::~Daemon() {
   loop_caller_.reset();
   endpoint_.reset();
   device_api_.reset();
+  local_copy_.reset();
   store_.reset();
   uv_run(&loop_, UV_RUN_NOWAIT);
   uv_loop_close(&loop_);
@@ -190,7 +78,8 @@ bool Daemon::StartModules() {
   spdlog::info("store open at {}: {} queued write(s), {} session(s)", config_.store.path,
                store_->queue().Totals().entries, store_->sessions().Count());
   try {
-    device_api_ = std::make_unique<DeviceApi>(&loop_, *store_, std::make_shared<RouteTable>(config_));
+    local_copy_ = std::make_unique<LocalCopy>(&loop_, *store_);
+    device_api_ = std::make_unique<DeviceApi>(&loop_, *store_, *local_copy_, std::make_shared<RouteTable>(config_));
     // A reload replaces psk_: a DTLS session's identity is judged by the keys in force.
     device_api_->SetPskKnown([this](std::string_view identity) { return !psk_ || psk_->KeyFor(identity).has_value(); });
   } catch (const ConfigError& e) {
@@ -337,7 +226,8 @@ bool Daemon::StartUpstream() {
     spdlog::critical("upstream credentials: {}", e.what());
     return false;
   }
-  cloud_ = std::make_unique<CloudBridge>(*store_, *device_api_, routes);
+  cloud_ = std::make_unique<CloudBridge>(*store_, *local_copy_, routes);
+  cloud_->SetLinkListener(device_api_.get());
   if (!u.auth_variable_override.empty()) {
     cloud_->SetAuthOverride(*AuthOverride::Parse(u.auth_variable_override, nullptr), config_.gateway_id);
     spdlog::info("uploads are evaluated by the cloud's rules as the writing device (auth_variable_override)");
@@ -414,7 +304,7 @@ bool Daemon::StartUpstream() {
       using K = upstream::FirebaseEvent::Kind;
       if (e.kind != K::Put && e.kind != K::Patch) return;
       std::string abs = JoinPath(SplitPath(root + "/" + e.path));
-      cloud_->OnSyncData(abs, e.data, e.kind == K::Patch);
+      local_copy_->OnSyncData(abs, e.data, e.kind == K::Patch);
       if (full_resync) spdlog::info("sync root /{} resynced from the cloud", root);
     };
     auto on_cancel = [root](const std::string& why) {
@@ -434,7 +324,9 @@ bool Daemon::StartUpstream() {
   wo.on_polling = on_polling;
   watches_ = std::make_unique<upstream::WatchSet>(
       &loop_, *http_, *credentials_, wo,
-      [this](const std::string& path, const Json& value, bool is_patch) { cloud_->OnSyncData(path, value, is_patch); });
+      [this](const std::string& path, const Json& value, bool is_patch) {
+        local_copy_->OnSyncData(path, value, is_patch);
+      });
   std::vector<std::string> root_list(roots.begin(), roots.end());
   device_api_->SetObservedPathHook([this, root_list](const std::string& path, bool observed) {
     if (path.rfind(".info", 0) == 0) return;
@@ -445,7 +337,7 @@ bool Daemon::StartUpstream() {
     if (observed) watches_->watch(path);
     else watches_->unwatch(path);
   });
-  device_api_->SetCloudReader(
+  local_copy_->SetCloudReader(
       [this, url = u.url, link](const std::string& path, const std::string& query,
                                 std::function<void(std::optional<Json>)> done) {
         upstream::RestGet(*http_, *credentials_, url, path, query, kCloudReadTimeoutMs, false,
@@ -643,6 +535,7 @@ void Daemon::Stop() {
   if (watches_) watches_->stop();
   if (clock_) clock_->shutdown([] {});  // best-effort "offline" presence write
   if (device_api_) device_api_->Close();
+  if (local_copy_) local_copy_->Close();
   endpoint_.reset();
   if (store_) store_->Close();
   for (uv_signal_t* h : {&sigterm_, &sigint_, &sighup_}) {

@@ -17,6 +17,7 @@
 #include "gateway/config.h"
 #include "gateway/daemon_admin.h"
 #include "gateway/device_api.h"
+#include "gateway/local_copy.h"
 #include "gateway/psk_store.h"
 #include "gateway/route_table.h"
 #include "gateway/service_notifier.h"
@@ -66,6 +67,7 @@ class Daemon {
   std::unique_ptr<ServiceNotifier> notifier_;
   // Construction order is data-flow order; destruction runs backwards.
   std::unique_ptr<store::Store> store_;
+  std::unique_ptr<LocalCopy> local_copy_;  // the one door for cloud data into the tree
   std::unique_ptr<DeviceApi> device_api_;
   std::unique_ptr<coap::Endpoint> endpoint_;
   std::shared_ptr<const PskStore> psk_;  // DTLS keys; replaced by a reload

@@ -109,8 +109,10 @@ int main(int argc, char** argv) {
                 std::chrono::duration<double>(Clock::now() - fill0).count());
 
     auto routes = std::make_shared<RouteTable>(config);
-    DeviceApi devices(&loop, *st, routes);
-    TimedBridge bridge(*st, devices, routes);
+    LocalCopy local(&loop, *st);
+    DeviceApi devices(&loop, *st, local, routes);
+    TimedBridge bridge(*st, local, routes);
+    bridge.SetLinkListener(&devices);
     bridge.OnClockEstimate(store::WallClockMs() - store::BootTimeMs(), 1, true);  // cloud = local wall clock
     upstream::HttpClient http(&loop);
     auto creds = upstream::MakeNoCredentials();

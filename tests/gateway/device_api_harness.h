@@ -120,7 +120,9 @@ class Gateway {
  private:
   void Open() {
     store_ = store::Store::Open(dir_.sub("db"), store::StoreOptions{}, &loop_);
-    api_ = std::make_unique<DeviceApi>(&loop_, *store_, std::make_shared<const RouteTable>(Config::Parse(config_, "t.yaml")));
+    local_ = std::make_unique<LocalCopy>(&loop_, *store_);
+    api_ = std::make_unique<DeviceApi>(&loop_, *store_, *local_,
+                                       std::make_shared<const RouteTable>(Config::Parse(config_, "t.yaml")));
     api_->RestoreSessions();
     ep_ = std::make_unique<coap::Endpoint>(&loop_, *api_, eo_);
     ep_->set_transmit_hook([this](const Address& to, std::span<const uint8_t> b) {
@@ -135,6 +137,7 @@ class Gateway {
     store_->Close();
     uv_run(&loop_, UV_RUN_DEFAULT);
     api_.reset();
+    local_.reset();
     store_.reset();
     uv_run(&loop_, UV_RUN_DEFAULT);
   }
@@ -144,6 +147,7 @@ class Gateway {
   uv_loop_t loop_;
   store::testing::TempDir dir_;
   std::unique_ptr<store::Store> store_;
+  std::unique_ptr<LocalCopy> local_;
   std::unique_ptr<DeviceApi> api_;
   std::unique_ptr<coap::Endpoint> ep_;
   std::vector<Sent> sent_;

@@ -1,0 +1,83 @@
+// DeviceCall and DeviceReplier: one device request being answered, and the answers.
+//
+// A DeviceCall is copied out of coap::Request (valid only during Handler::on_request), so a
+// request answered after a store commit or a cloud read still has what its reply needs. The
+// replier sends every answer through the engine (piggybacked, or separate when late) and counts
+// it by method and code (DeviceApiCounters::requests).
+//
+// Thread: loop thread only. Ownership: DeviceApi owns the replier; the engine outlives it (without
+// one, answers are only counted). Failure: none here — a reply the device never acknowledges is
+// the engine's (Handler::on_response_failed).
+//
+// Invariants:
+// - A diagnostic payload carries no Content-Format (RFC 7252 §5.5.2); a data payload carries one
+//   only for a native client (one that sent Content-Format or Accept), never for an SDK device.
+// - Store refusals map to one answer each: queue full / storage full / stopping 5.03 + Max-Age,
+//   invalid 4.00, anything else 5.00.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "device_proto/endpoint.h"
+#include "gateway/device_counters.h"
+#include "gateway/query.h"
+#include "gateway/value_codec.h"
+#include "store/store.h"
+
+namespace tether {
+
+struct DeviceCall {
+  coap::ExchangeId id = 0;
+  uint8_t method = 0;
+  coap::Address peer;
+  std::string identity;   // DTLS PSK identity (peer.secure)
+  std::string app;
+  std::string payload;
+  std::optional<uint32_t> observe;
+  bool json_in = false;   // Content-Format 50
+  bool json_out = false;  // Accept 50 (or JSON request without Accept)
+  bool native = false;    // sent Content-Format/Accept: answer with Content-Format too
+  bool text_reply = false;  // the 2.05 payload is text (a push key), not data
+  std::string cs;         // .cs= query
+  std::string dis;        // .dis= query
+  std::vector<std::string> params;      // other Uri-Query options (query vocabulary)
+  std::shared_ptr<const Query> query;   // parsed from params on data GETs
+};
+
+inline constexpr uint8_t kForbidden = coap::code::make(4, 3);
+inline constexpr uint8_t kPreconditionFailed = coap::code::make(4, 12);
+inline constexpr uint32_t kQueryRetryMaxAge = 5;  // s: a read the gateway cannot answer now
+
+// The encoding the call asked for (JSON or CBOR).
+inline std::string EncodeFor(const Json& v, bool json) { return json ? EncodeJson(v) : EncodeCbor(v); }
+
+class DeviceReplier {
+ public:
+  explicit DeviceReplier(DeviceApiCounters& counters) : counters_(counters) {}
+  void AttachEndpoint(coap::Endpoint* endpoint) { endpoint_ = endpoint; }
+
+  void Reply(DeviceCall& c, uint8_t code, std::string payload = {}, std::optional<uint32_t> max_age = {},
+             std::optional<uint32_t> size1 = {});
+  void ReplyError(DeviceCall& c, uint8_t code, const std::string& diagnostic, std::optional<uint32_t> max_age = {},
+                  std::optional<uint32_t> size1 = {});
+  void ReplyStoreStatus(DeviceCall& c, const store::Status& st);
+  // Counts an answer sent some other way (the first snapshot of an observation).
+  void CountAnswer(uint8_t method, uint8_t code);
+  // Adds the answers counted so far to c->requests ("GET 2.05" -> count).
+  void AddRequests(DeviceApiCounters* c) const;
+
+ private:
+  DeviceApiCounters& counters_;
+  coap::Endpoint* endpoint_ = nullptr;
+  // Answers by method (GET, POST, PUT, DELETE, FETCH, PATCH, other) and code: an array increment
+  // per answer; AddRequests turns them into names.
+  static constexpr size_t kOtherMethod = 6;
+  std::array<std::array<uint64_t, 256>, 7> answered_{};
+};
+
+}  // namespace tether
