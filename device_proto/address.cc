@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "util/host_port.h"
+
 namespace tether::coap {
 
 Address Address::from_sockaddr(const sockaddr* sa) {
@@ -56,26 +58,11 @@ Address Address::parse(std::string_view s) {
   Address a;
   const bool secure = s.substr(0, 5) == "dtls:";
   if (secure) s.remove_prefix(5);
-  std::string host;
-  std::string_view port;
-  if (!s.empty() && s.front() == '[') {
-    const size_t close = s.find(']');
-    if (close == std::string_view::npos || close + 1 >= s.size() || s[close + 1] != ':') return a;
-    host = s.substr(1, close - 1);
-    port = s.substr(close + 2);
-  } else {
-    const size_t colon = s.rfind(':');
-    if (colon == std::string_view::npos) return a;
-    host = s.substr(0, colon);
-    port = s.substr(colon + 1);
-  }
-  unsigned p = 0;
-  if (port.empty() || port.size() > 5) return a;
-  for (char c : port) {
-    if (c < '0' || c > '9') return a;
-    p = p * 10 + static_cast<unsigned>(c - '0');
-  }
-  if (p > 65535) return a;
+  std::optional<tether::util::HostPortText> split = tether::util::SplitHostPort(s);
+  if (!split || !split->port) return a;
+  std::optional<uint16_t> port = tether::util::ParsePort(*split->port);
+  if (!port) return a;
+  const std::string& host = split->host;
   if (inet_pton(AF_INET, host.c_str(), a.ip.data()) == 1) {
     a.family = AF_INET;
   } else if (inet_pton(AF_INET6, host.c_str(), a.ip.data()) == 1) {
@@ -83,7 +70,7 @@ Address Address::parse(std::string_view s) {
   } else {
     return Address{};
   }
-  a.port = static_cast<uint16_t>(p);
+  a.port = *port;
   a.secure = secure ? 1 : 0;
   return a;
 }

@@ -7,6 +7,7 @@
 // flight until the client's first record), so it counts against max_handshakes, not max_live: the
 // contexts in use never exceed max_live + max_handshakes + 1.
 #include "device_proto/dtls_server.h"
+#include "device_proto/dtls_record.h"
 #include "device_proto/source_rate_limiter.h"
 
 #include <mbedtls/ctr_drbg.h>
@@ -28,26 +29,7 @@ namespace {
 // Server preference order: CoAP's mandatory suite first (RFC 7252 §9.1.3.1), AEAD before CBC.
 const int kCiphersuites[] = {MBEDTLS_TLS_PSK_WITH_AES_128_CCM_8, MBEDTLS_TLS_PSK_WITH_AES_128_CCM,
                              MBEDTLS_TLS_PSK_WITH_AES_128_GCM_SHA256, MBEDTLS_TLS_PSK_WITH_AES_128_CBC_SHA256, 0};
-// The largest record overhead of those suites: header 13 + CBC IV 16 + HMAC-SHA256 32 + padding 16.
-constexpr size_t kMaxRecordExpansion = 13 + 16 + 32 + 16;
 constexpr int kHandshakeTimeoutMinMs = 1000;
-
-// A DTLS record carrying a ClientHello in epoch 0: the only thing an unknown peer may send.
-bool LooksLikeClientHello(std::span<const uint8_t> b) {
-  return b.size() >= 25 && b[0] == 22 /* handshake */ && b[1] == 0xFE && b[3] == 0 && b[4] == 0 &&
-         b[13] == 1 /* client_hello */;
-}
-
-// False only for a whole ClientHello with an empty cookie (RFC 6347 §4.2.1), which is answered
-// statelessly; anything else may start a handshake and so needs a place.
-bool MayCarryCookie(std::span<const uint8_t> b) {
-  constexpr size_t kBody = 13 + 12;           // record header, handshake header
-  constexpr size_t kSessionIdLen = kBody + 2 + 32;  // after client_version and random
-  const bool whole = b.size() > 24 && b[19] == 0 && b[20] == 0 && b[21] == 0;  // fragment_offset 0
-  if (!whole || b.size() <= kSessionIdLen) return true;
-  const size_t cookie_len = kSessionIdLen + 1 + b[kSessionIdLen];
-  return cookie_len >= b.size() || b[cookie_len] != 0;
-}
 
 // The key handshake places are shared by: the source IP.
 Address SourceIp(Address a) {

@@ -21,6 +21,7 @@
 #include "device_proto/endpoint.h"
 #include "device_proto/expiring_map.h"
 #include "device_proto/timer_queue.h"
+#include "util/uv_handle.h"
 
 namespace tether::coap {
 
@@ -225,35 +226,28 @@ struct Endpoint::Impl {
     scratch.resize(opt.max_datagram);
     max_szx = 0;
     while (max_szx < 6 && (size_t{32} << max_szx) + 48 <= opt.max_datagram) ++max_szx;
-    timer = new uv_timer_t;
-    uv_timer_init(loop, timer);
-    timer->data = this;
-    uv_unref(reinterpret_cast<uv_handle_t*>(timer));
+    timer = util::UvTimer(loop, this);
+    uv_unref(timer.handle());
     timers.schedule(now() + kHousekeepingMs, TimerKind::kHousekeeping, 0);
     arm_timer();
-    flush_before_poll = new uv_prepare_t;
-    flush_after_io = new uv_check_t;
-    uv_prepare_init(loop, flush_before_poll);
-    uv_check_init(loop, flush_after_io);
-    flush_before_poll->data = flush_after_io->data = this;
+    flush_before_poll = util::UvHandle<uv_prepare_t>(loop, this, uv_prepare_init);
+    flush_after_io = util::UvHandle<uv_check_t>(loop, this, uv_check_init);
     uv_prepare_start(flush_before_poll, [](uv_prepare_t* h) { static_cast<Impl*>(h->data)->flush_sends(); });
     uv_check_start(flush_after_io, [](uv_check_t* h) { static_cast<Impl*>(h->data)->flush_sends(); });
-    uv_unref(reinterpret_cast<uv_handle_t*>(flush_before_poll));
-    uv_unref(reinterpret_cast<uv_handle_t*>(flush_after_io));
+    uv_unref(flush_before_poll.handle());
+    uv_unref(flush_after_io.handle());
   }
 
   ~Impl() {
     flush_sends();
-    uv_close(reinterpret_cast<uv_handle_t*>(flush_before_poll),
-             [](uv_handle_t* h) { delete reinterpret_cast<uv_prepare_t*>(h); });
-    uv_close(reinterpret_cast<uv_handle_t*>(flush_after_io),
-             [](uv_handle_t* h) { delete reinterpret_cast<uv_check_t*>(h); });
+    flush_before_poll.Close();
+    flush_after_io.Close();
     for (SocketState* s : sockets) {
       uv_udp_recv_stop(&s->handle);
       uv_close(reinterpret_cast<uv_handle_t*>(&s->handle),
                [](uv_handle_t* h) { delete static_cast<SocketState*>(h->data); });
     }
-    uv_close(reinterpret_cast<uv_handle_t*>(timer), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+    timer.Close();
   }
 
   uint64_t now() const { return clock ? clock() : uv_now(loop); }
@@ -321,9 +315,9 @@ struct Endpoint::Impl {
   EndpointOptions opt;
   uint8_t max_szx;
   std::vector<SocketState*> sockets;
-  uv_timer_t* timer;
-  uv_prepare_t* flush_before_poll;
-  uv_check_t* flush_after_io;
+  util::UvHandle<uv_timer_t> timer;
+  util::UvHandle<uv_prepare_t> flush_before_poll;
+  util::UvHandle<uv_check_t> flush_after_io;
   bool timer_armed = false;
   uint64_t armed_at = 0;
   TimerQueue timers;

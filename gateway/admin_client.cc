@@ -11,6 +11,8 @@
 #include <cstring>
 #include <fcntl.h>
 
+#include "util/host_port.h"
+
 namespace tether {
 
 namespace {
@@ -62,34 +64,19 @@ std::string Describe(httplib::Error e) {
 
 AdminAddress AdminAddress::Parse(const std::string& text) {
   AdminAddress a;
-  std::string host = text, port;
-  if (!text.empty() && text[0] == '[') {
-    size_t close = text.find(']');
-    if (close == std::string::npos) throw std::invalid_argument("bad admin address '" + text + "'");
-    host = text.substr(1, close - 1);
-    if (close + 1 < text.size()) {
-      if (text[close + 1] != ':') throw std::invalid_argument("bad admin address '" + text + "'");
-      port = text.substr(close + 2);
-    }
-  } else if (size_t colon = text.rfind(':'); colon != std::string::npos) {
-    host = text.substr(0, colon);
-    port = text.substr(colon + 1);
-  }
-  if (host.empty()) host = "127.0.0.1";
-  a.host = host;
-  if (!port.empty()) {
-    char* end = nullptr;
-    long p = std::strtol(port.c_str(), &end, 10);
-    if (*end != '\0' || p <= 0 || p > 65535) {
-      throw std::invalid_argument("bad port in admin address '" + text + "' (want HOST:PORT)");
-    }
-    a.port = static_cast<uint16_t>(p);
+  std::optional<util::HostPortText> split = util::SplitHostPort(text);
+  if (!split) throw std::invalid_argument("bad admin address '" + text + "'");
+  a.host = split->host.empty() ? "127.0.0.1" : split->host;
+  if (split->port && !split->port->empty()) {  // "host:" keeps the default port
+    std::optional<uint16_t> port = util::ParsePort(*split->port);
+    if (!port || *port == 0) throw std::invalid_argument("bad port in admin address '" + text + "' (want HOST:PORT)");
+    a.port = *port;
   }
   return a;
 }
 
 std::string AdminAddress::ToString() const {
-  return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
+  return util::FormatHostPort(host, port);
 }
 
 AdminUnreachable::AdminUnreachable(const AdminAddress& addr, const std::string& reason)
@@ -135,21 +122,6 @@ AdminResponse AdminClient::Post(const std::string& path, const nlohmann::json& b
   std::string text = body.is_null() ? "" : body.dump();
   return Exchange(addr_, token_, timeout_,
                   [&](httplib::Client& c) { return c.Post(path.c_str(), text, "application/json"); });
-}
-
-std::string PercentEncode(std::string_view s) {
-  static const char* kHex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
-  }
-  return out;
 }
 
 }  // namespace tether

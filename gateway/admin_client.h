@@ -54,7 +54,5 @@ class AdminClient {
   std::chrono::milliseconds timeout_;
 };
 
-// Percent-encodes everything but RFC 3986 unreserved characters (for one path segment).
-std::string PercentEncode(std::string_view segment);
 
 }  // namespace tether

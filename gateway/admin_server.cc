@@ -16,22 +16,22 @@
 #include "gateway/admin_token.h"
 #include "gateway/buffered_http_server.h"
 #include "gateway/metrics.h"
+#include "util/host_port.h"
+#include "util/uv_handle.h"
 
 namespace tether {
 
 // ---- LoopCaller ----
 
 struct LoopCaller::State {
-  uv_async_t async;                 // owned by the loop thread; freed after its close callback
+  util::UvHandle<uv_async_t> async;  // loop thread; sent to under mu while !closed
   std::mutex mu;
   std::deque<std::function<void()>> queue;  // guarded by mu
   bool closed = false;                      // guarded by mu
-  std::shared_ptr<State> self;              // keeps State alive until the close callback
 };
 
 LoopCaller::LoopCaller(uv_loop_t* loop) : state_(std::make_shared<State>()) {
-  state_->async.data = state_.get();
-  uv_async_init(loop, &state_->async, [](uv_async_t* a) {
+  state_->async = util::UvHandle<uv_async_t>(loop, state_.get(), uv_async_init, [](uv_async_t* a) {
     auto* st = static_cast<State*>(a->data);
     std::deque<std::function<void()>> work;
     {
@@ -41,7 +41,6 @@ LoopCaller::LoopCaller(uv_loop_t* loop) : state_(std::make_shared<State>()) {
     }
     for (auto& fn : work) fn();
   });
-  state_->self = state_;
 }
 
 LoopCaller::~LoopCaller() { Shutdown(); }
@@ -51,7 +50,7 @@ bool LoopCaller::Post(std::function<void()> fn) {
     std::lock_guard<std::mutex> lock(state_->mu);
     if (state_->closed || state_->queue.size() >= kMaxQueued) return false;
     state_->queue.push_back(std::move(fn));
-    uv_async_send(&state_->async);  // under mu: never races with Shutdown()'s uv_close
+    uv_async_send(state_->async);  // under mu: never races with Shutdown()'s close
   }
   return true;
 }
@@ -64,10 +63,7 @@ void LoopCaller::Shutdown() {
     state_->closed = true;
     dropped.swap(state_->queue);
   }
-  uv_close(reinterpret_cast<uv_handle_t*>(&state_->async), [](uv_handle_t* h) {
-    auto* st = static_cast<State*>(h->data);
-    st->self.reset();  // may delete st
-  });
+  state_->async.Close();  // its callback does not run after this
 }
 
 // ---- AdminServer ----
@@ -179,17 +175,9 @@ AdminServer::Counters AdminServer::counters() const {
 
 bool AdminServer::HostNamesThisServer(const std::string& header) const {
   if (header.empty()) return true;  // HTTP/1.0 clients; browsers always send Host
-  std::string host = header, port;
-  if (host.front() == '[') {
-    size_t close = host.find(']');
-    if (close == std::string::npos) return false;
-    port = close + 1 < host.size() && host[close + 1] == ':' ? host.substr(close + 2) : "";
-    if (close + 1 < host.size() && host[close + 1] != ':') return false;
-    host = host.substr(1, close - 1);
-  } else if (size_t colon = host.find(':'); colon != std::string::npos && host.rfind(':') == colon) {
-    port = host.substr(colon + 1);
-    host = host.substr(0, colon);
-  }
+  std::optional<util::HostPortText> split = util::SplitHostPort(header);
+  if (!split) return false;
+  std::string host = split->host, port = split->port.value_or("");
   if (!port.empty() && port != std::to_string(port_)) return false;
   for (char& c : host) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (!host.empty() && host.back() == '.') host.pop_back();

@@ -65,7 +65,7 @@ class LoopCaller {
 
  private:
   struct State;
-  std::shared_ptr<State> state_;  // shared with the uv handle until its close callback
+  std::shared_ptr<State> state_;
 };
 
 // Outcome of a state-changing admin action.

@@ -20,13 +20,12 @@
 #include "gateway/secret_file.h"
 #include "gateway/yaml_schema.h"
 #include "upstream/jwt.h"
+#include "util/firebase_key.h"
+#include "util/host_port.h"
 
 namespace tether {
 
-std::string HostPort::ToString() const {
-  return host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, port)
-                                             : fmt::format("{}:{}", host, port);
-}
+std::string HostPort::ToString() const { return util::FormatHostPort(host, port); }
 
 namespace {
 
@@ -35,31 +34,15 @@ using std::chrono::milliseconds;
 
 HostPort ReadHostPort(const YamlField& f) {
   std::string s = f.AsString();
-  HostPort hp;
-  std::string port;
-  if (!s.empty() && s.front() == '[') {
-    size_t close = s.find(']');
-    if (close == std::string::npos || close + 1 >= s.size() || s[close + 1] != ':') {
-      f.Fail(fmt::format("expected [ipv6]:port, got '{}'", s));
-    }
-    hp.host = s.substr(1, close - 1);
-    port = s.substr(close + 2);
-  } else {
-    size_t colon = s.rfind(':');
-    if (colon == std::string::npos || s.find(':') != colon) {
-      f.Fail(fmt::format("expected host:port (or [ipv6]:port), got '{}'", s));
-    }
-    hp.host = s.substr(0, colon);
-    port = s.substr(colon + 1);
+  std::optional<util::HostPortText> split = util::SplitHostPort(s);
+  if (!split || !split->port) {
+    f.Fail(!s.empty() && s.front() == '[' ? fmt::format("expected [ipv6]:port, got '{}'", s)
+                                          : fmt::format("expected host:port (or [ipv6]:port), got '{}'", s));
   }
-  if (hp.host.empty()) f.Fail(fmt::format("missing host in '{}'", s));
-  char* end = nullptr;
-  long p = std::strtol(port.c_str(), &end, 10);
-  if (port.empty() || *end != '\0' || p < 0 || p > 65535) {
-    f.Fail(fmt::format("port '{}' is not a number in [0, 65535]", port));
-  }
-  hp.port = static_cast<uint16_t>(p);
-  return hp;
+  if (split->host.empty()) f.Fail(fmt::format("missing host in '{}'", s));
+  std::optional<uint16_t> port = util::ParsePort(*split->port);
+  if (!port) f.Fail(fmt::format("port '{}' is not a number in [0, 65535]", *split->port));
+  return HostPort{split->host, *port};
 }
 
 std::string DefaultStorePath() {
@@ -84,16 +67,6 @@ std::string HostName() {
   char buf[256] = {0};
   if (gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "tether";
   return buf;
-}
-
-bool IsValidKey(const std::string& k) {
-  if (k.empty() || k.size() > 768) return false;
-  for (unsigned char c : k) {
-    if (c < 0x20 || c == 0x7f || std::string(".$#[]/").find(static_cast<char>(c)) != std::string::npos) {
-      return false;
-    }
-  }
-  return true;
 }
 
 void ReadDevice(YamlField f, DeviceConfig* d) {
@@ -223,7 +196,7 @@ UpstreamConfig ReadUpstream(YamlField f, std::vector<FileRef>* files) {
     std::vector<std::string> segs = SplitPath(u.presence_path);
     if (segs.empty()) v->Fail("must name a node below the database root");
     for (const auto& seg : segs) {
-      if (!IsValidKey(seg)) {
+      if (!util::IsFirebaseKey(seg)) {
         v->Fail(fmt::format("'{}' is not a valid key: Firebase refuses it (no . $ # [ ] / or control "
                             "characters in any segment; e.g. /tether-gateways/<id>)", seg));
       }
@@ -250,7 +223,7 @@ AppConfig ReadApp(YamlField f, std::vector<FileRef>* files) {
   AppConfig a;
   YamlField id = f.Required("id");
   a.id = id.AsString();
-  if (!IsValidKey(a.id) || a.id.find('.') != std::string::npos) id.Fail("not a valid app id");
+  if (!util::IsFirebaseKey(a.id) || a.id.find('.') != std::string::npos) id.Fail("not a valid app id");
   if (auto v = f.Optional("default")) a.is_default = v->AsBool();
   if (auto auth = f.Optional("auth")) {
     std::string mode = auth->Required("mode").AsEnum({"open", "tokens", "hmac"});
@@ -285,7 +258,7 @@ RouteConfig ReadRoute(YamlField f, const Config& c, const std::set<std::string>&
   RouteConfig r;
   YamlField name = f.Required("name");
   r.name = name.AsString();
-  if (!IsValidKey(r.name)) name.Fail("not a valid route name");
+  if (!util::IsFirebaseKey(r.name)) name.Fail("not a valid route name");
   if (auto v = f.Optional("app")) {
     r.app = v->AsString();
     if (!app_ids.count(r.app)) v->Fail(fmt::format("unknown app '{}'", r.app));
@@ -326,7 +299,7 @@ RouteConfig ReadRoute(YamlField f, const Config& c, const std::set<std::string>&
     for (auto s : v->Items()) {
       std::string path = s.AsString();
       for (const auto& seg : SplitPath(path)) {
-        if (!IsValidKey(seg)) s.Fail(fmt::format("'{}' is not a valid cloud path", path));
+        if (!util::IsFirebaseKey(seg)) s.Fail(fmt::format("'{}' is not a valid cloud path", path));
       }
       r.sync.push_back(JoinPath(SplitPath(path)));
     }
@@ -379,7 +352,7 @@ Config ParseRoot(YAML::Node root, const std::string& file) {
   if (auto g = top.Optional("gateway")) {
     if (auto v = g->Optional("id")) {
       c.gateway_id = v->AsString();
-      if (!IsValidKey(c.gateway_id)) v->Fail("not a valid key (no . $ # [ ] / or control characters)");
+      if (!util::IsFirebaseKey(c.gateway_id)) v->Fail("not a valid key (no . $ # [ ] / or control characters)");
     }
     if (auto vars = g->Optional("variables")) {
       if (!vars->IsMap()) vars->Fail("expected a mapping of name: value");
@@ -388,7 +361,7 @@ Config ParseRoot(YAML::Node root, const std::string& file) {
         std::string k = it->first.Scalar();
         YamlField val = vars->Required(k);
         c.variables[k] = val.AsString();
-        if (!IsValidKey(c.variables[k])) val.Fail("not a valid key");
+        if (!util::IsFirebaseKey(c.variables[k])) val.Fail("not a valid key");
       }
       vars->Finish();
     }
@@ -485,8 +458,7 @@ Config ParseRoot(YAML::Node root, const std::string& file) {
 std::string PresenceKey(const std::string& gateway_id) {
   std::string key;
   for (unsigned char ch : gateway_id) {
-    bool bad = ch < 0x20 || ch == 0x7f || ch == '.' || ch == '$' || ch == '#' || ch == '[' || ch == ']' || ch == '/';
-    key += bad ? '_' : static_cast<char>(ch);
+    key += util::IsForbiddenKeyByte(ch) ? '_' : static_cast<char>(ch);
   }
   return key.empty() ? std::string("gateway") : key;
 }
@@ -508,11 +480,10 @@ void Config::CheckFiles() const {
     auto fail = [&](const std::string& what) { throw ConfigError(source_file, f.line, f.column, f.key_path, what); };
     std::string content;
     try {
-      content = ReadSecretFile(f.path);
+      content = ReadSecretValue(f.path);
     } catch (const SecretFileError& e) {
       fail(e.what());
     }
-    while (!content.empty() && (content.back() == '\n' || content.back() == '\r')) content.pop_back();
     switch (f.kind) {
       case FileRef::Kind::kHmacSecret:
         if (content.size() < 16) fail(fmt::format("{}: the secret must be at least 16 bytes", f.path));

@@ -234,7 +234,7 @@ bool Daemon::StartUpstream() {
   }
   std::vector<upstream::RouteTarget> targets = UploadTargets(*routes);
   // A route removed from the file keeps its backlog: it uploads to the paths it was accepted for.
-  for (const store::RouteStats& rs : store_->queue().AllStats()) {
+  for (const store::RouteQueueStats& rs : store_->queue().AllStats()) {
     bool configured = false;
     for (const auto& r : config_.routes) configured |= r.name == rs.route;
     if (configured || rs.depth == 0) continue;

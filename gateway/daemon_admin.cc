@@ -19,8 +19,8 @@ int64_t AgeSeconds(std::optional<int64_t> wall_ms) {
   return wall_ms ? std::max<int64_t>(0, (store::WallClockMs() - *wall_ms) / 1000) : 0;
 }
 
-const char* UploadStateName(upstream::RouteStats::State s) {
-  using S = upstream::RouteStats::State;
+const char* UploadStateName(upstream::RouteUploadStats::State s) {
+  using S = upstream::RouteUploadStats::State;
   switch (s) {
     case S::Idle: return "idle";
     case S::Uploading: return "uploading";
@@ -105,7 +105,7 @@ std::string DaemonAdmin::MetricsText() {
   m.notifications_total.With({"superseded"}).Set(static_cast<double>(e.notifications_superseded));
   // Persisted per-route counters: cheap (no table scan), whatever the backlog.
   uint64_t refused_by_limit = 0;
-  for (const store::RouteStats& rs : p_.store->queue().AllStats()) {
+  for (const store::RouteQueueStats& rs : p_.store->queue().AllStats()) {
     m.queue_depth.With({rs.route}).Set(static_cast<double>(rs.depth));
     m.queue_bytes.With({rs.route}).Set(static_cast<double>(rs.bytes));
     m.queue_oldest_age_seconds.With({rs.route}).Set(static_cast<double>(AgeSeconds(rs.oldest_wall_ms)));

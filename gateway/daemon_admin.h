@@ -23,7 +23,7 @@ namespace tether {
 
 // What the uploader and the cloud clock report (metrics, status, queue, readiness).
 struct UpstreamView {
-  std::map<std::string, upstream::RouteStats> routes;  // by route name
+  std::map<std::string, upstream::RouteUploadStats> routes;  // by route name
   std::optional<int64_t> rtt_ms;                       // round trip of the clock sample in use
   std::optional<int64_t> clock_uncertainty_ms;         // nullopt: no estimate
   std::string clock_source = "none";                   // upstream::CloudClock::SourceName

@@ -27,7 +27,7 @@ std::string CheckValueAt(const Json& v, size_t depth) {
                : "invalid server value (use {\".sv\":\"timestamp\"} or {\".sv\":{\"increment\":n}})";
   }
   for (const auto& [k, child] : v.items()) {
-    if (std::string e = CheckKey(k); !e.empty()) return e;
+    if (std::string e = util::CheckFirebaseKey(k); !e.empty()) return e;
     if (std::string e = CheckValueAt(child, depth + 1); !e.empty()) return e;
   }
   return "";
@@ -35,23 +35,10 @@ std::string CheckValueAt(const Json& v, size_t depth) {
 
 }  // namespace
 
-std::string CheckKey(const std::string& key) {
-  if (key.empty()) return "empty key";
-  if (key.size() > kMaxKeyBytes) return "key longer than 768 bytes";
-  for (unsigned char c : key) {
-    if (c < 0x20 || c == 0x7f) return "key contains a control character";
-    switch (c) {
-      case '.': case '$': case '#': case '[': case ']': case '/':
-        return "key '" + key.substr(0, 40) + "' contains one of . $ # [ ] /";
-    }
-  }
-  return "";
-}
-
 std::string CheckPath(const std::vector<std::string>& segments) {
   if (segments.size() > kMaxDepth) return "path deeper than 32 levels";
   for (const auto& s : segments) {
-    if (std::string e = CheckKey(s); !e.empty()) return e;
+    if (std::string e = util::CheckFirebaseKey(s); !e.empty()) return e;
   }
   return "";
 }

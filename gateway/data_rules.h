@@ -7,13 +7,13 @@
 #include <vector>
 
 #include "gateway/value_codec.h"
+#include "util/firebase_key.h"
 
 namespace tether {
 
-constexpr size_t kMaxKeyBytes = 768;
 constexpr size_t kMaxDepth = 32;
 
-std::string CheckKey(const std::string& key);
+// Keys: util::CheckFirebaseKey (util/firebase_key.h). A path: each segment a key, at most kMaxDepth.
 std::string CheckPath(const std::vector<std::string>& segments);
 // value is written at a path of path_depth segments. Server-value placeholders
 // ({".sv":"timestamp"}, {".sv":{"increment":n}}) are the only keys allowed to start with '.'.

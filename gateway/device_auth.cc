@@ -3,7 +3,8 @@
 #include <mbedtls/md.h>
 #include <mbedtls/sha256.h>
 
-#include "gateway/data_rules.h"
+#include "util/firebase_key.h"
+#include "util/hex.h"
 #include "gateway/secret_file.h"
 
 namespace tether {
@@ -20,11 +21,10 @@ bool ConstantTimeEqual(std::string_view a, std::string_view b) {
 DeviceAuthenticator::DeviceAuthenticator(const AppConfig& app) : auth_(app.auth) {
   if (auth_.mode != AppAuth::Mode::kHmac) return;
   try {
-    secret_ = ReadSecretFile(auth_.secret_file);
+    secret_ = ReadSecretValue(auth_.secret_file);
   } catch (const SecretFileError& e) {
     throw ConfigError(auth_.secret_file, 0, 0, "apps." + app.id + ".auth.secret_file", e.what());
   }
-  while (!secret_.empty() && (secret_.back() == '\n' || secret_.back() == '\r')) secret_.pop_back();
   if (secret_.size() < 16) {
     throw ConfigError(auth_.secret_file, 0, 0, "apps." + app.id + ".auth.secret_file",
                       "the secret must be at least 16 bytes");
@@ -35,13 +35,7 @@ std::string HmacSha256Hex(std::string_view key, std::string_view message) {
   unsigned char mac[32];
   mbedtls_md_hmac(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), reinterpret_cast<const unsigned char*>(key.data()),
                   key.size(), reinterpret_cast<const unsigned char*>(message.data()), message.size(), mac);
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  for (unsigned char b : mac) {
-    out += kHex[b >> 4];
-    out += kHex[b & 15];
-  }
-  return out;
+  return util::HexEncode({reinterpret_cast<const char*>(mac), sizeof mac});
 }
 
 std::string DeviceAuthenticator::HmacToken(std::string_view secret, std::string_view device) {
@@ -53,7 +47,7 @@ AuthOutcome DeviceAuthenticator::Authenticate(std::string_view token) const {
     case AppAuth::Mode::kOpen: {
       std::string t(token);
       // "anon-" names the ids generated for devices without one: a token cannot claim it.
-      return {true, CheckKey(t).empty() && t.rfind("anon-", 0) != 0 ? t : std::string()};
+      return {true, util::IsFirebaseKey(t) && t.rfind("anon-", 0) != 0 ? t : std::string()};
     }
     case AppAuth::Mode::kTokens: {
       bool found = false;
@@ -70,7 +64,7 @@ AuthOutcome DeviceAuthenticator::Authenticate(std::string_view token) const {
       size_t colon = token.rfind(':');
       if (colon == std::string_view::npos || colon == 0) return {};
       std::string_view device = token.substr(0, colon);
-      if (!CheckKey(std::string(device)).empty()) return {};
+      if (!util::IsFirebaseKey(device)) return {};
       if (!ConstantTimeEqual(HmacToken(secret_, device), token)) return {};
       return {true, std::string(device)};
     }

@@ -1,34 +1,21 @@
 #include "gateway/persisted_observer.h"
 
+#include <algorithm>
+
 #include "gateway/value_codec.h"
+#include "util/hex.h"
 
 namespace tether {
 
 namespace {
 
-std::string ToHex(const uint8_t* p, size_t n) {
-  static const char* k = "0123456789abcdef";
-  std::string out;
-  for (size_t i = 0; i < n; ++i) {
-    out += k[p[i] >> 4];
-    out += k[p[i] & 15];
-  }
-  return out;
-}
+std::string ToHex(const uint8_t* p, size_t n) { return util::HexEncode({reinterpret_cast<const char*>(p), n}); }
 
 // False if `hex` is not exactly 2*n hex digits.
 bool FromHex(const std::string& hex, uint8_t* out, size_t n) {
-  if (hex.size() != 2 * n) return false;
-  auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  for (size_t i = 0; i < n; ++i) {
-    int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0) return false;
-    out[i] = static_cast<uint8_t>(hi << 4 | lo);
-  }
+  std::optional<std::string> bytes = util::HexDecode(hex);
+  if (!bytes || bytes->size() != n) return false;
+  std::copy(bytes->begin(), bytes->end(), out);
   return true;
 }
 

@@ -2,7 +2,8 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include "gateway/data_rules.h"
+#include "util/firebase_key.h"
+#include "util/hex.h"
 #include "gateway/device_auth.h"
 #include "gateway/secret_file.h"
 #include "gateway/yaml_schema.h"
@@ -15,21 +16,17 @@ constexpr size_t kMaxIdentityBytes = 128;
 constexpr size_t kMaxPskBytes = 32;  // mbedTLS's MBEDTLS_PSK_MAX_LEN
 constexpr size_t kMinMasterKeyBytes = 16;
 
-bool ValidIdentity(std::string_view id) { return id.size() <= kMaxIdentityBytes && CheckKey(std::string(id)).empty(); }
+bool ValidIdentity(std::string_view id) { return id.size() <= kMaxIdentityBytes && util::IsFirebaseKey(id); }
 
 // "0x" + hex, else the text itself. Errors never quote the key.
 std::string DecodeKey(const YamlField& f) {
   const std::string text = f.AsString();
   std::string key;
   if (text.rfind("0x", 0) == 0) {
-    auto nibble = [&](char c) -> int {
-      if (c >= '0' && c <= '9') return c - '0';
-      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-      f.Fail("a 0x key must be hexadecimal digits");
-    };
     if (text.size() % 2 != 0) f.Fail("a 0x key needs an even number of hexadecimal digits");
-    for (size_t i = 2; i < text.size(); i += 2) key += static_cast<char>(nibble(text[i]) << 4 | nibble(text[i + 1]));
+    std::optional<std::string> bytes = util::HexDecode(std::string_view(text).substr(2));
+    if (!bytes) f.Fail("a 0x key must be hexadecimal digits");
+    key = std::move(*bytes);
   } else {
     key = text;
   }
@@ -68,11 +65,10 @@ PskStore::PskStore(const DtlsConfig& config) {
   }
   if (!config.master_key_file.empty()) {
     try {
-      master_ = ReadSecretFile(config.master_key_file);
+      master_ = ReadSecretValue(config.master_key_file);
     } catch (const SecretFileError& e) {
       throw ConfigError(config.master_key_file, 0, 0, "dtls.master_key_file", e.what());
     }
-    while (!master_.empty() && (master_.back() == '\n' || master_.back() == '\r')) master_.pop_back();
     if (master_.size() < kMinMasterKeyBytes) {
       throw ConfigError(config.master_key_file, 0, 0, "dtls.master_key_file",
                         "the master key must be at least 16 bytes");

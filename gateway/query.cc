@@ -7,6 +7,8 @@
 #include <utility>
 
 #include "gateway/data_rules.h"
+#include "util/firebase_key.h"
+#include "util/percent_encoding.h"
 #include "gateway/route_pattern.h"
 
 namespace tether {
@@ -64,27 +66,12 @@ Json AsObject(const Json& v) {
   return out;
 }
 
-std::string Pct(std::string_view s) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    }
-  }
-  return out;
-}
-
 std::string ParseBound(std::string_view name, std::string_view text, std::optional<Json>* out) {
   Json v = Json::parse(text, nullptr, false);
   if (v.is_discarded() || v.is_object() || v.is_array()) {
     return std::string(name) + " must be a JSON scalar (strings in double quotes)";
   }
-  if (v.is_string() && v.get_ref<const std::string&>().size() > kMaxKeyBytes) {
+  if (v.is_string() && v.get_ref<const std::string&>().size() > util::kMaxFirebaseKeyBytes) {
     return std::string(name) + " longer than 768 bytes";
   }
   *out = std::move(v);
@@ -296,7 +283,7 @@ std::string Query::RestParams() const {
     std::string_view part = std::string_view(canonical).substr(pos, amp == std::string::npos ? std::string::npos : amp - pos);
     size_t eq = part.find('=');
     if (!out.empty()) out += '&';
-    out += std::string(part.substr(0, eq + 1)) + Pct(part.substr(eq + 1));
+    out += std::string(part.substr(0, eq + 1)) + util::PercentEncode(part.substr(eq + 1));
     if (amp == std::string::npos) break;
     pos = amp + 1;
   }

@@ -4,6 +4,8 @@
 #include <climits>
 #include <unordered_map>
 
+#include "util/firebase_key.h"
+
 namespace tether {
 
 std::vector<std::string> SplitPath(const std::string& path) {
@@ -54,8 +56,15 @@ std::optional<RoutePattern> RoutePattern::Parse(const std::string& text, std::st
       p.segments_.push_back({true, name});
       continue;
     }
-    if (s.find_first_of(".$#[]{}*") != std::string::npos) {
-      *error = "segment '" + s + "' contains a character not allowed in a key (. $ # [ ] { } *)";
+    // A literal is a Firebase key (util/firebase_key.h) that is not pattern syntax either.
+    if (std::any_of(s.begin(), s.end(), [](unsigned char c) {
+          return util::IsForbiddenKeyByte(c) || c == '{' || c == '}' || c == '*';
+        })) {
+      *error = "segment '" + s + "' contains a character not allowed in a key (. $ # [ ] { } * or a control character)";
+      return std::nullopt;
+    }
+    if (s.size() > util::kMaxFirebaseKeyBytes) {
+      *error = "segment '" + s.substr(0, 40) + "...' is longer than a key may be (768 bytes)";
       return std::nullopt;
     }
     p.segments_.push_back({false, s});

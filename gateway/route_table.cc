@@ -1,6 +1,6 @@
 #include "gateway/route_table.h"
 
-#include "gateway/data_rules.h"
+#include "util/firebase_key.h"
 
 namespace tether {
 
@@ -41,7 +41,7 @@ std::optional<RouteTable::AppRef> RouteTable::FindApp(const std::optional<std::s
     if (a.id == label) return AppRef{a.id, &a};
   }
   // The id becomes a path segment of its namespace: it must be a valid key.
-  if (config_.open_apps && CheckKey(label).empty()) return AppRef{label, &open_app_};
+  if (config_.open_apps && util::IsFirebaseKey(label)) return AppRef{label, &open_app_};
   return std::nullopt;
 }
 

@@ -93,4 +93,10 @@ std::string ReadSecretFile(const std::string& path) {
   return content;
 }
 
+std::string ReadSecretValue(const std::string& path) {
+  std::string value = ReadSecretFile(path);
+  while (!value.empty() && (value.back() == '\n' || value.back() == '\r')) value.pop_back();
+  return value;
+}
+
 }  // namespace tether

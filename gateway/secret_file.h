@@ -24,5 +24,10 @@ class SecretFileError : public std::runtime_error {
 // The whole content of `path`; throws SecretFileError (what(): "<path>: <why>" or "cannot read
 // <path>: <errno text>").
 std::string ReadSecretFile(const std::string& path);
+// The secret a one-value file holds: its content without the trailing line breaks (\n, \r) an
+// editor or `echo` leaves. Other bytes, trailing spaces included, are part of the secret. Throws as
+// ReadSecretFile. Used for app HMAC secrets, the DTLS master key and `config check`'s look at
+// every secret file, so the check sees what the daemon will use.
+std::string ReadSecretValue(const std::string& path);
 
 }  // namespace tether

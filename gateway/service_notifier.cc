@@ -5,18 +5,16 @@
 
 namespace tether {
 
-ServiceNotifier::ServiceNotifier(uv_loop_t* loop) {
-  uv_timer_init(loop, &watchdog_);
-  watchdog_.data = this;
+ServiceNotifier::ServiceNotifier(uv_loop_t* loop) : watchdog_(util::UvTimer(loop, this)) {
   uint64_t usec = 0;
   if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
     // Ping at a quarter of the interval: two missed ticks still leave margin.
     uint64_t ms = std::max<uint64_t>(usec / 4000, 1);
-    uv_timer_start(&watchdog_, OnWatchdog, ms, ms);
+    uv_timer_start(watchdog_, OnWatchdog, ms, ms);
     watchdog_started_ = true;
     spdlog::info("systemd watchdog enabled: pinging every {}ms", ms);
   }
-  uv_unref(reinterpret_cast<uv_handle_t*>(&watchdog_));
+  uv_unref(watchdog_.handle());
 }
 
 ServiceNotifier::~ServiceNotifier() = default;
@@ -34,11 +32,6 @@ void ServiceNotifier::Status(const std::string& status) { sd_notifyf(0, "READY=1
 
 void ServiceNotifier::Stopping() { sd_notify(0, "STOPPING=1"); }
 
-void ServiceNotifier::Close() {
-  uv_timer_stop(&watchdog_);
-  if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&watchdog_))) {
-    uv_close(reinterpret_cast<uv_handle_t*>(&watchdog_), nullptr);
-  }
-}
+void ServiceNotifier::Close() { watchdog_.Close(); }
 
 }  // namespace tether

@@ -7,6 +7,8 @@
 
 #include <string>
 
+#include "util/uv_handle.h"
+
 namespace tether {
 
 class ServiceNotifier {
@@ -25,7 +27,7 @@ class ServiceNotifier {
 
  private:
   static void OnWatchdog(uv_timer_t* t);
-  uv_timer_t watchdog_;
+  util::UvHandle<uv_timer_t> watchdog_;
   bool watchdog_started_ = false;
 };
 

@@ -25,6 +25,7 @@
 #include "gateway/secret_file.h"
 #include "store/store.h"
 #include "tether_version.h"
+#include "util/percent_encoding.h"
 
 namespace {
 
@@ -285,13 +286,13 @@ int main(int argc, char** argv) {
       if (ctl.Call("GET", "/api/v1/status", nullptr, &r, &rc) && !raw_json) PrintFields(r);
     } else if (*sessions) {
       std::string path = "/api/v1/sessions";
-      if (!app_filter.empty()) path += "?app=" + tether::PercentEncode(app_filter);
+      if (!app_filter.empty()) path += "?app=" + tether::util::PercentEncode(app_filter);
       if (ctl.Call("GET", path, nullptr, &r, &rc) && !raw_json) {
         PrintTable(r.value("sessions", json::array()),
                    {"device", "app", "state", "address", "last_seen_s", "since_s"}, "no sessions");
       }
     } else if (*kick) {
-      std::string path = "/api/v1/sessions/" + tether::PercentEncode(kick_device) + "/kick";
+      std::string path = "/api/v1/sessions/" + tether::util::PercentEncode(kick_device) + "/kick";
       if (ctl.Call("POST", path, nullptr, &r, &rc) && !raw_json) std::printf("%s\n", Cell(r["message"]).c_str());
     } else if (*queue) {
       if (ctl.Call("GET", "/api/v1/queue", nullptr, &r, &rc) && !raw_json) {

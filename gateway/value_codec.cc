@@ -6,6 +6,8 @@
 #include <limits>
 #include <memory>
 
+#include "util/base64.h"
+
 namespace tether {
 
 namespace {
@@ -218,17 +220,8 @@ CborPtr ToCbor(const Json& v) {
 
 void BinaryToBase64(Json* v) {
   if (v->is_binary()) {
-    static const char* kAlpha = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     const auto& b = v->get_binary();
-    std::string out;
-    for (size_t i = 0; i < b.size(); i += 3) {
-      uint32_t n = b[i] << 16 | (i + 1 < b.size() ? b[i + 1] << 8 : 0) | (i + 2 < b.size() ? b[i + 2] : 0);
-      out += kAlpha[n >> 18 & 63];
-      out += kAlpha[n >> 12 & 63];
-      out += i + 1 < b.size() ? kAlpha[n >> 6 & 63] : '=';
-      out += i + 2 < b.size() ? kAlpha[n & 63] : '=';
-    }
-    *v = out;
+    *v = util::Base64Encode(std::string_view(reinterpret_cast<const char*>(b.data()), b.size()));
   } else if (v->is_object() || v->is_array()) {
     for (auto& e : *v) BinaryToBase64(&e);
   }

@@ -24,9 +24,6 @@
 
 namespace tether::store {
 
-// LMDB's compile-time key limit (mdb_env_get_maxkeysize() == 511 in Debian's build).
-inline constexpr size_t kMaxKeyBytes = 511;
-
 inline Status Invalid(std::string msg) { return Status::Error(StatusCode::kInvalidArgument, std::move(msg)); }
 inline Status NotFound(std::string msg) { return Status::Error(StatusCode::kNotFound, std::move(msg)); }
 

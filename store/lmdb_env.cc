@@ -16,6 +16,7 @@
 #include "store/store_counters.h"
 #include "store/store_error.h"
 #include "store/tree_path.h"
+#include "util/hex.h"
 
 namespace tether::store {
 
@@ -114,14 +115,9 @@ int BuildPendingIndex(MDB_txn* txn, const Databases& dbs) {
 
 std::string RandomHex(size_t bytes) {
   std::random_device rd;
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (size_t i = 0; i < bytes; ++i) {
-    unsigned b = rd() & 0xff;
-    out += hex[b >> 4];
-    out += hex[b & 15];
-  }
-  return out;
+  std::string random(bytes, '\0');
+  for (char& b : random) b = static_cast<char>(rd() & 0xff);
+  return util::HexEncode(random);
 }
 
 std::string ReadMeta(MDB_txn* txn, MDB_dbi meta, const char* key, bool* found) {

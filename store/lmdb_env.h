@@ -9,6 +9,7 @@
 
 #include <lmdb.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <shared_mutex>
@@ -27,10 +28,16 @@ inline constexpr std::string_view kFormatId = "tether-store";
 inline constexpr uint32_t kSchemaVersion = 4;
 inline constexpr uint32_t kOldestReadableSchema = 2;
 
+// The longest key LMDB stores: its compile-time MDB_MAXKEYSIZE (mdb_env_get_maxkeysize() == 511
+// in Debian's liblmdb). A limit of the storage engine on one LMDB key (a tree path as stored, a
+// token index entry, a route name), not Firebase's limit on one key of a database path
+// (util::kMaxFirebaseKeyBytes, 768): a valid Firebase path can be too long to be one LMDB key.
+inline constexpr size_t kMaxLmdbKeyBytes = 511;
+
 struct Databases {
   MDB_dbi meta;           // "format", "schema", "counters", "instance", "unit_depth", "pending_through"
   MDB_dbi routes;         // route name -> route id (BE32)
-  MDB_dbi route_stats;    // route id (BE32) -> RouteStats
+  MDB_dbi route_stats;    // route id (BE32) -> RouteQueueStats
   MDB_dbi queue;          // route id (BE32) + seq (BE64) -> QueueEntry
   MDB_dbi dead;           // seq (BE64) -> DeadLetter
   MDB_dbi tree;           // leaf path "a/b/c" -> JSON scalar text

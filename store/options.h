@@ -19,7 +19,7 @@ enum class Durability {
 
 enum class OverflowPolicy {
   kReject,      // the append's batch fails with StatusCode::kRejected; nothing is dropped
-  kDropOldest,  // the route's oldest entries are deleted (counted in RouteStats::dropped_oldest)
+  kDropOldest,  // the route's oldest entries are deleted (counted in RouteQueueStats::dropped_oldest)
 };
 
 // Bounds for one route's queue. 0 means unlimited.

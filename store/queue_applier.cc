@@ -44,7 +44,7 @@ void QueueApplier::Load(MDB_txn* txn) {
     Cursor c(txn, ctx_->db.route_stats);
     for (rc = mdb_cursor_get(c.get(), &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT)) {
-      RouteStats rs;
+      RouteQueueStats rs;
       if (k.mv_size != 4 || !DecodeRouteStats(View(v), &rs)) {
         throw StoreError(ctx_->env.path() + ": corrupt store: bad route stats");
       }
@@ -74,14 +74,14 @@ QueueLimits QueueApplier::LimitsFor(const std::string& route) const {
   return it == route_limits_.end() ? ctx_->options.default_route_limits : it->second;
 }
 
-RouteStats& QueueApplier::Route(uint32_t id) {
+RouteQueueStats& QueueApplier::Route(uint32_t id) {
   dirty_routes_.insert(id);
   ctx_->touched = true;
   return routes_[id];
 }
 
 Status QueueApplier::AppendEntry(MDB_txn* txn, QueueEntry e, BatchResult* result) {
-  if (e.route.empty() || e.route.size() > kMaxKeyBytes) return Invalid("queue entry route empty or too long");
+  if (e.route.empty() || e.route.size() > kMaxLmdbKeyBytes) return Invalid("queue entry route empty or too long");
   const QueueLimits lim = LimitsFor(e.route);
   e.seq = ctx_->counters.next_seq;
   std::string value = EncodeEntry(e);
@@ -93,7 +93,7 @@ Status QueueApplier::AppendEntry(MDB_txn* txn, QueueEntry e, BatchResult* result
   auto id_it = route_ids_.find(e.route);
   uint32_t id = id_it == route_ids_.end() ? 0 : id_it->second;
   auto over = [&] {
-    const RouteStats* rs = id ? &routes_[id] : nullptr;
+    const RouteQueueStats* rs = id ? &routes_[id] : nullptr;
     uint64_t depth = rs ? rs->depth : 0, bytes = rs ? rs->bytes : 0;
     return (lim.max_entries && depth + 1 > lim.max_entries) ||
            (lim.max_bytes && bytes + size > lim.max_bytes) ||
@@ -124,7 +124,7 @@ Status QueueApplier::AppendEntry(MDB_txn* txn, QueueEntry e, BatchResult* result
   MDB_val mk = Val(key), mv = Val(value);
   if (int rc = mdb_put(txn, ctx_->db.queue, &mk, &mv, 0)) return ctx_->Mdb(rc, "queue append");
   ctx_->pending.Add(e.path, e.seq, id);
-  RouteStats& rs = Route(id);
+  RouteQueueStats& rs = Route(id);
   rs.depth++;
   rs.bytes += size;
   ctx_->counters.queue_entries++;
@@ -143,7 +143,7 @@ Status QueueApplier::RemoveQueued(MDB_txn* txn, uint32_t route_id, uint64_t seq,
   if (int rc = mdb_del(txn, ctx_->db.queue, &mk, nullptr)) return ctx_->Mdb(rc, "queue delete");
   if (int rc = ctx_->pending.Remove(txn, e.path, e.seq)) return ctx_->Mdb(rc, "pending index");
   ForgetSwept(route_id, seq);
-  RouteStats& rs = Route(route_id);
+  RouteQueueStats& rs = Route(route_id);
   rs.depth--;
   rs.bytes -= size;
   if (why == Removal::kDropOldest) rs.dropped_oldest++;
@@ -272,7 +272,7 @@ Status QueueApplier::Apply(MDB_txn* txn, const mutation::MoveToDead& m) {
   std::string dk = Be64Key(m.seq), dv = EncodeDeadLetter(d);
   MDB_val dmk = Val(dk), dmv = Val(dv);
   if ((rc = mdb_put(txn, ctx_->db.dead, &dmk, &dmv, 0))) return ctx_->Mdb(rc, "dead letter put");
-  RouteStats& rs = Route(it->second);
+  RouteQueueStats& rs = Route(it->second);
   rs.depth--;
   rs.bytes -= size;
   rs.dead_lettered++;

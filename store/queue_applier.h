@@ -1,5 +1,5 @@
 // QueueApplier: applies the WriteQueue's mutations (append, acknowledge, dead letters, TTL sweep)
-// and keeps the per-route RouteStats (internal).
+// and keeps the per-route RouteQueueStats (internal).
 //
 // Writer thread only, inside its write txns; a part of BatchApplier, sharing its ApplyContext
 // (queue counters, pending index). SetRouteLimits is the one call from another thread (the loop);
@@ -73,12 +73,12 @@ class QueueApplier {
   Status SweepRoute(MDB_txn* txn, uint32_t route_id, int64_t ttl_ms, const ClockReading& now);
   void ForgetSwept(uint32_t route_id, uint64_t seq);
   QueueLimits LimitsFor(const std::string& route) const;
-  RouteStats& Route(uint32_t id);  // for a change: marks it dirty and the Apply touched
+  RouteQueueStats& Route(uint32_t id);  // for a change: marks it dirty and the Apply touched
 
   ApplyContext* ctx_;
   CacheUnits* units_;
   std::unordered_map<std::string, uint32_t> route_ids_;
-  std::unordered_map<uint32_t, RouteStats> routes_;
+  std::unordered_map<uint32_t, RouteQueueStats> routes_;
   std::unordered_set<uint32_t> dirty_routes_;
   // Per route: the head run a TTL sweep already passed, whose entries still queued are all of
   // unknown age; the next sweep starts after it. In memory only (rebuilt by the next sweep).

@@ -35,7 +35,7 @@ struct DeadLetter {
 };
 
 // Per-route counters, persisted in the same transaction as the change they count.
-struct RouteStats {
+struct RouteQueueStats {
   std::string route;
   uint64_t depth = 0;           // entries queued
   uint64_t bytes = 0;           // sum of encoded entry sizes

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "store/lmdb_env.h"
 #include "store/tree_path.h"
 
 namespace tether::store {
@@ -137,7 +138,7 @@ bool PendingIndexKey(std::string_view tree_path, uint64_t seq, std::string* key)
   *key = JoinKey(segs, segs.size());
   key->push_back('\0');
   PutBe64(key, seq);
-  return key->size() <= 511;
+  return key->size() <= kMaxLmdbKeyBytes;
 }
 
 std::string OnDisconnectPrefix(std::string_view session_id) {
@@ -238,7 +239,7 @@ bool DecodeOnDisconnect(std::string_view in, OnDisconnectOp* op) {
   return r.done();
 }
 
-std::string EncodeRouteStats(const RouteStats& s) {
+std::string EncodeRouteStats(const RouteQueueStats& s) {
   Writer w;
   w.Str(s.route);
   w.U64(s.depth);
@@ -252,7 +253,7 @@ std::string EncodeRouteStats(const RouteStats& s) {
   return w.Take();
 }
 
-bool DecodeRouteStats(std::string_view in, RouteStats* s) {
+bool DecodeRouteStats(std::string_view in, RouteQueueStats* s) {
   Reader r(in);
   s->route = r.Str();
   s->depth = r.U64();

@@ -37,7 +37,7 @@ std::string EncodeSession(const SessionRecord& s);
 bool DecodeSession(std::string_view in, SessionRecord* s);
 std::string EncodeOnDisconnect(const OnDisconnectOp& op);
 bool DecodeOnDisconnect(std::string_view in, OnDisconnectOp* op);
-std::string EncodeRouteStats(const RouteStats& r);  // route name included
-bool DecodeRouteStats(std::string_view in, RouteStats* r);
+std::string EncodeRouteStats(const RouteQueueStats& r);  // route name included
+bool DecodeRouteStats(std::string_view in, RouteQueueStats* r);
 
 }  // namespace tether::store

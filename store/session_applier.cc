@@ -14,8 +14,8 @@ Status SessionApplier::Apply(MDB_txn* txn, const mutation::PutSession& m) {
   if (r.session_id.empty() || r.short_token.empty() || r.long_token.empty()) {
     return Invalid("session needs id, short token and long token");
   }
-  if (r.session_id.size() > kMaxKeyBytes - 10 || r.short_token.size() > kMaxKeyBytes ||
-      r.long_token.size() > kMaxKeyBytes) {
+  if (r.session_id.size() > kMaxLmdbKeyBytes - 10 || r.short_token.size() > kMaxLmdbKeyBytes ||
+      r.long_token.size() > kMaxLmdbKeyBytes) {
     return Invalid("session id or token too long");
   }
   for (auto [dbi, token] : {std::pair{ctx_->db.by_short, &r.short_token}, std::pair{ctx_->db.by_long, &r.long_token}}) {

@@ -11,6 +11,7 @@
 #include "store/lmdb_env.h"
 #include "store/cache_use.h"
 #include "store/tree_path.h"
+#include "util/uv_handle.h"
 
 namespace tether::store {
 namespace {
@@ -20,13 +21,13 @@ namespace {
 // before the loop may block (uv_prepare): one lock and at most one wake-up per iteration, not per
 // request. Results come back once per group (GroupCommitter's handback) and are run by Drain;
 // the batches and callbacks are freed here, on the thread that built them.
-// Heap-owned by its three handles: freed when the last one is closed, so it may outlive the
-// Store by one loop iteration.
+// Owned by Store::Impl (a raw pointer: it is built before the Impl that holds it); deleted by
+// Close once the writer has stopped, its handles closing with it (their callbacks never run
+// after that).
 struct LoopChannel {
-  uv_async_t async;
-  uv_prepare_t before_poll;
-  uv_check_t after_io;
-  int open_handles = 3;
+  util::UvHandle<uv_async_t> async;
+  util::UvHandle<uv_prepare_t> before_poll;
+  util::UvHandle<uv_check_t> after_io;
   std::mutex mu;
   std::vector<GroupCommitter::Done> done;  // guarded by mu
   // Loop thread only.
@@ -46,25 +47,16 @@ struct LoopChannel {
     }
     for (auto& d : ready) {
       // Keep the loop alive only while callbacks are owed.
-      if (--outstanding == 0) uv_unref(reinterpret_cast<uv_handle_t*>(&async));
+      if (--outstanding == 0) uv_unref(async.handle());
       if (!submitted_ms.empty()) submitted_ms.pop_front();  // results come back in submission order
       if (d.deliver) d.deliver(d.result);
     }
-  }
-  void Close() {
-    auto closed = [](uv_handle_t* h) {
-      auto* ch = static_cast<LoopChannel*>(h->data);
-      if (--ch->open_handles == 0) delete ch;
-    };
-    uv_close(reinterpret_cast<uv_handle_t*>(&async), closed);
-    uv_close(reinterpret_cast<uv_handle_t*>(&before_poll), closed);
-    uv_close(reinterpret_cast<uv_handle_t*>(&after_io), closed);
   }
 };
 
 // Queues a batch on the loop thread; its callback runs on the loop once it is durable.
 void SubmitOnLoop(LoopChannel* ch, uv_loop_t* loop, WriteBatch batch, Store::Callback done) {
-  if (ch->outstanding++ == 0) uv_ref(reinterpret_cast<uv_handle_t*>(&ch->async));
+  if (ch->outstanding++ == 0) uv_ref(ch->async.handle());
   ch->submitted_ms.push_back(uv_now(loop));
   ch->outbox.push_back(GroupCommitter::Request{std::move(batch), std::move(done), true});
 }
@@ -88,7 +80,7 @@ struct Store::Impl {
                             std::make_move_iterator(group.end()));
           }
         }
-        uv_async_send(&ch->async);
+        uv_async_send(ch->async);
       };
     }
     committer = std::make_unique<GroupCommitter>(&env, &applier, options, std::move(back));
@@ -104,7 +96,7 @@ struct Store::Impl {
   SessionTable sessions;
   std::unique_ptr<GroupCommitter> committer;  // null when read-only
   LoopChannel* channel = nullptr;  // null without a loop or after Close()
-  uv_timer_t* sweep_timer = nullptr;
+  util::UvHandle<uv_timer_t> sweep_timer;
   uv_loop_t* loop = nullptr;  // null for tools and read-only stores
   bool closed = false;
 };
@@ -114,9 +106,7 @@ namespace {
 // Queues SweepExpired every ttl_sweep_interval_ms (a TTL is configured). Idempotent.
 void StartSweepTimer(Store::Impl* impl) {
   if (impl->sweep_timer || !impl->loop || !impl->channel || impl->options.ttl_sweep_interval_ms == 0) return;
-  impl->sweep_timer = new uv_timer_t;
-  uv_timer_init(impl->loop, impl->sweep_timer);
-  impl->sweep_timer->data = impl;
+  impl->sweep_timer = util::UvTimer(impl->loop, impl);
   uv_timer_start(
       impl->sweep_timer,
       [](uv_timer_t* t) {
@@ -127,7 +117,7 @@ void StartSweepTimer(Store::Impl* impl) {
         SubmitOnLoop(self->channel, self->loop, std::move(b), nullptr);
       },
       impl->options.ttl_sweep_interval_ms, impl->options.ttl_sweep_interval_ms);
-  uv_unref(reinterpret_cast<uv_handle_t*>(impl->sweep_timer));
+  uv_unref(impl->sweep_timer.handle());
 }
 
 }  // namespace
@@ -136,22 +126,19 @@ std::unique_ptr<Store> Store::Open(const std::string& dir, const StoreOptions& o
   LoopChannel* ch = nullptr;
   if (loop && !options.read_only) {
     ch = new LoopChannel;
-    ch->async.data = ch->before_poll.data = ch->after_io.data = ch;
-    uv_async_init(loop, &ch->async, [](uv_async_t* a) { static_cast<LoopChannel*>(a->data)->Drain(); });
-    uv_prepare_init(loop, &ch->before_poll);
-    uv_check_init(loop, &ch->after_io);
-    uv_prepare_start(&ch->before_poll, [](uv_prepare_t* h) { static_cast<LoopChannel*>(h->data)->Flush(); });
-    uv_check_start(&ch->after_io, [](uv_check_t* h) { static_cast<LoopChannel*>(h->data)->Flush(); });
-    for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&ch->async), reinterpret_cast<uv_handle_t*>(&ch->before_poll),
-                           reinterpret_cast<uv_handle_t*>(&ch->after_io)}) {
-      uv_unref(h);
-    }
+    ch->async = util::UvHandle<uv_async_t>(loop, ch, uv_async_init,
+                                           [](uv_async_t* a) { static_cast<LoopChannel*>(a->data)->Drain(); });
+    ch->before_poll = util::UvHandle<uv_prepare_t>(loop, ch, uv_prepare_init);
+    ch->after_io = util::UvHandle<uv_check_t>(loop, ch, uv_check_init);
+    uv_prepare_start(ch->before_poll, [](uv_prepare_t* h) { static_cast<LoopChannel*>(h->data)->Flush(); });
+    uv_check_start(ch->after_io, [](uv_check_t* h) { static_cast<LoopChannel*>(h->data)->Flush(); });
+    for (uv_handle_t* h : {ch->async.handle(), ch->before_poll.handle(), ch->after_io.handle()}) uv_unref(h);
   }
   std::unique_ptr<Impl> impl;
   try {
     impl = std::make_unique<Impl>(dir, options, ch);
   } catch (...) {
-    if (ch) ch->Close();
+    delete ch;
     throw;
   }
   if (ch) {
@@ -198,17 +185,12 @@ void Store::Close() {
   impl_->closed = true;
   if (impl_->channel) impl_->channel->Flush();
   if (impl_->committer) impl_->committer->Stop();
-  if (impl_->sweep_timer) {
-    uv_timer_stop(impl_->sweep_timer);
-    uv_close(reinterpret_cast<uv_handle_t*>(impl_->sweep_timer),
-             [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-    impl_->sweep_timer = nullptr;
-  }
+  impl_->sweep_timer.Close();
   if (LoopChannel* ch = impl_->channel) {
     impl_->channel = nullptr;
     ch->Drain();
     ch->committer = nullptr;
-    ch->Close();
+    delete ch;
   }
 }
 

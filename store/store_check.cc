@@ -73,14 +73,14 @@ CheckReport RunCheck(const LmdbEnv& env) {
     if (v.size() != 4) return problem("routes: bad id for '" + std::string(k) + "'");
     route_names[GetBe32(v.data())] = std::string(k);
   });
-  std::map<uint32_t, RouteStats> stored;
+  std::map<uint32_t, RouteQueueStats> stored;
   Scan(txn.get(), db.route_stats, [&](std::string_view k, std::string_view v) {
-    RouteStats rs;
+    RouteQueueStats rs;
     if (k.size() != 4 || !DecodeRouteStats(v, &rs)) return problem("route_stats: unreadable record");
     stored[GetBe32(k.data())] = rs;
   });
 
-  std::map<uint32_t, RouteStats> actual;
+  std::map<uint32_t, RouteQueueStats> actual;
   uint64_t q_entries = 0, q_bytes = 0, max_seq = 0, indexed = 0;
   // Entries after pending_through are indexed in the writer's memory only (store/pending_index.h).
   const uint64_t persisted_through = db.has_pending_paths ? ReadPendingThrough(txn.get(), db) : 0;
@@ -132,7 +132,7 @@ CheckReport RunCheck(const LmdbEnv& env) {
   if (dead != counters.dead_entries) problem("counters: dead letter count mismatch");
   if (max_seq >= counters.next_seq) problem("counters: next_seq not above every stored seq");
   for (const auto& [id, name] : route_names) {
-    const RouteStats& a = actual[id];
+    const RouteQueueStats& a = actual[id];
     auto it = stored.find(id);
     if (it == stored.end()) {
       problem("route_stats: missing for route '" + name + "'");

@@ -60,7 +60,7 @@ Status TreeApplier::SetTree(MDB_txn* txn, const std::vector<std::string>& segs,
   std::string error;
   if (!ValidTreeValue(value, &error)) return Invalid(error);
   const std::string key = JoinKey(segs, segs.size());
-  if (key.size() > kMaxKeyBytes) return Invalid("path longer than " + std::to_string(kMaxKeyBytes) + " bytes");
+  if (key.size() > kMaxLmdbKeyBytes) return Invalid("path longer than " + std::to_string(kMaxLmdbKeyBytes) + " bytes");
   if (key.empty() && !value.is_null() && !value.is_object() && !value.is_array()) {
     return Invalid("cannot store a scalar at the root");
   }
@@ -72,8 +72,8 @@ Status TreeApplier::SetTree(MDB_txn* txn, const std::vector<std::string>& segs,
   if (!s.ok()) return s;
   FlattenJson(value, key, [&](const std::string& leaf_key, const std::string& text) {
     if (!s.ok()) return;
-    if (leaf_key.size() > kMaxKeyBytes) {
-      s = Invalid("path longer than " + std::to_string(kMaxKeyBytes) + " bytes: /" + leaf_key.substr(0, 64) + "...");
+    if (leaf_key.size() > kMaxLmdbKeyBytes) {
+      s = Invalid("path longer than " + std::to_string(kMaxLmdbKeyBytes) + " bytes: /" + leaf_key.substr(0, 64) + "...");
       return;
     }
     MDB_val mk = Val(leaf_key), mv = Val(text);
@@ -179,7 +179,7 @@ Status TreeApplier::Apply(MDB_txn* txn, const mutation::MarkComplete& m) {
   std::string key = JoinKey(segs, segs.size());
   key += '\0';
   key += m.query;
-  if (key.size() > kMaxKeyBytes) return Status::Ok();  // over LMDB's key limit: simply not remembered
+  if (key.size() > kMaxLmdbKeyBytes) return Status::Ok();  // over LMDB's key limit: simply not remembered
   MDB_val k = Val(key), v{0, nullptr};
   if (int rc = mdb_put(txn, ctx_->db.query_marks, &k, &v, 0)) return ctx_->Mdb(rc, "marking a query complete");
   return Status::Ok();

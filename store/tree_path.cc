@@ -1,5 +1,7 @@
 #include "store/tree_path.h"
 
+#include "util/firebase_key.h"
+
 namespace tether::store {
 
 bool ParseTreePath(std::string_view path, std::vector<std::string>* segments, std::string* error) {
@@ -10,13 +12,12 @@ bool ParseTreePath(std::string_view path, std::vector<std::string>* segments, st
     if (j == std::string_view::npos) j = path.size();
     std::string_view seg = path.substr(i, j - i);
     if (!seg.empty()) {
-      if (seg.size() > 768) {
+      if (seg.size() > util::kMaxFirebaseKeyBytes) {
         *error = "path segment longer than 768 bytes";
         return false;
       }
       for (char ch : seg) {
-        unsigned char c = static_cast<unsigned char>(ch);
-        if (c < 0x20 || c == 0x7f || ch == '.' || ch == '$' || ch == '#' || ch == '[' || ch == ']') {
+        if (util::IsForbiddenKeyByte(static_cast<unsigned char>(ch))) {  // '/' cannot occur here
           *error = "invalid character in path segment '" + std::string(seg) + "'";
           return false;
         }

@@ -26,7 +26,7 @@ class WriteBatch {
   void DropDeadLetter(uint64_t seq);
   // TTL: drops (and counts) the entries of every route with a TTL whose age (entry_age.h) at
   // `now` exceeds it; entries whose age cannot be trusted are kept and counted
-  // (RouteStats::ttl_age_unknown). Scans each route from its head and stops at the first entry
+  // (RouteQueueStats::ttl_age_unknown). Scans each route from its head and stops at the first entry
   // known to be younger than the TTL.
   void SweepExpired(ClockReading now);
   // --- DataTree ---

@@ -15,7 +15,7 @@ std::optional<uint32_t> RouteId(const ReadTxn& txn, const Databases& db, std::st
   return GetBe32(v->data());
 }
 
-void FillOldest(const ReadTxn& txn, const Databases& db, uint32_t id, RouteStats* rs) {
+void FillOldest(const ReadTxn& txn, const Databases& db, uint32_t id, RouteQueueStats* rs) {
   Cursor c(txn.get(), db.queue);
   std::string start = QueueKey(id, 0);
   MDB_val k = Val(start), v;
@@ -51,7 +51,7 @@ std::vector<QueueEntry> WriteQueue::Peek(std::string_view route, size_t max_n, u
   return out;
 }
 
-std::optional<RouteStats> WriteQueue::Stats(std::string_view route) const {
+std::optional<RouteQueueStats> WriteQueue::Stats(std::string_view route) const {
   ReadTxn txn(env_);
   const Databases& db = env_.dbs();
   auto id = RouteId(txn, db, route);
@@ -59,21 +59,21 @@ std::optional<RouteStats> WriteQueue::Stats(std::string_view route) const {
   std::string key;
   PutBe32(&key, *id);
   auto v = txn.Get(db.route_stats, key);
-  RouteStats rs;
+  RouteQueueStats rs;
   if (!v || !DecodeRouteStats(*v, &rs)) throw StoreError(env_.path() + ": corrupt route stats");
   FillOldest(txn, db, *id, &rs);
   return rs;
 }
 
-std::vector<RouteStats> WriteQueue::AllStats() const {
-  std::vector<RouteStats> out;
+std::vector<RouteQueueStats> WriteQueue::AllStats() const {
+  std::vector<RouteQueueStats> out;
   ReadTxn txn(env_);
   const Databases& db = env_.dbs();
   Cursor c(txn.get(), db.route_stats);
   MDB_val k, v;
   for (int rc = mdb_cursor_get(c.get(), &k, &v, MDB_FIRST); rc == 0;
        rc = mdb_cursor_get(c.get(), &k, &v, MDB_NEXT)) {
-    RouteStats rs;
+    RouteQueueStats rs;
     if (!DecodeRouteStats(View(v), &rs)) throw StoreError(env_.path() + ": corrupt route stats");
     FillOldest(txn, db, GetBe32(static_cast<const char*>(k.mv_data)), &rs);
     out.push_back(std::move(rs));

@@ -31,8 +31,8 @@ class WriteQueue {
 
   // Up to max_n entries of `route` with seq > after_seq, oldest first.
   std::vector<QueueEntry> Peek(std::string_view route, size_t max_n, uint64_t after_seq = 0) const;
-  std::optional<RouteStats> Stats(std::string_view route) const;  // nullopt: route never used
-  std::vector<RouteStats> AllStats() const;
+  std::optional<RouteQueueStats> Stats(std::string_view route) const;  // nullopt: route never used
+  std::vector<RouteQueueStats> AllStats() const;
   QueueTotals Totals() const;
   // Dead letters with seq > after_seq, in seq order.
   std::vector<DeadLetter> DeadLetters(size_t max_n, uint64_t after_seq = 0) const;

@@ -21,26 +21,15 @@ int64_t BootUs() {  // CLOCK_BOOTTIME: never stepped, counts suspend
   clock_gettime(CLOCK_BOOTTIME, &ts);
   return int64_t{ts.tv_sec} * 1'000'000 + ts.tv_nsec / 1000;
 }
-uv_timer_t* NewTimer(uv_loop_t* loop, void* data) {
-  auto* t = new uv_timer_t;
-  uv_timer_init(loop, t);
-  t->data = data;
-  return t;
-}
-void CloseTimer(uv_timer_t* t) {
-  uv_timer_stop(t);
-  uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-}
 }  // namespace
 
 CloudClock::CloudClock(uv_loop_t* loop, HttpClient& http, Credentials& creds, CloudClockOptions opt)
     : loop_(loop), http_(http), creds_(creds), opt_(std::move(opt)),
-      write_timer_(NewTimer(loop, this)) {}
+      write_timer_(util::UvTimer(loop, this)) {}
 
 CloudClock::~CloudClock() {
   *alive_ = false;
   if (request_) http_.cancel(request_);
-  CloseTimer(write_timer_);
 }
 
 int64_t CloudClock::wall_ms() const { return opt_.wall_clock_ms ? opt_.wall_clock_ms() : SystemWallMs(); }

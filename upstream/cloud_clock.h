@@ -39,6 +39,7 @@
 
 #include "upstream/credentials.h"
 #include "upstream/http_client.h"
+#include "util/uv_handle.h"
 
 namespace tether::upstream {
 
@@ -112,7 +113,7 @@ class CloudClock {
   int attempt_ = 0;                   // consecutive writes without a time
   HttpClient::RequestId request_ = 0;  // presence write or read-back in flight
   std::string last_error_;
-  uv_timer_t* write_timer_;  // heap: closed asynchronously
+  util::UvHandle<uv_timer_t> write_timer_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for credential refreshes
 };
 

@@ -12,6 +12,8 @@
 
 #include "upstream/http_client.h"
 #include "upstream/jwt.h"
+#include "util/percent_encoding.h"
+#include "util/uv_handle.h"
 
 namespace tether::upstream {
 namespace {
@@ -29,7 +31,7 @@ class NoCredentials final : public Credentials {
 
 class DatabaseSecret final : public Credentials {
  public:
-  explicit DatabaseSecret(std::string secret) : query_("auth=" + UrlEncode(secret)) {}
+  explicit DatabaseSecret(std::string secret) : query_("auth=" + util::PercentEncode(secret)) {}
   std::string query() override { return query_; }
   void refresh(std::function<void(bool)> done) override { done(false); }
 
@@ -42,7 +44,7 @@ class AccessTokenFile final : public Credentials {
   AccessTokenFile(std::string path, SecretReader read) : path_(std::move(path)), read_(std::move(read)) { reload(); }
   std::string query() override {
     reload();
-    return token_.empty() ? std::string() : "access_token=" + UrlEncode(token_);
+    return token_.empty() ? std::string() : "access_token=" + util::PercentEncode(token_);
   }
   void refresh(std::function<void(bool)> done) override { done(reload()); }
 
@@ -80,20 +82,16 @@ class ServiceAccount final : public Credentials {
   ServiceAccount(uv_loop_t* loop, HttpClient& http, std::string email, std::string key, std::string token_uri,
                  int64_t margin_s)
       : http_(http), email_(std::move(email)), key_(std::move(key)), token_uri_(std::move(token_uri)),
-        margin_s_(margin_s), timer_(new uv_timer_t) {
-    uv_timer_init(loop, timer_);
-    timer_->data = this;
+        margin_s_(margin_s), timer_(util::UvTimer(loop, this)) {
     schedule(0);
   }
   ~ServiceAccount() override {
     if (request_) http_.cancel(request_);
-    uv_timer_stop(timer_);
-    uv_close(reinterpret_cast<uv_handle_t*>(timer_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
     std::fill(key_.begin(), key_.end(), '\0');
   }
 
   std::string query() override {
-    return token_.empty() ? std::string() : "access_token=" + UrlEncode(token_);
+    return token_.empty() ? std::string() : "access_token=" + util::PercentEncode(token_);
   }
 
   void refresh(std::function<void(bool)> done) override {
@@ -111,7 +109,7 @@ class ServiceAccount final : public Credentials {
     req.method = "POST";
     req.url = token_uri_;
     req.headers = {"Content-Type: application/x-www-form-urlencoded"};
-    req.body = "grant_type=" + UrlEncode("urn:ietf:params:oauth:grant-type:jwt-bearer") +
+    req.body = "grant_type=" + util::PercentEncode("urn:ietf:params:oauth:grant-type:jwt-bearer") +
                "&assertion=" + *jwt;
     req.timeout_ms = 30000;
     request_ = http_.start(std::move(req), [this](HttpResponse resp) {
@@ -149,7 +147,7 @@ class ServiceAccount final : public Credentials {
   std::string token_;
   int failures_ = 0;
   HttpClient::RequestId request_ = 0;
-  uv_timer_t* timer_;  // heap: closed asynchronously
+  util::UvHandle<uv_timer_t> timer_;
   std::vector<std::function<void(bool)>> waiters_;
 };
 

@@ -1,6 +1,6 @@
 #include "upstream/db_url.h"
 
-#include "upstream/http_client.h"
+#include "util/percent_encoding.h"
 
 namespace tether::upstream {
 
@@ -12,7 +12,7 @@ std::string EncodeDatabasePath(std::string_view path) {
     path = slash == std::string_view::npos ? std::string_view() : path.substr(slash + 1);
     if (seg.empty()) continue;
     if (!out.empty()) out.push_back('/');
-    out += UrlEncode(seg);
+    out += util::PercentEncode(seg);
   }
   return out;
 }

@@ -5,12 +5,13 @@
 #include <random>
 
 #include "upstream/db_url.h"
+#include "util/percent_encoding.h"
 
 namespace tether::upstream {
 
 struct Drainer::Route {
   RouteTarget target;
-  RouteStats stats;
+  RouteUploadStats stats;
   bool queued = false;                // in ready_
   HttpClient::RequestId request = 0;  // non-zero while a PATCH is in flight
   int attempt = 0;                    // consecutive failures, for backoff
@@ -18,7 +19,7 @@ struct Drainer::Route {
   uint64_t split_until_seq = 0;       // bisecting ends once ops up to here are settled
   bool mark_known = false;            // no exactly-once batch of unknown outcome since the mark was read
   bool once_in_flight = false;        // the request in flight carries the applied mark
-  uv_timer_t* timer = nullptr;        // backoff timer (heap)
+  util::UvHandle<uv_timer_t> timer;   // backoff
   int passed_over = 0;                // slots given to higher-priority routes while this one waited
   bool unreachable = false;           // backing off because the cloud did not answer (link_up wakes it)
   Drainer* owner = nullptr;
@@ -28,32 +29,24 @@ Drainer::Drainer(uv_loop_t* loop, HttpClient& http, Credentials& creds, Outbox& 
                  std::vector<RouteTarget> routes, DrainerOptions options)
     : loop_(loop), http_(http), creds_(creds), outbox_(outbox), opt_(std::move(options)) {
   for (auto& t : routes) set_route(std::move(t));
-  poll_timer_ = new uv_timer_t;
-  uv_timer_init(loop_, poll_timer_);
-  poll_timer_->data = this;
+  poll_timer_ = util::UvTimer(loop_, this);
 }
 
 Drainer::~Drainer() {
-  stop();
-  auto close = [](uv_timer_t* t) {
-    uv_close(reinterpret_cast<uv_handle_t*>(t),
-             [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-  };
-  for (auto& r : routes_) close(r->timer);
-  close(poll_timer_);
+  stop();  // the timers close with their routes and members
 }
 
 void Drainer::start() {
   running_ = true;
   for (auto& r : routes_) {
-    r->stats.state = RouteStats::State::Idle;
+    r->stats.state = RouteUploadStats::State::Idle;
     r->mark_known = false;  // a batch may have been applied just before a crash or stop()
     make_ready(*r);
   }
   uv_timer_start(poll_timer_, [](uv_timer_t* t) {
     auto* self = static_cast<Drainer*>(t->data);
     for (auto& r : self->routes_)
-      if (r->stats.state == RouteStats::State::Idle) self->make_ready(*r);
+      if (r->stats.state == RouteUploadStats::State::Idle) self->make_ready(*r);
     self->schedule();
   }, opt_.poll_interval_ms, opt_.poll_interval_ms);
   schedule();
@@ -67,7 +60,7 @@ void Drainer::stop() {
     if (r->request) http_.cancel(r->request);
     r->request = 0;
     r->queued = false;
-    r->stats.state = RouteStats::State::Stopped;
+    r->stats.state = RouteUploadStats::State::Stopped;
   }
   ready_.clear();
   in_flight_ = 0;
@@ -83,9 +76,7 @@ void Drainer::set_route(RouteTarget target) {
   auto r = std::make_unique<Route>();
   r->target = std::move(target);
   r->owner = this;
-  r->timer = new uv_timer_t;
-  uv_timer_init(loop_, r->timer);
-  r->timer->data = r.get();
+  r->timer = util::UvTimer(loop_, r.get());
   routes_.push_back(std::move(r));
   if (running_) {
     make_ready(*routes_.back());
@@ -95,7 +86,7 @@ void Drainer::set_route(RouteTarget target) {
 
 void Drainer::notify(const std::string& route) {
   for (auto& r : routes_)
-    if (r->target.route == route && r->stats.state == RouteStats::State::Idle) make_ready(*r);
+    if (r->target.route == route && r->stats.state == RouteUploadStats::State::Idle) make_ready(*r);
   schedule();
 }
 
@@ -103,10 +94,10 @@ void Drainer::link_up() {
   if (!running_) return;
   bool woke = false;
   for (auto& r : routes_) {
-    if (r->stats.state != RouteStats::State::Backoff || !r->unreachable) continue;
+    if (r->stats.state != RouteUploadStats::State::Backoff || !r->unreachable) continue;
     uv_timer_stop(r->timer);
     r->unreachable = false;
-    r->stats.state = RouteStats::State::Idle;
+    r->stats.state = RouteUploadStats::State::Idle;
     r->stats.current_backoff_ms = 0;
     make_ready(*r);
     woke = true;
@@ -114,8 +105,8 @@ void Drainer::link_up() {
   if (woke) schedule();
 }
 
-std::map<std::string, RouteStats> Drainer::stats() const {
-  std::map<std::string, RouteStats> out;
+std::map<std::string, RouteUploadStats> Drainer::stats() const {
+  std::map<std::string, RouteUploadStats> out;
   for (auto& r : routes_) out[r->target.route] = r->stats;
   return out;
 }
@@ -155,7 +146,7 @@ void Drainer::upload(Route& r) {
   size_t max_ops = r.split_limit ? r.split_limit : opt_.limits.max_ops;
   std::vector<OutboundOp> ops = outbox_.peek(r.target.route, max_ops);
   if (ops.empty()) {
-    r.stats.state = RouteStats::State::Idle;
+    r.stats.state = RouteUploadStats::State::Idle;
     return;
   }
   if (ops[0].kind == OutboundOp::Kind::Conditional) return conditional(r, std::move(ops[0]), 0);
@@ -197,12 +188,12 @@ void Drainer::upload(Route& r) {
   r.once_in_flight = once;
   std::string query = "print=silent";
   if (std::string q = creds_.query(); !q.empty()) query += "&" + q;
-  if (!ops[0].auth_override.empty()) query += "&auth_variable_override=" + UrlEncode(ops[0].auth_override);
+  if (!ops[0].auth_override.empty()) query += "&auth_variable_override=" + util::PercentEncode(ops[0].auth_override);
   req.url = DatabaseUrl(opt_.base_url, once ? std::string() : root, query);
   req.headers = {"Content-Type: application/json"};
   req.body = batch.body.dump();
   req.timeout_ms = opt_.request_timeout_ms;
-  r.stats.state = RouteStats::State::Uploading;
+  r.stats.state = RouteUploadStats::State::Uploading;
   ++in_flight_;
   uint64_t last_seq = batch.last_seq;
   size_t count = batch.op_count;
@@ -222,7 +213,7 @@ void Drainer::read_mark(Route& r) {
   HttpRequest req;
   req.url = DatabaseUrl(opt_.base_url, opt_.applied_path + "/" + r.target.route, creds_.query());
   req.timeout_ms = opt_.request_timeout_ms;
-  r.stats.state = RouteStats::State::Uploading;
+  r.stats.state = RouteUploadStats::State::Uploading;
   r.stats.mark_reads++;
   ++in_flight_;
   r.request = http_.start(std::move(req), [this, &r](HttpResponse resp) {
@@ -252,7 +243,7 @@ void Drainer::read_mark(Route& r) {
         r.stats.uploaded_ops += n;
       }
     }
-    r.stats.state = RouteStats::State::Idle;
+    r.stats.state = RouteUploadStats::State::Idle;
     make_ready(r);
     schedule();
   });
@@ -273,7 +264,7 @@ void Drainer::conditional(Route& r, OutboundOp op, int round) {
   get.url = DatabaseUrl(opt_.base_url, path, creds_.query());
   get.headers = {"X-Firebase-ETag: true"};
   get.timeout_ms = opt_.request_timeout_ms;
-  r.stats.state = RouteStats::State::Uploading;
+  r.stats.state = RouteUploadStats::State::Uploading;
   ++in_flight_;
   auto fail = [this, &r](const HttpResponse& resp, const std::string& what) {
     if (resp.status == 401) creds_.refresh([](bool) {});
@@ -305,7 +296,7 @@ void Drainer::conditional(Route& r, OutboundOp op, int round) {
       put.method = payload["value"].is_null() ? "DELETE" : "PUT";
       std::string query = "print=silent";
       if (std::string q = creds_.query(); !q.empty()) query += "&" + q;
-      if (!op.auth_override.empty()) query += "&auth_variable_override=" + UrlEncode(op.auth_override);
+      if (!op.auth_override.empty()) query += "&auth_variable_override=" + util::PercentEncode(op.auth_override);
       put.url = DatabaseUrl(opt_.base_url, path, query);
       put.headers = {"Content-Type: application/json", "if-match: " + etag->second};
       if (!payload["value"].is_null()) put.body = payload["value"].dump();
@@ -333,14 +324,14 @@ void Drainer::conditional(Route& r, OutboundOp op, int round) {
         } else {
           return fail(resp, "conditional write");
         }
-        r.stats.state = RouteStats::State::Idle;
+        r.stats.state = RouteUploadStats::State::Idle;
         make_ready(r);
         schedule();
       });
       return;
     }
     r.attempt = 0;
-    r.stats.state = RouteStats::State::Idle;
+    r.stats.state = RouteUploadStats::State::Idle;
     make_ready(r);
     schedule();
   });
@@ -366,24 +357,24 @@ void Drainer::finished(Route& r, std::vector<OutboundOp> ops, const Batch& batch
     r.stats.current_backoff_ms = 0;
     r.stats.last_error.clear();  // an error of the past no longer describes the route
     if (r.split_limit && batch.last_seq >= r.split_until_seq) r.split_limit = 0;
-    r.stats.state = RouteStats::State::Idle;
+    r.stats.state = RouteUploadStats::State::Idle;
     return make_ready(r);
   }
   std::string why = "HTTP " + std::to_string(s) + ": " + resp.body.substr(0, 200);
   if (s == 401) {
     r.stats.auth_errors++;
     r.stats.last_error = why;
-    r.stats.state = RouteStats::State::AuthPaused;
+    r.stats.state = RouteUploadStats::State::AuthPaused;
     creds_.refresh([this, &r, alive = std::weak_ptr<bool>(alive_)](bool changed) {
-      if (alive.expired() || !running_ || r.stats.state != RouteStats::State::AuthPaused) return;
+      if (alive.expired() || !running_ || r.stats.state != RouteUploadStats::State::AuthPaused) return;
       if (changed) {
         r.attempt = 0;
-        r.stats.state = RouteStats::State::Idle;
+        r.stats.state = RouteUploadStats::State::Idle;
         make_ready(r);
         schedule();
       } else {
         back_off(r, "credential refresh gave no new credential");
-        r.stats.state = RouteStats::State::AuthPaused;
+        r.stats.state = RouteUploadStats::State::AuthPaused;
       }
     });
     return;
@@ -398,7 +389,7 @@ void Drainer::finished(Route& r, std::vector<OutboundOp> ops, const Batch& batch
       r.split_limit = std::max<size_t>(1, ops.size() / 2);
       r.split_until_seq = std::max(r.split_until_seq, batch.last_seq);
     }
-    r.stats.state = RouteStats::State::Idle;
+    r.stats.state = RouteUploadStats::State::Idle;
     return make_ready(r);
   }
   r.stats.retryable_errors++;
@@ -414,10 +405,10 @@ void Drainer::back_off(Route& r, std::string why, bool unreachable) {
   int64_t delay = cap / 2 + static_cast<int64_t>(rng() % static_cast<uint64_t>(cap / 2 + 1));
   r.stats.current_backoff_ms = delay;
   r.stats.last_error = std::move(why);
-  r.stats.state = RouteStats::State::Backoff;
+  r.stats.state = RouteUploadStats::State::Backoff;
   uv_timer_start(r.timer, [](uv_timer_t* t) {
     auto* route = static_cast<Route*>(t->data);
-    route->stats.state = RouteStats::State::Idle;
+    route->stats.state = RouteUploadStats::State::Idle;
     route->owner->make_ready(*route);
     route->owner->schedule();
   }, static_cast<uint64_t>(delay), 0);

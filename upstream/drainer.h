@@ -30,6 +30,7 @@
 #include "upstream/credentials.h"
 #include "upstream/http_client.h"
 #include "upstream/outbox.h"
+#include "util/uv_handle.h"
 
 namespace tether::upstream {
 
@@ -58,7 +59,8 @@ struct DrainerOptions {
   std::string queue_id;          // names the outbox's seq space (a new store restarts seqs)
 };
 
-struct RouteStats {
+// One route's upload state and counters since start (the queue's own counters: store::RouteQueueStats).
+struct RouteUploadStats {
   enum class State { Idle, Uploading, Backoff, AuthPaused, Stopped };
   State state = State::Idle;
   uint64_t uploaded_ops = 0, batches = 0;
@@ -88,7 +90,7 @@ class Drainer {
   void link_up();  // a request on the link was answered: routes waiting for the link go now
   // Adds a route (drained at once when running) or changes an existing route's root and priority.
   void set_route(RouteTarget target);
-  std::map<std::string, RouteStats> stats() const;
+  std::map<std::string, RouteUploadStats> stats() const;
 
   struct Route;
 
@@ -111,7 +113,7 @@ class Drainer {
   std::vector<Route*> ready_;   // FIFO of routes waiting for a slot (round-robin within a priority)
   size_t in_flight_ = 0;
   bool running_ = false;
-  uv_timer_t* poll_timer_;      // heap: closed asynchronously
+  util::UvHandle<uv_timer_t> poll_timer_;
   // Credential refreshes may complete after destruction; their callbacks check this token.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

@@ -7,6 +7,8 @@
 #include <mutex>
 #include <utility>
 
+#include "util/uv_handle.h"
+
 namespace tether::upstream {
 namespace {
 
@@ -20,9 +22,9 @@ struct Transfer {
   bool headers_reported = false;
 };
 
-// A socket curl asked us to watch; freed in its close callback.
+// A socket curl asked us to watch, from CURL_POLL_IN/OUT until CURL_POLL_REMOVE.
 struct SocketWatch {
-  uv_poll_t poll;
+  util::UvHandle<uv_poll_t> poll;
   curl_socket_t fd;
   HttpClient::Impl* owner;
 };
@@ -38,7 +40,7 @@ struct HttpClient::Impl {
   uv_loop_t* loop;
   HttpClientOptions options;
   CURLM* multi;
-  uv_timer_t* timer;  // heap: closed asynchronously
+  util::UvHandle<uv_timer_t> timer;
   RequestId next_id = 1;
   std::map<RequestId, std::unique_ptr<Transfer>> transfers;
   int curl_depth = 0;                 // > 0 while inside curl_multi_socket_action
@@ -101,23 +103,23 @@ struct HttpClient::Impl {
     auto* w = static_cast<SocketWatch*>(socketp);
     if (what == CURL_POLL_REMOVE) {
       if (w) {
-        uv_poll_stop(&w->poll);
-        uv_close(reinterpret_cast<uv_handle_t*>(&w->poll),
-                 [](uv_handle_t* h) { delete reinterpret_cast<SocketWatch*>(h); });
         curl_multi_assign(self->multi, fd, nullptr);
+        delete w;  // its poll handle closes with it
       }
       return 0;
     }
     if (!w) {
       w = new SocketWatch{{}, fd, self};
-      uv_poll_init_socket(self->loop, &w->poll, fd);
-      w->poll.data = w;
+      if (w->poll.Init(self->loop, w, uv_poll_init_socket, fd) != 0) {
+        delete w;
+        return -1;  // curl fails the transfer (the socket cannot be watched)
+      }
       curl_multi_assign(self->multi, fd, w);
     }
     int events = 0;
     if (what & CURL_POLL_IN) events |= UV_READABLE;
     if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
-    uv_poll_start(&w->poll, events, [](uv_poll_t* p, int status, int ev) {
+    uv_poll_start(w->poll, events, [](uv_poll_t* p, int status, int ev) {
       auto* sw = static_cast<SocketWatch*>(p->data);
       int flags = 0;
       if (status < 0) flags = CURL_CSELECT_ERR;
@@ -185,9 +187,7 @@ HttpClient::HttpClient(uv_loop_t* loop, HttpClientOptions options) : impl_(std::
   impl_->loop = loop;
   impl_->options = std::move(options);
   impl_->multi = curl_multi_init();
-  impl_->timer = new uv_timer_t;
-  uv_timer_init(loop, impl_->timer);
-  impl_->timer->data = impl_.get();
+  impl_->timer = util::UvTimer(loop, impl_.get());
   curl_multi_setopt(impl_->multi, CURLMOPT_SOCKETFUNCTION, &Impl::OnSocket);
   curl_multi_setopt(impl_->multi, CURLMOPT_SOCKETDATA, impl_.get());
   curl_multi_setopt(impl_->multi, CURLMOPT_TIMERFUNCTION, &Impl::OnTimer);
@@ -197,10 +197,7 @@ HttpClient::HttpClient(uv_loop_t* loop, HttpClientOptions options) : impl_(std::
 HttpClient::~HttpClient() {
   for (auto& [id, t] : impl_->transfers) impl_->Release(t.get());
   impl_->transfers.clear();
-  curl_multi_cleanup(impl_->multi);
-  uv_timer_stop(impl_->timer);
-  uv_close(reinterpret_cast<uv_handle_t*>(impl_->timer),
-           [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+  curl_multi_cleanup(impl_->multi);  // the timer closes with impl_
 }
 
 HttpClient::RequestId HttpClient::start(HttpRequest req, Done done) {
@@ -256,20 +253,5 @@ void HttpClient::cancel(RequestId id) {
 }
 
 size_t HttpClient::in_flight() const { return impl_->transfers.size(); }
-
-std::string UrlEncode(std::string_view s) {
-  static const char* kHex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 15]);
-    }
-  }
-  return out;
-}
 
 }  // namespace tether::upstream

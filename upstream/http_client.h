@@ -68,7 +68,4 @@ class HttpClient {
   std::unique_ptr<Impl> impl_;
 };
 
-// Percent-encodes a query parameter value.
-std::string UrlEncode(std::string_view s);
-
 }  // namespace tether::upstream

@@ -1,6 +1,5 @@
 #include "upstream/jwt.h"
 
-#include <mbedtls/base64.h>
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/pk.h>
@@ -8,20 +7,9 @@
 
 #include <vector>
 
-namespace tether::upstream {
+#include "util/base64.h"
 
-std::string Base64Url(std::string_view bytes) {
-  size_t len = 0;
-  mbedtls_base64_encode(nullptr, 0, &len, reinterpret_cast<const unsigned char*>(bytes.data()),
-                        bytes.size());
-  std::string out(len, '\0');
-  mbedtls_base64_encode(reinterpret_cast<unsigned char*>(out.data()), out.size(), &len,
-                        reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
-  out.resize(len);
-  while (!out.empty() && out.back() == '=') out.pop_back();
-  for (char& c : out) c = c == '+' ? '-' : c == '/' ? '_' : c;
-  return out;
-}
+namespace tether::upstream {
 
 std::optional<std::string> SignJwtRs256(const nlohmann::json& claims, std::string_view pem,
                                         std::string* error) {
@@ -29,7 +17,7 @@ std::optional<std::string> SignJwtRs256(const nlohmann::json& claims, std::strin
     if (error) *error = why;
     return std::nullopt;
   };
-  std::string input = Base64Url(R"({"alg":"RS256","typ":"JWT"})") + "." + Base64Url(claims.dump());
+  std::string input = util::Base64UrlEncode(R"({"alg":"RS256","typ":"JWT"})") + "." + util::Base64UrlEncode(claims.dump());
   unsigned char hash[32];
   mbedtls_sha256_ret(reinterpret_cast<const unsigned char*>(input.data()), input.size(), hash, 0);
 
@@ -54,7 +42,7 @@ std::optional<std::string> SignJwtRs256(const nlohmann::json& claims, std::strin
                              mbedtls_ctr_drbg_random, &drbg) != 0) {
     out = fail("RSA signing failed");
   } else {
-    out = input + "." + Base64Url(std::string_view(reinterpret_cast<char*>(sig.data()), sig_len));
+    out = input + "." + util::Base64UrlEncode(std::string_view(reinterpret_cast<char*>(sig.data()), sig_len));
   }
   mbedtls_ctr_drbg_free(&drbg);
   mbedtls_entropy_free(&entropy);

@@ -8,8 +8,6 @@
 
 namespace tether::upstream {
 
-std::string Base64Url(std::string_view bytes);  // no padding
-
 // `header.claims.signature`, header {"alg":"RS256","typ":"JWT"}; nullopt when the PEM private
 // key cannot be parsed or signing fails. `error` (optional) gets a reason, never key material.
 std::optional<std::string> SignJwtRs256(const nlohmann::json& claims, std::string_view private_key_pem,

@@ -7,17 +7,6 @@
 
 namespace tether::upstream {
 namespace {
-uv_timer_t* NewTimer(uv_loop_t* loop, void* data) {
-  auto* t = new uv_timer_t;
-  uv_timer_init(loop, t);
-  t->data = data;
-  return t;
-}
-void CloseTimer(uv_timer_t* t) {
-  uv_timer_stop(t);
-  uv_close(reinterpret_cast<uv_handle_t*>(t),
-           [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-}
 }  // namespace
 
 SyncStream::SyncStream(uv_loop_t* loop, HttpClient& http, Credentials& creds, SyncStreamOptions opt,
@@ -25,12 +14,10 @@ SyncStream::SyncStream(uv_loop_t* loop, HttpClient& http, Credentials& creds, Sy
     : loop_(loop), http_(http), creds_(creds), opt_(std::move(opt)),
       on_event_(std::move(on_event)), on_cancelled_(std::move(on_cancelled)),
       on_link_(std::move(on_link)), parser_([this](const SseEvent& e) { on_sse(e); }),
-      watchdog_(NewTimer(loop, this)), retry_(NewTimer(loop, this)) {}
+      watchdog_(util::UvTimer(loop, this)), retry_(util::UvTimer(loop, this)) {}
 
 SyncStream::~SyncStream() {
-  stop();
-  CloseTimer(watchdog_);
-  CloseTimer(retry_);
+  stop();  // the timers close with their members
 }
 
 void SyncStream::start() {

@@ -23,6 +23,7 @@
 #include "upstream/credentials.h"
 #include "upstream/http_client.h"
 #include "upstream/sse_parser.h"
+#include "util/uv_handle.h"
 
 namespace tether::upstream {
 
@@ -85,8 +86,8 @@ class SyncStream {
   int attempt_ = 0;
   uint64_t connects_ = 0, reads_ = 0;
   uint64_t last_bytes_ms_ = 0;     // uv_now of the last received byte
-  uv_timer_t* watchdog_;           // heap, closed asynchronously
-  uv_timer_t* retry_;
+  util::UvHandle<uv_timer_t> watchdog_;
+  util::UvHandle<uv_timer_t> retry_;
   // Credential refreshes may complete after destruction; their callbacks check this token.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

@@ -26,15 +26,11 @@ std::string Join(const std::string& root, const std::string& rel) { return Canon
 
 WatchSet::WatchSet(uv_loop_t* loop, HttpClient& http, Credentials& creds, WatchSetOptions opt, OnData on_data)
     : loop_(loop), http_(http), creds_(creds), opt_(std::move(opt)), on_data_(std::move(on_data)),
-      poll_timer_(new uv_timer_t) {
-  uv_timer_init(loop_, poll_timer_);
-  poll_timer_->data = this;
-}
+      poll_timer_(util::UvTimer(loop_, this)) {}
 
 WatchSet::~WatchSet() {
   stop();
   *alive_ = false;
-  uv_close(reinterpret_cast<uv_handle_t*>(poll_timer_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
 }
 
 void WatchSet::watch(const std::string& raw) {
@@ -48,7 +44,7 @@ void WatchSet::add_polled(const std::string& path) {
   polled_[path] = {};
   poll_order_.push_back(path);
   poll(path);
-  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(poll_timer_))) {
+  if (!uv_is_active(poll_timer_.handle())) {
     auto period = static_cast<uint64_t>(std::max<int64_t>(10, opt_.poll_interval_ms));
     uv_timer_start(poll_timer_, [](uv_timer_t* t) { static_cast<WatchSet*>(t->data)->poll_all(); }, period, period);
   }

@@ -20,6 +20,7 @@
 #include "upstream/credentials.h"
 #include "upstream/http_client.h"
 #include "upstream/sync_stream.h"
+#include "util/uv_handle.h"
 
 namespace tether::upstream {
 
@@ -75,7 +76,7 @@ class WatchSet {
   std::vector<std::unique_ptr<SyncStream>> retired_;  // cancelled by the cloud, freed later
   std::map<std::string, Polled> polled_;
   std::deque<std::string> poll_order_;  // polled paths, oldest first (promotion order)
-  uv_timer_t* poll_timer_;              // heap: closed asynchronously
+  util::UvHandle<uv_timer_t> poll_timer_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for GETs in flight
 };
 

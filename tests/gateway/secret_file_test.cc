@@ -100,5 +100,14 @@ TEST_F(SecretFileTest, MissingOrNotARegularFile) {
   EXPECT_EQ(ErrorOf(fifo), fifo + ": not a regular file") << "must not block on a FIFO";
 }
 
+TEST_F(SecretFileTest, ValueIsTheContentWithoutTrailingLineBreaks) {
+  EXPECT_EQ(ReadSecretValue(Write("lf", 0600, "0123456789abcdef\n")), "0123456789abcdef");
+  EXPECT_EQ(ReadSecretValue(Write("crlf", 0600, "0123456789abcdef\r\n\n")), "0123456789abcdef");
+  EXPECT_EQ(ReadSecretValue(Write("space", 0600, "0123456789abcdef \n")), "0123456789abcdef ")
+      << "a trailing space is part of the secret";
+  EXPECT_EQ(ReadSecretValue(Write("inner", 0600, "line1\nline2\n")), "line1\nline2");
+  EXPECT_THROW(ReadSecretValue(Write("open", 0666)), SecretFileError) << "refused as ReadSecretFile refuses";
+}
+
 }  // namespace
 }  // namespace tether

@@ -121,10 +121,10 @@ TEST(ValueCodec, DeepNestingIsRejectedNotRecursedForever) {
 }
 
 TEST(DataRules, KeysPathsAndValues) {
-  EXPECT_EQ(CheckKey("ok-key_1"), "");
-  EXPECT_EQ(CheckKey("a.b"), "key 'a.b' contains one of . $ # [ ] /");
-  EXPECT_EQ(CheckKey(std::string("a\x01", 2)), "key contains a control character");
-  EXPECT_EQ(CheckKey(std::string(769, 'k')), "key longer than 768 bytes");
+  EXPECT_EQ(util::CheckFirebaseKey("ok-key_1"), "");
+  EXPECT_EQ(util::CheckFirebaseKey("a.b"), "key 'a.b' contains one of . $ # [ ] /");
+  EXPECT_EQ(util::CheckFirebaseKey(std::string("a\x01", 2)), "key contains a control character");
+  EXPECT_EQ(util::CheckFirebaseKey(std::string(769, 'k')), "key longer than 768 bytes");
   EXPECT_EQ(CheckPath(std::vector<std::string>(33, "k")), "path deeper than 32 levels");
   EXPECT_EQ(CheckValue(Json({{"a", {{"$b", 1}}}}), 1), "key '$b' contains one of . $ # [ ] /");
   EXPECT_EQ(CheckValue(Json({{"t", {{".sv", "timestamp"}}}}), 1), "");

@@ -170,7 +170,7 @@ TEST(RecordCodec, OnDisconnectOpRoundTripsAndRefusesTruncation) {
 }
 
 TEST(RecordCodec, RouteStatsRoundTripAndReadSchemaTwo) {
-  RouteStats in;
+  RouteQueueStats in;
   in.route = "devs";
   in.depth = 1;
   in.bytes = 2;
@@ -181,7 +181,7 @@ TEST(RecordCodec, RouteStatsRoundTripAndReadSchemaTwo) {
   in.dead_depth = 7;
   in.ttl_age_unknown = 8;
   const std::string bytes = EncodeRouteStats(in);
-  RouteStats out;
+  RouteQueueStats out;
   ASSERT_TRUE(DecodeRouteStats(bytes, &out));
   EXPECT_EQ(out.route, in.route);
   EXPECT_EQ(out.depth, in.depth);
@@ -194,11 +194,11 @@ TEST(RecordCodec, RouteStatsRoundTripAndReadSchemaTwo) {
   EXPECT_EQ(out.ttl_age_unknown, in.ttl_age_unknown);
   // Schema 2 had no ttl_age_unknown: such a record reads it as 0.
   const size_t schema2 = bytes.size() - 8;
-  RouteStats old = in;
+  RouteQueueStats old = in;
   ASSERT_TRUE(DecodeRouteStats(std::string_view(bytes).substr(0, schema2), &old));
   EXPECT_EQ(old.dead_depth, in.dead_depth);
   EXPECT_EQ(old.ttl_age_unknown, 0u);
-  ExpectPrefixesRefused<RouteStats>(bytes, DecodeRouteStats, {schema2});
+  ExpectPrefixesRefused<RouteQueueStats>(bytes, DecodeRouteStats, {schema2});
   EXPECT_FALSE(DecodeRouteStats(bytes + "x", &out));
 }
 

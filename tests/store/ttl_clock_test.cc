@@ -69,7 +69,7 @@ class TtlSweepTest : public ::testing::Test {
     for (const QueueEntry& e : store_->queue().Peek("t", 100'000)) out.push_back(e.payload);
     return out;
   }
-  RouteStats Stats() { return *store_->queue().Stats("t"); }
+  RouteQueueStats Stats() { return *store_->queue().Stats("t"); }
   void ExpectHealthy() {
     CheckReport r = store_->Check();
     EXPECT_TRUE(r.ok) << (r.problems.empty() ? "" : r.problems.front());

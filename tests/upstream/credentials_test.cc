@@ -2,7 +2,6 @@
 #include "upstream/credentials.h"
 
 #include <gtest/gtest.h>
-#include <mbedtls/base64.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/sha256.h>
 
@@ -13,6 +12,7 @@
 #include "tests/upstream/fakecloud_process.h"
 #include "upstream/http_client.h"
 #include "upstream/jwt.h"
+#include "util/base64.h"
 
 namespace tether::upstream {
 namespace {
@@ -26,16 +26,7 @@ std::string GenerateRsaKeyPem() {
   return pem;
 }
 
-std::string FromBase64Url(std::string s) {
-  for (char& c : s) c = c == '-' ? '+' : c == '_' ? '/' : c;
-  while (s.size() % 4) s.push_back('=');
-  size_t len = 0;
-  std::string out(s.size(), '\0');
-  mbedtls_base64_decode(reinterpret_cast<unsigned char*>(out.data()), out.size(), &len,
-                        reinterpret_cast<const unsigned char*>(s.data()), s.size());
-  out.resize(len);
-  return out;
-}
+std::string FromBase64Url(const std::string& s) { return util::Base64UrlDecode(s).value(); }
 
 TEST(Jwt, Rs256SignatureVerifiesWithThePublicKey) {
   std::string pem = GenerateRsaKeyPem();

@@ -226,18 +226,18 @@ TEST_F(DrainerTest, AnAnsweredRequestWakesRoutesWaitingForTheLink) {
   AddWrites("a", 10);
   Start(cloud, *creds, {{"a", "r"}, {"b", "s"}}, opt);
   ASSERT_TRUE(RunUntil(&loop_, [&] { return drainer_->stats()["a"].network_errors >= 1; }));
-  EXPECT_EQ(drainer_->stats()["a"].state, RouteStats::State::Backoff);
+  EXPECT_EQ(drainer_->stats()["a"].state, RouteUploadStats::State::Backoff);
   outbox_.add({0, "b", K::Set, "x", "1", 0});
   usleep(1100000);  // the cloud is back
   drainer_->notify("b");
   ASSERT_TRUE(RunUntil(&loop_, [&] { return drainer_->stats()["b"].retryable_errors == 1; }, std::chrono::seconds(3)));
-  EXPECT_EQ(drainer_->stats()["b"].state, RouteStats::State::Backoff) << "429: the cloud answered, asking to wait";
+  EXPECT_EQ(drainer_->stats()["b"].state, RouteUploadStats::State::Backoff) << "429: the cloud answered, asking to wait";
   auto t0 = std::chrono::steady_clock::now();
   drainer_->link_up();  // e.g. the presence write or a stream got an answer
   ASSERT_TRUE(RunUntil(&loop_, [&] { return outbox_.pending("a") == 0; }, std::chrono::seconds(3)));
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(1000));
   EXPECT_TRUE(drainer_->stats()["a"].last_error.empty()) << "the outage's error is not the route's state any more";
-  EXPECT_EQ(drainer_->stats()["b"].state, RouteStats::State::Backoff) << "a rate limit is not woken";
+  EXPECT_EQ(drainer_->stats()["b"].state, RouteUploadStats::State::Backoff) << "a rate limit is not woken";
   EXPECT_EQ(outbox_.pending("b"), 1u);
 }
 
