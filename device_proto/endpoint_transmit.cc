@@ -235,7 +235,8 @@ bool Endpoint::Impl::deliver(ExchangeId id, const Response& r, std::optional<uin
     send(x.socket, x.peer, bytes);
   }
   const MidKey key{x.peer, x.mid};
-  const bool keep = !(x.answered_afresh && code::cls(meta.code) == 2);  // see answered_afresh()
+  // The code that went out (bytes[1]): a 4.13 or 4.02 may have replaced the handler's 2.05.
+  const bool keep = !(x.answered_afresh && code::cls(bytes[1]) == 2);  // see answered_afresh()
   DedupEntry* e = x.has_dedup ? dedup.find(key) : nullptr;
   if (!x.has_dedup && keep) {  // a GET refused in its upcall: its reply is kept after all
     auto p = peers.find(x.peer);
