@@ -353,7 +353,16 @@ void Endpoint::ignore(ExchangeId id) {
   auto it = impl_->exchanges.find(id);
   if (it == impl_->exchanges.end()) return;
   // The dedup entry stays (a retransmission is a duplicate) but points at no exchange: silence.
-  if (DedupEntry* d = impl_->dedup.find(MidKey{it->second.peer, it->second.mid}); d && d->pending == id) d->pending = 0;
+  // A GET ignored in its upcall has none yet: it gets one, so its retransmissions are silent too.
+  Impl& m = *impl_;
+  const Exchange& x = it->second;
+  const MidKey key{x.peer, x.mid};
+  if (!x.has_dedup) {
+    auto p = m.peers.find(x.peer);
+    m.dedup.insert(key, DedupEntry{{}, 0, p == m.peers.end() ? 0 : p->second.binding, x.token}, 0, m.now());
+  } else if (DedupEntry* d = m.dedup.find(key); d && d->pending == id) {
+    d->pending = 0;
+  }
   impl_->finish_exchange(id);  // its timers find nothing and do nothing
 }
 

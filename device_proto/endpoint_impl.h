@@ -30,8 +30,10 @@ struct MidKey {
   uint16_t mid;
   bool operator==(const MidKey&) const = default;
 };
+// noexcept: libstdc++ then stores no hash code in each node (8 bytes per dedup entry); rehashing
+// recomputes it instead, which is cheap for 22 bytes of key.
 struct MidKeyHash {
-  size_t operator()(const MidKey& k) const { return AddressHash{}(k.peer) * 31 + k.mid; }
+  size_t operator()(const MidKey& k) const noexcept { return AddressHash{}(k.peer) * 31 + k.mid; }
 };
 
 struct TokenKey {
@@ -101,13 +103,27 @@ struct Exchange {
   std::optional<Block> block1_echo;   // final Block1 of a reassembled body
   ResourceKey resource;               // for caching Block2 bodies
   bool unasked_blocks = false;        // may start Block2 without a Block2 request
+  bool answered_afresh = false;       // a GET: see answered_afresh()
+  bool has_dedup = false;             // its dedup entry was made (a GET's only if it outlived the upcall)
 };
 
+// RFC 7252 §4.5: a retransmitted GET may be processed again rather than answered from a cache.
+// - Such a request keeps a dedup entry only while it is pending (a retransmission then gets the
+//   empty ACK, never a second upcall); one answered in its upcall never makes one.
+// - Answered 2.xx, it keeps nothing: a device's pings and reads cost no cached replies.
+// - Answered otherwise, its reply is kept as any other: an error may hang on state the request
+//   itself changed (a ping steered 4.01 for being late would, processed again 2 s later, be on
+//   time), and errors are rare.
+// - Every other method, and a GET with Block1 (its upload state is not idempotent), keeps its
+//   reply for EXCHANGE_LIFETIME: a repeated write could undo a later one.
+inline bool answered_afresh(const Message& m) { return m.code == code::kGet && !m.find(opt::kBlock1); }
+
+// Largest members first: 56 bytes, not 64 with the token in front.
 struct DedupEntry {
-  Token token;
   std::string reply;        // bytes to replay; empty while the exchange is pending
   ExchangeId pending = 0;
   uint32_t binding = 0;     // the peer's binding when the request arrived
+  Token token;
 };
 
 struct CachedBody {

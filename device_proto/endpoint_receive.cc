@@ -108,11 +108,7 @@ void Endpoint::Impl::on_request(uint32_t socket, const Address& from, Peer& peer
         reply_direct(socket, from, msg, code::kBadOption, "block out of range");
         return;
       }
-      const std::span<const uint8_t> bytes(scratch.data(), n);
-      send(socket, from, bytes);
-      std::string reply(bytes.begin(), bytes.end());
-      const size_t extra = heap_bytes(reply);
-      dedup.insert(key, DedupEntry{msg.token, std::move(reply), 0, peer.binding}, extra, now());
+      send(socket, from, std::span<const uint8_t>(scratch.data(), n));  // a GET: nothing kept
       return;
     }
   }
@@ -123,15 +119,23 @@ void Endpoint::Impl::on_request(uint32_t socket, const Address& from, Peer& peer
   }
 
   const ExchangeId id = ++last_id;
-  Exchange x{from, socket, msg.mid, msg.token, msg.type == Type::kCon, false, block2, block1_echo, resource, false};
+  const bool afresh = answered_afresh(msg);
+  Exchange x{from, socket, msg.mid, msg.token, msg.type == Type::kCon, false, block2, block1_echo, resource, false,
+             afresh, !afresh};
   exchanges.emplace(id, std::move(x));
   ++peer.refs;
-  dedup.insert(key, DedupEntry{msg.token, {}, id, peer.binding}, 0, now());
+  // A GET's entry is made only if it is still pending after the upcall: no datagram arrives
+  // during it, and one answered at once leaves no entry (nor a FIFO record) behind.
+  if (!afresh) dedup.insert(key, DedupEntry{{}, id, peer.binding, msg.token}, 0, now());
   ++stats.requests;
   const std::span<const uint8_t> payload =
       block1_echo ? std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(body.data()), body.size()) : msg.payload;
   handler.on_request(Request{id, from, msg, payload, identity, peer.verified});
   if (!exchanges.count(id)) return;  // answered synchronously: no timers needed
+  if (afresh) {
+    dedup.insert(key, DedupEntry{{}, id, peer.binding, msg.token}, 0, now());
+    exchanges.at(id).has_dedup = true;
+  }
   // One timer entry per pending exchange: a CON's expiry is scheduled when its empty ACK goes out.
   if (msg.type == Type::kCon) {
     timers.schedule(now() + opt.separate_ack_after_ms, TimerKind::kSeparateAck, id);

@@ -170,7 +170,7 @@ void Endpoint::Impl::reply_direct(uint32_t socket, const Address& from, const Me
   send(socket, from, bytes);
   if (cache) {
     auto p = peers.find(from);
-    DedupEntry e{req.token, std::string(bytes.begin(), bytes.end()), 0, p == peers.end() ? 0 : p->second.binding};
+    DedupEntry e{std::string(bytes.begin(), bytes.end()), 0, p == peers.end() ? 0 : p->second.binding, req.token};
     const size_t extra = heap_bytes(e.reply);
     dedup.insert(MidKey{from, req.mid}, std::move(e), extra, now());
   }
@@ -235,7 +235,17 @@ bool Endpoint::Impl::deliver(ExchangeId id, const Response& r, std::optional<uin
     send(x.socket, x.peer, bytes);
   }
   const MidKey key{x.peer, x.mid};
-  if (DedupEntry* e = dedup.find(key); e && e->pending == id) {
+  // The code that went out (bytes[1]): a 4.13 or 4.02 may have replaced the handler's 2.05.
+  const bool keep = !(x.answered_afresh && code::cls(bytes[1]) == 2);  // see answered_afresh()
+  DedupEntry* e = x.has_dedup ? dedup.find(key) : nullptr;
+  if (!x.has_dedup && keep) {  // a GET refused in its upcall: its reply is kept after all
+    auto p = peers.find(x.peer);
+    DedupEntry made{std::string(bytes.begin(), bytes.end()), 0, p == peers.end() ? 0 : p->second.binding, x.token};
+    const size_t extra = heap_bytes(made.reply);
+    dedup.insert(key, std::move(made), extra, now());
+  } else if (e && e->pending == id && !keep) {
+    dedup.erase(key);  // answered: a retransmission is processed again
+  } else if (e && e->pending == id) {
     e->pending = 0;
     if (type != Type::kCon) {  // a separate CON response is retransmitted by its own timer
       e->reply.assign(bytes.begin(), bytes.end());

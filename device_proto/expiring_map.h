@@ -15,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 
@@ -42,10 +43,14 @@ class ExpiringMap {
   using FifoAlloc = typename std::allocator_traits<Alloc>::template rebind_alloc<Record>;
 
  public:
-  // One hash node (the pair, the next pointer and the cached hash, plus
+  // libstdc++ stores the hash code in each node unless the hash is noexcept (its
+  // __cache_default); a noexcept hash saves those 8 bytes per entry.
+  static constexpr bool kCachesHash = !std::is_nothrow_invocable_v<const Hash&, const K&>;
+  // One hash node (the pair, the next pointer and any cached hash, plus
   // malloc's 8-byte chunk header, rounded to its 16-byte granularity) and two
   // bucket pointers (the bucket array holds 1 to 2 slots per entry).
-  static constexpr size_t kNodeBytes = (sizeof(Node) + 2 * sizeof(void*) + 8 + 15) / 16 * 16 + 2 * sizeof(void*);
+  static constexpr size_t kNodeBytes =
+      (sizeof(Node) + (kCachesHash ? 2 : 1) * sizeof(void*) + 8 + 15) / 16 * 16 + 2 * sizeof(void*);
   static constexpr size_t kRecordBytes = sizeof(Record);
 
   ExpiringMap(size_t max_entries, size_t max_bytes, uint64_t lifetime_ms, const Alloc& alloc = Alloc())

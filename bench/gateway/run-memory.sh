@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Memory per device, tetherd against another tetherd (a baseline build) in the same run:
 #   bench/gateway/run-memory.sh BUILD_DIR DEVICES RUNS [BASELINE_TETHERD] [MODES="idle idle-observe"] [QUIET_S=1]
+# PINGS=N in the environment: N pings per device instead of one (the field case: the SDK pings
+# every 19-165 s, so a device has several within the exchange lifetime).
 # Each point is a fresh tetherd configured as in run-e2e.sh (fresh durable store under /var/tmp,
 # local only) and a fresh `sdk_fleet --raw --server-pid PID ... DEVICES MODE 1 QUIET_S` (every
 # device opens its session and pings; idle-observe also observes its own path), which prints
@@ -15,6 +17,7 @@ runs=${3:?usage}
 baseline=${4:-}
 modes=${5:-"idle idle-observe"}
 quiet=${6:-1}
+pings=${PINGS:-1}  # pings per device (sdk_fleet --pings)
 build=$(cd "$build" && pwd)
 fleet=$build/bench/gateway/sdk_fleet
 [ -x "$fleet" ] && [ -x "$build/tetherd" ] || { echo "build sdk_fleet and tetherd in $build first" >&2; exit 1; }
@@ -46,7 +49,7 @@ apps:
 EOF
   "$2" -c "$work/tether.yaml" 2>>"$work/tetherd.log" & spid=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$admin/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
-  line=$("$fleet" --raw --server-pid "$spid" 127.0.0.1 "$port" "$devices" "$3" 1 "$quiet" | grep _bytes_per_device | tr '\n' ' ')
+  line=$("$fleet" --raw --pings "$pings" --server-pid "$spid" 127.0.0.1 "$port" "$devices" "$3" 1 "$quiet" | grep _bytes_per_device | tr '\n' ' ')
   kill "$spid" 2>/dev/null || true; wait "$spid" 2>/dev/null || true; spid=
   echo "tetherd=$1 $line"
 }

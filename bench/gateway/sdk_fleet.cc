@@ -22,6 +22,8 @@
 //            Each device pings right after its session opened (`GET /.ping?.cs=S`), as the SDK
 //            does: tetherd keeps a session that its device never used in memory only, under
 //            device.max_unconfirmed_sessions, so without the ping most would not be kept.
+//            --pings N: N pings per device, one round after another (the SDK pings every 19-165 s,
+//            so a device in the field has several within the server's exchange lifetime).
 // --closed N (put, get): closed loop instead: N requests in flight, a new one as each is
 // answered (RATE is ignored), so goodput is the server's capacity with a bounded queue.
 // An unanswered CON is sent again after 2 s and 6 s (the SDK's timers) unless the server sent
@@ -400,7 +402,7 @@ struct Fleet {
 
 int Usage(const char* argv0) {
   std::fprintf(stderr,
-               "usage: %s [--raw] [--server-pid PID] [--drain S] [--window N] HOST PORT DEVICES "
+               "usage: %s [--raw] [--server-pid PID] [--drain S] [--window N] [--closed N] [--pings N] HOST PORT DEVICES "
                "put|get|observe|fanout|idle|idle-observe RATE SECONDS\n",
                argv0);
   return 2;
@@ -411,6 +413,7 @@ int Usage(const char* argv0) {
 int main(int argc, char** argv) {
   Fleet f;
   bool raw = false;
+  size_t pings = 1;  // idle modes: pings per device within the set-up
   int a = 1;
   for (; a < argc && std::strncmp(argv[a], "--", 2) == 0; ++a) {
     const std::string flag = argv[a];
@@ -419,6 +422,7 @@ int main(int argc, char** argv) {
     else if (flag == "--drain" && a + 1 < argc) f.drain = std::atof(argv[++a]);
     else if (flag == "--window" && a + 1 < argc) f.window = std::strtoul(argv[++a], nullptr, 10);
     else if (flag == "--closed" && a + 1 < argc) f.closed = std::strtoull(argv[++a], nullptr, 10);
+    else if (flag == "--pings" && a + 1 < argc) pings = std::strtoul(argv[++a], nullptr, 10);
     else return Usage(argv[0]);
   }
   if (argc - a != 6) return Usage(argv[0]);
@@ -439,8 +443,8 @@ int main(int argc, char** argv) {
   f.loop = uv_default_loop();
   f.session.assign(f.devices, "00000000");  // a server without sessions: a token of the usual size
   const uint64_t load = static_cast<uint64_t>(static_cast<double>(f.rate) * f.seconds * 1.02) + 64;
-  if (4 * f.devices + load >= (1ull << 32)) return std::fprintf(stderr, "too many requests for 4-byte tokens\n"), 2;
-  f.reqs.reserve(4 * f.devices + (f.mode == Mode::kFanout ? 0 : load));
+  if ((3 + pings) * f.devices + load >= (1ull << 32)) return std::fprintf(stderr, "too many requests for 4-byte tokens\n"), 2;
+  f.reqs.reserve((3 + pings) * f.devices + (f.mode == Mode::kFanout ? 0 : load));
   if (!f.net.Open(f.loop, server, f.devices, raw,
                   [&f](size_t device, std::span<const uint8_t> b) { f.OnDatagram(device, b); })) {
     return 1;
@@ -452,7 +456,12 @@ int main(int argc, char** argv) {
   const bool ping = f.mode == Mode::kIdle || f.mode == Mode::kIdleObserve;
   const size_t opened = f.Setup(Kind::kOpen, &open_s, ping);
   size_t set_up = 0;
-  const size_t pinged = f.chain_ok;
+  size_t pinged = f.chain_ok;
+  // The SDK pings every 19-165 s, so a device has several pings within EXCHANGE_LIFETIME.
+  for (size_t i = 1; ping && i < pings; ++i) {
+    double took = 0;
+    pinged += f.Setup(Kind::kPing, &took);
+  }
   // Values to read or observe (a server may create resources only on PUT).
   if (f.mode == Mode::kGet || f.mode == Mode::kObserve) set_up = f.Setup(Kind::kPut, &setup_s);
   if (f.mode == Mode::kObserve || f.mode == Mode::kFanout || f.mode == Mode::kIdleObserve) {

@@ -75,6 +75,12 @@ TEST_F(EndpointTest, DelayedAnswerGetsEmptyAckThenConResponse) {
   send(Build{.type = Type::kAck, .code = code::kEmpty, .mid = resp->m.mid, .token = {}}.done());
   EXPECT_EQ(recv(300), nullptr);
   EXPECT_TRUE(h_.failed.empty());
+  EXPECT_EQ(ep_->counters().duplicates, 1u);
+  // Answered: a GET keeps nothing, so a late retransmission is processed again (RFC 7252 §4.5).
+  EXPECT_EQ(ep_->counters().dedup_entries, 0u);
+  send(Build{.mid = 77}.path("slow").done());
+  ASSERT_TRUE(pump_until(&loop_, [&] { return h_.requests.size() == 2; }, 1000));
+  EXPECT_EQ(ep_->counters().duplicates, 1u);
 }
 
 TEST_F(EndpointTest, UnacknowledgedSeparateResponseReportsFailure) {
@@ -89,7 +95,9 @@ TEST_F(EndpointTest, UnacknowledgedSeparateResponseReportsFailure) {
   EXPECT_EQ(ep_->counters().con_timeouts, 1u);
 }
 
-TEST_F(EndpointTest, DuplicateReplaysCachedReply) {
+// RFC 7252 §4.5: a retransmitted GET may be processed again instead of answered from a cache.
+// The engine keeps no reply for a GET once it is answered, so an idle device costs no cached ping.
+TEST_F(EndpointTest, RetransmittedGetAfterItsAnswerIsAnsweredAfresh) {
   start();
   int n = 0;
   h_.respond_with = [&](const Request& r) { ep_->respond(r.id, content(std::to_string(++n))); };
@@ -99,9 +107,79 @@ TEST_F(EndpointTest, DuplicateReplaysCachedReply) {
   send(req);
   auto b = recv();
   ASSERT_TRUE(a && b);
-  EXPECT_EQ(a->bytes, b->bytes);
-  EXPECT_EQ(n, 1);
-  EXPECT_EQ(ep_->counters().duplicates, 1u);
+  EXPECT_EQ(a->payload(), "1");
+  EXPECT_EQ(b->payload(), "2");
+  EXPECT_EQ(b->m.mid, 9);
+  EXPECT_EQ(b->m.token, a->m.token);
+  EXPECT_EQ(n, 2);
+  EXPECT_EQ(h_.requests.size(), 2u);
+  EXPECT_EQ(ep_->counters().duplicates, 0u);
+  EXPECT_EQ(ep_->counters().dedup_entries, 0u);
+}
+
+// A NON GET is answered afresh too. A GET answered with an error keeps its reply: the error may
+// hang on state the request changed (a ping steered for being late is on time 2 s later).
+TEST_F(EndpointTest, RetransmittedNonGetIsAnsweredAfreshRefusedGetIsReplayed) {
+  start();
+  int n = 0;
+  h_.respond_with = [&](const Request& r) {
+    if (r.uri_path().at(0) == "late") {
+      ep_->respond(r.id, Response{.code = code::kUnauthorized});
+    } else if (r.uri_path().at(0) == "drop") {
+      ep_->ignore(r.id);
+    } else {
+      ep_->respond(r.id, content(std::to_string(++n)));
+    }
+  };
+  const Bytes non = Build{.type = Type::kNon, .mid = 10}.path("c").done();
+  send(non);
+  auto a = recv();
+  send(non);
+  auto b = recv();
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(a->payload(), "1");
+  EXPECT_EQ(b->payload(), "2");
+  EXPECT_EQ(ep_->counters().dedup_entries, 0u);
+  const Bytes late = Build{.mid = 11}.path("late").done();  // refused by the handler
+  const Bytes bad = Build{.mid = 12}.opt(9, bytes_of("?")).done();  // by the engine: unrecognized critical option 9
+  for (const Bytes& req : {late, bad}) {
+    send(req);
+    auto c = recv();
+    send(req);
+    auto d = recv();
+    ASSERT_TRUE(c && d);
+    EXPECT_EQ(code::cls(c->m.code), 4);
+    EXPECT_EQ(d->bytes, c->bytes);
+  }
+  send(Build{.mid = 13}.path("drop").done());  // ignored: its retransmission is silent, not handed up
+  pump_for(&loop_, 20);
+  send(Build{.mid = 13}.path("drop").done());
+  EXPECT_EQ(recv(200), nullptr);
+  EXPECT_EQ(h_.requests.size(), 4u);  // c twice, late and drop once, bad never
+  EXPECT_EQ(ep_->counters().duplicates, 3u);
+  EXPECT_EQ(ep_->counters().dedup_entries, 3u);
+}
+
+// Requests that are not safe keep their reply for EXCHANGE_LIFETIME: a retransmission gets the
+// same bytes and is never handed up twice (a repeated write could undo a later one).
+TEST_F(EndpointTest, RetransmittedWriteReplaysCachedReply) {
+  start();
+  int n = 0;
+  h_.respond_with = [&](const Request& r) { ep_->respond(r.id, content(std::to_string(++n))); };
+  uint16_t mid = 20;
+  for (uint8_t method : {code::kPost, code::kPut, code::kDelete}) {
+    const Bytes req = Build{.code = method, .mid = mid++}.path("c").done();
+    send(req);
+    auto a = recv();
+    send(req);
+    auto b = recv();
+    ASSERT_TRUE(a && b) << int(method);
+    EXPECT_EQ(a->bytes, b->bytes) << int(method);
+  }
+  EXPECT_EQ(n, 3);
+  EXPECT_EQ(h_.requests.size(), 3u);
+  EXPECT_EQ(ep_->counters().duplicates, 3u);
+  EXPECT_EQ(ep_->counters().dedup_entries, 3u);
 }
 
 TEST_F(EndpointTest, SameMidNewTokenIsNewRequest) {
@@ -249,7 +327,8 @@ TEST_F(EndpointTest, NewBindingForgetsEarlierDuplicates) {
     }
     ep_->respond(r.id, content(std::to_string(++n)));
   };
-  const Bytes old_request = Build{.mid = 512, .token = {2, 0x45, 0x8b, 0x6b}}.opt_uint(opt::kObserve, 0).path("a").done();
+  // A write: its reply is kept (a GET's is not, and would be answered afresh anyway).
+  const Bytes old_request = Build{.code = code::kPut, .mid = 512, .token = {2, 0x45, 0x8b, 0x6b}}.path("a").done();
   send(old_request);
   auto first = recv();
   ASSERT_TRUE(first);

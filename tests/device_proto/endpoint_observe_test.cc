@@ -124,6 +124,30 @@ TEST_F(EndpointTest, ReRegistrationWithSameTokenReplaces) {
   EXPECT_EQ(ep_->counters().observers, 1u);
 }
 
+// The registration's answer was lost and the client retransmits it (same MID and token): no
+// reply is kept for a GET, so it is a re-registration, answered with a fresher Observe value.
+TEST_F(EndpointTest, RetransmittedRegistrationReRegisters) {
+  start();
+  std::vector<ObserverId> ids;
+  h_.respond_with = [&](const Request& r) { ids.push_back(ep_->respond_observe(r.id, content("a"))); };
+  const Bytes reg = Build{.mid = 1}.opt_uint(opt::kObserve, 0).path("x").done();
+  send(reg);
+  auto a = recv();
+  send(reg);
+  auto b = recv();
+  ASSERT_TRUE(a && b);
+  ASSERT_EQ(ids.size(), 2u);
+  EXPECT_EQ(b->m.mid, 1);
+  EXPECT_GT(*b->m.uint_option(opt::kObserve), *a->m.uint_option(opt::kObserve));
+  ASSERT_EQ(h_.dropped.size(), 1u);
+  EXPECT_EQ(h_.dropped[0], std::make_pair(ids[0], DropReason::kReplaced));
+  EXPECT_EQ(ep_->counters().observers, 1u);
+  EXPECT_TRUE(ep_->notify(ids[1], content("b")));
+  auto n = recv();
+  ASSERT_TRUE(n);
+  EXPECT_EQ(n->payload(), "b");
+}
+
 // The SDK reopens its socket and rebinds its session (POST /.rst): move_observer sends later
 // notifications, and the CON being retransmitted, to the new address.
 TEST_F(EndpointTest, MovedObserverIsNotifiedAtItsNewAddress) {

@@ -111,7 +111,7 @@ TEST_F(EndpointTest, FakeClockDrivesRetransmissionAndExpiry) {
   peer.family = AF_INET;
   peer.ip = {10, 0, 0, 1};
   peer.port = 5683;
-  const Bytes req = Build{.mid = 1}.path("slow").done();
+  const Bytes req = Build{.code = code::kPost, .mid = 1}.path("slow").done();  // a write keeps its record
   ep_->handle_datagram(0, peer, req);
   ASSERT_EQ(h_.requests.size(), 1u);
   ep_->run_timers();

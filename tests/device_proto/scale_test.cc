@@ -63,7 +63,7 @@ TEST(Scale, HundredThousandPeersStayUnderOneKilobyteEach) {
     EXPECT_EQ(sent, kPeers);
     EXPECT_EQ(ep.counters().peers, kPeers);
     const double per_peer = (static_cast<double>(after) - static_cast<double>(before)) / kPeers;
-    std::printf("peers=%u  %.0f bytes/peer (incl. dedup reply)  %.2f us/datagram\n", kPeers, per_peer,
+    std::printf("peers=%u  %.0f bytes/peer (a GET: no reply kept once answered)  %.2f us/datagram\n", kPeers, per_peer,
                 secs * 1e6 / kPeers);
     if (kMallocStatsUsable) {
       EXPECT_LT(per_peer, 1024.0);
