@@ -37,30 +37,13 @@ trap cleanup EXIT
 points=$out/points.txt
 : > "$points"
 
-free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$(dirname "$0")/bench_tetherd.sh"
 
 # start SERVER: sets spid and port (and admin for tetherd).
 start() {
   case $1 in
     tetherd)
-      port=$(free_port); admin=$(free_port)
-      rm -rf "$work/store"
-      cat > "$work/tether.yaml" <<EOF
-device:
-  listen: "127.0.0.1:$port"
-  heartbeat_target: 10m
-  session_timeout: 20m
-admin:
-  listen: "127.0.0.1:$admin"
-store:
-  path: $work/store
-log:
-  level: warn
-apps:
-  - id: myapp
-EOF
-      "$tetherd" -c "$work/tether.yaml" 2>>"$work/tetherd.log" & spid=$!
-      for _ in $(seq 100); do curl -sf "http://127.0.0.1:$admin/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
+      start_tetherd "$tetherd"
       ;;
     engine)
       "$engine" 127.0.0.1 0 >"$work/engine.port" 2>/dev/null & spid=$!

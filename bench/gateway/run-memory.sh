@@ -27,28 +27,11 @@ work=$(mktemp -d /var/tmp/tether-mem.XXXXXX)
 spid=
 cleanup() { [ -n "$spid" ] && kill "$spid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$(dirname "$0")/bench_tetherd.sh"
 
 point() {  # point LABEL TETHERD MODE
-  local port admin line
-  port=$(free_port); admin=$(free_port)
-  rm -rf "$work/store"
-  cat > "$work/tether.yaml" <<EOF
-device:
-  listen: "127.0.0.1:$port"
-  heartbeat_target: 10m
-  session_timeout: 20m
-admin:
-  listen: "127.0.0.1:$admin"
-store:
-  path: $work/store
-log:
-  level: warn
-apps:
-  - id: myapp
-EOF
-  "$2" -c "$work/tether.yaml" 2>>"$work/tetherd.log" & spid=$!
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$admin/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
+  local line
+  start_tetherd "$2"
   line=$("$fleet" --raw --pings "$pings" --server-pid "$spid" 127.0.0.1 "$port" "$devices" "$3" 1 "$quiet" | grep _bytes_per_device | tr '\n' ' ')
   kill "$spid" 2>/dev/null || true; wait "$spid" 2>/dev/null || true; spid=
   echo "tetherd=$1 $line"
