@@ -123,7 +123,6 @@ bool Daemon::StartModules() {
   return true;
 }
 
-
 bool Daemon::StartDtls() {
   const DtlsConfig& d = *config_.dtls;
   try {
