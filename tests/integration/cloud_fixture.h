@@ -31,11 +31,14 @@ class CloudFixture : public ::testing::Test {
       "  - { name: cfg, match: \"config/**\", write: none, sync: [ \"config\" ] }\n";
 
   // routes: the YAML list under `routes:`; upstream_extra: more keys under `upstream:` (indented).
+  // Writes are practically never shed here (max_write_wait at its 2 s maximum): these tests send bursts that
+  // must all be acknowledged, and under ASan on a loaded machine a group commit can take longer
+  // than the 100 ms default. Shedding itself is tests/integration/overload_test.cc's subject.
   void StartGateway(const std::string& routes = kDefaultRoutes, const std::string& upstream_extra = "") {
     if (port_ == 0) port_ = static_cast<uint16_t>(FreePort());
     if (admin_port_ == 0) admin_port_ = FreePort(false);
     gw_.WriteConfig("gateway:\n  id: gw-test\ndevice:\n  listen: \"127.0.0.1:" + std::to_string(port_) +
-                    "\"\nadmin:\n  listen: \"127.0.0.1:" + std::to_string(admin_port_) +
+                    "\"\n  max_write_wait: 2000ms\nadmin:\n  listen: \"127.0.0.1:" + std::to_string(admin_port_) +
                     "\"\nstore:\n  path: ${STORE}\nupstream:\n  url: " + cloud_.url() + "\n" + upstream_extra +
                     "apps:\n  - id: myapp\nroutes:\n" + routes);
     gw_.Start();
