@@ -453,15 +453,17 @@ void DeviceApi::HandleOnDisconnect(DeviceCall& c, Session& s, const std::vector<
     }
     if (count >= limits.max_ondisconnect_per_session) {
       ++counters_.ondisconnect_refused_count;
-      return replier_.ReplyError(c, {ErrorCode::kForbidden, fmt::format("too many onDisconnect operations: {} per session "
-                                                                         "(device.max_ondisconnect_per_session)",
-                                                                         limits.max_ondisconnect_per_session)});
+      return replier_.ReplyError(c, {ErrorCode::kForbidden,
+                                     fmt::format("too many onDisconnect operations: {} per session "
+                                                 "(device.max_ondisconnect_per_session)",
+                                                 limits.max_ondisconnect_per_session)});
     }
     if (bytes + mine > limits.max_ondisconnect_bytes_per_session) {
       ++counters_.ondisconnect_refused_bytes;
-      return replier_.ReplyError(c, {ErrorCode::kForbidden, fmt::format("onDisconnect operations over {} bytes per session "
-                                                                         "(device.max_ondisconnect_bytes_per_session)",
-                                                                         limits.max_ondisconnect_bytes_per_session)});
+      return replier_.ReplyError(c, {ErrorCode::kForbidden,
+                                     fmt::format("onDisconnect operations over {} bytes per session "
+                                                 "(device.max_ondisconnect_bytes_per_session)",
+                                                 limits.max_ondisconnect_bytes_per_session)});
     }
     batch.AddOnDisconnect(s.id, std::move(op));
     PendingOnDisconnect& pending = ondisconnect_pending_[s.id];

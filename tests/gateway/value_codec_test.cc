@@ -93,7 +93,8 @@ INSTANTIATE_TEST_SUITE_P(Table, CborRejects,
 TEST(ValueCodec, HugeDeclaredSizesAreRejectedBeforeAllocating) {
   // Found by fuzz_value_codec: an array header claiming 2.5e9 elements made libcbor preallocate it.
   EXPECT_FALSE(DecodeCbor(Hex("bff93a629a9940be62666678ff")));
-  EXPECT_EQ(MessageOf(DecodeCbor(Hex("bff93a629a9940be62666678ff"))), "malformed CBOR (declared size exceeds the payload)");
+  EXPECT_EQ(MessageOf(DecodeCbor(Hex("bff93a629a9940be62666678ff"))),
+            "malformed CBOR (declared size exceeds the payload)");
   EXPECT_FALSE(DecodeCbor(Hex("bb00000000ffffffff")));  // map of 2^32-1 pairs in 9 bytes
   EXPECT_EQ(MessageOf(DecodeCbor(Hex("bb00000000ffffffff"))), "malformed CBOR (declared size exceeds the payload)");
   EXPECT_FALSE(DecodeCbor(Hex("9b7fffffffffffffff01")));
@@ -167,8 +168,10 @@ TEST(DataRules, OverlappingUpdatePaths) {
   EXPECT_EQ(MessageOf(CheckUpdate(Json({{"a", 1}, {"a-b", 1}, {"ab/c", 1}}), 0)), "");
   EXPECT_EQ(MessageOf(CheckUpdate(Json::object(), 0)), "");
   EXPECT_EQ(MessageOf(CheckUpdate(Json({{"a", 1}, {"a/b", nullptr}}), 0)), "update paths overlap: 'a' and 'a/b'");
-  EXPECT_EQ(MessageOf(CheckUpdate(Json({{"x/a", 1}, {"a-b", 1}, {"x/a/b/c", 1}}), 0)), "update paths overlap: 'x/a' and 'x/a/b/c'");
-  EXPECT_EQ(MessageOf(CheckUpdate(Json({{"a/b", 1}, {"/a//b", 2}}), 0)), "update paths overlap (the same path twice)");
+  EXPECT_EQ(MessageOf(CheckUpdate(Json({{"x/a", 1}, {"a-b", 1}, {"x/a/b/c", 1}}), 0)),
+            "update paths overlap: 'x/a' and 'x/a/b/c'");
+  EXPECT_EQ(MessageOf(CheckUpdate(Json({{"a/b", 1}, {"/a//b", 2}}), 0)),
+            "update paths overlap (the same path twice)");
 }
 
 }  // namespace
