@@ -68,59 +68,55 @@ void LoopCaller::Shutdown() {
 
 // ---- AdminServer ----
 
-namespace {
-
-constexpr const char* kJson = "application/json";
-
-int HttpStatus(AdminResult::Code c) {
-  switch (c) {
-    case AdminResult::Code::kOk: return 200;
-    case AdminResult::Code::kInvalid: return 400;
-    case AdminResult::Code::kNotFound: return 404;
-    case AdminResult::Code::kConflict: return 409;
-    case AdminResult::Code::kUnavailable: return 503;
-    case AdminResult::Code::kFailed: return 500;
+int HttpStatusOf(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kInvalid: return 400;
+    case ErrorCode::kUnauthorized: return 401;
+    case ErrorCode::kForbidden: return 403;
+    case ErrorCode::kNotFound: return 404;
+    case ErrorCode::kMethodNotAllowed: return 405;
+    case ErrorCode::kNotAcceptable: return 406;
+    case ErrorCode::kConflict: return 409;
+    case ErrorCode::kTooLarge: return 413;
+    case ErrorCode::kUnsupportedFormat: return 415;
+    case ErrorCode::kWrongHost: return 421;  // Misdirected Request (RFC 9110 §15.5.20)
+    case ErrorCode::kUnavailable: return 503;
+    case ErrorCode::kInternal: return 500;
   }
   return 500;
 }
+
+namespace {
+
+constexpr const char* kJson = "application/json";
 
 void SendJson(httplib::Response& res, int status, const nlohmann::json& body) {
   res.status = status;
   res.set_content(body.dump(2) + "\n", kJson);
 }
 
-void SendError(httplib::Response& res, int status, const std::string& message) {
-  SendJson(res, status, {{"error", message}});
+void SendError(httplib::Response& res, const Diagnostic& d) {
+  SendJson(res, HttpStatusOf(d.code), {{"error", d.message}});
 }
 
 void SendResult(httplib::Response& res, const AdminResult& r) {
-  if (r.code != AdminResult::Code::kOk) return SendError(res, HttpStatus(r.code), r.message);
-  nlohmann::json body = {{"ok", true}, {"message", r.message}};
-  if (r.detail.is_object()) body.update(r.detail);
+  if (!r) return SendError(res, r.error());
+  nlohmann::json body = {{"ok", true}, {"message", r->message}};
+  if (r->detail.is_object()) body.update(r->detail);
   SendJson(res, 200, body);
 }
 
-// Parses {"id": "x"|n} or {"all": true}: nullopt id means all. Returns false on a bad body.
-bool ParseSelector(const std::string& text, std::optional<std::string>* id, std::string* error) {
+// Parses {"id": "x"|n} or {"all": true}: an id, or nullopt for all.
+Expected<std::optional<std::string>> ParseSelector(const std::string& text) {
   nlohmann::json body = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (body.is_object() && body.size() == 1) {
-    if (auto it = body.find("all"); it != body.end() && *it == true) {
-      id->reset();
-      return true;
-    }
+    if (auto it = body.find("all"); it != body.end() && *it == true) return std::optional<std::string>();
     if (auto it = body.find("id"); it != body.end()) {
-      if (it->is_string() && !it->get<std::string>().empty()) {
-        *id = it->get<std::string>();
-        return true;
-      }
-      if (it->is_number_integer()) {
-        *id = it->dump();
-        return true;
-      }
+      if (it->is_string() && !it->get<std::string>().empty()) return std::optional(it->get<std::string>());
+      if (it->is_number_integer()) return std::optional(it->dump());
     }
   }
-  *error = R"(body must be {"id": "<dead letter id>"} or {"all": true})";
-  return false;
+  return Diagnostic::Invalid(R"(body must be {"id": "<dead letter id>"} or {"all": true})");
 }
 
 }  // namespace
@@ -212,8 +208,9 @@ void AdminServer::Routes() {
     try {
       auto out = loop->Call(std::move(fn), timeout);
       if (!out) {
-        return SendError(res, 503, "tetherd event loop did not answer within " + std::to_string(timeout.count()) +
-                                       " ms (overloaded or shutting down)");
+        return SendError(res, {ErrorCode::kUnavailable, "tetherd event loop did not answer within " +
+                                                            std::to_string(timeout.count()) +
+                                                            " ms (overloaded or shutting down)"});
       }
       if constexpr (std::is_same_v<std::decay_t<decltype(*out)>, AdminResult>) {
         SendResult(res, *out);
@@ -221,7 +218,7 @@ void AdminServer::Routes() {
         SendJson(res, 200, *out);
       }
     } catch (const std::exception& e) {
-      SendError(res, 500, e.what());
+      SendError(res, {ErrorCode::kInternal, e.what()});
     }
   };
   auto get = [&s, serve](const std::string& path, auto fn) {
@@ -239,7 +236,7 @@ void AdminServer::Routes() {
           if (!once->exchange(true)) promise->set_value(std::move(r));
         });
       } catch (const std::exception& e) {
-        if (!once->exchange(true)) promise->set_value(AdminResult::Error(AdminResult::Code::kFailed, e.what()));
+        if (!once->exchange(true)) promise->set_value(Diagnostic{ErrorCode::kInternal, e.what()});
       }
     });
     std::optional<AdminResult> out;
@@ -250,8 +247,9 @@ void AdminServer::Routes() {
       }
     }
     if (!out) {
-      return SendError(res, 503, "tetherd did not confirm the change within " + std::to_string(timeout.count()) +
-                                     " ms (overloaded or shutting down); it may still be applied");
+      return SendError(res, {ErrorCode::kUnavailable, "tetherd did not confirm the change within " +
+                                                          std::to_string(timeout.count()) +
+                                                          " ms (overloaded or shutting down); it may still be applied"});
     }
     SendResult(res, *out);
   };
@@ -261,9 +259,9 @@ void AdminServer::Routes() {
     try {
       text = loop->Call([b] { return b->MetricsText(); }, timeout);
     } catch (const std::exception& e) {
-      return SendError(res, 500, e.what());
+      return SendError(res, {ErrorCode::kInternal, e.what()});
     }
-    if (!text) return SendError(res, 503, "tetherd event loop did not answer");
+    if (!text) return SendError(res, {ErrorCode::kUnavailable, "tetherd event loop did not answer"});
     res.set_content(*text, MetricsRegistry::kContentType);
   });
   s.Get("/healthz", [loop = loop_, limit = options_.health_timeout](const httplib::Request&, httplib::Response& res) {
@@ -291,7 +289,7 @@ void AdminServer::Routes() {
     try {
       SendJson(res, 200, b->StoreCheck());
     } catch (const std::exception& e) {
-      SendError(res, 500, e.what());
+      SendError(res, {ErrorCode::kInternal, e.what()});
     }
   });
   s.Get("/api/v1/sessions", [b, serve](const httplib::Request& req, httplib::Response& res) {
@@ -306,10 +304,9 @@ void AdminServer::Routes() {
   for (bool retry : {true, false}) {
     s.Post(retry ? "/api/v1/deadletters/retry" : "/api/v1/deadletters/drop",
            [b, serve_later, retry, timeout](const httplib::Request& req, httplib::Response& res) {
-             std::optional<std::string> id;
-             std::string error;
-             if (!ParseSelector(req.body, &id, &error)) return SendError(res, 400, error);
-             serve_later(res, timeout, [b, retry, id](std::function<void(AdminResult)> done) {
+             auto selected = ParseSelector(req.body);
+             if (!selected) return SendError(res, selected.error());
+             serve_later(res, timeout, [b, retry, id = *selected](std::function<void(AdminResult)> done) {
                retry ? b->RetryDeadLetter(id, std::move(done)) : b->DropDeadLetter(id, std::move(done));
              });
            });
@@ -322,25 +319,30 @@ void AdminServer::Routes() {
   // Known paths with the wrong method: 405 rather than httplib's 404.
   for (const char* p : {"/metrics", "/healthz", "/readyz", "/api/v1/status", "/api/v1/queue", "/api/v1/deadletters",
                         "/api/v1/store/check", "/api/v1/sessions"}) {
-    s.Post(p, [](const httplib::Request&, httplib::Response& res) { SendError(res, 405, "use GET"); });
+    s.Post(p, [](const httplib::Request&, httplib::Response& res) {
+      SendError(res, {ErrorCode::kMethodNotAllowed, "use GET"});
+    });
   }
   for (const char* p : {R"(/api/v1/sessions/(.+)/kick)", "/api/v1/deadletters/retry", "/api/v1/deadletters/drop",
                         "/api/v1/reload"}) {
-    s.Get(p, [](const httplib::Request&, httplib::Response& res) { SendError(res, 405, "use POST"); });
+    s.Get(p, [](const httplib::Request&, httplib::Response& res) {
+      SendError(res, {ErrorCode::kMethodNotAllowed, "use POST"});
+    });
   }
   // Who may ask (see the header): Host first (any path), then browser-made requests, then the
   // admin token for /api/.
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (!HostNamesThisServer(req.get_header_value("Host"))) {
       ++wrong_host_;
-      SendError(res, 421, "Host '" + req.get_header_value("Host") + "' does not name this server; use the address "
-                          "it listens on (" + HostPort{options_.listen.host, port_}.ToString() + ")");
+      SendError(res, {ErrorCode::kWrongHost, "Host '" + req.get_header_value("Host") +
+                                                 "' does not name this server; use the address it listens on (" +
+                                                 HostPort{options_.listen.host, port_}.ToString() + ")"});
       return httplib::Server::HandlerResponse::Handled;
     }
     const bool api = req.path.rfind("/api/", 0) == 0;
     if ((api || req.method == "POST") && req.has_header("Origin")) {
       ++browser_;
-      SendError(res, 403, "requests from web pages are refused (Origin header present)");
+      SendError(res, {ErrorCode::kForbidden, "requests from web pages are refused (Origin header present)"});
       return httplib::Server::HandlerResponse::Handled;
     }
     if (req.method == "POST") {
@@ -350,7 +352,7 @@ void AdminServer::Routes() {
       for (char& c : type) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
       if (type != kJson) {
         ++browser_;
-        SendError(res, 415, "POST requests must have Content-Type: application/json");
+        SendError(res, {ErrorCode::kUnsupportedFormat, "POST requests must have Content-Type: application/json"});
         return httplib::Server::HandlerResponse::Handled;
       }
     }
@@ -360,9 +362,10 @@ void AdminServer::Routes() {
       if (options_.token.empty() || !bearer || !SameAdminToken(auth.substr(7), options_.token)) {
         ++unauthorized_;
         res.set_header("WWW-Authenticate", "Bearer realm=\"tetherd\"");
-        SendError(res, 401, std::string(bearer ? "wrong" : "no") + " admin token: the API needs the token in " +
-                                options_.token_file + " (readable by root and group tether); run tetherctl as "
-                                "root (sudo) or as a member of group tether");
+        SendError(res, {ErrorCode::kUnauthorized, std::string(bearer ? "wrong" : "no") +
+                                                      " admin token: the API needs the token in " + options_.token_file +
+                                                      " (readable by root and group tether); run tetherctl as "
+                                                      "root (sudo) or as a member of group tether"});
         return httplib::Server::HandlerResponse::Handled;
       }
     }
@@ -370,8 +373,9 @@ void AdminServer::Routes() {
   });
   s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
-    SendError(res, res.status, res.status == 404 ? "no such endpoint: " + req.method + " " + req.path
-                                                 : "request failed with HTTP " + std::to_string(res.status));
+    // httplib chose the status (no route, a malformed request): it stays.
+    SendJson(res, res.status, {{"error", res.status == 404 ? "no such endpoint: " + req.method + " " + req.path
+                                                           : "request failed with HTTP " + std::to_string(res.status)}});
   });
 }
 

@@ -7,8 +7,10 @@
 //   GET  /api/v1/deadletters  /api/v1/store/check
 //   POST /api/v1/sessions/<device>/kick  /api/v1/deadletters/{retry,drop} {"id":..}|{"all":true}
 //   POST /api/v1/reload
-// Errors are {"error": "..."} with 400/401/403/404/405/409/415/421/500/503; a loop that does not
-// answer within the call timeout gives 503. JSON shapes tetherctl expects: docs/operations.md.
+// Errors are {"error": "<Diagnostic message>"} with HttpStatusOf(its code): 400/401/403/404/405/
+// 409/415/421/500/503; a loop that does not answer within the call timeout gives 503. (Only
+// httplib's own refusals, e.g. an unknown path's 404, and BufferedHttpServer's transport-level
+// 408/411/413/503 keep the status they chose.) JSON shapes tetherctl expects: docs/operations.md.
 // Who may ask (checked before routing, each refusal counted):
 //  - /api/ needs "Authorization: Bearer <admin token>" (gateway/config/admin_token.h), else 401: only
 //    root and group tether can read the token file. /metrics, /healthz, /readyz need nothing
@@ -36,6 +38,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gateway/config/config.h"
+#include "gateway/model/diagnostic.h"
 
 namespace tether {
 
@@ -68,17 +71,16 @@ class LoopCaller {
   std::shared_ptr<State> state_;
 };
 
-// Outcome of a state-changing admin action.
-struct AdminResult {
-  enum class Code { kOk, kInvalid, kNotFound, kConflict, kUnavailable, kFailed };
-  Code code = Code::kOk;
-  std::string message;        // error text, or a one-line summary on success
-  nlohmann::json detail = nlohmann::json::object();  // merged into the success body
-  static AdminResult Ok(std::string msg, nlohmann::json detail = nlohmann::json::object()) {
-    return {Code::kOk, std::move(msg), std::move(detail)};
-  }
-  static AdminResult Error(Code c, std::string msg) { return {c, std::move(msg), nlohmann::json::object()}; }
+// A state-changing admin action that succeeded: {"ok": true, "message": ..., <detail>}.
+struct AdminReport {
+  std::string message;                               // a one-line summary
+  nlohmann::json detail = nlohmann::json::object();  // merged into the body
 };
+// Outcome of a state-changing admin action: the report, or the Diagnostic refusing it.
+using AdminResult = Expected<AdminReport>;
+
+// The one mapping from the gateway's error vocabulary to the admin API's HTTP status.
+int HttpStatusOf(ErrorCode code);
 
 // Implemented by the daemon. Every method but StoreCheck runs on the loop thread (never
 // concurrently); StoreCheck runs on an HTTP thread, as it may scan a large store for seconds.

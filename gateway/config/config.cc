@@ -266,17 +266,16 @@ RouteConfig ReadRoute(YamlField f, const Config& c, const std::set<std::string>&
     if (c.apps.size() != 1) f.Fail("route must name its app when several apps are configured");
     r.app = c.apps.front().id;
   }
-  std::string err;
   YamlField match = f.Required("match");
   r.match = match.AsString();
-  auto mp = RoutePattern::Parse(r.match, &err);
-  if (!mp) match.Fail(err);
+  auto mp = RoutePattern::Parse(r.match);
+  if (!mp) match.Fail(mp.error().message);
   r.cloud = r.match;
-  std::optional<RoutePattern> cp = mp;
+  Expected<RoutePattern> cp = mp;
   if (auto v = f.Optional("cloud")) {
     r.cloud = v->AsString();
-    cp = RoutePattern::Parse(r.cloud, &err);
-    if (!cp) v->Fail(err);
+    cp = RoutePattern::Parse(r.cloud);
+    if (!cp) v->Fail(cp.error().message);
     for (const auto& cap : cp->CaptureNames()) {
       if (!mp->HasCapture(cap) && cap != "device" && !c.variables.count(cap)) {
         v->Fail(fmt::format("{{{}}} is neither captured by match, nor {{device}}, nor in gateway.variables", cap));
@@ -323,8 +322,7 @@ void ValidateRoutes(Config* c, YamlField* routes_field) {
   std::set<std::string> names;
   for (size_t i = 0; i < c->routes.size(); ++i) {
     const RouteConfig& r = c->routes[i];
-    std::string err;
-    RoutePattern pat = *RoutePattern::Parse(r.match, &err);
+    RoutePattern pat = *RoutePattern::Parse(r.match);
     auto fail = [&](const std::string& what) {
       if (routes_field) routes_field->Items()[i].Fail(what);
       throw ConfigError(c->source_file, 0, 0, fmt::format("routes[{}]", i), what);

@@ -6,10 +6,9 @@ namespace tether {
 
 namespace {
 RoutePattern MustParse(const std::string& text) {
-  std::string err;
-  auto p = RoutePattern::Parse(text, &err);
-  if (!p) throw ConfigError("", 0, 0, "routes", err);  // Config::Load validated it already
-  return *p;
+  auto p = RoutePattern::Parse(text);
+  if (!p) throw ConfigError("", 0, 0, "routes", p.error().message);  // Config::Load validated it already
+  return *std::move(p);
 }
 
 bool Allowed(RouteConfig::Access a, const Captures& caps, const std::string& device) {

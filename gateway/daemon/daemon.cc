@@ -197,7 +197,7 @@ struct Daemon::ReloadJob {
 
 void Daemon::Reload(std::function<void(AdminResult)> done) {
   if (stopping_) {
-    if (done) done(AdminResult::Error(AdminResult::Code::kUnavailable, "tetherd is stopping"));
+    if (done) done(Diagnostic(ErrorCode::kUnavailable, "tetherd is stopping"));
     return;
   }
   if (reload_running_) {
@@ -244,12 +244,12 @@ void Daemon::ApplyReload(ReloadJob& job) {
   std::vector<std::function<void(AdminResult)>> waiters = std::move(reload_waiters_);
   reload_waiters_.clear();
   if (stopping_) {
-    return FinishReloads(waiters, AdminResult::Error(AdminResult::Code::kUnavailable, "tetherd is stopping"));
+    return FinishReloads(waiters, Diagnostic(ErrorCode::kUnavailable, "tetherd is stopping"));
   }
-  AdminResult result = AdminResult::Ok("configuration " + config_path_ + " applied");
+  AdminResult result = AdminReport{"configuration " + config_path_ + " applied"};
   auto reject = [&](const std::string& why) {
     spdlog::error("reload rejected, keeping the running configuration: {}", why);
-    result = AdminResult::Error(AdminResult::Code::kInvalid, why + "; keeping the running configuration");
+    result = Diagnostic::Invalid(why + "; keeping the running configuration");
   };
   try {
     if (!job.error.empty()) throw ConfigError(config_path_, 0, 0, "", job.error);
@@ -274,8 +274,8 @@ void Daemon::ApplyReload(ReloadJob& job) {
       spdlog::warn("reload: configuration {} applied, except {}: those changes take effect only after a "
                    "restart (systemctl restart tether); running with the previous values meanwhile",
                    config_path_, keys);
-      result = AdminResult::Ok("configuration " + config_path_ + " applied; needs a restart to take effect: " + keys,
-                               {{"restart_required", restart}});
+      result = AdminReport{"configuration " + config_path_ + " applied; needs a restart to take effect: " + keys,
+                           {{"restart_required", restart}}};
     }
   } catch (const ConfigError& e) {
     reject(job.error.empty() ? e.what() : job.error);
@@ -322,8 +322,8 @@ void Daemon::Stop() {
   notifier_->Stopping();
   // Stop the admin API, stop taking datagrams, then let the store commit what was submitted
   // (their callbacks answer devices that are still waiting), then close the store.
-  FinishReloads(reload_waiters_, AdminResult::Error(AdminResult::Code::kUnavailable, "tetherd is stopping"));
-  FinishReloads(reload_queued_, AdminResult::Error(AdminResult::Code::kUnavailable, "tetherd is stopping"));
+  FinishReloads(reload_waiters_, Diagnostic(ErrorCode::kUnavailable, "tetherd is stopping"));
+  FinishReloads(reload_queued_, Diagnostic(ErrorCode::kUnavailable, "tetherd is stopping"));
   if (loop_caller_) loop_caller_->Shutdown();
   if (admin_) admin_->Stop();
   if (!admin_token_.empty()) RemoveAdminToken(config_.admin_token_file, admin_token_);

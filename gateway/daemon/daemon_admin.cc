@@ -249,9 +249,9 @@ nlohmann::json DaemonAdmin::Sessions(const std::optional<std::string>& app) {
 
 AdminResult DaemonAdmin::Kick(const std::string& device) {
   if (!p_.devices->Kick(device)) {
-    return AdminResult::Error(AdminResult::Code::kNotFound, "no session for device '" + device + "'");
+    return Diagnostic(ErrorCode::kNotFound, "no session for device '" + device + "'");
   }
-  return AdminResult::Ok("session of '" + device + "' ended; its onDisconnect operations run now", {{"device", device}});
+  return AdminReport{"session of '" + device + "' ended; its onDisconnect operations run now", {{"device", device}}};
 }
 
 nlohmann::json DaemonAdmin::Queue() {
@@ -306,11 +306,11 @@ void DaemonAdmin::ChangeDeadLetters(const std::optional<std::string>& id, bool r
       seq = std::stoull(*id, &used);
       if (used != id->size()) throw std::invalid_argument(*id);
     } catch (const std::exception&) {
-      return done(AdminResult::Error(AdminResult::Code::kInvalid, "dead letter ids are numbers"));
+      return done(Diagnostic::Invalid("dead letter ids are numbers"));
     }
     bool known = false;
     for (const auto& d : p_.store->queue().DeadLetters(1, seq - 1)) known |= d.entry.seq == seq;
-    if (!known) return done(AdminResult::Error(AdminResult::Code::kNotFound, "no dead letter " + *id));
+    if (!known) return done(Diagnostic(ErrorCode::kNotFound, "no dead letter " + *id));
     seqs.push_back(seq);
   } else {
     for (const auto& d : p_.store->queue().DeadLetters(SIZE_MAX)) seqs.push_back(d.entry.seq);
@@ -318,16 +318,14 @@ void DaemonAdmin::ChangeDeadLetters(const std::optional<std::string>& id, bool r
   store::WriteBatch b;
   for (uint64_t s : seqs) retry ? b.RetryDeadLetter(s) : b.DropDeadLetter(s);
   std::string summary = fmt::format("{} dead letter(s) {}", seqs.size(), retry ? "requeued" : "dropped");
-  if (b.empty()) return done(AdminResult::Ok(summary, {{"count", 0}}));
+  if (b.empty()) return done(AdminReport{summary, {{"count", 0}}});
   p_.store->Submit(std::move(b), [retry, summary, n = seqs.size(), done = std::move(done)](const store::BatchResult& r) {
     if (!r.status.ok()) {
       spdlog::error("dead letter {} failed: {}", retry ? "retry" : "drop", r.status.ToString());
-      return done(AdminResult::Error(r.status.code == store::StatusCode::kNotFound ? AdminResult::Code::kNotFound
-                                                                                   : AdminResult::Code::kFailed,
-                                     "dead letter " + std::string(retry ? "retry" : "drop") +
-                                         " failed: " + r.status.ToString()));
+      return done(Diagnostic(r.status.code == store::StatusCode::kNotFound ? ErrorCode::kNotFound : ErrorCode::kInternal,
+                             "dead letter " + std::string(retry ? "retry" : "drop") + " failed: " + r.status.ToString()));
     }
-    done(AdminResult::Ok(summary, {{"count", n}}));
+    done(AdminReport{summary, {{"count", n}}});
   });
 }
 

@@ -126,18 +126,18 @@ void DeviceApi::on_request(const coap::Request& r) {
   }
   std::string_view host = r.uri_host();
   auto app = routes_->FindApp(host.empty() ? std::nullopt : std::optional<std::string>(host));
-  if (!app) return replier_.ReplyError(c, coap::code::kBadRequest, "unknown app");
+  if (!app) return replier_.ReplyError(c, Diagnostic::Invalid("unknown app"));
   c.app = app->id;
   if (accept && *accept != kContentFormatJson && *accept != kContentFormatCbor) {
-    return replier_.ReplyError(c, coap::code::make(4, 6), "accept 60 (cbor) or 50 (json)");
+    return replier_.ReplyError(c, {ErrorCode::kNotAcceptable, "accept 60 (cbor) or 50 (json)"});
   }
   if (cf && *cf != kContentFormatJson && *cf != kContentFormatCbor) {
-    return replier_.ReplyError(c, coap::code::make(4, 15), "content-format 60 (cbor) or 50 (json)");
+    return replier_.ReplyError(c, {ErrorCode::kUnsupportedFormat, "content-format 60 (cbor) or 50 (json)"});
   }
   if (c.payload.size() > routes_->config().device.max_payload) {
     const size_t max = routes_->config().device.max_payload;  // Size1: what is accepted (RFC 7959 §2.9.3)
-    return replier_.ReplyError(c, coap::code::kRequestEntityTooLarge, fmt::format("payload over {} bytes", max), {},
-                      static_cast<uint32_t>(max));
+    return replier_.ReplyError(c, {ErrorCode::kTooLarge, fmt::format("payload over {} bytes", max)},
+                               static_cast<uint32_t>(max));
   }
 
   std::vector<std::string> path;
@@ -146,11 +146,11 @@ void DeviceApi::on_request(const coap::Request& r) {
   }
   bool control = path.size() == 1 && !path[0].empty() && path[0][0] == '.';
   if (control && path[0] == ".cs") {
-    if (c.method != coap::code::kPost) return replier_.ReplyError(c, coap::code::kMethodNotAllowed, "POST /.cs");
+    if (c.method != coap::code::kPost) return replier_.ReplyError(c, {ErrorCode::kMethodNotAllowed, "POST /.cs"});
     return HandleOpen(c);
   }
   if (control && path[0] == ".rst") {
-    if (c.method != coap::code::kPost) return replier_.ReplyError(c, coap::code::kMethodNotAllowed, "POST /.rst");
+    if (c.method != coap::code::kPost) return replier_.ReplyError(c, {ErrorCode::kMethodNotAllowed, "POST /.rst"});
     return HandleRebind(c);
   }
   Session* s = c.cs.empty() ? nullptr : keeper_.sessions().ByShortToken(c.cs);
@@ -166,7 +166,7 @@ void DeviceApi::on_request(const coap::Request& r) {
     // session was not bound to. A DTLS peer's address is proven (cookie exchange) and its records
     // authenticated as the session's identity (OnSessionTransport): it is served, as before.
     if (!c.peer.secure) {
-      return RefuseToken(c, TokenRefusal::kBoundElsewhere, coap::code::kUnauthorized, "use /.rst");
+      return RefuseToken(c, TokenRefusal::kBoundElsewhere, {ErrorCode::kUnauthorized, "use /.rst"});
     }
   }
   if (s) {
@@ -177,14 +177,14 @@ void DeviceApi::on_request(const coap::Request& r) {
     if (!s->confirmed) keeper_.Confirm(*s);
   }
   if (control && path[0] == ".ping") {
-    if (c.method != coap::code::kGet) return replier_.ReplyError(c, coap::code::kMethodNotAllowed, "GET /.ping");
-    if (!s) return RefuseToken(c, TokenRefusal::kUnknownSession, coap::code::kUnauthorized, "unknown session");
+    if (c.method != coap::code::kGet) return replier_.ReplyError(c, {ErrorCode::kMethodNotAllowed, "GET /.ping"});
+    if (!s) return RefuseToken(c, TokenRefusal::kUnknownSession, {ErrorCode::kUnauthorized, "unknown session"});
     return HandlePing(c, s);
   }
-  if (!s) return RefuseToken(c, TokenRefusal::kUnknownSession, coap::code::kUnauthorized, "unknown session");
+  if (!s) return RefuseToken(c, TokenRefusal::kUnknownSession, {ErrorCode::kUnauthorized, "unknown session"});
   if (control && path[0] == ".off") return HandleOffline(c, s);
   if (!path.empty() && path[0] == ".info") return reads_.HandleInfo(c, *s, path);
-  if (std::string e = CheckPath(path); !e.empty()) return replier_.ReplyError(c, coap::code::kBadRequest, e);
+  if (auto r = CheckPath(path); !r) return replier_.ReplyError(c, r.error());
   // Overload: a write that would wait behind commits already late is refused now, cheaply (no
   // decoding, nothing queued), rather than answered after the device's retransmission timer.
   const auto commit_wait_ms = static_cast<int64_t>(store_.CommitWaitMs());
@@ -195,19 +195,21 @@ void DeviceApi::on_request(const coap::Request& r) {
     const uint64_t now = uv_now(loop_);
     if (shed_last_ms_ == 0 || now - shed_last_ms_ > kShedPauseMs) shed_first_ms_ = now;
     shed_last_ms_ = now;
-    return replier_.ReplyError(c, coap::code::kServiceUnavailable, "overloaded, retry later", kOverloadMaxAge);
+    return replier_.ReplyError(c, {ErrorCode::kUnavailable, "overloaded, retry later", kOverloadMaxAge});
   }
   if (!c.dis.empty()) {
-    if (c.dis != "add" && c.dis != "rm") return replier_.ReplyError(c, coap::code::kBadRequest, ".dis must be add or rm");
+    if (c.dis != "add" && c.dis != "rm") {
+      return replier_.ReplyError(c, Diagnostic::Invalid(".dis must be add or rm"));
+    }
     if (c.dis == "rm" && c.method != coap::code::kDelete) {
-      return replier_.ReplyError(c, coap::code::kMethodNotAllowed, ".dis=rm needs DELETE");
+      return replier_.ReplyError(c, {ErrorCode::kMethodNotAllowed, ".dis=rm needs DELETE"});
     }
     return HandleOnDisconnect(c, *s, path, c.dis == "rm");
   }
   if (c.method == coap::code::kGet && !c.params.empty()) {  // writes ignore them, as before
     Query q;
     std::vector<std::string_view> views(c.params.begin(), c.params.end());
-    if (std::string e = ParseQuery(views, &q); !e.empty()) return replier_.ReplyError(c, coap::code::kBadRequest, e);
+    if (auto r = ParseQuery(views, &q); !r) return replier_.ReplyError(c, r.error());
     if (!q.empty()) c.query = std::make_shared<const Query>(std::move(q));
   }
   switch (c.method) {
@@ -216,7 +218,7 @@ void DeviceApi::on_request(const coap::Request& r) {
     case coap::code::kPost:
     case coap::code::kDelete:
     case coap::code::kPatch: return HandleWrite(c, *s, path);
-    default: return replier_.ReplyError(c, coap::code::kMethodNotAllowed, "use GET, PUT, POST, PATCH or DELETE");
+    default: return replier_.ReplyError(c, {ErrorCode::kMethodNotAllowed, "use GET, PUT, POST, PATCH or DELETE"});
   }
 }
 
@@ -239,13 +241,13 @@ void DeviceApi::HandleOpen(DeviceCall& c) {
   if (c.payload.size() > 512) {
     ++counters_.auth_failures;
     keeper_.LogAuthFailure(c.peer, c.app);
-    return RefuseToken(c, TokenRefusal::kBadAuthToken, coap::code::kUnauthorized, "auth token longer than 512 bytes");
+    return RefuseToken(c, TokenRefusal::kBadAuthToken, {ErrorCode::kUnauthorized, "auth token longer than 512 bytes"});
   }
   AuthOutcome auth = keeper_.Authenticate(c.app, c.payload, c.peer, c.identity);
   if (!auth.ok) {
     ++counters_.auth_failures;
     keeper_.LogAuthFailure(c.peer, c.app);
-    return RefuseToken(c, TokenRefusal::kBadAuthToken, coap::code::kUnauthorized, "invalid auth token");
+    return RefuseToken(c, TokenRefusal::kBadAuthToken, {ErrorCode::kUnauthorized, "invalid auth token"});
   }
   SessionKeeper::OpenRequest open;
   open.app = c.app;
@@ -261,30 +263,32 @@ void DeviceApi::HandleOpen(DeviceCall& c) {
         return replier_.Reply(*call, coap::code::kContent, EncodeFor(body, call->json_out));
       }
       case SessionKeeper::OpenResult::Kind::kRevoked:
-        return replier_.ReplyError(*call, coap::code::kUnauthorized, "invalid auth token");
+        return replier_.ReplyError(*call, {ErrorCode::kUnauthorized, "invalid auth token"});
       case SessionKeeper::OpenResult::Kind::kStoreError: return replier_.ReplyStoreStatus(*call, r.status);
     }
   }));
   if (!taken && endpoint_) endpoint_->ignore(c.id);  // another open of the device waits already
 }
 
-void DeviceApi::RefuseToken(DeviceCall& c, TokenRefusal why, uint8_t code, const std::string& diagnostic) {
+void DeviceApi::RefuseToken(DeviceCall& c, TokenRefusal why, const Diagnostic& diagnostic) {
   const bool answer = keeper_.TakeRefusal(c.peer);
   ++counters_.token_refusals[static_cast<int>(why)][answer ? 0 : 1];
-  if (answer) return replier_.ReplyError(c, code, diagnostic);
+  if (answer) return replier_.ReplyError(c, diagnostic);
   if (endpoint_) endpoint_->ignore(c.id);
 }
 
 void DeviceApi::HandlePing(DeviceCall& c, Session* s) {
-  if (!s || !(s->addr == c.peer)) return replier_.ReplyError(c, coap::code::kUnauthorized, "unknown session");
-  if (keeper_.Ping(*s)) return replier_.ReplyError(c, coap::code::kUnauthorized, "ping later than the heartbeat target");
+  if (!s || !(s->addr == c.peer)) return replier_.ReplyError(c, {ErrorCode::kUnauthorized, "unknown session"});
+  if (keeper_.Ping(*s)) {
+    return replier_.ReplyError(c, {ErrorCode::kUnauthorized, "ping later than the heartbeat target"});
+  }
   replier_.Reply(c, coap::code::kContent);
 }
 
 void DeviceApi::HandleRebind(DeviceCall& c) {
   Session* s = keeper_.sessions().ByLongToken(c.payload);
   if (!s || s->app != c.app || !OnSessionTransport(*s, c.peer, c.identity)) {
-    return RefuseToken(c, TokenRefusal::kUnknownLongToken, coap::code::kBadRequest, "unknown long token");
+    return RefuseToken(c, TokenRefusal::kUnknownLongToken, Diagnostic::Invalid("unknown long token"));
   }
   store::WriteBatch batch;
   batch.PutSession(keeper_.Rebind(*s, c.peer));
@@ -310,7 +314,9 @@ void DeviceApi::SetCloudLink(bool connected, std::optional<int64_t> offset_ms) {
 void DeviceApi::HandleWrite(DeviceCall& c, Session& s, const std::vector<std::string>& path) {
   std::string dev_path = JoinPath(path);
   auto res = routes_->Resolve(s.app, s.device, path);
-  if (!res || !res->may_write) return replier_.ReplyError(c, kForbidden, "write not allowed at /" + dev_path);
+  if (!res || !res->may_write) {
+    return replier_.ReplyError(c, {ErrorCode::kForbidden, "write not allowed at /" + dev_path});
+  }
   Json value;
   if (c.method != coap::code::kDelete && !DecodePayload(c, &value)) return;
   std::optional<Json> expect;  // compare-and-set: PUT {".cas":{"expect":old,"value":new}}
@@ -319,15 +325,15 @@ void DeviceApi::HandleWrite(DeviceCall& c, Session& s, const std::vector<std::st
     // Null members vanish in decoding: a missing expect / value is null (absent / remove).
     size_t known = w.is_object() ? w.count("expect") + w.count("value") : 0;
     if (!w.is_object() || known != w.size()) {
-      return replier_.ReplyError(c, coap::code::kBadRequest, "compare-and-set is {\".cas\":{\"expect\":old,\"value\":new}}");
+      return replier_.ReplyError(c, Diagnostic::Invalid("compare-and-set is {\".cas\":{\"expect\":old,\"value\":new}}"));
     }
     expect = Normalized(w.value("expect", Json()));
     value = w.value("value", Json());
     if (HasServerValues(value) || HasServerValues(*expect)) {
-      return replier_.ReplyError(c, coap::code::kBadRequest, "no server values in a compare-and-set");
+      return replier_.ReplyError(c, Diagnostic::Invalid("no server values in a compare-and-set"));
     }
-    if (std::string e = CheckValue(*expect, res->cloud_path.size()); !e.empty()) {
-      return replier_.ReplyError(c, coap::code::kBadRequest, "expect: " + e);
+    if (auto r = CheckValue(*expect, res->cloud_path.size()); !r) {
+      return replier_.ReplyError(c, std::move(r).error().Prefixed("expect: "));
     }
   }
   std::vector<std::string> cloud = res->cloud_path;
@@ -335,7 +341,7 @@ void DeviceApi::HandleWrite(DeviceCall& c, Session& s, const std::vector<std::st
   store::OpKind kind = store::OpKind::kSet;
   if (c.method == coap::code::kPatch) {
     kind = store::OpKind::kUpdate;
-    if (std::string e = CheckUpdate(value, cloud.size()); !e.empty()) return replier_.ReplyError(c, coap::code::kBadRequest, e);
+    if (auto r = CheckUpdate(value, cloud.size()); !r) return replier_.ReplyError(c, r.error());
     if (value.empty()) return replier_.Reply(c, coap::code::kContent);  // changes nothing: nothing to queue
     Json children = Json::object();  // child paths in one form, locally and for the upload
     for (auto& [k, v] : value.items()) children[JoinPath(SplitPath(k))] = std::move(v);
@@ -348,9 +354,9 @@ void DeviceApi::HandleWrite(DeviceCall& c, Session& s, const std::vector<std::st
       push_key = cloud_.NextPushId(cloud_.CloudNowMs());
       cloud.push_back(push_key);
     }
-    if (std::string e = CheckValue(value, cloud.size()); !e.empty()) return replier_.ReplyError(c, coap::code::kBadRequest, e);
+    if (auto r = CheckValue(value, cloud.size()); !r) return replier_.ReplyError(c, r.error());
   }
-  if (cloud.size() > kMaxDepth) return replier_.ReplyError(c, coap::code::kBadRequest, "path deeper than 32 levels");
+  if (cloud.size() > kMaxDepth) return replier_.ReplyError(c, Diagnostic::Invalid("path deeper than 32 levels"));
 
   const std::string tree_path = TreePath(cloud);
   store::WriteBatch batch;
@@ -393,8 +399,12 @@ void DeviceApi::HandleOnDisconnect(DeviceCall& c, Session& s, const std::vector<
     batch.CancelOnDisconnect(s.id, dev_path);
   } else {
     auto res = routes_->Resolve(s.app, s.device, path);
-    if (!res || !res->may_write) return replier_.ReplyError(c, kForbidden, "write not allowed at /" + dev_path);
-    if (!res->route->on_disconnect) return replier_.ReplyError(c, kForbidden, "onDisconnect not allowed at /" + dev_path);
+    if (!res || !res->may_write) {
+      return replier_.ReplyError(c, {ErrorCode::kForbidden, "write not allowed at /" + dev_path});
+    }
+    if (!res->route->on_disconnect) {
+      return replier_.ReplyError(c, {ErrorCode::kForbidden, "onDisconnect not allowed at /" + dev_path});
+    }
     store::OnDisconnectOp op;
     op.path = dev_path;
     Json value;
@@ -404,11 +414,12 @@ void DeviceApi::HandleOnDisconnect(DeviceCall& c, Session& s, const std::vector<
       case coap::code::kPost: op.kind = store::OnDisconnectOp::Kind::kPush; break;
       case coap::code::kPatch: op.kind = store::OnDisconnectOp::Kind::kUpdate; break;
       case coap::code::kDelete: op.kind = store::OnDisconnectOp::Kind::kRemove; break;
-      default: return replier_.ReplyError(c, coap::code::kMethodNotAllowed, "onDisconnect takes PUT, POST, PATCH or DELETE");
+      default:
+        return replier_.ReplyError(c, {ErrorCode::kMethodNotAllowed, "onDisconnect takes PUT, POST, PATCH or DELETE"});
     }
     size_t depth = res->cloud_path.size() + (op.kind == store::OnDisconnectOp::Kind::kPush ? 1 : 0);
-    std::string e = op.kind == store::OnDisconnectOp::Kind::kUpdate ? CheckUpdate(value, depth) : CheckValue(value, depth);
-    if (!e.empty()) return replier_.ReplyError(c, coap::code::kBadRequest, e);
+    auto r = op.kind == store::OnDisconnectOp::Kind::kUpdate ? CheckUpdate(value, depth) : CheckValue(value, depth);
+    if (!r) return replier_.ReplyError(c, r.error());
     if (op.kind == store::OnDisconnectOp::Kind::kUpdate && value.empty()) return replier_.Reply(c, coap::code::kContent);
     if (!value.is_null()) {
       std::vector<uint8_t> cbor = Json::to_cbor(value);  // keeps byte strings intact until firing
@@ -434,15 +445,17 @@ void DeviceApi::HandleOnDisconnect(DeviceCall& c, Session& s, const std::vector<
     }
     if (count >= limits.max_ondisconnect_per_session) {
       ++counters_.ondisconnect_refused_count;
-      return replier_.ReplyError(c, kForbidden, fmt::format("too many onDisconnect operations: {} per session "
-                                                   "(device.max_ondisconnect_per_session)",
-                                                   limits.max_ondisconnect_per_session));
+      return replier_.ReplyError(c, {ErrorCode::kForbidden,
+                                     fmt::format("too many onDisconnect operations: {} per session "
+                                                 "(device.max_ondisconnect_per_session)",
+                                                 limits.max_ondisconnect_per_session)});
     }
     if (bytes + mine > limits.max_ondisconnect_bytes_per_session) {
       ++counters_.ondisconnect_refused_bytes;
-      return replier_.ReplyError(c, kForbidden, fmt::format("onDisconnect operations over {} bytes per session "
-                                                   "(device.max_ondisconnect_bytes_per_session)",
-                                                   limits.max_ondisconnect_bytes_per_session));
+      return replier_.ReplyError(c, {ErrorCode::kForbidden,
+                                     fmt::format("onDisconnect operations over {} bytes per session "
+                                                 "(device.max_ondisconnect_bytes_per_session)",
+                                                 limits.max_ondisconnect_bytes_per_session)});
     }
     batch.AddOnDisconnect(s.id, std::move(op));
     PendingOnDisconnect& pending = ondisconnect_pending_[s.id];
@@ -471,14 +484,13 @@ void DeviceApi::CommitThenReply(DeviceCall& c, store::WriteBatch batch) {
 }
 
 bool DeviceApi::DecodePayload(DeviceCall& c, Json* value) {
-  std::string err;
   const bool update = c.method == coap::code::kPatch;  // its null members remove
-  auto v = c.json_in ? DecodeJson(c.payload, &err, update) : DecodeCbor(c.payload, &err, update);
+  auto v = c.json_in ? DecodeJson(c.payload, update) : DecodeCbor(c.payload, update);
   if (!v) {
-    replier_.ReplyError(c, coap::code::kBadRequest, err);
+    replier_.ReplyError(c, v.error());
     return false;
   }
-  *value = std::move(*v);
+  *value = std::move(v).value();
   return true;
 }
 

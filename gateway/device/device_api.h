@@ -119,7 +119,7 @@ class DeviceApi : public coap::Handler, public CloudLinkListener {
   void HandleOpen(Call& c);
   // 4.01 (4.00 for an unknown long token) with `diagnostic`, unless the source IP is over
   // device.auth_failures_per_second: then nothing is sent (a guesser or a reflector gets silence).
-  void RefuseToken(Call& c, TokenRefusal why, uint8_t code, const std::string& diagnostic);
+  void RefuseToken(Call& c, TokenRefusal why, const Diagnostic& diagnostic);
   void HandlePing(Call& c, Session* s);
   void HandleRebind(Call& c);
   void HandleOffline(Call& c, Session* s);

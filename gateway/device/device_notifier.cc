@@ -5,13 +5,14 @@
 #include <map>
 #include <set>
 
+#include "gateway/device/device_reply.h"
 #include "gateway/model/route_pattern.h"
 #include "gateway/model/value_codec.h"
 
 namespace tether {
 
 namespace {
-constexpr uint8_t kForbidden = coap::code::make(4, 3);
+constexpr uint8_t kForbidden = CoapCodeOf(ErrorCode::kForbidden);  // ends an observation no longer allowed
 bool IsInfo(const std::string& path) { return path.rfind(".info", 0) == 0; }
 }  // namespace
 

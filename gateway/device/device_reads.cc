@@ -17,9 +17,9 @@ DeviceReads::DeviceReads(store::Store& store, LocalCopy& local, DeviceNotifier& 
       counters_(counters) {}
 
 void DeviceReads::HandleInfo(DeviceCall& c, Session& session, const std::vector<std::string>& path) {
-  if (c.method != coap::code::kGet) return replier_.ReplyError(c, coap::code::kMethodNotAllowed, ".info is read-only");
+  if (c.method != coap::code::kGet) return replier_.ReplyError(c, {ErrorCode::kMethodNotAllowed, ".info is read-only"});
   if (path.size() != 2 || (path[1] != "connected" && path[1] != "serverTimeOffset" && path[1] != "serverTime")) {
-    return replier_.ReplyError(c, coap::code::kNotFound, "no such .info entry");
+    return replier_.ReplyError(c, {ErrorCode::kNotFound, "no such .info entry"});
   }
   Session* s = &session;
   std::string dev_path = JoinPath(path);
@@ -45,7 +45,9 @@ void DeviceReads::HandleRead(DeviceCall& c, Session& s, const std::vector<std::s
     notifier_.Unobserve(s.id, dev_path);
     return replier_.Reply(c, coap::code::kContent);
   }
-  if (!res || !res->may_read) return replier_.ReplyError(c, kForbidden, "read not allowed at /" + JoinPath(path));
+  if (!res || !res->may_read) {
+    return replier_.ReplyError(c, {ErrorCode::kForbidden, "read not allowed at /" + JoinPath(path)});
+  }
   if (c.observe == 0u && RefuseOverObserverCap(c, s, dev_path)) return;
   std::string cloud = JoinPath(res->cloud_path);
   if (c.query) return HandleQuery(c, s, cloud, dev_path, res->route->name, c.query);
@@ -79,7 +81,7 @@ void DeviceReads::ReplyHeld(DeviceCall& c, const std::string& cloud, bool held, 
   // Not complete but something is there (own writes, parts of remembered results): that is what
   // the gateway knows. Nothing at all: saying null would claim the cloud holds nothing.
   if (held || !value.is_null()) return replier_.Reply(c, coap::code::kContent, EncodeFor(value, c.json_out));
-  replier_.ReplyError(c, coap::code::kServiceUnavailable, diagnostic, kQueryRetryMaxAge);
+  replier_.ReplyError(c, {ErrorCode::kUnavailable, diagnostic, kQueryRetryMaxAge});
 }
 
 void DeviceReads::HandleQuery(DeviceCall& c, Session& s, const std::string& cloud, const std::string& dev_path,
@@ -96,16 +98,17 @@ void DeviceReads::HandleQuery(DeviceCall& c, Session& s, const std::string& clou
     return;
   }
   if (!cloud_.connected()) {
-    return replier_.ReplyError(c, coap::code::kServiceUnavailable, "query result not held offline", kQueryRetryMaxAge);
+    return replier_.ReplyError(c, {ErrorCode::kUnavailable, "query result not held offline", kQueryRetryMaxAge});
   }
   auto call = std::make_shared<DeviceCall>(c);
   std::string session_id = s.id;
   local_.FetchQuery(cloud, q, scope_.Guard([this, call, session_id, cloud, dev_path, route, q](std::optional<Json> answer) {
     if (!answer) {
-      return replier_.ReplyError(*call, coap::code::kServiceUnavailable, "cloud did not answer the query", kQueryRetryMaxAge);
+      return replier_.ReplyError(*call,
+                                 {ErrorCode::kUnavailable, "cloud did not answer the query", kQueryRetryMaxAge});
     }
     Session* s = owner_.FindSession(session_id);
-    if (!s) return replier_.ReplyError(*call, coap::code::kUnauthorized, "unknown session");
+    if (!s) return replier_.ReplyError(*call, {ErrorCode::kUnauthorized, "unknown session"});
     AnswerQuery(*call, *s, cloud, dev_path, route, q, *answer);
   }));
 }
@@ -144,7 +147,8 @@ bool DeviceReads::RefuseOverObserverCap(DeviceCall& c, const Session& s, const s
   const uint32_t max = routes_->config().device.max_observers_per_session;
   if (!notifier_.AtCap(s, dev_path, max)) return false;
   ++counters_.observers_refused;
-  replier_.ReplyError(c, kForbidden, fmt::format("too many observations: {} per session (device.max_observers_per_session)", max));
+  replier_.ReplyError(c, {ErrorCode::kForbidden,
+                          fmt::format("too many observations: {} per session (device.max_observers_per_session)", max)});
   return true;
 }
 

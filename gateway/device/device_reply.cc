@@ -9,6 +9,7 @@ namespace {
 
 constexpr uint32_t kQueueFullMaxAge = 30;
 constexpr uint32_t kStoreFullMaxAge = 60;
+constexpr uint32_t kStoppingMaxAge = 5;
 
 std::string CodeName(uint8_t code) { return fmt::format("{}.{:02d}", code >> 5, code & 31); }
 
@@ -24,6 +25,16 @@ const char* MethodName(uint8_t m) {
 }
 
 }  // namespace
+
+Diagnostic DiagnosticOf(const store::Status& st) {
+  switch (st.code) {
+    case store::StatusCode::kRejected: return {ErrorCode::kUnavailable, "queue full, retry later", kQueueFullMaxAge};
+    case store::StatusCode::kFull: return {ErrorCode::kUnavailable, "storage full, retry later", kStoreFullMaxAge};
+    case store::StatusCode::kInvalidArgument: return Diagnostic::Invalid(st.message.substr(0, 120));
+    case store::StatusCode::kClosed: return {ErrorCode::kUnavailable, "gateway stopping", kStoppingMaxAge};
+    default: return {ErrorCode::kInternal, "storage error"};
+  }
+}
 
 void DeviceReplier::CountAnswer(uint8_t method, uint8_t code) {
   const size_t m = method >= coap::code::kGet && method <= coap::code::kPatch ? method - coap::code::kGet : kOtherMethod;
@@ -56,27 +67,17 @@ void DeviceReplier::Reply(DeviceCall& c, uint8_t code, std::string payload, std:
   endpoint_->respond(c.id, resp);
 }
 
-void DeviceReplier::ReplyError(DeviceCall& c, uint8_t code, const std::string& diagnostic,
-                               std::optional<uint32_t> max_age, std::optional<uint32_t> size1) {
-  spdlog::debug("{} from {}: {} {}", MethodName(c.method), c.peer.to_string(), CodeName(code), diagnostic);
-  Reply(c, code, diagnostic, max_age, size1);  // RFC 7252 §5.5.2: diagnostic payload
+void DeviceReplier::ReplyError(DeviceCall& c, const Diagnostic& d, std::optional<uint32_t> size1) {
+  const uint8_t code = CoapCodeOf(d.code);
+  spdlog::debug("{} from {}: {} {}", MethodName(c.method), c.peer.to_string(), CodeName(code), d.message);
+  Reply(c, code, d.message, d.retry_after_s, size1);  // RFC 7252 §5.5.2: diagnostic payload
 }
 
 void DeviceReplier::ReplyStoreStatus(DeviceCall& c, const store::Status& st) {
-  switch (st.code) {
-    case store::StatusCode::kRejected:
-      return ReplyError(c, coap::code::kServiceUnavailable, "queue full, retry later", kQueueFullMaxAge);
-    case store::StatusCode::kFull:
-      ++counters_.writes_refused_store_full;
-      return ReplyError(c, coap::code::kServiceUnavailable, "storage full, retry later", kStoreFullMaxAge);
-    case store::StatusCode::kInvalidArgument:
-      return ReplyError(c, coap::code::kBadRequest, st.message.substr(0, 120));
-    case store::StatusCode::kClosed:
-      return ReplyError(c, coap::code::kServiceUnavailable, "gateway stopping", 5);
-    default:
-      spdlog::error("store error: {}", st.ToString());
-      return ReplyError(c, coap::code::kInternalServerError, "storage error");
-  }
+  const Diagnostic d = DiagnosticOf(st);
+  if (st.code == store::StatusCode::kFull) ++counters_.writes_refused_store_full;
+  if (d.code == ErrorCode::kInternal) spdlog::error("store error: {}", st.ToString());
+  ReplyError(c, d);
 }
 
 }  // namespace tether

@@ -10,10 +10,12 @@
 // the engine's (Handler::on_response_failed).
 //
 // Invariants:
+// - Every refusal is a Diagnostic (gateway/model/diagnostic.h); its CoAP code comes from CoapCodeOf
+//   alone, its message is the payload, its retry_after the Max-Age.
 // - A diagnostic payload carries no Content-Format (RFC 7252 §5.5.2); a data payload carries one
 //   only for a native client (one that sent Content-Format or Accept), never for an SDK device.
-// - Store refusals map to one answer each: queue full / storage full / stopping 5.03 + Max-Age,
-//   invalid 4.00, anything else 5.00.
+// - Store refusals map to one Diagnostic each (DiagnosticOf): queue full / storage full / stopping
+//   5.03 + Max-Age, invalid 4.00, anything else 5.00.
 #pragma once
 
 #include <array>
@@ -25,6 +27,7 @@
 
 #include "device_proto/endpoint.h"
 #include "gateway/device/device_counters.h"
+#include "gateway/model/diagnostic.h"
 #include "gateway/model/query.h"
 #include "gateway/model/value_codec.h"
 #include "store/store.h"
@@ -49,9 +52,32 @@ struct DeviceCall {
   std::shared_ptr<const Query> query;   // parsed from params on data GETs
 };
 
-inline constexpr uint8_t kForbidden = coap::code::make(4, 3);
-inline constexpr uint8_t kPreconditionFailed = coap::code::make(4, 12);
 inline constexpr uint32_t kQueryRetryMaxAge = 5;  // s: a read the gateway cannot answer now
+
+// The one mapping from the gateway's error vocabulary to what a device sees (RFC 7252 §5.9, and
+// 4.12 for a conflict: a compare-and-set that lost, answered with the current value).
+constexpr uint8_t CoapCodeOf(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kInvalid: return coap::code::kBadRequest;
+    case ErrorCode::kUnauthorized: return coap::code::kUnauthorized;
+    case ErrorCode::kForbidden: return coap::code::make(4, 3);
+    case ErrorCode::kNotFound: return coap::code::kNotFound;
+    case ErrorCode::kMethodNotAllowed: return coap::code::kMethodNotAllowed;
+    case ErrorCode::kNotAcceptable: return coap::code::make(4, 6);
+    case ErrorCode::kConflict: return coap::code::make(4, 12);
+    case ErrorCode::kTooLarge: return coap::code::kRequestEntityTooLarge;
+    case ErrorCode::kUnsupportedFormat: return coap::code::make(4, 15);
+    case ErrorCode::kWrongHost: return coap::code::kBadRequest;  // CoAP has no 4.21; devices never get it
+    case ErrorCode::kUnavailable: return coap::code::kServiceUnavailable;
+    case ErrorCode::kInternal: return coap::code::kInternalServerError;
+  }
+  return coap::code::kInternalServerError;
+}
+// A compare-and-set that lost: its answer carries the current value (a data payload, not a
+// diagnostic).
+inline constexpr uint8_t kPreconditionFailed = CoapCodeOf(ErrorCode::kConflict);
+// A store refusal as the gateway's Diagnostic (the store keeps its own store::Status).
+Diagnostic DiagnosticOf(const store::Status& st);
 
 // The encoding the call asked for (JSON or CBOR).
 inline std::string EncodeFor(const Json& v, bool json) { return json ? EncodeJson(v) : EncodeCbor(v); }
@@ -63,8 +89,9 @@ class DeviceReplier {
 
   void Reply(DeviceCall& c, uint8_t code, std::string payload = {}, std::optional<uint32_t> max_age = {},
              std::optional<uint32_t> size1 = {});
-  void ReplyError(DeviceCall& c, uint8_t code, const std::string& diagnostic, std::optional<uint32_t> max_age = {},
-                  std::optional<uint32_t> size1 = {});
+  // CoapCodeOf(d.code) with d.message as the payload and d.retry_after_s as Max-Age; size1: what
+  // a 4.13 accepts (RFC 7959 §2.9.3).
+  void ReplyError(DeviceCall& c, const Diagnostic& d, std::optional<uint32_t> size1 = {});
   void ReplyStoreStatus(DeviceCall& c, const store::Status& st);
   // Counts an answer sent some other way (the first snapshot of an observation).
   void CountAnswer(uint8_t method, uint8_t code);

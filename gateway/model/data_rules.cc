@@ -1,6 +1,7 @@
 #include "gateway/model/data_rules.h"
 
 #include <set>
+#include <string_view>
 
 #include "gateway/model/route_pattern.h"
 
@@ -18,53 +19,60 @@ bool IsIncrementPlaceholder(const Json& v) {
   return sv.is_object() && sv.size() == 1 && sv.contains("increment") && sv["increment"].is_number();
 }
 
-std::string CheckValueAt(const Json& v, size_t depth) {
-  if (depth > kMaxDepth) return "value is nested deeper than 32 levels";
-  if (!v.is_object()) return "";
+// util's key rule answers "" or why not (util/ is below the gateway's vocabulary).
+Expected<void> CheckKey(std::string_view key) {
+  if (std::string e = util::CheckFirebaseKey(key); !e.empty()) return Diagnostic::Invalid(std::move(e));
+  return {};
+}
+
+Expected<void> CheckValueAt(const Json& v, size_t depth) {
+  if (depth > kMaxDepth) return Diagnostic::Invalid("value is nested deeper than 32 levels");
+  if (!v.is_object()) return {};
   if (v.contains(".sv")) {
-    return IsTimestampPlaceholder(v) || IsIncrementPlaceholder(v)
-               ? ""
-               : "invalid server value (use {\".sv\":\"timestamp\"} or {\".sv\":{\"increment\":n}})";
+    if (IsTimestampPlaceholder(v) || IsIncrementPlaceholder(v)) return {};
+    return Diagnostic::Invalid("invalid server value (use {\".sv\":\"timestamp\"} or {\".sv\":{\"increment\":n}})");
   }
   for (const auto& [k, child] : v.items()) {
-    if (std::string e = util::CheckFirebaseKey(k); !e.empty()) return e;
-    if (std::string e = CheckValueAt(child, depth + 1); !e.empty()) return e;
+    if (auto r = CheckKey(k); !r) return r;
+    if (auto r = CheckValueAt(child, depth + 1); !r) return r;
   }
-  return "";
+  return {};
 }
 
 }  // namespace
 
-std::string CheckPath(const std::vector<std::string>& segments) {
-  if (segments.size() > kMaxDepth) return "path deeper than 32 levels";
+Expected<void> CheckPath(const std::vector<std::string>& segments) {
+  if (segments.size() > kMaxDepth) return Diagnostic::Invalid("path deeper than 32 levels");
   for (const auto& s : segments) {
-    if (std::string e = util::CheckFirebaseKey(s); !e.empty()) return e;
+    if (auto r = CheckKey(s); !r) return r;
   }
-  return "";
+  return {};
 }
 
-std::string CheckValue(const Json& value, size_t path_depth) { return CheckValueAt(value, path_depth); }
+Expected<void> CheckValue(const Json& value, size_t path_depth) { return CheckValueAt(value, path_depth); }
 
-std::string CheckUpdate(const Json& value, size_t path_depth) {
-  if (!value.is_object()) return "update needs a map of child paths to values";
+Expected<void> CheckUpdate(const Json& value, size_t path_depth) {
+  if (!value.is_object()) return Diagnostic::Invalid("update needs a map of child paths to values");
   std::set<std::string, std::less<>> paths;
   for (const auto& [k, child] : value.items()) {
     auto segs = SplitPath(k);
-    if (segs.empty()) return "update has an empty child path";
-    if (std::string e = CheckPath(segs); !e.empty()) return e;
-    if (std::string e = CheckValueAt(child, path_depth + segs.size()); !e.empty()) return e;
+    if (segs.empty()) return Diagnostic::Invalid("update has an empty child path");
+    if (auto r = CheckPath(segs); !r) return r;
+    if (auto r = CheckValueAt(child, path_depth + segs.size()); !r) return r;
     paths.insert(JoinPath(segs));
   }
   // Firebase applies an update's children as one write and refuses paths that overlap ("a" and
   // "a/b", or "a/b" twice as "a//b"): the result would depend on the order they are applied in.
-  if (paths.size() != value.size()) return "update paths overlap (the same path twice)";
+  if (paths.size() != value.size()) return Diagnostic::Invalid("update paths overlap (the same path twice)");
   for (const std::string& p : paths) {
     for (size_t slash = p.find('/'); slash != std::string::npos; slash = p.find('/', slash + 1)) {
       auto above = paths.find(std::string_view(p).substr(0, slash));
-      if (above != paths.end()) return "update paths overlap: '" + (*above + "' and '" + p).substr(0, 80) + "'";
+      if (above != paths.end()) {
+        return Diagnostic::Invalid("update paths overlap: '" + (*above + "' and '" + p).substr(0, 80) + "'");
+      }
     }
   }
-  return "";
+  return {};
 }
 
 bool HasServerValues(const Json& value) {

@@ -1,11 +1,13 @@
 // Firebase data rules for what devices may write: keys, paths, depth and server values.
-// Each check returns "" when valid, else a short diagnostic for a 4.00 payload.
+// Each check returns ok when valid, else a kInvalid Diagnostic (gateway/model/diagnostic.h): a
+// device sees it as 4.00 with the message as the payload.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "gateway/model/diagnostic.h"
 #include "gateway/model/value_codec.h"
 #include "util/firebase_key.h"
 
@@ -14,13 +16,13 @@ namespace tether {
 constexpr size_t kMaxDepth = 32;
 
 // Keys: util::CheckFirebaseKey (util/firebase_key.h). A path: each segment a key, at most kMaxDepth.
-std::string CheckPath(const std::vector<std::string>& segments);
+Expected<void> CheckPath(const std::vector<std::string>& segments);
 // value is written at a path of path_depth segments. Server-value placeholders
 // ({".sv":"timestamp"}, {".sv":{"increment":n}}) are the only keys allowed to start with '.'.
-std::string CheckValue(const Json& value, size_t path_depth);
+Expected<void> CheckValue(const Json& value, size_t path_depth);
 // PATCH body: an object whose keys are relative child paths ("a/b"), each checked as a path, none
 // of them the same as or below another (Firebase refuses overlapping update paths).
-std::string CheckUpdate(const Json& value, size_t path_depth);
+Expected<void> CheckUpdate(const Json& value, size_t path_depth);
 
 bool HasServerValues(const Json& value);
 // Replaces each {".sv":{"increment":n}} in *value by n and returns where each was ("a/b" relative

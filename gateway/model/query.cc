@@ -66,26 +66,26 @@ Json AsObject(const Json& v) {
   return out;
 }
 
-std::string ParseBound(std::string_view name, std::string_view text, std::optional<Json>* out) {
+Expected<void> ParseBound(std::string_view name, std::string_view text, std::optional<Json>* out) {
   Json v = Json::parse(text, nullptr, false);
   if (v.is_discarded() || v.is_object() || v.is_array()) {
-    return std::string(name) + " must be a JSON scalar (strings in double quotes)";
+    return Diagnostic::Invalid(std::string(name) + " must be a JSON scalar (strings in double quotes)");
   }
   if (v.is_string() && v.get_ref<const std::string&>().size() > util::kMaxFirebaseKeyBytes) {
-    return std::string(name) + " longer than 768 bytes";
+    return Diagnostic::Invalid(std::string(name) + " longer than 768 bytes");
   }
   *out = std::move(v);
-  return "";
+  return {};
 }
 
-std::string ParseLimit(std::string_view name, std::string_view text, std::optional<uint32_t>* out) {
+Expected<void> ParseLimit(std::string_view name, std::string_view text, std::optional<uint32_t>* out) {
   uint32_t n = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
   if (ec != std::errc() || end != text.data() + text.size() || n == 0 || n > INT32_MAX) {
-    return std::string(name) + " must be a positive integer";
+    return Diagnostic::Invalid(std::string(name) + " must be a positive integer");
   }
   *out = n;
-  return "";
+  return {};
 }
 
 // Exact order of two JSON numbers: unsigned and signed 64-bit integers and doubles, mixed.
@@ -197,7 +197,7 @@ int CompareValues(const Json& a, const Json& b) {
   return 0;  // null, equal booleans, objects: tie (broken by key)
 }
 
-std::string ParseQuery(const std::vector<std::string_view>& params, Query* q) {
+Expected<void> ParseQuery(const std::vector<std::string_view>& params, Query* q) {
   *q = Query{};
   bool any_filter = false, seen_start = false, seen_end = false, seen_order = false;
   for (std::string_view p : params) {
@@ -205,15 +205,17 @@ std::string ParseQuery(const std::vector<std::string_view>& params, Query* q) {
     size_t eq = p.find('=');
     std::string_view name = p.substr(0, eq);
     std::string_view text = eq == std::string_view::npos ? std::string_view() : p.substr(eq + 1);
-    if (eq == std::string_view::npos) return "query parameter '" + std::string(name.substr(0, 40)) + "' needs a value";
-    std::string e;
+    if (eq == std::string_view::npos) {
+      return Diagnostic::Invalid("query parameter '" + std::string(name.substr(0, 40)) + "' needs a value");
+    }
+    Expected<void> e;
     if (name == "orderBy") {
-      if (seen_order) return "orderBy given twice";
+      if (seen_order) return Diagnostic::Invalid("orderBy given twice");
       seen_order = true;
       std::string by(text);
       if (by.size() >= 2 && by.front() == '"' && by.back() == '"') {
         Json s = Json::parse(by, nullptr, false);
-        if (!s.is_string()) return "orderBy: malformed JSON string";
+        if (!s.is_string()) return Diagnostic::Invalid("orderBy: malformed JSON string");
         by = s.get<std::string>();
       }
       if (by == "$key") {
@@ -221,43 +223,47 @@ std::string ParseQuery(const std::vector<std::string_view>& params, Query* q) {
       } else if (by == "$value") {
         q->order = Query::Order::kValue;
       } else if (by == "$priority") {
-        return "orderBy $priority is not supported (use $key, $value or a child path)";
+        return Diagnostic::Invalid("orderBy $priority is not supported (use $key, $value or a child path)");
       } else {
         q->child = SplitPath(by);
-        if (q->child.empty()) return "orderBy needs $key, $value or a child path";
-        if (std::string ce = CheckPath(q->child); !ce.empty()) return "orderBy: " + ce;
+        if (q->child.empty()) return Diagnostic::Invalid("orderBy needs $key, $value or a child path");
+        if (auto r = CheckPath(q->child); !r) return std::move(r).error().Prefixed("orderBy: ");
         q->order = Query::Order::kChild;
       }
       continue;
     }
     if (name == "startAt" || name == "endAt" || name == "equalTo") {
       bool& seen = name == "startAt" ? seen_start : name == "endAt" ? seen_end : q->equal_to;
-      if (seen) return std::string(name) + " given twice";
+      if (seen) return Diagnostic::Invalid(std::string(name) + " given twice");
       seen = true;
       e = ParseBound(name, text, name == "endAt" ? &q->end_at : &q->start_at);
-      if (name == "equalTo" && e.empty()) q->end_at = q->start_at;
+      if (name == "equalTo" && e) q->end_at = q->start_at;
     } else if (name == "limitToFirst") {
-      if (q->limit_first) return "limitToFirst given twice";
+      if (q->limit_first) return Diagnostic::Invalid("limitToFirst given twice");
       e = ParseLimit(name, text, &q->limit_first);
     } else if (name == "limitToLast") {
-      if (q->limit_last) return "limitToLast given twice";
+      if (q->limit_last) return Diagnostic::Invalid("limitToLast given twice");
       e = ParseLimit(name, text, &q->limit_last);
     } else {
-      return "unknown query parameter '" + std::string(name.substr(0, 40)) +
-             "' (orderBy, startAt, endAt, equalTo, limitToFirst, limitToLast)";
+      return Diagnostic::Invalid("unknown query parameter '" + std::string(name.substr(0, 40)) +
+                                 "' (orderBy, startAt, endAt, equalTo, limitToFirst, limitToLast)");
     }
-    if (!e.empty()) return e;
+    if (!e) return e;
     any_filter = true;
   }
-  if (q->equal_to && (seen_start || seen_end)) return "equalTo cannot be combined with startAt or endAt";
-  if (q->limit_first && q->limit_last) return "use limitToFirst or limitToLast, not both";
-  if (any_filter && !seen_order) return "orderBy is required with startAt, endAt, equalTo and limits";
+  if (q->equal_to && (seen_start || seen_end)) {
+    return Diagnostic::Invalid("equalTo cannot be combined with startAt or endAt");
+  }
+  if (q->limit_first && q->limit_last) return Diagnostic::Invalid("use limitToFirst or limitToLast, not both");
+  if (any_filter && !seen_order) {
+    return Diagnostic::Invalid("orderBy is required with startAt, endAt, equalTo and limits");
+  }
   if (q->order == Query::Order::kKey) {
     for (const auto* b : {&q->start_at, &q->end_at}) {
-      if (*b && !(*b)->is_string()) return "orderBy $key needs string bounds (in double quotes)";
+      if (*b && !(*b)->is_string()) return Diagnostic::Invalid("orderBy $key needs string bounds (in double quotes)");
     }
   }
-  return "";
+  return {};
 }
 
 std::string Query::Canonical() const {

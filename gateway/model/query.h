@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "gateway/model/diagnostic.h"
 #include "gateway/model/value_codec.h"
 
 namespace tether {
@@ -40,8 +41,8 @@ struct Query {
 };
 
 // Parses the query parameters among `params` ("name=value"); names starting with '.' (.cs, .dis)
-// belong to the session layer and are skipped. Returns "" or a diagnostic for a 4.00 payload.
-std::string ParseQuery(const std::vector<std::string_view>& params, Query* query);
+// belong to the session layer and are skipped. A malformed query: a kInvalid Diagnostic (4.00).
+Expected<void> ParseQuery(const std::vector<std::string_view>& params, Query* query);
 
 // Firebase ordering: <0, 0, >0.
 int CompareKeys(std::string_view a, std::string_view b);

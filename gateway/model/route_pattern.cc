@@ -29,7 +29,7 @@ std::string JoinPath(const std::vector<std::string>& segments) {
   return out;
 }
 
-std::optional<RoutePattern> RoutePattern::Parse(const std::string& text, std::string* error) {
+Expected<RoutePattern> RoutePattern::Parse(const std::string& text) {
   RoutePattern p;
   p.text_ = text;
   auto segs = SplitPath(text);
@@ -37,21 +37,18 @@ std::optional<RoutePattern> RoutePattern::Parse(const std::string& text, std::st
     const std::string& s = segs[i];
     if (s == "**") {
       if (i + 1 != segs.size()) {
-        *error = "'**' may only be the last segment";
-        return std::nullopt;
+        return Diagnostic::Invalid("'**' may only be the last segment");
       }
       p.rest_ = true;
       continue;
     }
     if (s.front() == '{') {
       if (s.size() < 3 || s.back() != '}' || s.find_first_of("{}", 1) != s.size() - 1) {
-        *error = "malformed capture '" + s + "' (use {name})";
-        return std::nullopt;
+        return Diagnostic::Invalid("malformed capture '" + s + "' (use {name})");
       }
       std::string name = s.substr(1, s.size() - 2);
       if (p.HasCapture(name)) {
-        *error = "capture {" + name + "} appears twice";
-        return std::nullopt;
+        return Diagnostic::Invalid("capture {" + name + "} appears twice");
       }
       p.segments_.push_back({true, name});
       continue;
@@ -60,12 +57,11 @@ std::optional<RoutePattern> RoutePattern::Parse(const std::string& text, std::st
     if (std::any_of(s.begin(), s.end(), [](unsigned char c) {
           return util::IsForbiddenKeyByte(c) || c == '{' || c == '}' || c == '*';
         })) {
-      *error = "segment '" + s + "' contains a character not allowed in a key (. $ # [ ] { } * or a control character)";
-      return std::nullopt;
+      return Diagnostic::Invalid("segment '" + s +
+                                 "' contains a character not allowed in a key (. $ # [ ] { } * or a control character)");
     }
     if (s.size() > util::kMaxFirebaseKeyBytes) {
-      *error = "segment '" + s.substr(0, 40) + "...' is longer than a key may be (768 bytes)";
-      return std::nullopt;
+      return Diagnostic::Invalid("segment '" + s.substr(0, 40) + "...' is longer than a key may be (768 bytes)");
     }
     p.segments_.push_back({false, s});
   }

@@ -11,14 +11,17 @@
 #include <string>
 #include <vector>
 
+#include "gateway/model/diagnostic.h"
+
 namespace tether {
 
 using Captures = std::map<std::string, std::string>;
 
 class RoutePattern {
  public:
-  // Returns nullopt and sets *error for a malformed template.
-  static std::optional<RoutePattern> Parse(const std::string& text, std::string* error);
+  // A malformed template: a kInvalid Diagnostic (the configuration loader throws it as a
+  // ConfigError with the key's position).
+  static Expected<RoutePattern> Parse(const std::string& text);
 
   // segments: the request path split on '/' with empty root segment removed.
   // On a match fills captures and the remainder matched by "**" (possibly empty).

@@ -294,25 +294,24 @@ bool ScanHeaders(std::string_view bytes, std::string* error) {
 
 }  // namespace
 
-std::optional<Json> DecodeCbor(std::string_view bytes, std::string* error, bool update) {
+Expected<Json> DecodeCbor(std::string_view bytes, bool update) {
   if (bytes.empty()) return Json();
-  if (!ScanHeaders(bytes, error)) return std::nullopt;
+  std::string error;  // the helpers above say why in words; the boundary wraps it
+  if (!ScanHeaders(bytes, &error)) return Diagnostic::Invalid(std::move(error));
   cbor_load_result res;
   CborPtr item(cbor_load(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), &res));
   if (!item || res.error.code != CBOR_ERR_NONE) {
-    *error = "malformed CBOR";
-    return std::nullopt;
+    return Diagnostic::Invalid("malformed CBOR");
   }
   if (res.read != bytes.size()) {
-    *error = "trailing bytes after the CBOR value";
-    return std::nullopt;
+    return Diagnostic::Invalid("trailing bytes after the CBOR value");
   }
   Json out;
-  if (!ToJson(item.get(), 0, &out, error, update)) return std::nullopt;
+  if (!ToJson(item.get(), 0, &out, &error, update)) return Diagnostic::Invalid(std::move(error));
   return out;
 }
 
-std::optional<Json> DecodeJson(std::string_view text, std::string* error, bool update) {
+Expected<Json> DecodeJson(std::string_view text, bool update) {
   if (text.empty()) return Json();
   int depth = 0, max_depth = 0;
   auto cb = [&](int, Json::parse_event_t ev, Json&) {
@@ -325,12 +324,10 @@ std::optional<Json> DecodeJson(std::string_view text, std::string* error, bool u
   };
   Json v = Json::parse(text.begin(), text.end(), cb, /*allow_exceptions=*/false);
   if (max_depth > kMaxDecodeDepth) {
-    *error = "value nested too deeply";
-    return std::nullopt;
+    return Diagnostic::Invalid("value nested too deeply");
   }
   if (v.is_discarded()) {
-    *error = "malformed JSON";
-    return std::nullopt;
+    return Diagnostic::Invalid("malformed JSON");
   }
   // Arrays become objects keyed by index; nulls inside objects vanish (but an update's members).
   std::function<Json(const Json&, bool)> norm = [&](const Json& x, bool keep_nulls) -> Json {

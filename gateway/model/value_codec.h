@@ -3,7 +3,7 @@
 // The data model is nlohmann::json restricted to objects, strings, numbers, booleans and null;
 // arrays become objects keyed "0","1",... (as Firebase does); CBOR byte strings become
 // json::binary (kept as bytes for devices, base64 text on the way to the cloud).
-// Decoding never trusts input: errors are short diagnostics fit for a 4.00 payload.
+// Decoding never trusts input: errors are kInvalid Diagnostics (4.00 with the message as payload).
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -12,6 +12,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+
+#include "gateway/model/diagnostic.h"
 
 namespace tether {
 
@@ -24,12 +26,15 @@ constexpr int kContentFormatJson = 50;
 // Deepest nesting accepted while decoding (the data model allows 32 path levels).
 constexpr int kMaxDecodeDepth = 48;
 
-// Returns nullopt and sets *error on malformed input. An empty payload decodes to null.
+// Malformed input: a kInvalid Diagnostic saying what is wrong. An empty payload decodes to null.
 // Null members and empty maps vanish (Firebase's model), except with `update`: the members of the
 // top-level map are an update's children, where null means "remove" (Firebase's update), so they
 // stay, and that map stays an object even when empty.
-std::optional<Json> DecodeCbor(std::string_view bytes, std::string* error, bool update = false);
-std::optional<Json> DecodeJson(std::string_view text, std::string* error, bool update = false);
+Expected<Json> DecodeCbor(std::string_view bytes, bool update = false);
+Expected<Json> DecodeJson(std::string_view text, bool update = false);
+// The former out-parameter form, deleted: a pointer would otherwise convert to `update` silently.
+Expected<Json> DecodeCbor(std::string_view, std::string*, bool = false) = delete;
+Expected<Json> DecodeJson(std::string_view, std::string*, bool = false) = delete;
 
 // Definite-length CBOR (the SDK accepts definite and indefinite maps). Integral numbers that fit
 // are encoded as integers, others as float64.

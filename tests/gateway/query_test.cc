@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/diagnostic_text.h"
+
 namespace tether {
 namespace {
 
@@ -42,7 +44,7 @@ class QueryTable : public ::testing::TestWithParam<Case> {};
 TEST_P(QueryTable, SelectsAndOrders) {
   const Case& c = GetParam();
   Query q;
-  ASSERT_EQ(ParseQuery(Params(c.params), &q), "") << c.name;
+  ASSERT_EQ(MessageOf(ParseQuery(Params(c.params), &q)), "") << c.name;
   const Json& data = c.flat ? kFlat : kMixed;
   EXPECT_EQ(QueryKeys(data, q), c.want) << c.name;
   Json result = ApplyQuery(data, q);
@@ -86,13 +88,13 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(QueryRows, Mixed_deep_child_path_and_leaf_values) {
   Json v = Json::parse(R"({"p":{"m":{"t":2}},"q":{"m":{"t":1}},"r":5})");
   Query q;
-  ASSERT_EQ(ParseQuery(Params({"orderBy=m/t"}), &q), "");
+  ASSERT_EQ(MessageOf(ParseQuery(Params({"orderBy=m/t"}), &q)), "");
   EXPECT_EQ(QueryKeys(v, q), (std::vector<std::string>{"r", "q", "p"}));  // r has no m/t: null first
   EXPECT_EQ(ApplyQuery(Json(42), q), Json(42));  // a leaf has no children
   EXPECT_TRUE(ApplyQuery(Json(), q).is_null());
   // Firebase REST answers integer-keyed children as an array (holes are null).
   Query by_value;
-  ASSERT_EQ(ParseQuery(Params({"orderBy=$value", "limitToLast=2"}), &by_value), "");
+  ASSERT_EQ(MessageOf(ParseQuery(Params({"orderBy=$value", "limitToLast=2"}), &by_value)), "");
   EXPECT_EQ(ApplyQuery(Json::parse("[7, null, 3, 9]"), by_value), Json::parse(R"({"0":7,"3":9})"));
 }
 
@@ -123,9 +125,9 @@ TEST(QueryOrder, NumbersOfEveryWidthCompareExactly) {
   Json big = Json::parse(R"({"a":18446744073709551615,"b":-1,"c":9223372036854775808,"d":1e19,
                              "e":9007199254740993,"f":9007199254740992.0})");
   Query q;
-  ASSERT_EQ(ParseQuery(Params({"orderBy=$value"}), &q), "");
+  ASSERT_EQ(MessageOf(ParseQuery(Params({"orderBy=$value"}), &q)), "");
   EXPECT_EQ(QueryKeys(big, q), (std::vector<std::string>{"b", "f", "e", "c", "d", "a"}));
-  ASSERT_EQ(ParseQuery(Params({"orderBy=$value", "startAt=9223372036854775808"}), &q), "");
+  ASSERT_EQ(MessageOf(ParseQuery(Params({"orderBy=$value", "startAt=9223372036854775808"}), &q)), "");
   EXPECT_EQ(QueryKeys(big, q), (std::vector<std::string>{"c", "d", "a"}));
 }
 
@@ -144,10 +146,10 @@ TEST(QueryOrder, StringsCompareByUtf16CodeUnits) {
   EXPECT_NE(CompareStrings("\xFF", "\xFE"), 0) << "malformed UTF-8 still orders";
   Json v = {{"k1", last}, {"k2", smile}, {"k3", "z"}, {"k4", priv}};
   Query q;
-  ASSERT_EQ(ParseQuery(Params({"orderBy=$value"}), &q), "");
+  ASSERT_EQ(MessageOf(ParseQuery(Params({"orderBy=$value"}), &q)), "");
   EXPECT_EQ(QueryKeys(v, q), (std::vector<std::string>{"k3", "k2", "k4", "k1"}));
   Json keys = {{last, 1}, {smile, 1}, {"z", 1}, {"5", 1}};
-  ASSERT_EQ(ParseQuery(Params({"orderBy=$key"}), &q), "");
+  ASSERT_EQ(MessageOf(ParseQuery(Params({"orderBy=$key"}), &q)), "");
   EXPECT_EQ(QueryKeys(keys, q), (std::vector<std::string>{"5", "z", smile, last}));
 }
 
@@ -161,23 +163,23 @@ TEST(QueryOrder, IntegerLikeKeysSortAsTheOfficialClientSortsThem) {
   Json keys = Json::object();
   for (size_t i = 0; i < sdk_order.size(); ++i) keys[sdk_order[i]] = static_cast<int>(i);
   Query q;
-  ASSERT_EQ(ParseQuery(Params({"orderBy=$key"}), &q), "");
+  ASSERT_EQ(MessageOf(ParseQuery(Params({"orderBy=$key"}), &q)), "");
   EXPECT_EQ(QueryKeys(keys, q), sdk_order);
   EXPECT_LT(CompareKeys("1", "01"), 0);
   EXPECT_LT(CompareKeys("0", "-0"), 0);
   EXPECT_NE(CompareKeys("-0", "00"), 0) << "the official client ties these; a total order may not";
   // Bounds compare the same way: "00" is 0, below "1"; "01" equals only itself.
-  ASSERT_EQ(ParseQuery(Params({"orderBy=$key", "startAt=\"00\""}), &q), "");
+  ASSERT_EQ(MessageOf(ParseQuery(Params({"orderBy=$key", "startAt=\"00\""}), &q)), "");
   EXPECT_EQ(QueryKeys(Json({{"1", 1}}), q), (std::vector<std::string>{"1"}));
-  ASSERT_EQ(ParseQuery(Params({"orderBy=$key", "startAt=\"00\"", "endAt=\"01\""}), &q), "");
+  ASSERT_EQ(MessageOf(ParseQuery(Params({"orderBy=$key", "startAt=\"00\"", "endAt=\"01\""}), &q)), "");
   EXPECT_EQ(QueryKeys(keys, q), (std::vector<std::string>{"00", "1", "01"}));
-  ASSERT_EQ(ParseQuery(Params({"orderBy=$key", "equalTo=\"01\""}), &q), "");
+  ASSERT_EQ(MessageOf(ParseQuery(Params({"orderBy=$key", "equalTo=\"01\""}), &q)), "");
   EXPECT_EQ(ApplyQuery(keys, q), Json({{"01", 6}}));
-  ASSERT_EQ(ParseQuery(Params({"orderBy=$key", "limitToFirst=1"}), &q), "");
+  ASSERT_EQ(MessageOf(ParseQuery(Params({"orderBy=$key", "limitToFirst=1"}), &q)), "");
   EXPECT_EQ(ApplyQuery(Json({{"007", 1}, {"8", 1}}), q), Json({{"007", 1}}));
   // Ties of an ordered child are broken the same way.
   Json tied = Json::parse(R"({"8":{"h":1},"007":{"h":1},"b":{"h":1},"07":{"h":1}})");
-  ASSERT_EQ(ParseQuery(Params({"orderBy=h"}), &q), "");
+  ASSERT_EQ(MessageOf(ParseQuery(Params({"orderBy=h"}), &q)), "");
   EXPECT_EQ(QueryKeys(tied, q), (std::vector<std::string>{"07", "007", "8", "b"}));
 }
 
@@ -188,11 +190,11 @@ TEST(QueryRows, RangeOrLimitOnAPlainValueIsNull) {
   for (const std::vector<std::string>& params :
        {std::vector<std::string>{"orderBy=$value", "limitToFirst=1"}, {"orderBy=$value", "startAt=1"},
         {"orderBy=$key", "endAt=\"z\""}, {"orderBy=h", "equalTo=5"}, {"orderBy=$value", "limitToLast=3"}}) {
-    ASSERT_EQ(ParseQuery(Params(params), &q), "");
+    ASSERT_EQ(MessageOf(ParseQuery(Params(params), &q)), "");
     EXPECT_TRUE(ApplyQuery(Json(5), q).is_null()) << q.Canonical();
     EXPECT_TRUE(ApplyQuery(Json("text"), q).is_null()) << q.Canonical();
   }
-  ASSERT_EQ(ParseQuery(Params({"orderBy=$value"}), &q), "");
+  ASSERT_EQ(MessageOf(ParseQuery(Params({"orderBy=$value"}), &q)), "");
   EXPECT_EQ(ApplyQuery(Json(5), q), Json(5));
 }
 
@@ -210,7 +212,7 @@ class StaleTable : public ::testing::TestWithParam<StaleCase> {};
 TEST_P(StaleTable, OnlyWhatTheResultProves) {
   const StaleCase& c = GetParam();
   Query q;
-  ASSERT_EQ(ParseQuery(Params(c.params), &q), "") << c.name;
+  ASSERT_EQ(MessageOf(ParseQuery(Params(c.params), &q)), "") << c.name;
   std::vector<std::string> got = StaleKeys(Json::parse(c.local), Json::parse(c.result), q);
   std::sort(got.begin(), got.end());
   EXPECT_EQ(got, c.want) << c.name;
@@ -248,20 +250,20 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(QueryParse, SessionParamsAreSkippedAndNoQueryIsEmpty) {
   Query q;
-  ASSERT_EQ(ParseQuery(Params({".cs=abcdefgh", ".dis=add"}), &q), "");
+  ASSERT_EQ(MessageOf(ParseQuery(Params({".cs=abcdefgh", ".dis=add"}), &q)), "");
   EXPECT_TRUE(q.empty());
   EXPECT_EQ(q.Canonical(), "");
 }
 
 TEST(QueryParse, CanonicalAndRestForms) {
   Query q;
-  ASSERT_EQ(ParseQuery(Params({"limitToLast=2", "startAt=\"a b\"", "orderBy=$key"}), &q), "");
+  ASSERT_EQ(MessageOf(ParseQuery(Params({"limitToLast=2", "startAt=\"a b\"", "orderBy=$key"}), &q)), "");
   EXPECT_EQ(q.Canonical(), "orderBy=\"$key\"&startAt=\"a b\"&limitToLast=2");
   EXPECT_EQ(q.RestParams(), "orderBy=%22%24key%22&startAt=%22a%20b%22&limitToLast=2");
   Query same;
-  ASSERT_EQ(ParseQuery(Params({"orderBy=\"$key\"", "startAt=\"a b\"", "limitToLast=2"}), &same), "");
+  ASSERT_EQ(MessageOf(ParseQuery(Params({"orderBy=\"$key\"", "startAt=\"a b\"", "limitToLast=2"}), &same)), "");
   EXPECT_EQ(same.Canonical(), q.Canonical());
-  ASSERT_EQ(ParseQuery(Params({"orderBy=h", "equalTo=3"}), &q), "");
+  ASSERT_EQ(MessageOf(ParseQuery(Params({"orderBy=h", "equalTo=3"}), &q)), "");
   EXPECT_EQ(q.Canonical(), "orderBy=\"h\"&equalTo=3");
 }
 
@@ -274,7 +276,10 @@ class QueryErrors : public ::testing::TestWithParam<BadCase> {};
 
 TEST_P(QueryErrors, ClearDiagnostic) {
   Query q;
-  std::string e = ParseQuery(Params(GetParam().params), &q);
+  auto r = ParseQuery(Params(GetParam().params), &q);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kInvalid);
+  std::string e = r.error().message;
   EXPECT_NE(e.find(GetParam().diagnostic_contains), std::string::npos) << "got: " << e;
   EXPECT_LE(e.size(), 120u);
 }

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "gateway/model/data_rules.h"
+#include "tests/support/diagnostic_text.h"
 
 namespace tether {
 namespace {
@@ -14,10 +15,9 @@ std::string Hex(const std::string& h) {
 }
 
 Json Cbor(const std::string& hex) {
-  std::string err;
-  auto v = DecodeCbor(Hex(hex), &err);
-  EXPECT_TRUE(v) << hex << ": " << err;
-  return v.value_or(Json("<error>"));
+  auto v = DecodeCbor(Hex(hex));
+  EXPECT_TRUE(v) << hex << ": " << MessageOf(v);
+  return v ? *v : Json("<error>");
 }
 
 TEST(ValueCodec, DecodesSdkPayloadsFromTraces) {
@@ -53,14 +53,12 @@ TEST(ValueCodec, EncodesWhatTheSdkReadsBack) {
 
 TEST(ValueCodec, RoundTripsThroughCborAndJson) {
   Json v = {{"s", "text"}, {"n", 12}, {"neg", -7}, {"f", 0.5}, {"t", true}, {"o", {{"x", "y"}}}};
-  std::string err;
-  EXPECT_EQ(*DecodeCbor(EncodeCbor(v), &err), v);
-  EXPECT_EQ(*DecodeJson(EncodeJson(v), &err), v);
+  EXPECT_EQ(*DecodeCbor(EncodeCbor(v)), v);
+  EXPECT_EQ(*DecodeJson(EncodeJson(v)), v);
 }
 
 TEST(ValueCodec, ArraysBecomeIndexKeyedMaps) {
-  std::string err;
-  EXPECT_EQ(*DecodeJson("[\"a\", null, \"c\"]", &err), Json({{"0", "a"}, {"2", "c"}}));
+  EXPECT_EQ(*DecodeJson("[\"a\", null, \"c\"]"), Json({{"0", "a"}, {"2", "c"}}));
 
   EXPECT_EQ(Cbor("8261616162"), Json({{"0", "a"}, {"1", "b"}}));
 }
@@ -78,9 +76,9 @@ struct Malformed {
 class CborRejects : public testing::TestWithParam<Malformed> {};
 
 TEST_P(CborRejects, WithDiagnostic) {
-  std::string err;
-  EXPECT_FALSE(DecodeCbor(Hex(GetParam().hex), &err));
-  EXPECT_EQ(err, GetParam().error);
+  auto v = DecodeCbor(Hex(GetParam().hex));
+  EXPECT_FALSE(v);
+  EXPECT_EQ(MessageOf(v), GetParam().error);
 }
 
 INSTANTIATE_TEST_SUITE_P(Table, CborRejects,
@@ -93,31 +91,30 @@ INSTANTIATE_TEST_SUITE_P(Table, CborRejects,
                                          Malformed{"f97e00", "NaN and infinity are not valid values"}));
 
 TEST(ValueCodec, HugeDeclaredSizesAreRejectedBeforeAllocating) {
-  std::string err;
   // Found by fuzz_value_codec: an array header claiming 2.5e9 elements made libcbor preallocate it.
-  EXPECT_FALSE(DecodeCbor(Hex("bff93a629a9940be62666678ff"), &err));
-  EXPECT_EQ(err, "malformed CBOR (declared size exceeds the payload)");
-  EXPECT_FALSE(DecodeCbor(Hex("bb00000000ffffffff"), &err));  // map of 2^32-1 pairs in 9 bytes
-  EXPECT_EQ(err, "malformed CBOR (declared size exceeds the payload)");
-  EXPECT_FALSE(DecodeCbor(Hex("9b7fffffffffffffff01"), &err));
+  EXPECT_FALSE(DecodeCbor(Hex("bff93a629a9940be62666678ff")));
+  EXPECT_EQ(MessageOf(DecodeCbor(Hex("bff93a629a9940be62666678ff"))),
+            "malformed CBOR (declared size exceeds the payload)");
+  EXPECT_FALSE(DecodeCbor(Hex("bb00000000ffffffff")));  // map of 2^32-1 pairs in 9 bytes
+  EXPECT_EQ(MessageOf(DecodeCbor(Hex("bb00000000ffffffff"))), "malformed CBOR (declared size exceeds the payload)");
+  EXPECT_FALSE(DecodeCbor(Hex("9b7fffffffffffffff01")));
   // Honest sizes still decode.
-  EXPECT_TRUE(DecodeCbor(Hex("83010203"), &err));
-  EXPECT_TRUE(DecodeCbor(Hex("a2616101616202"), &err));
-  EXPECT_TRUE(DecodeCbor(Hex("c1a1616101"), &err)) << err;  // tagged map
-  EXPECT_TRUE(DecodeCbor(Hex("bf61619f0102ff7f6162ff02ff"), &err)) << err;  // indefinite map/array/string
+  EXPECT_TRUE(DecodeCbor(Hex("83010203")));
+  EXPECT_TRUE(DecodeCbor(Hex("a2616101616202")));
+  EXPECT_EQ(MessageOf(DecodeCbor(Hex("c1a1616101"))), "");                  // tagged map
+  EXPECT_EQ(MessageOf(DecodeCbor(Hex("bf61619f0102ff7f6162ff02ff"))), "");  // indefinite map/array/string
 }
 
 TEST(ValueCodec, DeepNestingIsRejectedNotRecursedForever) {
   std::string deep;
   for (int i = 0; i < 200; ++i) deep += "\xa1\x61\x61";
   deep += "\x01";
-  std::string err;
-  EXPECT_FALSE(DecodeCbor(deep, &err));
-  EXPECT_EQ(err, "value nested too deeply");
+  EXPECT_FALSE(DecodeCbor(deep));
+  EXPECT_EQ(MessageOf(DecodeCbor(deep)), "value nested too deeply");
   std::string jdeep(200, '[');
-  EXPECT_FALSE(DecodeJson(jdeep + std::string(200, ']'), &err));
-  EXPECT_FALSE(DecodeJson("{\"a\":", &err));
-  EXPECT_EQ(err, "malformed JSON");
+  EXPECT_FALSE(DecodeJson(jdeep + std::string(200, ']')));
+  EXPECT_FALSE(DecodeJson("{\"a\":"));
+  EXPECT_EQ(MessageOf(DecodeJson("{\"a\":")), "malformed JSON");
 }
 
 TEST(DataRules, KeysPathsAndValues) {
@@ -125,14 +122,14 @@ TEST(DataRules, KeysPathsAndValues) {
   EXPECT_EQ(util::CheckFirebaseKey("a.b"), "key 'a.b' contains one of . $ # [ ] /");
   EXPECT_EQ(util::CheckFirebaseKey(std::string("a\x01", 2)), "key contains a control character");
   EXPECT_EQ(util::CheckFirebaseKey(std::string(769, 'k')), "key longer than 768 bytes");
-  EXPECT_EQ(CheckPath(std::vector<std::string>(33, "k")), "path deeper than 32 levels");
-  EXPECT_EQ(CheckValue(Json({{"a", {{"$b", 1}}}}), 1), "key '$b' contains one of . $ # [ ] /");
-  EXPECT_EQ(CheckValue(Json({{"t", {{".sv", "timestamp"}}}}), 1), "");
-  EXPECT_NE(CheckValue(Json({{"t", {{".sv", "now"}}}}), 1), "");
-  EXPECT_EQ(CheckValue(Json({{"x", 1}}), 32), "value is nested deeper than 32 levels");
-  EXPECT_EQ(CheckUpdate(Json({{"a/b", 1}, {"c", nullptr}}), 0), "");
-  EXPECT_EQ(CheckUpdate(Json(1), 0), "update needs a map of child paths to values");
-  EXPECT_EQ(CheckUpdate(Json({{"a/#", 1}}), 0), "key '#' contains one of . $ # [ ] /");
+  EXPECT_EQ(MessageOf(CheckPath(std::vector<std::string>(33, "k"))), "path deeper than 32 levels");
+  EXPECT_EQ(MessageOf(CheckValue(Json({{"a", {{"$b", 1}}}}), 1)), "key '$b' contains one of . $ # [ ] /");
+  EXPECT_EQ(MessageOf(CheckValue(Json({{"t", {{".sv", "timestamp"}}}}), 1)), "");
+  EXPECT_NE(MessageOf(CheckValue(Json({{"t", {{".sv", "now"}}}}), 1)), "");
+  EXPECT_EQ(MessageOf(CheckValue(Json({{"x", 1}}), 32)), "value is nested deeper than 32 levels");
+  EXPECT_EQ(MessageOf(CheckUpdate(Json({{"a/b", 1}, {"c", nullptr}}), 0)), "");
+  EXPECT_EQ(MessageOf(CheckUpdate(Json(1), 0)), "update needs a map of child paths to values");
+  EXPECT_EQ(MessageOf(CheckUpdate(Json({{"a/#", 1}}), 0)), "key '#' contains one of . $ # [ ] /");
 }
 
 // Increments are taken out for the store to add (inside its commit); timestamps resolve here.
@@ -155,25 +152,26 @@ TEST(DataRules, ResolvesServerValues) {
 
 // An update's map keeps its null members (they remove); deeper nulls and empty maps vanish.
 TEST(ValueCodec, UpdateMembersKeepTheirNulls) {
-  std::string err;
-  EXPECT_EQ(*DecodeJson(R"({"k":null,"m":{"x":null},"n":{"y":1,"z":null}})", &err, true),
+  EXPECT_EQ(*DecodeJson(R"({"k":null,"m":{"x":null},"n":{"y":1,"z":null}})", true),
             Json::parse(R"({"k":null,"m":null,"n":{"y":1}})"));
-  EXPECT_EQ(*DecodeJson("{}", &err, true), Json::object());
-  EXPECT_TRUE(DecodeJson(R"({"k":null})", &err)->is_null()) << "not an update: null members vanish";
+  EXPECT_EQ(*DecodeJson("{}", true), Json::object());
+  EXPECT_TRUE(DecodeJson(R"({"k":null})")->is_null()) << "not an update: null members vanish";
   const std::string definite = "\xa2\x61k\xf6\x61m\x03", indefinite = "\xbf\x61k\xf6\x61m\x03\xff";
   for (const std::string& cbor : {definite, indefinite}) {
-    EXPECT_EQ(*DecodeCbor(cbor, &err, true), Json::parse(R"({"k":null,"m":3})"));
-    EXPECT_EQ(*DecodeCbor(cbor, &err), Json::parse(R"({"m":3})"));
+    EXPECT_EQ(*DecodeCbor(cbor, true), Json::parse(R"({"k":null,"m":3})"));
+    EXPECT_EQ(*DecodeCbor(cbor), Json::parse(R"({"m":3})"));
   }
-  EXPECT_EQ(*DecodeCbor("\xa0", &err, true), Json::object());
+  EXPECT_EQ(*DecodeCbor("\xa0", true), Json::object());
 }
 
 TEST(DataRules, OverlappingUpdatePaths) {
-  EXPECT_EQ(CheckUpdate(Json({{"a", 1}, {"a-b", 1}, {"ab/c", 1}}), 0), "");
-  EXPECT_EQ(CheckUpdate(Json::object(), 0), "");
-  EXPECT_EQ(CheckUpdate(Json({{"a", 1}, {"a/b", nullptr}}), 0), "update paths overlap: 'a' and 'a/b'");
-  EXPECT_EQ(CheckUpdate(Json({{"x/a", 1}, {"a-b", 1}, {"x/a/b/c", 1}}), 0), "update paths overlap: 'x/a' and 'x/a/b/c'");
-  EXPECT_EQ(CheckUpdate(Json({{"a/b", 1}, {"/a//b", 2}}), 0), "update paths overlap (the same path twice)");
+  EXPECT_EQ(MessageOf(CheckUpdate(Json({{"a", 1}, {"a-b", 1}, {"ab/c", 1}}), 0)), "");
+  EXPECT_EQ(MessageOf(CheckUpdate(Json::object(), 0)), "");
+  EXPECT_EQ(MessageOf(CheckUpdate(Json({{"a", 1}, {"a/b", nullptr}}), 0)), "update paths overlap: 'a' and 'a/b'");
+  EXPECT_EQ(MessageOf(CheckUpdate(Json({{"x/a", 1}, {"a-b", 1}, {"x/a/b/c", 1}}), 0)),
+            "update paths overlap: 'x/a' and 'x/a/b/c'");
+  EXPECT_EQ(MessageOf(CheckUpdate(Json({{"a/b", 1}, {"/a//b", 2}}), 0)),
+            "update paths overlap (the same path twice)");
 }
 
 }  // namespace

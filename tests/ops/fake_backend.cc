@@ -77,10 +77,10 @@ nlohmann::json FakeBackend::Sessions(const std::optional<std::string>& app) {
 AdminResult FakeBackend::Kick(const std::string& device) {
   CheckThread();
   if (device != "sensor-1" && device != "dev/with space") {
-    return AdminResult::Error(AdminResult::Code::kNotFound, "no session for device '" + device + "'");
+    return Diagnostic(ErrorCode::kNotFound, "no session for device '" + device + "'");
   }
   last_kicked = device;
-  return AdminResult::Ok("session of '" + device + "' ended; its onDisconnect ops ran", {{"device", device}});
+  return AdminReport{"session of '" + device + "' ended; its onDisconnect ops ran", {{"device", device}}};
 }
 
 nlohmann::json FakeBackend::Queue() {
@@ -116,23 +116,23 @@ void FakeBackend::CommitHeld() {
 
 void FakeBackend::RetryDeadLetter(const std::optional<std::string>& id, std::function<void(AdminResult)> done) {
   CheckThread();
-  if (id && *id != "17") return done(AdminResult::Error(AdminResult::Code::kNotFound, "no dead letter " + *id));
-  Finish(AdminResult::Ok(id ? "dead letter 17 requeued" : "1 dead letter(s) requeued", {{"count", 1}}), std::move(done));
+  if (id && *id != "17") return done(Diagnostic(ErrorCode::kNotFound, "no dead letter " + *id));
+  Finish(AdminReport{id ? "dead letter 17 requeued" : "1 dead letter(s) requeued", {{"count", 1}}}, std::move(done));
 }
 
 void FakeBackend::DropDeadLetter(const std::optional<std::string>& id, std::function<void(AdminResult)> done) {
   CheckThread();
-  if (id && *id != "17") return done(AdminResult::Error(AdminResult::Code::kNotFound, "no dead letter " + *id));
-  Finish(AdminResult::Ok(id ? "dead letter 17 dropped" : "1 dead letter(s) dropped", {{"count", 1}}), std::move(done));
+  if (id && *id != "17") return done(Diagnostic(ErrorCode::kNotFound, "no dead letter " + *id));
+  Finish(AdminReport{id ? "dead letter 17 dropped" : "1 dead letter(s) dropped", {{"count", 1}}}, std::move(done));
 }
 
 void FakeBackend::Reload(std::function<void(AdminResult)> done) {
   CheckThread();
   if (reload_fails) {
-    return done(AdminResult::Error(AdminResult::Code::kInvalid,
-                                   "/etc/tether/tether.yaml:3:1: unknown key 'bogus'; keeping the running configuration"));
+    return done(
+        Diagnostic::Invalid("/etc/tether/tether.yaml:3:1: unknown key 'bogus'; keeping the running configuration"));
   }
-  done(AdminResult::Ok("configuration /etc/tether/tether.yaml applied"));
+  done(AdminReport{"configuration /etc/tether/tether.yaml applied"});
 }
 
 nlohmann::json FakeBackend::StoreCheck() {  // runs on an HTTP thread by contract

@@ -31,7 +31,7 @@ check upstream upstream
 check util util
 check gateway/model gateway/model
 check gateway/config gateway/config gateway/model store upstream
-check gateway/admin gateway/admin gateway/config store
+check gateway/admin gateway/admin gateway/config gateway/model store
 check gateway/device gateway/device gateway/config gateway/model device_proto store
 check gateway/cloud gateway/cloud gateway/device gateway/config gateway/model store upstream
 
