@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include "store/mutex.h"
+#include "util/mutex.h"
 
 namespace tether::store {
 
@@ -26,11 +26,11 @@ class CacheUse {
   uint32_t unit_depth() const { return unit_depth_; }
 
   void TouchRead(std::string_view unit) {
-    MutexLock lock(&mu_);
+    util::MutexLock lock(&mu_);
     reads_.emplace(unit);
   }
   std::vector<std::string> TakeReads() {
-    MutexLock lock(&mu_);
+    util::MutexLock lock(&mu_);
     std::vector<std::string> out(reads_.begin(), reads_.end());
     reads_.clear();
     return out;
@@ -38,11 +38,11 @@ class CacheUse {
 
   // Counted: a key held twice is kept until released twice.
   void Hold(const std::string& key) {
-    MutexLock lock(&mu_);
+    util::MutexLock lock(&mu_);
     ++holds_[key];
   }
   void Release(const std::string& key) {
-    MutexLock lock(&mu_);
+    util::MutexLock lock(&mu_);
     auto it = holds_.find(key);
     if (it == holds_.end()) return;
     if (--it->second == 0) {
@@ -51,11 +51,11 @@ class CacheUse {
     }
   }
   bool Held(const std::string& key) const {
-    MutexLock lock(&mu_);
+    util::MutexLock lock(&mu_);
     return holds_.count(key) > 0;
   }
   bool HeldBelow(const std::string& key) const {  // some held key lies strictly below `key`
-    MutexLock lock(&mu_);
+    util::MutexLock lock(&mu_);
     if (key.empty()) return holds_.size() > holds_.count(key);
     const std::string prefix = key + "/";
     auto it = holds_.lower_bound(prefix);
@@ -63,7 +63,7 @@ class CacheUse {
   }
   // Keys whose last hold went since the previous call and are not held again.
   std::vector<std::string> TakeReleased() {
-    MutexLock lock(&mu_);
+    util::MutexLock lock(&mu_);
     std::vector<std::string> out;
     for (std::string& key : released_) {
       if (!holds_.count(key)) out.push_back(std::move(key));
@@ -74,7 +74,7 @@ class CacheUse {
 
  private:
   const uint32_t unit_depth_;
-  mutable Mutex mu_;
+  mutable util::Mutex mu_;
   std::unordered_set<std::string> reads_ GUARDED_BY(mu_);
   std::map<std::string, int> holds_ GUARDED_BY(mu_);
   std::vector<std::string> released_ GUARDED_BY(mu_);

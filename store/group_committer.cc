@@ -42,7 +42,7 @@ GroupCommitter::~GroupCommitter() { Stop(); }
 
 void GroupCommitter::Submit(WriteBatch batch, Deliver deliver) {
   {
-    MutexLock lock(&mu_);
+    util::MutexLock lock(&mu_);
     if (!stopping_) {
       pending_.push_back(Request{std::move(batch), std::move(deliver), false});
       if (waiting_) cv_.Signal();
@@ -58,7 +58,7 @@ void GroupCommitter::SubmitAll(std::vector<Request>* requests) {
   if (requests->empty()) return;
   for (Request& r : *requests) r.hand_back = handback_ != nullptr;
   {
-    MutexLock lock(&mu_);
+    util::MutexLock lock(&mu_);
     if (!stopping_) {
       if (pending_.empty()) {
         pending_.swap(*requests);
@@ -87,7 +87,7 @@ void GroupCommitter::SubmitAll(std::vector<Request>* requests) {
 
 void GroupCommitter::Stop() {
   {
-    MutexLock lock(&mu_);
+    util::MutexLock lock(&mu_);
     stopping_ = true;
     cv_.Signal();
   }
@@ -105,7 +105,7 @@ void GroupCommitter::Run() {
   std::vector<Request> taken;
   while (true) {
     {
-      MutexLock lock(&mu_);
+      util::MutexLock lock(&mu_);
       waiting_ = true;
       while (!stopping_ && pending_.empty()) cv_.Wait(&mu_);
       waiting_ = false;

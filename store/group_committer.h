@@ -26,7 +26,7 @@
 
 #include "store/batch_applier.h"
 #include "store/lmdb_env.h"
-#include "store/mutex.h"
+#include "util/mutex.h"
 
 namespace tether::store {
 
@@ -77,8 +77,8 @@ class GroupCommitter {
   BatchApplier* applier_;
   const StoreOptions& options_;
   Handback handback_;
-  Mutex mu_;
-  CondVar cv_;
+  util::Mutex mu_;
+  util::CondVar cv_;
   std::vector<Request> pending_ GUARDED_BY(mu_);
   bool stopping_ GUARDED_BY(mu_) = false;
   bool waiting_ GUARDED_BY(mu_) = false;  // the writer sleeps on cv_

@@ -64,12 +64,12 @@ Status QueueApplier::Flush(MDB_txn* txn) {
 }
 
 void QueueApplier::SetRouteLimits(std::map<std::string, QueueLimits> limits) {
-  MutexLock lock(&limits_mu_);
+  util::MutexLock lock(&limits_mu_);
   route_limits_ = std::move(limits);
 }
 
 QueueLimits QueueApplier::LimitsFor(const std::string& route) const {
-  MutexLock lock(&limits_mu_);
+  util::MutexLock lock(&limits_mu_);
   auto it = route_limits_.find(route);
   return it == route_limits_.end() ? ctx_->options.default_route_limits : it->second;
 }

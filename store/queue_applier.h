@@ -25,7 +25,7 @@
 #include "store/apply_context.h"
 #include "store/cache_units.h"
 #include "store/entry_age.h"
-#include "store/mutex.h"
+#include "util/mutex.h"
 #include "store/write_batch.h"
 
 namespace tether::store {
@@ -90,7 +90,7 @@ class QueueApplier {
   static constexpr size_t kSweepScanLimit = 20'000;  // entries examined per route per sweep
   std::unordered_map<uint32_t, TtlScan> ttl_scans_;
   std::string rejected_route_;  // of the last Append a limit refused
-  mutable Mutex limits_mu_;  // the loop thread replaces the limits while the writer reads them
+  mutable util::Mutex limits_mu_;  // the loop thread replaces the limits while the writer reads them
   std::map<std::string, QueueLimits> route_limits_ GUARDED_BY(limits_mu_);
 };
 

@@ -8,9 +8,9 @@
 #include "store/boot_clock.h"
 #include "store/group_committer.h"
 #include "store/lmdb_env.h"
-#include "store/mutex.h"
 #include "store/cache_use.h"
 #include "store/tree_path.h"
+#include "util/loop_queue.h"
 #include "util/uv_handle.h"
 
 namespace tether::store {
@@ -19,17 +19,25 @@ namespace {
 // The loop thread's side of the writer (store.h "Threads"). Batches submitted during one loop
 // iteration go to the writer together, when the iteration's I/O callbacks are done (uv_check) or
 // before the loop may block (uv_prepare): one lock and at most one wake-up per iteration, not per
-// request. Results come back once per group (GroupCommitter's handback) and are run by Drain;
-// the batches and callbacks are freed here, on the thread that built them.
+// request. Results come back once per group (GroupCommitter's handback), posted to `results`
+// (util::LoopQueue) and delivered there in order; the batches and callbacks are freed on the
+// loop thread, which built them.
 // Owned by Store::Impl (a raw pointer: it is built before the Impl that holds it); deleted by
-// Close once the writer has stopped, its handles closing with it (their callbacks never run
-// after that).
+// Close once the writer has stopped and its last results are delivered, its handles closing with
+// it (their callbacks never run after that).
 struct LoopChannel {
-  util::UvHandle<uv_async_t> async;
+  explicit LoopChannel(uv_loop_t* loop)
+      : results(loop), before_poll(loop, this, uv_prepare_init), after_io(loop, this, uv_check_init) {
+    uv_prepare_start(before_poll, [](uv_prepare_t* h) { static_cast<LoopChannel*>(h->data)->Flush(); });
+    uv_check_start(after_io, [](uv_check_t* h) { static_cast<LoopChannel*>(h->data)->Flush(); });
+    results.KeepLoopAlive(false);  // kept alive only while callbacks are owed (Deliver)
+    uv_unref(before_poll.handle());
+    uv_unref(after_io.handle());
+  }
+
+  util::LoopQueue results;  // writer thread -> loop thread: groups of results, in commit order
   util::UvHandle<uv_prepare_t> before_poll;
   util::UvHandle<uv_check_t> after_io;
-  Mutex mu;
-  std::vector<GroupCommitter::Done> done GUARDED_BY(mu);
   // Loop thread only.
   GroupCommitter* committer = nullptr;
   std::vector<GroupCommitter::Request> outbox;  // submitted, not yet handed to the writer
@@ -39,15 +47,10 @@ struct LoopChannel {
   void Flush() {
     if (!outbox.empty()) committer->SubmitAll(&outbox);
   }
-  void Drain() {
-    std::vector<GroupCommitter::Done> ready;
-    {
-      MutexLock lock(&mu);
-      ready.swap(done);
-    }
-    for (auto& d : ready) {
+  void Deliver(std::vector<GroupCommitter::Done>& group) {
+    for (auto& d : group) {
       // Keep the loop alive only while callbacks are owed.
-      if (--outstanding == 0) uv_unref(async.handle());
+      if (--outstanding == 0) results.KeepLoopAlive(false);
       if (!submitted_ms.empty()) submitted_ms.pop_front();  // results come back in submission order
       if (d.deliver) d.deliver(d.result);
     }
@@ -56,7 +59,7 @@ struct LoopChannel {
 
 // Queues a batch on the loop thread; its callback runs on the loop once it is durable.
 void SubmitOnLoop(LoopChannel* ch, uv_loop_t* loop, WriteBatch batch, Store::Callback done) {
-  if (ch->outstanding++ == 0) uv_ref(ch->async.handle());
+  if (ch->outstanding++ == 0) ch->results.KeepLoopAlive(true);
   ch->submitted_ms.push_back(uv_now(loop));
   ch->outbox.push_back(GroupCommitter::Request{std::move(batch), std::move(done), true});
 }
@@ -71,16 +74,8 @@ struct Store::Impl {
     GroupCommitter::Handback back;
     if (ch) {
       back = [ch](std::vector<GroupCommitter::Done>&& group) {  // writer thread
-        {
-          MutexLock lock(&ch->mu);
-          if (ch->done.empty()) {
-            ch->done = std::move(group);
-          } else {
-            ch->done.insert(ch->done.end(), std::make_move_iterator(group.begin()),
-                            std::make_move_iterator(group.end()));
-          }
-        }
-        uv_async_send(ch->async);
+        // Unbounded and open until Close has stopped the writer: never refused.
+        ch->results.Post([ch, group = std::move(group)]() mutable { ch->Deliver(group); });
       };
     }
     committer = std::make_unique<GroupCommitter>(&env, &applier, options, std::move(back));
@@ -125,14 +120,7 @@ void StartSweepTimer(Store::Impl* impl) {
 std::unique_ptr<Store> Store::Open(const std::string& dir, const StoreOptions& options, uv_loop_t* loop) {
   LoopChannel* ch = nullptr;
   if (loop && !options.read_only) {
-    ch = new LoopChannel;
-    ch->async = util::UvHandle<uv_async_t>(loop, ch, uv_async_init,
-                                           [](uv_async_t* a) { static_cast<LoopChannel*>(a->data)->Drain(); });
-    ch->before_poll = util::UvHandle<uv_prepare_t>(loop, ch, uv_prepare_init);
-    ch->after_io = util::UvHandle<uv_check_t>(loop, ch, uv_check_init);
-    uv_prepare_start(ch->before_poll, [](uv_prepare_t* h) { static_cast<LoopChannel*>(h->data)->Flush(); });
-    uv_check_start(ch->after_io, [](uv_check_t* h) { static_cast<LoopChannel*>(h->data)->Flush(); });
-    for (uv_handle_t* h : {ch->async.handle(), ch->before_poll.handle(), ch->after_io.handle()}) uv_unref(h);
+    ch = new LoopChannel(loop);
   }
   std::unique_ptr<Impl> impl;
   try {
@@ -188,7 +176,7 @@ void Store::Close() {
   impl_->sweep_timer.Close();
   if (LoopChannel* ch = impl_->channel) {
     impl_->channel = nullptr;
-    ch->Drain();
+    ch->results.RunPending();  // the writer has stopped: these are the last results
     ch->committer = nullptr;
     delete ch;
   }

@@ -1,30 +1,24 @@
 #include "store/tree_path.h"
 
 #include "util/firebase_key.h"
+#include "util/path_segments.h"
 
 namespace tether::store {
 
 bool ParseTreePath(std::string_view path, std::vector<std::string>* segments, std::string* error) {
   segments->clear();
-  size_t i = 0;
-  while (i <= path.size()) {
-    size_t j = path.find('/', i);
-    if (j == std::string_view::npos) j = path.size();
-    std::string_view seg = path.substr(i, j - i);
-    if (!seg.empty()) {
-      if (seg.size() > util::kMaxFirebaseKeyBytes) {
-        *error = "path segment longer than 768 bytes";
+  for (std::string_view seg; util::NextSegment(&path, &seg);) {
+    if (seg.size() > util::kMaxFirebaseKeyBytes) {
+      *error = "path segment longer than 768 bytes";
+      return false;
+    }
+    for (char ch : seg) {
+      if (util::IsForbiddenKeyByte(static_cast<unsigned char>(ch))) {  // '/' cannot occur here
+        *error = "invalid character in path segment '" + std::string(seg) + "'";
         return false;
       }
-      for (char ch : seg) {
-        if (util::IsForbiddenKeyByte(static_cast<unsigned char>(ch))) {  // '/' cannot occur here
-          *error = "invalid character in path segment '" + std::string(seg) + "'";
-          return false;
-        }
-      }
-      segments->emplace_back(seg);
     }
-    i = j + 1;
+    segments->emplace_back(seg);
   }
   return true;
 }

@@ -1,16 +1,13 @@
 #include "upstream/db_url.h"
 
+#include "util/path_segments.h"
 #include "util/percent_encoding.h"
 
 namespace tether::upstream {
 
 std::string EncodeDatabasePath(std::string_view path) {
   std::string out;
-  while (!path.empty()) {
-    size_t slash = path.find('/');
-    std::string_view seg = path.substr(0, slash);
-    path = slash == std::string_view::npos ? std::string_view() : path.substr(slash + 1);
-    if (seg.empty()) continue;
+  for (std::string_view seg; util::NextSegment(&path, &seg);) {
     if (!out.empty()) out.push_back('/');
     out += util::PercentEncode(seg);
   }

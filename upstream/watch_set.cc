@@ -4,23 +4,11 @@
 #include <functional>
 
 #include "upstream/rest_get.h"
+#include "util/path_segments.h"
 
 namespace tether::upstream {
 namespace {
-std::string Canonical(const std::string& path) {
-  std::string out;
-  size_t i = 0;
-  while (i < path.size()) {
-    size_t j = path.find('/', i);
-    if (j == std::string::npos) j = path.size();
-    if (j > i) {
-      if (!out.empty()) out += '/';
-      out.append(path, i, j - i);
-    }
-    i = j + 1;
-  }
-  return out;
-}
+std::string Canonical(const std::string& path) { return util::JoinPath(util::SplitPath(path)); }
 std::string Join(const std::string& root, const std::string& rel) { return Canonical(root + "/" + rel); }
 }  // namespace
 

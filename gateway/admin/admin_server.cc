@@ -9,62 +9,15 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
-#include <deque>
-#include <mutex>
+#include <future>
 #include <thread>
 
 #include "gateway/config/admin_token.h"
 #include "gateway/admin/buffered_http_server.h"
 #include "gateway/admin/metrics.h"
 #include "util/host_port.h"
-#include "util/uv_handle.h"
 
 namespace tether {
-
-// ---- LoopCaller ----
-
-struct LoopCaller::State {
-  util::UvHandle<uv_async_t> async;  // loop thread; sent to under mu while !closed
-  std::mutex mu;
-  std::deque<std::function<void()>> queue;  // guarded by mu
-  bool closed = false;                      // guarded by mu
-};
-
-LoopCaller::LoopCaller(uv_loop_t* loop) : state_(std::make_shared<State>()) {
-  state_->async = util::UvHandle<uv_async_t>(loop, state_.get(), uv_async_init, [](uv_async_t* a) {
-    auto* st = static_cast<State*>(a->data);
-    std::deque<std::function<void()>> work;
-    {
-      std::lock_guard<std::mutex> lock(st->mu);
-      if (st->closed) return;
-      work.swap(st->queue);
-    }
-    for (auto& fn : work) fn();
-  });
-}
-
-LoopCaller::~LoopCaller() { Shutdown(); }
-
-bool LoopCaller::Post(std::function<void()> fn) {
-  {
-    std::lock_guard<std::mutex> lock(state_->mu);
-    if (state_->closed || state_->queue.size() >= kMaxQueued) return false;
-    state_->queue.push_back(std::move(fn));
-    uv_async_send(state_->async);  // under mu: never races with Shutdown()'s close
-  }
-  return true;
-}
-
-void LoopCaller::Shutdown() {
-  std::deque<std::function<void()>> dropped;  // destroyed outside the lock: breaks the promises
-  {
-    std::lock_guard<std::mutex> lock(state_->mu);
-    if (state_->closed) return;
-    state_->closed = true;
-    dropped.swap(state_->queue);
-  }
-  state_->async.Close();  // its callback does not run after this
-}
 
 // ---- AdminServer ----
 

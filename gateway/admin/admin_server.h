@@ -27,48 +27,30 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
-#include <future>
 #include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
-#include <type_traits>
 
 #include <nlohmann/json.hpp>
 
 #include "gateway/config/config.h"
 #include "gateway/model/diagnostic.h"
+#include "util/loop_queue.h"
 
 namespace tether {
 
 class BufferedHttpServer;
 class HttpRoutes;
 
-// LoopCaller: runs functions on a libuv loop's thread for other threads (uv_async + futures).
-// Construct, Shutdown() and destroy it on the loop thread; Post()/Call() from any thread. After
-// Shutdown() (or when the loop stops running) calls fail fast and queued work is dropped.
-class LoopCaller {
+// LoopCaller: the admin server's hop onto the daemon's loop (util::LoopQueue: its thread and
+// shutdown rules), bounded so that a flood of API requests cannot queue without limit: past
+// kMaxQueued waiting calls, Post refuses and Call answers nullopt (the client gets 503).
+class LoopCaller : public util::LoopQueue {
  public:
-  explicit LoopCaller(uv_loop_t* loop);
-  ~LoopCaller();  // Shutdown()
-  LoopCaller(const LoopCaller&) = delete;
-  LoopCaller& operator=(const LoopCaller&) = delete;
-
-  // Queues fn for the loop thread; false once shut down or when kMaxQueued calls are pending.
-  bool Post(std::function<void()> fn);
-  // Runs fn on the loop thread and waits for its result. nullopt: no answer within `timeout`, or
-  // shut down. An exception thrown by fn is rethrown here.
-  template <class F>
-  auto Call(F fn, std::chrono::milliseconds timeout) -> std::optional<std::invoke_result_t<F&>>;
-  // Closes the async handle; queued calls are dropped (their callers get nullopt).
-  void Shutdown();
-
   static constexpr size_t kMaxQueued = 1024;
-
- private:
-  struct State;
-  std::shared_ptr<State> state_;
+  explicit LoopCaller(uv_loop_t* loop) : util::LoopQueue(loop, kMaxQueued) {}
 };
 
 // A state-changing admin action that succeeded: {"ok": true, "message": ..., <detail>}.
@@ -161,25 +143,5 @@ class AdminServer {
   uint16_t port_ = 0;
   std::atomic<uint64_t> unauthorized_{0}, wrong_host_{0}, browser_{0};
 };
-
-template <class F>
-auto LoopCaller::Call(F fn, std::chrono::milliseconds timeout) -> std::optional<std::invoke_result_t<F&>> {
-  using T = std::invoke_result_t<F&>;
-  auto promise = std::make_shared<std::promise<T>>();
-  std::future<T> future = promise->get_future();
-  bool posted = Post([promise, fn = std::move(fn)]() mutable {
-    try {
-      promise->set_value(fn());
-    } catch (...) {
-      promise->set_exception(std::current_exception());
-    }
-  });
-  if (!posted || future.wait_for(timeout) != std::future_status::ready) return std::nullopt;
-  try {
-    return future.get();
-  } catch (const std::future_error&) {  // broken promise: dropped at shutdown
-    return std::nullopt;
-  }
-}
 
 }  // namespace tether

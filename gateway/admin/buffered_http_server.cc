@@ -177,7 +177,10 @@ bool BufferedHttpServer::Start(std::string* error) {
   port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
                                             : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  stopping_ = false;
+  {
+    util::MutexLock lock(&mu_);  // before the threads start; the lock states the rule
+    stopping_ = false;
+  }
   acceptor_ = std::thread([this] { AcceptLoop(); });
   for (int i = 0; i < std::max(1, options_.workers); ++i) workers_.emplace_back([this] { WorkerLoop(); });
   return true;
@@ -186,17 +189,20 @@ bool BufferedHttpServer::Start(std::string* error) {
 void BufferedHttpServer::Stop() {
   if (!acceptor_.joinable()) return;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    util::MutexLock lock(&mu_);
     stopping_ = true;
   }
-  ready_.notify_all();
+  ready_.SignalAll();
   uint64_t one = 1;
   (void)::write(wake_fd_, &one, sizeof one);
   acceptor_.join();
   for (std::thread& t : workers_) t.join();
   workers_.clear();
-  for (Request& r : queue_) close(r.fd);
-  queue_.clear();
+  {
+    util::MutexLock lock(&mu_);  // no thread is left to race; the lock states the rule
+    for (Request& r : queue_) close(r.fd);
+    queue_.clear();
+  }
   close(wake_fd_);
   wake_fd_ = -1;
 }
@@ -353,10 +359,10 @@ void BufferedHttpServer::AcceptLoop() {
 
 void BufferedHttpServer::Dispatch(Request request) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    util::MutexLock lock(&mu_);
     if (queue_.size() < options_.max_queued) {
       queue_.push_back(std::move(request));
-      ready_.notify_one();
+      ready_.Signal();
       return;
     }
   }
@@ -368,8 +374,8 @@ void BufferedHttpServer::WorkerLoop() {
   for (;;) {
     Request r;
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      util::MutexLock lock(&mu_);
+      while (!stopping_ && queue_.empty()) ready_.Wait(&mu_);
       if (stopping_) return;
       r = std::move(queue_.front());
       queue_.pop_front();

@@ -20,13 +20,13 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "util/mutex.h"
 
 namespace tether {
 
@@ -91,10 +91,10 @@ class BufferedHttpServer {
   uint16_t port_ = 0;
   std::thread acceptor_;
   std::vector<std::thread> workers_;
-  std::mutex mu_;
-  std::condition_variable ready_;
-  std::deque<Request> queue_;  // guarded by mu_
-  bool stopping_ = false;      // guarded by mu_
+  util::Mutex mu_;
+  util::CondVar ready_;  // signalled when queue_ grows or stopping_ is set
+  std::deque<Request> queue_ GUARDED_BY(mu_);
+  bool stopping_ GUARDED_BY(mu_) = false;
 };
 
 }  // namespace tether

@@ -6,10 +6,10 @@
 
 #include "gateway/device/device_write.h"
 #include "gateway/device/persisted_observer.h"
+#include "gateway/device/stored_session.h"
 #include "gateway/config/random_token.h"
 #include "gateway/model/route_pattern.h"
 #include "store/boot_clock.h"
-#include "store/entry_age.h"
 
 namespace tether {
 
@@ -19,30 +19,6 @@ constexpr int kOpenRetries = 5;
 // Opens of one device are handled one at a time; beyond this many waiting, more are not answered
 // (a flood of one device's token from spoofed sources queues nothing).
 constexpr size_t kMaxWaitingOpens = 1;
-
-std::optional<coap::Address> ParseAddress(const std::string& s) {
-  coap::Address a = coap::Address::parse(s);
-  if (a.family == 0) return std::nullopt;
-  return a;
-}
-
-// The record without observations (SessionRecordOf adds them).
-store::SessionRecord ToRecord(const Session& s, int64_t timeout_ms, int64_t now) {
-  store::SessionRecord r;
-  r.session_id = s.id;
-  r.app_id = s.app;
-  r.device_id = s.device;
-  r.short_token = s.short_token;
-  r.long_token = s.long_token;
-  r.bound_address = s.addr.to_string();
-  r.created_ms = s.created_wall_ms;
-  r.heartbeat_timeout_ms = timeout_ms;
-  SetCheckpoint(&r, s, now, store::ClockNow());
-  return r;
-}
-
-// Anonymous devices get generated ids with this prefix (open apps never take it from a token).
-bool AnonymousId(const std::string& device) { return device.rfind("anon-", 0) == 0; }
 
 // POST /.cs of one device are handled one at a time: a device with a stable id by its id,
 // an anonymous one by its address.
@@ -117,27 +93,9 @@ void SessionKeeper::RestoreSessions() {
   const std::vector<store::SessionRecord> all = records.ListAll();
   sessions_.Reserve(sessions_.size() + all.size());
   for (const auto& r : all) {
-    auto addr = ParseAddress(r.bound_address);
-    Session s;
-    s.id = r.session_id;
-    s.app = r.app_id;
-    s.device = r.device_id;
-    s.short_token = r.short_token;
-    s.long_token = r.long_token;
-    if (addr) s.addr = *addr;
-    s.anonymous = AnonymousId(r.device_id);
+    Session s = FromRecord(r, now, clock);
     // The token is not kept: an hmac session is taken as opened by the secret in force now.
-    if (!s.anonymous && !(addr && addr->secure)) s.credential = guard_.RestoredFingerprint(r.app_id, r.device_id);
-    s.created_wall_ms = r.created_ms;
-    s.last_seen_ms = now;  // undated: a full timeout to come back after the gateway restart
-    // The last ping the store recorded (the session's first, or all at a graceful stop): an older
-    // one only makes the first ping after the restart look later (steered: harmless).
-    if (r.last_ping_ms) {
-      store::EntryAge seen = store::AgeOf(store::ClockReading{r.last_seen_ms, r.last_seen_boottime_ms, r.boot_id}, clock);
-      const int64_t ping_age = seen.ms ? *seen.ms + std::max<int64_t>(0, r.last_seen_ms - r.last_ping_ms) : INT64_MAX / 4;
-      s.last_ping_ms = std::max<int64_t>(1, now - ping_age);  // undatable: long ago
-    }
-    s.checkpointed_ping_ms = r.last_ping_ms;
+    if (!s.anonymous && !s.addr.secure) s.credential = guard_.RestoredFingerprint(r.app_id, r.device_id);
     const LivenessFile* file = liveness_.file();
     const auto stamp = file ? file->recovered().find(r.session_id)
                             : std::unordered_map<std::string, LivenessFile::Stamp>::const_iterator();

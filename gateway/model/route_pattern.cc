@@ -8,27 +8,6 @@
 
 namespace tether {
 
-std::vector<std::string> SplitPath(const std::string& path) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  while (i <= path.size()) {
-    size_t j = path.find('/', i);
-    if (j == std::string::npos) j = path.size();
-    if (j > i) out.push_back(path.substr(i, j - i));
-    i = j + 1;
-  }
-  return out;
-}
-
-std::string JoinPath(const std::vector<std::string>& segments) {
-  std::string out;
-  for (const auto& s : segments) {
-    if (!out.empty()) out += '/';
-    out += s;
-  }
-  return out;
-}
-
 Expected<RoutePattern> RoutePattern::Parse(const std::string& text) {
   RoutePattern p;
   p.text_ = text;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "gateway/model/diagnostic.h"
+#include "util/path_segments.h"
 
 namespace tether {
 
@@ -72,8 +73,8 @@ class PatternOverlapIndex {
   std::unique_ptr<Node> root_;
 };
 
-// Splits "a/b/c" (leading/trailing '/' ignored) into segments.
-std::vector<std::string> SplitPath(const std::string& path);
-std::string JoinPath(const std::vector<std::string>& segments);
+// The gateway's paths are cut and joined by the one splitter (util/path_segments.h).
+using util::JoinPath;
+using util::SplitPath;
 
 }  // namespace tether

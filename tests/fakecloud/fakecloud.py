@@ -54,184 +54,27 @@ Queries on GET: orderBy="$key"|"$value"|"<child>", startAt/endAt/equalTo (JSON),
 answered with Firebase's ordering (null < false < true < numbers < strings < objects, ties by key;
 keys that are 32-bit integers first; strings by UTF-16 code units, as the Firebase server). Conditional writes: GET with X-Firebase-ETag: true returns an
 ETag; PUT/DELETE with if-match answer 412 with the current value and ETag on mismatch.
+Code: fakecloud.py (HTTP handler, control API, main), fakecloud_data.py (the tree and shared
+state), fakecloud_query.py (query evaluation), fakecloud_sse.py (streams), firebase_rules.py
+(what Firebase refuses, and its error bodies).
 """
 import argparse
 import email.utils
 import json
-import re
 import socket
-import sys
 import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import firebase_rules as rules
-
-LOCK = threading.RLock()
-STATE = {}
-
-
-def reset_state():
-    STATE.update(data=None, log=[], fails=[], rejects=[], slow_ms=0, skew_ms=0, keepalive_ms=30000,
-                 silence=False, stream_gen=0, etag_gen=0, reads=[], lose=[], attempts=[], streams={},
-                 token_ttl=3600, drop=False, indexes={}, echo_sv=False, no_date=False,
-                 no_streaming=False, stream_empty=False)
+from fakecloud_data import (CONNECTIONS, EVENTS, LOCK, SECRET, STATE, STREAM_COND, etag_of, get_at,
+                            make_push_id, publish, reset_state, resolve_sv, set_at, split)
+from fakecloud_query import run_query
+from fakecloud_sse import StreamReplies
 
 
-reset_state()
-CONNECTIONS = set()  # open client sockets, so `down` can reset them  # (handler, path, queue condition) registered streams
-STREAM_COND = threading.Condition(LOCK)
-EVENTS = []  # list of (seq, path, kind, path_rel_root, data) appended on writes
-SECRET = {"value": None, "tokens": {}}  # tokens: token -> expiry (time.time()), None = never
-
-
-def split(path):
-    return [p for p in path.strip("/").split("/") if p]
-
-
-def get_at(tree, parts):
-    for p in parts:
-        if not isinstance(tree, dict) or p not in tree:
-            return None
-        tree = tree[p]
-    return tree
-
-
-def prune(v):
-    if isinstance(v, dict):
-        out = {k: prune(c) for k, c in v.items()}
-        out = {k: c for k, c in out.items() if c is not None}
-        return out or None
-    if isinstance(v, list):
-        return prune({str(i): c for i, c in enumerate(v)})
-    return v
-
-
-def set_at(parts, value):
-    value = prune(value)
-    if not parts:
-        STATE["data"] = value
-        return
-    if not isinstance(STATE["data"], dict):
-        STATE["data"] = {}
-    node = STATE["data"]
-    chain = []
-    for p in parts[:-1]:
-        if not isinstance(node.get(p), dict):
-            if value is None:  # nothing below a plain value (or nothing) to remove
-                return
-            node[p] = {}
-        chain.append((node, p))
-        node = node[p]
-    if value is None:
-        node.pop(parts[-1], None)
-    else:
-        node[parts[-1]] = value
-    for parent, key in reversed(chain):  # remove emptied ancestors
-        if parent[key] == {}:
-            del parent[key]
-    if STATE["data"] == {}:
-        STATE["data"] = None
-
-
-def resolve_sv(v, parts):
-    if isinstance(v, dict):
-        if set(v.keys()) == {".sv"}:
-            sv = v[".sv"]
-            if sv == "timestamp":
-                return int(time.time() * 1000) + STATE["skew_ms"]
-            if isinstance(sv, dict) and "increment" in sv:
-                cur = get_at(STATE["data"], parts)
-                cur = cur if isinstance(cur, (int, float)) and not isinstance(cur, bool) else 0
-                total = cur + sv["increment"]
-                # Firebase adds integers as 64-bit integers; past that range the sum is a double.
-                return total if isinstance(total, float) or -2**63 <= total < 2**63 else float(total)
-            raise ValueError("unknown server value")
-        return {k: resolve_sv(c, parts + [k]) for k, c in v.items()}
-    if isinstance(v, list):
-        return [resolve_sv(c, parts + [str(i)]) for i, c in enumerate(v)]
-    return v
-
-
-INT_KEY = re.compile(r"-?0*[0-9]{1,10}")
-
-
-def int_key(k):
-    """Firebase's integer keys: ^-?(0*)\\d{1,10}$ within 32 bits, leading zeros too ("007")."""
-    if INT_KEY.fullmatch(k):
-        v = int(k)
-        if -2**31 <= v < 2**31:
-            return v
-    return None
-
-
-def key_sort(k):
-    v = int_key(k)  # equal integers: the shorter key first
-    return (0, v, len(k), k.encode("utf-16-be", "surrogatepass")) if v is not None else \
-        (1, 0, 0, k.encode("utf-16-be", "surrogatepass"))
-
-
-def value_sort(v):
-    if v is None:
-        return (0,)
-    if v is False:
-        return (1,)
-    if v is True:
-        return (2,)
-    if isinstance(v, (int, float)):
-        return (3, v)
-    if isinstance(v, str):
-        return (4, v.encode("utf-16-be", "surrogatepass"))
-    return (5,)
-
-
-def run_query(value, query):
-    """Firebase REST query semantics over `value`; None when the request has no query."""
-    if "orderBy" not in query:  # firebase_rules.check_query refused limits without it
-        return None
-    by = json.loads(query["orderBy"][0])
-    if not isinstance(value, dict):
-        return value
-    def sort_of(k):
-        if by == "$key":
-            return key_sort(k)
-        if by == "$value":
-            return value_sort(value[k])
-        return value_sort(get_at(value[k], split(by)))
-    items = sorted(value.keys(), key=lambda k: (sort_of(k), key_sort(k)))
-    bounds = {}
-    for name in ("startAt", "endAt", "equalTo"):
-        if name in query:
-            b = json.loads(query[name][0])
-            bounds[name] = key_sort(b) if by == "$key" else value_sort(b)
-    if "equalTo" in bounds:
-        bounds["startAt"] = bounds["endAt"] = bounds["equalTo"]
-    if "startAt" in bounds:
-        items = [k for k in items if sort_of(k) >= bounds["startAt"]]
-    if "endAt" in bounds:
-        items = [k for k in items if sort_of(k) <= bounds["endAt"]]
-    if "limitToFirst" in query:
-        items = items[:int(query["limitToFirst"][0])]
-    if "limitToLast" in query:
-        n = int(query["limitToLast"][0])
-        items = items[-n:] if n else []
-    return {k: value[k] for k in items} or None
-
-
-def etag_of(value):
-    import hashlib
-    return hashlib.sha1(json.dumps(value, sort_keys=True).encode()).hexdigest()
-
-
-def publish(parts, kind, data):
-    """Queue a stream event for every stream whose location is related to parts."""
-    with STREAM_COND:
-        EVENTS.append((parts, kind, data))
-        STREAM_COND.notify_all()
-
-
-class Handler(BaseHTTPRequestHandler):
+class Handler(StreamReplies, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *a):
@@ -511,110 +354,6 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         self.reply(200, result)
-
-    def stream(self, parts):
-        key = "/" + "/".join(parts)
-        with LOCK:
-            STATE["streams"][key] = STATE["streams"].get(key, 0) + 1
-            self.attempt["status"] = 200
-        try:
-            self.stream_events(parts)
-        finally:
-            with LOCK:
-                STATE["streams"][key] = STATE["streams"].get(key, 1) - 1
-
-    def stream_events(self, parts):
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-
-        def send(text):
-            raw = text.encode()
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(raw), raw))
-            self.wfile.flush()
-
-        if STATE["stream_empty"]:
-            self.close_connection = True
-            self.wfile.write(b"0\r\n\r\n")
-            return
-
-        with LOCK:
-            gen = STATE["stream_gen"]
-            cursor = len(EVENTS)
-            snapshot = get_at(STATE["data"], parts)
-        try:
-            send("event: put\ndata: %s\n\n" % json.dumps({"path": "/", "data": snapshot}))
-            last_ka = time.time()
-            while True:
-                with STREAM_COND:
-                    STREAM_COND.wait(0.05)
-                    if STATE["stream_gen"] != gen:
-                        cut = True
-                        pending = []
-                    else:
-                        cut = False
-                        pending = EVENTS[cursor:]
-                        cursor = len(EVENTS)
-                    silence = STATE["silence"]
-                    ka = STATE["keepalive_ms"]
-                if cut:
-                    send("event: put\ndata: {\"path\":\"/\",\"da")  # half an event, then close
-                    self.close_connection = True
-                    self.wfile.write(b"0\r\n\r\n")
-                    return
-                if silence:
-                    continue
-                for wparts, kind, data in pending:
-                    ev = relative_event(parts, wparts, kind, data)
-                    if ev:
-                        send("event: %s\ndata: %s\n\n" % ev)
-                if time.time() - last_ka >= ka / 1000:
-                    send("event: keep-alive\ndata: null\n\n")
-                    last_ka = time.time()
-        except (BrokenPipeError, ConnectionResetError, OSError):
-            self.close_connection = True
-
-
-def relative_event(root, wparts, kind, data):
-    """Event for a stream at `root` from a write of `kind` at `wparts`, or None if unrelated."""
-    if wparts is None:  # injected raw event (cancel, auth_revoked)
-        return (kind, json.dumps(data))
-    n = min(len(root), len(wparts))
-    if root[:n] != wparts[:n]:
-        return None
-    if len(wparts) >= len(root):
-        rel = "/" + "/".join(wparts[len(root):])
-        return (kind, json.dumps({"path": rel, "data": data}))
-    # the write is above the stream's root: send what changed below the root as a put
-    with LOCK:
-        return ("put", json.dumps({"path": "/", "data": get_at(STATE["data"], root)}))
-
-
-PUSH_CHARS = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
-PUSH_STATE = {"last": 0, "rand": [0] * 12}
-
-
-def make_push_id():
-    import random
-    now = int(time.time() * 1000) + STATE["skew_ms"]
-    if now == PUSH_STATE["last"]:
-        r = PUSH_STATE["rand"]
-        i = 11
-        while i >= 0 and r[i] == 63:
-            r[i] = 0
-            i -= 1
-        if i >= 0:
-            r[i] += 1
-    else:
-        PUSH_STATE["rand"] = [random.randrange(64) for _ in range(12)]
-        PUSH_STATE["last"] = now
-    ts = ""
-    for _ in range(8):
-        ts = PUSH_CHARS[now % 64] + ts
-        now //= 64
-    return ts + "".join(PUSH_CHARS[c] for c in PUSH_STATE["rand"])
 
 
 class Server(ThreadingHTTPServer):

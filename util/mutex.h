@@ -4,7 +4,8 @@
 //
 // - GCC ignores the attributes; the classes cost what std::mutex costs.
 // - libstdc++'s std::mutex carries no attributes, hence the wrappers.
-// - Any thread. Used by store/ and gateway/ (gateway may include store headers; the reverse never).
+// - Any thread. The one copy for every module (store/, gateway/, util/); each lock's members name
+//   it with GUARDED_BY, so a new access without the lock fails the clang build.
 #pragma once
 
 #include <condition_variable>
@@ -24,7 +25,7 @@
 #define RELEASE(...) TETHER_THREAD_ATTRIBUTE(release_capability(__VA_ARGS__))
 #define EXCLUDES(...) TETHER_THREAD_ATTRIBUTE(locks_excluded(__VA_ARGS__))
 
-namespace tether::store {
+namespace tether::util {
 
 class CAPABILITY("mutex") Mutex {
  public:
@@ -67,9 +68,10 @@ class CondVar {
     lock.release();
   }
   void Signal() { cv_.notify_one(); }
+  void SignalAll() { cv_.notify_all(); }
 
  private:
   std::condition_variable cv_;
 };
 
-}  // namespace tether::store
+}  // namespace tether::util
