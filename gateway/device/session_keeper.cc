@@ -32,8 +32,8 @@ store::SessionRecord ToRecord(const Session& s, int64_t timeout_ms, int64_t now)
   r.session_id = s.id;
   r.app_id = s.app;
   r.device_id = s.device;
-  r.short_token = s.short_token;
-  r.long_token = s.long_token;
+  r.short_token = s.tokens.short_token();
+  r.long_token = s.tokens.long_token();
   r.bound_address = s.addr.to_string();
   r.created_ms = s.created_wall_ms;
   r.heartbeat_timeout_ms = timeout_ms;
@@ -120,12 +120,12 @@ void SessionKeeper::RestoreSessions() {
     s.id = r.session_id;
     s.app = r.app_id;
     s.device = r.device_id;
-    s.short_token = r.short_token;
-    s.long_token = r.long_token;
     if (addr) s.addr = *addr;
     s.anonymous = AnonymousId(r.device_id);
     // The token is not kept: an hmac session is taken as opened by the secret in force now.
-    if (!s.anonymous && !(addr && addr->secure)) s.credential = guard_.RestoredFingerprint(r.app_id, r.device_id);
+    s.tokens = SessionTokens(r.short_token, r.long_token,
+                             !s.anonymous && !(addr && addr->secure) ? guard_.RestoredFingerprint(r.app_id, r.device_id)
+                                                                     : std::string());
     s.created_wall_ms = r.created_ms;
     s.last_seen_ms = now;  // undated: a full timeout to come back after the gateway restart
     // The last ping the store recorded (the session's first, or all at a graceful stop): an older
@@ -213,11 +213,11 @@ void SessionKeeper::OpenSession(std::shared_ptr<PendingOpen> open) {
   std::vector<Session*> preds = continuity_.Predecessors(sessions_, c.app, c.device, anonymous, c.peer, now);
   Session s;
   s.id = RandomToken(16);
-  do s.short_token = RandomToken(8); while (sessions_.ShortTokenInUse(s.short_token));
-  s.long_token = RandomToken(32);
+  std::string short_token;
+  do short_token = RandomToken(8); while (sessions_.ShortTokenInUse(short_token));
+  s.tokens = SessionTokens(short_token, RandomToken(32), c.credential);
   s.app = c.app;
   s.anonymous = anonymous;
-  s.credential = c.credential;
   // Never the session token: ids are logged. An anonymous device keeps the id it had.
   s.device = !anonymous ? c.device : !preds.empty() ? preds.front()->device : "anon-" + RandomToken(8);
   s.addr = c.peer;
@@ -248,7 +248,7 @@ void SessionKeeper::OpenSession(std::shared_ptr<PendingOpen> open) {
     }
     spdlog::debug("session opened: app '{}' device '{}' at {} (kept in memory until its device uses it)", s.app,
                   s.device, s.addr.to_string());
-    OpenResult opened{OpenResult::Kind::kOpened, s.short_token, s.long_token, {}};
+    OpenResult opened{OpenResult::Kind::kOpened, std::string(s.tokens.short_token()), std::string(s.tokens.long_token()), {}};
     AddUnconfirmed(std::move(s));
     open->done(opened);
     return FinishOpen(open->key);
@@ -299,7 +299,7 @@ void SessionKeeper::CommitOpen(std::shared_ptr<PendingOpen> open, Session s, std
     const int64_t now = LoopNow();
     s.last_seen_ms = now;
     s.checkpointed_ping_ms = s.last_ping_ms;  // PutSession recorded it
-    OpenResult opened{OpenResult::Kind::kOpened, s.short_token, s.long_token, {}};
+    OpenResult opened{OpenResult::Kind::kOpened, std::string(s.tokens.short_token()), std::string(s.tokens.long_token()), {}};
     spdlog::debug("session opened: app '{}' device '{}' at {}", s.app, s.device, s.addr.to_string());
     if (!continued.empty()) {
       for (const auto& op : store_.sessions().OnDisconnectOps(s.id)) {
