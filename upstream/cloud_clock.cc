@@ -28,7 +28,7 @@ CloudClock::CloudClock(uv_loop_t* loop, HttpClient& http, Credentials& creds, Cl
       write_timer_(util::UvTimer(loop, this)) {}
 
 CloudClock::~CloudClock() {
-  *alive_ = false;
+  scope_.Close();
   if (request_) http_.cancel(request_);
 }
 
@@ -87,14 +87,14 @@ void CloudClock::write_presence() {
     std::string why = "presence write: HTTP " + std::to_string(r.status) + ": " + r.body.substr(0, 200);
     if (r.status == 401) {
       last_error_ = why;
-      return creds_.refresh([this, alive = std::weak_ptr<bool>(alive_), r, send_us, recv_us, why](bool fresh) {
-        if (alive.expired() || !running_) return;
+      return creds_.refresh(scope_.Guard([this, r, send_us, recv_us, why](bool fresh) {
+        if (!running_) return;
         if (fresh) return write_in(0);
         if (auto date = DateHeaderInterval(r, send_us, recv_us)) {
           return add({date->first, date->second, recv_us - send_us, Source::kDateHeader}, why);
         }
         no_time(why, false);
-      });
+      }));
     }
     if (auto date = DateHeaderInterval(r, send_us, recv_us)) {
       return add({date->first, date->second, recv_us - send_us, Source::kDateHeader}, why);

@@ -39,6 +39,7 @@
 
 #include "upstream/credentials.h"
 #include "upstream/http_client.h"
+#include "util/callback_scope.h"
 #include "util/uv_handle.h"
 
 namespace tether::upstream {
@@ -114,7 +115,7 @@ class CloudClock {
   HttpClient::RequestId request_ = 0;  // presence write or read-back in flight
   std::string last_error_;
   util::UvHandle<uv_timer_t> write_timer_;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for credential refreshes
+  util::CallbackScope scope_;  // credential refreshes completing after destruction do nothing
 };
 
 // The interval a Date header gives for cloud - CLOCK_BOOTTIME (µs), for an answer to a request

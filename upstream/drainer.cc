@@ -365,8 +365,8 @@ void Drainer::finished(Route& r, std::vector<OutboundOp> ops, const Batch& batch
     r.stats.auth_errors++;
     r.stats.last_error = why;
     r.stats.state = RouteUploadStats::State::AuthPaused;
-    creds_.refresh([this, &r, alive = std::weak_ptr<bool>(alive_)](bool changed) {
-      if (alive.expired() || !running_ || r.stats.state != RouteUploadStats::State::AuthPaused) return;
+    creds_.refresh(scope_.Guard([this, &r](bool changed) {
+      if (!running_ || r.stats.state != RouteUploadStats::State::AuthPaused) return;
       if (changed) {
         r.attempt = 0;
         r.stats.state = RouteUploadStats::State::Idle;
@@ -376,7 +376,7 @@ void Drainer::finished(Route& r, std::vector<OutboundOp> ops, const Batch& batch
         back_off(r, "credential refresh gave no new credential");
         r.stats.state = RouteUploadStats::State::AuthPaused;
       }
-    });
+    }));
     return;
   }
   if (s == 400 || s == 403 || s == 413) {

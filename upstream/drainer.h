@@ -30,6 +30,7 @@
 #include "upstream/credentials.h"
 #include "upstream/http_client.h"
 #include "upstream/outbox.h"
+#include "util/callback_scope.h"
 #include "util/uv_handle.h"
 
 namespace tether::upstream {
@@ -114,8 +115,8 @@ class Drainer {
   size_t in_flight_ = 0;
   bool running_ = false;
   util::UvHandle<uv_timer_t> poll_timer_;
-  // Credential refreshes may complete after destruction; their callbacks check this token.
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  // Credential refreshes may complete after destruction; their callbacks do nothing then.
+  util::CallbackScope scope_;
 };
 
 }  // namespace tether::upstream

@@ -160,9 +160,7 @@ void SyncStream::retry_in(int64_t delay, bool refresh_credentials) {
     }, static_cast<uint64_t>(delay), 0);
   };
   if (refresh_credentials) {
-    creds_.refresh([reconnect, alive = std::weak_ptr<bool>(alive_)](bool) {
-      if (!alive.expired()) reconnect();
-    });
+    creds_.refresh(scope_.Guard([reconnect](bool) { reconnect(); }));
   } else {
     reconnect();
   }

@@ -11,7 +11,8 @@
 //   firebase-server) degrades it to periodic reads: that answer is the value (delivered as a
 //   full_resync put), and the same request is made again every poll_interval_ms (it streams
 //   again as soon as the server does). polling() says so; the switch is logged once each way.
-// - `cancel` stops the stream for good and reports it. Loop thread only.
+// - `cancel` stops the stream for good and reports it. Loop thread only; http and creds outlive
+//   it, and a credential refresh completing after its destruction does nothing.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -23,6 +24,7 @@
 #include "upstream/credentials.h"
 #include "upstream/http_client.h"
 #include "upstream/sse_parser.h"
+#include "util/callback_scope.h"
 #include "util/uv_handle.h"
 
 namespace tether::upstream {
@@ -88,8 +90,8 @@ class SyncStream {
   uint64_t last_bytes_ms_ = 0;     // uv_now of the last received byte
   util::UvHandle<uv_timer_t> watchdog_;
   util::UvHandle<uv_timer_t> retry_;
-  // Credential refreshes may complete after destruction; their callbacks check this token.
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  // Credential refreshes may complete after destruction; their callbacks do nothing then.
+  util::CallbackScope scope_;
 };
 
 }  // namespace tether::upstream

@@ -28,10 +28,7 @@ WatchSet::WatchSet(uv_loop_t* loop, HttpClient& http, Credentials& creds, WatchS
     : loop_(loop), http_(http), creds_(creds), opt_(std::move(opt)), on_data_(std::move(on_data)),
       poll_timer_(util::UvTimer(loop_, this)) {}
 
-WatchSet::~WatchSet() {
-  stop();
-  *alive_ = false;
-}
+WatchSet::~WatchSet() { stop(); }
 
 void WatchSet::watch(const std::string& raw) {
   std::string path = Canonical(raw);
@@ -121,20 +118,22 @@ void WatchSet::poll(const std::string& path) {
   auto it = polled_.find(path);
   if (it == polled_.end() || it->second.in_flight) return;
   it->second.in_flight = true;
+  // Guarded twice: on_link may destroy this object before the value is delivered.
+  auto deliver = scope_.Guard([this, path](const GetResult& r) {
+    auto it = polled_.find(path);
+    if (it == polled_.end()) return;  // unwatched meanwhile
+    it->second.in_flight = false;
+    if (!r.ok) return;  // offline or refused: the next period asks again
+    uint64_t digest = std::hash<std::string>{}(r.value.dump()) | 1;
+    if (digest == it->second.digest) return;
+    it->second.digest = digest;
+    on_data_(path, r.value, false);
+  });
   RestGet(http_, creds_, opt_.base_url, path, opt_.poll_timeout_ms, false,
-          [this, alive = std::weak_ptr<bool>(alive_), path](GetResult r) {
-            if (alive.expired()) return;
+          scope_.Guard([this, deliver](GetResult r) mutable {
             if (r.status != 0 && opt_.on_link) opt_.on_link(true);  // the cloud answered
-            if (alive.expired()) return;
-            auto it = polled_.find(path);
-            if (it == polled_.end()) return;  // unwatched meanwhile
-            it->second.in_flight = false;
-            if (!r.ok) return;  // offline or refused: the next period asks again
-            uint64_t digest = std::hash<std::string>{}(r.value.dump()) | 1;
-            if (digest == it->second.digest) return;
-            it->second.digest = digest;
-            on_data_(path, r.value, false);
-          });
+            deliver(r);
+          }));
 }
 
 }  // namespace tether::upstream

@@ -4,7 +4,7 @@
 // promoted). on_data gets what changed with an absolute path: a stream's puts and patches (the
 // first put after each connect replaces the whole path), and a polled value whenever it differs
 // from the last one delivered. A stream the cloud cancels (rules) falls back to polling.
-// Loop thread only; http and creds outlive it.
+// Loop thread only; http and creds outlive it. A GET answered after destruction does nothing.
 #pragma once
 #include <cstdint>
 #include <deque>
@@ -20,6 +20,7 @@
 #include "upstream/credentials.h"
 #include "upstream/http_client.h"
 #include "upstream/sync_stream.h"
+#include "util/callback_scope.h"
 #include "util/uv_handle.h"
 
 namespace tether::upstream {
@@ -77,7 +78,7 @@ class WatchSet {
   std::map<std::string, Polled> polled_;
   std::deque<std::string> poll_order_;  // polled paths, oldest first (promotion order)
   util::UvHandle<uv_timer_t> poll_timer_;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for GETs in flight
+  util::CallbackScope scope_;  // for GETs in flight
 };
 
 }  // namespace tether::upstream

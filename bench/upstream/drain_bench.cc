@@ -111,8 +111,7 @@ int main(int argc, char** argv) {
     auto routes = std::make_shared<RouteTable>(config);
     LocalCopy local(&loop, *st);
     DeviceApi devices(&loop, *st, local, routes);
-    TimedBridge bridge(*st, local, routes);
-    bridge.SetLinkListener(&devices);
+    TimedBridge bridge(*st, local, routes, devices);
     bridge.OnClockEstimate(store::WallClockMs() - store::BootTimeMs(), 1, true);  // cloud = local wall clock
     upstream::HttpClient http(&loop);
     auto creds = upstream::MakeNoCredentials();
@@ -124,7 +123,7 @@ int main(int argc, char** argv) {
     std::vector<upstream::RouteTarget> targets = {{"bench", bridge.RootOf("bench")}, {"live", bridge.RootOf("live")}};
     upstream::Drainer drainer(&loop, http, *creds, bridge, targets, opt);
     // As tetherd wires it: a route's next batch leaves once its confirmation is committed.
-    bridge.SetSettledHook([&drainer](const std::string& route) { drainer.notify(route); });
+    util::Subscription settled = bridge.SetSettledHook([&drainer](const std::string& route) { drainer.notify(route); });
     auto t0 = Clock::now();
     drainer.start();
     auto limit = t0 + std::chrono::minutes(5);

@@ -16,14 +16,10 @@ std::optional<int64_t> EventCloudTimeMs(const store::QueueEntry& e, int64_t wall
   return std::nullopt;
 }
 
-CloudBridge::CloudBridge(store::Store& store, LocalCopy& local, std::shared_ptr<const RouteTable> routes)
-    : store_(store), local_(local), routes_(std::move(routes)) {
-  local_.SetUploadsInFlight([this] { return IncrementsInFlight(); });
-}
-
-CloudBridge::~CloudBridge() {
-  *alive_ = false;
-  local_.SetUploadsInFlight(nullptr);
+CloudBridge::CloudBridge(store::Store& store, LocalCopy& local, std::shared_ptr<const RouteTable> routes,
+                         CloudLinkListener& listener)
+    : store_(store), local_(local), listener_(listener), routes_(std::move(routes)) {
+  in_flight_source_ = local_.SetUploadsInFlight([this] { return IncrementsInFlight(); });
 }
 
 std::vector<uint64_t> CloudBridge::IncrementsInFlight() const {
@@ -173,12 +169,10 @@ void CloudBridge::confirmed(const std::string& route, uint64_t up_to_seq) {
 void CloudBridge::Settle(const std::string& route, store::WriteBatch batch,
                          std::function<void(const store::BatchResult&)> done) {
   ++settling_[route];
-  auto alive = alive_;
-  store_.Submit(std::move(batch), [this, alive, route, done = std::move(done)](const store::BatchResult& r) {
-    if (!*alive) return;
+  store_.Submit(std::move(batch), scope_.Guard([this, route, done = std::move(done)](const store::BatchResult& r) {
     done(r);
-    if (--settling_[route] == 0 && on_settled_) on_settled_(route);
-  });
+    if (--settling_[route] == 0) on_settled_(route);
+  }));
 }
 
 void CloudBridge::dead_letter(const upstream::OutboundOp& op, int http_status, std::string reason) {
@@ -188,14 +182,12 @@ void CloudBridge::dead_letter(const upstream::OutboundOp& op, int http_status, s
   increments_out_.erase(op.seq);
   store::WriteBatch b;
   b.MoveToDeadLetters(op.route, op.seq, std::move(reason), http_status, store::WallClockMs());
-  auto alive = alive_;
-  store_.Submit(std::move(b), [this, alive, seq = op.seq](const store::BatchResult& r) {
-    if (!*alive) return;
+  store_.Submit(std::move(b), scope_.Guard([this, seq = op.seq](const store::BatchResult& r) {
     if (!r.status.ok() && r.status.code != store::StatusCode::kNotFound) {
       spdlog::error("moving write seq {} to dead letters failed: {}", seq, r.status.ToString());
     }
     dead_pending_.erase(seq);
-  });
+  }));
 }
 
 void CloudBridge::conflict(const upstream::OutboundOp& op, const std::string& cloud_value_json) {
@@ -216,7 +208,7 @@ void CloudBridge::conflict(const upstream::OutboundOp& op, const std::string& cl
   b.AckThrough(op.route, op.seq);
   // The writes queued after the lost one still upload: the local copy shows them on top.
   if (!cloud.is_discarded()) local_.AddCloudValue(&b, tree_path, cloud);
-  if (listener_) listener_->OnTransactionConflict();
+  listener_.OnTransactionConflict();
   Settle(op.route, std::move(b), [this](const store::BatchResult& r) {
     if (!r.status.ok()) {
       spdlog::error("recording a transaction conflict failed: {}", r.status.ToString());
@@ -232,7 +224,7 @@ void CloudBridge::OnLinkChanged(bool connected) {
   if (!connected) {
     for (auto& [route, w] : clock_waits_) w.since_ms = 0;  // the wait counts only while the cloud answers
   }
-  if (listener_) listener_->SetCloudLink(connected_, clock_offset_ms());
+  listener_.SetCloudLink(connected_, clock_offset_ms());
 }
 
 void CloudBridge::OnClockEstimate(std::optional<int64_t> boot_offset_ms, int64_t rtt_ms, bool current) {
@@ -243,10 +235,10 @@ void CloudBridge::OnClockEstimate(std::optional<int64_t> boot_offset_ms, int64_t
   if (offset && (!before || std::llabs(*before - *offset) > 100)) {
     spdlog::info("cloud clock offset {} ms (rtt {} ms)", *offset, rtt_ms);
   }
-  if (listener_) listener_->SetCloudLink(connected_, offset);
+  listener_.SetCloudLink(connected_, offset);
   if (upload_boot_offset_ms_ && held_for_clock_) {
     held_for_clock_ = false;
-    if (on_clock_ready_) on_clock_ready_();
+    on_clock_ready_();
   }
 }
 

@@ -7,7 +7,9 @@
 // into cloud time. It tells the device side (CloudLinkListener) whether the cloud is reachable and
 // hands the cloud's value after a transaction conflict to the local copy (LocalCopy, the one door
 // for cloud data into the tree). It knows neither DeviceApi nor the notifier. Loop thread only;
-// the store and the local copy must outlive it.
+// the store, the local copy and the listener must outlive it (CloudLink owns it). Store commits
+// arriving after its destruction do nothing (util::CallbackScope); the clock-ready and settled
+// hooks last as long as the util::Subscription they return.
 //
 // A write holding {".sv":"timestamp"} on an event-time route is handed out only once its event
 // time is known in cloud time (EventCloudTimeMs): until the clock has an estimate measured on the
@@ -33,6 +35,7 @@
 #include "gateway/config/route_table.h"
 #include "store/store.h"
 #include "upstream/outbox.h"
+#include "util/callback_scope.h"
 
 namespace tether {
 
@@ -48,19 +51,22 @@ std::optional<int64_t> EventCloudTimeMs(const store::QueueEntry& e, int64_t wall
 class CloudBridge : public upstream::Outbox {
  public:
   // Becomes the local copy's source of uploads in flight (IncrementsInFlight) until destroyed.
-  CloudBridge(store::Store& store, LocalCopy& local, std::shared_ptr<const RouteTable> routes);
-  ~CloudBridge() override;
-
-  // Hears link and clock changes and conflicts (null: nobody).
-  void SetLinkListener(CloudLinkListener* listener) { listener_ = listener; }
+  // `listener` hears link and clock changes and conflicts.
+  CloudBridge(store::Store& store, LocalCopy& local, std::shared_ptr<const RouteTable> routes,
+              CloudLinkListener& listener);
+  ~CloudBridge() override = default;
 
   void SetRoutes(std::shared_ptr<const RouteTable> routes) { routes_ = std::move(routes); }
   // Uploads are evaluated by the cloud's rules as the device that made them.
   void SetAuthOverride(AuthOverride tmpl, std::string gateway_id);
   // Runs when writes held back for want of a clock estimate may go (wakes the uploader).
-  void SetClockReadyHook(std::function<void()> hook) { on_clock_ready_ = std::move(hook); }
+  [[nodiscard]] util::Subscription SetClockReadyHook(std::function<void()> hook) {
+    return on_clock_ready_.Set(std::move(hook));
+  }
   // Called when a route's settled ops are deleted from the store and peek() serves it again.
-  void SetSettledHook(std::function<void(const std::string& route)> hook) { on_settled_ = std::move(hook); }
+  [[nodiscard]] util::Subscription SetSettledHook(std::function<void(const std::string& route)> hook) {
+    return on_settled_.Set(std::move(hook));
+  }
   // See the class comment; defaults: 10 s, upload.
   void SetClockWait(int64_t wait_ms, bool upload_after) { clock_wait_ms_ = wait_ms, upload_after_wait_ = upload_after; }
   // Why the clock has no current estimate (its latest problem, "" when none): the held reason.
@@ -106,13 +112,13 @@ class CloudBridge : public upstream::Outbox {
 
   std::map<std::string, uint64_t> acked_through_;
   std::map<std::string, int> settling_;  // route -> confirmations submitted, not yet committed
-  std::function<void(const std::string&)> on_settled_;
+  util::Hook<void(const std::string&)> on_settled_;
   std::set<uint64_t> dead_pending_;
   std::map<uint64_t, std::string> increments_out_;  // seq -> route, see IncrementsInFlight
 
   store::Store& store_;
   LocalCopy& local_;
-  CloudLinkListener* listener_ = nullptr;
+  CloudLinkListener& listener_;
   std::shared_ptr<const RouteTable> routes_;
   bool connected_ = false;
   // Cloud time - CLOCK_BOOTTIME: unlike an offset to the wall clock it survives wall clock steps.
@@ -132,12 +138,13 @@ class CloudBridge : public upstream::Outbox {
   int64_t clock_wait_ms_ = 10'000;
   bool upload_after_wait_ = true;
   std::string clock_problem_;
-  std::function<void()> on_clock_ready_;
+  util::Hook<void()> on_clock_ready_;
   std::optional<AuthOverride> auth_override_;
   std::string gateway_id_;
   // Last rendered override (writes come in runs from one device).
   std::string last_device_, last_app_, last_override_;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  util::Subscription in_flight_source_;  // local_'s uploads-in-flight source
+  util::CallbackScope scope_;            // guards store commits after destruction
 };
 
 }  // namespace tether

@@ -99,4 +99,11 @@ std::string ReadSecretValue(const std::string& path) {
   return value;
 }
 
+std::string ReadCredentialFile(const std::string& path) {
+  std::string s = ReadSecretFile(path);
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  if (s.empty()) throw SecretFileError("credentials file " + path + " is empty");
+  return s;
+}
+
 }  // namespace tether

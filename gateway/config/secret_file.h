@@ -29,5 +29,9 @@ std::string ReadSecretFile(const std::string& path);
 // ReadSecretFile. Used for app HMAC secrets, the DTLS master key and `config check`'s look at
 // every secret file, so the check sees what the daemon will use.
 std::string ReadSecretValue(const std::string& path);
+// A cloud credential (upstream.secret_file, access_token_file, service_account_file): the content
+// without trailing whitespace (\n, \r, spaces). Throws as ReadSecretFile, and SecretFileError
+// ("credentials file <path> is empty") when nothing is left.
+std::string ReadCredentialFile(const std::string& path);
 
 }  // namespace tether

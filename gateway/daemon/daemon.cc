@@ -3,14 +3,9 @@
 #include <spdlog/spdlog.h>
 
 #include "gateway/config/admin_token.h"
-#include "gateway/config/auth_override.h"
 #include "gateway/daemon/daemon_config.h"
 #include "gateway/daemon/log.h"
-#include "gateway/config/secret_file.h"
 #include "store/store_error.h"
-#include "upstream/rest_get.h"
-
-#include <set>
 
 namespace tether {
 
@@ -20,13 +15,7 @@ Daemon::Daemon(Config config, std::string config_path)
 }
 
 Daemon::~Daemon() {
-  if (device_api_) device_api_->SetObservedPathHook(nullptr);
-  watches_.reset();
-  streams_.clear();
-  clock_.reset();
-  drainer_.reset();
-  credentials_.reset();
-  http_.reset();
+  cloud_hooks_.clear();
   cloud_.reset();
   admin_.reset();
   admin_backend_.reset();
@@ -134,33 +123,6 @@ bool Daemon::StartModules() {
   return true;
 }
 
-namespace {
-// A device GET outside the sync roots waits at most this long for the cloud before the local
-// copy answers (the engine sends an empty ACK after 1 s, so the SDK does not retransmit).
-constexpr long kCloudReadTimeoutMs = 2000;
-
-// Where the uploader keeps its exactly-once marks for increments: one small node per route.
-std::string AppliedMarkPath(const std::string& gateway_id) { return "tether-applied/" + PresenceKey(gateway_id); }
-
-// What the uploader drains for each configured route: its cloud root and priority.
-std::vector<upstream::RouteTarget> UploadTargets(const RouteTable& routes) {
-  std::vector<upstream::RouteTarget> targets;
-  for (size_t i = 0; i < routes.routes().size(); ++i) {
-    const RouteConfig& r = routes.routes()[i];
-    targets.push_back({r.name, JoinPath(routes.CloudRoot(static_cast<int>(i))), r.priority});
-  }
-  return targets;
-}
-
-// A credentials file without its trailing newline. Throws naming the file, never the content.
-std::string ReadCredential(const std::string& path) {
-  std::string s = ReadSecretFile(path);
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
-  if (s.empty()) throw std::runtime_error("credentials file " + path + " is empty");
-  return s;
-}
-}  // namespace
-
 bool Daemon::StartDtls() {
   const DtlsConfig& d = *config_.dtls;
   try {
@@ -197,166 +159,17 @@ bool Daemon::StartDtls() {
 }
 
 bool Daemon::StartUpstream() {
-  const UpstreamConfig& u = *config_.upstream;
-  auto routes = std::make_shared<RouteTable>(config_);
-  upstream::HttpClientOptions ho;
-  ho.ca_file = u.ca_file;
-  http_ = std::make_unique<upstream::HttpClient>(&loop_, ho);
   try {
-    if (!u.secret_file.empty()) {
-      credentials_ = upstream::MakeDatabaseSecret(ReadCredential(u.secret_file));
-    } else if (!u.access_token_file.empty()) {
-      ReadCredential(u.access_token_file);  // fail at startup, not at the first upload
-      credentials_ = upstream::MakeAccessTokenFile(u.access_token_file, [](const std::string& path) {
-        try {
-          return ReadSecretFile(path);
-        } catch (const SecretFileError& e) {
-          spdlog::error("upstream.access_token_file: {}; uploads go without a token until the file changes", e.what());
-          throw;
-        }
-      });
-    } else if (!u.service_account_file.empty()) {
-      std::string err;
-      credentials_ = upstream::MakeServiceAccount(&loop_, *http_, ReadCredential(u.service_account_file), &err);
-      if (!credentials_) throw std::runtime_error(u.service_account_file + ": " + err);
-    } else {
-      credentials_ = upstream::MakeNoCredentials();
-    }
+    cloud_ = std::make_unique<CloudLink>(&loop_, config_, SyncRoots(config_), *store_, *local_copy_, *device_api_);
   } catch (const std::exception& e) {
     spdlog::critical("upstream credentials: {}", e.what());
     return false;
   }
-  cloud_ = std::make_unique<CloudBridge>(*store_, *local_copy_, routes);
-  cloud_->SetLinkListener(device_api_.get());
-  if (!u.auth_variable_override.empty()) {
-    cloud_->SetAuthOverride(*AuthOverride::Parse(u.auth_variable_override, nullptr), config_.gateway_id);
-    spdlog::info("uploads are evaluated by the cloud's rules as the writing device (auth_variable_override)");
-  }
-  std::vector<upstream::RouteTarget> targets = UploadTargets(*routes);
-  // A route removed from the file keeps its backlog: it uploads to the paths it was accepted for.
-  for (const store::RouteQueueStats& rs : store_->queue().AllStats()) {
-    bool configured = false;
-    for (const auto& r : config_.routes) configured |= r.name == rs.route;
-    if (configured || rs.depth == 0) continue;
-    spdlog::warn("route '{}' is no longer configured; its {} queued write(s) still upload to the cloud "
-                 "paths they were accepted for", rs.route, rs.depth);
-    targets.push_back({rs.route, "", 0});
-  }
-  // Any request on the link: an answer means the cloud is reachable (routes backing off for the
-  // link go at once, a clock without a current estimate samples), no answer that it is not.
-  auto link = [this](bool reachable) {
-    cloud_->OnLinkChanged(reachable);
-    clock_->link_changed(reachable);
-    if (reachable) drainer_->link_up();
-  };
-  upstream::DrainerOptions o;
-  o.base_url = u.url;
-  o.on_link = link;
-  o.applied_path = AppliedMarkPath(config_.gateway_id);
-  o.queue_id = store_->instance_id();
-  drainer_ = std::make_unique<upstream::Drainer>(&loop_, *http_, *credentials_, *cloud_, targets, o);
-  device_api_->SetQueuedHook([this](const std::string& route) { drainer_->notify(route); });
-  cloud_->SetClockReadyHook([this] {  // every route the drainer knows, including reloaded ones
-    for (const auto& [route, stats] : drainer_->stats()) drainer_->notify(route);
-  });
-  cloud_->SetSettledHook([this](const std::string& route) {
-    if (drainer_) drainer_->notify(route);
-  });
-  cloud_->SetClockWait(u.clock_wait.count(), u.on_clock_timeout == UpstreamConfig::OnClockTimeout::kUpload);
-
-  // Presence node + cloud clock: the offset corrects event times and push ids.
-  upstream::CloudClockOptions co;
-  co.base_url = u.url;
-  co.presence_path = JoinPath(SplitPath(u.presence_path));
-  co.on_link = [this](bool connected) {  // the clock's own requests (it knows their outcome itself)
-    cloud_->OnLinkChanged(connected);
-    if (connected) drainer_->link_up();
-  };
-  co.on_change = [this, presence = co.presence_path, error = std::string()]() mutable {
-    if (clock_->last_error() != error) {
-      error = clock_->last_error();
-      if (!error.empty()) {
-        spdlog::warn("cloud clock via /{}: {}; {}", presence, error,
-                     clock_->current() ? fmt::format("estimated from the {} (+-{} ms)",
-                                                     upstream::CloudClock::SourceName(clock_->source()),
-                                                     clock_->uncertainty_ms())
-                                       : std::string("retrying (writes with server timestamps wait for an estimate)"));
-      }
-    }
-    cloud_->SetClockProblem(clock_->current() ? "" : clock_->last_error());
-    cloud_->OnClockEstimate(clock_->boot_offset_ms(), clock_->rtt_ms(), clock_->current());
-  };
-  clock_ = std::make_unique<upstream::CloudClock>(&loop_, *http_, *credentials_, co);
-
-  // Sync roots: cloud data streamed into the local copy, kept while offline.
-  std::set<std::string> roots = SyncRoots(config_);
-  auto on_polling = [](const std::string& path, bool polling, const std::string& why) {
-    if (polling) spdlog::warn("the cloud does not stream /{} ({}): it is read periodically instead", path, why);
-    else spdlog::info("the cloud streams /{} again", path);
-  };
-  for (const std::string& root : roots) {
-    upstream::SyncStreamOptions so;
-    so.base_url = u.url;
-    so.root = root;
-    so.poll_interval_ms = u.observe_poll_interval.count();
-    so.on_polling = [root, on_polling](bool polling, const std::string& why) { on_polling(root, polling, why); };
-    auto on_event = [this, root](const upstream::FirebaseEvent& e, bool full_resync) {
-      using K = upstream::FirebaseEvent::Kind;
-      if (e.kind != K::Put && e.kind != K::Patch) return;
-      std::string abs = JoinPath(SplitPath(root + "/" + e.path));
-      local_copy_->OnSyncData(abs, e.data, e.kind == K::Patch);
-      if (full_resync) spdlog::info("sync root /{} resynced from the cloud", root);
-    };
-    auto on_cancel = [root](const std::string& why) {
-      spdlog::error("cloud cancelled the sync of /{}: {} (check the database rules)", root, why);
-    };
-    streams_.push_back(
-        std::make_unique<upstream::SyncStream>(&loop_, *http_, *credentials_, so, on_event, on_cancel, link));
-  }
-  if (!roots.empty()) spdlog::info("syncing {} root(s) from the cloud", roots.size());
-
-  // Paths devices observe outside the sync roots: a stream each (bounded), else re-read.
-  upstream::WatchSetOptions wo;
-  wo.base_url = u.url;
-  wo.max_streams = u.observe_streams;
-  wo.poll_interval_ms = u.observe_poll_interval.count();
-  wo.on_link = link;
-  wo.on_polling = on_polling;
-  watches_ = std::make_unique<upstream::WatchSet>(
-      &loop_, *http_, *credentials_, wo,
-      [this](const std::string& path, const Json& value, bool is_patch) {
-        local_copy_->OnSyncData(path, value, is_patch);
-      });
-  std::vector<std::string> root_list(roots.begin(), roots.end());
-  device_api_->SetObservedPathHook([this, root_list](const std::string& path, bool observed) {
-    if (path.rfind(".info", 0) == 0) return;
-    store_->KeepCached("/" + path, observed);  // observers are answered from the local copy
-    for (const auto& root : root_list) {
-      if (root.empty() || path == root || path.compare(0, root.size() + 1, root + "/") == 0) return;
-    }
-    if (observed) watches_->watch(path);
-    else watches_->unwatch(path);
-  });
-  local_copy_->SetCloudReader(
-      [this, url = u.url, link](const std::string& path, const std::string& query,
-                                std::function<void(std::optional<Json>)> done) {
-        upstream::RestGet(*http_, *credentials_, url, path, query, kCloudReadTimeoutMs, false,
-                          [done = std::move(done), link](upstream::GetResult r) {
-                            if (r.status != 0) link(true);  // a slow read proves nothing about the link
-                            done(r.ok ? std::optional<Json>(std::move(r.value)) : std::nullopt);
-                          });
-      },
-      root_list);
-
-  // Cloud traffic starts once the first credential is there (or could not be had: then 401s
-  // refresh it later), so no request goes out without one.
-  credentials_->refresh([this, n = targets.size(), url = u.url](bool) {
-    if (stopping_) return;
-    drainer_->start();
-    clock_->start();
-    for (auto& st : streams_) st->start();
-    spdlog::info("uploading {} route(s) to {}", n, url);
-  });
+  CloudLink* cloud = cloud_.get();
+  cloud_hooks_.push_back(device_api_->SetQueuedHook([cloud](const std::string& route) { cloud->OnQueued(route); }));
+  cloud_hooks_.push_back(device_api_->SetObservedPathHook(
+      [cloud](const std::string& path, bool observed) { cloud->OnObserved(path, observed); }));
+  cloud_->Start();
   return true;
 }
 
@@ -447,17 +260,7 @@ void Daemon::ApplyReload(ReloadJob& job) {
     if (store_) store_->SetQueueLimits(QueueLimitsFrom(next));
     // DTLS keys apply to the next handshakes (the listener and its limits keep running values).
     std::shared_ptr<const PskStore> psk = job.psk ? job.psk : psk_;
-    if (cloud_) cloud_->SetRoutes(routes);
-    if (drainer_) {
-      // New routes drain at once; changed roots and priorities apply to the next batch. A route
-      // gone from the file keeps draining its backlog (CloudBridge gives those ops absolute paths).
-      for (upstream::RouteTarget& t : UploadTargets(*routes)) drainer_->set_route(std::move(t));
-      std::set<std::string> kept;
-      for (const auto& r : next.routes) kept.insert(r.name);
-      for (const auto& old : config_.routes) {
-        if (!kept.count(old.name)) drainer_->set_route({old.name, "", 0});
-      }
-    }
+    if (cloud_) cloud_->SetRoutes(routes);  // new routes drain at once; removed ones drain their backlog
     psk_ = std::move(psk);
     // Sessions whose credentials are gone end, observations the routes no longer allow end (4.03).
     if (device_api_) device_api_->RevokeAfterReload();
@@ -494,28 +297,22 @@ void Daemon::FinishReloads(std::vector<std::function<void(AdminResult)>>& waiter
 
 UpstreamView Daemon::Upstream() const {
   UpstreamView v;
-  if (drainer_) v.routes = drainer_->stats();
-  if (clock_ && clock_->has_estimate()) {
-    v.rtt_ms = clock_->rtt_ms();
-    v.clock_uncertainty_ms = clock_->uncertainty_ms();
+  if (!cloud_) return v;
+  v.routes = cloud_->UploadStats();
+  const upstream::CloudClock& clock = cloud_->clock();
+  if (clock.has_estimate()) {
+    v.rtt_ms = clock.rtt_ms();
+    v.clock_uncertainty_ms = clock.uncertainty_ms();
   }
-  if (clock_) {
-    v.clock_source = upstream::CloudClock::SourceName(clock_->source());
-    v.clock_current = clock_->current();
-    v.clock_error = clock_->last_error();
-  }
-  if (cloud_) {
-    v.holds = cloud_->Holds();
-    v.estimated = cloud_->EstimatedTimestamps();
-  }
-  for (const auto& st : streams_) {
-    ++(st->open() ? v.streams_streaming : st->polling() ? v.streams_polling : v.streams_connecting);
-  }
-  if (watches_) {
-    v.streams_polling += watches_->streams_polling();
-    v.streams_streaming += watches_->streams_open();
-    v.streams_connecting += watches_->streams() - watches_->streams_open() - watches_->streams_polling();
-  }
+  v.clock_source = upstream::CloudClock::SourceName(clock.source());
+  v.clock_current = clock.current();
+  v.clock_error = clock.last_error();
+  v.holds = cloud_->bridge().Holds();
+  v.estimated = cloud_->bridge().EstimatedTimestamps();
+  CloudLink::StreamCounts streams = cloud_->Streams();
+  v.streams_streaming = streams.streaming;
+  v.streams_polling = streams.polling;
+  v.streams_connecting = streams.connecting;
   return v;
 }
 
@@ -530,10 +327,7 @@ void Daemon::Stop() {
   if (loop_caller_) loop_caller_->Shutdown();
   if (admin_) admin_->Stop();
   if (!admin_token_.empty()) RemoveAdminToken(config_.admin_token_file, admin_token_);
-  if (drainer_) drainer_->stop();
-  for (auto& st : streams_) st->stop();
-  if (watches_) watches_->stop();
-  if (clock_) clock_->shutdown([] {});  // best-effort "offline" presence write
+  if (cloud_) cloud_->Stop();  // uploads and streams stop; best-effort "offline" presence write
   if (device_api_) device_api_->Close();
   if (local_copy_) local_copy_->Close();
   endpoint_.reset();

@@ -13,7 +13,7 @@
 
 #include "device_proto/endpoint.h"
 #include "gateway/admin/admin_server.h"
-#include "gateway/cloud/cloud_bridge.h"
+#include "gateway/cloud/cloud_link.h"
 #include "gateway/config/config.h"
 #include "gateway/daemon/daemon_admin.h"
 #include "gateway/device/device_api.h"
@@ -22,12 +22,7 @@
 #include "gateway/config/route_table.h"
 #include "gateway/daemon/service_notifier.h"
 #include "store/store.h"
-#include "upstream/cloud_clock.h"
-#include "upstream/credentials.h"
-#include "upstream/sync_stream.h"
-#include "upstream/drainer.h"
-#include "upstream/http_client.h"
-#include "upstream/watch_set.h"
+#include "util/callback_scope.h"
 
 namespace tether {
 
@@ -71,13 +66,8 @@ class Daemon {
   std::unique_ptr<DeviceApi> device_api_;
   std::unique_ptr<coap::Endpoint> endpoint_;
   std::shared_ptr<const PskStore> psk_;  // DTLS keys; replaced by a reload
-  std::unique_ptr<CloudBridge> cloud_;
-  std::unique_ptr<upstream::HttpClient> http_;
-  std::unique_ptr<upstream::Credentials> credentials_;
-  std::unique_ptr<upstream::Drainer> drainer_;
-  std::unique_ptr<upstream::CloudClock> clock_;
-  std::vector<std::unique_ptr<upstream::SyncStream>> streams_;
-  std::unique_ptr<upstream::WatchSet> watches_;  // observed paths outside the sync roots
+  std::unique_ptr<CloudLink> cloud_;  // only with an upstream configured
+  std::vector<util::Subscription> cloud_hooks_;  // DeviceApi's hooks, registered for cloud_
   std::unique_ptr<LoopCaller> loop_caller_;
   std::unique_ptr<DaemonAdmin> admin_backend_;
   std::unique_ptr<AdminServer> admin_;

@@ -1,7 +1,7 @@
 // CloudLinkListener: what the device side hears from the cloud link, and nothing else. CloudBridge
-// calls it; DeviceApi implements it; the daemon wires the two (they do not know each other).
-// Loop thread only; the listener must outlive the bridge's use of it (the daemon destroys the
-// bridge first). Calls cannot fail.
+// calls it; DeviceApi implements it; the daemon hands DeviceApi to the CloudLink that owns the
+// bridge (the two do not know each other). Loop thread only; the listener must outlive the link
+// (the daemon destroys the link first). Calls cannot fail.
 #pragma once
 
 #include <cstdint>

@@ -40,26 +40,24 @@ DeviceApi::DeviceApi(uv_loop_t* loop, store::Store& store, LocalCopy& local, std
     : loop_(loop),
       store_(store),
       local_(local),
-      keeper_(loop, store, notifier_, cloud_, counters_, routes->config().device),
+      keeper_(loop, store, notifier_, cloud_, counters_, routes->config().device,
+              [this](const std::string& route) { on_queued_(route); }),
       notifier_(store, keeper_, cloud_, counters_),
       replier_(counters_),
       reads_(store, local, notifier_, keeper_, cloud_, replier_, counters_) {
   SetRoutes(std::move(routes));
   // Cloud data the local copy committed (synced, read, after a conflict) reaches observers.
-  local_.SetChangedHook([this](const std::vector<std::string>& changed) {
-    if (*alive_) notifier_.NotifyPaths(changed);
-  });
+  changed_ = local_.SetChangedHook(scope_.Guard([this](const std::vector<std::string>& changed) {
+    notifier_.NotifyPaths(changed);
+  }));
 }
 
-DeviceApi::~DeviceApi() {
-  Close();
-  local_.SetChangedHook(nullptr);
-}
+DeviceApi::~DeviceApi() { Close(); }
 
 void DeviceApi::Close() {
   keeper_.Close();
   reads_.Close();
-  *alive_ = false;
+  scope_.Close();
 }
 
 DeviceApiCounters DeviceApi::counters() const {
@@ -74,9 +72,8 @@ void DeviceApi::SetRoutes(std::shared_ptr<const RouteTable> routes) {
   routes_ = std::move(routes);
 }
 
-void DeviceApi::SetQueuedHook(std::function<void(const std::string& route)> hook) {
-  on_queued_ = hook;
-  keeper_.SetQueuedHook(std::move(hook));
+util::Subscription DeviceApi::SetQueuedHook(std::function<void(const std::string& route)> hook) {
+  return on_queued_.Set(std::move(hook));
 }
 
 std::optional<uint64_t> DeviceApi::shedding_for_ms() const {
@@ -256,10 +253,8 @@ void DeviceApi::HandleOpen(DeviceCall& c) {
   if (!c.peer.secure) open.credential = DeviceAuthenticator::Fingerprint(c.payload);
   open.peer = c.peer;
   open.exchange = c.id;
-  auto alive = alive_;
   auto call = std::make_shared<DeviceCall>(c);
-  const bool taken = keeper_.Open(std::move(open), [this, alive, call](const SessionKeeper::OpenResult& r) {
-    if (!*alive) return;
+  const bool taken = keeper_.Open(std::move(open), scope_.Guard([this, call](const SessionKeeper::OpenResult& r) {
     switch (r.kind) {
       case SessionKeeper::OpenResult::Kind::kOpened: {
         const Json body = {{"s", r.short_token}, {"l", r.long_token}};
@@ -269,7 +264,7 @@ void DeviceApi::HandleOpen(DeviceCall& c) {
         return replier_.ReplyError(*call, coap::code::kUnauthorized, "invalid auth token");
       case SessionKeeper::OpenResult::Kind::kStoreError: return replier_.ReplyStoreStatus(*call, r.status);
     }
-  });
+  }));
   if (!taken && endpoint_) endpoint_->ignore(c.id);  // another open of the device waits already
 }
 
@@ -298,11 +293,10 @@ void DeviceApi::HandleRebind(DeviceCall& c) {
 
 void DeviceApi::HandleOffline(DeviceCall& c, Session* s) {
   ++counters_.go_offline;
-  auto alive = alive_;
   auto call = std::make_shared<DeviceCall>(c);
-  keeper_.EndSession(s->id, SessionKeeper::EndCause::kGoOffline, [this, alive, call] {
-    if (*alive) replier_.Reply(*call, coap::code::kContent);
-  });
+  keeper_.EndSession(s->id, SessionKeeper::EndCause::kGoOffline, scope_.Guard([this, call] {
+    replier_.Reply(*call, coap::code::kContent);
+  }));
 }
 
 // ---- data ----
@@ -375,10 +369,8 @@ void DeviceApi::HandleWrite(DeviceCall& c, Session& s, const std::vector<std::st
     batch.Append(std::move(e));
   }
   ++counters_.writes;
-  auto alive = alive_;
   auto call = std::make_shared<DeviceCall>(std::move(c));  // c is not used after this
-  store_.Submit(std::move(batch), [this, alive, call, push_key, tree_path, route = res->route->name](store::BatchResult r) {
-    if (!*alive) return;
+  store_.Submit(std::move(batch), scope_.Guard([this, call, push_key, tree_path, route = res->route->name](store::BatchResult r) {
     if (r.status.code == store::StatusCode::kConflict) {  // compare-and-set lost: here is the value
       ++counters_.cas_refused;
       return replier_.Reply(*call, kPreconditionFailed, EncodeFor(store_.tree().Get(tree_path), call->json_out));
@@ -390,8 +382,8 @@ void DeviceApi::HandleWrite(DeviceCall& c, Session& s, const std::vector<std::st
     call->text_reply = true;
     replier_.Reply(*call, coap::code::kContent, push_key);  // push answers the new key as raw bytes
     notifier_.NotifyPaths(r.changed_paths);
-    if (on_queued_) on_queued_(route);
-  });
+    on_queued_(route);
+  }));
 }
 
 void DeviceApi::HandleOnDisconnect(DeviceCall& c, Session& s, const std::vector<std::string>& path, bool cancel) {
@@ -456,10 +448,8 @@ void DeviceApi::HandleOnDisconnect(DeviceCall& c, Session& s, const std::vector<
     PendingOnDisconnect& pending = ondisconnect_pending_[s.id];
     ++pending.count;
     pending.bytes += mine;
-    auto alive = alive_;
     auto call = std::make_shared<DeviceCall>(c);
-    return store_.Submit(std::move(batch), [this, alive, call, session_id = s.id, mine](const store::BatchResult& r) {
-      if (!*alive) return;
+    return store_.Submit(std::move(batch), scope_.Guard([this, call, session_id = s.id, mine](const store::BatchResult& r) {
       if (auto p = ondisconnect_pending_.find(session_id); p != ondisconnect_pending_.end()) {
         --p->second.count;
         p->second.bytes -= mine;
@@ -467,19 +457,17 @@ void DeviceApi::HandleOnDisconnect(DeviceCall& c, Session& s, const std::vector<
       }
       if (!r.status.ok()) return replier_.ReplyStoreStatus(*call, r.status);
       replier_.Reply(*call, coap::code::kContent);
-    });
+    }));
   }
   CommitThenReply(c, std::move(batch));
 }
 
 void DeviceApi::CommitThenReply(DeviceCall& c, store::WriteBatch batch) {
-  auto alive = alive_;
   auto call = std::make_shared<DeviceCall>(std::move(c));  // callers return right after
-  store_.Submit(std::move(batch), [this, alive, call](const store::BatchResult& r) {
-    if (!*alive) return;
+  store_.Submit(std::move(batch), scope_.Guard([this, call](const store::BatchResult& r) {
     if (!r.status.ok()) return replier_.ReplyStoreStatus(*call, r.status);
     replier_.Reply(*call, coap::code::kContent);
-  });
+  }));
 }
 
 bool DeviceApi::DecodePayload(DeviceCall& c, Json* value) {

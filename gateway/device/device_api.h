@@ -11,7 +11,8 @@
 // object only as a CloudLinkListener.
 //
 // Thread: loop thread only. Ownership: the endpoint, the store and the local copy must outlive
-// this object; callbacks arriving after Close() do nothing. Failure: every refusal is a CoAP
+// this object; callbacks arriving after Close() do nothing (util::CallbackScope). The observed-path
+// and queued hooks are registrations that last as long as the util::Subscription they return. Failure: every refusal is a CoAP
 // error with a short diagnostic (a store refusal: 5.03 + Max-Age, 4.00, or 5.00); nothing a
 // device sends takes the daemon down.
 #pragma once
@@ -39,12 +40,13 @@
 #include "gateway/device/session_keeper.h"
 #include "gateway/device/session_table.h"
 #include "store/store.h"
+#include "util/callback_scope.h"
 
 namespace tether {
 
 class DeviceApi : public coap::Handler, public CloudLinkListener {
  public:
-  // Reads cloud data through `local` (its changed hook becomes this object's until destroyed).
+  // Reads cloud data through `local` (registers for its changed hook until destroyed).
   DeviceApi(uv_loop_t* loop, store::Store& store, LocalCopy& local, std::shared_ptr<const RouteTable> routes);
   ~DeviceApi() override;
 
@@ -52,11 +54,11 @@ class DeviceApi : public coap::Handler, public CloudLinkListener {
   // snapshot) once their advanced Observe checkpoints are durable.
   void AttachEndpoint(coap::Endpoint* endpoint);
   // Called with a cloud path when it gains its first observer (true) or loses its last (false).
-  void SetObservedPathHook(std::function<void(const std::string& cloud_path, bool observed)> hook) {
-    notifier_.SetPathHook(std::move(hook));
+  [[nodiscard]] util::Subscription SetObservedPathHook(std::function<void(const std::string& cloud_path, bool observed)> hook) {
+    return notifier_.SetPathHook(std::move(hook));
   }
   // Called with the route name after writes to that route's queue committed (wakes the uploader).
-  void SetQueuedHook(std::function<void(const std::string& route)> hook);
+  [[nodiscard]] util::Subscription SetQueuedHook(std::function<void(const std::string& route)> hook);
   // Where every session's last datagram and ping survive a crash of the process (set before
   // RestoreSessions; without one, restored sessions get a full timeout).
   void SetLivenessFile(std::unique_ptr<LivenessFile> file) { keeper_.SetLivenessFile(std::move(file)); }
@@ -142,8 +144,9 @@ class DeviceApi : public coap::Handler, public CloudLinkListener {
   DeviceReads reads_;
   std::unordered_map<std::string, PendingOnDisconnect> ondisconnect_pending_;  // session id -> in flight
   uint64_t shed_first_ms_ = 0, shed_last_ms_ = 0;  // uv_now: the shedding episode's first / latest 5.03
-  std::function<void(const std::string& route)> on_queued_;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // guards store callbacks after Close
+  util::Hook<void(const std::string& route)> on_queued_;  // also run by keeper_ (onDisconnect writes)
+  util::Subscription changed_;  // on local_'s changed hook
+  util::CallbackScope scope_;   // guards store callbacks after Close
 };
 
 }  // namespace tether

@@ -51,8 +51,8 @@ class DeviceNotifier {
   DeviceNotifier(store::Store& store, ObservationOwner& owner, const CloudStatus& cloud, DeviceApiCounters& counters);
 
   // Called with a cloud path when it gains its first observer (true) or loses its last (false).
-  void SetPathHook(std::function<void(const std::string& cloud_path, bool observed)> hook) {
-    observers_.SetPathHook(std::move(hook));
+  [[nodiscard]] util::Subscription SetPathHook(std::function<void(const std::string& cloud_path, bool observed)> hook) {
+    return observers_.SetPathHook(std::move(hook));
   }
   // Re-creates the observations Restore() kept; those the routes no longer allow end with 4.03.
   void AttachEndpoint(coap::Endpoint* endpoint);

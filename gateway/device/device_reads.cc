@@ -67,13 +67,11 @@ void DeviceReads::HandleRead(DeviceCall& c, Session& s, const std::vector<std::s
   const bool held = local_.Holds(cloud, "");
   if (!cloud_.connected()) return ReplyHeld(c, cloud, held, "value not held offline");
   if (held && local_.InSyncRoot(cloud)) return ReplyHeld(c, cloud, true, "");  // the stream keeps it current
-  auto alive = alive_;
   auto call = std::make_shared<DeviceCall>(c);
-  local_.FetchValue(cloud, [this, alive, call, cloud](std::optional<Json> answer) {
-    if (!*alive) return;
+  local_.FetchValue(cloud, scope_.Guard([this, call, cloud](std::optional<Json> answer) {
     if (!answer) return ReplyHeld(*call, cloud, local_.Holds(cloud, ""), "cloud did not answer the read");
     replier_.Reply(*call, coap::code::kContent, EncodeFor(*answer, call->json_out));
-  });
+  }));
 }
 
 void DeviceReads::ReplyHeld(DeviceCall& c, const std::string& cloud, bool held, const std::string& diagnostic) {
@@ -100,18 +98,16 @@ void DeviceReads::HandleQuery(DeviceCall& c, Session& s, const std::string& clou
   if (!cloud_.connected()) {
     return replier_.ReplyError(c, coap::code::kServiceUnavailable, "query result not held offline", kQueryRetryMaxAge);
   }
-  auto alive = alive_;
   auto call = std::make_shared<DeviceCall>(c);
   std::string session_id = s.id;
-  local_.FetchQuery(cloud, q, [this, alive, call, session_id, cloud, dev_path, route, q](std::optional<Json> answer) {
-    if (!*alive) return;
+  local_.FetchQuery(cloud, q, scope_.Guard([this, call, session_id, cloud, dev_path, route, q](std::optional<Json> answer) {
     if (!answer) {
       return replier_.ReplyError(*call, coap::code::kServiceUnavailable, "cloud did not answer the query", kQueryRetryMaxAge);
     }
     Session* s = owner_.FindSession(session_id);
     if (!s) return replier_.ReplyError(*call, coap::code::kUnauthorized, "unknown session");
     AnswerQuery(*call, *s, cloud, dev_path, route, q, *answer);
-  });
+  }));
 }
 
 void DeviceReads::AnswerQuery(DeviceCall& c, Session& s, const std::string& cloud, const std::string& dev_path,

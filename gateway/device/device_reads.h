@@ -29,6 +29,7 @@
 #include "gateway/device/local_copy.h"
 #include "gateway/config/route_table.h"
 #include "store/store.h"
+#include "util/callback_scope.h"
 
 namespace tether {
 
@@ -39,7 +40,7 @@ class DeviceReads {
 
   void SetRoutes(std::shared_ptr<const RouteTable> routes) { routes_ = std::move(routes); }
   void AttachEndpoint(coap::Endpoint* endpoint) { endpoint_ = endpoint; }
-  void Close() { *alive_ = false; }
+  void Close() { scope_.Close(); }
 
   // GET /.info/connected|serverTimeOffset|serverTime of session s (also observe / unobserve).
   void HandleInfo(DeviceCall& c, Session& s, const std::vector<std::string>& path);
@@ -71,7 +72,7 @@ class DeviceReads {
   DeviceApiCounters& counters_;
   coap::Endpoint* endpoint_ = nullptr;
   std::shared_ptr<const RouteTable> routes_;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // guards cloud answers after Close
+  util::CallbackScope scope_;  // guards cloud answers after Close
 };
 
 }  // namespace tether

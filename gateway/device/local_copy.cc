@@ -16,9 +16,9 @@ LocalCopy::LocalCopy(uv_loop_t* loop, store::Store& store) : loop_(loop), store_
 
 LocalCopy::~LocalCopy() { Close(); }
 
-void LocalCopy::SetCloudReader(CloudReader reader, std::vector<std::string> sync_roots) {
-  reader_ = std::move(reader);
+util::Subscription LocalCopy::SetCloudReader(CloudReader reader, std::vector<std::string> sync_roots) {
   sync_roots_ = std::move(sync_roots);
+  return reader_.Set(std::move(reader));
 }
 
 bool LocalCopy::InSyncRoot(const std::string& cloud_path) const {
@@ -48,16 +48,14 @@ void LocalCopy::NoteRefreshed(const std::string& cloud_path, const std::string& 
   refreshed_ms_[cloud_path + '?' + query] = uv_now(loop_);
 }
 
-std::vector<uint64_t> LocalCopy::InFlight() const { return in_flight_ ? in_flight_() : std::vector<uint64_t>{}; }
+std::vector<uint64_t> LocalCopy::InFlight() const { return in_flight_(); }
 
 void LocalCopy::Committed(const std::vector<std::string>& changed_paths) {
-  if (on_changed_) on_changed_(changed_paths);
+  on_changed_(changed_paths);
 }
 
 void LocalCopy::FetchValue(const std::string& cloud, Answer done) {
-  auto alive = alive_;
-  reader_(cloud, std::string(), [this, alive, cloud, done = std::move(done)](std::optional<Json> fresh) {
-    if (!*alive) return;
+  reader_(cloud, std::string(), scope_.Guard([this, cloud, done = std::move(done)](std::optional<Json> fresh) {
     if (!fresh) return done(std::nullopt);
     const std::string tree_path = "/" + cloud;
     NoteRefreshed(cloud, "");
@@ -66,22 +64,19 @@ void LocalCopy::FetchValue(const std::string& cloud, Answer done) {
     store::WriteBatch b;  // remembered for offline reads (the cache bound evicts it eventually)
     b.TreeSetFromCloud(tree_path, *fresh, InFlight());
     b.TreeMarkComplete(tree_path, "");  // queries at or below can be answered from it
-    store_.Submit(std::move(b), [this, alive, tree_path, fresh = std::move(*fresh), done](const store::BatchResult& r) {
-      if (!*alive) return;
+    store_.Submit(std::move(b), scope_.Guard([this, tree_path, fresh = std::move(*fresh), done](const store::BatchResult& r) {
       if (!r.status.ok()) {
         spdlog::warn("cloud value of {} not stored locally: {}", tree_path, r.status.ToString());
         return done(fresh);
       }
       done(store_.tree().Get(tree_path));  // the cloud's value with the pending writes on top
       Committed(r.changed_paths);
-    });
-  });
+    }));
+  }));
 }
 
 void LocalCopy::FetchQuery(const std::string& cloud, std::shared_ptr<const Query> q, Answer done) {
-  auto alive = alive_;
-  reader_(cloud, q->RestParams(), [this, alive, cloud, q, done = std::move(done)](std::optional<Json> fresh) {
-    if (!*alive) return;
+  reader_(cloud, q->RestParams(), scope_.Guard([this, cloud, q, done = std::move(done)](std::optional<Json> fresh) {
     if (!fresh) return done(std::nullopt);
     const std::string tree_path = "/" + cloud;
     NoteRefreshed(cloud, q->Canonical());
@@ -102,16 +97,15 @@ void LocalCopy::FetchQuery(const std::string& cloud, std::shared_ptr<const Query
       b.TreeSetFromCloud(tree_path, result, InFlight());  // a plain value: no children to select
     }
     b.TreeMarkComplete(tree_path, q->Canonical());
-    store_.Submit(std::move(b), [this, alive, tree_path, q, result, done](const store::BatchResult& r) {
-      if (!*alive) return;
+    store_.Submit(std::move(b), scope_.Guard([this, tree_path, q, result, done](const store::BatchResult& r) {
       if (!r.status.ok()) {
         spdlog::warn("cloud query result at {} not stored locally: {}", tree_path, r.status.ToString());
         return done(result);
       }
       done(ApplyQuery(store_.tree().Get(tree_path), *q));  // with the pending writes on top
       Committed(r.changed_paths);
-    });
-  });
+    }));
+  }));
 }
 
 void LocalCopy::OnSyncData(const std::string& path, const Json& value, bool is_patch) {
@@ -126,15 +120,13 @@ void LocalCopy::OnSyncData(const std::string& path, const Json& value, bool is_p
     // from its first full sync on, not before).
     if (!store_.tree().HoldsComplete(tree_path, "")) b.TreeMarkComplete(tree_path, "");
   }
-  auto alive = alive_;
-  store_.Submit(std::move(b), [this, alive](const store::BatchResult& r) {
-    if (!*alive) return;
+  store_.Submit(std::move(b), scope_.Guard([this](const store::BatchResult& r) {
     if (!r.status.ok()) {
       spdlog::warn("cloud data not stored locally: {}", r.status.ToString());
       return;
     }
     Committed(r.changed_paths);
-  });
+  }));
 }
 
 void LocalCopy::AddCloudValue(store::WriteBatch* b, const std::string& tree_path, const Json& value) const {

@@ -34,6 +34,7 @@
 #include "gateway/model/query.h"
 #include "gateway/model/value_codec.h"
 #include "store/store.h"
+#include "util/callback_scope.h"
 
 namespace tether {
 
@@ -51,14 +52,18 @@ class LocalCopy {
   LocalCopy(const LocalCopy&) = delete;
   LocalCopy& operator=(const LocalCopy&) = delete;
   // Stopping: reads and writes in flight end without touching the tree or running their done.
-  void Close() { *alive_ = false; }
+  void Close() { scope_.Close(); }
 
-  // Without a reader (local-only mode) the tree is authoritative: has_cloud() is false.
-  void SetCloudReader(CloudReader reader, std::vector<std::string> sync_roots);
-  // Queue seqs of increments being uploaded whose effect cloud data may already include; null = none.
-  void SetUploadsInFlight(std::function<std::vector<uint64_t>()> source) { in_flight_ = std::move(source); }
+  // Without a reader (local-only mode, or once the subscription is gone) the tree is
+  // authoritative: has_cloud() is false.
+  [[nodiscard]] util::Subscription SetCloudReader(CloudReader reader, std::vector<std::string> sync_roots);
+  // Queue seqs of increments being uploaded whose effect cloud data may already include; none
+  // without a source.
+  [[nodiscard]] util::Subscription SetUploadsInFlight(std::function<std::vector<uint64_t>()> source) {
+    return in_flight_.Set(std::move(source));
+  }
   // Runs with the paths every committed cloud write changed.
-  void SetChangedHook(ChangedHook hook) { on_changed_ = std::move(hook); }
+  [[nodiscard]] util::Subscription SetChangedHook(ChangedHook hook) { return on_changed_.Set(std::move(hook)); }
 
   bool has_cloud() const { return static_cast<bool>(reader_); }
   bool InSyncRoot(const std::string& cloud_path) const;
@@ -88,12 +93,12 @@ class LocalCopy {
 
   uv_loop_t* loop_;
   store::Store& store_;
-  CloudReader reader_;
+  util::Hook<void(const std::string&, const std::string&, std::function<void(std::optional<Json>)>)> reader_;
   std::vector<std::string> sync_roots_;
-  std::function<std::vector<uint64_t>()> in_flight_;
-  ChangedHook on_changed_;
+  util::Hook<std::vector<uint64_t>()> in_flight_;
+  util::Hook<void(const std::vector<std::string>&)> on_changed_;
   std::map<std::string, uint64_t> refreshed_ms_;  // path + '?' + query -> uv_now of the last cloud read
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // guards store and reader callbacks
+  util::CallbackScope scope_;  // guards store and reader callbacks
 };
 
 }  // namespace tether

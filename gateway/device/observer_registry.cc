@@ -33,7 +33,7 @@ std::vector<coap::ObserverId> ObserverRegistry::Add(Observer o) {
   p->second.push_back(id);
   by_id_[id] = std::move(o);
   for (coap::ObserverId other : replaced) Remove(other);  // after the add: the path stays observed
-  if (first && on_path_) on_path_(path, true);
+  if (first) on_path_(path, true);
   return replaced;
 }
 
@@ -53,7 +53,7 @@ void ObserverRegistry::Remove(coap::ObserverId id) {
     if (s->second.empty()) by_session_.erase(s);
   }
   by_id_.erase(it);
-  if (was_last && on_path_) on_path_(last, false);
+  if (was_last) on_path_(last, false);
 }
 
 Observer* ObserverRegistry::Find(coap::ObserverId id) {

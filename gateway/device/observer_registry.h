@@ -21,6 +21,7 @@
 
 #include "device_proto/endpoint.h"
 #include "gateway/model/query.h"
+#include "util/callback_scope.h"
 
 namespace tether {
 
@@ -59,11 +60,14 @@ class ObserverRegistry {
   std::map<std::string, std::vector<coap::ObserverId>> All() const;
 
   size_t size() const { return by_id_.size(); }
-  // Called with a cloud path when it gains its first observer (true) or loses its last (false).
-  void SetPathHook(std::function<void(const std::string& path, bool observed)> hook) { on_path_ = std::move(hook); }
+  // Called with a cloud path when it gains its first observer (true) or loses its last (false),
+  // while the returned Subscription lives.
+  [[nodiscard]] util::Subscription SetPathHook(std::function<void(const std::string& path, bool observed)> hook) {
+    return on_path_.Set(std::move(hook));
+  }
 
  private:
-  std::function<void(const std::string&, bool)> on_path_;
+  util::Hook<void(const std::string&, bool)> on_path_;
   std::unordered_map<coap::ObserverId, Observer> by_id_;
   std::map<std::string, std::vector<coap::ObserverId>> by_path_;  // ordered: descendant ranges
   // session id -> device path -> observer

@@ -60,13 +60,15 @@ struct SessionKeeper::PendingOpen {
 };
 
 SessionKeeper::SessionKeeper(uv_loop_t* loop, store::Store& store, DeviceNotifier& notifier, CloudStatus& cloud,
-                             DeviceApiCounters& counters, const DeviceConfig& device)
+                             DeviceApiCounters& counters, const DeviceConfig& device,
+                             std::function<void(const std::string& route)> on_queued)
     : loop_(loop),
       store_(store),
       notifier_(notifier),
       cloud_(cloud),
       counters_(counters),
       guard_(counters),
+      on_queued_(std::move(on_queued)),
       sessions_(device.session_timeout.count()),
       heartbeat_{device.heartbeat_target.count(), 1000},
       liveness_(
@@ -82,8 +84,8 @@ SessionKeeper::SessionKeeper(uv_loop_t* loop, store::Store& store, DeviceNotifie
 SessionKeeper::~SessionKeeper() { Close(); }
 
 void SessionKeeper::Close() {
-  if (*alive_) Checkpoint();  // a graceful stop records every session's last ping (for a new boot)
-  *alive_ = false;
+  if (!scope_.closed()) Checkpoint();  // a graceful stop records every session's last ping (for a new boot)
+  scope_.Close();
   opening_.clear();
   liveness_.Close();
 }
@@ -167,15 +169,13 @@ void SessionKeeper::RestoreSessions() {
   }
   if (!notifier_.restored_any()) return;
   spdlog::info("restored {} observation(s) of device sessions", notifier_.restored_count());
-  auto alive = alive_;
-  store_.Submit(std::move(checkpoints), [this, alive](const store::BatchResult& res) {
-    if (!*alive) return;
+  store_.Submit(std::move(checkpoints), scope_.Guard([this](const store::BatchResult& res) {
     if (!res.status.ok()) {
       spdlog::error("restored observations: checkpoint not recorded ({}); notifying them anyway",
                     res.status.ToString());
     }
     notifier_.RestoreCommitted();
-  });
+  }));
 }
 
 // ---- open ----
@@ -272,10 +272,8 @@ void SessionKeeper::CommitOpen(std::shared_ptr<PendingOpen> open, Session s, std
   std::sort(ops.begin(), ops.end(), [](const auto& a, const auto& b) { return a.order < b.order; });
   batch.PutSession(ToRecord(s, sessions_.timeout_ms(), LoopNow()));  // a new session observes nothing yet
   for (store::OnDisconnectOp& op : ops) batch.AddOnDisconnect(s.id, std::move(op));  // in registration order
-  auto alive = alive_;
-  store_.Submit(std::move(batch), [this, alive, open, attempt, s = std::move(s),
+  store_.Submit(std::move(batch), scope_.Guard([this, open, attempt, s = std::move(s),
                                    continued = std::move(continued)](store::BatchResult res) mutable {
-    if (!*alive) return;
     if (res.status.code == store::StatusCode::kConflict && attempt < kOpenRetries) {
       return CommitOpen(std::move(open), std::move(s), std::move(continued), attempt + 1);
     }
@@ -318,7 +316,7 @@ void SessionKeeper::CommitOpen(std::shared_ptr<PendingOpen> open, Session s, std
     }
     open->done(opened);
     FinishOpen(open->key);
-  });
+  }));
 }
 
 void SessionKeeper::FinishOpen(const std::string& key) {
@@ -544,10 +542,8 @@ void SessionKeeper::FireOnDisconnect(Session s, std::function<void()> done, int 
     batch.Append(QueueEntryFor(res->route->name, s.device, kind, TreePath(cloud), value, wall, cloud_.offset_ms()));
     ++fired;
   }
-  auto alive = alive_;
-  store_.Submit(std::move(batch), [this, alive, fired, denied, attempt, s = std::move(s), routes = std::move(routes),
+  store_.Submit(std::move(batch), scope_.Guard([this, fired, denied, attempt, s = std::move(s), routes = std::move(routes),
                                    done = std::move(done)](const store::BatchResult& res) mutable {
-    if (!*alive) return;
     if (res.status.code == store::StatusCode::kConflict && attempt < 5) {
       return FireOnDisconnect(std::move(s), std::move(done), attempt + 1);
     }
@@ -564,7 +560,7 @@ void SessionKeeper::FireOnDisconnect(Session s, std::function<void()> done, int 
                     "fires after the next restart)", s.device, res.status.ToString());
     }
     if (done) done();
-  });
+  }));
 }
 
 // ---- records ----
@@ -588,18 +584,19 @@ void SessionKeeper::PersistSession(const std::string& session_id) {
   store::WriteBatch batch;
   batch.PutSession(SessionRecordOf(*s));
   std::string device = s->device;
-  auto alive = alive_;
-  store_.Submit(std::move(batch), [this, alive, device, session_id](const store::BatchResult& r) {
-    if (!r.status.ok() && r.status.code != store::StatusCode::kClosed) {
-      spdlog::warn("observations of device '{}' not recorded: {} (a restart may lose them)", device,
-                   r.status.ToString());
-    }
-    if (!*alive) return;
+  auto written = scope_.Guard([this, session_id] {
     auto it = persisting_.find(session_id);
     if (it == persisting_.end()) return;
     const bool again = it->second;
     persisting_.erase(it);
     if (again) PersistSession(session_id);
+  });
+  store_.Submit(std::move(batch), [device, written](const store::BatchResult& r) mutable {
+    if (!r.status.ok() && r.status.code != store::StatusCode::kClosed) {  // said also after Close
+      spdlog::warn("observations of device '{}' not recorded: {} (a restart may lose them)", device,
+                   r.status.ToString());
+    }
+    written();
   });
 }
 

@@ -44,6 +44,7 @@
 #include "gateway/device/session_liveness.h"
 #include "gateway/device/session_table.h"
 #include "store/store.h"
+#include "util/callback_scope.h"
 
 namespace tether {
 
@@ -65,15 +66,16 @@ class SessionKeeper : public ObservationOwner {
   };
 
   // `notifier` is only stored here (DeviceApi constructs it right after this object).
+  // `on_queued` runs with the route name after onDisconnect writes to its queue committed.
   SessionKeeper(uv_loop_t* loop, store::Store& store, DeviceNotifier& notifier, CloudStatus& cloud,
-                DeviceApiCounters& counters, const DeviceConfig& device);
+                DeviceApiCounters& counters, const DeviceConfig& device,
+                std::function<void(const std::string& route)> on_queued);
   ~SessionKeeper() override;
   void Close();  // records every session's last ping, stops the timers
 
   void SetRoutes(std::shared_ptr<const RouteTable> routes);
   void SetPskKnown(std::function<bool(std::string_view identity)> known) { guard_.SetPskKnown(std::move(known)); }
   void SetLivenessFile(std::unique_ptr<LivenessFile> file) { liveness_.SetFile(std::move(file)); }
-  void SetQueuedHook(std::function<void(const std::string& route)> hook) { on_queued_ = std::move(hook); }
   void AttachEndpoint(coap::Endpoint* endpoint);
   // See DeviceApi::RestoreSessions.
   void RestoreSessions();
@@ -157,7 +159,7 @@ class SessionKeeper : public ObservationOwner {
   std::unordered_map<std::string, bool> persisting_;
   size_t unconfirmed_count_ = 0;
   std::deque<std::string> unconfirmed_;  // ids in opening order; confirmed or ended ones are skipped
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // guards store callbacks after Close
+  util::CallbackScope scope_;  // guards store callbacks after Close
 };
 
 }  // namespace tether

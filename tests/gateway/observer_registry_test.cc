@@ -66,7 +66,7 @@ TEST(ObserverRegistry, DigestDistinguishesSnapshots) {
 TEST(ObserverRegistry, PathHookSeesTheFirstAndTheLastObserverOfAPath) {
   ObserverRegistry r;
   std::vector<std::string> events;
-  r.SetPathHook([&](const std::string& p, bool on) { events.push_back((on ? "+" : "-") + p); });
+  util::Subscription hook = r.SetPathHook([&](const std::string& p, bool on) { events.push_back((on ? "+" : "-") + p); });
   r.Add(O(1, "s1", "a"));
   r.Add(O(2, "s2", "a"));
   r.Add(O(3, "s2", "b"));
