@@ -404,8 +404,12 @@ void Endpoint::new_binding(ExchangeId id) {
   auto p = m.peers.find(x->second.peer);
   if (p == m.peers.end()) return;
   p->second.binding = ++m.last_binding;
-  if (DedupEntry* d = m.dedup.find(MidKey{x->second.peer, x->second.mid}); d && d->pending == id)
+  p->second.opener_cached = false;
+  if (DedupEntry* d = m.dedup.find(MidKey{x->second.peer, x->second.mid}); d && d->pending == id) {
     d->binding = p->second.binding;
+    p->second.opener_mid = x->second.mid;
+    p->second.opener_cached = true;
+  }
 }
 
 void Endpoint::verify_peer(const Address& peer) {

@@ -78,14 +78,20 @@ constexpr size_t kRecvSlots = 8;           // datagrams per recvmmsg batch
 constexpr uint32_t kHousekeepingMs = 1000;
 
 struct Peer {
-  uint32_t socket = 0;
+  uint16_t socket = 0;    // index into the endpoint's sockets (it binds a handful)
   uint16_t next_mid = 0;
+  // The request that opened the peer's current binding (new_binding) while its reply may still be
+  // cached: the peer's next new request releases that reply (see forget_opener).
+  uint16_t opener_mid = 0;
+  bool opener_cached = false;
   bool verified = false;  // DTLS, or vouched for by the handler: never evicted to make room
   uint32_t refs = 0;      // exchanges, observers and CONs in flight that name this peer
   uint32_t binding = 0;   // bumped by new_binding(): older dedup entries no longer match
   uint64_t last_seen_ms = 0;
   std::list<Address>::iterator lru;  // in lru_verified or lru_unverified
 };
+
+static_assert(sizeof(Peer) == 32, "a peer per device: keep it small");
 
 // Looked at from the least recently active end when a new address finds the table full: the
 // first unverified peer with refs == 0 goes; busy ones are moved to the front. Bounded so a
@@ -116,6 +122,11 @@ struct Exchange {
 //   time), and errors are rare.
 // - Every other method, and a GET with Block1 (its upload state is not idempotent), keeps its
 //   reply for EXCHANGE_LIFETIME: a repeated write could undo a later one.
+// - Except the request that opened its peer's binding (new_binding: a session's POST /.cs): its
+//   answered reply goes at the peer's next new request in that binding. A client sends that only
+//   once it has the reply (no session without it: the SDK pings right after opening), so it never
+//   retransmits the opener after; an idle device then holds no cached reply. A stale copy of the
+//   opener arriving later is a new request (the handler opens anew).
 inline bool answered_afresh(const Message& m) { return m.code == code::kGet && !m.find(opt::kBlock1); }
 
 // Largest members first: 56 bytes, not 64 with the token in front.
@@ -280,6 +291,7 @@ struct Endpoint::Impl {
   void receive(uint32_t socket, Address from, std::span<const uint8_t> bytes);  // from a socket
   void on_datagram(uint32_t socket, const Address& from, std::span<const uint8_t> bytes);
   void on_request(uint32_t socket, const Address& from, Peer& peer);
+  void forget_opener(const Address& from, Peer& peer);  // the peer sent a new request
   void on_ack_or_reset(const Address& from, bool reset);
   bool handle_block1(uint32_t socket, const Address& from, std::string& body, std::optional<Block>& echo);
 

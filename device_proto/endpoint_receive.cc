@@ -56,6 +56,16 @@ void Endpoint::Impl::on_datagram(uint32_t socket, const Address& from, std::span
   }
 }
 
+// The peer has the answer to the request that opened its binding (it sends another): that
+// answer is no longer kept. One still being processed keeps its entry (and the peer its mark).
+void Endpoint::Impl::forget_opener(const Address& from, Peer& peer) {
+  const MidKey key{from, peer.opener_mid};
+  DedupEntry* d = dedup.find(key);
+  if (d && d->binding == peer.binding && exchanges.count(d->pending)) return;  // pending
+  peer.opener_cached = false;
+  if (d && d->binding == peer.binding) dedup.erase(key);
+}
+
 void Endpoint::Impl::on_request(uint32_t socket, const Address& from, Peer& peer) {
   const MidKey key{from, msg.mid};
   // A duplicate is the same MID and token within the peer's current binding.
@@ -75,6 +85,7 @@ void Endpoint::Impl::on_request(uint32_t socket, const Address& from, Peer& peer
     return;
   }
   // A new request, including a reused MID with a different token (SDK quirk).
+  if (peer.opener_cached) forget_opener(from, peer);
   // RFC 7252 §5.4.5: a supernumerary occurrence of a non-repeatable option is
   // unrecognized: critical -> 4.02, elective -> ignored (find() reads the first).
   uint16_t previous = 0;

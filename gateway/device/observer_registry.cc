@@ -20,7 +20,9 @@ std::vector<coap::ObserverId> ObserverRegistry::Add(Observer o) {
   Remove(id);
   // One registration per session and device path (+ query): a re-observe replaces the old one.
   std::vector<coap::ObserverId> replaced;
-  auto& mine = by_session_[o.session_id];
+  // A session's map starts with 2 buckets (16 B), not libstdc++'s 13 at its first insert (104 B):
+  // most sessions observe one or two paths. It grows as usual beyond.
+  auto& mine = by_session_.try_emplace(o.session_id, 1).first->second;
   auto [slot, fresh] = mine.try_emplace(o.device_path, id);
   if (!fresh) {
     replaced.push_back(slot->second);

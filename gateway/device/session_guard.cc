@@ -43,7 +43,7 @@ bool SessionGuard::CredentialValid(const Session& s, const RouteTable& routes) c
   if (s.addr.secure) return !psk_known_ || psk_known_(s.device);  // the PSK identity is the device id
   auto a = auth_.find(s.app);
   if (a == auth_.end()) a = auth_.find(Config::kAnyApp);
-  return a != auth_.end() && a->second->StillAccepts(s.device, s.anonymous, s.credential);
+  return a != auth_.end() && a->second->StillAccepts(s.device, s.anonymous, std::string(s.tokens.credential()));
 }
 
 void SessionGuard::LogAuthFailure(const coap::Address& peer, const std::string& app, int64_t now) {

@@ -95,7 +95,10 @@ void SessionKeeper::RestoreSessions() {
   for (const auto& r : all) {
     Session s = FromRecord(r, now, clock);
     // The token is not kept: an hmac session is taken as opened by the secret in force now.
-    if (!s.anonymous && !s.addr.secure) s.credential = guard_.RestoredFingerprint(r.app_id, r.device_id);
+    if (!s.anonymous && !s.addr.secure) {
+      s.tokens = SessionTokens(s.tokens.short_token(), s.tokens.long_token(),
+                               guard_.RestoredFingerprint(r.app_id, r.device_id));
+    }
     const LivenessFile* file = liveness_.file();
     const auto stamp = file ? file->recovered().find(r.session_id)
                             : std::unordered_map<std::string, LivenessFile::Stamp>::const_iterator();
@@ -171,11 +174,11 @@ void SessionKeeper::OpenSession(std::shared_ptr<PendingOpen> open) {
   std::vector<Session*> preds = continuity_.Predecessors(sessions_, c.app, c.device, anonymous, c.peer, now);
   Session s;
   s.id = RandomToken(16);
-  do s.short_token = RandomToken(8); while (sessions_.ShortTokenInUse(s.short_token));
-  s.long_token = RandomToken(32);
+  std::string short_token;
+  do short_token = RandomToken(8); while (sessions_.ShortTokenInUse(short_token));
+  s.tokens = SessionTokens(short_token, RandomToken(32), c.credential);
   s.app = c.app;
   s.anonymous = anonymous;
-  s.credential = c.credential;
   // Never the session token: ids are logged. An anonymous device keeps the id it had.
   s.device = !anonymous ? c.device : !preds.empty() ? preds.front()->device : "anon-" + RandomToken(8);
   s.addr = c.peer;
@@ -206,7 +209,7 @@ void SessionKeeper::OpenSession(std::shared_ptr<PendingOpen> open) {
     }
     spdlog::debug("session opened: app '{}' device '{}' at {} (kept in memory until its device uses it)", s.app,
                   s.device, s.addr.to_string());
-    OpenResult opened{OpenResult::Kind::kOpened, s.short_token, s.long_token, {}};
+    OpenResult opened{OpenResult::Kind::kOpened, std::string(s.tokens.short_token()), std::string(s.tokens.long_token()), {}};
     AddUnconfirmed(std::move(s));
     open->done(opened);
     return FinishOpen(open->key);
@@ -255,7 +258,7 @@ void SessionKeeper::CommitOpen(std::shared_ptr<PendingOpen> open, Session s, std
     const int64_t now = LoopNow();
     s.last_seen_ms = now;
     s.checkpointed_ping_ms = s.last_ping_ms;  // PutSession recorded it
-    OpenResult opened{OpenResult::Kind::kOpened, s.short_token, s.long_token, {}};
+    OpenResult opened{OpenResult::Kind::kOpened, std::string(s.tokens.short_token()), std::string(s.tokens.long_token()), {}};
     spdlog::debug("session opened: app '{}' device '{}' at {}", s.app, s.device, s.addr.to_string());
     if (!continued.empty()) {
       for (const auto& op : store_.sessions().OnDisconnectOps(s.id)) {

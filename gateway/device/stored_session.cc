@@ -13,8 +13,8 @@ store::SessionRecord ToRecord(const Session& s, int64_t timeout_ms, int64_t now)
   r.session_id = s.id;
   r.app_id = s.app;
   r.device_id = s.device;
-  r.short_token = s.short_token;
-  r.long_token = s.long_token;
+  r.short_token = s.tokens.short_token();
+  r.long_token = s.tokens.long_token();
   r.bound_address = s.addr.to_string();
   r.created_ms = s.created_wall_ms;
   r.heartbeat_timeout_ms = timeout_ms;
@@ -27,8 +27,7 @@ Session FromRecord(const store::SessionRecord& r, int64_t now, const store::Cloc
   s.id = r.session_id;
   s.app = r.app_id;
   s.device = r.device_id;
-  s.short_token = r.short_token;
-  s.long_token = r.long_token;
+  s.tokens = SessionTokens(r.short_token, r.long_token, {});  // the caller supplies the credential
   if (coap::Address addr = coap::Address::parse(r.bound_address); addr.family != 0) s.addr = addr;
   s.anonymous = AnonymousId(r.device_id);
   s.created_wall_ms = r.created_ms;

@@ -366,4 +366,91 @@ TEST_F(EndpointTest, NewBindingForgetsEarlierDuplicates) {
   ep_->new_binding(opener);  // already answered: unknown exchange, no effect, no crash
 }
 
+// The reply to the request that opened a binding (a session's POST /.cs) is kept only until the
+// peer's next new request in that binding: a client sends that request only once it has the
+// reply (the SDK pings right after opening), so no retransmission of the opener can follow, and
+// an idle device does not hold a cached reply for EXCHANGE_LIFETIME. Until then a retransmission
+// of the opener gets the same bytes; a stale copy arriving after that is a new request.
+TEST_F(EndpointTest, BindingOpenerReplyIsKeptUntilThePeersNextRequest) {
+  start();
+  int n = 0;
+  h_.respond_with = [&](const Request& r) {
+    if (!r.uri_path().empty() && r.uri_path()[0] == ".cs") ep_->new_binding(r.id);
+    ep_->respond(r.id, content(std::to_string(++n)));
+  };
+  const Bytes open = Build{.code = code::kPost, .mid = 7, .token = {4, 1, 2, 3}}.path(".cs").done();
+  send(open);
+  auto opened = recv();
+  ASSERT_TRUE(opened);
+  EXPECT_EQ(opened->payload(), "1");
+  // The SDK's retransmissions (+2 s, +6 s): the same bytes, never handed up again.
+  for (int i = 0; i < 2; ++i) {
+    send(open);
+    auto again = recv();
+    ASSERT_TRUE(again);
+    EXPECT_EQ(again->bytes, opened->bytes);
+  }
+  EXPECT_EQ(h_.requests.size(), 1u);
+  EXPECT_EQ(ep_->counters().dedup_entries, 1u);
+  // Another peer's request does not release it.
+  UdpSocket other;
+  send(Build{.mid = 8}.path(".ping").done(), &other);
+  ASSERT_TRUE(recv(1000, &other));
+  send(open);
+  auto still = recv();
+  ASSERT_TRUE(still);
+  EXPECT_EQ(still->bytes, opened->bytes);
+  EXPECT_EQ(ep_->counters().dedup_entries, 1u);
+  // A write of the opening peer: the opener's entry goes, the write keeps its own.
+  const Bytes write = Build{.code = code::kPut, .mid = 9}.path("a").done();
+  send(write);
+  auto written = recv();
+  ASSERT_TRUE(written);
+  EXPECT_EQ(written->payload(), "3");
+  EXPECT_EQ(ep_->counters().dedup_entries, 1u);
+  send(write);
+  auto rewritten = recv();
+  ASSERT_TRUE(rewritten);
+  EXPECT_EQ(rewritten->bytes, written->bytes);
+  // A stale copy of the opener now is a new request (a new binding, a new answer).
+  send(open);
+  auto reopened = recv();
+  ASSERT_TRUE(reopened);
+  EXPECT_EQ(reopened->payload(), "4");
+  EXPECT_EQ(h_.requests.size(), 4u);
+  EXPECT_EQ(ep_->counters().duplicates, 4u);
+}
+
+// An opener still being answered (a separate response pending) keeps its entry when the peer
+// sends something else meanwhile: its retransmission then gets the answer.
+TEST_F(EndpointTest, PendingBindingOpenerKeepsItsEntry) {
+  EndpointOptions o = fast_options();
+  o.separate_ack_after_ms = 5000;  // the answer below piggybacks
+  start(o);
+  ExchangeId opener = 0;
+  h_.respond_with = [&](const Request& r) {
+    if (!r.uri_path().empty() && r.uri_path()[0] == ".cs") {
+      opener = r.id;
+      ep_->new_binding(r.id);
+      return;  // answered later
+    }
+    ep_->respond(r.id, content("x"));
+  };
+  const Bytes open = Build{.code = code::kPost, .mid = 70, .token = {4, 9, 9, 9}}.path(".cs").done();
+  send(open);
+  EXPECT_EQ(recv(200), nullptr);
+  ASSERT_NE(opener, 0u);
+  send(Build{.mid = 71}.path(".ping").done());
+  ASSERT_TRUE(recv());
+  ASSERT_TRUE(ep_->respond(opener, content("opened")));
+  auto opened = recv();
+  ASSERT_TRUE(opened);
+  EXPECT_EQ(opened->payload(), "opened");
+  send(open);  // its retransmission: the cached answer
+  auto again = recv();
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->bytes, opened->bytes);
+  EXPECT_EQ(h_.requests.size(), 2u);
+}
+
 }  // namespace

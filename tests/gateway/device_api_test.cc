@@ -247,6 +247,9 @@ TEST(PersistedObserverTest, RoundTripAndUnreadableEntries) {
   EXPECT_EQ(back[1].wire.token.len, 0);
   EXPECT_TRUE(EncodeObservers({}).empty());
   EXPECT_TRUE(DecodeObservers("").empty());
+  // An entry is kept with its observer for the session's life: no append slack (≈ 480 B for 270).
+  const std::string entry = EncodeObserver(b);
+  EXPECT_LT(entry.capacity(), entry.size() + 16) << entry.size();
   // Damaged entries are skipped and counted; the readable ones survive.
   Json j = Json::parse(blob);
   j[1]["token"] = "zz";

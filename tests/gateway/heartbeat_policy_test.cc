@@ -120,8 +120,7 @@ class GatewayModel {
     Expect(now);
     Session s;
     s.id = "s" + std::to_string(++sessions_);
-    s.short_token = "t" + s.id;
-    s.long_token = "l" + s.id;
+    s.tokens = SessionTokens("t" + s.id, "l" + s.id, "");
     s.app = "app";
     s.anonymous = anonymous;
     s.device = anonymous ? "anon-x" : "dev";

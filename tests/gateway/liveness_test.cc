@@ -99,8 +99,7 @@ Session Make(const std::string& id, const std::string& device, bool anonymous, u
   s.app = "app";
   s.device = device;
   s.anonymous = anonymous;
-  s.short_token = "s" + id;
-  s.long_token = "l" + id;
+  s.tokens = SessionTokens("s" + id, "l" + id, "");
   s.addr.family = AF_INET;
   std::memcpy(s.addr.ip.data(), ip, 4);
   s.addr.port = port;

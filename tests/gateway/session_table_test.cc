@@ -24,8 +24,7 @@ coap::Address Addr(uint16_t port) {
 Session Make(const std::string& id, uint16_t port, int64_t now) {
   Session s;
   s.id = id;
-  s.short_token = "s" + id;
-  s.long_token = "l" + id;
+  s.tokens = SessionTokens("s" + id, "l" + id, "");
   s.addr = Addr(port);
   s.last_seen_ms = now;
   return s;
@@ -132,7 +131,7 @@ TEST(SessionTable, RemoveWithTheSessionsOwnIdAndDestroyWithSessionsLeft) {
   for (int i = 0; i < 100; i += 3) t->Remove(t->ById(std::to_string(i))->id);  // the key dies with it
   EXPECT_EQ(t->size(), 66u);
   EXPECT_EQ(t->ById("3"), nullptr);
-  EXPECT_EQ(t->ById("4")->short_token, "s4");
+  EXPECT_EQ(t->ById("4")->tokens.short_token(), "s4");
   t.reset();  // frees the rest (ASan checks)
 }
 
@@ -250,6 +249,33 @@ TEST(SessionIndex, DuplicateKeysAreAllVisitedAndErasedOneByOne) {
     EXPECT_NE(s, all[2].get());
     return true;
   });
+}
+
+// The three parts round-trip any bytes (a fingerprint is binary), copies are deep, a moved-from
+// value is empty, and the default is three empty parts without a block.
+TEST(SessionTokens, ThreePartsInOneValue) {
+  std::string fingerprint(32, 'f');
+  fingerprint[0] = '\0';
+  fingerprint[1] = '\xff';
+  SessionTokens t("abcdefgh", std::string(32, 'L'), fingerprint);
+  EXPECT_EQ(t.short_token(), "abcdefgh");
+  EXPECT_EQ(t.long_token(), std::string(32, 'L'));
+  EXPECT_EQ(t.credential(), fingerprint);
+  SessionTokens copy = t;
+  EXPECT_NE(copy.short_token().data(), t.short_token().data());
+  EXPECT_EQ(copy.long_token(), t.long_token());
+  EXPECT_EQ(copy.credential(), fingerprint);
+  SessionTokens moved = std::move(copy);
+  EXPECT_EQ(moved.credential(), fingerprint);
+  EXPECT_TRUE(copy.short_token().empty() && copy.long_token().empty() && copy.credential().empty());
+  copy = moved;
+  EXPECT_EQ(copy.short_token(), "abcdefgh");
+  const SessionTokens none;
+  EXPECT_TRUE(none.short_token().empty() && none.long_token().empty() && none.credential().empty());
+  SessionTokens no_credential("s1", "l1", "");
+  EXPECT_EQ(no_credential.long_token(), "l1");
+  EXPECT_TRUE(no_credential.credential().empty());
+  EXPECT_THROW(SessionTokens(std::string(70000, 'x'), "l", ""), std::length_error);
 }
 
 }  // namespace

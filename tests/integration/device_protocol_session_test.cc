@@ -313,6 +313,24 @@ TEST_F(DeviceProtocol, ReusedMidAndTokenAfterReauthAreAnsweredAfresh) {
   EXPECT_EQ(std::count(list.begin(), list.end(), ':'), 1) << "pushed once: " << list;
 }
 
+// A retransmitted POST /.cs gets the first answer (the same tokens, one session) until the device
+// uses its session; the engine then lets the cached answer go, and a stale copy arriving later is
+// a new open that replaces the session (docs/device-protocol.md, "Transport").
+TEST_F(DeviceProtocol, OpenRetransmissionGetsTheFirstAnswerUntilTheSessionIsUsed) {
+  StartGateway();
+  SdkClient dev(port_);
+  const std::string open = dev.PrepareOpen("");
+  ASSERT_TRUE(dev.AcceptOpen(dev.Resend(open)));
+  const std::string first = dev.short_token();
+  ASSERT_TRUE(dev.AcceptOpen(dev.Resend(open)));  // the SDK's retransmission at +2 s
+  EXPECT_EQ(dev.short_token(), first) << "the cached answer";
+  EXPECT_EQ(Metric("tether_sessions_unconfirmed"), 1) << "one session";
+  ASSERT_EQ(dev.Ping().CodeString(), "2.05");
+  ASSERT_TRUE(dev.AcceptOpen(dev.Resend(open)));
+  EXPECT_NE(dev.short_token(), first) << "opened anew";
+  ASSERT_EQ(dev.Ping().CodeString(), "2.05") << "the new session serves";
+}
+
 // onDisconnect operations pass the access rules in force when they fire, not when registered.
 TEST_F(DeviceProtocol, OnDisconnectIsCheckedAgainstTheRoutesWhenItFires) {
   StartGateway();
