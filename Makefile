@@ -26,7 +26,7 @@ CROSS_LAUNCHER := $(if $(shell command -v ccache),-DCMAKE_C_COMPILER_LAUNCHER=cc
 # tests/cross/skips.txt (each with its reason, printed before the run).
 CROSS_TEST_TIMEOUT ?= 900
 
-.PHONY: all deps peers build build-release build-asan build-fuzz run test test-plain test-asan fuzz-smoke fuzz bench soak deb clean \
+.PHONY: all deps peers build build-release build-asan build-fuzz run test lint test-plain test-asan fuzz-smoke fuzz bench soak deb clean \
         $(addprefix cross-deps-,$(CROSS_ARCHS)) $(addprefix deb-,$(CROSS_ARCHS)) $(addprefix cross-build-,$(CROSS_ARCHS)) \
         $(addprefix cross-test-,$(CROSS_ARCHS)) cross-test cross-smoke
 
@@ -62,7 +62,11 @@ run: build-release
 	mkdir -p $(STATE_DIR)
 	STATE_DIRECTORY=$(STATE_DIR) RUNTIME_DIRECTORY=$(STATE_DIR) ./$(RUN_BUILD)/tetherd --config etc/tether.yaml
 
-test: peers test-plain test-asan fuzz-smoke cross-smoke
+test: peers lint test-plain test-asan fuzz-smoke cross-smoke
+
+# One naming convention (docs/architecture.md, "Naming"): clang-tidy over the product's sources.
+lint: build
+	./scripts/check-naming.py $(BUILD) -j $(JOBS)
 
 # Soak suites (label "soak") run only under `make soak`.
 test-plain: build

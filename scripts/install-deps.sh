@@ -9,7 +9,7 @@ PKGS=(
   libuv1-dev liblmdb-dev lmdb-utils libmbedtls-dev libyaml-cpp-dev libcurl4-openssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libcbor-dev libsystemd-dev libcpp-httplib-dev
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev clang-tidy clang-format
   libcoap3-bin systemd python3 iproute2 gnuplot-nox dpkg-dev file openssl curl adduser nghttp2-server libfaketime
 )
 
