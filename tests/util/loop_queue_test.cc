@@ -10,19 +10,13 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/uv_loop_test.h"
+
 namespace tether::util {
 namespace {
 
 // The test's own thread is the loop thread: it builds the queue, runs the loop and shuts down.
-class LoopQueueTest : public ::testing::Test {
- protected:
-  void SetUp() override { ASSERT_EQ(uv_loop_init(&loop_), 0); }
-  void TearDown() override {
-    uv_run(&loop_, UV_RUN_DEFAULT);  // runs the close callbacks, which free the handles
-    EXPECT_EQ(uv_loop_close(&loop_), 0) << "a handle was left open";
-  }
-  uv_loop_t loop_;
-};
+using LoopQueueTest = testing::UvLoopTest;
 
 TEST_F(LoopQueueTest, PostedWorkRunsOnTheLoopThreadInPostingOrder) {
   LoopQueue q(&loop_);

@@ -3,18 +3,12 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/uv_loop_test.h"
+
 namespace tether::util {
 namespace {
 
-class UvHandleTest : public ::testing::Test {
- protected:
-  void SetUp() override { ASSERT_EQ(uv_loop_init(&loop_), 0); }
-  void TearDown() override {
-    uv_run(&loop_, UV_RUN_DEFAULT);  // runs the close callbacks, which free the handles
-    EXPECT_EQ(uv_loop_close(&loop_), 0) << "a handle was left open";
-  }
-  uv_loop_t loop_;
-};
+using UvHandleTest = testing::UvLoopTest;
 
 TEST_F(UvHandleTest, TimerRunsWithItsDataAndClosesWithItsOwner) {
   int fired = 0;
