@@ -9,7 +9,7 @@
 
 namespace tether::coap {
 
-Address Address::from_sockaddr(const sockaddr* sa) {
+Address Address::FromSockaddr(const sockaddr* sa) {
   Address a;
   if (sa == nullptr) return a;
   if (sa->sa_family == AF_INET) {
@@ -26,7 +26,7 @@ Address Address::from_sockaddr(const sockaddr* sa) {
   return a;
 }
 
-socklen_t Address::to_sockaddr(sockaddr_storage& out) const {
+socklen_t Address::ToSockaddr(sockaddr_storage& out) const {
   std::memset(&out, 0, sizeof out);
   if (family == AF_INET) {
     auto* in = reinterpret_cast<sockaddr_in*>(&out);
@@ -54,7 +54,7 @@ std::string Address::to_string() const {
   return out;
 }
 
-Address Address::parse(std::string_view s) {
+Address Address::Parse(std::string_view s) {
   Address a;
   const bool secure = s.substr(0, 5) == "dtls:";
   if (secure) s.remove_prefix(5);

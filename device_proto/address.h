@@ -20,12 +20,12 @@ struct Address {
   uint8_t family = 0;  // AF_INET or AF_INET6
   uint8_t secure = 0;  // 1: datagrams are carried by a DTLS session
 
-  static Address from_sockaddr(const sockaddr* sa);  // family 0 if unsupported
+  static Address FromSockaddr(const sockaddr* sa);  // family 0 if unsupported
   // Fills `out`; returns its length (0 if family is unset).
-  socklen_t to_sockaddr(sockaddr_storage& out) const;
+  socklen_t ToSockaddr(sockaddr_storage& out) const;
   std::string to_string() const;  // "1.2.3.4:5683", "[::1]:5683"; "dtls:" prefix if secure
   // Inverse of to_string(); family 0 if `s` is not one of its forms.
-  static Address parse(std::string_view s);
+  static Address Parse(std::string_view s);
   bool operator==(const Address&) const = default;
 };
 

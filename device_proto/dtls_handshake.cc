@@ -21,7 +21,7 @@ Address SourceIp(Address a) {
 
 int DtlsServer::Impl::Send(void* p, const unsigned char* buf, size_t len) {
   auto* c = static_cast<Context*>(p);
-  c->server->link.send_datagram(c->peer, {buf, len});
+  c->server->link.SendDatagram(c->peer, {buf, len});
   return static_cast<int>(len);
 }
 
@@ -46,7 +46,7 @@ void DtlsServer::Impl::SetTimer(void* p, uint32_t int_ms, uint32_t fin_ms) {
   c->fin_at = now + fin_ms;
   c->timer_token = ++s.next_token;
   s.timers[c->timer_token] = c;
-  s.link.schedule(c->fin_at, c->timer_token);
+  s.link.Schedule(c->fin_at, c->timer_token);
 }
 
 int DtlsServer::Impl::GetTimer(void* p) {
@@ -104,7 +104,7 @@ void DtlsServer::Impl::ReadRecords(const Address& a) {
         ShrinkLive(opt.max_live);
       }
       const std::string identity = s->identity;  // the session may change during the upcall
-      link.on_plaintext(a, identity, {plain.data(), static_cast<size_t>(r)});
+      link.OnPlaintext(a, identity, {plain.data(), static_cast<size_t>(r)});
       continue;
     }
     if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE) {

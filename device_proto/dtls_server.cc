@@ -62,7 +62,7 @@ DtlsServer::~DtlsServer() {
   mbedtls_entropy_free(&s.entropy);
 }
 
-void DtlsServer::on_datagram(const Address& from, std::span<const uint8_t> bytes) {
+void DtlsServer::OnDatagram(const Address& from, std::span<const uint8_t> bytes) {
   Impl& s = *impl_;
   Session* session = s.Find(from);
   if (!session) return s.OnNewPeer(from, bytes);
@@ -81,7 +81,7 @@ void DtlsServer::on_datagram(const Address& from, std::span<const uint8_t> bytes
   }
 }
 
-bool DtlsServer::send(const Address& to, std::span<const uint8_t> plaintext) {
+bool DtlsServer::Send(const Address& to, std::span<const uint8_t> plaintext) {
   Impl& s = *impl_;
   Session* session = s.Find(to);
   if (!session || session->state == State::kHandshake || plaintext.size() > max_plaintext()) return false;
@@ -99,7 +99,7 @@ bool DtlsServer::send(const Address& to, std::span<const uint8_t> plaintext) {
   return true;
 }
 
-void DtlsServer::on_timer(uint64_t token) {
+void DtlsServer::OnTimer(uint64_t token) {
   Impl& s = *impl_;
   auto it = s.timers.find(token);
   if (it == s.timers.end()) return;
@@ -114,7 +114,7 @@ void DtlsServer::on_timer(uint64_t token) {
   }
 }
 
-void DtlsServer::housekeeping() {
+void DtlsServer::Housekeeping() {
   Impl& s = *impl_;
   const uint64_t now = s.link.now_ms();
   // Handshakes not done in time, and sessions that never sent a record after theirs, end.
@@ -146,7 +146,7 @@ void DtlsServer::housekeeping() {
   }
 }
 
-bool DtlsServer::close(const Address& peer) {
+bool DtlsServer::Close(const Address& peer) {
   Impl& s = *impl_;
   Session* session = s.Find(peer);
   if (!session) return false;
@@ -160,7 +160,7 @@ bool DtlsServer::close(const Address& peer) {
 
 size_t DtlsServer::max_plaintext() const { return impl_->opt.max_datagram - kMaxRecordExpansion; }
 
-std::optional<std::string> DtlsServer::identity(const Address& peer) const {
+std::optional<std::string> DtlsServer::Identity(const Address& peer) const {
   auto it = impl_->sessions.find(peer);
   if (it == impl_->sessions.end() || it->second.state == State::kHandshake) return std::nullopt;
   return it->second.identity;

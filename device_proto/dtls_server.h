@@ -1,7 +1,7 @@
 // DtlsServer: DTLS 1.2 PSK sessions (mbedTLS 2.28) for many peers on one UDP socket.
 //
-// Ciphertext comes in through on_datagram() and plaintext goes up through Link; plaintext goes
-// down through send() and ciphertext leaves through Link. No state is kept for a peer before it
+// Ciphertext comes in through OnDatagram() and plaintext goes up through Link; plaintext goes
+// down through Send() and ciphertext leaves through Link. No state is kept for a peer before it
 // returned a valid HelloVerifyRequest cookie: cookie-less ClientHellos are answered from one
 // shared context that is reset after each. The max_handshakes places for handshakes in flight
 // are shared fairly between source IPs: when they are all taken, a ClientHello with a valid cookie
@@ -11,7 +11,7 @@
 // pushed out by the `max_live` cap) are serialized with mbedtls_ssl_context_save and restored on
 // their next datagram, so a sleeping session costs a few hundred bytes. Only AEAD suites (CCM_8,
 // CCM, GCM) can sleep; a CBC session stays live and is closed (close_notify) when evicted.
-// Loop thread only; timers go through Link::schedule and come back as on_timer(token).
+// Loop thread only; timers go through Link::Schedule and come back as OnTimer(token).
 #pragma once
 
 #include <cstdint>
@@ -54,9 +54,9 @@ class DtlsServer {
   class Link {  // the owner's side; every call is made on the loop thread
    public:
     virtual ~Link() = default;
-    virtual void send_datagram(const Address& to, std::span<const uint8_t> ciphertext) = 0;
-    virtual void on_plaintext(const Address& from, std::string_view identity, std::span<const uint8_t> bytes) = 0;
-    virtual void schedule(uint64_t when_ms, uint64_t token) = 0;  // on_timer(token) at or after when_ms
+    virtual void SendDatagram(const Address& to, std::span<const uint8_t> ciphertext) = 0;
+    virtual void OnPlaintext(const Address& from, std::string_view identity, std::span<const uint8_t> bytes) = 0;
+    virtual void Schedule(uint64_t when_ms, uint64_t token) = 0;  // OnTimer(token) at or after when_ms
     virtual uint64_t now_ms() const = 0;
   };
 
@@ -66,17 +66,17 @@ class DtlsServer {
   DtlsServer(const DtlsServer&) = delete;
   DtlsServer& operator=(const DtlsServer&) = delete;
 
-  void on_datagram(const Address& from, std::span<const uint8_t> bytes);
+  void OnDatagram(const Address& from, std::span<const uint8_t> bytes);
   // Encrypts one plaintext datagram to an established session (waking it if asleep). False if
   // there is none or the plaintext is longer than max_plaintext().
-  bool send(const Address& to, std::span<const uint8_t> plaintext);
-  void on_timer(uint64_t token);
-  void housekeeping();  // sleeps idle sessions, expires silent ones and stale handshakes (~1/s)
+  bool Send(const Address& to, std::span<const uint8_t> plaintext);
+  void OnTimer(uint64_t token);
+  void Housekeeping();  // sleeps idle sessions, expires silent ones and stale handshakes (~1/s)
   // Ends the session with `peer` (close_notify). False if there is none.
-  bool close(const Address& peer);
+  bool Close(const Address& peer);
 
   size_t max_plaintext() const;  // the largest plaintext that fits one datagram with any suite
-  std::optional<std::string> identity(const Address& peer) const;  // of an established session
+  std::optional<std::string> Identity(const Address& peer) const;  // of an established session
   DtlsCounters counters() const;
 
   struct Impl;

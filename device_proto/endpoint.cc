@@ -7,13 +7,13 @@
 namespace tether::coap {
 
 std::string_view Request::uri_host() const {
-  const Option* o = message.find(opt::kUriHost);
+  const Option* o = message.Find(opt::kUriHost);
   return o ? o->str() : std::string_view{};
 }
 
 namespace {
 
-std::vector<std::string_view> collect(const Message& m, uint16_t number) {
+std::vector<std::string_view> Collect(const Message& m, uint16_t number) {
   std::vector<std::string_view> out;
   for (const Option& o : m.options)
     if (o.number == number) out.push_back(o.str());
@@ -22,15 +22,15 @@ std::vector<std::string_view> collect(const Message& m, uint16_t number) {
 
 }  // namespace
 
-std::vector<std::string_view> Request::uri_path() const { return collect(message, opt::kUriPath); }
-std::vector<std::string_view> Request::uri_queries() const { return collect(message, opt::kUriQuery); }
+std::vector<std::string_view> Request::uri_path() const { return Collect(message, opt::kUriPath); }
+std::vector<std::string_view> Request::uri_queries() const { return Collect(message, opt::kUriQuery); }
 
 // ---------------------------------------------------------------- state
 
-Peer* Endpoint::Impl::touch_peer(const Address& from, uint32_t socket) {
+Peer* Endpoint::Impl::TouchPeer(const Address& from, uint32_t socket) {
   auto it = peers.find(from);
   if (it == peers.end()) {
-    if (peers.size() >= opt.max_peers && !evict_unverified()) {
+    if (peers.size() >= opt.max_peers && !EvictUnverified()) {
       ++stats.peers_rejected;
       return nullptr;
     }
@@ -51,7 +51,7 @@ Peer* Endpoint::Impl::touch_peer(const Address& from, uint32_t socket) {
   return &it->second;
 }
 
-bool Endpoint::Impl::evict_unverified() {
+bool Endpoint::Impl::EvictUnverified() {
   for (int i = 0; i < kEvictScan && !lru_unverified.empty(); ++i) {
     auto it = peers.find(lru_unverified.back());
     if (it->second.refs > 0) {  // an exchange or observer still names it: look at it later
@@ -73,27 +73,27 @@ void Endpoint::Impl::set_verified(Peer& p) {
   lru_verified.splice(lru_verified.begin(), lru_unverified, p.lru);
 }
 
-void Endpoint::Impl::unref_peer(const Address& a) {
+void Endpoint::Impl::UnrefPeer(const Address& a) {
   auto it = peers.find(a);
   if (it != peers.end() && it->second.refs > 0) --it->second.refs;
 }
 
-uint16_t Endpoint::Impl::next_mid(const Address& a) {
+uint16_t Endpoint::Impl::NextMid(const Address& a) {
   auto it = peers.find(a);
   if (it == peers.end()) return static_cast<uint16_t>(rng());
   return it->second.next_mid++;
 }
 
-void Endpoint::Impl::finish_exchange(ExchangeId id) {
+void Endpoint::Impl::FinishExchange(ExchangeId id) {
   auto it = exchanges.find(id);
   if (it == exchanges.end()) return;
-  unref_peer(it->second.peer);
+  UnrefPeer(it->second.peer);
   exchanges.erase(it);
 }
 
 // ---------------------------------------------------------------- timers
 
-void Endpoint::Impl::arm_timer() {
+void Endpoint::Impl::ArmTimer() {
   if (timers.empty()) return;
   const uint64_t next = timers.next_deadline();
   if (timer_armed && next >= armed_at) return;
@@ -103,59 +103,59 @@ void Endpoint::Impl::arm_timer() {
       [](uv_timer_t* h) {
         auto* self = static_cast<Impl*>(h->data);
         self->timer_armed = false;
-        self->run_timers();
+        self->RunTimers();
       },
       next > t ? next - t : 0, 0);
   timer_armed = true;
   armed_at = next;
 }
 
-void Endpoint::Impl::run_timers() {
+void Endpoint::Impl::RunTimers() {
   TimerEntry e;
   const uint64_t t = now();
-  while (timers.pop_due(t, e)) {
+  while (timers.PopDue(t, e)) {
     switch (e.kind) {
       case TimerKind::kSeparateAck: {
         auto it = exchanges.find(e.id);
         if (it == exchanges.end()) break;
         const uint32_t rest = opt.response_timeout_ms > opt.separate_ack_after_ms
                                   ? opt.response_timeout_ms - opt.separate_ack_after_ms : 0;
-        timers.schedule(t + rest, TimerKind::kExchangeExpiry, e.id);
+        timers.Schedule(t + rest, TimerKind::kExchangeExpiry, e.id);
         Exchange& x = it->second;
         if (x.ack_sent) break;  // a duplicate request already triggered the empty ACK
         uint8_t b[4];
         Writer w(b);
-        w.header(Type::kAck, code::kEmpty, x.mid, {});
+        w.Header(Type::kAck, code::kEmpty, x.mid, {});
         x.ack_sent = true;
-        if (DedupEntry* d = dedup.find(MidKey{x.peer, x.mid}); d && d->pending == e.id) d->reply.assign(b, b + 4);
-        send(x.socket, x.peer, {b, 4});
+        if (DedupEntry* d = dedup.Find(MidKey{x.peer, x.mid}); d && d->pending == e.id) d->reply.assign(b, b + 4);
+        Send(x.socket, x.peer, {b, 4});
         break;
       }
       case TimerKind::kExchangeExpiry:
         if (auto it = exchanges.find(e.id); it != exchanges.end()) {
-          if (DedupEntry* d = dedup.find(MidKey{it->second.peer, it->second.mid}); d && d->pending == e.id)
+          if (DedupEntry* d = dedup.Find(MidKey{it->second.peer, it->second.mid}); d && d->pending == e.id)
             d->pending = 0;
-          finish_exchange(e.id);
+          FinishExchange(e.id);
         }
         break;
       case TimerKind::kRetransmit:
-        on_retransmit(e.id, e.when_ms);
+        OnRetransmit(e.id, e.when_ms);
         break;
       case TimerKind::kDtls:
         if (const uint64_t socket = e.id >> 48; socket < sockets.size() && sockets[socket]->dtls)
-          sockets[socket]->dtls->on_timer(e.id & ((uint64_t{1} << 48) - 1));
+          sockets[socket]->dtls->OnTimer(e.id & ((uint64_t{1} << 48) - 1));
         break;
       case TimerKind::kHousekeeping:
         // Resume soon if the eviction budget ran out, so a mass expiry drains in slices.
-        timers.schedule(t + (housekeeping() ? 10 : kHousekeepingMs), TimerKind::kHousekeeping, 0);
+        timers.Schedule(t + (Housekeeping() ? 10 : kHousekeepingMs), TimerKind::kHousekeeping, 0);
         break;
     }
   }
   timer_armed = false;
-  arm_timer();
+  ArmTimer();
 }
 
-void Endpoint::Impl::on_retransmit(uint64_t out_id, uint64_t when) {
+void Endpoint::Impl::OnRetransmit(uint64_t out_id, uint64_t when) {
   auto it = outgoing.find(out_id);
   if (it == outgoing.end() || it->second.next_at_ms != when) return;
   Outgoing& o = it->second;
@@ -164,16 +164,16 @@ void Endpoint::Impl::on_retransmit(uint64_t out_id, uint64_t when) {
     const Outgoing::Kind kind = o.kind;
     const uint64_t owner = o.owner;
     const Address peer = o.peer;
-    erase_outgoing(out_id);
+    EraseOutgoing(out_id);
     if (kind == Outgoing::Kind::kNotification) {
       if (auto ob = observers.find(owner); ob != observers.end() && ob->second.inflight == out_id) {
         ob->second.inflight = 0;
-        peer_timed_out(peer, owner);
+        PeerTimedOut(peer, owner);
       } else {
-        drain_slot(peer);  // it held the peer's slot for an observer that moved on
+        DrainSlot(peer);  // it held the peer's slot for an observer that moved on
       }
     } else {
-      handler.on_response_failed(owner);
+      handler.OnResponseFailed(owner);
     }
     return;
   }
@@ -185,11 +185,11 @@ void Endpoint::Impl::on_retransmit(uint64_t out_id, uint64_t when) {
       Observer& w = ob->second;
       if (o.prev_mid) outgoing_by_mid.erase(MidKey{o.peer, *o.prev_mid});
       o.prev_mid = o.mid;
-      o.mid = next_mid(o.peer);
+      o.mid = NextMid(o.peer);
       o.bytes = std::move(w.pending);
-      stamp({reinterpret_cast<uint8_t*>(o.bytes.data()), o.bytes.size()}, Type::kCon, o.mid);
+      Stamp({reinterpret_cast<uint8_t*>(o.bytes.data()), o.bytes.size()}, Type::kCon, o.mid);
       outgoing_by_mid[MidKey{o.peer, o.mid}] = out_id;
-      stop_waiting(o.owner, w);
+      StopWaiting(o.owner, w);
       w.since_con = 0;
       w.last_con_ms = now();
       ++stats.notifications;
@@ -199,18 +199,18 @@ void Endpoint::Impl::on_retransmit(uint64_t out_id, uint64_t when) {
   ++stats.retransmissions;
   o.timeout_ms *= 2;
   o.next_at_ms = now() + o.timeout_ms;
-  timers.schedule(o.next_at_ms, TimerKind::kRetransmit, out_id);
-  send(o.socket, o.peer, {reinterpret_cast<const uint8_t*>(o.bytes.data()), o.bytes.size()});
+  timers.Schedule(o.next_at_ms, TimerKind::kRetransmit, out_id);
+  Send(o.socket, o.peer, {reinterpret_cast<const uint8_t*>(o.bytes.data()), o.bytes.size()});
 }
 
-bool Endpoint::Impl::housekeeping() {
+bool Endpoint::Impl::Housekeeping() {
   const uint64_t t = now();
   for (SocketState* s : sockets)
-    if (s->dtls) s->dtls->housekeeping();
-  dedup.expire(t);
-  bodies.expire(t);
-  uploads.expire(t);
-  non_notifications.expire(t);
+    if (s->dtls) s->dtls->Housekeeping();
+  dedup.Expire(t);
+  bodies.Expire(t);
+  uploads.Expire(t);
+  non_notifications.Expire(t);
   // Evict peers idle for EXCHANGE_LIFETIME with nothing pending. Peers with
   // state are moved to the front and looked at again later. Bounded per tick.
   int budget = 10000;
@@ -241,38 +241,38 @@ Endpoint::~Endpoint() = default;
 
 // ---------------------------------------------------------------- DTLS link
 
-void DtlsLink::send_datagram(const Address& to, std::span<const uint8_t> ciphertext) {
-  impl->send_raw(socket, to, ciphertext);
+void DtlsLink::SendDatagram(const Address& to, std::span<const uint8_t> ciphertext) {
+  impl->SendRaw(socket, to, ciphertext);
 }
 
-void DtlsLink::on_plaintext(const Address& from, std::string_view identity, std::span<const uint8_t> bytes) {
+void DtlsLink::OnPlaintext(const Address& from, std::string_view identity, std::span<const uint8_t> bytes) {
   impl->identity = identity;
-  impl->on_datagram(socket, from, bytes);
+  impl->OnDatagram(socket, from, bytes);
   impl->identity = {};
 }
 
-void DtlsLink::schedule(uint64_t when_ms, uint64_t token) {
-  impl->timers.schedule(when_ms, TimerKind::kDtls, uint64_t{socket} << 48 | token);
-  impl->arm_timer();
+void DtlsLink::Schedule(uint64_t when_ms, uint64_t token) {
+  impl->timers.Schedule(when_ms, TimerKind::kDtls, uint64_t{socket} << 48 | token);
+  impl->ArmTimer();
 }
 
 uint64_t DtlsLink::now_ms() const { return impl->now(); }
 
-void Endpoint::Impl::receive(uint32_t socket, Address from, std::span<const uint8_t> bytes) {
+void Endpoint::Impl::Receive(uint32_t socket, Address from, std::span<const uint8_t> bytes) {
   if (socket < sockets.size() && sockets[socket]->dtls) {
     from.secure = 1;
-    sockets[socket]->dtls->on_datagram(from, bytes);
+    sockets[socket]->dtls->OnDatagram(from, bytes);
     return;
   }
-  on_datagram(socket, from, bytes);
+  OnDatagram(socket, from, bytes);
 }
 
-int Endpoint::listen(const char* ip, uint16_t port) {
+int Endpoint::Listen(const char* ip, uint16_t port) {
   SocketState* s = nullptr;
-  return impl_->open_socket(ip, port, s);
+  return impl_->OpenSocket(ip, port, s);
 }
 
-int Endpoint::listen_dtls(const char* ip, uint16_t port, DtlsOptions options, PskLookup psk) {
+int Endpoint::ListenDtls(const char* ip, uint16_t port, DtlsOptions options, PskLookup psk) {
   // The server exists before the socket does, so a setup failure never leaves a plaintext socket.
   auto link = std::make_unique<DtlsLink>();
   link->impl = impl_.get();
@@ -280,7 +280,7 @@ int Endpoint::listen_dtls(const char* ip, uint16_t port, DtlsOptions options, Ps
   options.max_datagram = impl_->opt.max_datagram;
   auto server = std::make_unique<DtlsServer>(*link, options, std::move(psk));
   SocketState* s = nullptr;
-  if (int r = impl_->open_socket(ip, port, s); r != 0) return r;
+  if (int r = impl_->OpenSocket(ip, port, s); r != 0) return r;
   s->dtls_link = std::move(link);
   s->dtls = std::move(server);
   s->max_message = s->dtls->max_plaintext();
@@ -289,7 +289,7 @@ int Endpoint::listen_dtls(const char* ip, uint16_t port, DtlsOptions options, Ps
   return 0;
 }
 
-int Endpoint::Impl::open_socket(const char* ip, uint16_t port, SocketState*& out) {
+int Endpoint::Impl::OpenSocket(const char* ip, uint16_t port, SocketState*& out) {
   sockaddr_storage ss{};
   unsigned family = AF_INET;
   if (uv_ip4_addr(ip, port, reinterpret_cast<sockaddr_in*>(&ss)) != 0) {
@@ -328,9 +328,9 @@ int Endpoint::Impl::open_socket(const char* ip, uint16_t port, SocketState*& out
         // The receive buffer belongs to the socket and is reused, never freed here.
         if (nread <= 0 || addr == nullptr) return;
         auto* st = static_cast<SocketState*>(h->data);
-        const Address from = Address::from_sockaddr(addr);
+        const Address from = Address::FromSockaddr(addr);
         if (from.family == 0) return;
-        st->impl->receive(st->index, from, {reinterpret_cast<const uint8_t*>(buf->base), static_cast<size_t>(nread)});
+        st->impl->Receive(st->index, from, {reinterpret_cast<const uint8_t*>(buf->base), static_cast<size_t>(nread)});
       });
   if (r != 0) return fail(r);
   sockets.push_back(s);
@@ -338,18 +338,18 @@ int Endpoint::Impl::open_socket(const char* ip, uint16_t port, SocketState*& out
   return 0;
 }
 
-uint16_t Endpoint::local_port(size_t socket_index) const {
+uint16_t Endpoint::LocalPort(size_t socket_index) const {
   if (socket_index >= impl_->sockets.size()) return 0;
   sockaddr_storage ss;
   int len = sizeof ss;
   if (uv_udp_getsockname(&impl_->sockets[socket_index]->handle, reinterpret_cast<sockaddr*>(&ss), &len) != 0)
     return 0;
-  return Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss)).port;
+  return Address::FromSockaddr(reinterpret_cast<sockaddr*>(&ss)).port;
 }
 
-bool Endpoint::respond(ExchangeId id, const Response& response) { return impl_->deliver(id, response, std::nullopt); }
+bool Endpoint::Respond(ExchangeId id, const Response& response) { return impl_->Deliver(id, response, std::nullopt); }
 
-void Endpoint::ignore(ExchangeId id) {
+void Endpoint::Ignore(ExchangeId id) {
   auto it = impl_->exchanges.find(id);
   if (it == impl_->exchanges.end()) return;
   // The dedup entry stays (a retransmission is a duplicate) but points at no exchange: silence.
@@ -359,11 +359,11 @@ void Endpoint::ignore(ExchangeId id) {
   const MidKey key{x.peer, x.mid};
   if (!x.has_dedup) {
     auto p = m.peers.find(x.peer);
-    m.dedup.insert(key, DedupEntry{{}, 0, p == m.peers.end() ? 0 : p->second.binding, x.token}, 0, m.now());
-  } else if (DedupEntry* d = m.dedup.find(key); d && d->pending == id) {
+    m.dedup.Insert(key, DedupEntry{{}, 0, p == m.peers.end() ? 0 : p->second.binding, x.token}, 0, m.now());
+  } else if (DedupEntry* d = m.dedup.Find(key); d && d->pending == id) {
     d->pending = 0;
   }
-  impl_->finish_exchange(id);  // its timers find nothing and do nothing
+  impl_->FinishExchange(id);  // its timers find nothing and do nothing
 }
 
 DtlsCounters Endpoint::dtls_counters() const {
@@ -393,11 +393,11 @@ DtlsCounters Endpoint::dtls_counters() const {
   return sum;
 }
 
-void Endpoint::allow_unasked_blocks(ExchangeId id) {
+void Endpoint::AllowUnaskedBlocks(ExchangeId id) {
   if (auto x = impl_->exchanges.find(id); x != impl_->exchanges.end()) x->second.unasked_blocks = true;
 }
 
-void Endpoint::new_binding(ExchangeId id) {
+void Endpoint::NewBinding(ExchangeId id) {
   Impl& m = *impl_;
   auto x = m.exchanges.find(id);
   if (x == m.exchanges.end()) return;
@@ -405,14 +405,14 @@ void Endpoint::new_binding(ExchangeId id) {
   if (p == m.peers.end()) return;
   p->second.binding = ++m.last_binding;
   p->second.opener_cached = false;
-  if (DedupEntry* d = m.dedup.find(MidKey{x->second.peer, x->second.mid}); d && d->pending == id) {
+  if (DedupEntry* d = m.dedup.Find(MidKey{x->second.peer, x->second.mid}); d && d->pending == id) {
     d->binding = p->second.binding;
     p->second.opener_mid = x->second.mid;
     p->second.opener_cached = true;
   }
 }
 
-void Endpoint::verify_peer(const Address& peer) {
+void Endpoint::VerifyPeer(const Address& peer) {
   if (auto it = impl_->peers.find(peer); it != impl_->peers.end()) impl_->set_verified(it->second);
 }
 
@@ -426,14 +426,14 @@ Counters Endpoint::counters() const {
   return c;
 }
 
-void Endpoint::handle_datagram(size_t socket_index, const Address& from, std::span<const uint8_t> bytes) {
-  impl_->receive(static_cast<uint32_t>(socket_index), from, bytes);
+void Endpoint::HandleDatagram(size_t socket_index, const Address& from, std::span<const uint8_t> bytes) {
+  impl_->Receive(static_cast<uint32_t>(socket_index), from, bytes);
 }
 
 void Endpoint::set_transmit_hook(TransmitHook hook) { impl_->hook = std::move(hook); }
 
-void Endpoint::set_clock(std::function<uint64_t()> clock) { impl_->clock = std::move(clock); }
+void Endpoint::SetClock(std::function<uint64_t()> clock) { impl_->clock = std::move(clock); }
 
-void Endpoint::run_timers() { impl_->run_timers(); }
+void Endpoint::RunTimers() { impl_->RunTimers(); }
 
 }  // namespace tether::coap

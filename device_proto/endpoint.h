@@ -1,6 +1,6 @@
 // A CoAP (RFC 7252/7641/7959) server endpoint on a caller's libuv loop.
 // Knows nothing about the application: requests go up through Handler,
-// answers come back through respond()/respond_observe()/notify().
+// answers come back through Respond()/RespondObserve()/Notify().
 // All calls must be made on the loop's thread. Work per datagram is O(1):
 // peers, exchanges, duplicates and observers live in hash maps, and every
 // timer is an entry in one heap driven by one uv_timer.
@@ -8,7 +8,7 @@
 // Hostile LAN rules (docs/operations.md, "Security model"):
 // - The peer table holds at most max_peers addresses. A peer is *verified* once it proved it
 //   receives what is sent to it: a DTLS peer (its handshake did), or a peer the handler vouches
-//   for with verify_peer() (tetherd: a request carrying a session token from the session's
+//   for with VerifyPeer() (tetherd: a request carrying a session token from the session's
 //   address). A new address that finds the table full evicts the least recently active
 //   unverified peer with nothing pending; verified peers are never pushed out by unverified ones.
 // - Notifications: at most one confirmable notification outstanding per peer (NSTART = 1).
@@ -74,18 +74,18 @@ struct Counters {
 struct Request {
   ExchangeId id;
   const Address& peer;
-  const Message& message;             // valid only during on_request
+  const Message& message;             // valid only during OnRequest
   std::span<const uint8_t> payload;   // whole body (Block1 reassembled)
   std::string_view identity;          // DTLS PSK identity (peer.secure); empty over plain UDP
-  bool peer_verified = false;         // see Endpoint::verify_peer (always true over DTLS)
+  bool peer_verified = false;         // see Endpoint::VerifyPeer (always true over DTLS)
 
   uint8_t method() const { return message.code; }
   std::string_view uri_host() const;  // empty if absent
   std::vector<std::string_view> uri_path() const;
   std::vector<std::string_view> uri_queries() const;
-  std::optional<uint32_t> observe() const { return message.uint_option(opt::kObserve); }
-  std::optional<uint32_t> content_format() const { return message.uint_option(opt::kContentFormat); }
-  std::optional<uint32_t> accept() const { return message.uint_option(opt::kAccept); }
+  std::optional<uint32_t> observe() const { return message.UintOption(opt::kObserve); }
+  std::optional<uint32_t> content_format() const { return message.UintOption(opt::kContentFormat); }
+  std::optional<uint32_t> accept() const { return message.UintOption(opt::kAccept); }
 };
 
 struct Response {
@@ -96,12 +96,12 @@ struct Response {
   std::optional<uint32_t> size1 = std::nullopt;  // e.g. the accepted body size on a 4.13 (RFC 7959 §2.9.3)
 };
 
-// Why the engine ended an observation on its own (cancel_observer and error
+// Why the engine ended an observation on its own (CancelObserver and error
 // notifications end it without a callback). kTooLarge: a notification did not
 // fit one datagram and the client cannot take blocks; it got a 4.13 instead.
 enum class DropReason { kReset, kTimeout, kReplaced, kTooLarge };
 
-// An observation as the wire knows it. restore_observer() re-creates one from
+// An observation as the wire knows it. RestoreObserver() re-creates one from
 // it, e.g. after a restart; `resource` is opaque (it matches the client's
 // later Block2 requests for the same resource).
 struct ObserverState {
@@ -110,18 +110,18 @@ struct ObserverState {
   Token token;
   uint32_t seq = 0;  // last Observe value sent (24 bits)
   uint64_t resource = 0;
-  bool unasked_blocks = false;  // see Endpoint::allow_unasked_blocks
+  bool unasked_blocks = false;  // see Endpoint::AllowUnaskedBlocks
 };
 
 class Handler {
  public:
   virtual ~Handler() = default;
-  virtual void on_request(const Request& request) = 0;
-  virtual void on_activity(const Address&) {}  // every well-formed datagram; keep it cheap
-  virtual void on_observer_dropped(ObserverId, DropReason) {}
+  virtual void OnRequest(const Request& request) = 0;
+  virtual void OnActivity(const Address&) {}  // every well-formed datagram; keep it cheap
+  virtual void OnObserverDropped(ObserverId, DropReason) {}
   // A separate CON response was never acknowledged (or was reset). An observation it was
-  // registering is dropped and reported through on_observer_dropped instead.
-  virtual void on_response_failed(ExchangeId) {}
+  // registering is dropped and reported through OnObserverDropped instead.
+  virtual void OnResponseFailed(ExchangeId) {}
 };
 
 class Endpoint {
@@ -133,70 +133,70 @@ class Endpoint {
   Endpoint& operator=(const Endpoint&) = delete;
 
   // Binds a numeric IPv4 or IPv6 address; port 0 picks one. 0 or a uv error.
-  int listen(const char* ip, uint16_t port);
+  int Listen(const char* ip, uint16_t port);
   // The same, for CoAP over DTLS 1.2 PSK (RFC 7252 §9): peers on this socket have
   // Address::secure set and their requests carry the PSK identity. max_datagram is the endpoint's.
   // Throws std::runtime_error when mbedTLS cannot be set up.
-  int listen_dtls(const char* ip, uint16_t port, DtlsOptions options, PskLookup psk);
-  uint16_t local_port(size_t socket_index = 0) const;
+  int ListenDtls(const char* ip, uint16_t port, DtlsOptions options, PskLookup psk);
+  uint16_t LocalPort(size_t socket_index = 0) const;
 
-  // Answers an exchange, synchronously inside on_request or later. False if
+  // Answers an exchange, synchronously inside OnRequest or later. False if
   // the exchange is unknown (already answered or timed out).
   // A body over one datagram goes out as Block2 blocks (RFC 7959) if the client
-  // asked for blocks or allow_unasked_blocks() was called for the exchange;
+  // asked for blocks or AllowUnaskedBlocks() was called for the exchange;
   // otherwise the answer is 4.13 with a diagnostic, so a client that cannot
   // reassemble (the Wilddog SDK) never gets a truncated body.
-  bool respond(ExchangeId id, const Response& response);
+  bool Respond(ExchangeId id, const Response& response);
   // Leaves the exchange unanswered and forgets it: nothing is sent for it, not even the empty ACK
   // of a slow answer, and its retransmissions are ignored like any duplicate. For requests a
   // server refuses to spend an answer on (rate limits: an unverified source gets nothing back).
-  void ignore(ExchangeId id);
+  void Ignore(ExchangeId id);
   // The client of `id` reassembles Block2 although it did not ask (RFC 7959 §2.2
   // lets the server start blocks). An observation it registers inherits this
   // for its notifications; without it a notification that outgrows one
   // datagram ends the observation with a 4.13 (DropReason::kTooLarge).
-  void allow_unasked_blocks(ExchangeId id);
+  void AllowUnaskedBlocks(ExchangeId id);
   // Answers a GET and registers the peer+token as an observer (replacing any
   // with the same token, which is reported as kReplaced). Returns 0 if the
   // exchange is unknown, if the code is not 2.xx, or if the body needs blocks
   // the client cannot take (4.13, see respond): then it is a plain answer.
-  ObserverId respond_observe(ExchangeId id, const Response& response);
+  ObserverId RespondObserve(ExchangeId id, const Response& response);
   // Sends a notification; a non-2.xx code ends the observation. False if unknown.
-  bool notify(ObserverId id, const Response& response);
-  void cancel_observer(ObserverId id);  // no callback, nothing sent
-  std::optional<ObserverState> observer_state(ObserverId id) const;
+  bool Notify(ObserverId id, const Response& response);
+  void CancelObserver(ObserverId id);  // no callback, nothing sent
+  std::optional<ObserverState> ObserverStateOf(ObserverId id) const;
   // Registers an observation without a request; its next notification carries
   // Observe seq+1. Replaces one with the same peer+token (no callback).
-  ObserverId restore_observer(const ObserverState& state);
+  ObserverId RestoreObserver(const ObserverState& state);
   // The client moved (NAT rebinding, new socket): notifications and the CON in
   // flight go to `to` from now on. False if the observer is unknown (or `to`
   // is a new peer and the peer table is full).
-  bool move_observer(ObserverId id, const Address& to);
+  bool MoveObserver(ObserverId id, const Address& to);
 
   // The request `id` starts a new binding of its peer's address (e.g. a fresh
   // session): requests received before it are no longer duplicates, so a
   // client that reuses an old message ID and token is answered afresh.
   // Retransmissions of `id` itself are still recognised.
-  void new_binding(ExchangeId id);
+  void NewBinding(ExchangeId id);
 
   // `peer` proved it receives what is sent to it (e.g. it used a token sent only to that
   // address): the peer table keeps it when unverified addresses flood in. Costs one lookup;
   // Request::peer_verified says whether it is needed. Idle peers still age out (exchange_lifetime).
-  void verify_peer(const Address& peer);
+  void VerifyPeer(const Address& peer);
 
   Counters counters() const;
   DtlsCounters dtls_counters() const;  // summed over DTLS sockets
 
-  // Test seams. handle_datagram processes bytes as if received on socket
+  // Test seams. HandleDatagram processes bytes as if received on socket
   // `socket_index` (ciphertext on a DTLS socket); with a transmit hook set, every
   // datagram goes to the hook instead of a socket (ciphertext for DTLS peers).
-  // run_timers fires every timer due now. With a clock set, "now" is its value
+  // RunTimers fires every timer due now. With a clock set, "now" is its value
   // (ms; it starts at or after uv_now() and never goes back) instead of uv_now().
-  void handle_datagram(size_t socket_index, const Address& from, std::span<const uint8_t> bytes);
+  void HandleDatagram(size_t socket_index, const Address& from, std::span<const uint8_t> bytes);
   using TransmitHook = std::function<void(const Address&, std::span<const uint8_t>)>;
   void set_transmit_hook(TransmitHook hook);
-  void set_clock(std::function<uint64_t()> clock);
-  void run_timers();
+  void SetClock(std::function<uint64_t()> clock);
+  void RunTimers();
 
   struct Impl;
 

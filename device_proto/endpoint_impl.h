@@ -63,11 +63,11 @@ struct ResourceKeyHash {
   }
 };
 
-ResourceKey resource_key(const Address& peer, const Message& m, bool with_method);
+ResourceKey ResourceKeyOf(const Address& peer, const Message& m, bool with_method);
 
 // Sets the type and message ID of an encoded message in place (a notification is encoded
 // before it is known when, and so as what, it leaves).
-inline void stamp(std::span<uint8_t> bytes, Type type, uint16_t mid) {
+inline void Stamp(std::span<uint8_t> bytes, Type type, uint16_t mid) {
   bytes[0] = static_cast<uint8_t>((bytes[0] & 0xCF) | (static_cast<uint8_t>(type) << 4));
   bytes[2] = static_cast<uint8_t>(mid >> 8);
   bytes[3] = static_cast<uint8_t>(mid);
@@ -80,13 +80,13 @@ constexpr uint32_t kHousekeepingMs = 1000;
 struct Peer {
   uint16_t socket = 0;    // index into the endpoint's sockets (it binds a handful)
   uint16_t next_mid = 0;
-  // The request that opened the peer's current binding (new_binding) while its reply may still be
-  // cached: the peer's next new request releases that reply (see forget_opener).
+  // The request that opened the peer's current binding (NewBinding) while its reply may still be
+  // cached: the peer's next new request releases that reply (see ForgetOpener).
   uint16_t opener_mid = 0;
   bool opener_cached = false;
   bool verified = false;  // DTLS, or vouched for by the handler: never evicted to make room
   uint32_t refs = 0;      // exchanges, observers and CONs in flight that name this peer
-  uint32_t binding = 0;   // bumped by new_binding(): older dedup entries no longer match
+  uint32_t binding = 0;   // bumped by NewBinding(): older dedup entries no longer match
   uint64_t last_seen_ms = 0;
   std::list<Address>::iterator lru;  // in lru_verified or lru_unverified
 };
@@ -109,7 +109,7 @@ struct Exchange {
   std::optional<Block> block1_echo;   // final Block1 of a reassembled body
   ResourceKey resource;               // for caching Block2 bodies
   bool unasked_blocks = false;        // may start Block2 without a Block2 request
-  bool answered_afresh = false;       // a GET: see answered_afresh()
+  bool answered_afresh = false;       // a GET: see AnsweredAfresh()
   bool has_dedup = false;             // its dedup entry was made (a GET's only if it outlived the upcall)
 };
 
@@ -122,12 +122,12 @@ struct Exchange {
 //   time), and errors are rare.
 // - Every other method, and a GET with Block1 (its upload state is not idempotent), keeps its
 //   reply for EXCHANGE_LIFETIME: a repeated write could undo a later one.
-// - Except the request that opened its peer's binding (new_binding: a session's POST /.cs): its
+// - Except the request that opened its peer's binding (NewBinding: a session's POST /.cs): its
 //   answered reply goes at the peer's next new request in that binding. A client sends that only
 //   once it has the reply (no session without it: the SDK pings right after opening), so it never
 //   retransmits the opener after; an idle device then holds no cached reply. A stale copy of the
 //   opener arriving later is a new request (the handler opens anew).
-inline bool answered_afresh(const Message& m) { return m.code == code::kGet && !m.find(opt::kBlock1); }
+inline bool AnsweredAfresh(const Message& m) { return m.code == code::kGet && !m.Find(opt::kBlock1); }
 
 // Largest members first: 56 bytes, not 64 with the token in front.
 struct DedupEntry {
@@ -145,8 +145,8 @@ struct CachedBody {
   std::optional<uint32_t> size1;
 };
 
-// encode() result when the body needs blocks that the client did not ask for
-// and is not known to reassemble (Endpoint::allow_unasked_blocks).
+// Encode() result when the body needs blocks that the client did not ask for
+// and is not known to reassemble (Endpoint::AllowUnaskedBlocks).
 constexpr size_t kNeedsBlocks = SIZE_MAX;
 
 struct Upload {
@@ -206,9 +206,9 @@ struct SendQueue {
 struct DtlsLink final : DtlsServer::Link {
   Endpoint::Impl* impl = nullptr;
   uint32_t socket = 0;
-  void send_datagram(const Address& to, std::span<const uint8_t> ciphertext) override;
-  void on_plaintext(const Address& from, std::string_view identity, std::span<const uint8_t> bytes) override;
-  void schedule(uint64_t when_ms, uint64_t token) override;
+  void SendDatagram(const Address& to, std::span<const uint8_t> ciphertext) override;
+  void OnPlaintext(const Address& from, std::string_view identity, std::span<const uint8_t> bytes) override;
+  void Schedule(uint64_t when_ms, uint64_t token) override;
   uint64_t now_ms() const override;
 };
 
@@ -239,18 +239,18 @@ struct Endpoint::Impl {
     while (max_szx < 6 && (size_t{32} << max_szx) + 48 <= opt.max_datagram) ++max_szx;
     timer = util::UvTimer(loop, this);
     uv_unref(timer.handle());
-    timers.schedule(now() + kHousekeepingMs, TimerKind::kHousekeeping, 0);
-    arm_timer();
+    timers.Schedule(now() + kHousekeepingMs, TimerKind::kHousekeeping, 0);
+    ArmTimer();
     flush_before_poll = util::UvHandle<uv_prepare_t>(loop, this, uv_prepare_init);
     flush_after_io = util::UvHandle<uv_check_t>(loop, this, uv_check_init);
-    uv_prepare_start(flush_before_poll, [](uv_prepare_t* h) { static_cast<Impl*>(h->data)->flush_sends(); });
-    uv_check_start(flush_after_io, [](uv_check_t* h) { static_cast<Impl*>(h->data)->flush_sends(); });
+    uv_prepare_start(flush_before_poll, [](uv_prepare_t* h) { static_cast<Impl*>(h->data)->FlushSends(); });
+    uv_check_start(flush_after_io, [](uv_check_t* h) { static_cast<Impl*>(h->data)->FlushSends(); });
     uv_unref(flush_before_poll.handle());
     uv_unref(flush_after_io.handle());
   }
 
   ~Impl() {
-    flush_sends();
+    FlushSends();
     flush_before_poll.Close();
     flush_after_io.Close();
     for (SocketState* s : sockets) {
@@ -262,65 +262,65 @@ struct Endpoint::Impl {
   }
 
   uint64_t now() const { return clock ? clock() : uv_now(loop); }
-  size_t max_message(uint32_t socket) const {
+  size_t MaxMessage(uint32_t socket) const {
     return socket < sockets.size() ? sockets[socket]->max_message : opt.max_datagram;
   }
-  uint8_t szx_for(uint32_t socket) const { return socket < sockets.size() ? sockets[socket]->max_szx : max_szx; }
-  int open_socket(const char* ip, uint16_t port, SocketState*& out);
+  uint8_t SzxFor(uint32_t socket) const { return socket < sockets.size() ? sockets[socket]->max_szx : max_szx; }
+  int OpenSocket(const char* ip, uint16_t port, SocketState*& out);
 
   // ---- transmit ----
-  void send(uint32_t socket, const Address& to, std::span<const uint8_t> bytes);  // a CoAP message
-  void send_raw(uint32_t socket, const Address& to, std::span<const uint8_t> bytes);  // a datagram
-  void send_rst(uint32_t socket, const Address& to, uint16_t mid);
-  void flush_sends();                       // every socket's SendQueue
-  void flush(SocketState& s);
-  size_t encode(uint32_t socket, Type type, uint16_t mid, const Token& token, const CachedBody& meta,
+  void Send(uint32_t socket, const Address& to, std::span<const uint8_t> bytes);  // a CoAP message
+  void SendRaw(uint32_t socket, const Address& to, std::span<const uint8_t> bytes);  // a datagram
+  void SendRst(uint32_t socket, const Address& to, uint16_t mid);
+  void FlushSends();                       // every socket's SendQueue
+  void Flush(SocketState& s);
+  size_t Encode(uint32_t socket, Type type, uint16_t mid, const Token& token, const CachedBody& meta,
                 std::span<const uint8_t> body, std::optional<uint32_t> observe,
                 std::optional<Block> block2_req, std::optional<Block> block1_echo, const ResourceKey* cache_as,
                 bool unasked_blocks = true);
   // The 4.13 sent instead of a body of `size` bytes that needs unasked-for blocks.
-  size_t encode_too_large(uint32_t socket, Type type, uint16_t mid, const Token& token, size_t size);
-  void reply_direct(uint32_t socket, const Address& from, const Message& req, uint8_t code, std::string_view diag,
+  size_t EncodeTooLarge(uint32_t socket, Type type, uint16_t mid, const Token& token, size_t size);
+  void ReplyDirect(uint32_t socket, const Address& from, const Message& req, uint8_t code, std::string_view diag,
                     std::optional<Block> block1 = {}, std::optional<uint32_t> size1 = {}, bool cache = true);
-  void start_con(Outgoing::Kind kind, uint64_t owner, const Address& peer, uint32_t socket, uint16_t mid,
+  void StartCon(Outgoing::Kind kind, uint64_t owner, const Address& peer, uint32_t socket, uint16_t mid,
                  std::span<const uint8_t> bytes);
   // `registering`: the observer this answer registers (its CON, if any, is the observer's).
-  bool deliver(ExchangeId id, const Response& r, std::optional<uint32_t> observe, ObserverId registering = 0);
+  bool Deliver(ExchangeId id, const Response& r, std::optional<uint32_t> observe, ObserverId registering = 0);
 
   // ---- receive ----
-  void receive(uint32_t socket, Address from, std::span<const uint8_t> bytes);  // from a socket
-  void on_datagram(uint32_t socket, const Address& from, std::span<const uint8_t> bytes);
-  void on_request(uint32_t socket, const Address& from, Peer& peer);
-  void forget_opener(const Address& from, Peer& peer);  // the peer sent a new request
-  void on_ack_or_reset(const Address& from, bool reset);
-  bool handle_block1(uint32_t socket, const Address& from, std::string& body, std::optional<Block>& echo);
+  void Receive(uint32_t socket, Address from, std::span<const uint8_t> bytes);  // from a socket
+  void OnDatagram(uint32_t socket, const Address& from, std::span<const uint8_t> bytes);
+  void OnRequest(uint32_t socket, const Address& from, Peer& peer);
+  void ForgetOpener(const Address& from, Peer& peer);  // the peer sent a new request
+  void OnAckOrReset(const Address& from, bool reset);
+  bool HandleBlock1(uint32_t socket, const Address& from, std::string& body, std::optional<Block>& echo);
 
   // ---- state ----
-  Peer* touch_peer(const Address& from, uint32_t socket);  // nullptr: table full (counted)
-  bool evict_unverified();                                  // makes room for one peer
+  Peer* TouchPeer(const Address& from, uint32_t socket);  // nullptr: table full (counted)
+  bool EvictUnverified();                                  // makes room for one peer
   void set_verified(Peer& p);
-  void unref_peer(const Address& a);
-  uint16_t next_mid(const Address& a);
-  void drop_observer(ObserverId id, std::optional<DropReason> reason);
-  void finish_exchange(ExchangeId id);
+  void UnrefPeer(const Address& a);
+  uint16_t NextMid(const Address& a);
+  void DropObserver(ObserverId id, std::optional<DropReason> reason);
+  void FinishExchange(ExchangeId id);
 
   // ---- notifications (observe.cc) ----
   // Sends `bytes` (an encoded notification; its type and MID are set here) as CON or NON.
-  void transmit_notification(ObserverId id, Observer& ob, std::span<uint8_t> bytes);
+  void TransmitNotification(ObserverId id, Observer& ob, std::span<uint8_t> bytes);
   // Forgets an Outgoing and its message IDs; frees the peer's slot if it held it.
-  void erase_outgoing(uint64_t out_id);
+  void EraseOutgoing(uint64_t out_id);
   // Sends waiting states to `peer` while no CON notification to it is outstanding.
-  void drain_slot(const Address& peer);
-  void stop_waiting(ObserverId id, Observer& ob);  // leaves its peer's waiting list
+  void DrainSlot(const Address& peer);
+  void StopWaiting(ObserverId id, Observer& ob);  // leaves its peer's waiting list
   // A CON notification to `peer` was never acknowledged: its observer and every observer of the
   // peer with a state waiting end (kTimeout).
-  void peer_timed_out(const Address& peer, ObserverId owner);
+  void PeerTimedOut(const Address& peer, ObserverId owner);
 
   // ---- timers ----
-  void arm_timer();
-  void run_timers();
-  bool housekeeping();  // true if eviction stopped at its budget
-  void on_retransmit(uint64_t out_id, uint64_t when);
+  void ArmTimer();
+  void RunTimers();
+  bool Housekeeping();  // true if eviction stopped at its budget
+  void OnRetransmit(uint64_t out_id, uint64_t when);
 
   uv_loop_t* loop;
   Handler& handler;

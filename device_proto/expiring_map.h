@@ -22,7 +22,7 @@
 namespace tether::coap {
 
 // Heap bytes a std::string owns beyond sizeof(std::string) (0 while it fits the SSO buffer).
-inline size_t heap_bytes(const std::string& s) {
+inline size_t HeapBytes(const std::string& s) {
   return s.capacity() > std::string().capacity() ? s.capacity() + 1 : 0;
 }
 
@@ -57,42 +57,42 @@ class ExpiringMap {
       : map_(16, Hash(), std::equal_to<K>(), MapAlloc(alloc)), fifo_(FifoAlloc(alloc)),
         max_entries_(max_entries), max_bytes_(max_bytes), lifetime_ms_(lifetime_ms) {}
 
-  V* find(const K& key) {
+  V* Find(const K& key) {
     auto it = map_.find(key);
     return it == map_.end() ? nullptr : &it->second.value;
   }
 
   // Inserts or replaces; the entry's lifetime starts now. `extra` = heap bytes
-  // the value owns out of line (e.g. heap_bytes() of its strings).
-  V& insert(const K& key, V value, size_t extra, uint64_t now_ms) {
+  // the value owns out of line (e.g. HeapBytes() of its strings).
+  V& Insert(const K& key, V value, size_t extra, uint64_t now_ms) {
     const uint64_t seq = ++seq_;
     auto [it, fresh] = map_.try_emplace(key);  // one lookup: a replaced entry's record goes stale
     if (!fresh) extra_ -= it->second.extra;
     it->second = Slot{std::move(value), seq, extra};
     extra_ += extra;
     fifo_.push_back(Record{key, now_ms + lifetime_ms_, seq});
-    enforce_bounds(key);  // never evicts `key`; references survive other erasures
+    EnforceBounds(key);  // never evicts `key`; references survive other erasures
     return it->second.value;
   }
 
   // Updates the out-of-line bytes of an existing entry (e.g. after attaching a reply).
-  void set_extra(const K& key, size_t extra) {
+  void SetExtra(const K& key, size_t extra) {
     auto it = map_.find(key);
     if (it == map_.end()) return;
     extra_ = extra_ - it->second.extra + extra;
     it->second.extra = extra;
-    enforce_bounds(key);
+    EnforceBounds(key);
   }
 
-  void erase(const K& key) {
+  void Erase(const K& key) {
     auto it = map_.find(key);
     if (it == map_.end()) return;
     extra_ -= it->second.extra;
     map_.erase(it);
   }
 
-  void expire(uint64_t now_ms) {
-    while (!fifo_.empty() && fifo_.front().expires_ms <= now_ms) pop_front();
+  void Expire(uint64_t now_ms) {
+    while (!fifo_.empty() && fifo_.front().expires_ms <= now_ms) PopFront();
   }
 
   size_t size() const { return map_.size(); }
@@ -101,7 +101,7 @@ class ExpiringMap {
 
  private:
   // Drops the oldest record and its entry if the record is still the entry's; true if it was.
-  bool pop_front() {
+  bool PopFront() {
     const Record& r = fifo_.front();
     auto it = map_.find(r.key);
     const bool was_live = it != map_.end() && it->second.seq == r.seq;
@@ -113,14 +113,14 @@ class ExpiringMap {
     return was_live;
   }
 
-  bool live(const Record& r) const {
+  bool Live(const Record& r) const {
     auto it = map_.find(r.key);
     return it != map_.end() && it->second.seq == r.seq;
   }
 
   // Evicts the oldest entries until within bounds, never `keep` (just written):
   // if `keep` is the oldest, newer entries go first and its record stays in front.
-  void enforce_bounds(const K& keep) {
+  void EnforceBounds(const K& keep) {
     std::optional<Record> kept;
     auto over = [&] {
       const size_t b = bytes() + (kept ? kRecordBytes : 0);
@@ -128,16 +128,16 @@ class ExpiringMap {
     };
     while (over() && !fifo_.empty()) {
       const Record& r = fifo_.front();
-      if (!kept && r.key == keep && live(r)) {
+      if (!kept && r.key == keep && Live(r)) {
         kept = r;
         fifo_.pop_front();
         continue;
       }
-      if (pop_front()) ++evictions_;
+      if (PopFront()) ++evictions_;
     }
     if (kept) fifo_.push_front(*kept);
     // Stale FIFO records (from replaced/erased entries) are bounded by trimming.
-    while (fifo_.size() > 2 * map_.size() + 64 && !live(fifo_.front())) fifo_.pop_front();
+    while (fifo_.size() > 2 * map_.size() + 64 && !Live(fifo_.front())) fifo_.pop_front();
   }
 
   std::unordered_map<K, Slot, Hash, std::equal_to<K>, MapAlloc> map_;

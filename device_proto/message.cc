@@ -4,7 +4,7 @@
 
 namespace tether::coap {
 
-const Option* Message::find(uint16_t number) const {
+const Option* Message::Find(uint16_t number) const {
   for (const Option& o : options) {
     if (o.number == number) return &o;
     if (o.number > number) break;
@@ -12,17 +12,17 @@ const Option* Message::find(uint16_t number) const {
   return nullptr;
 }
 
-std::optional<uint32_t> Message::uint_option(uint16_t number) const {
-  const Option* o = find(number);
-  return o ? decode_uint(o->value) : std::nullopt;
+std::optional<uint32_t> Message::UintOption(uint16_t number) const {
+  const Option* o = Find(number);
+  return o ? DecodeUint(o->value) : std::nullopt;
 }
 
-std::optional<Block> Message::block_option(uint16_t number) const {
-  const Option* o = find(number);
-  return o ? Block::decode(o->value) : std::nullopt;
+std::optional<Block> Message::BlockOption(uint16_t number) const {
+  const Option* o = Find(number);
+  return o ? Block::Decode(o->value) : std::nullopt;
 }
 
-const char* describe(ParseError e) {
+const char* Describe(ParseError e) {
   switch (e) {
     case ParseError::kNone: return "ok";
     case ParseError::kTooShort: return "shorter than header";
@@ -41,10 +41,10 @@ const char* describe(ParseError e) {
 
 namespace {
 
-ParseResult fail(ParseStatus s, ParseError e, bool token_readable) { return {s, e, token_readable}; }
+ParseResult Fail(ParseStatus s, ParseError e, bool token_readable) { return {s, e, token_readable}; }
 
 // Reads an extended delta/length for nibble `n` at p[i]; advances i. False if truncated.
-bool read_extended(std::span<const uint8_t> d, size_t& i, unsigned n, uint32_t& value) {
+bool ReadExtended(std::span<const uint8_t> d, size_t& i, unsigned n, uint32_t& value) {
   if (n < 13) {
     value = n;
   } else if (n == 13) {
@@ -61,51 +61,51 @@ bool read_extended(std::span<const uint8_t> d, size_t& i, unsigned n, uint32_t& 
 
 }  // namespace
 
-ParseResult parse(std::span<const uint8_t> d, Message& out) {
+ParseResult Parse(std::span<const uint8_t> d, Message& out) {
   out.options.clear();
   out.payload = {};
   out.token = Token{};
-  if (d.size() < 4) return fail(ParseStatus::kUnreadable, ParseError::kTooShort, false);
-  if ((d[0] >> 6) != 1) return fail(ParseStatus::kUnreadable, ParseError::kBadVersion, false);
+  if (d.size() < 4) return Fail(ParseStatus::kUnreadable, ParseError::kTooShort, false);
+  if ((d[0] >> 6) != 1) return Fail(ParseStatus::kUnreadable, ParseError::kBadVersion, false);
   out.type = static_cast<Type>((d[0] >> 4) & 3);
   out.code = d[1];
   out.mid = static_cast<uint16_t>(d[2] << 8 | d[3]);
   const unsigned tkl = d[0] & 0x0F;
-  if (tkl > 8) return fail(ParseStatus::kMalformed, ParseError::kBadTokenLength, false);
-  if (4 + tkl > d.size()) return fail(ParseStatus::kMalformed, ParseError::kTruncatedToken, false);
+  if (tkl > 8) return Fail(ParseStatus::kMalformed, ParseError::kBadTokenLength, false);
+  if (4 + tkl > d.size()) return Fail(ParseStatus::kMalformed, ParseError::kTruncatedToken, false);
   out.token.len = static_cast<uint8_t>(tkl);
   if (tkl) std::memcpy(out.token.bytes.data(), d.data() + 4, tkl);
   if (out.code == code::kEmpty) {
-    if (d.size() != 4 || tkl != 0) return fail(ParseStatus::kMalformed, ParseError::kEmptyWithData, true);
+    if (d.size() != 4 || tkl != 0) return Fail(ParseStatus::kMalformed, ParseError::kEmptyWithData, true);
     return {};
   }
-  const unsigned cls = code::cls(out.code);
-  if (cls == 1 || cls >= 6) return fail(ParseStatus::kMalformed, ParseError::kReservedCode, true);
+  const unsigned cls = code::Cls(out.code);
+  if (cls == 1 || cls >= 6) return Fail(ParseStatus::kMalformed, ParseError::kReservedCode, true);
 
   size_t i = 4 + tkl;
   uint32_t number = 0;
   while (i < d.size()) {
     const uint8_t b = d[i++];
     if (b == 0xFF) {
-      if (i == d.size()) return fail(ParseStatus::kMalformed, ParseError::kMarkerWithoutPayload, true);
+      if (i == d.size()) return Fail(ParseStatus::kMalformed, ParseError::kMarkerWithoutPayload, true);
       out.payload = d.subspan(i);
       return {ParseStatus::kOk, ParseError::kNone, true};
     }
     const unsigned dn = b >> 4, ln = b & 0x0F;
-    if (dn == 15 || ln == 15) return fail(ParseStatus::kMalformed, ParseError::kReservedNibble, true);
+    if (dn == 15 || ln == 15) return Fail(ParseStatus::kMalformed, ParseError::kReservedNibble, true);
     uint32_t delta = 0, length = 0;
-    if (!read_extended(d, i, dn, delta) || !read_extended(d, i, ln, length))
-      return fail(ParseStatus::kMalformed, ParseError::kTruncatedOption, true);
+    if (!ReadExtended(d, i, dn, delta) || !ReadExtended(d, i, ln, length))
+      return Fail(ParseStatus::kMalformed, ParseError::kTruncatedOption, true);
     number += delta;
-    if (number > 0xFFFF) return fail(ParseStatus::kMalformed, ParseError::kOptionNumberOverflow, true);
-    if (length > d.size() - i) return fail(ParseStatus::kMalformed, ParseError::kTruncatedOption, true);
+    if (number > 0xFFFF) return Fail(ParseStatus::kMalformed, ParseError::kOptionNumberOverflow, true);
+    if (length > d.size() - i) return Fail(ParseStatus::kMalformed, ParseError::kTruncatedOption, true);
     out.options.push_back(Option{static_cast<uint16_t>(number), d.subspan(i, length)});
     i += length;
   }
   return {ParseStatus::kOk, ParseError::kNone, true};
 }
 
-void Writer::put(const uint8_t* p, size_t n) {
+void Writer::Put(const uint8_t* p, size_t n) {
   if (!ok_ || n > out_.size() - used_) {
     ok_ = false;
     return;
@@ -114,18 +114,18 @@ void Writer::put(const uint8_t* p, size_t n) {
   used_ += n;
 }
 
-void Writer::header(Type type, uint8_t code, uint16_t mid, std::span<const uint8_t> token) {
+void Writer::Header(Type type, uint8_t code, uint16_t mid, std::span<const uint8_t> token) {
   if (used_ != 0 || token.size() > 8) {
     ok_ = false;
     return;
   }
   const uint8_t h[4] = {static_cast<uint8_t>(0x40 | static_cast<unsigned>(type) << 4 | token.size()), code,
                         static_cast<uint8_t>(mid >> 8), static_cast<uint8_t>(mid)};
-  put(h, 4);
-  put(token.data(), token.size());
+  Put(h, 4);
+  Put(token.data(), token.size());
 }
 
-void Writer::option(uint16_t number, std::span<const uint8_t> value) {
+void Writer::Option(uint16_t number, std::span<const uint8_t> value) {
   if (number < last_number_ || used_ < 4 || value.size() > 65535u + 269u) {
     ok_ = false;
     return;
@@ -145,32 +145,32 @@ void Writer::option(uint16_t number, std::span<const uint8_t> value) {
   const unsigned dn = nibble(number - last_number_);
   const unsigned ln = nibble(static_cast<uint32_t>(value.size()));
   ext[0] = static_cast<uint8_t>(dn << 4 | ln);
-  put(ext, n);
-  put(value.data(), value.size());
+  Put(ext, n);
+  Put(value.data(), value.size());
   last_number_ = number;
 }
 
-void Writer::option(uint16_t number, std::string_view value) {
-  option(number, {reinterpret_cast<const uint8_t*>(value.data()), value.size()});
+void Writer::Option(uint16_t number, std::string_view value) {
+  Option(number, {reinterpret_cast<const uint8_t*>(value.data()), value.size()});
 }
 
-void Writer::option_uint(uint16_t number, uint32_t value) {
+void Writer::OptionUint(uint16_t number, uint32_t value) {
   uint8_t b[4];
-  option(number, {b, encode_uint(value, b)});
+  Option(number, {b, EncodeUint(value, b)});
 }
 
-void Writer::payload(std::span<const uint8_t> bytes) {
+void Writer::Payload(std::span<const uint8_t> bytes) {
   if (bytes.empty()) return;
   const uint8_t marker = 0xFF;
-  put(&marker, 1);
-  put(bytes.data(), bytes.size());
+  Put(&marker, 1);
+  Put(bytes.data(), bytes.size());
 }
 
-size_t serialize(const Message& m, std::span<uint8_t> out) {
+size_t Serialize(const Message& m, std::span<uint8_t> out) {
   Writer w(out);
-  w.header(m.type, m.code, m.mid, m.token.view());
-  for (const Option& o : m.options) w.option(o.number, o.value);
-  w.payload(m.payload);
+  w.Header(m.type, m.code, m.mid, m.token.view());
+  for (const Option& o : m.options) w.Option(o.number, o.value);
+  w.Payload(m.payload);
   return w.size();
 }
 

@@ -20,15 +20,15 @@ namespace tether::coap {
 enum class Type : uint8_t { kCon = 0, kNon = 1, kAck = 2, kRst = 3 };
 
 namespace code {
-constexpr uint8_t make(unsigned cls, unsigned detail) { return static_cast<uint8_t>(cls << 5 | detail); }
+constexpr uint8_t Make(unsigned cls, unsigned detail) { return static_cast<uint8_t>(cls << 5 | detail); }
 inline constexpr uint8_t kEmpty = 0;
 inline constexpr uint8_t kGet = 1, kPost = 2, kPut = 3, kDelete = 4, kFetch = 5, kPatch = 6;
-inline constexpr uint8_t kChanged = make(2, 4), kContent = make(2, 5), kContinue = make(2, 31);
-inline constexpr uint8_t kBadRequest = make(4, 0), kUnauthorized = make(4, 1), kBadOption = make(4, 2);
-inline constexpr uint8_t kNotFound = make(4, 4), kMethodNotAllowed = make(4, 5);
-inline constexpr uint8_t kRequestEntityIncomplete = make(4, 8), kRequestEntityTooLarge = make(4, 13);
-inline constexpr uint8_t kInternalServerError = make(5, 0), kServiceUnavailable = make(5, 3);
-constexpr unsigned cls(uint8_t c) { return c >> 5; }
+inline constexpr uint8_t kChanged = Make(2, 4), kContent = Make(2, 5), kContinue = Make(2, 31);
+inline constexpr uint8_t kBadRequest = Make(4, 0), kUnauthorized = Make(4, 1), kBadOption = Make(4, 2);
+inline constexpr uint8_t kNotFound = Make(4, 4), kMethodNotAllowed = Make(4, 5);
+inline constexpr uint8_t kRequestEntityIncomplete = Make(4, 8), kRequestEntityTooLarge = Make(4, 13);
+inline constexpr uint8_t kInternalServerError = Make(5, 0), kServiceUnavailable = Make(5, 3);
+constexpr unsigned Cls(uint8_t c) { return c >> 5; }
 }  // namespace code
 
 struct Token {
@@ -56,10 +56,10 @@ struct Message {
   std::span<const uint8_t> payload;
 
   bool is_empty() const { return code == code::kEmpty; }
-  bool is_request() const { return code != code::kEmpty && code::cls(code) == 0; }
-  const Option* find(uint16_t number) const;  // first occurrence
-  std::optional<uint32_t> uint_option(uint16_t number) const;  // nullopt if absent or > 4 bytes
-  std::optional<Block> block_option(uint16_t number) const;  // nullopt if absent or invalid
+  bool is_request() const { return code != code::kEmpty && code::Cls(code) == 0; }
+  const Option* Find(uint16_t number) const;  // first occurrence
+  std::optional<uint32_t> UintOption(uint16_t number) const;  // nullopt if absent or > 4 bytes
+  std::optional<Block> BlockOption(uint16_t number) const;  // nullopt if absent or invalid
 };
 
 enum class ParseStatus {
@@ -72,7 +72,7 @@ enum class ParseError {
   kNone, kTooShort, kBadVersion, kBadTokenLength, kTruncatedToken, kEmptyWithData,
   kReservedCode, kReservedNibble, kTruncatedOption, kOptionNumberOverflow, kMarkerWithoutPayload,
 };
-const char* describe(ParseError e);
+const char* Describe(ParseError e);
 
 struct ParseResult {
   ParseStatus status = ParseStatus::kOk;
@@ -82,23 +82,23 @@ struct ParseResult {
 };
 
 // Parses `datagram` into `out` (out.options is cleared and its capacity reused).
-ParseResult parse(std::span<const uint8_t> datagram, Message& out);
+ParseResult Parse(std::span<const uint8_t> datagram, Message& out);
 
 // Appends a message to a fixed buffer. Options must be added in nondecreasing
 // number order. Any overflow or misuse latches ok() to false.
 class Writer {
  public:
   explicit Writer(std::span<uint8_t> out) : out_(out) {}
-  void header(Type type, uint8_t code, uint16_t mid, std::span<const uint8_t> token);
-  void option(uint16_t number, std::span<const uint8_t> value);
-  void option(uint16_t number, std::string_view value);
-  void option_uint(uint16_t number, uint32_t value);
-  void payload(std::span<const uint8_t> bytes);  // writes the marker only if non-empty
+  void Header(Type type, uint8_t code, uint16_t mid, std::span<const uint8_t> token);
+  void Option(uint16_t number, std::span<const uint8_t> value);
+  void Option(uint16_t number, std::string_view value);
+  void OptionUint(uint16_t number, uint32_t value);
+  void Payload(std::span<const uint8_t> bytes);  // writes the marker only if non-empty
   bool ok() const { return ok_; }
   size_t size() const { return ok_ ? used_ : 0; }
 
  private:
-  void put(const uint8_t* p, size_t n);
+  void Put(const uint8_t* p, size_t n);
   std::span<uint8_t> out_;
   size_t used_ = 0;
   uint16_t last_number_ = 0;
@@ -106,6 +106,6 @@ class Writer {
 };
 
 // Serializes `m`; returns 0 if it does not fit.
-size_t serialize(const Message& m, std::span<uint8_t> out);
+size_t Serialize(const Message& m, std::span<uint8_t> out);
 
 }  // namespace tether::coap

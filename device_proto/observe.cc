@@ -9,7 +9,7 @@
 
 namespace tether::coap {
 
-void Endpoint::Impl::erase_outgoing(uint64_t out_id) {
+void Endpoint::Impl::EraseOutgoing(uint64_t out_id) {
   auto o = outgoing.find(out_id);
   if (o == outgoing.end()) return;
   const Outgoing& out = o->second;
@@ -24,10 +24,10 @@ void Endpoint::Impl::erase_outgoing(uint64_t out_id) {
   }
   const Address peer = out.peer;
   outgoing.erase(o);
-  unref_peer(peer);
+  UnrefPeer(peer);
 }
 
-void Endpoint::Impl::stop_waiting(ObserverId id, Observer& ob) {
+void Endpoint::Impl::StopWaiting(ObserverId id, Observer& ob) {
   if (!ob.waiting) return;
   ob.waiting = false;
   ob.pending.clear();
@@ -38,7 +38,7 @@ void Endpoint::Impl::stop_waiting(ObserverId id, Observer& ob) {
   if (w.empty() && slot->second.con == 0) slots.erase(slot);
 }
 
-void Endpoint::Impl::transmit_notification(ObserverId id, Observer& ob, std::span<uint8_t> bytes) {
+void Endpoint::Impl::TransmitNotification(ObserverId id, Observer& ob, std::span<uint8_t> bytes) {
   const uint64_t t = now();
   auto p = peers.find(ob.peer);
   // A peer not heard from lately may be gone: ask it to acknowledge before sending it more.
@@ -46,14 +46,14 @@ void Endpoint::Impl::transmit_notification(ObserverId id, Observer& ob, std::spa
   ++ob.since_con;
   const bool con = silent || ob.since_con >= opt.con_notify_every || t - ob.last_con_ms >= opt.con_notify_interval_ms;
   const uint16_t mid = p == peers.end() ? static_cast<uint16_t>(rng()) : p->second.next_mid++;
-  stamp(bytes, con ? Type::kCon : Type::kNon, mid);
+  Stamp(bytes, con ? Type::kCon : Type::kNon, mid);
   ++stats.notifications;
   if (!con) {
-    non_notifications.insert(MidKey{ob.peer, mid}, id, 0, t);
-    send(ob.socket, ob.peer, bytes);
+    non_notifications.Insert(MidKey{ob.peer, mid}, id, 0, t);
+    Send(ob.socket, ob.peer, bytes);
     return;
   }
-  start_con(Outgoing::Kind::kNotification, id, ob.peer, ob.socket, mid, bytes);
+  StartCon(Outgoing::Kind::kNotification, id, ob.peer, ob.socket, mid, bytes);
   ob.inflight = last_id;
   ob.since_con = 0;
   ob.last_con_ms = t;
@@ -61,7 +61,7 @@ void Endpoint::Impl::transmit_notification(ObserverId id, Observer& ob, std::spa
   if (slot.con == 0) slot.con = ob.inflight;
 }
 
-void Endpoint::Impl::drain_slot(const Address& peer) {
+void Endpoint::Impl::DrainSlot(const Address& peer) {
   auto it = slots.find(peer);
   while (it != slots.end() && it->second.con == 0) {
     // Observers waiting for their own CON (it went out while another held the slot) stay.
@@ -78,13 +78,13 @@ void Endpoint::Impl::drain_slot(const Address& peer) {
     w.erase(next);
     Observer& ob = observers.at(id);
     ob.waiting = false;
-    transmit_notification(id, ob, {reinterpret_cast<uint8_t*>(ob.pending.data()), ob.pending.size()});
+    TransmitNotification(id, ob, {reinterpret_cast<uint8_t*>(ob.pending.data()), ob.pending.size()});
     ob.pending.clear();  // keeps its capacity for the next state that has to wait
     it = slots.find(peer);  // transmit may have created or filled the slot
   }
 }
 
-void Endpoint::Impl::peer_timed_out(const Address& peer, ObserverId owner) {
+void Endpoint::Impl::PeerTimedOut(const Address& peer, ObserverId owner) {
   std::vector<ObserverId> ended{owner};
   if (auto slot = slots.find(peer); slot != slots.end()) {
     ended.insert(ended.end(), slot->second.waiting.begin(), slot->second.waiting.end());
@@ -100,31 +100,31 @@ void Endpoint::Impl::peer_timed_out(const Address& peer, ObserverId owner) {
   for (ObserverId id : ended) {
     if (!observers.count(id)) continue;
     ++stats.observers_timed_out;
-    drop_observer(id, DropReason::kTimeout);
+    DropObserver(id, DropReason::kTimeout);
   }
 }
 
-void Endpoint::Impl::drop_observer(ObserverId id, std::optional<DropReason> reason) {
+void Endpoint::Impl::DropObserver(ObserverId id, std::optional<DropReason> reason) {
   auto it = observers.find(id);
   if (it == observers.end()) return;
   Observer& ob = it->second;
   const Address peer = ob.peer;
-  stop_waiting(id, ob);
-  if (ob.inflight) erase_outgoing(ob.inflight);
+  StopWaiting(id, ob);
+  if (ob.inflight) EraseOutgoing(ob.inflight);
   auto t = observer_by_token.find(TokenKey{ob.peer, ob.token});
   if (t != observer_by_token.end() && t->second == id) observer_by_token.erase(t);
-  unref_peer(ob.peer);
+  UnrefPeer(ob.peer);
   observers.erase(it);
-  drain_slot(peer);  // a CON it had outstanding no longer holds the others back
-  if (reason) handler.on_observer_dropped(id, *reason);
+  DrainSlot(peer);  // a CON it had outstanding no longer holds the others back
+  if (reason) handler.OnObserverDropped(id, *reason);
 }
 
-ObserverId Endpoint::respond_observe(ExchangeId id, const Response& response) {
+ObserverId Endpoint::RespondObserve(ExchangeId id, const Response& response) {
   Impl& m = *impl_;
   auto it = m.exchanges.find(id);
   if (it == m.exchanges.end()) return 0;
-  if (code::cls(response.code) != 2) {  // RFC 7641 §4.1: an error response does not register
-    m.deliver(id, response, std::nullopt);
+  if (code::Cls(response.code) != 2) {  // RFC 7641 §4.1: an error response does not register
+    m.Deliver(id, response, std::nullopt);
     return 0;
   }
   const Exchange& x = it->second;
@@ -133,36 +133,36 @@ ObserverId Endpoint::respond_observe(ExchangeId id, const Response& response) {
   auto old = m.observer_by_token.find(tk);
   if (old != m.observer_by_token.end()) seq = (m.observers[old->second].seq + 1) & 0xFFFFFF;  // stays fresh
   const CachedBody meta{{}, response.code, response.content_format, response.max_age, response.size1};
-  if (m.encode(x.socket, Type::kAck, x.mid, x.token, meta, response.payload, seq, x.block2, x.block1_echo, nullptr,
+  if (m.Encode(x.socket, Type::kAck, x.mid, x.token, meta, response.payload, seq, x.block2, x.block1_echo, nullptr,
                x.unasked_blocks) == kNeedsBlocks) {
-    m.deliver(id, response, std::nullopt);  // answered 4.13: nothing registers
+    m.Deliver(id, response, std::nullopt);  // answered 4.13: nothing registers
     return 0;
   }
-  if (old != m.observer_by_token.end()) m.drop_observer(old->second, DropReason::kReplaced);
+  if (old != m.observer_by_token.end()) m.DropObserver(old->second, DropReason::kReplaced);
   const ObserverId oid = ++m.last_id;
   Observer ob{x.peer, x.socket, x.token, seq, 0, m.now(), 0, x.resource, x.unasked_blocks, false, {}};
   if (Peer* p = m.peers.count(x.peer) ? &m.peers[x.peer] : nullptr) ++p->refs;
   m.observers.emplace(oid, std::move(ob));
   m.observer_by_token[tk] = oid;
-  m.deliver(id, response, seq, oid);
+  m.Deliver(id, response, seq, oid);
   return oid;
 }
 
-bool Endpoint::notify(ObserverId id, const Response& r) {
+bool Endpoint::Notify(ObserverId id, const Response& r) {
   Impl& m = *impl_;
   auto it = m.observers.find(id);
   if (it == m.observers.end()) return false;
   Observer& ob = it->second;
-  const bool final = code::cls(r.code) != 2;
+  const bool final = code::Cls(r.code) != 2;
   ob.seq = (ob.seq + 1) & 0xFFFFFF;
   CachedBody meta{{}, r.code, r.content_format, r.max_age, r.size1};
   // Encoded once; the type and message ID are set when it leaves (now or later).
-  size_t n = m.encode(ob.socket, Type::kNon, 0, ob.token, meta, r.payload,
+  size_t n = m.Encode(ob.socket, Type::kNon, 0, ob.token, meta, r.payload,
                       final ? std::nullopt : std::optional<uint32_t>(ob.seq), {}, {}, &ob.resource, ob.unasked_blocks);
   const bool too_large = n == kNeedsBlocks;
   if (too_large) {
     ++m.stats.too_large;
-    n = m.encode_too_large(ob.socket, Type::kNon, 0, ob.token, r.payload.size());
+    n = m.EncodeTooLarge(ob.socket, Type::kNon, 0, ob.token, r.payload.size());
   }
   if (n < 4) {  // the encoder never fails for a notification; refuse rather than send garbage
     ++m.stats.send_errors;
@@ -171,10 +171,10 @@ bool Endpoint::notify(ObserverId id, const Response& r) {
   const std::span<uint8_t> bytes(m.scratch.data(), n);
   if (final || too_large) {  // RFC 7641 §3.2: an error response ends the observation
     // It goes out once as NON, at once: it ends the observation, whatever else is waiting.
-    stamp(bytes, Type::kNon, m.next_mid(ob.peer));
+    Stamp(bytes, Type::kNon, m.NextMid(ob.peer));
     ++m.stats.notifications;
-    m.send(ob.socket, ob.peer, bytes);  // before the drop: its callback may reuse the scratch buffer
-    m.drop_observer(id, too_large ? std::optional(DropReason::kTooLarge) : std::nullopt);
+    m.Send(ob.socket, ob.peer, bytes);  // before the drop: its callback may reuse the scratch buffer
+    m.DropObserver(id, too_large ? std::optional(DropReason::kTooLarge) : std::nullopt);
     return true;
   }
   // NSTART = 1: while a CON notification to this peer is outstanding, the newest state waits
@@ -190,25 +190,25 @@ bool Endpoint::notify(ObserverId id, const Response& r) {
     ob.pending.assign(bytes.begin(), bytes.end());
     return true;
   }
-  m.transmit_notification(id, ob, bytes);
+  m.TransmitNotification(id, ob, bytes);
   return true;
 }
 
-void Endpoint::cancel_observer(ObserverId id) { impl_->drop_observer(id, std::nullopt); }
+void Endpoint::CancelObserver(ObserverId id) { impl_->DropObserver(id, std::nullopt); }
 
-std::optional<ObserverState> Endpoint::observer_state(ObserverId id) const {
+std::optional<ObserverState> Endpoint::ObserverStateOf(ObserverId id) const {
   auto it = impl_->observers.find(id);
   if (it == impl_->observers.end()) return std::nullopt;
   const Observer& ob = it->second;
   return ObserverState{ob.peer, ob.socket, ob.token, ob.seq, ob.resource.uri_hash, ob.unasked_blocks};
 }
 
-ObserverId Endpoint::restore_observer(const ObserverState& st) {
+ObserverId Endpoint::RestoreObserver(const ObserverState& st) {
   Impl& m = *impl_;
   const uint32_t socket = st.socket < m.sockets.size() ? st.socket : 0;
   const TokenKey tk{st.peer, st.token};
-  if (auto old = m.observer_by_token.find(tk); old != m.observer_by_token.end()) m.drop_observer(old->second, std::nullopt);
-  Peer* p = m.touch_peer(st.peer, socket);
+  if (auto old = m.observer_by_token.find(tk); old != m.observer_by_token.end()) m.DropObserver(old->second, std::nullopt);
+  Peer* p = m.TouchPeer(st.peer, socket);
   if (p) ++p->refs;
   const ObserverId oid = ++m.last_id;
   m.observers.emplace(oid, Observer{st.peer, socket, st.token, st.seq & 0xFFFFFF, 0, m.now(), 0,
@@ -217,7 +217,7 @@ ObserverId Endpoint::restore_observer(const ObserverState& st) {
   return oid;
 }
 
-bool Endpoint::move_observer(ObserverId id, const Address& to) {
+bool Endpoint::MoveObserver(ObserverId id, const Address& to) {
   Impl& m = *impl_;
   auto it = m.observers.find(id);
   if (it == m.observers.end()) return false;
@@ -225,16 +225,16 @@ bool Endpoint::move_observer(ObserverId id, const Address& to) {
   const Address from = it->second.peer;
   // The peer `to` normally exists (the rebinding request came from it) and keeps its socket.
   auto known = m.peers.find(to);
-  Peer* np = known != m.peers.end() ? &known->second : m.touch_peer(to, it->second.socket);
+  Peer* np = known != m.peers.end() ? &known->second : m.TouchPeer(to, it->second.socket);
   if (!np) return false;  // peer table full: the observer stays where it was
   const TokenKey tk{to, it->second.token};
   if (auto clash = m.observer_by_token.find(tk); clash != m.observer_by_token.end() && clash->second != id) {
-    m.drop_observer(clash->second, DropReason::kReplaced);
+    m.DropObserver(clash->second, DropReason::kReplaced);
   }
-  Observer& ob = m.observers.at(id);  // drop_observer may have rehashed the map
+  Observer& ob = m.observers.at(id);  // DropObserver may have rehashed the map
   // A waiting state follows the observer; it is sent from the new address's turn.
   std::string pending = ob.waiting ? std::move(ob.pending) : std::string();
-  m.stop_waiting(id, ob);
+  m.StopWaiting(id, ob);
   if (auto t = m.observer_by_token.find(TokenKey{from, ob.token}); t != m.observer_by_token.end() && t->second == id)
     m.observer_by_token.erase(t);
   m.observer_by_token[tk] = id;
@@ -242,7 +242,7 @@ bool Endpoint::move_observer(ObserverId id, const Address& to) {
   ob.peer = to;
   ob.socket = target.socket;
   ob.resource.peer = to;
-  m.unref_peer(from);
+  m.UnrefPeer(from);
   ++target.refs;
   if (ob.inflight) {  // the CON in flight is retransmitted to the new address, holding its slot there
     if (auto o = m.outgoing.find(ob.inflight); o != m.outgoing.end()) {
@@ -258,7 +258,7 @@ bool Endpoint::move_observer(ObserverId id, const Address& to) {
       m.outgoing_by_mid[MidKey{to, o->second.mid}] = ob.inflight;
       PeerSlot& slot = m.slots[to];
       if (slot.con == 0) slot.con = ob.inflight;
-      m.unref_peer(from);
+      m.UnrefPeer(from);
       ++target.refs;
     }
   }
@@ -267,8 +267,8 @@ bool Endpoint::move_observer(ObserverId id, const Address& to) {
     ob.pending = std::move(pending);
     m.slots[to].waiting.push_back(id);
   }
-  m.drain_slot(from);
-  m.drain_slot(to);
+  m.DrainSlot(from);
+  m.DrainSlot(to);
   return true;
 }
 

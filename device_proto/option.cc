@@ -2,7 +2,7 @@
 
 namespace tether::coap {
 
-bool is_recognized(uint16_t number, size_t length) {
+bool IsRecognized(uint16_t number, size_t length) {
   switch (number) {
     case opt::kUriHost: return length >= 1 && length <= 255;
     case opt::kObserve: return length <= 3;
@@ -20,22 +20,22 @@ bool is_recognized(uint16_t number, size_t length) {
   }
 }
 
-std::optional<uint32_t> decode_uint(std::span<const uint8_t> value) {
+std::optional<uint32_t> DecodeUint(std::span<const uint8_t> value) {
   if (value.size() > 4) return std::nullopt;
   uint32_t v = 0;
   for (uint8_t b : value) v = (v << 8) | b;
   return v;
 }
 
-size_t encode_uint(uint32_t v, uint8_t out[4]) {
+size_t EncodeUint(uint32_t v, uint8_t out[4]) {
   size_t n = v > 0xFFFFFF ? 4 : v > 0xFFFF ? 3 : v > 0xFF ? 2 : v > 0 ? 1 : 0;
   for (size_t i = 0; i < n; ++i) out[i] = static_cast<uint8_t>(v >> (8 * (n - 1 - i)));
   return n;
 }
 
-std::optional<Block> Block::decode(std::span<const uint8_t> value) {
+std::optional<Block> Block::Decode(std::span<const uint8_t> value) {
   if (value.size() > 3) return std::nullopt;
-  uint32_t v = *decode_uint(value);
+  uint32_t v = *DecodeUint(value);
   Block b;
   b.szx = v & 7;
   if (b.szx == 7) return std::nullopt;

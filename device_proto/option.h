@@ -28,22 +28,22 @@ inline constexpr uint16_t kSize1 = 60;
 }  // namespace opt
 
 // Odd option numbers are critical (RFC 7252 §5.4.1).
-constexpr bool is_critical(uint16_t number) { return (number & 1) != 0; }
+constexpr bool IsCritical(uint16_t number) { return (number & 1) != 0; }
 
 // Options that may occur more than once (RFC 7252 Table 4: If-Match, ETag,
 // Location-Path, Uri-Path, Uri-Query, Location-Query).
-constexpr bool is_repeatable(uint16_t number) {
+constexpr bool IsRepeatable(uint16_t number) {
   return number == 1 || number == 4 || number == 8 || number == 11 || number == 15 || number == 20;
 }
 
 // True if the engine understands `number` and `length` is within the option's
 // defined range (RFC 7252 §5.4.3: a bad length makes the option unrecognized).
-bool is_recognized(uint16_t number, size_t length);
+bool IsRecognized(uint16_t number, size_t length);
 
 // Decodes a uint option value (leading zeros allowed); nullopt if longer than 4 bytes.
-std::optional<uint32_t> decode_uint(std::span<const uint8_t> value);
+std::optional<uint32_t> DecodeUint(std::span<const uint8_t> value);
 // Writes `v` in the minimal number of bytes into out[0..4); returns the length (0 for v == 0).
-size_t encode_uint(uint32_t v, uint8_t out[4]);
+size_t EncodeUint(uint32_t v, uint8_t out[4]);
 
 // Block1/Block2 value (RFC 7959 §2.2). Block size = 16 << szx, szx in 0..6.
 struct Block {
@@ -54,7 +54,7 @@ struct Block {
   size_t size() const { return size_t{16} << szx; }
   uint32_t encode() const { return (num << 4) | (more ? 8u : 0u) | szx; }
   // nullopt for szx 7 (reserved) or a value longer than 3 bytes.
-  static std::optional<Block> decode(std::span<const uint8_t> value);
+  static std::optional<Block> Decode(std::span<const uint8_t> value);
 };
 
 }  // namespace tether::coap

@@ -19,11 +19,11 @@ struct TimerEntry {
 
 class TimerQueue {
  public:
-  void schedule(uint64_t when_ms, TimerKind kind, uint64_t id);
+  void Schedule(uint64_t when_ms, TimerKind kind, uint64_t id);
   bool empty() const { return heap_.empty(); }
   uint64_t next_deadline() const { return heap_.front().when_ms; }  // requires !empty()
   // Removes and returns the earliest entry due at or before now_ms.
-  bool pop_due(uint64_t now_ms, TimerEntry& out);
+  bool PopDue(uint64_t now_ms, TimerEntry& out);
   size_t size() const { return heap_.size(); }
 
  private:

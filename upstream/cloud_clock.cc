@@ -29,88 +29,88 @@ CloudClock::CloudClock(uv_loop_t* loop, HttpClient& http, Credentials& creds, Cl
 
 CloudClock::~CloudClock() {
   scope_.Close();
-  if (request_) http_.cancel(request_);
+  if (request_) http_.Cancel(request_);
 }
 
 int64_t CloudClock::wall_ms() const { return opt_.wall_clock_ms ? opt_.wall_clock_ms() : SystemWallMs(); }
 
-void CloudClock::start() {
+void CloudClock::Start() {
   running_ = true;
-  write_in(0);
+  WriteIn(0);
 }
 
-void CloudClock::write_in(int64_t delay_ms) {
-  uv_timer_start(write_timer_, [](uv_timer_t* t) { static_cast<CloudClock*>(t->data)->write_presence(); },
+void CloudClock::WriteIn(int64_t delay_ms) {
+  uv_timer_start(write_timer_, [](uv_timer_t* t) { static_cast<CloudClock*>(t->data)->WritePresence(); },
                  static_cast<uint64_t>(std::max<int64_t>(0, delay_ms)), 0);
 }
 
-void CloudClock::link_changed(bool up) {
+void CloudClock::LinkChanged(bool up) {
   if (!running_) return;
   if (up) {
-    if (!current() && !request_ && link_lost_) write_in(0);
+    if (!current() && !request_ && link_lost_) WriteIn(0);
     return;
   }
   link_lost_ = true;
   if (current_) {
     current_ = false;
     attempt_ = 0;
-    if (!request_) write_in(opt_.retry_initial_ms);
-    changed();
+    if (!request_) WriteIn(opt_.retry_initial_ms);
+    Changed();
   }
 }
 
-void CloudClock::changed() {
+void CloudClock::Changed() {
   if (opt_.on_change) opt_.on_change();
 }
 
-void CloudClock::write_presence() {
+void CloudClock::WritePresence() {
   if (!running_ || request_) return;
   HttpRequest req;
   req.method = "PUT";
-  req.url = DatabaseUrl(opt_.base_url, opt_.presence_path, creds_.query());
+  req.url = DatabaseUrl(opt_.base_url, opt_.presence_path, creds_.Query());
   req.headers = {"Content-Type: application/json"};
   req.body = nlohmann::json{{"status", "online"}, {"last_seen", {{".sv", "timestamp"}}}}.dump();
   req.timeout_ms = opt_.timeout_ms;
   const int64_t send_us = BootUs();
-  request_ = http_.start(std::move(req), [this, send_us](HttpResponse r) {
+  request_ = http_.Start(std::move(req), [this, send_us](HttpResponse r) {
     request_ = 0;
     const int64_t recv_us = BootUs();
     if (opt_.on_link) opt_.on_link(!r.transport_error);
     if (!running_) return;
-    if (r.transport_error) return no_time(r.error, true);
+    if (r.transport_error) return NoTime(r.error, true);
     auto body = nlohmann::json::parse(r.body, nullptr, false);
     if (r.status == 200 && body.is_object() && body.contains("last_seen") && body["last_seen"].is_number_integer()) {
       int64_t server_us = body["last_seen"].get<int64_t>() * 1000;
-      return add({server_us - recv_us, server_us - send_us, recv_us - send_us, Source::kWriteAnswer}, "");
+      return Add({server_us - recv_us, server_us - send_us, recv_us - send_us, Source::kWriteAnswer}, "");
     }
-    if (r.status >= 200 && r.status < 300) return read_back(send_us, recv_us, std::move(r));
+    if (r.status >= 200 && r.status < 300) return ReadBack(send_us, recv_us, std::move(r));
     std::string why = "presence write: HTTP " + std::to_string(r.status) + ": " + r.body.substr(0, 200);
     if (r.status == 401) {
       last_error_ = why;
-      return creds_.refresh(scope_.Guard([this, r, send_us, recv_us, why](bool fresh) {
+      return creds_.Refresh(scope_.Guard([this, r, send_us, recv_us, why](bool fresh) {
         if (!running_) return;
-        if (fresh) return write_in(0);
+        if (fresh) return WriteIn(0);
         if (auto date = DateHeaderInterval(r, send_us, recv_us)) {
-          return add({date->first, date->second, recv_us - send_us, Source::kDateHeader}, why);
+          return Add({date->first, date->second, recv_us - send_us, Source::kDateHeader}, why);
         }
-        no_time(why, false);
+        NoTime(why, false);
       }));
     }
     if (auto date = DateHeaderInterval(r, send_us, recv_us)) {
-      return add({date->first, date->second, recv_us - send_us, Source::kDateHeader}, why);
+      return Add({date->first, date->second, recv_us - send_us, Source::kDateHeader}, why);
     }
-    no_time(why + " (and no Date header)", false);
+    NoTime(why + " (and no Date header)", false);
   });
 }
 
 // The PUT was answered 2xx without a resolved last_seen: what the server stored was resolved
 // while the PUT was in flight, so reading it back bounds it by the PUT's round trip.
-void CloudClock::read_back(int64_t send_us, int64_t recv_us, HttpResponse put) {
+void CloudClock::ReadBack(int64_t send_us, int64_t recv_us, HttpResponse put) {
   HttpRequest req;
-  req.url = DatabaseUrl(opt_.base_url, opt_.presence_path + "/last_seen", creds_.query());
+  req.url = DatabaseUrl(opt_.base_url, opt_.presence_path + "/last_seen", creds_.Query());
   req.timeout_ms = opt_.timeout_ms;
   const int64_t get_send_us = BootUs();
-  request_ = http_.start(std::move(req), [this, send_us, recv_us, get_send_us, put = std::move(put)](HttpResponse r) {
+  request_ = http_.Start(std::move(req), [this, send_us, recv_us, get_send_us, put = std::move(put)](HttpResponse r) {
     request_ = 0;
     const int64_t get_recv_us = BootUs();
     if (opt_.on_link) opt_.on_link(!r.transport_error);
@@ -118,7 +118,7 @@ void CloudClock::read_back(int64_t send_us, int64_t recv_us, HttpResponse put) {
     auto v = nlohmann::json::parse(r.body, nullptr, false);
     if (r.status == 200 && v.is_number_integer()) {
       int64_t server_us = v.get<int64_t>() * 1000;
-      return add({server_us - recv_us, server_us - send_us, recv_us - send_us, Source::kReadBack}, "");
+      return Add({server_us - recv_us, server_us - send_us, recv_us - send_us, Source::kReadBack}, "");
     }
     std::string why = "presence write answered without a resolved timestamp; reading it back: " +
                       (r.transport_error ? r.error : "HTTP " + std::to_string(r.status) + ": " + r.body.substr(0, 200));
@@ -126,14 +126,14 @@ void CloudClock::read_back(int64_t send_us, int64_t recv_us, HttpResponse put) {
     auto a = DateHeaderInterval(put, send_us, recv_us);
     auto b = r.transport_error ? std::nullopt : DateHeaderInterval(r, get_send_us, get_recv_us);
     if (b && (!a || b->second - b->first < a->second - a->first)) {
-      return add({b->first, b->second, get_recv_us - get_send_us, Source::kDateHeader}, why);
+      return Add({b->first, b->second, get_recv_us - get_send_us, Source::kDateHeader}, why);
     }
-    if (a) return add({a->first, a->second, recv_us - send_us, Source::kDateHeader}, why);
-    no_time(why + " (and no Date header)", r.transport_error);
+    if (a) return Add({a->first, a->second, recv_us - send_us, Source::kDateHeader}, why);
+    NoTime(why + " (and no Date header)", r.transport_error);
   });
 }
 
-void CloudClock::add(Sample s, std::string problem) {
+void CloudClock::Add(Sample s, std::string problem) {
   samples_.push_back(s);
   while (samples_.size() > opt_.samples) samples_.pop_front();
   ++total_samples_;
@@ -141,41 +141,41 @@ void CloudClock::add(Sample s, std::string problem) {
   link_lost_ = false;
   if (problem.empty()) {
     attempt_ = 0;
-    write_in(opt_.interval_ms);
+    WriteIn(opt_.interval_ms);
   } else {  // the write failed or gave no time: retried on the backoff (and the Date samples narrow)
-    write_in(std::min(opt_.retry_max_ms, opt_.retry_initial_ms << std::min(attempt_, 20)));
+    WriteIn(std::min(opt_.retry_max_ms, opt_.retry_initial_ms << std::min(attempt_, 20)));
     ++attempt_;
   }
   last_error_ = std::move(problem);
-  changed();
+  Changed();
 }
 
-void CloudClock::no_time(std::string why, bool link_lost) {
+void CloudClock::NoTime(std::string why, bool link_lost) {
   if (!running_) return;
   int64_t delay = std::min(opt_.retry_max_ms, opt_.retry_initial_ms << std::min(attempt_, 20));
   ++attempt_;
   bool was_current = current_;
   current_ = false;  // the link failed us: the next estimate must come from a new sample
   link_lost_ = link_lost;
-  write_in(delay);
+  WriteIn(delay);
   if (was_current || why != last_error_) {
     last_error_ = std::move(why);
-    changed();
+    Changed();
   }
 }
 
-void CloudClock::shutdown(std::function<void()> done) {
+void CloudClock::Shutdown(std::function<void()> done) {
   running_ = false;
   uv_timer_stop(write_timer_);
-  if (request_) http_.cancel(request_);
+  if (request_) http_.Cancel(request_);
   request_ = 0;
   HttpRequest req;
   req.method = "PUT";
-  req.url = DatabaseUrl(opt_.base_url, opt_.presence_path, creds_.query());
+  req.url = DatabaseUrl(opt_.base_url, opt_.presence_path, creds_.Query());
   req.headers = {"Content-Type: application/json"};
   req.body = nlohmann::json{{"status", "offline"}, {"last_seen", {{".sv", "timestamp"}}}}.dump();
   req.timeout_ms = opt_.timeout_ms;
-  request_ = http_.start(std::move(req), [this, done = std::move(done)](HttpResponse) {
+  request_ = http_.Start(std::move(req), [this, done = std::move(done)](HttpResponse) {
     request_ = 0;
     if (done) done();
   });

@@ -19,10 +19,10 @@
 // - Samples are kept as cloud - CLOCK_BOOTTIME, which a step of the wall clock (NTP, an operator,
 //   a box without RTC) does not move: offset_ms() follows such a step at once, also offline.
 // - current() is true only while the estimate includes a sample taken since the link was last
-//   seen lost (link_changed(false) or a presence write without any answer): what is uploaded
+//   seen lost (LinkChanged(false) or a presence write without any answer): what is uploaded
 //   after an outage is corrected with an offset measured on this link.
 // - A write without any answer is retried (retry_initial_ms doubling to retry_max_ms), and
-//   link_changed(true) retries it at once; a write the server answered without a usable time is
+//   LinkChanged(true) retries it at once; a write the server answered without a usable time is
 //   retried on the same backoff only (another request's success says nothing new about it), so
 //   a server that never gives one costs one write per retry_max_ms, not one per request.
 // - A 401 refreshes the credential first. last_error() names the latest write that failed or
@@ -67,11 +67,11 @@ class CloudClock {
   CloudClock(const CloudClock&) = delete;
   CloudClock& operator=(const CloudClock&) = delete;
 
-  void start();                                   // first write now, then every interval
-  void shutdown(std::function<void()> done);      // writes status "offline", then stops
+  void Start();                                   // first write now, then every interval
+  void Shutdown(std::function<void()> done);      // writes status "offline", then stops
   // Another request saw the link come up (no current estimate after a lost link: sample now) or
   // get lost.
-  void link_changed(bool up);
+  void LinkChanged(bool up);
 
   bool has_estimate() const { return !samples_.empty(); }
   std::optional<int64_t> offset_ms() const;       // cloud - local wall clock, now
@@ -94,12 +94,12 @@ class CloudClock {
     int64_t lo_us, hi_us, rtt_us;
     Source source;
   };
-  void write_presence();
-  void read_back(int64_t send_us, int64_t recv_us, HttpResponse put);
-  void write_in(int64_t delay_ms);
-  void add(Sample s, std::string problem);
-  void no_time(std::string why, bool link_lost);
-  void changed();
+  void WritePresence();
+  void ReadBack(int64_t send_us, int64_t recv_us, HttpResponse put);
+  void WriteIn(int64_t delay_ms);
+  void Add(Sample s, std::string problem);
+  void NoTime(std::string why, bool link_lost);
+  void Changed();
   int64_t wall_ms() const;
   std::optional<Estimate> best() const;
 
@@ -110,7 +110,7 @@ class CloudClock {
   std::deque<Sample> samples_;  // newest last, at most opt_.samples
   uint64_t total_samples_ = 0;
   bool running_ = false, current_ = false;
-  bool link_lost_ = false;            // the latest failure had no answer: link_changed(true) retries
+  bool link_lost_ = false;            // the latest failure had no answer: LinkChanged(true) retries
   int attempt_ = 0;                   // consecutive writes without a time
   HttpClient::RequestId request_ = 0;  // presence write or read-back in flight
   std::string last_error_;

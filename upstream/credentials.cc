@@ -25,15 +25,15 @@ int64_t NowSeconds() {
 
 class NoCredentials final : public Credentials {
  public:
-  std::string query() override { return {}; }
-  void refresh(std::function<void(bool)> done) override { done(false); }
+  std::string Query() override { return {}; }
+  void Refresh(std::function<void(bool)> done) override { done(false); }
 };
 
 class DatabaseSecret final : public Credentials {
  public:
   explicit DatabaseSecret(std::string secret) : query_("auth=" + util::PercentEncode(secret)) {}
-  std::string query() override { return query_; }
-  void refresh(std::function<void(bool)> done) override { done(false); }
+  std::string Query() override { return query_; }
+  void Refresh(std::function<void(bool)> done) override { done(false); }
 
  private:
   std::string query_;
@@ -41,16 +41,16 @@ class DatabaseSecret final : public Credentials {
 
 class AccessTokenFile final : public Credentials {
  public:
-  AccessTokenFile(std::string path, SecretReader read) : path_(std::move(path)), read_(std::move(read)) { reload(); }
-  std::string query() override {
-    reload();
+  AccessTokenFile(std::string path, SecretReader read) : path_(std::move(path)), read_(std::move(read)) { Reload(); }
+  std::string Query() override {
+    Reload();
     return token_.empty() ? std::string() : "access_token=" + util::PercentEncode(token_);
   }
-  void refresh(std::function<void(bool)> done) override { done(reload()); }
+  void Refresh(std::function<void(bool)> done) override { done(Reload()); }
 
  private:
   // Re-reads the file when its mtime or ctime changed; true when the token changed.
-  bool reload() {
+  bool Reload() {
     struct stat st {};
     if (stat(path_.c_str(), &st) != 0) return false;
     std::pair<int64_t, int64_t> stamp{int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec,
@@ -83,18 +83,18 @@ class ServiceAccount final : public Credentials {
                  int64_t margin_s)
       : http_(http), email_(std::move(email)), key_(std::move(key)), token_uri_(std::move(token_uri)),
         margin_s_(margin_s), timer_(util::UvTimer(loop, this)) {
-    schedule(0);
+    Schedule(0);
   }
   ~ServiceAccount() override {
-    if (request_) http_.cancel(request_);
+    if (request_) http_.Cancel(request_);
     std::fill(key_.begin(), key_.end(), '\0');
   }
 
-  std::string query() override {
+  std::string Query() override {
     return token_.empty() ? std::string() : "access_token=" + util::PercentEncode(token_);
   }
 
-  void refresh(std::function<void(bool)> done) override {
+  void Refresh(std::function<void(bool)> done) override {
     waiters_.push_back(std::move(done));
     if (request_) return;  // joins the fetch in flight
     int64_t now = NowSeconds();
@@ -104,7 +104,7 @@ class ServiceAccount final : public Credentials {
                   "https://www.googleapis.com/auth/userinfo.email"},
         {"aud", token_uri_}, {"iat", now}, {"exp", now + 3600}};
     auto jwt = SignJwtRs256(claims, key_);
-    if (!jwt) return finish(false);
+    if (!jwt) return Finish(false);
     HttpRequest req;
     req.method = "POST";
     req.url = token_uri_;
@@ -112,33 +112,33 @@ class ServiceAccount final : public Credentials {
     req.body = "grant_type=" + util::PercentEncode("urn:ietf:params:oauth:grant-type:jwt-bearer") +
                "&assertion=" + *jwt;
     req.timeout_ms = 30000;
-    request_ = http_.start(std::move(req), [this](HttpResponse resp) {
+    request_ = http_.Start(std::move(req), [this](HttpResponse resp) {
       request_ = 0;
       auto body = nlohmann::json::parse(resp.body, nullptr, false);
       if (resp.status != 200 || !body.is_object() || !body.contains("access_token") ||
           !body["access_token"].is_string()) {
-        schedule(std::min<int64_t>(60000, int64_t{1000} << std::min(failures_++, 6)));
-        return finish(false);
+        Schedule(std::min<int64_t>(60000, int64_t{1000} << std::min(failures_++, 6)));
+        return Finish(false);
       }
       failures_ = 0;
       std::string token = body["access_token"];
       int64_t lifetime_s = body.contains("expires_in") && body["expires_in"].is_number_integer()
                                ? std::max<int64_t>(1, body["expires_in"].get<int64_t>()) : 3600;
       int64_t lifetime_ms = lifetime_s * 1000;
-      schedule(lifetime_ms - std::min(margin_s_ * 1000, lifetime_ms / 2));
+      Schedule(lifetime_ms - std::min(margin_s_ * 1000, lifetime_ms / 2));
       bool changed = token != token_;
       token_ = std::move(token);
-      finish(changed);
+      Finish(changed);
     });
   }
 
  private:
-  void schedule(int64_t delay_ms) {
+  void Schedule(int64_t delay_ms) {
     uv_timer_start(timer_, [](uv_timer_t* t) {
-      static_cast<ServiceAccount*>(t->data)->refresh([](bool) {});
+      static_cast<ServiceAccount*>(t->data)->Refresh([](bool) {});
     }, static_cast<uint64_t>(std::max<int64_t>(0, delay_ms)), 0);
   }
-  void finish(bool changed) {
+  void Finish(bool changed) {
     for (auto& w : std::exchange(waiters_, {})) w(changed);
   }
   HttpClient& http_;

@@ -1,5 +1,5 @@
 // Credentials: what authorizes REST requests to the database. Used on the loop thread only.
-// Implementations never log or expose secret material except through query().
+// Implementations never log or expose secret material except through Query().
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -17,10 +17,10 @@ class Credentials {
   virtual ~Credentials() = default;
   // Query parameter to append to a request URL ("auth=..." or "access_token=..."), already
   // URL-encoded; empty when no credential is configured or none has been obtained yet.
-  virtual std::string query() = 0;
+  virtual std::string Query() = 0;
   // Obtains a fresh credential (after a 401, auth_revoked, or approaching expiry).
   // `done(changed)` runs on the loop: changed = a different credential is now in use.
-  virtual void refresh(std::function<void(bool changed)> done) = 0;
+  virtual void Refresh(std::function<void(bool changed)> done) = 0;
 };
 
 // No authentication (open rules, local test clouds).

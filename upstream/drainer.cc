@@ -21,7 +21,7 @@ struct Drainer::Route {
   bool once_in_flight = false;        // the request in flight carries the applied mark
   util::UvHandle<uv_timer_t> timer;   // backoff
   int passed_over = 0;                // slots given to higher-priority routes while this one waited
-  bool unreachable = false;           // backing off because the cloud did not answer (link_up wakes it)
+  bool unreachable = false;           // backing off because the cloud did not answer (LinkUp wakes it)
   Drainer* owner = nullptr;
 };
 
@@ -33,31 +33,31 @@ Drainer::Drainer(uv_loop_t* loop, HttpClient& http, Credentials& creds, Outbox& 
 }
 
 Drainer::~Drainer() {
-  stop();  // the timers close with their routes and members
+  Stop();  // the timers close with their routes and members
 }
 
-void Drainer::start() {
+void Drainer::Start() {
   running_ = true;
   for (auto& r : routes_) {
     r->stats.state = RouteUploadStats::State::Idle;
-    r->mark_known = false;  // a batch may have been applied just before a crash or stop()
-    make_ready(*r);
+    r->mark_known = false;  // a batch may have been applied just before a crash or Stop()
+    MakeReady(*r);
   }
   uv_timer_start(poll_timer_, [](uv_timer_t* t) {
     auto* self = static_cast<Drainer*>(t->data);
     for (auto& r : self->routes_)
-      if (r->stats.state == RouteUploadStats::State::Idle) self->make_ready(*r);
-    self->schedule();
+      if (r->stats.state == RouteUploadStats::State::Idle) self->MakeReady(*r);
+    self->Schedule();
   }, opt_.poll_interval_ms, opt_.poll_interval_ms);
-  schedule();
+  Schedule();
 }
 
-void Drainer::stop() {
+void Drainer::Stop() {
   running_ = false;
   uv_timer_stop(poll_timer_);
   for (auto& r : routes_) {
     uv_timer_stop(r->timer);
-    if (r->request) http_.cancel(r->request);
+    if (r->request) http_.Cancel(r->request);
     r->request = 0;
     r->queued = false;
     r->stats.state = RouteUploadStats::State::Stopped;
@@ -79,18 +79,18 @@ void Drainer::set_route(RouteTarget target) {
   r->timer = util::UvTimer(loop_, r.get());
   routes_.push_back(std::move(r));
   if (running_) {
-    make_ready(*routes_.back());
-    schedule();
+    MakeReady(*routes_.back());
+    Schedule();
   }
 }
 
-void Drainer::notify(const std::string& route) {
+void Drainer::Notify(const std::string& route) {
   for (auto& r : routes_)
-    if (r->target.route == route && r->stats.state == RouteUploadStats::State::Idle) make_ready(*r);
-  schedule();
+    if (r->target.route == route && r->stats.state == RouteUploadStats::State::Idle) MakeReady(*r);
+  Schedule();
 }
 
-void Drainer::link_up() {
+void Drainer::LinkUp() {
   if (!running_) return;
   bool woke = false;
   for (auto& r : routes_) {
@@ -99,10 +99,10 @@ void Drainer::link_up() {
     r->unreachable = false;
     r->stats.state = RouteUploadStats::State::Idle;
     r->stats.current_backoff_ms = 0;
-    make_ready(*r);
+    MakeReady(*r);
     woke = true;
   }
-  if (woke) schedule();
+  if (woke) Schedule();
 }
 
 std::map<std::string, RouteUploadStats> Drainer::stats() const {
@@ -111,22 +111,22 @@ std::map<std::string, RouteUploadStats> Drainer::stats() const {
   return out;
 }
 
-void Drainer::make_ready(Route& r) {
+void Drainer::MakeReady(Route& r) {
   if (!running_ || r.queued || r.request) return;
   r.queued = true;
   ready_.push_back(&r);
 }
 
-void Drainer::schedule() {
+void Drainer::Schedule() {
   while (running_ && in_flight_ < opt_.max_parallel && !ready_.empty()) {
-    Route* r = next_ready();
-    if (!r) return;  // only lower-priority routes wait; a completion calls schedule() again
+    Route* r = NextReady();
+    if (!r) return;  // only lower-priority routes wait; a completion calls Schedule() again
     r->queued = false;
-    upload(*r);
+    Upload(*r);
   }
 }
 
-Drainer::Route* Drainer::next_ready() {
+Drainer::Route* Drainer::NextReady() {
   int top = INT_MIN;  // highest priority with work: waiting for a slot or uploading
   for (auto& r : routes_)
     if (r->queued || r->request) top = std::max(top, r->target.priority);
@@ -142,14 +142,14 @@ Drainer::Route* Drainer::next_ready() {
   return nullptr;
 }
 
-void Drainer::upload(Route& r) {
+void Drainer::Upload(Route& r) {
   size_t max_ops = r.split_limit ? r.split_limit : opt_.limits.max_ops;
-  std::vector<OutboundOp> ops = outbox_.peek(r.target.route, max_ops);
+  std::vector<OutboundOp> ops = outbox_.Peek(r.target.route, max_ops);
   if (ops.empty()) {
     r.stats.state = RouteUploadStats::State::Idle;
     return;
   }
-  if (ops[0].kind == OutboundOp::Kind::Conditional) return conditional(r, std::move(ops[0]), 0);
+  if (ops[0].kind == OutboundOp::Kind::Conditional) return Conditional(r, std::move(ops[0]), 0);
   for (size_t i = 1; i < ops.size(); ++i) {
     if (ops[i].kind == OutboundOp::Kind::Conditional || ops[i].root != ops[0].root) {  // a batch ends before it
       ops.resize(i);
@@ -162,15 +162,15 @@ void Drainer::upload(Route& r) {
   if (batch.op_count == 0) {  // the first op's payload is not JSON: the cloud would refuse it too
     r.stats.dead_letters++;
     r.stats.last_error = "payload is not valid JSON";
-    outbox_.dead_letter(ops[0], 0, "payload is not valid JSON");
-    make_ready(r);
+    outbox_.DeadLetter(ops[0], 0, "payload is not valid JSON");
+    MakeReady(r);
     return;
   }
   ops.resize(batch.op_count);
   const std::string root = ops[0].root.value_or(r.target.root);
   bool once = !opt_.applied_path.empty() && !(batch.replace_root && root.empty()) &&
               std::any_of(ops.begin(), ops.end(), [](const OutboundOp& op) { return op.exactly_once; });
-  if (once && !r.mark_known) return read_mark(r);
+  if (once && !r.mark_known) return ReadMark(r);
   HttpRequest req;
   req.method = batch.replace_root ? "PUT" : "PATCH";
   if (once) {  // the same writes with absolute keys, plus the mark, at the database root
@@ -187,7 +187,7 @@ void Drainer::upload(Route& r) {
   }
   r.once_in_flight = once;
   std::string query = "print=silent";
-  if (std::string q = creds_.query(); !q.empty()) query += "&" + q;
+  if (std::string q = creds_.Query(); !q.empty()) query += "&" + q;
   if (!ops[0].auth_override.empty()) query += "&auth_variable_override=" + util::PercentEncode(ops[0].auth_override);
   req.url = DatabaseUrl(opt_.base_url, once ? std::string() : root, query);
   req.headers = {"Content-Type: application/json"};
@@ -197,36 +197,36 @@ void Drainer::upload(Route& r) {
   ++in_flight_;
   uint64_t last_seq = batch.last_seq;
   size_t count = batch.op_count;
-  r.request = http_.start(std::move(req), [this, &r, ops = std::move(ops), last_seq,
+  r.request = http_.Start(std::move(req), [this, &r, ops = std::move(ops), last_seq,
                                            count](HttpResponse resp) mutable {
     r.request = 0;
     --in_flight_;
     Batch summary;
     summary.last_seq = last_seq;
     summary.op_count = count;
-    finished(r, std::move(ops), summary, std::move(resp));
-    schedule();
+    Finished(r, std::move(ops), summary, std::move(resp));
+    Schedule();
   });
 }
 
-void Drainer::read_mark(Route& r) {
+void Drainer::ReadMark(Route& r) {
   HttpRequest req;
-  req.url = DatabaseUrl(opt_.base_url, opt_.applied_path + "/" + r.target.route, creds_.query());
+  req.url = DatabaseUrl(opt_.base_url, opt_.applied_path + "/" + r.target.route, creds_.Query());
   req.timeout_ms = opt_.request_timeout_ms;
   r.stats.state = RouteUploadStats::State::Uploading;
   r.stats.mark_reads++;
   ++in_flight_;
-  r.request = http_.start(std::move(req), [this, &r](HttpResponse resp) {
+  r.request = http_.Start(std::move(req), [this, &r](HttpResponse resp) {
     r.request = 0;
     --in_flight_;
     if (opt_.on_link) opt_.on_link(!resp.transport_error);
     auto mark = nlohmann::json::parse(resp.body, nullptr, false);
     if (resp.transport_error || resp.status != 200 || mark.is_discarded()) {
-      if (resp.status == 401) creds_.refresh([](bool) {});
+      if (resp.status == 401) creds_.Refresh([](bool) {});
       r.stats.network_errors += resp.transport_error ? 1 : 0;
-      back_off(r, "reading the applied mark: " + (resp.transport_error ? resp.error : "HTTP " + std::to_string(resp.status)),
+      BackOff(r, "reading the applied mark: " + (resp.transport_error ? resp.error : "HTTP " + std::to_string(resp.status)),
                resp.transport_error);
-      return schedule();
+      return Schedule();
     }
     r.mark_known = true;
     r.attempt = 0;  // the cloud answers: the next failure backs off from the start
@@ -234,47 +234,47 @@ void Drainer::read_mark(Route& r) {
     if (mark.is_object() && mark.value("queue", "") == opt_.queue_id && mark.contains("seq") &&
         mark["seq"].is_number_unsigned()) {
       uint64_t applied = mark["seq"].get<uint64_t>();
-      std::vector<OutboundOp> head = outbox_.peek(r.target.route, opt_.limits.max_ops);
+      std::vector<OutboundOp> head = outbox_.Peek(r.target.route, opt_.limits.max_ops);
       size_t n = 0;
       while (n < head.size() && head[n].seq <= applied) ++n;
       if (n > 0) {  // the cloud applied them before we learnt it: never send them twice
-        outbox_.confirmed(r.target.route, head[n - 1].seq);
+        outbox_.Confirmed(r.target.route, head[n - 1].seq);
         r.stats.already_applied += n;
         r.stats.uploaded_ops += n;
       }
     }
     r.stats.state = RouteUploadStats::State::Idle;
-    make_ready(r);
-    schedule();
+    MakeReady(r);
+    Schedule();
   });
 }
 
-void Drainer::conditional(Route& r, OutboundOp op, int round) {
+void Drainer::Conditional(Route& r, OutboundOp op, int round) {
   auto payload = nlohmann::json::parse(op.json, nullptr, false);
   if (!payload.is_object() || !payload.contains("value")) {
     r.stats.dead_letters++;
-    outbox_.dead_letter(op, 0, "conditional payload is not {expect, value}");
-    return make_ready(r);
+    outbox_.DeadLetter(op, 0, "conditional payload is not {expect, value}");
+    return MakeReady(r);
   }
   if (op.event_time_ms) ResolveServerTimestamps(payload["value"], *op.event_time_ms);
   std::string path = op.root.value_or(r.target.root);
   if (!op.path.empty()) path += (path.empty() ? "" : "/") + op.path;
   // The read is the gateway's (it implements the compare); the write is evaluated as the device.
   HttpRequest get;
-  get.url = DatabaseUrl(opt_.base_url, path, creds_.query());
+  get.url = DatabaseUrl(opt_.base_url, path, creds_.Query());
   get.headers = {"X-Firebase-ETag: true"};
   get.timeout_ms = opt_.request_timeout_ms;
   r.stats.state = RouteUploadStats::State::Uploading;
   ++in_flight_;
   auto fail = [this, &r](const HttpResponse& resp, const std::string& what) {
-    if (resp.status == 401) creds_.refresh([](bool) {});
+    if (resp.status == 401) creds_.Refresh([](bool) {});
     if (resp.transport_error) r.stats.network_errors++;
     else r.stats.retryable_errors++;
-    back_off(r, what + ": " + (resp.transport_error ? resp.error : "HTTP " + std::to_string(resp.status)),
+    BackOff(r, what + ": " + (resp.transport_error ? resp.error : "HTTP " + std::to_string(resp.status)),
              resp.transport_error);
-    schedule();
+    Schedule();
   };
-  r.request = http_.start(std::move(get), [this, &r, op = std::move(op), payload = std::move(payload), path,
+  r.request = http_.Start(std::move(get), [this, &r, op = std::move(op), payload = std::move(payload), path,
                                            round, fail](HttpResponse resp) mutable {
     r.request = 0;
     --in_flight_;
@@ -286,16 +286,16 @@ void Drainer::conditional(Route& r, OutboundOp op, int round) {
     }
     const nlohmann::json expect = payload.value("expect", nlohmann::json());
     if (cloud == payload["value"] && cloud != expect) {  // ours, applied before a lost reply
-      outbox_.confirmed(r.target.route, op.seq);
+      outbox_.Confirmed(r.target.route, op.seq);
       r.stats.uploaded_ops++;
     } else if (cloud != expect) {
       r.stats.conflicts++;
-      outbox_.conflict(op, cloud.dump());
+      outbox_.Conflict(op, cloud.dump());
     } else {
       HttpRequest put;
       put.method = payload["value"].is_null() ? "DELETE" : "PUT";
       std::string query = "print=silent";
-      if (std::string q = creds_.query(); !q.empty()) query += "&" + q;
+      if (std::string q = creds_.Query(); !q.empty()) query += "&" + q;
       if (!op.auth_override.empty()) query += "&auth_variable_override=" + util::PercentEncode(op.auth_override);
       put.url = DatabaseUrl(opt_.base_url, path, query);
       put.headers = {"Content-Type: application/json", "if-match: " + etag->second};
@@ -303,41 +303,41 @@ void Drainer::conditional(Route& r, OutboundOp op, int round) {
       put.timeout_ms = opt_.request_timeout_ms;
       put.fresh_connection = true;
       ++in_flight_;
-      r.request = http_.start(std::move(put), [this, &r, op, round, fail](HttpResponse resp) mutable {
+      r.request = http_.Start(std::move(put), [this, &r, op, round, fail](HttpResponse resp) mutable {
         r.request = 0;
         --in_flight_;
         if (opt_.on_link) opt_.on_link(!resp.transport_error);
         int s = resp.transport_error ? 0 : resp.status;
         if (s >= 200 && s < 300) {
-          outbox_.confirmed(r.target.route, op.seq);
+          outbox_.Confirmed(r.target.route, op.seq);
           r.stats.uploaded_ops++;
           r.attempt = 0;
           r.stats.last_error.clear();
         } else if (s == 412 && round < 4) {
-          return conditional(r, std::move(op), round + 1);  // changed under us: compare again
+          return Conditional(r, std::move(op), round + 1);  // changed under us: compare again
         } else if (s == 412) {
           r.stats.conflicts++;
-          outbox_.conflict(op, resp.body);
+          outbox_.Conflict(op, resp.body);
         } else if (s == 400 || s == 403) {
           r.stats.dead_letters++;
-          outbox_.dead_letter(op, s, "HTTP " + std::to_string(s) + ": " + resp.body.substr(0, 200));
+          outbox_.DeadLetter(op, s, "HTTP " + std::to_string(s) + ": " + resp.body.substr(0, 200));
         } else {
           return fail(resp, "conditional write");
         }
         r.stats.state = RouteUploadStats::State::Idle;
-        make_ready(r);
-        schedule();
+        MakeReady(r);
+        Schedule();
       });
       return;
     }
     r.attempt = 0;
     r.stats.state = RouteUploadStats::State::Idle;
-    make_ready(r);
-    schedule();
+    MakeReady(r);
+    Schedule();
   });
 }
 
-void Drainer::finished(Route& r, std::vector<OutboundOp> ops, const Batch& batch,
+void Drainer::Finished(Route& r, std::vector<OutboundOp> ops, const Batch& batch,
                        HttpResponse resp) {
   r.stats.last_status = resp.status;
   if (opt_.on_link) opt_.on_link(!resp.transport_error);
@@ -346,11 +346,11 @@ void Drainer::finished(Route& r, std::vector<OutboundOp> ops, const Batch& batch
   if (r.once_in_flight && !outcome_known) r.mark_known = false;  // it may have been applied
   if (resp.transport_error) {
     r.stats.network_errors++;
-    return back_off(r, resp.error, true);
+    return BackOff(r, resp.error, true);
   }
   int s = resp.status;
   if (s >= 200 && s < 300) {
-    outbox_.confirmed(r.target.route, batch.last_seq);
+    outbox_.Confirmed(r.target.route, batch.last_seq);
     r.stats.uploaded_ops += batch.op_count;
     r.stats.batches++;
     r.attempt = 0;
@@ -358,22 +358,22 @@ void Drainer::finished(Route& r, std::vector<OutboundOp> ops, const Batch& batch
     r.stats.last_error.clear();  // an error of the past no longer describes the route
     if (r.split_limit && batch.last_seq >= r.split_until_seq) r.split_limit = 0;
     r.stats.state = RouteUploadStats::State::Idle;
-    return make_ready(r);
+    return MakeReady(r);
   }
   std::string why = "HTTP " + std::to_string(s) + ": " + resp.body.substr(0, 200);
   if (s == 401) {
     r.stats.auth_errors++;
     r.stats.last_error = why;
     r.stats.state = RouteUploadStats::State::AuthPaused;
-    creds_.refresh(scope_.Guard([this, &r](bool changed) {
+    creds_.Refresh(scope_.Guard([this, &r](bool changed) {
       if (!running_ || r.stats.state != RouteUploadStats::State::AuthPaused) return;
       if (changed) {
         r.attempt = 0;
         r.stats.state = RouteUploadStats::State::Idle;
-        make_ready(r);
-        schedule();
+        MakeReady(r);
+        Schedule();
       } else {
-        back_off(r, "credential refresh gave no new credential");
+        BackOff(r, "credential refresh gave no new credential");
         r.stats.state = RouteUploadStats::State::AuthPaused;
       }
     }));
@@ -384,19 +384,19 @@ void Drainer::finished(Route& r, std::vector<OutboundOp> ops, const Batch& batch
     r.stats.last_error = why;
     if (ops.size() == 1) {
       r.stats.dead_letters++;
-      outbox_.dead_letter(ops[0], s, why);
+      outbox_.DeadLetter(ops[0], s, why);
     } else {
       r.split_limit = std::max<size_t>(1, ops.size() / 2);
       r.split_until_seq = std::max(r.split_until_seq, batch.last_seq);
     }
     r.stats.state = RouteUploadStats::State::Idle;
-    return make_ready(r);
+    return MakeReady(r);
   }
   r.stats.retryable_errors++;
-  back_off(r, why, s == 502 || s == 503 || s == 504);  // a proxy or load balancer without its cloud
+  BackOff(r, why, s == 502 || s == 503 || s == 504);  // a proxy or load balancer without its cloud
 }
 
-void Drainer::back_off(Route& r, std::string why, bool unreachable) {
+void Drainer::BackOff(Route& r, std::string why, bool unreachable) {
   r.unreachable = unreachable;
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   int shift = std::min(r.attempt, 20);
@@ -409,8 +409,8 @@ void Drainer::back_off(Route& r, std::string why, bool unreachable) {
   uv_timer_start(r.timer, [](uv_timer_t* t) {
     auto* route = static_cast<Route*>(t->data);
     route->stats.state = RouteUploadStats::State::Idle;
-    route->owner->make_ready(*route);
-    route->owner->schedule();
+    route->owner->MakeReady(*route);
+    route->owner->Schedule();
   }, static_cast<uint64_t>(delay), 0);
 }
 

@@ -6,7 +6,7 @@
 // Outcomes: 2xx → confirm; 401 → pause the route, refresh credentials, retry (nothing dropped);
 // 400/403/413 → bisect the batch until the bad op is alone, dead-letter it, continue;
 // 429/5xx/other/network → exponential backoff with jitter, retry the same ops. A route backing
-// off because the cloud could not be reached (no answer, 502/503/504) is woken by link_up(): any
+// off because the cloud could not be reached (no answer, 502/503/504) is woken by LinkUp(): any
 // request on the link that got an answer means the cloud is back, and waiting out the backoff
 // (up to backoff_max_ms) would only delay the drain.
 // A request carries the auth_variable_override of its ops (OutboundOp::auth_override); reads the
@@ -14,7 +14,7 @@
 // own credential.
 // Conditional ops go alone: GET with X-Firebase-ETag, then PUT with if-match while the cloud holds
 // the expected value (412: read again, up to 5 rounds); a cloud holding another value is a
-// conflict (Outbox::conflict); a cloud already holding the op's value counts as delivered.
+// conflict (Outbox::Conflict); a cloud already holding the op's value counts as delivered.
 // Loop thread only. The Outbox, HttpClient and Credentials outlive the Drainer.
 #pragma once
 #include <cstdint>
@@ -48,12 +48,12 @@ struct DrainerOptions {
   long request_timeout_ms = 30000;
   int64_t backoff_initial_ms = 250;
   int64_t backoff_max_ms = 30000;
-  int64_t poll_interval_ms = 500;        // re-peek idle routes even without notify()
+  int64_t poll_interval_ms = 500;        // re-peek idle routes even without Notify()
   std::function<void(bool connected)> on_link;  // a response arrived / the network failed
   // Exactly-once for ops that are not idempotent (OutboundOp::exactly_once): a batch holding one
   // is sent as a multi-path PATCH at the database root that also sets the route's applied mark,
   // <applied_path>/<route> = {"seq": batch's last seq, "queue": queue_id}, atomically with the
-  // data. After start() and after any outcome that leaves unknown whether the cloud applied such a
+  // data. After Start() and after any outcome that leaves unknown whether the cloud applied such a
   // batch (network error, timeout, 429, 5xx), the mark is read before the next one, and ops up to
   // its seq (same queue_id) are confirmed instead of sent again. Empty applied_path: off.
   std::string applied_path;      // e.g. "tether-applied/<gateway>" (valid Firebase keys)
@@ -85,10 +85,10 @@ class Drainer {
   Drainer(const Drainer&) = delete;
   Drainer& operator=(const Drainer&) = delete;
 
-  void start();
-  void stop();                          // no new requests; in-flight ones are cancelled
-  void notify(const std::string& route);  // the route has new ops
-  void link_up();  // a request on the link was answered: routes waiting for the link go now
+  void Start();
+  void Stop();                          // no new requests; in-flight ones are cancelled
+  void Notify(const std::string& route);  // the route has new ops
+  void LinkUp();  // a request on the link was answered: routes waiting for the link go now
   // Adds a route (drained at once when running) or changes an existing route's root and priority.
   void set_route(RouteTarget target);
   std::map<std::string, RouteUploadStats> stats() const;
@@ -96,14 +96,14 @@ class Drainer {
   struct Route;
 
  private:
-  void schedule();
-  Route* next_ready();  // removes and returns the route to get the next slot, if any may
-  void upload(Route& r);
-  void read_mark(Route& r);  // the applied mark: confirm what the cloud already has
-  void conditional(Route& r, OutboundOp op, int round);  // GET + PUT if-match
-  void finished(Route& r, std::vector<OutboundOp> ops, const Batch& batch, HttpResponse resp);
-  void back_off(Route& r, std::string why, bool unreachable = false);
-  void make_ready(Route& r);
+  void Schedule();
+  Route* NextReady();  // removes and returns the route to get the next slot, if any may
+  void Upload(Route& r);
+  void ReadMark(Route& r);  // the applied mark: confirm what the cloud already has
+  void Conditional(Route& r, OutboundOp op, int round);  // GET + PUT if-match
+  void Finished(Route& r, std::vector<OutboundOp> ops, const Batch& batch, HttpResponse resp);
+  void BackOff(Route& r, std::string why, bool unreachable = false);
+  void MakeReady(Route& r);
 
   uv_loop_t* loop_;
   HttpClient& http_;

@@ -200,7 +200,7 @@ HttpClient::~HttpClient() {
   curl_multi_cleanup(impl_->multi);  // the timer closes with impl_
 }
 
-HttpClient::RequestId HttpClient::start(HttpRequest req, Done done) {
+HttpClient::RequestId HttpClient::Start(HttpRequest req, Done done) {
   auto t = std::make_unique<Transfer>();
   t->id = impl_->next_id++;
   t->req = std::move(req);
@@ -240,7 +240,7 @@ HttpClient::RequestId HttpClient::start(HttpRequest req, Done done) {
   return id;
 }
 
-void HttpClient::cancel(RequestId id) {
+void HttpClient::Cancel(RequestId id) {
   if (impl_->curl_depth > 0) {
     auto it = impl_->transfers.find(id);
     if (it == impl_->transfers.end()) return;

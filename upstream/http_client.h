@@ -56,10 +56,10 @@ class HttpClient {
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;
 
-  // Starts a request; `done` runs exactly once on completion unless cancel() is called first.
-  RequestId start(HttpRequest req, Done done);
+  // Starts a request; `done` runs exactly once on completion unless Cancel() is called first.
+  RequestId Start(HttpRequest req, Done done);
   // Aborts a request; its `done` is never called. Safe from inside any callback.
-  void cancel(RequestId id);
+  void Cancel(RequestId id);
   size_t in_flight() const;
 
   struct Impl;

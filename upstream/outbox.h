@@ -24,7 +24,7 @@ struct OutboundOp {
   // unauthenticated client); empty: the gateway's own credential. Ops with different values
   // never share a request.
   std::string auth_override{};
-  // Database path `path` is relative to; nullopt: the route's RouteTarget::root. One peek()
+  // Database path `path` is relative to; nullopt: the route's RouteTarget::root. One Peek()
   // returns ops of one root only (e.g. writes accepted under an older cloud pattern go first).
   std::optional<std::string> root = std::nullopt;
 };
@@ -33,15 +33,15 @@ class Outbox {
  public:
   virtual ~Outbox() = default;
   // Up to `max` oldest unconfirmed ops of `route`, in seq order. Must not return ops already
-  // passed to confirmed() or dead_letter().
-  virtual std::vector<OutboundOp> peek(const std::string& route, size_t max) = 0;
+  // passed to Confirmed() or DeadLetter().
+  virtual std::vector<OutboundOp> Peek(const std::string& route, size_t max) = 0;
   // Every op of `route` with seq <= up_to_seq reached the cloud; delete them.
-  virtual void confirmed(const std::string& route, uint64_t up_to_seq) = 0;
+  virtual void Confirmed(const std::string& route, uint64_t up_to_seq) = 0;
   // The cloud rejected `op` permanently; keep it aside and remove it from the queue.
-  virtual void dead_letter(const OutboundOp& op, int http_status, std::string reason) = 0;
+  virtual void DeadLetter(const OutboundOp& op, int http_status, std::string reason) = 0;
   // A Conditional op lost: the cloud holds `cloud_value`, not what the op expected. The op is
   // settled (remove it from the queue); the local copy should take the cloud's value.
-  virtual void conflict(const OutboundOp& op, const std::string& cloud_value_json) = 0;
+  virtual void Conflict(const OutboundOp& op, const std::string& cloud_value_json) = 0;
 };
 
 }  // namespace tether::upstream

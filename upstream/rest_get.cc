@@ -19,13 +19,13 @@ struct GetCall {
 void Send(std::shared_ptr<GetCall> call, bool may_refresh) {
   HttpRequest req;
   std::string params = call->query;
-  if (std::string q = call->creds.query(); !q.empty()) params += (params.empty() ? "" : "&") + q;
+  if (std::string q = call->creds.Query(); !q.empty()) params += (params.empty() ? "" : "&") + q;
   req.url = DatabaseUrl(call->base_url, call->path, params);
   if (call->with_etag) req.headers.push_back("X-Firebase-ETag: true");
   req.timeout_ms = call->timeout_ms;
-  call->http.start(std::move(req), [call, may_refresh](HttpResponse resp) {
+  call->http.Start(std::move(req), [call, may_refresh](HttpResponse resp) {
     if (resp.status == 401 && may_refresh) {  // a stale credential: refresh, then ask once more
-      return call->creds.refresh([call](bool changed) {
+      return call->creds.Refresh([call](bool changed) {
         if (changed) return Send(call, false);
         GetResult r;
         r.status = 401;

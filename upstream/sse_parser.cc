@@ -2,7 +2,7 @@
 
 namespace tether::upstream {
 
-void SseParser::reset() {
+void SseParser::Reset() {
   buf_.clear();
   after_cr_ = false;
   bom_checked_ = false;
@@ -10,7 +10,7 @@ void SseParser::reset() {
   has_data_ = false;
 }
 
-void SseParser::feed(std::string_view bytes) {
+void SseParser::Feed(std::string_view bytes) {
   for (char c : bytes) {
     if (after_cr_) {
       after_cr_ = false;
@@ -19,7 +19,7 @@ void SseParser::feed(std::string_view bytes) {
     if (c == '\r' || c == '\n') {
       after_cr_ = (c == '\r');
       if (!bom_checked_) bom_checked_ = true;
-      line(buf_);
+      Line(buf_);
       buf_.clear();
       continue;
     }
@@ -33,7 +33,7 @@ void SseParser::feed(std::string_view bytes) {
   }
 }
 
-void SseParser::line(std::string_view l) {
+void SseParser::Line(std::string_view l) {
   if (l.empty()) {
     if (has_data_) {
       if (!cur_.data.empty() && cur_.data.back() == '\n') cur_.data.pop_back();

@@ -20,11 +20,11 @@ class SseParser {
  public:
   using Handler = std::function<void(const SseEvent&)>;
   explicit SseParser(Handler on_event) : on_event_(std::move(on_event)) {}
-  void feed(std::string_view bytes);
-  void reset();  // new connection: drop partial line/event, expect a BOM again
+  void Feed(std::string_view bytes);
+  void Reset();  // new connection: drop partial line/event, expect a BOM again
 
  private:
-  void line(std::string_view l);
+  void Line(std::string_view l);
   Handler on_event_;
   std::string buf_;         // bytes of the current unterminated line
   bool after_cr_ = false;   // last byte was CR; an LF right after it is part of the same break

@@ -13,46 +13,46 @@ SyncStream::SyncStream(uv_loop_t* loop, HttpClient& http, Credentials& creds, Sy
                        OnEvent on_event, OnCancelled on_cancelled, OnLink on_link)
     : loop_(loop), http_(http), creds_(creds), opt_(std::move(opt)),
       on_event_(std::move(on_event)), on_cancelled_(std::move(on_cancelled)),
-      on_link_(std::move(on_link)), parser_([this](const SseEvent& e) { on_sse(e); }),
+      on_link_(std::move(on_link)), parser_([this](const SseEvent& e) { OnSse(e); }),
       watchdog_(util::UvTimer(loop, this)), retry_(util::UvTimer(loop, this)) {}
 
 SyncStream::~SyncStream() {
-  stop();  // the timers close with their members
+  Stop();  // the timers close with their members
 }
 
-void SyncStream::start() {
+void SyncStream::Start() {
   if (running_) return;
   running_ = true;
   attempt_ = 0;
-  connect();
+  Connect();
   uint64_t period = static_cast<uint64_t>(std::max<int64_t>(50, opt_.idle_timeout_ms / 4));
   uv_timer_start(watchdog_, [](uv_timer_t* t) {
     auto* self = static_cast<SyncStream*>(t->data);
     if (self->request_ &&
         uv_now(self->loop_) - self->last_bytes_ms_ > static_cast<uint64_t>(self->opt_.idle_timeout_ms))
-      self->drop_and_retry(false);
+      self->DropAndRetry(false);
   }, period, period);
 }
 
-void SyncStream::stop() {
+void SyncStream::Stop() {
   running_ = false;
   ++generation_;
   uv_timer_stop(watchdog_);
   uv_timer_stop(retry_);
-  if (request_) http_.cancel(request_);
+  if (request_) http_.Cancel(request_);
   request_ = 0;
   open_ = false;
 }
 
-void SyncStream::connect() {
+void SyncStream::Connect() {
   uint64_t gen = ++generation_;
-  parser_.reset();
+  parser_.Reset();
   resync_pending_ = true;
   event_stream_ = plain_ = false;
   plain_body_.clear();
   last_bytes_ms_ = uv_now(loop_);
   HttpRequest req;
-  req.url = DatabaseUrl(opt_.base_url, opt_.root, creds_.query());
+  req.url = DatabaseUrl(opt_.base_url, opt_.root, creds_.Query());
   req.headers = {"Accept: text/event-stream"};
   req.stream = true;
   req.follow_redirects = true;
@@ -71,28 +71,28 @@ void SyncStream::connect() {
     if (plain_) {
       if (plain_body_.size() + bytes.size() > opt_.max_read_bytes) {
         last_error_ = "answer over " + std::to_string(opt_.max_read_bytes) + " bytes";
-        return drop_and_retry(false);
+        return DropAndRetry(false);
       }
       plain_body_.append(bytes);
       return;
     }
-    if (event_stream_) parser_.feed(bytes);  // events after a stop/reconnect inside this chunk are dropped
+    if (event_stream_) parser_.Feed(bytes);  // events after a stop/reconnect inside this chunk are dropped
   };
-  request_ = http_.start(std::move(req), [this, gen](HttpResponse resp) {
+  request_ = http_.Start(std::move(req), [this, gen](HttpResponse resp) {
     if (gen != generation_) return;
     request_ = 0;
     if (resp.transport_error && on_link_) on_link_(false);
-    if (plain_ && !resp.transport_error) return read_answered(std::move(plain_body_));
-    drop_and_retry(resp.status == 401);
+    if (plain_ && !resp.transport_error) return ReadAnswered(std::move(plain_body_));
+    DropAndRetry(resp.status == 401);
   });
 }
 
 // A whole value instead of a stream: the server does not stream. Deliver it, ask again later.
-void SyncStream::read_answered(std::string body) {
+void SyncStream::ReadAnswered(std::string body) {
   auto value = nlohmann::json::parse(body, nullptr, false);
   if (value.is_discarded()) {
     last_error_ = "the answer (" + answered_type_ + ") is not JSON";
-    return drop_and_retry(false);
+    return DropAndRetry(false);
   }
   if (!polling_ && opt_.on_polling) {
     opt_.on_polling(true, "the cloud answered " + answered_type_ + " instead of text/event-stream");
@@ -106,10 +106,10 @@ void SyncStream::read_answered(std::string body) {
   e.path = "/";
   e.data = std::move(value);
   on_event_(e, true);
-  if (running_) retry_in(opt_.poll_interval_ms, false);
+  if (running_) RetryIn(opt_.poll_interval_ms, false);
 }
 
-void SyncStream::on_sse(const SseEvent& raw) {
+void SyncStream::OnSse(const SseEvent& raw) {
   if (!open_) {  // the first event: now the stream is up
     open_ = true;
     attempt_ = 0;
@@ -128,39 +128,39 @@ void SyncStream::on_sse(const SseEvent& raw) {
       break;
     }
     case FirebaseEvent::Kind::Cancel:
-      stop();
+      Stop();
       if (on_cancelled_) on_cancelled_(e.data.is_string() ? e.data.get<std::string>() : e.data.dump());
       break;
     case FirebaseEvent::Kind::AuthRevoked:
-      drop_and_retry(true);
+      DropAndRetry(true);
       break;
     default:
       break;  // keep-alive (the byte counter already noticed it) and unknown events
   }
 }
 
-void SyncStream::drop_and_retry(bool refresh_credentials) {
+void SyncStream::DropAndRetry(bool refresh_credentials) {
   if (!running_) return;
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   int64_t cap = std::min(opt_.backoff_max_ms, opt_.backoff_initial_ms << std::min(attempt_, 20));
   ++attempt_;
-  retry_in(cap / 2 + static_cast<int64_t>(rng() % static_cast<uint64_t>(cap / 2 + 1)), refresh_credentials);
+  RetryIn(cap / 2 + static_cast<int64_t>(rng() % static_cast<uint64_t>(cap / 2 + 1)), refresh_credentials);
 }
 
-void SyncStream::retry_in(int64_t delay, bool refresh_credentials) {
+void SyncStream::RetryIn(int64_t delay, bool refresh_credentials) {
   ++generation_;
-  if (request_) http_.cancel(request_);
+  if (request_) http_.Cancel(request_);
   request_ = 0;
   open_ = false;
   auto reconnect = [this, delay] {
     if (!running_) return;
     uv_timer_start(retry_, [](uv_timer_t* t) {
       auto* self = static_cast<SyncStream*>(t->data);
-      if (self->running_) self->connect();
+      if (self->running_) self->Connect();
     }, static_cast<uint64_t>(delay), 0);
   };
   if (refresh_credentials) {
-    creds_.refresh(scope_.Guard([reconnect](bool) { reconnect(); }));
+    creds_.Refresh(scope_.Guard([reconnect](bool) { reconnect(); }));
   } else {
     reconnect();
   }

@@ -55,8 +55,8 @@ class SyncStream {
   SyncStream(const SyncStream&) = delete;
   SyncStream& operator=(const SyncStream&) = delete;
 
-  void start();
-  void stop();
+  void Start();
+  void Stop();
   bool open() const { return open_; }
   bool polling() const { return polling_; }        // the server does not stream: read periodically
   uint64_t connects() const { return connects_; }  // streams that delivered their first event
@@ -64,11 +64,11 @@ class SyncStream {
   const std::string& last_error() const { return last_error_; }  // of an answer refused since
 
  private:
-  void connect();
-  void drop_and_retry(bool refresh_credentials);
-  void retry_in(int64_t delay_ms, bool refresh_credentials);
-  void on_sse(const SseEvent& e);
-  void read_answered(std::string body);
+  void Connect();
+  void DropAndRetry(bool refresh_credentials);
+  void RetryIn(int64_t delay_ms, bool refresh_credentials);
+  void OnSse(const SseEvent& e);
+  void ReadAnswered(std::string body);
 
   uv_loop_t* loop_;
   HttpClient& http_;

@@ -16,44 +16,44 @@ WatchSet::WatchSet(uv_loop_t* loop, HttpClient& http, Credentials& creds, WatchS
     : loop_(loop), http_(http), creds_(creds), opt_(std::move(opt)), on_data_(std::move(on_data)),
       poll_timer_(util::UvTimer(loop_, this)) {}
 
-WatchSet::~WatchSet() { stop(); }
+WatchSet::~WatchSet() { Stop(); }
 
-void WatchSet::watch(const std::string& raw) {
+void WatchSet::Watch(const std::string& raw) {
   std::string path = Canonical(raw);
   if (streams_.count(path) || polled_.count(path)) return;
-  if (streams_.size() < opt_.max_streams) return open_stream(path);
-  add_polled(path);
+  if (streams_.size() < opt_.max_streams) return OpenStream(path);
+  AddPolled(path);
 }
 
-void WatchSet::add_polled(const std::string& path) {
+void WatchSet::AddPolled(const std::string& path) {
   polled_[path] = {};
   poll_order_.push_back(path);
-  poll(path);
+  Poll(path);
   if (!uv_is_active(poll_timer_.handle())) {
     auto period = static_cast<uint64_t>(std::max<int64_t>(10, opt_.poll_interval_ms));
-    uv_timer_start(poll_timer_, [](uv_timer_t* t) { static_cast<WatchSet*>(t->data)->poll_all(); }, period, period);
+    uv_timer_start(poll_timer_, [](uv_timer_t* t) { static_cast<WatchSet*>(t->data)->PollAll(); }, period, period);
   }
 }
 
-void WatchSet::unwatch(const std::string& raw) {
+void WatchSet::Unwatch(const std::string& raw) {
   std::string path = Canonical(raw);
   if (polled_.erase(path)) {
     std::erase(poll_order_, path);
   } else if (auto it = streams_.find(path); it != streams_.end()) {
-    it->second->stop();
+    it->second->Stop();
     streams_.erase(it);
     if (!poll_order_.empty()) {  // a slot is free: the longest-polled path gets it
       std::string next = poll_order_.front();
       poll_order_.pop_front();
       polled_.erase(next);
-      open_stream(next);
+      OpenStream(next);
     }
   }
   if (polled_.empty()) uv_timer_stop(poll_timer_);
 }
 
-void WatchSet::stop() {
-  for (auto& [path, s] : streams_) s->stop();
+void WatchSet::Stop() {
+  for (auto& [path, s] : streams_) s->Stop();
   streams_.clear();
   retired_.clear();
   polled_.clear();
@@ -61,7 +61,7 @@ void WatchSet::stop() {
   uv_timer_stop(poll_timer_);
 }
 
-void WatchSet::open_stream(const std::string& path) {
+void WatchSet::OpenStream(const std::string& path) {
   SyncStreamOptions so;
   so.base_url = opt_.base_url;
   so.root = path;
@@ -82,10 +82,10 @@ void WatchSet::open_stream(const std::string& path) {
     if (it == streams_.end()) return;
     retired_.push_back(std::move(it->second));  // inside its own callback: freed at the next tick
     streams_.erase(it);
-    add_polled(path);
+    AddPolled(path);
   };
   auto s = std::make_unique<SyncStream>(loop_, http_, creds_, so, on_event, on_cancel, opt_.on_link);
-  s->start();
+  s->Start();
   streams_[path] = std::move(s);
 }
 
@@ -97,12 +97,12 @@ size_t WatchSet::streams_open() const {
   return static_cast<size_t>(std::count_if(streams_.begin(), streams_.end(), [](const auto& s) { return s.second->open(); }));
 }
 
-void WatchSet::poll_all() {
+void WatchSet::PollAll() {
   retired_.clear();
-  for (const std::string& path : poll_order_) poll(path);
+  for (const std::string& path : poll_order_) Poll(path);
 }
 
-void WatchSet::poll(const std::string& path) {
+void WatchSet::Poll(const std::string& path) {
   auto it = polled_.find(path);
   if (it == polled_.end() || it->second.in_flight) return;
   it->second.in_flight = true;

@@ -47,21 +47,21 @@ class WatchSet {
   WatchSet(const WatchSet&) = delete;
   WatchSet& operator=(const WatchSet&) = delete;
 
-  void watch(const std::string& path);    // idempotent; path '/'-separated, "" = root
-  void unwatch(const std::string& path);  // idempotent; closes its stream
-  void stop();                            // unwatches everything
+  void Watch(const std::string& path);    // idempotent; path '/'-separated, "" = root
+  void Unwatch(const std::string& path);  // idempotent; closes its stream
+  void Stop();                            // unwatches everything
 
   size_t streams() const { return streams_.size(); }
   size_t streams_polling() const;  // of streams(): those reading periodically (no streaming)
   size_t streams_open() const;     // of streams(): those streaming
   size_t polled() const { return polled_.size(); }
-  bool streamed(const std::string& path) const { return streams_.count(path) > 0; }
+  bool Streamed(const std::string& path) const { return streams_.count(path) > 0; }
 
  private:
-  void open_stream(const std::string& path);
-  void add_polled(const std::string& path);
-  void poll_all();
-  void poll(const std::string& path);
+  void OpenStream(const std::string& path);
+  void AddPolled(const std::string& path);
+  void PollAll();
+  void Poll(const std::string& path);
 
   struct Polled {
     uint64_t digest = 0;   // of the last value delivered (0: none yet)

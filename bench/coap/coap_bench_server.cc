@@ -26,19 +26,19 @@ namespace {
 class BenchServer : public Handler {
  public:
   explicit BenchServer(uv_loop_t* loop) : ep(loop, *this) {}
-  void on_request(const Request& r) override {
+  void OnRequest(const Request& r) override {
     static const uint8_t kSnapshot[] = {0xA1, 0x61, 0x62, 0x61, 0x78};  // {"b": "x"}
     Response resp;
     if (r.method() == code::kGet && r.observe() == 0u && observing) {
       const uint64_t now = uv_hrtime();
       resp.payload = {reinterpret_cast<const uint8_t*>(&now), sizeof now};
-      if (ObserverId id = ep.respond_observe(r.id, resp)) observers.push_back(id);
+      if (ObserverId id = ep.RespondObserve(r.id, resp)) observers.push_back(id);
       return;
     }
     if (r.method() == code::kGet) {
       resp.payload = kSnapshot;
       if (r.observe() == 0u) {
-        if (ObserverId id = ep.respond_observe(r.id, resp)) {
+        if (ObserverId id = ep.RespondObserve(r.id, resp)) {
           const uint64_t key = PathKey(r);
           by_path[key].push_back(id);
           path_of[id] = key;
@@ -48,16 +48,16 @@ class BenchServer : public Handler {
     } else {
       resp.code = code::kChanged;
     }
-    ep.respond(r.id, resp);
+    ep.Respond(r.id, resp);
     if (r.method() == code::kPut && !by_path.empty()) {
       auto it = by_path.find(PathKey(r));
       if (it == by_path.end()) return;
       Response n;
       n.payload = r.payload;
-      for (ObserverId id : it->second) ep.notify(id, n);
+      for (ObserverId id : it->second) ep.Notify(id, n);
     }
   }
-  void on_observer_dropped(ObserverId id, DropReason) override {
+  void OnObserverDropped(ObserverId id, DropReason) override {
     std::erase(observers, id);
     if (auto it = path_of.find(id); it != path_of.end()) {
       std::erase(by_path[it->second], id);
@@ -76,7 +76,7 @@ class BenchServer : public Handler {
     const uint64_t now = uv_hrtime();
     Response resp;
     resp.payload = {reinterpret_cast<const uint8_t*>(&now), sizeof now};
-    for (size_t i = 0; i < observers.size(); ++i) ep.notify(observers[i], resp);
+    for (size_t i = 0; i < observers.size(); ++i) ep.Notify(observers[i], resp);
   }
   Endpoint ep;
   bool observing = false;
@@ -99,9 +99,9 @@ int main(int argc, char** argv) {
     o.hellos_per_second = 0;
     if (argc > 5) o.max_live = std::strtoul(argv[5], nullptr, 10);
     const std::string key = argv[4];
-    r = server.ep.listen_dtls(ip, port, o, [key](std::string_view) { return std::optional<std::string>(key); });
+    r = server.ep.ListenDtls(ip, port, o, [key](std::string_view) { return std::optional<std::string>(key); });
   } else {
-    r = server.ep.listen(ip, port);
+    r = server.ep.Listen(ip, port);
   }
   uv_timer_t ticks;
   uv_timer_init(loop, &ticks);
@@ -117,7 +117,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "listen: %s\n", uv_strerror(r));
     return 1;
   }
-  std::printf("PORT %u\n", server.ep.local_port());
+  std::printf("PORT %u\n", server.ep.LocalPort());
   std::fflush(stdout);
   uv_signal_t sig;
   uv_signal_init(loop, &sig);

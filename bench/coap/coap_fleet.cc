@@ -47,16 +47,16 @@ size_t EncodeRequest(Fleet& f, uint64_t seq, uint8_t* buf, size_t cap) {
   for (int i = 0; i < 8; ++i) tok[i] = static_cast<uint8_t>(seq >> (8 * i));
   Writer w(std::span<uint8_t>(buf, cap));
   const bool put = (seq * 37 % 100) < f.put_percent;
-  w.header(Type::kCon, put ? code::kPut : code::kGet, static_cast<uint16_t>(seq / f.sessions), tok);
-  if (!f.path.empty()) w.option(opt::kUriPath, f.path);  // empty: the root resource
+  w.Header(Type::kCon, put ? code::kPut : code::kGet, static_cast<uint16_t>(seq / f.sessions), tok);
+  if (!f.path.empty()) w.Option(opt::kUriPath, f.path);  // empty: the root resource
   static const uint8_t kBody[] = {0xBF, 0x61, 0x62, 0x61, 0x78, 0xFF};
-  if (put) w.payload(kBody);
+  if (put) w.Payload(kBody);
   return w.size();
 }
 
 void OnReply(Fleet& f, const uint8_t* data, size_t n) {
   Message m;
-  if (!parse({data, n}, m).ok()) return;
+  if (!Parse({data, n}, m).ok()) return;
   if (m.token.len != 8 || m.code == code::kEmpty) return;
   uint64_t seq = 0;
   for (int i = 0; i < 8; ++i) seq |= uint64_t{m.token.bytes[i]} << (8 * i);

@@ -99,7 +99,7 @@ void StartNext(Fleet& f);
 
 void OnReply(Fleet& f, const uint8_t* data, size_t n) {
   Message m;
-  if (!parse({data, n}, m).ok() || m.token.len != 8 || m.code == code::kEmpty) return;
+  if (!Parse({data, n}, m).ok() || m.token.len != 8 || m.code == code::kEmpty) return;
   uint64_t seq = 0;
   for (int i = 0; i < 8; ++i) seq |= uint64_t{m.token.bytes[i]} << (8 * i);
   if (seq >= f.sent_at.size() || f.answered[seq]) return;
@@ -183,7 +183,7 @@ void SendRequest(Fleet& f) {
   uint8_t tok[8], buf[64];
   for (int i = 0; i < 8; ++i) tok[i] = static_cast<uint8_t>(seq >> (8 * i));
   Writer w(buf);
-  w.header(Type::kCon, code::kGet, static_cast<uint16_t>(seq / f.sessions), tok);
+  w.Header(Type::kCon, code::kGet, static_cast<uint16_t>(seq / f.sessions), tok);
   mbedtls_ssl_write(&s.ssl, buf, w.size());
 }
 

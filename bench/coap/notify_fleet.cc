@@ -37,22 +37,22 @@ size_t Register(uint16_t mid, uint32_t token, uint8_t* buf, size_t cap) {
   Writer w(std::span<uint8_t>(buf, cap));
   const uint8_t tok[4] = {static_cast<uint8_t>(token >> 24), static_cast<uint8_t>(token >> 16),
                           static_cast<uint8_t>(token >> 8), static_cast<uint8_t>(token)};
-  w.header(Type::kCon, code::kGet, mid, tok);
-  w.option_uint(opt::kObserve, 0);
-  w.option(opt::kUriPath, std::string_view("state"));
+  w.Header(Type::kCon, code::kGet, mid, tok);
+  w.OptionUint(opt::kObserve, 0);
+  w.Option(opt::kUriPath, std::string_view("state"));
   return w.size();
 }
 
 void OnDatagram(Fleet& f, uv_udp_t* h, const uint8_t* data, size_t n, const sockaddr* from) {
   const uint64_t now = uv_hrtime();
   Message m;
-  if (!parse({data, n}, m).ok() || m.code != code::kContent) return;
+  if (!Parse({data, n}, m).ok() || m.code != code::kContent) return;
   if (m.type == Type::kAck) {
     ++f.registered;  // the registration's answer
   } else if (m.type == Type::kCon) {
     uint8_t ack[4];
     Writer w(ack);
-    w.header(Type::kAck, code::kEmpty, m.mid, {});
+    w.Header(Type::kAck, code::kEmpty, m.mid, {});
     uv_buf_t b = uv_buf_init(reinterpret_cast<char*>(ack), 4);
     uv_udp_try_send(h, &b, 1, from);
   }

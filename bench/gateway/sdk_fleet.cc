@@ -132,41 +132,41 @@ struct Fleet {
                             static_cast<uint8_t>(n >> 8), static_cast<uint8_t>(n)};
     Writer w(std::span<uint8_t>(out, cap));
     const uint8_t method = r.kind == Kind::kOpen ? code::kPost : r.kind == Kind::kPut ? code::kPut : code::kGet;
-    w.header(Type::kCon, method, MidOf(n), tok);
-    w.option(opt::kUriHost, std::string_view(kHost));
-    if (r.kind == Kind::kObserve) w.option_uint(opt::kObserve, 0);
+    w.Header(Type::kCon, method, MidOf(n), tok);
+    w.Option(opt::kUriHost, std::string_view(kHost));
+    if (r.kind == Kind::kObserve) w.OptionUint(opt::kObserve, 0);
     const bool shared = mode == Mode::kFanout;
     if (r.kind == Kind::kOpen) {
-      w.option(opt::kUriPath, std::string_view(".cs"));
-      w.option(opt::kUriQuery, std::string_view("v=2"));
+      w.Option(opt::kUriPath, std::string_view(".cs"));
+      w.Option(opt::kUriQuery, std::string_view("v=2"));
       char buf[24];
       const std::string_view id = DeviceId(d, buf);
-      w.payload({reinterpret_cast<const uint8_t*>(id.data()), id.size()});
+      w.Payload({reinterpret_cast<const uint8_t*>(id.data()), id.size()});
       return w.size();
     }
     char cs[48];
     const int cs_len = std::snprintf(cs, sizeof cs, ".cs=%s", session[d].c_str());
     if (r.kind == Kind::kPing) {
-      w.option(opt::kUriPath, std::string_view(".ping"));
-      w.option(opt::kUriQuery, std::string_view(cs, static_cast<size_t>(cs_len)));
+      w.Option(opt::kUriPath, std::string_view(".ping"));
+      w.Option(opt::kUriQuery, std::string_view(cs, static_cast<size_t>(cs_len)));
       return w.size();
     }
-    w.option(opt::kUriPath, std::string_view("fleet"));
+    w.Option(opt::kUriPath, std::string_view("fleet"));
     if (shared) {
-      w.option(opt::kUriPath, std::string_view("all"));
+      w.Option(opt::kUriPath, std::string_view("all"));
     } else {
       char buf[24];
-      w.option(opt::kUriPath, DeviceId(d, buf));
-      w.option(opt::kUriPath, std::string_view("v"));
+      w.Option(opt::kUriPath, DeviceId(d, buf));
+      w.Option(opt::kUriPath, std::string_view("v"));
     }
-    w.option(opt::kUriQuery, std::string_view(cs, static_cast<size_t>(cs_len)));
+    w.Option(opt::kUriQuery, std::string_view(cs, static_cast<size_t>(cs_len)));
     if (r.kind == Kind::kPut) {
       // {"n": n, "t": 21.5} as the SDK encodes a map: indefinite length; 21.5 as a float32.
       const uint64_t value = shared ? (n - load_lo) / devices : n;  // fan-out: the change number
       uint8_t body[24] = {0xBF, 0x61, 'n', 0x1A, static_cast<uint8_t>(value >> 24), static_cast<uint8_t>(value >> 16),
                           static_cast<uint8_t>(value >> 8), static_cast<uint8_t>(value), 0x61, 't', 0xFA,
                           0x41, 0xAC, 0x00, 0x00, 0xFF};
-      w.payload({body, 16});
+      w.Payload({body, 16});
     }
     return w.size();
   }
@@ -191,7 +191,7 @@ struct Fleet {
   void Ack(size_t device, uint16_t mid) {
     uint8_t b[4];
     Writer w(b);
-    w.header(Type::kAck, code::kEmpty, mid, {});
+    w.Header(Type::kAck, code::kEmpty, mid, {});
     net.Send(device, {b, 4});
   }
 
@@ -208,7 +208,7 @@ struct Fleet {
   void OnDatagram(size_t device, std::span<const uint8_t> bytes) {
     const uint64_t now = uv_hrtime();
     Message m;
-    if (!parse(bytes, m).ok()) {
+    if (!Parse(bytes, m).ok()) {
       // The SDK quirk the servers accept is ours to send, not to receive: ignore anything odd.
       return;
     }
@@ -233,11 +233,11 @@ struct Fleet {
       r.code = m.code;
       r.latency_us = static_cast<uint32_t>(std::min<uint64_t>((now - r.sent_ns) / 1000, UINT32_MAX));
       if (n >= phase_lo && n < phase_hi) OnSetupAnswer(n, m);
-      if (n >= chain_lo && n < chain_hi) ++chain_done, chain_ok += code::cls(m.code) == 2;
+      if (n >= chain_lo && n < chain_hi) ++chain_done, chain_ok += code::Cls(m.code) == 2;
       if (n >= load_lo && load_lo) Release(n);  // (may grow reqs: r is not used after this)
       return;
     }
-    if (r.kind != Kind::kObserve || !m.find(opt::kObserve)) return;
+    if (r.kind != Kind::kObserve || !m.Find(opt::kObserve)) return;
     // A notification of the observation registered by request n.
     ++notifications;
     CborReader c{m.payload};
@@ -371,7 +371,7 @@ struct Fleet {
     uv_run(loop, UV_RUN_NOWAIT);
     *took_s = static_cast<double>(uv_hrtime() - t0) / 1e9;
     size_t ok = 0;
-    for (uint64_t n = phase_lo; n < phase_hi; ++n) ok += code::cls(reqs[n].code) == 2;
+    for (uint64_t n = phase_lo; n < phase_hi; ++n) ok += code::Cls(reqs[n].code) == 2;
     phase_lo = phase_hi = 0;
     chain_lo = chain_hi = 0;
     return ok;
@@ -540,7 +540,7 @@ int main(int argc, char** argv) {
       continue;
     }
     all.push_back(r.latency_us);
-    if (code::cls(r.code) == 2) ++ok, good.push_back(r.latency_us);
+    if (code::Cls(r.code) == 2) ++ok, good.push_back(r.latency_us);
     else if (r.code == code::kServiceUnavailable) ++shed;
     else ++err;
   }

@@ -34,14 +34,14 @@ namespace {
 class TimedBridge : public CloudBridge {
  public:
   using CloudBridge::CloudBridge;
-  void confirmed(const std::string& route, uint64_t up_to) override {
+  void Confirmed(const std::string& route, uint64_t up_to) override {
     if (route == "live") {
       auto now = Clock::now();
       while (next_ < live_committed.size() && live_committed[next_].first <= up_to) {
         live_latency_ms.push_back(std::chrono::duration<double, std::milli>(now - live_committed[next_++].second).count());
       }
     }
-    CloudBridge::confirmed(route, up_to);
+    CloudBridge::Confirmed(route, up_to);
   }
   std::vector<std::pair<uint64_t, Clock::time_point>> live_committed;  // seq, commit time
   std::vector<double> live_latency_ms;
@@ -123,9 +123,9 @@ int main(int argc, char** argv) {
     std::vector<upstream::RouteTarget> targets = {{"bench", bridge.RootOf("bench")}, {"live", bridge.RootOf("live")}};
     upstream::Drainer drainer(&loop, http, *creds, bridge, targets, opt);
     // As tetherd wires it: a route's next batch leaves once its confirmation is committed.
-    util::Subscription settled = bridge.SetSettledHook([&drainer](const std::string& route) { drainer.notify(route); });
+    util::Subscription settled = bridge.SetSettledHook([&drainer](const std::string& route) { drainer.Notify(route); });
     auto t0 = Clock::now();
-    drainer.start();
+    drainer.Start();
     auto limit = t0 + std::chrono::minutes(5);
     auto next_sample = t0;
     long live_sent = 0, live_inflight = 0;
@@ -148,7 +148,7 @@ int main(int argc, char** argv) {
           st->Submit(std::move(b), [&](const store::BatchResult& r) {
             --live_inflight;
             for (uint64_t seq : r.seqs) bridge.live_committed.push_back({seq, Clock::now()});
-            drainer.notify("live");
+            drainer.Notify("live");
           });
         }
       }
@@ -176,17 +176,17 @@ int main(int argc, char** argv) {
       std::printf("live writes during the drain: %ld at %ld/s, confirmed %zu, latency p50 %.0f ms, p99 %.0f ms, max %.0f ms\n",
                   live_sent, live_rate, lat.size(), pct(0.5), pct(0.99), lat.empty() ? -1.0 : lat.back());
     }
-    drainer.stop();
+    drainer.Stop();
     bool drained = depth() == 0;
     devices.Close();
     st->Close();
     uv_run(&loop, UV_RUN_NOWAIT);
-    auto last = cloud.get("/bench/dev/d" + std::to_string((n - 1) % keys) + "/v");
+    auto last = cloud.Get("/bench/dev/d" + std::to_string((n - 1) % keys) + "/v");
     std::printf("last value check: %s (want %ld)\n", last.dump().c_str(), n - 1);
     bool live_ok = true;
     if (live_sent > 0) {
       long l = live_sent - 1;
-      auto v = cloud.get("/live/sensor/s" + std::to_string(l % 100));
+      auto v = cloud.Get("/live/sensor/s" + std::to_string(l % 100));
       std::printf("last live value check: %s (want %ld)\n", v.dump().c_str(), l);
       live_ok = v == l;
     }

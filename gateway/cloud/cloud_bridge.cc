@@ -57,7 +57,7 @@ std::optional<int64_t> WallOffset(std::optional<int64_t> boot_offset_ms) {
 
 std::optional<int64_t> CloudBridge::clock_offset_ms() const { return WallOffset(boot_offset_ms_); }
 
-std::vector<upstream::OutboundOp> CloudBridge::peek(const std::string& route, size_t max) {
+std::vector<upstream::OutboundOp> CloudBridge::Peek(const std::string& route, size_t max) {
   if (settling_[route] > 0) return {};  // on_settled_ tells the uploader when to come back
   const std::string root = RootOf(route);
   const int64_t wall = store::WallClockMs(), boot = store::BootTimeMs();
@@ -151,7 +151,7 @@ std::vector<upstream::OutboundOp> CloudBridge::peek(const std::string& route, si
   return out;
 }
 
-void CloudBridge::confirmed(const std::string& route, uint64_t up_to_seq) {
+void CloudBridge::Confirmed(const std::string& route, uint64_t up_to_seq) {
   uint64_t& through = acked_through_[route];
   through = std::max(through, up_to_seq);
   for (auto it = increments_out_.begin(); it != increments_out_.end() && it->first <= up_to_seq;) {
@@ -175,7 +175,7 @@ void CloudBridge::Settle(const std::string& route, store::WriteBatch batch,
   }));
 }
 
-void CloudBridge::dead_letter(const upstream::OutboundOp& op, int http_status, std::string reason) {
+void CloudBridge::DeadLetter(const upstream::OutboundOp& op, int http_status, std::string reason) {
   spdlog::warn("cloud refused write seq {} of route '{}' ({}: {}); kept as a dead letter (tetherctl deadletters)",
                op.seq, op.route, http_status, reason);
   dead_pending_.insert(op.seq);
@@ -190,7 +190,7 @@ void CloudBridge::dead_letter(const upstream::OutboundOp& op, int http_status, s
   }));
 }
 
-void CloudBridge::conflict(const upstream::OutboundOp& op, const std::string& cloud_value_json) {
+void CloudBridge::Conflict(const upstream::OutboundOp& op, const std::string& cloud_value_json) {
   const std::string root = op.root.value_or(RootOf(op.route));
   std::string tree_path(1, '/');
   tree_path += root;

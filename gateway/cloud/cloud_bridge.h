@@ -13,7 +13,7 @@
 //
 // A write holding {".sv":"timestamp"} on an event-time route is handed out only once its event
 // time is known in cloud time (EventCloudTimeMs): until the clock has an estimate measured on the
-// current link, peek() stops before it (order within the route is kept; the route is "held") and
+// current link, Peek() stops before it (order within the route is kept; the route is "held") and
 // the clock-ready hook runs when it may go. The wait is bounded: once the route has waited
 // `clock_wait` while the cloud answers, its writes go with the best estimate there is (one
 // measured on an earlier link, else the local clock; counted per route), unless
@@ -63,7 +63,7 @@ class CloudBridge : public upstream::Outbox {
   [[nodiscard]] util::Subscription SetClockReadyHook(std::function<void()> hook) {
     return on_clock_ready_.Set(std::move(hook));
   }
-  // Called when a route's settled ops are deleted from the store and peek() serves it again.
+  // Called when a route's settled ops are deleted from the store and Peek() serves it again.
   [[nodiscard]] util::Subscription SetSettledHook(std::function<void(const std::string& route)> hook) {
     return on_settled_.Set(std::move(hook));
   }
@@ -85,17 +85,17 @@ class CloudBridge : public upstream::Outbox {
   bool connected() const { return connected_; }
 
   // upstream::Outbox. Confirmed and dead-lettered ops are deleted by a store batch that commits
-  // a little later; until then peek() skips them (acked_through_, dead_pending_). While a
-  // confirmation of a route is not yet committed, peek() returns nothing for it: the next batch
+  // a little later; until then Peek() skips them (acked_through_, dead_pending_). While a
+  // confirmation of a route is not yet committed, Peek() returns nothing for it: the next batch
   // leaves only after the store forgot the previous one, so after a crash the uploader resends at
   // most its latest batch (values the cloud already holds as newest) and the cloud never sees an
   // older value of a path after a newer one.
-  std::vector<upstream::OutboundOp> peek(const std::string& route, size_t max) override;
-  void confirmed(const std::string& route, uint64_t up_to_seq) override;
-  void dead_letter(const upstream::OutboundOp& op, int http_status, std::string reason) override;
+  std::vector<upstream::OutboundOp> Peek(const std::string& route, size_t max) override;
+  void Confirmed(const std::string& route, uint64_t up_to_seq) override;
+  void DeadLetter(const upstream::OutboundOp& op, int http_status, std::string reason) override;
   // The local copy takes the cloud's value with the later queued writes on top (observers hear
   // it) and the listener counts it.
-  void conflict(const upstream::OutboundOp& op, const std::string& cloud_value_json) override;
+  void Conflict(const upstream::OutboundOp& op, const std::string& cloud_value_json) override;
   // Queue seqs of increments handed to the uploader and not yet settled: cloud data arriving
   // meanwhile may already count them, so they are not applied again on top of it.
   std::vector<uint64_t> IncrementsInFlight() const;

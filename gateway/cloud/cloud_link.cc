@@ -152,21 +152,21 @@ CloudLink::~CloudLink() {
 void CloudLink::Start() {
   // Cloud traffic starts once the first credential is there (or could not be had: then 401s
   // refresh it later), so no request goes out without one.
-  credentials_->refresh(scope_.Guard([this](bool) {
+  credentials_->Refresh(scope_.Guard([this](bool) {
     if (stopped_) return;
-    drainer_->start();
-    clock_->start();
-    for (auto& st : streams_) st->start();
+    drainer_->Start();
+    clock_->Start();
+    for (auto& st : streams_) st->Start();
     spdlog::info("uploading {} route(s) to {}", upload_routes_, url_);
   }));
 }
 
 void CloudLink::Stop() {
   stopped_ = true;
-  drainer_->stop();
-  for (auto& st : streams_) st->stop();
-  watches_->stop();
-  clock_->shutdown([] {});  // best-effort "offline" presence write
+  drainer_->Stop();
+  for (auto& st : streams_) st->Stop();
+  watches_->Stop();
+  clock_->Shutdown([] {});  // best-effort "offline" presence write
 }
 
 void CloudLink::SetRoutes(std::shared_ptr<const RouteTable> routes) {
@@ -182,7 +182,7 @@ void CloudLink::SetRoutes(std::shared_ptr<const RouteTable> routes) {
   routes_ = std::move(routes);
 }
 
-void CloudLink::OnQueued(const std::string& route) { drainer_->notify(route); }
+void CloudLink::OnQueued(const std::string& route) { drainer_->Notify(route); }
 
 void CloudLink::OnObserved(const std::string& path, bool observed) {
   if (path.rfind(".info", 0) == 0) return;
@@ -190,22 +190,22 @@ void CloudLink::OnObserved(const std::string& path, bool observed) {
   for (const auto& root : sync_roots_) {
     if (root.empty() || path == root || path.compare(0, root.size() + 1, root + "/") == 0) return;
   }
-  if (observed) watches_->watch(path);
-  else watches_->unwatch(path);
+  if (observed) watches_->Watch(path);
+  else watches_->Unwatch(path);
 }
 
 // Any request on the link: an answer means the cloud is reachable (routes backing off for the
 // link go at once, a clock without a current estimate samples), no answer that it is not.
 void CloudLink::OnReachable(bool reachable) {
   bridge_->OnLinkChanged(reachable);
-  clock_->link_changed(reachable);
-  if (reachable) drainer_->link_up();
+  clock_->LinkChanged(reachable);
+  if (reachable) drainer_->LinkUp();
 }
 
 // The clock's own requests: it knows their outcome itself.
 void CloudLink::OnClockReachable(bool reachable) {
   bridge_->OnLinkChanged(reachable);
-  if (reachable) drainer_->link_up();
+  if (reachable) drainer_->LinkUp();
 }
 
 void CloudLink::OnClockChanged() {
@@ -231,7 +231,7 @@ void CloudLink::OnSyncEvent(const std::string& root, const upstream::FirebaseEve
 }
 
 void CloudLink::OnClockReady() {  // every route the drainer knows, including reloaded ones
-  for (const auto& [route, stats] : drainer_->stats()) drainer_->notify(route);
+  for (const auto& [route, stats] : drainer_->stats()) drainer_->Notify(route);
 }
 
 void CloudLink::ReadCloud(const std::string& path, const std::string& query,

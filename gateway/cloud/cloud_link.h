@@ -92,7 +92,7 @@ class CloudLink {
   void OnClockReachable(bool reachable);  // the clock's own requests
   void OnClockChanged();
   void OnSyncEvent(const std::string& root, const upstream::FirebaseEvent& e, bool full_resync);
-  void OnSettled(const std::string& route) { drainer_->notify(route); }
+  void OnSettled(const std::string& route) { drainer_->Notify(route); }
   void OnClockReady();
   void ReadCloud(const std::string& path, const std::string& query, std::function<void(std::optional<Json>)> done);
 

@@ -83,12 +83,12 @@ bool Daemon::StartModules() {
   eo.max_block1_body = config_.device.max_payload;
   endpoint_ = std::make_unique<coap::Endpoint>(&loop_, *device_api_, eo);
   const HostPort& l = config_.device.listen;
-  if (int rc = endpoint_->listen(l.host.c_str(), l.port); rc != 0) {
+  if (int rc = endpoint_->Listen(l.host.c_str(), l.port); rc != 0) {
     spdlog::critical("cannot listen for CoAP on udp {}: {}", l.ToString(), uv_strerror(rc));
     return false;
   }
   device_api_->AttachEndpoint(endpoint_.get());
-  spdlog::info("listening for CoAP on udp {}", HostPort{l.host, endpoint_->local_port()}.ToString());
+  spdlog::info("listening for CoAP on udp {}", HostPort{l.host, endpoint_->LocalPort()}.ToString());
   if (config_.dtls && !StartDtls()) return false;
 
   if (config_.upstream && !StartUpstream()) return false;
@@ -142,7 +142,7 @@ bool Daemon::StartDtls() {
   int rc = 0;
   try {
     // Keys are looked up through psk_ so a reload can replace them for new handshakes.
-    rc = endpoint_->listen_dtls(d.listen.host.c_str(), d.listen.port, o,
+    rc = endpoint_->ListenDtls(d.listen.host.c_str(), d.listen.port, o,
                                 [this](std::string_view identity) { return psk_->KeyFor(identity); });
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
@@ -153,7 +153,7 @@ bool Daemon::StartDtls() {
     return false;
   }
   spdlog::info("listening for CoAP over DTLS on udp {} ({} listed key(s){})",
-               HostPort{d.listen.host, endpoint_->local_port(1)}.ToString(), psk_->listed(),
+               HostPort{d.listen.host, endpoint_->LocalPort(1)}.ToString(), psk_->listed(),
                d.master_key_file.empty() ? "" : ", others derived from the master key");
   return true;
 }

@@ -204,7 +204,7 @@ nlohmann::json DaemonAdmin::Status() {
       {"gateway_id", p_.config->gateway_id},
       {"uptime_s", std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_).count()},
       {"mode", p_.config->upstream ? "upstream" : "local-only"},
-      {"listen", HostPort{p_.config->device.listen.host, p_.endpoint->local_port()}.ToString()},
+      {"listen", HostPort{p_.config->device.listen.host, p_.endpoint->LocalPort()}.ToString()},
       {"sessions", p_.devices->sessions().size()},
       {"device_guard", GuardStatus()},
       {"queue", {{"entries", t.entries}, {"bytes", t.bytes}, {"oldest_age_s", AgeSeconds(oldest)}}},

@@ -103,7 +103,7 @@ void DeviceApi::RevokeAfterReload() {
 
 // ---- request dispatch ----
 
-void DeviceApi::on_request(const coap::Request& r) {
+void DeviceApi::OnRequest(const coap::Request& r) {
   DeviceCall c;
   c.id = r.id;
   c.method = r.method();
@@ -118,7 +118,7 @@ void DeviceApi::on_request(const coap::Request& r) {
   c.native = cf.has_value() || accept.has_value();
   // A native client reassembles Block2 on its own; an SDK device (no Content-Format/Accept) cannot:
   // a snapshot over one datagram is answered 4.13 for it (and ends its observation).
-  if (c.native && endpoint_) endpoint_->allow_unasked_blocks(c.id);
+  if (c.native && endpoint_) endpoint_->AllowUnaskedBlocks(c.id);
   for (std::string_view q : r.uri_queries()) {
     if (q.rfind(".cs=", 0) == 0) c.cs = q.substr(4);
     else if (q.rfind(".dis=", 0) == 0) c.dis = q.substr(5);
@@ -173,7 +173,7 @@ void DeviceApi::on_request(const coap::Request& r) {
     // The session's token came back from the address it was sent to: the engine keeps this peer
     // when unverified addresses flood its table (docs/operations.md, "Security model"), and a
     // session opened from there is real.
-    if (!r.peer_verified && endpoint_) endpoint_->verify_peer(c.peer);
+    if (!r.peer_verified && endpoint_) endpoint_->VerifyPeer(c.peer);
     if (!s->confirmed) keeper_.Confirm(*s);
   }
   if (control && path[0] == ".ping") {
@@ -222,9 +222,9 @@ void DeviceApi::on_request(const coap::Request& r) {
   }
 }
 
-void DeviceApi::on_response_failed(coap::ExchangeId) {
+void DeviceApi::OnResponseFailed(coap::ExchangeId) {
   // The device never acknowledged a separate response (it is gone or moved); an observation that
-  // response registered is dropped by the engine and reported through on_observer_dropped.
+  // response registered is dropped by the engine and reported through OnObserverDropped.
   ++counters_.responses_failed;
 }
 
@@ -234,7 +234,7 @@ void DeviceApi::HandleOpen(DeviceCall& c) {
   // Plain CoAP only: over DTLS the handshake (hellos_per_second, a cookie) proved the address.
   if (!c.peer.secure && !keeper_.TakeOpen(c.peer)) {
     ++counters_.opens_rate_limited;
-    if (endpoint_) endpoint_->ignore(c.id);  // nothing goes back to a possibly forged source
+    if (endpoint_) endpoint_->Ignore(c.id);  // nothing goes back to a possibly forged source
     return;
   }
   // 4.01, not 4.00: the SDK gives up for good on a 4.00 to /.cs (it means "unknown app").
@@ -267,14 +267,14 @@ void DeviceApi::HandleOpen(DeviceCall& c) {
       case SessionKeeper::OpenResult::Kind::kStoreError: return replier_.ReplyStoreStatus(*call, r.status);
     }
   }));
-  if (!taken && endpoint_) endpoint_->ignore(c.id);  // another open of the device waits already
+  if (!taken && endpoint_) endpoint_->Ignore(c.id);  // another open of the device waits already
 }
 
 void DeviceApi::RefuseToken(DeviceCall& c, TokenRefusal why, const Diagnostic& diagnostic) {
   const bool answer = keeper_.TakeRefusal(c.peer);
   ++counters_.token_refusals[static_cast<int>(why)][answer ? 0 : 1];
   if (answer) return replier_.ReplyError(c, diagnostic);
-  if (endpoint_) endpoint_->ignore(c.id);
+  if (endpoint_) endpoint_->Ignore(c.id);
 }
 
 void DeviceApi::HandlePing(DeviceCall& c, Session* s) {
@@ -333,7 +333,7 @@ void DeviceApi::HandleWrite(DeviceCall& c, Session& s, const std::vector<std::st
       return replier_.ReplyError(c, Diagnostic::Invalid("no server values in a compare-and-set"));
     }
     if (auto r = CheckValue(*expect, res->cloud_path.size()); !r) {
-      return replier_.ReplyError(c, std::move(r).error().Prefixed("expect: "));
+      return replier_.ReplyError(c, std::move(r).Error().Prefixed("expect: "));
     }
   }
   std::vector<std::string> cloud = res->cloud_path;
@@ -490,7 +490,7 @@ bool DeviceApi::DecodePayload(DeviceCall& c, Json* value) {
     replier_.ReplyError(c, v.error());
     return false;
   }
-  *value = std::move(v).value();
+  *value = std::move(v).Value();
   return true;
 }
 

@@ -104,10 +104,10 @@ class DeviceApi : public coap::Handler, public CloudLinkListener {
   std::optional<int64_t> cloud_offset_ms() const { return cloud_.offset_ms(); }  // cloud - local wall clock, now
 
   // coap::Handler
-  void on_request(const coap::Request& request) override;
-  void on_activity(const coap::Address& peer) override { keeper_.OnActivity(peer); }
-  void on_observer_dropped(coap::ObserverId id, coap::DropReason reason) override { notifier_.OnDropped(id, reason); }
-  void on_response_failed(coap::ExchangeId id) override;
+  void OnRequest(const coap::Request& request) override;
+  void OnActivity(const coap::Address& peer) override { keeper_.OnActivity(peer); }
+  void OnObserverDropped(coap::ObserverId id, coap::DropReason reason) override { notifier_.OnDropped(id, reason); }
+  void OnResponseFailed(coap::ExchangeId id) override;
 
  private:
   using Call = DeviceCall;

@@ -60,7 +60,7 @@ void DeviceNotifier::AttachEndpoint(coap::Endpoint* endpoint) {
   for (const coap::ObserverState& wire : restored_denied_) {
     static constexpr char kDiag[] = "read not allowed";
     coap::Response end{kForbidden, {reinterpret_cast<const uint8_t*>(kDiag), sizeof kDiag - 1}, std::nullopt, std::nullopt};
-    endpoint_->notify(endpoint_->restore_observer(wire), end);
+    endpoint_->Notify(endpoint_->RestoreObserver(wire), end);
   }
   if (!restored_denied_.empty()) {
     spdlog::warn("{} persisted observation(s) ended with 4.03: the routes no longer allow the read",
@@ -69,7 +69,7 @@ void DeviceNotifier::AttachEndpoint(coap::Endpoint* endpoint) {
   restored_denied_.clear();
   for (auto& [session_id, p] : restored_) {
     Observer o;
-    o.id = endpoint_->restore_observer(p.wire);
+    o.id = endpoint_->RestoreObserver(p.wire);
     o.session_id = session_id;
     o.path = p.cloud_path;
     o.device_path = p.device_path;
@@ -111,7 +111,7 @@ void DeviceNotifier::Add(Observer o) {
   for (coap::ObserverId old : observers_.Add(std::move(o))) {
     if (old == id) continue;
     restoring_.erase(old);
-    if (endpoint_) endpoint_->cancel_observer(old);
+    if (endpoint_) endpoint_->CancelObserver(old);
   }
   owner_.PersistSession(session_id);
 }
@@ -138,14 +138,14 @@ void DeviceNotifier::OnDropped(coap::ObserverId id, coap::DropReason reason) {
 void DeviceNotifier::Unobserve(const std::string& session_id, const std::string& device_path) {
   if (Observer* o = observers_.FindBySessionPath(session_id, device_path)) {
     const coap::ObserverId id = o->id;
-    endpoint_->cancel_observer(id);
+    endpoint_->CancelObserver(id);
     Remove(id);
   }
 }
 
 void DeviceNotifier::DropSession(const std::string& session_id) {
   for (coap::ObserverId id : observers_.OfSession(session_id)) {
-    if (endpoint_) endpoint_->cancel_observer(id);
+    if (endpoint_) endpoint_->CancelObserver(id);
     observers_.Remove(id);  // no PersistSession: the record goes with the session
     restoring_.erase(id);
   }
@@ -154,7 +154,7 @@ void DeviceNotifier::DropSession(const std::string& session_id) {
 void DeviceNotifier::MoveSession(Session& s, const coap::Address& peer) {
   // Including a CON notification being retransmitted.
   if (endpoint_) {
-    for (coap::ObserverId id : observers_.OfSession(s.id)) endpoint_->move_observer(id, peer);
+    for (coap::ObserverId id : observers_.OfSession(s.id)) endpoint_->MoveObserver(id, peer);
   }
   Reencode(s);  // their entries name the old address
 }
@@ -171,7 +171,7 @@ std::string DeviceNotifier::ObservationEntries(const std::string& session_id) {
     Observer* o = observers_.Find(id);
     if (!o) continue;
     if (o->persisted.empty()) {
-      std::optional<coap::ObserverState> wire = endpoint_ ? endpoint_->observer_state(id) : std::nullopt;
+      std::optional<coap::ObserverState> wire = endpoint_ ? endpoint_->ObserverStateOf(id) : std::nullopt;
       if (!wire) continue;
       o->persisted = EncodeObserver({o->device_path, o->path, o->route, o->query, o->json, o->native, *wire});
     }
@@ -199,7 +199,7 @@ void DeviceNotifier::EndWith403(coap::ObserverId id) {
   static constexpr char kDiag[] = "read not allowed";
   const coap::Response end{kForbidden, {reinterpret_cast<const uint8_t*>(kDiag), sizeof kDiag - 1}, std::nullopt,
                            std::nullopt};
-  if (endpoint_) endpoint_->notify(id, end);  // a final 4.03 without Observe: the device stops listening
+  if (endpoint_) endpoint_->Notify(id, end);  // a final 4.03 without Observe: the device stops listening
   Remove(id);
 }
 
@@ -296,7 +296,7 @@ void DeviceNotifier::NotifyPaths(const std::vector<std::string>& changed_paths) 
       if (o->native) resp.content_format = o->json ? kContentFormatJson : kContentFormatCbor;
       ++counters_.notifications;
       const std::string session_id = o->session_id;
-      if (endpoint_->notify(id, resp)) CountNotification(session_id);
+      if (endpoint_->Notify(id, resp)) CountNotification(session_id);
       else Remove(id);
     }
   }
@@ -324,7 +324,7 @@ void DeviceNotifier::NotifyInfo() {
       coap::Response resp{coap::code::kContent, bytes, std::nullopt, std::nullopt};
       if (o->native) resp.content_format = o->json ? kContentFormatJson : kContentFormatCbor;
       const std::string session_id = o->session_id;
-      if (endpoint_->notify(id, resp)) CountNotification(session_id);
+      if (endpoint_->Notify(id, resp)) CountNotification(session_id);
       else Remove(id);
       ++counters_.notifications;
     }

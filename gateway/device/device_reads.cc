@@ -126,7 +126,7 @@ coap::ObserverId DeviceReads::RespondObserve(DeviceCall& c, Observer o, const st
   std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(body.data()), body.size());
   coap::Response resp{coap::code::kContent, bytes, std::nullopt, std::nullopt};
   if (c.native) resp.content_format = c.json_out ? kContentFormatJson : kContentFormatCbor;
-  const coap::ObserverId id = endpoint_ ? endpoint_->respond_observe(c.id, resp) : 0;
+  const coap::ObserverId id = endpoint_ ? endpoint_->RespondObserve(c.id, resp) : 0;
   o.id = id;
   if (id) notifier_.Add(std::move(o));
   replier_.CountAnswer(coap::code::kGet, coap::code::kContent);

@@ -64,7 +64,7 @@ void DeviceReplier::Reply(DeviceCall& c, uint8_t code, std::string payload, std:
   if (c.native && !payload.empty() && (code == coap::code::kContent || code == kPreconditionFailed)) {
     resp.content_format = c.text_reply ? kContentFormatText : c.json_out ? kContentFormatJson : kContentFormatCbor;
   }
-  endpoint_->respond(c.id, resp);
+  endpoint_->Respond(c.id, resp);
 }
 
 void DeviceReplier::ReplyError(DeviceCall& c, const Diagnostic& d, std::optional<uint32_t> size1) {

@@ -1,13 +1,13 @@
 // DeviceCall and DeviceReplier: one device request being answered, and the answers.
 //
-// A DeviceCall is copied out of coap::Request (valid only during Handler::on_request), so a
+// A DeviceCall is copied out of coap::Request (valid only during Handler::OnRequest), so a
 // request answered after a store commit or a cloud read still has what its reply needs. The
 // replier sends every answer through the engine (piggybacked, or separate when late) and counts
 // it by method and code (DeviceApiCounters::requests).
 //
 // Thread: loop thread only. Ownership: DeviceApi owns the replier; the engine outlives it (without
 // one, answers are only counted). Failure: none here — a reply the device never acknowledges is
-// the engine's (Handler::on_response_failed).
+// the engine's (Handler::OnResponseFailed).
 //
 // Invariants:
 // - Every refusal is a Diagnostic (gateway/model/diagnostic.h); its CoAP code comes from CoapCodeOf
@@ -60,13 +60,13 @@ constexpr uint8_t CoapCodeOf(ErrorCode code) {
   switch (code) {
     case ErrorCode::kInvalid: return coap::code::kBadRequest;
     case ErrorCode::kUnauthorized: return coap::code::kUnauthorized;
-    case ErrorCode::kForbidden: return coap::code::make(4, 3);
+    case ErrorCode::kForbidden: return coap::code::Make(4, 3);
     case ErrorCode::kNotFound: return coap::code::kNotFound;
     case ErrorCode::kMethodNotAllowed: return coap::code::kMethodNotAllowed;
-    case ErrorCode::kNotAcceptable: return coap::code::make(4, 6);
-    case ErrorCode::kConflict: return coap::code::make(4, 12);
+    case ErrorCode::kNotAcceptable: return coap::code::Make(4, 6);
+    case ErrorCode::kConflict: return coap::code::Make(4, 12);
     case ErrorCode::kTooLarge: return coap::code::kRequestEntityTooLarge;
-    case ErrorCode::kUnsupportedFormat: return coap::code::make(4, 15);
+    case ErrorCode::kUnsupportedFormat: return coap::code::Make(4, 15);
     case ErrorCode::kWrongHost: return coap::code::kBadRequest;  // CoAP has no 4.21; devices never get it
     case ErrorCode::kUnavailable: return coap::code::kServiceUnavailable;
     case ErrorCode::kInternal: return coap::code::kInternalServerError;

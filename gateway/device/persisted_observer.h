@@ -1,7 +1,7 @@
 // PersistedObserver: one observation of a device session as the store keeps it
 // (store::SessionRecord::observers), so that it survives a gateway restart. The device does not
 // know the gateway restarted: it keeps listening on its token, so the gateway re-creates the
-// observation in the engine (coap::Endpoint::restore_observer) and goes on notifying it.
+// observation in the engine (coap::Endpoint::RestoreObserver) and goes on notifying it.
 //
 // Observe sequence numbers: the engine's value is checkpointed here (wire.seq) when the session
 // record is written, at least every kSeqCheckpointEvery notifications of the session. A restored

@@ -32,29 +32,29 @@ std::string SessionContinuity::Key(const std::string& app, const std::string& de
 void SessionContinuity::NoteTokenFrom(SessionTable& table, const Session& s, const coap::Address& from,
                                       int64_t now_ms) {
   const uint64_t now = static_cast<uint64_t>(now_ms);
-  evidence_.expire(now);
-  host_evidence_.expire(now);
-  if (std::string* id = evidence_.find(from); !id || *id != s.id) {
-    evidence_.insert(from, s.id, coap::heap_bytes(s.id), now);
+  evidence_.Expire(now);
+  host_evidence_.Expire(now);
+  if (std::string* id = evidence_.Find(from); !id || *id != s.id) {
+    evidence_.Insert(from, s.id, coap::HeapBytes(s.id), now);
   }
-  HostEvidence* host = host_evidence_.find(Host(from));
+  HostEvidence* host = host_evidence_.Find(Host(from));
   if (!host) {
-    host_evidence_.insert(Host(from), HostEvidence{s.id, false}, coap::heap_bytes(s.id), now);
+    host_evidence_.Insert(Host(from), HostEvidence{s.id, false}, coap::HeapBytes(s.id), now);
   } else if (host->session_id != s.id && !host->ambiguous) {
     // Another live session's token came from this IP too: two devices there, or two sessions of
     // one; either way the IP no longer says which. (The first may have been continued: then not.)
     const bool both_live = table.ById(host->session_id) != nullptr;
     HostEvidence next{both_live ? host->session_id : s.id, both_live};  // renewed for a whole window
-    host_evidence_.insert(Host(from), std::move(next), coap::heap_bytes(s.id), now);
+    host_evidence_.Insert(Host(from), std::move(next), coap::HeapBytes(s.id), now);
   }
 }
 
 void SessionContinuity::NoteEnded(const Session& s, int64_t now_ms) {
   if (!s.last_ping_ms) return;
-  pings_.expire(static_cast<uint64_t>(now_ms));
+  pings_.Expire(static_cast<uint64_t>(now_ms));
   std::string key = Key(s.app, s.device, s.anonymous, s.addr);
-  const size_t extra = coap::heap_bytes(key);
-  pings_.insert(key, s.last_ping_ms, extra, static_cast<uint64_t>(now_ms));
+  const size_t extra = coap::HeapBytes(key);
+  pings_.Insert(key, s.last_ping_ms, extra, static_cast<uint64_t>(now_ms));
 }
 
 std::vector<Session*> SessionContinuity::Predecessors(SessionTable& table, const std::string& app,
@@ -77,12 +77,12 @@ std::vector<Session*> SessionContinuity::Predecessors(SessionTable& table, const
   // not answer them: otherwise a short-lived client that gets a port another one used (ephemeral
   // ports are reused within seconds) or shares the IP would take a session over.
   if (!out.empty() || now_ms > host_links_until_ms_) return out;
-  evidence_.expire(static_cast<uint64_t>(now_ms));
-  host_evidence_.expire(static_cast<uint64_t>(now_ms));
+  evidence_.Expire(static_cast<uint64_t>(now_ms));
+  host_evidence_.Expire(static_cast<uint64_t>(now_ms));
   Session* seen = nullptr;
-  if (const std::string* id = evidence_.find(from)) {
+  if (const std::string* id = evidence_.Find(from)) {
     seen = table.ById(*id);
-  } else if (const HostEvidence* host = host_evidence_.find(Host(from)); host && !host->ambiguous) {
+  } else if (const HostEvidence* host = host_evidence_.Find(Host(from)); host && !host->ambiguous) {
     seen = table.ById(host->session_id);
   }
   if (seen && same_kind(seen)) out.push_back(seen);
@@ -91,8 +91,8 @@ std::vector<Session*> SessionContinuity::Predecessors(SessionTable& table, const
 
 int64_t SessionContinuity::RememberedPing(const std::string& app, const std::string& device, bool anonymous,
                                           const coap::Address& from, int64_t now_ms) {
-  pings_.expire(static_cast<uint64_t>(now_ms));
-  const int64_t* at = pings_.find(Key(app, device, anonymous, from));
+  pings_.Expire(static_cast<uint64_t>(now_ms));
+  const int64_t* at = pings_.Find(Key(app, device, anonymous, from));
   return at ? *at : 0;
 }
 

@@ -168,7 +168,7 @@ void SessionKeeper::OpenSession(std::shared_ptr<PendingOpen> open) {
   const int64_t now = LoopNow();
   // A new session for this address: requests of the old one are no longer duplicates, so the SDK
   // resending an old request (same message ID and token) after re-authenticating is answered anew.
-  if (endpoint_) endpoint_->new_binding(c.exchange);
+  if (endpoint_) endpoint_->NewBinding(c.exchange);
   // The device's live sessions end here without running their onDisconnect operations: those move
   // to the new session (the device is alive; the SDK never registers them again by itself).
   std::vector<Session*> preds = continuity_.Predecessors(sessions_, c.app, c.device, anonymous, c.peer, now);

@@ -28,7 +28,7 @@ Session FromRecord(const store::SessionRecord& r, int64_t now, const store::Cloc
   s.app = r.app_id;
   s.device = r.device_id;
   s.tokens = SessionTokens(r.short_token, r.long_token, {});  // the caller supplies the credential
-  if (coap::Address addr = coap::Address::parse(r.bound_address); addr.family != 0) s.addr = addr;
+  if (coap::Address addr = coap::Address::Parse(r.bound_address); addr.family != 0) s.addr = addr;
   s.anonymous = AnonymousId(r.device_id);
   s.created_wall_ms = r.created_ms;
   s.last_seen_ms = now;  // undated: a full timeout to come back after the gateway restart

@@ -17,7 +17,7 @@
 //   Those fail the start or the reload as a whole, not one request; a helper used while loading
 //   (RoutePattern::Parse) returns Expected and its caller throws with the position.
 //
-// Thread: values only, no state; copy and move freely. Failure: value() on an error, or error()
+// Thread: values only, no state; copy and move freely. Failure: Value() on an error, or Error()
 // on a value, is a programming error (it throws std::bad_variant_access / bad_optional_access).
 #pragma once
 
@@ -96,17 +96,17 @@ class [[nodiscard]] Expected {
   bool ok() const { return v_.index() == 0; }
   explicit operator bool() const { return ok(); }
 
-  T& value() & { return std::get<0>(v_); }
+  T& Value() & { return std::get<0>(v_); }
   const T& value() const& { return std::get<0>(v_); }
-  T&& value() && { return std::get<0>(std::move(v_)); }
-  T& operator*() & { return value(); }
+  T&& Value() && { return std::get<0>(std::move(v_)); }
+  T& operator*() & { return Value(); }
   const T& operator*() const& { return value(); }
-  T&& operator*() && { return std::move(*this).value(); }
-  T* operator->() { return &value(); }
+  T&& operator*() && { return std::move(*this).Value(); }
+  T* operator->() { return &Value(); }
   const T* operator->() const { return &value(); }
 
   const Diagnostic& error() const& { return std::get<1>(v_); }
-  Diagnostic&& error() && { return std::get<1>(std::move(v_)); }
+  Diagnostic&& Error() && { return std::get<1>(std::move(v_)); }
 
  private:
   std::variant<T, Diagnostic> v_;
@@ -122,7 +122,7 @@ class [[nodiscard]] Expected<void> {
   bool ok() const { return !error_; }
   explicit operator bool() const { return ok(); }
   const Diagnostic& error() const& { return error_.value(); }
-  Diagnostic&& error() && { return std::move(error_).value(); }
+  Diagnostic&& Error() && { return std::move(error_).value(); }
 
  private:
   std::optional<Diagnostic> error_;

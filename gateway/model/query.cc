@@ -227,7 +227,7 @@ Expected<void> ParseQuery(const std::vector<std::string_view>& params, Query* q)
       } else {
         q->child = SplitPath(by);
         if (q->child.empty()) return Diagnostic::Invalid("orderBy needs $key, $value or a child path");
-        if (auto r = CheckPath(q->child); !r) return std::move(r).error().Prefixed("orderBy: ");
+        if (auto r = CheckPath(q->child); !r) return std::move(r).Error().Prefixed("orderBy: ");
         q->order = Query::Order::kChild;
       }
       continue;

@@ -16,7 +16,7 @@ using namespace tether::coap;
 
 namespace {
 
-std::span<const uint8_t> as_bytes(const std::string& s) { return {reinterpret_cast<const uint8_t*>(s.data()), s.size()}; }
+std::span<const uint8_t> AsBytes(const std::string& s) { return {reinterpret_cast<const uint8_t*>(s.data()), s.size()}; }
 
 class TestServer : public Handler {
  public:
@@ -25,51 +25,51 @@ class TestServer : public Handler {
   }
   Endpoint& endpoint() { return ep_; }
 
-  void on_request(const Request& r) override {
+  void OnRequest(const Request& r) override {
     std::string path;
     for (auto seg : r.uri_path()) path += "/" + std::string(seg);
-    ep_.allow_unasked_blocks(r.id);  // libcoap and node-coap reassemble server-chosen Block2
+    ep_.AllowUnaskedBlocks(r.id);  // libcoap and node-coap reassemble server-chosen Block2
     Response resp;
     if (path == "/echo") {
       if (r.method() == code::kPut || r.method() == code::kPost) {
         echo_.assign(r.payload.begin(), r.payload.end());
         resp.code = code::kChanged;
       } else {
-        resp.payload = as_bytes(echo_);
+        resp.payload = AsBytes(echo_);
       }
     } else if (path == "/counter" && r.method() == code::kGet) {
       counter_text_ = std::to_string(counter_);
-      resp.payload = as_bytes(counter_text_);
+      resp.payload = AsBytes(counter_text_);
       if (r.observe() == 0u) {
-        observers_[ep_.respond_observe(r.id, resp)] = true;
+        observers_[ep_.RespondObserve(r.id, resp)] = true;
         return;
       }
     } else if (path == "/large") {
-      resp.payload = as_bytes(large_);
+      resp.payload = AsBytes(large_);
     } else if (path == "/slow") {
       slow_.push_back(r.id);
       return;
     } else {
       resp.code = code::kNotFound;
     }
-    ep_.respond(r.id, resp);
+    ep_.Respond(r.id, resp);
   }
 
-  void on_observer_dropped(ObserverId id, DropReason) override { observers_.erase(id); }
+  void OnObserverDropped(ObserverId id, DropReason) override { observers_.erase(id); }
 
-  void tick() {
+  void Tick() {
     ++counter_;
     counter_text_ = std::to_string(counter_);
     Response resp;
-    resp.payload = as_bytes(counter_text_);
-    for (auto& [id, _] : observers_) ep_.notify(id, resp);
+    resp.payload = AsBytes(counter_text_);
+    for (auto& [id, _] : observers_) ep_.Notify(id, resp);
   }
 
-  void answer_slow() {
+  void AnswerSlow() {
     static const std::string kSlow = "slow done";
     Response resp;
-    resp.payload = as_bytes(kSlow);
-    for (ExchangeId id : slow_) ep_.respond(id, resp);
+    resp.payload = AsBytes(kSlow);
+    for (ExchangeId id : slow_) ep_.Respond(id, resp);
     slow_.clear();
   }
 
@@ -91,20 +91,20 @@ int main(int argc, char** argv) {
   const uint64_t notify_ms = argc > 3 ? std::strtoull(argv[3], nullptr, 10) : 200;
   uv_loop_t* loop = uv_default_loop();
   TestServer server(loop);
-  if (int r = server.endpoint().listen(ip, static_cast<uint16_t>(port)); r != 0) {
+  if (int r = server.endpoint().Listen(ip, static_cast<uint16_t>(port)); r != 0) {
     std::fprintf(stderr, "listen %s:%d: %s\n", ip, port, uv_strerror(r));
     return 1;
   }
-  std::printf("PORT %u\n", server.endpoint().local_port());
+  std::printf("PORT %u\n", server.endpoint().LocalPort());
   std::fflush(stdout);
 
   uv_timer_t ticker, slow;
   uv_timer_init(loop, &ticker);
   ticker.data = &server;
-  uv_timer_start(&ticker, [](uv_timer_t* t) { static_cast<TestServer*>(t->data)->tick(); }, notify_ms, notify_ms);
+  uv_timer_start(&ticker, [](uv_timer_t* t) { static_cast<TestServer*>(t->data)->Tick(); }, notify_ms, notify_ms);
   uv_timer_init(loop, &slow);
   slow.data = &server;
-  uv_timer_start(&slow, [](uv_timer_t* t) { static_cast<TestServer*>(t->data)->answer_slow(); }, 1500, 1500);
+  uv_timer_start(&slow, [](uv_timer_t* t) { static_cast<TestServer*>(t->data)->AnswerSlow(); }, 1500, 1500);
   uv_signal_t sigterm, sigint;
   for (auto [sig, h] : {std::pair{SIGTERM, &sigterm}, std::pair{SIGINT, &sigint}}) {
     uv_signal_init(loop, h);

@@ -24,7 +24,7 @@ TEST_P(SuiteTest, HandshakeThenDataBothWays) {
   EXPECT_EQ(k.hello_verify_sent, 1u) << "the first ClientHello gets a cookie, not a session";
   EXPECT_EQ(k.handshakes_ok, 1u);
   EXPECT_EQ(k.live, 1u);
-  EXPECT_EQ(rig.server().identity(c.addr()), "dev1");
+  EXPECT_EQ(rig.server().Identity(c.addr()), "dev1");
 
   ASSERT_TRUE(c.Write("hello"));
   ASSERT_EQ(rig.received.size(), 1u);
@@ -33,7 +33,7 @@ TEST_P(SuiteTest, HandshakeThenDataBothWays) {
   EXPECT_EQ(rig.received[0].from, c.addr());
 
   const std::string reply = "world";
-  ASSERT_TRUE(rig.server().send(c.addr(), {reinterpret_cast<const uint8_t*>(reply.data()), reply.size()}));
+  ASSERT_TRUE(rig.server().Send(c.addr(), {reinterpret_cast<const uint8_t*>(reply.data()), reply.size()}));
   EXPECT_EQ(c.Read(), "world");
 }
 
@@ -83,7 +83,7 @@ TEST(Dtls, IdleSessionSleepsSmallAndWakesOnEitherSide) {
   ASSERT_EQ(c.Handshake(), 0);
   ASSERT_TRUE(c.Write("one"));
   rig.Advance(1500);
-  rig.server().housekeeping();
+  rig.server().Housekeeping();
   DtlsCounters k = rig.server().counters();
   ASSERT_EQ(k.sleeping, 1u);
   EXPECT_EQ(k.live, 0u);
@@ -97,10 +97,10 @@ TEST(Dtls, IdleSessionSleepsSmallAndWakesOnEitherSide) {
   EXPECT_EQ(rig.server().counters().sessions_woken, 1u);
 
   rig.Advance(1500);
-  rig.server().housekeeping();
+  rig.server().Housekeeping();
   ASSERT_EQ(rig.server().counters().sleeping, 1u);
   const std::string note = "notification";
-  ASSERT_TRUE(rig.server().send(c.addr(), {reinterpret_cast<const uint8_t*>(note.data()), note.size()}));
+  ASSERT_TRUE(rig.server().Send(c.addr(), {reinterpret_cast<const uint8_t*>(note.data()), note.size()}));
   EXPECT_EQ(c.Read(), "notification") << "the gateway wakes it to notify";
   EXPECT_EQ(rig.server().counters().sessions_woken, 2u);
 }
@@ -125,7 +125,7 @@ TEST(Dtls, LiveCapRotatesSessionsThroughSleepWithoutLosingAny) {
       ASSERT_TRUE(cs[i]->Write(msg));
       ASSERT_FALSE(rig.received.empty());
       ASSERT_EQ(rig.received.back().bytes, msg);
-      ASSERT_TRUE(rig.server().send(cs[i]->addr(), {reinterpret_cast<const uint8_t*>(msg.data()), msg.size()}));
+      ASSERT_TRUE(rig.server().Send(cs[i]->addr(), {reinterpret_cast<const uint8_t*>(msg.data()), msg.size()}));
       EXPECT_EQ(cs[i]->Read(), msg);
       EXPECT_LE(rig.server().counters().live, 2u);
     }
@@ -150,7 +150,7 @@ TEST(Dtls, CbcSessionCannotSleepSoTheCapClosesIt) {
   EXPECT_EQ(k.sessions_evicted, 1u);
   EXPECT_EQ(k.live, 1u);
   EXPECT_EQ(k.sleeping, 0u);
-  EXPECT_FALSE(rig.server().identity(cbc.addr()).has_value());
+  EXPECT_FALSE(rig.server().Identity(cbc.addr()).has_value());
   EXPECT_EQ(cbc.Read().rfind("<error", 0), 0u) << "the evicted client was told (close_notify)";
 }
 
@@ -192,9 +192,9 @@ TEST(Dtls, FreshSessionsCountAgainstTheHandshakeCapAndExpire) {
   DtlsClient d(rig, TestAddress(18, 4), "dev1", "secret-key-1");
   EXPECT_EQ(d.Handshake(), 0);
   rig.Advance(6000);
-  rig.server().housekeeping();
-  EXPECT_FALSE(rig.server().identity(b.addr()).has_value()) << "silent since its handshake: closed";
-  EXPECT_TRUE(rig.server().identity(a.addr()).has_value());
+  rig.server().Housekeeping();
+  EXPECT_FALSE(rig.server().Identity(b.addr()).has_value()) << "silent since its handshake: closed";
+  EXPECT_TRUE(rig.server().Identity(a.addr()).has_value());
   EXPECT_EQ(rig.server().counters().sessions_evicted, 2u);  // b and d
 }
 
@@ -240,7 +240,7 @@ TEST(Dtls, HandshakeCapDropsHellosUntilStaleHandshakesTimeOut) {
   EXPECT_EQ(rig.server().counters().handshaking, 2u);
 
   rig.Advance(6000);
-  rig.server().housekeeping();
+  rig.server().Housekeeping();
   EXPECT_EQ(rig.server().counters().handshaking, 0u) << "abandoned handshakes are freed";
   DtlsClient d(rig, TestAddress(7, 4), "dev1", "secret-key-1");
   EXPECT_EQ(d.Handshake(), 0);
@@ -355,7 +355,7 @@ TEST(Dtls, CloseNotifyEndsTheSessionAndIsAnswered) {
   EXPECT_EQ(k.live + k.sleeping, 0u);
   EXPECT_EQ(c.inbox().size(), before + 1) << "the server's close_notify";
   const std::string x = "x";
-  EXPECT_FALSE(rig.server().send(c.addr(), {reinterpret_cast<const uint8_t*>(x.data()), 1}));
+  EXPECT_FALSE(rig.server().Send(c.addr(), {reinterpret_cast<const uint8_t*>(x.data()), 1}));
 }
 
 TEST(Dtls, SilentSessionsExpire) {
@@ -367,10 +367,10 @@ TEST(Dtls, SilentSessionsExpire) {
   ASSERT_EQ(c.Handshake(), 0);
   ASSERT_TRUE(c.Write("hello"));
   rig.Advance(2000);
-  rig.server().housekeeping();
+  rig.server().Housekeeping();
   EXPECT_EQ(rig.server().counters().sleeping, 1u);
   rig.Advance(60000);
-  rig.server().housekeeping();
+  rig.server().Housekeeping();
   const DtlsCounters k = rig.server().counters();
   EXPECT_EQ(k.sessions_expired, 1u);
   EXPECT_EQ(k.sleeping + k.live, 0u);
@@ -386,13 +386,13 @@ TEST(Dtls, ReplayedRecordIsNotDeliveredTwice) {
   ASSERT_EQ(c.Handshake(), 0);
   ASSERT_TRUE(c.Write("pay once"));
   const std::string record = c.sent().back();
-  rig.server().on_datagram(c.addr(), {reinterpret_cast<const uint8_t*>(record.data()), record.size()});
+  rig.server().OnDatagram(c.addr(), {reinterpret_cast<const uint8_t*>(record.data()), record.size()});
   EXPECT_EQ(rig.received.size(), 1u);
   // Also across sleep: the replay window is part of the serialized state.
   rig.Advance(20000);
-  rig.server().housekeeping();
+  rig.server().Housekeeping();
   ASSERT_EQ(rig.server().counters().sleeping, 1u);
-  rig.server().on_datagram(c.addr(), {reinterpret_cast<const uint8_t*>(record.data()), record.size()});
+  rig.server().OnDatagram(c.addr(), {reinterpret_cast<const uint8_t*>(record.data()), record.size()});
   EXPECT_EQ(rig.received.size(), 1u);
   ASSERT_TRUE(c.Write("fresh"));
   EXPECT_EQ(rig.received.back().bytes, "fresh");
@@ -407,12 +407,12 @@ TEST(Dtls, NewHandshakeFromTheSameAddressReplacesLiveAndSleepingSessions) {
   first.reset();  // the device rebooted: same address, fresh handshake, another identity
   DtlsClient second(rig, TestAddress(13, 1), "dev2", "secret-key-2");
   ASSERT_EQ(second.Handshake(), 0);
-  EXPECT_EQ(rig.server().identity(second.addr()), "dev2") << "the identity is checked again";
+  EXPECT_EQ(rig.server().Identity(second.addr()), "dev2") << "the identity is checked again";
   ASSERT_TRUE(second.Write("after reboot"));
   EXPECT_EQ(rig.received.back().identity, "dev2");
 
   rig.Advance(2000);
-  rig.server().housekeeping();
+  rig.server().Housekeeping();
   ASSERT_EQ(rig.server().counters().sleeping, 1u);
   DtlsClient third(rig, TestAddress(13, 1), "dev1", "secret-key-1");
   ASSERT_EQ(third.Handshake(), 0) << "a sleeping session is woken to take the reconnect";
@@ -441,10 +441,10 @@ TEST(Dtls, NoDatagramExceedsTheLimitAndPlaintextIsBounded) {
   ASSERT_EQ(c.Handshake(), 0);
   const size_t max = rig.server().max_plaintext();
   const std::string big(max, 'x');
-  ASSERT_TRUE(rig.server().send(c.addr(), {reinterpret_cast<const uint8_t*>(big.data()), big.size()}));
+  ASSERT_TRUE(rig.server().Send(c.addr(), {reinterpret_cast<const uint8_t*>(big.data()), big.size()}));
   EXPECT_EQ(c.Read(), big);
   const std::string over(max + 1, 'x');
-  EXPECT_FALSE(rig.server().send(c.addr(), {reinterpret_cast<const uint8_t*>(over.data()), over.size()}));
+  EXPECT_FALSE(rig.server().Send(c.addr(), {reinterpret_cast<const uint8_t*>(over.data()), over.size()}));
   for (const auto& [to, size] : rig.sizes) EXPECT_LE(size, 300u);
 }
 
@@ -453,8 +453,8 @@ TEST(Dtls, GarbageNeverHurtsAnEstablishedSession) {
   DtlsClient c(rig, TestAddress(16, 1), "dev1", "secret-key-1");
   ASSERT_EQ(c.Handshake(), 0);
   const uint8_t junk[] = {23, 0xFE, 0xFD, 0, 1, 0, 0, 0, 0, 0, 9, 0, 4, 1, 2, 3, 4};
-  rig.server().on_datagram(c.addr(), junk);
-  rig.server().on_datagram(TestAddress(16, 2), junk);  // unknown peer, not a ClientHello
+  rig.server().OnDatagram(c.addr(), junk);
+  rig.server().OnDatagram(TestAddress(16, 2), junk);  // unknown peer, not a ClientHello
   EXPECT_EQ(rig.server().counters().records_dropped, 1u);
   ASSERT_TRUE(c.Write("still fine"));
   EXPECT_EQ(rig.received.back().bytes, "still fine");

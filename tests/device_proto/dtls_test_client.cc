@@ -55,7 +55,7 @@ void DtlsClient::Flush() {
   while (!outbox_.empty()) {
     const std::string d = std::move(outbox_.front());
     outbox_.pop_front();
-    rig_.server().on_datagram(addr_, {reinterpret_cast<const uint8_t*>(d.data()), d.size()});
+    rig_.server().OnDatagram(addr_, {reinterpret_cast<const uint8_t*>(d.data()), d.size()});
   }
 }
 
@@ -158,11 +158,11 @@ void DtlsRig::Advance(uint64_t ms) {
   while (!timers_.empty() && timers_.begin()->first <= now_) {
     const uint64_t token = timers_.begin()->second;
     timers_.erase(timers_.begin());
-    server_->on_timer(token);
+    server_->OnTimer(token);
   }
 }
 
-void DtlsRig::send_datagram(const Address& to, std::span<const uint8_t> ciphertext) {
+void DtlsRig::SendDatagram(const Address& to, std::span<const uint8_t> ciphertext) {
   sizes.emplace_back(to, ciphertext.size());
   auto it = clients_.find(to);
   if (it == clients_.end()) return;
@@ -173,7 +173,7 @@ void DtlsRig::send_datagram(const Address& to, std::span<const uint8_t> cipherte
   it->second->inbox_.emplace_back(reinterpret_cast<const char*>(ciphertext.data()), ciphertext.size());
 }
 
-void DtlsRig::on_plaintext(const Address& from, std::string_view identity, std::span<const uint8_t> bytes) {
+void DtlsRig::OnPlaintext(const Address& from, std::string_view identity, std::span<const uint8_t> bytes) {
   received.push_back({from, std::string(identity), std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size())});
 }
 

@@ -80,9 +80,9 @@ class DtlsRig : public DtlsServer::Link {
   mbedtls_ctr_drbg_context* drbg() { return &drbg_; }
 
   // DtlsServer::Link
-  void send_datagram(const Address& to, std::span<const uint8_t> ciphertext) override;
-  void on_plaintext(const Address& from, std::string_view identity, std::span<const uint8_t> bytes) override;
-  void schedule(uint64_t when_ms, uint64_t token) override { timers_.emplace(when_ms, token); }
+  void SendDatagram(const Address& to, std::span<const uint8_t> ciphertext) override;
+  void OnPlaintext(const Address& from, std::string_view identity, std::span<const uint8_t> bytes) override;
+  void Schedule(uint64_t when_ms, uint64_t token) override { timers_.emplace(when_ms, token); }
   uint64_t now_ms() const override { return now_; }
 
  private:

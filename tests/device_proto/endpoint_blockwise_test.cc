@@ -16,14 +16,14 @@ using namespace tether::coap::test;
 namespace {
 
 TEST_F(EndpointTest, Block2LargeResponseAndLargeNotification) {
-  start();
+  Start();
   std::string big(3000, 0);
   for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>('a' + i % 26);
   ObserverId oid = 0;
   h_.respond_with = [&](const Request& r) {
-    ep_->allow_unasked_blocks(r.id);  // a client known to reassemble blocks
-    if (r.observe() == 0u) oid = ep_->respond_observe(r.id, content(big));
-    else ep_->respond(r.id, content(big));
+    ep_->AllowUnaskedBlocks(r.id);  // a client known to reassemble blocks
+    if (r.observe() == 0u) oid = ep_->RespondObserve(r.id, Content(big));
+    else ep_->Respond(r.id, Content(big));
   };
   uint16_t mid = 100;  // never reused: a reused MID+token would be a duplicate
   auto fetch_all = [&](uint8_t szx, std::string first_payload, Block first) {
@@ -31,10 +31,10 @@ TEST_F(EndpointTest, Block2LargeResponseAndLargeNotification) {
     uint32_t num = first.num + 1;
     bool more = first.more;
     while (more) {
-      send(Build{.mid = mid++}.path("big").opt_uint(opt::kBlock2, Block{num, false, szx}.encode()).done());
-      auto p = recv();
+      Send(Build{.mid = mid++}.Path("big").OptUint(opt::kBlock2, Block{num, false, szx}.encode()).done());
+      auto p = Recv();
       if (!p) return std::string("timeout");
-      auto b = p->m.block_option(opt::kBlock2);
+      auto b = p->m.BlockOption(opt::kBlock2);
       if (!b || b->num != num) return std::string("bad block");
       got += p->payload();
       more = b->more;
@@ -43,58 +43,58 @@ TEST_F(EndpointTest, Block2LargeResponseAndLargeNotification) {
     return got;
   };
   // Server-chosen block size.
-  send(Build{.mid = 1}.path("big").done());
-  auto p = recv();
+  Send(Build{.mid = 1}.Path("big").done());
+  auto p = Recv();
   ASSERT_TRUE(p && p->ok);
-  auto b = p->m.block_option(opt::kBlock2);
+  auto b = p->m.BlockOption(opt::kBlock2);
   ASSERT_TRUE(b);
   EXPECT_EQ(b->num, 0u);
   EXPECT_TRUE(b->more);
   EXPECT_EQ(b->size(), 1024u);
-  EXPECT_EQ(*p->m.uint_option(opt::kSize2), 3000u);
+  EXPECT_EQ(*p->m.UintOption(opt::kSize2), 3000u);
   const size_t upcalls = h_.requests.size();
   EXPECT_EQ(fetch_all(6, p->payload(), *b), big);
   EXPECT_EQ(h_.requests.size(), upcalls) << "later blocks come from the block cache";
   // Client-chosen block size (szx 2 = 64 bytes) from the first block on.
-  send(Build{.mid = 2, .token = {9}}.path("big").opt_uint(opt::kBlock2, Block{0, false, 2}.encode()).done());
-  p = recv();
+  Send(Build{.mid = 2, .token = {9}}.Path("big").OptUint(opt::kBlock2, Block{0, false, 2}.encode()).done());
+  p = Recv();
   ASSERT_TRUE(p);
-  b = p->m.block_option(opt::kBlock2);
+  b = p->m.BlockOption(opt::kBlock2);
   ASSERT_TRUE(b);
   EXPECT_EQ(b->size(), 64u);
   EXPECT_EQ(p->payload().size(), 64u);
   EXPECT_EQ(fetch_all(2, p->payload(), *b), big);
   // A notification larger than a datagram carries block 0; the rest is fetched (RFC 7959 §2.6).
-  send(Build{.mid = 3, .token = {7}}.opt_uint(opt::kObserve, 0).path("big").done());
-  p = recv();
+  Send(Build{.mid = 3, .token = {7}}.OptUint(opt::kObserve, 0).Path("big").done());
+  p = Recv();
   ASSERT_TRUE(p && oid);
-  ASSERT_TRUE(p->m.uint_option(opt::kObserve));
+  ASSERT_TRUE(p->m.UintOption(opt::kObserve));
   big[0] = 'Z';
-  ep_->notify(oid, content(big));
-  p = recv();
+  ep_->Notify(oid, Content(big));
+  p = Recv();
   ASSERT_TRUE(p);
-  ASSERT_TRUE(p->m.uint_option(opt::kObserve));
-  b = p->m.block_option(opt::kBlock2);
+  ASSERT_TRUE(p->m.UintOption(opt::kObserve));
+  b = p->m.BlockOption(opt::kBlock2);
   ASSERT_TRUE(b && b->more);
   EXPECT_EQ(fetch_all(b->szx, p->payload(), *b), big);
 }
 
 TEST_F(EndpointTest, Block1Reassembly) {
-  auto o = fast_options();
+  auto o = FastOptions();
   o.max_block1_body = 200;
-  start(o);
-  h_.respond_with = [&](const Request& r) { ep_->respond(r.id, Response{.code = code::kChanged}); };
+  Start(o);
+  h_.respond_with = [&](const Request& r) { ep_->Respond(r.id, Response{.code = code::kChanged}); };
   std::string body(160, 'q');
   body[159] = '!';
   for (uint32_t num = 0; num < 3; ++num) {
     const bool more = num < 2;
     Build req{.code = code::kPut, .mid = static_cast<uint16_t>(10 + num)};
-    req.path("up").opt_uint(opt::kBlock1, Block{num, more, 2}.encode());
-    req.payload = bytes_of(std::string_view(body).substr(num * 64, 64));
-    send(req.done());
-    auto p = recv();
+    req.Path("up").OptUint(opt::kBlock1, Block{num, more, 2}.encode());
+    req.payload = BytesOf(std::string_view(body).substr(num * 64, 64));
+    Send(req.done());
+    auto p = Recv();
     ASSERT_TRUE(p && p->ok);
-    auto echo = p->m.block_option(opt::kBlock1);
+    auto echo = p->m.BlockOption(opt::kBlock1);
     ASSERT_TRUE(echo);
     EXPECT_EQ(echo->num, num);
     EXPECT_EQ(p->m.code, more ? code::kContinue : code::kChanged);
@@ -103,105 +103,105 @@ TEST_F(EndpointTest, Block1Reassembly) {
   EXPECT_EQ(h_.requests[0].payload, body);
   // A later block without its predecessors: 4.08.
   Build gap{.code = code::kPut, .mid = 20};
-  gap.path("up2").opt_uint(opt::kBlock1, Block{1, true, 2}.encode());
+  gap.Path("up2").OptUint(opt::kBlock1, Block{1, true, 2}.encode());
   gap.payload = Bytes(64, 'x');
-  send(gap.done());
-  auto p = recv();
+  Send(gap.done());
+  auto p = Recv();
   ASSERT_TRUE(p);
   EXPECT_EQ(p->m.code, code::kRequestEntityIncomplete);
   // Over the limit: 4.13 with Size1.
   for (uint32_t num = 0; num < 4; ++num) {
     Build req{.code = code::kPut, .mid = static_cast<uint16_t>(30 + num)};
-    req.path("up3").opt_uint(opt::kBlock1, Block{num, true, 2}.encode());
+    req.Path("up3").OptUint(opt::kBlock1, Block{num, true, 2}.encode());
     req.payload = Bytes(64, 'y');
-    send(req.done());
-    p = recv();
+    Send(req.done());
+    p = Recv();
     ASSERT_TRUE(p);
     if (p->m.code == code::kRequestEntityTooLarge) break;
   }
   EXPECT_EQ(p->m.code, code::kRequestEntityTooLarge);
-  EXPECT_EQ(*p->m.uint_option(opt::kSize1), 200u);
+  EXPECT_EQ(*p->m.UintOption(opt::kSize1), 200u);
 }
 
 TEST_F(EndpointTest, OversizeNeverSent) {
-  auto o = fast_options();
+  auto o = FastOptions();
   o.max_datagram = 300;
-  start(o);
+  Start(o);
   const std::string body(5000, 'z');
   h_.respond_with = [&](const Request& r) {
-    ep_->allow_unasked_blocks(r.id);
-    ep_->respond(r.id, content(body));
+    ep_->AllowUnaskedBlocks(r.id);
+    ep_->Respond(r.id, Content(body));
   };
-  send(Build{.mid = 1}.done());
-  auto p = recv();  // recv() asserts the size limit
+  Send(Build{.mid = 1}.done());
+  auto p = Recv();  // Recv() asserts the size limit
   ASSERT_TRUE(p);
   EXPECT_LE(p->bytes.size(), 300u);
-  EXPECT_TRUE(p->m.block_option(opt::kBlock2)->more);
+  EXPECT_TRUE(p->m.BlockOption(opt::kBlock2)->more);
 }
 
 // A client that did not ask for blocks and is not known to reassemble them (the Wilddog SDK)
 // never gets a truncated body: a large answer becomes 4.13 with a diagnostic, a large observe
 // registration registers nothing, and a notification that grew too large ends the observation.
 TEST_F(EndpointTest, LargeBodyWithoutBlocksIs413ForClientsThatDidNotAsk) {
-  start();
+  Start();
   std::string big(3000, 'q');
   ObserverId oid = 0;
   std::vector<ObserverId> registered;
   h_.respond_with = [&](const Request& r) {
-    if (r.observe() == 0u) registered.push_back(oid = ep_->respond_observe(r.id, content(r.uri_path().empty() ? "s" : big)));
-    else ep_->respond(r.id, content(big));
+    if (r.observe() == 0u) registered.push_back(oid = ep_->RespondObserve(r.id, Content(r.uri_path().empty() ? "s" : big)));
+    else ep_->Respond(r.id, Content(big));
   };
-  send(Build{.mid = 1}.path("big").done());
-  auto p = recv();
+  Send(Build{.mid = 1}.Path("big").done());
+  auto p = Recv();
   ASSERT_TRUE(p && p->ok);
   EXPECT_EQ(p->m.type, Type::kAck);
   EXPECT_EQ(p->m.code, code::kRequestEntityTooLarge);
-  EXPECT_FALSE(p->m.block_option(opt::kBlock2));
+  EXPECT_FALSE(p->m.BlockOption(opt::kBlock2));
   EXPECT_EQ(p->payload(), "response of 3000 bytes exceeds the 1280-byte datagram; ask with Block2 or read a smaller "
                           "resource");
   // The same client asking with Block2 (early negotiation, RFC 7959 §2.4) gets blocks.
-  send(Build{.mid = 2, .token = {2}}.path("big").opt_uint(opt::kBlock2, Block{0, false, 6}.encode()).done());
-  p = recv();
+  Send(Build{.mid = 2, .token = {2}}.Path("big").OptUint(opt::kBlock2, Block{0, false, 6}.encode()).done());
+  p = Recv();
   ASSERT_TRUE(p && p->ok);
   EXPECT_EQ(p->m.code, code::kContent);
-  ASSERT_TRUE(p->m.block_option(opt::kBlock2));
-  EXPECT_TRUE(p->m.block_option(opt::kBlock2)->more);
+  ASSERT_TRUE(p->m.BlockOption(opt::kBlock2));
+  EXPECT_TRUE(p->m.BlockOption(opt::kBlock2)->more);
   // An observe registration of a large snapshot: 4.13, nothing registered.
-  send(Build{.mid = 3, .token = {3}}.opt_uint(opt::kObserve, 0).path("big").done());
-  p = recv();
+  Send(Build{.mid = 3, .token = {3}}.OptUint(opt::kObserve, 0).Path("big").done());
+  p = Recv();
   ASSERT_TRUE(p && p->ok);
   EXPECT_EQ(p->m.code, code::kRequestEntityTooLarge);
-  EXPECT_FALSE(p->m.uint_option(opt::kObserve));
+  EXPECT_FALSE(p->m.UintOption(opt::kObserve));
   ASSERT_EQ(registered.size(), 1u);
   EXPECT_EQ(registered[0], 0u);
   EXPECT_EQ(ep_->counters().observers, 0u);
   // A small snapshot registers; when it grows past one datagram the observation ends with 4.13.
-  send(Build{.mid = 4, .token = {4}}.opt_uint(opt::kObserve, 0).done());
-  p = recv();
+  Send(Build{.mid = 4, .token = {4}}.OptUint(opt::kObserve, 0).done());
+  p = Recv();
   ASSERT_TRUE(p && p->ok && oid);
   EXPECT_EQ(p->m.code, code::kContent);
-  EXPECT_TRUE(ep_->notify(oid, content(big)));
-  p = recv();
+  EXPECT_TRUE(ep_->Notify(oid, Content(big)));
+  p = Recv();
   ASSERT_TRUE(p && p->ok);
   EXPECT_EQ(p->m.code, code::kRequestEntityTooLarge);
   EXPECT_EQ(p->m.token.len, 1);
-  EXPECT_FALSE(p->m.uint_option(opt::kObserve)) << "an error notification ends the observation";
+  EXPECT_FALSE(p->m.UintOption(opt::kObserve)) << "an error notification ends the observation";
   ASSERT_EQ(h_.dropped.size(), 1u);
   EXPECT_EQ(h_.dropped[0], std::make_pair(oid, DropReason::kTooLarge));
-  EXPECT_FALSE(ep_->notify(oid, content("x")));
+  EXPECT_FALSE(ep_->Notify(oid, Content("x")));
   EXPECT_EQ(ep_->counters().too_large, 3u);
 }
 
 TEST_F(EndpointTest, Size1TravelsOnA413) {
-  start();
+  Start();
   h_.respond_with = [&](const Request& r) {
-    ep_->respond(r.id, Response{.code = code::kRequestEntityTooLarge, .size1 = 2048u});
+    ep_->Respond(r.id, Response{.code = code::kRequestEntityTooLarge, .size1 = 2048u});
   };
-  send(Build{.mid = 1}.done());
-  auto p = recv();
+  Send(Build{.mid = 1}.done());
+  auto p = Recv();
   ASSERT_TRUE(p && p->ok);
   EXPECT_EQ(p->m.code, code::kRequestEntityTooLarge);
-  EXPECT_EQ(p->m.uint_option(opt::kSize1), 2048u);
+  EXPECT_EQ(p->m.UintOption(opt::kSize1), 2048u);
 }
 
 }  // namespace

@@ -2,8 +2,8 @@
 // client socket, for the endpoint_*_test.cc files (one binary, device_proto_endpoint_test).
 // - TestHandler records every request, activity, dropped observer and failed response; a test
 //   answers through `respond_with` (synchronously) or later through ep_.
-// - fast_options(): short ACK timeouts so retransmission cases take milliseconds.
-// Single-threaded: the test drives the loop (pump_until in recv()); TearDown runs the loop until
+// - FastOptions(): short ACK timeouts so retransmission cases take milliseconds.
+// Single-threaded: the test drives the loop (PumpUntil in Recv()); TearDown runs the loop until
 // the endpoint's handles are closed and fails if any is left.
 #pragma once
 
@@ -40,7 +40,7 @@ class TestHandler : public Handler {
   std::vector<ExchangeId> failed;
   size_t activity = 0;
 
-  void on_request(const Request& r) override {
+  void OnRequest(const Request& r) override {
     std::string path;
     for (auto seg : r.uri_path()) path += "/" + std::string(seg);
     auto tok = r.message.token.view();
@@ -48,12 +48,12 @@ class TestHandler : public Handler {
                         std::string(r.payload.begin(), r.payload.end()), r.observe()});
     if (respond_with) respond_with(r);
   }
-  void on_activity(const Address&) override { ++activity; }
-  void on_observer_dropped(ObserverId id, DropReason why) override { dropped.emplace_back(id, why); }
-  void on_response_failed(ExchangeId id) override { failed.push_back(id); }
+  void OnActivity(const Address&) override { ++activity; }
+  void OnObserverDropped(ObserverId id, DropReason why) override { dropped.emplace_back(id, why); }
+  void OnResponseFailed(ExchangeId id) override { failed.push_back(id); }
 };
 
-inline EndpointOptions fast_options() {
+inline EndpointOptions FastOptions() {
   EndpointOptions o;
   o.ack_timeout_ms = 40;
   o.ack_random_factor = 1.0;
@@ -72,10 +72,10 @@ class EndpointTest : public ::testing::Test {
     EXPECT_EQ(uv_loop_close(&loop_), 0);
   }
 
-  void start(EndpointOptions o = fast_options(), const char* ip = "127.0.0.1") {
+  void Start(EndpointOptions o = FastOptions(), const char* ip = "127.0.0.1") {
     opts_ = o;
     ep_ = std::make_unique<Endpoint>(&loop_, h_, o);
-    ASSERT_EQ(ep_->listen(ip, 0), 0);
+    ASSERT_EQ(ep_->Listen(ip, 0), 0);
     server_ = {};
     server_.family = std::string(ip).find(':') == std::string::npos ? AF_INET : AF_INET6;
     if (server_.family == AF_INET) {
@@ -83,21 +83,21 @@ class EndpointTest : public ::testing::Test {
     } else {
       server_.ip[15] = 1;
     }
-    server_.port = ep_->local_port();
+    server_.port = ep_->LocalPort();
     client_ = std::make_unique<UdpSocket>(server_.family);
   }
 
-  void send(const Bytes& b, UdpSocket* via = nullptr) { (via ? via : client_.get())->send_to(server_, b); }
+  void Send(const Bytes& b, UdpSocket* via = nullptr) { (via ? via : client_.get())->SendTo(server_, b); }
 
   // Next datagram to the client within timeout_ms, or nullptr.
-  std::unique_ptr<Packet> recv(int timeout_ms = 1000, UdpSocket* via = nullptr) {
+  std::unique_ptr<Packet> Recv(int timeout_ms = 1000, UdpSocket* via = nullptr) {
     UdpSocket* s = via ? via : client_.get();
     std::optional<std::pair<Bytes, Address>> got;
-    pump_until(&loop_, [&] { return (got = s->try_recv()).has_value(); }, timeout_ms);
+    PumpUntil(&loop_, [&] { return (got = s->TryRecv()).has_value(); }, timeout_ms);
     if (!got) return nullptr;
     EXPECT_LE(got->first.size(), opts_.max_datagram) << "oversize datagram sent";
     EXPECT_EQ(got->second.port, server_.port) << "reply from another port";
-    return make_packet(std::move(got->first), got->second);
+    return MakePacket(std::move(got->first), got->second);
   }
 
   uv_loop_t loop_;
@@ -108,7 +108,7 @@ class EndpointTest : public ::testing::Test {
   std::unique_ptr<UdpSocket> client_;
 };
 
-inline Response content(std::string_view body) {
+inline Response Content(std::string_view body) {
   Response r;
   r.payload = {reinterpret_cast<const uint8_t*>(body.data()), body.size()};
   return r;

@@ -16,13 +16,13 @@ using namespace tether::coap::test;
 namespace {
 
 TEST_F(EndpointTest, BurstLargerThanOneSendBatchIsAnsweredCompletely) {
-  start();
-  h_.respond_with = [&](const Request& r) { ep_->respond(r.id, content("ok")); };
+  Start();
+  h_.respond_with = [&](const Request& r) { ep_->Respond(r.id, Content("ok")); };
   constexpr int kBurst = 200;  // several sendmmsg batches within one loop iteration
-  for (int i = 0; i < kBurst; ++i) send(Build{.mid = static_cast<uint16_t>(i + 1)}.done());
+  for (int i = 0; i < kBurst; ++i) Send(Build{.mid = static_cast<uint16_t>(i + 1)}.done());
   std::set<uint16_t> mids;
   while (mids.size() < kBurst) {
-    auto p = recv(2000);
+    auto p = Recv(2000);
     if (!p) break;
     ASSERT_TRUE(p->ok);
     EXPECT_EQ(p->payload(), "ok");
@@ -35,11 +35,11 @@ TEST_F(EndpointTest, BurstLargerThanOneSendBatchIsAnsweredCompletely) {
 // Datagrams queued outside I/O (here: from a timer, as retransmissions and late answers are)
 // leave before the loop blocks in poll, not when the next unrelated event wakes it.
 TEST_F(EndpointTest, SendFromTimerLeavesBeforeTheLoopBlocks) {
-  auto o = fast_options();
+  auto o = FastOptions();
   o.separate_ack_after_ms = 5000;  // no engine timer due soon that would wake the loop anyway
-  start(o);
-  send(Build{.mid = 9}.path("late").done());
-  ASSERT_TRUE(pump_until(&loop_, [&] { return h_.requests.size() == 1; }, 1000));
+  Start(o);
+  Send(Build{.mid = 9}.Path("late").done());
+  ASSERT_TRUE(PumpUntil(&loop_, [&] { return h_.requests.size() == 1; }, 1000));
   struct Ctx {
     Endpoint* ep;
     ExchangeId exchange;
@@ -56,10 +56,10 @@ TEST_F(EndpointTest, SendFromTimerLeavesBeforeTheLoopBlocks) {
   sockaddr_in srv;
   uv_ip4_addr("127.0.0.1", server_.port, &srv);
   // Ask again from the uv client so the answer goes to it: a NON request, answered from a timer.
-  Bytes req = Build{.type = Type::kNon, .mid = 10, .token = {7}}.path("late").done();
+  Bytes req = Build{.type = Type::kNon, .mid = 10, .token = {7}}.Path("late").done();
   uv_buf_t b = uv_buf_init(reinterpret_cast<char*>(req.data()), static_cast<unsigned>(req.size()));
   ASSERT_GE(uv_udp_try_send(&ctx.client, &b, 1, reinterpret_cast<const sockaddr*>(&srv)), 0);
-  ASSERT_TRUE(pump_until(&loop_, [&] { return h_.requests.size() == 2; }, 1000));
+  ASSERT_TRUE(PumpUntil(&loop_, [&] { return h_.requests.size() == 2; }, 1000));
   ctx.exchange = h_.requests[1].id;
   uv_udp_recv_start(
       &ctx.client, [](uv_handle_t* h, size_t, uv_buf_t* out) { *out = uv_buf_init(static_cast<Ctx*>(h->data)->buf, 2048); },
@@ -76,7 +76,7 @@ TEST_F(EndpointTest, SendFromTimerLeavesBeforeTheLoopBlocks) {
   uv_timer_start(&answer, [](uv_timer_t* t) {
     auto* c = static_cast<Ctx*>(t->data);
     c->answered_at = std::chrono::steady_clock::now();
-    c->ep->respond(c->exchange, content("from a timer"));
+    c->ep->Respond(c->exchange, Content("from a timer"));
   }, 20, 0);
   uv_timer_start(&give_up, [](uv_timer_t* t) { uv_stop(t->loop); }, 1000, 0);
   uv_run(&loop_, UV_RUN_DEFAULT);  // blocks in poll between events, as tetherd's loop does
@@ -89,49 +89,49 @@ TEST_F(EndpointTest, SendFromTimerLeavesBeforeTheLoopBlocks) {
 }
 
 TEST_F(EndpointTest, IdlePeersAreEvicted) {
-  auto o = fast_options();
+  auto o = FastOptions();
   o.exchange_lifetime_ms = 100;
-  start(o);
-  send(Build{.code = code::kEmpty, .mid = 1, .token = {}}.done());
-  ASSERT_TRUE(recv());
+  Start(o);
+  Send(Build{.code = code::kEmpty, .mid = 1, .token = {}}.done());
+  ASSERT_TRUE(Recv());
   EXPECT_EQ(ep_->counters().peers, 1u);
-  EXPECT_TRUE(pump_until(&loop_, [&] { return ep_->counters().peers == 0; }, 3000));
+  EXPECT_TRUE(PumpUntil(&loop_, [&] { return ep_->counters().peers == 0; }, 3000));
 }
 
-// The clock seam: time is whatever the test says; timers fire when run_timers() sees them due.
+// The clock seam: time is whatever the test says; timers fire when RunTimers() sees them due.
 TEST_F(EndpointTest, FakeClockDrivesRetransmissionAndExpiry) {
-  auto o = fast_options();
+  auto o = FastOptions();
   o.exchange_lifetime_ms = 10000;
-  start(o);
+  Start(o);
   uint64_t now_ms = uv_now(&loop_);  // timers scheduled before the switch stay meaningful
-  ep_->set_clock([&] { return now_ms; });
+  ep_->SetClock([&] { return now_ms; });
   std::vector<Bytes> out;
   ep_->set_transmit_hook([&](const Address&, std::span<const uint8_t> b) { out.emplace_back(b.begin(), b.end()); });
   Address peer;
   peer.family = AF_INET;
   peer.ip = {10, 0, 0, 1};
   peer.port = 5683;
-  const Bytes req = Build{.code = code::kPost, .mid = 1}.path("slow").done();  // a write keeps its record
-  ep_->handle_datagram(0, peer, req);
+  const Bytes req = Build{.code = code::kPost, .mid = 1}.Path("slow").done();  // a write keeps its record
+  ep_->HandleDatagram(0, peer, req);
   ASSERT_EQ(h_.requests.size(), 1u);
-  ep_->run_timers();
+  ep_->RunTimers();
   EXPECT_TRUE(out.empty()) << "nothing due yet";
   now_ms += o.separate_ack_after_ms;
-  ep_->run_timers();
+  ep_->RunTimers();
   ASSERT_EQ(out.size(), 1u) << "empty ACK once the separate-ACK delay passed";
-  ep_->respond(h_.requests[0].id, content("x"));
+  ep_->Respond(h_.requests[0].id, Content("x"));
   ASSERT_EQ(out.size(), 2u);
   for (unsigned i = 0; i < o.max_retransmit; ++i) {
     now_ms += o.ack_timeout_ms << (i + 1);
-    ep_->run_timers();
+    ep_->RunTimers();
   }
   EXPECT_EQ(out.size(), 2u + o.max_retransmit);
   now_ms += o.ack_timeout_ms << (o.max_retransmit + 1);
-  ep_->run_timers();
+  ep_->RunTimers();
   EXPECT_EQ(h_.failed.size(), 1u);
   EXPECT_EQ(ep_->counters().dedup_entries, 1u);
   now_ms += o.exchange_lifetime_ms + 2000;  // housekeeping expires the duplicate record
-  ep_->run_timers();
+  ep_->RunTimers();
   EXPECT_EQ(ep_->counters().dedup_entries, 0u);
 }
 

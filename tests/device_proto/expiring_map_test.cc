@@ -19,85 +19,85 @@ using Map = ExpiringMap<int, std::string, IntHash>;
 
 TEST(ExpiringMap, EntriesExpireInInsertionOrder) {
   Map m(100, SIZE_MAX, 100);
-  m.insert(1, "a", 0, 0);
-  m.insert(2, "b", 0, 50);
-  m.expire(99);
+  m.Insert(1, "a", 0, 0);
+  m.Insert(2, "b", 0, 50);
+  m.Expire(99);
   EXPECT_EQ(m.size(), 2u);
-  m.expire(100);
-  EXPECT_EQ(m.find(1), nullptr);
-  ASSERT_NE(m.find(2), nullptr);
-  EXPECT_EQ(*m.find(2), "b");
-  m.expire(150);
+  m.Expire(100);
+  EXPECT_EQ(m.Find(1), nullptr);
+  ASSERT_NE(m.Find(2), nullptr);
+  EXPECT_EQ(*m.Find(2), "b");
+  m.Expire(150);
   EXPECT_EQ(m.size(), 0u);
   EXPECT_EQ(m.evictions(), 0u) << "expiry is not eviction";
 }
 
 TEST(ExpiringMap, ReplacingRestartsTheLifetimeAndSkipsTheOldRecord) {
   Map m(100, SIZE_MAX, 100);
-  m.insert(1, "old", 0, 0);
-  m.insert(1, "new", 0, 60);
-  m.expire(100);  // the first record is stale: the entry lives on
-  ASSERT_NE(m.find(1), nullptr);
-  EXPECT_EQ(*m.find(1), "new");
-  m.expire(160);
-  EXPECT_EQ(m.find(1), nullptr);
+  m.Insert(1, "old", 0, 0);
+  m.Insert(1, "new", 0, 60);
+  m.Expire(100);  // the first record is stale: the entry lives on
+  ASSERT_NE(m.Find(1), nullptr);
+  EXPECT_EQ(*m.Find(1), "new");
+  m.Expire(160);
+  EXPECT_EQ(m.Find(1), nullptr);
 }
 
 TEST(ExpiringMap, EntryCapEvictsTheOldest) {
   Map m(3, SIZE_MAX, 1000);
-  for (int k = 0; k < 5; ++k) m.insert(k, "v", 0, k);
+  for (int k = 0; k < 5; ++k) m.Insert(k, "v", 0, k);
   EXPECT_EQ(m.size(), 3u);
-  EXPECT_EQ(m.find(0), nullptr);
-  EXPECT_EQ(m.find(1), nullptr);
-  for (int k = 2; k < 5; ++k) EXPECT_NE(m.find(k), nullptr) << k;
+  EXPECT_EQ(m.Find(0), nullptr);
+  EXPECT_EQ(m.Find(1), nullptr);
+  for (int k = 2; k < 5; ++k) EXPECT_NE(m.Find(k), nullptr) << k;
   EXPECT_EQ(m.evictions(), 2u);
 }
 
 TEST(ExpiringMap, ByteCapCountsNodesRecordsAndOutOfLineBytes) {
   const size_t per_entry = Map::kNodeBytes + Map::kRecordBytes;
   Map m(1000, 3 * per_entry + 3 * 100, 1000);
-  for (int k = 0; k < 3; ++k) m.insert(k, "v", 100, k);
+  for (int k = 0; k < 3; ++k) m.Insert(k, "v", 100, k);
   EXPECT_EQ(m.size(), 3u);
   EXPECT_EQ(m.bytes(), 3 * per_entry + 300);
-  m.insert(3, "v", 100, 3);  // one entry too many bytes: the oldest goes
+  m.Insert(3, "v", 100, 3);  // one entry too many bytes: the oldest goes
   EXPECT_EQ(m.size(), 3u);
-  EXPECT_EQ(m.find(0), nullptr);
+  EXPECT_EQ(m.Find(0), nullptr);
   EXPECT_LE(m.bytes(), 3 * per_entry + 300);
-  m.insert(4, "v", 250, 4);  // needs the room of two more
-  EXPECT_EQ(m.find(1), nullptr);
-  EXPECT_EQ(m.find(2), nullptr);
-  EXPECT_NE(m.find(3), nullptr);
-  EXPECT_NE(m.find(4), nullptr);
+  m.Insert(4, "v", 250, 4);  // needs the room of two more
+  EXPECT_EQ(m.Find(1), nullptr);
+  EXPECT_EQ(m.Find(2), nullptr);
+  EXPECT_NE(m.Find(3), nullptr);
+  EXPECT_NE(m.Find(4), nullptr);
   EXPECT_EQ(m.evictions(), 3u);
-  m.erase(4);
+  m.Erase(4);
   EXPECT_EQ(m.bytes(), Map::kNodeBytes + 2 * Map::kRecordBytes + 100) << "erase gives back node and extra";
 }
 
 TEST(ExpiringMap, WhatWasJustWrittenIsNeverEvicted) {
   Map m(1000, 4 * (Map::kNodeBytes + Map::kRecordBytes), 1000);
-  m.insert(1, "a", 0, 0);
-  m.insert(2, "b", 0, 1);
+  m.Insert(1, "a", 0, 0);
+  m.Insert(2, "b", 0, 1);
   // Larger than the whole budget on its own: everything else goes, it stays.
-  m.insert(3, "huge", 1 << 20, 2);
+  m.Insert(3, "huge", 1 << 20, 2);
   EXPECT_EQ(m.size(), 1u);
-  ASSERT_NE(m.find(3), nullptr);
+  ASSERT_NE(m.Find(3), nullptr);
   // Growing the oldest entry evicts newer ones, never itself; it keeps its place in expiry order.
   Map g(1000, 3 * (Map::kNodeBytes + Map::kRecordBytes) + 50, 100);
-  g.insert(10, "oldest", 0, 0);
-  g.insert(11, "x", 0, 10);
-  g.insert(12, "y", 0, 20);
-  g.set_extra(10, 50 + Map::kNodeBytes);
-  EXPECT_NE(g.find(10), nullptr);
-  EXPECT_EQ(g.find(11), nullptr);
-  EXPECT_NE(g.find(12), nullptr);
-  g.expire(100);
-  EXPECT_EQ(g.find(10), nullptr) << "still expires first";
-  EXPECT_NE(g.find(12), nullptr);
+  g.Insert(10, "oldest", 0, 0);
+  g.Insert(11, "x", 0, 10);
+  g.Insert(12, "y", 0, 20);
+  g.SetExtra(10, 50 + Map::kNodeBytes);
+  EXPECT_NE(g.Find(10), nullptr);
+  EXPECT_EQ(g.Find(11), nullptr);
+  EXPECT_NE(g.Find(12), nullptr);
+  g.Expire(100);
+  EXPECT_EQ(g.Find(10), nullptr) << "still expires first";
+  EXPECT_NE(g.Find(12), nullptr);
 }
 
 TEST(ExpiringMap, StaleRecordsOfAReplacedKeyStayBounded) {
   Map m(1000, SIZE_MAX, 1000);
-  for (int i = 0; i < 10000; ++i) m.insert(7, "v", 0, 0);
+  for (int i = 0; i < 10000; ++i) m.Insert(7, "v", 0, 0);
   EXPECT_EQ(m.size(), 1u);
   EXPECT_LE(m.bytes(), Map::kNodeBytes + 70 * Map::kRecordBytes);
 }
@@ -154,9 +154,9 @@ void CheckBytesAccountForWhatTheMapReallyHolds() {
       k.mid = static_cast<uint16_t>(i);
       Value v;
       v.reply.assign(40 + i % 50, 'r');
-      const size_t extra = heap_bytes(v.reply);
+      const size_t extra = HeapBytes(v.reply);
       out_of_line += extra;
-      m.insert(k, std::move(v), extra, i);
+      m.Insert(k, std::move(v), extra, i);
     }
     ASSERT_EQ(m.size(), n);
     const size_t accounted = m.bytes() - out_of_line;

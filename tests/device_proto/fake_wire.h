@@ -1,5 +1,5 @@
 // FakeWire: an Endpoint driven entirely by the test, for engine mechanics that depend on time
-// and on many peers: datagrams go in through handle_datagram from any address, everything the
+// and on many peers: datagrams go in through HandleDatagram from any address, everything the
 // engine sends is recorded (no socket is read), and time is a fake clock advanced by the test
 // (timers fire in Advance). Single-threaded; one per test.
 #pragma once
@@ -30,15 +30,15 @@ class FakeWire : public Handler {
   struct Sent {
     Address to;
     Bytes bytes;
-    std::unique_ptr<Packet> packet() const { return make_packet(bytes, to); }
+    std::unique_ptr<Packet> packet() const { return MakePacket(bytes, to); }
   };
 
   explicit FakeWire(EndpointOptions o) : options(o) {
     uv_loop_init(&loop_);
     ep = std::make_unique<Endpoint>(&loop_, *this, o);
-    ep->listen("127.0.0.1", 0);  // socket 0 exists; the hook replaces its transmissions
+    ep->Listen("127.0.0.1", 0);  // socket 0 exists; the hook replaces its transmissions
     now_ms = uv_now(&loop_);
-    ep->set_clock([this] { return now_ms; });
+    ep->SetClock([this] { return now_ms; });
     ep->set_transmit_hook([this](const Address& to, std::span<const uint8_t> b) {
       sent.push_back({to, Bytes(b.begin(), b.end())});
     });
@@ -49,14 +49,14 @@ class FakeWire : public Handler {
     uv_loop_close(&loop_);
   }
 
-  void Receive(const Address& from, const Bytes& datagram) { ep->handle_datagram(0, from, datagram); }
+  void Receive(const Address& from, const Bytes& datagram) { ep->HandleDatagram(0, from, datagram); }
   // The SDK's ACK of a CON (an empty ACK that carries the token).
   void Ack(const Address& from, uint16_t mid) {
     Receive(from, Build{.type = Type::kAck, .code = code::kEmpty, .mid = mid, .token = {}}.done());
   }
   void Advance(uint64_t ms) {
     now_ms += ms;
-    ep->run_timers();
+    ep->RunTimers();
   }
   // Datagrams sent to `to` since the start (or since Clear()).
   std::vector<const Sent*> To(const Address& to) const {
@@ -67,25 +67,25 @@ class FakeWire : public Handler {
   }
 
   // Handler: GETs with Observe 0 register (payload "v0"); other requests wait for the test.
-  void on_request(const Request& r) override {
+  void OnRequest(const Request& r) override {
     if (r.observe() == 0u) {
       static const uint8_t kFirst[] = {'v', '0'};
-      observers.push_back(ep->respond_observe(r.id, Response{.payload = kFirst}));
+      observers.push_back(ep->RespondObserve(r.id, Response{.payload = kFirst}));
       return;
     }
     requests.push_back(r.id);
     verified_requests.push_back(r.peer_verified);
     if (on_plain_request) on_plain_request(r);
   }
-  void on_observer_dropped(ObserverId id, DropReason why) override { dropped.emplace_back(id, why); }
+  void OnObserverDropped(ObserverId id, DropReason why) override { dropped.emplace_back(id, why); }
 
   // Registers an observation of "/x" from `peer` with token `token`; returns its id.
   ObserverId Observe(const Address& peer, uint8_t token, uint16_t mid = 1) {
-    Receive(peer, Build{.mid = mid, .token = {token}}.opt_uint(opt::kObserve, 0).path("x").done());
+    Receive(peer, Build{.mid = mid, .token = {token}}.OptUint(opt::kObserve, 0).Path("x").done());
     return observers.empty() ? 0 : observers.back();
   }
   bool Notify(ObserverId id, const std::string& body) {
-    return ep->notify(id, Response{.payload = {reinterpret_cast<const uint8_t*>(body.data()), body.size()}});
+    return ep->Notify(id, Response{.payload = {reinterpret_cast<const uint8_t*>(body.data()), body.size()}});
   }
 
   EndpointOptions options;

@@ -11,12 +11,12 @@
 
 namespace {
 
-std::string env(const char* name, const char* fallback) {
+std::string Env(const char* name, const char* fallback) {
   const char* v = std::getenv(name);
   return v ? v : fallback;
 }
 
-std::string run(const std::string& cmd) {
+std::string RunShell(const std::string& cmd) {
   std::string out;
   FILE* f = popen((cmd + " 2>&1").c_str(), "r");
   if (!f) return out;
@@ -30,7 +30,7 @@ std::string run(const std::string& cmd) {
 class Interop : public ::testing::Test {
  protected:
   void SetUp() override {
-    const std::string server = env("TETHER_BUILD_DIR", TETHER_BUILD_DIR_FALLBACK) + "/tests/device_proto/coap_test_server";
+    const std::string server = Env("TETHER_BUILD_DIR", TETHER_BUILD_DIR_FALLBACK) + "/tests/device_proto/coap_test_server";
     int fds[2];
     ASSERT_EQ(pipe(fds), 0);
     pid_ = fork();
@@ -54,7 +54,7 @@ class Interop : public ::testing::Test {
       waitpid(pid_, nullptr, 0);
     }
   }
-  std::string client(const std::string& args) { return run("timeout 20 coap-client-notls -B 10 " + args); }
+  std::string Client(const std::string& args) { return RunShell("timeout 20 coap-client-notls -B 10 " + args); }
 
   pid_t pid_ = -1;
   std::string base_;
@@ -62,18 +62,18 @@ class Interop : public ::testing::Test {
 };
 
 TEST_F(Interop, LibcoapGetPut) {
-  EXPECT_NE(client(base_ + "/echo").find("initial"), std::string::npos);
-  client("-m put -e libcoap-was-here " + base_ + "/echo");
-  EXPECT_NE(client(base_ + "/echo").find("libcoap-was-here"), std::string::npos);
-  EXPECT_NE(client("-N " + base_ + "/echo").find("libcoap-was-here"), std::string::npos) << "NON request";
+  EXPECT_NE(Client(base_ + "/echo").find("initial"), std::string::npos);
+  Client("-m put -e libcoap-was-here " + base_ + "/echo");
+  EXPECT_NE(Client(base_ + "/echo").find("libcoap-was-here"), std::string::npos);
+  EXPECT_NE(Client("-N " + base_ + "/echo").find("libcoap-was-here"), std::string::npos) << "NON request";
 }
 
 TEST_F(Interop, LibcoapSeparateResponse) {
-  EXPECT_NE(client(base_ + "/slow").find("slow done"), std::string::npos);
+  EXPECT_NE(Client(base_ + "/slow").find("slow done"), std::string::npos);
 }
 
 TEST_F(Interop, LibcoapObserve) {
-  const std::string out = client("-w -s 2 " + base_ + "/counter");
+  const std::string out = Client("-w -s 2 " + base_ + "/counter");
   // Expect several distinct increasing values, one per line.
   std::vector<long> values;
   size_t pos = 0;
@@ -91,8 +91,8 @@ TEST_F(Interop, LibcoapObserve) {
 TEST_F(Interop, LibcoapBlockwise) {
   std::string expected;
   for (int i = 0; i < 3000; ++i) expected.push_back(static_cast<char>('A' + i % 26));
-  EXPECT_NE(client(base_ + "/large").find(expected), std::string::npos) << "server-chosen Block2";
-  EXPECT_NE(client("-b 64 " + base_ + "/large").find(expected), std::string::npos) << "client-chosen Block2";
+  EXPECT_NE(Client(base_ + "/large").find(expected), std::string::npos) << "server-chosen Block2";
+  EXPECT_NE(Client("-b 64 " + base_ + "/large").find(expected), std::string::npos) << "client-chosen Block2";
   // Block1: a 2500-byte PUT in 256-byte blocks, then read back (Block2).
   std::string body;
   for (int i = 0; i < 2500; ++i) body.push_back(static_cast<char>('a' + i % 26));
@@ -100,17 +100,17 @@ TEST_F(Interop, LibcoapBlockwise) {
   FILE* f = fopen(file.c_str(), "w");
   fwrite(body.data(), 1, body.size(), f);
   fclose(f);
-  client("-m put -b 256 -f " + file + " " + base_ + "/echo");
-  EXPECT_NE(client(base_ + "/echo").find(body), std::string::npos);
+  Client("-m put -b 256 -f " + file + " " + base_ + "/echo");
+  EXPECT_NE(Client(base_ + "/echo").find(body), std::string::npos);
 }
 
 TEST_F(Interop, NodeCoap) {
-  const std::string src = env("TETHER_SOURCE_DIR", TETHER_SOURCE_DIR_FALLBACK);
+  const std::string src = Env("TETHER_SOURCE_DIR", TETHER_SOURCE_DIR_FALLBACK);
   // A missing peer is a broken test environment, not a pass: `make peers` installs both.
-  ASSERT_FALSE(run("command -v node").empty()) << "node is not installed: run `make peers` (scripts/install-deps.sh)";
+  ASSERT_FALSE(RunShell("command -v node").empty()) << "node is not installed: run `make peers` (scripts/install-deps.sh)";
   ASSERT_EQ(access((src + "/tests/peers/node_modules/coap/package.json").c_str(), R_OK), 0)
       << "npm peer 'coap' missing in " << src << "/tests/peers/node_modules: run `make peers`";
-  const std::string out = run("NODE_PATH=" + src + "/tests/peers/node_modules timeout 30 node " + src +
+  const std::string out = RunShell("NODE_PATH=" + src + "/tests/peers/node_modules timeout 30 node " + src +
                               "/tests/device_proto/node_interop.js 127.0.0.1 " + std::to_string(port_) +
                               "; echo EXIT=$?");
   EXPECT_NE(out.find("OK echo"), std::string::npos) << out;

@@ -21,19 +21,19 @@ class LossyShim {
   LossyShim(Address server, uint32_t seed) : server_(server), rng_(seed) {}
   Address front() const { return front_.address(); }
 
-  void step() {
-    while (auto d = front_.try_recv()) {
+  void Step() {
+    while (auto d = front_.TryRecv()) {
       client_ = d->second;
-      forward(back_, server_, std::move(d->first), held_up_);
+      Forward(back_, server_, std::move(d->first), held_up_);
     }
-    while (auto d = back_.try_recv()) {
-      if (client_.port) forward(front_, client_, std::move(d->first), held_down_);
+    while (auto d = back_.TryRecv()) {
+      if (client_.port) Forward(front_, client_, std::move(d->first), held_down_);
     }
   }
   int dropped = 0, duplicated = 0, reordered = 0;
 
  private:
-  void forward(UdpSocket& via, const Address& to, Bytes b, std::optional<Bytes>& held) {
+  void Forward(UdpSocket& via, const Address& to, Bytes b, std::optional<Bytes>& held) {
     const unsigned roll = rng_() % 100;
     if (roll < 25) {
       ++dropped;
@@ -44,13 +44,13 @@ class LossyShim {
       held = std::move(b);
       return;
     }
-    via.send_to(to, b);
+    via.SendTo(to, b);
     if (roll < 60) {
       ++duplicated;
-      via.send_to(to, b);
+      via.SendTo(to, b);
     }
     if (held) {
-      via.send_to(to, *held);
+      via.SendTo(to, *held);
       held.reset();
     }
   }
@@ -66,23 +66,23 @@ class CountingHandler : public Handler {
   Endpoint* ep = nullptr;
   std::map<Bytes, int> seen;  // token -> upcalls
   ObserverId observer = 0;
-  void on_request(const Request& r) override {
+  void OnRequest(const Request& r) override {
     auto t = r.message.token.view();
     int& n = seen[Bytes(t.begin(), t.end())];
     ++n;
     Response resp;
     resp.payload = r.payload;
     if (r.observe() == 0u) {
-      observer = ep->respond_observe(r.id, resp);
+      observer = ep->RespondObserve(r.id, resp);
     } else if (r.payload.size() % 2 == 0) {
-      ep->respond(r.id, resp);  // piggybacked
+      ep->Respond(r.id, resp);  // piggybacked
     } else {
       pending.push_back(r.id);  // answered later: empty ACK + CON response
     }
   }
   std::vector<ExchangeId> pending;
   std::vector<DropReason> dropped;
-  void on_observer_dropped(ObserverId, DropReason why) override { dropped.push_back(why); }
+  void OnObserverDropped(ObserverId, DropReason why) override { dropped.push_back(why); }
 };
 
 TEST(LossyLink, RetransmissionAndDedupDeliverEveryRequestOnce) {
@@ -98,11 +98,11 @@ TEST(LossyLink, RetransmissionAndDedupDeliverEveryRequestOnce) {
   {
     Endpoint ep(&loop, h, o);
     h.ep = &ep;
-    ASSERT_EQ(ep.listen("127.0.0.1", 0), 0);
+    ASSERT_EQ(ep.Listen("127.0.0.1", 0), 0);
     Address server;
     server.family = AF_INET;
     server.ip[0] = 127, server.ip[3] = 1;
-    server.port = ep.local_port();
+    server.port = ep.LocalPort();
     LossyShim shim(server, 1234);
     UdpSocket client;
 
@@ -111,27 +111,27 @@ TEST(LossyLink, RetransmissionAndDedupDeliverEveryRequestOnce) {
     for (int i = 0; i < kRequests; ++i) {
       const Bytes token = {0x70, static_cast<uint8_t>(i)};
       Build req{.code = code::kPut, .mid = static_cast<uint16_t>(1000 + i), .token = token};
-      req.path("k");
+      req.Path("k");
       req.payload = Bytes(static_cast<size_t>(i % 3 + 1), 'p');  // odd sizes are answered late
       const Bytes wire = req.done();
       bool got = false;
       auto next_send = std::chrono::steady_clock::now();
-      pump_until(&loop, [&] {
-        shim.step();
+      PumpUntil(&loop, [&] {
+        shim.Step();
         if (std::chrono::steady_clock::now() >= next_send) {  // client-side CON retransmission
-          client.send_to(shim.front(), wire);
+          client.SendTo(shim.front(), wire);
           next_send = std::chrono::steady_clock::now() + std::chrono::milliseconds(40);
         }
-        for (ExchangeId id : h.pending) ep.respond(id, Response{.payload = req.payload});
+        for (ExchangeId id : h.pending) ep.Respond(id, Response{.payload = req.payload});
         h.pending.clear();
-        while (auto d = client.try_recv()) {
-          auto p = make_packet(std::move(d->first));
+        while (auto d = client.TryRecv()) {
+          auto p = MakePacket(std::move(d->first));
           EXPECT_TRUE(p->ok);
           EXPECT_LE(p->bytes.size(), o.max_datagram);
           if (p->m.type == Type::kCon) {  // separate response: acknowledge every copy
-            client.send_to(shim.front(), Build{.type = Type::kAck, .code = 0, .mid = p->m.mid, .token = {}}.done());
+            client.SendTo(shim.front(), Build{.type = Type::kAck, .code = 0, .mid = p->m.mid, .token = {}}.done());
           }
-          if (p->m.code != code::kEmpty && p->m.token == make_packet(wire)->m.token) got = true;
+          if (p->m.code != code::kEmpty && p->m.token == MakePacket(wire)->m.token) got = true;
         }
         return got;
       }, 5000);
@@ -149,26 +149,26 @@ TEST(LossyLink, RetransmissionAndDedupDeliverEveryRequestOnce) {
 
     // Observe through the same link: every notification is CON; the newest one reaches the client.
     const Bytes otoken = {0x0B, 0x5E};
-    const Bytes reg = Build{.mid = 2000, .token = otoken}.opt_uint(opt::kObserve, 0).path("obs").done();
+    const Bytes reg = Build{.mid = 2000, .token = otoken}.OptUint(opt::kObserve, 0).Path("obs").done();
     uint32_t best = 0;
     std::string last_payload;
     auto next_send = std::chrono::steady_clock::now();
     int notified = 0;
-    pump_until(&loop, [&] {
-      shim.step();
+    PumpUntil(&loop, [&] {
+      shim.Step();
       if (!h.observer && std::chrono::steady_clock::now() >= next_send) {
-        client.send_to(shim.front(), reg);
+        client.SendTo(shim.front(), reg);
         next_send = std::chrono::steady_clock::now() + std::chrono::milliseconds(40);
       }
       if (h.observer && notified < 10) {
         const std::string v = "n" + std::to_string(++notified);
-        ep.notify(h.observer, Response{.payload = {reinterpret_cast<const uint8_t*>(v.data()), v.size()}});
+        ep.Notify(h.observer, Response{.payload = {reinterpret_cast<const uint8_t*>(v.data()), v.size()}});
       }
-      while (auto d = client.try_recv()) {
-        auto p = make_packet(std::move(d->first));
+      while (auto d = client.TryRecv()) {
+        auto p = MakePacket(std::move(d->first));
         if (p->m.type == Type::kCon)
-          client.send_to(shim.front(), Build{.type = Type::kAck, .code = 0, .mid = p->m.mid, .token = {}}.done());
-        if (auto seq = p->m.uint_option(opt::kObserve); seq && *seq > best) {
+          client.SendTo(shim.front(), Build{.type = Type::kAck, .code = 0, .mid = p->m.mid, .token = {}}.done());
+        if (auto seq = p->m.UintOption(opt::kObserve); seq && *seq > best) {
           best = *seq;
           last_payload = p->payload();
         }

@@ -17,7 +17,7 @@ EndpointOptions Deterministic() {
   return o;
 }
 
-uint32_t ObserveOf(const Packet& p) { return p.m.uint_option(opt::kObserve).value_or(0); }
+uint32_t ObserveOf(const Packet& p) { return p.m.UintOption(opt::kObserve).value_or(0); }
 
 // The figure: a dead observer of a path changing 100 times a second gets at most 100
 // datagrams before its observation ends, and it ends when the first unacknowledged CON runs out
@@ -218,8 +218,8 @@ TEST(NotificationPacing, WaitingStateMovesWithTheObservation) {
   w.sent.clear();
   ASSERT_TRUE(w.Notify(id, "first"));
   ASSERT_TRUE(w.Notify(id, "newest"));
-  w.Receive(new_addr, Build{.type = Type::kNon, .mid = 77, .token = {1}}.path(".rst").done());
-  ASSERT_TRUE(w.ep->move_observer(id, new_addr));
+  w.Receive(new_addr, Build{.type = Type::kNon, .mid = 77, .token = {1}}.Path(".rst").done());
+  ASSERT_TRUE(w.ep->MoveObserver(id, new_addr));
   w.Advance(o.ack_timeout_ms);
   ASSERT_EQ(w.To(new_addr).size(), 1u);
   auto p = w.To(new_addr)[0]->packet();

@@ -17,11 +17,11 @@ TEST(PeerTable, FloodOfNewSourcesNeverPushesOutAVerifiedPeer) {
   o.max_peers = 8;
   FakeWire w(o);
   const Address device = PeerAddress(1);
-  w.Receive(device, Build{.mid = 1}.path("a").done());
+  w.Receive(device, Build{.mid = 1}.Path("a").done());
   ASSERT_EQ(w.requests.size(), 1u);
   EXPECT_FALSE(w.verified_requests[0]) << "one datagram proves nothing";
-  w.ep->verify_peer(device);
-  ASSERT_TRUE(w.ep->respond(w.requests[0], Response{}));
+  w.ep->VerifyPeer(device);
+  ASSERT_TRUE(w.ep->Respond(w.requests[0], Response{}));
   EXPECT_EQ(w.ep->counters().peers_verified, 1u);
 
   for (uint32_t i = 0; i < 1000; ++i) w.Receive(PeerAddress(100 + i), kPing);
@@ -33,10 +33,10 @@ TEST(PeerTable, FloodOfNewSourcesNeverPushesOutAVerifiedPeer) {
   EXPECT_EQ(c.peers_evicted, 1000u - (o.max_peers - 1));
 
   // The verified device is still known (its binding, its place), and a newcomer gets in too.
-  w.Receive(device, Build{.mid = 2}.path("b").done());
+  w.Receive(device, Build{.mid = 2}.Path("b").done());
   ASSERT_EQ(w.requests.size(), 2u);
   EXPECT_TRUE(w.verified_requests[1]);
-  w.Receive(PeerAddress(5000), Build{.mid = 3}.path("c").done());
+  w.Receive(PeerAddress(5000), Build{.mid = 3}.Path("c").done());
   ASSERT_EQ(w.requests.size(), 3u);
   EXPECT_FALSE(w.verified_requests[2]);
 }
@@ -47,14 +47,14 @@ TEST(PeerTable, PeersWithSomethingPendingStayAndAFullTableRefusesNewcomers) {
   FakeWire w(o);
   const Address device = PeerAddress(1), busy = PeerAddress(2), newcomer = PeerAddress(3);
   w.Receive(device, kPing);
-  w.ep->verify_peer(device);
-  w.Receive(busy, Build{.mid = 9}.path("slow").done());  // its answer is pending
+  w.ep->VerifyPeer(device);
+  w.Receive(busy, Build{.mid = 9}.Path("slow").done());  // its answer is pending
   ASSERT_EQ(w.requests.size(), 1u);
   w.sent.clear();
   w.Receive(newcomer, kPing);
   EXPECT_TRUE(w.To(newcomer).empty()) << "nobody can make room";
   EXPECT_EQ(w.ep->counters().peers_rejected, 1u);
-  ASSERT_TRUE(w.ep->respond(w.requests[0], Response{}));
+  ASSERT_TRUE(w.ep->Respond(w.requests[0], Response{}));
   ASSERT_EQ(w.To(busy).size(), 1u) << "its answer still reached it";
   w.Receive(newcomer, kPing);
   EXPECT_EQ(w.To(newcomer).size(), 1u) << "answered: the idle unverified peer made room";
@@ -84,7 +84,7 @@ TEST(PeerTable, IdleVerifiedPeersStillAgeOut) {
   o.exchange_lifetime_ms = 5000;
   FakeWire w(o);
   w.Receive(PeerAddress(1), kPing);
-  w.ep->verify_peer(PeerAddress(1));
+  w.ep->VerifyPeer(PeerAddress(1));
   w.Receive(PeerAddress(2), kPing);
   EXPECT_EQ(w.ep->counters().peers, 2u);
   for (int i = 0; i < 8; ++i) w.Advance(1000);

@@ -25,9 +25,9 @@ constexpr bool kMallocStatsUsable = true;
 
 struct NullHandler : Handler {
   Endpoint* ep = nullptr;
-  void on_request(const Request& r) override {
+  void OnRequest(const Request& r) override {
     static const uint8_t kNull[] = {0xF6};
-    ep->respond(r.id, Response{.payload = kNull});
+    ep->Respond(r.id, Response{.payload = kNull});
   }
 };
 
@@ -45,7 +45,7 @@ TEST(Scale, HundredThousandPeersStayUnderOneKilobyteEach) {
     ep.set_transmit_hook([&](const Address&, std::span<const uint8_t>) { ++sent; });
     // A typical SDK data request: CON GET with Uri-Host, Uri-Path, Uri-Query and a 4-byte token.
     Build req{.mid = 256, .token = {1, 0x45, 0x8b, 0x6b}};
-    req.opt(opt::kUriHost, bytes_of("myapp.wilddogio.com")).path("a").opt(opt::kUriQuery, bytes_of(".cs=sHoRt123"));
+    req.Opt(opt::kUriHost, BytesOf("myapp.wilddogio.com")).Path("a").Opt(opt::kUriQuery, BytesOf(".cs=sHoRt123"));
     const Bytes wire = req.done();
 
     malloc_trim(0);
@@ -56,7 +56,7 @@ TEST(Scale, HundredThousandPeersStayUnderOneKilobyteEach) {
       a.family = AF_INET;
       a.ip = {10, static_cast<uint8_t>(i >> 16), static_cast<uint8_t>(i >> 8), static_cast<uint8_t>(i)};
       a.port = static_cast<uint16_t>(40000 + i % 1000);
-      ep.handle_datagram(0, a, wire);
+      ep.HandleDatagram(0, a, wire);
     }
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const size_t after = mallinfo2().uordblks;
@@ -74,7 +74,7 @@ TEST(Scale, HundredThousandPeersStayUnderOneKilobyteEach) {
     for (int i = 0; i < 30 && ep.counters().peers > 0; ++i) {  // eviction is bounded per tick
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
       uv_update_time(&loop);
-      ep.run_timers();
+      ep.RunTimers();
       uv_run(&loop, UV_RUN_NOWAIT);
     }
     EXPECT_EQ(ep.counters().dedup_entries, 0u);

@@ -10,7 +10,7 @@ using namespace tether::coap::test;
 
 namespace {
 
-Bytes unhex(std::string_view s) {
+Bytes Unhex(std::string_view s) {
   Bytes out;
   for (size_t i = 0; i + 1 < s.size(); i += 2) out.push_back(static_cast<uint8_t>(std::stoi(std::string(s.substr(i, 2)), nullptr, 16)));
   return out;
@@ -20,8 +20,8 @@ struct TraceHandler : Handler {
   Endpoint* ep = nullptr;
   ObserverId observer = 0;
   std::vector<DropReason> dropped;
-  void on_request(const Request& r) override {
-    static const Bytes kSession = unhex(
+  void OnRequest(const Request& r) override {
+    static const Bytes kSession = Unhex(
         "a261736873486f5274313233616c78204c4c4c4c4c4c4c4c6f6e67746f6b656e30313233343536373839616263646566");
     static const Bytes kNull = {0xF6};
     auto path = r.uri_path();
@@ -29,12 +29,12 @@ struct TraceHandler : Handler {
     if (path.at(0) == ".cs") resp.payload = kSession;
     if (path.at(0) == "a") resp.payload = kNull;
     if (r.observe() == 0u) {
-      observer = ep->respond_observe(r.id, resp);
+      observer = ep->RespondObserve(r.id, resp);
     } else {
-      ep->respond(r.id, resp);
+      ep->Respond(r.id, resp);
     }
   }
-  void on_observer_dropped(ObserverId, DropReason why) override { dropped.push_back(why); }
+  void OnObserverDropped(ObserverId, DropReason why) override { dropped.push_back(why); }
 };
 
 TEST(TraceReplay, ObserveSessionMatchesTheWire) {
@@ -64,24 +64,24 @@ TEST(TraceReplay, ObserveSessionMatchesTheWire) {
     };
     for (auto [request, reply] : exchanges) {
       out.clear();
-      ep.handle_datagram(0, sdk, unhex(request));
+      ep.HandleDatagram(0, sdk, Unhex(request));
       ASSERT_EQ(out.size(), 1u);
-      EXPECT_EQ(out[0], unhex(reply));
+      EXPECT_EQ(out[0], Unhex(reply));
     }
     // Notification: CON 2.05, Observe=2, payload "v0" (MID is ours to choose).
     out.clear();
     const Bytes v0 = {0x62, 0x76, 0x30};
-    ASSERT_TRUE(ep.notify(h.observer, Response{code::kContent, v0, {}, {}}));
+    ASSERT_TRUE(ep.Notify(h.observer, Response{code::kContent, v0, {}, {}}));
     ASSERT_EQ(out.size(), 1u);
-    Bytes expected = unhex("44456e9602458b6b6102ff627630");
+    Bytes expected = Unhex("44456e9602458b6b6102ff627630");
     expected[2] = out[0][2], expected[3] = out[0][3];
     EXPECT_EQ(out[0], expected);
     // The SDK's token-carrying empty ACK settles it: no retransmission follows.
-    Bytes ack = unhex("64006e9602458b6b");
+    Bytes ack = Unhex("64006e9602458b6b");
     ack[2] = out[0][2], ack[3] = out[0][3];
-    ep.handle_datagram(0, sdk, ack);
+    ep.HandleDatagram(0, sdk, ack);
     out.clear();
-    pump_for(&loop, 200);
+    PumpFor(&loop, 200);
     EXPECT_TRUE(out.empty());
     EXPECT_EQ(ep.counters().retransmissions, 0u);
     EXPECT_EQ(ep.counters().malformed, 0u);

@@ -25,7 +25,7 @@ namespace tether::coap::test {
 
 using Bytes = std::vector<uint8_t>;
 
-inline Bytes bytes_of(std::string_view s) { return Bytes(s.begin(), s.end()); }
+inline Bytes BytesOf(std::string_view s) { return Bytes(s.begin(), s.end()); }
 
 struct Packet {
   Bytes bytes;
@@ -35,11 +35,11 @@ struct Packet {
   std::string payload() const { return std::string(m.payload.begin(), m.payload.end()); }
 };
 
-inline std::unique_ptr<Packet> make_packet(Bytes b, Address from = {}) {
+inline std::unique_ptr<Packet> MakePacket(Bytes b, Address from = {}) {
   auto p = std::make_unique<Packet>();
   p->bytes = std::move(b);
   p->from = from;
-  p->ok = parse(p->bytes, p->m).ok();
+  p->ok = Parse(p->bytes, p->m).ok();
   return p;
 }
 
@@ -56,7 +56,7 @@ class UdpSocket {
     } else {
       a.ip[15] = 1;
     }
-    socklen_t len = a.to_sockaddr(ss);
+    socklen_t len = a.ToSockaddr(ss);
     ::bind(fd_, reinterpret_cast<sockaddr*>(&ss), len);
   }
   ~UdpSocket() { ::close(fd_); }
@@ -66,7 +66,7 @@ class UdpSocket {
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
     getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &len);
-    return Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss)).port;
+    return Address::FromSockaddr(reinterpret_cast<sockaddr*>(&ss)).port;
   }
   Address address() const {
     Address a;
@@ -79,19 +79,19 @@ class UdpSocket {
     a.port = port();
     return a;
   }
-  void send_to(const Address& to, const Bytes& b) {
+  void SendTo(const Address& to, const Bytes& b) {
     sockaddr_storage ss;
-    socklen_t len = to.to_sockaddr(ss);
+    socklen_t len = to.ToSockaddr(ss);
     ::sendto(fd_, b.data(), b.size(), 0, reinterpret_cast<sockaddr*>(&ss), len);
   }
-  std::optional<std::pair<Bytes, Address>> try_recv() {
+  std::optional<std::pair<Bytes, Address>> TryRecv() {
     Bytes b(65536);
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
     ssize_t n = ::recvfrom(fd_, b.data(), b.size(), 0, reinterpret_cast<sockaddr*>(&ss), &len);
     if (n < 0) return std::nullopt;
     b.resize(static_cast<size_t>(n));
-    return std::make_pair(std::move(b), Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss)));
+    return std::make_pair(std::move(b), Address::FromSockaddr(reinterpret_cast<sockaddr*>(&ss)));
   }
 
  private:
@@ -100,7 +100,7 @@ class UdpSocket {
 };
 
 // Runs the loop without blocking until `done` or the deadline; returns done().
-inline bool pump_until(uv_loop_t* loop, const std::function<bool()>& done, int timeout_ms) {
+inline bool PumpUntil(uv_loop_t* loop, const std::function<bool()>& done, int timeout_ms) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   while (std::chrono::steady_clock::now() < deadline) {
     uv_run(loop, UV_RUN_NOWAIT);
@@ -111,8 +111,8 @@ inline bool pump_until(uv_loop_t* loop, const std::function<bool()>& done, int t
   return done();
 }
 
-inline void pump_for(uv_loop_t* loop, int ms) {
-  pump_until(loop, [] { return false; }, ms);
+inline void PumpFor(uv_loop_t* loop, int ms) {
+  PumpUntil(loop, [] { return false; }, ms);
 }
 
 // Builds a datagram; options must be given in increasing number order.
@@ -124,24 +124,24 @@ struct Build {
   std::vector<std::pair<uint16_t, Bytes>> options;
   Bytes payload;
 
-  Build& path(std::string_view seg) { return opt(opt::kUriPath, bytes_of(seg)); }
-  Build& opt(uint16_t n, Bytes v) {
+  Build& Path(std::string_view seg) { return Opt(opt::kUriPath, BytesOf(seg)); }
+  Build& Opt(uint16_t n, Bytes v) {
     options.emplace_back(n, std::move(v));
     return *this;
   }
-  Build& opt_uint(uint16_t n, uint32_t v) {
+  Build& OptUint(uint16_t n, uint32_t v) {
     uint8_t b[4];
-    size_t len = encode_uint(v, b);
-    return opt(n, Bytes(b, b + len));
+    size_t len = EncodeUint(v, b);
+    return Opt(n, Bytes(b, b + len));
   }
   Bytes done() const {
     auto sorted = options;
     std::stable_sort(sorted.begin(), sorted.end(), [](auto& a, auto& b) { return a.first < b.first; });
     Bytes out(70000);
     Writer w(out);
-    w.header(type, code, mid, token);
-    for (auto& [n, v] : sorted) w.option(n, v);
-    w.payload(payload);
+    w.Header(type, code, mid, token);
+    for (auto& [n, v] : sorted) w.Option(n, v);
+    w.Payload(payload);
     out.resize(w.size());
     return out;
   }

@@ -1,5 +1,5 @@
 // Drives the endpoint's datagram dispatcher without sockets, on a fake clock
-// (Endpoint::set_clock) so time-driven paths run: separate ACKs, CON
+// (Endpoint::SetClock) so time-driven paths run: separate ACKs, CON
 // retransmission and give-up, exchange expiry, duplicate/peer housekeeping.
 // Input framing:
 //   op < 0xF0: datagram from peer (op & 3), 2-byte big-endian length, bytes
@@ -9,7 +9,7 @@
 //   0xF5 p: move the oldest observer to peer (p & 3)
 //   0xF6 the oldest pending exchange opens a new binding
 //   0xF7 toggle whether new exchanges may start Block2 unasked
-//   0xF8 re-create the oldest observer from its state (restore_observer)
+//   0xF8 re-create the oldest observer from its state (RestoreObserver)
 // Invariants: no crash or sanitizer report; every datagram the engine emits
 // is at most max_datagram bytes and parses (the SDK's quirks are inputs only).
 #include <uv.h>
@@ -37,20 +37,20 @@ struct FuzzHandler : Handler {
   bool unasked_blocks = true;
   std::deque<ExchangeId> pending;
   std::deque<ObserverId> observers;
-  void on_request(const Request& r) override {
+  void OnRequest(const Request& r) override {
     const size_t mode = r.payload.size() % 4;
     Response resp;
     resp.payload = r.payload;
-    if (unasked_blocks) ep->allow_unasked_blocks(r.id);
+    if (unasked_blocks) ep->AllowUnaskedBlocks(r.id);
     if (r.observe() == 0u) {
-      if (ObserverId id = ep->respond_observe(r.id, resp)) observers.push_back(id);
+      if (ObserverId id = ep->RespondObserve(r.id, resp)) observers.push_back(id);
     } else if (mode == 0) {
-      ep->respond(r.id, resp);
+      ep->Respond(r.id, resp);
     } else {
       pending.push_back(r.id);
     }
   }
-  void on_observer_dropped(ObserverId, DropReason) override {}
+  void OnObserverDropped(ObserverId, DropReason) override {}
 };
 
 }  // namespace
@@ -69,7 +69,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   {
     Endpoint ep(loop, h, opts);
     h.ep = &ep;
-    ep.set_clock([&] { return now_ms; });
+    ep.SetClock([&] { return now_ms; });
     ep.set_transmit_hook([&](const Address&, std::span<const uint8_t> out) {
       Message m;
       if (out.size() > opts.max_datagram || !parse(out, m).ok()) std::abort();
@@ -83,39 +83,39 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         size_t len = size_t{data[i]} << 8 | data[i + 1];
         i += 2;
         len = std::min(len, size - i);
-        ep.handle_datagram(0, peer_address(op), {data + i, len});
+        ep.HandleDatagram(0, peer_address(op), {data + i, len});
         i += len;
       } else if (op == 0xF0 && !h.pending.empty()) {
         Response r;
         r.payload = {reinterpret_cast<const uint8_t*>(big.data()), h.pending.size() * 97 % big.size()};
-        ep.respond(h.pending.front(), r);
+        ep.Respond(h.pending.front(), r);
         h.pending.pop_front();
       } else if (op == 0xF1) {
         for (ObserverId id : h.observers) {
           Response r;
           r.payload = {reinterpret_cast<const uint8_t*>(big.data()), id * 131 % big.size()};
-            ep.notify(id, r);
+            ep.Notify(id, r);
         }
       } else if (op == 0xF2) {
-        ep.run_timers();
+        ep.RunTimers();
       } else if (op == 0xF3 && !h.observers.empty()) {
-        ep.cancel_observer(h.observers.front());
+        ep.CancelObserver(h.observers.front());
         h.observers.pop_front();
       } else if (op == 0xF4 && i < size) {
         now_ms += uint64_t{data[i++]} * 37;
-        ep.run_timers();
+        ep.RunTimers();
       } else if (op == 0xF5 && i < size) {
         const uint8_t p = data[i++];
-        if (!h.observers.empty()) ep.move_observer(h.observers.front(), peer_address(p));
+        if (!h.observers.empty()) ep.MoveObserver(h.observers.front(), peer_address(p));
       } else if (op == 0xF6 && !h.pending.empty()) {
-        ep.new_binding(h.pending.front());
+        ep.NewBinding(h.pending.front());
       } else if (op == 0xF7) {
         h.unasked_blocks = !h.unasked_blocks;
       } else if (op == 0xF8 && !h.observers.empty()) {
-        if (auto st = ep.observer_state(h.observers.front())) {
+        if (auto st = ep.ObserverStateOf(h.observers.front())) {
           h.observers.pop_front();
           st->seq += 1u << 22;
-          h.observers.push_back(ep.restore_observer(*st));
+          h.observers.push_back(ep.RestoreObserver(*st));
         }
       }
     }

@@ -16,7 +16,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!r.ok()) return 0;
   for (const Option& o : m.options) {
     (void)decode_uint(o.value);
-    (void)Block::decode(o.value);
+    (void)Block::Decode(o.value);
     (void)is_recognized(o.number, o.value.size());
   }
   std::vector<uint8_t> out(size);

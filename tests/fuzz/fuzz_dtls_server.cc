@@ -31,15 +31,15 @@ struct Rig : DtlsServer::Link {
       [](const Address& a, const Address& b) { return a.port < b.port; }};
   std::set<uint16_t> honest;  // peers whose handshake an honest client completed
   DtlsServer* server = nullptr;
-  void send_datagram(const Address& to, std::span<const uint8_t> c) override {
+  void SendDatagram(const Address& to, std::span<const uint8_t> c) override {
     if (c.size() > kMaxDatagram) std::abort();
     to_client[to].emplace_back(reinterpret_cast<const char*>(c.data()), c.size());
     if (to_client[to].size() > 64) to_client[to].pop_front();
   }
-  void on_plaintext(const Address& from, std::string_view, std::span<const uint8_t>) override {
+  void OnPlaintext(const Address& from, std::string_view, std::span<const uint8_t>) override {
     if (!honest.count(from.port)) std::abort();  // decrypted data from a peer that never keyed
   }
-  void schedule(uint64_t when, uint64_t token) override { timers.emplace(when, token); }
+  void Schedule(uint64_t when, uint64_t token) override { timers.emplace(when, token); }
   uint64_t now_ms() const override { return now; }
 };
 
@@ -106,7 +106,7 @@ struct Client {
     while (!out.empty()) {
       std::string d = std::move(out.front());
       out.pop_front();
-      rig.server->on_datagram(addr, {reinterpret_cast<const uint8_t*>(d.data()), d.size()});
+      rig.server->OnDatagram(addr, {reinterpret_cast<const uint8_t*>(d.data()), d.size()});
     }
   }
   bool Handshake() {
@@ -154,16 +154,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const uint8_t op = byte();
     if (op < 0xF0) {
       const size_t len = std::min<size_t>(static_cast<size_t>(byte()) << 8 | byte(), size - i);
-      server.on_datagram(Peer(op), {data + i, len});
+      server.OnDatagram(Peer(op), {data + i, len});
       i += len;
     } else if (op == 0xF0) {
       rig.now += uint64_t{byte()} * 100;
       while (!rig.timers.empty() && rig.timers.begin()->first <= rig.now) {
         const uint64_t token = rig.timers.begin()->second;
         rig.timers.erase(rig.timers.begin());
-        server.on_timer(token);
+        server.OnTimer(token);
       }
-      server.housekeeping();
+      server.Housekeeping();
     } else if (op == 0xF1) {
       const Address peer = Peer(byte());
       std::string hello = ClientHello();
@@ -171,7 +171,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         const uint8_t pos = byte();
         if (!hello.empty()) hello[pos % hello.size()] ^= static_cast<char>(byte());
       }
-      server.on_datagram(peer, {reinterpret_cast<const uint8_t*>(hello.data()), hello.size()});
+      server.OnDatagram(peer, {reinterpret_cast<const uint8_t*>(hello.data()), hello.size()});
     } else if (op == 0xF2) {
       const Address peer = Peer(byte());
       rig.honest.insert(peer.port);
@@ -184,7 +184,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     } else if (op == 0xF3) {
       const Address peer = Peer(byte());
       const std::string plain(byte(), 'p');
-      server.send(peer, {reinterpret_cast<const uint8_t*>(plain.data()), plain.size()});
+      server.Send(peer, {reinterpret_cast<const uint8_t*>(plain.data()), plain.size()});
     }
   }
   return 0;

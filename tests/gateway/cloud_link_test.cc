@@ -29,7 +29,7 @@ class CloudLinkLifetime : public ::testing::Test {
  protected:
   void SetUp() override {
     uv_loop_init(&loop_);
-    store_ = store::Store::Open(dir_.sub("db"), store::StoreOptions{}, &loop_);
+    store_ = store::Store::Open(dir_.Sub("db"), store::StoreOptions{}, &loop_);
     local_ = std::make_unique<LocalCopy>(&loop_, *store_);
   }
   void TearDown() override {
@@ -85,9 +85,9 @@ TEST_F(CloudLinkLifetime, ASettleCommittedWhileTheBridgeLivesWakesTheRoute) {
   CloudBridge bridge(*store_, *local_, routes, listener_);
   std::vector<std::string> settled;
   util::Subscription hook = bridge.SetSettledHook([&](const std::string& route) { settled.push_back(route); });
-  ASSERT_EQ(bridge.peek("r", 10).size(), 1u);
-  bridge.confirmed("r", seq);
-  EXPECT_TRUE(bridge.peek("r", 10).empty()) << "the route waits for its confirmation to commit";
+  ASSERT_EQ(bridge.Peek("r", 10).size(), 1u);
+  bridge.Confirmed("r", seq);
+  EXPECT_TRUE(bridge.Peek("r", 10).empty()) << "the route waits for its confirmation to commit";
   RunUntilCommitted();
   EXPECT_EQ(settled, std::vector<std::string>{"r"});
   EXPECT_EQ(store_->queue().Totals().entries, 0u);
@@ -101,8 +101,8 @@ TEST_F(CloudLinkLifetime, ASettleCommittedAfterTheBridgeIsGoneDoesNothing) {
   {
     auto bridge = std::make_unique<CloudBridge>(*store_, *local_, routes, listener_);
     hook = bridge->SetSettledHook([&](const std::string&) { ++settled; });
-    ASSERT_EQ(bridge->peek("r", 10).size(), 1u);
-    bridge->confirmed("r", seq);  // its commit callback runs after the bridge is destroyed
+    ASSERT_EQ(bridge->Peek("r", 10).size(), 1u);
+    bridge->Confirmed("r", seq);  // its commit callback runs after the bridge is destroyed
   }
   RunUntilCommitted();
   EXPECT_EQ(settled, 0);

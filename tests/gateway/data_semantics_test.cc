@@ -39,12 +39,12 @@ class Data : public ::testing::Test {
   Answer Ask(uint8_t method, const std::string& path, std::optional<std::string> body = std::nullopt,
              const std::vector<std::string>& query = {}, std::optional<uint32_t> accept = 50u) {
     Build b = Request(method, path, cs_, ++mid_);
-    for (const auto& q : query) b.opt(coap::opt::kUriQuery, bytes_of(q));
+    for (const auto& q : query) b.Opt(coap::opt::kUriQuery, BytesOf(q));
     if (body) {
-      b.opt_uint(coap::opt::kContentFormat, 50);
-      b.payload = bytes_of(*body);
+      b.OptUint(coap::opt::kContentFormat, 50);
+      b.payload = BytesOf(*body);
     }
-    if (accept) b.opt_uint(coap::opt::kAccept, *accept);
+    if (accept) b.OptUint(coap::opt::kAccept, *accept);
     return Send(b);
   }
   // An SDK-shaped request: CBOR bytes, no Content-Format or Accept.
@@ -57,7 +57,7 @@ class Data : public ::testing::Test {
     const Packet* p = gw_.Ask(Peer(1), b);
     if (!p) return {"no reply", "", std::nullopt};
     return {fmt::format("{}.{:02d}", p->m.code >> 5, p->m.code & 31), p->payload(),
-            p->m.uint_option(coap::opt::kContentFormat)};
+            p->m.UintOption(coap::opt::kContentFormat)};
   }
   Json Read(const std::string& path) {
     Answer a = Ask(kGet, path);
@@ -239,9 +239,9 @@ TEST_F(Data, OnDisconnectOperationsFollowTheSameRules) {
            {kPut, "r/big", R"({".sv":{"increment":1e308}})"},
            {kPut, "r/gone", "true"}}) {
     Build b = Request(method, path, cs_, ++mid_);
-    b.opt(coap::opt::kUriQuery, bytes_of(".dis=add"));
-    b.opt_uint(coap::opt::kContentFormat, 50);
-    b.payload = bytes_of(body);
+    b.Opt(coap::opt::kUriQuery, BytesOf(".dis=add"));
+    b.OptUint(coap::opt::kContentFormat, 50);
+    b.payload = BytesOf(body);
     ASSERT_EQ(Send(b).code, "2.05") << path << " " << body;
   }
   ASSERT_EQ(Send(Request(kGet, ".off", cs_, ++mid_)).code, "2.05");

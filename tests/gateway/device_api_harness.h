@@ -1,5 +1,5 @@
 // Test harness: one gateway in process — the real engine (no sockets: datagrams in through
-// handle_datagram, out through the transmit hook), the real store in a temp directory, a DeviceApi
+// HandleDatagram, out through the transmit hook), the real store in a temp directory, a DeviceApi
 // on a private loop — and SDK-shaped packets. Every wait is bounded.
 #pragma once
 
@@ -19,10 +19,10 @@ namespace tether::testing {
 using coap::Address;
 using coap::test::Build;
 using coap::test::Bytes;
-using coap::test::bytes_of;
+using coap::test::BytesOf;
 using coap::test::Packet;
 
-inline constexpr uint8_t kForbidden = coap::code::make(4, 3);
+inline constexpr uint8_t kForbidden = coap::code::Make(4, 3);
 inline constexpr const char* kConfig =
     "device:\n  heartbeat_target: 20s\n  session_timeout: 60s\n"
     "apps:\n  - id: myapp\n    default: true\n"
@@ -62,7 +62,7 @@ class Gateway {
 
   // Sends a datagram and pumps the loop until `done` (bounded by 5 s).
   bool Send(const Address& from, const Bytes& bytes, const std::function<bool()>& done) {
-    ep_->handle_datagram(0, from, bytes);
+    ep_->HandleDatagram(0, from, bytes);
     return Pump(done);
   }
   bool Pump(const std::function<bool()>& done, int timeout_ms = 5000) {
@@ -94,7 +94,7 @@ class Gateway {
   }
   // POST /.cs; returns the short token ("" on failure).
   std::string Open(const Address& from, uint16_t mid) {
-    const Packet* r = Ask(from, Build{.code = coap::code::kPost, .mid = mid, .token = Token(mid)}.path(".cs"));
+    const Packet* r = Ask(from, Build{.code = coap::code::kPost, .mid = mid, .token = Token(mid)}.Path(".cs"));
     if (!r || r->m.code != coap::code::kContent) return "";
     return ShortToken(r->payload());
   }
@@ -115,18 +115,18 @@ class Gateway {
   coap::Endpoint& endpoint() { return *ep_; }
   store::Store& store() { return *store_; }
   std::vector<Sent>& sent() { return sent_; }
-  void record(bool on) { record_ = on; }
+  void Record(bool on) { record_ = on; }
 
  private:
   void Open() {
-    store_ = store::Store::Open(dir_.sub("db"), store::StoreOptions{}, &loop_);
+    store_ = store::Store::Open(dir_.Sub("db"), store::StoreOptions{}, &loop_);
     local_ = std::make_unique<LocalCopy>(&loop_, *store_);
     api_ = std::make_unique<DeviceApi>(&loop_, *store_, *local_,
                                        std::make_shared<const RouteTable>(Config::Parse(config_, "t.yaml")));
     api_->RestoreSessions();
     ep_ = std::make_unique<coap::Endpoint>(&loop_, *api_, eo_);
     ep_->set_transmit_hook([this](const Address& to, std::span<const uint8_t> b) {
-      if (record_) sent_.push_back({to, coap::test::make_packet(Bytes(b.begin(), b.end()), to)});
+      if (record_) sent_.push_back({to, coap::test::MakePacket(Bytes(b.begin(), b.end()), to)});
     });
     api_->AttachEndpoint(ep_.get());
   }
@@ -156,14 +156,14 @@ class Gateway {
 
 inline Build Request(uint8_t method, const std::string& path, const std::string& cs, uint16_t mid) {
   Build b{.code = method, .mid = mid, .token = Gateway::Token(mid)};
-  if (path.empty()) b.path("");
+  if (path.empty()) b.Path("");
   for (size_t i = 0; i <= path.size() && !path.empty();) {
     size_t j = path.find('/', i);
     if (j == std::string::npos) j = path.size();
-    b.path(path.substr(i, j - i));
+    b.Path(path.substr(i, j - i));
     i = j + 1;
   }
-  b.opt(coap::opt::kUriQuery, bytes_of(".cs=" + cs));
+  b.Opt(coap::opt::kUriQuery, BytesOf(".cs=" + cs));
   return b;
 }
 

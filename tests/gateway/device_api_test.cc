@@ -21,8 +21,8 @@ TEST(DeviceApiTest, ThousandObserversOfOnePathCostOneReadAndOneEncoding) {
   // 1,000 devices open sessions at once (the store commits them in groups), then observe.
   for (uint32_t i = 0; i < kObservers; ++i) {
     const uint16_t mid = static_cast<uint16_t>(2 * i + 1);
-    gw.endpoint().handle_datagram(0, Peer(i), Build{.code = coap::code::kPost, .mid = mid, .token = Gateway::Token(mid)}
-                                                  .path(".cs").done());
+    gw.endpoint().HandleDatagram(0, Peer(i), Build{.code = coap::code::kPost, .mid = mid, .token = Gateway::Token(mid)}
+                                                  .Path(".cs").done());
   }
   std::vector<std::string> cs(kObservers);
   ASSERT_TRUE(gw.Pump([&] {
@@ -37,8 +37,8 @@ TEST(DeviceApiTest, ThousandObserversOfOnePathCostOneReadAndOneEncoding) {
   for (uint32_t i = 0; i < kObservers; ++i) {
     ASSERT_EQ(cs[i].size(), 8u) << i;
     const Packet* r = gw.Ask(Peer(i), Request(coap::code::kGet, "room", cs[i], static_cast<uint16_t>(2 * i + 2))
-                                          .opt_uint(coap::opt::kObserve, 0));
-    ASSERT_TRUE(r && r->m.uint_option(coap::opt::kObserve)) << i << ": " << (r ? r->payload() : "no reply");
+                                          .OptUint(coap::opt::kObserve, 0));
+    ASSERT_TRUE(r && r->m.UintOption(coap::opt::kObserve)) << i << ": " << (r ? r->payload() : "no reply");
   }
   const std::string writer = gw.Open(Peer(5000), 9000);
   ASSERT_EQ(writer.size(), 8u);
@@ -50,7 +50,7 @@ TEST(DeviceApiTest, ThousandObserversOfOnePathCostOneReadAndOneEncoding) {
   ASSERT_TRUE(gw.Ask(Peer(5000), put));
   auto notified = [&] {
     size_t n = 0;
-    for (size_t i = mark; i < gw.sent().size(); ++i) n += gw.sent()[i].p->m.uint_option(coap::opt::kObserve).has_value();
+    for (size_t i = mark; i < gw.sent().size(); ++i) n += gw.sent()[i].p->m.UintOption(coap::opt::kObserve).has_value();
     return n;
   };
   ASSERT_TRUE(gw.Pump([&] { return notified() == kObservers; }));
@@ -89,12 +89,12 @@ TEST(DeviceApiTest, InfoConnectedObserversHearTheCloudLink) {
   Gateway gw;
   const std::string cs = gw.Open(Peer(1), 1);
   ASSERT_EQ(cs.size(), 8u);
-  const Packet* reg = gw.Ask(Peer(1), Request(coap::code::kGet, ".info/connected", cs, 2).opt_uint(coap::opt::kObserve, 0));
-  ASSERT_TRUE(reg && reg->m.uint_option(coap::opt::kObserve));
+  const Packet* reg = gw.Ask(Peer(1), Request(coap::code::kGet, ".info/connected", cs, 2).OptUint(coap::opt::kObserve, 0));
+  ASSERT_TRUE(reg && reg->m.UintOption(coap::opt::kObserve));
   EXPECT_EQ(reg->payload(), "\xf4");
   auto last_notification = [&]() -> const Packet* {
     for (size_t i = gw.sent().size(); i-- > 0;) {
-      if (gw.sent()[i].p->m.uint_option(coap::opt::kObserve)) return gw.sent()[i].p.get();
+      if (gw.sent()[i].p->m.UintOption(coap::opt::kObserve)) return gw.sent()[i].p.get();
     }
     return nullptr;
   };
@@ -115,16 +115,16 @@ TEST(DeviceApiTest, RestoredObservationsContinueAheadOfTheirCheckpoint) {
   const Address dev = Peer(7), writer = Peer(8);
   const std::string cs = gw.Open(dev, 1), wcs = gw.Open(writer, 100);
   ASSERT_EQ(cs.size(), 8u);
-  const Packet* reg = gw.Ask(dev, Request(coap::code::kGet, "room", cs, 2).opt_uint(coap::opt::kObserve, 0));
+  const Packet* reg = gw.Ask(dev, Request(coap::code::kGet, "room", cs, 2).OptUint(coap::opt::kObserve, 0));
   ASSERT_TRUE(reg);
-  uint32_t last_seq = *reg->m.uint_option(coap::opt::kObserve);
+  uint32_t last_seq = *reg->m.UintOption(coap::opt::kObserve);
   for (uint16_t i = 0; i < 5; ++i) {
     Build put = Request(coap::code::kPut, "room", wcs, static_cast<uint16_t>(101 + i));
     put.payload = {static_cast<uint8_t>(i)};
     const size_t mark = gw.sent().size();
     ASSERT_TRUE(gw.Ask(writer, put));
     ASSERT_TRUE(gw.Pump([&] { return gw.sent().size() > mark + 1; }));
-    last_seq = *gw.sent().back().p->m.uint_option(coap::opt::kObserve);
+    last_seq = *gw.sent().back().p->m.UintOption(coap::opt::kObserve);
   }
   // Persisted: the registration's checkpoint (the 5 notifications since are within 2^20).
   auto record = [&] {
@@ -147,11 +147,11 @@ TEST(DeviceApiTest, RestoredObservationsContinueAheadOfTheirCheckpoint) {
   // The first notification after the restart: the current snapshot, Observe = checkpoint + 2^22 + 1.
   ASSERT_TRUE(gw.Pump([&] {
     const auto& s = gw.sent();
-    return s.size() > mark && s.back().to == dev && s.back().p->m.uint_option(coap::opt::kObserve);
+    return s.size() > mark && s.back().to == dev && s.back().p->m.UintOption(coap::opt::kObserve);
   }));
   const Packet& first = *gw.sent().back().p;
   EXPECT_EQ(first.payload(), std::string(1, '\x04'));
-  const uint32_t seq = *first.m.uint_option(coap::opt::kObserve);
+  const uint32_t seq = *first.m.UintOption(coap::opt::kObserve);
   EXPECT_EQ(seq, (checkpoint + kSeqRestartJump + 1) & 0xFFFFFF);
   EXPECT_GT(seq, last_seq);
   EXPECT_LT(seq - last_seq, 1u << 23) << "newer in RFC 7641 serial arithmetic";
@@ -168,8 +168,8 @@ TEST(DeviceApiTest, RestoredObservationsAreCheckedAgainstTheRoutesInForce) {
   Gateway gw;
   const std::string cs = gw.Open(Peer(1), 1);
   ASSERT_EQ(cs.size(), 8u);
-  const Packet* secret = gw.Ask(Peer(1), Request(coap::code::kGet, "secret/x", cs, 2).opt_uint(coap::opt::kObserve, 0));
-  const Packet* open = gw.Ask(Peer(1), Request(coap::code::kGet, "open/x", cs, 3).opt_uint(coap::opt::kObserve, 0));
+  const Packet* secret = gw.Ask(Peer(1), Request(coap::code::kGet, "secret/x", cs, 2).OptUint(coap::opt::kObserve, 0));
+  const Packet* open = gw.Ask(Peer(1), Request(coap::code::kGet, "open/x", cs, 3).OptUint(coap::opt::kObserve, 0));
   ASSERT_TRUE(secret && open);
   const Bytes secret_token = Gateway::Token(2), open_token = Gateway::Token(3);
   auto persisted = [&] {
@@ -191,7 +191,7 @@ TEST(DeviceApiTest, RestoredObservationsAreCheckedAgainstTheRoutesInForce) {
   };
   ASSERT_TRUE(gw.Pump([&] { return to(secret_token) && to(open_token); }));
   EXPECT_EQ(to(secret_token)->m.code, kForbidden);
-  EXPECT_FALSE(to(secret_token)->m.uint_option(coap::opt::kObserve)) << "the observation ends";
+  EXPECT_FALSE(to(secret_token)->m.UintOption(coap::opt::kObserve)) << "the observation ends";
   EXPECT_EQ(to(secret_token)->payload(), "read not allowed");
   EXPECT_EQ(to(open_token)->m.code, coap::code::kContent) << "the readable one is restored";
   EXPECT_EQ(gw.api().counters().observers_restored, 1u);

@@ -40,7 +40,7 @@ TEST(Expected, HoldsTheValueOrTheDiagnostic) {
   ASSERT_TRUE(ok);
   EXPECT_TRUE(ok.ok());
   EXPECT_EQ(*ok, 4);
-  EXPECT_EQ(ok.value(), 4);
+  EXPECT_EQ(ok.Value(), 4);
   EXPECT_THROW((void)ok.error(), std::bad_variant_access);
 
   Expected<int> bad = Half(7);
@@ -48,7 +48,7 @@ TEST(Expected, HoldsTheValueOrTheDiagnostic) {
   EXPECT_EQ(bad.error().code, ErrorCode::kInvalid);
   EXPECT_EQ(bad.error().message, "7 is odd");
   EXPECT_FALSE(bad.error().retry_after_s);
-  EXPECT_THROW((void)bad.value(), std::bad_variant_access);
+  EXPECT_THROW((void)bad.Value(), std::bad_variant_access);
 }
 
 TEST(Expected, MovesItsValueAndItsDiagnosticOut) {
@@ -59,7 +59,7 @@ TEST(Expected, MovesItsValueAndItsDiagnosticOut) {
   EXPECT_EQ(v->size(), 1u);
 
   Expected<std::string> e = Diagnostic{ErrorCode::kUnavailable, "overloaded, retry later", 1};
-  Diagnostic d = std::move(e).error();
+  Diagnostic d = std::move(e).Error();
   EXPECT_EQ(d, (Diagnostic{ErrorCode::kUnavailable, "overloaded, retry later", 1}));
 }
 
@@ -88,18 +88,18 @@ TEST(Diagnostic, EveryCodeHasItsOwnName) {
 // What a device has always seen for each kind of refusal (docs/device-protocol.md).
 TEST(CoapCodeOf, MapsEachCodeToTheCoapResponseCode) {
   const std::vector<std::pair<ErrorCode, uint8_t>> want = {
-      {ErrorCode::kInvalid, coap::code::make(4, 0)},
-      {ErrorCode::kUnauthorized, coap::code::make(4, 1)},
-      {ErrorCode::kForbidden, coap::code::make(4, 3)},
-      {ErrorCode::kNotFound, coap::code::make(4, 4)},
-      {ErrorCode::kMethodNotAllowed, coap::code::make(4, 5)},
-      {ErrorCode::kNotAcceptable, coap::code::make(4, 6)},
-      {ErrorCode::kConflict, coap::code::make(4, 12)},
-      {ErrorCode::kTooLarge, coap::code::make(4, 13)},
-      {ErrorCode::kUnsupportedFormat, coap::code::make(4, 15)},
-      {ErrorCode::kWrongHost, coap::code::make(4, 0)},  // CoAP has no 4.21
-      {ErrorCode::kUnavailable, coap::code::make(5, 3)},
-      {ErrorCode::kInternal, coap::code::make(5, 0)},
+      {ErrorCode::kInvalid, coap::code::Make(4, 0)},
+      {ErrorCode::kUnauthorized, coap::code::Make(4, 1)},
+      {ErrorCode::kForbidden, coap::code::Make(4, 3)},
+      {ErrorCode::kNotFound, coap::code::Make(4, 4)},
+      {ErrorCode::kMethodNotAllowed, coap::code::Make(4, 5)},
+      {ErrorCode::kNotAcceptable, coap::code::Make(4, 6)},
+      {ErrorCode::kConflict, coap::code::Make(4, 12)},
+      {ErrorCode::kTooLarge, coap::code::Make(4, 13)},
+      {ErrorCode::kUnsupportedFormat, coap::code::Make(4, 15)},
+      {ErrorCode::kWrongHost, coap::code::Make(4, 0)},  // CoAP has no 4.21
+      {ErrorCode::kUnavailable, coap::code::Make(5, 3)},
+      {ErrorCode::kInternal, coap::code::Make(5, 0)},
   };
   ASSERT_EQ(want.size(), std::size(kAllCodes));
   for (const auto& [code, coap_code] : want) EXPECT_EQ(CoapCodeOf(code), coap_code) << ErrorCodeName(code);

@@ -21,7 +21,7 @@ namespace {
 TEST(LivenessFile, WhatTheProcessStoredSurvivesItUnlessTornFreedOrFromAnotherBoot) {
   ASSERT_FALSE(store::BootId().empty()) << "needs /proc/sys/kernel/random/boot_id";
   store::testing::TempDir dir;
-  const std::string path = dir.sub("liveness");
+  const std::string path = dir.Sub("liveness");
   // A child process writes the stamps and is killed with SIGKILL: no destructor, no msync.
   const pid_t child = fork();
   ASSERT_GE(child, 0);

@@ -27,7 +27,7 @@ TEST(DeviceApiTest, ObserveCheckpointFollowsLongRunningObservations) {
                  "routes:\n  - { name: all, app: myapp, match: \"**\" }\n");
   const std::string cs = gw.Open(Peer(1), 1);
   ASSERT_EQ(cs.size(), 8u);
-  ASSERT_TRUE(gw.Ask(Peer(1), Request(coap::code::kGet, ".info/connected", cs, 2).opt_uint(coap::opt::kObserve, 0)));
+  ASSERT_TRUE(gw.Ask(Peer(1), Request(coap::code::kGet, ".info/connected", cs, 2).OptUint(coap::opt::kObserve, 0)));
   auto checkpoint = [&]() -> int64_t {
     for (const auto& r : gw.store().sessions().ListAll()) {
       std::vector<PersistedObserver> o = DecodeObservers(r.observers);
@@ -36,7 +36,7 @@ TEST(DeviceApiTest, ObserveCheckpointFollowsLongRunningObservations) {
     return -1;
   };
   ASSERT_TRUE(gw.Pump([&] { return checkpoint() == 1; })) << "registered with Observe 1";
-  gw.record(false);
+  gw.Record(false);
   // Each flip of the cloud link notifies the observer (no store write involved).
   for (uint32_t i = 0; i < kSeqCheckpointEvery - 1; ++i) gw.api().SetCloudLink(i % 2 == 0, 0);
   gw.Pump([] { return false; }, 50);
@@ -44,10 +44,10 @@ TEST(DeviceApiTest, ObserveCheckpointFollowsLongRunningObservations) {
   gw.api().SetCloudLink(false, 0);  // the last flip set it true: notification number 2^20
   ASSERT_TRUE(gw.Pump([&] { return checkpoint() == 1 + static_cast<int64_t>(kSeqCheckpointEvery); }))
       << "checkpoint " << checkpoint();
-  gw.record(true);
+  gw.Record(true);
   gw.api().SetCloudLink(true, 0);
   ASSERT_FALSE(gw.sent().empty());
-  EXPECT_EQ(gw.sent().back().p->m.uint_option(coap::opt::kObserve), 2 + kSeqCheckpointEvery);
+  EXPECT_EQ(gw.sent().back().p->m.UintOption(coap::opt::kObserve), 2 + kSeqCheckpointEvery);
 }
 
 }  // namespace

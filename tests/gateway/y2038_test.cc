@@ -56,13 +56,13 @@ TEST(Y2038, TtlSweepAndStoredClocksAcrossTheBoundary) {
   store::testing::TempDir dir;
   store::StoreOptions o;
   o.route_limits["t"] = store::QueueLimits{0, 0, store::OverflowPolicy::kReject, /*ttl_ms=*/60'000};
-  auto s = store::Store::Open(dir.sub("db"), o, nullptr);
+  auto s = store::Store::Open(dir.Sub("db"), o, nullptr);
   store::WriteBatch b;
   b.Append(store::testing::EntryAt("t", "before", At(kRollover - 50'000, kUptimeMonth, "a")));
   b.Append(store::testing::EntryAt("t", "after", At(kRollover + 10'000, kUptimeMonth + 60'000, "a")));
   ASSERT_TRUE(s->CommitBlocking(std::move(b)).status.ok());
   s.reset();
-  s = store::Store::Open(dir.sub("db"), o, nullptr);  // the clocks come back from disk intact
+  s = store::Store::Open(dir.Sub("db"), o, nullptr);  // the clocks come back from disk intact
   auto queued = s->queue().Peek("t", 10);
   ASSERT_EQ(queued.size(), 2u);
   EXPECT_EQ(queued[0].wall_ms, kRollover - 50'000);
@@ -108,7 +108,7 @@ TEST(Y2038, CloudClockEstimatesPastTheBoundary) {
   const int64_t real_now = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
   const int64_t shift = kRollover + 3'000 - real_now;  // the cloud's clock: 3 s past the rollover
   upstream::testing::FakeCloud cloud;
-  cloud.control({{"op", "skew"}, {"ms", shift}});
+  cloud.Control({{"op", "skew"}, {"ms", shift}});
   uv_loop_t loop;
   uv_loop_init(&loop);
   {
@@ -122,18 +122,18 @@ TEST(Y2038, CloudClockEstimatesPastTheBoundary) {
       return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count() + shift - 4'000;
     };
     upstream::CloudClock clock(&loop, http, *creds, o);
-    clock.start();
+    clock.Start();
     ASSERT_TRUE(upstream::testing::RunUntil(&loop, [&] { return clock.sample_count() >= 3; }));
     ASSERT_TRUE(clock.offset_ms());
     EXPECT_LT(std::abs(*clock.offset_ms() - 4'000), 50) << *clock.offset_ms();
     const int64_t cloud_now = store::BootTimeMs() + *clock.boot_offset_ms();
     EXPECT_GT(cloud_now, kRollover);
     EXPECT_LT(cloud_now, kRollover + 60'000);
-    auto presence = cloud.control({{"op", "dump"}})["tether-gateways"]["gw-2038"];
+    auto presence = cloud.Control({{"op", "dump"}})["tether-gateways"]["gw-2038"];
     ASSERT_TRUE(presence["last_seen"].is_number()) << presence.dump();
     EXPECT_GT(presence["last_seen"].get<int64_t>(), kRollover);
     bool done = false;
-    clock.shutdown([&] { done = true; });
+    clock.Shutdown([&] { done = true; });
     ASSERT_TRUE(upstream::testing::RunUntil(&loop, [&] { return done; }));
   }
   uv_run(&loop, UV_RUN_NOWAIT);

@@ -45,7 +45,7 @@ TEST_P(FaultClockJump, ServerTimestampsStayTrueAcrossAWallClockJumpWhileOffline)
   const int jump_s = GetParam();
   ASSERT_EQ(access(kFaketime, R_OK), 0) << kFaketime << " missing: install libfaketime (scripts/install-deps.sh)";
   upstream::testing::FakeCloud cloud;
-  cloud.control({{"op", "skew"}, {"ms", kSkewMs}});
+  cloud.Control({{"op", "skew"}, {"ms", kSkewMs}});
   TetherdProcess gw;
   const std::string offset_file = gw.dir() + "/faketime";
   auto set_offset = [&](int seconds) {
@@ -93,7 +93,7 @@ TEST_P(FaultClockJump, ServerTimestampsStayTrueAcrossAWallClockJumpWhileOffline)
   const size_t online_before = fleet.Count(Outcome::kAcked);
 
   const int kDownMs = 12000;
-  cloud.control({{"op", "down"}, {"ms", kDownMs}});
+  cloud.Control({{"op", "down"}, {"ms", kDownMs}});
   auto down_at = std::chrono::steady_clock::now();
   round(3);  // offline, true clock
   const size_t offline_before_jump = fleet.Count(Outcome::kAcked) - online_before;

@@ -134,7 +134,7 @@ bool CloudAudit::WaitDelivered(const Fleet& fleet, std::chrono::milliseconds sta
     auto asked = Clock::now();
     try {
       bool all = false;
-      size_t n = Delivered(fleet, cloud_.control({{"op", "dump"}}), &all);
+      size_t n = Delivered(fleet, cloud_.Control({{"op", "dump"}}), &all);
       if (all) return true;
       if (n > best) {
         best = n;
@@ -150,8 +150,8 @@ bool CloudAudit::WaitDelivered(const Fleet& fleet, std::chrono::milliseconds sta
 }
 
 void CloudAudit::Verify(const Fleet& fleet, Tally& tally) {
-  const json root = cloud_.control({{"op", "dump"}});
-  const json log = cloud_.control({{"op", "log"}});
+  const json root = cloud_.Control({{"op", "dump"}});
+  const json log = cloud_.Control({{"op", "log"}});
   if (const char* dump = std::getenv("TETHER_FAULT_CLOUD_LOG")) std::ofstream(dump) << log.dump(1);  // for a post-mortem
   // Flatten every data write into (index, absolute path, value) entries.
   std::unordered_map<std::string, size_t> first_index;

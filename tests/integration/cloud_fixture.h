@@ -51,7 +51,7 @@ class CloudFixture : public ::testing::Test {
   }
   // The cloud's value at path, read through the control API (no credential needed).
   nlohmann::json CloudAt(const std::string& path) const {
-    nlohmann::json v = cloud_.control({{"op", "dump"}});
+    nlohmann::json v = cloud_.Control({{"op", "dump"}});
     size_t i = 0;
     while (i < path.size()) {
       size_t j = path.find('/', i);
@@ -98,12 +98,12 @@ class CloudFixture : public ::testing::Test {
     return std::stod(text.substr(at + series.size() + 2));
   }
   void CloudPut(const std::string& path, const std::string& json_text) {
-    ASSERT_EQ(cloud_.request("PUT", "/" + path + ".json", json_text).is_discarded(), false);
+    ASSERT_EQ(cloud_.Request("PUT", "/" + path + ".json", json_text).is_discarded(), false);
   }
   void TearDown() override {
     if (!HasFailure()) return;  // gw_ prints its own log
     try {
-      std::fprintf(stderr, "---- cloud requests ----\n%s\n", cloud_.control({{"op", "attempts"}}).dump(1).c_str());
+      std::fprintf(stderr, "---- cloud requests ----\n%s\n", cloud_.Control({{"op", "attempts"}}).dump(1).c_str());
     } catch (const std::exception&) {  // the cloud is down
     }
   }

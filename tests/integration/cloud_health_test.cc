@@ -48,7 +48,7 @@ TEST_F(CloudHealth, DefaultPresenceNodeIsAValidPathAndGivesTheClock) {
   ASSERT_EQ(dev.Put("devices/dev1/t", Stamped(1)).CodeString(), "2.05");
   ASSERT_TRUE(WaitCloud("fleet/dev1/t/at", [](const json& v) { return v.is_number_integer(); }));
   EXPECT_LT(std::llabs(CloudAt("fleet/dev1/t/at").get<int64_t>() - wrote), 1000);
-  for (const auto& a : cloud_.control({{"op", "attempts"}})) {
+  for (const auto& a : cloud_.Control({{"op", "attempts"}})) {
     EXPECT_NE(a["status"], 400) << a.dump() << ": the cloud refused a request";
   }
   json status = CtlJson("status");
@@ -62,8 +62,8 @@ TEST_F(CloudHealth, DefaultPresenceNodeIsAValidPathAndGivesTheClock) {
 // estimate there is (here the local clock, the same as the cloud's), counted and logged, never
 // held silently; meanwhile the route shows as held, with its reason, and the offset as unknown.
 TEST_F(CloudHealth, WithoutAClockEstimateTheRouteUploadsAfterTheBoundedWait) {
-  cloud_.control({{"op", "fail"}, {"status", 403}, {"count", 1000000}, {"path", "tether-gateways"}});
-  cloud_.control({{"op", "no_date"}, {"on", true}});
+  cloud_.Control({{"op", "fail"}, {"status", 403}, {"count", 1000000}, {"path", "tether-gateways"}});
+  cloud_.Control({{"op", "no_date"}, {"on", true}});
   StartGateway(kDefaultRoutes, kPresence);
   SdkClient dev(port_);
   ASSERT_TRUE(dev.Open("dev1"));
@@ -93,8 +93,8 @@ TEST_F(CloudHealth, WithoutAClockEstimateTheRouteUploadsAfterTheBoundedWait) {
 // /metrics (state gauge, age of the oldest held write), /readyz. Once the cloud gives a time,
 // everything drains and health is green again.
 TEST_F(CloudHealth, AHeldRouteShowsInTetherctlMetricsAndReadyz) {
-  cloud_.control({{"op", "fail"}, {"status", 403}, {"count", 1000000}, {"path", "tether-gateways"}});
-  cloud_.control({{"op", "no_date"}, {"on", true}});
+  cloud_.Control({{"op", "fail"}, {"status", 403}, {"count", 1000000}, {"path", "tether-gateways"}});
+  cloud_.Control({{"op", "no_date"}, {"on", true}});
   StartGateway(kDefaultRoutes, std::string(kPresence) + "  clock_wait: 1s\n  on_clock_timeout: hold\n");
   SdkClient dev(port_);
   ASSERT_TRUE(dev.Open("dev1"));
@@ -119,8 +119,8 @@ TEST_F(CloudHealth, AHeldRouteShowsInTetherctlMetricsAndReadyz) {
   EXPECT_NE(human.find("held"), std::string::npos) << human;
   EXPECT_NE(human.find("HELD_REASON"), std::string::npos) << human;
 
-  cloud_.control({{"op", "heal"}});  // the rules were fixed
-  cloud_.control({{"op", "clear_faults"}});
+  cloud_.Control({{"op", "heal"}});  // the rules were fixed
+  cloud_.Control({{"op", "clear_faults"}});
   ASSERT_TRUE(WaitCloud("fleet/dev1/t/at", [](const json& v) { return v.is_number_integer(); }, 15s)) << gw_.Log();
   ASSERT_TRUE(Eventually([&] { return Admin("/readyz") == "200 ready\n"; }, 10s, 100ms));
   EXPECT_EQ(*Metric("tether_queue_held_age_seconds{route=\"devs\"}"), 0);
@@ -134,7 +134,7 @@ TEST_F(CloudHealth, TheOutagesErrorClearsOnceTheRouteDrains) {
   SdkClient dev(port_);
   ASSERT_TRUE(dev.Open("dev1"));
   ASSERT_TRUE(WaitConnected(dev, true));
-  cloud_.control({{"op", "down"}, {"ms", 3000}});
+  cloud_.Control({{"op", "down"}, {"ms", 3000}});
   ASSERT_EQ(dev.Put("devices/dev1/a", CborUint(1)).CodeString(), "2.05");
   ASSERT_TRUE(Eventually([&] { return QueueRow("devs").contains("last_error"); }, 3s, 100ms)) << QueueRow("devs").dump();
   ASSERT_TRUE(WaitCloud("fleet/dev1/a", [](const json& v) { return v == 1; }, 15s));
@@ -151,7 +151,7 @@ TEST_F(CloudHealth, UploadsResumeWithinASecondOfTheCloudAnsweringAgain) {
   SdkClient dev(port_);
   ASSERT_TRUE(dev.Open("dev1"));
   ASSERT_TRUE(WaitConnected(dev, true));
-  cloud_.control({{"op", "down"}, {"ms", 7000}});
+  cloud_.Control({{"op", "down"}, {"ms", 7000}});
   int64_t down_at = WallMs();
   for (int k = 0; k < 3; ++k) {
     ASSERT_EQ(dev.Put("devices/dev1/t" + std::to_string(k), Stamped(k)).CodeString(), "2.05");
@@ -159,7 +159,7 @@ TEST_F(CloudHealth, UploadsResumeWithinASecondOfTheCloudAnsweringAgain) {
   }
   ASSERT_TRUE(WaitCloud("fleet/dev1", [](const json& v) { return v.is_object() && v.size() == 3; }, 30s)) << gw_.Log();
   int64_t answered = 0, uploaded = 0;
-  for (const auto& a : cloud_.control({{"op", "attempts"}})) {
+  for (const auto& a : cloud_.Control({{"op", "attempts"}})) {
     int64_t t = a["t_ms"].get<int64_t>();
     if (t < down_at + 6000 || !a["status"].is_number()) continue;
     int status = a["status"].get<int>();
@@ -178,7 +178,7 @@ TEST_F(CloudHealth, UploadsResumeWithinASecondOfTheCloudAnsweringAgain) {
 // observe_poll_interval (and says so), not reconnected three times a second with a presence
 // write each time.
 TEST_F(CloudHealth, AServerWithoutStreamingIsReadPeriodicallyWithoutAStorm) {
-  cloud_.control({{"op", "no_streaming"}, {"on", true}});
+  cloud_.Control({{"op", "no_streaming"}, {"on", true}});
   CloudPut("config", R"({"rate":5})");
   StartGateway(kDefaultRoutes, std::string(kPresence) + "  observe_poll_interval: 2s\n");
   SdkClient dev(port_);
@@ -189,7 +189,7 @@ TEST_F(CloudHealth, AServerWithoutStreamingIsReadPeriodicallyWithoutAStorm) {
   ASSERT_TRUE(Eventually([&] { return dev.Get("config/rate").payload == CborUint(6); }, 5s, 100ms)) << "the next read brought it";
   std::this_thread::sleep_for(4s);
   int gets = 0, puts = 0;
-  for (const auto& a : cloud_.control({{"op", "attempts"}})) {
+  for (const auto& a : cloud_.Control({{"op", "attempts"}})) {
     gets += a["method"] == "GET" && a["path"] == "/config.json";
     puts += a["method"] == "PUT" && a["path"].get<std::string>().rfind("/tether-gateways/", 0) == 0;
   }

@@ -30,7 +30,7 @@ TEST_F(CloudLink, WanOutageEveryAcknowledgedWriteArrivesOnceInOrderWithEventTime
   const int rounds = soak ? 60 : 6;
   const int kDevices = 100;
   const int64_t skew = 2'500;
-  cloud_.control({{"op", "skew"}, {"ms", skew}});
+  cloud_.Control({{"op", "skew"}, {"ms", skew}});
   StartGateway(
       "  - { name: devs, match: \"devices/{device}/**\", cloud: \"fleet/{device}/**\" }\n"
       "  - { name: events, match: \"events/**\" }\n");
@@ -46,7 +46,7 @@ TEST_F(CloudLink, WanOutageEveryAcknowledgedWriteArrivesOnceInOrderWithEventTime
     int64_t sent_ms, acked_ms;
   };
   std::map<std::string, Write> writes;  // push key -> the write
-  cloud_.control({{"op", "down"}, {"ms", outage_ms}});
+  cloud_.Control({{"op", "down"}, {"ms", outage_ms}});
   auto t0 = std::chrono::steady_clock::now();
   for (int k = 0; k < rounds; ++k) {
     // Spread: round k starts at k/rounds of the outage (the last one well before it ends).
@@ -86,7 +86,7 @@ TEST_F(CloudLink, WanOutageEveryAcknowledgedWriteArrivesOnceInOrderWithEventTime
   Eventually(
       [&] {
         try {
-          json all = cloud_.control({{"op", "dump"}});
+          json all = cloud_.Control({{"op", "dump"}});
           fleet = all.value("fleet", json());
           events = all.value("events", json());
           return count(fleet, events) == total;
@@ -108,7 +108,7 @@ TEST_F(CloudLink, WanOutageEveryAcknowledgedWriteArrivesOnceInOrderWithEventTime
 
   // Exactly once, and in order per route: each key is in one upload, and no write of a later
   // round was uploaded before a write of an earlier round of the same route.
-  json log = cloud_.control({{"op", "log"}});
+  json log = cloud_.Control({{"op", "log"}});
   std::map<std::string, std::vector<size_t>> seen;  // key -> indexes of requests carrying it
   for (size_t i = 0; i < log.size(); ++i) {
     if (log[i]["method"] != "PATCH") continue;
@@ -147,7 +147,7 @@ TEST_F(CloudLink, SyncRootIsServedOfflineAndFollowsCloudChanges) {
   ASSERT_TRUE(n) << gw_.Log();
   EXPECT_EQ(n->payload, "\xa1" + CborText("rate") + CborUint(5));
   // Cloud down: the device still reads the synced value.
-  cloud_.control({{"op", "down"}, {"ms", 3000}});
+  cloud_.Control({{"op", "down"}, {"ms", 3000}});
   EXPECT_EQ(dev.Get("config/rate").payload, CborUint(5));
   EXPECT_EQ(dev.Put("config/rate", CborUint(9)).CodeString(), "4.03") << "route write: none";
 }
@@ -161,7 +161,7 @@ TEST_F(CloudLink, ReadOutsideSyncRootsAsksTheCloudThenFallsBackToTheLocalCopy) {
   EXPECT_EQ(dev.Request(kGet, "devices/dev1/info", "", {}, {}, {}, 50u).payload, "\"from-cloud\"");
   // The answer is stored in the local copy by a store batch committed just after the reply.
   std::this_thread::sleep_for(300ms);
-  cloud_.control({{"op", "down"}, {"ms", 4000}});
+  cloud_.Control({{"op", "down"}, {"ms", 4000}});
   // The cloud is gone: the copy remembered from the last read answers.
   EXPECT_EQ(dev.Request(kGet, "devices/dev1/info", "", {}, {}, {}, 50u).payload, "\"from-cloud\"");
 }
@@ -169,7 +169,7 @@ TEST_F(CloudLink, ReadOutsideSyncRootsAsksTheCloudThenFallsBackToTheLocalCopy) {
 // An expired access token: uploads pause (nothing dropped, nothing dead-lettered) until the agent
 // that keeps the token file rotates it, then the drain resumes by itself.
 TEST_F(CloudLink, UnauthorizedPausesTheDrainUntilTheTokenFileIsRotated) {
-  cloud_.control({{"op", "tokens"}, {"values", {"fresh-token"}}});
+  cloud_.Control({{"op", "tokens"}, {"values", {"fresh-token"}}});
   std::string token_file = gw_.dir() + "/token";
   std::ofstream(token_file) << "expired-token\n";
   StartGateway(kDefaultRoutes, "  access_token_file: " + token_file + "\n");
@@ -181,7 +181,7 @@ TEST_F(CloudLink, UnauthorizedPausesTheDrainUntilTheTokenFileIsRotated) {
   // The cloud answers 401 to every upload; they stay queued.
   auto attempts_401 = [&] {
     size_t n = 0;
-    for (auto& a : cloud_.control({{"op", "attempts"}})) n += a["method"] == "PATCH" && a["status"] == 401;
+    for (auto& a : cloud_.Control({{"op", "attempts"}})) n += a["method"] == "PATCH" && a["status"] == 401;
     return n;
   };
   Eventually([&] { return attempts_401() >= 2; }, 5s, 50ms);
@@ -192,7 +192,7 @@ TEST_F(CloudLink, UnauthorizedPausesTheDrainUntilTheTokenFileIsRotated) {
   ASSERT_TRUE(WaitCloud("fleet/dev1", [](const json& v) { return v.is_object() && v.size() == 5; }, 15s))
       << CloudAt("").dump();
   for (int i = 0; i < 5; ++i) EXPECT_EQ(CloudAt("fleet/dev1/n" + std::to_string(i)), i);
-  for (auto& e : cloud_.control({{"op", "log"}})) {
+  for (auto& e : cloud_.Control({{"op", "log"}})) {
     EXPECT_NE(e["query"].get<std::string>().find("access_token=fresh-token"), std::string::npos);
   }
 }
@@ -200,7 +200,7 @@ TEST_F(CloudLink, UnauthorizedPausesTheDrainUntilTheTokenFileIsRotated) {
 // upstream.auth_variable_override: every upload is evaluated by the cloud's rules as the device
 // that made it, so a batch never carries two devices' writes.
 TEST_F(CloudLink, UploadsCarryTheWritingDevicesIdentity) {
-  cloud_.control({{"op", "secret"}, {"value", "db-secret"}});
+  cloud_.Control({{"op", "secret"}, {"value", "db-secret"}});
   std::string secret_file = gw_.dir() + "/secret";
   std::ofstream(secret_file) << "db-secret\n";
   StartGateway("  - { name: shared, match: \"**\" }\n",
@@ -209,14 +209,14 @@ TEST_F(CloudLink, UploadsCarryTheWritingDevicesIdentity) {
   ASSERT_TRUE(a.Open("alice"));
   ASSERT_TRUE(b.Open("bob"));
   ASSERT_TRUE(WaitConnected(a, true));
-  cloud_.control({{"op", "down"}, {"ms", 1500}});  // queue interleaved writes, then upload together
+  cloud_.Control({{"op", "down"}, {"ms", 1500}});  // queue interleaved writes, then upload together
   ASSERT_EQ(a.Put("room/a1", CborUint(1)).CodeString(), "2.05");
   ASSERT_EQ(a.Put("room/a2", CborUint(2)).CodeString(), "2.05");
   ASSERT_EQ(b.Put("room/b1", CborUint(3)).CodeString(), "2.05");
   ASSERT_EQ(a.Put("room/a3", CborUint(4)).CodeString(), "2.05");
   ASSERT_TRUE(WaitCloud("room", [](const json& v) { return v.is_object() && v.size() == 4; }, 15s));
   std::vector<std::string> uploads;  // "keys as uid"
-  for (auto& e : cloud_.control({{"op", "log"}})) {
+  for (auto& e : cloud_.Control({{"op", "log"}})) {
     if (e["path"] != "/room" && e["path"] != "/") continue;
     std::string q = e["query"];
     std::string keys;

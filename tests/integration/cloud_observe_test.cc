@@ -28,11 +28,11 @@ class CloudObserve : public CloudFixture {
     }
     return false;
   }
-  json Streams() const { return cloud_.control({{"op", "streams"}}); }
+  json Streams() const { return cloud_.Control({{"op", "streams"}}); }
 };
 
 TEST_F(CloudObserve, APathObservedOutsideTheSyncRootsHearsCloudChanges) {
-  cloud_.control({{"op", "keepalive"}, {"ms", 200}});  // the cloud notices closed streams soon
+  cloud_.Control({{"op", "keepalive"}, {"ms", 200}});  // the cloud notices closed streams soon
   CloudPut("fleet/dev1/cmd", R"({"led":"off"})");
   StartGateway();
   SdkClient dev(port_);
@@ -82,7 +82,7 @@ TEST_F(CloudObserve, CutStreamIsResyncedAndTheObserverGetsTheNewValue) {
   CoapReply reg = ObserveJson(dev, "config");
   ASSERT_EQ(reg.CodeString(), "2.05");
   ASSERT_EQ(reg.payload, R"({"rate":1})");
-  cloud_.control({{"op", "cut_streams"}});
+  cloud_.Control({{"op", "cut_streams"}});
   CloudPut("config", R"({"rate":7,"mode":"eco"})");  // while no stream is open
   EXPECT_TRUE(WaitFor(dev, R"({"mode":"eco","rate":7})", 10s));
   std::string log = gw_.Log();
@@ -102,7 +102,7 @@ TEST_F(CloudObserve, InfoConnectedObserversHearTheCloudGoAndComeBack) {
   CoapReply reg = ObserveJson(dev, ".info/connected");
   ASSERT_EQ(reg.CodeString(), "2.05");
   EXPECT_EQ(reg.payload, "true");
-  cloud_.control({{"op", "down"}, {"ms", 3000}});  // the sync stream breaks and cannot reconnect
+  cloud_.Control({{"op", "down"}, {"ms", 3000}});  // the sync stream breaks and cannot reconnect
   EXPECT_TRUE(WaitFor(dev, "false", 3s)) << "the observer was not told the cloud is gone";
   EXPECT_TRUE(WaitFor(dev, "true", 10s)) << "the observer was not told the cloud is back";
 }

@@ -25,8 +25,8 @@ std::string TimestampedValue(int k) {
 // gateway's wrong wall time, not the upload time).
 TEST_F(CloudTime, OfflineBootWithAWrongWallClockGetsEventTimesInCloudTime) {
   const int64_t skew = 3 * 3600 * 1000;
-  cloud_.control({{"op", "skew"}, {"ms", skew}});
-  cloud_.control({{"op", "down"}, {"ms", 5000}});
+  cloud_.Control({{"op", "skew"}, {"ms", skew}});
+  cloud_.Control({{"op", "down"}, {"ms", 5000}});
   auto down_at = std::chrono::steady_clock::now();
   StartGateway();
   SdkClient dev(port_);
@@ -53,8 +53,8 @@ TEST_F(CloudTime, OfflineBootWithAWrongWallClockGetsEventTimesInCloudTime) {
 }
 
 TEST_F(CloudTime, ServerTimeOffsetIsTheCloudsSkewAndNotifiesItsObservers) {
-  cloud_.control({{"op", "skew"}, {"ms", -90'000}});
-  cloud_.control({{"op", "down"}, {"ms", 2500}});
+  cloud_.Control({{"op", "skew"}, {"ms", -90'000}});
+  cloud_.Control({{"op", "down"}, {"ms", 2500}});
   StartGateway();
   SdkClient dev(port_);
   ASSERT_TRUE(dev.Open("dev1"));
@@ -77,14 +77,14 @@ TEST_F(CloudTime, ServerTimeOffsetIsTheCloudsSkewAndNotifiesItsObservers) {
 // default the time of the event.
 TEST_F(CloudTime, ArrivalRoutesGetTheCloudsTimeOnArrivalEventRoutesTheEventTime) {
   const int64_t skew = 60'000;
-  cloud_.control({{"op", "skew"}, {"ms", skew}});
+  cloud_.Control({{"op", "skew"}, {"ms", skew}});
   StartGateway(
       "  - { name: event, match: \"event/**\" }\n"
       "  - { name: arrival, match: \"arrival/**\", timestamps: arrival }\n");
   SdkClient dev(port_);
   ASSERT_TRUE(dev.Open("dev1"));
   ASSERT_TRUE(WaitConnected(dev, true));
-  cloud_.control({{"op", "down"}, {"ms", 2500}});
+  cloud_.Control({{"op", "down"}, {"ms", 2500}});
   int64_t written = WallMs();
   ASSERT_EQ(dev.Put("event/t", TimestampedValue(1)).CodeString(), "2.05");
   ASSERT_EQ(dev.Put("arrival/t", TimestampedValue(2)).CodeString(), "2.05");
@@ -93,7 +93,7 @@ TEST_F(CloudTime, ArrivalRoutesGetTheCloudsTimeOnArrivalEventRoutesTheEventTime)
   EXPECT_LT(std::llabs(CloudAt("event/t/at").get<int64_t>() - (written + skew)), 50) << "event time";
   // The arrival route's write went up with the server value left in it, resolved by the cloud.
   int64_t arrived = -1;
-  for (auto& e : cloud_.control({{"op", "log"}})) {
+  for (auto& e : cloud_.Control({{"op", "log"}})) {
     if (e["body"].dump().find("timestamp") != std::string::npos) arrived = e["t_ms"].get<int64_t>();
   }
   ASSERT_GT(arrived, 0) << "no upload carried {\".sv\":\"timestamp\"}";

@@ -29,7 +29,7 @@ class FaultDiskFull : public ::testing::Test {
  protected:
   void StartGateway(const std::string& store_yaml) {
     // Every upload is refused until Heal(): the queue can only grow.
-    cloud_.control({{"op", "fail"}, {"status", 503}, {"count", 1000000000}});
+    cloud_.Control({{"op", "fail"}, {"status", 503}, {"count", 1000000000}});
     GatewayOptions go;
     go.cloud_url = cloud_.url();
     go.store_yaml = store_yaml;
@@ -120,7 +120,7 @@ class FaultDiskFull : public ::testing::Test {
     return s;
   }
 
-  void Heal() { cloud_.control({{"op", "heal"}}); }
+  void Heal() { cloud_.Control({{"op", "heal"}}); }
 
   void Audit(Tally& tally) {
     Round(3);  // after recovery, writes keep working

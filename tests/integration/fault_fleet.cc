@@ -42,10 +42,10 @@ FleetDevice::FleetDevice(int index, uint16_t port, std::chrono::milliseconds req
   client_->set_timeout(request_timeout_);
 }
 
-void FleetDevice::set_retransmit(std::chrono::milliseconds first, int max) {
+void FleetDevice::SetRetransmit(std::chrono::milliseconds first, int max) {
   retransmit_first_ = first;
   max_retransmit_ = max;
-  client_->set_retransmit(first, max);
+  client_->SetRetransmit(first, max);
 }
 
 bool FleetDevice::Open() {
@@ -183,7 +183,7 @@ void FleetDevice::EndSession(bool go_offline) {
     // Silence: the old source port is never used again, so the session times out.
     client_ = std::make_unique<SdkClient>(port_);
     client_->set_timeout(request_timeout_);
-    if (max_retransmit_ > 0) client_->set_retransmit(retransmit_first_, max_retransmit_);
+    if (max_retransmit_ > 0) client_->SetRetransmit(retransmit_first_, max_retransmit_);
     if (s) {
       if (s->end == SessionRecord::End::kOpen) s->end = SessionRecord::End::kSilent;
       if (s->fire_from_ms == 0) s->fire_from_ms = last_sent_ms_ + session_timeout_ms_ - 50;

@@ -117,7 +117,7 @@ class FleetDevice {
   FleetDevice(int index, uint16_t port, std::chrono::milliseconds request_timeout, int64_t session_timeout_ms);
   const std::string& id() const { return id_; }
   SdkClient& client() { return *client_; }
-  void set_retransmit(std::chrono::milliseconds first, int max);
+  void SetRetransmit(std::chrono::milliseconds first, int max);
 
   // Opens a session if it has none, or probes one in doubt; false while the gateway is unreachable.
   bool EnsureSession();

@@ -45,7 +45,7 @@ class Increments : public ::testing::Test {
     return Eventually(
         [&] {
           try {
-            return static_cast<bool>(pred(cloud_.get(path)));
+            return static_cast<bool>(pred(cloud_.Get(path)));
           } catch (const std::exception&) {  // the cloud is down
             return false;
           }
@@ -54,15 +54,15 @@ class Increments : public ::testing::Test {
   }
   int MarkReads() {
     int n = 0;
-    for (const json& r : cloud_.control({{"op", "reads"}})) n += r["path"] == "/tether-applied/gw-inc/shared";
+    for (const json& r : cloud_.Control({{"op", "reads"}})) n += r["path"] == "/tether-applied/gw-inc/shared";
     return n;
   }
   void TearDown() override {
     if (!HasFailure()) return;  // gw_ prints its own log
     try {
       std::fprintf(stderr, "---- cloud writes ----\n%s\n---- cloud reads ----\n%s\n",
-                   cloud_.control({{"op", "log"}}).dump().substr(0, 3000).c_str(),
-                   cloud_.control({{"op", "reads"}}).dump().substr(0, 3000).c_str());
+                   cloud_.Control({{"op", "log"}}).dump().substr(0, 3000).c_str(),
+                   cloud_.Control({{"op", "reads"}}).dump().substr(0, 3000).c_str());
     } catch (const std::exception&) {
     }
   }
@@ -83,9 +83,9 @@ TEST_F(Increments, FiftyDevicesDuringAnOutageAddUpExactlyOnce) {
   }
   ASSERT_TRUE(WaitConnected(*devs[0]));
   // Replies lost after the cloud applied the batch: two dropped connections, two 503s.
-  cloud_.control({{"op", "lose_replies"}, {"count", 2}, {"status", 0}, {"path", "stats/total"}});
-  cloud_.control({{"op", "lose_replies"}, {"count", 2}, {"status", 503}, {"path", "stats/total"}});
-  cloud_.control({{"op", "down"}, {"ms", 3000}});
+  cloud_.Control({{"op", "lose_replies"}, {"count", 2}, {"status", 0}, {"path", "stats/total"}});
+  cloud_.Control({{"op", "lose_replies"}, {"count", 2}, {"status", 503}, {"path", "stats/total"}});
+  cloud_.Control({{"op", "down"}, {"ms", 3000}});
   auto t0 = std::chrono::steady_clock::now();
   for (int k = 0; k < kEach; ++k) {
     std::vector<std::string> toks;
@@ -106,19 +106,19 @@ TEST_F(Increments, FiftyDevicesDuringAnOutageAddUpExactlyOnce) {
 
   const int want = 1000 + kDevices * kEach;
   ASSERT_TRUE(WaitCloud("/stats/total", [&](const json& v) { return v.is_number() && v.get<int>() >= want; }, 20s))
-      << cloud_.get("/stats/total").dump();
+      << cloud_.Get("/stats/total").dump();
   ASSERT_TRUE(WaitCloud("/fleet", [&](const json& v) { return v.is_object() && v.size() == kDevices; }, 10s));
   std::this_thread::sleep_for(1s);  // anything sent twice would land now
-  EXPECT_EQ(cloud_.get("/stats/total"), want);
-  json fleet = cloud_.get("/fleet");
+  EXPECT_EQ(cloud_.Get("/stats/total"), want);
+  json fleet = cloud_.Get("/fleet");
   for (int d = 0; d < kDevices; ++d) {
     EXPECT_EQ(fleet["dev" + std::to_string(d)], (json{{"count", 2}, {"name", "n" + std::to_string(d)}})) << d;
   }
   EXPECT_GE(MarkReads(), 2) << "each lost reply made the gateway read its applied mark";
-  json mark = cloud_.get("/tether-applied/gw-inc/shared");
+  json mark = cloud_.Get("/tether-applied/gw-inc/shared");
   EXPECT_TRUE(mark.contains("seq") && mark.contains("queue")) << mark.dump();
   std::printf("increments: %d devices x %d during an outage, 4 replies lost after commit, cloud total %d "
-              "(exact), %d mark reads\n", kDevices, kEach, cloud_.get("/stats/total").get<int>(), MarkReads());
+              "(exact), %d mark reads\n", kDevices, kEach, cloud_.Get("/stats/total").get<int>(), MarkReads());
 }
 
 TEST_F(Increments, KilledAfterTheCloudAppliedButBeforeTheQueueForgotIt) {
@@ -130,8 +130,8 @@ TEST_F(Increments, KilledAfterTheCloudAppliedButBeforeTheQueueForgotIt) {
   ASSERT_TRUE(WaitCloud("/stats/hits", [](const json& v) { return v == 10; }, 5s));
   // The cloud commits the next increment, the reply is lost, and reading the mark fails for a
   // while: the entry is still queued on disk when the gateway is killed.
-  cloud_.control({{"op", "lose_replies"}, {"count", 1}, {"status", 0}, {"path", "stats/hits"}});
-  cloud_.control({{"op", "fail"}, {"status", 503}, {"count", 4}, {"path", "tether-applied"}});
+  cloud_.Control({{"op", "lose_replies"}, {"count", 1}, {"status", 0}, {"path", "stats/hits"}});
+  cloud_.Control({{"op", "fail"}, {"status", 503}, {"count", 4}, {"path", "tether-applied"}});
   ASSERT_EQ(dev.Put("stats/hits", Increment(5)).CodeString(), "2.05");
   ASSERT_TRUE(WaitCloud("/stats/hits", [](const json& v) { return v == 15; }, 5s));
   gw_.Kill9();
@@ -140,11 +140,11 @@ TEST_F(Increments, KilledAfterTheCloudAppliedButBeforeTheQueueForgotIt) {
   ASSERT_TRUE(again.Open("d1"));
   ASSERT_EQ(again.Put("stats/hits", Increment(1)).CodeString(), "2.05");  // queued behind the first
   ASSERT_TRUE(WaitCloud("/stats/hits", [](const json& v) { return v.is_number() && v.get<int>() >= 16; }, 15s))
-      << cloud_.get("/stats/hits").dump();
+      << cloud_.Get("/stats/hits").dump();
   std::this_thread::sleep_for(500ms);
-  EXPECT_EQ(cloud_.get("/stats/hits"), 16) << "the increment applied before the kill was not sent again";
+  EXPECT_EQ(cloud_.Get("/stats/hits"), 16) << "the increment applied before the kill was not sent again";
   int patches = 0;
-  for (const json& w : cloud_.control({{"op", "log"}})) patches += w["method"] == "PATCH";
+  for (const json& w : cloud_.Control({{"op", "log"}})) patches += w["method"] == "PATCH";
   EXPECT_EQ(patches, 3) << "one upload per increment, none repeated";
   EXPECT_GE(MarkReads(), 1);
 }
@@ -174,17 +174,17 @@ TEST_F(Increments, SyncedCounterLocallyEqualsTheCloudsTotal) {
     }
   };
   burst();  // online
-  cloud_.control({{"op", "drop"}, {"on", true}});
+  cloud_.Control({{"op", "drop"}, {"on", true}});
   burst();  // offline: the stream's full resync afterwards meets queued increments
-  cloud_.control({{"op", "drop"}, {"on", false}});
+  cloud_.Control({{"op", "drop"}, {"on", false}});
   const int want = 100 + 2 * kDevices * kEach;
   ASSERT_TRUE(WaitCloud("/counters/total", [&](const json& v) { return v == want; }, 20s))
-      << cloud_.get("/counters/total").dump();
+      << cloud_.Get("/counters/total").dump();
   Eventually([&] { return local() == std::to_string(want); }, 10s, 100ms);
   EXPECT_EQ(local(), std::to_string(want));
   std::this_thread::sleep_for(1s);
   EXPECT_EQ(local(), std::to_string(want)) << "settled";
-  EXPECT_EQ(cloud_.get("/counters/total"), want);
+  EXPECT_EQ(cloud_.Get("/counters/total"), want);
 }
 
 }  // namespace

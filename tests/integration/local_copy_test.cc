@@ -68,7 +68,7 @@ class LocalCopy : public ::testing::Test {
 
 TEST_F(LocalCopy, AnObservedValueSurvivesEvictionAndChangesArriveWhole) {
   const std::string note(400, 'n');
-  ASSERT_FALSE(cloud_.request("PUT", "/fleet/dev1/cmd.json", json{{"led", "off"}, {"note", note}}.dump()).is_discarded());
+  ASSERT_FALSE(cloud_.Request("PUT", "/fleet/dev1/cmd.json", json{{"led", "off"}, {"note", note}}.dump()).is_discarded());
   Start();
   SdkClient dev(coap_port_);
   ASSERT_TRUE(dev.Open("dev1"));
@@ -96,7 +96,7 @@ TEST_F(LocalCopy, AnObservedValueSurvivesEvictionAndChangesArriveWhole) {
   ASSERT_LT(TreeLeaves(), 80u) << "the bound evicted nothing: this test would prove nothing";
 
   // The cloud changes one field: the observer hears the whole value.
-  ASSERT_FALSE(cloud_.request("PUT", "/fleet/dev1/cmd/led.json", "\"on\"").is_discarded());
+  ASSERT_FALSE(cloud_.Request("PUT", "/fleet/dev1/cmd/led.json", "\"on\"").is_discarded());
   const std::string after = json{{"led", "on"}, {"note", note}}.dump();
   EXPECT_TRUE(WaitFor(dev, after, 5s, &last)) << "heard: " << last.substr(0, 80);
 }

@@ -35,7 +35,7 @@ TEST(FaultLossyLan, EveryAcknowledgedWriteDeliveredOnceInOrder) {
   LossyUdpProxy proxy(go.port, lossy, 1234);
 
   Fleet fleet(devices, proxy.port(), 1000ms, 10000);
-  for (auto& d : fleet.devices()) d->set_retransmit(150ms, 5);  // 150 ms, doubling: ~9.5 s in all
+  for (auto& d : fleet.devices()) d->SetRetransmit(150ms, 5);  // 150 ms, doubling: ~9.5 s in all
   LoadOptions load;
   load.depth = 1;  // as the SDK: one request at a time per device
   load.think = 5ms;

@@ -94,7 +94,7 @@ class OpsCloud : public ::testing::Test {
   }
   json CloudAt(const std::string& path) {
     try {
-      return cloud_->get(path);
+      return cloud_->Get(path);
     } catch (const std::exception&) {
       return nullptr;
     }
@@ -107,7 +107,7 @@ class OpsCloud : public ::testing::Test {
 };
 
 TEST_F(OpsCloud, DeadLettersListRetryAndDropThroughTetherctl) {
-  cloud_->control({{"op", "reject"}, {"status", 400}, {"contains", "poison"}});
+  cloud_->Control({{"op", "reject"}, {"status", 400}, {"contains", "poison"}});
   Start("apps:\n  - id: myapp\nroutes:\n  - { name: devs, match: \"devices/{device}/**\", cloud: \"fleet/{device}/**\" }\n");
   SdkClient dev(coap_port_);
   ASSERT_TRUE(dev.Open("d1"));
@@ -131,7 +131,7 @@ TEST_F(OpsCloud, DeadLettersListRetryAndDropThroughTetherctl) {
   EXPECT_NE(human.out.find(id_of["/fleet/d1/p1"]), std::string::npos) << human.out;
   EXPECT_NE(human.out.find("ROUTE"), std::string::npos) << human.out;
 
-  cloud_->control({{"op", "reset"}});  // the cloud's rules were fixed
+  cloud_->Control({{"op", "reset"}});  // the cloud's rules were fixed
   ShellResult retry = Ctl("deadletters retry " + id_of["/fleet/d1/p1"]);
   EXPECT_EQ(retry.status, 0) << retry.out;
   EXPECT_NE(retry.out.find("1 dead letter(s) requeued"), std::string::npos) << retry.out;
@@ -156,7 +156,7 @@ TEST_F(OpsCloud, DeadLettersListRetryAndDropThroughTetherctl) {
 
 // Every family of the documented catalog is exposed, with values that match the traffic.
 TEST_F(OpsCloud, EveryDocumentedMetricFamilyWithPlausibleValues) {
-  cloud_->control({{"op", "slow"}, {"ms", 30}});  // a measurable round trip
+  cloud_->Control({{"op", "slow"}, {"ms", 30}});  // a measurable round trip
   Start("apps:\n  - id: myapp\nroutes:\n"
         "  - { name: devs, match: \"devices/{device}/**\", cloud: \"fleet/{device}/**\" }\n"
         "  - { name: tele, match: \"tele/**\", queue: { max_entries: 2, on_full: drop-oldest } }\n"
@@ -166,7 +166,7 @@ TEST_F(OpsCloud, EveryDocumentedMetricFamilyWithPlausibleValues) {
   ASSERT_EQ(dev.Ping().CodeString(), "2.05");
   ASSERT_EQ(dev.Put("devices/d1/a", CborUint(1)).CodeString(), "2.05");
   ASSERT_TRUE(Eventually([&] { return CloudAt("/fleet/d1/a") == 1; }, 20s, 100ms));
-  cloud_->control({{"op", "down"}, {"ms", 2500}});
+  cloud_->Control({{"op", "down"}, {"ms", 2500}});
   for (int i = 0; i < 4; ++i) ASSERT_EQ(dev.Put("tele/t" + std::to_string(i), CborUint(i)).CodeString(), "2.05");
   ASSERT_EQ(dev.Put("cmd/c0", CborUint(0)).CodeString(), "2.05");
   EXPECT_EQ(dev.Put("cmd/c1", CborUint(1)).CodeString(), "5.03");
@@ -258,7 +258,7 @@ TEST_F(OpsCloud, SecretsNeverReachTheLog) {
   ASSERT_EQ(o1.Put("z", CborUint(3)).CodeString(), "2.05");
   EXPECT_EQ(t1.Get("nope/.deep").CodeString().substr(0, 2), "4.") << "an error reply logged at debug";
   ASSERT_TRUE(Eventually([&] {  // uploaded with auth=<secret> on every request
-    json all = cloud_->request("GET", "/.json?auth=" + db_secret, "");
+    json all = cloud_->Request("GET", "/.json?auth=" + db_secret, "");
     return all.is_object() && all.contains("tok") && all.contains("hm") && all.contains("op");
   }, 20s, 100ms));
   ASSERT_EQ(Ctl("kick t1").status, 0);

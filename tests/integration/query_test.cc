@@ -65,11 +65,11 @@ class Queries : public ::testing::Test {
   }
   // Another writer changes the cloud (also while the gateway cannot reach it).
   void CloudSet(const std::string& path, const json& value) {
-    cloud_.control({{"op", "set"}, {"path", path}, {"value", value}});
+    cloud_.Control({{"op", "set"}, {"path", path}, {"value", value}});
   }
   int Reads(const std::string& path) {
     int n = 0;
-    for (const json& r : cloud_.control({{"op", "reads"}})) n += r["path"] == path;
+    for (const json& r : cloud_.Control({{"op", "reads"}})) n += r["path"] == path;
     return n;
   }
   size_t LogCount(const std::string& text) {
@@ -80,7 +80,7 @@ class Queries : public ::testing::Test {
   }
   // Cuts the gateway off the cloud; a queued write makes it notice at once.
   void CutCloud(SdkClient& dev) {
-    cloud_.control({{"op", "drop"}, {"on", true}});
+    cloud_.Control({{"op", "drop"}, {"on", true}});
     ASSERT_EQ(dev.Put("devices/" + device_ + "/poke", CborUint(1)).CodeString(), "2.05");
     ASSERT_TRUE(WaitConnected(dev, false));
   }
@@ -94,7 +94,7 @@ TEST_F(Queries, CloudResultsAreRememberedAndServedOfflineAfterARestart) {
   CloudPut("fleet/dev1/scores", R"({"a":5,"b":1,"c":9,"d":3,"e":"x"})");
   CloudPut("fleet/dev1/rooms", R"({"x":{"n":2},"y":{"n":1},"z":{"n":3}})");
   // Firebase answers a query ordered by value or by a child only with an index in its rules.
-  cloud_.control({{"op", "index"}, {"path", "/fleet/dev1/scores"}, {"on", {".value"}}});
+  cloud_.Control({{"op", "index"}, {"path", "/fleet/dev1/scores"}, {"on", {".value"}}});
   StartGateway();
   SdkClient dev(port_);
   ASSERT_TRUE(dev.Open("dev1"));
@@ -105,11 +105,11 @@ TEST_F(Queries, CloudResultsAreRememberedAndServedOfflineAfterARestart) {
   ASSERT_EQ(r.CodeString(), "2.05") << r.payload;
   EXPECT_EQ(json::parse(r.payload), json::parse(R"({"b":1,"d":3})"));
   bool asked = false;
-  for (const json& read : cloud_.control({{"op", "reads"}})) {
+  for (const json& read : cloud_.Control({{"op", "reads"}})) {
     asked = asked || (read["path"] == "/fleet/dev1/scores" &&
                       read["query"].get<std::string>().find("orderBy=%22%24value%22&limitToFirst=2") == 0);
   }
-  EXPECT_TRUE(asked) << cloud_.control({{"op", "reads"}}).dump();
+  EXPECT_TRUE(asked) << cloud_.Control({{"op", "reads"}}).dump();
   // A plain read remembers the whole value: any query below it can be answered offline.
   ASSERT_EQ(dev.Request(kGet, "devices/dev1/rooms", "", {}, {}, {}, 50u).CodeString(), "2.05");
   // Bad parameters: a clear 4.00.
@@ -122,7 +122,7 @@ TEST_F(Queries, CloudResultsAreRememberedAndServedOfflineAfterARestart) {
 
   // The gateway restarts while the WAN is down.
   StopGateway();
-  cloud_.control({{"op", "down"}, {"ms", 8000}});
+  cloud_.Control({{"op", "down"}, {"ms", 8000}});
   StartGateway();
   SdkClient again(port_);
   ASSERT_TRUE(again.Open("dev1"));
@@ -162,7 +162,7 @@ TEST_F(Queries, ObservedQueryIsNotifiedOnlyWhenItsResultChanges) {
   ASSERT_TRUE(n);
   EXPECT_EQ(json::parse(n->payload), json::parse(R"({"c":7})")) << "the first notification is the changed result";
   // Offline the synced data still answers queries, and unobserving by path + query works.
-  cloud_.control({{"op", "down"}, {"ms", 3000}});
+  cloud_.Control({{"op", "down"}, {"ms", 3000}});
   r = dev.Request(kGet, "config", "", {"orderBy=$value", "endAt=1"}, {}, {}, 50u);
   ASSERT_EQ(r.CodeString(), "2.05");
   EXPECT_EQ(json::parse(r.payload), json::parse(R"({"a":0})"));
@@ -177,26 +177,26 @@ TEST_F(Queries, SyncResyncKeepsWritesNotYetUploaded) {
   SdkClient dev(port_);
   ASSERT_TRUE(dev.Open("dev1"));
   ASSERT_TRUE(WaitRead(dev, "boxes/dev1", json{{"a", 1}}, 5s));
-  cloud_.control({{"op", "fail"}, {"status", 503}, {"count", 100000}, {"path", "/box.json"}, {"method", "PATCH"}});
+  cloud_.Control({{"op", "fail"}, {"status", 503}, {"count", 100000}, {"path", "/box.json"}, {"method", "PATCH"}});
   ASSERT_EQ(dev.Request(kPut, "boxes/dev1/b", CborUint(2)).CodeString(), "2.05");
   EXPECT_EQ(json::parse(Read(dev, "boxes/dev1").payload), (json{{"a", 1}, {"b", 2}}));
   // The cloud changes while the stream hears nothing, then the stream is cut: only the full
   // resync after the reconnect can bring c.
   const size_t resyncs = LogCount("sync root /box resynced from the cloud");
-  cloud_.control({{"op", "silence_streams"}, {"on", true}});
+  cloud_.Control({{"op", "silence_streams"}, {"on", true}});
   std::this_thread::sleep_for(200ms);
   CloudSet("box/dev1/c", 3);
   std::this_thread::sleep_for(200ms);
-  cloud_.control({{"op", "cut_streams"}});
-  cloud_.control({{"op", "silence_streams"}, {"on", false}});
+  cloud_.Control({{"op", "cut_streams"}});
+  cloud_.Control({{"op", "silence_streams"}, {"on", false}});
   Eventually([&] { return LogCount("sync root /box resynced from the cloud") != resyncs; }, 10s, 100ms);
   ASSERT_GT(LogCount("sync root /box resynced from the cloud"), resyncs);
   json local;
   Eventually([&] { return (local = json::parse(Read(dev, "boxes/dev1").payload, nullptr, false)).contains("c"); }, 5s, 100ms);
   EXPECT_EQ(local, (json{{"a", 1}, {"b", 2}, {"c", 3}})) << "the resync must not hide the queued write";
-  cloud_.control({{"op", "clear_faults"}});
-  Eventually([&] { return cloud_.get("/box/dev1") == json{{"a", 1}, {"b", 2}, {"c", 3}}; }, 10s, 100ms);
-  EXPECT_EQ(cloud_.get("/box/dev1"), (json{{"a", 1}, {"b", 2}, {"c", 3}}));
+  cloud_.Control({{"op", "clear_faults"}});
+  Eventually([&] { return cloud_.Get("/box/dev1") == json{{"a", 1}, {"b", 2}, {"c", 3}}; }, 10s, 100ms);
+  EXPECT_EQ(cloud_.Get("/box/dev1"), (json{{"a", 1}, {"b", 2}, {"c", 3}}));
   EXPECT_EQ(json::parse(Read(dev, "boxes/dev1").payload), (json{{"a", 1}, {"b", 2}, {"c", 3}}));
 }
 
@@ -204,12 +204,12 @@ TEST_F(Queries, SyncResyncKeepsWritesNotYetUploaded) {
 // copy and the answer comes from there, so it includes what the device wrote.
 TEST_F(Queries, CloudAnswersIncludeTheDevicesQueuedWrites) {
   CloudPut("fleet/dev1/scores", R"({"a":5,"b":1,"c":9})");
-  cloud_.control({{"op", "index"}, {"path", "/fleet/dev1/scores"}, {"on", {".value"}}});
+  cloud_.Control({{"op", "index"}, {"path", "/fleet/dev1/scores"}, {"on", {".value"}}});
   StartGateway();
   SdkClient dev(port_);
   ASSERT_TRUE(dev.Open("dev1"));
   ASSERT_TRUE(WaitConnected(dev, true));
-  cloud_.control({{"op", "fail"}, {"status", 503}, {"count", 100000}, {"path", "/fleet.json"}, {"method", "PATCH"}});
+  cloud_.Control({{"op", "fail"}, {"status", 503}, {"count", 100000}, {"path", "/fleet.json"}, {"method", "PATCH"}});
   ASSERT_EQ(dev.Request(kPut, "devices/dev1/scores/z", CborUint(0)).CodeString(), "2.05");
   CoapReply r = Query(dev, "devices/dev1/scores", {"orderBy=$value", "limitToFirst=2"});
   ASSERT_EQ(r.CodeString(), "2.05") << r.payload;
@@ -218,9 +218,9 @@ TEST_F(Queries, CloudAnswersIncludeTheDevicesQueuedWrites) {
   ASSERT_EQ(r.CodeString(), "2.05");
   EXPECT_EQ(json::parse(r.payload), (json{{"a", 5}, {"b", 1}, {"c", 9}, {"z", 0}}));
   EXPECT_EQ(Reads("/fleet/dev1/scores"), 2) << "both were asked from the cloud";
-  cloud_.control({{"op", "clear_faults"}});
-  Eventually([&] { return cloud_.get("/fleet/dev1/scores").contains("z"); }, 10s, 100ms);
-  EXPECT_EQ(cloud_.get("/fleet/dev1/scores"), (json{{"a", 5}, {"b", 1}, {"c", 9}, {"z", 0}}));
+  cloud_.Control({{"op", "clear_faults"}});
+  Eventually([&] { return cloud_.Get("/fleet/dev1/scores").contains("z"); }, 10s, 100ms);
+  EXPECT_EQ(cloud_.Get("/fleet/dev1/scores"), (json{{"a", 5}, {"b", 1}, {"c", 9}, {"z", 0}}));
 }
 
 // A device observes a remembered query (outside sync roots); the cloud changes during an outage;
@@ -248,7 +248,7 @@ TEST_F(Queries, AfterAnOutageObservedQueriesRefreshAndDeletedChildrenGo) {
   ASSERT_EQ(r.CodeString(), "2.05");
   EXPECT_EQ(json::parse(r.payload), (json{{"a", 1}, {"b", 2}, {"c", 3}}));
 
-  cloud_.control({{"op", "drop"}, {"on", false}});
+  cloud_.Control({{"op", "drop"}, {"on", false}});
   const json want = {{"a", 1}, {"aa", 9}, {"c", 3}};
   std::optional<CoapReply> n;
   for (int i = 0; i < 5; ++i) {
@@ -280,7 +280,7 @@ TEST_F(Queries, HeldQueryIsNotReadFromTheCloudOnEveryRequest) {
 // A fresh gateway that never reached the cloud holds nothing: it says so (5.03 + Max-Age) rather
 // than answering null as if the cloud held nothing, until it has synced or read the data.
 TEST_F(Queries, NothingHeldOfflineIsUnavailableNotNull) {
-  cloud_.control({{"op", "drop"}, {"on", true}});
+  cloud_.Control({{"op", "drop"}, {"on", true}});
   CloudSet("config", json{{"rate", 5}});
   CloudSet("fleet/dev1/info", json{{"fw", "1.2"}});
   StartGateway();
@@ -303,14 +303,14 @@ TEST_F(Queries, NothingHeldOfflineIsUnavailableNotNull) {
   ASSERT_EQ(r.CodeString(), "2.05");
   EXPECT_EQ(json::parse(r.payload), (json{{"note", "n"}}));
 
-  cloud_.control({{"op", "drop"}, {"on", false}});
+  cloud_.Control({{"op", "drop"}, {"on", false}});
   ASSERT_TRUE(WaitRead(dev, "config", json{{"rate", 5}}, 10s)) << "synced once the cloud is back";
   ASSERT_TRUE(WaitConnected(dev, true));
   ASSERT_TRUE(WaitRead(dev, "devices/dev1/info", json{{"fw", "1.2"}, {"note", "n"}}, 10s));
 
   // The first full sync and the read are remembered durably: a restart offline still answers.
   StopGateway();
-  cloud_.control({{"op", "drop"}, {"on", true}});
+  cloud_.Control({{"op", "drop"}, {"on", true}});
   StartGateway();
   SdkClient again(port_);
   ASSERT_TRUE(again.Open("dev1"));

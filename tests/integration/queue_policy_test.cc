@@ -120,7 +120,7 @@ TEST_F(QueuePolicy, DropOldestDropsAndCountsAndOnlyTheNewestReachTheCloud) {
   ASSERT_EQ(dev.Put("tele/warmup", CborUint(1)).CodeString(), "2.05");
   auto cloud_at = [&](const std::string& key) {
     try {
-      json v = cloud.control({{"op", "dump"}});
+      json v = cloud.Control({{"op", "dump"}});
       return v.is_object() && v.contains(key) ? v[key] : json();
     } catch (const std::exception&) {
       return json();  // down
@@ -133,7 +133,7 @@ TEST_F(QueuePolicy, DropOldestDropsAndCountsAndOnlyTheNewestReachTheCloud) {
   // The upload's confirmation is committed just after the cloud answered.
   ASSERT_TRUE(tether::testing::Eventually([&] { return Queue("tele")["entries"] == 0; }, 5s));
 
-  cloud.control({{"op", "down"}, {"ms", 4000}});
+  cloud.Control({{"op", "down"}, {"ms", 4000}});
   const auto outage = std::chrono::steady_clock::now();
   for (int i = 0; i < 6; ++i) {
     EXPECT_EQ(dev.Put("tele/t" + std::to_string(i), CborUint(i)).CodeString(), "2.05") << "drop-oldest never refuses";

@@ -42,7 +42,7 @@ class Reload : public ::testing::Test {
   }
   json CloudAt(const std::string& path) {
     try {
-      return cloud_.get(path);
+      return cloud_.Get(path);
     } catch (const std::exception&) {
       return nullptr;  // down
     }
@@ -65,7 +65,7 @@ TEST_F(Reload, ChangedCloudPatternKeepsQueuedWritesAtTheirPaths) {
   Start();
   SdkClient dev(coap_port_);
   ASSERT_TRUE(dev.Open("d1"));
-  cloud_.control({{"op", "down"}, {"ms", 3000}});
+  cloud_.Control({{"op", "down"}, {"ms", 3000}});
   ASSERT_EQ(dev.Put("devices/d1/a", CborUint(1)).CodeString(), "2.05");
   Write("routes:\n  - { name: devs, match: \"devices/{device}/**\", cloud: \"fleet2/{device}/**\" }\n");
   ShellResult r = Ctl("reload");
@@ -92,7 +92,7 @@ TEST_F(Reload, NewRoutesDrainAtOnceAndQueueLimitsApply) {
   ASSERT_EQ(dev.Put("extra/x", CborUint(5)).CodeString(), "2.05");
   EXPECT_TRUE(Eventually([&] { return CloudAt("/extra/x") == 5; }, 5s, 100ms)) << "the new route waited for a restart";
 
-  cloud_.control({{"op", "down"}, {"ms", 3000}});
+  cloud_.Control({{"op", "down"}, {"ms", 3000}});
   ASSERT_EQ(dev.Put("extra/y", CborUint(6)).CodeString(), "2.05");
   CoapReply full = dev.Put("extra/z", CborUint(7));
   EXPECT_EQ(full.CodeString(), "5.03") << "the reloaded bound of 1 entry is enforced";

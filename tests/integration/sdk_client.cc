@@ -194,7 +194,7 @@ CoapReply SdkClient::Exchange(const std::string& packet, const std::string& toke
   return Await(token);
 }
 
-void SdkClient::set_retransmit(std::chrono::milliseconds first, int max_retransmit) {
+void SdkClient::SetRetransmit(std::chrono::milliseconds first, int max_retransmit) {
   retransmit_first_ = first;
   max_retransmit_ = max_retransmit;
   std::chrono::milliseconds window{0};

@@ -96,7 +96,7 @@ class SdkClient {
   // CoAP retransmission for lossy links: an unanswered request is sent again (same message ID and
   // token) after `first`, the wait doubling each time, at most `max_retransmit` times; the reply
   // timeout becomes the whole window. Off (0) by default: loopback tests wait once.
-  void set_retransmit(std::chrono::milliseconds first, int max_retransmit);
+  void SetRetransmit(std::chrono::milliseconds first, int max_retransmit);
 
   // Non-blocking use (SdkDevice drives many devices from one poll loop): the socket, a request
   // built with the current `.cs` (not sent), the SDK's session-control packets, raw sends, one

@@ -70,12 +70,12 @@ TEST_F(Transactions, CloudChangedUnderAPendingCompareAndSetIsReportedAndCounted)
   CoapReply obs = dev.Request(kGet, "devices/dev1/slot", "", {}, 0u, {}, 50u);
   ASSERT_EQ(obs.payload, "\"free\"");
 
-  cloud_.control({{"op", "drop"}, {"on", true}});
+  cloud_.Control({{"op", "drop"}, {"on", true}});
   r = Cas(dev, "devices/dev1/slot", "\"free\"", "\"dev1\"");
   ASSERT_EQ(r.CodeString(), "2.05");
   ASSERT_TRUE(WaitConnected(dev, false));
-  cloud_.control({{"op", "set"}, {"path", "fleet/dev1/slot"}, {"value", "other"}});
-  cloud_.control({{"op", "drop"}, {"on", false}});
+  cloud_.Control({{"op", "set"}, {"path", "fleet/dev1/slot"}, {"value", "other"}});
+  cloud_.Control({{"op", "drop"}, {"on", false}});
 
   // The device saw its own write, then hears that the cloud kept the other value.
   std::vector<std::string> seen;
@@ -91,9 +91,9 @@ TEST_F(Transactions, CloudChangedUnderAPendingCompareAndSetIsReportedAndCounted)
   EXPECT_EQ(dev.Request(kGet, "devices/dev1/slot", "", {}, {}, {}, 50u).payload, "\"other\"");
   // The observed path's stream may bring the cloud's value before the upload finds the conflict.
   EXPECT_TRUE(gw_.WaitForLog("transaction conflict at /fleet/dev1/slot", 10s));
-  EXPECT_EQ(cloud_.get("/fleet/dev1/slot"), "other") << "the lost write was not forced on the cloud";
+  EXPECT_EQ(cloud_.Get("/fleet/dev1/slot"), "other") << "the lost write was not forced on the cloud";
   int writes = 0;
-  for (const json& w : cloud_.control({{"op", "log"}})) writes += w["path"] == "/fleet/dev1/slot";
+  for (const json& w : cloud_.Control({{"op", "log"}})) writes += w["path"] == "/fleet/dev1/slot";
   EXPECT_EQ(writes, 1) << "only the test's setup: the gateway never wrote there";
   EXPECT_EQ(Metric("tether_transaction_conflicts_total{where=\"cloud\"} "), "1");
   EXPECT_EQ(Metric("tether_transaction_conflicts_total{where=\"local\"} "), "1");
@@ -106,19 +106,19 @@ TEST_F(Transactions, ConflictKeepsLaterQueuedWritesInTheLocalCopy) {
   SdkClient dev(port_);
   ASSERT_TRUE(dev.Open("dev1"));
   ASSERT_TRUE(WaitConnected(dev, true));
-  cloud_.control({{"op", "drop"}, {"on", true}});
+  cloud_.Control({{"op", "drop"}, {"on", true}});
   ASSERT_EQ(Cas(dev, "devices/dev1/lock", "null", R"({"owner":"dev1"})").CodeString(), "2.05");
   ASSERT_EQ(dev.Request(kPut, "devices/dev1/lock/note", "\"later\"", {}, {}, 50u, 50u).CodeString(), "2.05");
   ASSERT_TRUE(WaitConnected(dev, false));
-  cloud_.control({{"op", "set"}, {"path", "fleet/dev1/lock"}, {"value", {{"owner", "other"}}}});
-  cloud_.control({{"op", "drop"}, {"on", false}});
+  cloud_.Control({{"op", "set"}, {"path", "fleet/dev1/lock"}, {"value", {{"owner", "other"}}}});
+  cloud_.Control({{"op", "drop"}, {"on", false}});
   ASSERT_TRUE(gw_.WaitForLog("transaction conflict at /fleet/dev1/lock", 15s));
   const json want = {{"owner", "other"}, {"note", "later"}};
   json cloud;
-  Eventually([&] { return (cloud = cloud_.get("/fleet/dev1/lock")) == want; }, 10s, 100ms);
+  Eventually([&] { return (cloud = cloud_.Get("/fleet/dev1/lock")) == want; }, 10s, 100ms);
   EXPECT_EQ(cloud, want);
   // Read the local copy itself (online a GET would ask the cloud): cut the cloud off again.
-  cloud_.control({{"op", "drop"}, {"on", true}});
+  cloud_.Control({{"op", "drop"}, {"on", true}});
   ASSERT_EQ(dev.Request(kPut, "devices/dev1/poke", "1", {}, {}, 50u, 50u).CodeString(), "2.05");
   ASSERT_TRUE(WaitConnected(dev, false));
   CoapReply r = dev.Request(kGet, "devices/dev1/lock", "", {}, {}, {}, 50u);
@@ -146,11 +146,11 @@ TEST_F(Transactions, MatchingCompareAndSetReachesTheCloudWithIfMatch) {
   ASSERT_FALSE(etag.empty()) << head.out;
   ASSERT_EQ(Cas(dev, "devices/dev1/lock", R"({"n":1})", R"({"n":2,"by":"dev1"})").CodeString(), "2.05");
   ASSERT_EQ(Cas(dev, "devices/dev1/lock", R"({"n":2,"by":"dev1"})", "null").CodeString(), "2.05");  // then release
-  Eventually([&] { return cloud_.control({{"op", "log"}}).size() >= 3 && cloud_.get("/fleet/dev1/lock").is_null(); }, 5s, 50ms);
-  EXPECT_TRUE(cloud_.get("/fleet/dev1/lock").is_null());
+  Eventually([&] { return cloud_.Control({{"op", "log"}}).size() >= 3 && cloud_.Get("/fleet/dev1/lock").is_null(); }, 5s, 50ms);
+  EXPECT_TRUE(cloud_.Get("/fleet/dev1/lock").is_null());
   std::vector<std::string> methods;
   std::vector<json> if_match;
-  for (const json& w : cloud_.control({{"op", "log"}})) {
+  for (const json& w : cloud_.Control({{"op", "log"}})) {
     if (w["path"] != "/fleet/dev1/lock") continue;
     methods.push_back(w["method"]);
     if_match.push_back(w["if_match"]);

@@ -27,7 +27,7 @@ void Control(const upstream::testing::FakeCloud& cloud, const json& req) {
   const bool answered = Eventually(
       [&] {
         try {
-          cloud.control(req);
+          cloud.Control(req);
           return true;
         } catch (const std::exception&) {
           return false;
@@ -41,7 +41,7 @@ TEST(FaultWanFlaps, EveryAcknowledgedWriteArrivesOnceInOrderThroughFlaps) {
   const int flaps = SoakMode() ? 1000 : 20;
   const int devices = 16;
   upstream::testing::FakeCloud cloud;
-  cloud.control({{"op", "skew"}, {"ms", kSkewMs}});
+  cloud.Control({{"op", "skew"}, {"ms", kSkewMs}});
   ASSERT_EQ(Shell("curl -sf -X PUT -d 0 " + cloud.url() + "/config/rev.json").status, 0);
   TetherdProcess gw;
   GatewayOptions go;

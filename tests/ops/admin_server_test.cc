@@ -132,7 +132,7 @@ TEST_F(AdminServerTest, DeadLetterReplyWaitsForTheCommit) {
     return res ? res->status : -1;
   });
   EXPECT_EQ(reply.wait_for(std::chrono::milliseconds(400)), std::future_status::timeout) << "answered before the commit";
-  admin_.loop.caller()->Post([this] { admin_.backend.CommitHeld(); });
+  admin_.loop.Caller()->Post([this] { admin_.backend.CommitHeld(); });
   ASSERT_EQ(reply.wait_for(std::chrono::seconds(3)), std::future_status::ready);
   EXPECT_EQ(reply.get(), 200);
 }
@@ -272,7 +272,7 @@ TEST(AdminServerBindTest, BindFailureNamesAddress) {
   FakeAdmin first;
   AdminServer::Options o;
   o.listen = {"127.0.0.1", first.server->port()};
-  AdminServer second(o, &first.backend, first.loop.caller());
+  AdminServer second(o, &first.backend, first.loop.Caller());
   try {
     second.Start();
     FAIL() << "second bind to the same port succeeded";
@@ -284,10 +284,10 @@ TEST(AdminServerBindTest, BindFailureNamesAddress) {
 
 TEST(LoopCallerTest, CallRunsOnLoopAndRethrows) {
   LoopThread loop;
-  auto id = loop.caller()->Call([] { return std::this_thread::get_id(); }, std::chrono::seconds(2));
+  auto id = loop.Caller()->Call([] { return std::this_thread::get_id(); }, std::chrono::seconds(2));
   ASSERT_TRUE(id);
   EXPECT_EQ(*id, loop.id());
-  EXPECT_THROW(loop.caller()->Call([]() -> int { throw std::runtime_error("boom"); }, std::chrono::seconds(2)),
+  EXPECT_THROW(loop.Caller()->Call([]() -> int { throw std::runtime_error("boom"); }, std::chrono::seconds(2)),
                std::runtime_error);
 }
 

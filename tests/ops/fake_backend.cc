@@ -147,14 +147,14 @@ FakeAdmin::FakeAdmin() {
   o.token_file = "/run/tether/admin.token";
   o.call_timeout = std::chrono::milliseconds(2000);
   o.health_timeout = std::chrono::milliseconds(500);
-  server = std::make_unique<AdminServer>(o, &backend, loop.caller());
+  server = std::make_unique<AdminServer>(o, &backend, loop.Caller());
   server->Start();
 }
 
 FakeAdmin::~FakeAdmin() {
   server->Stop();
   // Let work already posted to the loop (it may use the backend) finish before the backend goes.
-  loop.caller()->Call([] { return true; }, std::chrono::seconds(5));
+  loop.Caller()->Call([] { return true; }, std::chrono::seconds(5));
 }
 
 }  // namespace tether::testing

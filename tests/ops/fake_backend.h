@@ -18,7 +18,7 @@ class LoopThread {
  public:
   LoopThread();
   ~LoopThread();
-  LoopCaller* caller() { return caller_.get(); }
+  LoopCaller* Caller() { return caller_.get(); }
   std::thread::id id() const { return thread_.get_id(); }
   // Blocks the loop thread for `ms` (simulates a stuck loop).
   void Block(int ms);

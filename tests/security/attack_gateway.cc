@@ -84,11 +84,11 @@ std::string CoapRequest(uint8_t method, uint16_t mid, const std::string& token, 
                         const std::vector<std::string>& queries, const std::string& payload) {
   uint8_t buf[1280];
   coap::Writer w(buf);
-  w.header(coap::Type::kCon, method, mid,
+  w.Header(coap::Type::kCon, method, mid,
            {reinterpret_cast<const uint8_t*>(token.data()), std::min<size_t>(token.size(), 8)});
-  for (const std::string& seg : path) w.option(coap::opt::kUriPath, seg);
-  for (const std::string& q : queries) w.option(coap::opt::kUriQuery, q);
-  w.payload({reinterpret_cast<const uint8_t*>(payload.data()), payload.size()});
+  for (const std::string& seg : path) w.Option(coap::opt::kUriPath, seg);
+  for (const std::string& q : queries) w.Option(coap::opt::kUriQuery, q);
+  w.Payload({reinterpret_cast<const uint8_t*>(payload.data()), payload.size()});
   return std::string(reinterpret_cast<char*>(buf), w.size());
 }
 

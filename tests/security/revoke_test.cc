@@ -220,7 +220,7 @@ TEST_F(Revoke, ReloadEndsSessionsOfARemovedDtlsIdentity) {
     std::optional<std::string> r = d.Read();
     if (!r) return "no answer";
     coap::Message m;
-    if (!coap::parse({reinterpret_cast<const uint8_t*>(r->data()), r->size()}, m).ok()) return "unparsable";
+    if (!coap::Parse({reinterpret_cast<const uint8_t*>(r->data()), r->size()}, m).ok()) return "unparsable";
     last_payload_ = std::string(m.payload.begin(), m.payload.end());
     return std::to_string(m.code >> 5) + "." + (m.code % 32 < 10 ? "0" : "") + std::to_string(m.code % 32);
   };

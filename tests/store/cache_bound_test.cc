@@ -40,7 +40,7 @@ class CacheBoundTest : public ::testing::Test {
     store_.reset();
     o.durability = Durability::kOsBuffered;  // many commits; durability is not what is tested here
     options_ = o;
-    store_ = Store::Open(dir_.sub("db"), o, nullptr);
+    store_ = Store::Open(dir_.Sub("db"), o, nullptr);
   }
   BatchResult Commit(WriteBatch b) {
     BatchResult r = store_->CommitBlocking(std::move(b));
@@ -325,11 +325,11 @@ TEST_F(CacheBoundTest, ASchema2StoreIsConvertedAndAUnitDepthChangeRebuildsTheUni
     Commit(std::move(b));
   }
   store_.reset();
-  MakeSchema2(dir_.sub("db"));
+  MakeSchema2(dir_.Sub("db"));
   {
     StoreOptions ro;
     ro.read_only = true;
-    auto old = Store::Open(dir_.sub("db"), ro, nullptr);  // tools read a schema 2 store as is
+    auto old = Store::Open(dir_.Sub("db"), ro, nullptr);  // tools read a schema 2 store as is
     EXPECT_EQ(old->tree().Get("/fleet/d1/v"), big);
     CheckReport r = old->Check();
     EXPECT_TRUE(r.ok) << (r.problems.empty() ? "" : r.problems.front());

@@ -14,7 +14,7 @@ class DataTreeTest : public ::testing::Test {
  protected:
   void Open(StoreOptions o = {}) {
     store_.reset();
-    store_ = Store::Open(dir_.sub("db"), o, nullptr);
+    store_ = Store::Open(dir_.Sub("db"), o, nullptr);
   }
   void SetUp() override { Open(); }
   BatchResult Set(const std::string& path, json v) {

@@ -18,7 +18,7 @@ class GroupCommitTest : public ::testing::Test {
     uv_run(&loop_, UV_RUN_DEFAULT);
     EXPECT_EQ(uv_loop_close(&loop_), 0);
   }
-  void Open(StoreOptions o) { store_ = Store::Open(dir_.sub("db"), o, &loop_); }
+  void Open(StoreOptions o) { store_ = Store::Open(dir_.Sub("db"), o, &loop_); }
   void ExpectHealthy() {
     CheckReport r = store_->Check();
     EXPECT_TRUE(r.ok) << (r.problems.empty() ? "" : r.problems.front());

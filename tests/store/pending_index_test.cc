@@ -62,7 +62,7 @@ TEST_F(PendingIndexTest, AppendsCostNoIndexWriteUntilABacklogBuilds) {
   Bulk(below);
   Write("/r/a", "1");  // the kPersistAt-th entry: persisted with the next Flush that sees it
   Close();
-  RawIndex raw = ReadRaw(dir_.sub("db"));
+  RawIndex raw = ReadRaw(dir_.Sub("db"));
   ASSERT_TRUE(raw.has_through);
   // Written with the commit of the kPersistAt-th entry, all at once.
   EXPECT_EQ(raw.persisted, PendingIndex::kPersistAt);
@@ -71,7 +71,7 @@ TEST_F(PendingIndexTest, AppendsCostNoIndexWriteUntilABacklogBuilds) {
   Write("/r/b", "2");
   Bulk(100);
   Close();
-  raw = ReadRaw(dir_.sub("db"));
+  raw = ReadRaw(dir_.Sub("db"));
   EXPECT_EQ(raw.persisted, PendingIndex::kPersistAt);  // the 101 later ones are in memory only
   EXPECT_EQ(raw.through, PendingIndex::kPersistAt);
   Open();
@@ -86,7 +86,7 @@ TEST_F(PendingIndexTest, AFewQueuedWritesNeverReachTheFile) {
   ASSERT_TRUE(store_->CommitBlocking(std::move(ack)).status.ok());
   ExpectHealthy();
   Close();
-  RawIndex raw = ReadRaw(dir_.sub("db"));
+  RawIndex raw = ReadRaw(dir_.Sub("db"));
   EXPECT_EQ(raw.persisted, 0u);
   EXPECT_TRUE(raw.has_through);
   EXPECT_EQ(raw.through, 0u);
@@ -123,7 +123,7 @@ TEST_F(PendingIndexTest, OverlaySeesBothPartsAcrossReopen) {
   ASSERT_TRUE(store_->CommitBlocking(std::move(drain)).status.ok());
   ExpectHealthy();
   Close();
-  EXPECT_EQ(ReadRaw(dir_.sub("db")).persisted, 0u);  // deletes reach the persisted part
+  EXPECT_EQ(ReadRaw(dir_.Sub("db")).persisted, 0u);  // deletes reach the persisted part
 }
 
 // A group that does not fit is rolled back as a whole: an acknowledgement inside it is undone in
@@ -132,7 +132,7 @@ TEST(PendingIndexRollback, AnAbortedGroupKeepsItsAcknowledgedWriteIndexed) {
   testing::TempDir dir;
   StoreOptions o;
   o.map_size = 1 << 20;  // no growth
-  auto s = Store::Open(dir.sub("db"), o, nullptr);
+  auto s = Store::Open(dir.Sub("db"), o, nullptr);
   WriteBatch w;
   w.TreeSet("/r/a", json(1));
   w.Append(testing::Entry("q", "/r/a", "1"));
@@ -156,7 +156,7 @@ TEST_F(PendingIndexTest, SchemaThreeStoreIsReadAndConverted) {
   Write("/r/a", "1");
   Write("/r/b/c", "2");
   Close();
-  testing::RawEdit(dir_.sub("db"), [](MDB_txn* txn) {
+  testing::RawEdit(dir_.Sub("db"), [](MDB_txn* txn) {
     MDB_dbi meta, paths;
     ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &meta), 0);
     ASSERT_EQ(mdb_dbi_open(txn, "pending_paths", 0, &paths), 0);
@@ -177,7 +177,7 @@ TEST_F(PendingIndexTest, SchemaThreeStoreIsReadAndConverted) {
   StoreOptions ro;
   ro.read_only = true;
   {
-    auto reader = Store::Open(dir_.sub("db"), ro, nullptr);
+    auto reader = Store::Open(dir_.Sub("db"), ro, nullptr);
     CheckReport r = reader->Check();
     EXPECT_TRUE(r.ok) << (r.problems.empty() ? "" : r.problems.front());
   }
@@ -187,7 +187,7 @@ TEST_F(PendingIndexTest, SchemaThreeStoreIsReadAndConverted) {
   Cloud("/r", R"({"x":0})");
   EXPECT_EQ(store_->tree().Get("/r"), json::parse(R"({"a":1,"b":{"c":2},"d":4,"x":0})"));
   Close();
-  RawIndex raw = ReadRaw(dir_.sub("db"));
+  RawIndex raw = ReadRaw(dir_.Sub("db"));
   EXPECT_TRUE(raw.has_through);
   EXPECT_EQ(raw.through, 2u);
   EXPECT_EQ(raw.persisted, 2u);

@@ -44,7 +44,7 @@ class OverlayTable : public ::testing::TestWithParam<Case> {};
 TEST_P(OverlayTable, CloudDataPlusPendingWrites) {
   const Case& c = GetParam();
   TempDir dir;
-  auto store = Store::Open(dir.sub("db"), StoreOptions{}, nullptr);
+  auto store = Store::Open(dir.Sub("db"), StoreOptions{}, nullptr);
   std::vector<uint64_t> in_flight;
   for (const Pending& p : c.pending) {
     WriteBatch b;
@@ -161,7 +161,7 @@ TEST_F(Overlay, IndexIsBuiltForAStoreThatHadNone) {
   Write("q", "/r/a", "1");
   Write("p", "/r/b/c", "2");
   store_.reset();
-  testing::RawEdit(dir_.sub("db"), [](MDB_txn* txn) {
+  testing::RawEdit(dir_.Sub("db"), [](MDB_txn* txn) {
     MDB_dbi dbi;
     ASSERT_EQ(mdb_dbi_open(txn, "pending_paths", 0, &dbi), 0);
     ASSERT_EQ(mdb_drop(txn, dbi, 1), 0);  // as an older build left it: no such database
@@ -169,7 +169,7 @@ TEST_F(Overlay, IndexIsBuiltForAStoreThatHadNone) {
   StoreOptions ro;
   ro.read_only = true;
   {
-    auto reader = Store::Open(dir_.sub("db"), ro, nullptr);  // read-only: works without it
+    auto reader = Store::Open(dir_.Sub("db"), ro, nullptr);  // read-only: works without it
     EXPECT_TRUE(reader->Check().ok);
   }
   Open();

@@ -34,7 +34,7 @@ OnDisconnectOp Op(OnDisconnectOp::Kind kind, const std::string& path, const std:
 
 class SessionTableTest : public ::testing::Test {
  protected:
-  void SetUp() override { store_ = Store::Open(dir_.sub("db"), StoreOptions{}, nullptr); }
+  void SetUp() override { store_ = Store::Open(dir_.Sub("db"), StoreOptions{}, nullptr); }
   Status Commit(WriteBatch b) { return store_->CommitBlocking(std::move(b)).status; }
   void ExpectHealthy() {
     CheckReport r = store_->Check();

@@ -78,7 +78,7 @@ Reports RunAndKill(const std::string& dir, int run_ms) {
 
 void RunCycles(int cycles) {
   testing::TempDir dir;
-  const std::string db = dir.sub("db");
+  const std::string db = dir.Sub("db");
   std::mt19937 rng(12345);
   std::map<uint64_t, uint64_t> all_acked;  // n -> seq, over all cycles
   uint64_t ack_submitted = 0, ack_done = 0, total = 0;

@@ -18,7 +18,7 @@ class StoreFixture : public ::testing::Test {
   void SetUp() override { Open(); }
   void Open() {
     store_.reset();
-    store_ = Store::Open(dir_.sub("db"), StoreOptions{}, nullptr);
+    store_ = Store::Open(dir_.Sub("db"), StoreOptions{}, nullptr);
   }
   void Close() { store_.reset(); }
   // A device write: the tree and the queue; returns its seq.

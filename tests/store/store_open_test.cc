@@ -47,7 +47,7 @@ void ExpectOpenFails(const std::string& dir, const std::string& needle) {
 
 TEST(StoreOpenTest, WrongFormatIdIsAClearErrorAndNothingIsWiped) {
   TempDir dir;
-  const std::string db = dir.sub("db");
+  const std::string db = dir.Sub("db");
   { Store::Open(db, StoreOptions{}, nullptr); }
   RawPut(db, "meta", "format", "something-else");
   ExpectOpenFails(db, "incompatible");
@@ -56,7 +56,7 @@ TEST(StoreOpenTest, WrongFormatIdIsAClearErrorAndNothingIsWiped) {
 
 TEST(StoreOpenTest, NewerSchemaVersionIsRefused) {
   TempDir dir;
-  const std::string db = dir.sub("db");
+  const std::string db = dir.Sub("db");
   { Store::Open(db, StoreOptions{}, nullptr); }
   RawPut(db, "meta", "schema", std::string("\0\0\0\x09", 4));
   ExpectOpenFails(db, "schema version 9");
@@ -71,13 +71,13 @@ TEST(StoreOpenTest, MapFitsTheAddressSpace) {
   o.map_size = 4 << 20;
   o.map_max = 64 << 20;
   {
-    auto s = Store::Open(dir.sub("small"), o, nullptr);
+    auto s = Store::Open(dir.Sub("small"), o, nullptr);
     EXPECT_EQ(s->map_size(), kAddressSpace32 ? 64u << 20 : 4u << 20);
   }
   StoreOptions defaults;
   defaults.map_max = kDefaultMapMax;  // what tetherd runs with when store.map_* are not set
   {
-    auto s = Store::Open(dir.sub("default"), defaults, nullptr);
+    auto s = Store::Open(dir.Sub("default"), defaults, nullptr);
     EXPECT_EQ(s->map_size(), kAddressSpace32 ? kDefaultMapMax : kDefaultMapSize);
     WriteBatch b;
     b.Append(Entry("r", "/a", "1"));
@@ -86,7 +86,7 @@ TEST(StoreOpenTest, MapFitsTheAddressSpace) {
   EXPECT_EQ(kDefaultMapMax, kAddressSpace32 ? 1ull << 30 : 8ull << 30);
   o.map_size = kMaxMapBytes + (1 << 20);
   o.map_max = 0;
-  const std::string big = dir.sub("big");
+  const std::string big = dir.Sub("big");
   try {
     Store::Open(big, o, nullptr);
     FAIL() << "a map over " << kMaxMapBytes << " bytes was accepted";
@@ -97,12 +97,12 @@ TEST(StoreOpenTest, MapFitsTheAddressSpace) {
 
 TEST(StoreOpenTest, ForeignLmdbAndGarbageFilesAreRefused) {
   TempDir dir;
-  const std::string foreign = dir.sub("foreign");
+  const std::string foreign = dir.Sub("foreign");
   mkdir(foreign.c_str(), 0750);
   RawPut(foreign, nullptr, "hello", "world");
   ExpectOpenFails(foreign, "not a tether store");
 
-  const std::string garbage = dir.sub("garbage");
+  const std::string garbage = dir.Sub("garbage");
   mkdir(garbage.c_str(), 0750);
   std::ofstream(garbage + "/data.mdb") << std::string(64 * 1024, 'Z');
   ExpectOpenFails(garbage, "cannot open");
@@ -116,7 +116,7 @@ TEST(StoreOpenTest, SubmitRunsCallbacksOnTheLoopThreadAndGroupsCommits) {
   TempDir dir;
   uv_loop_t loop;
   uv_loop_init(&loop);
-  auto s = Store::Open(dir.sub("db"), StoreOptions{}, &loop);
+  auto s = Store::Open(dir.Sub("db"), StoreOptions{}, &loop);
   const auto loop_thread = std::this_thread::get_id();
   int done = 0;
   uint64_t last_seq = 0;
@@ -148,7 +148,7 @@ TEST(StoreOpenTest, SubmitRunsCallbacksOnTheLoopThreadAndGroupsCommits) {
 
 TEST(StoreOpenTest, SecondWriterIsRefusedButReadOnlyToolsWork) {
   TempDir dir;
-  const std::string db = dir.sub("db");
+  const std::string db = dir.Sub("db");
   auto s = Store::Open(db, StoreOptions{}, nullptr);
   WriteBatch b;
   b.Append(Entry("r", "/x", "1"));
@@ -165,16 +165,16 @@ TEST(StoreOpenTest, SecondWriterIsRefusedButReadOnlyToolsWork) {
   s.reset();  // lock released: a writer may open again
   EXPECT_NO_THROW(Store::Open(db, StoreOptions{}, nullptr));
   try {
-    Store::Open(dir.sub("missing"), ro, nullptr);
+    Store::Open(dir.Sub("missing"), ro, nullptr);
     FAIL() << "read-only open of a missing store succeeded";
   } catch (const StoreError& e) {
-    EXPECT_NE(std::string(e.what()).find(dir.sub("missing")), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find(dir.Sub("missing")), std::string::npos);
   }
 }
 
 TEST(StoreOpenTest, CheckReportsSizesAndCountsTables) {
   TempDir dir;
-  auto s = Store::Open(dir.sub("db"), StoreOptions{}, nullptr);
+  auto s = Store::Open(dir.Sub("db"), StoreOptions{}, nullptr);
   WriteBatch b;
   for (int i = 0; i < 10; ++i) b.Append(Entry("r", "/x", "1"));
   b.TreeSet("/x", 1);
@@ -196,7 +196,7 @@ TEST(StoreOpenTest, CheckReportsSizesAndCountsTables) {
 
 TEST(StoreOpenTest, CheckDetectsCounterMismatch) {
   TempDir dir;
-  const std::string db = dir.sub("db");
+  const std::string db = dir.Sub("db");
   {
     auto s = Store::Open(db, StoreOptions{}, nullptr);
     WriteBatch b;

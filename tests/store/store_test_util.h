@@ -23,7 +23,7 @@ class TempDir {
     std::filesystem::remove_all(path_, ec);
   }
   const std::string& path() const { return path_; }
-  std::string sub(const std::string& name) const { return path_ + "/" + name; }
+  std::string Sub(const std::string& name) const { return path_ + "/" + name; }
 
  private:
   std::string path_;

@@ -52,7 +52,7 @@ class TtlSweepTest : public ::testing::Test {
     store_.reset();
     StoreOptions o;
     o.route_limits["t"] = QueueLimits{0, 0, OverflowPolicy::kReject, kTtl};
-    store_ = Store::Open(dir_.sub("db"), o, nullptr);
+    store_ = Store::Open(dir_.Sub("db"), o, nullptr);
   }
   void Queue(const std::vector<std::pair<std::string, ClockReading>>& entries) {
     WriteBatch b;

@@ -29,7 +29,7 @@ void ExpectHealthy(const Store& s) {
 
 TEST(WriteQueueTest, AppendAssignsIncreasingSeqsAndPeekIsPerRouteInOrder) {
   TempDir dir;
-  auto s = Store::Open(dir.sub("db"), StoreOptions{}, nullptr);
+  auto s = Store::Open(dir.Sub("db"), StoreOptions{}, nullptr);
   std::vector<uint64_t> a_seqs;
   for (int i = 0; i < 5; ++i) {
     BatchResult ra = AppendOne(*s, "a", "\"a" + std::to_string(i) + "\"");
@@ -64,7 +64,7 @@ TEST(WriteQueueTest, AppendAssignsIncreasingSeqsAndPeekIsPerRouteInOrder) {
 
 TEST(WriteQueueTest, AllFieldsRoundTrip) {
   TempDir dir;
-  auto s = Store::Open(dir.sub("db"), StoreOptions{}, nullptr);
+  auto s = Store::Open(dir.Sub("db"), StoreOptions{}, nullptr);
   QueueEntry e = Entry("r", "/p/q", "{\"x\":1}", 1234);
   e.kind = OpKind::kIncrementUpdate;
   e.device_id = "devZ";
@@ -86,7 +86,7 @@ TEST(WriteQueueTest, AllFieldsRoundTrip) {
 
 TEST(WriteQueueTest, AckThroughAndAckListDeleteOnlyNamedEntries) {
   TempDir dir;
-  auto s = Store::Open(dir.sub("db"), StoreOptions{}, nullptr);
+  auto s = Store::Open(dir.Sub("db"), StoreOptions{}, nullptr);
   std::vector<uint64_t> seqs;
   for (int i = 0; i < 6; ++i) seqs.push_back(AppendOne(*s, "a", "1").seqs[0]);
   AppendOne(*s, "b", "1");
@@ -111,13 +111,13 @@ TEST(WriteQueueTest, SeqsAndCountersSurviveReopen) {
   TempDir dir;
   uint64_t last = 0;
   {
-    auto s = Store::Open(dir.sub("db"), StoreOptions{}, nullptr);
+    auto s = Store::Open(dir.Sub("db"), StoreOptions{}, nullptr);
     for (int i = 0; i < 3; ++i) last = AppendOne(*s, "a", "1").seqs[0];
     WriteBatch b;
     b.AckThrough("a", last);
     s->CommitBlocking(std::move(b));
   }
-  auto s = Store::Open(dir.sub("db"), StoreOptions{}, nullptr);
+  auto s = Store::Open(dir.Sub("db"), StoreOptions{}, nullptr);
   EXPECT_EQ(s->queue().Stats("a")->depth, 0u);
   EXPECT_GT(AppendOne(*s, "a", "1").seqs[0], last);  // never reused, even after draining
   ExpectHealthy(*s);
@@ -127,7 +127,7 @@ TEST(WriteQueueTest, RejectPolicyFailsTheWholeBatchDistinguishably) {
   TempDir dir;
   StoreOptions o;
   o.route_limits["a"] = QueueLimits{2, 0, OverflowPolicy::kReject, 0};
-  auto s = Store::Open(dir.sub("db"), o, nullptr);
+  auto s = Store::Open(dir.Sub("db"), o, nullptr);
   ASSERT_TRUE(AppendOne(*s, "a", "1").status.ok());
   ASSERT_TRUE(AppendOne(*s, "a", "2").status.ok());
   WriteBatch b;
@@ -147,7 +147,7 @@ TEST(WriteQueueTest, DropOldestKeepsNewestAndCounts) {
   TempDir dir;
   StoreOptions o;
   o.route_limits["a"] = QueueLimits{3, 0, OverflowPolicy::kDropOldest, 0};
-  auto s = Store::Open(dir.sub("db"), o, nullptr);
+  auto s = Store::Open(dir.Sub("db"), o, nullptr);
   for (int i = 0; i < 10; ++i) ASSERT_TRUE(AppendOne(*s, "a", std::to_string(i)).status.ok());
   auto left = s->queue().Peek("a", 10);
   ASSERT_EQ(left.size(), 3u);
@@ -162,7 +162,7 @@ TEST(WriteQueueTest, ByteLimitsAndGlobalLimits) {
   StoreOptions o;
   o.default_route_limits = QueueLimits{0, 1000, OverflowPolicy::kReject, 0};
   o.global_max_entries = 4;
-  auto s = Store::Open(dir.sub("db"), o, nullptr);
+  auto s = Store::Open(dir.Sub("db"), o, nullptr);
   EXPECT_EQ(AppendOne(*s, "a", std::string(2000, 'x')).status.code, StatusCode::kInvalidArgument);
   int ok = 0;
   StatusCode last = StatusCode::kOk;
@@ -184,7 +184,7 @@ TEST(WriteQueueTest, TtlSweepDropsExpiredAndCounts) {
   TempDir dir;
   StoreOptions o;
   o.route_limits["t"] = QueueLimits{0, 0, OverflowPolicy::kReject, 1000};
-  auto s = Store::Open(dir.sub("db"), o, nullptr);
+  auto s = Store::Open(dir.Sub("db"), o, nullptr);
   const ClockReading t0{1'750'000'000'000, 50'000, "boot-a"};
   auto at = [&](int64_t after_ms) { return ClockReading{t0.wall_ms + after_ms, t0.boottime_ms + after_ms, t0.boot_id}; };
   WriteBatch b;
@@ -209,7 +209,7 @@ TEST(WriteQueueTest, SetQueueLimitsAppliesToLaterBatches) {
   TempDir dir;
   StoreOptions o;
   o.route_limits["a"] = QueueLimits{2, 0, OverflowPolicy::kReject, 0};
-  auto s = Store::Open(dir.sub("db"), o, nullptr);
+  auto s = Store::Open(dir.Sub("db"), o, nullptr);
   ASSERT_TRUE(AppendOne(*s, "a", "1").status.ok());
   ASSERT_TRUE(AppendOne(*s, "a", "2").status.ok());
   EXPECT_EQ(AppendOne(*s, "a", "3").status.code, StatusCode::kRejected);
@@ -244,7 +244,7 @@ TEST(WriteQueueTest, SetQueueLimitsWithATtlStartsTheSweepTimer) {
   uv_loop_init(&loop);
   StoreOptions o;
   o.ttl_sweep_interval_ms = 20;
-  auto s = Store::Open(dir.sub("db"), o, &loop);
+  auto s = Store::Open(dir.Sub("db"), o, &loop);
   int committed = 0;
   WriteBatch b;
   b.Append(Entry("t", "/x", "old", 10'000));
@@ -266,7 +266,7 @@ TEST(WriteQueueTest, SetQueueLimitsWithATtlStartsTheSweepTimer) {
 
 TEST(WriteQueueTest, DeadLettersMoveListRetryDrop) {
   TempDir dir;
-  auto s = Store::Open(dir.sub("db"), StoreOptions{}, nullptr);
+  auto s = Store::Open(dir.Sub("db"), StoreOptions{}, nullptr);
   uint64_t s1 = AppendOne(*s, "a", "1").seqs[0];
   uint64_t s2 = AppendOne(*s, "a", "2").seqs[0];
   uint64_t s3 = AppendOne(*s, "a", "3").seqs[0];
@@ -308,7 +308,7 @@ uint64_t FileSize(const std::string& dir) {
 
 TEST(WriteQueueTest, SpaceIsReusedAcrossFillDrainCycles) {
   TempDir dir;
-  auto s = Store::Open(dir.sub("db"), StoreOptions{}, nullptr);
+  auto s = Store::Open(dir.Sub("db"), StoreOptions{}, nullptr);
   const std::string payload(300, 'p');
   uint64_t after_first = 0;
   for (int cycle = 0; cycle < 8; ++cycle) {
@@ -320,10 +320,10 @@ TEST(WriteQueueTest, SpaceIsReusedAcrossFillDrainCycles) {
     WriteBatch drain;
     drain.AckThrough("a", UINT64_MAX);
     ASSERT_TRUE(s->CommitBlocking(std::move(drain)).status.ok());
-    if (cycle == 1) after_first = FileSize(dir.sub("db"));
+    if (cycle == 1) after_first = FileSize(dir.Sub("db"));
   }
   EXPECT_GT(after_first, 0u);
-  EXPECT_LE(FileSize(dir.sub("db")), after_first * 3 / 2) << "freed pages are not being reused";
+  EXPECT_LE(FileSize(dir.Sub("db")), after_first * 3 / 2) << "freed pages are not being reused";
   ExpectHealthy(*s);
 }
 
@@ -331,7 +331,7 @@ TEST(WriteQueueTest, MapFullRejectsWithFullThenRecoversAfterAck) {
   TempDir dir;
   StoreOptions o;
   o.map_size = 1 << 20;  // 1 MiB, no growth
-  auto s = Store::Open(dir.sub("db"), o, nullptr);
+  auto s = Store::Open(dir.Sub("db"), o, nullptr);
   const std::string payload(1000, 'p');
   std::vector<uint64_t> acked;
   StatusCode last = StatusCode::kOk;
@@ -364,7 +364,7 @@ TEST(WriteQueueTest, MapFullOfSmallEntriesDrainsInUploaderSizedAcks) {
   TempDir dir;
   StoreOptions o;
   o.map_size = 4 << 20;  // no growth
-  auto s = Store::Open(dir.sub("db"), o, nullptr);
+  auto s = Store::Open(dir.Sub("db"), o, nullptr);
   uint64_t last = 0;
   StatusCode code = StatusCode::kOk;
   for (int n = 0; n < 1000 && code == StatusCode::kOk; ++n) {
@@ -401,7 +401,7 @@ TEST(WriteQueueTest, MapGrowsUpToConfiguredMax) {
   StoreOptions o;
   o.map_size = 1 << 20;
   o.map_max = 8 << 20;
-  auto s = Store::Open(dir.sub("db"), o, nullptr);
+  auto s = Store::Open(dir.Sub("db"), o, nullptr);
   const std::string payload(1000, 'p');
   int ok = 0;
   StatusCode last = StatusCode::kOk;

@@ -1,6 +1,6 @@
 // MessageOf: the text a refusal's Diagnostic carries ("" when the call succeeded), so a test
 // compares exactly what a device or an admin client would read. PrintTo lets gtest show a
-// Diagnostic. Test-only (production code tests ok() and reads error()).
+// Diagnostic. Test-only (production code tests ok() and reads Error()).
 #pragma once
 
 #include <ostream>

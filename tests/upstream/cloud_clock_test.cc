@@ -21,7 +21,7 @@ using testing::RunUntil;
 
 TEST(CloudClock, EstimatesInjectedSkewAndWritesPresence) {
   testing::FakeCloud cloud;
-  cloud.control({{"op", "skew"}, {"ms", -73500}});
+  cloud.Control({{"op", "skew"}, {"ms", -73500}});
   uv_loop_t loop;
   uv_loop_init(&loop);
   {
@@ -31,20 +31,20 @@ TEST(CloudClock, EstimatesInjectedSkewAndWritesPresence) {
     CloudClock clock(&loop, http, *creds,
                      {cloud.url(), "tether-gateways/gw-1", 50, 8, 5000, [&](bool up) { link_up += up; }});
     EXPECT_FALSE(clock.has_estimate());
-    clock.start();
+    clock.Start();
     ASSERT_TRUE(RunUntil(&loop, [&] { return clock.sample_count() >= 5; }));
     EXPECT_TRUE(clock.has_estimate());
     ASSERT_TRUE(clock.offset_ms());
     EXPECT_LT(std::abs(*clock.offset_ms() - (-73500)), 50) << *clock.offset_ms();
     EXPECT_TRUE(clock.current());
     EXPECT_GE(link_up, 5);
-    auto presence = cloud.control({{"op", "dump"}})["tether-gateways"]["gw-1"];
+    auto presence = cloud.Control({{"op", "dump"}})["tether-gateways"]["gw-1"];
     EXPECT_EQ(presence["status"], "online");
     EXPECT_TRUE(presence["last_seen"].is_number());
     bool done = false;
-    clock.shutdown([&] { done = true; });
+    clock.Shutdown([&] { done = true; });
     ASSERT_TRUE(RunUntil(&loop, [&] { return done; }));
-    EXPECT_EQ(cloud.control({{"op", "dump"}})["tether-gateways"]["gw-1"]["status"], "offline");
+    EXPECT_EQ(cloud.Control({{"op", "dump"}})["tether-gateways"]["gw-1"]["status"], "offline");
   }
   uv_run(&loop, UV_RUN_NOWAIT);
   EXPECT_EQ(uv_loop_close(&loop), 0);
@@ -65,7 +65,7 @@ class ClockTest : public ::testing::Test {
     o.presence_path = "tether-gateways/gw-1";
     o.on_change = [this] { ++changes_; };
     clock_ = std::make_unique<CloudClock>(&loop_, *http_, creds, std::move(o));
-    clock_->start();
+    clock_->Start();
   }
   uv_loop_t loop_;
   std::unique_ptr<HttpClient> http_;
@@ -75,8 +75,8 @@ class ClockTest : public ::testing::Test {
 
 TEST_F(ClockTest, FailedPresenceWritesAreRetriedSoAnEstimateFollowsTheLinkComingBack) {
   testing::FakeCloud cloud;
-  cloud.control({{"op", "skew"}, {"ms", 5000}});
-  cloud.control({{"op", "down"}, {"ms", 1500}});
+  cloud.Control({{"op", "skew"}, {"ms", 5000}});
+  cloud.Control({{"op", "down"}, {"ms", 1500}});
   auto creds = MakeNoCredentials();
   CloudClockOptions o;
   o.interval_ms = 600000;  // only retries can bring the first sample
@@ -97,19 +97,19 @@ TEST_F(ClockTest, ALostLinkNeedsAFreshSampleWhichIsTakenAtLinkUp) {
   auto creds = MakeNoCredentials();
   CloudClockOptions o;
   o.interval_ms = 600000;
-  o.retry_initial_ms = 60000;  // neither the period nor a retry: only link_changed(true)
+  o.retry_initial_ms = 60000;  // neither the period nor a retry: only LinkChanged(true)
   Start(cloud, *creds, o);
   ASSERT_TRUE(RunUntil(&loop_, [&] { return clock_->current(); }));
   EXPECT_EQ(clock_->sample_count(), 1u);
-  clock_->link_changed(false);  // e.g. an upload timed out
+  clock_->LinkChanged(false);  // e.g. an upload timed out
   EXPECT_FALSE(clock_->current());
   EXPECT_TRUE(clock_->has_estimate()) << "kept for local use";
   auto t0 = std::chrono::steady_clock::now();
-  clock_->link_changed(true);  // e.g. an upload got an answer
+  clock_->LinkChanged(true);  // e.g. an upload got an answer
   ASSERT_TRUE(RunUntil(&loop_, [&] { return clock_->current(); }, std::chrono::seconds(3)));
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(1000));
   EXPECT_EQ(clock_->sample_count(), 2u);
-  clock_->link_changed(true);  // already current: no extra write
+  clock_->LinkChanged(true);  // already current: no extra write
   RunUntil(&loop_, [] { return false; }, std::chrono::milliseconds(300));
   EXPECT_EQ(clock_->sample_count(), 2u);
 }
@@ -138,7 +138,7 @@ TEST_F(ClockTest, AWallClockStepMovesTheOffsetAtOnceWithoutANewSample) {
 
 TEST_F(ClockTest, UnauthorizedPresenceWriteRefreshesTheCredentialAndRetries) {
   testing::FakeCloud cloud;
-  cloud.control({{"op", "tokens"}, {"values", {"good"}}});
+  cloud.Control({{"op", "tokens"}, {"values", {"good"}}});
   std::string path = ::testing::TempDir() + "/clock_token_" + std::to_string(getpid());
   std::ofstream(path) << "stale\n";
   auto creds = MakeAccessTokenFile(path, [](const std::string& p) {  // tetherd reads through ReadSecretFile
@@ -167,8 +167,8 @@ TEST_F(ClockTest, UnauthorizedPresenceWriteRefreshesTheCredentialAndRetries) {
 // while the PUT was in flight, so reading it back bounds it by the PUT's round trip.
 TEST_F(ClockTest, AnEchoedServerValueIsReadBack) {
   testing::FakeCloud cloud;
-  cloud.control({{"op", "skew"}, {"ms", -4200}});
-  cloud.control({{"op", "echo_sv"}, {"on", true}});
+  cloud.Control({{"op", "skew"}, {"ms", -4200}});
+  cloud.Control({{"op", "echo_sv"}, {"on", true}});
   auto creds = MakeNoCredentials();
   Start(cloud, *creds, {});
   ASSERT_TRUE(RunUntil(&loop_, [&] { return clock_->current(); }));
@@ -177,7 +177,7 @@ TEST_F(ClockTest, AnEchoedServerValueIsReadBack) {
   EXPECT_LT(clock_->uncertainty_ms(), 50);
   EXPECT_TRUE(clock_->last_error().empty());
   int reads = 0;
-  for (auto& r : cloud.control({{"op", "reads"}})) reads += r["path"] == "/tether-gateways/gw-1/last_seen";
+  for (auto& r : cloud.Control({{"op", "reads"}})) reads += r["path"] == "/tether-gateways/gw-1/last_seen";
   EXPECT_EQ(reads, 1);
 }
 
@@ -186,8 +186,8 @@ TEST_F(ClockTest, AnEchoedServerValueIsReadBack) {
 // their intersection narrows the estimate below a second. Its error is never understated.
 TEST_F(ClockTest, ARefusedPresenceWriteFallsBackToTheDateHeader) {
   testing::FakeCloud cloud;
-  cloud.control({{"op", "skew"}, {"ms", 90'000}});
-  cloud.control({{"op", "fail"}, {"status", 403}, {"count", 1000000}, {"path", "tether-gateways"}});
+  cloud.Control({{"op", "skew"}, {"ms", 90'000}});
+  cloud.Control({{"op", "fail"}, {"status", 403}, {"count", 1000000}, {"path", "tether-gateways"}});
   auto creds = MakeNoCredentials();
   CloudClockOptions o;
   o.retry_initial_ms = 70;
@@ -211,8 +211,8 @@ TEST_F(ClockTest, ARefusedPresenceWriteFallsBackToTheDateHeader) {
 // a lost link does), so the writes keep to the backoff.
 TEST_F(ClockTest, WithoutAnyTimeSourceTheWritesKeepToTheirBackoff) {
   testing::FakeCloud cloud;
-  cloud.control({{"op", "fail"}, {"status", 400}, {"count", 1000000}, {"path", "tether-gateways"}});
-  cloud.control({{"op", "no_date"}, {"on", true}});
+  cloud.Control({{"op", "fail"}, {"status", 400}, {"count", 1000000}, {"path", "tether-gateways"}});
+  cloud.Control({{"op", "no_date"}, {"on", true}});
   auto creds = MakeNoCredentials();
   CloudClockOptions o;
   o.retry_initial_ms = 200;
@@ -221,13 +221,13 @@ TEST_F(ClockTest, WithoutAnyTimeSourceTheWritesKeepToTheirBackoff) {
   auto t0 = std::chrono::steady_clock::now();
   // Another request gets an answer every 10 ms (a stream reconnecting, uploads...).
   while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2)) {
-    clock_->link_changed(true);
+    clock_->LinkChanged(true);
     RunUntil(&loop_, [] { return false; }, std::chrono::milliseconds(10));
   }
   EXPECT_FALSE(clock_->has_estimate());
   EXPECT_NE(clock_->last_error().find("no Date header"), std::string::npos) << clock_->last_error();
   int writes = 0;
-  for (auto& a : cloud.control({{"op", "attempts"}})) writes += a["method"] == "PUT";
+  for (auto& a : cloud.Control({{"op", "attempts"}})) writes += a["method"] == "PUT";
   EXPECT_GE(writes, 4);
   EXPECT_LE(writes, 8) << "200, 400, 400... ms apart, not one per answered request";
 }

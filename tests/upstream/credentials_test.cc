@@ -69,15 +69,15 @@ TEST(Credentials, ServiceAccountExchangesJwtForAccessToken) {
     std::string error;
     auto creds = MakeServiceAccount(&loop, http, key.dump(), &error);
     ASSERT_TRUE(creds) << error;
-    EXPECT_EQ(creds->query(), "") << "no token before the loop ran";
+    EXPECT_EQ(creds->Query(), "") << "no token before the loop ran";
     int calls = 0;
     bool changed = false;
-    creds->refresh([&](bool c) { ++calls, changed = c; });
+    creds->Refresh([&](bool c) { ++calls, changed = c; });
     auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (calls == 0 && std::chrono::steady_clock::now() < end) uv_run(&loop, UV_RUN_ONCE);
     EXPECT_TRUE(changed);
-    EXPECT_EQ(creds->query(), "access_token=sa-token-1") << "refresh() joined the fetch started at construction";
-    auto log = cloud.control({{"op", "log"}});
+    EXPECT_EQ(creds->Query(), "access_token=sa-token-1") << "refresh() joined the fetch started at construction";
+    auto log = cloud.Control({{"op", "log"}});
     ASSERT_EQ(log.size(), 1u);
     std::string assertion = log[0]["body"]["assertion"];
     auto claims = nlohmann::json::parse(FromBase64Url(assertion.substr(
@@ -94,7 +94,7 @@ TEST(Credentials, ServiceAccountExchangesJwtForAccessToken) {
 
 TEST(Credentials, ServiceAccountFetchesItsFirstTokenAtOnceAndReplacesItBeforeItExpires) {
   testing::FakeCloud cloud;
-  cloud.control({{"op", "token_ttl"}, {"s", 2}});  // short-lived tokens; expired ones get 401
+  cloud.Control({{"op", "token_ttl"}, {"s", 2}});  // short-lived tokens; expired ones get 401
   std::string pem = GenerateRsaKeyPem();
   nlohmann::json key = {{"client_email", "sa@x.iam.gserviceaccount.com"}, {"private_key", pem},
                         {"token_uri", cloud.url() + "/_oauth/token"}};
@@ -110,8 +110,8 @@ TEST(Credentials, ServiceAccountFetchesItsFirstTokenAtOnceAndReplacesItBeforeItE
       while (!done() && std::chrono::steady_clock::now() < end) uv_run(&loop, UV_RUN_ONCE);
       return done();
     };
-    // Nobody calls refresh(): the first token comes by itself.
-    ASSERT_TRUE(run_until([&] { return !creds->query().empty(); }, std::chrono::seconds(5)));
+    // Nobody calls Refresh(): the first token comes by itself.
+    ASSERT_TRUE(run_until([&] { return !creds->Query().empty(); }, std::chrono::seconds(5)));
     // Requests made with whatever token is current for 5 s (2.5 lifetimes) are all accepted.
     int ok = 0, unauthorized = 0, pending = 0;
     uv_timer_t tick;
@@ -119,9 +119,9 @@ TEST(Credentials, ServiceAccountFetchesItsFirstTokenAtOnceAndReplacesItBeforeItE
     auto t0 = std::chrono::steady_clock::now();
     while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5)) {
       HttpRequest req;
-      req.url = cloud.url() + "/probe.json?" + creds->query();
+      req.url = cloud.url() + "/probe.json?" + creds->Query();
       ++pending;
-      http.start(req, [&](HttpResponse r) {
+      http.Start(req, [&](HttpResponse r) {
         --pending;
         (r.status == 200 ? ok : unauthorized)++;
       });
@@ -133,7 +133,7 @@ TEST(Credentials, ServiceAccountFetchesItsFirstTokenAtOnceAndReplacesItBeforeItE
     EXPECT_GT(ok, 20);
     EXPECT_EQ(unauthorized, 0) << "a token was used after it expired";
     std::vector<int64_t> issued;
-    for (auto& e : cloud.control({{"op", "log"}})) {
+    for (auto& e : cloud.Control({{"op", "log"}})) {
       if (e["method"] == "TOKEN") issued.push_back(e["t_ms"].get<int64_t>());
     }
     ASSERT_GE(issued.size(), 4u) << "2 s tokens over 5 s: refreshed, not fetched once";

@@ -34,14 +34,14 @@ class DrainerRoutes : public ::testing::Test {
     opt.base_url = cloud.url();
     opt.backoff_initial_ms = 50;
     opt.backoff_max_ms = 400;
-    opt.poll_interval_ms = 10'000;  // only notify() and set_route() wake routes here
+    opt.poll_interval_ms = 10'000;  // only Notify() and set_route() wake routes here
     drainer_ = std::make_unique<Drainer>(&loop_, *http_, *creds_, outbox_, std::move(routes), opt);
-    drainer_->start();
+    drainer_->Start();
   }
   // Paths of the logged data writes, in the order the cloud received them.
   static std::vector<std::string> WritePaths(const FakeCloud& cloud) {
     std::vector<std::string> out;
-    for (auto& e : cloud.control({{"op", "log"}})) out.push_back(e["path"].get<std::string>());
+    for (auto& e : cloud.Control({{"op", "log"}})) out.push_back(e["path"].get<std::string>());
     return out;
   }
 
@@ -55,11 +55,11 @@ class DrainerRoutes : public ::testing::Test {
 TEST_F(DrainerRoutes, ARouteAddedWhileRunningDrainsAtOnce) {
   FakeCloud cloud;
   Start(cloud, {{"a", "fleet/a"}});
-  outbox_.add({0, "new", K::Set, "x", "1", 0});
+  outbox_.Add({0, "new", K::Set, "x", "1", 0});
   drainer_->set_route({"new", "fleet/new"});
   ASSERT_TRUE(RunUntil(&loop_, [&] { return outbox_.pending() == 0; }, std::chrono::seconds(5)))
       << "the new route waited for a restart";
-  EXPECT_EQ(cloud.get("/fleet/new/x"), 1);
+  EXPECT_EQ(cloud.Get("/fleet/new/x"), 1);
   EXPECT_EQ(drainer_->stats()["new"].uploaded_ops, 1u);
 }
 
@@ -69,16 +69,16 @@ TEST_F(DrainerRoutes, OpRootsOverrideTheTargetRootAndSplitBatches) {
   FakeCloud cloud;
   OutboundOp old{0, "r", K::Set, "old/x", "1", 0};
   old.root = "";  // accepted under an earlier cloud pattern: absolute path
-  outbox_.add(old);
+  outbox_.Add(old);
   OutboundOp cur{0, "r", K::Set, "y", "2", 0};
   cur.root = "v2";
-  outbox_.add(cur);
-  outbox_.add({0, "r", K::Set, "z", "3", 0});  // no root: the target's
+  outbox_.Add(cur);
+  outbox_.Add({0, "r", K::Set, "z", "3", 0});  // no root: the target's
   Start(cloud, {{"r", "target"}});
   ASSERT_TRUE(RunUntil(&loop_, [&] { return outbox_.pending() == 0; }));
-  EXPECT_EQ(cloud.get("/old/x"), 1);
-  EXPECT_EQ(cloud.get("/v2/y"), 2);
-  EXPECT_EQ(cloud.get("/target/z"), 3);
+  EXPECT_EQ(cloud.Get("/old/x"), 1);
+  EXPECT_EQ(cloud.Get("/v2/y"), 2);
+  EXPECT_EQ(cloud.Get("/target/z"), 3);
   EXPECT_EQ(WritePaths(cloud), (std::vector<std::string>{"/", "/v2", "/target"}));
 }
 
@@ -88,8 +88,8 @@ TEST_F(DrainerRoutes, HigherPriorityDrainsFirstWithoutStarvingOthers) {
   FakeCloud cloud;
   constexpr int kBatches = 12, kOps = 10;
   for (int i = 0; i < kBatches * kOps; ++i) {
-    outbox_.add({0, "low", K::Set, "k" + std::to_string(i), std::to_string(i), 0});
-    outbox_.add({0, "high", K::Set, "k" + std::to_string(i), std::to_string(i), 0});
+    outbox_.Add({0, "low", K::Set, "k" + std::to_string(i), std::to_string(i), 0});
+    outbox_.Add({0, "high", K::Set, "k" + std::to_string(i), std::to_string(i), 0});
   }
   DrainerOptions opt;
   opt.max_parallel = 1;
@@ -110,13 +110,13 @@ TEST_F(DrainerRoutes, HigherPriorityDrainsFirstWithoutStarvingOthers) {
 
   // Equal priorities take turns again once the priority changes (set_route on a known route).
   drainer_->set_route({"high", "high", 0});
-  cloud.control({{"op", "reset"}});
+  cloud.Control({{"op", "reset"}});
   for (int i = 0; i < 4 * kOps; ++i) {
-    outbox_.add({0, "low", K::Set, "k" + std::to_string(i), "0", 0});
-    outbox_.add({0, "high", K::Set, "k" + std::to_string(i), "0", 0});
+    outbox_.Add({0, "low", K::Set, "k" + std::to_string(i), "0", 0});
+    outbox_.Add({0, "high", K::Set, "k" + std::to_string(i), "0", 0});
   }
-  drainer_->notify("low");
-  drainer_->notify("high");
+  drainer_->Notify("low");
+  drainer_->Notify("high");
   ASSERT_TRUE(RunUntil(&loop_, [&] { return outbox_.pending() == 0; }));
   order = WritePaths(cloud);
   ASSERT_EQ(order.size(), 8u);

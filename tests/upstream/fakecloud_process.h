@@ -47,12 +47,12 @@ class FakeCloud {
   int port() const { return port_; }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
 
-  nlohmann::json control(const nlohmann::json& req) const {
-    return request("POST", "/_control", req.dump());
+  nlohmann::json Control(const nlohmann::json& req) const {
+    return Request("POST", "/_control", req.dump());
   }
-  nlohmann::json get(const std::string& path) const { return request("GET", path + ".json", ""); }
+  nlohmann::json Get(const std::string& path) const { return Request("GET", path + ".json", ""); }
 
-  nlohmann::json request(const std::string& method, const std::string& path,
+  nlohmann::json Request(const std::string& method, const std::string& path,
                          const std::string& body) const {
     CURL* c = curl_easy_init();
     std::string url = this->url() + path, resp;

@@ -93,11 +93,11 @@ TEST(FakeCloudRules, EveryInvalidUrlSegmentIsRefusedAsFirebaseDoes) {
       EXPECT_EQ(a.body, kInvalidPath) << method << " " << path;
     }
   }
-  EXPECT_TRUE(cloud.control({{"op", "dump"}}).is_null()) << "nothing was written";
+  EXPECT_TRUE(cloud.Control({{"op", "dump"}}).is_null()) << "nothing was written";
   // Valid keys with odd characters are data, decoded from their percent-encoding.
   EXPECT_EQ(Raw(cloud, "PUT", "/tether-gateways/gw-1.json", "1").status, 200);
   EXPECT_EQ(Raw(cloud, "PUT", "/odd%20key+%25/%E2%82%AC.json", "2").status, 200);
-  EXPECT_EQ(cloud.control({{"op", "dump"}}), json::parse(R"({"tether-gateways":{"gw-1":1},"odd key+%":{"€":2}})"));
+  EXPECT_EQ(cloud.Control({{"op", "dump"}}), json::parse(R"({"tether-gateways":{"gw-1":1},"odd key+%":{"€":2}})"));
 }
 
 TEST(FakeCloudRules, InvalidKeysInBodiesAreRefusedWithTheirPosition) {
@@ -127,8 +127,8 @@ TEST(FakeCloudRules, InvalidKeysInBodiesAreRefusedWithTheirPosition) {
     EXPECT_EQ(a.status, 400) << body;
     EXPECT_EQ(a.body, kInvalidJson) << body;
   }
-  EXPECT_TRUE(cloud.control({{"op", "dump"}}).is_null()) << "nothing was written";
-  EXPECT_TRUE(cloud.control({{"op", "log"}}).empty()) << "refused writes are not in the log";
+  EXPECT_TRUE(cloud.Control({{"op", "dump"}}).is_null()) << "nothing was written";
+  EXPECT_TRUE(cloud.Control({{"op", "log"}}).empty()) << "refused writes are not in the log";
 }
 
 TEST(FakeCloudRules, SizeLimitsOfDepthPathLengthAndStrings) {
@@ -171,7 +171,7 @@ TEST(FakeCloudRules, WritesOverTheRestLimitAreRefusedUnread) {
 
 TEST(FakeCloudRules, ServerValuesResolveOrAreRefused) {
   FakeCloud cloud;
-  cloud.control({{"op", "skew"}, {"ms", 5000}});
+  cloud.Control({{"op", "skew"}, {"ms", 5000}});
   auto now = [] {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   };
@@ -189,19 +189,19 @@ TEST(FakeCloudRules, ServerValuesResolveOrAreRefused) {
     EXPECT_EQ(Raw(cloud, "PUT", "/w.json", body).status, 400) << body;
   }
   // A server that echoes writes unresolved (npm firebase-server): the stored value is resolved.
-  cloud.control({{"op", "echo_sv"}, {"on", true}});
+  cloud.Control({{"op", "echo_sv"}, {"on", true}});
   EXPECT_EQ(Raw(cloud, "PUT", "/e.json", R"({"t":{".sv":"timestamp"}})").body, R"({"t":{".sv":"timestamp"}})");
-  EXPECT_TRUE(cloud.get("/e/t").is_number_integer());
+  EXPECT_TRUE(cloud.Get("/e/t").is_number_integer());
 }
 
 TEST(FakeCloudRules, DateHeaderTellsTheSkewedServerClockUnlessSwitchedOff) {
   FakeCloud cloud;
-  cloud.control({{"op", "skew"}, {"ms", 3 * 3600 * 1000}});
+  cloud.Control({{"op", "skew"}, {"ms", 3 * 3600 * 1000}});
   Answer a = Raw(cloud, "GET", "/.json");
   ASSERT_TRUE(a.headers.count("date"));
   time_t date = curl_getdate(a.headers["date"].c_str(), nullptr);
   EXPECT_LT(std::llabs(static_cast<long long>(date - time(nullptr) - 3 * 3600)), 3) << a.headers["date"];
-  cloud.control({{"op", "no_date"}, {"on", true}});
+  cloud.Control({{"op", "no_date"}, {"on", true}});
   EXPECT_FALSE(Raw(cloud, "GET", "/.json").headers.count("date"));
 }
 
@@ -218,7 +218,7 @@ TEST(FakeCloudRules, EtagRules) {
   EXPECT_EQ(Raw(cloud, "PATCH", "/.json", R"({"c":5})", {"if-match: " + got.headers["etag"]}).status, 400)
       << "if-match belongs to PUT and DELETE";
   EXPECT_EQ(Raw(cloud, "PUT", "/c.json", "5", {"X-Firebase-ETag: true"}).status, 400);
-  EXPECT_EQ(cloud.get("/c"), 2);
+  EXPECT_EQ(cloud.Get("/c"), 2);
 }
 
 TEST(FakeCloudRules, QueryParametersAreValidatedAndIndexesRequired) {
@@ -232,7 +232,7 @@ TEST(FakeCloudRules, QueryParametersAreValidatedAndIndexesRequired) {
   EXPECT_EQ(get("orderBy=%22%24value%22").body,
             ErrorBody(R"(Index not defined, add ".indexOn": ".value", for path "/q", to the rules)"));
   EXPECT_EQ(get("orderBy=%22%24key%22&limitToFirst=1").body, R"({"a":{"n":2}})") << "keys need no index";
-  cloud.control({{"op", "index"}, {"path", "/q"}, {"on", {"n"}}});
+  cloud.Control({{"op", "index"}, {"path", "/q"}, {"on", {"n"}}});
   EXPECT_EQ(get("orderBy=%22n%22&limitToFirst=1").body, R"({"b":{"n":1}})");
   EXPECT_EQ(get("orderBy=%22n%22&startAt=%7B%7D").body, ErrorBody("Constraint index field must be a JSON primitive"));
   for (const char* bad : {"orderBy=%22n%22&limitToFirst=0", "orderBy=%22n%22&limitToLast=x",
@@ -258,7 +258,7 @@ TEST(FakeCloudRules, UnauthorizedAnswersPermissionDenied) {
 TEST(FakeCloudRules, WithoutStreamingAStreamRequestGetsPlainJson) {
   FakeCloud cloud;
   ASSERT_EQ(Raw(cloud, "PUT", "/s.json", "7").status, 200);
-  cloud.control({{"op", "no_streaming"}, {"on", true}});
+  cloud.Control({{"op", "no_streaming"}, {"on", true}});
   Answer a = Raw(cloud, "GET", "/s.json", "", {"Accept: text/event-stream"});
   EXPECT_EQ(a.status, 200);
   EXPECT_EQ(a.headers["content-type"], "application/json");

@@ -81,7 +81,7 @@ class Http2 : public ::testing::Test {
     bool done = false;
     HttpRequest req;
     req.url = url;
-    http.start(req, [&](HttpResponse r) { got = std::move(r), done = true; });
+    http.Start(req, [&](HttpResponse r) { got = std::move(r), done = true; });
     EXPECT_TRUE(RunUntil(&loop_, [&] { return done; }));
     return got;
   }

@@ -66,7 +66,7 @@ class HttpClientTest : public ::testing::Test {
     std::optional<HttpResponse> got;
     {
       HttpClient http(&loop_);
-      http.start(std::move(req), [&](HttpResponse r) { got = std::move(r); });
+      http.Start(std::move(req), [&](HttpResponse r) { got = std::move(r); });
       auto end = std::chrono::steady_clock::now() + limit;
       while (!got && std::chrono::steady_clock::now() < end) uv_run(&loop_, UV_RUN_ONCE);
     }
@@ -129,7 +129,7 @@ TEST_F(HttpClientTest, RequestsTimeOutWhenTheServerNeverAnswers) {
 TEST_F(HttpClientTest, RequestsStartedFromAStreamCallbackRun) {
   // libcurl refuses multi calls from inside its callbacks; the client defers them.
   testing::FakeCloud cloud;
-  cloud.request("PUT", "/s.json", "1");
+  cloud.Request("PUT", "/s.json", "1");
   HttpClient http(&loop_);
   std::optional<HttpResponse> nested;
   bool started = false;
@@ -142,12 +142,12 @@ TEST_F(HttpClientTest, RequestsStartedFromAStreamCallbackRun) {
     started = true;
     HttpRequest get;
     get.url = cloud.url() + "/s.json";
-    http.start(get, [&](HttpResponse r) { nested = std::move(r); });
+    http.Start(get, [&](HttpResponse r) { nested = std::move(r); });
   };
-  auto id = http.start(stream, [](HttpResponse) {});
+  auto id = http.Start(stream, [](HttpResponse) {});
   auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (!nested && std::chrono::steady_clock::now() < end) uv_run(&loop_, UV_RUN_ONCE);
-  http.cancel(id);
+  http.Cancel(id);
   ASSERT_TRUE(nested) << "the request started inside on_data never completed";
   EXPECT_EQ(nested->status, 200);
   EXPECT_EQ(nested->body, "1");

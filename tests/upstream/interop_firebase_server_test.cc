@@ -58,15 +58,15 @@ TEST(Interop, FirebaseServerAcceptsClientRequests) {
 
     testing::MemoryOutbox outbox;
     using K = OutboundOp::Kind;
-    outbox.add({0, "r", K::Set, "dev/d1/temp", "21.5", 0});
-    outbox.add({0, "r", K::Update, "dev/d2", R"({"a":1,"b":{"c":"x"}})", 0});
-    outbox.add({0, "r", K::Push, "log/-NpushKey0000000001", R"({"t":{".sv":"timestamp"}})", 777});
-    outbox.add({0, "r", K::Set, "dev/d3", "true", 0});
-    outbox.add({0, "r", K::Remove, "dev/d3", "", 0});  // overlaps: second batch
+    outbox.Add({0, "r", K::Set, "dev/d1/temp", "21.5", 0});
+    outbox.Add({0, "r", K::Update, "dev/d2", R"({"a":1,"b":{"c":"x"}})", 0});
+    outbox.Add({0, "r", K::Push, "log/-NpushKey0000000001", R"({"t":{".sv":"timestamp"}})", 777});
+    outbox.Add({0, "r", K::Set, "dev/d3", "true", 0});
+    outbox.Add({0, "r", K::Remove, "dev/d3", "", 0});  // overlaps: second batch
     DrainerOptions opt;
     opt.base_url = base;
     Drainer drainer(&loop, http, *creds, outbox, {{"r", "site"}}, opt);
-    drainer.start();
+    drainer.Start();
     ASSERT_TRUE(RunUntil(&loop, [&] { return outbox.pending() == 0; }));
     auto site = get("/site");
     ASSERT_TRUE(site.ok) << site.error;
@@ -76,21 +76,21 @@ TEST(Interop, FirebaseServerAcceptsClientRequests) {
     // A write of the route root itself goes as a PUT that replaces it; odd keys travel in the
     // PATCH body. (firebase-server does not decode percent-encoded URL paths, unlike Firebase, so
     // encoded URLs are checked against fakecloud only: drainer_test, sync_stream_test.)
-    outbox.add({0, "r", K::Set, "", R"({"dev":{"d9":{"name":"a b?c&d"}}})", 0});
-    outbox.add({0, "r", K::Set, "odd key+%", "1", 0});
-    drainer.notify("r");
+    outbox.Add({0, "r", K::Set, "", R"({"dev":{"d9":{"name":"a b?c&d"}}})", 0});
+    outbox.Add({0, "r", K::Set, "odd key+%", "1", 0});
+    drainer.Notify("r");
     ASSERT_TRUE(RunUntil(&loop, [&] { return outbox.pending() == 0; }));
     site = get("/site");
     ASSERT_TRUE(site.ok) << site.error;
     EXPECT_EQ(site.value, nlohmann::json::parse(R"({"dev":{"d9":{"name":"a b?c&d"}},"odd key+%":1})"));
-    drainer.stop();
+    drainer.Stop();
 
     int put_status = 0;
     HttpRequest put;
     put.method = "PUT";
     put.url = base + "/site/dev/d1.json";
     put.body = R"({"temp":19})";
-    http.start(put, [&](HttpResponse r) { put_status = r.status; });
+    http.Start(put, [&](HttpResponse r) { put_status = r.status; });
     ASSERT_TRUE(RunUntil(&loop, [&] { return put_status != 0; }));
     EXPECT_EQ(put_status, 200);
     EXPECT_EQ(get("/site/dev/d1/temp").value, 19);
@@ -99,7 +99,7 @@ TEST(Interop, FirebaseServerAcceptsClientRequests) {
     HttpRequest del;
     del.method = "DELETE";
     del.url = base + "/site/dev/d1.json";
-    http.start(del, [&](HttpResponse r) { status = r.status; });
+    http.Start(del, [&](HttpResponse r) { status = r.status; });
     ASSERT_TRUE(RunUntil(&loop, [&] { return status != 0; }));
     EXPECT_EQ(status, 200);
     EXPECT_FALSE(get("/site/dev").value.contains("d1"));

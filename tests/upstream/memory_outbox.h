@@ -11,19 +11,19 @@ namespace tether::upstream::testing {
 
 class MemoryOutbox : public Outbox {
  public:
-  void add(OutboundOp op) {
+  void Add(OutboundOp op) {
     op.seq = ++last_seq_[op.route];
     queues_[op.route].push_back(std::move(op));
   }
-  std::vector<OutboundOp> peek(const std::string& route, size_t max) override {
+  std::vector<OutboundOp> Peek(const std::string& route, size_t max) override {
     auto& q = queues_[route];
     return {q.begin(), q.begin() + static_cast<long>(std::min(max, q.size()))};
   }
-  void confirmed(const std::string& route, uint64_t up_to) override {
+  void Confirmed(const std::string& route, uint64_t up_to) override {
     auto& q = queues_[route];
     while (!q.empty() && q.front().seq <= up_to) q.pop_front();
   }
-  void dead_letter(const OutboundOp& op, int status, std::string) override {
+  void DeadLetter(const OutboundOp& op, int status, std::string) override {
     auto& q = queues_[op.route];
     for (auto it = q.begin(); it != q.end(); ++it)
       if (it->seq == op.seq) {
@@ -32,9 +32,9 @@ class MemoryOutbox : public Outbox {
         return;
       }
   }
-  void conflict(const OutboundOp& op, const std::string& cloud_value) override {
+  void Conflict(const OutboundOp& op, const std::string& cloud_value) override {
     conflicts.push_back({op, cloud_value});
-    confirmed(op.route, op.seq);
+    Confirmed(op.route, op.seq);
   }
   std::vector<std::pair<OutboundOp, std::string>> conflicts;
   size_t pending() const {
@@ -42,7 +42,7 @@ class MemoryOutbox : public Outbox {
     for (auto& [r, q] : queues_) n += q.size();
     return n;
   }
-  size_t pending(const std::string& route) const {
+  size_t Pending(const std::string& route) const {
     auto it = queues_.find(route);
     return it == queues_.end() ? 0 : it->second.size();
   }

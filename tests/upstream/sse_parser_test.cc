@@ -10,7 +10,7 @@ namespace {
 std::vector<SseEvent> Parse(std::string_view in, size_t chunk = 1000) {
   std::vector<SseEvent> out;
   SseParser p([&](const SseEvent& e) { out.push_back(e); });
-  for (size_t i = 0; i < in.size(); i += chunk) p.feed(in.substr(i, chunk));
+  for (size_t i = 0; i < in.size(); i += chunk) p.Feed(in.substr(i, chunk));
   return out;
 }
 

@@ -41,7 +41,7 @@ class SyncStreamTest : public ::testing::Test {
         &loop_, *http_, *creds_, opt, [this](const FirebaseEvent& e, bool full) {
           seen_.push_back({e, full});
         }, [this](const std::string& why) { cancelled_ = why; });
-    stream_->start();
+    stream_->Start();
   }
   uv_loop_t loop_;
   std::unique_ptr<HttpClient> http_;
@@ -53,22 +53,22 @@ class SyncStreamTest : public ::testing::Test {
 
 TEST_F(SyncStreamTest, InitialPutThenPatchesThenResyncAfterCut) {
   FakeCloud cloud;
-  cloud.request("PUT", "/cfg.json", R"({"a":1})");
+  cloud.Request("PUT", "/cfg.json", R"({"a":1})");
   Open(cloud);
   ASSERT_TRUE(RunUntil(&loop_, [&] { return seen_.size() == 1; }));
   EXPECT_TRUE(seen_[0].full);
   EXPECT_EQ(seen_[0].event.path, "/");
   EXPECT_EQ(seen_[0].event.data["a"], 1);
-  cloud.request("PATCH", "/cfg.json", R"({"b/c":2})");
+  cloud.Request("PATCH", "/cfg.json", R"({"b/c":2})");
   ASSERT_TRUE(RunUntil(&loop_, [&] { return seen_.size() == 2; }));
   EXPECT_EQ(seen_[1].event.kind, FirebaseEvent::Kind::Patch);
   EXPECT_FALSE(seen_[1].full);
   EXPECT_EQ(seen_[1].event.data["b/c"], 2);
-  cloud.request("PUT", "/cfg/d.json", "3");
+  cloud.Request("PUT", "/cfg/d.json", "3");
   ASSERT_TRUE(RunUntil(&loop_, [&] { return seen_.size() == 3; }));
   EXPECT_EQ(seen_[2].event.path, "/d");
   EXPECT_FALSE(seen_[2].full);
-  cloud.control({{"op", "cut_streams"}});  // half an event, then the connection closes
+  cloud.Control({{"op", "cut_streams"}});  // half an event, then the connection closes
   ASSERT_TRUE(RunUntil(&loop_, [&] { return seen_.size() == 4; }));
   EXPECT_TRUE(seen_[3].full);
   EXPECT_EQ(seen_[3].event.data, nlohmann::json::parse(R"({"a":1,"b":{"c":2},"d":3})"));
@@ -79,12 +79,12 @@ TEST_F(SyncStreamTest, SilentStreamIsDetectedAndReopened) {
   FakeCloud cloud;
   Open(cloud, 1000);
   ASSERT_TRUE(RunUntil(&loop_, [&] { return seen_.size() == 1; }));
-  cloud.control({{"op", "silence_streams"}, {"on", true}});
-  cloud.request("PUT", "/cfg/x.json", "1");  // not delivered: the stream is silent
+  cloud.Control({{"op", "silence_streams"}, {"on", true}});
+  cloud.Request("PUT", "/cfg/x.json", "1");  // not delivered: the stream is silent
   auto t0 = std::chrono::steady_clock::now();
   ASSERT_TRUE(RunUntil(&loop_, [&] { return stream_->connects() >= 2; }));
   EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(900));
-  cloud.control({{"op", "silence_streams"}, {"on", false}});
+  cloud.Control({{"op", "silence_streams"}, {"on", false}});
   ASSERT_TRUE(RunUntil(&loop_, [&] {
     return !seen_.empty() && seen_.back().full && seen_.back().event.data == nlohmann::json{{"x", 1}};
   }));
@@ -92,7 +92,7 @@ TEST_F(SyncStreamTest, SilentStreamIsDetectedAndReopened) {
 
 TEST_F(SyncStreamTest, KeepAlivesKeepTheStreamOpen) {
   FakeCloud cloud;
-  cloud.control({{"op", "keepalive"}, {"ms", 200}});
+  cloud.Control({{"op", "keepalive"}, {"ms", 200}});
   Open(cloud, 1000);
   RunUntil(&loop_, [] { return false; }, std::chrono::milliseconds(2500));
   EXPECT_EQ(stream_->connects(), 1u);
@@ -103,10 +103,10 @@ TEST_F(SyncStreamTest, AuthRevokedReconnectsAndCancelStops) {
   FakeCloud cloud;
   Open(cloud);
   ASSERT_TRUE(RunUntil(&loop_, [&] { return seen_.size() == 1; }));
-  cloud.control({{"op", "stream_event"}, {"type", "auth_revoked"}, {"data", "credential expired"}});
+  cloud.Control({{"op", "stream_event"}, {"type", "auth_revoked"}, {"data", "credential expired"}});
   ASSERT_TRUE(RunUntil(&loop_, [&] { return stream_->connects() == 2 && seen_.size() == 2; }));
   EXPECT_TRUE(seen_[1].full);
-  cloud.control({{"op", "stream_event"}, {"type", "cancel"}, {"data", "permission denied"}});
+  cloud.Control({{"op", "stream_event"}, {"type", "cancel"}, {"data", "permission denied"}});
   ASSERT_TRUE(RunUntil(&loop_, [&] { return !cancelled_.empty(); }));
   EXPECT_EQ(cancelled_, "permission denied");
   EXPECT_FALSE(stream_->open());
@@ -116,7 +116,7 @@ TEST_F(SyncStreamTest, AuthRevokedReconnectsAndCancelStops) {
 
 int StreamGets(const FakeCloud& cloud, const std::string& path) {
   int n = 0;
-  for (auto& a : cloud.control({{"op", "attempts"}})) n += a["method"] == "GET" && a["path"] == path;
+  for (auto& a : cloud.Control({{"op", "attempts"}})) n += a["method"] == "GET" && a["path"] == path;
   return n;
 }
 
@@ -125,8 +125,8 @@ int StreamGets(const FakeCloud& cloud, const std::string& path) {
 // interval, not a failure to reconnect from at once (which it was: ~3 requests a second).
 TEST_F(SyncStreamTest, AServerWithoutStreamingIsReadPeriodically) {
   FakeCloud cloud;
-  cloud.request("PUT", "/cfg.json", R"({"a":1})");
-  cloud.control({{"op", "no_streaming"}, {"on", true}});
+  cloud.Request("PUT", "/cfg.json", R"({"a":1})");
+  cloud.Control({{"op", "no_streaming"}, {"on", true}});
   SyncStreamOptions opt{cloud.url(), "cfg", 60000, 50, 200};
   opt.poll_interval_ms = 500;
   std::vector<std::string> said;
@@ -134,7 +134,7 @@ TEST_F(SyncStreamTest, AServerWithoutStreamingIsReadPeriodically) {
   stream_ = std::make_unique<SyncStream>(&loop_, *http_, *creds_, opt, [this](const FirebaseEvent& e, bool full) {
     seen_.push_back({e, full});
   });
-  stream_->start();
+  stream_->Start();
   ASSERT_TRUE(RunUntil(&loop_, [&] { return seen_.size() == 1; }));
   EXPECT_TRUE(seen_[0].full);
   EXPECT_EQ(seen_[0].event.data, nlohmann::json::parse(R"({"a":1})"));
@@ -142,7 +142,7 @@ TEST_F(SyncStreamTest, AServerWithoutStreamingIsReadPeriodically) {
   EXPECT_FALSE(stream_->open());
   ASSERT_EQ(said.size(), 1u);
   EXPECT_EQ(said[0], "polling: the cloud answered application/json instead of text/event-stream");
-  cloud.request("PUT", "/cfg/b.json", "2");
+  cloud.Request("PUT", "/cfg/b.json", "2");
   RunUntil(&loop_, [] { return false; }, std::chrono::milliseconds(2000));
   EXPECT_EQ(seen_.back().event.data, nlohmann::json::parse(R"({"a":1,"b":2})")) << "the next read brought it";
   int gets = StreamGets(cloud, "/cfg.json");
@@ -150,7 +150,7 @@ TEST_F(SyncStreamTest, AServerWithoutStreamingIsReadPeriodically) {
   EXPECT_LE(gets, 6) << "one read per 500 ms";
   EXPECT_EQ(stream_->connects(), 0u) << "never counted as a stream";
   // The server streams again: so does the gateway, at its next read.
-  cloud.control({{"op", "no_streaming"}, {"on", false}});
+  cloud.Control({{"op", "no_streaming"}, {"on", false}});
   ASSERT_TRUE(RunUntil(&loop_, [&] { return stream_->open(); }, std::chrono::seconds(3)));
   EXPECT_FALSE(stream_->polling());
   EXPECT_EQ(stream_->connects(), 1u);
@@ -161,13 +161,13 @@ TEST_F(SyncStreamTest, AServerWithoutStreamingIsReadPeriodically) {
 // reset, and reconnects slow down exponentially (with jitter) instead of repeating at once.
 TEST_F(SyncStreamTest, AStreamIsUpOnlyOnceItDeliveredItsFirstEvent) {
   FakeCloud cloud;
-  cloud.control({{"op", "stream_empty"}, {"on", true}});
+  cloud.Control({{"op", "stream_empty"}, {"on", true}});
   SyncStreamOptions opt{cloud.url(), "cfg", 60000, 100, 1600};
   std::vector<bool> links;
   stream_ = std::make_unique<SyncStream>(
       &loop_, *http_, *creds_, opt, [this](const FirebaseEvent& e, bool full) { seen_.push_back({e, full}); }, nullptr,
       [&](bool up) { links.push_back(up); });
-  stream_->start();
+  stream_->Start();
   RunUntil(&loop_, [] { return false; }, std::chrono::milliseconds(2500));
   EXPECT_EQ(stream_->connects(), 0u);
   EXPECT_FALSE(stream_->open());
@@ -176,14 +176,14 @@ TEST_F(SyncStreamTest, AStreamIsUpOnlyOnceItDeliveredItsFirstEvent) {
   EXPECT_GE(gets, 4);
   EXPECT_LE(gets, 7) << "backing off, not reconnecting at once";
   EXPECT_FALSE(links.empty()) << "each answer still says the cloud is reachable";
-  cloud.control({{"op", "stream_empty"}, {"on", false}});
+  cloud.Control({{"op", "stream_empty"}, {"on", false}});
   ASSERT_TRUE(RunUntil(&loop_, [&] { return stream_->open(); }, std::chrono::seconds(5)));
   EXPECT_EQ(stream_->connects(), 1u);
 }
 
 TEST_F(SyncStreamTest, GetWithEtag) {
   FakeCloud cloud;
-  cloud.request("PUT", "/dev/1.json", R"({"on":true})");
+  cloud.Request("PUT", "/dev/1.json", R"({"on":true})");
   GetResult got;
   bool done = false;
   RestGet(*http_, *creds_, cloud.url(), "/dev/1", 5000, true, [&](GetResult r) {
@@ -204,12 +204,12 @@ TEST_F(SyncStreamTest, GetWithEtag) {
   EXPECT_TRUE(got.value.is_null());
 }
 
-// A credential that is stale until refreshed: query() never fixes itself, so only a refresh
+// A credential that is stale until refreshed: Query() never fixes itself, so only a refresh
 // after a 401 can make requests pass.
 class RotatingToken : public Credentials {
  public:
-  std::string query() override { return "access_token=tok" + std::to_string(generation_); }
-  void refresh(std::function<void(bool)> done) override {
+  std::string Query() override { return "access_token=tok" + std::to_string(generation_); }
+  void Refresh(std::function<void(bool)> done) override {
     ++refreshes;
     ++generation_;
     done(true);
@@ -222,14 +222,14 @@ class RotatingToken : public Credentials {
 
 TEST_F(SyncStreamTest, UnauthorizedStreamRefreshesTheCredentialThenConnects) {
   FakeCloud cloud;
-  cloud.control({{"op", "tokens"}, {"values", {"tok1"}}});  // tok0 is stale
-  cloud.request("PUT", "/cfg.json?access_token=tok1", R"({"a":1})");
+  cloud.Control({{"op", "tokens"}, {"values", {"tok1"}}});  // tok0 is stale
+  cloud.Request("PUT", "/cfg.json?access_token=tok1", R"({"a":1})");
   RotatingToken creds;
   SyncStreamOptions opt{cloud.url(), "cfg", 60000, 50, 200};
   stream_ = std::make_unique<SyncStream>(&loop_, *http_, creds, opt, [this](const FirebaseEvent& e, bool full) {
     seen_.push_back({e, full});
   });
-  stream_->start();
+  stream_->Start();
   ASSERT_TRUE(RunUntil(&loop_, [&] { return seen_.size() == 1; }));
   EXPECT_EQ(creds.refreshes, 1);
   EXPECT_TRUE(seen_[0].full);
@@ -238,8 +238,8 @@ TEST_F(SyncStreamTest, UnauthorizedStreamRefreshesTheCredentialThenConnects) {
 
 TEST_F(SyncStreamTest, GetRefreshesTheCredentialOnceAfterA401) {
   FakeCloud cloud;
-  cloud.control({{"op", "tokens"}, {"values", {"tok1"}}});
-  cloud.request("PUT", "/dev.json?access_token=tok1", "5");
+  cloud.Control({{"op", "tokens"}, {"values", {"tok1"}}});
+  cloud.Request("PUT", "/dev.json?access_token=tok1", "5");
   RotatingToken creds;
   GetResult got;
   bool done = false;
@@ -248,7 +248,7 @@ TEST_F(SyncStreamTest, GetRefreshesTheCredentialOnceAfterA401) {
   EXPECT_TRUE(got.ok) << got.error;
   EXPECT_EQ(got.value, 5);
   EXPECT_EQ(creds.refreshes, 1);
-  cloud.control({{"op", "tokens"}, {"values", {"other"}}});  // no refresh helps now: one retry, then 401
+  cloud.Control({{"op", "tokens"}, {"values", {"other"}}});  // no refresh helps now: one retry, then 401
   done = false;
   RestGet(*http_, creds, cloud.url(), "dev", 5000, false, [&](GetResult r) { got = std::move(r), done = true; });
   ASSERT_TRUE(RunUntil(&loop_, [&] { return done; }));
@@ -260,15 +260,15 @@ TEST_F(SyncStreamTest, GetRefreshesTheCredentialOnceAfterA401) {
 TEST_F(SyncStreamTest, RootsAndReadsWithKeysThatNeedPercentEncoding) {
   FakeCloud cloud;
   const std::string root = "a b/q?x&y/pct%41+/\xc3\xbc";
-  cloud.request("PUT", "/a%20b/q%3Fx%26y/pct%2541%2B/%C3%BC.json", R"({"v":1})");
+  cloud.Request("PUT", "/a%20b/q%3Fx%26y/pct%2541%2B/%C3%BC.json", R"({"v":1})");
   SyncStreamOptions opt{cloud.url(), root, 60000, 50, 200};
   stream_ = std::make_unique<SyncStream>(&loop_, *http_, *creds_, opt, [this](const FirebaseEvent& e, bool full) {
     seen_.push_back({e, full});
   });
-  stream_->start();
+  stream_->Start();
   ASSERT_TRUE(RunUntil(&loop_, [&] { return seen_.size() == 1; }));
   EXPECT_EQ(seen_[0].event.data, nlohmann::json::parse(R"({"v":1})"));
-  cloud.request("PUT", "/a%20b/q%3Fx%26y/pct%2541%2B/%C3%BC/w.json", "2");
+  cloud.Request("PUT", "/a%20b/q%3Fx%26y/pct%2541%2B/%C3%BC/w.json", "2");
   ASSERT_TRUE(RunUntil(&loop_, [&] { return seen_.size() == 2; }));
   EXPECT_EQ(seen_[1].event.path, "/w");
   GetResult got;

@@ -68,57 +68,57 @@ class WatchSetTest : public ::testing::Test {
 
 TEST_F(WatchSetTest, StreamsUpToTheCapPollsBeyondAndPromotesWhenASlotFrees) {
   FakeCloud cloud;
-  cloud.control({{"op", "keepalive"}, {"ms", 100}});  // a closed stream is noticed by the server
-  cloud.request("PUT", "/w.json", R"({"a":1,"b":2,"c":3})");
+  cloud.Control({{"op", "keepalive"}, {"ms", 100}});  // a closed stream is noticed by the server
+  cloud.Request("PUT", "/w.json", R"({"a":1,"b":2,"c":3})");
   Start(cloud, 2, 300);
-  watches_->watch("w/a");
-  watches_->watch("/w/b/");
-  watches_->watch("w/c");
-  watches_->watch("w/a");  // idempotent
+  watches_->Watch("w/a");
+  watches_->Watch("/w/b/");
+  watches_->Watch("w/c");
+  watches_->Watch("w/a");  // idempotent
   EXPECT_EQ(watches_->streams(), 2u);
   EXPECT_EQ(watches_->polled(), 1u);
-  EXPECT_FALSE(watches_->streamed("w/c"));
+  EXPECT_FALSE(watches_->Streamed("w/c"));
   ASSERT_TRUE(RunUntil(&loop_, [&] { return Holds("w/a", 1) && Holds("w/b", 2) && Holds("w/c", 3); }));
   ASSERT_TRUE(RunUntil(&loop_, [&] {
-    return cloud.control({{"op", "streams"}}) == json::parse(R"({"/w/a":1,"/w/b":1})");
+    return cloud.Control({{"op", "streams"}}) == json::parse(R"({"/w/a":1,"/w/b":1})");
   }));
   // Streamed: a change arrives as an event. Polled: at the next read.
-  cloud.request("PUT", "/w/a/x.json", "10");
+  cloud.Request("PUT", "/w/a/x.json", "10");
   ASSERT_TRUE(RunUntil(&loop_, [&] { return Holds("w/a/x", 10); }));
-  cloud.request("PUT", "/w/c.json", "30");
+  cloud.Request("PUT", "/w/c.json", "30");
   ASSERT_TRUE(RunUntil(&loop_, [&] { return Holds("w/c", 30); }, std::chrono::seconds(3)));
   // An unchanged polled value is delivered once, however often it is read.
   size_t c_before = Count("w/c");
   RunUntil(&loop_, [] { return false; }, std::chrono::milliseconds(1000));
   EXPECT_EQ(Count("w/c"), c_before);
   // The last observer of w/a leaves: its stream closes and w/c gets the slot.
-  watches_->unwatch("w/a");
-  EXPECT_TRUE(watches_->streamed("w/c"));
+  watches_->Unwatch("w/a");
+  EXPECT_TRUE(watches_->Streamed("w/c"));
   EXPECT_EQ(watches_->polled(), 0u);
   ASSERT_TRUE(RunUntil(&loop_, [&] {
-    return cloud.control({{"op", "streams"}}) == json::parse(R"({"/w/b":1,"/w/c":1})");
+    return cloud.Control({{"op", "streams"}}) == json::parse(R"({"/w/b":1,"/w/c":1})");
   }));
   size_t a_before = Count("w/a") + Count("w/a/x");
-  cloud.request("PUT", "/w/a/x.json", "11");
-  cloud.request("PUT", "/w/c.json", "31");
+  cloud.Request("PUT", "/w/a/x.json", "11");
+  cloud.Request("PUT", "/w/c.json", "31");
   ASSERT_TRUE(RunUntil(&loop_, [&] { return Holds("w/c", 31); }, std::chrono::seconds(3)));
   EXPECT_EQ(Count("w/a") + Count("w/a/x"), a_before) << "an unwatched path is not followed";
-  watches_->stop();
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return cloud.control({{"op", "streams"}}).empty(); }));
+  watches_->Stop();
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return cloud.Control({{"op", "streams"}}).empty(); }));
 }
 
 TEST_F(WatchSetTest, AStreamTheCloudCancelsFallsBackToPolling) {
   FakeCloud cloud;
-  cloud.request("PUT", "/p.json", "1");
+  cloud.Request("PUT", "/p.json", "1");
   Start(cloud, 4, 200);
-  watches_->watch("p");
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return Holds("p", 1) && watches_->streamed("p"); }));
-  cloud.control({{"op", "stream_event"}, {"type", "cancel"}, {"data", "permission denied"}});
+  watches_->Watch("p");
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return Holds("p", 1) && watches_->Streamed("p"); }));
+  cloud.Control({{"op", "stream_event"}, {"type", "cancel"}, {"data", "permission denied"}});
   ASSERT_TRUE(RunUntil(&loop_, [&] { return watches_->polled() == 1; }));
   EXPECT_EQ(watches_->streams(), 0u);
-  cloud.request("PUT", "/p.json", "2");
+  cloud.Request("PUT", "/p.json", "2");
   ASSERT_TRUE(RunUntil(&loop_, [&] { return Holds("p", 2); }, std::chrono::seconds(3)))
-      << cloud.control({{"op", "attempts"}}).dump() << got_.size();
+      << cloud.Control({{"op", "attempts"}}).dump() << got_.size();
 }
 
 }  // namespace

@@ -58,13 +58,13 @@ TEST(HostPortTest, FormatBracketsIpv6AndRoundTrips) {
 }
 
 TEST(HostPortTest, DeviceAddressesAndTheAdminAddressReadTheSameText) {
-  coap::Address v6 = coap::Address::parse("[::1]:5683");
+  coap::Address v6 = coap::Address::Parse("[::1]:5683");
   EXPECT_EQ(v6.family, AF_INET6);
   EXPECT_EQ(v6.port, 5683);
-  EXPECT_EQ(coap::Address::parse(v6.to_string()), v6);
-  EXPECT_EQ(coap::Address::parse("dtls:127.0.0.1:5684").secure, 1);
-  EXPECT_EQ(coap::Address::parse("127.0.0.1").family, 0) << "a device address needs its port";
-  EXPECT_EQ(coap::Address::parse("[::1]:65536").family, 0);
+  EXPECT_EQ(coap::Address::Parse(v6.to_string()), v6);
+  EXPECT_EQ(coap::Address::Parse("dtls:127.0.0.1:5684").secure, 1);
+  EXPECT_EQ(coap::Address::Parse("127.0.0.1").family, 0) << "a device address needs its port";
+  EXPECT_EQ(coap::Address::Parse("[::1]:65536").family, 0);
 
   EXPECT_EQ(AdminAddress::Parse("[::1]:9000").ToString(), "[::1]:9000");
   EXPECT_EQ(AdminAddress::Parse(":9000").host, "127.0.0.1");
