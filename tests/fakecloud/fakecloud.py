@@ -209,9 +209,13 @@ class Handler(StreamReplies, BaseHTTPRequestHandler):
                 STATE[op] = bool(req.get("on", True))
             elif op == "down":
                 self.close_connection = True
-                threading.Thread(target=go_down, args=(req["ms"], self.connection), daemon=True).start()
             else:
                 return self.reply(400, {"error": "unknown op"})
+        if op == "down":
+            # Down before the answer: a request the test sends after it is refused, never applied
+            # with its answer lost to the reset (which a retry would then upload twice).
+            take_down(self.connection)
+            threading.Thread(target=bring_up, args=(req["ms"],), daemon=True).start()
         self.reply(200, {"ok": True})
 
     def token(self):
@@ -366,11 +370,9 @@ SERVER = {}
 SERVER_ARGS = None
 
 
-def go_down(ms, keep):
-    """Close the listening socket (connections refused) and reopen it on the same port later."""
-    srv = SERVER["srv"]
-    port = srv.server_address[1]
-    srv.socket.close()
+def take_down(keep):
+    """Close the listening socket (connections refused) and reset every connection but `keep`."""
+    SERVER["srv"].socket.close()
     with LOCK:
         for c in list(CONNECTIONS):
             if c is keep:
@@ -379,6 +381,12 @@ def go_down(ms, keep):
                 c.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+def bring_up(ms):
+    """After ms, listen again on the same port."""
+    srv = SERVER["srv"]
+    port = srv.server_address[1]
     time.sleep(ms / 1000)
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
