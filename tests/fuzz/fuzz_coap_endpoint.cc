@@ -72,7 +72,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     ep.SetClock([&] { return now_ms; });
     ep.set_transmit_hook([&](const Address&, std::span<const uint8_t> out) {
       Message m;
-      if (out.size() > opts.max_datagram || !parse(out, m).ok()) std::abort();
+      if (out.size() > opts.max_datagram || !Parse(out, m).ok()) std::abort();
     });
     std::string big(1000, 'b');
     size_t i = 0;
