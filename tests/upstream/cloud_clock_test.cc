@@ -141,10 +141,13 @@ TEST_F(ClockTest, UnauthorizedPresenceWriteRefreshesTheCredentialAndRetries) {
   cloud.Control({{"op", "tokens"}, {"values", {"good"}}});
   std::string path = ::testing::TempDir() + "/clock_token_" + std::to_string(getpid());
   std::ofstream(path) << "stale\n";
-  auto creds = MakeAccessTokenFile(path, [](const std::string& p) {  // tetherd reads through ReadSecretFile
-    std::ifstream in(p);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  });
+  auto creds = MakeAccessTokenFile(
+      path,
+      [](const std::string& p) {  // tetherd reads through ReadCredentialFile
+        std::ifstream in(p);
+        return std::string(std::istreambuf_iterator<char>(in), {});
+      },
+      [](const std::string& why) { ADD_FAILURE() << why; });
   CloudClockOptions o;
   o.retry_initial_ms = 50;
   o.retry_max_ms = 100;

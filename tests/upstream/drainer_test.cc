@@ -160,10 +160,13 @@ TEST_F(DrainerTest, UnauthorizedPausesUntilCredentialRefreshed) {
   cloud.Control({{"op", "tokens"}, {"values", {"good"}}});
   std::string path = ::testing::TempDir() + "/token_" + std::to_string(getpid());
   std::ofstream(path) << "stale\n";
-  auto creds = MakeAccessTokenFile(path, [](const std::string& p) {  // tetherd reads through ReadSecretFile
-    std::ifstream in(p);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  });
+  auto creds = MakeAccessTokenFile(
+      path,
+      [](const std::string& p) {  // tetherd reads through ReadCredentialFile
+        std::ifstream in(p);
+        return std::string(std::istreambuf_iterator<char>(in), {});
+      },
+      [](const std::string& why) { ADD_FAILURE() << why; });
   AddWrites("a", 100);
   Start(cloud, *creds, {{"a", "r"}});
   ASSERT_TRUE(RunUntil(&loop_, [&] { return drainer_->stats()["a"].auth_errors >= 2; }));
