@@ -35,9 +35,10 @@ struct Observer {
   uint64_t last_digest = 0;  // digest of the last snapshot sent
   std::shared_ptr<const Query> query;  // set: the device observes this query's result at path
   std::string route;                   // route that serves path (for cloud refreshes of queries)
-  // Its entry in the session's store record (EncodeObserver), kept so that writing the record does
-  // not encode every observation again; empty: not encoded yet. Its Observe value may lag the
-  // engine's by the notifications since it was encoded (DeviceApi re-encodes them all before that
+  // Its entry in the session's store record (EncodeObserver), kept only by a session with many
+  // observations (DeviceNotifier::kKeepEntriesFrom), so that writing the record does not encode
+  // every observation again; empty: not kept. A kept entry's Observe value may lag the engine's
+  // by the notifications since it was encoded (DeviceNotifier re-encodes them all before that
   // reaches kSeqCheckpointEvery, and when the session moves).
   std::string persisted;
 };
