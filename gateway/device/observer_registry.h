@@ -6,9 +6,11 @@
 // snapshot it was sent so unchanged snapshots are not re-sent. Loop thread only.
 //
 // Invariants:
-// - A session has at most one observer per device path (path + query); by_session_ maps each
-//   session's device paths to that observer, so registering, replacing, finding and counting a
-//   session's observers cost O(1) however many it has (only OfSession is O(n)).
+// - A session has at most one observer per device path (path + query).
+// - by_session_ lists each session's observers in registration order. Finding one by device path
+//   scans that list: O(n) id lookups for a session with n (256 at most by default), as writing
+//   its record copies n entries anyway. Counting is O(1). A list costs one 32 B block for the
+//   common one or two observations, where a map per session cost ~250 B.
 #pragma once
 
 #include <cstdint>
@@ -71,8 +73,7 @@ class ObserverRegistry {
   util::Hook<void(const std::string&, bool)> on_path_;
   std::unordered_map<coap::ObserverId, Observer> by_id_;
   std::map<std::string, std::vector<coap::ObserverId>> by_path_;  // ordered: descendant ranges
-  // session id -> device path -> observer
-  std::unordered_map<std::string, std::unordered_map<std::string, coap::ObserverId>> by_session_;
+  std::unordered_map<std::string, std::vector<coap::ObserverId>> by_session_;  // session id -> its observers
 };
 
 // 64-bit FNV-1a of a snapshot's encoding.
