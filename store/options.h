@@ -67,7 +67,10 @@ struct StoreOptions {
   uint32_t tree_unit_depth = 2;
 
   uint32_t ttl_sweep_interval_ms = 60'000;  // loop timer queuing SweepExpired; 0 = off
-  uint32_t max_group_batches = 4096;        // batches applied per group-commit transaction
+  // Batches applied per group-commit transaction. LMDB keeps every page a write transaction
+  // dirtied (4 KiB each, in the process's anonymous memory) for reuse until the env closes, so
+  // this bounds that cache: a burst of 4096 session records kept ~20 MB for good.
+  uint32_t max_group_batches = 1024;
 };
 
 }  // namespace tether::store

@@ -41,7 +41,11 @@ class DatabaseSecret final : public Credentials {
 
 class AccessTokenFile final : public Credentials {
  public:
-  AccessTokenFile(std::string path, SecretReader read) : path_(std::move(path)), read_(std::move(read)) { Reload(); }
+  AccessTokenFile(std::string path, SecretReader read, SecretRefused refused)
+      : path_(std::move(path)), read_(std::move(read)), refused_(std::move(refused)) {
+    stamp_ = Stamp();
+    token_ = FirstLine(read_(path_));  // throws: a refused file stops the start
+  }
   std::string Query() override {
     Reload();
     return token_.empty() ? std::string() : "access_token=" + util::PercentEncode(token_);
@@ -49,28 +53,37 @@ class AccessTokenFile final : public Credentials {
   void Refresh(std::function<void(bool)> done) override { done(Reload()); }
 
  private:
+  static std::string FirstLine(const std::string& content) {
+    std::string line = content.substr(0, content.find('\n'));
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+    return line;
+  }
+  // mtime, ctime (ns) of the file; {-1, -1} when it cannot be stat'ed.
+  std::pair<int64_t, int64_t> Stamp() const {
+    struct stat st {};
+    if (stat(path_.c_str(), &st) != 0) return {-1, -1};
+    return {int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec,
+            int64_t{st.st_ctim.tv_sec} * 1000000000 + st.st_ctim.tv_nsec};
+  }
   // Re-reads the file when its mtime or ctime changed; true when the token changed.
   bool Reload() {
-    struct stat st {};
-    if (stat(path_.c_str(), &st) != 0) return false;
-    std::pair<int64_t, int64_t> stamp{int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec,
-                                      int64_t{st.st_ctim.tv_sec} * 1000000000 + st.st_ctim.tv_nsec};
-    if (stamp == stamp_) return false;
+    std::pair<int64_t, int64_t> stamp = Stamp();
+    if (stamp == stamp_ || stamp.first < 0) return false;
     stamp_ = stamp;
     std::string token;
     try {
-      token = read_(path_);
-    } catch (const std::exception&) {  // the reader reported it; no token rather than a suspect one
+      token = FirstLine(read_(path_));
+    } catch (const std::exception& e) {  // no token rather than a suspect one
+      refused_(e.what());
     }
-    token = token.substr(0, token.find('\n'));
-    while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
     bool changed = token != token_;
     token_ = std::move(token);
     return changed;
   }
   std::string path_;
   SecretReader read_;
-  std::pair<int64_t, int64_t> stamp_{-1, -1};  // mtime, ctime (ns) of the file last read
+  SecretRefused refused_;
+  std::pair<int64_t, int64_t> stamp_;  // mtime, ctime (ns) of the file last read
   std::string token_;
 };
 
@@ -157,8 +170,8 @@ std::unique_ptr<Credentials> MakeNoCredentials() { return std::make_unique<NoCre
 std::unique_ptr<Credentials> MakeDatabaseSecret(std::string secret) {
   return std::make_unique<DatabaseSecret>(std::move(secret));
 }
-std::unique_ptr<Credentials> MakeAccessTokenFile(std::string path, SecretReader read) {
-  return std::make_unique<AccessTokenFile>(std::move(path), std::move(read));
+std::unique_ptr<Credentials> MakeAccessTokenFile(std::string path, SecretReader read, SecretRefused refused) {
+  return std::make_unique<AccessTokenFile>(std::move(path), std::move(read), std::move(refused));
 }
 std::unique_ptr<Credentials> MakeServiceAccount(uv_loop_t* loop, HttpClient& http, const std::string& key_json,
                                                 std::string* error, int64_t margin_s) {

@@ -29,10 +29,15 @@ std::unique_ptr<Credentials> MakeNoCredentials();
 std::unique_ptr<Credentials> MakeDatabaseSecret(std::string secret);
 // Reads a file holding a secret; throws (std::exception) when it cannot or must not be used.
 using SecretReader = std::function<std::string(const std::string& path)>;
-// OAuth2 access token kept in a file by another agent: its first line, read through `read` and
-// re-read when the file changes (mtime or ctime: a chmod counts). A file `read` refuses gives no
-// token (requests go without one and the cloud answers 401) until it changes again.
-std::unique_ptr<Credentials> MakeAccessTokenFile(std::string path, SecretReader read);
+// Told why a re-read of a secret file was refused (the reader's exception text).
+using SecretRefused = std::function<void(const std::string& why)>;
+// OAuth2 access token kept in a file by another agent: its first line, read through `read`, the
+// one reader of the file:
+// - at construction: a refused file throws (tetherd fails at startup, not at the first upload);
+// - when the file changes (mtime or ctime: a chmod counts): re-read; a refused file is told to
+//   `refused` and gives no token (requests go without one, the cloud answers 401) until it
+//   changes again.
+std::unique_ptr<Credentials> MakeAccessTokenFile(std::string path, SecretReader read, SecretRefused refused);
 // Service-account JSON key (client_email, private_key, token_uri): RS256 JWT exchanged at
 // token_uri for an access token. The first token is fetched at once (on `loop`), each one is
 // replaced `refresh_margin_s` (at most half its lifetime) before it expires, failed fetches are

@@ -32,7 +32,9 @@ constexpr int kRoutes = 8;
 
 double Ms(Clock::time_point since) { return std::chrono::duration<double, std::milli>(Clock::now() - since).count(); }
 
-void BuildFixture(const std::string& dir, uint64_t entries, uint64_t sessions, uint16_t port) {
+// Session n is bound to its own loopback address, session 1 to `device`'s: a session token is
+// acted on only from the address that opened the session (the bench speaks as session 1).
+void BuildFixture(const std::string& dir, uint64_t entries, uint64_t sessions, const std::string& device) {
   store::StoreOptions build;
   build.durability = store::Durability::kOsBuffered;  // only to build the fixture quickly
   build.map_size = 4ull << 30;
@@ -66,7 +68,9 @@ void BuildFixture(const std::string& dir, uint64_t entries, uint64_t sessions, u
       r.short_token = tok;
       std::snprintf(tok, sizeof tok, "%032llx", static_cast<unsigned long long>(n) * 7919);
       r.long_token = tok;
-      r.bound_address = "127.0.0.1:" + std::to_string(port);
+      r.bound_address = n == 1 ? device
+                               : "127.1." + std::to_string(n / 50000) + "." + std::to_string(n % 50000 / 250 + 1) +
+                                     ":" + std::to_string(10000 + n % 250);
       r.heartbeat_timeout_ms = 600000;
       r.created_ms = store::WallClockMs();
       b.PutSession(std::move(r));
@@ -110,7 +114,10 @@ int main(int argc, char** argv) {
   TetherdProcess gw;
   const uint16_t port = static_cast<uint16_t>(FreePort());
   const auto b0 = Clock::now();
-  BuildFixture(gw.store_path(), entries, sessions, port);
+  SdkClient dev(port);  // speaks as restored session 1, from the address it is bound to
+  dev.set_short_token("00000001");
+  dev.set_timeout(std::chrono::milliseconds(20));
+  BuildFixture(gw.store_path(), entries, sessions, "127.0.0.1:" + std::to_string(dev.local_port()));
   std::fprintf(stderr, "fixture: %llu entries + %llu sessions in %.1f s\n", static_cast<unsigned long long>(entries),
                static_cast<unsigned long long>(sessions), Ms(b0) / 1000);
   const double raw_ms = RawLmdbOpenMs(gw.store_path());
@@ -123,9 +130,6 @@ int main(int argc, char** argv) {
                   "  session_timeout: 10m\nadmin:\n  listen: \"127.0.0.1:" + std::to_string(FreePort(false)) +
                   "\"\nstore:\n  path: ${STORE}\n  map_size: 4GiB\nlog:\n  level: warn\n"
                   "apps:\n  - id: myapp\nroutes:\n" + routes);
-    SdkClient dev(port);  // speaks as a restored session
-    dev.set_short_token("00000001");
-    dev.set_timeout(std::chrono::milliseconds(20));
     const auto t0 = Clock::now();
     g.Start();
     while (Ms(t0) < 60000) {

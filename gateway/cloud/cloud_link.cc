@@ -34,14 +34,8 @@ std::unique_ptr<upstream::Credentials> MakeCredentials(uv_loop_t* loop, upstream
                                                        const UpstreamConfig& u) {
   if (!u.secret_file.empty()) return upstream::MakeDatabaseSecret(ReadCredentialFile(u.secret_file));
   if (!u.access_token_file.empty()) {
-    ReadCredentialFile(u.access_token_file);  // fail at startup, not at the first upload
-    return upstream::MakeAccessTokenFile(u.access_token_file, [](const std::string& path) {
-      try {
-        return ReadSecretFile(path);
-      } catch (const SecretFileError& e) {
-        spdlog::error("upstream.access_token_file: {}; uploads go without a token until the file changes", e.what());
-        throw;
-      }
+    return upstream::MakeAccessTokenFile(u.access_token_file, ReadCredentialFile, [](const std::string& why) {
+      spdlog::error("upstream.access_token_file: {}; uploads go without a token until the file changes", why);
     });
   }
   if (!u.service_account_file.empty()) {

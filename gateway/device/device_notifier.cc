@@ -164,18 +164,27 @@ bool DeviceNotifier::AtCap(const Session& s, const std::string& device_path, uin
 }
 
 std::string DeviceNotifier::ObservationEntries(const std::string& session_id) {
-  // Entries are encoded once (when first written, or after Reencode): writing the record of a
-  // session with n observations copies n entries instead of encoding n.
+  // - A session with kKeepEntriesFrom observations or more keeps each entry once encoded (until
+  //   Reencode): writing its record copies n entries instead of encoding n.
+  // - One with fewer encodes them each time: an idle device with one observation would otherwise
+  //   hold ~270 B of JSON for its life to save one encode per record write.
+  const std::vector<coap::ObserverId> ids = observers_.OfSession(session_id);
+  const bool keep = ids.size() >= kKeepEntriesFrom;
+  std::vector<std::string> fresh;
+  fresh.reserve(keep ? 0 : ids.size());  // entries points into it: no reallocation
   std::vector<const std::string*> entries;
-  for (coap::ObserverId id : observers_.OfSession(session_id)) {
+  for (coap::ObserverId id : ids) {
     Observer* o = observers_.Find(id);
     if (!o) continue;
-    if (o->persisted.empty()) {
-      std::optional<coap::ObserverState> wire = endpoint_ ? endpoint_->ObserverStateOf(id) : std::nullopt;
-      if (!wire) continue;
-      o->persisted = EncodeObserver({o->device_path, o->path, o->route, o->query, o->json, o->native, *wire});
+    if (keep && !o->persisted.empty()) {
+      entries.push_back(&o->persisted);
+      continue;
     }
-    entries.push_back(&o->persisted);
+    std::string().swap(o->persisted);  // one kept while the session had more frees its memory
+    std::optional<coap::ObserverState> wire = endpoint_ ? endpoint_->ObserverStateOf(id) : std::nullopt;
+    if (!wire) continue;
+    std::string entry = EncodeObserver({o->device_path, o->path, o->route, o->query, o->json, o->native, *wire});
+    entries.push_back(keep ? &(o->persisted = std::move(entry)) : &fresh.emplace_back(std::move(entry)));
   }
   return JoinObservers(entries);
 }

@@ -80,7 +80,10 @@ class DeviceNotifier {
   void MoveSession(Session& s, const coap::Address& peer);
   // s has max observations and device_path would not replace one of them.
   bool AtCap(const Session& s, const std::string& device_path, uint32_t max);
-  // The entries of the session's observations for its record (encoded once, then copied).
+  // A session with at least this many observations keeps their entries once encoded.
+  static constexpr size_t kKeepEntriesFrom = 8;
+  // The entries of the session's observations for its record: encoded now, or copied when the
+  // session keeps them (kKeepEntriesFrom).
   std::string ObservationEntries(const std::string& session_id);
   // Cloud paths and queries observed outside .info (one per distinct pair).
   std::vector<std::pair<std::string, std::shared_ptr<const Query>>> ObservedReads();

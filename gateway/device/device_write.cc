@@ -6,7 +6,11 @@
 
 namespace tether {
 
-std::string TreePath(const std::vector<std::string>& cloud) { return "/" + JoinPath(cloud); }
+std::string TreePath(const std::vector<std::string>& cloud) {
+  std::string path = "/";  // appended: GCC 12 at -O3 takes "/" + std::string&& for an overlapping memcpy
+  path += JoinPath(cloud);
+  return path;
+}
 
 void AddTreeWrite(store::WriteBatch* batch, store::OpKind kind, const std::string& tree_path, Json local,
                   int64_t cloud_now_ms, bool refuse_non_finite) {

@@ -1,6 +1,7 @@
 #include "gateway/device/observer_registry.h"
 
 #include <algorithm>
+#include <cassert>
 
 namespace tether {
 
@@ -20,14 +21,12 @@ std::vector<coap::ObserverId> ObserverRegistry::Add(Observer o) {
   Remove(id);
   // One registration per session and device path (+ query): a re-observe replaces the old one.
   std::vector<coap::ObserverId> replaced;
-  // A session's map starts with 2 buckets (16 B), not libstdc++'s 13 at its first insert (104 B):
-  // most sessions observe one or two paths. It grows as usual beyond.
-  auto& mine = by_session_.try_emplace(o.session_id, 1).first->second;
-  auto [slot, fresh] = mine.try_emplace(o.device_path, id);
-  if (!fresh) {
-    replaced.push_back(slot->second);
-    slot->second = id;
+  std::vector<coap::ObserverId>& mine = by_session_[o.session_id];
+  for (coap::ObserverId other : mine) {
+    if (by_id_.at(other).device_path == o.device_path) replaced.push_back(other);
   }
+  assert(replaced.size() <= 1);
+  mine.push_back(id);
   const std::string path = o.path;
   auto [p, first] = by_path_.try_emplace(path);
   p->second.push_back(id);
@@ -46,10 +45,7 @@ void ObserverRegistry::Remove(coap::ObserverId id) {
   bool was_last = p->second.empty();
   if (was_last) last = p->first, by_path_.erase(p);
   if (auto s = by_session_.find(it->second.session_id); s != by_session_.end()) {
-    // A replaced observer's slot already names its successor: leave that.
-    if (auto slot = s->second.find(it->second.device_path); slot != s->second.end() && slot->second == id) {
-      s->second.erase(slot);
-    }
+    Erase(s->second, id);
     if (s->second.empty()) by_session_.erase(s);
   }
   by_id_.erase(it);
@@ -64,17 +60,16 @@ Observer* ObserverRegistry::Find(coap::ObserverId id) {
 Observer* ObserverRegistry::FindBySessionPath(const std::string& session_id, const std::string& device_path) {
   auto s = by_session_.find(session_id);
   if (s == by_session_.end()) return nullptr;
-  auto slot = s->second.find(device_path);
-  return slot == s->second.end() ? nullptr : Find(slot->second);
+  for (coap::ObserverId id : s->second) {
+    Observer& o = by_id_.at(id);
+    if (o.device_path == device_path) return &o;
+  }
+  return nullptr;
 }
 
 std::vector<coap::ObserverId> ObserverRegistry::OfSession(const std::string& session_id) const {
-  std::vector<coap::ObserverId> out;
   auto s = by_session_.find(session_id);
-  if (s == by_session_.end()) return out;
-  out.reserve(s->second.size());
-  for (const auto& [device_path, id] : s->second) out.push_back(id);
-  return out;
+  return s == by_session_.end() ? std::vector<coap::ObserverId>() : s->second;
 }
 
 size_t ObserverRegistry::CountOfSession(const std::string& session_id) const {

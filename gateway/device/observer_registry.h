@@ -6,9 +6,11 @@
 // snapshot it was sent so unchanged snapshots are not re-sent. Loop thread only.
 //
 // Invariants:
-// - A session has at most one observer per device path (path + query); by_session_ maps each
-//   session's device paths to that observer, so registering, replacing, finding and counting a
-//   session's observers cost O(1) however many it has (only OfSession is O(n)).
+// - A session has at most one observer per device path (path + query).
+// - by_session_ lists each session's observers in registration order. Finding one by device path
+//   scans that list: O(n) id lookups for a session with n (256 at most by default), as writing
+//   its record copies n entries anyway. Counting is O(1). A list costs one 32 B block for the
+//   common one or two observations, where a map per session cost ~250 B.
 #pragma once
 
 #include <cstdint>
@@ -35,9 +37,10 @@ struct Observer {
   uint64_t last_digest = 0;  // digest of the last snapshot sent
   std::shared_ptr<const Query> query;  // set: the device observes this query's result at path
   std::string route;                   // route that serves path (for cloud refreshes of queries)
-  // Its entry in the session's store record (EncodeObserver), kept so that writing the record does
-  // not encode every observation again; empty: not encoded yet. Its Observe value may lag the
-  // engine's by the notifications since it was encoded (DeviceApi re-encodes them all before that
+  // Its entry in the session's store record (EncodeObserver), kept only by a session with many
+  // observations (DeviceNotifier::kKeepEntriesFrom), so that writing the record does not encode
+  // every observation again; empty: not kept. A kept entry's Observe value may lag the engine's
+  // by the notifications since it was encoded (DeviceNotifier re-encodes them all before that
   // reaches kSeqCheckpointEvery, and when the session moves).
   std::string persisted;
 };
@@ -70,8 +73,7 @@ class ObserverRegistry {
   util::Hook<void(const std::string&, bool)> on_path_;
   std::unordered_map<coap::ObserverId, Observer> by_id_;
   std::map<std::string, std::vector<coap::ObserverId>> by_path_;  // ordered: descendant ranges
-  // session id -> device path -> observer
-  std::unordered_map<std::string, std::unordered_map<std::string, coap::ObserverId>> by_session_;
+  std::unordered_map<std::string, std::vector<coap::ObserverId>> by_session_;  // session id -> its observers
 };
 
 // 64-bit FNV-1a of a snapshot's encoding.

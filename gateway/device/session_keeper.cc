@@ -93,12 +93,11 @@ void SessionKeeper::RestoreSessions() {
   const std::vector<store::SessionRecord> all = records.ListAll();
   sessions_.Reserve(sessions_.size() + all.size());
   for (const auto& r : all) {
-    Session s = FromRecord(r, now, clock);
-    // The token is not kept: an hmac session is taken as opened by the secret in force now.
-    if (!s.anonymous && !s.addr.secure) {
-      s.tokens = SessionTokens(s.tokens.short_token(), s.tokens.long_token(),
-                               guard_.RestoredFingerprint(r.app_id, r.device_id));
-    }
+    Session s = FromRecord(r, now, clock, [&](const Session& restored) {
+      // The token is not kept: an hmac session is taken as opened by the secret in force now.
+      if (restored.anonymous || restored.addr.secure) return std::string();
+      return guard_.RestoredFingerprint(r.app_id, r.device_id);
+    });
     const LivenessFile* file = liveness_.file();
     const auto stamp = file ? file->recovered().find(r.session_id)
                             : std::unordered_map<std::string, LivenessFile::Stamp>::const_iterator();

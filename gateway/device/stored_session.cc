@@ -22,14 +22,15 @@ store::SessionRecord ToRecord(const Session& s, int64_t timeout_ms, int64_t now)
   return r;
 }
 
-Session FromRecord(const store::SessionRecord& r, int64_t now, const store::ClockReading& clock) {
+Session FromRecord(const store::SessionRecord& r, int64_t now, const store::ClockReading& clock,
+                   const RestoredCredential& credential_of) {
   Session s;
   s.id = r.session_id;
   s.app = r.app_id;
   s.device = r.device_id;
-  s.tokens = SessionTokens(r.short_token, r.long_token, {});  // the caller supplies the credential
   if (coap::Address addr = coap::Address::Parse(r.bound_address); addr.family != 0) s.addr = addr;
   s.anonymous = AnonymousId(r.device_id);
+  s.tokens = SessionTokens(r.short_token, r.long_token, credential_of(s));
   s.created_wall_ms = r.created_ms;
   s.last_seen_ms = now;  // undated: a full timeout to come back after the gateway restart
   // The last ping the store recorded (the session's first, or all at a graceful stop): an older

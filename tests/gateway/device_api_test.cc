@@ -8,6 +8,7 @@
 
 #include <cstdio>
 
+#include "gateway/device/device_notifier.h"
 #include "gateway/device/persisted_observer.h"
 #include "tests/gateway/device_api_harness.h"
 
@@ -160,6 +161,59 @@ TEST(DeviceApiTest, RestoredObservationsContinueAheadOfTheirCheckpoint) {
   std::vector<PersistedObserver> after = DecodeObservers(record().observers);
   ASSERT_EQ(after.size(), 1u);
   EXPECT_EQ(after[0].wire.seq, (checkpoint + kSeqRestartJump) & 0xFFFFFF);
+}
+
+// A session's record names its observations' current Observe values when it has a few (encoded
+// each time the record is written) and copies the entries it keeps when it has many
+// (DeviceNotifier::kKeepEntriesFrom): theirs may lag, by fewer than kSeqCheckpointEvery.
+TEST(DeviceApiTest, ARecordWithFewObservationsNamesTheirCurrentObserveValues) {
+  Gateway gw;
+  const Address dev = Peer(7), writer = Peer(8);
+  const std::string cs = gw.Open(dev, 1), wcs = gw.Open(writer, 100);
+  ASSERT_EQ(cs.size(), 8u);
+  uint16_t mid = 2;
+  auto observe = [&](const std::string& path) {
+    return gw.Ask(dev, Request(coap::code::kGet, path, cs, mid++).OptUint(coap::opt::kObserve, 0)) != nullptr;
+  };
+  uint16_t wmid = 101;
+  auto change_room = [&](uint8_t v) {  // returns the Observe value of the notification it causes
+    Build put = Request(coap::code::kPut, "room", wcs, wmid++);
+    put.payload = {v};
+    const size_t mark = gw.sent().size();
+    EXPECT_TRUE(gw.Ask(writer, put));
+    EXPECT_TRUE(gw.Pump([&] { return gw.sent().size() > mark + 1; }));
+    return *gw.sent().back().p->m.UintOption(coap::opt::kObserve);
+  };
+  auto saved_room = [&](size_t observations) -> int64_t {  // the room entry once the record has them all
+    for (const auto& r : gw.store().sessions().ListAll()) {
+      if (r.short_token != cs) continue;
+      std::vector<PersistedObserver> o = DecodeObservers(r.observers);
+      if (o.size() != observations) return -1;
+      for (const PersistedObserver& e : o) {
+        if (e.device_path == "room") return e.wire.seq;
+      }
+    }
+    return -1;
+  };
+  ASSERT_TRUE(observe("room"));
+  ASSERT_TRUE(gw.Pump([&] { return saved_room(1) >= 0; }));
+  uint32_t last = 0;
+  for (uint8_t i = 0; i < 5; ++i) last = change_room(i);
+  ASSERT_TRUE(observe("hall"));  // the record is written again
+  ASSERT_TRUE(gw.Pump([&] { return saved_room(2) >= 0; }));
+  EXPECT_EQ(saved_room(2), last) << "encoded when written: the current value";
+
+  // Many observations: written once with their entries kept, then copied.
+  size_t n = 2;
+  for (; n < DeviceNotifier::kKeepEntriesFrom; ++n) ASSERT_TRUE(observe("p" + std::to_string(n)));
+  ASSERT_TRUE(gw.Pump([&] { return saved_room(n) >= 0; }));
+  const int64_t kept = saved_room(n);
+  EXPECT_EQ(kept, last);
+  for (uint8_t i = 0; i < 3; ++i) last = change_room(static_cast<uint8_t>(10 + i));
+  ASSERT_TRUE(observe("p" + std::to_string(n++)));
+  ASSERT_TRUE(gw.Pump([&] { return saved_room(n) >= 0; }));
+  EXPECT_EQ(saved_room(n), kept) << "the kept entry is copied";
+  EXPECT_LT(saved_room(n), last);
 }
 
 // Routes tightened across a restart: a persisted observation the device may no longer read is

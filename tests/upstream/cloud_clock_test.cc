@@ -13,6 +13,7 @@
 
 #include "tests/upstream/fakecloud_process.h"
 #include "tests/upstream/run_until.h"
+#include "tests/upstream/token_file_credentials.h"
 
 namespace tether::upstream {
 namespace {
@@ -141,10 +142,7 @@ TEST_F(ClockTest, UnauthorizedPresenceWriteRefreshesTheCredentialAndRetries) {
   cloud.Control({{"op", "tokens"}, {"values", {"good"}}});
   std::string path = ::testing::TempDir() + "/clock_token_" + std::to_string(getpid());
   std::ofstream(path) << "stale\n";
-  auto creds = MakeAccessTokenFile(path, [](const std::string& p) {  // tetherd reads through ReadSecretFile
-    std::ifstream in(p);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  });
+  auto creds = testing::TestTokenFile(path);
   CloudClockOptions o;
   o.retry_initial_ms = 50;
   o.retry_max_ms = 100;

@@ -5,9 +5,15 @@
 #include <mbedtls/pk.h>
 #include <mbedtls/sha256.h>
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <functional>
+#include <iterator>
+#include <stdexcept>
+#include <vector>
 
 #include "tests/upstream/fakecloud_process.h"
 #include "upstream/http_client.h"
@@ -55,6 +61,48 @@ TEST(Jwt, Rs256SignatureVerifiesWithThePublicKey) {
                               reinterpret_cast<const unsigned char*>(sig.data()), sig.size()), 0);
   mbedtls_pk_free(&pk);
   EXPECT_FALSE(SignJwtRs256(claims, "not a key", &error));
+}
+
+// The token file has one reader: at construction a refused file throws (tetherd stops at startup);
+// after a rotation a refused file is reported and gives no token until it changes again.
+TEST(Credentials, AccessTokenFileIsReadThroughOneReader) {
+  std::string path = ::testing::TempDir() + "/access_token_" + std::to_string(getpid());
+  auto write = [&](const std::string& content) {
+    usleep(10000);  // a distinct mtime
+    std::ofstream(path) << content;
+  };
+  int reads = 0;
+  SecretReader read = [&](const std::string& p) {
+    ++reads;
+    std::ifstream in(p);
+    std::string s(std::istreambuf_iterator<char>(in), {});
+    if (s.empty()) throw std::runtime_error(p + " is empty");
+    return s;
+  };
+  std::vector<std::string> refusals;
+  SecretRefused refused = [&](const std::string& why) { refusals.push_back(why); };
+
+  write("");
+  EXPECT_THROW(MakeAccessTokenFile(path, read, refused), std::runtime_error);
+  EXPECT_TRUE(refusals.empty()) << "a refusal at startup is thrown, not reported";
+
+  write("tok 1\r\nsecond line ignored\n");
+  reads = 0;
+  auto creds = MakeAccessTokenFile(path, read, refused);
+  EXPECT_EQ(creds->Query(), "access_token=tok%201");
+  EXPECT_EQ(reads, 1) << "an unchanged file is not read again";
+
+  write("");
+  EXPECT_EQ(creds->Query(), "") << "no token rather than a suspect one";
+  ASSERT_EQ(refusals.size(), 1u);
+  EXPECT_EQ(refusals[0], path + " is empty");
+
+  write("tok2\n");
+  bool changed = false;
+  creds->Refresh([&](bool c) { changed = c; });
+  EXPECT_TRUE(changed);
+  EXPECT_EQ(creds->Query(), "access_token=tok2");
+  unlink(path.c_str());
 }
 
 TEST(Credentials, ServiceAccountExchangesJwtForAccessToken) {

@@ -12,6 +12,7 @@
 #include "tests/upstream/fakecloud_process.h"
 #include "tests/upstream/memory_outbox.h"
 #include "tests/upstream/run_until.h"
+#include "tests/upstream/token_file_credentials.h"
 
 namespace tether::upstream {
 namespace {
@@ -160,10 +161,7 @@ TEST_F(DrainerTest, UnauthorizedPausesUntilCredentialRefreshed) {
   cloud.Control({{"op", "tokens"}, {"values", {"good"}}});
   std::string path = ::testing::TempDir() + "/token_" + std::to_string(getpid());
   std::ofstream(path) << "stale\n";
-  auto creds = MakeAccessTokenFile(path, [](const std::string& p) {  // tetherd reads through ReadSecretFile
-    std::ifstream in(p);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  });
+  auto creds = testing::TestTokenFile(path);
   AddWrites("a", 100);
   Start(cloud, *creds, {{"a", "r"}});
   ASSERT_TRUE(RunUntil(&loop_, [&] { return drainer_->stats()["a"].auth_errors >= 2; }));
