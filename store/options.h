@@ -67,10 +67,9 @@ struct StoreOptions {
   uint32_t tree_unit_depth = 2;
 
   uint32_t ttl_sweep_interval_ms = 60'000;  // loop timer queuing SweepExpired; 0 = off
-  // Batches applied per group-commit transaction. LMDB keeps every page a write transaction
-  // dirtied (4 KiB each, in the process's anonymous memory) for reuse until the env closes, so
-  // this bounds that cache: a burst of 4096 session records kept ~20 MB for good.
-  uint32_t max_group_batches = 1024;
+  // Batches applied per group-commit transaction. 1,024 was tried to bound LMDB's cache of dirty
+  // pages and raised memory per device instead (docs/benchmarks.md, "Memory per device").
+  uint32_t max_group_batches = 4096;
 };
 
 }  // namespace tether::store

@@ -79,25 +79,6 @@ TEST_F(GroupCommitTest, FailingBatchesRollBackAloneInsideAGroup) {
   ExpectHealthy();
 }
 
-// A burst handed over at once commits in transactions of at most max_group_batches batches: LMDB
-// keeps the pages a transaction dirtied for the life of the env, so a group's size is memory held.
-TEST_F(GroupCommitTest, ABurstCommitsInGroupsOfAtMostMaxGroupBatches) {
-  StoreOptions o;
-  Open(o);
-  ASSERT_EQ(o.max_group_batches, 1024u);
-  const uint64_t before = store_->GroupsCommitted();
-  size_t done = 0;
-  for (int i = 0; i < 3000; ++i) {  // one loop iteration: handed to the writer together
-    WriteBatch b;
-    b.TreeSet("/burst/" + std::to_string(i), i);
-    store_->Submit(std::move(b), [&done](const BatchResult& r) { done += r.status.ok(); });
-  }
-  uv_run(&loop_, UV_RUN_DEFAULT);
-  EXPECT_EQ(done, 3000u);
-  EXPECT_EQ(store_->GroupsCommitted() - before, 3u) << "1024 + 1024 + 952";
-  ExpectHealthy();
-}
-
 TEST_F(GroupCommitTest, MapFullInsideAGroupFailsOnlyWhatDoesNotFit) {
   StoreOptions o;
   o.map_size = 1 << 20;
