@@ -1,7 +1,6 @@
 #include "gateway/device/observer_registry.h"
 
 #include <algorithm>
-#include <cassert>
 
 namespace tether {
 
@@ -21,12 +20,8 @@ std::vector<coap::ObserverId> ObserverRegistry::Add(Observer o) {
   Remove(id);
   // One registration per session and device path (+ query): a re-observe replaces the old one.
   std::vector<coap::ObserverId> replaced;
-  std::vector<coap::ObserverId>& mine = by_session_[o.session_id];
-  for (coap::ObserverId other : mine) {
-    if (by_id_.at(other).device_path == o.device_path) replaced.push_back(other);
-  }
-  assert(replaced.size() <= 1);
-  mine.push_back(id);
+  if (const Observer* prior = FindBySessionPath(o.session_id, o.device_path)) replaced.push_back(prior->id);
+  by_session_[o.session_id].push_back(id);
   const std::string path = o.path;
   auto [p, first] = by_path_.try_emplace(path);
   p->second.push_back(id);
