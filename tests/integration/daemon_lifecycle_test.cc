@@ -1,5 +1,6 @@
 // The daemon as an installer meets it: config checks, systemd notify, signals.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -8,6 +9,7 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <vector>
 
 #include "tests/integration/tetherd_process.h"
 
@@ -141,6 +143,35 @@ class FakeNotifySocket {
   int fd_;
   std::string received_;
 };
+
+// A daemon killed and restarted gets its port back although other sockets come and go meanwhile.
+// The tests' ports lie below the kernel's ephemeral range: a port inside it could be handed to
+// any auto-bound client socket between the kill and the restart (CI saw "address already in use"
+// in FaultKill9 that way).
+TEST(DaemonLifecycle, RestartsOnItsPortWhileClientSocketsTakeEphemeralPorts) {
+  int low = 0, high = 0;
+  std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range");
+  ASSERT_TRUE(range >> low >> high);
+  const int port = FreePort();
+  ASSERT_TRUE(port > 0 && (port < low || port > high)) << port << " is in [" << low << ", " << high << "]";
+  TetherdProcess d;
+  d.WriteConfig("device:\n  listen: \"127.0.0.1:" + std::to_string(port) + "\"\nadmin:\n  listen: \"127.0.0.1:" +
+                std::to_string(FreePort(false)) + "\"\nstore:\n  path: ${STORE}\n");
+  d.Start();
+  ASSERT_TRUE(d.WaitForLog("listening for CoAP", 10s)) << d.Log();
+  d.Kill9();
+  std::vector<int> clients;  // auto-bound, as every test's client sockets are
+  for (int i = 0; i < 200; ++i) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    sockaddr_in any{};
+    any.sin_family = AF_INET;
+    ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&any), sizeof any), 0);
+    clients.push_back(fd);
+  }
+  d.Start();
+  EXPECT_TRUE(d.WaitForLog("listening for CoAP", 10s)) << d.Log();
+  for (int fd : clients) close(fd);
+}
 
 TEST(DaemonLifecycle, NotifiesSystemdAndStopsCleanlyOnSigterm) {
   TetherdProcess d;

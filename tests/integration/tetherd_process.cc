@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <random>
 #include <sstream>
 #include <stdexcept>
 #include <vector>
@@ -146,16 +147,34 @@ ShellResult Shell(const std::string& command) {
   return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
 }
 
+// Picks below the kernel's ephemeral range (net.ipv4.ip_local_port_range). A port inside it is
+// free only until some other test's client socket is auto-bound to it: a daemon killed and
+// restarted on "its" port then finds the port taken (seen in CI: FaultKill9, "address already
+// in use" on the third restart). Below the range only an explicit bind takes a port.
+// - Start point random per process, then sequential: concurrent tests rarely meet.
+// - A port is returned only after a bind to it succeeded.
 int FreePort(bool udp) {
-  int fd = socket(AF_INET, udp ? SOCK_DGRAM : SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
+  int low = 32768;  // the kernel's default, if the sysctl cannot be read
+  if (std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range"); range) range >> low;
+  constexpr int kFirst = 10000;
+  EXPECT_GT(low, kFirst + 1000) << "ephemeral range starts too low for the tests' ports";
+  static std::mutex mu;
+  static std::mt19937 rng(std::random_device{}());
+  std::lock_guard<std::mutex> lock(mu);
+  const int span = low - kFirst;
+  int next = kFirst + static_cast<int>(rng() % static_cast<unsigned>(span));
+  for (int tries = 0; tries < span; ++tries, next = next + 1 < low ? next + 1 : kFirst) {
+    int fd = socket(AF_INET, udp ? SOCK_DGRAM : SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(next));
+    bool bound = bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    close(fd);
+    if (bound) return next;
+  }
+  ADD_FAILURE() << "no free port in [" << kFirst << ", " << low << ")";
+  return 0;
 }
 
 }  // namespace tether::testing

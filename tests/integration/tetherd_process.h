@@ -54,7 +54,8 @@ class TetherdProcess {
   size_t log_offset_ = 0;  // log size at the latest Start()
 };
 
-// A free UDP (or TCP) port on 127.0.0.1 at the time of the call.
+// A free UDP (or TCP) port on 127.0.0.1 at the time of the call, below the kernel's ephemeral
+// range, so no auto-bound client socket takes it while a daemon restarts on it.
 int FreePort(bool udp = true);
 
 // Runs a shell command; returns its exit status and combined stdout + stderr.
