@@ -39,7 +39,6 @@ std::vector<PersistedObserver> DeviceNotifier::Restore(const std::string& sessio
         continue;
       }
       o.cloud_path = JoinPath(res->cloud_path);
-      o.route = res->route->name;
     }
     kept.push_back(std::move(o));
   }
@@ -70,16 +69,18 @@ void DeviceNotifier::AttachEndpoint(coap::Endpoint* endpoint) {
   for (auto& [session_id, p] : restored_) {
     Observer o;
     o.id = endpoint_->RestoreObserver(p.wire);
-    o.session_id = session_id;
-    o.path = p.cloud_path;
+    o.session = owner_.FindSession(session_id);
+    if (!o.session) {  // ended before the engine came: so does its observation
+      endpoint_->CancelObserver(o.id);
+      continue;
+    }
     o.device_path = p.device_path;
     o.json = p.json;
     o.native = p.native;
     o.last_digest = 0;  // unknown: the first notification carries the current snapshot
     o.query = p.query;
-    o.route = p.route;
     restoring_.insert(o.id);
-    observers_.Add(std::move(o));
+    observers_.Add(std::move(o), p.cloud_path);
   }
   counters_.observers_restored += restored_.size();
   restored_.clear();
@@ -92,8 +93,8 @@ void DeviceNotifier::ReleaseRestored() {
   bool info = false;
   for (coap::ObserverId id : restoring_) {
     if (Observer* o = observers_.Find(id)) {
-      if (IsInfo(o->path)) info = true;
-      else paths.push_back(o->path);
+      if (IsInfo(o->path())) info = true;
+      else paths.push_back(o->path());
     }
   }
   restoring_.clear();
@@ -105,24 +106,24 @@ void DeviceNotifier::ReleaseRestored() {
 
 // ---- registrations ----
 
-void DeviceNotifier::Add(Observer o) {
+void DeviceNotifier::Add(Observer o, std::string cloud_path) {
   const coap::ObserverId id = o.id;
-  const std::string session_id = o.session_id;
-  for (coap::ObserverId old : observers_.Add(std::move(o))) {
+  const Session& s = *o.session;
+  for (coap::ObserverId old : observers_.Add(std::move(o), std::move(cloud_path))) {
     if (old == id) continue;
     restoring_.erase(old);
     if (endpoint_) endpoint_->CancelObserver(old);
   }
-  owner_.PersistSession(session_id);
+  owner_.PersistSession(s.id);
 }
 
 void DeviceNotifier::Remove(coap::ObserverId id) {
   Observer* o = observers_.Find(id);
   if (!o) return;
-  const std::string session_id = o->session_id;
+  const Session& s = *o->session;
   observers_.Remove(id);
   restoring_.erase(id);
-  owner_.PersistSession(session_id);
+  owner_.PersistSession(s.id);
 }
 
 void DeviceNotifier::OnDropped(coap::ObserverId id, coap::DropReason reason) {
@@ -135,16 +136,16 @@ void DeviceNotifier::OnDropped(coap::ObserverId id, coap::DropReason reason) {
   Remove(id);
 }
 
-void DeviceNotifier::Unobserve(const std::string& session_id, const std::string& device_path) {
-  if (Observer* o = observers_.FindBySessionPath(session_id, device_path)) {
+void DeviceNotifier::Unobserve(const Session& s, const std::string& device_path) {
+  if (Observer* o = observers_.FindBySessionPath(s, device_path)) {
     const coap::ObserverId id = o->id;
     endpoint_->CancelObserver(id);
     Remove(id);
   }
 }
 
-void DeviceNotifier::DropSession(const std::string& session_id) {
-  for (coap::ObserverId id : observers_.OfSession(session_id)) {
+void DeviceNotifier::DropSession(Session& s) {
+  for (coap::ObserverId id : observers_.OfSession(s)) {
     if (endpoint_) endpoint_->CancelObserver(id);
     observers_.Remove(id);  // no PersistSession: the record goes with the session
     restoring_.erase(id);
@@ -154,21 +155,21 @@ void DeviceNotifier::DropSession(const std::string& session_id) {
 void DeviceNotifier::MoveSession(Session& s, const coap::Address& peer) {
   // Including a CON notification being retransmitted.
   if (endpoint_) {
-    for (coap::ObserverId id : observers_.OfSession(s.id)) endpoint_->MoveObserver(id, peer);
+    for (coap::ObserverId id : observers_.OfSession(s)) endpoint_->MoveObserver(id, peer);
   }
   Reencode(s);  // their entries name the old address
 }
 
 bool DeviceNotifier::AtCap(const Session& s, const std::string& device_path, uint32_t max) {
-  return observers_.CountOfSession(s.id) >= max && !observers_.FindBySessionPath(s.id, device_path);
+  return observers_.CountOfSession(s) >= max && !observers_.FindBySessionPath(s, device_path);
 }
 
-std::string DeviceNotifier::ObservationEntries(const std::string& session_id) {
+std::string DeviceNotifier::ObservationEntries(const Session& s) {
   // - A session with kKeepEntriesFrom observations or more keeps each entry once encoded (until
   //   Reencode): writing its record copies n entries instead of encoding n.
   // - One with fewer encodes them each time: an idle device with one observation would otherwise
   //   hold ~270 B of JSON for its life to save one encode per record write.
-  const std::vector<coap::ObserverId> ids = observers_.OfSession(session_id);
+  const std::vector<coap::ObserverId> ids = observers_.OfSession(s);
   const bool keep = ids.size() >= kKeepEntriesFrom;
   std::vector<std::string> fresh;
   fresh.reserve(keep ? 0 : ids.size());  // entries points into it: no reallocation
@@ -176,15 +177,20 @@ std::string DeviceNotifier::ObservationEntries(const std::string& session_id) {
   for (coap::ObserverId id : ids) {
     Observer* o = observers_.Find(id);
     if (!o) continue;
-    if (keep && !o->persisted.empty()) {
-      entries.push_back(&o->persisted);
+    if (keep && o->persisted) {
+      entries.push_back(o->persisted.get());
       continue;
     }
-    std::string().swap(o->persisted);  // one kept while the session had more frees its memory
+    o->persisted.reset();  // one kept while the session had more frees its memory
     std::optional<coap::ObserverState> wire = endpoint_ ? endpoint_->ObserverStateOf(id) : std::nullopt;
     if (!wire) continue;
-    std::string entry = EncodeObserver({o->device_path, o->path, o->route, o->query, o->json, o->native, *wire});
-    entries.push_back(keep ? &(o->persisted = std::move(entry)) : &fresh.emplace_back(std::move(entry)));
+    std::string entry = EncodeObserver({o->device_path, o->path(), o->query, o->json, o->native, *wire});
+    if (keep) {
+      o->persisted = std::make_unique<std::string>(std::move(entry));
+      entries.push_back(o->persisted.get());
+    } else {
+      entries.push_back(&fresh.emplace_back(std::move(entry)));
+    }
   }
   return JoinObservers(entries);
 }
@@ -215,32 +221,34 @@ void DeviceNotifier::EndWith403(coap::ObserverId id) {
 size_t DeviceNotifier::RevokeAfterReload(const RouteTable& routes) {
   // Observations of the sessions that remain, against the new routes (as a restart does).
   std::vector<coap::ObserverId> denied;
-  std::vector<Observer> moved;
+  std::vector<std::pair<Observer, std::string>> moved;  // with the cloud path it observes now
   for (const auto& [path, ids] : observers_.All()) {
     for (coap::ObserverId id : ids) {
       const Observer* o = observers_.Find(id);
       if (!o || IsInfo(o->device_path)) continue;
-      const Session* s = owner_.FindSession(o->session_id);
-      if (!s) continue;
+      const Session* s = o->session;
       const std::string plain = o->device_path.substr(0, o->device_path.find('?'));
       auto res = routes.Resolve(s->app, s->device, SplitPath(plain));
       if (!res || !res->may_read) {
         denied.push_back(id);
-      } else if (std::string cloud = JoinPath(res->cloud_path); cloud != o->path) {
-        Observer m = *o;  // the path now maps elsewhere: observe that, from its current snapshot
-        m.path = std::move(cloud);
-        m.route = res->route->name;
-        m.last_digest = 0;
-        moved.push_back(std::move(m));
+      } else if (std::string cloud = JoinPath(res->cloud_path); cloud != o->path()) {
+        Observer m;  // the path now maps elsewhere: observe that, from its current snapshot
+        m.id = o->id;
+        m.session = o->session;
+        m.device_path = o->device_path;
+        m.json = o->json;
+        m.native = o->native;
+        m.query = o->query;
+        moved.emplace_back(std::move(m), std::move(cloud));
       }
     }
   }
   for (coap::ObserverId id : denied) EndWith403(id);
   counters_.observations_revoked += denied.size();
   std::vector<std::string> paths;
-  for (Observer& m : moved) {
-    paths.push_back(m.path);
-    Add(std::move(m));
+  for (auto& [m, cloud] : moved) {
+    paths.push_back(cloud);
+    Add(std::move(m), std::move(cloud));
   }
   NotifyPaths(paths);
   return denied.size();
@@ -248,17 +256,16 @@ size_t DeviceNotifier::RevokeAfterReload(const RouteTable& routes) {
 
 // ---- checkpoints ----
 
-void DeviceNotifier::CountNotification(const std::string& session_id) {
-  Session* s = owner_.FindSession(session_id);
-  if (s && ++s->notified_since_checkpoint >= kSeqCheckpointEvery) {
-    Reencode(*s);  // checkpoints every Observe value
-    owner_.PersistSession(session_id);
+void DeviceNotifier::CountNotification(Session& s) {
+  if (++s.notified_since_checkpoint >= kSeqCheckpointEvery) {
+    Reencode(s);  // checkpoints every Observe value
+    owner_.PersistSession(s.id);
   }
 }
 
 void DeviceNotifier::Reencode(Session& s) {
-  for (coap::ObserverId id : observers_.OfSession(s.id)) {
-    if (Observer* o = observers_.Find(id)) o->persisted.clear();
+  for (coap::ObserverId id : observers_.OfSession(s)) {
+    if (Observer* o = observers_.Find(id)) o->persisted.reset();
   }
   s.notified_since_checkpoint = 0;
 }
@@ -304,8 +311,8 @@ void DeviceNotifier::NotifyPaths(const std::vector<std::string>& changed_paths) 
       coap::Response resp{coap::code::kContent, bytes, std::nullopt, std::nullopt};
       if (o->native) resp.content_format = o->json ? kContentFormatJson : kContentFormatCbor;
       ++counters_.notifications;
-      const std::string session_id = o->session_id;
-      if (endpoint_->Notify(id, resp)) CountNotification(session_id);
+      Session& s = *o->session;  // outlives a Remove(id) here
+      if (endpoint_->Notify(id, resp)) CountNotification(s);
       else Remove(id);
     }
   }
@@ -332,8 +339,8 @@ void DeviceNotifier::NotifyInfo() {
       std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(body.data()), body.size());
       coap::Response resp{coap::code::kContent, bytes, std::nullopt, std::nullopt};
       if (o->native) resp.content_format = o->json ? kContentFormatJson : kContentFormatCbor;
-      const std::string session_id = o->session_id;
-      if (endpoint_->Notify(id, resp)) CountNotification(session_id);
+      Session& s = *o->session;  // outlives a Remove(id) here
+      if (endpoint_->Notify(id, resp)) CountNotification(s);
       else Remove(id);
       ++counters_.notifications;
     }

@@ -67,15 +67,17 @@ class DeviceNotifier {
   size_t restored_count() const { return restored_.size(); }
   void RestoreCommitted();
 
-  // Registers o; a registration of the same session at the same device path goes away.
-  void Add(Observer o);
+  // Registers o (o.session set) as observing cloud_path; a registration of the same session at
+  // the same device path goes away.
+  void Add(Observer o, std::string cloud_path);
   void Remove(coap::ObserverId id);
   // The engine dropped an observation (device gone, snapshot too large): forget it.
   void OnDropped(coap::ObserverId id, coap::DropReason reason);
   // Ends the session's observation of device_path (if any) at the engine and here.
-  void Unobserve(const std::string& session_id, const std::string& device_path);
-  // The session ended: its observations end without a record write (the record goes with it).
-  void DropSession(const std::string& session_id);
+  void Unobserve(const Session& s, const std::string& device_path);
+  // The session ends: its observations end without a record write (the record goes with it).
+  // Called before the session leaves the table (their list runs through it).
+  void DropSession(Session& s);
   // The session's device moved to `peer`: its observations follow (entries re-encoded).
   void MoveSession(Session& s, const coap::Address& peer);
   // s has max observations and device_path would not replace one of them.
@@ -84,7 +86,7 @@ class DeviceNotifier {
   static constexpr size_t kKeepEntriesFrom = 8;
   // The entries of the session's observations for its record: encoded now, or copied when the
   // session keeps them (kKeepEntriesFrom).
-  std::string ObservationEntries(const std::string& session_id);
+  std::string ObservationEntries(const Session& s);
   // Cloud paths and queries observed outside .info (one per distinct pair).
   std::vector<std::pair<std::string, std::shared_ptr<const Query>>> ObservedReads();
   // After a reload: ends with a final 4.03 every observation the routes no longer allow its
@@ -97,7 +99,7 @@ class DeviceNotifier {
 
  private:
   void ReleaseRestored();  // restored observations may be notified now
-  void CountNotification(const std::string& session_id);
+  void CountNotification(Session& s);
   void Reencode(Session& s);
   void EndWith403(coap::ObserverId id);
 

@@ -16,6 +16,21 @@ DeviceReads::DeviceReads(store::Store& store, LocalCopy& local, DeviceNotifier& 
       replier_(replier),
       counters_(counters) {}
 
+namespace {
+// An observation of s at dev_path as c asked for it; its id comes with the engine's answer.
+Observer NewObserver(const DeviceCall& c, Session& s, const std::string& dev_path, uint64_t digest,
+                     std::shared_ptr<const Query> query) {
+  Observer o;
+  o.session = &s;
+  o.device_path = dev_path;
+  o.json = c.json_out;
+  o.native = c.native;
+  o.last_digest = digest;
+  o.query = std::move(query);
+  return o;
+}
+}  // namespace
+
 void DeviceReads::HandleInfo(DeviceCall& c, Session& session, const std::vector<std::string>& path) {
   if (c.method != coap::code::kGet) return replier_.ReplyError(c, {ErrorCode::kMethodNotAllowed, ".info is read-only"});
   if (path.size() != 2 || (path[1] != "connected" && path[1] != "serverTimeOffset" && path[1] != "serverTime")) {
@@ -25,12 +40,12 @@ void DeviceReads::HandleInfo(DeviceCall& c, Session& session, const std::vector<
   std::string dev_path = JoinPath(path);
   std::string body = EncodeFor(notifier_.InfoValue(path[1]), c.json_out);
   if (c.observe == 1u) {
-    notifier_.Unobserve(s->id, dev_path);
+    notifier_.Unobserve(*s, dev_path);
     return replier_.Reply(c, coap::code::kContent);
   }
   if (c.observe == 0u) {
     if (RefuseOverObserverCap(c, *s, dev_path)) return;
-    RespondObserve(c, {0, s->id, dev_path, dev_path, c.json_out, c.native, SnapshotDigest(body), nullptr, {}, {}}, body);
+    RespondObserve(c, NewObserver(c, *s, dev_path, SnapshotDigest(body), nullptr), dev_path, body);
     return;
   }
   replier_.Reply(c, coap::code::kContent, body);
@@ -45,7 +60,7 @@ void DeviceReads::HandleRead(DeviceCall& c, Session& s, const std::vector<std::s
     dev_path += c.query->Canonical();
   }
   if (c.observe == 1u) {  // the SDK deregisters with a new token
-    notifier_.Unobserve(s.id, dev_path);
+    notifier_.Unobserve(s, dev_path);
     return replier_.Reply(c, coap::code::kContent);
   }
   if (!res || !res->may_read) {
@@ -53,14 +68,13 @@ void DeviceReads::HandleRead(DeviceCall& c, Session& s, const std::vector<std::s
   }
   if (c.observe == 0u && RefuseOverObserverCap(c, s, dev_path)) return;
   std::string cloud = JoinPath(res->cloud_path);
-  if (c.query) return HandleQuery(c, s, cloud, dev_path, res->route->name, c.query);
+  if (c.query) return HandleQuery(c, s, cloud, dev_path, c.query);
   if (c.observe == 0u) {
     Json value = store_.tree().Get("/" + cloud);
     // Digest of the CBOR form: notifications compare against the same encoding.
     const coap::ObserverId id =
-        RespondObserve(c, {0, s.id, cloud, dev_path, c.json_out, c.native, SnapshotDigest(EncodeCbor(value)), nullptr,
-                           res->route->name, {}},
-                       EncodeFor(value, c.json_out));
+        RespondObserve(c, NewObserver(c, s, dev_path, SnapshotDigest(EncodeCbor(value)), nullptr),
+                       cloud, EncodeFor(value, c.json_out));
     // Outside sync roots the cloud's value reaches the observer as a notification.
     if (id && local_.has_cloud() && cloud_.connected() && !local_.InSyncRoot(cloud) &&
         (!local_.Holds(cloud, "") || local_.RefreshDue(cloud, ""))) {
@@ -88,11 +102,11 @@ void DeviceReads::ReplyHeld(DeviceCall& c, const std::string& cloud, bool held, 
 }
 
 void DeviceReads::HandleQuery(DeviceCall& c, Session& s, const std::string& cloud, const std::string& dev_path,
-                            const std::string& route, std::shared_ptr<const Query> q) {
+                   std::shared_ptr<const Query> q) {
   const std::string tree_path = "/" + cloud;
   const std::string canonical = q->Canonical();
   if (!local_.has_cloud() || local_.Holds(cloud, canonical)) {
-    AnswerQuery(c, s, cloud, dev_path, route, q, ApplyQuery(store_.tree().Get(tree_path), *q));
+    AnswerQuery(c, s, cloud, dev_path, q, ApplyQuery(store_.tree().Get(tree_path), *q));
     // A remembered cloud result answers at once; the cloud refreshes it now and then (observers
     // hear changes). Sync roots are kept current by their stream.
     if (local_.has_cloud() && cloud_.connected() && !local_.InSyncRoot(cloud) && local_.RefreshDue(cloud, canonical)) {
@@ -105,33 +119,33 @@ void DeviceReads::HandleQuery(DeviceCall& c, Session& s, const std::string& clou
   }
   auto call = std::make_shared<DeviceCall>(c);
   std::string session_id = s.id;
-  local_.FetchQuery(cloud, q, scope_.Guard([this, call, session_id, cloud, dev_path, route, q](std::optional<Json> answer) {
+  local_.FetchQuery(cloud, q, scope_.Guard([this, call, session_id, cloud, dev_path, q](std::optional<Json> answer) {
     if (!answer) {
       return replier_.ReplyError(*call,
                                  {ErrorCode::kUnavailable, "cloud did not answer the query", kQueryRetryMaxAge});
     }
     Session* s = owner_.FindSession(session_id);
     if (!s) return replier_.ReplyError(*call, {ErrorCode::kUnauthorized, "unknown session"});
-    AnswerQuery(*call, *s, cloud, dev_path, route, q, *answer);
+    AnswerQuery(*call, *s, cloud, dev_path, q, *answer);
   }));
 }
 
 void DeviceReads::AnswerQuery(DeviceCall& c, Session& s, const std::string& cloud, const std::string& dev_path,
-                            const std::string& route, std::shared_ptr<const Query> q, const Json& result) {
+                   std::shared_ptr<const Query> q, const Json& result) {
   if (c.observe != 0u) return replier_.Reply(c, coap::code::kContent, EncodeFor(result, c.json_out));
   if (RefuseOverObserverCap(c, s, dev_path)) return;  // others registered while the cloud answered
-  RespondObserve(c, {0, s.id, cloud, dev_path, c.json_out, c.native, SnapshotDigest(EncodeCbor(result)), std::move(q),
-                     route, {}},
+  RespondObserve(c, NewObserver(c, s, dev_path, SnapshotDigest(EncodeCbor(result)), std::move(q)), cloud,
                  EncodeFor(result, c.json_out));
 }
 
-coap::ObserverId DeviceReads::RespondObserve(DeviceCall& c, Observer o, const std::string& body) {
+coap::ObserverId DeviceReads::RespondObserve(DeviceCall& c, Observer o, std::string cloud_path,
+                                            const std::string& body) {
   std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(body.data()), body.size());
   coap::Response resp{coap::code::kContent, bytes, std::nullopt, std::nullopt};
   if (c.native) resp.content_format = c.json_out ? kContentFormatJson : kContentFormatCbor;
   const coap::ObserverId id = endpoint_ ? endpoint_->RespondObserve(c.id, resp) : 0;
   o.id = id;
-  if (id) notifier_.Add(std::move(o));
+  if (id) notifier_.Add(std::move(o), std::move(cloud_path));
   replier_.CountAnswer(coap::code::kGet, coap::code::kContent);
   return id;
 }

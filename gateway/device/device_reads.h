@@ -53,12 +53,12 @@ class DeviceReads {
   // The local copy when it is complete or holds anything at all; else 5.03 + Max-Age.
   void ReplyHeld(DeviceCall& c, const std::string& cloud, bool held, const std::string& diagnostic);
   void HandleQuery(DeviceCall& c, Session& s, const std::string& cloud, const std::string& dev_path,
-                   const std::string& route, std::shared_ptr<const Query> q);
+                   std::shared_ptr<const Query> q);
   void AnswerQuery(DeviceCall& c, Session& s, const std::string& cloud, const std::string& dev_path,
-                   const std::string& route, std::shared_ptr<const Query> q, const Json& result);
-  // Answers 2.05 with the first snapshot and registers the observation when the engine took it
-  // (returns its id; 0: not registered).
-  coap::ObserverId RespondObserve(DeviceCall& c, Observer o, const std::string& body);
+                   std::shared_ptr<const Query> q, const Json& result);
+  // Answers 2.05 with the first snapshot (body) and registers o as observing cloud_path when the
+  // engine took it (returns its id; 0: not registered).
+  coap::ObserverId RespondObserve(DeviceCall& c, Observer o, std::string cloud_path, const std::string& body);
   // 4.03 (and true) when s already has device.max_observers_per_session observations and this one
   // would not replace one of them.
   bool RefuseOverObserverCap(DeviceCall& c, const Session& s, const std::string& dev_path);

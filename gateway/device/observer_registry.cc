@@ -1,6 +1,7 @@
 #include "gateway/device/observer_registry.h"
 
 #include <algorithm>
+#include <cassert>
 
 namespace tether {
 
@@ -8,41 +9,51 @@ namespace {
 void Erase(std::vector<coap::ObserverId>& v, coap::ObserverId id) { v.erase(std::remove(v.begin(), v.end(), id), v.end()); }
 }  // namespace
 
-std::vector<coap::ObserverId> ObserverRegistry::Add(Observer o) {
-  coap::ObserverId id = o.id;
-  // The engine reuses an id only for the same registration.
-  if (auto old = by_id_.find(id); old != by_id_.end() && old->second.path == o.path &&
-                                  old->second.session_id == o.session_id &&
-                                  old->second.device_path == o.device_path) {
+std::vector<coap::ObserverId> ObserverRegistry::Add(Observer o, std::string path) {
+  assert(o.session && o.id);
+  const coap::ObserverId id = o.id;
+  // The engine reuses an id only for the same registration: it keeps its place in the indexes.
+  if (auto old = by_id_.find(id); old != by_id_.end() && old->second.path() == path &&
+                                  old->second.session == o.session && old->second.device_path == o.device_path) {
+    o.path_ = old->second.path_;
+    o.next_of_session_ = old->second.next_of_session_;
     old->second = std::move(o);
     return {};
   }
   Remove(id);
   // One registration per session and device path (+ query): a re-observe replaces the old one.
   std::vector<coap::ObserverId> replaced;
-  if (const Observer* prior = FindBySessionPath(o.session_id, o.device_path)) replaced.push_back(prior->id);
-  by_session_[o.session_id].push_back(id);
-  const std::string path = o.path;
-  auto [p, first] = by_path_.try_emplace(path);
+  if (const Observer* prior = FindBySessionPath(*o.session, o.device_path)) replaced.push_back(prior->id);
+  auto [p, first] = by_path_.try_emplace(std::move(path));
   p->second.push_back(id);
-  by_id_[id] = std::move(o);
+  o.path_ = &p->first;  // map keys stay put until their entry is erased (with its last observer)
+  o.next_of_session_ = 0;
+  Observer& added = by_id_.emplace(id, std::move(o)).first->second;
+  // Appended: the session's list stays in registration order.
+  uint64_t* link = &added.session->first_observer;
+  while (*link) link = &by_id_.at(*link).next_of_session_;
+  *link = id;
   for (coap::ObserverId other : replaced) Remove(other);  // after the add: the path stays observed
-  if (first) on_path_(path, true);
+  if (first) on_path_(added.path(), true);
   return replaced;
+}
+
+void ObserverRegistry::Unlink(const Observer& o) {
+  uint64_t* link = &o.session->first_observer;
+  while (*link && *link != o.id) link = &by_id_.at(*link).next_of_session_;
+  assert(*link == o.id);
+  if (*link) *link = o.next_of_session_;
 }
 
 void ObserverRegistry::Remove(coap::ObserverId id) {
   auto it = by_id_.find(id);
   if (it == by_id_.end()) return;
-  std::string last;  // the path this observer leaves unobserved
-  auto p = by_path_.find(it->second.path);
+  Unlink(it->second);
+  auto p = by_path_.find(it->second.path());
   Erase(p->second, id);
-  bool was_last = p->second.empty();
-  if (was_last) last = p->first, by_path_.erase(p);
-  if (auto s = by_session_.find(it->second.session_id); s != by_session_.end()) {
-    Erase(s->second, id);
-    if (s->second.empty()) by_session_.erase(s);
-  }
+  const bool was_last = p->second.empty();
+  std::string last;  // the path this observer leaves unobserved
+  if (was_last) last = p->first, by_path_.erase(p);  // the observer's path() dangles from here
   by_id_.erase(it);
   if (was_last) on_path_(last, false);
 }
@@ -52,24 +63,25 @@ Observer* ObserverRegistry::Find(coap::ObserverId id) {
   return it == by_id_.end() ? nullptr : &it->second;
 }
 
-Observer* ObserverRegistry::FindBySessionPath(const std::string& session_id, const std::string& device_path) {
-  auto s = by_session_.find(session_id);
-  if (s == by_session_.end()) return nullptr;
-  for (coap::ObserverId id : s->second) {
+Observer* ObserverRegistry::FindBySessionPath(const Session& session, const std::string& device_path) {
+  for (coap::ObserverId id = session.first_observer; id;) {
     Observer& o = by_id_.at(id);
     if (o.device_path == device_path) return &o;
+    id = o.next_of_session_;
   }
   return nullptr;
 }
 
-std::vector<coap::ObserverId> ObserverRegistry::OfSession(const std::string& session_id) const {
-  auto s = by_session_.find(session_id);
-  return s == by_session_.end() ? std::vector<coap::ObserverId>() : s->second;
+std::vector<coap::ObserverId> ObserverRegistry::OfSession(const Session& session) const {
+  std::vector<coap::ObserverId> out;
+  for (coap::ObserverId id = session.first_observer; id; id = by_id_.at(id).next_of_session_) out.push_back(id);
+  return out;
 }
 
-size_t ObserverRegistry::CountOfSession(const std::string& session_id) const {
-  auto s = by_session_.find(session_id);
-  return s == by_session_.end() ? 0 : s->second.size();
+size_t ObserverRegistry::CountOfSession(const Session& session) const {
+  size_t n = 0;
+  for (coap::ObserverId id = session.first_observer; id; id = by_id_.at(id).next_of_session_) ++n;
+  return n;
 }
 
 std::map<std::string, std::vector<coap::ObserverId>> ObserverRegistry::Affected(const std::string& changed) const {

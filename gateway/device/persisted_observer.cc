@@ -46,7 +46,9 @@ Query QueryFromJson(const Json& j) {
 
 std::string EncodeObserver(const PersistedObserver& o) {
   const coap::ObserverState& w = o.wire;
-  Json j = {{"dev", o.device_path}, {"path", o.cloud_path}, {"route", o.route}, {"json", o.json},
+  // "route" is written empty: readers before 2026-12-07 require the key; every reader resolves the
+  // route again from the routes in force when it restores the observation.
+  Json j = {{"dev", o.device_path}, {"path", o.cloud_path}, {"route", ""}, {"json", o.json},
             {"native", o.native}, {"family", w.peer.family}, {"ip", ToHex(w.peer.ip.data(), w.peer.ip.size())},
             {"port", w.peer.port}, {"secure", w.peer.secure}, {"socket", w.socket}, {"token", ToHex(w.token.bytes.data(), w.token.len)},
             {"seq", w.seq}, {"resource", w.resource}, {"blocks", w.unasked_blocks}};
@@ -96,7 +98,6 @@ std::vector<PersistedObserver> DecodeObservers(std::string_view blob, size_t* sk
       PersistedObserver o;
       o.device_path = j.at("dev").get<std::string>();
       o.cloud_path = j.at("path").get<std::string>();
-      o.route = j.at("route").get<std::string>();
       o.json = j.at("json").get<bool>();
       o.native = j.at("native").get<bool>();
       coap::ObserverState& w = o.wire;

@@ -27,7 +27,6 @@ inline constexpr uint32_t kSeqRestartJump = 1u << 22;
 struct PersistedObserver {
   std::string device_path;  // as the device named it (unsubscribe key; "path?query" for queries)
   std::string cloud_path;   // observed cloud path ("" = root), or the .info entry
-  std::string route;        // route serving cloud_path (empty for .info)
   std::shared_ptr<const Query> query;  // set: observes this query's result
   bool json = false;
   bool native = false;

@@ -437,11 +437,11 @@ void SessionKeeper::Checkpoint() {
 std::optional<Session> SessionKeeper::DetachSession(const std::string& session_id) {
   Session* sp = sessions_.ById(session_id);
   if (!sp) return std::nullopt;
+  notifier_.DropSession(*sp);  // before the session goes: its observers link through it
   Session s = *sp;
   if (!s.confirmed && unconfirmed_count_) --unconfirmed_count_;
   liveness_.Free(s);
   sessions_.Remove(session_id);
-  notifier_.DropSession(session_id);
   return s;
 }
 
@@ -527,7 +527,7 @@ void SessionKeeper::FireOnDisconnect(Session s, std::function<void()> done, int 
 
 store::SessionRecord SessionKeeper::SessionRecordOf(const Session& s) {
   store::SessionRecord r = ToRecord(s, sessions_.timeout_ms(), LoopNow());
-  r.observers = notifier_.ObservationEntries(s.id);
+  r.observers = notifier_.ObservationEntries(s);
   return r;
 }
 

@@ -14,6 +14,7 @@ int64_t SessionTable::DeadlineOf(const Session& s) const {
 
 Session& SessionTable::Add(Session s) {
   Node* n = new Node(std::move(s));
+  n->first_observer = 0;  // a copy of a session that had observations: they ended with it
   by_id_.Insert(n);
   by_short_.Insert(n);
   by_long_.Insert(n);

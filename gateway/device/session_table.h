@@ -57,6 +57,9 @@ struct Session {
   // onDisconnect operations up to this store order came from the sessions it continued; a new
   // registration at a path replaces those at and below it (a rebooted device registers again).
   uint64_t carried_through_order = 0;
+  // The first of its observations (a coap::ObserverId; 0: none); ObserverRegistry links the rest
+  // through them. The registry's, not part of the session's record.
+  uint64_t first_observer = 0;
   uint32_t notified_since_checkpoint = 0;  // notifications since its record was last written
   uint32_t liveness_slot = UINT32_MAX;  // in the LivenessFile; UINT32_MAX: none
   bool anonymous = false;   // the device gave no usable id: `device` is generated ("anon-...")
