@@ -233,6 +233,9 @@ TetherMetrics::TetherMetrics(MetricsRegistry& r)
       sessions_unconfirmed(r.Gauge("tether_sessions_unconfirmed",
                                    "Sessions opened over plain CoAP that their device has not used yet (kept in "
                                    "memory only, at most device.max_unconfirmed_sessions).")),
+      session_records_waiting(r.Gauge("tether_session_records_waiting",
+                                      "Sessions whose changed record (observations) waits for the store: at most 1024 "
+                                      "record writes are in flight, the others wait their turn.")),
       unconfirmed_sessions_dropped_total(r.Counter("tether_unconfirmed_sessions_dropped_total",
                                                    "Unconfirmed sessions dropped: evicted for a newer one at "
                                                    "device.max_unconfirmed_sessions, or expired unused.",

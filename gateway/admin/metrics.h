@@ -118,6 +118,7 @@ struct TetherMetrics {
   MetricFamily& auth_failures_total;     // counter {kind,answer=answered|dropped}  tokens refused
   MetricFamily& session_opens_refused_total;  // counter {reason=rate_limited|busy}  POST /.cs not answered
   MetricFamily& sessions_unconfirmed;    // gauge  opened, not yet used by their device (memory only)
+  MetricFamily& session_records_waiting;  // gauge  changed session records waiting for a write slot
   MetricFamily& unconfirmed_sessions_dropped_total;  // counter {reason=evicted|expired}
   MetricFamily& admin_refused_total;     // counter {reason=unauthorized|host|browser}  admin requests refused
   MetricFamily& admin_dropped_total;     // counter {reason=timeout|evicted|too_large|overloaded}  closed unserved

@@ -99,6 +99,7 @@ std::string DaemonAdmin::MetricsText() {
   m.session_opens_refused_total.With({"rate_limited"}).Set(static_cast<double>(c.opens_rate_limited));
   m.session_opens_refused_total.With({"busy"}).Set(static_cast<double>(c.opens_busy));
   m.sessions_unconfirmed.With({}).Set(static_cast<double>(p_.devices->unconfirmed_sessions()));
+  m.session_records_waiting.With({}).Set(static_cast<double>(p_.devices->session_records_waiting()));
   m.unconfirmed_sessions_dropped_total.With({"evicted"}).Set(static_cast<double>(c.unconfirmed_evicted));
   m.unconfirmed_sessions_dropped_total.With({"expired"}).Set(static_cast<double>(c.unconfirmed_expired));
   m.notifications_total.With({"sent"}).Set(static_cast<double>(e.notifications));
@@ -206,6 +207,7 @@ nlohmann::json DaemonAdmin::Status() {
       {"mode", p_.config->upstream ? "upstream" : "local-only"},
       {"listen", HostPort{p_.config->device.listen.host, p_.endpoint->LocalPort()}.ToString()},
       {"sessions", p_.devices->sessions().size()},
+      {"session_records_waiting", p_.devices->session_records_waiting()},
       {"device_guard", GuardStatus()},
       {"queue", {{"entries", t.entries}, {"bytes", t.bytes}, {"oldest_age_s", AgeSeconds(oldest)}}},
       {"dead_letters", t.dead_entries}};

@@ -93,6 +93,7 @@ class DeviceApi : public coap::Handler, public CloudLinkListener {
 
   const SessionTable& sessions() const { return keeper_.sessions(); }
   size_t unconfirmed_sessions() const { return keeper_.unconfirmed_sessions(); }
+  size_t session_records_waiting() const { return keeper_.records_waiting(); }
   // Remembered pings and re-open evidence dropped to stay within SessionContinuity's bounds.
   uint64_t continuity_evictions() const { return keeper_.continuity_evictions(); }
   DeviceApiCounters counters() const;

@@ -1,5 +1,7 @@
 #include "gateway/device/session_keeper.h"
 
+#include <cassert>
+
 #include <spdlog/spdlog.h>
 
 #include <set>
@@ -60,7 +62,10 @@ SessionKeeper::SessionKeeper(uv_loop_t* loop, store::Store& store, DeviceNotifie
 SessionKeeper::~SessionKeeper() { Close(); }
 
 void SessionKeeper::Close() {
-  if (!scope_.closed()) Checkpoint();  // a graceful stop records every session's last ping (for a new boot)
+  if (!scope_.closed()) {
+    WriteWaitingRecords(SIZE_MAX);  // a graceful stop writes the records still waiting their turn
+    Checkpoint();  // and every session's last ping (for a new boot)
+  }
   scope_.Close();
   opening_.clear();
   liveness_.Close();
@@ -317,7 +322,10 @@ void SessionKeeper::Confirm(Session& s) {
   s.confirmed = true;
   if (unconfirmed_count_) --unconfirmed_count_;
   Stamp(s);
-  PersistSession(s.id);  // submitted before the confirming request's own batch: the record comes first
+  // Now, not paced: submitted before the confirming request's own batch, the record comes first.
+  // (An unconfirmed session has no record write pending: PersistSession skips it.)
+  persisting_.try_emplace(s.id, RecordWrite::kWriting);
+  WriteRecord(s);
 }
 
 // ---- requests ----
@@ -534,30 +542,58 @@ store::SessionRecord SessionKeeper::SessionRecordOf(const Session& s) {
 void SessionKeeper::PersistSession(const std::string& session_id) {
   Session* s = sessions_.ById(session_id);
   if (!s || !s->confirmed) return;  // ended (its record is being removed), not yet committed (Open), or memory only
-  // One write in flight per session: changes meanwhile are written together when it commits, so
+  // One write per session at a time: changes meanwhile are written together when it commits, so
   // registering n observations writes the record at most once per commit, not n times (each write
   // holds all of the session's observations).
-  if (auto [it, first] = persisting_.try_emplace(session_id, false); !first) {
-    it->second = true;
+  auto [it, first] = persisting_.try_emplace(session_id, RecordWrite::kWaiting);
+  if (!first) {
+    if (it->second == RecordWrite::kWriting) it->second = RecordWrite::kWritingChanged;
+    return;  // a waiting one is encoded when its turn comes: it will hold this change
+  }
+  if (record_writes_in_flight_ >= kRecordWritesInFlight) {
+    records_waiting_.push_back(session_id);
     return;
   }
+  it->second = RecordWrite::kWriting;
+  WriteRecord(*s);
+}
+
+void SessionKeeper::WriteRecord(const Session& s) {
+  assert(persisting_.count(s.id) && persisting_.at(s.id) == RecordWrite::kWriting);
+  ++record_writes_in_flight_;
   store::WriteBatch batch;
-  batch.PutSession(SessionRecordOf(*s));
-  std::string device = s->device;
-  auto written = scope_.Guard([this, session_id] {
+  batch.PutSession(SessionRecordOf(s));
+  auto written = scope_.Guard([this, session_id = s.id] {
+    --record_writes_in_flight_;
     auto it = persisting_.find(session_id);
-    if (it == persisting_.end()) return;
-    const bool again = it->second;
-    persisting_.erase(it);
+    const bool again = it != persisting_.end() && it->second == RecordWrite::kWritingChanged;
+    if (it != persisting_.end()) persisting_.erase(it);
     if (again) PersistSession(session_id);
+    WriteWaitingRecords(kRecordWritesInFlight);
   });
-  store_.Submit(std::move(batch), [device, written](const store::BatchResult& r) mutable {
+  store_.Submit(std::move(batch), [device = s.device, written](const store::BatchResult& r) mutable {
     if (!r.status.ok() && r.status.code != store::StatusCode::kClosed) {  // said also after Close
       spdlog::warn("observations of device '{}' not recorded: {} (a restart may lose them)", device,
                    r.status.ToString());
     }
     written();
   });
+}
+
+void SessionKeeper::WriteWaitingRecords(size_t max_in_flight) {
+  while (record_writes_in_flight_ < max_in_flight && !records_waiting_.empty()) {
+    const std::string session_id = std::move(records_waiting_.front());
+    records_waiting_.pop_front();
+    auto it = persisting_.find(session_id);
+    if (it == persisting_.end() || it->second != RecordWrite::kWaiting) continue;
+    const Session* s = sessions_.ById(session_id);
+    if (!s) {  // ended while it waited: its record goes with it
+      persisting_.erase(it);
+      continue;
+    }
+    it->second = RecordWrite::kWriting;
+    WriteRecord(*s);
+  }
 }
 
 }  // namespace tether

@@ -119,6 +119,9 @@ class SessionKeeper : public ObservationOwner {
   SessionTable& sessions() { return sessions_; }
   const SessionTable& sessions() const { return sessions_; }
   size_t unconfirmed_sessions() const { return unconfirmed_count_; }
+  // Sessions whose changed record waits for a write slot (kRecordWritesInFlight in flight).
+  size_t records_waiting() const { return records_waiting_.size(); }
+  static constexpr size_t kRecordWritesInFlight = 1024;
   uint64_t continuity_evictions() const { return continuity_.evictions(); }
   // The loop clock, after giving any loop stall it reveals back to every session.
   int64_t LoopNow() { return liveness_.Now(); }
@@ -154,9 +157,18 @@ class SessionKeeper : public ObservationOwner {
   SessionContinuity continuity_;
   SessionLiveness liveness_;  // after sessions_ and continuity_, which it adjusts
   std::map<std::string, std::vector<std::shared_ptr<PendingOpen>>> opening_;  // open key -> waiting
-  // Sessions whose record is being written: true when it changed again meanwhile (written once
-  // more when the write commits), so a burst of registrations costs one write per commit.
-  std::unordered_map<std::string, bool> persisting_;
+  // Record writes (PersistSession): at most kRecordWritesInFlight go to the store at once; more
+  // sessions wait in order, each once, and their record is encoded when its turn comes.
+  // - A burst of observe registrations (100k devices re-observing after an outage) keeps ~1 KB
+  //   of batch per session in flight otherwise, and leaves the freed space spread through the
+  //   heap (docs/benchmarks.md, "Memory per device").
+  // - A session's record changed while its write is in flight is written once more after it.
+  enum class RecordWrite : uint8_t { kWaiting, kWriting, kWritingChanged };
+  void WriteRecord(const Session& s);
+  void WriteWaitingRecords(size_t max_in_flight);  // in order, while fewer are in flight
+  std::unordered_map<std::string, RecordWrite> persisting_;  // session id -> its record write
+  std::deque<std::string> records_waiting_;                  // kWaiting ones, in order
+  size_t record_writes_in_flight_ = 0;
   size_t unconfirmed_count_ = 0;
   std::deque<std::string> unconfirmed_;  // ids in opening order; confirmed or ended ones are skipped
   util::CallbackScope scope_;  // guards store callbacks after Close

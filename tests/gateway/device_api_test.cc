@@ -163,6 +163,42 @@ TEST(DeviceApiTest, RestoredObservationsContinueAheadOfTheirCheckpoint) {
   EXPECT_EQ(after[0].wire.seq, (checkpoint + kSeqRestartJump) & 0xFFFFFF);
 }
 
+// A burst of observe registrations (a fleet re-observing after an outage) rewrites every
+// session's record. At most SessionKeeper::kRecordWritesInFlight of those writes go to the store
+// at once; the others wait their turn, none is lost, and a graceful stop writes the waiting ones.
+TEST(DeviceApiTest, ABurstOfObservationsWritesRecordsInTurnAndLosesNone) {
+  constexpr size_t kInFlight = SessionKeeper::kRecordWritesInFlight;
+  constexpr uint32_t kDevices = kInFlight + 44;
+  Gateway gw;
+  std::vector<std::string> cs(kDevices);
+  uint16_t mid = 1;
+  for (uint32_t d = 0; d < kDevices; ++d) {
+    cs[d] = gw.Open(Peer(d), mid++);
+    ASSERT_EQ(cs[d].size(), 8u);
+    ASSERT_TRUE(gw.Ask(Peer(d), Request(coap::code::kGet, "x", cs[d], mid++)));  // confirms: the record is written
+  }
+  auto observing = [&](size_t n) {  // sessions whose record holds n observations
+    size_t count = 0;
+    for (const auto& r : gw.store().sessions().ListAll()) count += DecodeObservers(r.observers).size() == n;
+    return count;
+  };
+  ASSERT_TRUE(gw.Pump([&] { return observing(0) == kDevices; }));
+  auto burst = [&](const std::string& path) {  // every device observes path, without the loop running between
+    for (uint32_t d = 0; d < kDevices; ++d) {
+      gw.endpoint().HandleDatagram(0, Peer(d), Request(coap::code::kGet, path, cs[d], mid++).OptUint(coap::opt::kObserve, 0).done());
+    }
+  };
+  burst("a");
+  EXPECT_EQ(gw.api().session_records_waiting(), kDevices - kInFlight) << "the rest wait their turn";
+  EXPECT_TRUE(gw.Pump([&] { return gw.api().session_records_waiting() == 0 && observing(1) == kDevices; }))
+      << observing(1) << " of " << kDevices << " records hold the observation";
+
+  burst("b");
+  EXPECT_EQ(gw.api().session_records_waiting(), kDevices - kInFlight);
+  gw.Reopen();  // a graceful stop right away: the waiting records are written too
+  EXPECT_EQ(observing(2), kDevices);
+}
+
 // A session's record names its observations' current Observe values when it has a few (encoded
 // each time the record is written) and copies the entries it keeps when it has many
 // (DeviceNotifier::kKeepEntriesFrom): theirs may lag, by fewer than kSeqCheckpointEvery.

@@ -203,6 +203,7 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
   m.auth_failures_total.With({"unknown_session", "dropped"}).Inc(11);
   m.session_opens_refused_total.With({"rate_limited"}).Inc(13);
   m.sessions_unconfirmed.With({}).Set(14);
+  m.session_records_waiting.With({}).Set(16);
   m.unconfirmed_sessions_dropped_total.With({"evicted"}).Inc(15);
   m.admin_refused_total.With({"unauthorized"}).Inc(2);
   m.admin_dropped_total.With({"timeout"}).Inc(8);
@@ -230,6 +231,7 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
       {"tether_cloud_clock_current", "gauge"}, {"tether_cloud_streams", "gauge"},
       {"tether_auth_failures_total", "counter"}, {"tether_session_opens_refused_total", "counter"},
       {"tether_sessions_unconfirmed", "gauge"}, {"tether_unconfirmed_sessions_dropped_total", "counter"},
+      {"tether_session_records_waiting", "gauge"},
       {"tether_admin_refused_total", "counter"}, {"tether_admin_dropped_total", "counter"},
       {"tether_session_limit_refused_total", "counter"}, {"tether_revocations_total", "counter"}};
   EXPECT_EQ(e.type, types);
@@ -277,6 +279,7 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
            {"tether_auth_failures_total", {{"kind", "unknown_session"}, {"answer", "dropped"}}, 11},
            {"tether_session_opens_refused_total", {{"reason", "rate_limited"}}, 13},
            {"tether_sessions_unconfirmed", {}, 14},
+           {"tether_session_records_waiting", {}, 16},
            {"tether_unconfirmed_sessions_dropped_total", {{"reason", "evicted"}}, 15},
            {"tether_admin_refused_total", {{"reason", "unauthorized"}}, 2},
            {"tether_admin_dropped_total", {{"reason", "timeout"}}, 8},
@@ -286,7 +289,7 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
     ASSERT_NE(s, nullptr) << w.name;
     EXPECT_EQ(s->value, w.value) << w.name;
   }
-  EXPECT_EQ(e.samples.size(), 41u);
+  EXPECT_EQ(e.samples.size(), 42u);
 }
 
 }  // namespace
