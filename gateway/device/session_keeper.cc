@@ -63,7 +63,15 @@ SessionKeeper::~SessionKeeper() { Close(); }
 
 void SessionKeeper::Close() {
   if (!scope_.closed()) {
-    WriteWaitingRecords(SIZE_MAX);  // a graceful stop writes the records still waiting their turn
+    // A graceful stop writes the records still owed: those changed while their write was in
+    // flight (that write's callback does nothing once closed), and those waiting their turn.
+    for (auto& [session_id, state] : persisting_) {
+      const Session* s = sessions_.ById(session_id);
+      if (state != RecordWrite::kWritingChanged || !s) continue;
+      state = RecordWrite::kWriting;
+      WriteRecord(*s);
+    }
+    WriteWaitingRecords(SIZE_MAX);
     Checkpoint();  // and every session's last ping (for a new boot)
   }
   scope_.Close();

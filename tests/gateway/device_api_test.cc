@@ -195,8 +195,10 @@ TEST(DeviceApiTest, ABurstOfObservationsWritesRecordsInTurnAndLosesNone) {
 
   burst("b");
   EXPECT_EQ(gw.api().session_records_waiting(), kDevices - kInFlight);
-  gw.Reopen();  // a graceful stop right away: the waiting records are written too
-  EXPECT_EQ(observing(2), kDevices);
+  burst("c");  // changes records being written (owed once more) and waiting ones (still once)
+  EXPECT_EQ(gw.api().session_records_waiting(), kDevices - kInFlight);
+  gw.Reopen();  // a graceful stop right away: every record owed is written
+  EXPECT_EQ(observing(3), kDevices);
 }
 
 // A session's record names its observations' current Observe values when it has a few (encoded
