@@ -550,18 +550,13 @@ store::SessionRecord SessionKeeper::SessionRecordOf(const Session& s) {
 void SessionKeeper::PersistSession(const std::string& session_id) {
   Session* s = sessions_.ById(session_id);
   if (!s || !s->confirmed) return;  // ended (its record is being removed), not yet committed (Open), or memory only
-  // One write per session at a time: changes meanwhile are written together when it commits, so
-  // registering n observations writes the record at most once per commit, not n times (each write
-  // holds all of the session's observations).
+  // One write per session at a time, at most kRecordWritesInFlight at once (persisting_, header).
   auto [it, first] = persisting_.try_emplace(session_id, RecordWrite::kWaiting);
   if (!first) {
     if (it->second == RecordWrite::kWriting) it->second = RecordWrite::kWritingChanged;
     return;  // a waiting one is encoded when its turn comes: it will hold this change
   }
-  if (record_writes_in_flight_ >= kRecordWritesInFlight) {
-    records_waiting_.push_back(session_id);
-    return;
-  }
+  if (record_writes_in_flight_ >= kRecordWritesInFlight) return records_waiting_.push_back(session_id);
   it->second = RecordWrite::kWriting;
   WriteRecord(*s);
 }
@@ -595,10 +590,7 @@ void SessionKeeper::WriteWaitingRecords(size_t max_in_flight) {
     auto it = persisting_.find(session_id);
     if (it == persisting_.end() || it->second != RecordWrite::kWaiting) continue;
     const Session* s = sessions_.ById(session_id);
-    if (!s) {  // ended while it waited: its record goes with it
-      persisting_.erase(it);
-      continue;
-    }
+    if (!s) { persisting_.erase(it); continue; }  // ended while it waited: its record goes with it
     it->second = RecordWrite::kWriting;
     WriteRecord(*s);
   }
