@@ -1,5 +1,6 @@
 #include "store/store.h"
 
+#include <cstdint>
 #include <deque>
 #include <future>
 #include <vector>
@@ -20,14 +21,26 @@ namespace {
 // iteration go to the writer together, when the iteration's I/O callbacks are done (uv_check) or
 // before the loop may block (uv_prepare): one lock and at most one wake-up per iteration, not per
 // request. Results come back once per group (GroupCommitter's handback), posted to `results`
-// (util::LoopQueue) and delivered there in order; the batches and callbacks are freed on the
-// loop thread, which built them.
+// (util::LoopQueue) and delivered in order, at most kCallbacksPerIteration per loop iteration;
+// the batches and callbacks are freed on the loop thread, which built them.
+// Why a budget: a group holds up to max_group_batches (4096) results, ≈ 6 µs of loop time each
+// on the CI machine (the reply, freeing the batch: docs/benchmarks.md, "Where the time goes"; a
+// Raspberry Pi is 3-4x slower). Run at once, one group kept the loop from its sockets for
+// ≈ 25 ms, several queued groups for longer: a default receive buffer (416 KiB, ≈ 400 small
+// datagrams) overflows in that time at 16k requests/s, and devices retransmit after 2 s.
+// 256 per iteration keeps answering in step with reading (libuv reads at most 256 datagrams per
+// socket per poll: 32 recvmmsg calls of kRecvSlots = 8).
+constexpr size_t kCallbacksPerIteration = 256;
+
 // Owned by Store::Impl (a raw pointer: it is built before the Impl that holds it); deleted by
 // Close once the writer has stopped and its last results are delivered, its handles closing with
 // it (their callbacks never run after that).
 struct LoopChannel {
   explicit LoopChannel(uv_loop_t* loop)
-      : results(loop), before_poll(loop, this, uv_prepare_init), after_io(loop, this, uv_check_init) {
+      : results(loop),
+        before_poll(loop, this, uv_prepare_init),
+        after_io(loop, this, uv_check_init),
+        more_results(loop, this, uv_idle_init) {
     uv_prepare_start(before_poll, [](uv_prepare_t* h) { static_cast<LoopChannel*>(h->data)->Flush(); });
     uv_check_start(after_io, [](uv_check_t* h) { static_cast<LoopChannel*>(h->data)->Flush(); });
     results.KeepLoopAlive(false);  // kept alive only while callbacks are owed (Deliver)
@@ -38,21 +51,43 @@ struct LoopChannel {
   util::LoopQueue results;  // writer thread -> loop thread: groups of results, in commit order
   util::UvHandle<uv_prepare_t> before_poll;
   util::UvHandle<uv_check_t> after_io;
+  util::UvHandle<uv_idle_t> more_results;  // active while `delivering` holds results: next iteration
   // Loop thread only.
   GroupCommitter* committer = nullptr;
   std::vector<GroupCommitter::Request> outbox;  // submitted, not yet handed to the writer
   std::deque<uint64_t> submitted_ms;  // uv_now at Submit of each batch whose callback is owed
   size_t outstanding = 0;             // submitted, callback not yet run
+  // Committed groups whose callbacks have not all run, in commit order; the front one's first
+  // `delivered` have run.
+  std::deque<std::vector<GroupCommitter::Done>> delivering;
+  size_t delivered = 0;
 
   void Flush() {
     if (!outbox.empty()) committer->SubmitAll(&outbox);
   }
-  void Deliver(std::vector<GroupCommitter::Done>& group) {
-    for (auto& d : group) {
-      // Keep the loop alive only while callbacks are owed.
-      if (--outstanding == 0) results.KeepLoopAlive(false);
-      if (!submitted_ms.empty()) submitted_ms.pop_front();  // results come back in submission order
-      if (d.deliver) d.deliver(d.result);
+  void Deliver(std::vector<GroupCommitter::Done>&& group) {
+    delivering.push_back(std::move(group));
+    RunCallbacks(kCallbacksPerIteration);
+  }
+  // Runs up to `budget` callbacks in order; what is left runs at the next iteration (more_results).
+  void RunCallbacks(size_t budget) {
+    while (budget > 0 && !delivering.empty()) {
+      std::vector<GroupCommitter::Done>& front = delivering.front();
+      for (; delivered < front.size() && budget > 0; ++delivered, --budget) {
+        GroupCommitter::Done& d = front[delivered];
+        // Keep the loop alive only while callbacks are owed.
+        if (--outstanding == 0) results.KeepLoopAlive(false);
+        if (!submitted_ms.empty()) submitted_ms.pop_front();  // results come back in submission order
+        if (d.deliver) d.deliver(d.result);
+      }
+      if (delivered < front.size()) break;
+      delivering.pop_front();  // frees the group's batches and callbacks
+      delivered = 0;
+    }
+    if (delivering.empty()) {
+      uv_idle_stop(more_results);
+    } else {
+      uv_idle_start(more_results, [](uv_idle_t* h) { static_cast<LoopChannel*>(h->data)->RunCallbacks(kCallbacksPerIteration); });
     }
   }
 };
@@ -75,7 +110,7 @@ struct Store::Impl {
     if (ch) {
       back = [ch](std::vector<GroupCommitter::Done>&& group) {  // writer thread
         // Unbounded and open until Close has stopped the writer: never refused.
-        ch->results.Post([ch, group = std::move(group)]() mutable { ch->Deliver(group); });
+        ch->results.Post([ch, group = std::move(group)]() mutable { ch->Deliver(std::move(group)); });
       };
     }
     committer = std::make_unique<GroupCommitter>(&env, &applier, options, std::move(back));
@@ -177,6 +212,7 @@ void Store::Close() {
   if (LoopChannel* ch = impl_->channel) {
     impl_->channel = nullptr;
     ch->results.RunPending();  // the writer has stopped: these are the last results
+    ch->RunCallbacks(SIZE_MAX);
     ch->committer = nullptr;
     delete ch;
   }

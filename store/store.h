@@ -4,7 +4,9 @@
 // sessions(), Check()) run on the caller's thread against a read-only snapshot and never block on
 // writes. Every mutation is a WriteBatch handed to Submit(); the store's writer thread applies
 // all pending batches in one transaction (group commit), fsyncs (Durability::kFsync), then runs
-// each batch's callback back on the loop thread. The loop never waits for fsync.
+// each batch's callback back on the loop thread, in submission order, at most 256 per loop
+// iteration (a large group's results are spread so the loop reads its sockets in between). The
+// loop never waits for fsync.
 // A batch is atomic: all of its mutations are applied or none. A callback with status ok means
 // the batch is durable according to StoreOptions::durability.
 #pragma once
