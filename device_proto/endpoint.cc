@@ -2,6 +2,8 @@
 // LRU eviction, and the single timer heap that drives every deadline.
 #include "device_proto/endpoint.h"
 
+#include <linux/sock_diag.h>
+
 #include "device_proto/endpoint_impl.h"
 
 namespace tether::coap {
@@ -205,6 +207,7 @@ void Endpoint::Impl::OnRetransmit(uint64_t out_id, uint64_t when) {
 
 bool Endpoint::Impl::Housekeeping() {
   const uint64_t t = now();
+  WatchReceiveDrops(t);
   for (SocketState* s : sockets)
     if (s->dtls) s->dtls->Housekeeping();
   dedup.Expire(t);
@@ -230,6 +233,31 @@ bool Endpoint::Impl::Housekeeping() {
     }
   }
   return false;
+}
+
+Endpoint::Impl::ReceiveQueues Endpoint::Impl::ReadReceiveQueues() const {
+  ReceiveQueues q;
+  for (SocketState* s : sockets) {
+    uv_os_fd_t fd;
+    uint32_t info[SK_MEMINFO_VARS] = {};
+    socklen_t len = sizeof info;
+    if (uv_fileno(reinterpret_cast<const uv_handle_t*>(&s->handle), &fd) != 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_MEMINFO, info, &len) != 0 || len <= SK_MEMINFO_DROPS * sizeof info[0])
+      continue;  // a closed socket, or a kernel without SK_MEMINFO_DROPS (before 4.18): nothing to add
+    q.dropped += info[SK_MEMINFO_DROPS];  // the kernel counts in 32 bits: wraps at 4 G
+    q.buffer_bytes += info[SK_MEMINFO_RCVBUF];
+  }
+  return q;
+}
+
+void Endpoint::Impl::WatchReceiveDrops(uint64_t t) {
+  if (drops_read_ms != 0 && t - drops_read_ms < kHousekeepingMs) return;
+  drops_read_ms = t;
+  const uint64_t dropped = ReadReceiveQueues().dropped;
+  if (dropped == drops_seen) return;
+  drops_seen = dropped;
+  if (drops_last_ms == 0 || t - drops_last_ms > kReceiveDropPauseMs) drops_first_ms = t;
+  drops_last_ms = t;
 }
 
 // ---------------------------------------------------------------- public API
@@ -316,7 +344,9 @@ int Endpoint::Impl::OpenSocket(const char* ip, uint16_t port, SocketState*& out)
                           family == AF_INET6 ? UV_UDP_IPV6ONLY : 0);
       r != 0)
     return fail(r);
-  int rcvbuf = 4 << 20;
+  // Room for a burst while the loop is busy. The kernel caps it at net.core.rmem_max (208 KiB by
+  // default, so 416 KiB granted): counters().receive_buffer_bytes says what it gave.
+  int rcvbuf = static_cast<int>(kRecvBufferBytes);
   uv_recv_buffer_size(reinterpret_cast<uv_handle_t*>(&s->handle), &rcvbuf);
   int r = uv_udp_recv_start(
       &s->handle,
@@ -423,7 +453,16 @@ Counters Endpoint::counters() const {
   c.observers = impl_->observers.size();
   c.exchanges = impl_->exchanges.size();
   c.dedup_entries = impl_->dedup.size();
+  const Impl::ReceiveQueues q = impl_->ReadReceiveQueues();
+  c.receive_dropped = q.dropped;
+  c.receive_buffer_bytes = q.buffer_bytes;
   return c;
+}
+
+std::optional<uint64_t> Endpoint::receive_dropping_for_ms() const {
+  const uint64_t t = impl_->now();
+  if (impl_->drops_last_ms == 0 || t - impl_->drops_last_ms > kReceiveDropPauseMs) return std::nullopt;
+  return t - impl_->drops_first_ms;
 }
 
 void Endpoint::HandleDatagram(size_t socket_index, const Address& from, std::span<const uint8_t> bytes) {

@@ -69,6 +69,12 @@ struct Counters {
   uint64_t notifications_superseded = 0;  // states replaced by a newer one before they were sent
   uint64_t observers_timed_out = 0;       // observations ended: a CON notification never acknowledged
   uint64_t peers = 0, peers_verified = 0, observers = 0, exchanges = 0, dedup_entries = 0;  // gauges
+  // The kernel's side of the sockets (SO_MEMINFO), read when counters() is called:
+  // - receive_dropped: datagrams the kernel dropped because a socket's receive queue was full, i.e.
+  //   the loop read slower than they came. Nothing else sees them: not the engine, not a handler.
+  // - receive_buffer_bytes: the receive buffers' size as the kernel granted it (net.core.rmem_max
+  //   caps what OpenSocket asks for).
+  uint64_t receive_dropped = 0, receive_buffer_bytes = 0;
 };
 
 struct Request {
@@ -186,6 +192,11 @@ class Endpoint {
 
   Counters counters() const;
   DtlsCounters dtls_counters() const;  // summed over DTLS sockets
+  // How long the kernel has been dropping datagrams for want of room in a receive queue (looked
+  // at each second, at housekeeping), without a pause longer than kReceiveDropPauseMs; nullopt when
+  // not. It means the loop reads slower than datagrams arrive.
+  std::optional<uint64_t> receive_dropping_for_ms() const;
+  static constexpr uint64_t kReceiveDropPauseMs = 2000;
 
   // Test seams. HandleDatagram processes bytes as if received on socket
   // `socket_index` (ciphertext on a DTLS socket); with a transmit hook set, every

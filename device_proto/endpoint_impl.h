@@ -75,6 +75,7 @@ inline void Stamp(std::span<uint8_t> bytes, Type type, uint16_t mid) {
 
 constexpr size_t kRecvChunk = 64 * 1024;   // libuv's recvmmsg slot size
 constexpr size_t kRecvSlots = 8;           // datagrams per recvmmsg batch
+constexpr size_t kRecvBufferBytes = 4u << 20;  // asked of SO_RCVBUF; the kernel may grant less
 constexpr uint32_t kHousekeepingMs = 1000;
 
 struct Peer {
@@ -325,6 +326,12 @@ struct Endpoint::Impl {
   void ArmTimer();
   void RunTimers();
   bool Housekeeping();  // true if eviction stopped at its budget
+  // SO_MEMINFO of every socket, summed: the kernel's drops (receive queue full) and buffer sizes.
+  struct ReceiveQueues {
+    uint64_t dropped = 0, buffer_bytes = 0;
+  };
+  ReceiveQueues ReadReceiveQueues() const;
+  void WatchReceiveDrops(uint64_t t);  // at most once a second: the drop episode below
   void OnRetransmit(uint64_t out_id, uint64_t when);
 
   uv_loop_t* loop;
@@ -341,6 +348,10 @@ struct Endpoint::Impl {
   TransmitHook hook;
   std::function<uint64_t()> clock;  // test seam; uv_now() when empty
   Counters stats;
+  // The kernel's drops as last read, and the episode they belong to (receive_dropping_for_ms):
+  // - drops_first_ms: the first reading of the episode that showed new drops; drops_last_ms: the latest.
+  // - drops_read_ms: when they were read (housekeeping may run every 10 ms while it evicts).
+  uint64_t drops_seen = 0, drops_first_ms = 0, drops_last_ms = 0, drops_read_ms = 0;
 
   std::unordered_map<Address, Peer, AddressHash> peers;
   std::list<Address> lru_verified, lru_unverified;  // front = most recently active

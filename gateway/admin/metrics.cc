@@ -217,6 +217,12 @@ TetherMetrics::TetherMetrics(MetricsRegistry& r)
                                          "Peer table full: unverified peers evicted for a new address, or datagrams "
                                          "refused because no unverified peer could go.",
                                          {"reason"})),
+      coap_receive_dropped_total(r.Counter("tether_coap_receive_dropped_total",
+                                           "Datagrams the kernel dropped before tetherd read them: a CoAP socket's "
+                                           "receive queue was full (the loop reads slower than they arrive).")),
+      coap_receive_buffer_bytes(r.Gauge("tether_coap_receive_buffer_bytes",
+                                        "The CoAP sockets' receive buffers as the kernel granted them (4 MiB asked; "
+                                        "net.core.rmem_max caps it).")),
       notifications_total(r.Counter("tether_notifications_total",
                                     "Observe notifications sent, or superseded by a newer state while their "
                                     "device had a confirmable notification outstanding.",

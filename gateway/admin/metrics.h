@@ -113,6 +113,8 @@ struct TetherMetrics {
   MetricFamily& cloud_streams;           // gauge {state=streaming|polling|connecting}
   MetricFamily& coap_peers;              // gauge {state=verified|unverified}  the CoAP engine's peer table
   MetricFamily& coap_peers_dropped_total;  // counter {reason=evicted|refused}  peer table full
+  MetricFamily& coap_receive_dropped_total;  // counter  datagrams the kernel dropped: receive queue full
+  MetricFamily& coap_receive_buffer_bytes;   // gauge  the CoAP sockets' receive buffers as granted
   MetricFamily& notifications_total;     // counter {outcome=sent|superseded}
   // Hostile-LAN guards (docs/operations.md, "Security model").
   MetricFamily& auth_failures_total;     // counter {kind,answer=answered|dropped}  tokens refused

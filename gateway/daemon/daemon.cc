@@ -9,6 +9,13 @@
 
 namespace tether {
 
+namespace {
+// Below this, a burst of a few thousand devices at once (a power cut's return) can fill the
+// receive queue while the loop is busy: warned at startup. The kernel grants twice what
+// SO_RCVBUF asks, capped at twice net.core.rmem_max (208 KiB on Debian and Raspberry Pi OS).
+constexpr uint64_t kSmallReceiveBuffer = 1u << 20;
+}  // namespace
+
 Daemon::Daemon(Config config, std::string config_path)
     : started_(config), config_(std::move(config)), config_path_(std::move(config_path)) {
   uv_loop_init(&loop_);
@@ -88,7 +95,15 @@ bool Daemon::StartModules() {
     return false;
   }
   device_api_->AttachEndpoint(endpoint_.get());
-  spdlog::info("listening for CoAP on udp {}", HostPort{l.host, endpoint_->LocalPort()}.ToString());
+  const uint64_t rcvbuf = endpoint_->counters().receive_buffer_bytes;
+  spdlog::info("listening for CoAP on udp {} (receive buffer {} KiB)", HostPort{l.host, endpoint_->LocalPort()}.ToString(),
+               rcvbuf / 1024);
+  if (rcvbuf < kSmallReceiveBuffer) {
+    spdlog::warn("the CoAP receive buffer is {} KiB (net.core.rmem_max caps it): datagrams that arrive while it is full "
+                 "are dropped by the kernel (tether_coap_receive_dropped_total). Raise it: sysctl -w "
+                 "net.core.rmem_max=4194304 (docs/operations.md, \"Receive buffer\")",
+                 rcvbuf / 1024);
+  }
   if (config_.dtls && !StartDtls()) return false;
 
   if (config_.upstream && !StartUpstream()) return false;

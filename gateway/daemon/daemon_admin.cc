@@ -41,6 +41,11 @@ std::string DaemonAdmin::NotReadyReason() {
                       "arrive than the store commits",
                       *shed / 1000, p_.config->device.max_write_wait.count());
   }
+  if (auto dropping = p_.endpoint->receive_dropping_for_ms(); dropping && *dropping >= kShedNotReadyMs) {
+    why += fmt::format("{}datagrams dropped by the kernel for {} s: the CoAP receive queue is full, devices send "
+                       "faster than tetherd reads",
+                       why.empty() ? "" : "; ", *dropping / 1000);
+  }
   if (!p_.upstream) return why;
   for (const auto& [route, h] : p_.upstream().holds) {
     if (h.waited_ms < kHeldNotReadyMs) continue;
@@ -91,6 +96,8 @@ std::string DaemonAdmin::MetricsText() {
   m.coap_peers.With({"unverified"}).Set(static_cast<double>(e.peers - e.peers_verified));
   m.coap_peers_dropped_total.With({"evicted"}).Set(static_cast<double>(e.peers_evicted));
   m.coap_peers_dropped_total.With({"refused"}).Set(static_cast<double>(e.peers_rejected));
+  m.coap_receive_dropped_total.With({}).Set(static_cast<double>(e.receive_dropped));
+  m.coap_receive_buffer_bytes.With({}).Set(static_cast<double>(e.receive_buffer_bytes));
   static const char* kRefusal[] = {"unknown_session", "bound_elsewhere", "auth_token", "long_token"};
   for (int k = 0; k < 4; ++k) {
     m.auth_failures_total.With({kRefusal[k], "answered"}).Set(static_cast<double>(c.token_refusals[k][0]));
@@ -215,6 +222,12 @@ nlohmann::json DaemonAdmin::Status() {
   auto shed = p_.devices->shedding_for_ms();
   j["overload"] = {{"writes_shed", p_.devices->counters().writes_shed},
                    {"shedding_for_s", shed ? nlohmann::json(*shed / 1000) : nlohmann::json()}};
+  // null: the kernel dropped no datagram lately (receive queue full).
+  auto dropping = p_.endpoint->receive_dropping_for_ms();
+  const coap::Counters e = p_.endpoint->counters();
+  j["overload"]["receive_dropped"] = e.receive_dropped;
+  j["overload"]["receive_dropping_for_s"] = dropping ? nlohmann::json(*dropping / 1000) : nlohmann::json();
+  j["overload"]["receive_buffer_bytes"] = e.receive_buffer_bytes;
   if (p_.config->upstream) {
     j["upstream"] = {{"url", p_.config->upstream->url}, {"up", p_.devices->cloud_connected()}};
     auto off = p_.devices->cloud_offset_ms();

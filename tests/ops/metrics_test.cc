@@ -193,6 +193,8 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
   m.loop_stalled_seconds_total().Inc(3.5);
   m.coap_peers.With({"verified"}).Set(10);
   m.coap_peers_dropped_total.With({"evicted"}).Inc(8);
+  m.coap_receive_dropped_total.With({}).Inc(17);
+  m.coap_receive_buffer_bytes.With({}).Set(425984);
   m.notifications_total.With({"superseded"}).Inc(9);
   m.upload_state.With({"devices", "held"}).Set(1);
   m.queue_held_age_seconds.With({"devices"}).Set(12.5);
@@ -226,6 +228,7 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
       {"tether_device_events_total", "counter"}, {"tether_loop_stalled_seconds_total", "counter"},
       {"tether_coap_peers", "gauge"},
       {"tether_coap_peers_dropped_total", "counter"}, {"tether_notifications_total", "counter"},
+      {"tether_coap_receive_dropped_total", "counter"}, {"tether_coap_receive_buffer_bytes", "gauge"},
       {"tether_upload_state", "gauge"},      {"tether_queue_held_age_seconds", "gauge"},
       {"tether_timestamps_estimated_total", "counter"}, {"tether_cloud_clock_uncertainty_ms", "gauge"},
       {"tether_cloud_clock_current", "gauge"}, {"tether_cloud_streams", "gauge"},
@@ -269,6 +272,8 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
            {"tether_store_bytes", {}, 1 << 20},
            {"tether_coap_peers", {{"state", "verified"}}, 10},
            {"tether_coap_peers_dropped_total", {{"reason", "evicted"}}, 8},
+           {"tether_coap_receive_dropped_total", {}, 17},
+           {"tether_coap_receive_buffer_bytes", {}, 425984},
            {"tether_notifications_total", {{"outcome", "superseded"}}, 9},
            {"tether_upload_state", {{"route", "devices"}, {"state", "held"}}, 1},
            {"tether_queue_held_age_seconds", {{"route", "devices"}}, 12.5},
@@ -289,7 +294,7 @@ TEST(MetricsTest, TetherCatalogRoundTrip) {
     ASSERT_NE(s, nullptr) << w.name;
     EXPECT_EQ(s->value, w.value) << w.name;
   }
-  EXPECT_EQ(e.samples.size(), 42u);
+  EXPECT_EQ(e.samples.size(), 44u);
 }
 
 }  // namespace
