@@ -256,8 +256,7 @@ void Endpoint::Impl::WatchReceiveDrops(uint64_t t) {
   const uint64_t dropped = ReadReceiveQueues().dropped;
   if (dropped == drops_seen) return;
   drops_seen = dropped;
-  if (drops_last_ms == 0 || t - drops_last_ms > kReceiveDropPauseMs) drops_first_ms = t;
-  drops_last_ms = t;
+  dropping.Note(t);
 }
 
 // ---------------------------------------------------------------- public API
@@ -460,9 +459,7 @@ Counters Endpoint::counters() const {
 }
 
 std::optional<uint64_t> Endpoint::receive_dropping_for_ms() const {
-  const uint64_t t = impl_->now();
-  if (impl_->drops_last_ms == 0 || t - impl_->drops_last_ms > kReceiveDropPauseMs) return std::nullopt;
-  return t - impl_->drops_first_ms;
+  return impl_->dropping.LastedMs(impl_->now());
 }
 
 void Endpoint::HandleDatagram(size_t socket_index, const Address& from, std::span<const uint8_t> bytes) {

@@ -21,6 +21,7 @@
 #include "device_proto/endpoint.h"
 #include "device_proto/expiring_map.h"
 #include "device_proto/timer_queue.h"
+#include "util/episode.h"
 #include "util/uv_handle.h"
 
 namespace tether::coap {
@@ -348,10 +349,10 @@ struct Endpoint::Impl {
   TransmitHook hook;
   std::function<uint64_t()> clock;  // test seam; uv_now() when empty
   Counters stats;
-  // The kernel's drops as last read, and the episode they belong to (receive_dropping_for_ms):
-  // - drops_first_ms: the first reading of the episode that showed new drops; drops_last_ms: the latest.
-  // - drops_read_ms: when they were read (housekeeping may run every 10 ms while it evicts).
-  uint64_t drops_seen = 0, drops_first_ms = 0, drops_last_ms = 0, drops_read_ms = 0;
+  // The kernel's drops as last read (drops_seen), when (drops_read_ms: housekeeping may run every
+  // 10 ms while it evicts), and the episode of readings that showed new drops.
+  uint64_t drops_seen = 0, drops_read_ms = 0;
+  util::Episode dropping{Endpoint::kReceiveDropPauseMs};
 
   std::unordered_map<Address, Peer, AddressHash> peers;
   std::list<Address> lru_verified, lru_unverified;  // front = most recently active

@@ -44,7 +44,8 @@ DeviceApi::DeviceApi(uv_loop_t* loop, store::Store& store, LocalCopy& local, std
               [this](const std::string& route) { on_queued_(route); }),
       notifier_(store, keeper_, cloud_, counters_),
       replier_(counters_),
-      reads_(store, local, notifier_, keeper_, cloud_, replier_, counters_) {
+      reads_(store, local, notifier_, keeper_, cloud_, replier_, counters_),
+      shedding_(kShedPauseMs) {
   SetRoutes(std::move(routes));
   // Cloud data the local copy committed (synced, read, after a conflict) reaches observers.
   changed_ = local_.SetChangedHook(scope_.Guard([this](const std::vector<std::string>& changed) {
@@ -76,11 +77,7 @@ util::Subscription DeviceApi::SetQueuedHook(std::function<void(const std::string
   return on_queued_.Set(std::move(hook));
 }
 
-std::optional<uint64_t> DeviceApi::shedding_for_ms() const {
-  const uint64_t now = uv_now(loop_);
-  if (shed_last_ms_ == 0 || now - shed_last_ms_ > kShedPauseMs) return std::nullopt;
-  return now - shed_first_ms_;
-}
+std::optional<uint64_t> DeviceApi::shedding_for_ms() const { return shedding_.LastedMs(uv_now(loop_)); }
 
 void DeviceApi::AttachEndpoint(coap::Endpoint* endpoint) {
   endpoint_ = endpoint;
@@ -192,9 +189,7 @@ void DeviceApi::OnRequest(const coap::Request& r) {
                      c.method == coap::code::kPatch || c.method == coap::code::kDelete;
   if (write && commit_wait_ms > routes_->config().device.max_write_wait.count()) {
     ++counters_.writes_shed;
-    const uint64_t now = uv_now(loop_);
-    if (shed_last_ms_ == 0 || now - shed_last_ms_ > kShedPauseMs) shed_first_ms_ = now;
-    shed_last_ms_ = now;
+    shedding_.Note(uv_now(loop_));
     return replier_.ReplyError(c, {ErrorCode::kUnavailable, "overloaded, retry later", kOverloadMaxAge});
   }
   if (!c.dis.empty()) {

@@ -41,6 +41,7 @@
 #include "gateway/device/session_table.h"
 #include "store/store.h"
 #include "util/callback_scope.h"
+#include "util/episode.h"
 
 namespace tether {
 
@@ -144,7 +145,7 @@ class DeviceApi : public coap::Handler, public CloudLinkListener {
   DeviceReplier replier_;
   DeviceReads reads_;
   std::unordered_map<std::string, PendingOnDisconnect> ondisconnect_pending_;  // session id -> in flight
-  uint64_t shed_first_ms_ = 0, shed_last_ms_ = 0;  // uv_now: the shedding episode's first / latest 5.03
+  util::Episode shedding_;  // uv_now of the 5.03s sent for overload
   util::Hook<void(const std::string& route)> on_queued_;  // also run by keeper_ (onDisconnect writes)
   util::Subscription changed_;  // on local_'s changed hook
   util::CallbackScope scope_;   // guards store callbacks after Close
