@@ -124,11 +124,6 @@ struct Exchange {
 //   time), and errors are rare.
 // - Every other method, and a GET with Block1 (its upload state is not idempotent), keeps its
 //   reply for EXCHANGE_LIFETIME: a repeated write could undo a later one.
-// - Except a 5.03 (Service Unavailable), whatever the method: the server did not act on the
-//   request (the gateway answers 5.03 for a write it refused whole: overload, a full queue or
-//   store, a stop), so a retransmission is processed afresh. Kept, a sustained overload filled
-//   the cache's bound (64 MiB) with refusals and pushed out the replies of applied writes, whose
-//   retransmissions would then be applied again.
 // - Except the request that opened its peer's binding (NewBinding: a session's POST /.cs): its
 //   answered reply goes at the peer's next new request in that binding. A client sends that only
 //   once it has the reply (no session without it: the SDK pings right after opening), so it never

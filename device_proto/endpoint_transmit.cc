@@ -236,7 +236,7 @@ bool Endpoint::Impl::Deliver(ExchangeId id, const Response& r, std::optional<uin
   }
   const MidKey key{x.peer, x.mid};
   // The code that went out (bytes[1]): a 4.13 or 4.02 may have replaced the handler's 2.05.
-  const bool keep = !(x.answered_afresh && code::Cls(bytes[1]) == 2) && bytes[1] != code::kServiceUnavailable;  // see AnsweredAfresh()
+  const bool keep = !(x.answered_afresh && code::Cls(bytes[1]) == 2);  // see AnsweredAfresh()
   DedupEntry* e = x.has_dedup ? dedup.Find(key) : nullptr;
   if (!x.has_dedup && keep) {  // a GET refused in its upcall: its reply is kept after all
     auto p = peers.find(x.peer);

@@ -182,38 +182,6 @@ TEST_F(EndpointTest, RetransmittedWriteReplaysCachedReply) {
   EXPECT_EQ(ep_->counters().dedup_entries, 3u);
 }
 
-// A write refused with 5.03 changed nothing: no reply is kept, and its retransmission is handed up
-// again (here accepted, and from then on replayed like any write's reply).
-TEST_F(EndpointTest, RefusedWith503KeepsNoReplyAndItsRetransmissionIsProcessedAfresh) {
-  Start();
-  int n = 0;
-  h_.respond_with = [&](const Request& r) {
-    if (++n == 1) {
-      ep_->Respond(r.id, Response{.code = code::kServiceUnavailable, .max_age = 1});
-    } else {
-      ep_->Respond(r.id, Response{.code = code::kChanged});
-    }
-  };
-  const Bytes req = Build{.code = code::kPut, .mid = 30}.Path("w").done();
-  Send(req);
-  auto refused = Recv();
-  ASSERT_TRUE(refused);
-  EXPECT_EQ(refused->m.code, code::kServiceUnavailable);
-  EXPECT_EQ(ep_->counters().dedup_entries, 0u) << "a refusal is not kept";
-  Send(req);
-  auto accepted = Recv();
-  ASSERT_TRUE(accepted);
-  EXPECT_EQ(accepted->m.code, code::kChanged);
-  EXPECT_EQ(accepted->m.mid, 30);
-  Send(req);
-  auto replayed = Recv();
-  ASSERT_TRUE(replayed);
-  EXPECT_EQ(replayed->bytes, accepted->bytes);
-  EXPECT_EQ(n, 2);
-  EXPECT_EQ(ep_->counters().duplicates, 1u);
-  EXPECT_EQ(ep_->counters().dedup_entries, 1u);
-}
-
 TEST_F(EndpointTest, SameMidNewTokenIsNewRequest) {
   Start();
   int n = 0;
