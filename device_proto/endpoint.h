@@ -152,8 +152,6 @@ class Endpoint {
   // asked for blocks or AllowUnaskedBlocks() was called for the exchange;
   // otherwise the answer is 4.13 with a diagnostic, so a client that cannot
   // reassemble (the Wilddog SDK) never gets a truncated body.
-  // A 5.03 says the request was not acted on: no reply is kept for it, so its
-  // retransmission is handed up again (endpoint_impl.h, AnsweredAfresh).
   bool Respond(ExchangeId id, const Response& response);
   // Leaves the exchange unanswered and forgets it: nothing is sent for it, not even the empty ACK
   // of a slow answer, and its retransmissions are ignored like any duplicate. For requests a
